@@ -1,0 +1,490 @@
+#include "compiler/IR.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+
+namespace enc::ir {
+
+const char *typeName(Type t) {
+  switch (t) {
+  case Type::Int: return "int";
+  case Type::Float: return "float";
+  case Type::Bool: return "bool";
+  }
+  return "?";
+}
+
+const char *binOpSpelling(BinOp op) {
+  switch (op) {
+  case BinOp::Add: return "+";
+  case BinOp::Sub: return "-";
+  case BinOp::Mul: return "*";
+  case BinOp::Div: return "/";
+  case BinOp::Mod: return "%";
+  case BinOp::Pow: return "^";
+  case BinOp::Min: return "min";
+  case BinOp::Max: return "max";
+  case BinOp::Lt: return "<";
+  case BinOp::Le: return "<=";
+  case BinOp::Gt: return ">";
+  case BinOp::Ge: return ">=";
+  case BinOp::Eq: return "==";
+  case BinOp::Ne: return "!=";
+  case BinOp::And: return "&&";
+  case BinOp::Or: return "||";
+  }
+  return "?";
+}
+
+const char *reduceOpName(ReduceOp op) {
+  switch (op) {
+  case ReduceOp::Sum: return "sum";
+  case ReduceOp::Max: return "max";
+  case ReduceOp::Min: return "min";
+  case ReduceOp::Prod: return "prod";
+  }
+  return "?";
+}
+
+static std::shared_ptr<ExprNode> node(ExprKind k, Type t) {
+  auto n = std::make_shared<ExprNode>();
+  n->kind = k;
+  n->type = t;
+  return n;
+}
+
+Expr intImm(int64_t v) {
+  auto n = node(ExprKind::IntImm, Type::Int);
+  n->intValue = v;
+  return n;
+}
+
+Expr floatImm(double v) {
+  auto n = node(ExprKind::FloatImm, Type::Float);
+  n->floatValue = v;
+  return n;
+}
+
+Expr boolImm(bool v) {
+  auto n = node(ExprKind::BoolImm, Type::Bool);
+  n->boolValue = v;
+  return n;
+}
+
+Expr var(std::string name, Type type, VarKind kind) {
+  auto n = node(ExprKind::Var, type);
+  n->name = std::move(name);
+  n->varKind = kind;
+  return n;
+}
+
+Expr access(std::string tensor, std::vector<Expr> indices, SourceLoc loc) {
+  auto n = node(ExprKind::Access, Type::Float);
+  n->name = std::move(tensor);
+  n->args = std::move(indices);
+  n->loc = loc;
+  return n;
+}
+
+Expr load(std::string buffer, Expr flatIndex) {
+  auto n = node(ExprKind::Load, Type::Float);
+  n->name = std::move(buffer);
+  n->args = {std::move(flatIndex)};
+  return n;
+}
+
+bool isConst(const Expr &e, int64_t *value) {
+  if (e->kind != ExprKind::IntImm) return false;
+  if (value) *value = e->intValue;
+  return true;
+}
+
+static bool isFloatConst(const Expr &e, double v) { return e->kind == ExprKind::FloatImm && e->floatValue == v; }
+static bool isIntConst(const Expr &e, int64_t v) { return e->kind == ExprKind::IntImm && e->intValue == v; }
+
+Expr cast(Type t, Expr a) {
+  if (a->type == t) return a;
+  if (t == Type::Float && a->kind == ExprKind::IntImm) return floatImm(static_cast<double>(a->intValue));
+  if (t == Type::Float && a->kind == ExprKind::BoolImm) return floatImm(a->boolValue ? 1.0 : 0.0);
+  if (t == Type::Int && a->kind == ExprKind::BoolImm) return intImm(a->boolValue ? 1 : 0);
+  auto n = node(ExprKind::Cast, t);
+  n->args = {std::move(a)};
+  return n;
+}
+
+Expr unary(UnOp op, Expr a) {
+  if (op == UnOp::Neg) {
+    if (a->kind == ExprKind::IntImm) return intImm(-a->intValue);
+    if (a->kind == ExprKind::FloatImm) return floatImm(-a->floatValue);
+  } else if (a->kind == ExprKind::BoolImm) {
+    return boolImm(!a->boolValue);
+  }
+  auto n = node(ExprKind::Unary, op == UnOp::Not ? Type::Bool : a->type);
+  n->unOp = op;
+  n->args = {std::move(a)};
+  return n;
+}
+
+static int64_t floorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+static int64_t floorMod(int64_t a, int64_t b) { return a - floorDiv(a, b) * b; }
+
+static bool isComparison(BinOp op) { return op >= BinOp::Lt && op <= BinOp::Ne; }
+
+Expr binary(BinOp op, Expr a, Expr b) {
+  bool logical = op == BinOp::And || op == BinOp::Or;
+  if (!logical && (a->type == Type::Float || b->type == Type::Float)) {
+    a = cast(Type::Float, a);
+    b = cast(Type::Float, b);
+  } else if (!logical && (a->type == Type::Bool) != (b->type == Type::Bool)) {
+    a = cast(Type::Int, a);
+    b = cast(Type::Int, b);
+  }
+  Type result = isComparison(op) || logical ? Type::Bool : a->type;
+
+  // Constant folding.
+  if (a->kind == ExprKind::IntImm && b->kind == ExprKind::IntImm) {
+    int64_t x = a->intValue, y = b->intValue;
+    switch (op) {
+    case BinOp::Add: return intImm(x + y);
+    case BinOp::Sub: return intImm(x - y);
+    case BinOp::Mul: return intImm(x * y);
+    case BinOp::Div: if (y != 0) return intImm(floorDiv(x, y)); break;
+    case BinOp::Mod: if (y != 0) return intImm(floorMod(x, y)); break;
+    case BinOp::Min: return intImm(std::min(x, y));
+    case BinOp::Max: return intImm(std::max(x, y));
+    case BinOp::Lt: return boolImm(x < y);
+    case BinOp::Le: return boolImm(x <= y);
+    case BinOp::Gt: return boolImm(x > y);
+    case BinOp::Ge: return boolImm(x >= y);
+    case BinOp::Eq: return boolImm(x == y);
+    case BinOp::Ne: return boolImm(x != y);
+    case BinOp::Pow:
+      if (y >= 0) {
+        int64_t r = 1;
+        for (int64_t i = 0; i < y; ++i) r *= x;
+        return intImm(r);
+      }
+      break;
+    default: break;
+    }
+  }
+  if (a->kind == ExprKind::FloatImm && b->kind == ExprKind::FloatImm) {
+    double x = a->floatValue, y = b->floatValue;
+    switch (op) {
+    case BinOp::Add: return floatImm(x + y);
+    case BinOp::Sub: return floatImm(x - y);
+    case BinOp::Mul: return floatImm(x * y);
+    case BinOp::Div: return floatImm(x / y);
+    case BinOp::Pow: return floatImm(std::pow(x, y));
+    case BinOp::Min: return floatImm(std::min(x, y));
+    case BinOp::Max: return floatImm(std::max(x, y));
+    case BinOp::Lt: return boolImm(x < y);
+    case BinOp::Le: return boolImm(x <= y);
+    case BinOp::Gt: return boolImm(x > y);
+    case BinOp::Ge: return boolImm(x >= y);
+    case BinOp::Eq: return boolImm(x == y);
+    case BinOp::Ne: return boolImm(x != y);
+    default: break;
+    }
+  }
+  if (a->kind == ExprKind::BoolImm && b->kind == ExprKind::BoolImm) {
+    if (op == BinOp::And) return boolImm(a->boolValue && b->boolValue);
+    if (op == BinOp::Or) return boolImm(a->boolValue || b->boolValue);
+    if (op == BinOp::Eq) return boolImm(a->boolValue == b->boolValue);
+    if (op == BinOp::Ne) return boolImm(a->boolValue != b->boolValue);
+  }
+  // Identities that keep index arithmetic readable after specialization.
+  auto zero = [](const Expr &e) { return isIntConst(e, 0) || isFloatConst(e, 0.0); };
+  auto one = [](const Expr &e) { return isIntConst(e, 1) || isFloatConst(e, 1.0); };
+  switch (op) {
+  case BinOp::Add:
+    if (zero(b)) return a;
+    if (zero(a)) return b;
+    break;
+  case BinOp::Sub:
+    if (zero(b)) return a;
+    break;
+  case BinOp::Mul:
+    if (one(b)) return a;
+    if (one(a)) return b;
+    if (isIntConst(a, 0) || isIntConst(b, 0)) return intImm(0);
+    break;
+  case BinOp::Div:
+    if (one(b)) return a;
+    break;
+  case BinOp::Mod:
+    if (isIntConst(b, 1)) return intImm(0);
+    break;
+  case BinOp::And:
+    if (a->kind == ExprKind::BoolImm) return a->boolValue ? b : a;
+    if (b->kind == ExprKind::BoolImm) return b->boolValue ? a : b;
+    break;
+  case BinOp::Or:
+    if (a->kind == ExprKind::BoolImm) return a->boolValue ? a : b;
+    if (b->kind == ExprKind::BoolImm) return b->boolValue ? b : a;
+    break;
+  default: break;
+  }
+  auto n = node(ExprKind::Binary, result);
+  n->binOp = op;
+  n->args = {std::move(a), std::move(b)};
+  return n;
+}
+
+// Value of a scalar function on constants, for folding initializers and hyper-parameters.
+static bool foldCall(const std::string &fn, const std::vector<Expr> &args, double &out) {
+  for (const Expr &a : args)
+    if (a->kind != ExprKind::FloatImm) return false;
+  double x = args[0]->floatValue;
+  if (fn == "exp") out = std::exp(x);
+  else if (fn == "log") out = std::log(x);
+  else if (fn == "sqrt") out = std::sqrt(x);
+  else if (fn == "rsqrt") out = 1.0 / std::sqrt(x);
+  else if (fn == "tanh") out = std::tanh(x);
+  else if (fn == "sigmoid") out = 1.0 / (1.0 + std::exp(-x));
+  else if (fn == "abs") out = std::fabs(x);
+  else if (fn == "relu") out = x > 0 ? x : 0;
+  else if (fn == "sin") out = std::sin(x);
+  else if (fn == "cos") out = std::cos(x);
+  else if (fn == "floor") out = std::floor(x);
+  else if (fn == "ceil") out = std::ceil(x);
+  else if (fn == "leaky_relu") out = x > 0 ? x : x * args[1]->floatValue;
+  else return false;
+  return true;
+}
+
+Expr call(std::string fn, std::vector<Expr> args) {
+  for (Expr &a : args) a = cast(Type::Float, a);
+  if (double v = 0; foldCall(fn, args, v)) return floatImm(v);
+  auto n = node(ExprKind::Call, Type::Float);
+  n->name = std::move(fn);
+  n->args = std::move(args);
+  return n;
+}
+
+Expr select(Expr cond, Expr a, Expr b) {
+  if (cond->kind == ExprKind::BoolImm) return cond->boolValue ? a : b;
+  if (a->type == Type::Float || b->type == Type::Float) {
+    a = cast(Type::Float, a);
+    b = cast(Type::Float, b);
+  }
+  auto n = node(ExprKind::Select, a->type);
+  n->args = {std::move(cond), std::move(a), std::move(b)};
+  return n;
+}
+
+Expr reduce(ReduceOp op, std::vector<ReduceVar> vars, Expr body) {
+  body = cast(Type::Float, body);
+  auto n = node(ExprKind::Reduce, Type::Float);
+  n->reduceOp = op;
+  n->rvars = std::move(vars);
+  n->args = {std::move(body)};
+  return n;
+}
+
+Expr reduceIdentity(ReduceOp op, Type t) {
+  double inf = std::numeric_limits<double>::infinity();
+  switch (op) {
+  case ReduceOp::Sum: return t == Type::Int ? intImm(0) : floatImm(0);
+  case ReduceOp::Prod: return t == Type::Int ? intImm(1) : floatImm(1);
+  case ReduceOp::Max: return floatImm(-inf);
+  case ReduceOp::Min: return floatImm(inf);
+  }
+  return floatImm(0);
+}
+
+void visit(const Expr &e, const std::function<bool(const Expr &)> &fn) {
+  if (!fn(e)) return;
+  for (const Expr &a : e->args) visit(a, fn);
+  for (const ReduceVar &v : e->rvars) visit(v.extent, fn);
+}
+
+Expr withArgs(const Expr &e, std::vector<Expr> args) {
+  switch (e->kind) {
+  case ExprKind::Access: return access(e->name, std::move(args), e->loc);
+  case ExprKind::Load: return load(e->name, args[0]);
+  case ExprKind::Unary: return unary(e->unOp, args[0]);
+  case ExprKind::Binary: return binary(e->binOp, args[0], args[1]);
+  case ExprKind::Call: return call(e->name, std::move(args));
+  case ExprKind::Select: return select(args[0], args[1], args[2]);
+  case ExprKind::Reduce: return reduce(e->reduceOp, e->rvars, args[0]);
+  case ExprKind::Cast: return cast(e->type, args[0]);
+  default: return e;
+  }
+}
+
+Expr mutate(const Expr &e, const std::function<Expr(const Expr &)> &fn) {
+  bool changed = false;
+  std::vector<Expr> args;
+  args.reserve(e->args.size());
+  for (const Expr &a : e->args) {
+    args.push_back(mutate(a, fn));
+    changed |= args.back() != a;
+  }
+  std::vector<ReduceVar> rvars = e->rvars;
+  for (ReduceVar &v : rvars) {
+    Expr ext = mutate(v.extent, fn);
+    changed |= ext != v.extent;
+    v.extent = ext;
+  }
+  Expr rebuilt = e;
+  if (changed) {
+    if (e->kind == ExprKind::Reduce) rebuilt = reduce(e->reduceOp, rvars, args[0]);
+    else rebuilt = withArgs(e, std::move(args));
+  }
+  Expr replaced = fn(rebuilt);
+  return replaced ? replaced : rebuilt;
+}
+
+Expr substitute(const Expr &e, const std::function<Expr(const std::string &, VarKind)> &lookup) {
+  return mutate(e, [&](const Expr &n) -> Expr {
+    if (n->kind != ExprKind::Var) return nullptr;
+    Expr r = lookup(n->name, n->varKind);
+    if (!r) return nullptr;
+    return n->type == Type::Float ? cast(Type::Float, r) : r;
+  });
+}
+
+bool containsReduce(const Expr &e) {
+  bool found = false;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Reduce) found = true;
+    return !found;
+  });
+  return found;
+}
+
+static void collectFree(const Expr &e, std::set<std::string> &bound, std::vector<std::string> &out) {
+  if (e->kind == ExprKind::Var && e->varKind == VarKind::Index) {
+    if (!bound.count(e->name) && std::find(out.begin(), out.end(), e->name) == out.end()) out.push_back(e->name);
+    return;
+  }
+  if (e->kind == ExprKind::Reduce) {
+    std::vector<std::string> added;
+    for (const ReduceVar &v : e->rvars)
+      if (bound.insert(v.name).second) added.push_back(v.name);
+    collectFree(e->args[0], bound, out);
+    for (const std::string &n : added) bound.erase(n);
+    return;
+  }
+  for (const Expr &a : e->args) collectFree(a, bound, out);
+}
+
+std::vector<std::string> freeIndexVars(const Expr &e) {
+  std::set<std::string> bound;
+  std::vector<std::string> out;
+  collectFree(e, bound, out);
+  return out;
+}
+
+int costOf(const Expr &e) {
+  int cost = 0;
+  visit(e, [&](const Expr &n) {
+    switch (n->kind) {
+    case ExprKind::Call: cost += 8; break;
+    case ExprKind::Binary: cost += (n->binOp == BinOp::Div || n->binOp == BinOp::Pow) ? 4 : 1; break;
+    case ExprKind::Reduce: cost += 100; break;
+    default: break;
+    }
+    return true;
+  });
+  return cost;
+}
+
+bool structurallyEqual(const Expr &a, const Expr &b) {
+  if (a == b) return true;
+  if (a->kind != b->kind || a->type != b->type || a->args.size() != b->args.size()) return false;
+  switch (a->kind) {
+  case ExprKind::IntImm: return a->intValue == b->intValue;
+  case ExprKind::FloatImm: return a->floatValue == b->floatValue;
+  case ExprKind::BoolImm: return a->boolValue == b->boolValue;
+  case ExprKind::Var: return a->name == b->name && a->varKind == b->varKind;
+  case ExprKind::Binary: if (a->binOp != b->binOp) return false; break;
+  case ExprKind::Unary: if (a->unOp != b->unOp) return false; break;
+  case ExprKind::Access:
+  case ExprKind::Load:
+  case ExprKind::Call: if (a->name != b->name) return false; break;
+  case ExprKind::Reduce:
+    if (a->reduceOp != b->reduceOp || a->rvars.size() != b->rvars.size()) return false;
+    for (size_t i = 0; i < a->rvars.size(); ++i)
+      if (a->rvars[i].name != b->rvars[i].name || !structurallyEqual(a->rvars[i].extent, b->rvars[i].extent))
+        return false;
+    break;
+  default: break;
+  }
+  for (size_t i = 0; i < a->args.size(); ++i)
+    if (!structurallyEqual(a->args[i], b->args[i])) return false;
+  return true;
+}
+
+// ---- printing -----------------------------------------------------------------------------------
+static int precedence(const Expr &e) {
+  if (e->kind == ExprKind::Unary) return 6;
+  if (e->kind != ExprKind::Binary) return 10;
+  switch (e->binOp) {
+  case BinOp::Or: return 1;
+  case BinOp::And: return 2;
+  case BinOp::Lt: case BinOp::Le: case BinOp::Gt: case BinOp::Ge: case BinOp::Eq: case BinOp::Ne: return 3;
+  case BinOp::Add: case BinOp::Sub: return 4;
+  case BinOp::Mul: case BinOp::Div: case BinOp::Mod: return 5;
+  case BinOp::Pow: return 7;
+  case BinOp::Min: case BinOp::Max: return 10;
+  }
+  return 10;
+}
+
+static std::string printList(const std::vector<Expr> &args) {
+  std::string out;
+  for (size_t i = 0; i < args.size(); ++i) out += (i ? ", " : "") + print(args[i]);
+  return out;
+}
+
+static std::string formatFloat(double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  std::string s = fmt::format("{}", v);
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string print(const Expr &e) {
+  switch (e->kind) {
+  case ExprKind::IntImm: return std::to_string(e->intValue);
+  case ExprKind::FloatImm: return formatFloat(e->floatValue);
+  case ExprKind::BoolImm: return e->boolValue ? "true" : "false";
+  case ExprKind::Var: return e->name;
+  case ExprKind::Access: return fmt::format("{}[{}]", e->name, printList(e->args));
+  case ExprKind::Load: return fmt::format("{}[{}]", e->name, print(e->args[0]));
+  case ExprKind::Call: return fmt::format("{}({})", e->name, printList(e->args));
+  case ExprKind::Select: return fmt::format("select({})", printList(e->args));
+  case ExprKind::Cast: return fmt::format("{}({})", typeName(e->type), print(e->args[0]));
+  case ExprKind::Reduce: {
+    std::string vars;
+    for (size_t i = 0; i < e->rvars.size(); ++i) vars += (i ? ", " : "") + e->rvars[i].name;
+    return fmt::format("{}({}: {})", reduceOpName(e->reduceOp), vars, print(e->args[0]));
+  }
+  case ExprKind::Unary: {
+    std::string inner = print(e->args[0]);
+    if (precedence(e->args[0]) < 6) inner = "(" + inner + ")";
+    return (e->unOp == UnOp::Neg ? "-" : "!") + inner;
+  }
+  case ExprKind::Binary: {
+    if (e->binOp == BinOp::Min || e->binOp == BinOp::Max)
+      return fmt::format("{}({})", binOpSpelling(e->binOp), printList(e->args));
+    int p = precedence(e);
+    std::string l = print(e->args[0]), r = print(e->args[1]);
+    if (precedence(e->args[0]) < p || (e->binOp == BinOp::Pow && precedence(e->args[0]) <= p)) l = "(" + l + ")";
+    if (precedence(e->args[1]) < p || (precedence(e->args[1]) == p && e->binOp != BinOp::Pow)) r = "(" + r + ")";
+    return fmt::format("{} {} {}", l, binOpSpelling(e->binOp), r);
+  }
+  }
+  return "?";
+}
+
+} // namespace enc::ir

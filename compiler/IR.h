@@ -1,0 +1,105 @@
+// Expressions shared by the tensor IR and the loop IR (as in Halide, one Expr type serves
+// every stage; Access and Reduce only appear in the tensor IR, Load only in the loop IR).
+// Nodes are immutable and shared; passes build new trees.
+#pragma once
+
+#include "dsl/Source.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace enc::ir {
+
+enum class Type : uint8_t { Int, Float, Bool };
+const char *typeName(Type t);
+
+enum class ExprKind : uint8_t { IntImm, FloatImm, BoolImm, Var, Access, Load, Unary, Binary, Call, Select, Reduce, Cast };
+
+// What a variable stands for.
+enum class VarKind : uint8_t {
+  Size,  // an integer known before a kernel runs: a hyper-parameter or a size from an input shape
+  Param, // a float or bool hyper-parameter
+  Index, // an index variable of a definition, reduction or loop
+  Local, // a local scalar of the loop IR (accumulators, decoded indices)
+};
+
+enum class BinOp : uint8_t { Add, Sub, Mul, Div, Mod, Pow, Min, Max, Lt, Le, Gt, Ge, Eq, Ne, And, Or };
+enum class UnOp : uint8_t { Neg, Not };
+enum class ReduceOp : uint8_t { Sum, Max, Min, Prod };
+
+const char *binOpSpelling(BinOp op);
+const char *reduceOpName(ReduceOp op);
+
+struct ExprNode;
+using Expr = std::shared_ptr<const ExprNode>;
+
+struct ReduceVar {
+  std::string name;
+  Expr extent;
+};
+
+struct ExprNode {
+  ExprKind kind;
+  Type type;
+  int64_t intValue = 0;
+  double floatValue = 0;
+  bool boolValue = false;
+  std::string name; // Var, Access/Load (tensor), Call (function)
+  VarKind varKind = VarKind::Index;
+  BinOp binOp = BinOp::Add;
+  UnOp unOp = UnOp::Neg;
+  ReduceOp reduceOp = ReduceOp::Sum;
+  std::vector<Expr> args;        // operands; Access: indices; Load: [flat index]; Select: cond, then, else
+  std::vector<ReduceVar> rvars;  // Reduce: the reduced variables; args[0] is the body
+  SourceLoc loc;
+};
+
+// ---- constructors (fold constants and promote Int to Float where mixed) ----------------------------
+Expr intImm(int64_t v);
+Expr floatImm(double v);
+Expr boolImm(bool v);
+Expr var(std::string name, Type type, VarKind kind);
+Expr access(std::string tensor, std::vector<Expr> indices, SourceLoc loc = {});
+Expr load(std::string buffer, Expr flatIndex);
+Expr unary(UnOp op, Expr a);
+Expr binary(BinOp op, Expr a, Expr b);
+Expr call(std::string fn, std::vector<Expr> args);
+Expr select(Expr cond, Expr a, Expr b);
+Expr reduce(ReduceOp op, std::vector<ReduceVar> vars, Expr body);
+Expr cast(Type t, Expr a);
+
+inline Expr operator+(Expr a, Expr b) { return binary(BinOp::Add, std::move(a), std::move(b)); }
+inline Expr operator-(Expr a, Expr b) { return binary(BinOp::Sub, std::move(a), std::move(b)); }
+inline Expr operator*(Expr a, Expr b) { return binary(BinOp::Mul, std::move(a), std::move(b)); }
+inline Expr operator/(Expr a, Expr b) { return binary(BinOp::Div, std::move(a), std::move(b)); }
+inline Expr operator%(Expr a, Expr b) { return binary(BinOp::Mod, std::move(a), std::move(b)); }
+
+bool isConst(const Expr &e, int64_t *value = nullptr);
+// The identity element of a reduction, e.g. 0 for sum, -inf for max.
+Expr reduceIdentity(ReduceOp op, Type t);
+
+// ---- traversal ----------------------------------------------------------------------------------
+// Pre-order walk; return false from fn to skip a node's children.
+void visit(const Expr &e, const std::function<bool(const Expr &)> &fn);
+// Post-order rebuild: fn sees each node after its children were rebuilt and may return a
+// replacement (or nullptr to keep it). Unchanged subtrees are shared, not copied.
+Expr mutate(const Expr &e, const std::function<Expr(const Expr &)> &fn);
+// The same node over new operands (rebuilt through the folding constructors).
+Expr withArgs(const Expr &e, std::vector<Expr> args);
+// Replaces variables by name.
+Expr substitute(const Expr &e, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
+
+bool containsReduce(const Expr &e);
+// Names of Index variables used and not bound inside e, in first-use order.
+std::vector<std::string> freeIndexVars(const Expr &e);
+// A rough count of arithmetic work, for fusion decisions (transcendentals weigh more).
+int costOf(const Expr &e);
+bool structurallyEqual(const Expr &a, const Expr &b);
+
+// Source-like text: "X[b, d, i] - codewords[k, d]".
+std::string print(const Expr &e);
+
+} // namespace enc::ir

@@ -1,0 +1,102 @@
+// Fusion of element-wise chains: a pointwise temporary is substituted into its consumers
+// when that costs little recomputation, so it is never stored.
+#include "compiler/Passes.h"
+
+#include <algorithm>
+
+namespace enc::ir {
+namespace {
+
+// Above this cost a temporary is recomputed in consumers only if they iterate the same domain.
+constexpr int kCheapCost = 3;
+
+bool reads(const Expr &e, const std::string &tensor) {
+  bool found = false;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Access && n->name == tensor) found = true;
+    return !found;
+  });
+  return found;
+}
+
+Expr inlineInto(const Expr &e, const Definition &def) {
+  return mutate(e, [&](const Expr &n) -> Expr {
+    if (n->kind != ExprKind::Access || n->name != def.tensor) return nullptr;
+    return substitute(def.value, [&](const std::string &name, VarKind kind) -> Expr {
+      if (kind != VarKind::Index) return nullptr;
+      for (size_t i = 0; i < def.indices.size(); ++i)
+        if (def.indices[i].name == name) return n->args[i];
+      return nullptr;
+    });
+  });
+}
+
+bool tryInlineOne(Program &p) {
+  for (size_t di = 0; di < p.defs.size(); ++di) {
+    const Definition &d = p.defs[di];
+    const TensorDecl *t = p.tensor(d.tensor);
+    if (!t || t->role != TensorRole::Temp || containsReduce(d.value)) continue;
+    bool cheap = costOf(d.value) <= kCheapCost;
+    bool sameDomain = true;
+    for (const Definition &c : p.defs)
+      if (reads(c.value, d.tensor) && (containsReduce(c.value) || c.indices.size() != d.indices.size()))
+        sameDomain = false;
+    if (!cheap && !sameDomain) continue;
+    Definition victim = d;
+    for (Definition &c : p.defs)
+      if (reads(c.value, victim.tensor)) c.value = inlineInto(c.value, victim);
+    p.defs.erase(p.defs.begin() + static_cast<long>(di));
+    p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(),
+                                   [&](const TensorDecl &x) { return x.name == victim.tensor; }),
+                    p.tensors.end());
+    return true;
+  }
+  return false;
+}
+
+bool dropDeadTemps(Program &p) {
+  for (size_t di = 0; di < p.defs.size(); ++di) {
+    const TensorDecl *t = p.tensor(p.defs[di].tensor);
+    if (!t || t->role != TensorRole::Temp) continue;
+    bool used = false;
+    for (const Definition &c : p.defs) used |= reads(c.value, t->name);
+    if (used) continue;
+    std::string name = t->name;
+    p.defs.erase(p.defs.begin() + static_cast<long>(di));
+    p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(), [&](const TensorDecl &x) { return x.name == name; }),
+                    p.tensors.end());
+    return true;
+  }
+  return false;
+}
+
+} // namespace
+
+Program inlinePointwise(const Program &in) {
+  Program p = in;
+  while (tryInlineOne(p) || dropDeadTemps(p)) {
+  }
+  return p;
+}
+
+Program specialize(const Program &in, const std::map<std::string, Expr> &values) {
+  auto lookup = [&](const std::string &name, VarKind kind) -> Expr {
+    if (kind != VarKind::Size && kind != VarKind::Param) return nullptr;
+    auto it = values.find(name);
+    return it == values.end() ? nullptr : it->second;
+  };
+  Program p = in;
+  for (TensorDecl &t : p.tensors)
+    for (Expr &s : t.shape) s = substitute(s, lookup);
+  for (Definition &d : p.defs) {
+    for (IndexVar &v : d.indices) v.extent = substitute(v.extent, lookup);
+    d.value = substitute(d.value, lookup);
+  }
+  std::vector<SizeParam> remaining;
+  for (const SizeParam &s : p.sizes)
+    if (!values.count(s.name)) remaining.push_back(s);
+  p.sizes = std::move(remaining);
+  return p;
+}
+
+} // namespace enc::ir

@@ -1,0 +1,117 @@
+#include "compiler/LoopIR.h"
+
+#include <fmt/format.h>
+
+namespace enc::ir {
+
+const char *forKindName(ForKind k) {
+  switch (k) {
+  case ForKind::Serial: return "for";
+  case ForKind::Parallel: return "parallel for";
+  case ForKind::GpuThreads: return "gpu_threads for";
+  case ForKind::GpuWarps: return "gpu_warps for";
+  case ForKind::GpuLanes: return "gpu_lanes for";
+  }
+  return "for";
+}
+
+static std::shared_ptr<StmtNode> stmt(StmtKind k) {
+  auto s = std::make_shared<StmtNode>();
+  s->kind = k;
+  return s;
+}
+
+Stmt block(std::vector<Stmt> body) {
+  auto s = stmt(StmtKind::Block);
+  s->body = std::move(body);
+  return s;
+}
+
+Stmt forLoop(std::string var, Expr extent, ForKind kind, std::vector<Stmt> body) {
+  auto s = stmt(StmtKind::For);
+  s->name = std::move(var);
+  s->value = std::move(extent);
+  s->forKind = kind;
+  s->body = std::move(body);
+  return s;
+}
+
+Stmt let(std::string name, Type type, Expr value) {
+  auto s = stmt(StmtKind::Let);
+  s->name = std::move(name);
+  s->type = type;
+  s->value = std::move(value);
+  return s;
+}
+
+Stmt assign(std::string name, Expr value) {
+  auto s = stmt(StmtKind::Assign);
+  s->name = std::move(name);
+  s->value = std::move(value);
+  return s;
+}
+
+Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc) {
+  auto s = stmt(StmtKind::Store);
+  s->name = std::move(buffer);
+  s->index = std::move(index);
+  s->value = std::move(value);
+  s->loc = loc;
+  return s;
+}
+
+Stmt warpReduce(std::string local, ReduceOp op) {
+  auto s = stmt(StmtKind::WarpReduce);
+  s->name = std::move(local);
+  s->reduceOp = op;
+  return s;
+}
+
+Stmt ifLaneZero(std::vector<Stmt> body) {
+  auto s = stmt(StmtKind::IfLaneZero);
+  s->body = std::move(body);
+  return s;
+}
+
+std::string printStmt(const Stmt &s, int indent) {
+  std::string pad(static_cast<size_t>(indent) * 2, ' ');
+  std::string out;
+  auto children = [&] {
+    for (const Stmt &c : s->body) out += printStmt(c, indent + 1);
+  };
+  switch (s->kind) {
+  case StmtKind::Block:
+    for (const Stmt &c : s->body) out += printStmt(c, indent);
+    break;
+  case StmtKind::For:
+    out += fmt::format("{}{} {} in 0..{}:\n", pad, forKindName(s->forKind), s->name, print(s->value));
+    children();
+    break;
+  case StmtKind::Let: out += fmt::format("{}let {}: {} = {}\n", pad, s->name, typeName(s->type), print(s->value)); break;
+  case StmtKind::Assign: out += fmt::format("{}{} = {}\n", pad, s->name, print(s->value)); break;
+  case StmtKind::Store: out += fmt::format("{}{}[{}] = {}\n", pad, s->name, print(s->index), print(s->value)); break;
+  case StmtKind::WarpReduce:
+    out += fmt::format("{}{} = warp_{}({})\n", pad, s->name, reduceOpName(s->reduceOp), s->name);
+    break;
+  case StmtKind::IfLaneZero:
+    out += fmt::format("{}if lane == 0:\n", pad);
+    children();
+    break;
+  }
+  return out;
+}
+
+std::string printLoops(const LoopProgram &p) {
+  std::string out;
+  for (const Kernel &k : p.kernels) {
+    std::string bufs, params;
+    for (size_t i = 0; i < k.buffers.size(); ++i) bufs += (i ? ", " : "") + k.buffers[i];
+    for (size_t i = 0; i < k.params.size(); ++i) params += (i ? ", " : "") + k.params[i].name;
+    out += fmt::format("kernel {}({}{}{})  # writes {}, line {}\n", k.name, bufs, params.empty() ? "" : "; ", params,
+                       k.output, k.loc.line());
+    out += printStmt(k.body, 1);
+  }
+  return out;
+}
+
+} // namespace enc::ir

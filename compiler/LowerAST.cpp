@@ -1,0 +1,171 @@
+// Annotated AST -> tensor IR.
+#include "compiler/Passes.h"
+
+#include "support/Error.h"
+
+namespace enc::ir {
+namespace {
+
+using AExpr = ast::Expr;
+
+class Lowerer {
+public:
+  explicit Lowerer(const LayerSymbols &layer) : layer_(layer) {}
+
+  Program run() {
+    Program p;
+    p.layer = layer_.layer->name.text;
+    p.source = layer_.layer->loc.file;
+    for (const ast::HyperParam &hp : layer_.layer->hyperParams) {
+      using K = ast::HyperParamType::Kind;
+      Type t = hp.type.kind == K::Float ? Type::Float : hp.type.kind == K::Bool ? Type::Bool : Type::Int;
+      p.sizes.push_back({hp.name.text, t, t == Type::Int ? VarKind::Size : VarKind::Param});
+    }
+    for (const SizeSymbol &s : layer_.sizes) p.sizes.push_back({s.name, Type::Int, VarKind::Size});
+    for (const TensorSymbol &t : layer_.tensors) {
+      TensorDecl d{t.name, t.role, {}, t.loc};
+      for (const AExpr *e : t.shape) d.shape.push_back(lower(*e));
+      p.tensors.push_back(std::move(d));
+    }
+    for (const ast::Statement &s : layer_.layer->forward->statements) {
+      Definition d;
+      d.tensor = s.target.text;
+      d.loc = s.loc;
+      for (size_t i = 0; i < s.indices.size(); ++i) d.indices.push_back({s.indices[i]->name, lower(*s.indexExtents[i])});
+      d.value = lower(*s.value);
+      if (s.guard) d.value = select(lower(*s.guard), d.value, floatImm(0));
+      d.value = cast(Type::Float, d.value);
+      p.defs.push_back(std::move(d));
+    }
+    return p;
+  }
+
+private:
+  const LayerSymbols &layer_;
+  int fresh_ = 0;
+
+public:
+  Expr lower(const AExpr &e) {
+    switch (e.kind) {
+    case AExpr::Kind::IntLit: return intImm(e.intValue);
+    case AExpr::Kind::FloatLit: return floatImm(e.floatValue);
+    case AExpr::Kind::BoolLit: return boolImm(e.boolValue);
+    case AExpr::Kind::Ident: return lowerIdent(e);
+    case AExpr::Kind::Access: {
+      std::vector<Expr> idx;
+      for (const auto &a : e.args) idx.push_back(lower(*a));
+      return access(e.name, std::move(idx), e.loc);
+    }
+    case AExpr::Kind::Call: return lowerCall(e);
+    case AExpr::Kind::Reduce: return lowerReduce(e);
+    case AExpr::Kind::Unary: {
+      Expr a = lower(*e.args[0]);
+      return unary(e.op == "!" ? UnOp::Not : UnOp::Neg, a);
+    }
+    case AExpr::Kind::Binary: return lowerBinary(e);
+    }
+    fail("internal error: unknown expression kind");
+  }
+
+private:
+  Expr lowerIdent(const AExpr &e) {
+    switch (e.ref) {
+    case AExpr::Ref::IndexVar: return var(e.name, Type::Int, VarKind::Index);
+    case AExpr::Ref::EnumValue: return intImm(e.enumValue);
+    case AExpr::Ref::SizeSymbol: return var(e.name, Type::Int, VarKind::Size);
+    case AExpr::Ref::Tensor: return access(e.name, {}, e.loc);
+    case AExpr::Ref::HyperParam: {
+      const ast::HyperParam *hp = layer_.hyperParam(e.name);
+      using K = ast::HyperParamType::Kind;
+      if (hp->type.kind == K::Float) return var(e.name, Type::Float, VarKind::Param);
+      if (hp->type.kind == K::Bool) return var(e.name, Type::Bool, VarKind::Param);
+      return var(e.name, Type::Int, VarKind::Size);
+    }
+    case AExpr::Ref::None: break;
+    }
+    fail("internal error: unresolved name '{}'", e.name);
+  }
+
+  Expr lowerCall(const AExpr &e) {
+    std::vector<Expr> args;
+    for (const auto &a : e.args) args.push_back(lower(*a));
+    if (e.name == "select") return select(args[0], args[1], args[2]);
+    if (e.name == "min") return binary(BinOp::Min, args[0], args[1]);
+    if (e.name == "max") return binary(BinOp::Max, args[0], args[1]);
+    if (e.name == "pow") return binary(BinOp::Pow, cast(Type::Float, args[0]), args[1]);
+    if (e.name == "float") return cast(Type::Float, args[0]);
+    return call(e.name, std::move(args));
+  }
+
+  Expr lowerBinary(const AExpr &e) {
+    Expr a = lower(*e.args[0]), b = lower(*e.args[1]);
+    const std::string &op = e.op;
+    if (op == "+") return a + b;
+    if (op == "-") return a - b;
+    if (op == "*") return a * b;
+    if (op == "/") return binary(BinOp::Div, cast(Type::Float, a), cast(Type::Float, b));
+    if (op == "//") return binary(BinOp::Div, a, b);
+    if (op == "%") return binary(BinOp::Mod, a, b);
+    if (op == "^") return binary(BinOp::Pow, cast(Type::Float, a), b);
+    if (op == "<") return binary(BinOp::Lt, a, b);
+    if (op == "<=") return binary(BinOp::Le, a, b);
+    if (op == ">") return binary(BinOp::Gt, a, b);
+    if (op == ">=") return binary(BinOp::Ge, a, b);
+    if (op == "==") return binary(BinOp::Eq, a, b);
+    if (op == "!=") return binary(BinOp::Ne, a, b);
+    if (op == "&&") return binary(BinOp::And, a, b);
+    if (op == "||") return binary(BinOp::Or, a, b);
+    fail("internal error: unknown operator '{}'", op);
+  }
+
+  // A bound index that cannot clash with user names (they cannot contain '_r').
+  std::string freshName(const std::string &base) { return fmt::format("{}_r{}", base, ++fresh_); }
+
+  static Expr rename(const Expr &e, const std::string &from, const std::string &to) {
+    return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
+      return k == VarKind::Index && n == from ? var(to, Type::Int, VarKind::Index) : nullptr;
+    });
+  }
+
+  Expr lowerReduce(const AExpr &e) {
+    Expr body = lower(*e.args[0]);
+    std::vector<ReduceVar> vars;
+    Expr count = intImm(1);
+    for (size_t i = 0; i < e.vars.size(); ++i) {
+      Expr extent = e.varExtents[i] ? lower(*e.varExtents[i]) : intImm(1);
+      vars.push_back({e.vars[i].text, extent});
+      count = count * extent;
+    }
+    if (e.name == "sum") return reduce(ReduceOp::Sum, vars, body);
+    if (e.name == "prod") return reduce(ReduceOp::Prod, vars, body);
+    if (e.name == "max") return reduce(ReduceOp::Max, vars, body);
+    if (e.name == "min") return reduce(ReduceOp::Min, vars, body);
+    if (e.name == "mean") return reduce(ReduceOp::Sum, vars, body) / cast(Type::Float, count);
+    if (e.name == "logsumexp") {
+      // m + log(sum(exp(x - m))) with m = max(x): exact and free of overflow.
+      Expr m = reduce(ReduceOp::Max, vars, body);
+      return m + call("log", {reduce(ReduceOp::Sum, vars, call("exp", {body - m}))});
+    }
+    if (e.name == "softmax") {
+      // softmax(k: x)[k] = exp(x[k] - m) / sum(k': exp(x[k'] - m)), m = max(k': x[k']).
+      const std::string &k = e.vars[0].text;
+      std::string km = freshName(k), ks = freshName(k);
+      Expr m = reduce(ReduceOp::Max, {{km, vars[0].extent}}, rename(body, k, km));
+      Expr s = reduce(ReduceOp::Sum, {{ks, vars[0].extent}}, call("exp", {rename(body, k, ks) - m}));
+      return call("exp", {body - m}) / s;
+    }
+    fail("internal error: unknown reduction '{}'", e.name);
+  }
+};
+
+} // namespace
+
+Program lowerLayer(const LayerSymbols &layer) { return Lowerer(layer).run(); }
+
+Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
+
+Program buildTensorProgram(const LayerSymbols &layer) {
+  return inlinePointwise(hoistReductions(lowerLayer(layer)));
+}
+
+} // namespace enc::ir

@@ -1,0 +1,213 @@
+// Tensor IR -> loop IR, for the CPU or the GPU.
+#include "compiler/LoopIR.h"
+
+#include "support/Error.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace enc::ir {
+namespace {
+
+Expr idx(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
+Expr local(const std::string &name, Type t = Type::Float) { return var(name, t, VarKind::Local); }
+
+Expr combine(ReduceOp op, Expr acc, Expr v) {
+  switch (op) {
+  case ReduceOp::Sum: return acc + v;
+  case ReduceOp::Prod: return acc * v;
+  case ReduceOp::Max: return binary(BinOp::Max, acc, v);
+  case ReduceOp::Min: return binary(BinOp::Min, acc, v);
+  }
+  return acc;
+}
+
+// Row-major flat index of `indices` into `shape`.
+Expr flatten(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
+  Expr flat = intImm(0);
+  for (size_t i = 0; i < indices.size(); ++i) flat = flat * shape[i] + indices[i];
+  return flat;
+}
+
+class KernelLowerer {
+public:
+  KernelLowerer(const Program &p, const Definition &d, Target target, int ordinal)
+      : prog_(p), def_(d), target_(target), ordinal_(ordinal) {}
+
+  Kernel run() {
+    Kernel k;
+    k.name = fmt::format("k{}_{}", ordinal_, def_.tensor);
+    k.output = def_.tensor;
+    k.loc = def_.loc;
+    k.buffers.push_back(def_.tensor);
+    for (const IndexVar &v : def_.indices) extents_[v.name] = v.extent;
+
+    // Split off the main reduction (after hoisting there is at most one, at top level).
+    Expr reduction;
+    visit(def_.value, [&](const Expr &n) {
+      if (n->kind == ExprKind::Reduce && !reduction) reduction = n;
+      return !reduction;
+    });
+    if (reduction)
+      for (const ReduceVar &v : reduction->rvars) extents_[v.name] = v.extent;
+
+    Expr value = toLoads(def_.value);
+    const TensorDecl *out = prog_.tensor(def_.tensor);
+    std::vector<Expr> outIdx;
+    for (const IndexVar &v : def_.indices) outIdx.push_back(idx(v.name));
+    Expr flatOut = flatten(outIdx, out->shape);
+
+    k.body = target_ == Target::CPU ? cpuBody(k, value, flatOut) : gpuBody(k, value);
+    for (const std::string &b : reads_)
+      if (std::find(k.buffers.begin(), k.buffers.end(), b) == k.buffers.end()) k.buffers.push_back(b);
+    collectParams(k);
+    return k;
+  }
+
+private:
+  const Program &prog_;
+  const Definition &def_;
+  Target target_;
+  int ordinal_;
+  std::map<std::string, Expr> extents_;
+  std::vector<std::string> reads_;
+
+  // Access -> Load on the flat buffer. Indices that are not plain, in-range variables get a
+  // bounds check: out-of-range reads are zero (zero padding), and the address is clamped.
+  Expr toLoads(const Expr &e) {
+    return mutate(e, [&](const Expr &n) -> Expr {
+      if (n->kind != ExprKind::Access) return nullptr;
+      const TensorDecl *t = prog_.tensor(n->name);
+      if (!t) fail("internal error: access to undeclared tensor '{}'", n->name);
+      if (std::find(reads_.begin(), reads_.end(), n->name) == reads_.end()) reads_.push_back(n->name);
+      Expr inBounds = boolImm(true);
+      std::vector<Expr> safe;
+      for (size_t i = 0; i < n->args.size(); ++i) {
+        const Expr &ix = n->args[i];
+        auto ext = ix->kind == ExprKind::Var ? extents_.find(ix->name) : extents_.end();
+        if (ext != extents_.end() && structurallyEqual(ext->second, t->shape[i])) {
+          safe.push_back(ix);
+          continue;
+        }
+        inBounds = binary(BinOp::And, inBounds,
+                          binary(BinOp::And, binary(BinOp::Ge, ix, intImm(0)), binary(BinOp::Lt, ix, t->shape[i])));
+        safe.push_back(binary(BinOp::Min, binary(BinOp::Max, ix, intImm(0)), t->shape[i] - intImm(1)));
+      }
+      Expr l = load(n->name, flatten(safe, t->shape));
+      return select(inBounds, l, floatImm(0));
+    });
+  }
+
+  static Expr replaceReduce(const Expr &value, const Expr &acc) {
+    return mutate(value, [&](const Expr &n) -> Expr { return n->kind == ExprKind::Reduce ? acc : nullptr; });
+  }
+
+  static const ExprNode *findReduce(const Expr &value) {
+    const ExprNode *r = nullptr;
+    visit(value, [&](const Expr &n) {
+      if (n->kind == ExprKind::Reduce && !r) r = n.get();
+      return !r;
+    });
+    return r;
+  }
+
+  Stmt cpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
+    std::vector<Stmt> inner;
+    if (const ExprNode *r = findReduce(value)) {
+      inner.push_back(let("_acc", Type::Float, reduceIdentity(r->reduceOp, Type::Float)));
+      Stmt loop = assign("_acc", combine(r->reduceOp, local("_acc"), r->args[0]));
+      for (size_t i = r->rvars.size(); i-- > 0;)
+        loop = forLoop(r->rvars[i].name, r->rvars[i].extent, ForKind::Serial, {loop});
+      inner.push_back(loop);
+      inner.push_back(store(def_.tensor, flatOut, replaceReduce(value, local("_acc")), def_.loc));
+    } else {
+      inner.push_back(store(def_.tensor, flatOut, value, def_.loc));
+    }
+    Stmt body = block(inner);
+    for (size_t i = def_.indices.size(); i-- > 0;) {
+      ForKind kind = i == 0 ? ForKind::Parallel : ForKind::Serial;
+      body = forLoop(def_.indices[i].name, def_.indices[i].extent, kind, {body});
+    }
+    k.launch = def_.indices.empty() ? ForKind::Serial : ForKind::Parallel;
+    k.launchExtent = def_.indices.empty() ? intImm(1) : def_.indices[0].extent;
+    return body;
+  }
+
+  // Lets that recover each index from a flat row-major position.
+  static void decode(std::vector<Stmt> &out, const std::string &flat, const std::vector<std::pair<std::string, Expr>> &vars) {
+    Expr rest = local(flat, Type::Int);
+    for (size_t i = vars.size(); i-- > 0;) {
+      if (i == 0) {
+        out.push_back(let(vars[i].first, Type::Int, rest));
+      } else {
+        out.push_back(let(vars[i].first, Type::Int, rest % vars[i].second));
+        rest = rest / vars[i].second;
+      }
+    }
+  }
+
+  Stmt gpuBody(Kernel &k, const Expr &value) {
+    std::vector<std::pair<std::string, Expr>> outVars;
+    Expr total = intImm(1);
+    for (const IndexVar &v : def_.indices) {
+      outVars.push_back({v.name, v.extent});
+      total = total * v.extent;
+    }
+    k.launchExtent = total;
+    std::vector<Stmt> inner;
+    decode(inner, "_o", outVars);
+    const ExprNode *r = findReduce(value);
+    if (!r) {
+      inner.push_back(store(def_.tensor, local("_o", Type::Int), value, def_.loc));
+      k.launch = ForKind::GpuThreads;
+      return forLoop("_o", total, ForKind::GpuThreads, inner);
+    }
+    // One warp per output element; its lanes stride through the (flattened) reduction.
+    std::vector<std::pair<std::string, Expr>> rVars;
+    Expr rTotal = intImm(1);
+    for (const ReduceVar &v : r->rvars) {
+      rVars.push_back({v.name, v.extent});
+      rTotal = rTotal * v.extent;
+    }
+    std::vector<Stmt> laneBody;
+    decode(laneBody, "_r", rVars);
+    laneBody.push_back(assign("_acc", combine(r->reduceOp, local("_acc"), r->args[0])));
+    inner.push_back(let("_acc", Type::Float, reduceIdentity(r->reduceOp, Type::Float)));
+    inner.push_back(forLoop("_r", rTotal, ForKind::GpuLanes, laneBody));
+    inner.push_back(warpReduce("_acc", r->reduceOp));
+    inner.push_back(ifLaneZero({store(def_.tensor, local("_o", Type::Int), replaceReduce(value, local("_acc")), def_.loc)}));
+    k.launch = ForKind::GpuWarps;
+    return forLoop("_o", total, ForKind::GpuWarps, inner);
+  }
+
+  void collectParams(Kernel &k) {
+    std::set<std::string> used;
+    std::function<void(const Stmt &)> walk = [&](const Stmt &s) {
+      for (const Expr &e : {s->value, s->index})
+        if (e)
+          visit(e, [&](const Expr &n) {
+            if (n->kind == ExprKind::Var && (n->varKind == VarKind::Size || n->varKind == VarKind::Param))
+              used.insert(n->name);
+            return true;
+          });
+      for (const Stmt &c : s->body) walk(c);
+    };
+    walk(k.body);
+    for (const SizeParam &s : prog_.sizes)
+      if (used.count(s.name)) k.params.push_back(s);
+  }
+};
+
+} // namespace
+
+LoopProgram lowerToLoops(const Program &p, Target target) {
+  LoopProgram out;
+  out.target = target;
+  out.tensors = p;
+  int ordinal = 0;
+  for (const Definition &d : p.defs) out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
+  return out;
+}
+
+} // namespace enc::ir

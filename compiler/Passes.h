@@ -1,0 +1,31 @@
+// The compiler's passes, each a function from one IR to the next (see docs/compiler.md).
+#pragma once
+
+#include "compiler/TensorProgram.h"
+
+#include <map>
+
+namespace enc::ir {
+
+// Annotated AST of one checked layer -> tensor IR. softmax, logsumexp and mean are expanded
+// into max/sum reductions here; hyper-parameters and input sizes stay symbolic.
+Program lowerLayer(const LayerSymbols &layer);
+// One checked expression of the layer (an initializer argument, a shape dimension).
+Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer);
+
+// Moves every reduction that is not the main reduction of its definition into a temporary
+// of its own, so each definition is pointwise or one reduction with a pointwise epilogue.
+// Identical reductions (up to renaming of their free indices) share one temporary.
+Program hoistReductions(const Program &p);
+
+// Fusion: substitutes cheap pointwise temporaries into their consumers (and ones whose
+// consumers iterate the same domain), then drops temporaries nobody reads.
+Program inlinePointwise(const Program &p);
+
+// Replaces hyper-parameters and sizes by constants and folds.
+Program specialize(const Program &p, const std::map<std::string, Expr> &values);
+
+// lowerLayer, hoistReductions and inlinePointwise in order.
+Program buildTensorProgram(const LayerSymbols &layer);
+
+} // namespace enc::ir

@@ -1,0 +1,46 @@
+#include "compiler/TensorProgram.h"
+
+#include <fmt/format.h>
+
+namespace enc::ir {
+
+const TensorDecl *Program::tensor(const std::string &name) const {
+  for (const TensorDecl &t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const Definition *Program::definitionOf(const std::string &name) const {
+  for (const Definition &d : defs)
+    if (d.tensor == name) return &d;
+  return nullptr;
+}
+
+std::vector<std::string> Program::namesWithRole(TensorRole role) const {
+  std::vector<std::string> out;
+  for (const TensorDecl &t : tensors)
+    if (t.role == role) out.push_back(t.name);
+  return out;
+}
+
+static std::string shapeText(const std::vector<Expr> &shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + print(shape[i]);
+  return out + "]";
+}
+
+std::string printProgram(const Program &p) {
+  std::string out = fmt::format("layer {}\n", p.layer);
+  for (const TensorDecl &t : p.tensors)
+    if (t.role != TensorRole::Temp) out += fmt::format("  {} {}{}\n", roleName(t.role), t.name, shapeText(t.shape));
+  for (const Definition &d : p.defs) {
+    std::string idx;
+    for (size_t i = 0; i < d.indices.size(); ++i)
+      idx += fmt::format("{}{}<{}", i ? ", " : "", d.indices[i].name, print(d.indices[i].extent));
+    const TensorDecl *t = p.tensor(d.tensor);
+    out += fmt::format("  {}{}[{}] = {}\n", t && t->role == TensorRole::Temp ? "temp " : "", d.tensor, idx, print(d.value));
+  }
+  return out;
+}
+
+} // namespace enc::ir

@@ -1,0 +1,53 @@
+// The tensor IR of one layer: every tensor defined once, element-wise over an index domain.
+//   T[i, j] = value        (value may hold at most one top-level reduction after HoistReductions)
+#pragma once
+
+#include "compiler/IR.h"
+#include "dsl/Sema.h"
+
+#include <string>
+#include <vector>
+
+namespace enc::ir {
+
+struct TensorDecl {
+  std::string name;
+  TensorRole role;
+  std::vector<Expr> shape;
+  SourceLoc loc;
+};
+
+struct IndexVar {
+  std::string name;
+  Expr extent;
+};
+
+struct Definition {
+  std::string tensor;
+  std::vector<IndexVar> indices;
+  Expr value;
+  SourceLoc loc;
+};
+
+// A variable that kernels read but that is fixed before they run.
+struct SizeParam {
+  std::string name;
+  Type type;
+  VarKind kind; // Size (int) or Param (float/bool hyper-parameter)
+};
+
+struct Program {
+  std::string layer;
+  const SourceFile *source = nullptr;
+  std::vector<TensorDecl> tensors;
+  std::vector<Definition> defs;
+  std::vector<SizeParam> sizes; // every Size/Param variable the program may mention
+
+  const TensorDecl *tensor(const std::string &name) const;
+  const Definition *definitionOf(const std::string &name) const;
+  std::vector<std::string> namesWithRole(TensorRole role) const;
+};
+
+std::string printProgram(const Program &p);
+
+} // namespace enc::ir

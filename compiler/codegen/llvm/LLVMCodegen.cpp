@@ -1,0 +1,316 @@
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+
+#include "support/Error.h"
+
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/MDBuilder.h>
+#include <llvm/IR/Module.h>
+
+#include <map>
+
+namespace enc::codegen {
+namespace {
+
+using namespace ir;
+
+class Emitter {
+public:
+  Emitter(const Kernel &k, bool f64, llvm::Module &m)
+      : kernel_(k), module_(m), ctx_(m.getContext()), b_(ctx_), f64_(f64) {
+    fty_ = f64 ? llvm::Type::getDoubleTy(ctx_) : llvm::Type::getFloatTy(ctx_);
+    i64_ = llvm::Type::getInt64Ty(ctx_);
+    ptr_ = llvm::PointerType::getUnqual(ctx_);
+  }
+
+  llvm::Function *run() {
+    // Inner function: one noalias pointer per buffer, inlined into the ABI wrapper, so LLVM
+    // knows buffers don't overlap (the runtime never aliases an output with an input).
+    std::vector<llvm::Type *> argTypes(kernel_.buffers.size(), ptr_);
+    argTypes.push_back(ptr_);
+    argTypes.push_back(i64_);
+    argTypes.push_back(i64_);
+    auto *innerTy = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx_), argTypes, false);
+    auto *inner = llvm::Function::Create(innerTy, llvm::Function::InternalLinkage, kernel_.name + ".body", module_);
+    inner->addFnAttr(llvm::Attribute::AlwaysInline);
+    inner->addFnAttr(llvm::Attribute::NoUnwind);
+    for (size_t i = 0; i < kernel_.buffers.size(); ++i) {
+      inner->addParamAttr(static_cast<unsigned>(i), llvm::Attribute::NoAlias);
+      buffers_[kernel_.buffers[i]] = inner->getArg(static_cast<unsigned>(i));
+    }
+    auto argIt = inner->arg_begin() + static_cast<long>(kernel_.buffers.size());
+    llvm::Value *params = &*argIt++;
+    begin_ = &*argIt++;
+    end_ = &*argIt++;
+
+    auto *entry = llvm::BasicBlock::Create(ctx_, "entry", inner);
+    b_.SetInsertPoint(entry);
+    llvm::FastMathFlags fmf;
+    fmf.setAllowContract(true);
+    b_.setFastMathFlags(fmf);
+    for (size_t i = 0; i < kernel_.params.size(); ++i) {
+      const SizeParam &p = kernel_.params[i];
+      llvm::Value *slot = b_.CreateConstInBoundsGEP1_64(i64_, params, i);
+      if (p.type == Type::Float) {
+        llvm::Value *d = b_.CreateLoad(llvm::Type::getDoubleTy(ctx_), slot, p.name);
+        vars_[p.name] = f64_ ? d : b_.CreateFPTrunc(d, fty_);
+      } else if (p.type == Type::Bool) {
+        vars_[p.name] = b_.CreateICmpNE(b_.CreateLoad(i64_, slot), b_.getInt64(0), p.name);
+      } else {
+        vars_[p.name] = b_.CreateLoad(i64_, slot, p.name);
+      }
+    }
+    emit(kernel_.body);
+    b_.CreateRetVoid();
+
+    // The ABI wrapper.
+    auto *fnTy = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx_), {ptr_, ptr_, i64_, i64_}, false);
+    auto *fn = llvm::Function::Create(fnTy, llvm::Function::ExternalLinkage, kernel_.name, module_);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    llvm::IRBuilder<> w(llvm::BasicBlock::Create(ctx_, "entry", fn));
+    std::vector<llvm::Value *> args;
+    for (size_t i = 0; i < kernel_.buffers.size(); ++i)
+      args.push_back(w.CreateLoad(ptr_, w.CreateConstInBoundsGEP1_64(ptr_, fn->getArg(0), i), kernel_.buffers[i]));
+    args.push_back(fn->getArg(1));
+    args.push_back(fn->getArg(2));
+    args.push_back(fn->getArg(3));
+    w.CreateCall(inner, args);
+    w.CreateRetVoid();
+    return fn;
+  }
+
+private:
+  const Kernel &kernel_;
+  llvm::Module &module_;
+  llvm::LLVMContext &ctx_;
+  llvm::IRBuilder<> b_;
+  bool f64_;
+  llvm::Type *fty_, *i64_, *ptr_;
+  llvm::Value *begin_ = nullptr, *end_ = nullptr;
+  std::map<std::string, llvm::Value *> buffers_;
+  std::map<std::string, llvm::Value *> vars_;     // SSA values: loop indices, lets, params
+  std::map<std::string, llvm::AllocaInst *> slots_; // assigned locals (mem2reg promotes them)
+
+  llvm::Type *typeOf(Type t) {
+    switch (t) {
+    case Type::Int: return i64_;
+    case Type::Float: return fty_;
+    case Type::Bool: return b_.getInt1Ty();
+    }
+    return fty_;
+  }
+
+  void emit(const Stmt &s) {
+    switch (s->kind) {
+    case StmtKind::Block:
+      for (const Stmt &c : s->body) emit(c);
+      return;
+    case StmtKind::For: return emitFor(*s);
+    case StmtKind::Let: {
+      llvm::Value *v = expr(s->value);
+      // Locals that are later assigned (accumulators) live in a stack slot.
+      auto *fn = b_.GetInsertBlock()->getParent();
+      llvm::IRBuilder<> entry(&fn->getEntryBlock(), fn->getEntryBlock().begin());
+      llvm::AllocaInst *slot = entry.CreateAlloca(typeOf(s->type), nullptr, s->name);
+      b_.CreateStore(v, slot);
+      slots_[s->name] = slot;
+      return;
+    }
+    case StmtKind::Assign: {
+      // Accumulation may be reassociated, which is what lets LLVM vectorize reductions.
+      llvm::FastMathFlags saved = b_.getFastMathFlags();
+      llvm::FastMathFlags fmf = saved;
+      fmf.setAllowReassoc(true);
+      fmf.setNoSignedZeros(true);
+      b_.setFastMathFlags(fmf);
+      llvm::Value *v = expr(s->value);
+      b_.setFastMathFlags(saved);
+      b_.CreateStore(v, slots_.at(s->name));
+      return;
+    }
+    case StmtKind::Store: {
+      llvm::Value *v = expr(s->value);
+      llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(s->name), expr(s->index));
+      b_.CreateStore(v, p);
+      return;
+    }
+    case StmtKind::WarpReduce:
+    case StmtKind::IfLaneZero: fail("internal error: GPU statement in a CPU kernel");
+    }
+  }
+
+  void emitFor(const StmtNode &s) {
+    llvm::Function *fn = b_.GetInsertBlock()->getParent();
+    llvm::Value *lo = b_.getInt64(0), *hi;
+    if (s.forKind == ForKind::Parallel) {
+      lo = begin_;
+      hi = end_;
+    } else {
+      hi = expr(s.value);
+    }
+    llvm::BasicBlock *pre = b_.GetInsertBlock();
+    auto *header = llvm::BasicBlock::Create(ctx_, s.name + ".header", fn);
+    auto *body = llvm::BasicBlock::Create(ctx_, s.name + ".body", fn);
+    auto *exit = llvm::BasicBlock::Create(ctx_, s.name + ".exit", fn);
+    b_.CreateBr(header);
+    b_.SetInsertPoint(header);
+    llvm::PHINode *iv = b_.CreatePHI(i64_, 2, s.name);
+    iv->addIncoming(lo, pre);
+    b_.CreateCondBr(b_.CreateICmpSLT(iv, hi), body, exit);
+    b_.SetInsertPoint(body);
+    llvm::Value *saved = vars_.count(s.name) ? vars_[s.name] : nullptr;
+    vars_[s.name] = iv;
+    for (const Stmt &c : s.body) emit(c);
+    llvm::Value *next = b_.CreateAdd(iv, b_.getInt64(1), s.name + ".next", /*HasNUW=*/true, /*HasNSW=*/true);
+    iv->addIncoming(next, b_.GetInsertBlock());
+    b_.CreateBr(header);
+    b_.SetInsertPoint(exit);
+    if (saved) vars_[s.name] = saved;
+    else vars_.erase(s.name);
+  }
+
+  llvm::Value *intrinsic(llvm::Intrinsic::ID id, std::vector<llvm::Value *> args) {
+    llvm::Function *f = llvm::Intrinsic::getDeclaration(&module_, id, {args[0]->getType()});
+    return b_.CreateCall(f, args);
+  }
+
+  llvm::Value *libm(const char *name, llvm::Value *x) {
+    std::string sym = f64_ ? name : std::string(name) + "f";
+    llvm::FunctionCallee f = module_.getOrInsertFunction(sym, fty_, fty_);
+    return b_.CreateCall(f, {x});
+  }
+
+  llvm::Value *floatConst(double v) { return llvm::ConstantFP::get(fty_, v); }
+
+  llvm::Value *expr(const Expr &e) {
+    switch (e->kind) {
+    case ExprKind::IntImm: return b_.getInt64(static_cast<uint64_t>(e->intValue));
+    case ExprKind::FloatImm: return floatConst(e->floatValue);
+    case ExprKind::BoolImm: return b_.getInt1(e->boolValue);
+    case ExprKind::Var: {
+      if (auto it = slots_.find(e->name); it != slots_.end()) return b_.CreateLoad(it->second->getAllocatedType(), it->second);
+      if (auto it = vars_.find(e->name); it != vars_.end()) return it->second;
+      fail("internal error: kernel {} reads unbound variable '{}'", kernel_.name, e->name);
+    }
+    case ExprKind::Load: {
+      llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(e->name), expr(e->args[0]));
+      return b_.CreateLoad(fty_, p);
+    }
+    case ExprKind::Cast: {
+      llvm::Value *a = expr(e->args[0]);
+      Type from = e->args[0]->type;
+      if (e->type == Type::Float) return from == Type::Bool ? b_.CreateUIToFP(a, fty_) : b_.CreateSIToFP(a, fty_);
+      if (e->type == Type::Int) return from == Type::Bool ? b_.CreateZExt(a, i64_) : b_.CreateFPToSI(a, i64_);
+      return from == Type::Float ? b_.CreateFCmpUNE(a, floatConst(0)) : b_.CreateICmpNE(a, b_.getInt64(0));
+    }
+    case ExprKind::Unary: {
+      llvm::Value *a = expr(e->args[0]);
+      if (e->unOp == UnOp::Not) return b_.CreateNot(a);
+      return e->type == Type::Float ? b_.CreateFNeg(a) : b_.CreateNeg(a);
+    }
+    case ExprKind::Select: {
+      llvm::Value *c = expr(e->args[0]);
+      return b_.CreateSelect(c, expr(e->args[1]), expr(e->args[2]));
+    }
+    case ExprKind::Binary: return binaryExpr(*e);
+    case ExprKind::Call: return callExpr(*e);
+    case ExprKind::Access:
+    case ExprKind::Reduce: break;
+    }
+    fail("internal error: tensor-level expression in kernel {}: {}", kernel_.name, print(e));
+  }
+
+  llvm::Value *binaryExpr(const ExprNode &e) {
+    const Expr &lhs = e.args[0], &rhs = e.args[1];
+    if (e.binOp == BinOp::Pow) {
+      // Small integer powers as multiplications: exact, fast, and vectorizable.
+      double p = rhs->kind == ExprKind::IntImm ? static_cast<double>(rhs->intValue)
+                                                : (rhs->kind == ExprKind::FloatImm ? rhs->floatValue : -1e300);
+      llvm::Value *x = expr(lhs);
+      if (p == 1) return x;
+      if (p == 2) return b_.CreateFMul(x, x);
+      if (p == 3) return b_.CreateFMul(b_.CreateFMul(x, x), x);
+      if (p == 0.5) return intrinsic(llvm::Intrinsic::sqrt, {x});
+      return intrinsic(llvm::Intrinsic::pow, {x, b_.CreateSIToFP(expr(rhs), fty_)});
+    }
+    llvm::Value *a = expr(lhs);
+    llvm::Value *c = expr(rhs);
+    Type t = lhs->type;
+    if (t == Type::Float) {
+      switch (e.binOp) {
+      case BinOp::Add: return b_.CreateFAdd(a, c);
+      case BinOp::Sub: return b_.CreateFSub(a, c);
+      case BinOp::Mul: return b_.CreateFMul(a, c);
+      case BinOp::Div: return b_.CreateFDiv(a, c);
+      case BinOp::Mod: return b_.CreateFRem(a, c);
+      case BinOp::Min: return intrinsic(llvm::Intrinsic::minnum, {a, c});
+      case BinOp::Max: return intrinsic(llvm::Intrinsic::maxnum, {a, c});
+      case BinOp::Lt: return b_.CreateFCmpOLT(a, c);
+      case BinOp::Le: return b_.CreateFCmpOLE(a, c);
+      case BinOp::Gt: return b_.CreateFCmpOGT(a, c);
+      case BinOp::Ge: return b_.CreateFCmpOGE(a, c);
+      case BinOp::Eq: return b_.CreateFCmpOEQ(a, c);
+      case BinOp::Ne: return b_.CreateFCmpUNE(a, c);
+      default: break;
+      }
+    } else {
+      switch (e.binOp) {
+      case BinOp::Add: return b_.CreateAdd(a, c);
+      case BinOp::Sub: return b_.CreateSub(a, c);
+      case BinOp::Mul: return b_.CreateMul(a, c);
+      case BinOp::Div:
+      case BinOp::Mod: {
+        // Floor division and modulo (Python's), so negative padded indices behave.
+        llvm::Value *q = b_.CreateSDiv(a, c), *r = b_.CreateSRem(a, c);
+        llvm::Value *adjust = b_.CreateAnd(b_.CreateICmpNE(r, b_.getInt64(0)),
+                                           b_.CreateICmpSLT(b_.CreateXor(r, c), b_.getInt64(0)));
+        if (e.binOp == BinOp::Div) return b_.CreateSub(q, b_.CreateZExt(adjust, i64_));
+        return b_.CreateSelect(adjust, b_.CreateAdd(r, c), r);
+      }
+      case BinOp::Min: return b_.CreateSelect(b_.CreateICmpSLT(a, c), a, c);
+      case BinOp::Max: return b_.CreateSelect(b_.CreateICmpSGT(a, c), a, c);
+      case BinOp::Lt: return b_.CreateICmpSLT(a, c);
+      case BinOp::Le: return b_.CreateICmpSLE(a, c);
+      case BinOp::Gt: return b_.CreateICmpSGT(a, c);
+      case BinOp::Ge: return b_.CreateICmpSGE(a, c);
+      case BinOp::Eq: return b_.CreateICmpEQ(a, c);
+      case BinOp::Ne: return b_.CreateICmpNE(a, c);
+      case BinOp::And: return b_.CreateAnd(a, c);
+      case BinOp::Or: return b_.CreateOr(a, c);
+      default: break;
+      }
+    }
+    fail("internal error: operator {} on {}", binOpSpelling(e.binOp), typeName(t));
+  }
+
+  llvm::Value *callExpr(const ExprNode &e) {
+    const std::string &f = e.name;
+    llvm::Value *x = expr(e.args[0]);
+    if (f == "exp") return intrinsic(llvm::Intrinsic::exp, {x});
+    if (f == "log") return intrinsic(llvm::Intrinsic::log, {x});
+    if (f == "sqrt") return intrinsic(llvm::Intrinsic::sqrt, {x});
+    if (f == "rsqrt") return b_.CreateFDiv(floatConst(1), intrinsic(llvm::Intrinsic::sqrt, {x}));
+    if (f == "abs") return intrinsic(llvm::Intrinsic::fabs, {x});
+    if (f == "floor") return intrinsic(llvm::Intrinsic::floor, {x});
+    if (f == "ceil") return intrinsic(llvm::Intrinsic::ceil, {x});
+    if (f == "sin") return intrinsic(llvm::Intrinsic::sin, {x});
+    if (f == "cos") return intrinsic(llvm::Intrinsic::cos, {x});
+    if (f == "tanh") return libm("tanh", x);
+    if (f == "sigmoid")
+      return b_.CreateFDiv(floatConst(1), b_.CreateFAdd(floatConst(1), intrinsic(llvm::Intrinsic::exp, {b_.CreateFNeg(x)})));
+    if (f == "relu") return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, floatConst(0));
+    if (f == "leaky_relu") {
+      llvm::Value *slope = expr(e.args[1]);
+      return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, b_.CreateFMul(x, slope));
+    }
+    fail("internal error: no CPU code for function '{}'", f);
+  }
+};
+
+} // namespace
+
+llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, bool f64, llvm::Module &module) {
+  return Emitter(kernel, f64, module).run();
+}
+
+} // namespace enc::codegen

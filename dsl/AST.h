@@ -1,0 +1,115 @@
+// The syntax tree of a .enc file, as the parser builds it (no meaning attached yet).
+#pragma once
+
+#include "dsl/Source.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace enc::ast {
+
+struct Expr;
+using ExprPtr = std::unique_ptr<Expr>;
+
+struct Name {
+  std::string text;
+  SourceLoc loc;
+};
+
+struct Expr {
+  enum class Kind {
+    IntLit,   // 3
+    FloatLit, // 1e-5
+    BoolLit,  // true
+    Ident,    // K, b, eps
+    Access,   // X[b, d, i]          name = tensor, args = indices
+    Call,     // exp(x), select(c, a, b)   name = function, args
+    Reduce,   // sum(i, j: body)     name = operator, vars, args[0] = body
+    Unary,    // -x, !c              op, args[0]
+    Binary,   // a + b               op, args[0], args[1]
+  };
+  Kind kind;
+  SourceLoc loc;
+  std::string name;       // identifier, tensor, function or reduction
+  std::string op;         // operator spelling for Unary/Binary
+  int64_t intValue = 0;
+  double floatValue = 0;
+  bool boolValue = false;
+  std::vector<ExprPtr> args;
+  std::vector<Name> vars; // Reduce only
+  SourceLoc nameLoc;      // the name token of Access/Call/Reduce
+
+  // ---- filled in by sema ----
+  enum class Ref { None, HyperParam, EnumValue, SizeSymbol, IndexVar, Tensor } ref = Ref::None;
+  enum class Type { Unknown, Int, Float, Bool } type = Type::Unknown;
+  int64_t enumValue = 0;                     // EnumValue: position in its enumeration
+  std::vector<const Expr *> varExtents;      // Reduce: the extent of each of `vars`
+
+  Expr(Kind k, SourceLoc l) : kind(k), loc(l) {}
+};
+
+// int, float, bool, or an enumeration {none, leaky_relu}.
+struct HyperParamType {
+  enum class Kind { Int, Float, Bool, Enum } kind = Kind::Int;
+  std::vector<Name> enumerators;
+};
+
+struct HyperParam {
+  Name name;
+  HyperParamType type;
+  SourceLoc typeLoc;
+  ExprPtr defaultValue; // may be null
+};
+
+// One dimension of a declared shape. `N...` (variadic) takes all trailing dimensions of an input.
+struct Dim {
+  ExprPtr size;
+  bool variadic = false;
+};
+
+struct TensorDecl {
+  Name name;
+  std::vector<Dim> dims;
+  ExprPtr init; // params and buffers: uniform(a, b), zeros, ...
+  SourceLoc loc;
+};
+
+// target[indices] = value [where guard]
+struct Statement {
+  Name target;
+  std::vector<ExprPtr> indices;
+  ExprPtr value;
+  ExprPtr guard;
+  SourceLoc loc;
+  // filled in by sema: the extent of each index on the left side
+  std::vector<const Expr *> indexExtents;
+};
+
+struct Forward {
+  SourceLoc loc;
+  std::vector<TensorDecl> inputs;
+  std::vector<TensorDecl> outputs;
+  std::vector<Statement> statements;
+  SourceLoc closeLoc;
+};
+
+struct Layer {
+  Name name;
+  std::vector<HyperParam> hyperParams;
+  std::vector<TensorDecl> params;
+  std::vector<TensorDecl> buffers;
+  std::unique_ptr<Forward> forward;
+  SourceLoc loc;
+};
+
+struct Module {
+  std::vector<std::unique_ptr<Layer>> layers;
+};
+
+// An indented tree, for `encc emit --emit=ast`.
+std::string printAST(const Module &m);
+std::string printExpr(const Expr &e); // source-like text, fully parenthesized where it matters
+
+} // namespace enc::ast

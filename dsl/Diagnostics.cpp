@@ -1,0 +1,66 @@
+#include "dsl/Diagnostics.h"
+
+#include <algorithm>
+
+namespace enc {
+
+Diagnostic &DiagnosticEngine::error(SourceLoc loc, std::string message, std::string hint) {
+  ++errorCount_;
+  return diags_.emplace_back(Diagnostic{Severity::Error, loc, std::move(message), std::move(hint), {}});
+}
+
+Diagnostic &DiagnosticEngine::warning(SourceLoc loc, std::string message, std::string hint) {
+  return diags_.emplace_back(Diagnostic{Severity::Warning, loc, std::move(message), std::move(hint), {}});
+}
+
+static const char *severityName(Severity s) {
+  switch (s) {
+  case Severity::Error: return "error";
+  case Severity::Warning: return "warning";
+  case Severity::Note: return "note";
+  }
+  return "error";
+}
+
+// "file:line:col: kind: message", the line, and a caret (plus tildes over the rest of the span).
+static void renderOne(std::string &out, SourceLoc loc, Severity sev, const std::string &message) {
+  if (!loc.valid()) {
+    out += fmt::format("{}: {}\n", severityName(sev), message);
+    return;
+  }
+  auto [line, col] = loc.file->lineCol(loc.offset);
+  out += fmt::format("{}:{}:{}: {}: {}\n", loc.file->name(), line, col, severityName(sev), message);
+  std::string_view text = loc.file->lineText(line);
+  out += fmt::format("  {}\n", text);
+  std::string marker(static_cast<size_t>(col - 1), ' ');
+  for (size_t i = 0; i < marker.size() && i < text.size(); ++i)
+    if (text[i] == '\t') marker[i] = '\t';
+  marker += '^';
+  size_t spanOnLine = std::min<size_t>(loc.length, text.size() >= static_cast<size_t>(col) ? text.size() - (col - 1) : 0);
+  if (spanOnLine > 1) marker += std::string(spanOnLine - 1, '~');
+  out += fmt::format("  {}\n", marker);
+}
+
+std::string DiagnosticEngine::render(const Diagnostic &d) {
+  std::string out;
+  renderOne(out, d.loc, d.severity, d.message);
+  for (const auto &[loc, text] : d.notes) renderOne(out, loc, Severity::Note, text);
+  if (!d.hint.empty()) out += fmt::format("  hint: {}\n", d.hint);
+  return out;
+}
+
+std::string DiagnosticEngine::render() const {
+  // In source order, whichever stage found them; diagnostics without a location come first.
+  std::vector<const Diagnostic *> sorted;
+  for (const Diagnostic &d : diags_) sorted.push_back(&d);
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Diagnostic *a, const Diagnostic *b) {
+    if (a->loc.file != b->loc.file) return a->loc.file == nullptr;
+    return a->loc.offset < b->loc.offset;
+  });
+  std::string out;
+  for (const Diagnostic *d : sorted) out += render(*d);
+  if (errorCount_ > 0) out += fmt::format("{} error{} generated.\n", errorCount_, errorCount_ == 1 ? "" : "s");
+  return out;
+}
+
+} // namespace enc

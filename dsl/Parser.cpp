@@ -1,0 +1,474 @@
+#include "dsl/Parser.h"
+
+#include "dsl/Lexer.h"
+
+#include <charconv>
+#include <cstdlib>
+
+namespace enc {
+namespace {
+
+using ast::Expr;
+using ast::ExprPtr;
+
+// Thrown to unwind to the nearest recovery point after a syntax error was reported.
+struct SyntaxError {};
+
+class Parser {
+public:
+  Parser(const SourceFile &file, DiagnosticEngine &diags) : diags_(diags), toks_(lex(file, diags)) {}
+
+  ast::Module run() {
+    ast::Module m;
+    skipNewlines();
+    while (!at(Tok::Eof)) {
+      if (at(Tok::KwLayer)) {
+        try {
+          m.layers.push_back(parseLayer());
+        } catch (SyntaxError &) {
+          recoverToTopLevel();
+        }
+      } else {
+        if (!at(Tok::Error))
+          diags_.error(cur().loc, fmt::format("expected 'layer', found {}", describe(cur())),
+                       "a .enc file is a list of 'layer Name(hyper-parameters) { ... }' blocks");
+        recoverToTopLevel();
+      }
+      skipNewlines();
+    }
+    return m;
+  }
+
+private:
+  DiagnosticEngine &diags_;
+  std::vector<Token> toks_;
+  size_t pos_ = 0;
+
+  const Token &cur() const { return toks_[pos_]; }
+  const Token &peekTok(size_t n) const { return toks_[std::min(pos_ + n, toks_.size() - 1)]; }
+  bool at(Tok k) const { return cur().kind == k; }
+  const Token &advance() {
+    const Token &t = toks_[pos_];
+    if (pos_ + 1 < toks_.size()) ++pos_;
+    return t;
+  }
+  bool accept(Tok k) {
+    if (!at(k)) return false;
+    advance();
+    return true;
+  }
+  void skipNewlines() {
+    while (at(Tok::Newline) || at(Tok::Semicolon)) advance();
+  }
+
+  static std::string describe(const Token &t) {
+    switch (t.kind) {
+    case Tok::Ident: return fmt::format("identifier '{}'", t.text);
+    case Tok::IntLit:
+    case Tok::FloatLit: return fmt::format("number '{}'", t.text);
+    case Tok::Eof:
+    case Tok::Newline: return tokSpelling(t.kind);
+    default: return fmt::format("'{}'", t.text);
+    }
+  }
+
+  [[noreturn]] void errorHere(const std::string &what, const std::string &hint = {}) {
+    // A malformed token was already reported by the lexer; don't pile a second error on it.
+    if (!at(Tok::Error)) diags_.error(cur().loc, fmt::format("expected {}, found {}", what, describe(cur())), hint);
+    throw SyntaxError{};
+  }
+
+  const Token &expect(Tok k, const std::string &hint = {}) {
+    if (!at(k)) errorHere(tokSpelling(k), hint);
+    return advance();
+  }
+
+  ast::Name expectName(const char *what) {
+    if (!at(Tok::Ident)) {
+      const char *hint = "";
+      if (cur().kind >= Tok::KwLayer && cur().kind <= Tok::KwFalse) hint = "this word is reserved; choose another name";
+      errorHere(what, hint);
+    }
+    const Token &t = advance();
+    return {t.text, t.loc};
+  }
+
+  void recoverToTopLevel() {
+    // Skip to the next line starting with 'layer'.
+    while (!at(Tok::Eof)) {
+      if (at(Tok::KwLayer) && (pos_ == 0 || toks_[pos_ - 1].kind == Tok::Newline)) return;
+      advance();
+    }
+  }
+
+  // Skip the rest of a statement line (balanced braces respected).
+  void recoverToLineEnd() {
+    while (!at(Tok::Eof) && !at(Tok::Newline) && !at(Tok::RBrace) && !at(Tok::Semicolon)) advance();
+  }
+
+  // ---- declarations -------------------------------------------------------------------------------
+  std::unique_ptr<ast::Layer> parseLayer() {
+    auto layer = std::make_unique<ast::Layer>();
+    SourceLoc start = expect(Tok::KwLayer).loc;
+    layer->name = expectName("a layer name");
+    layer->loc = SourceLoc::join(start, layer->name.loc);
+    expect(Tok::LParen, "a layer's hyper-parameters follow its name: layer Name(D: int, K: int = 4)");
+    if (!at(Tok::RParen)) {
+      do {
+        layer->hyperParams.push_back(parseHyperParam());
+      } while (accept(Tok::Comma));
+    }
+    expect(Tok::RParen);
+    skipNewlines();
+    SourceLoc open = expect(Tok::LBrace).loc;
+    skipNewlines();
+    while (!at(Tok::RBrace)) {
+      if (at(Tok::Eof)) {
+        diags_.error(open, fmt::format("unterminated block of layer '{}'", layer->name.text),
+                     "add the closing '}' at the end of the layer");
+        throw SyntaxError{};
+      }
+      try {
+        parseMember(*layer);
+      } catch (SyntaxError &) {
+        recoverToLineEnd();
+        if (at(Tok::KwLayer)) break;
+      }
+      skipNewlines();
+      if (at(Tok::KwLayer)) {
+        diags_.error(open, fmt::format("unterminated block of layer '{}'", layer->name.text),
+                     "add the closing '}' at the end of the layer");
+        return layer;
+      }
+    }
+    expect(Tok::RBrace);
+    return layer;
+  }
+
+  ast::HyperParam parseHyperParam() {
+    ast::HyperParam hp;
+    hp.name = expectName("a hyper-parameter name");
+    expect(Tok::Colon, "hyper-parameters are written 'name: int', 'name: float = 0.1', 'name: {a, b} = a'");
+    hp.typeLoc = cur().loc;
+    if (accept(Tok::LBrace)) {
+      hp.type.kind = ast::HyperParamType::Kind::Enum;
+      do {
+        hp.type.enumerators.push_back(expectName("an enumerator name"));
+      } while (accept(Tok::Comma));
+      hp.typeLoc = SourceLoc::join(hp.typeLoc, expect(Tok::RBrace).loc);
+    } else {
+      ast::Name t = expectName("a type (int, float, bool or {a, b, ...})");
+      if (t.text == "int") hp.type.kind = ast::HyperParamType::Kind::Int;
+      else if (t.text == "float") hp.type.kind = ast::HyperParamType::Kind::Float;
+      else if (t.text == "bool") hp.type.kind = ast::HyperParamType::Kind::Bool;
+      else {
+        diags_.error(t.loc, fmt::format("unknown type '{}' for hyper-parameter '{}'", t.text, hp.name.text),
+                     "hyper-parameter types are int, float, bool, or an enumeration such as {none, leaky_relu}");
+        throw SyntaxError{};
+      }
+    }
+    if (accept(Tok::Assign)) hp.defaultValue = parseExpr();
+    return hp;
+  }
+
+  void parseMember(ast::Layer &layer) {
+    if (at(Tok::KwParam) || at(Tok::KwBuffer)) {
+      bool isParam = advance().kind == Tok::KwParam;
+      ast::TensorDecl d;
+      d.name = expectName(isParam ? "a parameter name" : "a buffer name");
+      d.loc = d.name.loc;
+      d.dims = parseShape(/*allowVariadic=*/false);
+      if (accept(Tok::Assign)) d.init = parseExpr();
+      expectStatementEnd();
+      (isParam ? layer.params : layer.buffers).push_back(std::move(d));
+      return;
+    }
+    if (at(Tok::KwForward)) {
+      if (layer.forward) {
+        diags_.error(cur().loc, fmt::format("layer '{}' has a second forward block", layer.name.text));
+        parseForward(); // parse it to keep going, then drop it
+        return;
+      }
+      layer.forward = parseForward();
+      return;
+    }
+    errorHere("'param', 'buffer' or 'forward'", "a layer holds parameter and buffer declarations and one forward block");
+  }
+
+  std::vector<ast::Dim> parseShape(bool allowVariadic) {
+    std::vector<ast::Dim> dims;
+    expect(Tok::LBracket, "a shape is written [B, C, N]");
+    if (!at(Tok::RBracket)) {
+      do {
+        ast::Dim dim;
+        dim.size = parseExpr();
+        if (at(Tok::Ellipsis)) {
+          SourceLoc l = advance().loc;
+          if (!allowVariadic) diags_.error(l, "'...' is only allowed in the shape of a forward input");
+          else if (dim.size->kind != Expr::Kind::Ident)
+            diags_.error(dim.size->loc, "'...' must follow a size name, as in [B, C, N...]");
+          dim.variadic = true;
+        }
+        dims.push_back(std::move(dim));
+      } while (accept(Tok::Comma));
+    }
+    expect(Tok::RBracket);
+    for (size_t i = 0; i + 1 < dims.size(); ++i)
+      if (dims[i].variadic)
+        diags_.error(dims[i].size->loc, "only the last dimension of a shape can be variadic ('...')",
+                     "write the collapsing dimension last, as in X: [B, D, N...]");
+    return dims;
+  }
+
+  ast::TensorDecl parseTensorSignature(bool input) {
+    ast::TensorDecl d;
+    d.name = expectName(input ? "an input name" : "an output name");
+    d.loc = d.name.loc;
+    expect(Tok::Colon, input ? "inputs are declared with their shape: X: [B, D, N]"
+                             : "outputs are declared with their shape: Y: [B, K, D]");
+    d.dims = parseShape(input);
+    return d;
+  }
+
+  std::unique_ptr<ast::Forward> parseForward() {
+    auto f = std::make_unique<ast::Forward>();
+    f->loc = expect(Tok::KwForward).loc;
+    expect(Tok::LParen, "forward(X: [B, C]) -> Y: [B, C] { ... }");
+    if (!at(Tok::RParen)) {
+      do {
+        f->inputs.push_back(parseTensorSignature(true));
+      } while (accept(Tok::Comma));
+    }
+    expect(Tok::RParen);
+    expect(Tok::Arrow, "the outputs follow '->': forward(X: [B, C]) -> Y: [B, C] { ... }");
+    bool paren = accept(Tok::LParen);
+    do {
+      f->outputs.push_back(parseTensorSignature(false));
+    } while (accept(Tok::Comma));
+    if (paren) expect(Tok::RParen);
+    SourceLoc open = expect(Tok::LBrace).loc;
+    skipNewlines();
+    while (!at(Tok::RBrace)) {
+      if (at(Tok::Eof) || at(Tok::KwLayer) || at(Tok::KwParam) || at(Tok::KwBuffer) || at(Tok::KwForward)) {
+        diags_.error(open, "unterminated forward block", "add the closing '}' after the last statement");
+        throw SyntaxError{};
+      }
+      try {
+        f->statements.push_back(parseStatement());
+      } catch (SyntaxError &) {
+        recoverToLineEnd();
+      }
+      skipNewlines();
+    }
+    f->closeLoc = expect(Tok::RBrace).loc;
+    expectStatementEnd();
+    return f;
+  }
+
+  void expectStatementEnd() {
+    if (at(Tok::Newline) || at(Tok::Semicolon) || at(Tok::RBrace) || at(Tok::Eof)) return;
+    errorHere("end of line", "put one statement or declaration on each line");
+  }
+
+  ast::Statement parseStatement() {
+    ast::Statement s;
+    s.target = expectName("a tensor definition such as Y[b, c] = ...");
+    if (accept(Tok::LBracket)) {
+      if (!at(Tok::RBracket)) {
+        do {
+          s.indices.push_back(parseExpr());
+        } while (accept(Tok::Comma));
+      }
+      expect(Tok::RBracket);
+    }
+    if (at(Tok::LeftArrow)) {
+      diags_.error(cur().loc, "buffer updates with '<-' are not supported yet");
+      throw SyntaxError{};
+    }
+    expect(Tok::Assign, "a statement defines a tensor: Y[b, c] = expression");
+    s.value = parseExpr();
+    if (accept(Tok::KwWhere)) s.guard = parseExpr();
+    s.loc = SourceLoc::join(s.target.loc, (s.guard ? s.guard : s.value)->loc);
+    expectStatementEnd();
+    return s;
+  }
+
+  // ---- expressions (lowest precedence first) ----------------------------------------------------
+  ExprPtr parseExpr() { return parseOr(); }
+
+  ExprPtr binary(std::string op, ExprPtr l, ExprPtr r) {
+    auto e = std::make_unique<Expr>(Expr::Kind::Binary, SourceLoc::join(l->loc, r->loc));
+    e->op = std::move(op);
+    e->args.push_back(std::move(l));
+    e->args.push_back(std::move(r));
+    return e;
+  }
+
+  ExprPtr parseOr() {
+    ExprPtr l = parseAnd();
+    while (at(Tok::OrOr)) {
+      advance();
+      l = binary("||", std::move(l), parseAnd());
+    }
+    return l;
+  }
+  ExprPtr parseAnd() {
+    ExprPtr l = parseCompare();
+    while (at(Tok::AndAnd)) {
+      advance();
+      l = binary("&&", std::move(l), parseCompare());
+    }
+    return l;
+  }
+  ExprPtr parseCompare() {
+    ExprPtr l = parseAdd();
+    while (at(Tok::Less) || at(Tok::LessEq) || at(Tok::Greater) || at(Tok::GreaterEq) || at(Tok::EqEq) ||
+           at(Tok::NotEq)) {
+      std::string op = advance().text;
+      l = binary(op, std::move(l), parseAdd());
+    }
+    return l;
+  }
+  ExprPtr parseAdd() {
+    ExprPtr l = parseMul();
+    while (at(Tok::Plus) || at(Tok::Minus)) {
+      std::string op = advance().text;
+      l = binary(op, std::move(l), parseMul());
+    }
+    return l;
+  }
+  ExprPtr parseMul() {
+    ExprPtr l = parseUnary();
+    while (at(Tok::Star) || at(Tok::Slash) || at(Tok::SlashSlash) || at(Tok::Percent)) {
+      std::string op = advance().text;
+      l = binary(op, std::move(l), parseUnary());
+    }
+    return l;
+  }
+  ExprPtr parseUnary() {
+    if (at(Tok::Minus) || at(Tok::Bang) || at(Tok::Plus)) {
+      const Token &t = advance();
+      ExprPtr operand = parseUnary();
+      if (t.kind == Tok::Plus) return operand;
+      auto e = std::make_unique<Expr>(Expr::Kind::Unary, SourceLoc::join(t.loc, operand->loc));
+      e->op = t.text;
+      e->args.push_back(std::move(operand));
+      return e;
+    }
+    return parsePower();
+  }
+  // '^' binds tighter than unary minus (-x^2 is -(x^2)) and is right-associative.
+  ExprPtr parsePower() {
+    ExprPtr base = parsePrimary();
+    if (at(Tok::Caret)) {
+      advance();
+      return binary("^", std::move(base), parseUnary());
+    }
+    return base;
+  }
+
+  bool looksLikeReduction() const {
+    // After NAME '(' : ident (',' ident)* ':'
+    size_t i = 2;
+    while (true) {
+      if (peekTok(i).kind != Tok::Ident) return false;
+      Tok next = peekTok(i + 1).kind;
+      if (next == Tok::Colon) return true;
+      if (next != Tok::Comma) return false;
+      i += 2;
+    }
+  }
+
+  ExprPtr parsePrimary() {
+    const Token &t = cur();
+    switch (t.kind) {
+    case Tok::IntLit: {
+      advance();
+      auto e = std::make_unique<Expr>(Expr::Kind::IntLit, t.loc);
+      auto [ptr, ec] = std::from_chars(t.text.data(), t.text.data() + t.text.size(), e->intValue);
+      if (ec != std::errc()) {
+        diags_.error(t.loc, fmt::format("integer literal '{}' is too large", t.text), "integers are 64-bit");
+      }
+      return e;
+    }
+    case Tok::FloatLit: {
+      advance();
+      auto e = std::make_unique<Expr>(Expr::Kind::FloatLit, t.loc);
+      e->floatValue = std::strtod(t.text.c_str(), nullptr);
+      return e;
+    }
+    case Tok::KwTrue:
+    case Tok::KwFalse: {
+      advance();
+      auto e = std::make_unique<Expr>(Expr::Kind::BoolLit, t.loc);
+      e->boolValue = t.kind == Tok::KwTrue;
+      return e;
+    }
+    case Tok::LParen: {
+      advance();
+      ExprPtr inner = parseExpr();
+      expect(Tok::RParen);
+      return inner;
+    }
+    case Tok::Ident: {
+      bool reduction = peekTok(1).kind == Tok::LParen && looksLikeReduction();
+      advance();
+      if (at(Tok::LBracket)) return parseAccess(t);
+      if (at(Tok::LParen)) return reduction ? parseReduce(t) : parseCall(t);
+      auto e = std::make_unique<Expr>(Expr::Kind::Ident, t.loc);
+      e->name = t.text;
+      return e;
+    }
+    default: errorHere("an expression");
+    }
+  }
+
+  ExprPtr parseAccess(const Token &name) {
+    auto e = std::make_unique<Expr>(Expr::Kind::Access, name.loc);
+    e->name = name.text;
+    e->nameLoc = name.loc;
+    expect(Tok::LBracket);
+    if (!at(Tok::RBracket)) {
+      do {
+        e->args.push_back(parseExpr());
+      } while (accept(Tok::Comma));
+    }
+    e->loc = SourceLoc::join(name.loc, expect(Tok::RBracket).loc);
+    return e;
+  }
+
+  ExprPtr parseCall(const Token &name) {
+    auto e = std::make_unique<Expr>(Expr::Kind::Call, name.loc);
+    e->name = name.text;
+    e->nameLoc = name.loc;
+    expect(Tok::LParen);
+    if (!at(Tok::RParen)) {
+      do {
+        e->args.push_back(parseExpr());
+      } while (accept(Tok::Comma));
+    }
+    e->loc = SourceLoc::join(name.loc, expect(Tok::RParen).loc);
+    return e;
+  }
+
+  ExprPtr parseReduce(const Token &name) {
+    auto e = std::make_unique<Expr>(Expr::Kind::Reduce, name.loc);
+    e->name = name.text;
+    e->nameLoc = name.loc;
+    expect(Tok::LParen);
+    do {
+      const Token &v = expect(Tok::Ident);
+      e->vars.push_back({v.text, v.loc});
+    } while (accept(Tok::Comma));
+    expect(Tok::Colon);
+    e->args.push_back(parseExpr());
+    e->loc = SourceLoc::join(name.loc, expect(Tok::RParen, "a reduction is written sum(i: expression)").loc);
+    return e;
+  }
+};
+
+} // namespace
+
+ast::Module parse(const SourceFile &file, DiagnosticEngine &diags) { return Parser(file, diags).run(); }
+
+} // namespace enc

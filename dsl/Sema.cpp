@@ -1,0 +1,725 @@
+#include "dsl/Sema.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+namespace enc {
+
+using ast::Expr;
+using Type = ast::Expr::Type;
+using Ref = ast::Expr::Ref;
+
+const char *roleName(TensorRole r) {
+  switch (r) {
+  case TensorRole::Input: return "input";
+  case TensorRole::Param: return "parameter";
+  case TensorRole::Buffer: return "buffer";
+  case TensorRole::Output: return "output";
+  case TensorRole::Temp: return "intermediate";
+  }
+  return "tensor";
+}
+
+const TensorSymbol *LayerSymbols::find(const std::string &name) const {
+  for (const TensorSymbol &t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const ast::HyperParam *LayerSymbols::hyperParam(const std::string &name) const {
+  for (const ast::HyperParam &hp : layer->hyperParams)
+    if (hp.name.text == name) return &hp;
+  return nullptr;
+}
+
+const LayerSymbols *CheckedModule::find(const std::string &name) const {
+  for (const LayerSymbols &l : layers)
+    if (l.layer->name.text == name) return &l;
+  return nullptr;
+}
+
+std::string sizeText(const ast::Expr &e) { return ast::printExpr(e); }
+
+namespace {
+
+const std::map<std::string, int> kFunctions = {
+    {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1},      {"tanh", 1}, {"sigmoid", 1}, {"abs", 1},
+    {"relu", 1},  {"sin", 1},   {"cos", 1},   {"floor", 1},      {"ceil", 1}, {"leaky_relu", 2},
+    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}};
+const std::set<std::string> kReductions = {"sum", "max", "min", "mean", "prod", "softmax", "logsumexp"};
+const std::map<std::string, int> kInitializers = {{"uniform", 2}, {"normal", 2}, {"zeros", 0}, {"ones", 0}, {"constant", 1}};
+
+const char *typeWord(Type t) {
+  switch (t) {
+  case Type::Int: return "an integer";
+  case Type::Float: return "a float";
+  case Type::Bool: return "a bool";
+  default: return "unknown";
+  }
+}
+
+bool numeric(Type t) { return t == Type::Int || t == Type::Float || t == Type::Unknown; }
+
+// What one index variable of a statement is known to range over.
+struct IndexInfo {
+  SourceLoc loc;
+  bool free = false;
+  const Expr *extent = nullptr;
+  std::string extentFrom; // "dimension 1 of X"
+  SourceLoc extentLoc;
+  bool reported = false;
+};
+
+class LayerChecker {
+public:
+  LayerChecker(ast::Layer &layer, DiagnosticEngine &diags) : layer_(layer), diags_(diags) { syms_.layer = &layer; }
+
+  LayerSymbols run() {
+    checkHyperParams();
+    for (ast::TensorDecl &p : layer_.params) declareStateTensor(p, TensorRole::Param);
+    for (ast::TensorDecl &b : layer_.buffers) declareStateTensor(b, TensorRole::Buffer);
+    if (!layer_.forward) {
+      diags_.error(layer_.name.loc, fmt::format("layer '{}' has no forward block", layer_.name.text),
+                   "add forward(X: [B, C]) -> Y: [B, C] { Y[b, c] = ... }");
+      return std::move(syms_);
+    }
+    ast::Forward &f = *layer_.forward;
+    for (ast::TensorDecl &in : f.inputs) declareInput(in);
+    for (ast::TensorDecl &out : f.outputs) declareOutput(out);
+    for (ast::Statement &s : f.statements) checkStatement(s);
+    for (const TensorSymbol &t : syms_.tensors)
+      if (t.role == TensorRole::Output && !t.definition)
+        diags_.error(t.loc, fmt::format("output '{}' is never defined", t.name),
+                     fmt::format("add a statement '{}[...] = ...' to the forward block", t.name));
+    return std::move(syms_);
+  }
+
+private:
+  ast::Layer &layer_;
+  DiagnosticEngine &diags_;
+  LayerSymbols syms_;
+  std::map<std::string, SourceLoc> layerNames_; // every name declared at layer level
+  std::map<std::string, int64_t> enumerators_;
+  std::set<std::string> poisoned_; // tensors whose definition had errors: don't cascade
+  // Per statement:
+  const ast::Statement *current_ = nullptr;
+  std::map<std::string, IndexInfo> indices_;
+  std::vector<std::string> scope_; // index names visible now
+  std::vector<Expr *> reductions_;
+
+  TensorSymbol *findTensor(const std::string &name) {
+    for (TensorSymbol &t : syms_.tensors)
+      if (t.name == name) return &t;
+    return nullptr;
+  }
+
+  bool declareName(const ast::Name &n, const char *what) {
+    auto [it, inserted] = layerNames_.emplace(n.text, n.loc);
+    if (inserted) return true;
+    Diagnostic &d = diags_.error(n.loc, fmt::format("{} '{}' reuses a name already declared in layer '{}'", what, n.text,
+                                                    layer_.name.text));
+    d.notes.push_back({it->second, fmt::format("'{}' first declared here", n.text)});
+    return false;
+  }
+
+  // ---- hyper-parameters ---------------------------------------------------------------------------
+  void checkHyperParams() {
+    for (ast::HyperParam &hp : layer_.hyperParams) {
+      declareName(hp.name, "hyper-parameter");
+      using K = ast::HyperParamType::Kind;
+      if (hp.type.kind == K::Enum) {
+        std::set<std::string> seen;
+        for (size_t i = 0; i < hp.type.enumerators.size(); ++i) {
+          const ast::Name &e = hp.type.enumerators[i];
+          if (!seen.insert(e.text).second)
+            diags_.error(e.loc, fmt::format("enumerator '{}' appears twice in the type of '{}'", e.text, hp.name.text));
+          else if (enumerators_.count(e.text) && enumerators_[e.text] != static_cast<int64_t>(i))
+            diags_.error(e.loc, fmt::format("enumerator '{}' already names another position in another enumeration", e.text),
+                         "enumerators shared between hyper-parameters must be at the same position");
+          enumerators_[e.text] = static_cast<int64_t>(i);
+        }
+      }
+      if (!hp.defaultValue) continue;
+      Expr &d = *hp.defaultValue;
+      const Expr *lit = &d;
+      bool negated = false;
+      if (d.kind == Expr::Kind::Unary && d.op == "-") {
+        lit = d.args[0].get();
+        negated = true;
+      }
+      auto bad = [&](const char *want, const char *hint) {
+        diags_.error(d.loc, fmt::format("default value of hyper-parameter '{}' must be {}; found '{}'", hp.name.text, want,
+                                        ast::printExpr(d)),
+                     hint);
+      };
+      switch (hp.type.kind) {
+      case K::Int:
+        if (lit->kind != Expr::Kind::IntLit) bad("an integer", "write an integer such as 4, or declare it ': float'");
+        d.type = Type::Int;
+        break;
+      case K::Float:
+        if (lit->kind != Expr::Kind::IntLit && lit->kind != Expr::Kind::FloatLit) bad("a number", "write a number such as 1e-5");
+        d.type = Type::Float;
+        break;
+      case K::Bool:
+        if (lit->kind != Expr::Kind::BoolLit || negated) bad("true or false", "");
+        d.type = Type::Bool;
+        break;
+      case K::Enum: {
+        bool ok = !negated && lit->kind == Expr::Kind::Ident;
+        if (ok) {
+          ok = false;
+          for (size_t i = 0; i < hp.type.enumerators.size(); ++i)
+            if (hp.type.enumerators[i].text == lit->name) {
+              d.ref = Ref::EnumValue;
+              d.enumValue = static_cast<int64_t>(i);
+              ok = true;
+            }
+        }
+        if (!ok) {
+          std::string choices;
+          for (const ast::Name &e : hp.type.enumerators) choices += (choices.empty() ? "" : ", ") + e.text;
+          bad("one of its enumerators", ("choose one of: " + choices).c_str());
+        }
+        d.type = Type::Int;
+        break;
+      }
+      }
+    }
+  }
+
+  Type hyperParamType(const ast::HyperParam &hp) const {
+    switch (hp.type.kind) {
+    case ast::HyperParamType::Kind::Float: return Type::Float;
+    case ast::HyperParamType::Kind::Bool: return Type::Bool;
+    default: return Type::Int;
+    }
+  }
+
+  // ---- shapes -------------------------------------------------------------------------------------
+  // A shape dimension: integer arithmetic over integer hyper-parameters, constants and, where
+  // allowed, sizes taken from the inputs.
+  bool checkSizeExpr(Expr &e, bool allowSizes, const char *where) {
+    switch (e.kind) {
+    case Expr::Kind::IntLit:
+      e.type = Type::Int;
+      if (e.intValue < 0) {
+        diags_.error(e.loc, fmt::format("a dimension of {} is negative", where));
+        return false;
+      }
+      return true;
+    case Expr::Kind::Ident: {
+      if (const ast::HyperParam *hp = syms_.hyperParam(e.name)) {
+        e.ref = Ref::HyperParam;
+        e.type = Type::Int;
+        if (hp->type.kind != ast::HyperParamType::Kind::Int) {
+          diags_.error(e.loc, fmt::format("dimension '{}' of {} is a {} hyper-parameter; dimensions must be integers", e.name,
+                                          where, hyperParamType(*hp) == Type::Float ? "float" : "non-integer"));
+          return false;
+        }
+        return true;
+      }
+      for (const SizeSymbol &s : syms_.sizes)
+        if (s.name == e.name && allowSizes) {
+          e.ref = Ref::SizeSymbol;
+          e.type = Type::Int;
+          return true;
+        }
+      diags_.error(e.loc,
+                   fmt::format("'{}' in the shape of {} is not {}", e.name, where,
+                               allowSizes ? "a hyper-parameter or a size of an input" : "an integer hyper-parameter"),
+                   allowSizes ? fmt::format("name it in an input's shape or add '{}: int' to the layer's hyper-parameters", e.name)
+                              : fmt::format("parameter shapes are fixed when the layer is created; add '{}: int' to the "
+                                            "layer's hyper-parameters",
+                                            e.name));
+      return false;
+    }
+    case Expr::Kind::Binary:
+      if (e.op == "+" || e.op == "-" || e.op == "*" || e.op == "//" || e.op == "%") {
+        bool ok = checkSizeExpr(*e.args[0], allowSizes, where);
+        ok = checkSizeExpr(*e.args[1], allowSizes, where) && ok;
+        e.type = Type::Int;
+        return ok;
+      }
+      break;
+    default: break;
+    }
+    diags_.error(e.loc, fmt::format("a dimension of {} must be integer arithmetic (+ - * // %) on sizes and constants", where),
+                 e.kind == Expr::Kind::Binary && e.op == "/" ? "use '//' for integer division" : "");
+    return false;
+  }
+
+  void declareStateTensor(ast::TensorDecl &d, TensorRole role) {
+    declareName(d.name, roleName(role));
+    TensorSymbol t{d.name.text, role, {}, false, d.loc, nullptr};
+    std::string where = fmt::format("{} '{}'", roleName(role), d.name.text);
+    for (ast::Dim &dim : d.dims) {
+      checkSizeExpr(*dim.size, /*allowSizes=*/false, where.c_str());
+      t.shape.push_back(dim.size.get());
+    }
+    syms_.tensors.push_back(std::move(t));
+    if (d.init) checkInitializer(d, *d.init);
+  }
+
+  void checkInitializer(const ast::TensorDecl &d, Expr &init) {
+    std::string name = init.kind == Expr::Kind::Call || init.kind == Expr::Kind::Ident ? init.name : "";
+    auto it = kInitializers.find(name);
+    if (it == kInitializers.end()) {
+      diags_.error(init.loc, fmt::format("unknown initializer '{}' for '{}'", name.empty() ? ast::printExpr(init) : name,
+                                         d.name.text),
+                   "initializers are uniform(lo, hi), normal(mean, std), zeros, ones and constant(v)");
+      return;
+    }
+    size_t given = init.kind == Expr::Kind::Call ? init.args.size() : 0;
+    if (given != static_cast<size_t>(it->second)) {
+      diags_.error(init.loc, fmt::format("initializer '{}' takes {} argument{}, given {}", name, it->second,
+                                         it->second == 1 ? "" : "s", given));
+      return;
+    }
+    for (ast::ExprPtr &a : init.args) {
+      Type t = checkExpr(*a);
+      if (!numeric(t) || t == Type::Unknown) continue;
+    }
+  }
+
+  void declareInput(ast::TensorDecl &d) {
+    declareName(d.name, "input");
+    TensorSymbol t{d.name.text, TensorRole::Input, {}, false, d.loc, nullptr};
+    std::string where = fmt::format("input '{}'", d.name.text);
+    for (size_t i = 0; i < d.dims.size(); ++i) {
+      Expr &e = *d.dims[i].size;
+      // A bare name that is not a hyper-parameter introduces a size symbol.
+      if (e.kind == Expr::Kind::Ident && !syms_.hyperParam(e.name)) {
+        bool known = false;
+        for (const SizeSymbol &s : syms_.sizes) known |= s.name == e.name;
+        if (!known) {
+          if (layerNames_.count(e.name)) {
+            declareName({e.name, e.loc}, "size");
+          }
+          syms_.sizes.push_back({e.name, e.loc, d.name.text, static_cast<int>(i)});
+        } else if (d.dims[i].variadic) {
+          diags_.error(e.loc, fmt::format("variadic size '{}' must not appear in another shape", e.name),
+                       "name the collapsed dimensions with a fresh size, as in [B, D, N...]");
+        }
+        e.ref = Ref::SizeSymbol;
+        e.type = Type::Int;
+      } else {
+        if (d.dims[i].variadic)
+          diags_.error(e.loc, "'...' must follow a fresh size name, not a hyper-parameter or expression");
+        checkSizeExpr(e, /*allowSizes=*/true, where.c_str());
+      }
+      t.shape.push_back(&e);
+      t.variadic = d.dims[i].variadic;
+    }
+    syms_.tensors.push_back(std::move(t));
+  }
+
+  void declareOutput(ast::TensorDecl &d) {
+    declareName(d.name, "output");
+    TensorSymbol t{d.name.text, TensorRole::Output, {}, false, d.loc, nullptr};
+    std::string where = fmt::format("output '{}'", d.name.text);
+    for (ast::Dim &dim : d.dims) {
+      if (dim.variadic) diags_.error(dim.size->loc, "'...' is only allowed in the shape of an input");
+      checkSizeExpr(*dim.size, /*allowSizes=*/true, where.c_str());
+      t.shape.push_back(dim.size.get());
+    }
+    syms_.tensors.push_back(std::move(t));
+  }
+
+  // ---- statements ---------------------------------------------------------------------------------
+  void constrain(const std::string &var, const Expr *extent, std::string from, SourceLoc loc) {
+    IndexInfo &info = indices_[var];
+    if (!info.extent) {
+      info.extent = extent;
+      info.extentFrom = std::move(from);
+      info.extentLoc = loc;
+      return;
+    }
+    if (sizeText(*info.extent) == sizeText(*extent) || info.reported) return;
+    info.reported = true;
+    Diagnostic &d = diags_.error(loc, fmt::format("conflicting ranges for index '{}': {} is {}, but {} is {}", var, from,
+                                                  sizeText(*extent), info.extentFrom, sizeText(*info.extent)),
+                                 "an index must range over dimensions of the same size; use a different index name");
+    d.notes.push_back({info.extentLoc, fmt::format("'{}' got its range here", var)});
+  }
+
+  void checkStatement(ast::Statement &s) {
+    current_ = &s;
+    indices_.clear();
+    scope_.clear();
+    reductions_.clear();
+    int errorsBefore = diags_.errorCount();
+    const std::string &name = s.target.text;
+
+    TensorSymbol *target = findTensor(name);
+    bool isOutput = false;
+    int errorsBeforeTarget = diags_.errorCount();
+    if (target) {
+      if (target->role == TensorRole::Output && !target->definition) {
+        isOutput = true;
+      } else if (target->definition) {
+        Diagnostic &d = diags_.error(s.target.loc, fmt::format("'{}' is defined twice", name),
+                                     "each tensor has exactly one definition; give the new one another name");
+        d.notes.push_back({target->definition->target.loc, "first definition here"});
+      } else {
+        diags_.error(s.target.loc, fmt::format("cannot define '{}': it is {} {} of layer '{}'", name,
+                                               target->role == TensorRole::Input ? "an" : "a", roleName(target->role),
+                                               layer_.name.text),
+                     "define a new tensor with another name");
+      }
+    } else if (layerNames_.count(name) || syms_.hyperParam(name)) {
+      diags_.error(s.target.loc, fmt::format("cannot define '{}': the name is already used in layer '{}'", name,
+                                             layer_.name.text));
+    }
+
+    // Left side: distinct plain index names.
+    for (size_t i = 0; i < s.indices.size(); ++i) {
+      Expr &ix = *s.indices[i];
+      if (ix.kind != Expr::Kind::Ident) {
+        diags_.error(ix.loc, fmt::format("index {} of '{}' on the left side must be a plain index name", i + 1, name),
+                     "index arithmetic belongs on the right side, as in Y[h] = X[2 * h]");
+        continue;
+      }
+      if (syms_.hyperParam(ix.name) || findTensor(ix.name) || enumerators_.count(ix.name)) {
+        diags_.error(ix.loc, fmt::format("index '{}' has the name of a hyper-parameter, tensor or enumerator", ix.name),
+                     "index names are usually lower case: b, c, i, k");
+        continue;
+      }
+      if (indices_.count(ix.name)) {
+        diags_.error(ix.loc, fmt::format("index '{}' appears twice on the left side of '{}'", ix.name, name),
+                     "a diagonal is written with two indices and a guard, e.g. Y[i, j] = X[i] where i == j");
+        continue;
+      }
+      ix.ref = Ref::IndexVar;
+      ix.type = Type::Int;
+      IndexInfo &info = indices_[ix.name];
+      info.loc = ix.loc;
+      info.free = true;
+      scope_.push_back(ix.name);
+    }
+    if (isOutput && target->shape.size() != s.indices.size()) {
+      Diagnostic &d = diags_.error(s.target.loc,
+                                   fmt::format("output '{}' is declared with {} dimension{} but defined with {} ind{}", name,
+                                               target->shape.size(), target->shape.size() == 1 ? "" : "s",
+                                               s.indices.size(), s.indices.size() == 1 ? "ex" : "ices"));
+      d.notes.push_back({target->loc, "declared here"});
+    } else if (isOutput) {
+      for (size_t i = 0; i < s.indices.size(); ++i)
+        if (s.indices[i]->ref == Ref::IndexVar)
+          constrain(s.indices[i]->name, target->shape[i], fmt::format("dimension {} of output '{}'", i, name),
+                    target->shape[i]->loc);
+    }
+
+    Type vt = checkExpr(*s.value);
+    if (vt == Type::Bool)
+      diags_.error(s.value->loc, fmt::format("the value of '{}' is a bool", name),
+                   "tensors hold numbers; use select(condition, a, b)");
+    if (s.guard) {
+      Type gt = checkExpr(*s.guard);
+      if (gt != Type::Bool && gt != Type::Unknown)
+        diags_.error(s.guard->loc, "a 'where' guard must be a condition", "compare indices, as in 'where h < H'");
+    }
+
+    // Every index needs a range (not worth saying when the target itself is wrong).
+    bool targetBad = diags_.errorCount() > errorsBeforeTarget && !isOutput && (target || layerNames_.count(name));
+    s.indexExtents.clear();
+    for (auto &ix : s.indices) {
+      if (ix->ref != Ref::IndexVar) {
+        s.indexExtents.push_back(nullptr);
+        continue;
+      }
+      IndexInfo &info = indices_[ix->name];
+      if (!info.extent && !targetBad)
+        diags_.error(ix->loc, fmt::format("cannot infer the range of index '{}'", ix->name),
+                     fmt::format("use '{}' directly as an index of a tensor with a known shape on the right side", ix->name));
+      s.indexExtents.push_back(info.extent);
+    }
+    for (Expr *r : reductions_) {
+      r->varExtents.clear();
+      for (const ast::Name &v : r->vars) {
+        IndexInfo &info = indices_[v.text];
+        if (!info.extent && !info.free)
+          diags_.error(v.loc, fmt::format("cannot infer the range of reduction index '{}'", v.text),
+                       fmt::format("use '{}' directly as an index of a tensor inside the {}", v.text, r->name));
+        r->varExtents.push_back(info.extent);
+      }
+    }
+
+    bool ok = diags_.errorCount() == errorsBefore;
+    if (isOutput) {
+      target->definition = &s;
+    } else if (!target) {
+      TensorSymbol t{name, TensorRole::Temp, {}, false, s.target.loc, &s};
+      for (const Expr *e : s.indexExtents) t.shape.push_back(e);
+      syms_.tensors.push_back(std::move(t));
+    }
+    if (!ok) poisoned_.insert(name);
+    current_ = nullptr;
+  }
+
+  bool inScope(const std::string &n) const {
+    for (const std::string &s : scope_)
+      if (s == n) return true;
+    return false;
+  }
+
+  // ---- expressions --------------------------------------------------------------------------------
+  Type checkExpr(Expr &e) {
+    e.type = checkExprImpl(e);
+    return e.type;
+  }
+
+  Type checkExprImpl(Expr &e) {
+    switch (e.kind) {
+    case Expr::Kind::IntLit: return Type::Int;
+    case Expr::Kind::FloatLit: return Type::Float;
+    case Expr::Kind::BoolLit: return Type::Bool;
+    case Expr::Kind::Ident: return checkIdent(e);
+    case Expr::Kind::Access: return checkAccess(e);
+    case Expr::Kind::Call: return checkCall(e);
+    case Expr::Kind::Reduce: return checkReduce(e);
+    case Expr::Kind::Unary: {
+      Type t = checkExpr(*e.args[0]);
+      if (e.op == "!") {
+        if (t != Type::Bool && t != Type::Unknown) diags_.error(e.loc, "'!' needs a condition");
+        return Type::Bool;
+      }
+      if (t == Type::Bool) {
+        diags_.error(e.loc, "cannot negate a bool", "use '!' for logical not");
+        return Type::Unknown;
+      }
+      return t;
+    }
+    case Expr::Kind::Binary: return checkBinary(e);
+    }
+    return Type::Unknown;
+  }
+
+  Type checkIdent(Expr &e) {
+    if (current_ && inScope(e.name)) {
+      e.ref = Ref::IndexVar;
+      return Type::Int;
+    }
+    if (const ast::HyperParam *hp = syms_.hyperParam(e.name)) {
+      e.ref = Ref::HyperParam;
+      return hyperParamType(*hp);
+    }
+    if (auto it = enumerators_.find(e.name); it != enumerators_.end()) {
+      e.ref = Ref::EnumValue;
+      e.enumValue = it->second;
+      return Type::Int;
+    }
+    for (const SizeSymbol &s : syms_.sizes)
+      if (s.name == e.name) {
+        e.ref = Ref::SizeSymbol;
+        return Type::Int;
+      }
+    if (TensorSymbol *t = findTensor(e.name)) {
+      if (t->shape.empty() && current_) {
+        e.ref = Ref::Tensor;
+        return Type::Float;
+      }
+      diags_.error(e.loc, fmt::format("{} '{}' is used without indices", roleName(t->role), e.name),
+                   fmt::format("write {}[...] with {} ind{}", e.name, t->shape.size(), t->shape.size() == 1 ? "ex" : "ices"));
+      return Type::Unknown;
+    }
+    if (!current_) {
+      diags_.error(e.loc, fmt::format("unknown name '{}'", e.name), "only hyper-parameters can be used here");
+      return Type::Unknown;
+    }
+    diags_.error(e.loc, fmt::format("unknown name '{}'", e.name),
+                 fmt::format("an index must appear on the left side of '{}' or be reduced over, as in sum({}: ...)",
+                             current_->target.text, e.name));
+    indices_[e.name].reported = true;
+    return Type::Unknown;
+  }
+
+  Type checkAccess(Expr &e) {
+    for (ast::ExprPtr &a : e.args) checkExpr(*a);
+    if (!current_) {
+      diags_.error(e.loc, fmt::format("tensor access '{}' is not allowed here", e.name),
+                   "initializers and shapes may only use hyper-parameters");
+      return Type::Unknown;
+    }
+    TensorSymbol *t = findTensor(e.name);
+    if (!t && e.name == current_->target.text) {
+      diags_.error(e.nameLoc, fmt::format("'{}' is used in its own definition", e.name),
+                   "a tensor cannot depend on itself; define a new tensor");
+      return Type::Unknown;
+    }
+    if (!t) {
+      std::string hint;
+      if (inScope(e.name)) hint = fmt::format("'{}' is an index, not a tensor", e.name);
+      else if (syms_.hyperParam(e.name)) hint = fmt::format("'{}' is a hyper-parameter, not a tensor", e.name);
+      diags_.error(e.nameLoc, fmt::format("unknown tensor '{}'", e.name), hint);
+      return Type::Unknown;
+    }
+    e.ref = Ref::Tensor;
+    if (t->definition == current_ || (t->name == current_->target.text && !t->definition)) {
+      diags_.error(e.nameLoc, fmt::format("'{}' is used in its own definition", e.name),
+                   "a tensor cannot depend on itself; define a new tensor");
+      return Type::Unknown;
+    }
+    if ((t->role == TensorRole::Output || t->role == TensorRole::Temp) && !t->definition) {
+      diags_.error(e.nameLoc, fmt::format("'{}' is used before it is defined", e.name), "move its definition above this line");
+      return Type::Unknown;
+    }
+    if (poisoned_.count(t->name)) return Type::Float;
+    if (t->shape.size() != e.args.size()) {
+      Diagnostic &d = diags_.error(e.loc, fmt::format("'{}' has {} dimension{} but is indexed with {}", e.name,
+                                                      t->shape.size(), t->shape.size() == 1 ? "" : "s", e.args.size()));
+      d.notes.push_back({t->loc, fmt::format("'{}' declared here", e.name)});
+      return Type::Float;
+    }
+    for (size_t i = 0; i < e.args.size(); ++i) {
+      Expr &a = *e.args[i];
+      if (a.type == Type::Float || a.type == Type::Bool) {
+        diags_.error(a.loc, fmt::format("index {} of '{}' is {}, not an integer", i + 1, e.name, typeWord(a.type)),
+                     a.type == Type::Float ? "'/' divides exactly; use '//' for integer division" : "");
+        continue;
+      }
+      if (a.kind == Expr::Kind::Ident && a.ref == Ref::IndexVar)
+        constrain(a.name, t->shape[i], fmt::format("dimension {} of '{}'", i, e.name), a.loc);
+    }
+    return Type::Float;
+  }
+
+  Type checkCall(Expr &e) {
+    std::vector<Type> types;
+    for (ast::ExprPtr &a : e.args) types.push_back(checkExpr(*a));
+    if (kReductions.count(e.name)) {
+      diags_.error(e.loc, fmt::format("'{}' needs the index it reduces over", e.name),
+                   fmt::format("write {}(i: expression)", e.name));
+      return Type::Unknown;
+    }
+    auto it = kFunctions.find(e.name);
+    if (it == kFunctions.end()) {
+      std::string hint = "functions are exp, log, sqrt, rsqrt, tanh, sigmoid, abs, relu, leaky_relu(x, slope), sin, cos, "
+                         "floor, ceil, pow, min, max, select(cond, a, b), float";
+      if (TensorSymbol *t = findTensor(e.name)) hint = fmt::format("'{}' is a tensor: index it with [...]", t->name);
+      diags_.error(e.nameLoc, fmt::format("unknown function '{}'", e.name), hint);
+      return Type::Unknown;
+    }
+    if (e.args.size() != static_cast<size_t>(it->second)) {
+      diags_.error(e.loc, fmt::format("'{}' takes {} argument{}, given {}", e.name, it->second, it->second == 1 ? "" : "s",
+                                      e.args.size()));
+      return Type::Unknown;
+    }
+    if (e.name == "select") {
+      if (types[0] != Type::Bool && types[0] != Type::Unknown)
+        diags_.error(e.args[0]->loc, "the first argument of select must be a condition", "e.g. select(x > 0, x, 0)");
+      for (int i = 1; i < 3; ++i)
+        if (types[i] == Type::Bool) diags_.error(e.args[i]->loc, "select chooses between numbers, not bools");
+      if (types[1] == Type::Float || types[2] == Type::Float) return Type::Float;
+      return types[1] == Type::Int && types[2] == Type::Int ? Type::Int : Type::Unknown;
+    }
+    for (size_t i = 0; i < types.size(); ++i)
+      if (types[i] == Type::Bool)
+        diags_.error(e.args[i]->loc, fmt::format("argument {} of '{}' is a bool, not a number", i + 1, e.name),
+                     "use select(condition, a, b) to turn a condition into a number");
+    if (e.name == "min" || e.name == "max")
+      return types[0] == Type::Int && types[1] == Type::Int ? Type::Int : Type::Float;
+    return Type::Float;
+  }
+
+  Type checkReduce(Expr &e) {
+    if (!kReductions.count(e.name)) {
+      diags_.error(e.nameLoc, fmt::format("unknown reduction '{}'", e.name),
+                   kFunctions.count(e.name) ? fmt::format("'{}' is a function; call it as {}(x)", e.name, e.name)
+                                            : "reductions are sum, max, min, mean, prod, softmax and logsumexp");
+      return Type::Unknown;
+    }
+    if (!current_) {
+      diags_.error(e.loc, "a reduction is not allowed here");
+      return Type::Unknown;
+    }
+    bool softmax = e.name == "softmax";
+    std::vector<std::string> added;
+    for (const ast::Name &v : e.vars) {
+      auto it = indices_.find(v.text);
+      bool bound = it != indices_.end() && inScope(v.text);
+      if (softmax) {
+        if (!bound || !it->second.free)
+          diags_.error(v.loc, fmt::format("softmax({}: ...) normalizes over a free index, but '{}' is not on the left side of '{}'",
+                                          v.text, v.text, current_->target.text),
+                       fmt::format("add '{}' to the left side, or use logsumexp({}: ...) to reduce over it", v.text, v.text));
+        if (e.vars.size() != 1) diags_.error(e.loc, "softmax normalizes over exactly one index");
+        continue;
+      }
+      if (bound && it->second.free) {
+        diags_.error(v.loc, fmt::format("index '{}' of {}({}: ...) is also a free index of '{}'", v.text, e.name, v.text,
+                                        current_->target.text),
+                     fmt::format("a reduction index must not appear on the left side; drop it from {}[...] or rename it",
+                                 current_->target.text));
+        continue;
+      }
+      if (bound) {
+        diags_.error(v.loc, fmt::format("index '{}' is already bound by an enclosing reduction", v.text),
+                     "give the inner reduction's index another name");
+        continue;
+      }
+      if (syms_.hyperParam(v.text) || findTensor(v.text)) {
+        diags_.error(v.loc, fmt::format("reduction index '{}' has the name of a hyper-parameter or tensor", v.text));
+        continue;
+      }
+      IndexInfo &info = indices_[v.text];
+      info.loc = v.loc;
+      scope_.push_back(v.text);
+      added.push_back(v.text);
+    }
+    Type body = checkExpr(*e.args[0]);
+    if (body == Type::Bool)
+      diags_.error(e.args[0]->loc, fmt::format("the body of {} is a bool, not a number", e.name),
+                   "use select(condition, 1, 0) to count");
+    for (const std::string &n : added) scope_.erase(std::find(scope_.begin(), scope_.end(), n));
+    reductions_.push_back(&e);
+    return Type::Float;
+  }
+
+  Type checkBinary(Expr &e) {
+    Type l = checkExpr(*e.args[0]);
+    Type r = checkExpr(*e.args[1]);
+    const std::string &op = e.op;
+    if (op == "&&" || op == "||") {
+      if ((l != Type::Bool && l != Type::Unknown) || (r != Type::Bool && r != Type::Unknown))
+        diags_.error(e.loc, fmt::format("'{}' needs conditions on both sides", op));
+      return Type::Bool;
+    }
+    if (l == Type::Bool || r == Type::Bool) {
+      diags_.error(e.loc, fmt::format("a condition (bool) cannot be used with '{}'", op),
+                   "use select(condition, a, b) to turn a condition into a number");
+      return Type::Unknown;
+    }
+    if (op == "<" || op == "<=" || op == ">" || op == ">=" || op == "==" || op == "!=") return Type::Bool;
+    if (op == "//" || op == "%") {
+      if (l == Type::Float || r == Type::Float) {
+        diags_.error(e.loc, fmt::format("'{}' needs integer operands", op), "use '/' to divide numbers");
+        return Type::Unknown;
+      }
+      return l == Type::Unknown || r == Type::Unknown ? Type::Unknown : Type::Int;
+    }
+    if (op == "/" || op == "^") return Type::Float;
+    if (l == Type::Unknown || r == Type::Unknown) return Type::Unknown;
+    return l == Type::Float || r == Type::Float ? Type::Float : Type::Int;
+  }
+};
+
+} // namespace
+
+CheckedModule check(ast::Module &module, DiagnosticEngine &diags) {
+  CheckedModule out;
+  std::map<std::string, SourceLoc> seen;
+  for (auto &layer : module.layers) {
+    auto [it, inserted] = seen.emplace(layer->name.text, layer->name.loc);
+    if (!inserted) {
+      Diagnostic &d = diags.error(layer->name.loc, fmt::format("layer '{}' is defined twice", layer->name.text));
+      d.notes.push_back({it->second, "first definition here"});
+    }
+    out.layers.push_back(LayerChecker(*layer, diags).run());
+  }
+  return out;
+}
+
+} // namespace enc

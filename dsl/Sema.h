@@ -1,0 +1,56 @@
+// Semantic checks of a parsed .enc module: names, types, shapes and index ranges.
+// Sema annotates the AST in place (Expr::ref/type, extents of every index) and returns
+// a symbol table per layer; the compiler lowers the annotated AST to the tensor IR.
+#pragma once
+
+#include "dsl/AST.h"
+#include "dsl/Diagnostics.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace enc {
+
+enum class TensorRole { Input, Param, Buffer, Output, Temp };
+const char *roleName(TensorRole r);
+
+struct TensorSymbol {
+  std::string name;
+  TensorRole role;
+  // Size expressions (AST nodes owned by the declarations); for a variadic input the
+  // last entry stands for the product of all trailing dimensions.
+  std::vector<const ast::Expr *> shape;
+  bool variadic = false;
+  SourceLoc loc;
+  const ast::Statement *definition = nullptr; // outputs and temporaries
+};
+
+// A size known only from an input's shape, such as B or N.
+struct SizeSymbol {
+  std::string name;
+  SourceLoc loc;
+  std::string input; // first input whose shape names it
+  int dim = 0;
+};
+
+struct LayerSymbols {
+  const ast::Layer *layer = nullptr;
+  std::vector<SizeSymbol> sizes;
+  std::vector<TensorSymbol> tensors; // inputs, params, buffers, outputs, then temporaries in order
+  const TensorSymbol *find(const std::string &name) const;
+  const ast::HyperParam *hyperParam(const std::string &name) const;
+};
+
+struct CheckedModule {
+  std::vector<LayerSymbols> layers; // same order as the module's layers
+  const LayerSymbols *find(const std::string &name) const;
+};
+
+// Checks every layer; problems go to `diags`. The result is meaningful only without errors.
+CheckedModule check(ast::Module &module, DiagnosticEngine &diags);
+
+// Text of a size expression as written ("H * W"), used to compare extents.
+std::string sizeText(const ast::Expr &e);
+
+} // namespace enc

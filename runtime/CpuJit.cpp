@@ -1,0 +1,272 @@
+#include "runtime/CpuJit.h"
+
+#include "support/Error.h"
+
+#include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
+#include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/TargetParser/Host.h>
+#include <llvm/TargetParser/SubtargetFeature.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <unordered_map>
+
+namespace enc {
+
+namespace {
+
+[[noreturn]] void failWith(const std::string &what, llvm::Error err) {
+  fail("{}: {}", what, llvm::toString(std::move(err)));
+}
+
+template <typename T> T unwrap(llvm::Expected<T> value, const std::string &what) {
+  if (!value) failWith(what, value.takeError());
+  return std::move(*value);
+}
+
+std::string verifierText(const llvm::Module &module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  if (!llvm::verifyModule(module, &os)) return {};
+  os.flush();
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text.empty() ? std::string("module is broken") : text;
+}
+
+// O3 for the host target machine. Each call makes its own TargetMachine and analysis managers, so it is
+// safe to run on several threads at once (each module has its own context).
+llvm::Error optimizeModule(llvm::orc::JITTargetMachineBuilder tmb, llvm::Module &module) {
+  auto tm = tmb.createTargetMachine();
+  if (!tm) return tm.takeError();
+
+  // Record the target on every definition: TTI and the inliner then see one consistent subtarget, and
+  // printed IR says what it was tuned for.
+  std::string features = tmb.getFeatures().getString();
+  for (llvm::Function &f : module) {
+    if (f.isDeclaration()) continue;
+    if (!f.hasFnAttribute("target-cpu")) f.addFnAttr("target-cpu", (*tm)->getTargetCPU());
+    if (!f.hasFnAttribute("target-features") && !features.empty()) f.addFnAttr("target-features", features);
+  }
+
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PipelineTuningOptions pto;
+  pto.LoopVectorization = true;
+  pto.SLPVectorization = true;
+  pto.LoopInterleaving = true;
+  pto.LoopUnrolling = true;
+  llvm::PassBuilder pb(tm->get(), pto);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+  mpm.run(module, mam);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+struct CpuJit::Impl {
+  std::string cpu;
+  llvm::orc::JITTargetMachineBuilder tmb{llvm::Triple()};
+  std::unique_ptr<llvm::orc::LLJIT> jit;
+  std::atomic<uint64_t> nextDylib{0};
+
+  // A key is in `cache` from the moment a thread starts compiling it; `addr` is set once it is done, and
+  // `ready` lets other threads asking for the same key wait for that one compile.
+  struct Entry {
+    void *addr = nullptr;
+    std::shared_future<void *> ready;
+  };
+  mutable std::mutex mu;
+  std::unordered_map<std::string, Entry> cache;
+  Stats stats;
+
+  void checkModule(const llvm::Module &module, const std::string &key) const {
+    std::string broken = verifierText(module);
+    if (!broken.empty())
+      throw Error(fmt::format("CpuJit: LLVM verifier rejected module '{}'{}:\n{}", module.getName().str(),
+                              key.empty() ? "" : fmt::format(" (key {})", key), broken),
+                  "this is a bug in the code generator");
+  }
+
+  void prepare(llvm::Module &module) const {
+    if (module.getTargetTriple().empty()) module.setTargetTriple(jit->getTargetTriple().str());
+    if (module.getDataLayout().isDefault()) module.setDataLayout(jit->getDataLayout());
+  }
+
+  // Takes `ctx` and `module` only once the module is handed to the JIT; until then the caller owns both.
+  void *compileNow(std::unique_ptr<llvm::LLVMContext> &ctx, std::unique_ptr<llvm::Module> &module,
+                   const std::string &entry, const std::string &key) {
+    checkModule(*module, key);
+    llvm::Function *fn = module->getFunction(entry);
+    if (!fn || fn->isDeclaration())
+      fail("CpuJit: module '{}' (key {}) defines no function '{}'", module->getName().str(), key, entry);
+    if (fn->hasLocalLinkage())
+      fail("CpuJit: entry function '{}' of module '{}' has local linkage", entry, module->getName().str());
+    prepare(*module);
+
+    // A JITDylib per key keeps symbols of different keys apart (many kernels are all called "kernel").
+    std::string dylibName = fmt::format("enc.{}.{}", nextDylib++, key.substr(0, 64));
+    llvm::Expected<llvm::orc::JITDylib &> created = jit->createJITDylib(dylibName);
+    if (!created) failWith("CpuJit: cannot create a JITDylib", created.takeError());
+    llvm::orc::JITDylib &jd = *created;
+    auto dropDylib = [&] { llvm::consumeError(jit->getExecutionSession().removeJITDylib(jd)); };
+
+    llvm::orc::ThreadSafeModule tsm(std::move(module), std::move(ctx));
+    if (llvm::Error err = jit->addIRModule(jd, std::move(tsm))) {
+      dropDylib();
+      failWith(fmt::format("CpuJit: cannot add module for key {}", key), std::move(err));
+    }
+    // The lookup materializes the module: the O3 transform and codegen run here, in this thread.
+    llvm::Expected<llvm::orc::ExecutorAddr> addr = jit->lookup(jd, entry);
+    if (!addr) {
+      llvm::Error err = addr.takeError();
+      dropDylib();
+      failWith(fmt::format("CpuJit: compiling '{}' (key {}) failed", entry, key), std::move(err));
+    }
+    return addr->toPtr<void *>();
+  }
+};
+
+CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  llvm::InitializeNativeTargetAsmParser();
+
+  auto tmb = unwrap(llvm::orc::JITTargetMachineBuilder::detectHost(), "CpuJit: cannot detect the host");
+  // Name the CPU and its features explicitly so codegen and the vectorizer use AVX2 / AVX-512 where present.
+  impl_->cpu = llvm::sys::getHostCPUName().str();
+  tmb.setCPU(impl_->cpu);
+  llvm::SubtargetFeatures features;
+  for (const auto &feature : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(feature.first(), feature.second);
+  tmb.getFeatures() = features;
+  tmb.setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  impl_->tmb = tmb;
+
+  // Concurrent compilation: lookups from different threads materialize (optimize + codegen) in parallel,
+  // each with its own TargetMachine.
+  impl_->jit = unwrap(llvm::orc::LLJITBuilder()
+                          .setJITTargetMachineBuilder(tmb)
+                          .setSupportConcurrentCompilation(true)
+                          .create(),
+                      "CpuJit: cannot create the LLVM JIT");
+  impl_->jit->getIRTransformLayer().setTransform(
+      [tmb](llvm::orc::ThreadSafeModule tsm,
+            llvm::orc::MaterializationResponsibility &) -> llvm::Expected<llvm::orc::ThreadSafeModule> {
+        if (llvm::Error err = tsm.withModuleDo([&](llvm::Module &m) { return optimizeModule(tmb, m); }))
+          return err;
+        return tsm;
+      });
+}
+
+CpuJit::~CpuJit() = default;
+
+CpuJit &CpuJit::instance() {
+  // Never destroyed: kernels may still be called from other static destructors or detached threads.
+  static CpuJit *jit = new CpuJit();
+  return *jit;
+}
+
+std::unique_ptr<llvm::Module> CpuJit::newModule(const std::string &name, llvm::LLVMContext &ctx) const {
+  auto module = std::make_unique<llvm::Module>(name, ctx);
+  module->setTargetTriple(impl_->jit->getTargetTriple().str());
+  module->setDataLayout(impl_->jit->getDataLayout());
+  return module;
+}
+
+void *CpuJit::compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<llvm::Module> module,
+                      const std::string &entry, const std::string &key) {
+  // Locals are destroyed in reverse order, so the module always dies before its context (parameters give no
+  // such guarantee, and a context deletes the modules it still has, which would free the module twice).
+  std::unique_ptr<llvm::LLVMContext> ownedCtx = std::move(ctx);
+  std::unique_ptr<llvm::Module> ownedModule = std::move(module);
+  if (!ownedCtx || !ownedModule) fail("CpuJit::compile: null module or context (key {})", key);
+  if (&ownedModule->getContext() != ownedCtx.get())
+    fail("CpuJit::compile: module '{}' does not belong to the given context", ownedModule->getName().str());
+
+  std::promise<void *> promise;
+  std::shared_future<void *> pending;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->cache.find(key);
+    if (it == impl_->cache.end()) {
+      impl_->cache.emplace(key, Impl::Entry{nullptr, promise.get_future().share()});
+    } else {
+      ++impl_->stats.memoryHits;
+      pending = it->second.ready;
+      if (it->second.addr) return it->second.addr;
+    }
+  }
+  if (pending.valid()) {
+    ownedModule.reset();
+    ownedCtx.reset();
+    return pending.get(); // waits for the compiling thread; rethrows its error
+  }
+
+  auto start = std::chrono::steady_clock::now();
+  try {
+    void *addr = impl_->compileNow(ownedCtx, ownedModule, entry, key);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      impl_->cache[key].addr = addr;
+      ++impl_->stats.compiles;
+      impl_->stats.compileSeconds += seconds;
+    }
+    promise.set_value(addr);
+    return addr;
+  } catch (...) {
+    // Forget the key so a later call may try again; threads already waiting get this error.
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      impl_->cache.erase(key);
+    }
+    promise.set_exception(std::current_exception());
+    throw;
+  }
+}
+
+void *CpuJit::lookup(const std::string &key) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->cache.find(key);
+  return it == impl_->cache.end() ? nullptr : it->second.addr;
+}
+
+CpuJit::Stats CpuJit::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+std::string CpuJit::hostCpu() const { return impl_->cpu; }
+
+std::string CpuJit::hostTriple() const { return impl_->jit->getTargetTriple().str(); }
+
+std::string CpuJit::optimizeAndPrint(llvm::Module &module) const {
+  impl_->checkModule(module, {});
+  impl_->prepare(module);
+  if (llvm::Error err = optimizeModule(impl_->tmb, module))
+    failWith(fmt::format("CpuJit: cannot optimize module '{}'", module.getName().str()), std::move(err));
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os, nullptr);
+  os.flush();
+  return text;
+}
+
+} // namespace enc

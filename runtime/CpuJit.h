@@ -1,0 +1,60 @@
+// Process-wide LLVM ORC JIT for CPU kernels: optimizes modules with O3 for the host CPU (so loops vectorize
+// with its SIMD width), compiles them, and caches the entry addresses by key for the life of the process.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace llvm {
+class LLVMContext;
+class Module;
+} // namespace llvm
+
+namespace enc {
+
+class CpuJit {
+public:
+  // Process-wide instance; the first call initializes LLVM's native target (thread-safe).
+  static CpuJit &instance();
+
+  CpuJit(const CpuJit &) = delete;
+  CpuJit &operator=(const CpuJit &) = delete;
+  ~CpuJit();
+
+  // An empty module set up for the host: the target triple and data layout of the JIT's target machine.
+  std::unique_ptr<llvm::Module> newModule(const std::string &name, llvm::LLVMContext &ctx) const;
+
+  // Verifies `module` (created in `ctx`, which it owns nothing beyond), runs the O3 pipeline for the host
+  // CPU, compiles it and returns the address of function `entry`. If `key` was compiled before in this
+  // process the cached address is returned and the module is dropped. Two threads compiling the same key
+  // at once compile it once; different keys compile concurrently. Each key gets its own JITDylib, so
+  // modules of different keys may define the same symbols. Throws enc::Error on a broken module, a missing
+  // entry function or a JIT failure (and the key stays uncompiled).
+  void *compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<llvm::Module> module,
+                const std::string &entry, const std::string &key);
+
+  // The address compiled for `key`, or nullptr if it has not been compiled (or is still compiling).
+  void *lookup(const std::string &key) const;
+
+  struct Stats {
+    int64_t compiles = 0;      // modules actually compiled
+    int64_t memoryHits = 0;    // compile() calls answered from the in-memory cache
+    double compileSeconds = 0; // wall time spent optimizing and compiling, summed over compiles
+  };
+  Stats stats() const;
+
+  std::string hostCpu() const;    // e.g. "znver3" / "skylake-avx512"
+  std::string hostTriple() const; // e.g. "x86_64-pc-linux-gnu"
+
+  // Runs the same O3 pipeline as compile() on `module` in place, without compiling it, and returns the
+  // optimized IR as text (for `encc emit --emit=llvm`). Throws enc::Error if the module is broken.
+  std::string optimizeAndPrint(llvm::Module &module) const;
+
+private:
+  CpuJit();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace enc

@@ -1,0 +1,92 @@
+// The CUDA driver API, loaded at run time with dlopen("libcuda.so.1").
+//
+// encc never links libcuda: the same binary runs on machines without an NVIDIA driver (falling back to
+// the CPU) and needs no cuda.h to build. The few types used are declared here; the opaque handle structs
+// have the same global names as cuda.h's, so handles are interchangeable if both headers are included.
+#pragma once
+
+#include <cstddef>
+#include <iosfwd>
+#include <string>
+
+struct CUctx_st;
+struct CUmod_st;
+struct CUfunc_st;
+struct CUstream_st;
+
+namespace enc::cuda {
+
+using CUresult = int; // CUDA_SUCCESS == 0
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+using CUcontext = CUctx_st *;
+using CUmodule = CUmod_st *;
+using CUfunction = CUfunc_st *;
+using CUstream = CUstream_st *;
+
+inline constexpr CUresult CUDA_SUCCESS = 0;
+
+class Driver {
+public:
+  // The process-wide driver, initialized (cuInit) with at least one GPU; nullptr when there is no usable
+  // driver or GPU. Thread-safe; loading is attempted once per process.
+  static Driver *get();
+  // Why get() returned nullptr, e.g. "no CUDA driver found (dlopen libcuda.so.1: ...)"; "" when it didn't.
+  static const std::string &unavailableReason();
+
+  int driverVersion() const { return driverVersion_; } // 13000 for CUDA 13.0
+  int deviceCount() const { return deviceCount_; }
+  std::string deviceName(int dev) const;
+  int computeCapability(int dev) const; // 90 for sm_90
+
+  // Throws enc::Error "CUDA error CUDA_ERROR_X (text) in <what>" unless result is CUDA_SUCCESS.
+  void check(CUresult result, const char *what) const;
+  // "CUDA_ERROR_X (text)" for any result code.
+  std::string describe(CUresult result) const;
+
+  // Entry points, named after the exported symbols (the _v2 ones are what cuda.h's macros select).
+  CUresult (*cuInit)(unsigned flags) = nullptr;
+  CUresult (*cuDriverGetVersion)(int *version) = nullptr;
+  CUresult (*cuDeviceGetCount)(int *count) = nullptr;
+  CUresult (*cuDeviceGet)(CUdevice *device, int ordinal) = nullptr;
+  CUresult (*cuDeviceGetName)(char *name, int len, CUdevice dev) = nullptr;
+  CUresult (*cuDeviceGetAttribute)(int *value, int attribute, CUdevice dev) = nullptr;
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *ctx, CUdevice dev) = nullptr;
+  CUresult (*cuDevicePrimaryCtxRelease_v2)(CUdevice dev) = nullptr;
+  CUresult (*cuCtxSetCurrent)(CUcontext ctx) = nullptr;
+  CUresult (*cuCtxSynchronize)() = nullptr;
+  CUresult (*cuModuleLoadData)(CUmodule *module, const void *image) = nullptr;
+  CUresult (*cuModuleLoadDataEx)(CUmodule *module, const void *image, unsigned numOptions, int *options,
+                                 void **optionValues) = nullptr;
+  CUresult (*cuModuleUnload)(CUmodule module) = nullptr;
+  CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module, const char *name) = nullptr;
+  CUresult (*cuLaunchKernel)(CUfunction f, unsigned gridX, unsigned gridY, unsigned gridZ, unsigned blockX,
+                             unsigned blockY, unsigned blockZ, unsigned sharedMemBytes, CUstream stream,
+                             void **kernelParams, void **extra) = nullptr;
+  CUresult (*cuMemAlloc_v2)(CUdeviceptr *ptr, size_t bytes) = nullptr;
+  CUresult (*cuMemFree_v2)(CUdeviceptr ptr) = nullptr;
+  CUresult (*cuMemcpyHtoD_v2)(CUdeviceptr dst, const void *src, size_t bytes) = nullptr;
+  CUresult (*cuMemcpyDtoH_v2)(void *dst, CUdeviceptr src, size_t bytes) = nullptr;
+  CUresult (*cuMemsetD8_v2)(CUdeviceptr dst, unsigned char value, size_t count) = nullptr;
+  CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags) = nullptr;
+  CUresult (*cuStreamDestroy_v2)(CUstream stream) = nullptr;
+  CUresult (*cuStreamSynchronize)(CUstream stream) = nullptr;
+  CUresult (*cuGetErrorString)(CUresult result, const char **text) = nullptr;
+  CUresult (*cuGetErrorName)(CUresult result, const char **name) = nullptr;
+
+  Driver(const Driver &) = delete;
+  Driver &operator=(const Driver &) = delete;
+
+private:
+  Driver() = default;
+  friend struct DriverLoader;
+
+  int driverVersion_ = 0;
+  int deviceCount_ = 0;
+};
+
+// Prints "encc: no CUDA driver found, using the CPU" (or the actual reason there is no usable GPU) the
+// first time it is called in the process; later calls, and calls while a GPU is usable, print nothing.
+void noteCpuFallbackOnce(std::ostream &os);
+
+} // namespace enc::cuda

@@ -1,0 +1,228 @@
+#include "runtime/Layer.h"
+
+#include "compiler/Passes.h"
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "runtime/CpuJit.h"
+#include "runtime/Hash.h"
+#include "runtime/HyperParams.h"
+#include "runtime/Rng.h"
+#include "runtime/ThreadPool.h"
+
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+
+namespace enc {
+
+int64_t evalInt(const ir::Expr &e) {
+  int64_t v = 0;
+  if (!ir::isConst(e, &v)) fail("internal error: size '{}' is not known after specialization", ir::print(e));
+  return v;
+}
+
+struct Layer::Compiled {
+  ir::LoopProgram loops;
+  std::vector<codegen::CpuKernelFn> fns;
+  std::map<std::string, Shape> shapes; // every tensor the kernels touch
+  std::map<std::string, Shape> outputShapes;
+};
+
+Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
+             const std::map<std::string, std::string> &settings, LayerOptions options)
+    : library_(std::move(library)), symbols_(&library_->get(name)), name_(name), options_(options) {
+  hyper_ = resolveHyperParams(*symbols_, settings);
+  program_ = ir::specialize(ir::buildTensorProgram(*symbols_), hyper_);
+  initParams();
+}
+
+Layer::~Layer() = default;
+
+std::vector<std::string> Layer::inputNames() const { return program_.namesWithRole(TensorRole::Input); }
+std::vector<std::string> Layer::outputNames() const { return program_.namesWithRole(TensorRole::Output); }
+
+void Layer::initParams() {
+  auto hyper = [&](const std::string &v, ir::VarKind) -> ir::Expr {
+    auto it = hyper_.find(v);
+    return it == hyper_.end() ? nullptr : it->second;
+  };
+  auto init = [&](const ast::TensorDecl &d) {
+    Shape shape;
+    for (const ast::Dim &dim : d.dims) {
+      int64_t n = evalInt(ir::substitute(ir::lowerExpr(*dim.size, *symbols_), hyper));
+      if (n < 0)
+        throw Error(fmt::format("layer {}: parameter '{}' would have a negative dimension ({})", name_, d.name.text, n),
+                    "check the hyper-parameters");
+      shape.push_back(n);
+    }
+    Tensor t(options_.dtype, shape);
+    std::string kind = d.init ? d.init->name : "zeros";
+    std::vector<double> args;
+    if (d.init)
+      for (const ast::ExprPtr &a : d.init->args) {
+        ir::Expr v = ir::cast(ir::Type::Float, ir::substitute(ir::lowerExpr(*a, *symbols_), hyper));
+        if (v->kind != ir::ExprKind::FloatImm)
+          fail("layer {}: the initializer of '{}' is not a constant: {}", name_, d.name.text, ir::print(v));
+        args.push_back(v->floatValue);
+      }
+    Rng rng(options_.seed, d.name.text);
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) {
+      double v = 0;
+      if (kind == "uniform") v = rng.uniform(args[0], args[1]);
+      else if (kind == "normal") v = rng.normal(args[0], args[1]);
+      else if (kind == "ones") v = 1;
+      else if (kind == "constant") v = args[0];
+      t.set(i, v);
+    }
+    params_[d.name.text] = t;
+  };
+  for (const ast::TensorDecl &p : symbols_->layer->params) init(p);
+  for (const ast::TensorDecl &b : symbols_->layer->buffers) init(b);
+}
+
+void Layer::setParam(const std::string &pname, const Tensor &value) {
+  auto it = params_.find(pname);
+  if (it == params_.end()) {
+    std::string names;
+    for (const auto &[n, _] : params_) names += (names.empty() ? "" : ", ") + n;
+    throw Error(fmt::format("layer {} has no parameter or buffer '{}'", name_, pname),
+                names.empty() ? "this layer has no parameters" : "its parameters are " + names);
+  }
+  if (value.shape() != it->second.shape())
+    throw Error(fmt::format("layer {}: parameter '{}' has shape {}, but the value given has shape {}", name_, pname,
+                            shapeString(it->second.shape()), shapeString(value.shape())));
+  it->second = value.to(options_.dtype).clone();
+}
+
+SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs) {
+  SizeBinding out;
+  const std::string &lname = layer.layer->name.text;
+  for (const auto &[name, _] : inputs)
+    if (!p.tensor(name) || p.tensor(name)->role != TensorRole::Input) {
+      std::string names;
+      for (const std::string &n : p.namesWithRole(TensorRole::Input)) names += (names.empty() ? "" : ", ") + n;
+      throw Error(fmt::format("layer {} has no input '{}'", lname, name), "its inputs are " + names);
+    }
+  for (const TensorSymbol &sym : layer.tensors) {
+    if (sym.role != TensorRole::Input) continue;
+    auto it = inputs.find(sym.name);
+    if (it == inputs.end())
+      throw Error(fmt::format("layer {} needs input '{}'", lname, sym.name), fmt::format("pass --input {}=FILE.npy", sym.name));
+    const Shape &actual = it->second.shape();
+    const ir::TensorDecl *decl = p.tensor(sym.name);
+    std::string expected = "[";
+    for (size_t i = 0; i < sym.shape.size(); ++i)
+      expected += (i ? ", " : "") + sizeText(*sym.shape[i]) + (sym.variadic && i + 1 == sym.shape.size() ? "..." : "");
+    expected += "]";
+    auto mismatch = [&](const std::string &detail) {
+      throw Error(fmt::format("layer {}: input '{}' has shape {}, but the layer expects {}: {}", lname, sym.name,
+                              shapeString(actual), expected, detail));
+    };
+    size_t rank = sym.shape.size();
+    if (sym.variadic ? actual.size() < rank : actual.size() != rank)
+      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", rank));
+    Shape collapsed(actual.begin(), actual.begin() + static_cast<long>(rank));
+    if (sym.variadic) {
+      Shape tail(actual.begin() + static_cast<long>(rank) - 1, actual.end());
+      collapsed.back() = shapeNumel(tail);
+      out.variadicDims[sizeText(*sym.shape.back())] = tail;
+    }
+    for (size_t i = 0; i < rank; ++i) {
+      const ir::Expr &d = decl->shape[i];
+      if (d->kind == ir::ExprKind::Var && d->varKind == ir::VarKind::Size && !out.values.count(d->name)) {
+        out.values[d->name] = ir::intImm(collapsed[i]);
+        continue;
+      }
+      ir::Expr v = ir::substitute(d, [&](const std::string &n, ir::VarKind) -> ir::Expr {
+        auto f = out.values.find(n);
+        return f == out.values.end() ? nullptr : f->second;
+      });
+      int64_t want = 0;
+      if (!ir::isConst(v, &want)) fail("internal error: cannot evaluate dimension {} of input '{}'", ir::print(d), sym.name);
+      if (want != collapsed[i])
+        mismatch(fmt::format("dimension {} is {}, but {} = {}", i, collapsed[i], sizeText(*sym.shape[i]), want));
+    }
+  }
+  return out;
+}
+
+Layer::Compiled &Layer::compile(const std::map<std::string, ir::Expr> &sizes) {
+  std::string signature;
+  for (const auto &[n, v] : sizes) signature += n + "=" + ir::print(v) + ";";
+  auto found = compiled_.find(signature);
+  if (found != compiled_.end()) return *found->second;
+
+  auto c = std::make_unique<Compiled>();
+  ir::Program prog = ir::specialize(program_, sizes);
+  for (const ir::TensorDecl &t : prog.tensors) {
+    Shape s;
+    for (const ir::Expr &d : t.shape) {
+      int64_t n = evalInt(d);
+      if (n < 0)
+        throw Error(fmt::format("layer {}: tensor '{}' would have a negative dimension ({}) for these inputs", name_, t.name, n));
+      s.push_back(n);
+    }
+    c->shapes[t.name] = s;
+  }
+  c->loops = ir::lowerToLoops(prog, ir::Target::CPU);
+  bool f64 = options_.dtype == DType::F64;
+  for (const ir::Kernel &k : c->loops.kernels) {
+    std::string key = sha256Hex(fmt::format("encc-cpu-1;{};{}\n{}", f64 ? "f64" : "f32", k.name, ir::printStmt(k.body)));
+    void *addr = CpuJit::instance().lookup(key);
+    if (!addr) {
+      auto ctx = std::make_unique<llvm::LLVMContext>();
+      auto mod = CpuJit::instance().newModule(k.name, *ctx);
+      codegen::emitLLVMKernel(k, f64, *mod);
+      addr = CpuJit::instance().compile(std::move(ctx), std::move(mod), k.name, key);
+    }
+    c->fns.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
+  }
+  auto &ref = *c;
+  compiled_[signature] = std::move(c);
+  return ref;
+}
+
+std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor> &inputs) {
+  for (const auto &[n, t] : inputs)
+    if (t.dtype() != options_.dtype)
+      throw Error(fmt::format("layer {}: input '{}' is {} but the layer runs in {}", name_, n, dtypeName(t.dtype()),
+                              dtypeName(options_.dtype)),
+                  "convert the input or create the layer with the matching dtype (--dtype)");
+  SizeBinding binding = bindSizes(program_, *symbols_, inputs);
+  Compiled &c = compile(binding.values);
+
+  std::map<std::string, Tensor> buffers;
+  for (const auto &[n, t] : inputs) buffers[n] = t.reshape(c.shapes.at(n));
+  for (const auto &[n, t] : params_) buffers[n] = t;
+  for (const auto &[n, s] : c.shapes)
+    if (!buffers.count(n)) buffers[n] = Tensor(options_.dtype, s);
+
+  for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
+    const ir::Kernel &k = c.loops.kernels[i];
+    std::vector<void *> ptrs;
+    for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
+    if (!k.params.empty()) fail("internal error: kernel {} has unresolved parameters", k.name);
+    codegen::CpuKernelFn fn = c.fns[i];
+    int64_t extent = evalInt(k.launchExtent);
+    if (k.launch == ir::ForKind::Parallel && extent > 1) {
+      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) { fn(ptrs.data(), nullptr, b, e); });
+    } else {
+      fn(ptrs.data(), nullptr, 0, extent);
+    }
+  }
+
+  std::map<std::string, Tensor> outputs;
+  for (const std::string &o : outputNames()) {
+    // A variadic size in an output's shape expands back to the dimensions it collapsed.
+    Shape shape;
+    const TensorSymbol *sym = symbols_->find(o);
+    const Shape &flat = c.shapes.at(o);
+    for (size_t i = 0; i < flat.size(); ++i) {
+      auto v = binding.variadicDims.find(sizeText(*sym->shape[i]));
+      if (v != binding.variadicDims.end()) shape.insert(shape.end(), v->second.begin(), v->second.end());
+      else shape.push_back(flat[i]);
+    }
+    outputs[o] = buffers.at(o).reshape(shape);
+  }
+  return outputs;
+}
+
+} // namespace enc

@@ -1,0 +1,71 @@
+// A layer instance: hyper-parameters fixed, parameters initialized, forward compiled on first
+// use for each input shape (CPU JIT through LLVM).
+#pragma once
+
+#include "compiler/LoopIR.h"
+#include "runtime/Library.h"
+#include "runtime/Tensor.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace enc {
+
+struct LayerOptions {
+  DType dtype = DType::F32;
+  uint64_t seed = 0;
+};
+
+class Layer {
+public:
+  Layer(std::shared_ptr<const Library> library, const std::string &name,
+        const std::map<std::string, std::string> &settings = {}, LayerOptions options = {});
+  ~Layer();
+
+  const std::string &name() const { return name_; }
+  DType dtype() const { return options_.dtype; }
+  std::vector<std::string> inputNames() const;
+  std::vector<std::string> outputNames() const;
+
+  // Parameters and buffers, by name.
+  const std::map<std::string, Tensor> &params() const { return params_; }
+  // Replaces a parameter; its shape must match (an f64/f32 tensor is converted to the layer's dtype).
+  void setParam(const std::string &name, const Tensor &value);
+
+  // Runs the forward pass. Inputs are checked against the declared shapes.
+  std::map<std::string, Tensor> forward(const std::map<std::string, Tensor> &inputs);
+
+  // The tensor program with hyper-parameters substituted (sizes from inputs stay symbolic).
+  const ir::Program &program() const { return program_; }
+
+private:
+  struct Compiled;
+  std::shared_ptr<const Library> library_;
+  const LayerSymbols *symbols_;
+  std::string name_;
+  LayerOptions options_;
+  std::map<std::string, ir::Expr> hyper_;
+  ir::Program program_;
+  std::map<std::string, Tensor> params_;
+  std::map<std::string, std::unique_ptr<Compiled>> compiled_; // by input-size signature
+
+  void initParams();
+  Compiled &compile(const std::map<std::string, ir::Expr> &sizes);
+};
+
+// Fills every Size variable of `p`'s shapes from input tensors; throws Error naming the layer,
+// the input and both shapes on a mismatch. Returns the size values and the shapes the
+// variadic dimensions stood for.
+struct SizeBinding {
+  std::map<std::string, ir::Expr> values;
+  std::map<std::string, Shape> variadicDims; // size name -> the dimensions it collapsed
+};
+SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs);
+
+// Evaluates a fully specialized integer expression.
+int64_t evalInt(const ir::Expr &e);
+
+} // namespace enc

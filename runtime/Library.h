@@ -1,0 +1,44 @@
+// A set of checked .enc layers: the shipped library or the layers of one file.
+#pragma once
+
+#include "dsl/AST.h"
+#include "dsl/Diagnostics.h"
+#include "dsl/Sema.h"
+#include "support/Error.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace enc {
+
+// A .enc file that does not check: carries the rendered diagnostics.
+class CompileError : public Error {
+public:
+  explicit CompileError(std::string diagnostics) : Error(std::move(diagnostics)) {}
+};
+
+class Library {
+public:
+  // Parses and checks; throws CompileError with every diagnostic on failure.
+  static std::shared_ptr<const Library> fromSource(std::string name, std::string text);
+  static std::shared_ptr<const Library> fromFile(const std::string &path);
+  // Every shipped layers/*.enc (directory from $ENC_LAYER_PATH, else the source tree's layers/).
+  static std::shared_ptr<const Library> shipped();
+  static std::string shippedDir();
+
+  // Parses and checks without throwing: diagnostics (errors and warnings) land in `diags`.
+  static std::shared_ptr<const Library> check(std::vector<std::unique_ptr<SourceFile>> files, DiagnosticEngine &diags);
+
+  const LayerSymbols *find(const std::string &layer) const;
+  // find(), or an Error listing the layers there are.
+  const LayerSymbols &get(const std::string &layer) const;
+  std::vector<std::string> layerNames() const;
+
+private:
+  std::vector<std::unique_ptr<SourceFile>> files_;
+  std::vector<ast::Module> modules_;
+  std::vector<CheckedModule> checked_;
+};
+
+} // namespace enc

@@ -1,0 +1,47 @@
+// Run-time compilation of generated CUDA C++ with NVRTC.
+//
+// encc builds without the CUDA toolkit too (ENC_HAVE_NVRTC undefined): then nvrtcAvailable() is false
+// and compile() throws. Nothing here needs a GPU or the driver; loading the result is CudaDriver's job.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace enc::cuda {
+
+// True when encc was built against NVRTC.
+bool nvrtcAvailable();
+// "13.0"; "" when unavailable.
+std::string nvrtcVersion();
+// The real architectures NVRTC can emit cubins for, ascending ({75, 80, 86, ...}); empty when unavailable.
+std::vector<int> nvrtcSupportedArchs();
+
+// "sm_90", "sm90", "90", "compute_90" (any case, an optional arch-specific "a"/"f" suffix as in "sm_90a")
+// -> 90. Any 2-3 digit number is accepted, supported or not; anything else throws enc::Error whose hint
+// lists the supported architectures.
+int parseArch(std::string_view arch);
+
+struct CompileOptions {
+  std::string arch = "sm_90";        // any spelling parseArch accepts
+  bool wantPtx = false;              // PTX for compute_XX instead of a cubin for sm_XX
+  std::string sourceName = "kernel.cu"; // appears in the log: "kernel.cu(12): error: ..."
+  std::vector<std::string> extraOptions; // appended verbatim, e.g. "--use_fast_math", "-lineinfo"
+};
+
+struct CompileResult {
+  std::string ptx;      // set when !isCubin, without the trailing NUL (c_str() is what the driver wants)
+  std::string cubin;    // set when isCubin: an ELF image for sm_<arch>
+  bool isCubin = false;
+  int arch = 0;         // the architecture actually targeted (lower than asked for after a PTX fallback)
+  std::string log;      // NVRTC's log (warnings); empty when it had nothing to say
+};
+
+// Compiles one translation unit. Without wantPtx this gives a cubin for sm_XX when NVRTC knows that
+// architecture, and otherwise PTX for the newest compute_YY below it, which the driver JIT-compiles for
+// the newer GPU. Always passes -I<toolkit include>, --std=c++17 and -default-device; no --use_fast_math
+// unless asked for in extraOptions. Compile errors throw enc::Error carrying the NVRTC log verbatim.
+// Safe to call from several threads at once.
+CompileResult compile(const std::string &source, const CompileOptions &opts = {});
+
+} // namespace enc::cuda

@@ -1,0 +1,58 @@
+// A dense, contiguous (C-order) host tensor with shared, reference-counted storage.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace enc {
+
+enum class DType { F32, F64 };
+
+size_t dtypeSize(DType t);
+const char *dtypeName(DType t); // "f32" / "f64"
+std::optional<DType> parseDType(std::string_view name);
+
+using Shape = std::vector<int64_t>;
+std::string shapeString(const Shape &s); // "[2, 3, 4]"
+int64_t shapeNumel(const Shape &s);
+
+class Tensor {
+public:
+  Tensor() = default;
+  // Zero-filled, 64-byte aligned storage.
+  Tensor(DType dtype, Shape shape);
+
+  bool defined() const { return storage_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  const Shape &shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int i) const { return shape_.at(static_cast<size_t>(i)); }
+  int64_t numel() const { return shapeNumel(shape_); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype_); }
+
+  void *data() { return storage_.get(); }
+  const void *data() const { return storage_.get(); }
+  template <typename T> T *dataAs() { return static_cast<T *>(data()); }
+  template <typename T> const T *dataAs() const { return static_cast<const T *>(data()); }
+
+  // Element access by flat (C-order) index, converting through double.
+  double at(int64_t flat) const;
+  void set(int64_t flat, double value);
+
+  // Same storage, new shape with the same element count.
+  Tensor reshape(Shape shape) const;
+  Tensor clone() const;
+  Tensor to(DType dtype) const;
+
+private:
+  std::shared_ptr<std::byte> storage_;
+  DType dtype_ = DType::F32;
+  Shape shape_;
+};
+
+} // namespace enc

@@ -1,0 +1,268 @@
+// encc: the command line of the encc compiler and runtime.
+#include "compiler/Passes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "dsl/Parser.h"
+#include "runtime/CpuJit.h"
+#include "runtime/CudaDriver.h"
+#include "runtime/HyperParams.h"
+#include "runtime/Layer.h"
+#include "runtime/Library.h"
+#include "runtime/Npy.h"
+#include "runtime/Nvrtc.h"
+#include "runtime/Rng.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using namespace enc;
+
+namespace {
+
+constexpr const char *kVersion = "0.1.0";
+
+// NAME=VALUE pairs from repeated options.
+std::map<std::string, std::string> splitPairs(const std::vector<std::string> &items, const char *option) {
+  std::map<std::string, std::string> out;
+  for (const std::string &item : items) {
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(fmt::format("{} expects NAME=VALUE, got '{}'", option, item),
+                  fmt::format("e.g. {} {}", option, std::string(option) == "--set" ? "K=32" : "X=input.npy"));
+    std::string name = item.substr(0, eq);
+    if (out.count(name)) throw Error(fmt::format("{} {} is given twice", option, name));
+    out[name] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("cannot read '{}'", path), "check the path");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::shared_ptr<const Library> loadLibrary(const std::string &file) {
+  return file.empty() ? Library::shipped() : Library::fromFile(file);
+}
+
+DType parseDTypeOption(const std::string &s) {
+  auto d = parseDType(s);
+  if (!d) throw Error(fmt::format("unknown dtype '{}'", s), "use f32 or f64");
+  return *d;
+}
+
+// ---- check --------------------------------------------------------------------------------------
+int runCheck(const std::vector<std::string> &files) {
+  int status = 0;
+  for (const std::string &path : files) {
+    std::vector<std::unique_ptr<SourceFile>> sources;
+    sources.push_back(std::make_unique<SourceFile>(path, readFile(path)));
+    DiagnosticEngine diags;
+    auto lib = Library::check(std::move(sources), diags);
+    std::cerr << diags.render();
+    if (diags.hasErrors()) {
+      status = 1;
+      continue;
+    }
+    std::string names;
+    for (const std::string &n : lib->layerNames()) names += (names.empty() ? "" : ", ") + n;
+    std::cout << fmt::format("{}: ok ({})\n", path, names.empty() ? "no layers" : names);
+  }
+  return status;
+}
+
+// ---- emit ---------------------------------------------------------------------------------------
+struct EmitOptions {
+  std::string kind = "ir";
+  std::string file;
+  std::string layer;
+  std::vector<std::string> sets;
+  std::string arch = "sm_90";
+  std::string target = "cpu";
+  std::string dtype = "f32";
+};
+
+std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
+  auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
+  ir::Program prog = ir::specialize(ir::buildTensorProgram(sym), hyper);
+  bool f64 = parseDTypeOption(o.dtype) == DType::F64;
+  if (o.kind == "ir") return ir::printProgram(prog);
+  if (o.kind == "loops") {
+    if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
+    return ir::printLoops(ir::lowerToLoops(prog, o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
+  }
+  if (o.kind == "cuda" || o.kind == "ptx") {
+    std::string src = codegen::emitCuda(ir::lowerToLoops(prog, ir::Target::GPU), f64);
+    if (o.kind == "cuda") return src;
+    cuda::CompileOptions co;
+    co.arch = o.arch;
+    co.wantPtx = true;
+    co.sourceName = sym.layer->name.text + ".cu";
+    return cuda::compile(src, co).ptx;
+  }
+  if (o.kind == "llvm") {
+    ir::LoopProgram loops = ir::lowerToLoops(prog, ir::Target::CPU);
+    llvm::LLVMContext ctx;
+    auto mod = CpuJit::instance().newModule(sym.layer->name.text, ctx);
+    for (const ir::Kernel &k : loops.kernels) codegen::emitLLVMKernel(k, f64, *mod);
+    return CpuJit::instance().optimizeAndPrint(*mod);
+  }
+  throw Error(fmt::format("unknown --emit kind '{}'", o.kind), "use ast, ir, loops, cuda, ptx or llvm");
+}
+
+int runEmit(const EmitOptions &o) {
+  if (o.file.empty() && o.layer.empty())
+    throw Error("encc emit needs a .enc file or --layer NAME", "e.g. encc emit --emit=cuda --layer Encoding");
+  if (o.kind == "grad") throw Error("--emit=grad is not available yet: automatic differentiation is still being built");
+  auto lib = loadLibrary(o.file);
+  if (o.kind == "ast") {
+    std::vector<std::string> files = {o.file.empty() ? "" : o.file};
+    if (o.file.empty()) files[0] = lib->get(o.layer).layer->loc.file->name();
+    DiagnosticEngine diags;
+    SourceFile src(files[0], readFile(files[0]));
+    ast::Module m = parse(src, diags);
+    std::cout << ast::printAST(m);
+    return 0;
+  }
+  std::vector<std::string> layers = o.layer.empty() ? lib->layerNames() : std::vector<std::string>{o.layer};
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers.size() > 1) std::cout << (i ? "\n" : "") << fmt::format("# ---- {} ----\n", layers[i]);
+    std::cout << emitOne(o, lib->get(layers[i]));
+  }
+  return 0;
+}
+
+// ---- eval ---------------------------------------------------------------------------------------
+// "--input X=random:2,3,4,5": uniform in [-1, 1), from the seed and the input's name.
+Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name) {
+  Shape shape;
+  std::stringstream ss(dims);
+  for (std::string item; std::getline(ss, item, ',');) {
+    int64_t v = -1;
+    auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (ec != std::errc() || p != item.data() + item.size() || v < 0)
+      throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
+    shape.push_back(v);
+  }
+  if (shape.empty()) throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
+  Tensor t(dtype, shape);
+  Rng rng(seed, "input:" + name);
+  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, rng.uniform(-1, 1));
+  return t;
+}
+
+std::string summary(const Tensor &t) {
+  double lo = 0, hi = 0, sum = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    double v = t.at(i);
+    lo = i ? std::min(lo, v) : v;
+    hi = i ? std::max(hi, v) : v;
+    sum += v;
+  }
+  return fmt::format("min {:.6g}  max {:.6g}  mean {:.6g}", lo, hi, t.numel() ? sum / static_cast<double>(t.numel()) : 0.0);
+}
+
+struct EvalOptions {
+  std::string file, layer, dtype = "f32", device = "cpu", mode = "train", out;
+  uint64_t seed = 0;
+  std::vector<std::string> sets, inputs, params, grads;
+};
+
+int runEval(const EvalOptions &o) {
+  if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
+  if (o.device == "cuda") {
+    if (!cuda::Driver::get()) throw Error(fmt::format("--device cuda: {}", cuda::Driver::unavailableReason()), "use --device cpu");
+    throw Error("--device cuda: running layers on the GPU is not implemented yet", "use --device cpu");
+  }
+  if (o.device != "cpu") throw Error(fmt::format("unknown --device '{}'", o.device), "use cpu or cuda");
+  if (!o.grads.empty())
+    throw Error("--grad is not supported yet: backward passes arrive with automatic differentiation",
+                "drop --grad to run the forward pass");
+  auto lib = loadLibrary(o.file);
+  LayerOptions lo;
+  lo.dtype = parseDTypeOption(o.dtype);
+  lo.seed = o.seed;
+  Layer layer(lib, o.layer, splitPairs(o.sets, "--set"), lo);
+  for (const auto &[name, path] : splitPairs(o.params, "--param")) layer.setParam(name, readNpy(path));
+  std::map<std::string, Tensor> inputs;
+  for (const auto &[name, path] : splitPairs(o.inputs, "--input")) {
+    Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, name) : readNpy(path);
+    if (t.dtype() != lo.dtype) t = t.to(lo.dtype);
+    inputs[name] = t;
+  }
+  auto outputs = layer.forward(inputs);
+  fs::create_directories(fs::path(o.out) / "params");
+  for (const auto &[name, t] : outputs) {
+    writeNpy((fs::path(o.out) / (name + ".npy")).string(), t);
+    std::cout << fmt::format("{}: {} {} -> {}  ({})\n", name, dtypeName(t.dtype()), shapeString(t.shape()),
+                             (fs::path(o.out) / (name + ".npy")).string(), summary(t));
+  }
+  for (const auto &[name, t] : layer.params()) writeNpy((fs::path(o.out) / "params" / (name + ".npy")).string(), t);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"encc: a compiler and runtime for neural-network layers written in the .enc language"};
+  app.set_version_flag("--version", fmt::format("encc {}", kVersion));
+  app.require_subcommand(1);
+
+  std::vector<std::string> checkFiles;
+  auto *check = app.add_subcommand("check", "Check .enc files and print diagnostics (exit status 1 on errors)");
+  check->add_option("files", checkFiles, "the .enc files")->required();
+
+  EmitOptions emit;
+  auto *emitCmd = app.add_subcommand("emit", "Print a layer at one compilation stage");
+  emitCmd->add_option("--emit", emit.kind, "stage: ast, ir, loops, cuda, ptx or llvm")->capture_default_str();
+  emitCmd->add_option("file", emit.file, "a .enc file (default: the shipped layer library)");
+  emitCmd->add_option("--layer", emit.layer, "the layer to print (default: every layer of the file)");
+  emitCmd->add_option("--set", emit.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
+  emitCmd->add_option("--arch", emit.arch, "GPU architecture for --emit=ptx")->capture_default_str();
+  emitCmd->add_option("--target", emit.target, "schedule shown by --emit=loops: cpu or gpu")->capture_default_str();
+  emitCmd->add_option("--dtype", emit.dtype, "element type of generated code: f32 or f64")->capture_default_str();
+
+  EvalOptions eval;
+  auto *evalCmd = app.add_subcommand("eval", "Run a layer on .npy inputs and write .npy outputs");
+  evalCmd->add_option("file", eval.file, "a .enc file (default: the shipped layer library)");
+  evalCmd->add_option("--layer", eval.layer, "the layer to run")->required();
+  evalCmd->add_option("--set", eval.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
+  evalCmd->add_option("--dtype", eval.dtype, "f32 or f64")->capture_default_str();
+  evalCmd->add_option("--device", eval.device, "cpu or cuda")->capture_default_str();
+  evalCmd->add_option("--mode", eval.mode, "train or eval")->capture_default_str();
+  evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")->capture_default_str();
+  evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");
+  evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
+  evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: runs backward (not yet supported)");
+  evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*check) return runCheck(checkFiles);
+    if (*emitCmd) return runEmit(emit);
+    if (*evalCmd) return runEval(eval);
+  } catch (const CompileError &e) {
+    std::cerr << e.what();
+    return 1;
+  } catch (const Error &e) {
+    std::cerr << "encc: " << e.render() << "\n";
+    return 1;
+  } catch (const std::exception &e) {
+    std::cerr << "encc: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
