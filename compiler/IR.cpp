@@ -222,6 +222,9 @@ Expr binary(BinOp op, Expr a, Expr b) {
   case BinOp::Mod:
     if (isIntConst(b, 1)) return intImm(0);
     break;
+  case BinOp::Pow:
+    if (one(b)) return a;
+    break;
   case BinOp::And:
     if (a->kind == ExprKind::BoolImm) return a->boolValue ? b : a;
     if (b->kind == ExprKind::BoolImm) return b->boolValue ? a : b;
@@ -270,11 +273,11 @@ Expr call(std::string fn, std::vector<Expr> args) {
 }
 
 Expr select(Expr cond, Expr a, Expr b) {
-  if (cond->kind == ExprKind::BoolImm) return cond->boolValue ? a : b;
   if (a->type == Type::Float || b->type == Type::Float) {
     a = cast(Type::Float, a);
     b = cast(Type::Float, b);
   }
+  if (cond->kind == ExprKind::BoolImm) return cond->boolValue ? a : b;
   auto n = node(ExprKind::Select, a->type);
   n->args = {std::move(cond), std::move(a), std::move(b)};
   return n;
@@ -426,7 +429,10 @@ bool structurallyEqual(const Expr &a, const Expr &b) {
 
 // ---- printing -----------------------------------------------------------------------------------
 static int precedence(const Expr &e) {
-  if (e->kind == ExprKind::Unary) return 6;
+  // A negative literal prints with a leading '-', so it binds like unary minus.
+  bool negativeLiteral = (e->kind == ExprKind::IntImm && e->intValue < 0) ||
+                         (e->kind == ExprKind::FloatImm && std::signbit(e->floatValue));
+  if (e->kind == ExprKind::Unary || negativeLiteral) return 6;
   if (e->kind != ExprKind::Binary) return 10;
   switch (e->binOp) {
   case BinOp::Or: return 1;

@@ -35,7 +35,10 @@ bool tryInlineOne(Program &p) {
   for (size_t di = 0; di < p.defs.size(); ++di) {
     const Definition &d = p.defs[di];
     const TensorDecl *t = p.tensor(d.tensor);
-    if (!t || t->role != TensorRole::Temp || containsReduce(d.value)) continue;
+    if (!t || t->role != TensorRole::Temp || d.isScatter() || containsReduce(d.value)) continue;
+    bool scattered = false;
+    for (const Definition &c : p.defs) scattered |= c.isScatter() && c.tensor == d.tensor;
+    if (scattered) continue;
     bool cheap = costOf(d.value) <= kCheapCost;
     bool sameDomain = true;
     for (const Definition &c : p.defs)
@@ -62,7 +65,8 @@ bool dropDeadTemps(Program &p) {
     for (const Definition &c : p.defs) used |= reads(c.value, t->name);
     if (used) continue;
     std::string name = t->name;
-    p.defs.erase(p.defs.begin() + static_cast<long>(di));
+    p.defs.erase(std::remove_if(p.defs.begin(), p.defs.end(), [&](const Definition &x) { return x.tensor == name; }),
+                 p.defs.end());
     p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(), [&](const TensorDecl &x) { return x.name == name; }),
                     p.tensors.end());
     return true;
@@ -91,6 +95,7 @@ Program specialize(const Program &in, const std::map<std::string, Expr> &values)
   for (Definition &d : p.defs) {
     for (IndexVar &v : d.indices) v.extent = substitute(v.extent, lookup);
     d.value = substitute(d.value, lookup);
+    for (Expr &e : d.scatter) e = substitute(e, lookup);
   }
   std::vector<SizeParam> remaining;
   for (const SizeParam &s : p.sizes)

@@ -51,8 +51,9 @@ Stmt assign(std::string name, Expr value) {
   return s;
 }
 
-Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc) {
+Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc, bool accumulate) {
   auto s = stmt(StmtKind::Store);
+  s->accumulate = accumulate;
   s->name = std::move(buffer);
   s->index = std::move(index);
   s->value = std::move(value);
@@ -89,7 +90,9 @@ std::string printStmt(const Stmt &s, int indent) {
     break;
   case StmtKind::Let: out += fmt::format("{}let {}: {} = {}\n", pad, s->name, typeName(s->type), print(s->value)); break;
   case StmtKind::Assign: out += fmt::format("{}{} = {}\n", pad, s->name, print(s->value)); break;
-  case StmtKind::Store: out += fmt::format("{}{}[{}] = {}\n", pad, s->name, print(s->index), print(s->value)); break;
+  case StmtKind::Store:
+    out += fmt::format("{}{}[{}] {}= {}\n", pad, s->name, print(s->index), s->accumulate ? "+" : "", print(s->value));
+    break;
   case StmtKind::WarpReduce:
     out += fmt::format("{}{} = warp_{}({})\n", pad, s->name, reduceOpName(s->reduceOp), s->name);
     break;

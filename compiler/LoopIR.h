@@ -36,6 +36,7 @@ struct StmtNode {
   Expr index;        // Store: flat index
   Type type = Type::Float; // Let: type of the local
   ReduceOp reduceOp = ReduceOp::Sum; // WarpReduce
+  bool accumulate = false; // Store: buffer[index] += value (atomically on the GPU)
   std::vector<Stmt> body;
   SourceLoc loc;     // the statement of the .enc file this came from
 };
@@ -44,7 +45,7 @@ Stmt block(std::vector<Stmt> body);
 Stmt forLoop(std::string var, Expr extent, ForKind kind, std::vector<Stmt> body);
 Stmt let(std::string name, Type type, Expr value);
 Stmt assign(std::string name, Expr value);
-Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc);
+Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc, bool accumulate = false);
 Stmt warpReduce(std::string local, ReduceOp op);
 Stmt ifLaneZero(std::vector<Stmt> body);
 

@@ -57,8 +57,14 @@ public:
     std::vector<Expr> outIdx;
     for (const IndexVar &v : def_.indices) outIdx.push_back(idx(v.name));
     Expr flatOut = flatten(outIdx, out->shape);
+    if (def_.isScatter()) {
+      // Accumulate into the target; out-of-range targets add zero to a clamped address.
+      auto [inBounds, safe] = boundsChecked(def_.scatter, out->shape);
+      flatOut = flatten(safe, out->shape);
+      scatterGuard_ = inBounds;
+    }
 
-    k.body = target_ == Target::CPU ? cpuBody(k, value, flatOut) : gpuBody(k, value);
+    k.body = target_ == Target::CPU ? cpuBody(k, value, flatOut) : gpuBody(k, value, flatOut);
     for (const std::string &b : reads_)
       if (std::find(k.buffers.begin(), k.buffers.end(), b) == k.buffers.end()) k.buffers.push_back(b);
     collectParams(k);
@@ -72,6 +78,7 @@ private:
   int ordinal_;
   std::map<std::string, Expr> extents_;
   std::vector<std::string> reads_;
+  Expr scatterGuard_; // set for scatter definitions
 
   // Access -> Load on the flat buffer. Indices that are not plain, in-range variables get a
   // bounds check: out-of-range reads are zero (zero padding), and the address is clamped.
@@ -81,22 +88,35 @@ private:
       const TensorDecl *t = prog_.tensor(n->name);
       if (!t) fail("internal error: access to undeclared tensor '{}'", n->name);
       if (std::find(reads_.begin(), reads_.end(), n->name) == reads_.end()) reads_.push_back(n->name);
-      Expr inBounds = boolImm(true);
-      std::vector<Expr> safe;
-      for (size_t i = 0; i < n->args.size(); ++i) {
-        const Expr &ix = n->args[i];
-        auto ext = ix->kind == ExprKind::Var ? extents_.find(ix->name) : extents_.end();
-        if (ext != extents_.end() && structurallyEqual(ext->second, t->shape[i])) {
-          safe.push_back(ix);
-          continue;
-        }
-        inBounds = binary(BinOp::And, inBounds,
-                          binary(BinOp::And, binary(BinOp::Ge, ix, intImm(0)), binary(BinOp::Lt, ix, t->shape[i])));
-        safe.push_back(binary(BinOp::Min, binary(BinOp::Max, ix, intImm(0)), t->shape[i] - intImm(1)));
-      }
+      auto [inBounds, safe] = boundsChecked(n->args, t->shape);
       Expr l = load(n->name, flatten(safe, t->shape));
       return select(inBounds, l, floatImm(0));
     });
+  }
+
+  // The in-bounds condition of `indices` into `shape`, and the indices clamped into range.
+  // Plain index variables whose extent is the dimension need neither.
+  std::pair<Expr, std::vector<Expr>> boundsChecked(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
+    Expr inBounds = boolImm(true);
+    std::vector<Expr> safe;
+    for (size_t i = 0; i < indices.size(); ++i) {
+      const Expr &ix = indices[i];
+      auto ext = ix->kind == ExprKind::Var ? extents_.find(ix->name) : extents_.end();
+      if (ext != extents_.end() && structurallyEqual(ext->second, shape[i])) {
+        safe.push_back(ix);
+        continue;
+      }
+      inBounds = binary(BinOp::And, inBounds,
+                        binary(BinOp::And, binary(BinOp::Ge, ix, intImm(0)), binary(BinOp::Lt, ix, shape[i])));
+      safe.push_back(binary(BinOp::Min, binary(BinOp::Max, ix, intImm(0)), shape[i] - intImm(1)));
+    }
+    return {inBounds, safe};
+  }
+
+  // The statement that writes the kernel's result.
+  Stmt result(Expr index, Expr value) {
+    if (scatterGuard_) return store(def_.tensor, index, select(scatterGuard_, value, floatImm(0)), def_.loc, true);
+    return store(def_.tensor, index, value, def_.loc);
   }
 
   static Expr replaceReduce(const Expr &value, const Expr &acc) {
@@ -120,17 +140,19 @@ private:
       for (size_t i = r->rvars.size(); i-- > 0;)
         loop = forLoop(r->rvars[i].name, r->rvars[i].extent, ForKind::Serial, {loop});
       inner.push_back(loop);
-      inner.push_back(store(def_.tensor, flatOut, replaceReduce(value, local("_acc")), def_.loc));
+      inner.push_back(result(flatOut, replaceReduce(value, local("_acc"))));
     } else {
-      inner.push_back(store(def_.tensor, flatOut, value, def_.loc));
+      inner.push_back(result(flatOut, value));
     }
+    // Scatter kernels run serially: two iterations may add to the same element.
+    bool parallel = !def_.indices.empty() && !def_.isScatter();
     Stmt body = block(inner);
     for (size_t i = def_.indices.size(); i-- > 0;) {
-      ForKind kind = i == 0 ? ForKind::Parallel : ForKind::Serial;
+      ForKind kind = i == 0 && parallel ? ForKind::Parallel : ForKind::Serial;
       body = forLoop(def_.indices[i].name, def_.indices[i].extent, kind, {body});
     }
-    k.launch = def_.indices.empty() ? ForKind::Serial : ForKind::Parallel;
-    k.launchExtent = def_.indices.empty() ? intImm(1) : def_.indices[0].extent;
+    k.launch = parallel ? ForKind::Parallel : ForKind::Serial;
+    k.launchExtent = parallel ? def_.indices[0].extent : intImm(1);
     return body;
   }
 
@@ -147,7 +169,7 @@ private:
     }
   }
 
-  Stmt gpuBody(Kernel &k, const Expr &value) {
+  Stmt gpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
     std::vector<std::pair<std::string, Expr>> outVars;
     Expr total = intImm(1);
     for (const IndexVar &v : def_.indices) {
@@ -159,7 +181,7 @@ private:
     decode(inner, "_o", outVars);
     const ExprNode *r = findReduce(value);
     if (!r) {
-      inner.push_back(store(def_.tensor, local("_o", Type::Int), value, def_.loc));
+      inner.push_back(result(def_.isScatter() ? flatOut : local("_o", Type::Int), value));
       k.launch = ForKind::GpuThreads;
       return forLoop("_o", total, ForKind::GpuThreads, inner);
     }
@@ -176,7 +198,8 @@ private:
     inner.push_back(let("_acc", Type::Float, reduceIdentity(r->reduceOp, Type::Float)));
     inner.push_back(forLoop("_r", rTotal, ForKind::GpuLanes, laneBody));
     inner.push_back(warpReduce("_acc", r->reduceOp));
-    inner.push_back(ifLaneZero({store(def_.tensor, local("_o", Type::Int), replaceReduce(value, local("_acc")), def_.loc)}));
+    inner.push_back(
+        ifLaneZero({result(def_.isScatter() ? flatOut : local("_o", Type::Int), replaceReduce(value, local("_acc")))}));
     k.launch = ForKind::GpuWarps;
     return forLoop("_o", total, ForKind::GpuWarps, inner);
   }

@@ -12,7 +12,7 @@ const TensorDecl *Program::tensor(const std::string &name) const {
 
 const Definition *Program::definitionOf(const std::string &name) const {
   for (const Definition &d : defs)
-    if (d.tensor == name) return &d;
+    if (d.tensor == name && !d.isScatter()) return &d;
   return nullptr;
 }
 
@@ -38,7 +38,14 @@ std::string printProgram(const Program &p) {
     for (size_t i = 0; i < d.indices.size(); ++i)
       idx += fmt::format("{}{}<{}", i ? ", " : "", d.indices[i].name, print(d.indices[i].extent));
     const TensorDecl *t = p.tensor(d.tensor);
-    out += fmt::format("  {}{}[{}] = {}\n", t && t->role == TensorRole::Temp ? "temp " : "", d.tensor, idx, print(d.value));
+    std::string prefix = t && t->role == TensorRole::Temp ? "temp " : "";
+    if (d.isScatter()) {
+      std::string target;
+      for (size_t i = 0; i < d.scatter.size(); ++i) target += (i ? ", " : "") + print(d.scatter[i]);
+      out += fmt::format("  {}{}[{}] += {}  for {}\n", prefix, d.tensor, target, print(d.value), idx);
+      continue;
+    }
+    out += fmt::format("  {}{}[{}] = {}\n", prefix, d.tensor, idx, print(d.value));
   }
   return out;
 }

@@ -27,6 +27,10 @@ struct Definition {
   std::vector<IndexVar> indices;
   Expr value;
   SourceLoc loc;
+  // Scatter form (from autodiff, where an index map cannot be inverted): when not empty,
+  // `value` over `indices` is added to tensor[scatter] after the tensor's own definition.
+  std::vector<Expr> scatter;
+  bool isScatter() const { return !scatter.empty(); }
 };
 
 // A variable that kernels read but that is fixed before they run.

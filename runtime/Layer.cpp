@@ -1,5 +1,6 @@
 #include "runtime/Layer.h"
 
+#include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "runtime/CpuJit.h"
@@ -23,7 +24,10 @@ struct Layer::Compiled {
   ir::LoopProgram loops;
   std::vector<codegen::CpuKernelFn> fns;
   std::map<std::string, Shape> shapes; // every tensor the kernels touch
-  std::map<std::string, Shape> outputShapes;
+};
+
+struct Layer::GradientInfo {
+  ir::Gradient gradient; // program fused
 };
 
 Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
@@ -116,13 +120,15 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
       throw Error(fmt::format("layer {}: input '{}' has shape {}, but the layer expects {}: {}", lname, sym.name,
                               shapeString(actual), expected, detail));
     };
+    // A variadic last dimension stands for zero or more trailing dimensions (their product).
     size_t rank = sym.shape.size();
-    if (sym.variadic ? actual.size() < rank : actual.size() != rank)
-      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", rank));
-    Shape collapsed(actual.begin(), actual.begin() + static_cast<long>(rank));
+    size_t minRank = sym.variadic ? rank - 1 : rank;
+    if (sym.variadic ? actual.size() < minRank : actual.size() != rank)
+      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", minRank));
+    Shape collapsed(actual.begin(), actual.begin() + static_cast<long>(minRank));
     if (sym.variadic) {
-      Shape tail(actual.begin() + static_cast<long>(rank) - 1, actual.end());
-      collapsed.back() = shapeNumel(tail);
+      Shape tail(actual.begin() + static_cast<long>(minRank), actual.end());
+      collapsed.push_back(shapeNumel(tail));
       out.variadicDims[sizeText(*sym.shape.back())] = tail;
     }
     for (size_t i = 0; i < rank; ++i) {
@@ -144,14 +150,15 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
   return out;
 }
 
-Layer::Compiled &Layer::compile(const std::map<std::string, ir::Expr> &sizes) {
+Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
+                               std::map<std::string, std::unique_ptr<Compiled>> &cache) {
   std::string signature;
   for (const auto &[n, v] : sizes) signature += n + "=" + ir::print(v) + ";";
-  auto found = compiled_.find(signature);
-  if (found != compiled_.end()) return *found->second;
+  auto found = cache.find(signature);
+  if (found != cache.end()) return *found->second;
 
   auto c = std::make_unique<Compiled>();
-  ir::Program prog = ir::specialize(program_, sizes);
+  ir::Program prog = ir::specialize(program, sizes);
   for (const ir::TensorDecl &t : prog.tensors) {
     Shape s;
     for (const ir::Expr &d : t.shape) {
@@ -176,25 +183,13 @@ Layer::Compiled &Layer::compile(const std::map<std::string, ir::Expr> &sizes) {
     c->fns.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
   }
   auto &ref = *c;
-  compiled_[signature] = std::move(c);
+  cache[signature] = std::move(c);
   return ref;
 }
 
-std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor> &inputs) {
-  for (const auto &[n, t] : inputs)
-    if (t.dtype() != options_.dtype)
-      throw Error(fmt::format("layer {}: input '{}' is {} but the layer runs in {}", name_, n, dtypeName(t.dtype()),
-                              dtypeName(options_.dtype)),
-                  "convert the input or create the layer with the matching dtype (--dtype)");
-  SizeBinding binding = bindSizes(program_, *symbols_, inputs);
-  Compiled &c = compile(binding.values);
-
-  std::map<std::string, Tensor> buffers;
-  for (const auto &[n, t] : inputs) buffers[n] = t.reshape(c.shapes.at(n));
-  for (const auto &[n, t] : params_) buffers[n] = t;
+void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers) {
   for (const auto &[n, s] : c.shapes)
     if (!buffers.count(n)) buffers[n] = Tensor(options_.dtype, s);
-
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
     std::vector<void *> ptrs;
@@ -208,6 +203,69 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
       fn(ptrs.data(), nullptr, 0, extent);
     }
   }
+}
+
+const ir::Program &Layer::gradientProgram() {
+  if (!gradient_) {
+    gradient_ = std::make_unique<GradientInfo>();
+    gradient_->gradient = ir::differentiate(program_);
+    ir::Program &g = gradient_->gradient.program;
+    g = ir::inlinePointwise(ir::hoistReductions(g));
+  }
+  return gradient_->gradient.program;
+}
+
+std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor> &outputGrads) {
+  if (lastBuffers_.empty())
+    throw Error(fmt::format("layer {}: backward needs a forward pass first", name_), "call forward with the same inputs");
+  const ir::Program &g = gradientProgram();
+  const ir::Gradient &info = gradient_->gradient;
+  std::map<std::string, Tensor> buffers;
+  for (const std::string &s : info.saved) buffers[s] = lastBuffers_.at(s);
+  for (const auto &[name, grad] : outputGrads) {
+    auto seed = info.seedOf.find(name);
+    if (seed == info.seedOf.end()) {
+      std::string names;
+      for (const auto &[o, _] : info.seedOf) names += (names.empty() ? "" : ", ") + o;
+      throw Error(fmt::format("layer {} has no output '{}' to take a gradient of", name_, name), "its outputs are " + names);
+    }
+    const Shape &want = lastOutputShapes_.at(name);
+    if (grad.shape() != want)
+      throw Error(fmt::format("layer {}: the gradient of output '{}' has shape {}, but the output has shape {}", name_, name,
+                              shapeString(grad.shape()), shapeString(want)));
+    buffers[seed->second] = grad.to(options_.dtype);
+  }
+  Compiled &c = compile(g, lastSizes_, compiledGrad_);
+  for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
+  for (const auto &[o, seed] : info.seedOf)
+    if (!buffers.count(seed) && c.shapes.count(seed)) buffers[seed] = Tensor(options_.dtype, c.shapes.at(seed));
+  run(c, buffers);
+  std::map<std::string, Tensor> grads;
+  for (const auto &[x, gname] : info.gradOf) {
+    const Tensor &t = buffers.at(gname);
+    auto in = lastInputShapes_.find(x);
+    grads[x] = in != lastInputShapes_.end() ? t.reshape(in->second) : t;
+  }
+  return grads;
+}
+
+std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor> &inputs) {
+  for (const auto &[n, t] : inputs)
+    if (t.dtype() != options_.dtype)
+      throw Error(fmt::format("layer {}: input '{}' is {} but the layer runs in {}", name_, n, dtypeName(t.dtype()),
+                              dtypeName(options_.dtype)),
+                  "convert the input or create the layer with the matching dtype (--dtype)");
+  SizeBinding binding = bindSizes(program_, *symbols_, inputs);
+  Compiled &c = compile(program_, binding.values, compiled_);
+
+  std::map<std::string, Tensor> buffers;
+  lastInputShapes_.clear();
+  for (const auto &[n, t] : inputs) {
+    buffers[n] = t.reshape(c.shapes.at(n));
+    lastInputShapes_[n] = t.shape();
+  }
+  for (const auto &[n, t] : params_) buffers[n] = t;
+  run(c, buffers);
 
   std::map<std::string, Tensor> outputs;
   for (const std::string &o : outputNames()) {
@@ -221,7 +279,10 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
       else shape.push_back(flat[i]);
     }
     outputs[o] = buffers.at(o).reshape(shape);
+    lastOutputShapes_[o] = shape;
   }
+  lastSizes_ = binding.values;
+  lastBuffers_ = std::move(buffers);
   return outputs;
 }
 

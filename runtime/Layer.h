@@ -35,8 +35,16 @@ public:
   // Replaces a parameter; its shape must match (an f64/f32 tensor is converted to the layer's dtype).
   void setParam(const std::string &name, const Tensor &value);
 
-  // Runs the forward pass. Inputs are checked against the declared shapes.
+  // Runs the forward pass. Inputs are checked against the declared shapes. The tensors the
+  // backward pass needs are kept until the next forward.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor> &inputs);
+
+  // Runs the backward pass of the last forward: given the gradient of some outputs (others
+  // count as zero), returns the gradient of every input and parameter, by name.
+  std::map<std::string, Tensor> backward(const std::map<std::string, Tensor> &outputGrads);
+
+  // The derived backward pass (hyper-parameters substituted, fused).
+  const ir::Program &gradientProgram();
 
   // The tensor program with hyper-parameters substituted (sizes from inputs stay symbolic).
   const ir::Program &program() const { return program_; }
@@ -50,10 +58,20 @@ private:
   std::map<std::string, ir::Expr> hyper_;
   ir::Program program_;
   std::map<std::string, Tensor> params_;
-  std::map<std::string, std::unique_ptr<Compiled>> compiled_; // by input-size signature
+  std::map<std::string, std::unique_ptr<Compiled>> compiled_;     // forward, by input-size signature
+  std::map<std::string, std::unique_ptr<Compiled>> compiledGrad_; // backward, likewise
+  struct GradientInfo;
+  std::unique_ptr<GradientInfo> gradient_;
+  // State of the last forward pass, for backward.
+  std::map<std::string, ir::Expr> lastSizes_;
+  std::map<std::string, Tensor> lastBuffers_;
+  std::map<std::string, Shape> lastOutputShapes_;
+  std::map<std::string, Shape> lastInputShapes_;
 
   void initParams();
-  Compiled &compile(const std::map<std::string, ir::Expr> &sizes);
+  Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
+                    std::map<std::string, std::unique_ptr<Compiled>> &cache);
+  void run(const Compiled &c, std::map<std::string, Tensor> &buffers);
 };
 
 // Fills every Size variable of `p`'s shapes from input tensors; throws Error naming the layer,

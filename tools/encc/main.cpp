@@ -1,4 +1,5 @@
 // encc: the command line of the encc compiler and runtime.
+#include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
@@ -99,6 +100,10 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   ir::Program prog = ir::specialize(ir::buildTensorProgram(sym), hyper);
   bool f64 = parseDTypeOption(o.dtype) == DType::F64;
   if (o.kind == "ir") return ir::printProgram(prog);
+  if (o.kind == "grad") {
+    ir::Program g = ir::differentiate(prog).program;
+    return ir::printProgram(ir::inlinePointwise(ir::hoistReductions(g)));
+  }
   if (o.kind == "loops") {
     if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
     return ir::printLoops(ir::lowerToLoops(prog, o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
@@ -119,13 +124,12 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
     for (const ir::Kernel &k : loops.kernels) codegen::emitLLVMKernel(k, f64, *mod);
     return CpuJit::instance().optimizeAndPrint(*mod);
   }
-  throw Error(fmt::format("unknown --emit kind '{}'", o.kind), "use ast, ir, loops, cuda, ptx or llvm");
+  throw Error(fmt::format("unknown --emit kind '{}'", o.kind), "use ast, ir, grad, loops, cuda, ptx or llvm");
 }
 
 int runEmit(const EmitOptions &o) {
   if (o.file.empty() && o.layer.empty())
     throw Error("encc emit needs a .enc file or --layer NAME", "e.g. encc emit --emit=cuda --layer Encoding");
-  if (o.kind == "grad") throw Error("--emit=grad is not available yet: automatic differentiation is still being built");
   auto lib = loadLibrary(o.file);
   if (o.kind == "ast") {
     std::vector<std::string> files = {o.file.empty() ? "" : o.file};
@@ -187,9 +191,6 @@ int runEval(const EvalOptions &o) {
     throw Error("--device cuda: running layers on the GPU is not implemented yet", "use --device cpu");
   }
   if (o.device != "cpu") throw Error(fmt::format("unknown --device '{}'", o.device), "use cpu or cuda");
-  if (!o.grads.empty())
-    throw Error("--grad is not supported yet: backward passes arrive with automatic differentiation",
-                "drop --grad to run the forward pass");
   auto lib = loadLibrary(o.file);
   LayerOptions lo;
   lo.dtype = parseDTypeOption(o.dtype);
@@ -210,6 +211,18 @@ int runEval(const EvalOptions &o) {
                              (fs::path(o.out) / (name + ".npy")).string(), summary(t));
   }
   for (const auto &[name, t] : layer.params()) writeNpy((fs::path(o.out) / "params" / (name + ".npy")).string(), t);
+  if (o.grads.empty()) return 0;
+  std::map<std::string, Tensor> seeds;
+  for (const auto &[name, path] : splitPairs(o.grads, "--grad")) {
+    Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, "grad:" + name) : readNpy(path);
+    seeds[name] = t.to(lo.dtype);
+  }
+  fs::create_directories(fs::path(o.out) / "grad");
+  for (const auto &[name, t] : layer.backward(seeds)) {
+    std::string path = (fs::path(o.out) / "grad" / (name + ".npy")).string();
+    writeNpy(path, t);
+    std::cout << fmt::format("grad {}: {} -> {}  ({})\n", name, shapeString(t.shape()), path, summary(t));
+  }
   return 0;
 }
 
@@ -226,7 +239,7 @@ int main(int argc, char **argv) {
 
   EmitOptions emit;
   auto *emitCmd = app.add_subcommand("emit", "Print a layer at one compilation stage");
-  emitCmd->add_option("--emit", emit.kind, "stage: ast, ir, loops, cuda, ptx or llvm")->capture_default_str();
+  emitCmd->add_option("--emit", emit.kind, "stage: ast, ir, grad, loops, cuda, ptx or llvm")->capture_default_str();
   emitCmd->add_option("file", emit.file, "a .enc file (default: the shipped layer library)");
   emitCmd->add_option("--layer", emit.layer, "the layer to print (default: every layer of the file)");
   emitCmd->add_option("--set", emit.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
@@ -245,7 +258,7 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")->capture_default_str();
   evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");
   evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
-  evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: runs backward (not yet supported)");
+  evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
   evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
 
   CLI11_PARSE(app, argc, argv);

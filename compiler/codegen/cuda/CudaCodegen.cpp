@@ -120,7 +120,9 @@ private:
       return;
     case StmtKind::Assign: writeLine(indent, fmt::format("{} = {};", cname(s->name), expr(s->value))); return;
     case StmtKind::Store: {
-      std::string text = fmt::format("{}[{}] = {};", cname(s->name), expr(s->index), expr(s->value));
+      std::string text = s->accumulate
+                             ? fmt::format("atomicAdd(&{}[{}], {});", cname(s->name), expr(s->index), expr(s->value))
+                             : fmt::format("{}[{}] = {};", cname(s->name), expr(s->index), expr(s->value));
       if (s->loc.valid()) {
         // Point this statement at the .enc line, then resume counting in the generated file.
         writeLine(0, fmt::format("#line {} \"{}\"", s->loc.line(), s->loc.file->name()));

@@ -131,6 +131,7 @@ private:
     case StmtKind::Store: {
       llvm::Value *v = expr(s->value);
       llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(s->name), expr(s->index));
+      if (s->accumulate) v = b_.CreateFAdd(b_.CreateLoad(fty_, p), v);
       b_.CreateStore(v, p);
       return;
     }

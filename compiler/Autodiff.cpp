@@ -1,0 +1,394 @@
+#include "compiler/Autodiff.h"
+
+#include "support/Error.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+namespace enc::ir {
+
+std::string gradientName(const std::string &tensor) { return "grad_" + tensor; }
+
+namespace {
+
+Expr idx(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
+
+bool mentions(const Expr &e, const std::string &v) {
+  bool found = false;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Var && n->varKind == VarKind::Index && n->name == v) found = true;
+    return !found;
+  });
+  return found;
+}
+
+bool readsTensor(const Expr &e) {
+  bool found = false;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Access) found = true;
+    return !found;
+  });
+  return found;
+}
+
+Expr renameIndices(const Expr &e, const std::map<std::string, Expr> &m) {
+  if (m.empty()) return e;
+  return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
+    if (k != VarKind::Index) return nullptr;
+    auto it = m.find(n);
+    return it == m.end() ? nullptr : it->second;
+  });
+}
+
+// d e / d v for an integer index expression, if e is affine in v; nullopt otherwise.
+std::optional<Expr> linearCoefficient(const Expr &e, const std::string &v) {
+  if (!mentions(e, v)) return intImm(0);
+  switch (e->kind) {
+  case ExprKind::Var: return intImm(1);
+  case ExprKind::Unary:
+    if (e->unOp != UnOp::Neg) return std::nullopt;
+    if (auto c = linearCoefficient(e->args[0], v)) return unary(UnOp::Neg, *c);
+    return std::nullopt;
+  case ExprKind::Binary: {
+    auto a = linearCoefficient(e->args[0], v), b = linearCoefficient(e->args[1], v);
+    if (!a || !b) return std::nullopt;
+    switch (e->binOp) {
+    case BinOp::Add: return *a + *b;
+    case BinOp::Sub: return *a - *b;
+    case BinOp::Mul:
+      if (isConst(*a, nullptr) && (*a)->intValue == 0) return e->args[0] * *b;
+      if (isConst(*b, nullptr) && (*b)->intValue == 0) return *a * e->args[1];
+      return std::nullopt;
+    default: return std::nullopt;
+    }
+  }
+  default: return std::nullopt;
+  }
+}
+
+struct Scatter {
+  std::vector<IndexVar> domain;
+  std::vector<Expr> target;
+  Expr value;
+  SourceLoc loc;
+};
+
+class Differentiator {
+public:
+  explicit Differentiator(const Program &fwd) : fwd_(fwd) {}
+
+  Gradient run() {
+    out_.layer = fwd_.layer;
+    out_.source = fwd_.source;
+    out_.sizes = fwd_.sizes;
+    chooseCanonicalNames();
+    for (const TensorDecl &t : fwd_.tensors)
+      if (t.role == TensorRole::Output) {
+        std::string seed = gradientName(t.name);
+        grad_.seedOf[t.name] = seed;
+        out_.tensors.push_back({seed, TensorRole::Input, t.shape, t.loc});
+      }
+    for (auto it = fwd_.defs.rbegin(); it != fwd_.defs.rend(); ++it) {
+      if (it->isScatter()) fail("internal error: differentiating a scatter definition of '{}'", it->tensor);
+      std::string g = finalize(it->tensor);
+      if (!g.empty()) backpropDefinition(*it, g);
+    }
+    for (const TensorDecl &t : fwd_.tensors)
+      if (t.role == TensorRole::Input || t.role == TensorRole::Param) grad_.gradOf[t.name] = finalize(t.name);
+    // Forward tensors read by the backward pass become its inputs.
+    std::set<std::string> read;
+    for (const Definition &d : out_.defs)
+      visit(d.value, [&](const Expr &n) {
+        if (n->kind == ExprKind::Access) read.insert(n->name);
+        return true;
+      });
+    for (const TensorDecl &t : fwd_.tensors)
+      if (read.count(t.name)) {
+        grad_.saved.push_back(t.name);
+        out_.tensors.push_back({t.name, TensorRole::Input, t.shape, t.loc});
+      }
+    grad_.program = std::move(out_);
+    return std::move(grad_);
+  }
+
+private:
+  const Program &fwd_;
+  Program out_;
+  Gradient grad_;
+  std::map<std::string, std::vector<std::string>> canon_;
+  std::map<std::string, std::vector<Expr>> gathers_;
+  std::map<std::string, std::vector<Scatter>> scatters_;
+  int fresh_ = 0;
+
+  // Index names of each gradient definition: the tensor's own definition's, or those of the
+  // first plain read of it (so grad_X[b, d, i] reads like the forward pass), else j0, j1, ...
+  void chooseCanonicalNames() {
+    for (const Definition &d : fwd_.defs) {
+      std::vector<std::string> names;
+      for (const IndexVar &v : d.indices) names.push_back(v.name);
+      canon_.emplace(d.tensor, names);
+    }
+    for (const Definition &d : fwd_.defs)
+      visit(d.value, [&](const Expr &n) {
+        if (n->kind != ExprKind::Access || canon_.count(n->name)) return true;
+        std::vector<std::string> names;
+        for (const Expr &a : n->args)
+          if (a->kind == ExprKind::Var && a->varKind == VarKind::Index &&
+              std::find(names.begin(), names.end(), a->name) == names.end())
+            names.push_back(a->name);
+        if (names.size() == n->args.size()) canon_[n->name] = names;
+        return true;
+      });
+    for (const TensorDecl &t : fwd_.tensors)
+      if (!canon_.count(t.name)) {
+        std::vector<std::string> names;
+        for (size_t i = 0; i < t.shape.size(); ++i) names.push_back(fmt::format("j{}", i));
+        canon_[t.name] = names;
+      }
+  }
+
+  std::string freshName(const std::string &base) { return fmt::format("{}_g{}", base, ++fresh_); }
+
+  // Emits the gradient of `tensor` (its gathered contributions, then its scatters) and
+  // returns the tensor holding it, or "" when nothing flows into a temporary.
+  std::string finalize(const std::string &tensor) {
+    const TensorDecl *t = fwd_.tensor(tensor);
+    bool any = !gathers_[tensor].empty() || !scatters_[tensor].empty();
+    std::string name = gradientName(tensor);
+    Expr value;
+    switch (t->role) {
+    case TensorRole::Buffer: return "";
+    case TensorRole::Temp:
+      if (!any) return "";
+      break;
+    case TensorRole::Output:
+      if (!any) return name;
+      value = access(name, indexVars(tensor));
+      name += "_total";
+      break;
+    default: break;
+    }
+    TensorRole role = t->role == TensorRole::Input || t->role == TensorRole::Param ? TensorRole::Output : TensorRole::Temp;
+    out_.tensors.push_back({name, role, t->shape, t->loc});
+    for (const Expr &g : gathers_[tensor]) value = value ? value + g : g;
+    Definition d;
+    d.tensor = name;
+    d.loc = t->loc;
+    if (const Definition *fd = fwd_.definitionOf(tensor)) d.loc = fd->loc;
+    for (size_t i = 0; i < t->shape.size(); ++i) d.indices.push_back({canon_[tensor][i], t->shape[i]});
+    d.value = value ? value : floatImm(0);
+    out_.defs.push_back(d);
+    for (const Scatter &s : scatters_[tensor]) out_.defs.push_back(Definition{name, s.domain, s.value, s.loc, s.target});
+    return name;
+  }
+
+  std::vector<Expr> indexVars(const std::string &tensor) {
+    std::vector<Expr> out;
+    for (const std::string &n : canon_[tensor]) out.push_back(idx(n));
+    return out;
+  }
+
+  void backpropDefinition(const Definition &d, const std::string &gradTensor) {
+    std::vector<Expr> vars;
+    for (const IndexVar &v : d.indices) vars.push_back(idx(v.name));
+    current_ = &d;
+    backprop(d.value, access(gradTensor, vars), d.indices);
+  }
+
+  const Definition *current_ = nullptr;
+
+  void backprop(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
+    if (e->type != Type::Float || !readsTensor(e)) return;
+    const Expr &a = e->args.empty() ? e : e->args[0];
+    switch (e->kind) {
+    case ExprKind::Access: return contribute(e, adj, domain);
+    case ExprKind::Reduce: return backpropReduce(e, adj, domain);
+    case ExprKind::Unary: return backprop(a, unary(UnOp::Neg, adj), domain);
+    case ExprKind::Select:
+      backprop(e->args[1], select(e->args[0], adj, floatImm(0)), domain);
+      backprop(e->args[2], select(e->args[0], floatImm(0), adj), domain);
+      return;
+    case ExprKind::Binary: return backpropBinary(e, adj, domain);
+    case ExprKind::Call: return backpropCall(e, adj, domain);
+    default: return; // casts from integers, constants: no gradient
+    }
+  }
+
+  void backpropBinary(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
+    const Expr &a = e->args[0], &b = e->args[1];
+    switch (e->binOp) {
+    case BinOp::Add:
+      backprop(a, adj, domain);
+      backprop(b, adj, domain);
+      return;
+    case BinOp::Sub:
+      backprop(a, adj, domain);
+      backprop(b, unary(UnOp::Neg, adj), domain);
+      return;
+    case BinOp::Mul:
+      backprop(a, adj * b, domain);
+      backprop(b, adj * a, domain);
+      return;
+    case BinOp::Div:
+      backprop(a, adj / b, domain);
+      backprop(b, unary(UnOp::Neg, adj) * a / (b * b), domain);
+      return;
+    case BinOp::Pow: {
+      // d(a^b)/da = b * a^(b-1); d(a^b)/db = log(a) * a^b
+      Expr bf = cast(Type::Float, b);
+      bool square = (b->kind == ExprKind::IntImm && b->intValue == 2) || (b->kind == ExprKind::FloatImm && b->floatValue == 2);
+      Expr da = square ? floatImm(2) * a : bf * binary(BinOp::Pow, a, bf - floatImm(1));
+      backprop(a, adj * da, domain);
+      backprop(b, adj * call("log", {a}) * e, domain);
+      return;
+    }
+    case BinOp::Min:
+    case BinOp::Max: {
+      Expr aWins = binary(e->binOp == BinOp::Max ? BinOp::Ge : BinOp::Le, a, b);
+      backprop(a, select(aWins, adj, floatImm(0)), domain);
+      backprop(b, select(aWins, floatImm(0), adj), domain);
+      return;
+    }
+    default:
+      fail("cannot differentiate '{}' (operator {})", print(e), binOpSpelling(e->binOp));
+    }
+  }
+
+  void backpropCall(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
+    const std::string &f = e->name;
+    const Expr &x = e->args[0];
+    Expr zero = floatImm(0), one = floatImm(1);
+    if (f == "exp") return backprop(x, adj * e, domain);
+    if (f == "log") return backprop(x, adj / x, domain);
+    if (f == "sqrt") return backprop(x, adj * floatImm(0.5) / e, domain);
+    if (f == "rsqrt") return backprop(x, adj * floatImm(-0.5) * e / x, domain);
+    if (f == "tanh") return backprop(x, adj * (one - e * e), domain);
+    if (f == "sigmoid") return backprop(x, adj * e * (one - e), domain);
+    if (f == "sin") return backprop(x, adj * call("cos", {x}), domain);
+    if (f == "cos") return backprop(x, unary(UnOp::Neg, adj) * call("sin", {x}), domain);
+    if (f == "abs")
+      return backprop(x, select(binary(BinOp::Gt, x, zero), adj, select(binary(BinOp::Lt, x, zero), unary(UnOp::Neg, adj), zero)),
+                      domain);
+    if (f == "relu") return backprop(x, select(binary(BinOp::Gt, x, zero), adj, zero), domain);
+    if (f == "leaky_relu") {
+      const Expr &slope = e->args[1];
+      backprop(x, select(binary(BinOp::Gt, x, zero), adj, adj * slope), domain);
+      backprop(slope, select(binary(BinOp::Gt, x, zero), zero, adj * x), domain);
+      return;
+    }
+    if (f == "floor" || f == "ceil") return; // piecewise constant
+    fail("cannot differentiate function '{}'", f);
+  }
+
+  void backpropReduce(const Expr &r, const Expr &adj, const std::vector<IndexVar> &domain) {
+    // The reduced value: the stored result when the definition is exactly the reduction,
+    // otherwise the reduction itself (hoisted into a temporary of the backward pass).
+    Expr total = r;
+    if (current_->value == r) {
+      std::vector<Expr> vars;
+      for (const IndexVar &v : current_->indices) vars.push_back(idx(v.name));
+      total = access(current_->tensor, vars);
+    }
+    const Expr &body = r->args[0];
+    Expr adjBody;
+    switch (r->reduceOp) {
+    case ReduceOp::Sum: adjBody = adj; break;
+    case ReduceOp::Max:
+    case ReduceOp::Min: adjBody = select(binary(BinOp::Eq, body, total), adj, floatImm(0)); break;
+    case ReduceOp::Prod: adjBody = adj * total / body; break;
+    }
+    std::vector<IndexVar> inner = domain;
+    for (const ReduceVar &v : r->rvars) inner.push_back({v.name, v.extent});
+    backprop(body, adjBody, inner);
+  }
+
+  // adjoint of one read U[args] over `domain` -> a contribution to grad_U.
+  void contribute(const Expr &read, Expr adj, std::vector<IndexVar> domain) {
+    const TensorDecl *u = fwd_.tensor(read->name);
+    if (!u || u->role == TensorRole::Buffer) return;
+    const std::vector<std::string> &canon = canon_[read->name];
+    std::set<std::string> canonSet(canon.begin(), canon.end());
+    // Keep the domain's names apart from the gradient's index names.
+    std::map<std::string, Expr> rename;
+    for (IndexVar &v : domain)
+      if (canonSet.count(v.name)) {
+        std::string n = freshName(v.name);
+        rename[v.name] = idx(n);
+        v.name = n;
+      }
+    std::vector<Expr> args;
+    for (const Expr &a : read->args) args.push_back(renameIndices(a, rename));
+    adj = renameIndices(adj, rename);
+    std::map<std::string, Expr> extent;
+    for (const IndexVar &v : domain) extent[v.name] = v.extent;
+
+    std::map<std::string, Expr> solved; // eliminated domain variable -> its value
+    Expr guard = boolImm(true);
+    bool invertible = true;
+    for (size_t p = 0; p < args.size() && invertible; ++p) {
+      Expr e = renameIndices(args[p], solved);
+      Expr j = idx(canon[p]);
+      std::vector<std::string> open;
+      for (const IndexVar &v : domain)
+        if (!solved.count(v.name) && mentions(e, v.name)) open.push_back(v.name);
+      if (e->kind == ExprKind::Var && !open.empty()) {
+        solved[e->name] = j;
+        if (!structurallyEqual(extent[e->name], u->shape[p]))
+          guard = binary(BinOp::And, guard, binary(BinOp::Lt, j, extent[e->name]));
+        continue;
+      }
+      if (open.empty()) {
+        guard = binary(BinOp::And, guard, binary(BinOp::Eq, j, e));
+        continue;
+      }
+      // Solve e = j for a variable that occurs linearly here and in no other index.
+      bool done = false;
+      for (const std::string &v : open) {
+        bool elsewhere = false;
+        for (size_t q = 0; q < args.size(); ++q) elsewhere |= q != p && mentions(args[q], v);
+        auto c = linearCoefficient(e, v);
+        if (elsewhere || !c) continue;
+        bool coefficientOpen = false;
+        for (const IndexVar &w : domain) coefficientOpen |= mentions(*c, w.name);
+        int64_t cv = 0;
+        if (coefficientOpen || (isConst(*c, &cv) && cv == 0)) continue;
+        Expr rest = renameIndices(e, {{v, intImm(0)}});
+        Expr num = j - rest;
+        Expr sol = num;
+        if (isConst(*c, &cv) && cv == -1) {
+          sol = unary(UnOp::Neg, num);
+        } else if (!(isConst(*c, &cv) && cv == 1)) {
+          sol = num / *c;
+          guard = binary(BinOp::And, guard, binary(BinOp::Eq, num % *c, intImm(0)));
+        }
+        guard = binary(BinOp::And, guard,
+                       binary(BinOp::And, binary(BinOp::Ge, sol, intImm(0)), binary(BinOp::Lt, sol, extent[v])));
+        solved[v] = sol;
+        done = true;
+        break;
+      }
+      invertible = done;
+    }
+    if (!invertible) {
+      scatters_[read->name].push_back({domain, args, adj, current_->loc});
+      return;
+    }
+    // Later solutions may name variables solved earlier: substitute to a fixpoint.
+    for (size_t round = 0; round <= solved.size(); ++round)
+      for (auto &[v, s] : solved) s = renameIndices(s, solved);
+    guard = renameIndices(guard, solved);
+    Expr value = select(guard, renameIndices(adj, solved), floatImm(0));
+    std::vector<ReduceVar> remaining;
+    for (const IndexVar &v : domain)
+      if (!solved.count(v.name)) remaining.push_back({v.name, v.extent});
+    if (!remaining.empty()) value = reduce(ReduceOp::Sum, remaining, value);
+    gathers_[read->name].push_back(value);
+  }
+};
+
+} // namespace
+
+Gradient differentiate(const Program &forward) { return Differentiator(forward).run(); }
+
+} // namespace enc::ir
