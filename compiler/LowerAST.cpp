@@ -164,8 +164,9 @@ Program lowerLayer(const LayerSymbols &layer) { return Lowerer(layer).run(); }
 
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
-Program buildTensorProgram(const LayerSymbols &layer) {
-  return inlinePointwise(hoistReductions(lowerLayer(layer)));
+Program buildTensorProgram(const LayerSymbols &layer, bool fuse) {
+  Program p = hoistReductions(lowerLayer(layer));
+  return fuse ? inlinePointwise(p) : p;
 }
 
 } // namespace enc::ir

@@ -25,7 +25,8 @@ Program inlinePointwise(const Program &p);
 // Replaces hyper-parameters and sizes by constants and folds.
 Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 
-// lowerLayer, hoistReductions and inlinePointwise in order.
-Program buildTensorProgram(const LayerSymbols &layer);
+// lowerLayer, hoistReductions and (when `fuse`) inlinePointwise in order. Without fusion
+// every statement keeps its own stored tensor: the baseline benchmarks compare against.
+Program buildTensorProgram(const LayerSymbols &layer, bool fuse = true);
 
 } // namespace enc::ir

@@ -34,7 +34,7 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
              const std::map<std::string, std::string> &settings, LayerOptions options)
     : library_(std::move(library)), symbols_(&library_->get(name)), name_(name), options_(options) {
   hyper_ = resolveHyperParams(*symbols_, settings);
-  program_ = ir::specialize(ir::buildTensorProgram(*symbols_), hyper_);
+  program_ = ir::specialize(ir::buildTensorProgram(*symbols_, options_.fuse), hyper_);
   initParams();
 }
 
@@ -210,7 +210,8 @@ const ir::Program &Layer::gradientProgram() {
     gradient_ = std::make_unique<GradientInfo>();
     gradient_->gradient = ir::differentiate(program_);
     ir::Program &g = gradient_->gradient.program;
-    g = ir::inlinePointwise(ir::hoistReductions(g));
+    g = ir::hoistReductions(g);
+    if (options_.fuse) g = ir::inlinePointwise(g);
   }
   return gradient_->gradient.program;
 }

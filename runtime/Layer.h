@@ -17,6 +17,8 @@ namespace enc {
 struct LayerOptions {
   DType dtype = DType::F32;
   uint64_t seed = 0;
+  // false: no fusion, every intermediate stored (the benchmarks' baseline).
+  bool fuse = true;
 };
 
 class Layer {

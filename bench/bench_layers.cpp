@@ -1,0 +1,103 @@
+// Forward+backward of the shipped layers on the CPU: fused (encc's normal compilation)
+// against the same math unfused (one loop nest per statement, every intermediate stored),
+// same process, same thread pool. The hardware references run in the same process too:
+// OpenBLAS sgemm (the bar for contractions) and memcpy (the bar for memory-bound layers).
+//
+//   build/bench/enc_bench --benchmark_min_time=1
+#include "runtime/Layer.h"
+#include "runtime/Rng.h"
+#include "runtime/ThreadPool.h"
+
+#include <benchmark/benchmark.h>
+#ifdef ENC_HAVE_CBLAS
+#include <cblas.h>
+#endif
+
+#include <cstring>
+
+using namespace enc;
+
+namespace {
+
+Tensor randomTensor(const Shape &shape, uint64_t seed) {
+  Tensor t(DType::F32, shape);
+  Rng rng(seed);
+  float *p = t.dataAs<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(rng.uniform(-1, 1));
+  return t;
+}
+
+struct Case {
+  const char *layer;
+  std::map<std::string, std::string> sets;
+  Shape input;
+};
+
+void runLayer(benchmark::State &state, const Case &c, bool fuse) {
+  static auto lib = Library::shipped();
+  LayerOptions opts;
+  opts.fuse = fuse;
+  Layer layer(lib, c.layer, c.sets, opts);
+  Tensor x = randomTensor(c.input, 1);
+  auto out = layer.forward({{"X", x}});
+  Tensor g = randomTensor(out.at("Y").shape(), 2);
+  layer.backward({{"Y", g}}); // compile both passes before timing
+  for (auto _ : state) {
+    auto y = layer.forward({{"X", x}});
+    auto grads = layer.backward({{"Y", g}});
+    benchmark::DoNotOptimize(grads);
+  }
+  state.counters["threads"] = ThreadPool::global().size();
+}
+
+const Case kEncoding{"Encoding", {{"D", "128"}, {"K", "32"}}, {8, 128, 1024}};
+const Case kGram{"GramMatrix", {}, {8, 128, 32, 32}};
+const Case kSoftmax{"Softmax", {}, {16, 64, 32, 32}};
+const Case kLeaky{"LeakyReLU", {}, {16, 64, 56, 56}};
+
+void BM_Encoding_Fused(benchmark::State &s) { runLayer(s, kEncoding, true); }
+void BM_Encoding_Unfused(benchmark::State &s) { runLayer(s, kEncoding, false); }
+void BM_Gram_Fused(benchmark::State &s) { runLayer(s, kGram, true); }
+void BM_Gram_Unfused(benchmark::State &s) { runLayer(s, kGram, false); }
+void BM_Softmax_Fused(benchmark::State &s) { runLayer(s, kSoftmax, true); }
+void BM_Softmax_Unfused(benchmark::State &s) { runLayer(s, kSoftmax, false); }
+void BM_LeakyReLU_Fused(benchmark::State &s) { runLayer(s, kLeaky, true); }
+void BM_LeakyReLU_Unfused(benchmark::State &s) { runLayer(s, kLeaky, false); }
+
+BENCHMARK(BM_Encoding_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Encoding_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Gram_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Gram_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Softmax_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Softmax_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LeakyReLU_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LeakyReLU_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// References: the hardware's bars, measured in the same run.
+void BM_Memcpy(benchmark::State &state) {
+  size_t bytes = size_t{256} << 20;
+  std::vector<char> a(bytes, 1), b(bytes);
+  for (auto _ : state) {
+    std::memcpy(b.data(), a.data(), bytes);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes * 2));
+}
+BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+#ifdef ENC_HAVE_CBLAS
+void BM_Sgemm(benchmark::State &state) {
+  int n = 1024;
+  Tensor a = randomTensor({n, n}, 3), b = randomTensor({n, n}, 4), c(DType::F32, {n, n});
+  for (auto _ : state)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.dataAs<float>(), n, b.dataAs<float>(), n,
+                0.0f, c.dataAs<float>(), n);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * n * n * n * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Sgemm)->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
+
+} // namespace
+
+BENCHMARK_MAIN();
