@@ -243,6 +243,7 @@ Expr binary(BinOp op, Expr a, Expr b) {
 
 // Value of a scalar function on constants, for folding initializers and hyper-parameters.
 static bool foldCall(const std::string &fn, const std::vector<Expr> &args, double &out) {
+  if (args.empty()) return false;
   for (const Expr &a : args)
     if (a->kind != ExprKind::FloatImm) return false;
   double x = args[0]->floatValue;

@@ -19,15 +19,25 @@ bool reads(const Expr &e, const std::string &tensor) {
   return found;
 }
 
+// Substitutes `def` into the reads of it in `e`. A read through an index expression may
+// fall outside the temporary, where it reads zero: the substituted value keeps that guard.
 Expr inlineInto(const Expr &e, const Definition &def) {
   return mutate(e, [&](const Expr &n) -> Expr {
     if (n->kind != ExprKind::Access || n->name != def.tensor) return nullptr;
-    return substitute(def.value, [&](const std::string &name, VarKind kind) -> Expr {
+    Expr value = substitute(def.value, [&](const std::string &name, VarKind kind) -> Expr {
       if (kind != VarKind::Index) return nullptr;
       for (size_t i = 0; i < def.indices.size(); ++i)
         if (def.indices[i].name == name) return n->args[i];
       return nullptr;
     });
+    Expr inBounds = boolImm(true);
+    for (size_t i = 0; i < n->args.size(); ++i) {
+      const Expr &ix = n->args[i];
+      if (ix->kind == ExprKind::Var && ix->varKind == VarKind::Index) continue; // in range by range inference
+      inBounds = binary(BinOp::And, inBounds,
+                        binary(BinOp::And, binary(BinOp::Ge, ix, intImm(0)), binary(BinOp::Lt, ix, def.indices[i].extent)));
+    }
+    return select(inBounds, value, floatImm(0));
   });
 }
 

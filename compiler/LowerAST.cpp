@@ -164,8 +164,8 @@ Program lowerLayer(const LayerSymbols &layer) { return Lowerer(layer).run(); }
 
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
-Program buildTensorProgram(const LayerSymbols &layer, bool fuse) {
-  Program p = hoistReductions(lowerLayer(layer));
+Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams, bool fuse) {
+  Program p = hoistReductions(specialize(lowerLayer(layer), hyperParams));
   return fuse ? inlinePointwise(p) : p;
 }
 

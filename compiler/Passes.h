@@ -25,8 +25,11 @@ Program inlinePointwise(const Program &p);
 // Replaces hyper-parameters and sizes by constants and folds.
 Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 
-// lowerLayer, hoistReductions and (when `fuse`) inlinePointwise in order. Without fusion
-// every statement keeps its own stored tensor: the baseline benchmarks compare against.
-Program buildTensorProgram(const LayerSymbols &layer, bool fuse = true);
+// lowerLayer, specialize(hyperParams), hoistReductions and (when `fuse`) inlinePointwise in
+// order. Hyper-parameters are folded first so that branches on them (training, activation)
+// disappear before fusion. Without fusion every statement keeps its own stored tensor: the
+// baseline the benchmarks compare against.
+Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams = {},
+                           bool fuse = true);
 
 } // namespace enc::ir

@@ -34,7 +34,7 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
              const std::map<std::string, std::string> &settings, LayerOptions options)
     : library_(std::move(library)), symbols_(&library_->get(name)), name_(name), options_(options) {
   hyper_ = resolveHyperParams(*symbols_, settings);
-  program_ = ir::specialize(ir::buildTensorProgram(*symbols_, options_.fuse), hyper_);
+  program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse);
   initParams();
 }
 

@@ -97,7 +97,7 @@ struct EmitOptions {
 
 std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
-  ir::Program prog = ir::specialize(ir::buildTensorProgram(sym), hyper);
+  ir::Program prog = ir::buildTensorProgram(sym, hyper);
   bool f64 = parseDTypeOption(o.dtype) == DType::F64;
   if (o.kind == "ir") return ir::printProgram(prog);
   if (o.kind == "grad") {
