@@ -261,7 +261,15 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
   evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success &e) {
+    return app.exit(e); // --help, --version
+  } catch (const CLI::ParseError &e) {
+    std::cerr << fmt::format("encc: error: {}\n  hint: run '{} --help' for the options\n", e.what(),
+                             app.get_subcommands().empty() ? "encc" : "encc " + app.get_subcommands()[0]->get_name());
+    return 1;
+  }
 
   try {
     if (*check) return runCheck(checkFiles);

@@ -1,0 +1,205 @@
+// Every shipped layer's generated CUDA compiles with NVRTC, for sm_80 and sm_90, f32 and f64, with
+// hyper-parameters symbolic and set; the cubin/PTX holds each kernel of the loop program, and the source
+// points back at the .enc statements with #line directives. Needs NVRTC, not a GPU.
+#include "compiler/LoopIR.h"
+#include "compiler/Passes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "runtime/HyperParams.h"
+#include "runtime/Library.h"
+#include "runtime/Nvrtc.h"
+#include "support/Error.h"
+
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace enc {
+namespace {
+
+bool contains(const std::string &haystack, const std::string &needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+bool isElf(const std::string &image) {
+  return image.size() > 4 && image[0] == '\x7f' && image.compare(1, 3, "ELF") == 0;
+}
+
+std::shared_ptr<const Library> shippedOrNull() {
+  try {
+    return Library::shipped();
+  } catch (const std::exception &) {
+    return nullptr; // reported by CudaCompile.ShippedLibraryLoads
+  }
+}
+
+// Layer names from the library itself, so a new layer is covered without editing this file.
+std::vector<std::string> shippedLayerNames() {
+  auto lib = shippedOrNull();
+  return lib ? lib->layerNames() : std::vector<std::string>{};
+}
+
+std::vector<std::string> fileLines(const std::string &path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(line);
+  return lines;
+}
+
+// A value of the right type for every hyper-parameter, distinct per name so that sizes don't coincide.
+std::map<std::string, std::string> settingsForAll(const LayerSymbols &sym) {
+  std::map<std::string, std::string> out;
+  int i = 0;
+  for (const ast::HyperParam &hp : sym.layer->hyperParams) {
+    switch (hp.type.kind) {
+    case ast::HyperParamType::Kind::Int:
+      out[hp.name.text] = std::to_string(3 + 2 * i);
+      break;
+    case ast::HyperParamType::Kind::Float:
+      out[hp.name.text] = "0.25";
+      break;
+    case ast::HyperParamType::Kind::Bool:
+      out[hp.name.text] = "true";
+      break;
+    case ast::HyperParamType::Kind::Enum:
+      out[hp.name.text] = hp.type.enumerators.back().text;
+      break;
+    }
+    ++i;
+  }
+  return out;
+}
+
+TEST(CudaCompile, ShippedLibraryLoads) {
+  std::shared_ptr<const Library> lib;
+  ASSERT_NO_THROW(lib = Library::shipped());
+  EXPECT_FALSE(lib->layerNames().empty());
+}
+
+using Param = std::tuple<std::string, bool>; // layer, f64
+
+class CudaCompile : public ::testing::TestWithParam<Param> {};
+
+TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
+  if (!cuda::nvrtcAvailable())
+    GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
+  const auto &[layerName, f64] = GetParam();
+  auto lib = shippedOrNull();
+  ASSERT_TRUE(lib);
+  const LayerSymbols &sym = lib->get(layerName);
+  const std::string encPath = sym.layer->loc.file->name();
+  const std::vector<std::string> encLines = fileLines(encPath);
+  ASSERT_FALSE(encLines.empty()) << "cannot read " << encPath;
+  std::set<int> statementLines;
+  for (const ast::Statement &s : sym.layer->forward->statements)
+    statementLines.insert(s.loc.line());
+  ASSERT_FALSE(statementLines.empty());
+
+  struct Variant {
+    const char *what;
+    std::map<std::string, ir::Expr> hyper;
+  };
+  std::vector<Variant> variants = {
+      {"symbolic", resolveHyperParams(sym, {}, /*allowMissing=*/true)},
+      {"set", resolveHyperParams(sym, settingsForAll(sym))},
+      {"set, sizes constant", resolveHyperParams(sym, settingsForAll(sym))},
+  };
+  // The last variant also fixes every input size, so kernels see only constants (folded index math).
+  int nextSize = 5;
+  for (const ir::SizeParam &s : ir::buildTensorProgram(sym).sizes)
+    if (s.kind == ir::VarKind::Size && !variants.back().hyper.count(s.name)) {
+      variants.back().hyper[s.name] = ir::intImm(nextSize);
+      nextSize += 2;
+    }
+  for (const Variant &v : variants) {
+    SCOPED_TRACE(fmt::format("{} {} hyper-parameters {}", layerName, f64 ? "f64" : "f32", v.what));
+    ir::LoopProgram loops;
+    std::string source;
+    try {
+      ir::Program prog = ir::specialize(ir::buildTensorProgram(sym), v.hyper);
+      loops = ir::lowerToLoops(prog, ir::Target::GPU);
+      source = codegen::emitCuda(loops, f64);
+    } catch (const std::exception &e) {
+      ADD_FAILURE() << "code generation threw: " << e.what();
+      continue;
+    }
+    ASSERT_FALSE(loops.kernels.empty());
+    if (&v == &variants.back())
+      for (const ir::Kernel &k : loops.kernels)
+        EXPECT_TRUE(k.params.empty()) << k.name << " still reads sizes";
+    EXPECT_TRUE(contains(source, "extern \"C\" __global__")) << source;
+    for (const ir::Kernel &k : loops.kernels)
+      EXPECT_TRUE(contains(source, " " + k.name + "(")) << k.name;
+    // Buffers have the element type asked for (the shared prelude mentions both types).
+    EXPECT_EQ(std::regex_search(source, std::regex(R"(\bdouble\s*\*)")), f64) << source;
+    EXPECT_EQ(std::regex_search(source, std::regex(R"(\bfloat\s*\*)")), !f64) << source;
+
+    // #line directives that name the .enc file point at one of its statements.
+    static const std::regex lineDirective(R"re(#line (\d+) "([^"]*)")re");
+    int toEnc = 0;
+    for (auto it = std::sregex_iterator(source.begin(), source.end(), lineDirective);
+         it != std::sregex_iterator(); ++it) {
+      if ((*it)[2] != encPath)
+        continue;
+      ++toEnc;
+      int line = std::stoi((*it)[1]);
+      EXPECT_TRUE(statementLines.count(line)) << it->str() << " is not a statement line of " << encPath;
+      ASSERT_GE(line, 1);
+      ASSERT_LE(line, static_cast<int>(encLines.size())) << it->str();
+      const std::string &text = encLines[static_cast<size_t>(line - 1)];
+      EXPECT_TRUE(std::regex_search(text, std::regex(R"(^\s*[A-Za-z_]\w*\s*\[.*=)")))
+          << it->str() << ": '" << text << "'";
+    }
+    EXPECT_GE(toEnc, static_cast<int>(loops.kernels.size())) << "every kernel stores from an .enc statement\n"
+                                                             << source;
+
+    for (int arch : {80, 90}) {
+      for (bool ptx : {false, true}) {
+        SCOPED_TRACE(fmt::format("sm_{} {}", arch, ptx ? "PTX" : "cubin"));
+        cuda::CompileOptions opts;
+        opts.arch = fmt::format("sm_{}", arch);
+        opts.wantPtx = ptx;
+        opts.sourceName = layerName + ".cu";
+        cuda::CompileResult r;
+        try {
+          r = cuda::compile(source, opts);
+        } catch (const Error &e) {
+          ADD_FAILURE() << "NVRTC failed: " << e.what() << "\n" << source;
+          continue;
+        }
+        EXPECT_EQ(r.arch, arch);
+        if (ptx) {
+          EXPECT_FALSE(r.isCubin);
+          EXPECT_TRUE(contains(r.ptx, fmt::format(".target sm_{}", arch)));
+          for (const ir::Kernel &k : loops.kernels)
+            EXPECT_TRUE(contains(r.ptx, ".entry " + k.name + "(")) << k.name << "\n" << r.ptx;
+        } else {
+          EXPECT_TRUE(r.isCubin);
+          EXPECT_TRUE(isElf(r.cubin)) << r.cubin.size() << " bytes";
+          // Symbol names sit NUL-terminated in the ELF string tables.
+          for (const ir::Kernel &k : loops.kernels)
+            EXPECT_TRUE(contains(r.cubin, k.name + std::string(1, '\0'))) << k.name;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shipped, CudaCompile,
+                         ::testing::Combine(::testing::ValuesIn(shippedLayerNames()), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<Param> &info) {
+                           return std::get<0>(info.param) + (std::get<1>(info.param) ? "_f64" : "_f32");
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaCompile);
+
+} // namespace
+} // namespace enc

@@ -1,0 +1,754 @@
+// Unit tests of the compiler passes: AST lowering (softmax, mean, logsumexp expansion),
+// reduction hoisting and sharing, pointwise inlining, specialization, and loop lowering for
+// the CPU and the GPU.
+#include "compiler/Passes.h"
+#include "compiler/LoopIR.h"
+#include "runtime/Library.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+using namespace enc;
+using namespace enc::ir;
+
+namespace {
+
+// A checked one-layer program; throws CompileError (with the diagnostics) if it does not check.
+struct Source {
+  std::shared_ptr<const Library> lib;
+  const LayerSymbols *layer = nullptr;
+};
+
+Source compile(const std::string &text) {
+  Source s;
+  s.lib = Library::fromSource("test.enc", text);
+  std::vector<std::string> names = s.lib->layerNames();
+  EXPECT_EQ(names.size(), 1u);
+  s.layer = &s.lib->get(names.at(0));
+  return s;
+}
+
+// A one-statement layer around `body`.
+Source compileBody(const std::string &hyper, const std::string &signature, const std::string &body) {
+  return compile("layer L(" + hyper + ") {\n  forward" + signature + " {\n    " + body + "\n  }\n}\n");
+}
+
+const std::shared_ptr<const Library> &shipped() {
+  static std::shared_ptr<const Library> lib = Library::shipped();
+  return lib;
+}
+
+int64_t intOf(const Expr &e) {
+  EXPECT_EQ(e->kind, ExprKind::IntImm) << print(e);
+  return e->intValue;
+}
+
+std::string valueOf(const Program &p, const std::string &tensor) {
+  const Definition *d = p.definitionOf(tensor);
+  return d ? print(d->value) : "<no definition of " + tensor + ">";
+}
+
+std::vector<Expr> reductionsIn(const Expr &e) {
+  std::vector<Expr> out;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Reduce) out.push_back(n);
+    return true;
+  });
+  return out;
+}
+
+int countReduce(const Expr &e, ReduceOp op) {
+  int n = 0;
+  for (const Expr &r : reductionsIn(e)) n += r->reduceOp == op;
+  return n;
+}
+
+bool hasCall(const Expr &e, const std::string &fn) {
+  bool found = false;
+  visit(e, [&](const Expr &n) {
+    found |= n->kind == ExprKind::Call && n->name == fn;
+    return true;
+  });
+  return found;
+}
+
+std::vector<std::string> defNames(const Program &p) {
+  std::vector<std::string> out;
+  for (const Definition &d : p.defs) out.push_back(d.tensor);
+  return out;
+}
+
+// Every statement of a loop body, with its loop depth (0 = the kernel's outermost level).
+void walkStmts(const Stmt &s, int depth, const std::function<void(const Stmt &, int)> &fn) {
+  fn(s, depth);
+  int inner = s->kind == StmtKind::For || s->kind == StmtKind::IfLaneZero ? depth + 1 : depth;
+  for (const Stmt &c : s->body) walkStmts(c, inner, fn);
+}
+
+std::vector<Stmt> stmtsOf(const Kernel &k, StmtKind kind) {
+  std::vector<Stmt> out;
+  walkStmts(k.body, 0, [&](const Stmt &s, int) {
+    if (s->kind == kind) out.push_back(s);
+  });
+  return out;
+}
+
+const Kernel *kernelFor(const LoopProgram &lp, const std::string &tensor) {
+  for (const Kernel &k : lp.kernels)
+    if (k.output == tensor) return &k;
+  return nullptr;
+}
+
+// A reference interpreter of the tensor IR, written from the language reference: every
+// definition in order over its whole index domain; an access out of a tensor's shape reads 0.
+// Passes must not change what a program computes, so programs before and after them agree.
+class Interpreter {
+public:
+  Interpreter(Program p, std::map<std::string, int64_t> sizes) : p_(std::move(p)), sizes_(std::move(sizes)) {}
+
+  void setInput(const std::string &name, std::vector<double> values) { buffers_[name] = std::move(values); }
+
+  const std::vector<double> &run(const std::string &output) {
+    for (const Definition &d : p_.defs) {
+      EXPECT_FALSE(d.isScatter()) << d.tensor;
+      std::vector<int64_t> shape = shapeOf(d.tensor);
+      size_t n = 1;
+      for (int64_t s : shape) n *= static_cast<size_t>(s);
+      std::vector<double> &out = buffers_[d.tensor];
+      out.assign(n, 0.0);
+      std::vector<int64_t> pos(d.indices.size(), 0);
+      for (size_t flat = 0; flat < n; ++flat) {
+        for (size_t i = 0; i < pos.size(); ++i) env_[d.indices[i].name] = pos[i];
+        out[flat] = eval(d.value);
+        for (size_t i = pos.size(); i-- > 0;) { // row-major increment
+          if (++pos[i] < shape[i]) break;
+          pos[i] = 0;
+        }
+      }
+    }
+    return buffers_.at(output);
+  }
+
+private:
+  Program p_;
+  std::map<std::string, int64_t> sizes_;
+  std::map<std::string, std::vector<double>> buffers_;
+  std::map<std::string, int64_t> env_;
+
+  std::vector<int64_t> shapeOf(const std::string &tensor) {
+    const TensorDecl *t = p_.tensor(tensor);
+    EXPECT_NE(t, nullptr) << tensor;
+    std::vector<int64_t> out;
+    if (t)
+      for (const Expr &s : t->shape) out.push_back(static_cast<int64_t>(eval(s)));
+    return out;
+  }
+
+  double eval(const Expr &e) {
+    switch (e->kind) {
+    case ExprKind::IntImm: return static_cast<double>(e->intValue);
+    case ExprKind::FloatImm: return e->floatValue;
+    case ExprKind::BoolImm: return e->boolValue;
+    case ExprKind::Var: {
+      if (e->varKind == VarKind::Index) return static_cast<double>(env_.at(e->name));
+      auto it = sizes_.find(e->name);
+      EXPECT_NE(it, sizes_.end()) << "no value for " << e->name;
+      return it == sizes_.end() ? 0 : static_cast<double>(it->second);
+    }
+    case ExprKind::Access: {
+      std::vector<int64_t> shape = shapeOf(e->name);
+      EXPECT_EQ(shape.size(), e->args.size()) << print(e);
+      size_t flat = 0;
+      for (size_t i = 0; i < e->args.size() && i < shape.size(); ++i) {
+        auto ix = static_cast<int64_t>(eval(e->args[i]));
+        if (ix < 0 || ix >= shape[i]) return 0.0; // zero padding
+        flat = flat * static_cast<size_t>(shape[i]) + static_cast<size_t>(ix);
+      }
+      auto it = buffers_.find(e->name);
+      EXPECT_NE(it, buffers_.end()) << "read of " << e->name << " before it has values";
+      return it == buffers_.end() ? 0.0 : it->second.at(flat);
+    }
+    case ExprKind::Unary: return e->unOp == UnOp::Neg ? -eval(e->args[0]) : !eval(e->args[0]);
+    case ExprKind::Cast: {
+      double v = eval(e->args[0]);
+      return e->type == Type::Int ? std::trunc(v) : v;
+    }
+    case ExprKind::Select: return eval(e->args[0]) ? eval(e->args[1]) : eval(e->args[2]);
+    case ExprKind::Call: {
+      double x = eval(e->args[0]);
+      const std::string &f = e->name;
+      if (f == "exp") return std::exp(x);
+      if (f == "log") return std::log(x);
+      if (f == "sqrt") return std::sqrt(x);
+      if (f == "rsqrt") return 1 / std::sqrt(x);
+      if (f == "tanh") return std::tanh(x);
+      if (f == "sigmoid") return 1 / (1 + std::exp(-x));
+      if (f == "abs") return std::fabs(x);
+      if (f == "relu") return x > 0 ? x : 0;
+      if (f == "leaky_relu") return x > 0 ? x : x * eval(e->args[1]);
+      ADD_FAILURE() << "no reference for " << f;
+      return 0;
+    }
+    case ExprKind::Binary: {
+      double a = eval(e->args[0]), b = eval(e->args[1]);
+      bool ints = e->args[0]->type == Type::Int && e->args[1]->type == Type::Int;
+      switch (e->binOp) {
+      case BinOp::Add: return a + b;
+      case BinOp::Sub: return a - b;
+      case BinOp::Mul: return a * b;
+      case BinOp::Div: return ints ? std::floor(a / b) : a / b;
+      case BinOp::Mod: return a - std::floor(a / b) * b;
+      case BinOp::Pow: return std::pow(a, b);
+      case BinOp::Min: return std::min(a, b);
+      case BinOp::Max: return std::max(a, b);
+      case BinOp::Lt: return a < b;
+      case BinOp::Le: return a <= b;
+      case BinOp::Gt: return a > b;
+      case BinOp::Ge: return a >= b;
+      case BinOp::Eq: return a == b;
+      case BinOp::Ne: return a != b;
+      case BinOp::And: return a && b;
+      case BinOp::Or: return a || b;
+      }
+      return 0;
+    }
+    case ExprKind::Reduce: return reduceOver(e, 0);
+    case ExprKind::Load: ADD_FAILURE() << "Load in the tensor IR"; return 0;
+    }
+    return 0;
+  }
+
+  // Nested loops over the reduction's variables (which may shadow outer ones).
+  double reduceOver(const Expr &r, size_t var) {
+    if (var == r->rvars.size()) return eval(r->args[0]);
+    const ReduceVar &v = r->rvars[var];
+    auto extent = static_cast<int64_t>(eval(v.extent));
+    auto saved = env_.find(v.name) != env_.end() ? std::optional<int64_t>(env_[v.name]) : std::nullopt;
+    double acc = eval(reduceIdentity(r->reduceOp, Type::Float));
+    for (int64_t i = 0; i < extent; ++i) {
+      env_[v.name] = i;
+      double x = reduceOver(r, var + 1);
+      switch (r->reduceOp) {
+      case ReduceOp::Sum: acc += x; break;
+      case ReduceOp::Prod: acc *= x; break;
+      case ReduceOp::Max: acc = std::max(acc, x); break;
+      case ReduceOp::Min: acc = std::min(acc, x); break;
+      }
+    }
+    if (saved)
+      env_[v.name] = *saved;
+    else
+      env_.erase(v.name);
+    return acc;
+  }
+};
+
+// Deterministic values in [-1, 1).
+std::vector<double> data(size_t n, int seed) {
+  std::vector<double> out;
+  uint32_t x = 2463534242u + static_cast<uint32_t>(seed);
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    out.push_back((x % 2000) / 1000.0 - 1.0);
+  }
+  return out;
+}
+
+void expectNear(const std::vector<double> &a, const std::vector<double> &b, const std::string &what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-12) << what << " at " << i;
+}
+
+} // namespace
+
+TEST(Passes, LowerExpandsSoftmax) {
+  Program p = lowerLayer(shipped()->get("Softmax"));
+  ASSERT_EQ(p.defs.size(), 1u);
+  const Definition &d = p.defs[0];
+  EXPECT_EQ(d.tensor, "Y");
+  ASSERT_EQ(d.indices.size(), 3u);
+  EXPECT_EQ(d.indices[1].name, "c");
+  EXPECT_EQ(print(d.indices[1].extent), "C");
+  // exp(x - max) / sum(exp(x - max)), with fresh names for the bound copies of c.
+  EXPECT_EQ(print(d.value), "exp(X[b, c, l] - max(c_r1: X[b, c_r1, l])) / "
+                            "sum(c_r2: exp(X[b, c_r2, l] - max(c_r1: X[b, c_r1, l])))");
+  EXPECT_EQ(countReduce(d.value, ReduceOp::Max), 2);
+  EXPECT_EQ(countReduce(d.value, ReduceOp::Sum), 1);
+  EXPECT_FALSE(hasCall(d.value, "softmax"));
+  EXPECT_EQ(freeIndexVars(d.value), (std::vector<std::string>{"b", "c", "l"}));
+  EXPECT_EQ(printProgram(p), "layer Softmax\n"
+                             "  input X[B, C, L]\n"
+                             "  output Y[B, C, L]\n"
+                             "  Y[b<B, c<C, l<L] = exp(X[b, c, l] - max(c_r1: X[b, c_r1, l])) / "
+                             "sum(c_r2: exp(X[b, c_r2, l] - max(c_r1: X[b, c_r1, l])))\n");
+}
+
+TEST(Passes, LowerExpandsMeanAndLogsumexp) {
+  Source mean = compileBody("", "(X: [B, H, W]) -> Y: [B]", "Y[b] = mean(h, w: X[b, h, w])");
+  EXPECT_EQ(valueOf(lowerLayer(*mean.layer), "Y"), "sum(h, w: X[b, h, w]) / float(H * W)");
+
+  Source one = compileBody("", "(X: [B, N]) -> Y: [B]", "Y[b] = mean(i: X[b, i]) * 2");
+  EXPECT_EQ(valueOf(lowerLayer(*one.layer), "Y"), "sum(i: X[b, i]) / float(N) * 2.0");
+
+  Source lse = compileBody("", "(X: [B, N]) -> Y: [B]", "Y[b] = logsumexp(i: X[b, i])");
+  Program p = lowerLayer(*lse.layer);
+  const Expr &v = p.definitionOf("Y")->value;
+  EXPECT_EQ(print(v), "max(i: X[b, i]) + log(sum(i: exp(X[b, i] - max(i: X[b, i]))))");
+  EXPECT_EQ(countReduce(v, ReduceOp::Max), 2);
+  EXPECT_EQ(countReduce(v, ReduceOp::Sum), 1);
+
+  Source guard = compileBody("", "(X: [N]) -> Y: [N]", "Y[i] = X[i] * 2 where i % 2 == 0");
+  EXPECT_EQ(valueOf(lowerLayer(*guard.layer), "Y"), "select(i % 2 == 0, X[i] * 2.0, 0.0)");
+}
+
+TEST(Passes, LowerKeepsHyperParametersSymbolic) {
+  Program p = lowerLayer(shipped()->get("Encoding"));
+  EXPECT_EQ(defNames(p), (std::vector<std::string>{"R", "A", "Y"}));
+  EXPECT_EQ(valueOf(p, "R"), "X[b, d, i] - codewords[k, d]");
+  EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * R[b, i, k, d])");
+  std::vector<std::string> sizes;
+  for (const SizeParam &s : p.sizes) sizes.push_back(s.name);
+  EXPECT_EQ(sizes, (std::vector<std::string>{"D", "K", "B", "N"}));
+  const TensorDecl *cw = p.tensor("codewords");
+  ASSERT_NE(cw, nullptr);
+  EXPECT_EQ(cw->role, TensorRole::Param);
+  ASSERT_EQ(cw->shape.size(), 2u);
+  EXPECT_EQ(cw->shape[0]->kind, ExprKind::Var);
+  EXPECT_EQ(cw->shape[0]->varKind, VarKind::Size);
+  EXPECT_EQ(p.namesWithRole(TensorRole::Temp), (std::vector<std::string>{"R", "A"}));
+
+  Program lr = lowerLayer(shipped()->get("LeakyReLU"));
+  const Expr &v = lr.definitionOf("Y")->value;
+  EXPECT_EQ(print(v), "leaky_relu(X[i], negative_slope)");
+  ASSERT_EQ(v->args.size(), 2u);
+  EXPECT_EQ(v->args[1]->varKind, VarKind::Param);
+  EXPECT_EQ(v->args[1]->type, Type::Float);
+}
+
+TEST(Passes, HoistLeavesOneReductionPerDefinition) {
+  Program p = hoistReductions(lowerLayer(shipped()->get("Encoding")));
+  for (const Definition &d : p.defs) {
+    std::vector<Expr> rs = reductionsIn(d.value);
+    EXPECT_LE(rs.size(), 1u) << d.tensor << " = " << print(d.value);
+    // The one left is the definition's own: its free indices are the definition's indices.
+    if (rs.size() == 1) {
+      std::vector<std::string> idx;
+      for (const IndexVar &v : d.indices) idx.push_back(v.name);
+      EXPECT_EQ(freeIndexVars(rs[0]), idx) << d.tensor;
+    }
+  }
+  // ||x_i - c_k||^2 appears three times in the expanded softmax and is computed once.
+  std::vector<std::string> sumOverD;
+  int maxOverK = 0;
+  for (const Definition &d : p.defs)
+    for (const Expr &r : reductionsIn(d.value)) {
+      if (r->reduceOp == ReduceOp::Sum && r->rvars.size() == 1 && r->rvars[0].name == "d")
+        sumOverD.push_back(d.tensor);
+      if (r->reduceOp == ReduceOp::Max) ++maxOverK;
+    }
+  ASSERT_EQ(sumOverD.size(), 1u);
+  EXPECT_EQ(maxOverK, 1);
+  const TensorDecl *t = p.tensor(sumOverD[0]);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->role, TensorRole::Temp);
+  ASSERT_EQ(t->shape.size(), 3u);
+  EXPECT_EQ(print(t->shape[0]) + print(t->shape[1]) + print(t->shape[2]), "BNK");
+  // A itself reads the shared temporaries and holds no reduction.
+  const Definition *a = p.definitionOf("A");
+  ASSERT_NE(a, nullptr);
+  EXPECT_FALSE(containsReduce(a->value));
+  EXPECT_EQ(print(a->value), "exp(scale[k] * " + sumOverD[0] + "[b, i, k] - A_max2[b, i]) / A_sum3[b, i]");
+  EXPECT_EQ(valueOf(p, "A_max2"), "max(k_r1: scale[k_r1] * " + sumOverD[0] + "[b, i, k_r1])");
+  EXPECT_EQ(valueOf(p, "A_sum3"),
+            "sum(k_r2: exp(scale[k_r2] * " + sumOverD[0] + "[b, i, k_r2] - A_max2[b, i]))");
+  // Y's own reduction stays in Y.
+  EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * R[b, i, k, d])");
+}
+
+TEST(Passes, HoistSharesLogsumexpMax) {
+  Source lse = compileBody("", "(X: [B, N]) -> Y: [B]", "Y[b] = logsumexp(i: X[b, i])");
+  Program p = hoistReductions(lowerLayer(*lse.layer));
+  // max(i: X[b, i]) occurs twice and is computed once; Y itself is pointwise.
+  int maxDefs = 0;
+  for (const Definition &d : p.defs) maxDefs += countReduce(d.value, ReduceOp::Max);
+  EXPECT_EQ(maxDefs, 1);
+  ASSERT_EQ(p.defs.size(), 3u);
+  EXPECT_EQ(p.defs.back().tensor, "Y");
+  EXPECT_FALSE(containsReduce(p.defs.back().value));
+  EXPECT_EQ(print(p.defs.back().value), "Y_max1[b] + log(Y_sum2[b])");
+  EXPECT_EQ(valueOf(p, "Y_sum2"), "sum(i: exp(X[b, i] - Y_max1[b]))");
+}
+
+// Sharing is only for equal reductions: -(2 ^ x) and (-2) ^ x differ.
+TEST(Passes, HoistDoesNotShareDifferentReductions) {
+  Source s =
+      compileBody("", "(X: [B, N]) -> Y: [B]", "Y[b] = sum(i: (-2.0) ^ X[b, i]) - sum(i: -2.0 ^ X[b, i])");
+  Program p = hoistReductions(lowerLayer(*s.layer));
+  std::vector<std::string> bodies;
+  for (const Definition &d : p.defs)
+    for (const Expr &r : reductionsIn(d.value)) bodies.push_back(print(r));
+  EXPECT_EQ(bodies.size(), 2u) << printProgram(p);
+  // Y is not x - x.
+  const Definition *y = p.definitionOf("Y");
+  ASSERT_NE(y, nullptr);
+  ASSERT_EQ(y->value->kind, ExprKind::Binary);
+  EXPECT_FALSE(structurallyEqual(y->value->args[0], y->value->args[1])) << print(y->value);
+}
+
+TEST(Passes, InlinePointwiseRemovesResidualsKeepsSoftmax) {
+  Program p = buildTensorProgram(shipped()->get("Encoding"));
+  for (const Definition &d : p.defs) EXPECT_LT(d.indices.size(), 4u) << d.tensor << " = " << print(d.value);
+  EXPECT_EQ(p.tensor("R"), nullptr);
+  EXPECT_EQ(p.definitionOf("R"), nullptr);
+  // The softmax weights are expensive and feed a reduction: stored, not recomputed per d.
+  ASSERT_NE(p.definitionOf("A"), nullptr);
+  EXPECT_EQ(p.tensor("A")->role, TensorRole::Temp);
+  EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * (X[b, d, i] - codewords[k, d]))");
+  ASSERT_EQ(p.defs.size(), 5u);
+  EXPECT_EQ(p.defs[0].tensor, "A_sum1");
+  EXPECT_EQ(print(p.defs[0].value), "sum(d: (X[b, d, i] - codewords[k_r1, d]) ^ 2.0)");
+  EXPECT_EQ(defNames(p), (std::vector<std::string>{"A_sum1", "A_max2", "A_sum3", "A", "Y"}));
+}
+
+TEST(Passes, InlinePointwiseRules) {
+  // A cheap chain collapses into its consumer.
+  Source cheap = compile("layer L() {\n"
+                         "  forward(X: [N]) -> Y: [N] {\n"
+                         "    T[i] = X[i] + 1\n"
+                         "    U[i] = T[i] * 2\n"
+                         "    Y[i] = U[i] - T[i]\n"
+                         "  }\n"
+                         "}\n");
+  Program c = buildTensorProgram(*cheap.layer);
+  EXPECT_EQ(defNames(c), (std::vector<std::string>{"Y"}));
+  EXPECT_EQ(valueOf(c, "Y"), "(X[i] + 1.0) * 2.0 - (X[i] + 1.0)");
+  EXPECT_EQ(c.namesWithRole(TensorRole::Temp), std::vector<std::string>{});
+
+  // Expensive but consumed over the same domain, pointwise: recomputing costs nothing extra.
+  Source same = compile("layer L() {\n"
+                        "  forward(X: [N]) -> Y: [N] {\n"
+                        "    T[i] = exp(X[i])\n"
+                        "    Y[i] = T[i] * 2\n"
+                        "  }\n"
+                        "}\n");
+  EXPECT_EQ(defNames(buildTensorProgram(*same.layer)), (std::vector<std::string>{"Y"}));
+
+  // Expensive and consumed by a reduction: kept.
+  Source red = compile("layer L() {\n"
+                       "  forward(X: [B, N]) -> Y: [B] {\n"
+                       "    T[b, i] = exp(X[b, i])\n"
+                       "    Y[b] = sum(i: T[b, i])\n"
+                       "  }\n"
+                       "}\n");
+  Program r = buildTensorProgram(*red.layer);
+  EXPECT_EQ(defNames(r), (std::vector<std::string>{"T", "Y"}));
+  EXPECT_EQ(valueOf(r, "Y"), "sum(i: T[b, i])");
+
+  // Nobody reads it: dropped.
+  Source dead = compile("layer L() {\n"
+                        "  forward(X: [B, N]) -> Y: [B, N] {\n"
+                        "    T[b] = sum(i: X[b, i])\n"
+                        "    Y[b, i] = X[b, i]\n"
+                        "  }\n"
+                        "}\n");
+  Program dp = buildTensorProgram(*dead.layer);
+  EXPECT_EQ(defNames(dp), (std::vector<std::string>{"Y"}));
+  EXPECT_EQ(dp.tensor("T"), nullptr);
+}
+
+TEST(Passes, SpecializeSubstitutesAndFolds) {
+  Program p =
+      specialize(buildTensorProgram(shipped()->get("Encoding")), {{"D", intImm(3)}, {"K", intImm(6)}});
+  const TensorDecl *cw = p.tensor("codewords");
+  ASSERT_NE(cw, nullptr);
+  ASSERT_EQ(cw->shape.size(), 2u);
+  EXPECT_EQ(intOf(cw->shape[0]), 6);
+  EXPECT_EQ(intOf(cw->shape[1]), 3);
+  const Definition *y = p.definitionOf("Y");
+  ASSERT_NE(y, nullptr);
+  EXPECT_EQ(print(y->indices[0].extent), "B");
+  EXPECT_EQ(intOf(y->indices[1].extent), 6);
+  EXPECT_EQ(intOf(y->indices[2].extent), 3);
+  std::vector<std::string> left;
+  for (const SizeParam &s : p.sizes) left.push_back(s.name);
+  EXPECT_EQ(left, (std::vector<std::string>{"B", "N"}));
+  // Extents inside reductions are specialized too.
+  const Definition *s1 = p.definitionOf("A_sum1");
+  ASSERT_NE(s1, nullptr);
+  ASSERT_EQ(s1->value->kind, ExprKind::Reduce);
+  EXPECT_EQ(intOf(s1->value->rvars[0].extent), 3);
+
+  // Float and bool hyper-parameters, and integer arithmetic that folds away.
+  Source src = compile("layer L(K: int, slope: float = 0.01, flip: bool = false) {\n"
+                       "  forward(X: [N]) -> Y: [N] {\n"
+                       "    Y[i] = select(flip, -X[i], leaky_relu(X[i], slope)) * (K * 2 - 1) + K // 2\n"
+                       "  }\n"
+                       "}\n");
+  Program base = buildTensorProgram(*src.layer);
+  Program q = specialize(base, {{"K", intImm(3)}, {"slope", floatImm(0.5)}, {"flip", boolImm(false)}});
+  EXPECT_EQ(valueOf(q, "Y"), "leaky_relu(X[i], 0.5) * 5.0 + 1.0");
+  Program unit = specialize(base, {{"K", intImm(1)}, {"flip", boolImm(true)}});
+  EXPECT_EQ(valueOf(unit, "Y"), "-X[i]");
+  // The unspecialized program is untouched.
+  EXPECT_NE(valueOf(base, "Y").find("slope"), std::string::npos);
+}
+
+TEST(Passes, CpuLoopsParallelOuterSerialInner) {
+  LoopProgram lp = lowerToLoops(buildTensorProgram(shipped()->get("Encoding")), Target::CPU);
+  EXPECT_EQ(lp.target, Target::CPU);
+  ASSERT_EQ(lp.kernels.size(), 5u);
+  for (const Kernel &k : lp.kernels) {
+    EXPECT_EQ(k.launch, ForKind::Parallel) << k.name;
+    ASSERT_EQ(k.body->kind, StmtKind::For) << k.name;
+    EXPECT_EQ(k.body->forKind, ForKind::Parallel) << k.name;
+    EXPECT_EQ(print(k.launchExtent), "B") << k.name;
+    EXPECT_EQ(k.buffers.at(0), k.output);
+    walkStmts(k.body, 0, [&](const Stmt &s, int depth) {
+      if (s->kind == StmtKind::For && depth > 0)
+        EXPECT_EQ(s->forKind, ForKind::Serial) << k.name << " " << s->name;
+      EXPECT_NE(s->kind, StmtKind::WarpReduce) << k.name;
+    });
+    ASSERT_EQ(stmtsOf(k, StmtKind::Store).size(), 1u) << k.name;
+  }
+  // Reductions: an accumulator set to the identity, updated in the innermost loop, stored once.
+  const Kernel *y = kernelFor(lp, "Y");
+  ASSERT_NE(y, nullptr);
+  EXPECT_EQ(y->buffers, (std::vector<std::string>{"Y", "A", "X", "codewords"}));
+  std::vector<Stmt> lets = stmtsOf(*y, StmtKind::Let);
+  ASSERT_EQ(lets.size(), 1u);
+  EXPECT_EQ(lets[0]->name, "_acc");
+  EXPECT_EQ(print(lets[0]->value), "0.0");
+  std::vector<Stmt> assigns = stmtsOf(*y, StmtKind::Assign);
+  ASSERT_EQ(assigns.size(), 1u);
+  EXPECT_EQ(print(assigns[0]->value),
+            "_acc + A[(b * N + i) * K + k] * (X[(b * D + d) * N + i] - codewords[k * D + d])");
+  EXPECT_EQ(print(stmtsOf(*y, StmtKind::Store)[0]->value), "_acc");
+  // The max kernel starts from -inf.
+  const Kernel *m = kernelFor(lp, "A_max2");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(print(stmtsOf(*m, StmtKind::Let)[0]->value), "-inf");
+  EXPECT_EQ(print(stmtsOf(*m, StmtKind::Assign)[0]->value).rfind("max(_acc, ", 0), 0u);
+  // A pointwise kernel has no accumulator.
+  const Kernel *a = kernelFor(lp, "A");
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(stmtsOf(*a, StmtKind::Let).empty());
+}
+
+TEST(Passes, GpuThreadsForPointwiseWarpsForReductions) {
+  LoopProgram lp = lowerToLoops(buildTensorProgram(shipped()->get("Encoding")), Target::GPU);
+  EXPECT_EQ(lp.target, Target::GPU);
+  const Kernel *a = kernelFor(lp, "A");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->launch, ForKind::GpuThreads);
+  ASSERT_EQ(a->body->kind, StmtKind::For);
+  EXPECT_EQ(a->body->forKind, ForKind::GpuThreads);
+  EXPECT_EQ(print(a->launchExtent), "B * N * K");
+  EXPECT_EQ(stmtsOf(*a, StmtKind::For).size(), 1u);
+  EXPECT_TRUE(stmtsOf(*a, StmtKind::WarpReduce).empty());
+
+  for (const char *name : {"A_sum1", "A_max2", "A_sum3", "Y"}) {
+    const Kernel *k = kernelFor(lp, name);
+    ASSERT_NE(k, nullptr) << name;
+    EXPECT_EQ(k->launch, ForKind::GpuWarps) << name;
+    ASSERT_EQ(k->body->kind, StmtKind::For);
+    EXPECT_EQ(k->body->forKind, ForKind::GpuWarps) << name;
+    std::vector<Stmt> fors = stmtsOf(*k, StmtKind::For);
+    ASSERT_EQ(fors.size(), 2u) << name;
+    EXPECT_EQ(fors[1]->forKind, ForKind::GpuLanes) << name;
+    std::vector<Stmt> wr = stmtsOf(*k, StmtKind::WarpReduce);
+    ASSERT_EQ(wr.size(), 1u) << name;
+    EXPECT_EQ(wr[0]->reduceOp, std::string(name) == "A_max2" ? ReduceOp::Max : ReduceOp::Sum) << name;
+    // Only lane 0 writes the result.
+    std::vector<Stmt> ifs = stmtsOf(*k, StmtKind::IfLaneZero);
+    ASSERT_EQ(ifs.size(), 1u) << name;
+    ASSERT_EQ(ifs[0]->body.size(), 1u);
+    EXPECT_EQ(ifs[0]->body[0]->kind, StmtKind::Store);
+  }
+  EXPECT_EQ(print(kernelFor(lp, "Y")->launchExtent), "B * K * D");
+}
+
+TEST(Passes, OutOfRangeAccessIsBoundsChecked) {
+  Source s = compileBody("", "(X: [B, N]) -> Y: [B, N]", "Y[b, i] = X[b, i + 1] - X[b, i]");
+  LoopProgram lp = lowerToLoops(buildTensorProgram(*s.layer), Target::CPU);
+  ASSERT_EQ(lp.kernels.size(), 1u);
+  std::vector<Stmt> stores = stmtsOf(lp.kernels[0], StmtKind::Store);
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(print(stores[0]->index), "b * N + i");
+  // i + 1 may reach N: read zero there, and clamp the address. X[b, i] needs no check.
+  EXPECT_EQ(print(stores[0]->value),
+            "select(i + 1 >= 0 && i + 1 < N, X[b * N + min(max(i + 1, 0), N - 1)], 0.0) - X[b * N + i]");
+
+  LoopProgram gpu = lowerToLoops(buildTensorProgram(*s.layer), Target::GPU);
+  std::vector<Stmt> gstores = stmtsOf(gpu.kernels[0], StmtKind::Store);
+  ASSERT_EQ(gstores.size(), 1u);
+  EXPECT_EQ(gstores[0]->value->kind, ExprKind::Binary);
+  EXPECT_EQ(gstores[0]->value->args[0]->kind, ExprKind::Select);
+}
+
+TEST(Passes, PrintLoopsPointwise) {
+  Source s = compile("layer Scale(alpha: float = 2.0) {\n"
+                     "  forward(X: [B, C]) -> Y: [B, C] {\n"
+                     "    Y[b, c] = X[b, c] * alpha\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  EXPECT_EQ(printLoops(lowerToLoops(p, Target::CPU)), "kernel k0_Y(Y, X; alpha, B, C)  # writes Y, line 3\n"
+                                                      "  parallel for b in 0..B:\n"
+                                                      "    for c in 0..C:\n"
+                                                      "      Y[b * C + c] = X[b * C + c] * alpha\n");
+  EXPECT_EQ(printLoops(lowerToLoops(p, Target::GPU)), "kernel k0_Y(Y, X; alpha, B, C)  # writes Y, line 3\n"
+                                                      "  gpu_threads for _o in 0..B * C:\n"
+                                                      "    let c: int = _o % C\n"
+                                                      "    let b: int = _o / C\n"
+                                                      "    Y[_o] = X[b * C + c] * alpha\n");
+}
+
+TEST(Passes, PrintLoopsReduction) {
+  Source s = compile("layer RowSum() {\n"
+                     "  forward(X: [B, N]) -> Y: [B] {\n"
+                     "    Y[b] = sum(i: X[b, i])\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  LoopProgram cpu = lowerToLoops(p, Target::CPU);
+  EXPECT_EQ(printLoops(cpu), "kernel k0_Y(Y, X; B, N)  # writes Y, line 3\n"
+                             "  parallel for b in 0..B:\n"
+                             "    let _acc: float = 0.0\n"
+                             "    for i in 0..N:\n"
+                             "      _acc = _acc + X[b * N + i]\n"
+                             "    Y[b] = _acc\n");
+  LoopProgram gpu = lowerToLoops(p, Target::GPU);
+  EXPECT_EQ(printLoops(gpu), "kernel k0_Y(Y, X; B, N)  # writes Y, line 3\n"
+                             "  gpu_warps for _o in 0..B:\n"
+                             "    let b: int = _o\n"
+                             "    let _acc: float = 0.0\n"
+                             "    gpu_lanes for _r in 0..N:\n"
+                             "      let i: int = _r\n"
+                             "      _acc = _acc + X[b * N + i]\n"
+                             "    _acc = warp_sum(_acc)\n"
+                             "    if lane == 0:\n"
+                             "      Y[_o] = _acc\n");
+  // printStmt indents by the given level.
+  EXPECT_EQ(printStmt(gpu.kernels[0].body->body.back(), 0), "if lane == 0:\n  Y[_o] = _acc\n");
+  ASSERT_EQ(cpu.kernels[0].params.size(), 2u);
+  EXPECT_EQ(cpu.kernels[0].params[1].name, "N");
+  EXPECT_EQ(cpu.kernels[0].params[1].kind, VarKind::Size);
+}
+
+// Each stage computes what the unoptimized program computes, on the shipped layers.
+TEST(Passes, StagesPreserveValues) {
+  struct Case {
+    const char *layer;
+    std::map<std::string, int64_t> sizes;
+    std::map<std::string, size_t> inputs; // name -> element count
+  };
+  const Case cases[] = {
+      {"Encoding", {{"D", 3}, {"K", 4}, {"B", 2}, {"N", 5}}, {{"X", 30}, {"codewords", 12}, {"scale", 4}}},
+      {"GramMatrix", {{"B", 2}, {"C", 3}, {"H", 2}, {"W", 3}}, {{"X", 36}}},
+      {"Softmax", {{"B", 2}, {"C", 4}, {"L", 3}}, {{"X", 24}}},
+  };
+  for (const Case &c : cases) {
+    const LayerSymbols &l = shipped()->get(c.layer);
+    Program lowered = lowerLayer(l);
+    Program hoisted = hoistReductions(lowered);
+    Program fused = inlinePointwise(hoisted);
+    std::vector<std::vector<double>> results;
+    for (const Program *p : {&lowered, &hoisted, &fused}) {
+      Interpreter in(*p, c.sizes);
+      int seed = 0;
+      for (const auto &[name, n] : c.inputs) in.setInput(name, data(n, ++seed));
+      results.push_back(in.run("Y"));
+    }
+    expectNear(results[0], results[1], std::string(c.layer) + ": hoistReductions");
+    expectNear(results[0], results[2], std::string(c.layer) + ": inlinePointwise");
+  }
+  // A sanity check of the reference itself: softmax rows sum to one.
+  Interpreter in(lowerLayer(shipped()->get("Softmax")), {{"B", 1}, {"C", 4}, {"L", 1}});
+  in.setInput("X", {0.5, -1, 2, 0});
+  std::vector<double> y = in.run("Y");
+  EXPECT_NEAR(y[0] + y[1] + y[2] + y[3], 1.0, 1e-12);
+  EXPECT_NEAR(y[2] / y[0], std::exp(1.5), 1e-12);
+}
+
+// An out-of-range read of a temporary gives 0 (zero padding) whether or not the temporary
+// is stored: inlining T[i] = X[i] + 1 into T[i + 1] must not turn the padding into 0 + 1.
+TEST(Passes, InliningKeepsZeroPaddingOfTemporaries) {
+  for (const char *value : {"X[i] + 1", "exp(X[i])"}) {
+    Source s = compile(std::string("layer L() {\n"
+                                   "  forward(X: [N]) -> Y: [N] {\n"
+                                   "    T[i] = ") +
+                       value +
+                       "\n"
+                       "    Y[i] = T[i + 1] * 2\n"
+                       "  }\n"
+                       "}\n");
+    Program stored = hoistReductions(lowerLayer(*s.layer));
+    Program fused = buildTensorProgram(*s.layer);
+    Interpreter a(stored, {{"N", 3}}), b(fused, {{"N", 3}});
+    a.setInput("X", {1, 2, 3});
+    b.setInput("X", {1, 2, 3});
+    std::vector<double> ya = a.run("Y");
+    ASSERT_EQ(ya.size(), 3u);
+    EXPECT_EQ(ya[2], 0.0) << value; // T[3] is outside T
+    expectNear(ya, b.run("Y"), std::string(value) + "\nfused: " + printProgram(fused));
+  }
+}
+
+// Hoisting and fusion on programs that share, nest and guard reductions across definitions.
+TEST(Passes, TrickyProgramsKeepTheirValues) {
+  const char *programs[] = {
+      // The same reductions in two definitions.
+      "layer L() {\n"
+      "  forward(X: [B, N]) -> (Y: [B, N], Z: [B, N]) {\n"
+      "    Y[b, i] = X[b, i] - max(j: X[b, j])\n"
+      "    Z[b, i] = X[b, i] / (sum(j: X[b, j] ^ 2) + 1) + max(j: X[b, j])\n"
+      "  }\n"
+      "}\n",
+      // A reduction in the guard and the value; one nested in another, over the outer's index.
+      "layer L() {\n"
+      "  forward(X: [B, N], W: [N, M]) -> (Y: [B, N], Z: [B, N]) {\n"
+      "    Y[b, i] = sum(j: X[b, j]) * X[b, i] where sum(j: X[b, j]) > 0\n"
+      "    Z[b, i] = sum(k: X[b, k] * max(j: W[k, j])) + sum(k: X[b, k]) * sum(j: W[i, j])\n"
+      "  }\n"
+      "}\n",
+      // Transposed uses of a cheap temporary inside a reduction, and a mean.
+      "layer L() {\n"
+      "  forward(X: [B, N]) -> (Y: [N, N], Z: [B, N]) {\n"
+      "    T[b, i] = X[b, i] * 2 + 1\n"
+      "    Y[i, j] = sum(b: T[b, i] * T[b, j])\n"
+      "    Z[b, i] = T[b, i] - mean(j: T[b, j])\n"
+      "  }\n"
+      "}\n",
+  };
+  int n = 0;
+  for (const char *text : programs) {
+    ++n;
+    Source s = compile(text);
+    Program lowered = lowerLayer(*s.layer);
+    Program hoisted = hoistReductions(lowered);
+    Program fused = inlinePointwise(hoisted);
+    for (const std::string &out : lowered.namesWithRole(TensorRole::Output)) {
+      std::vector<std::vector<double>> results;
+      for (const Program *p : {&lowered, &hoisted, &fused}) {
+        Interpreter in(*p, {{"B", 2}, {"N", 3}, {"M", 4}});
+        in.setInput("X", data(6, 1));
+        in.setInput("W", data(12, 2));
+        results.push_back(in.run(out));
+      }
+      expectNear(results[0], results[1],
+                 fmt::format("program {} {}: hoisted\n{}", n, out, printProgram(hoisted)));
+      expectNear(results[0], results[2],
+                 fmt::format("program {} {}: fused\n{}", n, out, printProgram(fused)));
+    }
+  }
+}
