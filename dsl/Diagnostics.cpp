@@ -32,12 +32,15 @@ static void renderOne(std::string &out, SourceLoc loc, Severity sev, const std::
   out += fmt::format("{}:{}:{}: {}: {}\n", loc.file->name(), line, col, severityName(sev), message);
   std::string_view text = loc.file->lineText(line);
   out += fmt::format("  {}\n", text);
-  std::string marker(static_cast<size_t>(col - 1), ' ');
-  for (size_t i = 0; i < marker.size() && i < text.size(); ++i)
-    if (text[i] == '\t') marker[i] = '\t';
+  // One marker character per character shown: tabs are kept, UTF-8 continuation bytes take no column.
+  auto continuation = [&](size_t i) { return (static_cast<unsigned char>(text[i]) & 0xc0) == 0x80; };
+  std::string marker;
+  for (size_t i = 0; i < static_cast<size_t>(col - 1); ++i)
+    if (i >= text.size() || !continuation(i)) marker += i < text.size() && text[i] == '\t' ? '\t' : ' ';
   marker += '^';
   size_t spanOnLine = std::min<size_t>(loc.length, text.size() >= static_cast<size_t>(col) ? text.size() - (col - 1) : 0);
-  if (spanOnLine > 1) marker += std::string(spanOnLine - 1, '~');
+  for (size_t i = col; i < col - 1 + spanOnLine; ++i)
+    if (!continuation(i)) marker += '~';
   out += fmt::format("  {}\n", marker);
 }
 

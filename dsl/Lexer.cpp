@@ -77,6 +77,9 @@ private:
   std::vector<Token> out_;
   uint32_t pos_ = 0;
   int nesting_ = 0; // depth of ( and [, where newlines are not statement ends
+  // nesting_ at each open '{': its '}' restores it, so an unclosed '(' cannot swallow the
+  // newlines of the rest of the file (an enumeration's braces inside '(' keep their depth).
+  std::vector<int> braceNesting_;
 
   SourceLoc loc(uint32_t begin, uint32_t len) const { return SourceLoc{&file_, begin, len}; }
   char peek(uint32_t ahead = 0) const { return pos_ + ahead < src_.size() ? src_[pos_ + ahead] : '\0'; }
@@ -121,8 +124,14 @@ private:
     case '[': ++nesting_; ++pos_; return push(Tok::LBracket, begin, 1);
     case ')': if (nesting_ > 0) --nesting_; ++pos_; return push(Tok::RParen, begin, 1);
     case ']': if (nesting_ > 0) --nesting_; ++pos_; return push(Tok::RBracket, begin, 1);
-    case '{': ++pos_; return push(Tok::LBrace, begin, 1);
-    case '}': ++pos_; return push(Tok::RBrace, begin, 1);
+    case '{': braceNesting_.push_back(nesting_); ++pos_; return push(Tok::LBrace, begin, 1);
+    case '}':
+      if (!braceNesting_.empty()) {
+        nesting_ = braceNesting_.back();
+        braceNesting_.pop_back();
+      }
+      ++pos_;
+      return push(Tok::RBrace, begin, 1);
     case ',': ++pos_; return push(Tok::Comma, begin, 1);
     case ':': ++pos_; return push(Tok::Colon, begin, 1);
     case ';': ++pos_; return push(Tok::Semicolon, begin, 1);
@@ -157,10 +166,21 @@ private:
     default: break;
     }
     ++pos_;
-    std::string shown = std::isprint(static_cast<unsigned char>(c)) ? std::string(1, c) : fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-    diags_.error(loc(begin, 1), fmt::format("unexpected character '{}'", shown),
-                 c == '&' || c == '|' ? "logical operators are '&&' and '||'" : "");
-    push(Tok::Error, begin, 1);
+    auto byte = static_cast<unsigned char>(c);
+    std::string shown = std::isprint(byte) ? std::string(1, c) : fmt::format("\\x{:02x}", byte);
+    std::string hint = c == '&' || c == '|' ? "logical operators are '&&' and '||'" : "";
+    const char *what = "character";
+    if (byte >= 0xc0) {
+      // A run of UTF-8 characters (such as 'α') is one error, shown as written.
+      int count = 1;
+      for (; pos_ < src_.size() && static_cast<unsigned char>(src_[pos_]) >= 0x80; ++pos_)
+        count += (static_cast<unsigned char>(src_[pos_]) & 0xc0) != 0x80;
+      shown = src_.substr(begin, pos_ - begin);
+      what = count == 1 ? "character" : "characters";
+      hint = "names are made of ASCII letters, digits and '_'";
+    }
+    diags_.error(loc(begin, pos_ - begin), fmt::format("unexpected {} '{}'", what, shown), hint);
+    push(Tok::Error, begin, pos_ - begin);
   }
 
   void lexIdent() {

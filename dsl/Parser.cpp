@@ -43,6 +43,7 @@ private:
   DiagnosticEngine &diags_;
   std::vector<Token> toks_;
   size_t pos_ = 0;
+  bool unterminatedReported_ = false; // the current layer's forward block ran into its end
 
   const Token &cur() const { return toks_[pos_]; }
   const Token &peekTok(size_t n) const { return toks_[std::min(pos_ + n, toks_.size() - 1)]; }
@@ -83,6 +84,19 @@ private:
     return advance();
   }
 
+  // A closing ')' or ']': when it is missing, point back at the bracket it should close,
+  // since the error itself may land lines later (newlines do not end a statement inside brackets).
+  const Token &expectClosing(Tok k, SourceLoc open, const std::string &hint = {}) {
+    if (at(k)) return advance();
+    if (!at(Tok::Error)) {
+      Diagnostic &d =
+          diags_.error(cur().loc, fmt::format("expected {}, found {}", tokSpelling(k), describe(cur())), hint);
+      Tok opening = k == Tok::RParen ? Tok::LParen : Tok::LBracket;
+      d.notes.push_back({open, fmt::format("to match this {}", tokSpelling(opening))});
+    }
+    throw SyntaxError{};
+  }
+
   ast::Name expectName(const char *what) {
     if (!at(Tok::Ident)) {
       const char *hint = "";
@@ -101,9 +115,16 @@ private:
     }
   }
 
-  // Skip the rest of a statement line (balanced braces respected).
+  // Skip the rest of a statement line (balanced braces respected). A line ending in an operator
+  // or a comma was meant to go on: skip its continuation too rather than report it as well.
   void recoverToLineEnd() {
-    while (!at(Tok::Eof) && !at(Tok::Newline) && !at(Tok::RBrace) && !at(Tok::Semicolon)) advance();
+    while (!at(Tok::Eof) && !at(Tok::RBrace) && !at(Tok::Semicolon)) {
+      if (at(Tok::Newline)) {
+        Tok last = pos_ > 0 ? toks_[pos_ - 1].kind : Tok::Newline;
+        if (!((last >= Tok::Plus && last <= Tok::OrOr) || last == Tok::Comma)) break;
+      }
+      advance();
+    }
   }
 
   // ---- declarations -------------------------------------------------------------------------------
@@ -122,24 +143,23 @@ private:
     skipNewlines();
     SourceLoc open = expect(Tok::LBrace).loc;
     skipNewlines();
+    unterminatedReported_ = false;
     while (!at(Tok::RBrace)) {
-      if (at(Tok::Eof)) {
-        diags_.error(open, fmt::format("unterminated block of layer '{}'", layer->name.text),
-                     "add the closing '}' at the end of the layer");
-        throw SyntaxError{};
+      // Keep what was parsed so sema still checks it. An unterminated forward block already
+      // said where the '}' is missing; one error is enough.
+      if (at(Tok::Eof) || at(Tok::KwLayer)) {
+        if (!unterminatedReported_)
+          diags_.error(open, fmt::format("unterminated block of layer '{}'", layer->name.text),
+                       "add the closing '}' at the end of the layer");
+        return layer;
       }
       try {
         parseMember(*layer);
       } catch (SyntaxError &) {
-        recoverToLineEnd();
-        if (at(Tok::KwLayer)) break;
+        // Stop before a following layer: it must not become part of this one.
+        if (!at(Tok::KwLayer)) recoverToLineEnd();
       }
       skipNewlines();
-      if (at(Tok::KwLayer)) {
-        diags_.error(open, fmt::format("unterminated block of layer '{}'", layer->name.text),
-                     "add the closing '}' at the end of the layer");
-        return layer;
-      }
     }
     expect(Tok::RBrace);
     return layer;
@@ -185,7 +205,8 @@ private:
     }
     if (at(Tok::KwForward)) {
       if (layer.forward) {
-        diags_.error(cur().loc, fmt::format("layer '{}' has a second forward block", layer.name.text));
+        Diagnostic &d = diags_.error(cur().loc, fmt::format("layer '{}' has a second forward block", layer.name.text));
+        d.notes.push_back({layer.forward->loc, "first forward block here"});
         parseForward(); // parse it to keep going, then drop it
         return;
       }
@@ -250,8 +271,10 @@ private:
     skipNewlines();
     while (!at(Tok::RBrace)) {
       if (at(Tok::Eof) || at(Tok::KwLayer) || at(Tok::KwParam) || at(Tok::KwBuffer) || at(Tok::KwForward)) {
+        // Keep the statements read so far; the layer goes on with what follows.
         diags_.error(open, "unterminated forward block", "add the closing '}' after the last statement");
-        throw SyntaxError{};
+        unterminatedReported_ = true;
+        return f;
       }
       try {
         f->statements.push_back(parseStatement());
@@ -267,11 +290,17 @@ private:
 
   void expectStatementEnd() {
     if (at(Tok::Newline) || at(Tok::Semicolon) || at(Tok::RBrace) || at(Tok::Eof)) return;
-    errorHere("end of line", "put one statement or declaration on each line");
+    bool operand = at(Tok::Ident) || at(Tok::IntLit) || at(Tok::FloatLit) || at(Tok::LParen);
+    errorHere("end of line",
+              operand ? "is an operator missing before it?" : "put one statement or declaration on each line");
   }
 
   ast::Statement parseStatement() {
     ast::Statement s;
+    // A line that starts with an operator is most likely the rest of the previous statement.
+    if ((cur().kind >= Tok::Plus && cur().kind <= Tok::OrOr) || at(Tok::KwWhere))
+      errorHere("a tensor definition such as Y[b, c] = ...",
+                "a statement ends at the end of its line; wrap a multi-line expression in parentheses");
     s.target = expectName("a tensor definition such as Y[b, c] = ...");
     if (accept(Tok::LBracket)) {
       if (!at(Tok::RBracket)) {
@@ -405,9 +434,9 @@ private:
       return e;
     }
     case Tok::LParen: {
-      advance();
+      SourceLoc open = advance().loc;
       ExprPtr inner = parseExpr();
-      expect(Tok::RParen);
+      expectClosing(Tok::RParen, open);
       return inner;
     }
     case Tok::Ident: {
@@ -419,7 +448,10 @@ private:
       e->name = t.text;
       return e;
     }
-    default: errorHere("an expression");
+    default:
+      errorHere("an expression", at(Tok::Newline) ? "a statement ends at the end of its line; wrap a multi-line "
+                                                    "expression in parentheses"
+                                                  : "");
     }
   }
 
@@ -427,13 +459,13 @@ private:
     auto e = std::make_unique<Expr>(Expr::Kind::Access, name.loc);
     e->name = name.text;
     e->nameLoc = name.loc;
-    expect(Tok::LBracket);
+    SourceLoc open = expect(Tok::LBracket).loc;
     if (!at(Tok::RBracket)) {
       do {
         e->args.push_back(parseExpr());
       } while (accept(Tok::Comma));
     }
-    e->loc = SourceLoc::join(name.loc, expect(Tok::RBracket).loc);
+    e->loc = SourceLoc::join(name.loc, expectClosing(Tok::RBracket, open).loc);
     return e;
   }
 
@@ -441,13 +473,13 @@ private:
     auto e = std::make_unique<Expr>(Expr::Kind::Call, name.loc);
     e->name = name.text;
     e->nameLoc = name.loc;
-    expect(Tok::LParen);
+    SourceLoc open = expect(Tok::LParen).loc;
     if (!at(Tok::RParen)) {
       do {
         e->args.push_back(parseExpr());
       } while (accept(Tok::Comma));
     }
-    e->loc = SourceLoc::join(name.loc, expect(Tok::RParen).loc);
+    e->loc = SourceLoc::join(name.loc, expectClosing(Tok::RParen, open).loc);
     return e;
   }
 
@@ -455,14 +487,15 @@ private:
     auto e = std::make_unique<Expr>(Expr::Kind::Reduce, name.loc);
     e->name = name.text;
     e->nameLoc = name.loc;
-    expect(Tok::LParen);
+    SourceLoc open = expect(Tok::LParen).loc;
     do {
       const Token &v = expect(Tok::Ident);
       e->vars.push_back({v.text, v.loc});
     } while (accept(Tok::Comma));
     expect(Tok::Colon);
     e->args.push_back(parseExpr());
-    e->loc = SourceLoc::join(name.loc, expect(Tok::RParen, "a reduction is written sum(i: expression)").loc);
+    const Token &close = expectClosing(Tok::RParen, open, "a reduction is written sum(i: expression)");
+    e->loc = SourceLoc::join(name.loc, close.loc);
     return e;
   }
 };

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 #include <set>
+#include <string_view>
 
 namespace enc {
 
@@ -86,11 +89,12 @@ public:
       return std::move(syms_);
     }
     ast::Forward &f = *layer_.forward;
+    noteSyntaxErrors(f);
     for (ast::TensorDecl &in : f.inputs) declareInput(in);
     for (ast::TensorDecl &out : f.outputs) declareOutput(out);
     for (ast::Statement &s : f.statements) checkStatement(s);
     for (const TensorSymbol &t : syms_.tensors)
-      if (t.role == TensorRole::Output && !t.definition)
+      if (t.role == TensorRole::Output && !t.definition && !definedByDroppedStatement(t.name))
         diags_.error(t.loc, fmt::format("output '{}' is never defined", t.name),
                      fmt::format("add a statement '{}[...] = ...' to the forward block", t.name));
     return std::move(syms_);
@@ -103,16 +107,100 @@ private:
   std::map<std::string, SourceLoc> layerNames_; // every name declared at layer level
   std::map<std::string, int64_t> enumerators_;
   std::set<std::string> poisoned_; // tensors whose definition had errors: don't cascade
+  std::set<const Expr *> badSizes_; // shape dimensions already reported: no ranges from them
+  std::string_view forwardText_;     // the forward block's text when it has syntax errors
   // Per statement:
   const ast::Statement *current_ = nullptr;
   std::map<std::string, IndexInfo> indices_;
   std::vector<std::string> scope_; // index names visible now
   std::vector<Expr *> reductions_;
+  bool readsPoisoned_ = false; // reads a tensor whose definition had errors
 
   TensorSymbol *findTensor(const std::string &name) {
     for (TensorSymbol &t : syms_.tensors)
       if (t.name == name) return &t;
     return nullptr;
+  }
+
+  // The parser drops a statement it cannot parse (and an unterminated block ends early).
+  // Remember the block's text then, so a tensor such a statement defines is not reported as
+  // unknown or never defined as well.
+  void noteSyntaxErrors(const ast::Forward &f) {
+    const std::string &text = f.loc.file->text();
+    uint32_t end = f.closeLoc.valid() ? f.closeLoc.offset : static_cast<uint32_t>(text.size());
+    for (const Diagnostic &d : diags_.diagnostics())
+      if (d.severity == Severity::Error && d.loc.file == f.loc.file && d.loc.offset > f.loc.offset &&
+          d.loc.offset <= end) {
+        forwardText_ = std::string_view(text).substr(f.loc.offset, end - f.loc.offset);
+        return;
+      }
+  }
+
+  // Whether the text of a forward block with syntax errors has a statement 'name[...] =' or
+  // 'name =' that is not in the AST.
+  bool definedByDroppedStatement(const std::string &name) const {
+    std::string_view t = forwardText_;
+    size_t pos = 0;
+    while (pos < t.size()) {
+      size_t end = t.find_first_of("\n;", pos);
+      if (end == std::string_view::npos) end = t.size();
+      std::string_view line = t.substr(pos, end - pos);
+      pos = end + 1;
+      size_t i = line.find_first_not_of(" \t{");
+      if (i == std::string_view::npos || line.compare(i, name.size(), name) != 0) continue;
+      i = line.find_first_not_of(" \t", i + name.size());
+      if (i == std::string_view::npos) continue;
+      if (line[i] == '[' || (line[i] == '=' && (i + 1 == line.size() || line[i + 1] != '='))) return true;
+    }
+    return false;
+  }
+
+  // "a hyper-parameter", "a size", "an enumerator", "an input", ... or "" for a fresh name.
+  std::string whatIs(const std::string &name) {
+    if (syms_.hyperParam(name)) return "a hyper-parameter";
+    if (isSize(name)) return "a size";
+    if (enumerators_.count(name)) return "an enumerator";
+    if (const TensorSymbol *t = findTensor(name))
+      return fmt::format("{} {}", t->role == TensorRole::Input || t->role == TensorRole::Output ? "an" : "a",
+                         roleName(t->role));
+    return "";
+  }
+
+  // A tensor whose name is a likely typo of `name`: equal ignoring case, or at most one edit
+  // away (two for longer names).
+  const TensorSymbol *closestTensor(const std::string &name) const {
+    auto lower = [](std::string s) {
+      for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return s;
+    };
+    const TensorSymbol *best = nullptr;
+    size_t bestDist = name.size() >= 6 ? 3 : 2;
+    for (const TensorSymbol &t : syms_.tensors) {
+      std::string a = lower(name), b = lower(t.name);
+      // Levenshtein distance, one row at a time.
+      std::vector<size_t> row(b.size() + 1);
+      for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+      for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+          size_t up = row[j];
+          row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+          diag = up;
+        }
+      }
+      if (row[b.size()] < bestDist) {
+        bestDist = row[b.size()];
+        best = &t;
+      }
+    }
+    return best;
+  }
+
+  bool isSize(const std::string &name) const {
+    for (const SizeSymbol &sz : syms_.sizes)
+      if (sz.name == name) return true;
+    return false;
   }
 
   bool declareName(const ast::Name &n, const char *what) {
@@ -244,6 +332,13 @@ private:
         return ok;
       }
       break;
+    case Expr::Kind::Unary:
+      // Literals are never negative: '-2' is a negation.
+      if (e.op == "-" && e.args[0]->kind == Expr::Kind::IntLit) {
+        diags_.error(e.loc, fmt::format("a dimension of {} is negative", where));
+        return false;
+      }
+      break;
     default: break;
     }
     diags_.error(e.loc, fmt::format("a dimension of {} must be integer arithmetic (+ - * // %) on sizes and constants", where),
@@ -256,7 +351,7 @@ private:
     TensorSymbol t{d.name.text, role, {}, false, d.loc, nullptr};
     std::string where = fmt::format("{} '{}'", roleName(role), d.name.text);
     for (ast::Dim &dim : d.dims) {
-      checkSizeExpr(*dim.size, /*allowSizes=*/false, where.c_str());
+      if (!checkSizeExpr(*dim.size, /*allowSizes=*/false, where.c_str())) badSizes_.insert(dim.size.get());
       t.shape.push_back(dim.size.get());
     }
     syms_.tensors.push_back(std::move(t));
@@ -308,7 +403,7 @@ private:
       } else {
         if (d.dims[i].variadic)
           diags_.error(e.loc, "'...' must follow a fresh size name, not a hyper-parameter or expression");
-        checkSizeExpr(e, /*allowSizes=*/true, where.c_str());
+        if (!checkSizeExpr(e, /*allowSizes=*/true, where.c_str())) badSizes_.insert(&e);
       }
       t.shape.push_back(&e);
       t.variadic = d.dims[i].variadic;
@@ -321,8 +416,7 @@ private:
     TensorSymbol t{d.name.text, TensorRole::Output, {}, false, d.loc, nullptr};
     std::string where = fmt::format("output '{}'", d.name.text);
     for (ast::Dim &dim : d.dims) {
-      if (dim.variadic) diags_.error(dim.size->loc, "'...' is only allowed in the shape of an input");
-      checkSizeExpr(*dim.size, /*allowSizes=*/true, where.c_str());
+      if (!checkSizeExpr(*dim.size, /*allowSizes=*/true, where.c_str())) badSizes_.insert(dim.size.get());
       t.shape.push_back(dim.size.get());
     }
     syms_.tensors.push_back(std::move(t));
@@ -331,6 +425,10 @@ private:
   // ---- statements ---------------------------------------------------------------------------------
   void constrain(const std::string &var, const Expr *extent, std::string from, SourceLoc loc) {
     IndexInfo &info = indices_[var];
+    if (!extent || badSizes_.count(extent)) {
+      info.reported = true; // the dimension itself was reported; say nothing about its ranges
+      return;
+    }
     if (!info.extent) {
       info.extent = extent;
       info.extentFrom = std::move(from);
@@ -350,6 +448,7 @@ private:
     indices_.clear();
     scope_.clear();
     reductions_.clear();
+    readsPoisoned_ = false;
     int errorsBefore = diags_.errorCount();
     const std::string &name = s.target.text;
 
@@ -369,7 +468,11 @@ private:
                                                layer_.name.text),
                      "define a new tensor with another name");
       }
-    } else if (layerNames_.count(name) || syms_.hyperParam(name)) {
+    } else if (std::string what = whatIs(name); !what.empty()) {
+      diags_.error(s.target.loc,
+                   fmt::format("cannot define '{}': it is {} of layer '{}'", name, what, layer_.name.text),
+                   "define a new tensor with another name");
+    } else if (layerNames_.count(name)) {
       diags_.error(s.target.loc, fmt::format("cannot define '{}': the name is already used in layer '{}'", name,
                                              layer_.name.text));
     }
@@ -380,10 +483,11 @@ private:
       if (ix.kind != Expr::Kind::Ident) {
         diags_.error(ix.loc, fmt::format("index {} of '{}' on the left side must be a plain index name", i + 1, name),
                      "index arithmetic belongs on the right side, as in Y[h] = X[2 * h]");
+        bindQuietly(ix);
         continue;
       }
-      if (syms_.hyperParam(ix.name) || findTensor(ix.name) || enumerators_.count(ix.name)) {
-        diags_.error(ix.loc, fmt::format("index '{}' has the name of a hyper-parameter, tensor or enumerator", ix.name),
+      if (std::string what = whatIs(ix.name); !what.empty()) {
+        diags_.error(ix.loc, fmt::format("index '{}' has the name of {}", ix.name, what),
                      "index names are usually lower case: b, c, i, k");
         continue;
       }
@@ -431,21 +535,16 @@ private:
         continue;
       }
       IndexInfo &info = indices_[ix->name];
-      if (!info.extent && !targetBad)
+      if (!info.extent && !targetBad && !info.reported)
         diags_.error(ix->loc, fmt::format("cannot infer the range of index '{}'", ix->name),
                      fmt::format("use '{}' directly as an index of a tensor with a known shape on the right side", ix->name));
       s.indexExtents.push_back(info.extent);
     }
-    for (Expr *r : reductions_) {
-      r->varExtents.clear();
-      for (const ast::Name &v : r->vars) {
-        IndexInfo &info = indices_[v.text];
-        if (!info.extent && !info.free)
-          diags_.error(v.loc, fmt::format("cannot infer the range of reduction index '{}'", v.text),
-                       fmt::format("use '{}' directly as an index of a tensor inside the {}", v.text, r->name));
-        r->varExtents.push_back(info.extent);
-      }
-    }
+    // softmax normalizes over a free index, whose range is known only now.
+    for (Expr *r : reductions_)
+      for (size_t i = 0; i < r->vars.size(); ++i)
+        if (auto it = indices_.find(r->vars[i].text); it != indices_.end() && it->second.free)
+          r->varExtents[i] = it->second.extent;
 
     bool ok = diags_.errorCount() == errorsBefore;
     if (isOutput) {
@@ -455,8 +554,22 @@ private:
       for (const Expr *e : s.indexExtents) t.shape.push_back(e);
       syms_.tensors.push_back(std::move(t));
     }
-    if (!ok) poisoned_.insert(name);
+    // Reading a poisoned tensor leaves indices without ranges (quietly): poisoned as well.
+    if (!ok || readsPoisoned_) poisoned_.insert(name);
     current_ = nullptr;
+  }
+
+  // The plain names inside a malformed left-side index, bound as indices so that their uses
+  // on the right side are not reported as unknown as well.
+  void bindQuietly(const Expr &e) {
+    if (e.kind == Expr::Kind::Ident && !inScope(e.name) && whatIs(e.name).empty()) {
+      IndexInfo &info = indices_[e.name];
+      info.loc = e.loc;
+      info.free = true;
+      info.reported = true;
+      scope_.push_back(e.name);
+    }
+    for (const ast::ExprPtr &a : e.args) bindQuietly(*a);
   }
 
   bool inScope(const std::string &n) const {
@@ -483,7 +596,10 @@ private:
     case Expr::Kind::Unary: {
       Type t = checkExpr(*e.args[0]);
       if (e.op == "!") {
-        if (t != Type::Bool && t != Type::Unknown) diags_.error(e.loc, "'!' needs a condition");
+        if (t != Type::Bool && t != Type::Unknown) {
+          diags_.error(e.loc, "'!' needs a condition");
+          return Type::Unknown;
+        }
         return Type::Bool;
       }
       if (t == Type::Bool) {
@@ -550,9 +666,19 @@ private:
       return Type::Unknown;
     }
     if (!t) {
+      for (const ast::Statement &later : layer_.forward->statements)
+        if (later.target.text == e.name) {
+          Diagnostic &d = diags_.error(e.nameLoc, fmt::format("'{}' is used before it is defined", e.name),
+                                       "move its definition above this line");
+          d.notes.push_back({later.target.loc, fmt::format("'{}' is defined here", e.name)});
+          return Type::Unknown;
+        }
+      if (definedByDroppedStatement(e.name)) return Type::Unknown;
       std::string hint;
       if (inScope(e.name)) hint = fmt::format("'{}' is an index, not a tensor", e.name);
       else if (syms_.hyperParam(e.name)) hint = fmt::format("'{}' is a hyper-parameter, not a tensor", e.name);
+      else if (const TensorSymbol *near = closestTensor(e.name))
+        hint = fmt::format("did you mean '{}'?", near->name);
       diags_.error(e.nameLoc, fmt::format("unknown tensor '{}'", e.name), hint);
       return Type::Unknown;
     }
@@ -563,14 +689,25 @@ private:
       return Type::Unknown;
     }
     if ((t->role == TensorRole::Output || t->role == TensorRole::Temp) && !t->definition) {
-      diags_.error(e.nameLoc, fmt::format("'{}' is used before it is defined", e.name), "move its definition above this line");
+      Diagnostic &d = diags_.error(e.nameLoc, fmt::format("'{}' is used before it is defined", e.name),
+                                   "move its definition above this line");
+      for (const ast::Statement &later : layer_.forward->statements)
+        if (later.target.text == e.name) {
+          d.notes.push_back({later.target.loc, fmt::format("'{}' is defined here", e.name)});
+          break;
+        }
       return Type::Unknown;
     }
-    if (poisoned_.count(t->name)) return Type::Float;
+    if (poisoned_.count(t->name)) {
+      markReported(e);
+      readsPoisoned_ = true;
+      return Type::Float;
+    }
     if (t->shape.size() != e.args.size()) {
       Diagnostic &d = diags_.error(e.loc, fmt::format("'{}' has {} dimension{} but is indexed with {}", e.name,
                                                       t->shape.size(), t->shape.size() == 1 ? "" : "s", e.args.size()));
       d.notes.push_back({t->loc, fmt::format("'{}' declared here", e.name)});
+      markReported(e);
       return Type::Float;
     }
     for (size_t i = 0; i < e.args.size(); ++i) {
@@ -586,15 +723,25 @@ private:
     return Type::Float;
   }
 
+  // An access that was reported (or reads a tensor whose definition was) gives its indices no
+  // range; don't report them again as having none.
+  void markReported(const Expr &access) {
+    for (const ast::ExprPtr &a : access.args)
+      if (a->kind == Expr::Kind::Ident && a->ref == Ref::IndexVar) indices_[a->name].reported = true;
+  }
+
   Type checkCall(Expr &e) {
-    std::vector<Type> types;
-    for (ast::ExprPtr &a : e.args) types.push_back(checkExpr(*a));
-    if (kReductions.count(e.name)) {
+    auto it = kFunctions.find(e.name);
+    // min and max are also functions of two arguments. The arguments are not checked: the index
+    // the reduction was meant to bind would only show up as unknown there.
+    bool asFunction = it != kFunctions.end() && e.args.size() == static_cast<size_t>(it->second);
+    if (kReductions.count(e.name) && !asFunction) {
       diags_.error(e.loc, fmt::format("'{}' needs the index it reduces over", e.name),
                    fmt::format("write {}(i: expression)", e.name));
       return Type::Unknown;
     }
-    auto it = kFunctions.find(e.name);
+    std::vector<Type> types;
+    for (ast::ExprPtr &a : e.args) types.push_back(checkExpr(*a));
     if (it == kFunctions.end()) {
       std::string hint = "functions are exp, log, sqrt, rsqrt, tanh, sigmoid, abs, relu, leaky_relu(x, slope), sin, cos, "
                          "floor, ceil, pow, min, max, select(cond, a, b), float";
@@ -636,44 +783,63 @@ private:
       return Type::Unknown;
     }
     bool softmax = e.name == "softmax";
-    std::vector<std::string> added;
+    if (softmax && e.vars.size() != 1) diags_.error(e.loc, "softmax normalizes over exactly one index");
+    // Each reduction binds fresh indices: a sibling reduction reusing the name has its own range.
+    std::vector<std::pair<std::string, std::optional<IndexInfo>>> added; // with what they shadow
     for (const ast::Name &v : e.vars) {
       auto it = indices_.find(v.text);
       bool bound = it != indices_.end() && inScope(v.text);
+      bool mine = std::any_of(added.begin(), added.end(), [&](const auto &a) { return a.first == v.text; });
       if (softmax) {
-        if (!bound || !it->second.free)
-          diags_.error(v.loc, fmt::format("softmax({}: ...) normalizes over a free index, but '{}' is not on the left side of '{}'",
-                                          v.text, v.text, current_->target.text),
-                       fmt::format("add '{}' to the left side, or use logsumexp({}: ...) to reduce over it", v.text, v.text));
-        if (e.vars.size() != 1) diags_.error(e.loc, "softmax normalizes over exactly one index");
+        if (bound && it->second.free) continue;
+        diags_.error(v.loc, fmt::format("softmax({}: ...) normalizes over a free index, but '{}' is not on the left side of '{}'",
+                                        v.text, v.text, current_->target.text),
+                     fmt::format("add '{}' to the left side, or use logsumexp({}: ...) to reduce over it", v.text, v.text));
+        // Bound below like a reduction index, so its uses in the body do not cascade.
+      } else if (mine) {
+        diags_.error(v.loc, fmt::format("index '{}' appears twice in {}(...)", v.text, e.name));
         continue;
-      }
-      if (bound && it->second.free) {
+      } else if (bound && it->second.free) {
         diags_.error(v.loc, fmt::format("index '{}' of {}({}: ...) is also a free index of '{}'", v.text, e.name, v.text,
                                         current_->target.text),
                      fmt::format("a reduction index must not appear on the left side; drop it from {}[...] or rename it",
                                  current_->target.text));
         continue;
-      }
-      if (bound) {
+      } else if (bound) {
         diags_.error(v.loc, fmt::format("index '{}' is already bound by an enclosing reduction", v.text),
                      "give the inner reduction's index another name");
         continue;
-      }
-      if (syms_.hyperParam(v.text) || findTensor(v.text)) {
-        diags_.error(v.loc, fmt::format("reduction index '{}' has the name of a hyper-parameter or tensor", v.text));
+      } else if (std::string what = whatIs(v.text); !what.empty()) {
+        diags_.error(v.loc, fmt::format("reduction index '{}' has the name of {}", v.text, what),
+                     "index names are usually lower case: b, c, i, k");
         continue;
       }
+      if (bound || mine) continue;
+      std::optional<IndexInfo> shadowed;
+      if (it != indices_.end()) shadowed = it->second;
+      added.emplace_back(v.text, std::move(shadowed));
       IndexInfo &info = indices_[v.text];
+      info = IndexInfo{};
       info.loc = v.loc;
       scope_.push_back(v.text);
-      added.push_back(v.text);
     }
     Type body = checkExpr(*e.args[0]);
     if (body == Type::Bool)
       diags_.error(e.args[0]->loc, fmt::format("the body of {} is a bool, not a number", e.name),
                    "use select(condition, 1, 0) to count");
-    for (const std::string &n : added) scope_.erase(std::find(scope_.begin(), scope_.end(), n));
+    // Ranges of this reduction's own indices come from its body alone: settle them now.
+    e.varExtents.assign(e.vars.size(), nullptr);
+    for (auto &[name, shadowed] : added) {
+      IndexInfo &info = indices_[name];
+      if (!info.extent && !info.reported)
+        diags_.error(info.loc, fmt::format("cannot infer the range of reduction index '{}'", name),
+                     fmt::format("use '{}' directly as an index of a tensor inside the {}", name, e.name));
+      for (size_t i = 0; i < e.vars.size(); ++i)
+        if (e.vars[i].text == name) e.varExtents[i] = info.extent;
+      scope_.erase(std::find(scope_.begin(), scope_.end(), name));
+      if (shadowed) info = *shadowed;
+      else indices_.erase(name);
+    }
     reductions_.push_back(&e);
     return Type::Float;
   }
@@ -695,7 +861,9 @@ private:
     if (op == "<" || op == "<=" || op == ">" || op == ">=" || op == "==" || op == "!=") return Type::Bool;
     if (op == "//" || op == "%") {
       if (l == Type::Float || r == Type::Float) {
-        diags_.error(e.loc, fmt::format("'{}' needs integer operands", op), "use '/' to divide numbers");
+        diags_.error(e.loc, fmt::format("'{}' needs integer operands", op),
+                     op == "//" ? "use '/' to divide numbers"
+                                : "'%' is the remainder of index arithmetic, as in h % 2");
         return Type::Unknown;
       }
       return l == Type::Unknown || r == Type::Unknown ? Type::Unknown : Type::Int;

@@ -37,7 +37,7 @@ struct SizeSymbol {
 struct LayerSymbols {
   const ast::Layer *layer = nullptr;
   std::vector<SizeSymbol> sizes;
-  std::vector<TensorSymbol> tensors; // inputs, params, buffers, outputs, then temporaries in order
+  std::vector<TensorSymbol> tensors; // params, buffers, inputs, outputs, then temporaries in order
   const TensorSymbol *find(const std::string &name) const;
   const ast::HyperParam *hyperParam(const std::string &name) const;
 };
