@@ -132,9 +132,48 @@ private:
     return r;
   }
 
+  // Whether index `v` is the last index of some tensor read in `e` (unit stride).
+  static bool contiguousIn(const Expr &e, const std::string &v) {
+    bool found = false;
+    visit(e, [&](const Expr &n) {
+      if (n->kind == ExprKind::Access && !n->args.empty()) {
+        const Expr &last = n->args.back();
+        if (last->kind == ExprKind::Var && last->name == v) found = true;
+      }
+      return !found;
+    });
+    return found;
+  }
+
+  // A reduction whose own indices never have unit stride while the definition's last index
+  // does (grad_X[b, c, h, w] = sum(e: g[b, c, e] * X[b, e, h, w])) runs better with the
+  // reduction outside that last loop, accumulating in the output row, so the inner loop
+  // streams through memory and vectorizes.
+  bool accumulateInOutputRow(const ExprNode *r) const {
+    if (!r || def_.isScatter() || def_.indices.size() < 2) return false;
+    const Expr &body = r->args[0];
+    for (const ReduceVar &v : r->rvars)
+      if (contiguousIn(body, v.name)) return false;
+    return contiguousIn(body, def_.indices.back().name);
+  }
+
   Stmt cpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
+    const ExprNode *r = findReduce(value);
+    bool interchange = accumulateInOutputRow(findReduce(def_.value));
+    size_t outer = interchange ? def_.indices.size() - 1 : def_.indices.size();
     std::vector<Stmt> inner;
-    if (const ExprNode *r = findReduce(value)) {
+    if (interchange) {
+      const IndexVar &last = def_.indices.back();
+      Expr current = load(def_.tensor, flatOut);
+      auto row = [&](Stmt s) { return forLoop(last.name, last.extent, ForKind::Serial, {s}); };
+      inner.push_back(row(store(def_.tensor, flatOut, reduceIdentity(r->reduceOp, Type::Float), def_.loc)));
+      Stmt loop = row(store(def_.tensor, flatOut, combine(r->reduceOp, current, r->args[0]), def_.loc));
+      for (size_t i = r->rvars.size(); i-- > 0;)
+        loop = forLoop(r->rvars[i].name, r->rvars[i].extent, ForKind::Serial, {loop});
+      inner.push_back(loop);
+      Expr epilogue = replaceReduce(value, current);
+      if (epilogue != current) inner.push_back(row(store(def_.tensor, flatOut, epilogue, def_.loc)));
+    } else if (r) {
       inner.push_back(let("_acc", Type::Float, reduceIdentity(r->reduceOp, Type::Float)));
       Stmt loop = assign("_acc", combine(r->reduceOp, local("_acc"), r->args[0]));
       for (size_t i = r->rvars.size(); i-- > 0;)
@@ -147,7 +186,7 @@ private:
     // Scatter kernels run serially: two iterations may add to the same element.
     bool parallel = !def_.indices.empty() && !def_.isScatter();
     Stmt body = block(inner);
-    for (size_t i = def_.indices.size(); i-- > 0;) {
+    for (size_t i = outer; i-- > 0;) {
       ForKind kind = i == 0 && parallel ? ForKind::Parallel : ForKind::Serial;
       body = forLoop(def_.indices[i].name, def_.indices[i].extent, kind, {body});
     }
