@@ -158,7 +158,8 @@ private:
     std::string name = gradientName(tensor);
     Expr value;
     switch (t->role) {
-    case TensorRole::Buffer: return "";
+    case TensorRole::Buffer:
+    case TensorRole::Update: return "";
     case TensorRole::Temp:
       if (!any) return "";
       break;

@@ -107,6 +107,7 @@ Program specialize(const Program &in, const std::map<std::string, Expr> &values)
     d.value = substitute(d.value, lookup);
     for (Expr &e : d.scatter) e = substitute(e, lookup);
   }
+  for (Requirement &r : p.requirements) r.condition = substitute(r.condition, lookup);
   std::vector<SizeParam> remaining;
   for (const SizeParam &s : p.sizes)
     if (!values.count(s.name)) remaining.push_back(s);

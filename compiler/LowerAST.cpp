@@ -19,8 +19,14 @@ public:
     for (const ast::HyperParam &hp : layer_.layer->hyperParams) {
       using K = ast::HyperParamType::Kind;
       Type t = hp.type.kind == K::Float ? Type::Float : hp.type.kind == K::Bool ? Type::Bool : Type::Int;
-      p.sizes.push_back({hp.name.text, t, t == Type::Int ? VarKind::Size : VarKind::Param});
+      if (hp.type.kind == K::Int2) {
+        p.sizes.push_back({pairComponentName(hp.name.text, 0), Type::Int, VarKind::Size});
+        p.sizes.push_back({pairComponentName(hp.name.text, 1), Type::Int, VarKind::Size});
+      } else {
+        p.sizes.push_back({hp.name.text, t, t == Type::Int ? VarKind::Size : VarKind::Param});
+      }
     }
+    p.sizes.push_back({"training", Type::Bool, VarKind::Param});
     for (const SizeSymbol &s : layer_.sizes) p.sizes.push_back({s.name, Type::Int, VarKind::Size});
     for (const TensorSymbol &t : layer_.tensors) {
       TensorDecl d{t.name, t.role, {}, t.loc};
@@ -30,6 +36,12 @@ public:
     for (const ast::Statement &s : layer_.layer->forward->statements) {
       Definition d;
       d.tensor = s.target.text;
+      if (s.update) {
+        // The buffer's new value is a tensor of its own, copied back after the pass.
+        d.tensor = s.target.text + "_next";
+        p.updates[d.tensor] = s.target.text;
+        p.tensors.push_back({d.tensor, TensorRole::Update, p.tensor(s.target.text)->shape, s.loc});
+      }
       d.loc = s.loc;
       for (size_t i = 0; i < s.indices.size(); ++i) d.indices.push_back({s.indices[i]->name, lower(*s.indexExtents[i])});
       d.value = lower(*s.value);
@@ -37,6 +49,8 @@ public:
       d.value = cast(Type::Float, d.value);
       p.defs.push_back(std::move(d));
     }
+    for (const ast::Requirement *r : layer_.requirements)
+      p.requirements.push_back({lower(*r->condition), r->loc, ast::printExpr(*r->condition)});
     return p;
   }
 
@@ -52,6 +66,7 @@ public:
     case AExpr::Kind::BoolLit: return boolImm(e.boolValue);
     case AExpr::Kind::Ident: return lowerIdent(e);
     case AExpr::Kind::Access: {
+      if (e.ref == AExpr::Ref::HyperParam) return var(pairComponentName(e.name, e.enumValue), Type::Int, VarKind::Size);
       std::vector<Expr> idx;
       for (const auto &a : e.args) idx.push_back(lower(*a));
       return access(e.name, std::move(idx), e.loc);
@@ -74,6 +89,8 @@ private:
     case AExpr::Ref::EnumValue: return intImm(e.enumValue);
     case AExpr::Ref::SizeSymbol: return var(e.name, Type::Int, VarKind::Size);
     case AExpr::Ref::Tensor: return access(e.name, {}, e.loc);
+    case AExpr::Ref::Training: return var("training", Type::Bool, VarKind::Param);
+    case AExpr::Ref::Constant: return floatImm(e.floatValue);
     case AExpr::Ref::HyperParam: {
       const ast::HyperParam *hp = layer_.hyperParam(e.name);
       using K = ast::HyperParamType::Kind;
@@ -94,6 +111,7 @@ private:
     if (e.name == "max") return binary(BinOp::Max, args[0], args[1]);
     if (e.name == "pow") return binary(BinOp::Pow, cast(Type::Float, args[0]), args[1]);
     if (e.name == "float") return cast(Type::Float, args[0]);
+    if (e.name == "int") return cast(Type::Int, args[0]);
     return call(e.name, std::move(args));
   }
 
@@ -162,10 +180,20 @@ private:
 
 Program lowerLayer(const LayerSymbols &layer) { return Lowerer(layer).run(); }
 
+std::string pairComponentName(const std::string &name, int64_t i) { return fmt::format("{}_{}", name, i); }
+
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
 Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams, bool fuse) {
-  Program p = hoistReductions(specialize(lowerLayer(layer), hyperParams));
+  Program p = specialize(lowerLayer(layer), hyperParams);
+  // Buffers are updated by training passes only.
+  auto training = hyperParams.find("training");
+  if (training != hyperParams.end() && training->second->kind == ExprKind::BoolImm && !training->second->boolValue) {
+    std::erase_if(p.defs, [&](const Definition &d) { return p.updates.count(d.tensor) > 0; });
+    std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.role == TensorRole::Update; });
+    p.updates.clear();
+  }
+  p = hoistReductions(p);
   return fuse ? inlinePointwise(p) : p;
 }
 

@@ -10,6 +10,8 @@ namespace enc::ir {
 // Annotated AST of one checked layer -> tensor IR. softmax, logsumexp and mean are expanded
 // into max/sum reductions here; hyper-parameters and input sizes stay symbolic.
 Program lowerLayer(const LayerSymbols &layer);
+// The variable holding component i of an int2 hyper-parameter: kernel_size[1] -> kernel_size_1.
+std::string pairComponentName(const std::string &name, int64_t i);
 // One checked expression of the layer (an initializer argument, a shape dimension).
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer);
 

@@ -32,13 +32,16 @@ static std::string shapeText(const std::vector<Expr> &shape) {
 std::string printProgram(const Program &p) {
   std::string out = fmt::format("layer {}\n", p.layer);
   for (const TensorDecl &t : p.tensors)
-    if (t.role != TensorRole::Temp) out += fmt::format("  {} {}{}\n", roleName(t.role), t.name, shapeText(t.shape));
+    if (t.role != TensorRole::Temp && t.role != TensorRole::Update)
+      out += fmt::format("  {} {}{}\n", roleName(t.role), t.name, shapeText(t.shape));
+  for (const Requirement &r : p.requirements) out += fmt::format("  require {}\n", print(r.condition));
   for (const Definition &d : p.defs) {
     std::string idx;
     for (size_t i = 0; i < d.indices.size(); ++i)
       idx += fmt::format("{}{}<{}", i ? ", " : "", d.indices[i].name, print(d.indices[i].extent));
     const TensorDecl *t = p.tensor(d.tensor);
     std::string prefix = t && t->role == TensorRole::Temp ? "temp " : "";
+    if (auto u = p.updates.find(d.tensor); u != p.updates.end()) prefix = fmt::format("update {} <- ", u->second);
     if (d.isScatter()) {
       std::string target;
       for (size_t i = 0; i < d.scatter.size(); ++i) target += (i ? ", " : "") + print(d.scatter[i]);

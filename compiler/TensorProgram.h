@@ -5,6 +5,7 @@
 #include "compiler/IR.h"
 #include "dsl/Sema.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,12 +41,21 @@ struct SizeParam {
   VarKind kind; // Size (int) or Param (float/bool hyper-parameter)
 };
 
+// `require condition` of the layer: must hold once hyper-parameters and sizes are known.
+struct Requirement {
+  Expr condition;
+  SourceLoc loc;
+  std::string text; // as written
+};
+
 struct Program {
   std::string layer;
   const SourceFile *source = nullptr;
   std::vector<TensorDecl> tensors;
   std::vector<Definition> defs;
   std::vector<SizeParam> sizes; // every Size/Param variable the program may mention
+  std::vector<Requirement> requirements;
+  std::map<std::string, std::string> updates; // Update tensor -> the buffer it replaces
 
   const TensorDecl *tensor(const std::string &name) const;
   const Definition *definitionOf(const std::string &name) const;

@@ -42,9 +42,10 @@ struct Expr {
   SourceLoc nameLoc;      // the name token of Access/Call/Reduce
 
   // ---- filled in by sema ----
-  enum class Ref { None, HyperParam, EnumValue, SizeSymbol, IndexVar, Tensor } ref = Ref::None;
+  // Training: the implicit bool `training`; Constant: `inf` (floatValue).
+  enum class Ref { None, HyperParam, EnumValue, SizeSymbol, IndexVar, Tensor, Training, Constant } ref = Ref::None;
   enum class Type { Unknown, Int, Float, Bool } type = Type::Unknown;
-  int64_t enumValue = 0;                     // EnumValue: position in its enumeration
+  int64_t enumValue = 0;                     // EnumValue: position in its enumeration; int2 component
   std::vector<const Expr *> varExtents;      // Reduce: the extent of each of `vars`
 
   Expr(Kind k, SourceLoc l) : kind(k), loc(l) {}
@@ -52,7 +53,7 @@ struct Expr {
 
 // int, float, bool, or an enumeration {none, leaky_relu}.
 struct HyperParamType {
-  enum class Kind { Int, Float, Bool, Enum } kind = Kind::Int;
+  enum class Kind { Int, Float, Bool, Enum, Int2 } kind = Kind::Int;
   std::vector<Name> enumerators;
 };
 
@@ -60,7 +61,8 @@ struct HyperParam {
   Name name;
   HyperParamType type;
   SourceLoc typeLoc;
-  ExprPtr defaultValue; // may be null
+  ExprPtr defaultValue;  // may be null
+  ExprPtr defaultSecond; // int2 written as a pair: (3, 5)
 };
 
 // One dimension of a declared shape. `N...` (variadic) takes all trailing dimensions of an input.
@@ -72,7 +74,14 @@ struct Dim {
 struct TensorDecl {
   Name name;
   std::vector<Dim> dims;
-  ExprPtr init; // params and buffers: uniform(a, b), zeros, ...
+  ExprPtr init;      // params and buffers: uniform(a, b), zeros, ...
+  ExprPtr condition; // params and buffers: `where bias` (exists only when it holds)
+  SourceLoc loc;
+};
+
+// `require condition`: checked when the layer is created (hyper-parameters) or run (sizes).
+struct Requirement {
+  ExprPtr condition;
   SourceLoc loc;
 };
 
@@ -83,6 +92,8 @@ struct Statement {
   ExprPtr value;
   ExprPtr guard;
   SourceLoc loc;
+  bool update = false;       // buffer[c] <- value: the buffer's new value after a training pass
+  std::vector<ExprPtr> shape; // T[i, j]: [S0, S1] = ...: declared shape of an intermediate
   // filled in by sema: the extent of each index on the left side
   std::vector<const Expr *> indexExtents;
 };
@@ -92,6 +103,7 @@ struct Forward {
   std::vector<TensorDecl> inputs;
   std::vector<TensorDecl> outputs;
   std::vector<Statement> statements;
+  std::vector<Requirement> requirements;
   SourceLoc closeLoc;
 };
 
@@ -101,6 +113,7 @@ struct Layer {
   std::vector<TensorDecl> params;
   std::vector<TensorDecl> buffers;
   std::unique_ptr<Forward> forward;
+  std::vector<Requirement> requirements;
   SourceLoc loc;
 };
 

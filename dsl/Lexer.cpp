@@ -17,6 +17,7 @@ const char *tokSpelling(Tok t) {
   case Tok::KwBuffer: return "'buffer'";
   case Tok::KwForward: return "'forward'";
   case Tok::KwWhere: return "'where'";
+  case Tok::KwRequire: return "'require'";
   case Tok::KwTrue: return "'true'";
   case Tok::KwFalse: return "'false'";
   case Tok::LParen: return "'('";
@@ -186,7 +187,7 @@ private:
   void lexIdent() {
     static const std::unordered_map<std::string, Tok> keywords = {
         {"layer", Tok::KwLayer}, {"param", Tok::KwParam}, {"buffer", Tok::KwBuffer}, {"forward", Tok::KwForward},
-        {"where", Tok::KwWhere}, {"true", Tok::KwTrue},   {"false", Tok::KwFalse}};
+        {"where", Tok::KwWhere}, {"require", Tok::KwRequire}, {"true", Tok::KwTrue},   {"false", Tok::KwFalse}};
     uint32_t begin = pos_;
     while (pos_ < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[pos_])) || src_[pos_] == '_')) ++pos_;
     std::string text = src_.substr(begin, pos_ - begin);

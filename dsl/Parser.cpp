@@ -181,13 +181,25 @@ private:
       if (t.text == "int") hp.type.kind = ast::HyperParamType::Kind::Int;
       else if (t.text == "float") hp.type.kind = ast::HyperParamType::Kind::Float;
       else if (t.text == "bool") hp.type.kind = ast::HyperParamType::Kind::Bool;
+      else if (t.text == "int2") hp.type.kind = ast::HyperParamType::Kind::Int2;
       else {
         diags_.error(t.loc, fmt::format("unknown type '{}' for hyper-parameter '{}'", t.text, hp.name.text),
-                     "hyper-parameter types are int, float, bool, or an enumeration such as {none, leaky_relu}");
+                     "hyper-parameter types are int, int2, float, bool, or an enumeration such as {none, leaky_relu}");
         throw SyntaxError{};
       }
     }
-    if (accept(Tok::Assign)) hp.defaultValue = parseExpr();
+    if (accept(Tok::Assign)) {
+      // An int2 default is one int for both, or a pair: (3, 5).
+      if (hp.type.kind == ast::HyperParamType::Kind::Int2 && at(Tok::LParen)) {
+        SourceLoc open = advance().loc;
+        hp.defaultValue = parseExpr();
+        expect(Tok::Comma, "an int2 pair is written (3, 5)");
+        hp.defaultSecond = parseExpr();
+        expectClosing(Tok::RParen, open);
+      } else {
+        hp.defaultValue = parseExpr();
+      }
+    }
     return hp;
   }
 
@@ -199,8 +211,13 @@ private:
       d.loc = d.name.loc;
       d.dims = parseShape(/*allowVariadic=*/false);
       if (accept(Tok::Assign)) d.init = parseExpr();
+      if (accept(Tok::KwWhere)) d.condition = parseExpr();
       expectStatementEnd();
       (isParam ? layer.params : layer.buffers).push_back(std::move(d));
+      return;
+    }
+    if (at(Tok::KwRequire)) {
+      layer.requirements.push_back(parseRequirement());
       return;
     }
     if (at(Tok::KwForward)) {
@@ -225,7 +242,7 @@ private:
         dim.size = parseExpr();
         if (at(Tok::Ellipsis)) {
           SourceLoc l = advance().loc;
-          if (!allowVariadic) diags_.error(l, "'...' is only allowed in the shape of a forward input");
+          if (!allowVariadic) diags_.error(l, "'...' is only allowed in the shapes of a forward block's inputs and outputs");
           else if (dim.size->kind != Expr::Kind::Ident)
             diags_.error(dim.size->loc, "'...' must follow a size name, as in [B, C, N...]");
           dim.variadic = true;
@@ -247,7 +264,7 @@ private:
     d.loc = d.name.loc;
     expect(Tok::Colon, input ? "inputs are declared with their shape: X: [B, D, N]"
                              : "outputs are declared with their shape: Y: [B, K, D]");
-    d.dims = parseShape(input);
+    d.dims = parseShape(/*allowVariadic=*/true);
     return d;
   }
 
@@ -277,7 +294,8 @@ private:
         return f;
       }
       try {
-        f->statements.push_back(parseStatement());
+        if (at(Tok::KwRequire)) f->requirements.push_back(parseRequirement());
+        else f->statements.push_back(parseStatement());
       } catch (SyntaxError &) {
         recoverToLineEnd();
       }
@@ -286,6 +304,15 @@ private:
     f->closeLoc = expect(Tok::RBrace).loc;
     expectStatementEnd();
     return f;
+  }
+
+  ast::Requirement parseRequirement() {
+    ast::Requirement r;
+    r.loc = expect(Tok::KwRequire).loc;
+    r.condition = parseExpr();
+    r.loc = SourceLoc::join(r.loc, r.condition->loc);
+    expectStatementEnd();
+    return r;
   }
 
   void expectStatementEnd() {
@@ -310,11 +337,13 @@ private:
       }
       expect(Tok::RBracket);
     }
-    if (at(Tok::LeftArrow)) {
-      diags_.error(cur().loc, "buffer updates with '<-' are not supported yet");
-      throw SyntaxError{};
+    if (at(Tok::Colon)) {
+      // A declared shape, for an intermediate whose indices are not all used plainly.
+      advance();
+      for (ast::Dim &d : parseShape(/*allowVariadic=*/false)) s.shape.push_back(std::move(d.size));
     }
-    expect(Tok::Assign, "a statement defines a tensor: Y[b, c] = expression");
+    if (accept(Tok::LeftArrow)) s.update = true;
+    else expect(Tok::Assign, "a statement defines a tensor: Y[b, c] = expression, or updates a buffer: B[c] <- expression");
     s.value = parseExpr();
     if (accept(Tok::KwWhere)) s.guard = parseExpr();
     s.loc = SourceLoc::join(s.target.loc, (s.guard ? s.guard : s.value)->loc);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <cctype>
 #include <optional>
 #include <set>
@@ -21,6 +22,7 @@ const char *roleName(TensorRole r) {
   case TensorRole::Buffer: return "buffer";
   case TensorRole::Output: return "output";
   case TensorRole::Temp: return "intermediate";
+  case TensorRole::Update: return "buffer update";
   }
   return "tensor";
 }
@@ -50,7 +52,7 @@ namespace {
 const std::map<std::string, int> kFunctions = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1},      {"tanh", 1}, {"sigmoid", 1}, {"abs", 1},
     {"relu", 1},  {"sin", 1},   {"cos", 1},   {"floor", 1},      {"ceil", 1}, {"leaky_relu", 2},
-    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}};
+    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}, {"int", 1}};
 const std::set<std::string> kReductions = {"sum", "max", "min", "mean", "prod", "softmax", "logsumexp"};
 const std::map<std::string, int> kInitializers = {{"uniform", 2}, {"normal", 2}, {"zeros", 0}, {"ones", 0}, {"constant", 1}};
 
@@ -93,6 +95,8 @@ public:
     for (ast::TensorDecl &in : f.inputs) declareInput(in);
     for (ast::TensorDecl &out : f.outputs) declareOutput(out);
     for (ast::Statement &s : f.statements) checkStatement(s);
+    for (ast::Requirement &r : layer_.requirements) checkRequirement(r);
+    for (ast::Requirement &r : f.requirements) checkRequirement(r);
     for (const TensorSymbol &t : syms_.tensors)
       if (t.role == TensorRole::Output && !t.definition && !definedByDroppedStatement(t.name))
         diags_.error(t.loc, fmt::format("output '{}' is never defined", t.name),
@@ -107,6 +111,7 @@ private:
   std::map<std::string, SourceLoc> layerNames_; // every name declared at layer level
   std::map<std::string, int64_t> enumerators_;
   std::set<std::string> poisoned_; // tensors whose definition had errors: don't cascade
+  std::set<std::string> updated_;  // buffers with an update statement
   std::set<const Expr *> badSizes_; // shape dimensions already reported: no ranges from them
   std::string_view forwardText_;     // the forward block's text when it has syntax errors
   // Per statement:
@@ -247,6 +252,17 @@ private:
         if (lit->kind != Expr::Kind::IntLit) bad("an integer", "write an integer such as 4, or declare it ': float'");
         d.type = Type::Int;
         break;
+      case K::Int2:
+        for (Expr *part : {&d, hp.defaultSecond.get()}) {
+          if (!part) continue;
+          const Expr *l = part->kind == Expr::Kind::Unary && part->op == "-" ? part->args[0].get() : part;
+          if (l->kind != Expr::Kind::IntLit)
+            diags_.error(part->loc, fmt::format("default value of hyper-parameter '{}' must be an integer or a pair "
+                                                "of integers; found '{}'", hp.name.text, ast::printExpr(*part)),
+                         "write 3 or (3, 5)");
+          part->type = Type::Int;
+        }
+        break;
       case K::Float:
         if (lit->kind != Expr::Kind::IntLit && lit->kind != Expr::Kind::FloatLit) bad("a number", "write a number such as 1e-5");
         d.type = Type::Float;
@@ -302,6 +318,7 @@ private:
       if (const ast::HyperParam *hp = syms_.hyperParam(e.name)) {
         e.ref = Ref::HyperParam;
         e.type = Type::Int;
+        if (hp->type.kind == ast::HyperParamType::Kind::Int2) return pairWithoutComponent(e);
         if (hp->type.kind != ast::HyperParamType::Kind::Int) {
           diags_.error(e.loc, fmt::format("dimension '{}' of {} is a {} hyper-parameter; dimensions must be integers", e.name,
                                           where, hyperParamType(*hp) == Type::Float ? "float" : "non-integer"));
@@ -332,6 +349,9 @@ private:
         return ok;
       }
       break;
+    case Expr::Kind::Access:
+      if (isPair(e.name)) return pairComponent(e) != Type::Unknown;
+      break;
     case Expr::Kind::Unary:
       // Literals are never negative: '-2' is a negation.
       if (e.op == "-" && e.args[0]->kind == Expr::Kind::IntLit) {
@@ -347,7 +367,15 @@ private:
   }
 
   void declareStateTensor(ast::TensorDecl &d, TensorRole role) {
-    declareName(d.name, roleName(role));
+    // A parameter may share its name with a hyper-parameter (PyTorch's `bias` flag and `bias`
+    // tensor): an indexed use is the tensor, a bare one the hyper-parameter.
+    if (!syms_.hyperParam(d.name.text) || findTensor(d.name.text)) declareName(d.name, roleName(role));
+    if (d.condition) {
+      Type t = checkExpr(*d.condition);
+      if (t != Type::Bool && t != Type::Unknown)
+        diags_.error(d.condition->loc, fmt::format("the condition of {} '{}' must be a bool", roleName(role), d.name.text),
+                     "e.g. 'where bias' with a bool hyper-parameter bias");
+    }
     TensorSymbol t{d.name.text, role, {}, false, d.loc, nullptr};
     std::string where = fmt::format("{} '{}'", roleName(role), d.name.text);
     for (ast::Dim &dim : d.dims) {
@@ -417,9 +445,52 @@ private:
     std::string where = fmt::format("output '{}'", d.name.text);
     for (ast::Dim &dim : d.dims) {
       if (!checkSizeExpr(*dim.size, /*allowSizes=*/true, where.c_str())) badSizes_.insert(dim.size.get());
+      if (dim.variadic && !isVariadicSize(*dim.size))
+        diags_.error(dim.size->loc, fmt::format("'{}...' in output '{}' must name the variadic size of an input",
+                                                ast::printExpr(*dim.size), d.name.text),
+                     "an output dimension N... expands to the dimensions an input's N... collapsed");
       t.shape.push_back(dim.size.get());
     }
+    t.variadic = !d.dims.empty() && d.dims.back().variadic;
     syms_.tensors.push_back(std::move(t));
+  }
+
+  bool isVariadicSize(const Expr &e) const {
+    if (e.kind != Expr::Kind::Ident) return false;
+    for (const TensorSymbol &t : syms_.tensors)
+      if (t.role == TensorRole::Input && t.variadic && sizeText(*t.shape.back()) == e.name) return true;
+    return false;
+  }
+
+  // ---- int2 hyper-parameters ----------------------------------------------------------------------
+  bool isPair(const std::string &name) const {
+    const ast::HyperParam *hp = syms_.hyperParam(name);
+    return hp && hp->type.kind == ast::HyperParamType::Kind::Int2;
+  }
+
+  bool pairWithoutComponent(const Expr &e) {
+    diags_.error(e.loc, fmt::format("'{}' is a pair (int2)", e.name),
+                 fmt::format("use {0}[0] or {0}[1]", e.name));
+    return false;
+  }
+
+  // kernel_size[0]: one component of an int2 hyper-parameter.
+  Type pairComponent(Expr &e) {
+    if (e.args.size() != 1 || e.args[0]->kind != Expr::Kind::IntLit || e.args[0]->intValue < 0 || e.args[0]->intValue > 1) {
+      diags_.error(e.loc, fmt::format("'{}' is a pair (int2): index it with [0] or [1]", e.name));
+      return Type::Unknown;
+    }
+    e.ref = Ref::HyperParam;
+    e.enumValue = e.args[0]->intValue;
+    e.type = Type::Int;
+    return Type::Int;
+  }
+
+  void checkRequirement(ast::Requirement &r) {
+    Type t = checkExpr(*r.condition);
+    if (t != Type::Bool && t != Type::Unknown)
+      diags_.error(r.condition->loc, "a requirement must be a condition", "e.g. require in_channels % groups == 0");
+    syms_.requirements.push_back(&r);
   }
 
   // ---- statements ---------------------------------------------------------------------------------
@@ -454,8 +525,20 @@ private:
 
     TensorSymbol *target = findTensor(name);
     bool isOutput = false;
+    bool isUpdate = false;
     int errorsBeforeTarget = diags_.errorCount();
-    if (target) {
+    if (s.update) {
+      if (!target || target->role != TensorRole::Buffer) {
+        diags_.error(s.target.loc, fmt::format("only buffers are updated with '<-'; '{}' is {}", name,
+                                               whatIs(name).empty() ? "not a buffer" : whatIs(name)),
+                     "define tensors with '='");
+      } else if (updated_.count(name)) {
+        diags_.error(s.target.loc, fmt::format("buffer '{}' is updated twice", name), "combine the updates in one statement");
+      } else {
+        isUpdate = true;
+        updated_.insert(name);
+      }
+    } else if (target) {
       if (target->role == TensorRole::Output && !target->definition) {
         isOutput = true;
       } else if (target->definition) {
@@ -466,7 +549,8 @@ private:
         diags_.error(s.target.loc, fmt::format("cannot define '{}': it is {} {} of layer '{}'", name,
                                                target->role == TensorRole::Input ? "an" : "a", roleName(target->role),
                                                layer_.name.text),
-                     "define a new tensor with another name");
+                     target->role == TensorRole::Buffer ? fmt::format("update a buffer with '<-': {}[...] <- ...", name)
+                                                        : "define a new tensor with another name");
       }
     } else if (std::string what = whatIs(name); !what.empty()) {
       diags_.error(s.target.loc,
@@ -503,17 +587,32 @@ private:
       info.free = true;
       scope_.push_back(ix.name);
     }
-    if (isOutput && target->shape.size() != s.indices.size()) {
+    // The left side's ranges: from an output's or buffer's declaration, or a declared shape.
+    std::vector<const Expr *> declared;
+    std::string declaredWhat = fmt::format("{} '{}'", isUpdate ? "buffer" : "output", name);
+    if (isOutput || isUpdate) {
+      declared = target->shape;
+      if (!s.shape.empty())
+        diags_.error(s.shape[0]->loc, fmt::format("{} already has a shape; only intermediates declare one here",
+                                                  declaredWhat));
+    } else if (!s.shape.empty()) {
+      declaredWhat = fmt::format("'{}'", name);
+      std::string where = fmt::format("intermediate '{}'", name);
+      for (ast::ExprPtr &d : s.shape) {
+        if (!checkSizeExpr(*d, /*allowSizes=*/true, where.c_str())) badSizes_.insert(d.get());
+        declared.push_back(d.get());
+      }
+    }
+    if ((isOutput || isUpdate || !s.shape.empty()) && declared.size() != s.indices.size()) {
       Diagnostic &d = diags_.error(s.target.loc,
-                                   fmt::format("output '{}' is declared with {} dimension{} but defined with {} ind{}", name,
-                                               target->shape.size(), target->shape.size() == 1 ? "" : "s",
+                                   fmt::format("{} is declared with {} dimension{} but defined with {} ind{}", declaredWhat,
+                                               declared.size(), declared.size() == 1 ? "" : "s",
                                                s.indices.size(), s.indices.size() == 1 ? "ex" : "ices"));
-      d.notes.push_back({target->loc, "declared here"});
-    } else if (isOutput) {
-      for (size_t i = 0; i < s.indices.size(); ++i)
+      if (target) d.notes.push_back({target->loc, "declared here"});
+    } else {
+      for (size_t i = 0; i < declared.size(); ++i)
         if (s.indices[i]->ref == Ref::IndexVar)
-          constrain(s.indices[i]->name, target->shape[i], fmt::format("dimension {} of output '{}'", i, name),
-                    target->shape[i]->loc);
+          constrain(s.indices[i]->name, declared[i], fmt::format("dimension {} of {}", i, declaredWhat), declared[i]->loc);
     }
 
     Type vt = checkExpr(*s.value);
@@ -547,9 +646,11 @@ private:
           r->varExtents[i] = it->second.extent;
 
     bool ok = diags_.errorCount() == errorsBefore;
-    if (isOutput) {
+    if (isUpdate) {
+      syms_.updates.push_back(&s);
+    } else if (isOutput) {
       target->definition = &s;
-    } else if (!target) {
+    } else if (!target && !s.update) {
       TensorSymbol t{name, TensorRole::Temp, {}, false, s.target.loc, &s};
       for (const Expr *e : s.indexExtents) t.shape.push_back(e);
       syms_.tensors.push_back(std::move(t));
@@ -619,8 +720,21 @@ private:
       return Type::Int;
     }
     if (const ast::HyperParam *hp = syms_.hyperParam(e.name)) {
+      if (hp->type.kind == ast::HyperParamType::Kind::Int2) {
+        pairWithoutComponent(e);
+        return Type::Unknown;
+      }
       e.ref = Ref::HyperParam;
       return hyperParamType(*hp);
+    }
+    if (e.name == "training") {
+      e.ref = Ref::Training; // true in a training pass, false in evaluation
+      return Type::Bool;
+    }
+    if (e.name == "inf") {
+      e.ref = Ref::Constant;
+      e.floatValue = std::numeric_limits<double>::infinity();
+      return Type::Float;
     }
     if (auto it = enumerators_.find(e.name); it != enumerators_.end()) {
       e.ref = Ref::EnumValue;
@@ -653,6 +767,7 @@ private:
   }
 
   Type checkAccess(Expr &e) {
+    if (isPair(e.name) && !findTensor(e.name)) return pairComponent(e);
     for (ast::ExprPtr &a : e.args) checkExpr(*a);
     if (!current_) {
       diags_.error(e.loc, fmt::format("tensor access '{}' is not allowed here", e.name),

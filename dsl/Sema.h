@@ -12,7 +12,8 @@
 
 namespace enc {
 
-enum class TensorRole { Input, Param, Buffer, Output, Temp };
+// Update: the new value of a buffer (buffer[...] <- value), stored back after a training pass.
+enum class TensorRole { Input, Param, Buffer, Output, Temp, Update };
 const char *roleName(TensorRole r);
 
 struct TensorSymbol {
@@ -37,6 +38,8 @@ struct SizeSymbol {
 struct LayerSymbols {
   const ast::Layer *layer = nullptr;
   std::vector<SizeSymbol> sizes;
+  std::vector<const ast::Statement *> updates;          // buffer[...] <- value, in order
+  std::vector<const ast::Requirement *> requirements; // layer-level first, then the forward block's
   std::vector<TensorSymbol> tensors; // params, buffers, inputs, outputs, then temporaries in order
   const TensorSymbol *find(const std::string &name) const;
   const ast::HyperParam *hyperParam(const std::string &name) const;

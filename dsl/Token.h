@@ -10,7 +10,7 @@ namespace enc {
 enum class Tok {
   Eof, Newline, Ident, IntLit, FloatLit,
   // keywords
-  KwLayer, KwParam, KwBuffer, KwForward, KwWhere, KwTrue, KwFalse,
+  KwLayer, KwParam, KwBuffer, KwForward, KwWhere, KwRequire, KwTrue, KwFalse,
   // punctuation
   LParen, RParen, LBracket, RBracket, LBrace, RBrace, Comma, Colon, Semicolon,
   Assign, Plus, Minus, Star, Slash, SlashSlash, Percent, Caret, Less, LessEq, Greater, GreaterEq,

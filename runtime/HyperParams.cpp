@@ -1,5 +1,6 @@
 #include "runtime/HyperParams.h"
 
+#include "compiler/Passes.h"
 #include "support/Error.h"
 
 #include <charconv>
@@ -13,6 +14,7 @@ static std::string typeText(const ast::HyperParamType &t) {
   case ast::HyperParamType::Kind::Int: return "an int";
   case ast::HyperParamType::Kind::Float: return "a float";
   case ast::HyperParamType::Kind::Bool: return "a bool";
+  case ast::HyperParamType::Kind::Int2: return "an int or a pair of ints";
   case ast::HyperParamType::Kind::Enum: {
     std::string s = "one of {";
     for (size_t i = 0; i < t.enumerators.size(); ++i) s += (i ? ", " : "") + t.enumerators[i].text;
@@ -30,6 +32,7 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
                             hp.type.kind == ast::HyperParamType::Kind::Float  ? "0.1"
                             : hp.type.kind == ast::HyperParamType::Kind::Bool ? "true"
                             : hp.type.kind == ast::HyperParamType::Kind::Enum ? hp.type.enumerators[0].text
+                            : hp.type.kind == ast::HyperParamType::Kind::Int2 ? "3,5"
                                                                               : "4"));
   };
   switch (hp.type.kind) {
@@ -39,6 +42,7 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
     if (ec != std::errc() || p != text.data() + text.size()) return bad();
     return ir::intImm(v);
   }
+  case ast::HyperParamType::Kind::Int2: break; // see parsePair
   case ast::HyperParamType::Kind::Float: {
     char *end = nullptr;
     double v = std::strtod(text.c_str(), &end);
@@ -55,6 +59,32 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
     return bad();
   }
   return bad();
+}
+
+// "3" (both) or "3,5" / "(3, 5)" for an int2 hyper-parameter.
+static std::pair<int64_t, int64_t> parsePair(const LayerSymbols &layer, const ast::HyperParam &hp, const std::string &text) {
+  std::string t;
+  for (char c : text)
+    if (c != '(' && c != ')' && c != ' ') t += c;
+  size_t comma = t.find(',');
+  auto number = [&](const std::string &s) {
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || p != s.data() + s.size())
+      throw Error(fmt::format("hyper-parameter '{}' of layer {} is an int or a pair of ints; got '{}'", hp.name.text,
+                              layer.layer->name.text, text),
+                  fmt::format("e.g. --set {}=3 or --set {}=3,5", hp.name.text, hp.name.text));
+    return v;
+  };
+  if (comma == std::string::npos) {
+    int64_t v = number(t);
+    return {v, v};
+  }
+  return {number(t.substr(0, comma)), number(t.substr(comma + 1))};
+}
+
+static int64_t literalInt(const ast::Expr &e) {
+  return e.kind == ast::Expr::Kind::Unary ? -e.args[0]->intValue : e.intValue;
 }
 
 static ir::Expr defaultValue(const ast::HyperParam &hp) {
@@ -83,11 +113,21 @@ std::map<std::string, ir::Expr> resolveHyperParams(const LayerSymbols &layer,
       throw Error(fmt::format("layer {} has no hyper-parameter '{}'", layer.layer->name.text, name),
                   names.empty() ? "this layer takes no hyper-parameters" : "its hyper-parameters are " + names);
     }
+    if (hp->type.kind == ast::HyperParamType::Kind::Int2) {
+      auto [a, b] = parsePair(layer, *hp, text);
+      values[ir::pairComponentName(name, 0)] = ir::intImm(a);
+      values[ir::pairComponentName(name, 1)] = ir::intImm(b);
+      continue;
+    }
     values[name] = parseValue(layer, *hp, text);
   }
   for (const ast::HyperParam &hp : layer.layer->hyperParams) {
-    if (values.count(hp.name.text)) continue;
-    if (hp.defaultValue) {
+    if (values.count(hp.name.text) || values.count(ir::pairComponentName(hp.name.text, 0))) continue;
+    if (hp.defaultValue && hp.type.kind == ast::HyperParamType::Kind::Int2) {
+      int64_t a = literalInt(*hp.defaultValue);
+      values[ir::pairComponentName(hp.name.text, 0)] = ir::intImm(a);
+      values[ir::pairComponentName(hp.name.text, 1)] = ir::intImm(hp.defaultSecond ? literalInt(*hp.defaultSecond) : a);
+    } else if (hp.defaultValue) {
       values[hp.name.text] = defaultValue(hp);
     } else if (!allowMissing) {
       throw Error(fmt::format("layer {} needs a value for hyper-parameter '{}' ({})", layer.layer->name.text, hp.name.text,

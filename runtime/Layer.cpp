@@ -34,7 +34,9 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
              const std::map<std::string, std::string> &settings, LayerOptions options)
     : library_(std::move(library)), symbols_(&library_->get(name)), name_(name), options_(options) {
   hyper_ = resolveHyperParams(*symbols_, settings);
+  hyper_["training"] = ir::boolImm(options_.training);
   program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse);
+  checkRequirements(program_, /*final=*/false);
   initParams();
 }
 
@@ -49,6 +51,23 @@ void Layer::initParams() {
     return it == hyper_.end() ? nullptr : it->second;
   };
   auto init = [&](const ast::TensorDecl &d) {
+    if (d.condition) {
+      // A disabled parameter (bias = false) does not exist; nothing may read it any more.
+      ir::Expr on = ir::substitute(ir::lowerExpr(*d.condition, *symbols_), hyper);
+      if (on->kind != ir::ExprKind::BoolImm) fail("internal error: condition of '{}' is not constant", d.name.text);
+      if (!on->boolValue) {
+        for (const ir::Definition &def : program_.defs)
+          ir::visit(def.value, [&](const ir::Expr &n) {
+            if (n->kind == ir::ExprKind::Access && n->name == d.name.text)
+              throw Error(fmt::format("layer {} reads '{}', which does not exist with these hyper-parameters ({})", name_,
+                                      d.name.text, ast::printExpr(*d.condition)),
+                          fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
+            return true;
+          });
+        std::erase_if(program_.tensors, [&](const ir::TensorDecl &t) { return t.name == d.name.text; });
+        return;
+      }
+    }
     Shape shape;
     for (const ast::Dim &dim : d.dims) {
       int64_t n = evalInt(ir::substitute(ir::lowerExpr(*dim.size, *symbols_), hyper));
@@ -80,6 +99,25 @@ void Layer::initParams() {
   };
   for (const ast::TensorDecl &p : symbols_->layer->params) init(p);
   for (const ast::TensorDecl &b : symbols_->layer->buffers) init(b);
+}
+
+// `require` conditions: those on hyper-parameters fold when the layer is created, those on
+// sizes when it runs (`final`); a false one is an error quoting the condition and its values.
+void Layer::checkRequirements(const ir::Program &p, bool final) const {
+  for (const ir::Requirement &r : p.requirements) {
+    if (r.condition->kind != ir::ExprKind::BoolImm) {
+      if (final) fail("internal error: requirement '{}' of layer {} is not constant", r.text, name_);
+      continue;
+    }
+    if (r.condition->boolValue) continue;
+    std::string values;
+    for (const auto &[n, v] : hyper_)
+      if (r.text.find(n) != std::string::npos && n != "training")
+        values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", n, ir::print(v));
+    throw Error(fmt::format("layer {} requires {}{} ({}:{})", name_, r.text, values.empty() ? "" : " (" + values + ")",
+                            r.loc.file ? r.loc.file->name() : "?", r.loc.line()),
+                "change the hyper-parameters or the input shapes so that it holds");
+  }
 }
 
 void Layer::setParam(const std::string &pname, const Tensor &value) {
@@ -159,12 +197,16 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
 
   auto c = std::make_unique<Compiled>();
   ir::Program prog = ir::specialize(program, sizes);
+  checkRequirements(prog, /*final=*/true);
   for (const ir::TensorDecl &t : prog.tensors) {
     Shape s;
     for (const ir::Expr &d : t.shape) {
       int64_t n = evalInt(d);
-      if (n < 0)
-        throw Error(fmt::format("layer {}: tensor '{}' would have a negative dimension ({}) for these inputs", name_, t.name, n));
+      bool emptyInput = std::any_of(sizes.begin(), sizes.end(), [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
+      if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
+        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for these inputs", name_, t.name,
+                                s.size(), n),
+                    "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
       s.push_back(n);
     }
     c->shapes[t.name] = s;
@@ -270,18 +312,22 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
 
   std::map<std::string, Tensor> outputs;
   for (const std::string &o : outputNames()) {
-    // A variadic size in an output's shape expands back to the dimensions it collapsed.
+    // A variadic last dimension (Y: [B, C, L...]) expands back to the dimensions it collapsed.
     Shape shape;
     const TensorSymbol *sym = symbols_->find(o);
     const Shape &flat = c.shapes.at(o);
     for (size_t i = 0; i < flat.size(); ++i) {
       auto v = binding.variadicDims.find(sizeText(*sym->shape[i]));
-      if (v != binding.variadicDims.end()) shape.insert(shape.end(), v->second.begin(), v->second.end());
-      else shape.push_back(flat[i]);
+      if (sym->variadic && i + 1 == flat.size() && v != binding.variadicDims.end())
+        shape.insert(shape.end(), v->second.begin(), v->second.end());
+      else
+        shape.push_back(flat[i]);
     }
     outputs[o] = buffers.at(o).reshape(shape);
     lastOutputShapes_[o] = shape;
   }
+  // Training passes leave the buffers' new values behind.
+  for (const auto &[next, buffer] : program_.updates) params_[buffer] = buffers.at(next).clone().reshape(params_.at(buffer).shape());
   lastSizes_ = binding.values;
   lastBuffers_ = std::move(buffers);
   return outputs;

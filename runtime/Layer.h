@@ -17,6 +17,9 @@ namespace enc {
 struct LayerOptions {
   DType dtype = DType::F32;
   uint64_t seed = 0;
+  // Training passes use batch statistics and update buffers; evaluation passes use the
+  // buffers (the implicit hyper-parameter `training` of the .enc language).
+  bool training = true;
   // false: no fusion, every intermediate stored (the benchmarks' baseline).
   bool fuse = true;
 };
@@ -71,6 +74,7 @@ private:
   std::map<std::string, Shape> lastInputShapes_;
 
   void initParams();
+  void checkRequirements(const ir::Program &p, bool final) const;
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache);
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers);

@@ -397,22 +397,24 @@ TEST(Parser, DeclarationErrors) {
                             "  }\n"
                             "}\n");
   EXPECT_EQ(messages(variadic->diags),
-            (std::vector<std::string>{"2: '...' is only allowed in the shape of a forward input",
+            (std::vector<std::string>{"2: '...' is only allowed in the shapes of a forward block's inputs and outputs",
                                       "3: only the last dimension of a shape can be variadic ('...')"}));
   // The declarations themselves still parse.
   ASSERT_EQ(variadic->module.layers.size(), 1u);
   EXPECT_EQ(variadic->module.layers[0]->params.size(), 1u);
   EXPECT_EQ(variadic->module.layers[0]->forward->statements.size(), 1u);
 
+  // '<-' parses as a buffer update (sema decides whether the target is a buffer).
   auto arrow = parseText("layer L() {\n"
                          "  forward(X: [N]) -> Y: [N] {\n"
                          "    Y[i] <- X[i]\n"
                          "    Y[i] = X[i]\n"
                          "  }\n"
                          "}\n");
-  EXPECT_EQ(messages(arrow->diags),
-            (std::vector<std::string>{"3: buffer updates with '<-' are not supported yet"}));
-  EXPECT_EQ(arrow->module.layers[0]->forward->statements.size(), 1u);
+  EXPECT_TRUE(messages(arrow->diags).empty());
+  ASSERT_EQ(arrow->module.layers[0]->forward->statements.size(), 2u);
+  EXPECT_TRUE(arrow->module.layers[0]->forward->statements[0].update);
+  EXPECT_FALSE(arrow->module.layers[0]->forward->statements[1].update);
 
   auto twice = parseText("layer L() {\n"
                          "  forward(X: [N]) -> Y: [N] {\n"
