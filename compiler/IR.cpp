@@ -200,6 +200,17 @@ Expr binary(BinOp op, Expr a, Expr b) {
     if (op == BinOp::Eq) return boolImm(a->boolValue == b->boolValue);
     if (op == BinOp::Ne) return boolImm(a->boolValue != b->boolValue);
   }
+  // Constants gathered across one level: (x + 2) - 3 -> x - 1, (x * 2) * 2 -> x * 4 (integers).
+  if (a->type == Type::Int && b->kind == ExprKind::IntImm && a->kind == ExprKind::Binary &&
+      a->args[1]->kind == ExprKind::IntImm) {
+    int64_t c1 = a->args[1]->intValue, c2 = b->intValue;
+    bool addA = a->binOp == BinOp::Add || a->binOp == BinOp::Sub;
+    if (addA && (op == BinOp::Add || op == BinOp::Sub)) {
+      int64_t sum = (a->binOp == BinOp::Add ? c1 : -c1) + (op == BinOp::Add ? c2 : -c2);
+      return sum >= 0 ? binary(BinOp::Add, a->args[0], intImm(sum)) : binary(BinOp::Sub, a->args[0], intImm(-sum));
+    }
+    if (a->binOp == BinOp::Mul && op == BinOp::Mul) return binary(BinOp::Mul, a->args[0], intImm(c1 * c2));
+  }
   // Identities that keep index arithmetic readable after specialization.
   auto zero = [](const Expr &e) { return isIntConst(e, 0) || isFloatConst(e, 0.0); };
   auto one = [](const Expr &e) { return isIntConst(e, 1) || isFloatConst(e, 1.0); };

@@ -34,7 +34,9 @@ std::string printProgram(const Program &p) {
   for (const TensorDecl &t : p.tensors)
     if (t.role != TensorRole::Temp && t.role != TensorRole::Update)
       out += fmt::format("  {} {}{}\n", roleName(t.role), t.name, shapeText(t.shape));
-  for (const Requirement &r : p.requirements) out += fmt::format("  require {}\n", print(r.condition));
+  for (const Requirement &r : p.requirements)
+    if (!(r.condition->kind == ExprKind::BoolImm && r.condition->boolValue))
+      out += fmt::format("  require {}\n", print(r.condition));
   for (const Definition &d : p.defs) {
     std::string idx;
     for (size_t i = 0; i < d.indices.size(); ++i)

@@ -39,6 +39,7 @@ struct Expr {
   bool boolValue = false;
   std::vector<ExprPtr> args;
   std::vector<Name> vars; // Reduce only
+  std::vector<ExprPtr> varBounds; // Reduce: `kh < K` gives kh the range K (null where not given)
   SourceLoc nameLoc;      // the name token of Access/Call/Reduce
 
   // ---- filled in by sema ----

@@ -31,7 +31,10 @@ std::string printExpr(const Expr &e) {
   case Expr::Kind::Call: return fmt::format("{}({})", e.name, joinArgs(e.args));
   case Expr::Kind::Reduce: {
     std::string vars;
-    for (size_t i = 0; i < e.vars.size(); ++i) vars += (i ? ", " : "") + e.vars[i].text;
+    for (size_t i = 0; i < e.vars.size(); ++i) {
+      vars += (i ? ", " : "") + e.vars[i].text;
+      if (i < e.varBounds.size() && e.varBounds[i]) vars += " < " + printExpr(*e.varBounds[i]);
+    }
     return fmt::format("{}({}: {})", e.name, vars, printExpr(*e.args[0]));
   }
   case Expr::Kind::Unary: {

@@ -89,13 +89,25 @@ private:
     out_.push_back(Token{kind, loc(begin, len), src_.substr(begin, len)});
   }
 
+  // A line ending in an operator, '=', '<-', '->', ',' or ':' goes on on the next line.
+  static bool continuesLine(Tok last) {
+    switch (last) {
+    case Tok::Plus: case Tok::Minus: case Tok::Star: case Tok::Slash: case Tok::SlashSlash: case Tok::Percent:
+    case Tok::Caret: case Tok::Less: case Tok::LessEq: case Tok::Greater: case Tok::GreaterEq: case Tok::EqEq:
+    case Tok::NotEq: case Tok::AndAnd: case Tok::OrOr: case Tok::Assign: case Tok::LeftArrow: case Tok::Arrow:
+    case Tok::Comma: case Tok::Colon: case Tok::KwWhere: return true;
+    default: return false;
+    }
+  }
+
   void skipSpaceAndComments() {
     while (pos_ < src_.size()) {
       char c = src_[pos_];
       if (c == '#') {
         while (pos_ < src_.size() && src_[pos_] != '\n') ++pos_;
       } else if (c == '\n') {
-        if (nesting_ == 0 && !out_.empty() && out_.back().kind != Tok::Newline) push(Tok::Newline, pos_, 1);
+        if (nesting_ == 0 && !out_.empty() && out_.back().kind != Tok::Newline && !continuesLine(out_.back().kind))
+          push(Tok::Newline, pos_, 1);
         ++pos_;
       } else if (c == ' ' || c == '\t' || c == '\r') {
         ++pos_;

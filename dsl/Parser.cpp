@@ -425,16 +425,29 @@ private:
     return base;
   }
 
+  // After NAME '(': a ':' before the matching ')' makes it a reduction, as in sum(i: ...) or
+  // max(kh < K, kw < K: ...); a call has none.
   bool looksLikeReduction() const {
-    // After NAME '(' : ident (',' ident)* ':'
-    size_t i = 2;
-    while (true) {
-      if (peekTok(i).kind != Tok::Ident) return false;
-      Tok next = peekTok(i + 1).kind;
-      if (next == Tok::Colon) return true;
-      if (next != Tok::Comma) return false;
-      i += 2;
+    int depth = 0;
+    for (size_t i = 2; pos_ + i < toks_.size(); ++i) {
+      switch (peekTok(i).kind) {
+      case Tok::LParen:
+      case Tok::LBracket: ++depth; break;
+      case Tok::RParen:
+      case Tok::RBracket:
+        if (depth-- == 0) return false;
+        break;
+      case Tok::Colon:
+        if (depth == 0) return true;
+        break;
+      case Tok::Eof:
+      case Tok::Newline:
+      case Tok::LBrace:
+      case Tok::RBrace: return false;
+      default: break;
+      }
     }
+    return false;
   }
 
   ExprPtr parsePrimary() {
@@ -520,8 +533,9 @@ private:
     do {
       const Token &v = expect(Tok::Ident);
       e->vars.push_back({v.text, v.loc});
+      e->varBounds.push_back(accept(Tok::Less) ? parseAdd() : nullptr);
     } while (accept(Tok::Comma));
-    expect(Tok::Colon);
+    expect(Tok::Colon, "a reduction is written sum(i: expression) or sum(i < N: expression)");
     e->args.push_back(parseExpr());
     const Token &close = expectClosing(Tok::RParen, open, "a reduction is written sum(i: expression)");
     e->loc = SourceLoc::join(name.loc, close.loc);

@@ -352,6 +352,24 @@ private:
     case Expr::Kind::Access:
       if (isPair(e.name)) return pairComponent(e) != Type::Unknown;
       break;
+    case Expr::Kind::Call:
+      // select(cond, a, b), min(a, b), max(a, b) of sizes: e.g. a stride that defaults to the kernel.
+      if ((e.name == "select" && e.args.size() == 3) || ((e.name == "min" || e.name == "max") && e.args.size() == 2)) {
+        bool ok = true;
+        size_t first = 0;
+        if (e.name == "select") {
+          Type c = checkExpr(*e.args[0]);
+          if (c != Type::Bool && c != Type::Unknown) {
+            diags_.error(e.args[0]->loc, "the first argument of select must be a condition");
+            ok = false;
+          }
+          first = 1;
+        }
+        for (size_t i = first; i < e.args.size(); ++i) ok = checkSizeExpr(*e.args[i], allowSizes, where) && ok;
+        e.type = Type::Int;
+        return ok;
+      }
+      break;
     case Expr::Kind::Unary:
       // Literals are never negative: '-2' is a negation.
       if (e.op == "-" && e.args[0]->kind == Expr::Kind::IntLit) {
@@ -798,7 +816,8 @@ private:
       return Type::Unknown;
     }
     e.ref = Ref::Tensor;
-    if (t->definition == current_ || (t->name == current_->target.text && !t->definition)) {
+    // An update reads the buffer's old value; anything else reading its own target is a cycle.
+    if (t->definition == current_ || (t->name == current_->target.text && !t->definition && !current_->update)) {
       diags_.error(e.nameLoc, fmt::format("'{}' is used in its own definition", e.name),
                    "a tensor cannot depend on itself; define a new tensor");
       return Type::Unknown;
@@ -883,6 +902,7 @@ private:
                      "use select(condition, a, b) to turn a condition into a number");
     if (e.name == "min" || e.name == "max")
       return types[0] == Type::Int && types[1] == Type::Int ? Type::Int : Type::Float;
+    if (e.name == "int") return Type::Int;
     return Type::Float;
   }
 
@@ -937,6 +957,17 @@ private:
       info = IndexInfo{};
       info.loc = v.loc;
       scope_.push_back(v.text);
+    }
+    // Explicit bounds (kh < K) come first: they are the range, and uses must agree.
+    for (size_t i = 0; i < e.varBounds.size(); ++i) {
+      if (!e.varBounds[i]) continue;
+      std::string where = fmt::format("the bound of '{}'", e.vars[i].text);
+      if (!checkSizeExpr(*e.varBounds[i], /*allowSizes=*/true, where.c_str())) {
+        badSizes_.insert(e.varBounds[i].get());
+        continue;
+      }
+      if (std::any_of(added.begin(), added.end(), [&](const auto &a) { return a.first == e.vars[i].text; }))
+        constrain(e.vars[i].text, e.varBounds[i].get(), where, e.varBounds[i]->loc);
     }
     Type body = checkExpr(*e.args[0]);
     if (body == Type::Bool)

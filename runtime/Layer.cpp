@@ -12,6 +12,11 @@
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include <algorithm>
+#include <iostream>
+#include <mutex>
+#include <set>
+
 namespace enc {
 
 int64_t evalInt(const ir::Expr &e) {
@@ -30,13 +35,47 @@ struct Layer::GradientInfo {
   ir::Gradient gradient; // program fused
 };
 
+namespace {
+
+// PyTorch-Encoding's deprecated BatchNorm1d/2d/3d: SyncBatchNorm restricted to input ranks.
+struct Alias {
+  const char *name;
+  const char *target;
+  std::vector<int> ranks;
+};
+const Alias kAliases[] = {{"BatchNorm1d", "SyncBatchNorm", {2, 3}},
+                          {"BatchNorm2d", "SyncBatchNorm", {4}},
+                          {"BatchNorm3d", "SyncBatchNorm", {5}}};
+
+const Alias *findAlias(const Library &lib, const std::string &name) {
+  if (lib.find(name)) return nullptr; // a layer of that name wins
+  for (const Alias &a : kAliases)
+    if (name == a.name && lib.find(a.target)) return &a;
+  return nullptr;
+}
+
+const LayerSymbols &resolveLayer(const Library &lib, const std::string &name) {
+  const Alias *alias = findAlias(lib, name);
+  if (!alias) return lib.get(name);
+  static std::mutex mu;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mu);
+  if (warned.insert(name).second)
+    std::cerr << fmt::format("encc: warning: {} is deprecated; use {} (it accepts inputs of rank 2 to 5)\n", name,
+                             alias->target);
+  return lib.get(alias->target);
+}
+
+} // namespace
+
 Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
              const std::map<std::string, std::string> &settings, LayerOptions options)
-    : library_(std::move(library)), symbols_(&library_->get(name)), name_(name), options_(options) {
+    : library_(std::move(library)), symbols_(&resolveLayer(*library_, name)), name_(name), options_(options) {
+  if (const Alias *alias = findAlias(*library_, name)) aliasRanks_ = alias->ranks;
   hyper_ = resolveHyperParams(*symbols_, settings);
   hyper_["training"] = ir::boolImm(options_.training);
   program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse);
-  checkRequirements(program_, /*final=*/false);
+  checkRequirements(program_, {});
   initParams();
 }
 
@@ -103,7 +142,8 @@ void Layer::initParams() {
 
 // `require` conditions: those on hyper-parameters fold when the layer is created, those on
 // sizes when it runs (`final`); a false one is an error quoting the condition and its values.
-void Layer::checkRequirements(const ir::Program &p, bool final) const {
+void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const {
+  bool final = !sizes.empty();
   for (const ir::Requirement &r : p.requirements) {
     if (r.condition->kind != ir::ExprKind::BoolImm) {
       if (final) fail("internal error: requirement '{}' of layer {} is not constant", r.text, name_);
@@ -111,9 +151,10 @@ void Layer::checkRequirements(const ir::Program &p, bool final) const {
     }
     if (r.condition->boolValue) continue;
     std::string values;
-    for (const auto &[n, v] : hyper_)
-      if (r.text.find(n) != std::string::npos && n != "training")
-        values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", n, ir::print(v));
+    for (const auto *m : {&hyper_, &sizes})
+      for (const auto &[n, v] : *m)
+        if (r.text.find(n) != std::string::npos && n != "training")
+          values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", n, ir::print(v));
     throw Error(fmt::format("layer {} requires {}{} ({}:{})", name_, r.text, values.empty() ? "" : " (" + values + ")",
                             r.loc.file ? r.loc.file->name() : "?", r.loc.line()),
                 "change the hyper-parameters or the input shapes so that it holds");
@@ -197,7 +238,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
 
   auto c = std::make_unique<Compiled>();
   ir::Program prog = ir::specialize(program, sizes);
-  checkRequirements(prog, /*final=*/true);
+  checkRequirements(prog, sizes);
   for (const ir::TensorDecl &t : prog.tensors) {
     Shape s;
     for (const ir::Expr &d : t.shape) {
@@ -298,6 +339,14 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
       throw Error(fmt::format("layer {}: input '{}' is {} but the layer runs in {}", name_, n, dtypeName(t.dtype()),
                               dtypeName(options_.dtype)),
                   "convert the input or create the layer with the matching dtype (--dtype)");
+  if (!aliasRanks_.empty())
+    for (const auto &[n, t] : inputs)
+      if (std::find(aliasRanks_.begin(), aliasRanks_.end(), t.rank()) == aliasRanks_.end())
+        throw Error(fmt::format("layer {}: input '{}' has shape {} ({} dimensions), but {} takes inputs with {} dimensions",
+                                name_, n, shapeString(t.shape()), t.rank(), name_,
+                                aliasRanks_.size() == 1 ? std::to_string(aliasRanks_[0])
+                                                        : fmt::format("{} or {}", aliasRanks_[0], aliasRanks_[1])),
+                    "SyncBatchNorm accepts any rank from 2 to 5");
   SizeBinding binding = bindSizes(program_, *symbols_, inputs);
   Compiled &c = compile(program_, binding.values, compiled_);
 

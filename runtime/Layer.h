@@ -63,6 +63,7 @@ private:
   std::map<std::string, ir::Expr> hyper_;
   ir::Program program_;
   std::map<std::string, Tensor> params_;
+  std::vector<int> aliasRanks_; // deprecated BatchNorm1d/2d/3d: the input ranks they accept
   std::map<std::string, std::unique_ptr<Compiled>> compiled_;     // forward, by input-size signature
   std::map<std::string, std::unique_ptr<Compiled>> compiledGrad_; // backward, likewise
   struct GradientInfo;
@@ -74,7 +75,7 @@ private:
   std::map<std::string, Shape> lastInputShapes_;
 
   void initParams();
-  void checkRequirements(const ir::Program &p, bool final) const;
+  void checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const;
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache);
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers);

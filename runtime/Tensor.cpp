@@ -2,6 +2,7 @@
 
 #include "support/Error.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -32,6 +33,24 @@ int64_t shapeNumel(const Shape &s) {
   return n;
 }
 
+namespace {
+std::atomic<int64_t> gCurrent{0}, gPeak{0}, gLargest{0}, gCount{0};
+
+void raiseTo(std::atomic<int64_t> &a, int64_t v) {
+  int64_t old = a.load();
+  while (v > old && !a.compare_exchange_weak(old, v)) {
+  }
+}
+} // namespace
+
+AllocationStats allocationStats() { return {gCurrent.load(), gPeak.load(), gLargest.load(), gCount.load()}; }
+
+void resetAllocationStats() {
+  gPeak = gCurrent.load();
+  gLargest = 0;
+  gCount = 0;
+}
+
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
   for (int64_t d : shape_)
     if (d < 0) fail("negative dimension in tensor shape {}", shapeString(shape_));
@@ -41,7 +60,14 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   void *p = std::aligned_alloc(64, rounded);
   if (!p) fail("out of memory allocating {} bytes for a tensor of shape {}", bytes, shapeString(shape_));
   std::memset(p, 0, rounded);
-  storage_ = std::shared_ptr<std::byte>(static_cast<std::byte *>(p), [](std::byte *q) { std::free(q); });
+  auto size = static_cast<int64_t>(rounded);
+  raiseTo(gPeak, gCurrent += size);
+  raiseTo(gLargest, size);
+  ++gCount;
+  storage_ = std::shared_ptr<std::byte>(static_cast<std::byte *>(p), [size](std::byte *q) {
+    gCurrent -= size;
+    std::free(q);
+  });
 }
 
 double Tensor::at(int64_t flat) const {

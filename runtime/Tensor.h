@@ -21,6 +21,17 @@ using Shape = std::vector<int64_t>;
 std::string shapeString(const Shape &s); // "[2, 3, 4]"
 int64_t shapeNumel(const Shape &s);
 
+// Host memory held by tensors in this process, for tests and reports (`peak` and `largest`
+// since the last resetAllocationStats).
+struct AllocationStats {
+  int64_t currentBytes = 0;
+  int64_t peakBytes = 0;
+  int64_t largestBytes = 0; // the largest single tensor allocated
+  int64_t allocations = 0;
+};
+AllocationStats allocationStats();
+void resetAllocationStats();
+
 class Tensor {
 public:
   Tensor() = default;

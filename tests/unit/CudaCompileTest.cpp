@@ -62,7 +62,11 @@ std::map<std::string, std::string> settingsForAll(const LayerSymbols &sym) {
   for (const ast::HyperParam &hp : sym.layer->hyperParams) {
     switch (hp.type.kind) {
     case ast::HyperParamType::Kind::Int:
-      out[hp.name.text] = std::to_string(3 + 2 * i);
+      // Small and even, so divisibility requirements (groups) hold.
+      out[hp.name.text] = hp.name.text == "groups" ? "1" : std::to_string(2 + 2 * (i % 2));
+      break;
+    case ast::HyperParamType::Kind::Int2:
+      out[hp.name.text] = hp.name.text == "padding" ? "1" : "2,3";
       break;
     case ast::HyperParamType::Kind::Float:
       out[hp.name.text] = "0.25";
@@ -113,6 +117,7 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
       {"set", resolveHyperParams(sym, settingsForAll(sym))},
       {"set, sizes constant", resolveHyperParams(sym, settingsForAll(sym))},
   };
+  for (size_t i = 1; i < variants.size(); ++i) variants[i].hyper["training"] = ir::boolImm(true);
   // The last variant also fixes every input size, so kernels see only constants (folded index math).
   int nextSize = 5;
   for (const ir::SizeParam &s : ir::buildTensorProgram(sym).sizes)
@@ -156,7 +161,7 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
       ASSERT_GE(line, 1);
       ASSERT_LE(line, static_cast<int>(encLines.size())) << it->str();
       const std::string &text = encLines[static_cast<size_t>(line - 1)];
-      EXPECT_TRUE(std::regex_search(text, std::regex(R"(^\s*[A-Za-z_]\w*\s*\[.*=)")))
+      EXPECT_TRUE(std::regex_search(text, std::regex(R"(^\s*[A-Za-z_]\w*\s*(\[|=|<-))")))
           << it->str() << ": '" << text << "'";
     }
     EXPECT_GE(toEnc, static_cast<int>(loops.kernels.size())) << "every kernel stores from an .enc statement\n"

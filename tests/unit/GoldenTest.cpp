@@ -36,6 +36,15 @@ namespace {
 // Hyper-parameters for layers that have no defaults (--set K=V on the command line).
 const std::map<std::string, std::map<std::string, std::string>> kIRSettings = {
     {"Encoding", {{"D", "4"}, {"K", "3"}}},
+    {"SyncBatchNorm", {{"num_features", "4"}, {"activation", "leaky_relu"}}},
+    {"DistSyncBatchNorm", {{"num_features", "4"}}},
+    {"Conv2d", {{"in_channels", "4"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}, {"groups", "2"}}},
+    {"UpsampleConv2d", {{"in_channels", "4"}, {"out_channels", "2"}, {"kernel_size", "3"}, {"stride", "2"},
+                        {"padding", "1"}, {"scale_factor", "2"}}},
+    {"Linear", {{"in_features", "5"}, {"out_features", "3"}}},
+    {"MaxPool2d", {{"kernel_size", "3"}, {"stride", "2"}, {"padding", "1"}}},
+    {"AvgPool2d", {{"kernel_size", "2"}}},
+    {"Inspiration", {{"C", "8"}}},
 };
 
 fs::path goldenDir() { return fs::path(ENC_TEST_DIR) / "golden"; }
@@ -88,8 +97,10 @@ std::string renderIR(const std::string &layerName) {
   auto it = kIRSettings.find(layerName);
   std::map<std::string, std::string> settings;
   if (it != kIRSettings.end()) settings = it->second;
+  // As `encc emit --emit=ir` shows it: a training pass, hyper-parameters folded before fusion.
   auto hyper = resolveHyperParams(sym, settings, /*allowMissing=*/true);
-  return ir::printProgram(ir::specialize(ir::buildTensorProgram(sym), hyper));
+  hyper["training"] = ir::boolImm(true);
+  return ir::printProgram(ir::buildTensorProgram(sym, hyper));
 }
 
 std::vector<std::string> splitLines(const std::string &s) {

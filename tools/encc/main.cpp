@@ -93,10 +93,13 @@ struct EmitOptions {
   std::string arch = "sm_90";
   std::string target = "cpu";
   std::string dtype = "f32";
+  std::string mode = "train";
 };
 
 std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
+  if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
+  hyper["training"] = ir::boolImm(o.mode == "train");
   ir::Program prog = ir::buildTensorProgram(sym, hyper);
   bool f64 = parseDTypeOption(o.dtype) == DType::F64;
   if (o.kind == "ir") return ir::printProgram(prog);
@@ -194,6 +197,7 @@ int runEval(const EvalOptions &o) {
   auto lib = loadLibrary(o.file);
   LayerOptions lo;
   lo.dtype = parseDTypeOption(o.dtype);
+  lo.training = o.mode == "train";
   lo.seed = o.seed;
   Layer layer(lib, o.layer, splitPairs(o.sets, "--set"), lo);
   for (const auto &[name, path] : splitPairs(o.params, "--param")) layer.setParam(name, readNpy(path));
@@ -246,6 +250,7 @@ int main(int argc, char **argv) {
   emitCmd->add_option("--arch", emit.arch, "GPU architecture for --emit=ptx")->capture_default_str();
   emitCmd->add_option("--target", emit.target, "schedule shown by --emit=loops: cpu or gpu")->capture_default_str();
   emitCmd->add_option("--dtype", emit.dtype, "element type of generated code: f32 or f64")->capture_default_str();
+  emitCmd->add_option("--mode", emit.mode, "train or eval: the pass to show")->capture_default_str();
 
   EvalOptions eval;
   auto *evalCmd = app.add_subcommand("eval", "Run a layer on .npy inputs and write .npy outputs");
