@@ -54,6 +54,13 @@ const Case kEncoding{"Encoding", {{"D", "128"}, {"K", "32"}}, {8, 128, 1024}};
 const Case kGram{"GramMatrix", {}, {8, 128, 32, 32}};
 const Case kSoftmax{"Softmax", {}, {16, 64, 32, 32}};
 const Case kLeaky{"LeakyReLU", {}, {16, 64, 56, 56}};
+const Case kBatchNorm{"SyncBatchNorm", {{"num_features", "64"}}, {16, 64, 56, 56}};
+const Case kConv{"Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
+                 {8, 64, 32, 32}};
+const Case kUpConv{"UpsampleConv2d",
+                   {{"in_channels", "64"}, {"out_channels", "32"}, {"kernel_size", "3"}, {"padding", "1"}, {"scale_factor", "2"}},
+                   {4, 64, 32, 32}};
+const Case kInspiration{"Inspiration", {{"C", "128"}}, {8, 128, 32, 32}};
 
 void BM_Encoding_Fused(benchmark::State &s) { runLayer(s, kEncoding, true); }
 void BM_Encoding_Unfused(benchmark::State &s) { runLayer(s, kEncoding, false); }
@@ -64,6 +71,12 @@ void BM_Softmax_Unfused(benchmark::State &s) { runLayer(s, kSoftmax, false); }
 void BM_LeakyReLU_Fused(benchmark::State &s) { runLayer(s, kLeaky, true); }
 void BM_LeakyReLU_Unfused(benchmark::State &s) { runLayer(s, kLeaky, false); }
 
+void BM_BatchNorm_Fused(benchmark::State &s) { runLayer(s, kBatchNorm, true); }
+void BM_BatchNorm_Unfused(benchmark::State &s) { runLayer(s, kBatchNorm, false); }
+void BM_Conv2d_Fused(benchmark::State &s) { runLayer(s, kConv, true); }
+void BM_UpsampleConv2d_Fused(benchmark::State &s) { runLayer(s, kUpConv, true); }
+void BM_Inspiration_Fused(benchmark::State &s) { runLayer(s, kInspiration, true); }
+
 BENCHMARK(BM_Encoding_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Encoding_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Gram_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -72,6 +85,11 @@ BENCHMARK(BM_Softmax_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Softmax_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LeakyReLU_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LeakyReLU_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNorm_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNorm_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_UpsampleConv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Inspiration_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // References: the hardware's bars, measured in the same run.
 void BM_Memcpy(benchmark::State &state) {

@@ -161,6 +161,11 @@ void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, 
   }
 }
 
+bool Layer::isParameter(const std::string &name) const {
+  const TensorSymbol *t = symbols_->find(name);
+  return t && t->role == TensorRole::Param && params_.count(name);
+}
+
 void Layer::setParam(const std::string &pname, const Tensor &value) {
   auto it = params_.find(pname);
   if (it == params_.end()) {

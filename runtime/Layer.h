@@ -37,6 +37,8 @@ public:
 
   // Parameters and buffers, by name.
   const std::map<std::string, Tensor> &params() const { return params_; }
+  // Whether `name` is a learnable parameter (not a buffer).
+  bool isParameter(const std::string &name) const;
   // Replaces a parameter; its shape must match (an f64/f32 tensor is converted to the layer's dtype).
   void setParam(const std::string &name, const Tensor &value);
 
