@@ -276,7 +276,9 @@ static bool foldCall(const std::string &fn, const std::vector<Expr> &args, doubl
 }
 
 Expr call(std::string fn, std::vector<Expr> args) {
-  for (Expr &a : args) a = cast(Type::Float, a);
+  // rand's arguments are integers: the seed and the indices that pick the number.
+  if (fn != "rand")
+    for (Expr &a : args) a = cast(Type::Float, a);
   if (double v = 0; foldCall(fn, args, v)) return floatImm(v);
   auto n = node(ExprKind::Call, Type::Float);
   n->name = std::move(fn);

@@ -27,6 +27,7 @@ public:
       }
     }
     p.sizes.push_back({"training", Type::Bool, VarKind::Param});
+    p.sizes.push_back({kRandomSeed, Type::Int, VarKind::Size});
     for (const SizeSymbol &s : layer_.sizes) p.sizes.push_back({s.name, Type::Int, VarKind::Size});
     for (const TensorSymbol &t : layer_.tensors) {
       TensorDecl d{t.name, t.role, {}, t.loc};
@@ -112,6 +113,11 @@ private:
     if (e.name == "pow") return binary(BinOp::Pow, cast(Type::Float, args[0]), args[1]);
     if (e.name == "float") return cast(Type::Float, args[0]);
     if (e.name == "int") return cast(Type::Int, args[0]);
+    if (e.name == "rand") {
+      // The seed is a run-time value (it changes every pass), never folded into the kernel.
+      args.insert(args.begin(), var(kRandomSeed, Type::Int, VarKind::Size));
+      return call("rand", std::move(args));
+    }
     return call(e.name, std::move(args));
   }
 
@@ -181,6 +187,19 @@ private:
 Program lowerLayer(const LayerSymbols &layer) { return Lowerer(layer).run(); }
 
 std::string pairComponentName(const std::string &name, int64_t i) { return fmt::format("{}_{}", name, i); }
+
+static uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+double randomUniform(int64_t seed, const std::vector<int64_t> &indices) {
+  uint64_t h = static_cast<uint64_t>(seed);
+  for (int64_t a : indices) h = splitmix64(h ^ (static_cast<uint64_t>(a) * 0x9e3779b97f4a7c15ULL));
+  return static_cast<double>(h >> 40) * 0x1.0p-24;
+}
 
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 

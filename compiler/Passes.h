@@ -10,6 +10,12 @@ namespace enc::ir {
 // Annotated AST of one checked layer -> tensor IR. softmax, logsumexp and mean are expanded
 // into max/sum reductions here; hyper-parameters and input sizes stay symbolic.
 Program lowerLayer(const LayerSymbols &layer);
+// The run-time seed of rand(...): set for every pass by the runtime, never specialized.
+inline constexpr const char *kRandomSeed = "rng_seed";
+// The 24-bit uniform hash rand(...) computes, identical in every backend:
+//   h = seed; for each index a: h = splitmix64(h ^ (a * 0x9E3779B97F4A7C15)); u = (h >> 40) * 2^-24
+double randomUniform(int64_t seed, const std::vector<int64_t> &indices);
+
 // The variable holding component i of an int2 hyper-parameter: kernel_size[1] -> kernel_size_1.
 std::string pairComponentName(const std::string &name, int64_t i);
 // One checked expression of the layer (an initializer argument, a shape dimension).

@@ -52,7 +52,7 @@ namespace {
 const std::map<std::string, int> kFunctions = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1},      {"tanh", 1}, {"sigmoid", 1}, {"abs", 1},
     {"relu", 1},  {"sin", 1},   {"cos", 1},   {"floor", 1},      {"ceil", 1}, {"leaky_relu", 2},
-    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}, {"int", 1}};
+    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}, {"int", 1}, {"rand", 1}};
 const std::set<std::string> kReductions = {"sum", "max", "min", "mean", "prod", "softmax", "logsumexp"};
 const std::map<std::string, int> kInitializers = {{"uniform", 2}, {"normal", 2}, {"zeros", 0}, {"ones", 0}, {"constant", 1}};
 
@@ -882,6 +882,18 @@ private:
       if (TensorSymbol *t = findTensor(e.name)) hint = fmt::format("'{}' is a tensor: index it with [...]", t->name);
       diags_.error(e.nameLoc, fmt::format("unknown function '{}'", e.name), hint);
       return Type::Unknown;
+    }
+    if (e.name == "rand") {
+      // rand(i, j, ...): a uniform number in [0, 1) fixed by the indices, the seed and the pass.
+      if (e.args.empty() || e.args.size() > 4) {
+        diags_.error(e.loc, fmt::format("'rand' takes 1 to 4 integer arguments, given {}", e.args.size()));
+        return Type::Unknown;
+      }
+      for (size_t i = 0; i < types.size(); ++i)
+        if (types[i] != Type::Int && types[i] != Type::Unknown)
+          diags_.error(e.args[i]->loc, fmt::format("argument {} of 'rand' is {}, not an integer", i + 1, typeWord(types[i])),
+                       "rand takes indices, as in rand(b, c, i)");
+      return Type::Float;
     }
     if (e.args.size() != static_cast<size_t>(it->second)) {
       diags_.error(e.loc, fmt::format("'{}' takes {} argument{}, given {}", e.name, it->second, it->second == 1 ? "" : "s",

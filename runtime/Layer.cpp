@@ -180,9 +180,9 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
   it->second = value.to(options_.dtype).clone();
 }
 
-SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs) {
+SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
+                      const std::string &lname) {
   SizeBinding out;
-  const std::string &lname = layer.layer->name.text;
   for (const auto &[name, _] : inputs)
     if (!p.tensor(name) || p.tensor(name)->role != TensorRole::Input) {
       std::string names;
@@ -250,8 +250,8 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
       int64_t n = evalInt(d);
       bool emptyInput = std::any_of(sizes.begin(), sizes.end(), [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
-        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for these inputs", name_, t.name,
-                                s.size(), n),
+        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name,
+                                s.size(), n, lastInputsText_),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
       s.push_back(n);
     }
@@ -275,20 +275,25 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   return ref;
 }
 
-void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers) {
+void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
   for (const auto &[n, s] : c.shapes)
     if (!buffers.count(n)) buffers[n] = Tensor(options_.dtype, s);
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
     std::vector<void *> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
-    if (!k.params.empty()) fail("internal error: kernel {} has unresolved parameters", k.name);
+    // Everything but the random seed was folded into the kernel when it was compiled.
+    std::vector<int64_t> params;
+    for (const ir::SizeParam &p : k.params) {
+      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
+      params.push_back(randomSeed);
+    }
     codegen::CpuKernelFn fn = c.fns[i];
     int64_t extent = evalInt(k.launchExtent);
     if (k.launch == ir::ForKind::Parallel && extent > 1) {
-      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) { fn(ptrs.data(), nullptr, b, e); });
+      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) { fn(ptrs.data(), params.data(), b, e); });
     } else {
-      fn(ptrs.data(), nullptr, 0, extent);
+      fn(ptrs.data(), params.data(), 0, extent);
     }
   }
 }
@@ -328,7 +333,7 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
   for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
   for (const auto &[o, seed] : info.seedOf)
     if (!buffers.count(seed) && c.shapes.count(seed)) buffers[seed] = Tensor(options_.dtype, c.shapes.at(seed));
-  run(c, buffers);
+  run(c, buffers, lastRandomSeed_);
   std::map<std::string, Tensor> grads;
   for (const auto &[x, gname] : info.gradOf) {
     const Tensor &t = buffers.at(gname);
@@ -352,7 +357,10 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
                                 aliasRanks_.size() == 1 ? std::to_string(aliasRanks_[0])
                                                         : fmt::format("{} or {}", aliasRanks_[0], aliasRanks_[1])),
                     "SyncBatchNorm accepts any rank from 2 to 5");
-  SizeBinding binding = bindSizes(program_, *symbols_, inputs);
+  lastInputsText_.clear();
+  for (const auto &[n, t] : inputs)
+    lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));
+  SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_);
   Compiled &c = compile(program_, binding.values, compiled_);
 
   std::map<std::string, Tensor> buffers;
@@ -362,7 +370,9 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
     lastInputShapes_[n] = t.shape();
   }
   for (const auto &[n, t] : params_) buffers[n] = t;
-  run(c, buffers);
+  // A new seed per pass, reproducible from the layer's seed.
+  lastRandomSeed_ = static_cast<int64_t>(Rng(options_.seed, fmt::format("pass {}", passes_++)).next() >> 1);
+  run(c, buffers, lastRandomSeed_);
 
   std::map<std::string, Tensor> outputs;
   for (const std::string &o : outputNames()) {

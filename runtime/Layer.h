@@ -75,12 +75,15 @@ private:
   std::map<std::string, Tensor> lastBuffers_;
   std::map<std::string, Shape> lastOutputShapes_;
   std::map<std::string, Shape> lastInputShapes_;
+  std::string lastInputsText_;  // "X [1, 2, 3, 3]", for messages about what these inputs imply
+  int64_t passes_ = 0;        // forward passes run: each draws new random numbers (Dropout)
+  int64_t lastRandomSeed_ = 0; // the last forward's, which its backward must see again
 
   void initParams();
   void checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const;
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache);
-  void run(const Compiled &c, std::map<std::string, Tensor> &buffers);
+  void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
 };
 
 // Fills every Size variable of `p`'s shapes from input tensors; throws Error naming the layer,
@@ -90,7 +93,9 @@ struct SizeBinding {
   std::map<std::string, ir::Expr> values;
   std::map<std::string, Shape> variadicDims; // size name -> the dimensions it collapsed
 };
-SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs);
+// `name` is the layer's name in messages (an alias such as BatchNorm2d shows as itself).
+SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
+                      const std::string &name);
 
 // Evaluates a fully specialized integer expression.
 int64_t evalInt(const ir::Expr &e);

@@ -318,7 +318,7 @@ TEST(Passes, LowerKeepsHyperParametersSymbolic) {
   EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * R[b, i, k, d])");
   std::vector<std::string> sizes;
   for (const SizeParam &s : p.sizes) sizes.push_back(s.name);
-  EXPECT_EQ(sizes, (std::vector<std::string>{"D", "K", "training", "B", "N"}));
+  EXPECT_EQ(sizes, (std::vector<std::string>{"D", "K", "training", "rng_seed", "B", "N"}));
   const TensorDecl *cw = p.tensor("codewords");
   ASSERT_NE(cw, nullptr);
   EXPECT_EQ(cw->role, TensorRole::Param);
@@ -481,7 +481,7 @@ TEST(Passes, SpecializeSubstitutesAndFolds) {
   EXPECT_EQ(intOf(y->indices[2].extent), 3);
   std::vector<std::string> left;
   for (const SizeParam &s : p.sizes) left.push_back(s.name);
-  EXPECT_EQ(left, (std::vector<std::string>{"training", "B", "N"}));
+  EXPECT_EQ(left, (std::vector<std::string>{"training", "rng_seed", "B", "N"}));
   // Extents inside reductions are specialized too.
   const Definition *s1 = p.definitionOf("A_sum1");
   ASSERT_NE(s1, nullptr);

@@ -23,6 +23,25 @@ __device__ __forceinline__ long long enc_floormod(long long a, long long b) {
   long long r = a % b;
   return (r != 0 && ((r ^ b) < 0)) ? r + b : r;
 }
+__device__ __forceinline__ unsigned long long enc_splitmix(unsigned long long z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+// rand(seed, i, ...): 24 uniform bits, as on the CPU.
+__device__ __forceinline__ unsigned long long enc_mix(unsigned long long h, long long a) {
+  return enc_splitmix(h ^ ((unsigned long long)a * 0x9e3779b97f4a7c15ULL));
+}
+__device__ __forceinline__ float enc_unit(unsigned long long h) { return (float)(h >> 40) * 5.9604644775390625e-08f; }
+__device__ __forceinline__ float enc_rand(long long s, long long a) { return enc_unit(enc_mix(s, a)); }
+__device__ __forceinline__ float enc_rand(long long s, long long a, long long b) { return enc_unit(enc_mix(enc_mix(s, a), b)); }
+__device__ __forceinline__ float enc_rand(long long s, long long a, long long b, long long c) {
+  return enc_unit(enc_mix(enc_mix(enc_mix(s, a), b), c));
+}
+__device__ __forceinline__ float enc_rand(long long s, long long a, long long b, long long c, long long d) {
+  return enc_unit(enc_mix(enc_mix(enc_mix(enc_mix(s, a), b), c), d));
+}
 template <typename T> __device__ __forceinline__ T enc_warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -197,6 +216,11 @@ private:
 
   std::string callExpr(const ExprNode &e) {
     const std::string &f = e.name;
+    if (f == "rand") {
+      std::string args;
+      for (size_t i = 0; i < e.args.size(); ++i) args += (i ? ", " : "") + expr(e.args[i]);
+      return fmt::format("(({})enc_rand({}))", t_, args);
+    }
     std::string x = expr(e.args[0]);
     std::string one = floatLit(1), zero = floatLit(0);
     if (f == "exp" || f == "log" || f == "sqrt" || f == "rsqrt" || f == "tanh" || f == "floor" || f == "ceil" ||

@@ -284,8 +284,24 @@ private:
     fail("internal error: operator {} on {}", binOpSpelling(e.binOp), typeName(t));
   }
 
+  // splitmix64 finalizer, as compiler/Passes.h's randomUniform.
+  llvm::Value *splitmix(llvm::Value *z) {
+    z = b_.CreateAdd(z, b_.getInt64(0x9e3779b97f4a7c15ULL));
+    z = b_.CreateMul(b_.CreateXor(z, b_.CreateLShr(z, 30)), b_.getInt64(0xbf58476d1ce4e5b9ULL));
+    z = b_.CreateMul(b_.CreateXor(z, b_.CreateLShr(z, 27)), b_.getInt64(0x94d049bb133111ebULL));
+    return b_.CreateXor(z, b_.CreateLShr(z, 31));
+  }
+
+  llvm::Value *randomExpr(const ExprNode &e) {
+    llvm::Value *h = expr(e.args[0]);
+    for (size_t i = 1; i < e.args.size(); ++i)
+      h = splitmix(b_.CreateXor(h, b_.CreateMul(expr(e.args[i]), b_.getInt64(0x9e3779b97f4a7c15ULL))));
+    return b_.CreateFMul(b_.CreateUIToFP(b_.CreateLShr(h, 40), fty_), floatConst(0x1.0p-24));
+  }
+
   llvm::Value *callExpr(const ExprNode &e) {
     const std::string &f = e.name;
+    if (f == "rand") return randomExpr(e);
     llvm::Value *x = expr(e.args[0]);
     if (f == "exp") return intrinsic(llvm::Intrinsic::exp, {x});
     if (f == "log") return intrinsic(llvm::Intrinsic::log, {x});
