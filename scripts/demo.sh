@@ -5,18 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh encc
+bash scripts/build.sh encc train_mlp
 encc=build/tools/encc/encc
 out=$(mktemp -d)
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# Shows a command, then runs it (the header goes to stderr, so `step cmd > file` works).
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*" >&2; "$@"; }
 
 step "$encc" check layers/*.enc
 step "$encc" emit --emit=ir --layer Encoding --set D=128 --set K=32
 step "$encc" emit --emit=loops --layer Encoding --set D=128 --set K=32
-printf '\n\033[1m$ %s\033[0m\n' "$encc emit --emit=cuda --layer Encoding --set D=128 --set K=32 | head -60"
-"$encc" emit --emit=cuda --layer Encoding --set D=128 --set K=32 | head -60
-printf '\n\033[1m$ %s\033[0m\n' "$encc emit --emit=ptx --arch sm_90 --layer Encoding --set D=128 --set K=32 | grep -E '\\.(target|entry)'"
-"$encc" emit --emit=ptx --arch sm_90 --layer Encoding --set D=128 --set K=32 | grep -E '\.(target|entry)' || true
+step "$encc" emit --emit=cuda --layer Encoding --set D=128 --set K=32 > "$out/encoding.cu"
+echo "(the first 60 of $(wc -l < "$out/encoding.cu") lines of $out/encoding.cu)"
+head -60 "$out/encoding.cu"
+step "$encc" emit --emit=ptx --arch sm_90 --layer Encoding --set D=128 --set K=32 > "$out/encoding.ptx"
+echo "(PTX in $out/encoding.ptx; its kernels:)"
+grep -E '\.(target|entry)' "$out/encoding.ptx" || true
+step "$encc" emit --emit=grad --layer Encoding --set D=128 --set K=32
 device=cpu
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
   echo "(a GPU is present, but GPU execution is not implemented yet: evaluating on the CPU)"
@@ -24,5 +28,10 @@ fi
 step "$encc" eval --layer Encoding --set D=128 --set K=32 --device "$device" --input X=random:8,128,32,32 --out "$out/encoding"
 step "$encc" eval --layer GramMatrix --device "$device" --input X=random:4,64,32,32 --out "$out/gram"
 step "$encc" eval --layer Softmax --device "$device" --dtype f64 --input X=random:2,10,7 --out "$out/softmax"
+step "$encc" eval --layer Conv2d --set in_channels=16 --set out_channels=32 --set kernel_size=3 --set padding=1 \
+  --device "$device" --input X=random:4,16,32,32 --grad Y=random:4,32,32,32 --out "$out/conv"
+step "$encc" eval --layer SyncBatchNorm --set num_features=32 --set activation=leaky_relu \
+  --device "$device" --input X=random:8,32,16,16 --grad Y=random:8,32,16,16 --out "$out/bn"
+step build/examples/train_mlp
 echo
 echo "outputs and parameters written under $out"
