@@ -1,5 +1,6 @@
 #include "compiler/Autodiff.h"
 
+#include "compiler/Passes.h"
 #include "support/Error.h"
 
 #include <algorithm>
@@ -391,5 +392,41 @@ private:
 } // namespace
 
 Gradient differentiate(const Program &forward) { return Differentiator(forward).run(); }
+
+Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std::map<std::string, Expr> &hyperParams,
+                    bool fuse) {
+  Gradient g;
+  if (!layer.layer->backward) {
+    g = differentiate(forward);
+  } else {
+    g.program = specialize(lowerBackwardBlock(layer), hyperParams);
+    for (const TensorDecl &t : forward.tensors) {
+      if (t.role == TensorRole::Output) g.seedOf[t.name] = gradientName(t.name);
+      // A parameter the forward pass no longer has (bias = false) has no gradient either.
+      if (t.role == TensorRole::Input || t.role == TensorRole::Param) g.gradOf[t.name] = gradientName(t.name);
+    }
+    std::erase_if(g.program.tensors, [&](const TensorDecl &t) {
+      return t.role == TensorRole::Output && t.name.rfind("grad_", 0) == 0 && !g.gradOf.count(t.name.substr(5));
+    });
+    std::erase_if(g.program.defs, [&](const Definition &d) {
+      return d.tensor.rfind("grad_", 0) == 0 && !g.program.tensor(d.tensor);
+    });
+  }
+  Program &p = g.program;
+  p = hoistReductions(p);
+  if (fuse) p = inlinePointwise(p);
+  if (layer.layer->backward) {
+    // Saved: the forward tensors the backward pass still reads.
+    std::set<std::string> read;
+    for (const Definition &d : p.defs)
+      visit(d.value, [&](const Expr &n) {
+        if (n->kind == ExprKind::Access) read.insert(n->name);
+        return true;
+      });
+    for (const TensorDecl &t : forward.tensors)
+      if (t.role != TensorRole::Temp && t.role != TensorRole::Update && read.count(t.name)) g.saved.push_back(t.name);
+  }
+  return g;
+}
 
 } // namespace enc::ir

@@ -28,4 +28,9 @@ std::string gradientName(const std::string &tensor); // "grad_X"
 // raw tensor program (run hoistReductions and inlinePointwise on it before lowering).
 Gradient differentiate(const Program &forward);
 
+// The backward pass of a layer: its hand-written backward block if it has one (specialized
+// with `hyperParams` like the forward pass), else differentiate(forward). Fused.
+Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std::map<std::string, Expr> &hyperParams,
+                    bool fuse = true);
+
 } // namespace enc::ir

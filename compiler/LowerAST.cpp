@@ -12,7 +12,10 @@ class Lowerer {
 public:
   explicit Lowerer(const LayerSymbols &layer) : layer_(layer) {}
 
-  Program run() {
+  // The forward pass, or (`backward`) the layer's hand-written backward block: its inputs are
+  // the forward pass's inputs, parameters, buffers and outputs and the output gradients; the
+  // forward temporaries it reads are recomputed from their definitions.
+  Program run(bool backward = false) {
     Program p;
     p.layer = layer_.layer->name.text;
     p.source = layer_.layer->loc.file;
@@ -30,11 +33,28 @@ public:
     p.sizes.push_back({kRandomSeed, Type::Int, VarKind::Size});
     for (const SizeSymbol &s : layer_.sizes) p.sizes.push_back({s.name, Type::Int, VarKind::Size});
     for (const TensorSymbol &t : layer_.tensors) {
-      TensorDecl d{t.name, t.role, {}, t.loc};
+      if (t.inBackward && !backward) continue;
+      TensorRole role = t.role;
+      if (backward) {
+        if (role == TensorRole::Param || role == TensorRole::Buffer || role == TensorRole::Output ||
+            role == TensorRole::GradSeed)
+          role = TensorRole::Input;
+        else if (role == TensorRole::GradOut)
+          role = TensorRole::Output;
+        else if (role == TensorRole::Input && !t.inBackward)
+          role = TensorRole::Input;
+      }
+      TensorDecl d{t.name, role, {}, t.loc};
       for (const AExpr *e : t.shape) d.shape.push_back(lower(*e));
       p.tensors.push_back(std::move(d));
     }
-    for (const ast::Statement &s : layer_.layer->forward->statements) {
+    std::vector<const ast::Statement *> statements;
+    for (const ast::Statement &s : layer_.layer->forward->statements)
+      if (!backward || (!s.update && layer_.find(s.target.text)->role == TensorRole::Temp)) statements.push_back(&s);
+    if (backward)
+      for (const ast::Statement &s : layer_.layer->backward->statements) statements.push_back(&s);
+    for (const ast::Statement *sp : statements) {
+      const ast::Statement &s = *sp;
       Definition d;
       d.tensor = s.target.text;
       if (s.update) {
@@ -185,6 +205,8 @@ private:
 } // namespace
 
 Program lowerLayer(const LayerSymbols &layer) { return Lowerer(layer).run(); }
+
+Program lowerBackwardBlock(const LayerSymbols &layer) { return Lowerer(layer).run(/*backward=*/true); }
 
 std::string pairComponentName(const std::string &name, int64_t i) { return fmt::format("{}_{}", name, i); }
 

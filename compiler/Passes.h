@@ -18,6 +18,9 @@ double randomUniform(int64_t seed, const std::vector<int64_t> &indices);
 
 // The variable holding component i of an int2 hyper-parameter: kernel_size[1] -> kernel_size_1.
 std::string pairComponentName(const std::string &name, int64_t i);
+// The layer's hand-written `backward { ... }` block as a tensor program (see Autodiff.h's
+// gradientOf, which uses it when a layer has one).
+Program lowerBackwardBlock(const LayerSymbols &layer);
 // One checked expression of the layer (an initializer argument, a shape dimension).
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer);
 

@@ -114,6 +114,8 @@ struct Layer {
   std::vector<TensorDecl> params;
   std::vector<TensorDecl> buffers;
   std::unique_ptr<Forward> forward;
+  // `backward { ... }`: hand-written gradients instead of derived ones (no inputs/outputs).
+  std::unique_ptr<Forward> backward;
   std::vector<Requirement> requirements;
   SourceLoc loc;
 };

@@ -220,6 +220,18 @@ private:
       layer.requirements.push_back(parseRequirement());
       return;
     }
+    // `backward` is not reserved: it starts a block only where a member may start.
+    if (at(Tok::Ident) && cur().text == "backward" && peekTok(1).kind == Tok::LBrace) {
+      if (layer.backward) {
+        Diagnostic &d = diags_.error(cur().loc, fmt::format("layer '{}' has a second backward block", layer.name.text));
+        d.notes.push_back({layer.backward->loc, "first backward block here"});
+      }
+      auto b = std::make_unique<ast::Forward>();
+      b->loc = advance().loc;
+      parseBlockBody(*b, "backward");
+      if (!layer.backward) layer.backward = std::move(b);
+      return;
+    }
     if (at(Tok::KwForward)) {
       if (layer.forward) {
         Diagnostic &d = diags_.error(cur().loc, fmt::format("layer '{}' has a second forward block", layer.name.text));
@@ -284,26 +296,31 @@ private:
       f->outputs.push_back(parseTensorSignature(false));
     } while (accept(Tok::Comma));
     if (paren) expect(Tok::RParen);
+    parseBlockBody(*f, "forward");
+    return f;
+  }
+
+  // '{' statements and requirements '}' of a forward or backward block.
+  void parseBlockBody(ast::Forward &f, const char *what) {
     SourceLoc open = expect(Tok::LBrace).loc;
     skipNewlines();
     while (!at(Tok::RBrace)) {
       if (at(Tok::Eof) || at(Tok::KwLayer) || at(Tok::KwParam) || at(Tok::KwBuffer) || at(Tok::KwForward)) {
         // Keep the statements read so far; the layer goes on with what follows.
-        diags_.error(open, "unterminated forward block", "add the closing '}' after the last statement");
+        diags_.error(open, fmt::format("unterminated {} block", what), "add the closing '}' after the last statement");
         unterminatedReported_ = true;
-        return f;
+        return;
       }
       try {
-        if (at(Tok::KwRequire)) f->requirements.push_back(parseRequirement());
-        else f->statements.push_back(parseStatement());
+        if (at(Tok::KwRequire)) f.requirements.push_back(parseRequirement());
+        else f.statements.push_back(parseStatement());
       } catch (SyntaxError &) {
         recoverToLineEnd();
       }
       skipNewlines();
     }
-    f->closeLoc = expect(Tok::RBrace).loc;
+    f.closeLoc = expect(Tok::RBrace).loc;
     expectStatementEnd();
-    return f;
   }
 
   ast::Requirement parseRequirement() {

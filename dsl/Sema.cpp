@@ -23,6 +23,8 @@ const char *roleName(TensorRole r) {
   case TensorRole::Output: return "output";
   case TensorRole::Temp: return "intermediate";
   case TensorRole::Update: return "buffer update";
+  case TensorRole::GradSeed: return "output gradient";
+  case TensorRole::GradOut: return "gradient";
   }
   return "tensor";
 }
@@ -95,6 +97,7 @@ public:
     for (ast::TensorDecl &in : f.inputs) declareInput(in);
     for (ast::TensorDecl &out : f.outputs) declareOutput(out);
     for (ast::Statement &s : f.statements) checkStatement(s);
+    if (layer_.backward) checkBackward(*layer_.backward);
     for (ast::Requirement &r : layer_.requirements) checkRequirement(r);
     for (ast::Requirement &r : f.requirements) checkRequirement(r);
     for (const TensorSymbol &t : syms_.tensors)
@@ -504,6 +507,40 @@ private:
     return Type::Int;
   }
 
+  // A hand-written backward block sees every forward tensor, grad_Y for each output, and
+  // must define grad_X for each input and parameter (same shapes as X).
+  void checkBackward(ast::Forward &b) {
+    std::vector<TensorSymbol> added;
+    for (const TensorSymbol &t : syms_.tensors) {
+      TensorRole role;
+      if (t.role == TensorRole::Output) role = TensorRole::GradSeed;
+      else if (t.role == TensorRole::Input || t.role == TensorRole::Param) role = TensorRole::GradOut;
+      else continue;
+      TensorSymbol g{"grad_" + t.name, role, t.shape, t.variadic, b.loc, nullptr};
+      g.inBackward = true;
+      added.push_back(std::move(g));
+    }
+    size_t firstNew = syms_.tensors.size();
+    for (TensorSymbol &g : added) {
+      if (findTensor(g.name))
+        diags_.error(findTensor(g.name)->loc, fmt::format("'{}' is the name of a gradient in the backward block", g.name),
+                     "rename this tensor");
+      syms_.tensors.push_back(std::move(g));
+    }
+    for (ast::Statement &s : b.statements) {
+      size_t before = syms_.tensors.size();
+      checkStatement(s);
+      for (size_t i = before; i < syms_.tensors.size(); ++i) syms_.tensors[i].inBackward = true;
+      if (s.update) diags_.error(s.target.loc, "buffers are updated in the forward block, not in backward");
+    }
+    for (size_t i = firstNew; i < syms_.tensors.size(); ++i) {
+      const TensorSymbol &g = syms_.tensors[i];
+      if (g.role == TensorRole::GradOut && !g.definition)
+        diags_.error(b.loc, fmt::format("the backward block does not define '{}'", g.name),
+                     fmt::format("add '{}[...] = ...' (write 0 if nothing flows into {})", g.name, g.name.substr(5)));
+    }
+  }
+
   void checkRequirement(ast::Requirement &r) {
     Type t = checkExpr(*r.condition);
     if (t != Type::Bool && t != Type::Unknown)
@@ -557,7 +594,7 @@ private:
         updated_.insert(name);
       }
     } else if (target) {
-      if (target->role == TensorRole::Output && !target->definition) {
+      if ((target->role == TensorRole::Output || target->role == TensorRole::GradOut) && !target->definition) {
         isOutput = true;
       } else if (target->definition) {
         Diagnostic &d = diags_.error(s.target.loc, fmt::format("'{}' is defined twice", name),

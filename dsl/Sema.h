@@ -13,7 +13,9 @@
 namespace enc {
 
 // Update: the new value of a buffer (buffer[...] <- value), stored back after a training pass.
-enum class TensorRole { Input, Param, Buffer, Output, Temp, Update };
+// GradSeed: grad_Y, the gradient of an output, given to a hand-written backward block;
+// GradOut: grad_X, the gradient of an input or parameter, which that block defines.
+enum class TensorRole { Input, Param, Buffer, Output, Temp, Update, GradSeed, GradOut };
 const char *roleName(TensorRole r);
 
 struct TensorSymbol {
@@ -25,6 +27,7 @@ struct TensorSymbol {
   bool variadic = false;
   SourceLoc loc;
   const ast::Statement *definition = nullptr; // outputs and temporaries
+  bool inBackward = false;                    // declared by or for a hand-written backward block
 };
 
 // A size known only from an input's shape, such as B or N.

@@ -301,10 +301,7 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
 const ir::Program &Layer::gradientProgram() {
   if (!gradient_) {
     gradient_ = std::make_unique<GradientInfo>();
-    gradient_->gradient = ir::differentiate(program_);
-    ir::Program &g = gradient_->gradient.program;
-    g = ir::hoistReductions(g);
-    if (options_.fuse) g = ir::inlinePointwise(g);
+    gradient_->gradient = ir::gradientOf(*symbols_, program_, hyper_, options_.fuse);
   }
   return gradient_->gradient.program;
 }

@@ -104,8 +104,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   bool f64 = parseDTypeOption(o.dtype) == DType::F64;
   if (o.kind == "ir") return ir::printProgram(prog);
   if (o.kind == "grad") {
-    ir::Program g = ir::differentiate(prog).program;
-    return ir::printProgram(ir::inlinePointwise(ir::hoistReductions(g)));
+    return ir::printProgram(ir::gradientOf(sym, prog, hyper).program);
   }
   if (o.kind == "loops") {
     if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
