@@ -16,21 +16,11 @@ namespace {
 Expr idx(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
 
 bool mentions(const Expr &e, const std::string &v) {
-  bool found = false;
-  visit(e, [&](const Expr &n) {
-    if (n->kind == ExprKind::Var && n->varKind == VarKind::Index && n->name == v) found = true;
-    return !found;
-  });
-  return found;
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->varKind == VarKind::Index && n->name == v; });
 }
 
 bool readsTensor(const Expr &e) {
-  bool found = false;
-  visit(e, [&](const Expr &n) {
-    if (n->kind == ExprKind::Access) found = true;
-    return !found;
-  });
-  return found;
+  return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Access; });
 }
 
 Expr renameIndices(const Expr &e, const std::map<std::string, Expr> &m) {
@@ -98,12 +88,7 @@ public:
     for (const TensorDecl &t : fwd_.tensors)
       if (t.role == TensorRole::Input || t.role == TensorRole::Param) grad_.gradOf[t.name] = finalize(t.name);
     // Forward tensors read by the backward pass become its inputs.
-    std::set<std::string> read;
-    for (const Definition &d : out_.defs)
-      visit(d.value, [&](const Expr &n) {
-        if (n->kind == ExprKind::Access) read.insert(n->name);
-        return true;
-      });
+    std::set<std::string> read = tensorsRead(out_);
     for (const TensorDecl &t : fwd_.tensors)
       if (read.count(t.name)) {
         grad_.saved.push_back(t.name);
@@ -417,12 +402,7 @@ Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std
   if (fuse) p = inlinePointwise(p);
   if (layer.layer->backward) {
     // Saved: the forward tensors the backward pass still reads.
-    std::set<std::string> read;
-    for (const Definition &d : p.defs)
-      visit(d.value, [&](const Expr &n) {
-        if (n->kind == ExprKind::Access) read.insert(n->name);
-        return true;
-      });
+    std::set<std::string> read = tensorsRead(p);
     for (const TensorDecl &t : forward.tensors)
       if (t.role != TensorRole::Temp && t.role != TensorRole::Update && read.count(t.name)) g.saved.push_back(t.name);
   }

@@ -369,13 +369,17 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &, Var
   });
 }
 
-bool containsReduce(const Expr &e) {
+bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred) {
   bool found = false;
   visit(e, [&](const Expr &n) {
-    if (n->kind == ExprKind::Reduce) found = true;
+    if (pred(n)) found = true;
     return !found;
   });
   return found;
+}
+
+bool containsReduce(const Expr &e) {
+  return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
 }
 
 static void collectFree(const Expr &e, std::set<std::string> &bound, std::vector<std::string> &out) {

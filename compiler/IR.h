@@ -92,6 +92,8 @@ Expr withArgs(const Expr &e, std::vector<Expr> args);
 // Replaces variables by name.
 Expr substitute(const Expr &e, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
 
+// Whether some node of e satisfies pred (stops at the first).
+bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred);
 bool containsReduce(const Expr &e);
 // Names of Index variables used and not bound inside e, in first-use order.
 std::vector<std::string> freeIndexVars(const Expr &e);

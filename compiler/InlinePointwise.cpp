@@ -11,12 +11,7 @@ namespace {
 constexpr int kCheapCost = 3;
 
 bool reads(const Expr &e, const std::string &tensor) {
-  bool found = false;
-  visit(e, [&](const Expr &n) {
-    if (n->kind == ExprKind::Access && n->name == tensor) found = true;
-    return !found;
-  });
-  return found;
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Access && n->name == tensor; });
 }
 
 // Substitutes `def` into the reads of it in `e`. A read through an index expression may

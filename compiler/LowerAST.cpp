@@ -41,8 +41,6 @@ public:
           role = TensorRole::Input;
         else if (role == TensorRole::GradOut)
           role = TensorRole::Output;
-        else if (role == TensorRole::Input && !t.inBackward)
-          role = TensorRole::Input;
       }
       TensorDecl d{t.name, role, {}, t.loc};
       for (const AExpr *e : t.shape) d.shape.push_back(lower(*e));

@@ -29,6 +29,16 @@ static std::string shapeText(const std::vector<Expr> &shape) {
   return out + "]";
 }
 
+std::set<std::string> tensorsRead(const Program &p) {
+  std::set<std::string> read;
+  for (const Definition &d : p.defs)
+    visit(d.value, [&](const Expr &n) {
+      if (n->kind == ExprKind::Access) read.insert(n->name);
+      return true;
+    });
+  return read;
+}
+
 std::string printProgram(const Program &p) {
   std::string out = fmt::format("layer {}\n", p.layer);
   for (const TensorDecl &t : p.tensors)

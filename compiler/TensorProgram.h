@@ -6,6 +6,7 @@
 #include "dsl/Sema.h"
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,5 +64,7 @@ struct Program {
 };
 
 std::string printProgram(const Program &p);
+// Names of the tensors some definition of p reads.
+std::set<std::string> tensorsRead(const Program &p);
 
 } // namespace enc::ir

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <iostream>
 #include <mutex>
+#include <regex>
 #include <set>
 
 namespace enc {
@@ -54,6 +55,8 @@ const Alias *findAlias(const Library &lib, const std::string &name) {
   return nullptr;
 }
 
+} // namespace
+
 const LayerSymbols &resolveLayer(const Library &lib, const std::string &name) {
   const Alias *alias = findAlias(lib, name);
   if (!alias) return lib.get(name);
@@ -61,12 +64,10 @@ const LayerSymbols &resolveLayer(const Library &lib, const std::string &name) {
   static std::set<std::string> warned;
   std::lock_guard<std::mutex> lock(mu);
   if (warned.insert(name).second)
-    std::cerr << fmt::format("encc: warning: {} is deprecated; use {} (it accepts inputs of rank 2 to 5)\n", name,
+    std::cerr << fmt::format("encc: warning: {} is deprecated; use {} (it accepts inputs of any rank from 2)\n", name,
                              alias->target);
   return lib.get(alias->target);
 }
-
-} // namespace
 
 Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
              const std::map<std::string, std::string> &settings, LayerOptions options)
@@ -150,11 +151,19 @@ void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, 
       continue;
     }
     if (r.condition->boolValue) continue;
+    // The values of the names the condition mentions (kernel_size_1 is written kernel_size[1]).
     std::string values;
     for (const auto *m : {&hyper_, &sizes})
-      for (const auto &[n, v] : *m)
-        if (r.text.find(n) != std::string::npos && n != "training")
-          values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", n, ir::print(v));
+      for (const auto &[n, v] : *m) {
+        std::string shown = n;
+        if (n.size() > 2 && n[n.size() - 2] == '_' && (n.back() == '0' || n.back() == '1') &&
+            symbols_->hyperParam(n.substr(0, n.size() - 2)))
+          shown = fmt::format("{}[{}]", n.substr(0, n.size() - 2), n.back());
+        std::regex word("(^|[^A-Za-z0-9_])" + std::regex_replace(shown, std::regex(R"([\[\]])"), R"(\$&)") +
+                        "($|[^A-Za-z0-9_])");
+        if (n != "training" && std::regex_search(r.text, word))
+          values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", shown, ir::print(v));
+      }
     throw Error(fmt::format("layer {} requires {}{} ({}:{})", name_, r.text, values.empty() ? "" : " (" + values + ")",
                             r.loc.file ? r.loc.file->name() : "?", r.loc.line()),
                 "change the hyper-parameters or the input shapes so that it holds");
@@ -353,7 +362,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
                                 name_, n, shapeString(t.shape()), t.rank(), name_,
                                 aliasRanks_.size() == 1 ? std::to_string(aliasRanks_[0])
                                                         : fmt::format("{} or {}", aliasRanks_[0], aliasRanks_[1])),
-                    "SyncBatchNorm accepts any rank from 2 to 5");
+                    "SyncBatchNorm accepts inputs of any rank from 2");
   lastInputsText_.clear();
   for (const auto &[n, t] : inputs)
     lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));

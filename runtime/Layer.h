@@ -97,6 +97,10 @@ struct SizeBinding {
 SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
                       const std::string &name);
 
+// The layer `name` of `lib`, or the layer a deprecated alias (BatchNorm2d) stands for, with
+// a one-time warning.
+const LayerSymbols &resolveLayer(const Library &lib, const std::string &name);
+
 // Evaluates a fully specialized integer expression.
 int64_t evalInt(const ir::Expr &e);
 

@@ -6,6 +6,8 @@
 #include "runtime/Nvrtc.h"
 #include "runtime/Tensor.h"
 
+#include "CliTestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -29,32 +31,7 @@ namespace fs = std::filesystem;
 namespace enc {
 namespace {
 
-std::string quote(const std::string &s) {
-  std::string out = "'";
-  for (char c : s)
-    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string slurp(const fs::path &p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool contains(const std::string &haystack, const std::string &needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-struct CliResult {
-  int status = -1; // exit status; -1 if killed by a signal
-  std::string out, err;
-};
-
-std::ostream &operator<<(std::ostream &os, const CliResult &r) {
-  return os << "exit status " << r.status << "\n--- stdout ---\n" << r.out << "--- stderr ---\n" << r.err;
-}
+using namespace enc::testing;
 
 std::string shippedLayerDir() { return fs::path(ENC_TEST_DIR).parent_path() / "layers"; }
 
@@ -67,45 +44,7 @@ std::vector<std::string> shippedLayerFiles() {
   return files;
 }
 
-class EnccCli : public ::testing::Test {
-protected:
-  fs::path dir;
-
-  void SetUp() override {
-    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir = fs::temp_directory_path() / fmt::format("encc-cli-{}-{}", getpid(), info->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override {
-    if (!HasFailure())
-      fs::remove_all(dir); // kept for a look when a test fails
-  }
-
-  fs::path path(const std::string &name) const { return dir / name; }
-
-  // Runs `encc ARGS` in the test's directory; ARGS is shell text (quote paths with quote()).
-  CliResult encc(const std::string &args) const {
-    std::string cmd = fmt::format("cd {} && ENC_CACHE_DIR={} {} {} >{} 2>{}", quote(dir.string()),
-                                  quote((dir / "cache").string()), quote(ENCC_BINARY), args,
-                                  quote((dir / "stdout.txt").string()), quote((dir / "stderr.txt").string()));
-    int raw = std::system(cmd.c_str());
-    CliResult r;
-    r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(dir / "stdout.txt");
-    r.err = slurp(dir / "stderr.txt");
-    return r;
-  }
-
-  // Every failure: status 1, an "encc: error:" line on stderr naming what went wrong, nothing on stdout.
-  void expectFailure(const CliResult &r, const std::vector<std::string> &mentions) const {
-    EXPECT_EQ(r.status, 1) << r;
-    EXPECT_TRUE(contains(r.err, "error:")) << r;
-    EXPECT_TRUE(r.out.empty()) << r;
-    for (const std::string &m : mentions)
-      EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
-  }
-};
+class EnccCli : public CliTest {};
 
 // ---- help ---------------------------------------------------------------------------------------------
 

@@ -135,7 +135,7 @@ int runEmit(const EmitOptions &o) {
   auto lib = loadLibrary(o.file);
   if (o.kind == "ast") {
     std::vector<std::string> files = {o.file.empty() ? "" : o.file};
-    if (o.file.empty()) files[0] = lib->get(o.layer).layer->loc.file->name();
+    if (o.file.empty()) files[0] = resolveLayer(*lib, o.layer).layer->loc.file->name();
     DiagnosticEngine diags;
     SourceFile src(files[0], readFile(files[0]));
     ast::Module m = parse(src, diags);
@@ -145,13 +145,13 @@ int runEmit(const EmitOptions &o) {
   std::vector<std::string> layers = o.layer.empty() ? lib->layerNames() : std::vector<std::string>{o.layer};
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers.size() > 1) std::cout << (i ? "\n" : "") << fmt::format("# ---- {} ----\n", layers[i]);
-    std::cout << emitOne(o, lib->get(layers[i]));
+    std::cout << emitOne(o, resolveLayer(*lib, layers[i]));
   }
   return 0;
 }
 
 // ---- eval ---------------------------------------------------------------------------------------
-// "--input X=random:2,3,4,5": uniform in [-1, 1), from the seed and the input's name.
+// "--input X=random:2,3,4,5": uniform in [-1, 1), from the seed and the input's name ("random:" alone is a scalar).
 Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name) {
   Shape shape;
   std::stringstream ss(dims);
@@ -162,7 +162,6 @@ Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const s
       throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
     shape.push_back(v);
   }
-  if (shape.empty()) throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
   Tensor t(dtype, shape);
   Rng rng(seed, "input:" + name);
   for (int64_t i = 0; i < t.numel(); ++i) t.set(i, rng.uniform(-1, 1));
@@ -199,7 +198,13 @@ int runEval(const EvalOptions &o) {
   lo.training = o.mode == "train";
   lo.seed = o.seed;
   Layer layer(lib, o.layer, splitPairs(o.sets, "--set"), lo);
-  for (const auto &[name, path] : splitPairs(o.params, "--param")) layer.setParam(name, readNpy(path));
+  for (const auto &[name, path] : splitPairs(o.params, "--param")) {
+    try {
+      layer.setParam(name, readNpy(path));
+    } catch (const Error &e) {
+      throw Error(fmt::format("--param {}={}: {}", name, path, e.what()), e.hint());
+    }
+  }
   std::map<std::string, Tensor> inputs;
   for (const auto &[name, path] : splitPairs(o.inputs, "--input")) {
     Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, name) : readNpy(path);

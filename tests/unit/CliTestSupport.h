@@ -1,0 +1,87 @@
+// Running the real `encc` (ENCC_BINARY) from tests: each test gets a temporary directory of
+// its own, and stdout, stderr and the exit status are captured separately.
+#pragma once
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace enc::testing {
+
+namespace fs = std::filesystem;
+
+inline std::string quote(const std::string &s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+inline std::string slurp(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline bool contains(const std::string &haystack, const std::string &needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+struct CliResult {
+  int status = -1; // exit status; -1 if killed by a signal
+  std::string out, err;
+};
+
+inline std::ostream &operator<<(std::ostream &os, const CliResult &r) {
+  return os << "exit status " << r.status << "\n--- stdout ---\n" << r.out << "--- stderr ---\n" << r.err;
+}
+
+class CliTest : public ::testing::Test {
+protected:
+  fs::path dir;
+
+  void SetUp() override {
+    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir = fs::temp_directory_path() / fmt::format("encc-{}-{}-{}", info->test_suite_name(), getpid(), info->name());
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir); // kept for a look when a test fails
+  }
+
+  fs::path path(const std::string &name) const { return dir / name; }
+
+  // Runs `encc ARGS` in the test's directory; ARGS is shell text (quote paths with quote()).
+  CliResult encc(const std::string &args) const {
+    std::string cmd = fmt::format("cd {} && ENC_CACHE_DIR={} {} {} >{} 2>{}", quote(dir.string()),
+                                  quote((dir / "cache").string()), quote(ENCC_BINARY), args,
+                                  quote((dir / "stdout.txt").string()), quote((dir / "stderr.txt").string()));
+    int raw = std::system(cmd.c_str());
+    CliResult r;
+    r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    r.out = slurp(dir / "stdout.txt");
+    r.err = slurp(dir / "stderr.txt");
+    return r;
+  }
+
+  // Every failure: status 1, an error on stderr mentioning each of `mentions`, nothing on stdout.
+  void expectFailure(const CliResult &r, const std::vector<std::string> &mentions) const {
+    EXPECT_EQ(r.status, 1) << r;
+    EXPECT_TRUE(contains(r.err, "error:")) << r;
+    EXPECT_TRUE(r.out.empty()) << r;
+    for (const std::string &m : mentions) EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
+  }
+};
+
+} // namespace enc::testing
