@@ -123,7 +123,7 @@ private:
       idx.push_back(var(v.name, Type::Int, VarKind::Index));
     }
     out_.tensors.push_back(decl);
-    out_.defs.push_back(Definition{name, indices, r, current_->loc});
+    out_.defs.push_back(Definition{name, indices, r, current_->loc, {}});
     return access(name, std::move(idx), current_->loc);
   }
 };

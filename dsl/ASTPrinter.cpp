@@ -69,6 +69,7 @@ static std::string typeName(const HyperParamType &t) {
   case HyperParamType::Kind::Int: return "int";
   case HyperParamType::Kind::Float: return "float";
   case HyperParamType::Kind::Bool: return "bool";
+  case HyperParamType::Kind::Int2: return "int2";
   case HyperParamType::Kind::Enum: {
     std::string out = "{";
     for (size_t i = 0; i < t.enumerators.size(); ++i) out += (i ? ", " : "") + t.enumerators[i].text;
@@ -84,20 +85,38 @@ std::string printAST(const Module &m) {
     out += fmt::format("Layer {}  ({}:{})\n", layer->name.text, layer->loc.line(), layer->loc.col());
     for (const HyperParam &hp : layer->hyperParams)
       out += fmt::format("  HyperParam {}: {}{}\n", hp.name.text, typeName(hp.type),
-                         hp.defaultValue ? " = " + printExpr(*hp.defaultValue) : "");
-    for (const TensorDecl &p : layer->params)
-      out += fmt::format("  Param {}{}{}\n", p.name.text, printShape(p.dims), p.init ? " = " + printExpr(*p.init) : "");
-    for (const TensorDecl &b : layer->buffers)
-      out += fmt::format("  Buffer {}{}{}\n", b.name.text, printShape(b.dims), b.init ? " = " + printExpr(*b.init) : "");
-    if (!layer->forward) continue;
-    out += "  Forward\n";
-    for (const TensorDecl &in : layer->forward->inputs) out += fmt::format("    Input {}: {}\n", in.name.text, printShape(in.dims));
-    for (const TensorDecl &o : layer->forward->outputs) out += fmt::format("    Output {}: {}\n", o.name.text, printShape(o.dims));
-    for (const Statement &s : layer->forward->statements) {
-      std::string idx;
-      for (size_t i = 0; i < s.indices.size(); ++i) idx += (i ? ", " : "") + printExpr(*s.indices[i]);
-      out += fmt::format("    Define {}[{}] = {}{}  ({}:{})\n", s.target.text, idx, printExpr(*s.value),
-                         s.guard ? " where " + printExpr(*s.guard) : "", s.loc.line(), s.loc.col());
+                         !hp.defaultValue   ? ""
+                         : hp.defaultSecond ? fmt::format(" = ({}, {})", printExpr(*hp.defaultValue), printExpr(*hp.defaultSecond))
+                                            : " = " + printExpr(*hp.defaultValue));
+    auto state = [&](const char *kind, const TensorDecl &d) {
+      out += fmt::format("  {} {}{}{}{}\n", kind, d.name.text, printShape(d.dims), d.init ? " = " + printExpr(*d.init) : "",
+                         d.condition ? " where " + printExpr(*d.condition) : "");
+    };
+    for (const TensorDecl &p : layer->params) state("Param", p);
+    for (const TensorDecl &b : layer->buffers) state("Buffer", b);
+    for (const Requirement &r : layer->requirements) out += fmt::format("  Require {}\n", printExpr(*r.condition));
+    auto block = [&](const Forward &f) {
+      for (const Requirement &r : f.requirements) out += fmt::format("    Require {}\n", printExpr(*r.condition));
+      for (const Statement &s : f.statements) {
+        std::string idx, shape;
+        for (size_t i = 0; i < s.indices.size(); ++i) idx += (i ? ", " : "") + printExpr(*s.indices[i]);
+        for (size_t i = 0; i < s.shape.size(); ++i) shape += (i ? ", " : "") + printExpr(*s.shape[i]);
+        out += fmt::format("    {} {}[{}]{} {} {}{}  ({}:{})\n", s.update ? "Update" : "Define", s.target.text, idx,
+                           shape.empty() ? "" : ": [" + shape + "]", s.update ? "<-" : "=", printExpr(*s.value),
+                           s.guard ? " where " + printExpr(*s.guard) : "", s.loc.line(), s.loc.col());
+      }
+    };
+    if (layer->forward) {
+      out += "  Forward\n";
+      for (const TensorDecl &in : layer->forward->inputs)
+        out += fmt::format("    Input {}: {}\n", in.name.text, printShape(in.dims));
+      for (const TensorDecl &o : layer->forward->outputs)
+        out += fmt::format("    Output {}: {}\n", o.name.text, printShape(o.dims));
+      block(*layer->forward);
+    }
+    if (layer->backward) {
+      out += "  Backward\n";
+      block(*layer->backward);
     }
   }
   return out;

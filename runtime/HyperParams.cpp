@@ -97,6 +97,7 @@ static ir::Expr defaultValue(const ast::HyperParam &hp) {
     return ir::floatImm(sign * (lit->kind == ast::Expr::Kind::IntLit ? static_cast<double>(lit->intValue) : lit->floatValue));
   case ast::HyperParamType::Kind::Bool: return ir::boolImm(lit->boolValue);
   case ast::HyperParamType::Kind::Enum: return ir::intImm(d.enumValue);
+  case ast::HyperParamType::Kind::Int2: break; // two values: see resolveHyperParams
   }
   return ir::intImm(0);
 }
