@@ -3,8 +3,8 @@
 // from the shipped library, compiled for the CPU on first use; backward passes are derived
 // by the compiler. Prints the loss and the training accuracy, and exits non-zero if the
 // loss did not fall (so the test suite can run it).
-#include "runtime/Layer.h"
-#include "runtime/Optimizer.h"
+#include <enc/enc.h>
+
 #include "runtime/Rng.h"
 
 #include <fmt/format.h>
