@@ -223,6 +223,26 @@ double randomUniform(int64_t seed, const std::vector<int64_t> &indices) {
 
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
+// A parameter or buffer whose `where` condition is false with these hyper-parameters does not
+// exist: its declaration goes, and nothing may still read it (bias[o] outside select(bias, ..)).
+static void dropDisabledState(Program &p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams) {
+  for (const auto *decls : {&layer.layer->params, &layer.layer->buffers})
+    for (const ast::TensorDecl &d : *decls) {
+      if (!d.condition) continue;
+      Expr on = substitute(lowerExpr(*d.condition, layer), [&](const std::string &n, VarKind) -> Expr {
+        auto it = hyperParams.find(n);
+        return it == hyperParams.end() ? nullptr : it->second;
+      });
+      if (on->kind != ExprKind::BoolImm || on->boolValue) continue; // on, or not known yet
+      for (const Definition &def : p.defs)
+        if (anyNode(def.value, [&](const Expr &n) { return n->kind == ExprKind::Access && n->name == d.name.text; }))
+          throw Error(fmt::format("layer {} reads '{}', which does not exist with these hyper-parameters ({})", p.layer,
+                                  d.name.text, ast::printExpr(*d.condition)),
+                      fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
+      std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.name == d.name.text; });
+    }
+}
+
 Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams, bool fuse) {
   Program p = specialize(lowerLayer(layer), hyperParams);
   // Buffers are updated by training passes only.
@@ -232,6 +252,7 @@ Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string
     std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.role == TensorRole::Update; });
     p.updates.clear();
   }
+  dropDisabledState(p, layer, hyperParams);
   p = hoistReductions(p);
   return fuse ? inlinePointwise(p) : p;
 }

@@ -91,23 +91,8 @@ void Layer::initParams() {
     return it == hyper_.end() ? nullptr : it->second;
   };
   auto init = [&](const ast::TensorDecl &d) {
-    if (d.condition) {
-      // A disabled parameter (bias = false) does not exist; nothing may read it any more.
-      ir::Expr on = ir::substitute(ir::lowerExpr(*d.condition, *symbols_), hyper);
-      if (on->kind != ir::ExprKind::BoolImm) fail("internal error: condition of '{}' is not constant", d.name.text);
-      if (!on->boolValue) {
-        for (const ir::Definition &def : program_.defs)
-          ir::visit(def.value, [&](const ir::Expr &n) {
-            if (n->kind == ir::ExprKind::Access && n->name == d.name.text)
-              throw Error(fmt::format("layer {} reads '{}', which does not exist with these hyper-parameters ({})", name_,
-                                      d.name.text, ast::printExpr(*d.condition)),
-                          fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
-            return true;
-          });
-        std::erase_if(program_.tensors, [&](const ir::TensorDecl &t) { return t.name == d.name.text; });
-        return;
-      }
-    }
+    // A disabled parameter (bias = false) was dropped from the program by buildTensorProgram.
+    if (!program_.tensor(d.name.text)) return;
     Shape shape;
     for (const ast::Dim &dim : d.dims) {
       int64_t n = evalInt(ir::substitute(ir::lowerExpr(*dim.size, *symbols_), hyper));
