@@ -57,6 +57,9 @@ struct Kernel {
   Stmt body;
   ForKind launch = ForKind::Serial; // CPU: Parallel if the outer loop is split; GPU: GpuThreads or GpuWarps
   Expr launchExtent;                // iterations of the outermost loop (CPU) or of the flattened index (GPU)
+  // A scatter kernel: it adds into its output (buffers[0]) at computed places. On the CPU
+  // each thread adds into a zeroed private copy that is summed into the output afterwards.
+  bool scatters = false;
   SourceLoc loc;
 };
 

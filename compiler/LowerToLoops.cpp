@@ -183,8 +183,9 @@ private:
     } else {
       inner.push_back(result(flatOut, value));
     }
-    // Scatter kernels run serially: two iterations may add to the same element.
-    bool parallel = !def_.indices.empty() && !def_.isScatter();
+    // Scatter kernels run in parallel too: the runtime gives each thread a private output.
+    bool parallel = !def_.indices.empty();
+    k.scatters = def_.isScatter();
     Stmt body = block(inner);
     for (size_t i = outer; i-- > 0;) {
       ForKind kind = i == 0 && parallel ? ForKind::Parallel : ForKind::Serial;
@@ -222,6 +223,7 @@ private:
     if (!r) {
       inner.push_back(result(def_.isScatter() ? flatOut : local("_o", Type::Int), value));
       k.launch = ForKind::GpuThreads;
+      k.scatters = def_.isScatter();
       return forLoop("_o", total, ForKind::GpuThreads, inner);
     }
     // One warp per output element; its lanes stride through the (flattened) reduction.
@@ -240,6 +242,7 @@ private:
     inner.push_back(
         ifLaneZero({result(def_.isScatter() ? flatOut : local("_o", Type::Int), replaceReduce(value, local("_acc")))}));
     k.launch = ForKind::GpuWarps;
+    k.scatters = def_.isScatter();
     return forLoop("_o", total, ForKind::GpuWarps, inner);
   }
 

@@ -284,7 +284,28 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
     }
     codegen::CpuKernelFn fn = c.fns[i];
     int64_t extent = evalInt(k.launchExtent);
-    if (k.launch == ir::ForKind::Parallel && extent > 1) {
+    if (k.scatters && k.launch == ir::ForKind::Parallel && extent > 1) {
+      // Iterations may add to the same element: each chunk adds into a zeroed private copy
+      // of the output, and the copies are summed in afterwards.
+      Tensor &target = buffers.at(k.buffers[0]);
+      std::mutex mu;
+      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) {
+        Tensor mine(target.dtype(), target.shape());
+        std::vector<void *> own = ptrs;
+        own[0] = mine.data();
+        fn(own.data(), params.data(), b, e);
+        std::lock_guard<std::mutex> lock(mu);
+        if (target.dtype() == DType::F32) {
+          float *t = target.dataAs<float>();
+          const float *m = mine.dataAs<float>();
+          for (int64_t j = 0, n = target.numel(); j < n; ++j) t[j] += m[j];
+        } else {
+          double *t = target.dataAs<double>();
+          const double *m = mine.dataAs<double>();
+          for (int64_t j = 0, n = target.numel(); j < n; ++j) t[j] += m[j];
+        }
+      });
+    } else if (k.launch == ir::ForKind::Parallel && extent > 1) {
       ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) { fn(ptrs.data(), params.data(), b, e); });
     } else {
       fn(ptrs.data(), params.data(), 0, extent);
