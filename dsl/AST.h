@@ -67,9 +67,13 @@ struct HyperParam {
 };
 
 // One dimension of a declared shape. `N...` (variadic) takes all trailing dimensions of an input.
+// In an input, `N...` (variadic) takes all trailing dimensions and `A...(n)` exactly n of
+// them (n an integer expression of hyper-parameters); in an output, `N...` expands to what
+// the input's N collapsed.
 struct Dim {
   ExprPtr size;
   bool variadic = false;
+  ExprPtr count; // A...(n)
 };
 
 struct TensorDecl {

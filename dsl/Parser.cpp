@@ -245,7 +245,7 @@ private:
     errorHere("'param', 'buffer' or 'forward'", "a layer holds parameter and buffer declarations and one forward block");
   }
 
-  std::vector<ast::Dim> parseShape(bool allowVariadic) {
+  std::vector<ast::Dim> parseShape(bool allowVariadic, bool output = false) {
     std::vector<ast::Dim> dims;
     expect(Tok::LBracket, "a shape is written [B, C, N]");
     if (!at(Tok::RBracket)) {
@@ -258,15 +258,23 @@ private:
           else if (dim.size->kind != Expr::Kind::Ident)
             diags_.error(dim.size->loc, "'...' must follow a size name, as in [B, C, N...]");
           dim.variadic = true;
+          if (at(Tok::LParen)) {
+            SourceLoc open = advance().loc;
+            dim.count = parseExpr();
+            expectClosing(Tok::RParen, open, "a counted variadic dimension is written A...(n)");
+          }
         }
         dims.push_back(std::move(dim));
       } while (accept(Tok::Comma));
     }
     expect(Tok::RBracket);
-    for (size_t i = 0; i + 1 < dims.size(); ++i)
-      if (dims[i].variadic)
-        diags_.error(dims[i].size->loc, "only the last dimension of a shape can be variadic ('...')",
-                     "write the collapsing dimension last, as in X: [B, D, N...]");
+    // An output may expand several variadic sizes; an input may collapse a counted run
+    // anywhere but an open-ended one only at the end.
+    if (!output)
+      for (size_t i = 0; i + 1 < dims.size(); ++i)
+        if (dims[i].variadic && !dims[i].count)
+          diags_.error(dims[i].size->loc, "only the last dimension of a shape can be variadic ('...')",
+                       "write the collapsing dimension last, as in X: [B, D, N...], or give its count: A...(n)");
     return dims;
   }
 
@@ -276,7 +284,7 @@ private:
     d.loc = d.name.loc;
     expect(Tok::Colon, input ? "inputs are declared with their shape: X: [B, D, N]"
                              : "outputs are declared with their shape: Y: [B, K, D]");
-    d.dims = parseShape(/*allowVariadic=*/true);
+    d.dims = parseShape(/*allowVariadic=*/true, /*output=*/!input);
     return d;
   }
 

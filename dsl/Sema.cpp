@@ -455,7 +455,13 @@ private:
         if (!checkSizeExpr(e, /*allowSizes=*/true, where.c_str())) badSizes_.insert(&e);
       }
       t.shape.push_back(&e);
-      t.variadic = d.dims[i].variadic;
+      t.expands.push_back(d.dims[i].variadic);
+      t.counts.push_back(d.dims[i].count.get());
+      if (d.dims[i].count) {
+        std::string what = fmt::format("the count of '{}...'", e.name);
+        if (!checkSizeExpr(*d.dims[i].count, /*allowSizes=*/false, what.c_str())) badSizes_.insert(d.dims[i].count.get());
+      }
+      t.variadic = d.dims[i].variadic && !d.dims[i].count;
     }
     syms_.tensors.push_back(std::move(t));
   }
@@ -470,7 +476,10 @@ private:
         diags_.error(dim.size->loc, fmt::format("'{}...' in output '{}' must name the variadic size of an input",
                                                 ast::printExpr(*dim.size), d.name.text),
                      "an output dimension N... expands to the dimensions an input's N... collapsed");
+      if (dim.count) diags_.error(dim.count->loc, "an output's N... takes no count: it expands to what the input's collapsed");
       t.shape.push_back(dim.size.get());
+      t.expands.push_back(dim.variadic);
+      t.counts.push_back(nullptr);
     }
     t.variadic = !d.dims.empty() && d.dims.back().variadic;
     syms_.tensors.push_back(std::move(t));
@@ -479,7 +488,9 @@ private:
   bool isVariadicSize(const Expr &e) const {
     if (e.kind != Expr::Kind::Ident) return false;
     for (const TensorSymbol &t : syms_.tensors)
-      if (t.role == TensorRole::Input && t.variadic && sizeText(*t.shape.back()) == e.name) return true;
+      if (t.role == TensorRole::Input)
+        for (size_t i = 0; i < t.shape.size(); ++i)
+          if (t.expands[i] && sizeText(*t.shape[i]) == e.name) return true;
     return false;
   }
 

@@ -24,10 +24,14 @@ struct TensorSymbol {
   // Size expressions (AST nodes owned by the declarations); for a variadic input the
   // last entry stands for the product of all trailing dimensions.
   std::vector<const ast::Expr *> shape;
-  bool variadic = false;
+  bool variadic = false; // the last dimension collapses all trailing ones (inputs) / expands (outputs)
   SourceLoc loc;
   const ast::Statement *definition = nullptr; // outputs and temporaries
   bool inBackward = false;                    // declared by or for a hand-written backward block
+  // Inputs and outputs, per dimension: written N... (outputs expand those back), and the n
+  // of A...(n) (null where there is none).
+  std::vector<bool> expands;
+  std::vector<const ast::Expr *> counts;
 };
 
 // A size known only from an input's shape, such as B or N.

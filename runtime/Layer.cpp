@@ -175,7 +175,7 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
 }
 
 SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
-                      const std::string &lname) {
+                      const std::string &lname, const std::map<std::string, ir::Expr> &hyper) {
   SizeBinding out;
   for (const auto &[name, _] : inputs)
     if (!p.tensor(name) || p.tensor(name)->role != TensorRole::Input) {
@@ -192,22 +192,40 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
     const ir::TensorDecl *decl = p.tensor(sym.name);
     std::string expected = "[";
     for (size_t i = 0; i < sym.shape.size(); ++i)
-      expected += (i ? ", " : "") + sizeText(*sym.shape[i]) + (sym.variadic && i + 1 == sym.shape.size() ? "..." : "");
+      expected += (i ? ", " : "") + sizeText(*sym.shape[i]) + (sym.expands[i] ? "..." : "") +
+                  (sym.counts[i] ? "(" + sizeText(*sym.counts[i]) + ")" : "");
     expected += "]";
     auto mismatch = [&](const std::string &detail) {
       throw Error(fmt::format("layer {}: input '{}' has shape {}, but the layer expects {}: {}", lname, sym.name,
                               shapeString(actual), expected, detail));
     };
-    // A variadic last dimension stands for zero or more trailing dimensions (their product).
+    // Declared dimensions take actual ones: A...(n) exactly n, a last N... all the rest (zero
+    // or more), any other one; a collapsed run counts as the product of its dimensions.
     size_t rank = sym.shape.size();
-    size_t minRank = sym.variadic ? rank - 1 : rank;
-    if (sym.variadic ? actual.size() < minRank : actual.size() != rank)
-      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", minRank));
-    Shape collapsed(actual.begin(), actual.begin() + static_cast<long>(minRank));
-    if (sym.variadic) {
-      Shape tail(actual.begin() + static_cast<long>(minRank), actual.end());
-      collapsed.push_back(shapeNumel(tail));
-      out.variadicDims[sizeText(*sym.shape.back())] = tail;
+    std::vector<size_t> take(rank, 1);
+    size_t fixed = 0;
+    for (size_t i = 0; i < rank; ++i) {
+      if (const ast::Expr *count = sym.counts[i]) {
+        int64_t n = evalInt(ir::substitute(ir::lowerExpr(*count, layer), [&](const std::string &v, ir::VarKind) -> ir::Expr {
+          auto it = hyper.find(v);
+          return it == hyper.end() ? nullptr : it->second;
+        }));
+        if (n < 0) throw Error(fmt::format("layer {}: {}...({}) of input '{}' is {}, a negative count", lname,
+                                           sizeText(*sym.shape[i]), sizeText(*count), sym.name, n));
+        take[i] = static_cast<size_t>(n);
+      } else if (sym.expands[i]) {
+        take[i] = 0; // the open-ended last one: set below
+      }
+      fixed += take[i];
+    }
+    if (sym.variadic ? actual.size() < fixed : actual.size() != fixed)
+      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", fixed));
+    if (sym.variadic) take[rank - 1] = actual.size() - fixed;
+    Shape collapsed;
+    for (size_t i = 0, pos = 0; i < rank; pos += take[i], ++i) {
+      Shape run(actual.begin() + static_cast<long>(pos), actual.begin() + static_cast<long>(pos + take[i]));
+      collapsed.push_back(shapeNumel(run));
+      if (sym.expands[i]) out.variadicDims[sizeText(*sym.shape[i])] = run;
     }
     for (size_t i = 0; i < rank; ++i) {
       const ir::Expr &d = decl->shape[i];
@@ -372,7 +390,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
   lastInputsText_.clear();
   for (const auto &[n, t] : inputs)
     lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));
-  SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_);
+  SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_, hyper_);
   Compiled &c = compile(program_, binding.values, compiled_);
 
   std::map<std::string, Tensor> buffers;
@@ -394,7 +412,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
     const Shape &flat = c.shapes.at(o);
     for (size_t i = 0; i < flat.size(); ++i) {
       auto v = binding.variadicDims.find(sizeText(*sym->shape[i]));
-      if (sym->variadic && i + 1 == flat.size() && v != binding.variadicDims.end())
+      if (sym->expands[i] && v != binding.variadicDims.end())
         shape.insert(shape.end(), v->second.begin(), v->second.end());
       else
         shape.push_back(flat[i]);

@@ -95,7 +95,7 @@ struct SizeBinding {
 };
 // `name` is the layer's name in messages (an alias such as BatchNorm2d shows as itself).
 SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
-                      const std::string &name);
+                      const std::string &name, const std::map<std::string, ir::Expr> &hyperParams);
 
 // The layer `name` of `lib`, or the layer a deprecated alias (BatchNorm2d) stands for, with
 // a one-time warning.
