@@ -1,5 +1,8 @@
 #include "runtime/Nvrtc.h"
 
+#include "runtime/DiskCache.h"
+#include "runtime/Hash.h"
+
 #include "support/Error.h"
 
 #include <fmt/format.h>
@@ -201,6 +204,24 @@ CompileResult compile(const std::string &source, const CompileOptions &opts) {
   if (!result.isCubin) stripNuls(out); // a cubin is binary: keep every byte
   return result;
 #endif
+}
+
+// Payload: 'C' (cubin) or 'P' (PTX), the arch as 4 decimal digits, then the bytes.
+CompileResult compileCached(const std::string &source, const CompileOptions &opts, bool *cached) {
+  std::string key = sha256Hex(fmt::format("encc-nvrtc-1\n{}\n{}\n{}\n{}\n{}\n{}", nvrtcVersion(), opts.arch,
+                                          opts.wantPtx, fmt::join(opts.extraOptions, " "), opts.sourceName, source));
+  if (cached) *cached = false;
+  if (auto hit = DiskCache::global().get(key); hit && hit->size() >= 5 && ((*hit)[0] == 'C' || (*hit)[0] == 'P')) {
+    CompileResult r;
+    r.isCubin = (*hit)[0] == 'C';
+    r.arch = std::atoi(hit->substr(1, 4).c_str());
+    (r.isCubin ? r.cubin : r.ptx) = hit->substr(5);
+    if (cached) *cached = true;
+    return r;
+  }
+  CompileResult r = compile(source, opts);
+  DiskCache::global().put(key, fmt::format("{}{:04}", r.isCubin ? 'C' : 'P', r.arch) + (r.isCubin ? r.cubin : r.ptx));
+  return r;
 }
 
 } // namespace enc::cuda

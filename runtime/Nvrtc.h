@@ -44,4 +44,10 @@ struct CompileResult {
 // Safe to call from several threads at once.
 CompileResult compile(const std::string &source, const CompileOptions &opts = {});
 
+// compile() through the on-disk cache (DiskCache::global()), keyed by the SHA-256 of the
+// source, the options, the NVRTC version and encc's code-generation version: a second
+// compile of the same kernels, in any process, reads the cubin/PTX back. `cached` (if given)
+// says whether it did.
+CompileResult compileCached(const std::string &source, const CompileOptions &opts = {}, bool *cached = nullptr);
+
 } // namespace enc::cuda

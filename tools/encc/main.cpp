@@ -6,6 +6,7 @@
 #include "dsl/Parser.h"
 #include "runtime/CpuJit.h"
 #include "runtime/CudaDriver.h"
+#include "runtime/DiskCache.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
@@ -117,7 +118,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
     co.arch = o.arch;
     co.wantPtx = true;
     co.sourceName = sym.layer->name.text + ".cu";
-    return cuda::compile(src, co).ptx;
+    return cuda::compileCached(src, co).ptx;
   }
   if (o.kind == "llvm") {
     ir::LoopProgram loops = ir::lowerToLoops(prog, ir::Target::CPU);
@@ -234,6 +235,26 @@ int runEval(const EvalOptions &o) {
   return 0;
 }
 
+// ---- cache --------------------------------------------------------------------------------------
+int runCache(const std::string &action) {
+  DiskCache &cache = DiskCache::global();
+  if (action == "clear") {
+    size_t n = cache.list().size();
+    cache.clear();
+    std::cout << fmt::format("removed {} entr{} from {}\n", n, n == 1 ? "y" : "ies", cache.dir().string());
+    return 0;
+  }
+  std::vector<DiskCacheEntry> entries = cache.list();
+  if (action == "list") {
+    for (const DiskCacheEntry &e : entries) std::cout << fmt::format("{}  {:>10} bytes\n", e.key, e.bytes);
+    return 0;
+  }
+  DiskCacheStats s = cache.stats();
+  std::cout << fmt::format("directory: {}{}\nentries:   {}\nbytes:     {}\n", cache.dir().string(),
+                           cache.enabled() ? "" : " (disabled by ENC_CACHE_DISABLE)", s.entries, s.bytes);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -270,6 +291,12 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
   evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
 
+  std::string cacheAction;
+  auto *cacheCmd = app.add_subcommand("cache", "Inspect or clear the on-disk kernel cache ($ENC_CACHE_DIR)");
+  cacheCmd->add_option("action", cacheAction, "list, stats or clear")
+      ->required()
+      ->check(CLI::IsMember({"list", "stats", "clear"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success &e) {
@@ -284,6 +311,7 @@ int main(int argc, char **argv) {
     if (*check) return runCheck(checkFiles);
     if (*emitCmd) return runEmit(emit);
     if (*evalCmd) return runEval(eval);
+    if (*cacheCmd) return runCache(cacheAction);
   } catch (const CompileError &e) {
     std::cerr << e.what();
     return 1;

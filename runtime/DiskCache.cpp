@@ -1,0 +1,330 @@
+#include "runtime/DiskCache.h"
+
+#include "runtime/Hash.h"
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+namespace fs = std::filesystem;
+
+namespace enc {
+
+namespace {
+
+constexpr std::string_view kMagic = "ENCCACHE";
+constexpr uint32_t kVersion = 1;
+constexpr size_t kChecksumLen = 64;
+// Keys are normally 64-char hashes; the cap only stops a garbage length from driving a huge read.
+constexpr uint32_t kMaxKeyLen = 1 << 20;
+constexpr std::string_view kEntrySuffix = ".entry";
+constexpr std::string_view kTempPrefix = ".tmp-";
+// A temp file this old belongs to a writer that died; anything younger may still be in flight.
+constexpr auto kStaleTemp = std::chrono::hours(1);
+
+size_t headerSize(size_t keyLen) { return kMagic.size() + 4 + 4 + keyLen + 8 + kChecksumLen; }
+
+// Fixed little-endian encoding, so the format does not depend on the host.
+void putLE(std::string &out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint64_t getLE(std::string_view in, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(in[at + i])) << (8 * i);
+  return v;
+}
+
+std::string encodeHeader(const std::string &key, std::string_view payload) {
+  std::string h;
+  h.reserve(headerSize(key.size()));
+  h.append(kMagic);
+  putLE(h, kVersion, 4);
+  putLE(h, key.size(), 4);
+  h.append(key);
+  putLE(h, payload.size(), 8);
+  h.append(sha256Hex(payload));
+  return h;
+}
+
+struct Header {
+  std::string_view key;
+  uint64_t payloadLen = 0;
+  std::string_view checksum;
+  size_t size = 0; // bytes before the payload
+};
+
+// Parses the header at the start of `data` (which may be only a prefix of the file).
+std::optional<Header> parseHeader(std::string_view data) {
+  size_t fixed = kMagic.size() + 8;
+  if (data.size() < fixed || data.substr(0, kMagic.size()) != kMagic) return std::nullopt;
+  if (getLE(data, kMagic.size(), 4) != kVersion) return std::nullopt;
+  uint64_t keyLen = getLE(data, kMagic.size() + 4, 4);
+  if (keyLen > kMaxKeyLen || data.size() < headerSize(keyLen)) return std::nullopt;
+  Header h;
+  h.key = data.substr(fixed, keyLen);
+  h.payloadLen = getLE(data, fixed + keyLen, 8);
+  h.checksum = data.substr(fixed + keyLen + 8, kChecksumLen);
+  h.size = headerSize(keyLen);
+  return h;
+}
+
+bool isEntryName(const std::string &name) {
+  return name.size() == 64 + kEntrySuffix.size() && name.ends_with(kEntrySuffix) && name[0] != '.';
+}
+
+bool isTempName(const std::string &name) { return name.starts_with(kTempPrefix); }
+
+bool readAll(int fd, char *buf, size_t n) {
+  while (n > 0) {
+    ssize_t got = ::read(fd, buf, n);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    buf += got;
+    n -= static_cast<size_t>(got);
+  }
+  return true;
+}
+
+bool writeAll(int fd, const char *buf, size_t n) {
+  while (n > 0) {
+    ssize_t put = ::write(fd, buf, n);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) return false;
+    buf += put;
+    n -= static_cast<size_t>(put);
+  }
+  return true;
+}
+
+// Removes `path` only if it is still the file we opened: another process may have renamed a good
+// entry over the bad one since we read it, and that one must survive.
+void removeIfSame(const fs::path &path, const struct stat &opened) {
+  struct stat now;
+  if (::stat(path.c_str(), &now) == 0 && now.st_dev == opened.st_dev && now.st_ino == opened.st_ino)
+    ::unlink(path.c_str());
+}
+
+struct Scanned {
+  fs::path path;
+  int64_t bytes;
+  fs::file_time_type mtime;
+};
+
+// Entry files in `dir` (unverified); also removes temp files left behind by dead writers.
+std::vector<Scanned> scanEntries(const fs::path &dir, bool sweepTemps) {
+  std::vector<Scanned> out;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  if (ec) return out;
+  auto now = fs::file_time_type::clock::now();
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    std::error_code fec;
+    std::string name = it->path().filename().string();
+    if (isTempName(name)) {
+      if (sweepTemps) {
+        auto t = fs::last_write_time(it->path(), fec);
+        if (!fec && now - t > kStaleTemp) fs::remove(it->path(), fec);
+      }
+      continue;
+    }
+    if (!isEntryName(name)) continue;
+    auto size = fs::file_size(it->path(), fec);
+    if (fec) continue; // vanished under us (another process evicted it)
+    auto t = fs::last_write_time(it->path(), fec);
+    if (fec) continue;
+    out.push_back({it->path(), static_cast<int64_t>(size), t});
+  }
+  return out;
+}
+
+fs::path defaultDir() {
+  if (const char *d = std::getenv("ENC_CACHE_DIR"); d && *d) return d;
+  if (const char *x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "encc";
+  if (const char *h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "encc";
+  std::error_code ec;
+  fs::path tmp = fs::temp_directory_path(ec);
+  return (ec ? fs::path("/tmp") : tmp) / "encc-cache";
+}
+
+int64_t defaultMaxBytes() {
+  int64_t mb = 1024;
+  if (const char *s = std::getenv("ENC_CACHE_MAX_MB"); s && *s) {
+    char *end = nullptr;
+    long long v = std::strtoll(s, &end, 10);
+    if (end && *end == '\0' && v >= 0) mb = v; // a malformed value keeps the default
+  }
+  return mb * 1024 * 1024;
+}
+
+bool defaultEnabled() {
+  const char *s = std::getenv("ENC_CACHE_DISABLE");
+  return !(s && std::string_view(s) == "1");
+}
+
+} // namespace
+
+DiskCache &DiskCache::global() {
+  static DiskCache cache(defaultDir(), defaultMaxBytes(), defaultEnabled());
+  return cache;
+}
+
+DiskCache::DiskCache(fs::path dir, int64_t maxBytes, bool enabled)
+    : dir_(std::move(dir)), maxBytes_(maxBytes), enabled_(enabled) {}
+
+fs::path DiskCache::entryPath(const std::string &key) const {
+  return dir_ / (sha256Hex(key) + std::string(kEntrySuffix));
+}
+
+std::optional<std::string> DiskCache::get(const std::string &key) {
+  if (!enabled_) {
+    ++misses_;
+    return std::nullopt;
+  }
+  fs::path path = entryPath(key);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    ++misses_;
+    return std::nullopt;
+  }
+  struct stat st;
+  std::string data;
+  bool statOk = ::fstat(fd, &st) == 0;
+  bool ok = statOk && S_ISREG(st.st_mode);
+  if (ok) {
+    data.resize(static_cast<size_t>(st.st_size));
+    ok = readAll(fd, data.data(), data.size());
+  }
+  std::optional<std::string> payload;
+  if (ok) {
+    auto h = parseHeader(data);
+    if (h && h->key == key && data.size() - h->size == h->payloadLen) {
+      std::string_view body = std::string_view(data).substr(h->size);
+      if (sha256Hex(body) == h->checksum) payload = std::string(body);
+    }
+  }
+  if (!payload) {
+    // A bad entry is a miss too; drop it so the next put() can replace it.
+    if (statOk) removeIfSame(path, st);
+    ::close(fd);
+    ++corrupt_;
+    ++misses_;
+    return std::nullopt;
+  }
+  ::futimens(fd, nullptr); // mtime is the LRU clock; best effort
+  ::close(fd);
+  ++hits_;
+  return payload;
+}
+
+void DiskCache::put(const std::string &key, std::string_view bytes) {
+  if (!enabled_) return;
+  std::string header = encodeHeader(key, bytes);
+  // An entry that cannot fit would only evict everything else and then itself.
+  if (static_cast<int64_t>(header.size() + bytes.size()) > maxBytes_) return;
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return;
+
+  // Unique per process and per call, so concurrent writers never share a temp file.
+  static std::atomic<uint64_t> counter{0};
+  std::string hash = sha256Hex(key);
+  fs::path tmp = dir_ / fmt::format("{}{}-{}-{}-{}", kTempPrefix, hash, ::getpid(), counter++,
+                                    std::chrono::steady_clock::now().time_since_epoch().count());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  bool ok = writeAll(fd, header.data(), header.size()) && writeAll(fd, bytes.data(), bytes.size());
+  ok = (::close(fd) == 0) && ok;
+  fs::path dest = dir_ / (hash + std::string(kEntrySuffix));
+  // rename() replaces atomically: readers see the old entry or the new one, never a mix.
+  if (!ok || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return;
+  }
+  evict(dest);
+}
+
+void DiskCache::evict(const fs::path &keep) {
+  std::vector<Scanned> entries = scanEntries(dir_, /*sweepTemps=*/true);
+  int64_t total = 0;
+  for (const Scanned &e : entries) total += e.bytes;
+  if (total <= maxBytes_) return;
+  auto byUse = [](const Scanned &a, const Scanned &b) { return a.mtime < b.mtime; };
+  std::sort(entries.begin(), entries.end(), byUse);
+  for (const Scanned &e : entries) {
+    if (total <= maxBytes_) break;
+    if (e.path == keep) continue; // the entry just written is the most recently used one
+    std::error_code ec;
+    if (fs::remove(e.path, ec)) ++evictions_;
+    // Gone either way: removed here or by a concurrent evictor.
+    if (!ec) total -= e.bytes;
+  }
+}
+
+std::vector<DiskCacheEntry> DiskCache::list() const {
+  std::vector<Scanned> scanned = scanEntries(dir_, /*sweepTemps=*/false);
+  auto byUse = [](const Scanned &a, const Scanned &b) { return a.mtime < b.mtime; };
+  std::sort(scanned.begin(), scanned.end(), byUse);
+  std::vector<DiskCacheEntry> out;
+  for (const Scanned &s : scanned) {
+    // Only the header is read: listing must stay cheap with large payloads. Checksums are get()'s job.
+    int fd = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    std::string head(std::min<size_t>(static_cast<size_t>(s.bytes), headerSize(0)), '\0');
+    bool ok =
+        readAll(fd, head.data(), head.size()) && head.size() == headerSize(0) && head.starts_with(kMagic);
+    if (ok) {
+      // The key sits inside the header, so read its bytes and the header is complete.
+      uint64_t keyLen = getLE(head, kMagic.size() + 4, 4);
+      ok = keyLen <= kMaxKeyLen && headerSize(keyLen) <= static_cast<size_t>(s.bytes);
+      if (ok) {
+        head.resize(headerSize(keyLen));
+        ok = readAll(fd, head.data() + headerSize(0), keyLen);
+      }
+    }
+    std::optional<Header> h;
+    if (ok) h = parseHeader(head);
+    ok = h && h->size + h->payloadLen == static_cast<uint64_t>(s.bytes);
+    ::close(fd);
+    if (ok) out.push_back({std::string(h->key), s.bytes, s.mtime});
+  }
+  return out;
+}
+
+DiskCacheStats DiskCache::stats() const {
+  DiskCacheStats s;
+  for (const Scanned &e : scanEntries(dir_, /*sweepTemps=*/false)) {
+    ++s.entries;
+    s.bytes += e.bytes;
+  }
+  s.hits = hits_;
+  s.misses = misses_;
+  s.corrupt = corrupt_;
+  s.evictions = evictions_;
+  return s;
+}
+
+void DiskCache::clear() {
+  std::error_code ec;
+  fs::directory_iterator it(dir_, ec), end;
+  if (ec) return;
+  std::vector<fs::path> doomed;
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    std::string name = it->path().filename().string();
+    if (isEntryName(name) || isTempName(name)) doomed.push_back(it->path());
+  }
+  for (const fs::path &p : doomed) fs::remove(p, ec);
+}
+
+} // namespace enc

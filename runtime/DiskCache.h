@@ -1,0 +1,77 @@
+// A persistent, process-safe, size-bounded on-disk cache for compiled kernels (NVRTC cubin/PTX, CPU
+// object code). The cache is an optimization: a bad entry reads as a miss and an I/O failure while
+// writing is silently skipped, so callers never have to handle errors from it.
+//
+// Each entry is one file, named after sha256Hex(key), holding a self-describing header (magic, format
+// version, the full key, payload length and payload checksum) followed by the payload. Writers fill a
+// unique temp file and rename() it into place, so readers in any process see either no entry or a
+// complete one. The file's modification time is its last-use time; eviction removes the least recently
+// used entries until the directory fits the size bound.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace enc {
+
+struct DiskCacheStats {
+  int64_t entries = 0;   // entry files in the directory now
+  int64_t bytes = 0;     // their total size on disk (headers included)
+  int64_t hits = 0;      // the rest are counted by this process (this DiskCache object) only
+  int64_t misses = 0;
+  int64_t corrupt = 0;
+  int64_t evictions = 0;
+};
+
+struct DiskCacheEntry {
+  std::string key;
+  int64_t bytes; // size of the entry file on disk
+  std::filesystem::file_time_type lastUsed;
+};
+
+class DiskCache {
+public:
+  // Directory: $ENC_CACHE_DIR, else $XDG_CACHE_HOME/encc, else ~/.cache/encc. Size bound: $ENC_CACHE_MAX_MB
+  // (default 1024). Disabled (get always misses, put does nothing) when ENC_CACHE_DISABLE=1.
+  static DiskCache &global();
+
+  DiskCache(std::filesystem::path dir, int64_t maxBytes, bool enabled = true);
+
+  bool enabled() const { return enabled_; }
+  const std::filesystem::path &dir() const { return dir_; }
+  int64_t maxBytes() const { return maxBytes_; }
+
+  // Where the entry for `key` lives (whether or not it exists).
+  std::filesystem::path entryPath(const std::string &key) const;
+
+  // The payload stored under `key`, or nullopt. A corrupt, truncated or foreign entry counts as corrupt,
+  // is removed, and reads as a miss. A hit refreshes the entry's last-use time.
+  std::optional<std::string> get(const std::string &key);
+
+  // Stores `bytes` under `key` atomically (temp file + rename), then evicts least-recently-used entries
+  // until the total fits the bound. Skipped silently on I/O failure or when the entry alone exceeds it.
+  void put(const std::string &key, std::string_view bytes);
+
+  // Every readable entry, oldest use first. Unparseable files are left out.
+  std::vector<DiskCacheEntry> list() const;
+
+  DiskCacheStats stats() const;
+
+  // Removes every entry and stray temp file.
+  void clear();
+
+private:
+  void evict(const std::filesystem::path &keep);
+
+  std::filesystem::path dir_;
+  int64_t maxBytes_;
+  bool enabled_;
+  std::atomic<int64_t> hits_{0}, misses_{0}, corrupt_{0}, evictions_{0};
+};
+
+} // namespace enc

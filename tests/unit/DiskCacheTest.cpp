@@ -1,0 +1,319 @@
+#include "runtime/DiskCache.h"
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <thread>
+#include <vector>
+
+using namespace enc;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory per test, removed afterwards.
+struct ScratchDir {
+  ScratchDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() /
+           ("encc-diskcache-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path path;
+};
+
+std::string readFile(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void writeFile(const fs::path &p, const std::string &data) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+// Temp files (in flight or left behind) in `dir`.
+int countTemps(const fs::path &dir) {
+  int n = 0;
+  for (const auto &e : fs::directory_iterator(dir))
+    if (e.path().filename().string().starts_with(".tmp-")) ++n;
+  return n;
+}
+
+// mtime granularity is a kernel tick, so LRU order needs the operations spread out.
+void tick() { std::this_thread::sleep_for(std::chrono::milliseconds(30)); }
+
+std::string bigPayload(size_t n) {
+  std::string s(n, '\0');
+  std::mt19937 rng(42);
+  for (char &c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+} // namespace
+
+TEST(DiskCache, MissThenHit) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  EXPECT_FALSE(cache.get("k1"));
+  cache.put("k1", "hello");
+  auto v = cache.get("k1");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, "hello");
+  DiskCacheStats s = cache.stats();
+  EXPECT_EQ(s.entries, 1);
+  EXPECT_GT(s.bytes, 5);
+  EXPECT_EQ(s.hits, 1);
+  EXPECT_EQ(s.misses, 1);
+  EXPECT_EQ(s.corrupt, 0);
+  auto entries = cache.list();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].key, "k1");
+  EXPECT_EQ(entries[0].bytes, s.bytes);
+  // put replaces an existing entry.
+  cache.put("k1", "world");
+  EXPECT_EQ(cache.get("k1").value_or(""), "world");
+  EXPECT_EQ(cache.stats().entries, 1);
+}
+
+TEST(DiskCache, BinaryAndLargePayloads) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 64 << 20);
+  std::string nul("a\0b\0\0c", 6);
+  cache.put("nul", nul);
+  EXPECT_EQ(cache.get("nul").value_or(""), nul);
+  cache.put("empty", "");
+  auto e = cache.get("empty");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->empty());
+  std::string big = bigPayload(5 << 20);
+  cache.put("big", big);
+  auto v = cache.get("big");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, big);
+}
+
+TEST(DiskCache, TruncatedEntryIsCorrupt) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  cache.put("k", bigPayload(1000));
+  fs::path p = cache.entryPath("k");
+  ASSERT_TRUE(fs::exists(p));
+  fs::resize_file(p, fs::file_size(p) / 2);
+  EXPECT_FALSE(cache.get("k"));
+  EXPECT_EQ(cache.stats().corrupt, 1);
+  EXPECT_FALSE(fs::exists(p));
+  cache.put("k", "fresh");
+  EXPECT_EQ(cache.get("k").value_or(""), "fresh");
+}
+
+TEST(DiskCache, FlippedPayloadByteIsCorrupt) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  cache.put("k", bigPayload(1000));
+  fs::path p = cache.entryPath("k");
+  std::string data = readFile(p);
+  data[data.size() - 10] ^= 0x01;
+  writeFile(p, data);
+  EXPECT_FALSE(cache.get("k"));
+  EXPECT_EQ(cache.stats().corrupt, 1);
+  EXPECT_FALSE(fs::exists(p));
+  cache.put("k", "fresh");
+  EXPECT_EQ(cache.get("k").value_or(""), "fresh");
+}
+
+TEST(DiskCache, FlippedHeaderBytesAreCorrupt) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  // Magic, version, key length, key bytes, payload length and checksum in turn.
+  std::string key = "header-key";
+  size_t keyStart = 8 + 4 + 4;
+  std::vector<size_t> offsets = {0, 8, 12, keyStart + 3, keyStart + key.size() + 1,
+                                 keyStart + key.size() + 8 + 5};
+  int corrupt = 0;
+  for (size_t off : offsets) {
+    cache.put(key, "payload bytes");
+    fs::path p = cache.entryPath(key);
+    std::string data = readFile(p);
+    ASSERT_LT(off, data.size());
+    data[off] ^= 0x20;
+    writeFile(p, data);
+    EXPECT_FALSE(cache.get(key)) << "offset " << off;
+    EXPECT_EQ(cache.stats().corrupt, ++corrupt) << "offset " << off;
+    EXPECT_FALSE(fs::exists(p)) << "offset " << off;
+  }
+  cache.put(key, "fresh");
+  EXPECT_EQ(cache.get(key).value_or(""), "fresh");
+}
+
+TEST(DiskCache, ForeignFilesAreRejected) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  // A file that is not a cache entry at all.
+  writeFile(cache.entryPath("a"), "not a cache entry");
+  EXPECT_FALSE(cache.get("a"));
+  EXPECT_FALSE(fs::exists(cache.entryPath("a")));
+  // A valid entry for another key under this key's name (what a hash collision would look like).
+  cache.put("b", "b's payload");
+  fs::copy_file(cache.entryPath("b"), cache.entryPath("c"));
+  EXPECT_FALSE(cache.get("c"));
+  EXPECT_FALSE(fs::exists(cache.entryPath("c")));
+  EXPECT_EQ(cache.stats().corrupt, 2);
+  EXPECT_EQ(cache.get("b").value_or(""), "b's payload");
+  // Files that are not named like entries are ignored by list/stats and left alone by clear.
+  writeFile(dir / "README", "hi");
+  EXPECT_EQ(cache.list().size(), 1u);
+  cache.clear();
+  EXPECT_TRUE(fs::exists(dir / "README"));
+}
+
+TEST(DiskCache, EvictsLeastRecentlyUsed) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  std::string payload = bigPayload(1000);
+  // Measure one entry's size on disk to set a bound of exactly three entries.
+  int64_t entryBytes;
+  {
+    DiskCache probe(dir, 1 << 20);
+    probe.put("k0", payload);
+    entryBytes = probe.stats().bytes;
+    probe.clear();
+  }
+  int64_t bound = 3 * entryBytes + entryBytes / 2;
+  DiskCache cache(dir, bound);
+  for (const char *k : {"k1", "k2", "k3"}) {
+    cache.put(k, payload);
+    tick();
+  }
+  EXPECT_EQ(cache.stats().entries, 3);
+  EXPECT_TRUE(cache.get("k1")); // k1 becomes the most recently used; k2 is now the oldest
+  tick();
+  cache.put("k4", payload);
+  DiskCacheStats s = cache.stats();
+  EXPECT_LE(s.bytes, bound);
+  EXPECT_EQ(s.entries, 3);
+  EXPECT_EQ(s.evictions, 1);
+  EXPECT_FALSE(fs::exists(cache.entryPath("k2")));
+  for (const char *k : {"k1", "k3", "k4"}) EXPECT_TRUE(cache.get(k)) << k;
+  // An entry larger than the whole bound is not stored and evicts nothing.
+  cache.put("huge", bigPayload(static_cast<size_t>(bound)));
+  EXPECT_FALSE(fs::exists(cache.entryPath("huge")));
+  EXPECT_EQ(cache.stats().entries, 3);
+}
+
+TEST(DiskCache, DisabledCacheDoesNothing) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir / "sub", 1 << 20, /*enabled=*/false);
+  EXPECT_FALSE(cache.enabled());
+  cache.put("k", "v");
+  EXPECT_FALSE(cache.get("k"));
+  EXPECT_FALSE(fs::exists(dir / "sub"));
+  EXPECT_EQ(cache.stats().misses, 1);
+  EXPECT_EQ(cache.stats().entries, 0);
+}
+
+TEST(DiskCache, ClearEmptiesTheCache) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  for (int i = 0; i < 5; ++i) cache.put("k" + std::to_string(i), "v");
+  writeFile(dir / ".tmp-stray", "half-written");
+  EXPECT_EQ(cache.stats().entries, 5);
+  cache.clear();
+  EXPECT_EQ(cache.stats().entries, 0);
+  EXPECT_EQ(cache.stats().bytes, 0);
+  EXPECT_TRUE(cache.list().empty());
+  EXPECT_EQ(countTemps(dir), 0);
+  EXPECT_FALSE(cache.get("k0"));
+}
+
+TEST(DiskCache, UnwritableDirectoryIsSkipped) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  // A regular file where the directory should be: create_directories fails, put must not throw.
+  writeFile(dir / "blocker", "x");
+  DiskCache cache(dir / "blocker" / "cache", 1 << 20);
+  EXPECT_NO_THROW(cache.put("k", "v"));
+  EXPECT_FALSE(cache.get("k"));
+  EXPECT_EQ(cache.stats().entries, 0);
+}
+
+TEST(DiskCache, ConcurrentProcessesPutSameKey) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  constexpr int kChildren = 8;
+  std::string payload = bigPayload(256 << 10);
+  // Children block on the pipe until the parent closes it, so they all write at once.
+  int gate[2];
+  ASSERT_EQ(::pipe(gate), 0);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kChildren; ++i) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(gate[1]);
+      char c;
+      (void)::read(gate[0], &c, 1);
+      DiskCache cache(dir, 64 << 20);
+      cache.put("shared", payload);
+      auto v = cache.get("shared");
+      ::_exit(v && *v == payload ? 0 : 1);
+    }
+    pids.push_back(pid);
+  }
+  ::close(gate[0]);
+  ::close(gate[1]);
+  for (pid_t pid : pids) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child " << pid;
+  }
+  DiskCache cache(dir, 64 << 20);
+  auto entries = cache.list();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].key, "shared");
+  EXPECT_EQ(cache.get("shared").value_or(""), payload);
+  EXPECT_EQ(countTemps(dir), 0);
+}
+
+TEST(DiskCache, ConcurrentThreadsPutDifferentKeys) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 64 << 20);
+  constexpr int kThreads = 4, kPerThread = 20;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&cache, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
+        cache.put(key, "payload of " + key);
+      }
+    });
+  for (auto &th : threads) th.join();
+  EXPECT_EQ(cache.stats().entries, kThreads * kPerThread);
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kPerThread; ++i) {
+      std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
+      EXPECT_EQ(cache.get(key).value_or(""), "payload of " + key);
+    }
+  EXPECT_EQ(cache.stats().hits, kThreads * kPerThread);
+  EXPECT_EQ(countTemps(dir), 0);
+}
