@@ -11,6 +11,8 @@
 #include "runtime/Tensor.h"
 #include "support/Error.h"
 
+#include "ErrorTestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -109,21 +111,7 @@ std::string settingsString(const Settings &s) {
   return out;
 }
 
-template <typename Fn> std::string errorOf(Fn fn) {
-  try {
-    fn();
-  } catch (const Error &e) {
-    return std::string(e.what()) + "\n" + e.hint();
-  } catch (const std::exception &e) {
-    ADD_FAILURE() << "threw a non-enc::Error: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception";
-  return "";
-}
-
-#define EXPECT_MENTIONS(message, part)                                                                       \
-  EXPECT_NE((message).find(part), std::string::npos) << "'" << (message) << "'"
+using enc::testing::errorOf;
 
 // ---- references -----------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@
 #include "runtime/Library.h"
 #include "support/Error.h"
 
+#include "ErrorTestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -453,22 +455,7 @@ TEST(LayerNumerics, SetParamConvertsAndChecksShape) {
 
 // ---- errors ---------------------------------------------------------------------------------------------
 
-// Runs `fn`, expects an enc::Error, and returns its message (with the hint).
-template <typename Fn> std::string errorOf(Fn fn) {
-  try {
-    fn();
-  } catch (const Error &e) {
-    return std::string(e.what()) + "\n" + e.hint();
-  } catch (const std::exception &e) {
-    ADD_FAILURE() << "threw a non-enc::Error: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception";
-  return "";
-}
-
-#define EXPECT_MENTIONS(message, part)                                                                       \
-  EXPECT_NE((message).find(part), std::string::npos) << "'" << (message) << "'"
+using enc::testing::errorOf;
 
 TEST(LayerNumerics, WrongRankNamesLayerInputAndShapes) {
   Layer enc(shippedLib(), "Encoding", {{"D", "5"}, {"K", "3"}}, {DType::F64, 0});
