@@ -7,6 +7,7 @@
 #include "runtime/Tensor.h"
 
 #include "CliTestSupport.h"
+#include "ReferenceMath.h"
 
 #include <gtest/gtest.h>
 
@@ -194,31 +195,15 @@ TEST_F(EnccCli, EmitUnknownKind) {
 
 // ---- eval ---------------------------------------------------------------------------------------------
 
-// Naive Encoding (DESIGN.md): X[B, D, N], r = x_i - c_k, A = softmax_k(s_k ||r||^2), E[b, k, :] = sum_i A r.
+// Naive Encoding (DESIGN.md) on tensors; X may be [B, D, N] or [B, D, H, W].
 std::vector<double> encodingRef(const Tensor &x, const Tensor &cw, const Tensor &sc) {
-  int64_t B = x.dim(0), D = x.dim(1), N = x.numel() / (B * D), K = cw.dim(0);
-  std::vector<double> e(static_cast<size_t>(B * K * D), 0.0), sl(static_cast<size_t>(K));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < N; ++i) {
-      double mx = -INFINITY, den = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        double n2 = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          double r = x.at((b * D + d) * N + i) - cw.at(k * D + d);
-          n2 += r * r;
-        }
-        sl[static_cast<size_t>(k)] = sc.at(k) * n2;
-        mx = std::max(mx, sl[static_cast<size_t>(k)]);
-      }
-      for (int64_t k = 0; k < K; ++k)
-        den += std::exp(sl[static_cast<size_t>(k)] - mx);
-      for (int64_t k = 0; k < K; ++k) {
-        double a = std::exp(sl[static_cast<size_t>(k)] - mx) / den;
-        for (int64_t d = 0; d < D; ++d)
-          e[static_cast<size_t>((b * K + k) * D + d)] += a * (x.at((b * D + d) * N + i) - cw.at(k * D + d));
-      }
-    }
-  return e;
+  auto values = [](const Tensor &t) {
+    std::vector<double> v(static_cast<size_t>(t.numel()));
+    for (int64_t i = 0; i < t.numel(); ++i) v[static_cast<size_t>(i)] = t.at(i);
+    return v;
+  };
+  int64_t B = x.dim(0), D = x.dim(1);
+  return testing::encodingRef(values(x), values(cw), values(sc), B, D, x.numel() / (B * D), cw.dim(0));
 }
 
 Tensor randomTensor(DType dtype, const Shape &shape, uint64_t seed, double lo = -1, double hi = 1) {

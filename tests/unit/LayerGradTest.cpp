@@ -12,6 +12,7 @@
 #include "support/Error.h"
 
 #include "ErrorTestSupport.h"
+#include "ReferenceMath.h"
 
 #include <gtest/gtest.h>
 
@@ -115,53 +116,8 @@ using enc::testing::errorOf;
 
 // ---- references -----------------------------------------------------------------------------------------
 
-std::vector<double> leakyRef(const std::vector<double> &x, double slope) {
-  std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i)
-    y[i] = x[i] > 0 ? x[i] : slope * x[i];
-  return y;
-}
-
-// Softmax over dim 1 of X[B, C, L].
-std::vector<double> softmaxRef(const std::vector<double> &x, int64_t B, int64_t C, int64_t L) {
-  std::vector<double> y(x.size());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t l = 0; l < L; ++l) {
-      double mx = -INFINITY, den = 0;
-      for (int64_t c = 0; c < C; ++c)
-        mx = std::max(mx, x[uz((b * C + c) * L + l)]);
-      for (int64_t c = 0; c < C; ++c)
-        den += std::exp(x[uz((b * C + c) * L + l)] - mx);
-      for (int64_t c = 0; c < C; ++c)
-        y[uz((b * C + c) * L + l)] = std::exp(x[uz((b * C + c) * L + l)] - mx) / den;
-    }
-  return y;
-}
-
-// X[B, D, N], codewords[K, D], scale[K] -> E[B, K, D], residuals formed explicitly.
 std::vector<double> encodingRef(const Vals &v, int64_t B, int64_t D, int64_t N, int64_t K) {
-  const auto &x = v.at("X"), &cw = v.at("codewords"), &s = v.at("scale");
-  std::vector<double> e(uz(B * K * D), 0.0), sl(uz(K));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < N; ++i) {
-      double mx = -INFINITY, den = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        double n2 = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          double r = x[uz((b * D + d) * N + i)] - cw[uz(k * D + d)];
-          n2 += r * r;
-        }
-        sl[uz(k)] = s[uz(k)] * n2;
-        mx = std::max(mx, sl[uz(k)]);
-      }
-      for (int64_t k = 0; k < K; ++k)
-        den += std::exp(sl[uz(k)] - mx);
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t d = 0; d < D; ++d)
-          e[uz((b * K + k) * D + d)] +=
-              std::exp(sl[uz(k)] - mx) / den * (x[uz((b * D + d) * N + i)] - cw[uz(k * D + d)]);
-    }
-  return e;
+  return testing::encodingRef(v.at("X"), v.at("codewords"), v.at("scale"), B, D, N, K);
 }
 
 std::vector<double> gramRef(const std::vector<double> &f, int64_t B, int64_t C, int64_t HW) {
@@ -532,7 +488,7 @@ std::vector<Case> activationCases(const std::string &layer, Gen &gen) {
       Case c{layer, settings};
       c.inputs = {{"X", awayFromZero(x, gen)}};
       c.outShape = x;
-      c.ref = [slope = slope](const Vals &v) { return leakyRef(v.at("X"), slope); };
+      c.ref = [slope = slope](const Vals &v) { return testing::leakyReluRef(v.at("X"), slope); };
       c.gradCheck = x.size() < 4 || x[3] < 9;
       cases.push_back(c);
     }
@@ -546,7 +502,7 @@ std::vector<Case> softmaxCases(Gen &gen) {
     Case c{"Softmax"};
     c.inputs = {{"X", randomTensor(x, gen, -3, 3)}};
     c.outShape = x;
-    c.ref = [=](const Vals &v) { return softmaxRef(v.at("X"), x[0], x[1], numelFrom(x, 2)); };
+    c.ref = [=](const Vals &v) { return testing::softmaxRef(v.at("X"), x[0], x[1], numelFrom(x, 2)); };
     c.gradCheck = x[1] < 33;
     cases.push_back(c);
   }
@@ -1010,7 +966,7 @@ TEST(LayerGrad, CrossEntropyLossGradientIsSoftmaxMinusOneHot) {
   Tensor one(DType::F64, {});
   one.set(0, 1.0);
   Tensor gx = layer.backward({{"Y", one}}).at("X");
-  std::vector<double> p = softmaxRef(values(X), B, C, 1);
+  std::vector<double> p = testing::softmaxRef(values(X), B, C, 1);
   for (int64_t b = 0; b < B; ++b)
     p[uz(b * C + (b * 3) % C)] -= 1;
   for (double &v : p)
