@@ -1,7 +1,14 @@
 #include "runtime/CpuJit.h"
 
+#include "runtime/CpuObjectCache.h"
+#include "runtime/DiskCache.h"
+#include "runtime/Hash.h"
+
 #include "support/Error.h"
 
+#include <llvm/Config/llvm-config.h>
+#include <llvm/ExecutionEngine/Orc/CompileUtils.h>
+#include <llvm/ExecutionEngine/Orc/IRCompileLayer.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
@@ -9,6 +16,7 @@
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -17,9 +25,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <future>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace enc {
 
@@ -78,12 +91,49 @@ llvm::Error optimizeModule(llvm::orc::JITTargetMachineBuilder tmb, llvm::Module 
   return llvm::Error::success();
 }
 
+// LLJIT's compile function: the disk cache first, and only on a miss O3 + codegen (then the object is stored).
+// The optimizer runs here rather than in an IR transform layer so that a hit skips it too.
+class CachingCompiler : public llvm::orc::IRCompileLayer::IRCompiler {
+public:
+  CachingCompiler(llvm::orc::JITTargetMachineBuilder tmb, CpuObjectCache &cache,
+                  std::function<void(const std::string &diskKey)> onDiskHit)
+      : IRCompiler(llvm::orc::irManglingOptionsFromTargetOptions(tmb.getOptions())), tmb_(tmb), codegen_(tmb),
+        cache_(cache), onDiskHit_(std::move(onDiskHit)) {}
+
+  llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> operator()(llvm::Module &module) override {
+    if (std::unique_ptr<llvm::MemoryBuffer> object = cache_.getObject(&module)) {
+      onDiskHit_(CpuObjectCache::keyOf(module));
+      return object;
+    }
+    if (llvm::Error err = optimizeModule(tmb_, module)) return err;
+    // ConcurrentIRCompiler: a TargetMachine per call, so several threads may compile at once.
+    llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object = codegen_(module);
+    if (object) cache_.notifyObjectCompiled(&module, (*object)->getMemBufferRef());
+    return object;
+  }
+
+private:
+  llvm::orc::JITTargetMachineBuilder tmb_;
+  llvm::orc::ConcurrentIRCompiler codegen_;
+  CpuObjectCache &cache_;
+  std::function<void(const std::string &)> onDiskHit_;
+};
+
+std::string printModule(const llvm::Module &module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os, nullptr);
+  os.flush();
+  return text;
+}
+
 } // namespace
 
 struct CpuJit::Impl {
   std::string cpu;
   llvm::orc::JITTargetMachineBuilder tmb{llvm::Triple()};
-  std::unique_ptr<llvm::orc::LLJIT> jit;
+  CpuObjectCache objectCache{DiskCache::global()};
+  std::unique_ptr<llvm::orc::LLJIT> jit; // after objectCache: its compile function uses it
   std::atomic<uint64_t> nextDylib{0};
 
   // A key is in `cache` from the moment a thread starts compiling it; `addr` is set once it is done, and
@@ -94,7 +144,34 @@ struct CpuJit::Impl {
   };
   mutable std::mutex mu;
   std::unordered_map<std::string, Entry> cache;
+  // Disk keys whose object the compile function loaded from disk; compile() takes its key out to learn
+  // whether its module was compiled or loaded. One compile per key is in flight, so keys do not clash.
+  std::unordered_set<std::string> loadedFromDisk;
   Stats stats;
+
+  void noteDiskHit(const std::string &diskKey) {
+    std::lock_guard<std::mutex> lock(mu);
+    loadedFromDisk.insert(diskKey);
+  }
+
+  bool takeDiskHit(const std::string &diskKey) {
+    if (diskKey.empty()) return false;
+    std::lock_guard<std::mutex> lock(mu);
+    return loadedFromDisk.erase(diskKey) > 0;
+  }
+
+  // The disk cache key of `module` (already verified and prepared): it names the JIT key, the exact IR, and
+  // the host and LLVM that would compile it, so a foreign or stale object never matches.
+  std::string diskKey(const llvm::Module &module, const std::string &key) const {
+    CpuObjectKeyParts parts;
+    parts.jitKey = key;
+    parts.irHash = sha256Hex(printModule(module));
+    parts.triple = jit->getTargetTriple().str();
+    parts.cpu = cpu;
+    parts.features = tmb.getFeatures().getString();
+    parts.llvmVersion = LLVM_VERSION_STRING;
+    return cpuObjectKey(parts);
+  }
 
   void checkModule(const llvm::Module &module, const std::string &key) const {
     std::string broken = verifierText(module);
@@ -110,8 +187,10 @@ struct CpuJit::Impl {
   }
 
   // Takes `ctx` and `module` only once the module is handed to the JIT; until then the caller owns both.
+  // `diskKeyOut` is set once the module is tagged for the disk cache, so the caller can learn (and on an
+  // error forget) whether the compile function loaded it from disk.
   void *compileNow(std::unique_ptr<llvm::LLVMContext> &ctx, std::unique_ptr<llvm::Module> &module,
-                   const std::string &entry, const std::string &key) {
+                   const std::string &entry, const std::string &key, std::string &diskKeyOut) {
     checkModule(*module, key);
     llvm::Function *fn = module->getFunction(entry);
     if (!fn || fn->isDeclaration())
@@ -119,6 +198,11 @@ struct CpuJit::Impl {
     if (fn->hasLocalLinkage())
       fail("CpuJit: entry function '{}' of module '{}' has local linkage", entry, module->getName().str());
     prepare(*module);
+    // Hashing the IR costs a print of the module; not worth it when nothing will be read or written.
+    if (objectCacheEnabled()) {
+      diskKeyOut = diskKey(*module, key);
+      CpuObjectCache::tagKey(*module, diskKeyOut);
+    }
 
     // A JITDylib per key keeps symbols of different keys apart (many kernels are all called "kernel").
     std::string dylibName = fmt::format("enc.{}.{}", nextDylib++, key.substr(0, 64));
@@ -132,7 +216,8 @@ struct CpuJit::Impl {
       dropDylib();
       failWith(fmt::format("CpuJit: cannot add module for key {}", key), std::move(err));
     }
-    // The lookup materializes the module: the O3 transform and codegen run here, in this thread.
+    // The lookup materializes the module: the compile function (disk cache, else O3 + codegen) and the
+    // linker run here, in this thread.
     llvm::Expected<llvm::orc::ExecutorAddr> addr = jit->lookup(jd, entry);
     if (!addr) {
       llvm::Error err = addr.takeError();
@@ -141,6 +226,8 @@ struct CpuJit::Impl {
     }
     return addr->toPtr<void *>();
   }
+
+  static bool objectCacheEnabled() { return DiskCache::global().enabled(); }
 };
 
 CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
@@ -159,27 +246,53 @@ CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
   tmb.setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
   impl_->tmb = tmb;
 
-  // Concurrent compilation: lookups from different threads materialize (optimize + codegen) in parallel,
-  // each with its own TargetMachine.
+  // Concurrent compilation: lookups from different threads materialize (disk cache or optimize + codegen)
+  // in parallel, each with its own TargetMachine.
+  Impl *impl = impl_.get();
   impl_->jit = unwrap(llvm::orc::LLJITBuilder()
                           .setJITTargetMachineBuilder(tmb)
                           .setSupportConcurrentCompilation(true)
+                          .setCompileFunctionCreator(
+                              [impl](llvm::orc::JITTargetMachineBuilder jtmb)
+                                  -> llvm::Expected<std::unique_ptr<llvm::orc::IRCompileLayer::IRCompiler>> {
+                                return std::make_unique<CachingCompiler>(
+                                    std::move(jtmb), impl->objectCache,
+                                    [impl](const std::string &diskKey) { impl->noteDiskHit(diskKey); });
+                              })
                           .create(),
                       "CpuJit: cannot create the LLVM JIT");
-  impl_->jit->getIRTransformLayer().setTransform(
-      [tmb](llvm::orc::ThreadSafeModule tsm,
-            llvm::orc::MaterializationResponsibility &) -> llvm::Expected<llvm::orc::ThreadSafeModule> {
-        if (llvm::Error err = tsm.withModuleDo([&](llvm::Module &m) { return optimizeModule(tmb, m); }))
-          return err;
-        return tsm;
-      });
 }
 
 CpuJit::~CpuJit() = default;
 
+namespace {
+
+std::atomic<CpuJit *> createdJit{nullptr};
+
+// ENC_JIT_STATS=1: one line at exit saying where this process's kernels came from. A static destructor,
+// not atexit in instance(), so a process that never JIT-compiled says so too.
+struct PrintStatsAtExit {
+  ~PrintStatsAtExit() {
+    const char *env = std::getenv("ENC_JIT_STATS");
+    if (!env || std::string_view(env) != "1") return;
+    CpuJit::Stats s;
+    if (CpuJit *jit = createdJit.load()) s = jit->stats();
+    std::string line = fmt::format("encc: cpu jit: {} compiled ({:.3f} s), {} from the disk cache ({:.3f} s), "
+                                   "{} from memory\n",
+                                   s.compiles, s.compileSeconds, s.diskHits, s.diskSeconds, s.memoryHits);
+    std::fputs(line.c_str(), stderr);
+  }
+} printStatsAtExit;
+
+} // namespace
+
 CpuJit &CpuJit::instance() {
   // Never destroyed: kernels may still be called from other static destructors or detached threads.
-  static CpuJit *jit = new CpuJit();
+  static CpuJit *jit = [] {
+    auto *created = new CpuJit();
+    createdJit = created;
+    return created;
+  }();
   return *jit;
 }
 
@@ -220,19 +333,22 @@ void *CpuJit::compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<ll
   }
 
   auto start = std::chrono::steady_clock::now();
+  std::string diskKey;
   try {
-    void *addr = impl_->compileNow(ownedCtx, ownedModule, entry, key);
+    void *addr = impl_->compileNow(ownedCtx, ownedModule, entry, key, diskKey);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bool fromDisk = impl_->takeDiskHit(diskKey);
     {
       std::lock_guard<std::mutex> lock(impl_->mu);
       impl_->cache[key].addr = addr;
-      ++impl_->stats.compiles;
-      impl_->stats.compileSeconds += seconds;
+      ++(fromDisk ? impl_->stats.diskHits : impl_->stats.compiles);
+      (fromDisk ? impl_->stats.diskSeconds : impl_->stats.compileSeconds) += seconds;
     }
     promise.set_value(addr);
     return addr;
   } catch (...) {
     // Forget the key so a later call may try again; threads already waiting get this error.
+    impl_->takeDiskHit(diskKey);
     {
       std::lock_guard<std::mutex> lock(impl_->mu);
       impl_->cache.erase(key);
@@ -262,11 +378,7 @@ std::string CpuJit::optimizeAndPrint(llvm::Module &module) const {
   impl_->prepare(module);
   if (llvm::Error err = optimizeModule(impl_->tmb, module))
     failWith(fmt::format("CpuJit: cannot optimize module '{}'", module.getName().str()), std::move(err));
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  module.print(os, nullptr);
-  os.flush();
-  return text;
+  return printModule(module);
 }
 
 } // namespace enc

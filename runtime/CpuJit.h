@@ -1,5 +1,9 @@
 // Process-wide LLVM ORC JIT for CPU kernels: optimizes modules with O3 for the host CPU (so loops vectorize
 // with its SIMD width), compiles them, and caches the entry addresses by key for the life of the process.
+// The object code also goes to the on-disk cache (DiskCache::global(), via CpuObjectCache), so another
+// process on the same CPU links it instead of optimizing and compiling again.
+//
+// ENC_JIT_STATS=1 prints one line of stats() to stderr at exit.
 #pragma once
 
 #include <cstdint>
@@ -27,10 +31,12 @@ public:
 
   // Verifies `module` (created in `ctx`, which it owns nothing beyond), runs the O3 pipeline for the host
   // CPU, compiles it and returns the address of function `entry`. If `key` was compiled before in this
-  // process the cached address is returned and the module is dropped. Two threads compiling the same key
-  // at once compile it once; different keys compile concurrently. Each key gets its own JITDylib, so
-  // modules of different keys may define the same symbols. Throws enc::Error on a broken module, a missing
-  // entry function or a JIT failure (and the key stays uncompiled).
+  // process the cached address is returned and the module is dropped. If the disk cache holds an object for
+  // `key` and this exact module (same IR, host CPU and features, target, LLVM), that object is linked
+  // instead: neither the optimizer nor codegen runs. Two threads compiling the same key at once compile it
+  // once; different keys compile concurrently. Each key gets its own JITDylib, so modules of different keys
+  // may define the same symbols. Throws enc::Error on a broken module, a missing entry function or a JIT
+  // failure (and the key stays uncompiled).
   void *compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<llvm::Module> module,
                 const std::string &entry, const std::string &key);
 
@@ -38,9 +44,11 @@ public:
   void *lookup(const std::string &key) const;
 
   struct Stats {
-    int64_t compiles = 0;      // modules actually compiled
+    int64_t compiles = 0;      // modules actually optimized and compiled
+    int64_t diskHits = 0;      // modules whose object came from the disk cache
     int64_t memoryHits = 0;    // compile() calls answered from the in-memory cache
-    double compileSeconds = 0; // wall time spent optimizing and compiling, summed over compiles
+    double compileSeconds = 0; // wall time of compile() calls that compiled, summed
+    double diskSeconds = 0;    // wall time of compile() calls answered by the disk cache, summed
   };
   Stats stats() const;
 

@@ -7,9 +7,12 @@
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 #include <latch>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -92,10 +95,13 @@ void addScale(llvm::Module &m, const std::string &name) {
   b.CreateRetVoid();
 }
 
-// Keys are process-wide; a fresh suffix per use keeps tests independent (and --gtest_repeat working).
+// Keys are process-wide; a fresh suffix per use keeps tests independent (and --gtest_repeat working). The
+// disk cache outlives the process, so the suffix also names this process: otherwise a later run would load
+// this run's objects and compile nothing.
 std::string freshKey(const std::string &base) {
+  static const std::string run = std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
   static std::atomic<int> counter{0};
-  return base + "." + std::to_string(counter++);
+  return base + "." + run + "." + std::to_string(counter++);
 }
 
 struct Built {
@@ -188,6 +194,7 @@ TEST(CpuJit, SameKeyCompilesOnce) {
   EXPECT_EQ(a, b);
   EXPECT_EQ(after.compiles - before.compiles, 1);
   EXPECT_EQ(after.memoryHits - before.memoryHits, 1);
+  EXPECT_EQ(after.diskHits, before.diskHits); // a key no process used before
   EXPECT_GT(after.compileSeconds, before.compileSeconds);
   expectSumWorks(reinterpret_cast<SumFn>(b));
 }

@@ -1,0 +1,276 @@
+// The CPU JIT's object code through the on-disk cache: a second `encc` process links every kernel from
+// disk and compiles nothing, corrupt entries are recompiled (and rewritten), ENC_CACHE_DISABLE=1 writes
+// nothing, and the key changes with everything an object depends on.
+#include "CliTestSupport.h"
+
+#include "runtime/CpuObjectCache.h"
+#include "runtime/DiskCache.h"
+#include "runtime/Npy.h"
+
+#include <gtest/gtest.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/Support/MemoryBuffer.h>
+
+#include <cmath>
+#include <map>
+#include <optional>
+#include <regex>
+
+namespace enc {
+namespace {
+
+using namespace enc::testing;
+
+// Sets (or with nullptr unsets) an environment variable for the scope; `encc` children inherit it.
+class ScopedEnv {
+public:
+  ScopedEnv(std::string name, const char *value) : name_(std::move(name)) {
+    if (const char *old = std::getenv(name_.c_str())) old_ = old;
+    if (value) ::setenv(name_.c_str(), value, 1);
+    else ::unsetenv(name_.c_str());
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_.c_str(), old_->c_str(), 1);
+    else ::unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv &) = delete;
+  ScopedEnv &operator=(const ScopedEnv &) = delete;
+
+private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+struct JitStats {
+  int compiled = -1, fromDisk = -1, fromMemory = -1;
+};
+
+// The ENC_JIT_STATS=1 line, or nullopt if stderr has none.
+std::optional<JitStats> parseStats(const std::string &err) {
+  static const std::regex line(R"(encc: cpu jit: (\d+) compiled \([0-9.]+ s\), (\d+) from the disk cache )"
+                               R"(\([0-9.]+ s\), (\d+) from memory)");
+  std::smatch m;
+  if (!std::regex_search(err, m, line)) return std::nullopt;
+  return JitStats{std::stoi(m[1]), std::stoi(m[2]), std::stoi(m[3])};
+}
+
+// Every file under `dir` by relative path, with its bytes.
+std::map<std::string, std::string> filesUnder(const fs::path &dir) {
+  std::map<std::string, std::string> out;
+  for (const auto &e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out[fs::relative(e.path(), dir).string()] = slurp(e.path());
+  return out;
+}
+
+class CpuObjectCacheCli : public CliTest {
+protected:
+  // Runs Softmax forward and backward (several kernels) into `out` with the stats line on.
+  struct Run {
+    CliResult result;
+    JitStats stats;
+    std::map<std::string, std::string> outputs;
+  };
+
+  Run run(const std::string &out) {
+    ScopedEnv stats("ENC_JIT_STATS", "1");
+    Run r;
+    r.result = encc(fmt::format("eval --device cpu --layer Softmax --input X=random:2,3,4 --grad Y=random:2,3,4 --seed 3 "
+                                "--out {}",
+                                quote(out)));
+    EXPECT_EQ(r.result.status, 0) << r.result;
+    std::optional<JitStats> s = parseStats(r.result.err);
+    EXPECT_TRUE(s) << "no stats line\n" << r.result;
+    if (s) r.stats = *s;
+    if (fs::exists(path(out))) r.outputs = filesUnder(path(out));
+    return r;
+  }
+
+  DiskCache cache() const { return DiskCache(path("cache"), int64_t{1} << 40); }
+
+  // The cache's CPU object entries (NVRTC entries would be left out).
+  std::vector<DiskCacheEntry> cpuEntries() const {
+    std::vector<DiskCacheEntry> out;
+    for (DiskCacheEntry &e : cache().list())
+      if (e.key.starts_with(kCpuObjectFormat)) out.push_back(std::move(e));
+    return out;
+  }
+
+  // A softmax over the channel dimension sums to 1 at every (b, l); checks the run computed, not just agreed.
+  void expectSoftmaxRowsSumToOne(const std::string &out) {
+    Tensor y = readNpy(path(out + "/Y.npy").string());
+    ASSERT_EQ(y.shape(), (Shape{2, 3, 4}));
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t l = 0; l < 4; ++l) {
+        double sum = 0;
+        for (int64_t c = 0; c < 3; ++c) sum += y.at((b * 3 + c) * 4 + l);
+        EXPECT_NEAR(sum, 1.0, 1e-5) << "b=" << b << " l=" << l;
+      }
+  }
+
+  // The user's environment must not decide these tests.
+  ScopedEnv enabled_{"ENC_CACHE_DISABLE", nullptr};
+  ScopedEnv bound_{"ENC_CACHE_MAX_MB", nullptr};
+  ScopedEnv stats_{"ENC_JIT_STATS", nullptr};
+};
+
+TEST_F(CpuObjectCacheCli, SecondProcessLoadsEveryKernelFromDisk) {
+  Run first = run("first");
+  ASSERT_GT(first.stats.compiled, 0) << first.result;
+  EXPECT_EQ(first.stats.fromDisk, 0) << first.result;
+  int n = first.stats.compiled;
+  EXPECT_EQ(static_cast<int>(cpuEntries().size()), n);
+  expectSoftmaxRowsSumToOne("first");
+
+  Run second = run("second");
+  EXPECT_EQ(second.stats.compiled, 0) << second.result;
+  EXPECT_EQ(second.stats.fromDisk, n) << second.result;
+  ASSERT_FALSE(first.outputs.empty());
+  EXPECT_TRUE(first.outputs.contains("Y.npy"));
+  EXPECT_TRUE(first.outputs.contains("grad/X.npy"));
+  EXPECT_EQ(first.outputs, second.outputs);
+  // Hits rewrite nothing.
+  EXPECT_EQ(static_cast<int>(cpuEntries().size()), n);
+}
+
+TEST_F(CpuObjectCacheCli, CorruptEntriesAreRecompiled) {
+  Run first = run("first");
+  int n = first.stats.compiled;
+  ASSERT_GT(n, 0) << first.result;
+  std::vector<DiskCacheEntry> entries = cpuEntries();
+  ASSERT_EQ(static_cast<int>(entries.size()), n);
+
+  // One bad entry: only its kernel is compiled again.
+  {
+    fs::path p = cache().entryPath(entries[0].key);
+    std::string bytes = slurp(p);
+    bytes[bytes.size() / 2] ^= 0x40;
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  Run one = run("one");
+  EXPECT_EQ(one.stats.compiled, 1) << one.result;
+  EXPECT_EQ(one.stats.fromDisk, n - 1) << one.result;
+  EXPECT_EQ(one.outputs, first.outputs);
+
+  // Every entry bad, alternately a flipped payload byte and a truncated file.
+  entries = cpuEntries();
+  ASSERT_EQ(static_cast<int>(entries.size()), n);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    fs::path p = cache().entryPath(entries[i].key);
+    if (i % 2 == 0) {
+      std::string bytes = slurp(p);
+      bytes[bytes.size() - 7] ^= 0x01;
+      std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+    } else {
+      fs::resize_file(p, fs::file_size(p) / 3);
+    }
+  }
+  Run all = run("all");
+  EXPECT_EQ(all.stats.compiled, n) << all.result;
+  EXPECT_EQ(all.stats.fromDisk, 0) << all.result;
+  EXPECT_EQ(all.outputs, first.outputs);
+  expectSoftmaxRowsSumToOne("all");
+
+  // The recompiled objects replaced the bad entries.
+  EXPECT_EQ(static_cast<int>(cpuEntries().size()), n);
+  Run again = run("again");
+  EXPECT_EQ(again.stats.compiled, 0) << again.result;
+  EXPECT_EQ(again.stats.fromDisk, n) << again.result;
+  EXPECT_EQ(again.outputs, first.outputs);
+}
+
+TEST_F(CpuObjectCacheCli, DisabledCacheWritesNothing) {
+  ScopedEnv disabled("ENC_CACHE_DISABLE", "1");
+  Run first = run("first");
+  ASSERT_GT(first.stats.compiled, 0) << first.result;
+  Run second = run("second");
+  EXPECT_EQ(second.stats.compiled, first.stats.compiled) << second.result;
+  EXPECT_EQ(second.stats.fromDisk, 0) << second.result;
+  EXPECT_EQ(first.outputs, second.outputs);
+  EXPECT_FALSE(fs::exists(path("cache"))) << "ENC_CACHE_DISABLE=1 still created the cache directory";
+}
+
+TEST_F(CpuObjectCacheCli, NoStatsLineUnlessAsked) {
+  CliResult r = encc("eval --device cpu --layer Softmax --input X=random:2,3 --out out");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_FALSE(parseStats(r.err)) << r;
+}
+
+// ---- the cache itself -----------------------------------------------------------------------------
+
+CpuObjectKeyParts someParts() {
+  return {"jitkey", "irhash", "x86_64-pc-linux-gnu", "znver3", "+avx2,+fma,-avx512f", "19.1.7"};
+}
+
+TEST(CpuObjectCache, KeyChangesWithEveryPart) {
+  std::string base = cpuObjectKey(someParts());
+  EXPECT_TRUE(base.starts_with(fmt::format("{} x86_64-pc-linux-gnu znver3 ", kCpuObjectFormat))) << base;
+  EXPECT_EQ(cpuObjectKey(someParts()), base);
+  std::vector<std::string CpuObjectKeyParts::*> fields = {
+      &CpuObjectKeyParts::jitKey, &CpuObjectKeyParts::irHash,   &CpuObjectKeyParts::triple,
+      &CpuObjectKeyParts::cpu,    &CpuObjectKeyParts::features, &CpuObjectKeyParts::llvmVersion};
+  for (auto field : fields) {
+    CpuObjectKeyParts p = someParts();
+    p.*field += "x";
+    EXPECT_NE(cpuObjectKey(p), base) << p.*field;
+  }
+  // A feature flipped on or off is another CPU as far as the object is concerned.
+  CpuObjectKeyParts noAvx2 = someParts();
+  noAvx2.features = "-avx2,+fma,-avx512f";
+  EXPECT_NE(cpuObjectKey(noAvx2), base);
+  // Parts cannot trade characters.
+  CpuObjectKeyParts shifted = someParts();
+  shifted.jitKey = "jitkeyi";
+  shifted.irHash = "rhash";
+  EXPECT_NE(cpuObjectKey(shifted), base);
+}
+
+// The smallest buffer llvm::identify_magic calls a relocatable ELF object.
+std::string fakeElfObject() {
+  std::string bytes = std::string("\x7f" "ELF\x02\x01\x01", 7) + std::string(9, '\0');
+  bytes += std::string("\x01\x00", 2); // e_type = ET_REL
+  bytes += std::string(46, '\0');
+  return bytes;
+}
+
+TEST(CpuObjectCache, StoresAndLoadsByModuleKey) {
+  fs::path dir = fs::temp_directory_path() / fmt::format("encc-cpuobjcache-{}", ::getpid());
+  fs::remove_all(dir);
+  {
+    DiskCache disk(dir, 1 << 20);
+    CpuObjectCache cache(disk);
+    llvm::LLVMContext ctx;
+    llvm::Module module("m", ctx);
+    std::string object = fakeElfObject();
+
+    // Untagged modules are not cached at all.
+    EXPECT_EQ(CpuObjectCache::keyOf(module), "");
+    EXPECT_EQ(cache.getObject(&module), nullptr);
+    cache.notifyObjectCompiled(&module, llvm::MemoryBufferRef(object, "m"));
+    EXPECT_TRUE(disk.list().empty());
+
+    CpuObjectCache::tagKey(module, "k1");
+    CpuObjectCache::tagKey(module, "k2"); // retagging replaces
+    EXPECT_EQ(CpuObjectCache::keyOf(module), "k2");
+    EXPECT_EQ(cache.getObject(&module), nullptr);
+    cache.notifyObjectCompiled(&module, llvm::MemoryBufferRef(object, "m"));
+    std::unique_ptr<llvm::MemoryBuffer> hit = cache.getObject(&module);
+    ASSERT_NE(hit, nullptr);
+    EXPECT_EQ(hit->getBuffer().str(), object);
+    ASSERT_EQ(disk.list().size(), 1u);
+    EXPECT_EQ(disk.list()[0].key, "k2");
+
+    // An intact entry that is not an object file never reaches the linker.
+    disk.put("k2", "not an object file");
+    EXPECT_EQ(cache.getObject(&module), nullptr);
+    // A corrupt one is a miss too (and removed by DiskCache).
+    cache.notifyObjectCompiled(&module, llvm::MemoryBufferRef(object, "m"));
+    fs::resize_file(disk.entryPath("k2"), fs::file_size(disk.entryPath("k2")) - 1);
+    EXPECT_EQ(cache.getObject(&module), nullptr);
+    EXPECT_FALSE(fs::exists(disk.entryPath("k2")));
+  }
+  fs::remove_all(dir);
+}
+
+} // namespace
+} // namespace enc
