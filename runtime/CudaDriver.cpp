@@ -18,6 +18,7 @@ namespace enc::cuda {
 namespace {
 // Values from cuda.h; declared here so the file builds without it.
 constexpr int CUDA_ERROR_NO_DEVICE = 100;
+constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 
@@ -81,6 +82,16 @@ struct DriverLoader {
     ENC_RESOLVE(cuMemcpyHtoD_v2);
     ENC_RESOLVE(cuMemcpyDtoH_v2);
     ENC_RESOLVE(cuMemsetD8_v2);
+    ENC_RESOLVE(cuMemsetD8Async);
+    ENC_RESOLVE(cuMemcpyHtoDAsync_v2);
+    ENC_RESOLVE(cuMemcpyDtoHAsync_v2);
+    ENC_RESOLVE(cuMemcpyDtoDAsync_v2);
+    ENC_RESOLVE(cuMemGetInfo_v2);
+    ENC_RESOLVE(cuEventCreate);
+    ENC_RESOLVE(cuEventDestroy_v2);
+    ENC_RESOLVE(cuEventRecord);
+    ENC_RESOLVE(cuEventSynchronize);
+    ENC_RESOLVE(cuEventElapsedTime);
     ENC_RESOLVE(cuStreamCreate);
     ENC_RESOLVE(cuStreamDestroy_v2);
     ENC_RESOLVE(cuStreamSynchronize);
@@ -151,6 +162,17 @@ int Driver::computeCapability(int dev) const {
   check(cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
         "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)");
   return major * 10 + minor;
+}
+
+int Driver::multiprocessorCount(int dev) const {
+  if (dev < 0 || dev >= deviceCount_)
+    throw Error(fmt::format("there is no CUDA device {} (this machine has {})", dev, deviceCount_));
+  CUdevice device = 0;
+  check(cuDeviceGet(&device, dev), "cuDeviceGet");
+  int n = 0;
+  check(cuDeviceGetAttribute(&n, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device),
+        "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
+  return n;
 }
 
 std::string Driver::describe(CUresult result) const {

@@ -13,6 +13,7 @@ struct CUctx_st;
 struct CUmod_st;
 struct CUfunc_st;
 struct CUstream_st;
+struct CUevent_st;
 
 namespace enc::cuda {
 
@@ -23,6 +24,7 @@ using CUcontext = CUctx_st *;
 using CUmodule = CUmod_st *;
 using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
+using CUevent = CUevent_st *;
 
 inline constexpr CUresult CUDA_SUCCESS = 0;
 
@@ -38,6 +40,7 @@ public:
   int deviceCount() const { return deviceCount_; }
   std::string deviceName(int dev) const;
   int computeCapability(int dev) const; // 90 for sm_90
+  int multiprocessorCount(int dev) const;
 
   // Throws enc::Error "CUDA error CUDA_ERROR_X (text) in <what>" unless result is CUDA_SUCCESS.
   void check(CUresult result, const char *what) const;
@@ -68,6 +71,16 @@ public:
   CUresult (*cuMemcpyHtoD_v2)(CUdeviceptr dst, const void *src, size_t bytes) = nullptr;
   CUresult (*cuMemcpyDtoH_v2)(void *dst, CUdeviceptr src, size_t bytes) = nullptr;
   CUresult (*cuMemsetD8_v2)(CUdeviceptr dst, unsigned char value, size_t count) = nullptr;
+  CUresult (*cuMemsetD8Async)(CUdeviceptr dst, unsigned char value, size_t count, CUstream stream) = nullptr;
+  CUresult (*cuMemcpyHtoDAsync_v2)(CUdeviceptr dst, const void *src, size_t bytes, CUstream stream) = nullptr;
+  CUresult (*cuMemcpyDtoHAsync_v2)(void *dst, CUdeviceptr src, size_t bytes, CUstream stream) = nullptr;
+  CUresult (*cuMemcpyDtoDAsync_v2)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream stream) = nullptr;
+  CUresult (*cuMemGetInfo_v2)(size_t *free, size_t *total) = nullptr;
+  CUresult (*cuEventCreate)(CUevent *event, unsigned flags) = nullptr;
+  CUresult (*cuEventDestroy_v2)(CUevent event) = nullptr;
+  CUresult (*cuEventRecord)(CUevent event, CUstream stream) = nullptr;
+  CUresult (*cuEventSynchronize)(CUevent event) = nullptr;
+  CUresult (*cuEventElapsedTime)(float *ms, CUevent start, CUevent end) = nullptr;
   CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags) = nullptr;
   CUresult (*cuStreamDestroy_v2)(CUstream stream) = nullptr;
   CUresult (*cuStreamSynchronize)(CUstream stream) = nullptr;

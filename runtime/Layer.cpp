@@ -2,8 +2,10 @@
 
 #include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "runtime/CpuJit.h"
+#include "runtime/Gpu.h"
 #include "runtime/Hash.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Rng.h"
@@ -28,7 +30,8 @@ int64_t evalInt(const ir::Expr &e) {
 
 struct Layer::Compiled {
   ir::LoopProgram loops;
-  std::vector<codegen::CpuKernelFn> fns;
+  std::vector<codegen::CpuKernelFn> fns;     // CPU: one per kernel
+  std::vector<cuda::CUfunction> gpuFns;      // GPU: one per kernel
   std::map<std::string, Shape> shapes; // every tensor the kernels touch
 };
 
@@ -74,6 +77,7 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
     : library_(std::move(library)), symbols_(&resolveLayer(*library_, name)), name_(name), options_(options) {
   if (const Alias *alias = findAlias(*library_, name)) aliasRanks_ = alias->ranks;
   hyper_ = resolveHyperParams(*symbols_, settings);
+  if (options_.device == Device::CUDA) cuda::Gpu::require();
   hyper_["training"] = ir::boolImm(options_.training);
   program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse);
   checkRequirements(program_, {});
@@ -120,7 +124,7 @@ void Layer::initParams() {
       else if (kind == "constant") v = args[0];
       t.set(i, v);
     }
-    params_[d.name.text] = t;
+    params_[d.name.text] = t.to(options_.device);
   };
   for (const ast::TensorDecl &p : symbols_->layer->params) init(p);
   for (const ast::TensorDecl &b : symbols_->layer->buffers) init(b);
@@ -171,7 +175,7 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
   if (value.shape() != it->second.shape())
     throw Error(fmt::format("layer {}: parameter '{}' has shape {}, but the value given has shape {}", name_, pname,
                             shapeString(it->second.shape()), shapeString(value.shape())));
-  it->second = value.to(options_.dtype).clone();
+  it->second = value.to(options_.dtype).to(options_.device).clone();
 }
 
 SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
@@ -269,9 +273,19 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
     }
     c->shapes[t.name] = s;
   }
-  c->loops = ir::lowerToLoops(prog, ir::Target::CPU);
+  c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
+  if (options_.device == Device::CUDA)
+    compileForGpu(*c);
+  else
+    compileForCpu(*c);
+  auto &ref = *c;
+  cache[signature] = std::move(c);
+  return ref;
+}
+
+void Layer::compileForCpu(Compiled &c) {
   bool f64 = options_.dtype == DType::F64;
-  for (const ir::Kernel &k : c->loops.kernels) {
+  for (const ir::Kernel &k : c.loops.kernels) {
     std::string key = sha256Hex(fmt::format("encc-cpu-1;{};{}\n{}", f64 ? "f64" : "f32", k.name, ir::printStmt(k.body)));
     void *addr = CpuJit::instance().lookup(key);
     if (!addr) {
@@ -280,26 +294,45 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
       codegen::emitLLVMKernel(k, f64, *mod);
       addr = CpuJit::instance().compile(std::move(ctx), std::move(mod), k.name, key);
     }
-    c->fns.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
+    c.fns.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
   }
-  auto &ref = *c;
-  cache[signature] = std::move(c);
-  return ref;
+}
+
+// One CUDA translation unit per pass, compiled for this GPU's architecture through the
+// kernel cache (memory, then disk) and loaded once per process.
+void Layer::compileForGpu(Compiled &c) {
+  cuda::Gpu &gpu = cuda::Gpu::require();
+  std::string source = codegen::emitCuda(c.loops, options_.dtype == DType::F64);
+  cuda::CompileOptions opts;
+  opts.arch = fmt::format("sm_{}", gpu.computeCapability());
+  opts.sourceName = name_ + ".cu";
+  cuda::CompileResult image = cuda::compileCached(source, opts);
+  cuda::CUmodule module = gpu.loadModule(sha256Hex(opts.arch + "\n" + source), image);
+  for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(gpu.function(module, k.name));
 }
 
 void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
+  bool gpu = options_.device == Device::CUDA;
   for (const auto &[n, s] : c.shapes)
-    if (!buffers.count(n)) buffers[n] = Tensor(options_.dtype, s);
+    if (!buffers.count(n)) buffers[n] = gpu ? Tensor::empty(options_.dtype, s, Device::CUDA) : Tensor(options_.dtype, s);
+  // Everything but the random seed was folded into the kernels when they were compiled.
+  std::vector<int64_t> params;
+  for (const ir::Kernel &k : c.loops.kernels)
+    for (const ir::SizeParam &p : k.params)
+      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
+  params.push_back(randomSeed);
+  if (gpu)
+    runOnGpu(c, buffers, params);
+  else
+    runOnCpu(c, buffers, params);
+}
+
+void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &seed) {
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
     std::vector<void *> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
-    // Everything but the random seed was folded into the kernel when it was compiled.
-    std::vector<int64_t> params;
-    for (const ir::SizeParam &p : k.params) {
-      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
-      params.push_back(randomSeed);
-    }
+    std::vector<int64_t> params(k.params.size(), seed[0]);
     codegen::CpuKernelFn fn = c.fns[i];
     int64_t extent = evalInt(k.launchExtent);
     if (k.scatters && k.launch == ir::ForKind::Parallel && extent > 1) {
@@ -331,6 +364,33 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   }
 }
 
+void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &seed) {
+  cuda::Gpu &gpu = cuda::Gpu::require();
+  // Grid-stride loops: a few waves of blocks per multiprocessor cover any extent.
+  const int64_t maxBlocks = int64_t{32} * gpu.multiprocessors();
+  for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
+    const ir::Kernel &k = c.loops.kernels[i];
+    if (k.scatters) {
+      // Scatter kernels add into their output (atomically).
+      Tensor &out = buffers.at(k.buffers[0]);
+      gpu.fill(reinterpret_cast<cuda::CUdeviceptr>(out.data()), 0, out.nbytes());
+    }
+    int64_t extent = evalInt(k.launchExtent);
+    if (extent <= 0) continue;
+    std::vector<cuda::CUdeviceptr> ptrs;
+    for (const std::string &b : k.buffers) ptrs.push_back(reinterpret_cast<cuda::CUdeviceptr>(buffers.at(b).data()));
+    std::vector<int64_t> params(k.params.size(), seed[0]);
+    std::vector<void *> args;
+    for (cuda::CUdeviceptr &p : ptrs) args.push_back(&p);
+    for (int64_t &p : params) args.push_back(&p);
+    int64_t threads = k.launch == ir::ForKind::GpuWarps ? extent * 32 : extent;
+    int64_t blocks = std::clamp<int64_t>((threads + codegen::kCudaBlockSize - 1) / codegen::kCudaBlockSize, 1, maxBlocks);
+    gpu.launch(c.gpuFns[i], static_cast<unsigned>(blocks), codegen::kCudaBlockSize, args.data(),
+               fmt::format("kernel {} of layer {}{}", k.name, name_,
+                           k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : ""));
+  }
+}
+
 const ir::Program &Layer::gradientProgram() {
   if (!gradient_) {
     gradient_ = std::make_unique<GradientInfo>();
@@ -357,12 +417,12 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
     if (grad.shape() != want)
       throw Error(fmt::format("layer {}: the gradient of output '{}' has shape {}, but the output has shape {}", name_, name,
                               shapeString(grad.shape()), shapeString(want)));
-    buffers[seed->second] = grad.to(options_.dtype);
+    buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
   }
   Compiled &c = compile(g, lastSizes_, compiledGrad_);
   for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
   for (const auto &[o, seed] : info.seedOf)
-    if (!buffers.count(seed) && c.shapes.count(seed)) buffers[seed] = Tensor(options_.dtype, c.shapes.at(seed));
+    if (!buffers.count(seed) && c.shapes.count(seed)) buffers[seed] = Tensor(options_.dtype, c.shapes.at(seed), options_.device);
   run(c, buffers, lastRandomSeed_);
   std::map<std::string, Tensor> grads;
   for (const auto &[x, gname] : info.gradOf) {
@@ -396,7 +456,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
   std::map<std::string, Tensor> buffers;
   lastInputShapes_.clear();
   for (const auto &[n, t] : inputs) {
-    buffers[n] = t.reshape(c.shapes.at(n));
+    buffers[n] = t.to(options_.device).reshape(c.shapes.at(n));
     lastInputShapes_[n] = t.shape();
   }
   for (const auto &[n, t] : params_) buffers[n] = t;

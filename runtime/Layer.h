@@ -1,5 +1,5 @@
 // A layer instance: hyper-parameters fixed, parameters initialized, forward compiled on first
-// use for each input shape (CPU JIT through LLVM).
+// use for each input shape (CPU JIT through LLVM, or CUDA through NVRTC for Device::CUDA).
 #pragma once
 
 #include "compiler/LoopIR.h"
@@ -22,6 +22,9 @@ struct LayerOptions {
   bool training = true;
   // false: no fusion, every intermediate stored (the benchmarks' baseline).
   bool fuse = true;
+  // Where parameters live and kernels run. Inputs on the other device are copied over;
+  // outputs and gradients are on this one.
+  Device device = Device::CPU;
 };
 
 class Layer {
@@ -32,6 +35,7 @@ public:
 
   const std::string &name() const { return name_; }
   DType dtype() const { return options_.dtype; }
+  Device device() const { return options_.device; }
   std::vector<std::string> inputNames() const;
   std::vector<std::string> outputNames() const;
 
@@ -84,6 +88,10 @@ private:
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache);
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
+  void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &params);
+  void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &params);
+  void compileForCpu(Compiled &c);
+  void compileForGpu(Compiled &c);
 };
 
 // Fills every Size variable of `p`'s shapes from input tensors; throws Error naming the layer,

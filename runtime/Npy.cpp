@@ -500,15 +500,17 @@ Tensor readNpy(const std::string &path) {
   return t;
 }
 
-std::string serializeNpy(const Tensor &t) {
-  if (!t.defined()) fail("cannot write an undefined tensor as .npy");
+std::string serializeNpy(const Tensor &tensor) {
+  if (!tensor.defined()) fail("cannot write an undefined tensor as .npy");
+  Tensor t = tensor.cpu();
   std::string out = npyPreambleAndHeader(t);
   out.append(static_cast<const char *>(t.data()), t.nbytes());
   return out;
 }
 
-void writeNpy(const std::string &path, const Tensor &t) {
-  if (!t.defined()) fail("cannot write {}: the tensor is undefined", path);
+void writeNpy(const std::string &path, const Tensor &tensor) {
+  if (!tensor.defined()) fail("cannot write {}: the tensor is undefined", path);
+  Tensor t = tensor.cpu();
   std::string header = npyPreambleAndHeader(t);
 
   // The temporary file sits next to `path` so that rename() stays on one filesystem and is atomic. O_EXCL

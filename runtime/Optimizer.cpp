@@ -6,8 +6,9 @@ void SGD::step(Layer &layer, const std::map<std::string, Tensor> &grads) {
   const SGDOptions &o = options_;
   for (const auto &[name, grad] : grads) {
     if (!layer.isParameter(name)) continue;
-    Tensor p = layer.params().at(name).clone();
-    Tensor g = grad.to(p.dtype());
+    // The update runs on the host; setParam puts the result back on the layer's device.
+    Tensor p = layer.params().at(name).cpu().clone();
+    Tensor g = grad.cpu().to(p.dtype());
     if (g.shape() != p.shape())
       fail("SGD: gradient of '{}' has shape {}, parameter {}", name, shapeString(g.shape()), shapeString(p.shape()));
     auto &velocity = velocity_[&layer];

@@ -1,5 +1,6 @@
 #include "runtime/Tensor.h"
 
+#include "runtime/Gpu.h"
 #include "support/Error.h"
 
 #include <atomic>
@@ -15,6 +16,14 @@ const char *dtypeName(DType t) { return t == DType::F32 ? "f32" : "f64"; }
 std::optional<DType> parseDType(std::string_view name) {
   if (name == "f32" || name == "float32" || name == "float") return DType::F32;
   if (name == "f64" || name == "float64" || name == "double") return DType::F64;
+  return std::nullopt;
+}
+
+const char *deviceName(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+std::optional<Device> parseDevice(std::string_view name) {
+  if (name == "cpu") return Device::CPU;
+  if (name == "cuda" || name == "gpu" || name == "cuda:0") return Device::CUDA;
   return std::nullopt;
 }
 
@@ -51,10 +60,15 @@ void resetAllocationStats() {
   gCount = 0;
 }
 
-Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+Tensor::Tensor(DType dtype, Shape shape, Device device) : dtype_(dtype), device_(device), shape_(std::move(shape)) {
   for (int64_t d : shape_)
     if (d < 0) fail("negative dimension in tensor shape {}", shapeString(shape_));
   size_t bytes = nbytes();
+  if (device_ == Device::CUDA) {
+    *this = empty(dtype_, shape_, Device::CUDA);
+    cuda::Gpu::get()->fill(reinterpret_cast<cuda::CUdeviceptr>(data()), 0, bytes);
+    return;
+  }
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
   void *p = std::aligned_alloc(64, rounded);
@@ -70,11 +84,35 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   });
 }
 
+Tensor Tensor::empty(DType dtype, Shape shape, Device device) {
+  if (device == Device::CPU) return Tensor(dtype, std::move(shape));
+  cuda::Gpu &gpu = cuda::Gpu::require();
+  Tensor t;
+  t.dtype_ = dtype;
+  t.device_ = Device::CUDA;
+  t.shape_ = std::move(shape);
+  for (int64_t d : t.shape_)
+    if (d < 0) fail("negative dimension in tensor shape {}", shapeString(t.shape_));
+  uint64_t address = gpu.allocator().allocate(t.nbytes());
+  t.storage_ = std::shared_ptr<std::byte>(reinterpret_cast<std::byte *>(address),
+                                          [&gpu](std::byte *q) { gpu.allocator().release(reinterpret_cast<uint64_t>(q)); });
+  if (gpu.poisonFreshMemory()) gpu.fill(address, 0xff, t.nbytes()); // all-ones bytes: NaN in f32 and f64
+  return t;
+}
+
+void Tensor::requireHost(const char *what) const {
+  if (device_ != Device::CPU)
+    throw Error(fmt::format("{} of a CUDA tensor (shape {}) from the host", what, shapeString(shape_)),
+                "copy it to the CPU first: tensor.cpu()");
+}
+
 double Tensor::at(int64_t flat) const {
+  requireHost("element access");
   return dtype_ == DType::F32 ? static_cast<double>(dataAs<float>()[flat]) : dataAs<double>()[flat];
 }
 
 void Tensor::set(int64_t flat, double value) {
+  requireHost("element access");
   if (dtype_ == DType::F32)
     dataAs<float>()[flat] = static_cast<float>(value);
   else
@@ -90,6 +128,12 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 Tensor Tensor::clone() const {
+  if (device_ == Device::CUDA) {
+    Tensor t = empty(dtype_, shape_, Device::CUDA);
+    cuda::Gpu::get()->copyOnDevice(reinterpret_cast<cuda::CUdeviceptr>(t.data()),
+                                   reinterpret_cast<cuda::CUdeviceptr>(data()), nbytes());
+    return t;
+  }
   Tensor t(dtype_, shape_);
   std::memcpy(t.data(), data(), nbytes());
   return t;
@@ -97,8 +141,21 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
+  if (device_ != Device::CPU) return cpu().to(dtype).to(device_); // rare: conversion on the host
   Tensor t(dtype, shape_);
   for (int64_t i = 0, n = numel(); i < n; ++i) t.set(i, at(i));
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  if (device == device_ || !defined()) return *this;
+  if (device == Device::CUDA) {
+    Tensor t = empty(dtype_, shape_, Device::CUDA);
+    cuda::Gpu::get()->copyToDevice(reinterpret_cast<cuda::CUdeviceptr>(t.data()), data(), nbytes());
+    return t;
+  }
+  Tensor t(dtype_, shape_);
+  cuda::Gpu::get()->copyToHost(t.data(), reinterpret_cast<cuda::CUdeviceptr>(data()), nbytes());
   return t;
 }
 

@@ -1,4 +1,5 @@
-// A dense, contiguous (C-order) host tensor with shared, reference-counted storage.
+// A dense, contiguous (C-order) tensor with shared, reference-counted storage, in host memory or
+// on the GPU (device memory from the GPU's caching allocator).
 #pragma once
 
 #include <cstddef>
@@ -12,6 +13,10 @@
 namespace enc {
 
 enum class DType { F32, F64 };
+
+enum class Device { CPU, CUDA };
+const char *deviceName(Device d); // "cpu" / "cuda"
+std::optional<Device> parseDevice(std::string_view name);
 
 size_t dtypeSize(DType t);
 const char *dtypeName(DType t); // "f32" / "f64"
@@ -35,35 +40,47 @@ void resetAllocationStats();
 class Tensor {
 public:
   Tensor() = default;
-  // Zero-filled, 64-byte aligned storage.
-  Tensor(DType dtype, Shape shape);
+  // Zero-filled storage (64-byte aligned on the host). A CUDA tensor needs a GPU (enc::Error
+  // otherwise).
+  Tensor(DType dtype, Shape shape, Device device = Device::CPU);
+  // Storage left as it comes (on the GPU: NaN-filled when ENC_CUDA_POISON=1).
+  static Tensor empty(DType dtype, Shape shape, Device device);
 
   bool defined() const { return storage_ != nullptr; }
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  bool isCuda() const { return device_ == Device::CUDA; }
   const Shape &shape() const { return shape_; }
   int rank() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const { return shape_.at(static_cast<size_t>(i)); }
   int64_t numel() const { return shapeNumel(shape_); }
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype_); }
 
+  // The storage's address: a device address (CUdeviceptr) for a CUDA tensor.
   void *data() { return storage_.get(); }
   const void *data() const { return storage_.get(); }
   template <typename T> T *dataAs() { return static_cast<T *>(data()); }
   template <typename T> const T *dataAs() const { return static_cast<const T *>(data()); }
 
-  // Element access by flat (C-order) index, converting through double.
+  // Element access by flat (C-order) index, converting through double; host tensors only.
   double at(int64_t flat) const;
   void set(int64_t flat, double value);
 
   // Same storage, new shape with the same element count.
   Tensor reshape(Shape shape) const;
-  Tensor clone() const;
+  Tensor clone() const; // on the same device
   Tensor to(DType dtype) const;
+  // A copy on `device` (this tensor itself when it is there already).
+  Tensor to(Device device) const;
+  Tensor cpu() const { return to(Device::CPU); }
 
 private:
   std::shared_ptr<std::byte> storage_;
   DType dtype_ = DType::F32;
+  Device device_ = Device::CPU;
   Shape shape_;
+
+  void requireHost(const char *what) const;
 };
 
 } // namespace enc

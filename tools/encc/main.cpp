@@ -7,6 +7,7 @@
 #include "runtime/CpuJit.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/DiskCache.h"
+#include "runtime/Gpu.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
@@ -181,20 +182,25 @@ std::string summary(const Tensor &t) {
 }
 
 struct EvalOptions {
-  std::string file, layer, dtype = "f32", device = "cpu", mode = "train", out;
+  std::string file, layer, dtype = "f32", device = "auto", mode = "train", out;
   uint64_t seed = 0;
   std::vector<std::string> sets, inputs, params, grads;
 };
 
 int runEval(const EvalOptions &o) {
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
-  if (o.device == "cuda") {
-    if (!cuda::Driver::get()) throw Error(fmt::format("--device cuda: {}", cuda::Driver::unavailableReason()), "use --device cpu");
-    throw Error("--device cuda: running layers on the GPU is not implemented yet", "use --device cpu");
-  }
-  if (o.device != "cpu") throw Error(fmt::format("unknown --device '{}'", o.device), "use cpu or cuda");
-  auto lib = loadLibrary(o.file);
   LayerOptions lo;
+  if (o.device == "auto") {
+    // The GPU when there is one; otherwise say once why not and use the CPU.
+    lo.device = cuda::Gpu::get() ? Device::CUDA : Device::CPU;
+    cuda::noteCpuFallbackOnce(std::cerr);
+  } else if (auto d = parseDevice(o.device)) {
+    lo.device = *d;
+    if (lo.device == Device::CUDA) cuda::Gpu::require();
+  } else {
+    throw Error(fmt::format("unknown --device '{}'", o.device), "use auto, cpu or cuda");
+  }
+  auto lib = loadLibrary(o.file);
   lo.dtype = parseDTypeOption(o.dtype);
   lo.training = o.mode == "train";
   lo.seed = o.seed;
@@ -214,7 +220,8 @@ int runEval(const EvalOptions &o) {
   }
   auto outputs = layer.forward(inputs);
   fs::create_directories(fs::path(o.out) / "params");
-  for (const auto &[name, t] : outputs) {
+  for (const auto &[name, result] : outputs) {
+    Tensor t = result.cpu();
     writeNpy((fs::path(o.out) / (name + ".npy")).string(), t);
     std::cout << fmt::format("{}: {} {} -> {}  ({})\n", name, dtypeName(t.dtype()), shapeString(t.shape()),
                              (fs::path(o.out) / (name + ".npy")).string(), summary(t));
@@ -227,7 +234,8 @@ int runEval(const EvalOptions &o) {
     seeds[name] = t.to(lo.dtype);
   }
   fs::create_directories(fs::path(o.out) / "grad");
-  for (const auto &[name, t] : layer.backward(seeds)) {
+  for (const auto &[name, result] : layer.backward(seeds)) {
+    Tensor t = result.cpu();
     std::string path = (fs::path(o.out) / "grad" / (name + ".npy")).string();
     writeNpy(path, t);
     std::cout << fmt::format("grad {}: {} -> {}  ({})\n", name, shapeString(t.shape()), path, summary(t));
@@ -283,7 +291,7 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--layer", eval.layer, "the layer to run")->required();
   evalCmd->add_option("--set", eval.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
   evalCmd->add_option("--dtype", eval.dtype, "f32 or f64")->capture_default_str();
-  evalCmd->add_option("--device", eval.device, "cpu or cuda")->capture_default_str();
+  evalCmd->add_option("--device", eval.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   evalCmd->add_option("--mode", eval.mode, "train or eval")->capture_default_str();
   evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")->capture_default_str();
   evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");

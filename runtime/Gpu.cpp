@@ -1,0 +1,161 @@
+#include "runtime/Gpu.h"
+
+#include "support/Error.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace enc::cuda {
+
+struct GpuHolder {
+  Gpu *gpu = nullptr;
+  std::string reason;
+  GpuHolder() {
+    Driver *d = Driver::get();
+    if (!d) {
+      reason = Driver::unavailableReason();
+      return;
+    }
+    try {
+      // Never deleted: tearing down a context while the driver unloads at exit is unsafe.
+      gpu = new Gpu(*d);
+    } catch (const Error &e) {
+      reason = fmt::format("the GPU could not be set up: {}", e.what());
+    }
+  }
+};
+
+namespace {
+GpuHolder &holder() {
+  static GpuHolder h;
+  return h;
+}
+bool envFlag(const char *name) {
+  const char *v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+} // namespace
+
+Gpu *Gpu::get() { return holder().gpu; }
+
+Gpu &Gpu::require() {
+  if (Gpu *g = get()) return *g;
+  throw Error(fmt::format("--device cuda needs a GPU: {}", holder().reason), "run on the CPU (--device cpu)");
+}
+
+Gpu::Gpu(Driver &driver) : driver_(&driver) {
+  driver.check(driver.cuDeviceGet(&device_, 0), "cuDeviceGet");
+  driver.check(driver.cuDevicePrimaryCtxRetain(&ctx_, device_), "cuDevicePrimaryCtxRetain");
+  driver.check(driver.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+  // Flags 0: a blocking stream, ordered with the legacy default stream as well.
+  driver.check(driver.cuStreamCreate(&stream_, 0), "cuStreamCreate");
+  name_ = driver.deviceName(0);
+  cc_ = driver.computeCapability(0);
+  sms_ = driver.multiprocessorCount(0);
+  poison_ = envFlag("ENC_CUDA_POISON");
+  syncEach_ = envFlag("ENC_CUDA_SYNC");
+  Driver *d = driver_;
+  CUcontext ctx = ctx_;
+  allocator_ = std::make_unique<CachingAllocator>(
+      [d, ctx](size_t bytes) -> uint64_t {
+        d->cuCtxSetCurrent(ctx);
+        CUdeviceptr p = 0;
+        return d->cuMemAlloc_v2(&p, bytes) == CUDA_SUCCESS ? p : 0;
+      },
+      [d, ctx](uint64_t p) {
+        d->cuCtxSetCurrent(ctx);
+        d->cuMemFree_v2(p);
+      },
+      fmt::format("GPU 0 ({})", name_));
+}
+
+void Gpu::makeCurrent() const { driver_->check(driver_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }
+
+void Gpu::copyToDevice(CUdeviceptr dst, const void *src, size_t bytes) {
+  if (!bytes) return;
+  makeCurrent();
+  driver_->check(driver_->cuMemcpyHtoDAsync_v2(dst, src, bytes, stream_), "cuMemcpyHtoDAsync");
+  // Pageable host memory: the driver has staged it when the call returns, but waiting here
+  // keeps the source's lifetime out of the caller's worries.
+  synchronize("a copy to the GPU");
+}
+
+void Gpu::copyToHost(void *dst, CUdeviceptr src, size_t bytes) {
+  if (!bytes) return;
+  makeCurrent();
+  driver_->check(driver_->cuMemcpyDtoHAsync_v2(dst, src, bytes, stream_), "cuMemcpyDtoHAsync");
+  synchronize("a copy from the GPU (or a kernel before it)");
+}
+
+void Gpu::copyOnDevice(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+  if (!bytes) return;
+  makeCurrent();
+  driver_->check(driver_->cuMemcpyDtoDAsync_v2(dst, src, bytes, stream_), "cuMemcpyDtoDAsync");
+}
+
+void Gpu::fill(CUdeviceptr dst, unsigned char byte, size_t bytes) {
+  if (!bytes) return;
+  makeCurrent();
+  driver_->check(driver_->cuMemsetD8Async(dst, byte, bytes, stream_), "cuMemsetD8Async");
+}
+
+void Gpu::synchronize(const std::string &what) {
+  makeCurrent();
+  CUresult r = driver_->cuStreamSynchronize(stream_);
+  if (r != CUDA_SUCCESS) throw Error(fmt::format("CUDA error {} in {}", driver_->describe(r), what));
+}
+
+CUmodule Gpu::loadModule(const std::string &key, const CompileResult &image) {
+  std::lock_guard<std::mutex> lock(modulesMu_);
+  if (auto it = modules_.find(key); it != modules_.end()) return it->second;
+  makeCurrent();
+  CUmodule m = nullptr;
+  const void *data = image.isCubin ? static_cast<const void *>(image.cubin.data()) : image.ptx.c_str();
+  driver_->check(driver_->cuModuleLoadData(&m, data), image.isCubin ? "cuModuleLoadData (cubin)" : "cuModuleLoadData (PTX)");
+  modules_[key] = m;
+  return m;
+}
+
+CUfunction Gpu::function(CUmodule module, const std::string &name) {
+  makeCurrent();
+  CUfunction f = nullptr;
+  driver_->check(driver_->cuModuleGetFunction(&f, module, name.c_str()), ("cuModuleGetFunction " + name).c_str());
+  return f;
+}
+
+void Gpu::launch(CUfunction f, unsigned grid, unsigned block, void **args, const std::string &what) {
+  makeCurrent();
+  CUresult r = driver_->cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, stream_, args, nullptr);
+  if (r != CUDA_SUCCESS) throw Error(fmt::format("CUDA error {} launching {}", driver_->describe(r), what));
+  if (syncEach_) synchronize(what);
+}
+
+GpuTimer::GpuTimer(Gpu &gpu) : gpu_(gpu) {
+  gpu.makeCurrent();
+  const Driver &d = gpu.driver();
+  d.check(d.cuEventCreate(&begin_, 0), "cuEventCreate");
+  d.check(d.cuEventCreate(&end_, 0), "cuEventCreate");
+}
+
+GpuTimer::~GpuTimer() {
+  gpu_.driver().cuEventDestroy_v2(begin_);
+  gpu_.driver().cuEventDestroy_v2(end_);
+}
+
+void GpuTimer::start() {
+  gpu_.makeCurrent();
+  gpu_.driver().check(gpu_.driver().cuEventRecord(begin_, gpu_.stream()), "cuEventRecord");
+}
+
+double GpuTimer::stopSeconds() {
+  const Driver &d = gpu_.driver();
+  d.check(d.cuEventRecord(end_, gpu_.stream()), "cuEventRecord");
+  d.check(d.cuEventSynchronize(end_), "cuEventSynchronize");
+  float ms = 0;
+  d.check(d.cuEventElapsedTime(&ms, begin_, end_), "cuEventElapsedTime");
+  return ms * 1e-3;
+}
+
+} // namespace enc::cuda
