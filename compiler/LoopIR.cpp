@@ -11,6 +11,9 @@ const char *forKindName(ForKind k) {
   case ForKind::GpuThreads: return "gpu_threads for";
   case ForKind::GpuWarps: return "gpu_warps for";
   case ForKind::GpuLanes: return "gpu_lanes for";
+  case ForKind::GpuTiles: return "gpu_tiles for";
+  case ForKind::Unrolled: return "unrolled for";
+  case ForKind::Vectorized: return "vectorized for";
   }
   return "for";
 }
@@ -74,6 +77,13 @@ Stmt ifLaneZero(std::vector<Stmt> body) {
   return s;
 }
 
+Stmt alloc(std::string name, int64_t size) {
+  auto s = stmt(StmtKind::Alloc);
+  s->name = std::move(name);
+  s->value = intImm(size);
+  return s;
+}
+
 std::string printStmt(const Stmt &s, int indent) {
   std::string pad(static_cast<size_t>(indent) * 2, ' ');
   std::string out;
@@ -96,6 +106,7 @@ std::string printStmt(const Stmt &s, int indent) {
   case StmtKind::WarpReduce:
     out += fmt::format("{}{} = warp_{}({})\n", pad, s->name, reduceOpName(s->reduceOp), s->name);
     break;
+  case StmtKind::Alloc: out += fmt::format("{}alloc {}: float[{}]\n", pad, s->name, print(s->value)); break;
   case StmtKind::IfLaneZero:
     out += fmt::format("{}if lane == 0:\n", pad);
     children();
@@ -110,8 +121,10 @@ std::string printLoops(const LoopProgram &p) {
     std::string bufs, params;
     for (size_t i = 0; i < k.buffers.size(); ++i) bufs += (i ? ", " : "") + k.buffers[i];
     for (size_t i = 0; i < k.params.size(); ++i) params += (i ? ", " : "") + k.params[i].name;
+    std::string writes;
+    for (int i = 0; i < k.outputs; ++i) writes += (i ? ", " : "") + k.buffers[static_cast<size_t>(i)];
     out += fmt::format("kernel {}({}{}{})  # writes {}, line {}\n", k.name, bufs, params.empty() ? "" : "; ", params,
-                       k.output, k.loc.line());
+                       writes, k.loc.line());
     out += printStmt(k.body, 1);
   }
   return out;

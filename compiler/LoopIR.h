@@ -20,10 +20,20 @@ enum class ForKind {
   GpuThreads, // one iteration per thread (grid-stride)
   GpuWarps,   // one iteration per warp (grid-stride over warps)
   GpuLanes,   // iterations strided over the 32 lanes of a warp
+  GpuTiles,   // one iteration per thread block, which computes a tile of a contraction
+  // CPU register blocking (compiler/TileContractions.cpp); the extent is a constant.
+  Unrolled,   // the body is repeated once per iteration, the variable a constant in each copy
+  Vectorized, // the body runs once on vectors of `extent` lanes: loads and stores that are
+              // unit-stride in the variable become vector loads and stores, others gathers and
+              // scatters; a float local declared outside the loop and assigned `s = s + x`
+              // inside it receives the sum of x over the lanes
 };
 const char *forKindName(ForKind k);
 
-enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero };
+// Alloc: a local float array of `value` (a constant) elements, private to one thread and
+// read and written like a buffer (Load / Store by name); on the CPU it lives in registers
+// when every access is at a constant position.
+enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc };
 
 struct StmtNode;
 using Stmt = std::shared_ptr<const StmtNode>;
@@ -48,6 +58,22 @@ Stmt assign(std::string name, Expr value);
 Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc, bool accumulate = false);
 Stmt warpReduce(std::string local, ReduceOp op);
 Stmt ifLaneZero(std::vector<Stmt> body);
+Stmt alloc(std::string name, int64_t size);
+
+// The GPU schedule of a contraction out[...] = epilogue(sum(red: a * b)): out's indices split
+// into rows (read by a only), cols (read by b only) and batch (the rest); each block computes
+// a kTileRows x kTileCols tile of one batch element, staging kTileRed-deep slices of a and b
+// in shared memory, each thread a 4 x 4 block of outputs in registers. See GpuTiling.cpp.
+struct TiledContraction {
+  static constexpr int kTileRows = 64, kTileCols = 64, kTileRed = 16;
+  std::vector<IndexVar> batch, rows, cols, red;
+  int64_t batchTotal = 1, rowsTotal = 1, colsTotal = 1, redTotal = 1;
+  Expr a, b;      // the factors (loop-level: loads), over batch + rows + red and batch + cols + red
+  Expr epilogue;  // the stored value, of the local "_acc" and the output indices
+  Expr flatOut;   // where it is stored
+  bool aAlongRed = true, bAlongRed = true; // a load walks the reduction (unit stride there)
+  int64_t tiles() const;                   // blocks to launch
+};
 
 struct Kernel {
   std::string name;                 // C identifier
@@ -60,6 +86,11 @@ struct Kernel {
   // A scatter kernel: it adds into its output (buffers[0]) at computed places. On the CPU
   // each thread adds into a zeroed private copy that is summed into the output afterwards.
   bool scatters = false;
+  // Tensors it writes: buffers[0 .. outputs). More than one after fuseSiblingReductions.
+  int outputs = 1;
+  // Set for a tiled GPU contraction (launch GpuTiles, launchExtent = its tiles); `body` then
+  // only shows what a tile computes.
+  std::shared_ptr<const TiledContraction> tiled;
   SourceLoc loc;
 };
 
@@ -70,6 +101,12 @@ struct LoopProgram {
 };
 
 LoopProgram lowerToLoops(const Program &p, Target target);
+
+// GPU: merges warp-reduction kernels over the same output and reduction domains into one
+// kernel with an accumulator each, when no kernel between them produces what the later one
+// reads: sibling reductions (the batch-norm gradient's sums over dY and X) then read their
+// inputs in one pass. See FuseSiblingReductions.cpp.
+LoopProgram fuseSiblingReductions(const LoopProgram &p);
 
 std::string printStmt(const Stmt &s, int indent = 0);
 std::string printLoops(const LoopProgram &p);

@@ -1,6 +1,10 @@
 // Tensor IR -> loop IR, for the CPU or the GPU.
 #include "compiler/LoopIR.h"
 
+#include "compiler/GpuTiling.h"
+#include "compiler/IndexRange.h"
+#include "compiler/TileContractions.h"
+
 #include "support/Error.h"
 
 #include <algorithm>
@@ -106,6 +110,13 @@ private:
         safe.push_back(ix);
         continue;
       }
+      // An index that provably stays inside a constant dimension needs no check either.
+      int64_t dim = 0;
+      auto range = indexRange(ix, extents_);
+      if (range && isConst(shape[i], &dim) && range->lo >= 0 && range->hi < dim) {
+        safe.push_back(ix);
+        continue;
+      }
       inBounds = binary(BinOp::And, inBounds,
                         binary(BinOp::And, binary(BinOp::Ge, ix, intImm(0)), binary(BinOp::Lt, ix, shape[i])));
       safe.push_back(binary(BinOp::Min, binary(BinOp::Max, ix, intImm(0)), shape[i] - intImm(1)));
@@ -159,6 +170,15 @@ private:
 
   Stmt cpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
     const ExprNode *r = findReduce(value);
+    // Contractions (sums of products of reads) get register-blocked tiles.
+    if (r && r->reduceOp == ReduceOp::Sum && !def_.isScatter()) {
+      Contraction c{def_.tensor, def_.indices, r->rvars, r->args[0], replaceReduce(value, local("_acc")), flatOut, def_.loc};
+      if (Stmt tiled = tileContraction(c)) {
+        k.launch = ForKind::Parallel;
+        k.launchExtent = def_.indices[0].extent;
+        return forLoop(def_.indices[0].name, def_.indices[0].extent, ForKind::Parallel, {tiled});
+      }
+    }
     bool interchange = accumulateInOutputRow(findReduce(def_.value));
     size_t outer = interchange ? def_.indices.size() - 1 : def_.indices.size();
     std::vector<Stmt> inner;
@@ -226,6 +246,17 @@ private:
       k.scatters = def_.isScatter();
       return forLoop("_o", total, ForKind::GpuThreads, inner);
     }
+    // Contractions: shared-memory tiles (GpuTiling.cpp). The body shows what a tile computes.
+    if (!def_.isScatter())
+      if (auto t = tileForGpu(def_.indices, *r, replaceReduce(value, local("_acc")), flatOut)) {
+        k.tiled = t;
+        k.launch = ForKind::GpuTiles;
+        k.launchExtent = intImm(t->tiles());
+        return forLoop("_tile", k.launchExtent, ForKind::GpuTiles,
+                       {let("_a", Type::Float, t->a), let("_b", Type::Float, t->b),
+                        let("_acc", Type::Float, reduce(ReduceOp::Sum, r->rvars, local("_a") * local("_b"))),
+                        result(flatOut, t->epilogue)});
+      }
     // One warp per output element; its lanes stride through the (flattened) reduction.
     std::vector<std::pair<std::string, Expr>> rVars;
     Expr rTotal = intImm(1);

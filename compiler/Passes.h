@@ -36,6 +36,16 @@ Program inlinePointwise(const Program &p);
 // Replaces hyper-parameters and sizes by constants and folds.
 Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 
+// For the GPU: a reduction with few outputs and a long, fully specialized domain is cut into
+// chunks reduced by a partial tensor (T_part[o..., s]) and then combined, so that enough warps
+// share the work (see SplitReductions.cpp). Definitions whose sizes are not constants are
+// left alone.
+struct SplitReductionOptions {
+  int64_t targetWarps = 8192; // about a full H100/H200 (132 multiprocessors x 64 warps)
+  int64_t minChunk = 1024;    // reduction positions per warp at the least
+};
+Program splitReductions(const Program &p, const SplitReductionOptions &options = {});
+
 // lowerLayer, specialize(hyperParams), hoistReductions and (when `fuse`) inlinePointwise in
 // order. Hyper-parameters are folded first so that branches on them (training, activation)
 // disappear before fusion. Without fusion every statement keeps its own stored tensor: the

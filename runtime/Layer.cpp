@@ -260,6 +260,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   auto c = std::make_unique<Compiled>();
   ir::Program prog = ir::specialize(program, sizes);
   checkRequirements(prog, sizes);
+  if (options_.device == Device::CUDA) prog = ir::splitReductions(prog);
   for (const ir::TensorDecl &t : prog.tensors) {
     Shape s;
     for (const ir::Expr &d : t.shape) {
@@ -274,6 +275,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
     c->shapes[t.name] = s;
   }
   c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
+  if (options_.device == Device::CUDA) c->loops = ir::fuseSiblingReductions(c->loops);
   if (options_.device == Device::CUDA)
     compileForGpu(*c);
   else
@@ -385,6 +387,7 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
     for (int64_t &p : params) args.push_back(&p);
     int64_t threads = k.launch == ir::ForKind::GpuWarps ? extent * 32 : extent;
     int64_t blocks = std::clamp<int64_t>((threads + codegen::kCudaBlockSize - 1) / codegen::kCudaBlockSize, 1, maxBlocks);
+    if (k.launch == ir::ForKind::GpuTiles) blocks = extent; // one block per tile, no grid-stride loop
     gpu.launch(c.gpuFns[i], static_cast<unsigned>(blocks), codegen::kCudaBlockSize, args.data(),
                fmt::format("kernel {} of layer {}{}", k.name, name_,
                            k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : ""));

@@ -1,6 +1,7 @@
 // Every shipped layer's generated CUDA compiles with NVRTC, for sm_80 and sm_90, f32 and f64, with
 // hyper-parameters symbolic and set; the cubin/PTX holds each kernel of the loop program, and the source
 // points back at the .enc statements with #line directives. Needs NVRTC, not a GPU.
+#include "compiler/Autodiff.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
@@ -119,7 +120,7 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
   };
   for (size_t i = 1; i < variants.size(); ++i) variants[i].hyper["training"] = ir::boolImm(true);
   // The last variant also fixes every input size, so kernels see only constants (folded index math).
-  int nextSize = 5;
+  int nextSize = 17; // large enough for tiled contractions (16 rows and columns)
   for (const ir::SizeParam &s : ir::buildTensorProgram(sym).sizes)
     if (s.kind == ir::VarKind::Size && !variants.back().hyper.count(s.name)) {
       variants.back().hyper[s.name] = ir::intImm(nextSize);
@@ -131,7 +132,11 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
     std::string source;
     try {
       ir::Program prog = ir::specialize(ir::buildTensorProgram(sym), v.hyper);
+      // With constant sizes, also the split reductions the runtime makes on a GPU (options
+      // that split even these small sizes).
+      if (&v == &variants.back()) prog = ir::splitReductions(prog, {.targetWarps = 64, .minChunk = 2});
       loops = ir::lowerToLoops(prog, ir::Target::GPU);
+      if (&v == &variants.back()) loops = ir::fuseSiblingReductions(loops);
       source = codegen::emitCuda(loops, f64);
     } catch (const std::exception &e) {
       ADD_FAILURE() << "code generation threw: " << e.what();
@@ -195,6 +200,51 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
             EXPECT_TRUE(contains(r.cubin, k.name + std::string(1, '\0'))) << k.name;
         }
       }
+    }
+  }
+}
+
+// The backward pass of every shipped layer, sizes constant and reductions split as on a GPU,
+// compiles for sm_80 and sm_90.
+TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
+  if (!cuda::nvrtcAvailable())
+    GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
+  const auto &[layerName, f64] = GetParam();
+  auto lib = shippedOrNull();
+  ASSERT_TRUE(lib);
+  const LayerSymbols &sym = lib->get(layerName);
+  std::map<std::string, ir::Expr> hyper = resolveHyperParams(sym, settingsForAll(sym));
+  hyper["training"] = ir::boolImm(true);
+  ir::Program forward = ir::buildTensorProgram(sym, hyper);
+  std::map<std::string, ir::Expr> sizes;
+  int nextSize = 17; // large enough for tiled contractions (16 rows and columns)
+  for (const ir::SizeParam &s : forward.sizes)
+    if (s.kind == ir::VarKind::Size && !hyper.count(s.name)) {
+      sizes[s.name] = ir::intImm(nextSize);
+      nextSize += 2;
+    }
+  std::string source;
+  ir::LoopProgram loops;
+  try {
+    ir::Gradient g = ir::gradientOf(sym, forward, hyper, true);
+    ir::Program prog = ir::splitReductions(ir::specialize(g.program, sizes), {.targetWarps = 64, .minChunk = 2});
+    loops = ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU));
+    source = codegen::emitCuda(loops, f64);
+  } catch (const std::exception &e) {
+    FAIL() << "code generation threw: " << e.what();
+  }
+  for (int arch : {80, 90}) {
+    SCOPED_TRACE(fmt::format("{} backward sm_{}", layerName, arch));
+    cuda::CompileOptions opts;
+    opts.arch = fmt::format("sm_{}", arch);
+    opts.sourceName = layerName + "_backward.cu";
+    try {
+      cuda::CompileResult r = cuda::compile(source, opts);
+      EXPECT_TRUE(r.isCubin && isElf(r.cubin));
+      for (const ir::Kernel &k : loops.kernels)
+        EXPECT_TRUE(contains(r.cubin, k.name + std::string(1, '\0'))) << k.name;
+    } catch (const Error &e) {
+      ADD_FAILURE() << "NVRTC failed: " << e.what() << "\n" << source;
     }
   }
 }

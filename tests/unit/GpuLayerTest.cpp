@@ -68,6 +68,22 @@ std::vector<GpuCase> cases() {
       {"MaxPool2d", {{"kernel_size", "3"}, {"stride", "2"}, {"padding", "1"}}, {{"X", {2, 3, 9, 8}}}},
       {"AvgPool2d", {{"kernel_size", "2"}}, {{"X", {2, 3, 8, 6}}}},
       {"GlobalAvgPool2d", {}, {{"X", {2, 3, 5, 4}}}},
+      // Reductions long enough to be split on the GPU (and fused with their siblings).
+      {"GramMatrix", {}, {{"X", {2, 3, 40, 60}}}},
+      {"Mean", {{"dim", "1"}}, {{"X", {2, 5000, 3}}}},
+      {"Encoding", {{"D", "6"}, {"K", "5"}}, {{"X", {2, 6, 3000}}}},
+      // Contractions big enough for shared-memory tiles, with partial tiles at the edges.
+      {"GramMatrix", {}, {{"X", {2, 40, 12, 10}}}},
+      {"GramMatrix", {}, {{"X", {1, 70, 9, 37}}}},
+      {"Linear", {{"in_features", "37"}, {"out_features", "33"}}, {{"X", {70, 37}}}},
+      {"Conv2d", {{"in_channels", "3"}, {"out_channels", "20"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}},
+       {{"X", {2, 3, 17, 16}}}},
+      {"Conv2d", {{"in_channels", "8"}, {"out_channels", "24"}, {"kernel_size", "3"}, {"padding", "1"}, {"groups", "2"}},
+       {{"X", {2, 8, 9, 9}}}},
+      {"Inspiration", {{"C", "20"}}, {{"X", {2, 20, 5, 4}}}},
+      {"UpsampleConv2d",
+       {{"in_channels", "4"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}, {"scale_factor", "2"}},
+       {{"X", {2, 4, 6, 6}}}},
   };
 }
 

@@ -515,24 +515,37 @@ TEST(Passes, CpuLoopsParallelOuterSerialInner) {
     EXPECT_EQ(k.buffers.at(0), k.output);
     walkStmts(k.body, 0, [&](const Stmt &s, int depth) {
       if (s->kind == StmtKind::For && depth > 0)
-        EXPECT_EQ(s->forKind, ForKind::Serial) << k.name << " " << s->name;
+        EXPECT_TRUE(s->forKind == ForKind::Serial || s->forKind == ForKind::Unrolled ||
+                    s->forKind == ForKind::Vectorized)
+            << k.name << " " << s->name;
       EXPECT_NE(s->kind, StmtKind::WarpReduce) << k.name;
     });
-    ASSERT_EQ(stmtsOf(k, StmtKind::Store).size(), 1u) << k.name;
+    // Register-blocked contractions store their output from each kind of tile (full
+    // blocks and remainders); the other kernels store once.
+    bool tiled = !stmtsOf(k, StmtKind::Alloc).empty();
+    if (!tiled) ASSERT_EQ(stmtsOf(k, StmtKind::Store).size(), 1u) << k.name;
   }
-  // Reductions: an accumulator set to the identity, updated in the innermost loop, stored once.
+  // Contractions: a register tile of accumulators set to zero, updated in the reduction
+  // loop (vectorized along the unit-stride k of A, unrolled over 4 rows of d), stored once.
   const Kernel *y = kernelFor(lp, "Y");
   ASSERT_NE(y, nullptr);
   EXPECT_EQ(y->buffers, (std::vector<std::string>{"Y", "A", "X", "codewords"}));
-  std::vector<Stmt> lets = stmtsOf(*y, StmtKind::Let);
-  ASSERT_EQ(lets.size(), 1u);
-  EXPECT_EQ(lets[0]->name, "_acc");
-  EXPECT_EQ(print(lets[0]->value), "0.0");
-  std::vector<Stmt> assigns = stmtsOf(*y, StmtKind::Assign);
-  ASSERT_EQ(assigns.size(), 1u);
-  EXPECT_EQ(print(assigns[0]->value),
-            "_acc + A[(b * N + i) * K + k] * (X[(b * D + d) * N + i] - codewords[k * D + d])");
-  EXPECT_EQ(print(stmtsOf(*y, StmtKind::Store)[0]->value), "_acc");
+  std::vector<Stmt> allocs = stmtsOf(*y, StmtKind::Alloc);
+  ASSERT_FALSE(allocs.empty());
+  EXPECT_EQ(allocs[0]->name, "_acc");
+  EXPECT_EQ(print(allocs[0]->value), "128");
+  bool vectorizedK = false, unrolledD = false;
+  walkStmts(y->body, 0, [&](const Stmt &s, int) {
+    if (s->kind == StmtKind::For && s->forKind == ForKind::Vectorized && s->name == "k.i") vectorizedK = true;
+    if (s->kind == StmtKind::For && s->forKind == ForKind::Unrolled && s->name == "d.i") unrolledD = true;
+  });
+  EXPECT_TRUE(vectorizedK);
+  EXPECT_TRUE(unrolledD);
+  std::string text = printStmt(y->body);
+  EXPECT_NE(text.find("_acc[d.i * 32 + k.i] = _acc[d.i * 32 + k.i] + A[(b * N + i) * K + (k.o * 32 + k.i)] * "
+                      "(X[(b * D + (d.o * 4 + d.i)) * N + i] - codewords[(k.o * 32 + k.i) * D + (d.o * 4 + d.i)])"),
+            std::string::npos)
+      << text;
   // The max kernel starts from -inf.
   const Kernel *m = kernelFor(lp, "A_max2");
   ASSERT_NE(m, nullptr);
@@ -751,4 +764,73 @@ TEST(Passes, TrickyProgramsKeepTheirValues) {
                  fmt::format("program {} {}: fused\n{}", n, out, printProgram(fused)));
     }
   }
+}
+
+// splitReductions cuts long reductions with few outputs into partial sums and a combine,
+// and the result is the same (sum, max and mean; lengths that the chunks divide and don't).
+TEST(Passes, SplitReductionsKeepValues) {
+  const char *text = "layer L() {\n"
+                     "  forward(X: [B, C, N]) -> (Y: [C], Z: [C], M: [C, B]) {\n"
+                     "    Y[c] = sum(b, i: X[b, c, i]) / 2\n"
+                     "    Z[c] = max(b, i: X[b, c, i] * 3)\n"
+                     "    M[c, b] = mean(i: X[b, c, i])\n"
+                     "  }\n"
+                     "}\n";
+  Source s = compile(text);
+  for (int64_t n : {40, 37}) {
+    std::map<std::string, int64_t> sizes = {{"B", 3}, {"C", 2}, {"N", n}};
+    std::map<std::string, Expr> values;
+    for (const auto &[k, v] : sizes) values[k] = intImm(v);
+    Program p = specialize(buildTensorProgram(*s.layer), values);
+    Program split = splitReductions(p, {.targetWarps = 16, .minChunk = 4});
+    // Y and Z (2 outputs, 3n positions) and M (6 outputs, n positions) each get a partial.
+    EXPECT_EQ(split.defs.size(), p.defs.size() + 3) << printProgram(split);
+    ASSERT_TRUE(split.tensor("Y_part")) << printProgram(split);
+    EXPECT_EQ(split.tensor("Y_part")->role, TensorRole::Temp);
+    int64_t chunks = 0;
+    ASSERT_TRUE(isConst(split.tensor("Y_part")->shape.back(), &chunks));
+    EXPECT_EQ(chunks, 8); // 16 warps / 2 outputs
+    std::vector<double> x = data(static_cast<size_t>(3 * 2 * n), 7);
+    for (const char *out : {"Y", "Z", "M"}) {
+      Interpreter a(p, sizes), b(split, sizes);
+      a.setInput("X", x);
+      b.setInput("X", x);
+      expectNear(a.run(out), b.run(out), std::string(out) + " n=" + std::to_string(n) + "\n" + printProgram(split));
+    }
+  }
+  // Enough outputs already, a short reduction, or sizes still symbolic: unchanged.
+  Program symbolic = buildTensorProgram(*s.layer);
+  EXPECT_EQ(printProgram(splitReductions(symbolic, {.targetWarps = 16, .minChunk = 4})), printProgram(symbolic));
+  Program small = specialize(symbolic, {{"B", intImm(2)}, {"C", intImm(2)}, {"N", intImm(3)}});
+  EXPECT_EQ(printProgram(splitReductions(small, {.targetWarps = 16, .minChunk = 4})), printProgram(small));
+  Program wide = specialize(symbolic, {{"B", intImm(2)}, {"C", intImm(64)}, {"N", intImm(300)}});
+  EXPECT_EQ(printProgram(splitReductions(wide, {.targetWarps = 16, .minChunk = 4})), printProgram(wide));
+}
+
+// Sibling reductions over the same domains share one GPU kernel; a reduction that reads
+// another's result (or a tensor defined between them) stays apart.
+TEST(Passes, FuseSiblingReductionsMergesIndependentSums) {
+  Source s = compile("layer L() {\n"
+                     "  forward(X: [B, N], G: [B, N]) -> (S: [B], T: [B], U: [B], V: [B, N]) {\n"
+                     "    S[b] = sum(i: X[b, i])\n"
+                     "    T[b] = max(j: G[b, j] * X[b, j])\n"
+                     "    U[b] = sum(i: X[b, i] - S[b])\n"
+                     "    V[b, i] = X[b, i] * 2\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  LoopProgram fused = fuseSiblingReductions(lowerToLoops(p, Target::GPU));
+  ASSERT_EQ(fused.kernels.size(), 3u) << printLoops(fused);
+  const Kernel &k = fused.kernels[0];
+  EXPECT_EQ(k.outputs, 2);
+  EXPECT_EQ(k.buffers[0], "S");
+  EXPECT_EQ(k.buffers[1], "T");
+  std::string text = printLoops(fused);
+  EXPECT_NE(text.find("_acc1 = max(_acc1, G[b * N + i] * X[b * N + i])"), std::string::npos) << text;
+  EXPECT_NE(text.find("_acc1 = warp_max(_acc1)"), std::string::npos) << text;
+  EXPECT_NE(text.find("T[_o] = _acc1"), std::string::npos) << text;
+  EXPECT_EQ(fused.kernels[1].buffers[0], "U"); // reads S: not merged
+  EXPECT_EQ(fused.kernels[1].outputs, 1);
+  // The CPU schedule is left alone.
+  EXPECT_EQ(fuseSiblingReductions(lowerToLoops(p, Target::CPU)).kernels.size(), 4u);
 }

@@ -23,6 +23,14 @@ __device__ __forceinline__ long long enc_floormod(long long a, long long b) {
   long long r = a % b;
   return (r != 0 && ((r ^ b) < 0)) ? r + b : r;
 }
+__device__ __forceinline__ int enc_floordiv(int a, int b) {
+  int q = a / b, r = a % b;
+  return (r != 0 && ((r ^ b) < 0)) ? q - 1 : q;
+}
+__device__ __forceinline__ int enc_floormod(int a, int b) {
+  int r = a % b;
+  return (r != 0 && ((r ^ b) < 0)) ? r + b : r;
+}
 __device__ __forceinline__ unsigned long long enc_splitmix(unsigned long long z) {
   z += 0x9e3779b97f4a7c15ULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -70,7 +78,24 @@ std::string cname(const std::string &n) { return kReserved.count(n) ? n + "_" : 
 
 class CudaEmitter {
 public:
-  CudaEmitter(const LoopProgram &p, bool f64) : prog_(p), f64_(f64), t_(f64 ? "double" : "float") {}
+  CudaEmitter(const LoopProgram &p, bool f64)
+      : prog_(p), f64_(f64), t_(f64 ? "double" : "float"), i_(fitsInt32(p) ? "int" : "long long") {}
+
+  // Whether every buffer (and so every loop extent and in-range index) has fewer than 2^30
+  // elements: then index arithmetic is 32-bit, which GPUs divide and multiply much faster.
+  // Symbolic sizes (encc emit without inputs) keep 64 bits.
+  static bool fitsInt32(const LoopProgram &p) {
+    for (const TensorDecl &t : p.tensors.tensors) {
+      int64_t n = 1;
+      for (const Expr &d : t.shape) {
+        int64_t v = 0;
+        if (!isConst(d, &v) || v < 0) return false;
+        n *= v;
+        if (n >= (int64_t{1} << 30)) return false;
+      }
+    }
+    return true;
+  }
 
   std::string run() {
     write(kPrelude);
@@ -82,6 +107,7 @@ private:
   const LoopProgram &prog_;
   bool f64_;
   std::string t_;
+  std::string i_; // the type of index arithmetic: "int" or "long long"
   std::string out_;
   int line_ = 1; // line number of the next line written to out_
 
@@ -94,16 +120,110 @@ private:
   void emitKernel(const Kernel &k) {
     std::string params;
     for (size_t i = 0; i < k.buffers.size(); ++i)
-      params += fmt::format("{}{}{}* __restrict__ {}", i ? ", " : "", i == 0 ? "" : "const ", t_, cname(k.buffers[i]));
+      params += fmt::format("{}{}{}* __restrict__ {}", i ? ", " : "", static_cast<int>(i) < k.outputs ? "" : "const ", t_,
+                            cname(k.buffers[i]));
     for (const SizeParam &p : k.params)
       params += fmt::format(", const {} {}", p.type == Type::Int ? "long long" : p.type == Type::Bool ? "bool" : t_,
                             cname(p.name));
     write("\n");
     if (k.loc.valid()) writeLine(0, fmt::format("// {}:{}: defines {}", k.loc.file->name(), k.loc.line(), k.output));
     writeLine(0, fmt::format("extern \"C\" __global__ void __launch_bounds__({}) {}({}) {{", kCudaBlockSize, k.name, params));
+    if (k.tiled) {
+      tiledBody(k, *k.tiled);
+      writeLine(0, "}");
+      return;
+    }
     if (k.launch == ForKind::GpuWarps) writeLine(1, "const int _lane = threadIdx.x & 31;");
     stmt(k.body, 1);
     writeLine(0, "}");
+  }
+
+  // Lets recovering `vars` (row-major) from the flat position `flat`.
+  void decodeVars(int indent, const std::vector<IndexVar> &vars, const std::string &flat) {
+    std::string rest = flat;
+    for (size_t i = vars.size(); i-- > 0;) {
+      std::string ext = expr(vars[i].extent);
+      if (i == 0)
+        writeLine(indent, fmt::format("const {} {} = {};", i_, cname(vars[i].name), rest));
+      else
+        writeLine(indent, fmt::format("const {} {} = ({}) % {};", i_, cname(vars[i].name), rest, ext));
+      rest = fmt::format("(({}) / {})", rest, ext);
+    }
+  }
+
+  // One block per tile of kTileRows x kTileCols outputs of one batch element. Slices of
+  // kTileRed reduction positions of both factors are staged in shared memory (loaded by all
+  // 256 threads, consecutive threads along the factor's unit-stride dimension); each thread
+  // accumulates 4 x 4 outputs in registers: rows ty + 16 i, columns tx + 16 j, so shared reads
+  // are broadcasts or conflict-free and the stores coalesce.
+  void tiledBody(const Kernel &k, const TiledContraction &t) {
+    constexpr int R = TiledContraction::kTileRows, C = TiledContraction::kTileCols, K = TiledContraction::kTileRed;
+    static_assert(R * K == 1024 && C * K == 1024 && kCudaBlockSize == 256, "4 loads per thread and factor");
+    int64_t tilesC = (t.colsTotal + C - 1) / C, tilesR = (t.rowsTotal + R - 1) / R;
+    std::string zero = floatLit(0);
+    // One column of padding: stores along the reduction hit distinct banks.
+    writeLine(1, fmt::format("__shared__ {} _as[{}][{}];", t_, K, R + 1));
+    writeLine(1, fmt::format("__shared__ {} _bs[{}][{}];", t_, K, C + 1));
+    writeLine(1, "const int _t = threadIdx.x, _tx = _t & 15, _ty = _t >> 4;");
+    writeLine(1, fmt::format("const {0} _tile = ({0})blockIdx.x;", i_));
+    writeLine(1, fmt::format("const {} _col0 = (_tile % {}) * {};", i_, tilesC, C));
+    writeLine(1, fmt::format("const {} _row0 = ((_tile / {}) % {}) * {};", i_, tilesC, tilesR, R));
+    writeLine(1, fmt::format("const {} _batch = _tile / {};", i_, tilesC * tilesR));
+    decodeVars(1, t.batch, "_batch");
+    writeLine(1, fmt::format("{} _accs[4][4];", t_));
+    writeLine(1, fmt::format("for (int _i = 0; _i < 4; ++_i) for (int _j = 0; _j < 4; ++_j) _accs[_i][_j] = {};", zero));
+    writeLine(1, fmt::format("for ({0} _red0 = 0; _red0 < {1}; _red0 += {2}) {{", i_, t.redTotal, K));
+    writeLine(2, "for (int _q = 0; _q < 4; ++_q) {");
+    writeLine(3, "const int _e = _t + 256 * _q;");
+    auto stage = [&](const char *shared, const Expr &factor, const std::vector<IndexVar> &own, int64_t ownTotal,
+                     const char *origin, int width, bool alongRed) {
+      writeLine(3, "{");
+      if (alongRed)
+        writeLine(4, fmt::format("const int _ol = _e / {0}, _rl = _e % {0};", K));
+      else
+        writeLine(4, fmt::format("const int _rl = _e / {0}, _ol = _e % {0};", width));
+      writeLine(4, fmt::format("const {} _op = {} + _ol, _rp = _red0 + _rl;", i_, origin));
+      writeLine(4, fmt::format("{} _v = {};", t_, zero));
+      writeLine(4, fmt::format("if (_op < {} && _rp < {}) {{", ownTotal, t.redTotal));
+      decodeVars(5, own, "_op");
+      decodeVars(5, t.red, "_rp");
+      writeLine(5, fmt::format("_v = {};", expr(factor)));
+      writeLine(4, "}");
+      writeLine(4, fmt::format("{}[_rl][_ol] = _v;", shared));
+      writeLine(3, "}");
+    };
+    stage("_as", t.a, t.rows, t.rowsTotal, "_row0", R, t.aAlongRed);
+    stage("_bs", t.b, t.cols, t.colsTotal, "_col0", C, t.bAlongRed);
+    writeLine(2, "}");
+    writeLine(2, "__syncthreads();");
+    writeLine(2, "#pragma unroll");
+    writeLine(2, fmt::format("for (int _rl = 0; _rl < {}; ++_rl) {{", K));
+    writeLine(3, fmt::format("{} _a[4], _b[4];", t_));
+    writeLine(3, "for (int _i = 0; _i < 4; ++_i) _a[_i] = _as[_rl][_ty + 16 * _i];");
+    writeLine(3, "for (int _j = 0; _j < 4; ++_j) _b[_j] = _bs[_rl][_tx + 16 * _j];");
+    writeLine(3, "for (int _i = 0; _i < 4; ++_i) for (int _j = 0; _j < 4; ++_j) _accs[_i][_j] += _a[_i] * _b[_j];");
+    writeLine(2, "}");
+    writeLine(2, "__syncthreads();");
+    writeLine(1, "}");
+    writeLine(1, "for (int _i = 0; _i < 4; ++_i) {");
+    writeLine(2, fmt::format("const {} _rp = _row0 + _ty + 16 * _i;", i_));
+    writeLine(2, fmt::format("if (_rp >= {}) continue;", t.rowsTotal));
+    decodeVars(2, t.rows, "_rp");
+    writeLine(2, "for (int _j = 0; _j < 4; ++_j) {");
+    writeLine(3, fmt::format("const {} _cp = _col0 + _tx + 16 * _j;", i_));
+    writeLine(3, fmt::format("if (_cp >= {}) continue;", t.colsTotal));
+    decodeVars(3, t.cols, "_cp");
+    writeLine(3, fmt::format("const {} _acc = _accs[_i][_j];", t_));
+    std::string store = fmt::format("{}[{}] = {};", cname(k.buffers[0]), expr(t.flatOut), expr(t.epilogue));
+    if (k.loc.valid()) {
+      writeLine(0, fmt::format("#line {} \"{}\"", k.loc.line(), k.loc.file->name()));
+      writeLine(3, store);
+      writeLine(0, fmt::format("#line {} \"{}\"", line_ + 1, "encc_generated.cu"));
+    } else {
+      writeLine(3, store);
+    }
+    writeLine(2, "}");
+    writeLine(1, "}");
   }
 
   void stmt(const Stmt &s, int indent) {
@@ -115,26 +235,26 @@ private:
       std::string v = cname(s->name), ext = expr(s->value);
       switch (s->forKind) {
       case ForKind::GpuThreads:
-        writeLine(indent, fmt::format("for (long long {0} = (long long)blockIdx.x * blockDim.x + threadIdx.x; {0} < {1}; "
-                                      "{0} += (long long)gridDim.x * blockDim.x) {{",
-                                      v, ext));
+        writeLine(indent, fmt::format("for ({2} {0} = ({2})blockIdx.x * blockDim.x + threadIdx.x; {0} < {1}; "
+                                      "{0} += ({2})gridDim.x * blockDim.x) {{",
+                                      v, ext, i_));
         break;
       case ForKind::GpuWarps:
-        writeLine(indent, fmt::format("for (long long {0} = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; {0} < {1}; "
-                                      "{0} += ((long long)gridDim.x * blockDim.x) >> 5) {{",
-                                      v, ext));
+        writeLine(indent, fmt::format("for ({2} {0} = (({2})blockIdx.x * blockDim.x + threadIdx.x) >> 5; {0} < {1}; "
+                                      "{0} += (({2})gridDim.x * blockDim.x) >> 5) {{",
+                                      v, ext, i_));
         break;
       case ForKind::GpuLanes:
-        writeLine(indent, fmt::format("for (long long {0} = _lane; {0} < {1}; {0} += 32) {{", v, ext));
+        writeLine(indent, fmt::format("for ({2} {0} = _lane; {0} < {1}; {0} += 32) {{", v, ext, i_));
         break;
-      default: writeLine(indent, fmt::format("for (long long {0} = 0; {0} < {1}; ++{0}) {{", v, ext)); break;
+      default: writeLine(indent, fmt::format("for ({2} {0} = 0; {0} < {1}; ++{0}) {{", v, ext, i_)); break;
       }
       for (const Stmt &c : s->body) stmt(c, indent + 1);
       writeLine(indent, "}");
       return;
     }
     case StmtKind::Let:
-      writeLine(indent, fmt::format("{} {} = {};", s->type == Type::Int ? "long long" : s->type == Type::Bool ? "bool" : t_,
+      writeLine(indent, fmt::format("{} {} = {};", s->type == Type::Int ? i_ : s->type == Type::Bool ? "bool" : t_,
                                     cname(s->name), expr(s->value)));
       return;
     case StmtKind::Assign: writeLine(indent, fmt::format("{} = {};", cname(s->name), expr(s->value))); return;
@@ -175,13 +295,16 @@ private:
 
   std::string expr(const Expr &e) {
     switch (e->kind) {
-    case ExprKind::IntImm: return e->intValue < 0 ? fmt::format("({}LL)", e->intValue) : fmt::format("{}LL", e->intValue);
+    case ExprKind::IntImm: {
+      const char *suffix = i_ == "int" ? "" : "LL";
+      return e->intValue < 0 ? fmt::format("({}{})", e->intValue, suffix) : fmt::format("{}{}", e->intValue, suffix);
+    }
     case ExprKind::FloatImm: return floatLit(e->floatValue);
     case ExprKind::BoolImm: return e->boolValue ? "true" : "false";
     case ExprKind::Var: return cname(e->name);
     case ExprKind::Load: return fmt::format("{}[{}]", cname(e->name), expr(e->args[0]));
     case ExprKind::Cast:
-      return fmt::format("(({}){})", e->type == Type::Int ? "long long" : e->type == Type::Bool ? "bool" : t_,
+      return fmt::format("(({}){})", e->type == Type::Int ? i_ : e->type == Type::Bool ? "bool" : t_,
                          expr(e->args[0]));
     case ExprKind::Unary: return fmt::format("({}{})", e->unOp == UnOp::Neg ? "-" : "!", expr(e->args[0]));
     case ExprKind::Select:

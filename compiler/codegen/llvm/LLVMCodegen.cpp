@@ -1,5 +1,6 @@
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 
+#include "compiler/TileContractions.h"
 #include "support/Error.h"
 
 #include <llvm/IR/IRBuilder.h>
@@ -8,6 +9,7 @@
 #include <llvm/IR/Module.h>
 
 #include <map>
+#include <set>
 
 namespace enc::codegen {
 namespace {
@@ -90,6 +92,89 @@ private:
   std::map<std::string, llvm::Value *> buffers_;
   std::map<std::string, llvm::Value *> vars_;     // SSA values: loop indices, lets, params
   std::map<std::string, llvm::AllocaInst *> slots_; // assigned locals (mem2reg promotes them)
+  // Inside a Vectorized loop: its variable, its lanes, and the names whose values are vectors.
+  std::string vecVar_;
+  unsigned lanes_ = 0;
+  std::set<std::string> varying_;
+
+  bool isVector(llvm::Value *v) const { return v->getType()->isVectorTy(); }
+  // A scalar as a vector of the current lanes (unchanged outside vector loops or when a vector).
+  llvm::Value *widen(llvm::Value *v) {
+    if (lanes_ == 0 || isVector(v)) return v;
+    return b_.CreateVectorSplat(lanes_, v);
+  }
+  void harmonize(llvm::Value *&a, llvm::Value *&c) {
+    if (isVector(a) || isVector(c)) {
+      a = widen(a);
+      c = widen(c);
+    }
+  }
+  // A constant of the scalar type of `like`, as a vector when `like` is one.
+  llvm::Value *constLike(llvm::Constant *c, llvm::Value *like) {
+    if (!isVector(like)) return c;
+    return llvm::ConstantVector::getSplat(llvm::cast<llvm::VectorType>(like->getType())->getElementCount(), c);
+  }
+  llvm::Type *typeLike(llvm::Type *scalar, llvm::Value *like) {
+    if (!isVector(like)) return scalar;
+    return llvm::VectorType::get(scalar, llvm::cast<llvm::VectorType>(like->getType())->getElementCount());
+  }
+  bool varying(const Expr &e) const {
+    return lanes_ != 0 && anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && varying_.count(n->name); });
+  }
+  // Whether the index e moves by exactly one element per lane (and nothing else in it varies).
+  bool unitStride(const Expr &e) const {
+    if (anyNode(e, [&](const Expr &n) {
+          return (n->kind == ExprKind::Var && n->name != vecVar_ && varying_.count(n->name)) || n->kind == ExprKind::Load;
+        }))
+      return false;
+    std::optional<int64_t> s = strideIn(e, vecVar_);
+    return s && *s == 1;
+  }
+  // e evaluated for lane 0 only.
+  llvm::Value *lane0(const Expr &e) {
+    llvm::Value *saved = vars_.at(vecVar_);
+    vars_[vecVar_] = b_.getInt64(0);
+    llvm::Value *v = expr(e);
+    vars_[vecVar_] = saved;
+    return v;
+  }
+  llvm::Type *vecTy() { return llvm::FixedVectorType::get(fty_, lanes_); }
+  llvm::Align elemAlign() { return llvm::Align(f64_ ? 8 : 4); }
+  llvm::Value *allLanes() { return llvm::ConstantInt::getTrue(llvm::FixedVectorType::get(b_.getInt1Ty(), lanes_)); }
+  // The address of buffer[index]: one pointer, or one per lane.
+  llvm::Value *address(const std::string &buffer, const Expr &index, bool *contiguous) {
+    *contiguous = false;
+    if (!varying(index)) return b_.CreateInBoundsGEP(fty_, buffers_.at(buffer), expr(index));
+    if (unitStride(index)) {
+      *contiguous = true;
+      return b_.CreateInBoundsGEP(fty_, buffers_.at(buffer), lane0(index));
+    }
+    return b_.CreateInBoundsGEP(fty_, buffers_.at(buffer), widen(expr(index)));
+  }
+  llvm::Value *loadFrom(const std::string &buffer, const Expr &index) {
+    bool contiguous;
+    llvm::Value *p = address(buffer, index, &contiguous);
+    if (contiguous) return b_.CreateAlignedLoad(vecTy(), p, elemAlign());
+    if (p->getType()->isVectorTy())
+      return b_.CreateMaskedGather(vecTy(), p, elemAlign(), allLanes(), llvm::PoisonValue::get(vecTy()));
+    return b_.CreateLoad(fty_, p);
+  }
+  void storeTo(const std::string &buffer, const Expr &index, llvm::Value *v, bool accumulate) {
+    bool contiguous;
+    llvm::Value *p = address(buffer, index, &contiguous);
+    bool vector = contiguous || p->getType()->isVectorTy();
+    if (vector) v = widen(v);
+    if (accumulate) {
+      llvm::Value *old;
+      if (contiguous) old = b_.CreateAlignedLoad(vecTy(), p, elemAlign());
+      else if (vector) old = b_.CreateMaskedGather(vecTy(), p, elemAlign(), allLanes(), llvm::PoisonValue::get(vecTy()));
+      else old = b_.CreateLoad(fty_, p);
+      v = b_.CreateFAdd(old, v);
+    }
+    if (contiguous) b_.CreateAlignedStore(v, p, elemAlign());
+    else if (vector) b_.CreateMaskedScatter(v, p, elemAlign(), allLanes());
+    else b_.CreateStore(isVector(v) ? b_.CreateExtractElement(v, lanes_ - 1) : v, p);
+  }
 
   llvm::Type *typeOf(Type t) {
     switch (t) {
@@ -111,9 +196,11 @@ private:
       // Locals that are later assigned (accumulators) live in a stack slot.
       auto *fn = b_.GetInsertBlock()->getParent();
       llvm::IRBuilder<> entry(&fn->getEntryBlock(), fn->getEntryBlock().begin());
-      llvm::AllocaInst *slot = entry.CreateAlloca(typeOf(s->type), nullptr, s->name);
+      llvm::AllocaInst *slot = entry.CreateAlloca(isVector(v) ? v->getType() : typeOf(s->type), nullptr, s->name);
       b_.CreateStore(v, slot);
       slots_[s->name] = slot;
+      if (isVector(v)) varying_.insert(s->name);
+      else varying_.erase(s->name);
       return;
     }
     case StmtKind::Assign: {
@@ -123,16 +210,43 @@ private:
       fmf.setAllowReassoc(true);
       fmf.setNoSignedZeros(true);
       b_.setFastMathFlags(fmf);
-      llvm::Value *v = expr(s->value);
+      llvm::AllocaInst *slot = slots_.at(s->name);
+      llvm::Value *v;
+      if (varying(s->value) && !slot->getAllocatedType()->isVectorTy()) {
+        // A uniform local accumulating over the lanes: s = s + x adds the sum of x's lanes.
+        const Expr &e = s->value;
+        if (e->kind != ExprKind::Binary || e->binOp != BinOp::Add || e->args[0]->kind != ExprKind::Var ||
+            e->args[0]->name != s->name || s->type != Type::Float)
+          fail("internal error: kernel {}: unsupported reduction across lanes: {}", kernel_.name, print(e));
+        llvm::Value *lanes = widen(expr(e->args[1]));
+        v = b_.CreateFAdd(b_.CreateLoad(fty_, slot), b_.CreateFAddReduce(floatConst(-0.0), lanes));
+      } else {
+        v = expr(s->value);
+        if (slot->getAllocatedType()->isVectorTy()) v = widen(v);
+      }
       b_.setFastMathFlags(saved);
-      b_.CreateStore(v, slots_.at(s->name));
+      b_.CreateStore(v, slot);
       return;
     }
     case StmtKind::Store: {
       llvm::Value *v = expr(s->value);
+      if (lanes_) {
+        storeTo(s->name, s->index, v, s->accumulate);
+        return;
+      }
       llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(s->name), expr(s->index));
       if (s->accumulate) v = b_.CreateFAdd(b_.CreateLoad(fty_, p), v);
       b_.CreateStore(v, p);
+      return;
+    }
+    case StmtKind::Alloc: {
+      int64_t n = 0;
+      if (!isConst(s->value, &n) || n < 0) fail("internal error: kernel {}: alloc of non-constant size", kernel_.name);
+      auto *fn = b_.GetInsertBlock()->getParent();
+      llvm::IRBuilder<> entry(&fn->getEntryBlock(), fn->getEntryBlock().begin());
+      llvm::AllocaInst *a = entry.CreateAlloca(llvm::ArrayType::get(fty_, static_cast<uint64_t>(std::max<int64_t>(n, 1))), nullptr, s->name);
+      a->setAlignment(llvm::Align(64));
+      buffers_[s->name] = a;
       return;
     }
     case StmtKind::WarpReduce:
@@ -141,6 +255,32 @@ private:
   }
 
   void emitFor(const StmtNode &s) {
+    if (s.forKind == ForKind::Unrolled || s.forKind == ForKind::Vectorized) {
+      int64_t n = 0;
+      if (!isConst(s.value, &n) || n < 1) fail("internal error: kernel {}: loop {} needs a constant extent", kernel_.name, s.name);
+      llvm::Value *saved = vars_.count(s.name) ? vars_[s.name] : nullptr;
+      if (s.forKind == ForKind::Unrolled) {
+        for (int64_t i = 0; i < n; ++i) {
+          vars_[s.name] = b_.getInt64(static_cast<uint64_t>(i));
+          for (const Stmt &c : s.body) emit(c);
+        }
+      } else {
+        if (lanes_) fail("internal error: kernel {}: nested vectorized loops", kernel_.name);
+        std::vector<llvm::Constant *> iota;
+        for (int64_t i = 0; i < n; ++i) iota.push_back(b_.getInt64(static_cast<uint64_t>(i)));
+        vars_[s.name] = llvm::ConstantVector::get(iota);
+        vecVar_ = s.name;
+        lanes_ = static_cast<unsigned>(n);
+        varying_ = {s.name};
+        for (const Stmt &c : s.body) emit(c);
+        lanes_ = 0;
+        vecVar_.clear();
+        varying_.clear();
+      }
+      if (saved) vars_[s.name] = saved;
+      else vars_.erase(s.name);
+      return;
+    }
     llvm::Function *fn = b_.GetInsertBlock()->getParent();
     llvm::Value *lo = b_.getInt64(0), *hi;
     if (s.forKind == ForKind::Parallel) {
@@ -182,6 +322,9 @@ private:
   }
 
   llvm::Value *floatConst(double v) { return llvm::ConstantFP::get(fty_, v); }
+  static bool isZeroFloat(const Expr &e) {
+    return (e->kind == ExprKind::FloatImm && e->floatValue == 0) || (e->kind == ExprKind::IntImm && e->intValue == 0);
+  }
 
   llvm::Value *expr(const Expr &e) {
     switch (e->kind) {
@@ -194,15 +337,18 @@ private:
       fail("internal error: kernel {} reads unbound variable '{}'", kernel_.name, e->name);
     }
     case ExprKind::Load: {
+      if (lanes_) return loadFrom(e->name, e->args[0]);
       llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(e->name), expr(e->args[0]));
       return b_.CreateLoad(fty_, p);
     }
     case ExprKind::Cast: {
       llvm::Value *a = expr(e->args[0]);
       Type from = e->args[0]->type;
-      if (e->type == Type::Float) return from == Type::Bool ? b_.CreateUIToFP(a, fty_) : b_.CreateSIToFP(a, fty_);
-      if (e->type == Type::Int) return from == Type::Bool ? b_.CreateZExt(a, i64_) : b_.CreateFPToSI(a, i64_);
-      return from == Type::Float ? b_.CreateFCmpUNE(a, floatConst(0)) : b_.CreateICmpNE(a, b_.getInt64(0));
+      llvm::Type *f = typeLike(fty_, a), *i = typeLike(i64_, a);
+      if (e->type == Type::Float) return from == Type::Bool ? b_.CreateUIToFP(a, f) : b_.CreateSIToFP(a, f);
+      if (e->type == Type::Int) return from == Type::Bool ? b_.CreateZExt(a, i) : b_.CreateFPToSI(a, i);
+      return from == Type::Float ? b_.CreateFCmpUNE(a, constLike(llvm::ConstantFP::get(fty_, 0.0), a))
+                                 : b_.CreateICmpNE(a, constLike(b_.getInt64(0), a));
     }
     case ExprKind::Unary: {
       llvm::Value *a = expr(e->args[0]);
@@ -210,8 +356,26 @@ private:
       return e->type == Type::Float ? b_.CreateFNeg(a) : b_.CreateNeg(a);
     }
     case ExprKind::Select: {
+      if (lanes_) {
+        // select(in bounds, X[clamped index], 0) with a unit-stride unclamped index: a masked load.
+        const Expr &l = e->args[1];
+        if (l->kind == ExprKind::Load && isZeroFloat(e->args[2]) && (varying(e->args[0]) || varying(l->args[0]))) {
+          Expr raw = unclampedIndex(l->args[0]);
+          if (varying(raw) && unitStride(raw)) {
+            llvm::Value *mask = widen(expr(e->args[0]));
+            llvm::Value *p = b_.CreateGEP(fty_, buffers_.at(l->name), lane0(raw));
+            return b_.CreateMaskedLoad(vecTy(), p, elemAlign(), mask, llvm::Constant::getNullValue(vecTy()));
+          }
+        }
+      }
       llvm::Value *c = expr(e->args[0]);
-      return b_.CreateSelect(c, expr(e->args[1]), expr(e->args[2]));
+      llvm::Value *t = expr(e->args[1]), *f = expr(e->args[2]);
+      if (isVector(c) || isVector(t) || isVector(f)) {
+        c = widen(c);
+        t = widen(t);
+        f = widen(f);
+      }
+      return b_.CreateSelect(c, t, f);
     }
     case ExprKind::Binary: return binaryExpr(*e);
     case ExprKind::Call: return callExpr(*e);
@@ -236,6 +400,7 @@ private:
     }
     llvm::Value *a = expr(lhs);
     llvm::Value *c = expr(rhs);
+    harmonize(a, c);
     Type t = lhs->type;
     if (t == Type::Float) {
       switch (e.binOp) {
@@ -263,9 +428,9 @@ private:
       case BinOp::Mod: {
         // Floor division and modulo (Python's), so negative padded indices behave.
         llvm::Value *q = b_.CreateSDiv(a, c), *r = b_.CreateSRem(a, c);
-        llvm::Value *adjust = b_.CreateAnd(b_.CreateICmpNE(r, b_.getInt64(0)),
-                                           b_.CreateICmpSLT(b_.CreateXor(r, c), b_.getInt64(0)));
-        if (e.binOp == BinOp::Div) return b_.CreateSub(q, b_.CreateZExt(adjust, i64_));
+        llvm::Value *zero = constLike(b_.getInt64(0), a);
+        llvm::Value *adjust = b_.CreateAnd(b_.CreateICmpNE(r, zero), b_.CreateICmpSLT(b_.CreateXor(r, c), zero));
+        if (e.binOp == BinOp::Div) return b_.CreateSub(q, b_.CreateZExt(adjust, typeLike(i64_, a)));
         return b_.CreateSelect(adjust, b_.CreateAdd(r, c), r);
       }
       case BinOp::Min: return b_.CreateSelect(b_.CreateICmpSLT(a, c), a, c);

@@ -1,0 +1,66 @@
+#include "compiler/IndexRange.h"
+
+#include <algorithm>
+
+namespace enc::ir {
+namespace {
+
+// Floor division, as the IR's integer '/' is.
+int64_t floorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b, r = a % b;
+  return (r != 0 && ((r < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// Bounds beyond this are not worth tracking (and products must not overflow).
+constexpr int64_t kLimit = int64_t{1} << 40;
+
+std::optional<IndexRange> checked(int64_t lo, int64_t hi) {
+  if (lo < -kLimit || hi > kLimit) return std::nullopt;
+  return IndexRange{lo, hi};
+}
+
+} // namespace
+
+std::optional<IndexRange> indexRange(const Expr &e, const std::map<std::string, Expr> &extents) {
+  switch (e->kind) {
+  case ExprKind::IntImm: return checked(e->intValue, e->intValue);
+  case ExprKind::Var: {
+    auto it = extents.find(e->name);
+    int64_t n = 0;
+    if (e->varKind != VarKind::Index || it == extents.end() || !isConst(it->second, &n) || n <= 0) return std::nullopt;
+    return checked(0, n - 1);
+  }
+  case ExprKind::Binary: {
+    if (e->type != Type::Int) return std::nullopt;
+    auto a = indexRange(e->args[0], extents);
+    auto b = indexRange(e->args[1], extents);
+    if (!a || !b) return std::nullopt;
+    switch (e->binOp) {
+    case BinOp::Add: return checked(a->lo + b->lo, a->hi + b->hi);
+    case BinOp::Sub: return checked(a->lo - b->hi, a->hi - b->lo);
+    case BinOp::Mul: {
+      int64_t p[] = {a->lo * b->lo, a->lo * b->hi, a->hi * b->lo, a->hi * b->hi};
+      return checked(*std::min_element(p, p + 4), *std::max_element(p, p + 4));
+    }
+    case BinOp::Div:
+      // By a positive constant: floor division is monotonic.
+      if (b->lo != b->hi || b->lo <= 0) return std::nullopt;
+      return checked(floorDiv(a->lo, b->lo), floorDiv(a->hi, b->lo));
+    case BinOp::Mod:
+      if (b->lo != b->hi || b->lo <= 0) return std::nullopt;
+      if (a->lo >= 0 && a->hi < b->lo) return a; // already below the modulus
+      return checked(0, b->lo - 1);
+    case BinOp::Min: return checked(std::min(a->lo, b->lo), std::min(a->hi, b->hi));
+    case BinOp::Max: return checked(std::max(a->lo, b->lo), std::max(a->hi, b->hi));
+    default: return std::nullopt;
+    }
+  }
+  case ExprKind::Unary:
+    if (e->unOp == UnOp::Neg && e->type == Type::Int)
+      if (auto a = indexRange(e->args[0], extents)) return checked(-a->hi, -a->lo);
+    return std::nullopt;
+  default: return std::nullopt;
+  }
+}
+
+} // namespace enc::ir

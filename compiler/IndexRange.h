@@ -1,0 +1,23 @@
+// Interval arithmetic on integer index expressions: the values an expression can take when
+// each index variable ranges over [0, extent). Used to leave out bounds checks that can never
+// fail, e.g. on indices decoded from a split reduction ((s * 3136 + j) / 3136 < 32).
+#pragma once
+
+#include "compiler/IR.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace enc::ir {
+
+struct IndexRange {
+  int64_t lo, hi; // inclusive
+};
+
+// The range of `e` given constant extents of its index variables; nullopt when some part of
+// it is not understood (a load, a symbolic size, a variable without a constant extent).
+std::optional<IndexRange> indexRange(const Expr &e, const std::map<std::string, Expr> &extents);
+
+} // namespace enc::ir

@@ -1,0 +1,379 @@
+// Register blocking of contractions for the CPU.
+//
+// A contraction out[b, i, j, ...] = epilogue(sum(r...: body)) gets one of two schedules:
+//
+//  outer product — some output index j has unit stride in the body's reads that move with
+//    the reduction (Conv2d's w, Encoding's d, Linear-like backward passes): a tile of
+//    kRows rows of another output index i by up to 32 consecutive j accumulates in a
+//    local array kept in registers; the body runs vectorized along j (vector loads of the
+//    unit-stride reads, broadcasts of the reads that do not depend on j) and unrolled
+//    along i, so each vector load is reused kRows times;
+//
+//  dot product — otherwise, when the innermost unit-stride index is a reduction index r
+//    (GramMatrix's w, Conv2d's weight gradient), a tile of up to 4 x 4 outputs keeps 16
+//    vector accumulators along r, each load reused 4 times, summed across lanes at the end.
+//
+// Tiles are cut from each blocked index as full blocks followed by a remainder loop that
+// uses blocks of one (for the vectorized index: scalar code), so every extent works,
+// including 0 and 1 and symbolic ones. indices[0] is not blocked: it stays the loop that the
+// runtime splits across threads.
+#include "compiler/TileContractions.h"
+
+#include <algorithm>
+#include <map>
+
+namespace enc::ir {
+namespace {
+
+constexpr int64_t kRows = 4;     // outer product: rows of the tile
+constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
+constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
+
+Expr idxVar(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
+
+bool mentions(const Expr &e, const std::string &v) {
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == v; });
+}
+
+bool isClamp(const Expr &e) {
+  return e->kind == ExprKind::Binary && e->binOp == BinOp::Min && e->args[0]->kind == ExprKind::Binary &&
+         e->args[0]->binOp == BinOp::Max && isConst(e->args[0]->args[1], nullptr) && e->args[0]->args[1]->intValue == 0;
+}
+
+std::vector<Expr> loadsOf(const Expr &e) {
+  std::vector<Expr> out;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Load) out.push_back(n);
+    return true;
+  });
+  return out;
+}
+
+// Whether the blocked code generator can widen `body`: arithmetic, selects, casts, loads,
+// abs and sqrt (no transcendental library calls, no random numbers, no general powers).
+bool vectorizable(const Expr &body) {
+  return !anyNode(body, [](const Expr &n) {
+    if (n->kind == ExprKind::Call) return n->name != "abs" && n->name != "sqrt";
+    if (n->kind == ExprKind::Binary && n->binOp == BinOp::Pow) {
+      const Expr &p = n->args[1];
+      double v = p->kind == ExprKind::IntImm ? static_cast<double>(p->intValue)
+                                             : (p->kind == ExprKind::FloatImm ? p->floatValue : -1);
+      return !(v == 1 || v == 2 || v == 3 || v == 0.5);
+    }
+    return n->kind == ExprKind::Reduce || n->kind == ExprKind::Access;
+  });
+}
+
+// Whether v appears under an integer division or modulo (kept scalar-only in blocked code).
+bool underDivMod(const Expr &e, const std::string &v) {
+  return anyNode(e, [&](const Expr &n) {
+    return n->kind == ExprKind::Binary && (n->binOp == BinOp::Div || n->binOp == BinOp::Mod) && n->type == Type::Int &&
+           mentions(n, v);
+  });
+}
+
+enum class Access { Uniform, Contiguous, Strided };
+
+Access accessIn(const Expr &load, const std::string &v) {
+  Expr ix = unclampedIndex(load->args[0]);
+  if (!mentions(ix, v)) return Access::Uniform;
+  std::optional<int64_t> s = strideIn(ix, v);
+  return s && *s == 1 ? Access::Contiguous : Access::Strided;
+}
+
+struct Dim {
+  std::string name;
+  Expr extent;
+  int64_t block = 1; // 1: not blocked
+  ForKind lane = ForKind::Unrolled;
+};
+
+struct Lane {
+  std::string var;
+  int64_t block;
+  ForKind kind;
+};
+
+class Tiler {
+public:
+  Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes)
+      : c_(c), dims_(std::move(dims)), dotVar_(std::move(dotVar)), dotLanes_(dotLanes) {}
+
+  Stmt run() { return block(gen(0, {}, {})); }
+
+private:
+  const Contraction &c_;
+  std::vector<Dim> dims_;
+  std::string dotVar_; // the vectorized reduction index (dot product), or empty
+  int64_t dotLanes_;
+
+  // Loops over dims_[k...]: full blocks, then the remainder with blocks of one.
+  std::vector<Stmt> gen(size_t k, std::map<std::string, Expr> subst, std::vector<Lane> lanes) {
+    if (k == dims_.size()) return {tile(subst, lanes)};
+    const Dim &d = dims_[k];
+    if (d.block == 1) {
+      subst[d.name] = idxVar(d.name);
+      return {forLoop(d.name, d.extent, ForKind::Serial, gen(k + 1, subst, lanes))};
+    }
+    std::vector<Stmt> out;
+    Expr b = intImm(d.block);
+    Expr full = d.extent / b;
+    if (!isZero(full)) {
+      auto s = subst;
+      auto l = lanes;
+      s[d.name] = idxVar(d.name + ".o") * b + idxVar(d.name + ".i");
+      l.push_back({d.name + ".i", d.block, d.lane});
+      out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, gen(k + 1, s, l)));
+    }
+    Expr rest = d.extent % b;
+    if (!isZero(rest)) {
+      subst[d.name] = full * b + idxVar(d.name + ".t");
+      out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, subst, lanes)));
+    }
+    return out;
+  }
+
+  static bool isZero(const Expr &e) {
+    int64_t v;
+    return isConst(e, &v) && v == 0;
+  }
+
+  Expr sub(const Expr &e, const std::map<std::string, Expr> &s) const {
+    return substitute(e, [&](const std::string &name, VarKind kind) -> Expr {
+      if (kind != VarKind::Index) return nullptr;
+      auto it = s.find(name);
+      return it == s.end() ? nullptr : it->second;
+    });
+  }
+
+  // The loops over `lanes` (unrolled ones outside, the vectorized one innermost) around body.
+  static Stmt wrap(std::vector<Lane> lanes, std::vector<Stmt> body) {
+    std::stable_sort(lanes.begin(), lanes.end(),
+                     [](const Lane &a, const Lane &b) { return a.kind == ForKind::Unrolled && b.kind != ForKind::Unrolled; });
+    Stmt s = block(std::move(body));
+    for (size_t i = lanes.size(); i-- > 0;) s = forLoop(lanes[i].var, intImm(lanes[i].block), lanes[i].kind, {s});
+    return s;
+  }
+
+  Stmt tile(const std::map<std::string, Expr> &subst, std::vector<Lane> lanes) const {
+    // Position of the tile element in the accumulator array, row-major over the lanes with
+    // the vectorized one last (unit stride), in the order wrap() nests them.
+    std::stable_sort(lanes.begin(), lanes.end(),
+                     [](const Lane &a, const Lane &b) { return a.kind == ForKind::Unrolled && b.kind != ForKind::Unrolled; });
+    Expr at = intImm(0);
+    int64_t size = 1;
+    for (const Lane &l : lanes) {
+      at = at * intImm(l.block) + idxVar(l.var);
+      size *= l.block;
+    }
+    Expr body = sub(c_.body, subst);
+    Expr flatOut = sub(c_.flatOut, subst);
+    auto epilogue = [&](Expr reduced) {
+      Expr e = sub(c_.epilogue, subst);
+      return substitute(e, [&](const std::string &name, VarKind kind) -> Expr {
+        return kind == VarKind::Local && name == "_acc" ? reduced : nullptr;
+      });
+    };
+    auto accumulate = [](const Expr &index, const Expr &value) {
+      return store("_acc", index, load("_acc", index) + value, SourceLoc{});
+    };
+    // Reduction loops around `inner`, outermost first, skipping `skip`.
+    auto reductionLoops = [&](std::vector<Stmt> inner, const std::string &skip) {
+      Stmt s = block(std::move(inner));
+      for (size_t i = c_.rvars.size(); i-- > 0;)
+        if (c_.rvars[i].name != skip) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
+      return s;
+    };
+
+    std::vector<Stmt> out;
+    if (dotVar_.empty()) {
+      out.push_back(alloc("_acc", size));
+      out.push_back(wrap(lanes, {store("_acc", at, floatImm(0), SourceLoc{})}));
+      out.push_back(reductionLoops({wrap(lanes, {accumulate(at, body)})}, ""));
+      out.push_back(wrap(lanes, {store(c_.output, flatOut, epilogue(load("_acc", at)), c_.loc)}));
+      return block(out);
+    }
+
+    // Dot product: dotLanes_ partial sums per output along the reduction index r.
+    const ReduceVar *r = nullptr;
+    for (const ReduceVar &v : c_.rvars)
+      if (v.name == dotVar_) r = &v;
+    std::string lane = dotVar_ + ".l";
+    Expr L = intImm(dotLanes_);
+    Expr atL = at * L + idxVar(lane);
+    std::vector<Lane> all = lanes;
+    all.push_back({lane, dotLanes_, ForKind::Vectorized});
+    auto withR = [&](Expr value) {
+      return substitute(body, [&](const std::string &name, VarKind kind) -> Expr {
+        return kind == VarKind::Index && name == dotVar_ ? value : nullptr;
+      });
+    };
+    out.push_back(alloc("_acc", size * dotLanes_));
+    out.push_back(wrap(all, {store("_acc", atL, floatImm(0), SourceLoc{})}));
+    std::vector<Stmt> inner;
+    Expr full = r->extent / L;
+    if (!isZero(full))
+      inner.push_back(forLoop(dotVar_ + ".o", full, ForKind::Serial,
+                              {wrap(all, {accumulate(atL, withR(idxVar(dotVar_ + ".o") * L + idxVar(lane)))})}));
+    Expr rest = r->extent % L;
+    if (!isZero(rest))
+      inner.push_back(forLoop(dotVar_ + ".t", rest, ForKind::Serial,
+                              {wrap(lanes, {accumulate(at * L, withR(full * L + idxVar(dotVar_ + ".t")))})}));
+    out.push_back(reductionLoops(inner, dotVar_));
+    Expr sum = var("_sum", Type::Float, VarKind::Local);
+    out.push_back(wrap(lanes, {let("_sum", Type::Float, floatImm(0)),
+                               forLoop(lane, L, ForKind::Vectorized, {assign("_sum", sum + load("_acc", atL))}),
+                               store(c_.output, flatOut, epilogue(sum), c_.loc)}));
+    return block(out);
+  }
+};
+
+std::optional<int64_t> constExtent(const Expr &e) {
+  int64_t v;
+  if (isConst(e, &v)) return v;
+  return std::nullopt;
+}
+
+// A block for an index of extent e: `want`, or the extent when it is a smaller constant.
+int64_t blockFor(const Expr &e, int64_t want) {
+  std::optional<int64_t> n = constExtent(e);
+  return n ? std::max<int64_t>(1, std::min(*n, want)) : want;
+}
+
+bool dependsOnReduction(const Expr &load, const std::vector<ReduceVar> &rvars) {
+  for (const ReduceVar &r : rvars)
+    if (mentions(load->args[0], r.name)) return true;
+  return false;
+}
+
+// Folds x / k to 0 and x % k to x for an index x whose extent is a constant no larger than
+// k (Conv2d's group arithmetic o // (out_channels // groups) with one group), so that reads
+// that only seemed to depend on x are recognized as independent of it.
+Expr foldRanges(const Expr &e, const std::map<std::string, int64_t> &extents) {
+  return mutate(e, [&](const Expr &n) -> Expr {
+    if (n->kind != ExprKind::Binary || n->type != Type::Int || (n->binOp != BinOp::Div && n->binOp != BinOp::Mod))
+      return nullptr;
+    const Expr &x = n->args[0];
+    int64_t k;
+    if (x->kind != ExprKind::Var || !isConst(n->args[1], &k) || k <= 0) return nullptr;
+    auto it = extents.find(x->name);
+    if (it == extents.end() || it->second > k) return nullptr;
+    return n->binOp == BinOp::Div ? intImm(0) : x;
+  });
+}
+
+} // namespace
+
+Expr unclampedIndex(const Expr &e) {
+  if (isClamp(e)) return e->args[0]->args[0];
+  if (e->kind != ExprKind::Binary || e->type != Type::Int) return e;
+  if (e->binOp != BinOp::Add && e->binOp != BinOp::Sub && e->binOp != BinOp::Mul) return e;
+  return binary(e->binOp, unclampedIndex(e->args[0]), unclampedIndex(e->args[1]));
+}
+
+std::optional<int64_t> strideIn(const Expr &e, const std::string &v) {
+  if (!mentions(e, v)) return 0;
+  if (e->kind == ExprKind::Var) return e->name == v ? 1 : 0;
+  if (e->kind != ExprKind::Binary || e->type != Type::Int) return std::nullopt;
+  std::optional<int64_t> a = strideIn(e->args[0], v), b = strideIn(e->args[1], v);
+  if (!a || !b) return std::nullopt;
+  int64_t k;
+  switch (e->binOp) {
+  case BinOp::Add: return *a + *b;
+  case BinOp::Sub: return *a - *b;
+  case BinOp::Mul:
+    if (*a == 0 && isConst(e->args[0], &k)) return k * *b;
+    if (*b == 0 && isConst(e->args[1], &k)) return k * *a;
+    return std::nullopt;
+  default: return std::nullopt;
+  }
+}
+
+Stmt tileContraction(const Contraction &contraction) {
+  std::map<std::string, int64_t> extents;
+  int64_t n0;
+  for (const IndexVar &v : contraction.indices)
+    if (isConst(v.extent, &n0)) extents[v.name] = n0;
+  for (const ReduceVar &v : contraction.rvars)
+    if (isConst(v.extent, &n0)) extents[v.name] = n0;
+  Contraction c = contraction;
+  c.body = foldRanges(c.body, extents);
+  c.epilogue = foldRanges(c.epilogue, extents);
+  if (c.indices.size() < 2 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
+  std::vector<Expr> loads = loadsOf(c.body);
+
+  // Outer product: the output index with the most unit-stride reads that move with the
+  // reduction, none of them strided; the last index wins ties.
+  int best = -1, bestScore = 0;
+  for (size_t j = 1; j < c.indices.size(); ++j) {
+    const std::string &v = c.indices[j].name;
+    std::optional<int64_t> n = constExtent(c.indices[j].extent);
+    if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+    int score = 0;
+    bool strided = false;
+    for (const Expr &l : loads) {
+      if (!dependsOnReduction(l, c.rvars)) continue;
+      Access a = accessIn(l, v);
+      if (a == Access::Strided) strided = true;
+      if (a == Access::Contiguous) ++score;
+    }
+    if (!strided && score > 0 && score >= bestScore) {
+      best = static_cast<int>(j);
+      bestScore = score;
+    }
+  }
+  std::vector<Dim> dims;
+  for (size_t i = 1; i < c.indices.size(); ++i) dims.push_back({c.indices[i].name, c.indices[i].extent});
+  if (best > 0) {
+    Dim &j = dims[static_cast<size_t>(best) - 1];
+    std::optional<int64_t> n = constExtent(j.extent);
+    j.block = !n || *n >= 32 ? 32 : (*n >= 16 ? 16 : 8);
+    j.lane = ForKind::Vectorized;
+    // Rows: the index whose blocking reuses the most vector loads (those that do not depend on it).
+    int rows = -1, rowScore = 0;
+    for (size_t i = 1; i < c.indices.size(); ++i) {
+      if (static_cast<int>(i) == best) continue;
+      int score = 0;
+      for (const Expr &l : loads)
+        if (dependsOnReduction(l, c.rvars) && accessIn(l, j.name) == Access::Contiguous &&
+            !mentions(l->args[0], c.indices[i].name))
+          ++score;
+      if (score > rowScore) {
+        rows = static_cast<int>(i);
+        rowScore = score;
+      }
+    }
+    if (rows > 0) dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, kRows);
+    return Tiler(c, dims, "", 0).run();
+  }
+
+  // Dot product: the innermost reduction index along which every read that moves is unit-stride.
+  std::string dot;
+  for (size_t i = c.rvars.size(); i-- > 0 && dot.empty();) {
+    const ReduceVar &r = c.rvars[i];
+    std::optional<int64_t> n = constExtent(r.extent);
+    if ((n && *n < kDotLanes) || underDivMod(c.body, r.name)) continue;
+    int contiguous = 0;
+    bool strided = false;
+    for (const Expr &l : loads) {
+      Access a = accessIn(l, r.name);
+      if (a == Access::Strided) strided = true;
+      if (a == Access::Contiguous) ++contiguous;
+    }
+    if (!strided && contiguous > 0) dot = r.name;
+  }
+  if (dot.empty()) return nullptr;
+  // Block up to two output indices, each one that some moving read does not depend on.
+  int blocked = 0;
+  for (size_t i = c.indices.size(); i-- > 1 && blocked < 2;) {
+    bool reuse = false;
+    for (const Expr &l : loads)
+      if (mentions(l->args[0], dot) && !mentions(l->args[0], c.indices[i].name)) reuse = true;
+    if (!reuse) continue;
+    dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
+    ++blocked;
+  }
+  return Tiler(c, dims, dot, kDotLanes).run();
+}
+
+} // namespace enc::ir

@@ -1,0 +1,36 @@
+// The CPU schedule of contractions: register blocking of a sum reduction whose body reads
+// tensors (GramMatrix, convolutions, Encoding's aggregation, Linear ...). See
+// TileContractions.cpp and docs/compiler.md.
+#pragma once
+
+#include "compiler/LoopIR.h"
+
+#include <optional>
+
+namespace enc::ir {
+
+// A definition `output[indices] = epilogue(sum(rvars: body))` whose reads are already loads
+// of flat buffers.
+struct Contraction {
+  std::string output;
+  std::vector<IndexVar> indices; // indices[0] stays the caller's (parallel) loop
+  std::vector<ReduceVar> rvars;
+  Expr body;     // the summand
+  Expr epilogue; // the definition's value with the sum replaced by the local "_acc"
+  Expr flatOut;  // the flat index of the output element
+  SourceLoc loc;
+};
+
+// The loops over indices[1..] and the reduction, register-blocked, or nullptr when the
+// contraction does not fit either blocked schedule (the caller keeps the plain loop nest).
+// Free variables of the result: indices[0] and the sizes.
+Stmt tileContraction(const Contraction &c);
+
+// Strips the clamps min(max(x, 0), n - 1) that bounds-checked reads put around an index,
+// outermost ones only (a clamp written in the source, inside them, stays).
+Expr unclampedIndex(const Expr &e);
+// The constant coefficient of `v` in the integer expression e when e is affine in v with a
+// constant coefficient (0 when e does not mention v), otherwise nothing.
+std::optional<int64_t> strideIn(const Expr &e, const std::string &v);
+
+} // namespace enc::ir
