@@ -188,6 +188,31 @@ TEST_F(EnccCli, EmitPtx) {
   EXPECT_TRUE(contains(r.out, ".entry")) << r;
 }
 
+// --size fixes input sizes as a run would: the GPU stages then show split reductions,
+// tiles and fused sums; --backward shows the backward pass's kernels.
+TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {
+  CliResult r = encc("emit --emit=loops --target gpu --layer SyncBatchNorm --set num_features=256 --size B=32 --size L=3136");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "kernel k0_mu_part(mu_part, X)")) << r;
+  EXPECT_TRUE(contains(r.out, "gpu_warps for _o in 0..8192")) << r;
+  r = encc("emit --emit=loops --target gpu --backward --layer SyncBatchNorm --set num_features=256 --size B=32 --size L=3136");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "# writes grad_var_part, grad_mu_part, grad_weight_part, grad_bias_part")) << r;
+  r = encc("emit --emit=cuda --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "__shared__ float _as[16][65];")) << r;
+  EXPECT_TRUE(contains(r.out, "for (int _red0 = 0; _red0 < 64; _red0 += 16)")) << r;
+  // Without sizes the same layer keeps the warp schedule and 64-bit indices.
+  r = encc("emit --emit=cuda --layer GramMatrix");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_FALSE(contains(r.out, "__shared__")) << r;
+  EXPECT_TRUE(contains(r.out, "long long _o")) << r;
+  r = encc("emit --emit=loops --layer GramMatrix --size Q=3");
+  expectFailure(r, {"--size Q", "GramMatrix", "no input size 'Q'"});
+  r = encc("emit --emit=loops --layer GramMatrix --size B=-2");
+  expectFailure(r, {"--size B=-2", "non-negative"});
+}
+
 TEST_F(EnccCli, EmitUnknownKind) {
   CliResult r = encc("emit --emit=foo --layer Encoding");
   expectFailure(r, {"foo", "ast", "ptx"});

@@ -96,6 +96,8 @@ struct EmitOptions {
   std::string target = "cpu";
   std::string dtype = "f32";
   std::string mode = "train";
+  std::vector<std::string> sizes; // NAME=N: input sizes fixed as at run time
+  bool backward = false;          // the kernels of the backward pass
 };
 
 std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
@@ -104,16 +106,32 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   hyper["training"] = ir::boolImm(o.mode == "train");
   ir::Program prog = ir::buildTensorProgram(sym, hyper);
   bool f64 = parseDTypeOption(o.dtype) == DType::F64;
-  if (o.kind == "ir") return ir::printProgram(prog);
-  if (o.kind == "grad") {
-    return ir::printProgram(ir::gradientOf(sym, prog, hyper).program);
+  if (o.kind == "grad" || o.backward) prog = ir::gradientOf(sym, prog, hyper).program;
+  std::map<std::string, ir::Expr> sizes;
+  for (const auto &[name, value] : splitPairs(o.sizes, "--size")) {
+    bool known = std::any_of(prog.sizes.begin(), prog.sizes.end(), [&](const ir::SizeParam &p) {
+      return p.name == name && p.kind == ir::VarKind::Size && !hyper.count(name);
+    });
+    if (!known) throw Error(fmt::format("--size {}: layer {} has no input size '{}'", name, sym.layer->name.text, name),
+                            "sizes are the names of input dimensions (see --emit=ir)");
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (ec != std::errc() || end != value.data() + value.size() || v < 0)
+      throw Error(fmt::format("--size {}={}: not a non-negative integer", name, value));
+    sizes[name] = ir::intImm(v);
   }
+  if (!sizes.empty()) prog = ir::specialize(prog, sizes);
+  // What the runtime runs on a GPU: with every size known, long reductions are split.
+  bool gpu = o.kind == "cuda" || o.kind == "ptx" || (o.kind == "loops" && o.target == "gpu");
+  if (gpu) prog = ir::splitReductions(prog);
+  if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
   if (o.kind == "loops") {
     if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
-    return ir::printLoops(ir::lowerToLoops(prog, o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
+    if (o.target == "gpu") return ir::printLoops(ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU)));
+    return ir::printLoops(ir::lowerToLoops(prog, ir::Target::CPU));
   }
   if (o.kind == "cuda" || o.kind == "ptx") {
-    std::string src = codegen::emitCuda(ir::lowerToLoops(prog, ir::Target::GPU), f64);
+    std::string src = codegen::emitCuda(ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU)), f64);
     if (o.kind == "cuda") return src;
     cuda::CompileOptions co;
     co.arch = o.arch;
@@ -284,6 +302,8 @@ int main(int argc, char **argv) {
   emitCmd->add_option("--target", emit.target, "schedule shown by --emit=loops: cpu or gpu")->capture_default_str();
   emitCmd->add_option("--dtype", emit.dtype, "element type of generated code: f32 or f64")->capture_default_str();
   emitCmd->add_option("--mode", emit.mode, "train or eval: the pass to show")->capture_default_str();
+  emitCmd->add_option("--size", emit.sizes, "an input size, NAME=N (repeatable): fixes it as a run would, so GPU code shows split reductions");
+  emitCmd->add_flag("--backward", emit.backward, "show the backward pass's kernels (loops, cuda, ptx, llvm)");
 
   EvalOptions eval;
   auto *evalCmd = app.add_subcommand("eval", "Run a layer on .npy inputs and write .npy outputs");
