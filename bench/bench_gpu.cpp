@@ -37,7 +37,29 @@ struct Case {
   DType dtype = DType::F32;
   double flops = 0;        // forward + backward, for GFLOP/s (0: not reported)
   double idealBytes = 0;   // one read of each input and write of each output, both passes
+  std::map<std::string, int64_t> sizes; // the input's size names, for the kernels' own traffic
 };
+
+// Bytes the GPU kernels of one pass touch: each kernel reads each of its inputs and writes
+// each output once (what the schedule moves at the least; the DRAM traffic when the
+// per-kernel working set does not fit in L2).
+double kernelBytes(const ir::Program &pass, const std::map<std::string, int64_t> &sizes, DType dtype) {
+  std::map<std::string, ir::Expr> values;
+  for (const auto &[n, v] : sizes) values[n] = ir::intImm(v);
+  ir::Program p = ir::splitReductions(ir::specialize(pass, values));
+  ir::LoopProgram loops = ir::fuseSiblingReductions(ir::lowerToLoops(p, ir::Target::GPU));
+  double bytes = 0;
+  for (const ir::Kernel &k : loops.kernels)
+    for (const std::string &b : k.buffers) {
+      double n = 1;
+      for (const ir::Expr &d : p.tensor(b)->shape) {
+        int64_t v = 0;
+        if (ir::isConst(d, &v)) n *= static_cast<double>(v);
+      }
+      bytes += n * static_cast<double>(dtypeSize(dtype));
+    }
+  return bytes;
+}
 
 void runOnGpu(benchmark::State &state, const Case &c) {
   cuda::Gpu *gpu = cuda::Gpu::get();
@@ -65,6 +87,11 @@ void runOnGpu(benchmark::State &state, const Case &c) {
     double n = static_cast<double>(state.iterations());
     if (c.flops > 0) state.counters["GFLOP/s"] = benchmark::Counter(c.flops * n / 1e9, benchmark::Counter::kIsRate);
     if (c.idealBytes > 0) state.counters["GB/s"] = benchmark::Counter(c.idealBytes * n / 1e9, benchmark::Counter::kIsRate);
+    if (!c.sizes.empty()) {
+      double touched = kernelBytes(layer.program(), c.sizes, c.dtype) + kernelBytes(layer.gradientProgram(), c.sizes, c.dtype);
+      state.counters["kernel_GB/s"] = benchmark::Counter(touched * n / 1e9, benchmark::Counter::kIsRate);
+      state.counters["kernel_GB"] = touched / 1e9;
+    }
     state.SetLabel(gpu->name());
   } catch (const std::exception &e) {
     state.SkipWithError(e.what());
@@ -76,7 +103,8 @@ double numel(const Shape &s) { return static_cast<double>(shapeNumel(s)); }
 // SyncBatchNorm [32, 256, 56, 56]: forward reads X and writes Y, backward reads X and dY and
 // writes dX: 5 tensor-sized transfers at the least.
 const Shape kBnShape{32, 256, 56, 56};
-const Case kBatchNorm{"SyncBatchNorm", {{"num_features", "256"}}, kBnShape, DType::F32, 0, 5 * 4 * numel(kBnShape)};
+const Case kBatchNorm{"SyncBatchNorm", {{"num_features", "256"}}, kBnShape, DType::F32, 0, 5 * 4 * numel(kBnShape),
+                      {{"B", 32}, {"L", 56 * 56}}};
 // Encoding B=16, D=512, K=32, N=3600: the x·c and A^T x contractions are 2·B·N·K·D each;
 // backward has three of that size.
 double encodingFlops() { return 5 * 2.0 * 16 * 3600 * 32 * 512; }
@@ -96,7 +124,12 @@ const Case kUpConv{"UpsampleConv2d",
                    DType::F32,
                    upconvFlops()};
 
+// LeakyReLU at the same size: element-wise both ways (5 tensor transfers).
+const Case kLeaky{"LeakyReLU", {}, kBnShape, DType::F32, 0, 5 * 4 * numel(kBnShape), {{"N", 32 * 256 * 56 * 56}}};
+
 void BM_Gpu_SyncBatchNorm_f32(benchmark::State &s) { runOnGpu(s, kBatchNorm); }
+void BM_Gpu_LeakyReLU_f32(benchmark::State &s) { runOnGpu(s, kLeaky); }
+BENCHMARK(BM_Gpu_LeakyReLU_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
 void BM_Gpu_Encoding_f32(benchmark::State &s) { runOnGpu(s, kEncodingF32); }
 void BM_Gpu_Encoding_f64(benchmark::State &s) { runOnGpu(s, kEncodingF64); }
 void BM_Gpu_GramMatrix_f32(benchmark::State &s) { runOnGpu(s, kGram); }
