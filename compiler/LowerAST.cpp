@@ -254,7 +254,8 @@ Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string
   }
   dropDisabledState(p, layer, hyperParams);
   p = hoistReductions(p);
-  return fuse ? inlinePointwise(p) : p;
+  if (!fuse) return p;
+  return hoistReductions(distributeSums(inlinePointwise(p)));
 }
 
 } // namespace enc::ir

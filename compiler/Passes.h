@@ -4,6 +4,7 @@
 #include "compiler/TensorProgram.h"
 
 #include <map>
+#include <set>
 
 namespace enc::ir {
 
@@ -36,6 +37,14 @@ Program inlinePointwise(const Program &p);
 // Replaces hyper-parameters and sizes by constants and folds.
 Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 
+// Distributes a sum over a difference (sum(i: a * (x - c)) -> sum(i: a * x) - c * sum(i: a))
+// when that turns it into a contraction that the schedules tile; see DistributeSums.cpp.
+// Leaves several reductions in a definition: run hoistReductions after it.
+Program distributeSums(const Program &p);
+// Whether a product's factors split the output indices `outVars` into rows (read by one side
+// only) and columns (read by the other only): a contraction the schedules tile.
+bool isContraction(const Expr &term, const std::set<std::string> &outVars);
+
 // For the GPU: a reduction with few outputs and a long, fully specialized domain is cut into
 // chunks reduced by a partial tensor (T_part[o..., s]) and then combined, so that enough warps
 // share the work (see SplitReductions.cpp). Definitions whose sizes are not constants are
@@ -43,6 +52,7 @@ Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 struct SplitReductionOptions {
   int64_t targetWarps = 8192; // about a full H100/H200 (132 multiprocessors x 64 warps)
   int64_t minChunk = 1024;    // reduction positions per warp at the least
+  int64_t targetTiles = 256;  // contractions: 64 x 64 tiles to have at least, for two waves
 };
 Program splitReductions(const Program &p, const SplitReductionOptions &options = {});
 

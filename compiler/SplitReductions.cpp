@@ -66,11 +66,24 @@ Program splitReductions(const Program &p, const SplitReductionOptions &options) 
       for (const ReduceVar &v : r->rvars) redExtents.push_back(v.extent);
     int64_t outputs = 0, length = 0;
     if (!r || !allConst(outExtents, &outputs) || !allConst(redExtents, &length) || outputs == 0 ||
-        length < 2 * options.minChunk || outputs >= options.targetWarps) {
+        length < 2 * options.minChunk) {
       out.defs.push_back(d);
       continue;
     }
-    int64_t chunks = std::min((options.targetWarps + outputs - 1) / outputs, length / options.minChunk);
+    // A contraction becomes 64 x 64 tiles: with few of them (Encoding's codeword gradient,
+    // 32 x 512 outputs over B * N positions), the reduction is what has to be shared out.
+    std::set<std::string> outVars;
+    for (const IndexVar &v : d.indices) outVars.insert(v.name);
+    int64_t parallel = options.targetWarps, have = outputs;
+    if (r->reduceOp == ReduceOp::Sum && isContraction(r->args[0], outVars)) {
+      parallel = options.targetTiles;
+      have = (outputs + 4095) / 4096;
+    }
+    if (have >= parallel) {
+      out.defs.push_back(d);
+      continue;
+    }
+    int64_t chunks = std::min((parallel + have - 1) / have, length / options.minChunk);
     if (chunks < 2) {
       out.defs.push_back(d);
       continue;

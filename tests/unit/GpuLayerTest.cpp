@@ -81,6 +81,9 @@ std::vector<GpuCase> cases() {
       {"Conv2d", {{"in_channels", "8"}, {"out_channels", "24"}, {"kernel_size", "3"}, {"padding", "1"}, {"groups", "2"}},
        {{"X", {2, 8, 9, 9}}}},
       {"Inspiration", {{"C", "20"}}, {{"X", {2, 20, 5, 4}}}},
+      // Few tiles over a long reduction: the contraction is split as well (split-K).
+      {"GramMatrix", {}, {{"X", {1, 40, 64, 64}}}},
+      {"Encoding", {{"D", "32"}, {"K", "20"}}, {{"X", {2, 32, 2500}}}},
       {"UpsampleConv2d",
        {{"in_channels", "4"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}, {"scale_factor", "2"}},
        {{"X", {2, 4, 6, 6}}}},

@@ -413,11 +413,13 @@ TEST(Passes, InlinePointwiseRemovesResidualsKeepsSoftmax) {
   // The softmax weights are expensive and feed a reduction: stored, not recomputed per d.
   ASSERT_NE(p.definitionOf("A"), nullptr);
   EXPECT_EQ(p.tensor("A")->role, TensorRole::Temp);
-  EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * (X[b, d, i] - codewords[k, d]))");
-  ASSERT_EQ(p.defs.size(), 5u);
+  // The aggregation is distributed into a contraction and a plain sum (distributeSums).
+  EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * X[b, d, i]) + codewords[k, d] * (-1.0 * Y_sum1[b, k])");
+  EXPECT_EQ(valueOf(p, "Y_sum1"), "sum(i: A[b, i, k])");
+  ASSERT_EQ(p.defs.size(), 6u);
   EXPECT_EQ(p.defs[0].tensor, "A_sum1");
   EXPECT_EQ(print(p.defs[0].value), "sum(d: (X[b, d, i] - codewords[k_r1, d]) ^ 2.0)");
-  EXPECT_EQ(defNames(p), (std::vector<std::string>{"A_sum1", "A_max2", "A_sum3", "A", "Y"}));
+  EXPECT_EQ(defNames(p), (std::vector<std::string>{"A_sum1", "A_max2", "A_sum3", "A", "Y_sum1", "Y"}));
 }
 
 TEST(Passes, InlinePointwiseRules) {
@@ -506,7 +508,7 @@ TEST(Passes, SpecializeSubstitutesAndFolds) {
 TEST(Passes, CpuLoopsParallelOuterSerialInner) {
   LoopProgram lp = lowerToLoops(buildTensorProgram(shipped()->get("Encoding")), Target::CPU);
   EXPECT_EQ(lp.target, Target::CPU);
-  ASSERT_EQ(lp.kernels.size(), 5u);
+  ASSERT_EQ(lp.kernels.size(), 6u);
   for (const Kernel &k : lp.kernels) {
     EXPECT_EQ(k.launch, ForKind::Parallel) << k.name;
     ASSERT_EQ(k.body->kind, StmtKind::For) << k.name;
@@ -529,7 +531,7 @@ TEST(Passes, CpuLoopsParallelOuterSerialInner) {
   // loop (vectorized along the unit-stride k of A, unrolled over 4 rows of d), stored once.
   const Kernel *y = kernelFor(lp, "Y");
   ASSERT_NE(y, nullptr);
-  EXPECT_EQ(y->buffers, (std::vector<std::string>{"Y", "A", "X", "codewords"}));
+  EXPECT_EQ(y->buffers, (std::vector<std::string>{"Y", "A", "X", "codewords", "Y_sum1"}));
   std::vector<Stmt> allocs = stmtsOf(*y, StmtKind::Alloc);
   ASSERT_FALSE(allocs.empty());
   EXPECT_EQ(allocs[0]->name, "_acc");
@@ -543,7 +545,7 @@ TEST(Passes, CpuLoopsParallelOuterSerialInner) {
   EXPECT_TRUE(unrolledD);
   std::string text = printStmt(y->body);
   EXPECT_NE(text.find("_acc[d.i * 32 + k.i] = _acc[d.i * 32 + k.i] + A[(b * N + i) * K + (k.o * 32 + k.i)] * "
-                      "(X[(b * D + (d.o * 4 + d.i)) * N + i] - codewords[(k.o * 32 + k.i) * D + (d.o * 4 + d.i)])"),
+                      "X[(b * D + (d.o * 4 + d.i)) * N + i]"),
             std::string::npos)
       << text;
   // The max kernel starts from -inf.
@@ -833,4 +835,31 @@ TEST(Passes, FuseSiblingReductionsMergesIndependentSums) {
   EXPECT_EQ(fused.kernels[1].outputs, 1);
   // The CPU schedule is left alone.
   EXPECT_EQ(fuseSiblingReductions(lowerToLoops(p, Target::CPU)).kernels.size(), 4u);
+}
+
+// distributeSums splits a sum over a difference only where that makes a contraction, and
+// the values stay the same.
+TEST(Passes, DistributeSumsMakesContractionsOnly) {
+  Source s = compile("layer L() {\n"
+                     "  forward(A: [B, N, K], X: [B, D, N], C: [K, D], M: [B, D]) -> (Y: [B, K, D], Z: [B, D]) {\n"
+                     "    Y[b, k, d] = sum(i: A[b, i, k] * (X[b, d, i] - C[k, d])) * 2\n"
+                     "    Z[b, d] = sum(i: (X[b, d, i] - M[b, d]) * X[b, d, i])\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  EXPECT_EQ(valueOf(p, "Y"), "(sum(i: A[b, i, k] * X[b, d, i]) + C[k, d] * (-1.0 * Y_sum1[b, k])) * 2.0") << printProgram(p);
+  // Z's factors read the same outputs: no contraction to gain, the difference stays.
+  EXPECT_EQ(valueOf(p, "Z"), "sum(i: (X[b, d, i] - M[b, d]) * X[b, d, i])");
+  std::map<std::string, int64_t> sizes = {{"B", 2}, {"N", 5}, {"K", 3}, {"D", 4}};
+  Program plain = hoistReductions(lowerLayer(*s.layer));
+  for (const char *out : {"Y", "Z"}) {
+    Interpreter a(plain, sizes), b(p, sizes);
+    for (Interpreter *in : {&a, &b}) {
+      in->setInput("A", data(30, 1));
+      in->setInput("X", data(40, 2));
+      in->setInput("C", data(12, 3));
+      in->setInput("M", data(8, 4));
+    }
+    expectNear(a.run(out), b.run(out), std::string(out) + "\n" + printProgram(p));
+  }
 }
