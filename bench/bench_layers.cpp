@@ -3,7 +3,7 @@
 // same process, same thread pool. The hardware references run in the same process too:
 // OpenBLAS sgemm (the bar for contractions) and memcpy (the bar for memory-bound layers).
 //
-//   build/bench/enc_bench --benchmark_min_time=1
+//   OPENBLAS_CORETYPE=SkylakeX build/bench/enc_bench --benchmark_min_time=1
 #include "runtime/Layer.h"
 #include "runtime/Rng.h"
 #include "runtime/ThreadPool.h"
@@ -14,6 +14,7 @@
 #endif
 
 #include <cstring>
+#include <string>
 
 using namespace enc;
 
@@ -104,7 +105,13 @@ void BM_Memcpy(benchmark::State &state) {
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 #ifdef ENC_HAVE_CBLAS
+extern "C" char *openblas_get_corename(void);
+
+// OpenBLAS picks its kernels by CPU model; on a virtual CPU it may not recognize it falls back
+// to old SSE kernels (Debian's 0.3.21 says "Prescott" here) and the bar drops five-fold. The
+// label shows which kernels ran: run with OPENBLAS_CORETYPE=SkylakeX (or Haswell) if needed.
 void BM_Sgemm(benchmark::State &state) {
+  state.SetLabel(std::string("OpenBLAS core ") + openblas_get_corename());
   int n = 1024;
   Tensor a = randomTensor({n, n}, 3), b = randomTensor({n, n}, 4), c(DType::F32, {n, n});
   for (auto _ : state)
