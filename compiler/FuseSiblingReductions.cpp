@@ -1,4 +1,4 @@
-// Horizontal fusion of GPU warp reductions.
+// Horizontal fusion of reductions (GPU warp reductions, and the CPU's plain reduction loops).
 //
 // The GPU schedule lowers each reduction to its own kernel: one warp per output, its lanes
 // striding through the reduction, then a warp-wide combine and a store from lane 0. Sibling
@@ -12,6 +12,9 @@
 //       _acc = _acc + ...;  _acc1 = _acc1 + ...
 //     _acc = warp_sum(_acc);  _acc1 = warp_sum(_acc1)
 //     if lane == 0:  A[_o] = f(_acc);  B[_o] = g(_acc1)
+//
+// On the CPU the same holds for plain reduction loop nests (parallel over the outputs, the
+// reduction's loops inside), merged when their loops have the same extents.
 //
 // A later kernel joins an earlier one only when it reads nothing that the earlier one or any
 // kernel between them writes, so moving it up keeps every value it sees.
@@ -105,6 +108,66 @@ Stmt renamed(const Stmt &s, const std::map<std::string, std::string> &rename) {
   return copy;
 }
 
+// The CPU form of a plain reduction kernel:
+//   parallel for o in 0..N:  let _acc = 0;  for r0: for r1: _acc = ...;  out[...] = f(_acc)
+struct LoopReduction {
+  std::string outVar;
+  Expr outExtent;
+  std::vector<Stmt> accumulators;
+  std::vector<std::pair<std::string, Expr>> loops; // the reduction's loops, outermost first
+  std::vector<Stmt> updates;
+  std::vector<Stmt> stores;
+};
+
+// Statements with nested blocks spliced in.
+std::vector<Stmt> flattened(const std::vector<Stmt> &body) {
+  std::vector<Stmt> out;
+  for (const Stmt &s : body) {
+    if (s->kind == StmtKind::Block) {
+      std::vector<Stmt> inner = flattened(s->body);
+      out.insert(out.end(), inner.begin(), inner.end());
+    } else {
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+std::optional<LoopReduction> matchCpu(const Kernel &k) {
+  if (k.launch != ForKind::Parallel || k.scatters) return std::nullopt;
+  const Stmt &top = k.body;
+  if (top->kind != StmtKind::For || top->forKind != ForKind::Parallel) return std::nullopt;
+  LoopReduction w;
+  w.outVar = top->name;
+  w.outExtent = top->value;
+  const std::vector<Stmt> b = flattened(top->body);
+  size_t i = 0;
+  for (; i < b.size() && b[i]->kind == StmtKind::Let && b[i]->type == Type::Float; ++i) w.accumulators.push_back(b[i]);
+  if (w.accumulators.empty() || i >= b.size() || b[i]->kind != StmtKind::For || b[i]->forKind != ForKind::Serial)
+    return std::nullopt;
+  Stmt loop = b[i++];
+  std::vector<Stmt> inner;
+  while (true) {
+    w.loops.push_back({loop->name, loop->value});
+    inner = flattened(loop->body);
+    if (inner.size() == 1 && inner[0]->kind == StmtKind::For && inner[0]->forKind == ForKind::Serial) {
+      loop = inner[0];
+      continue;
+    }
+    break;
+  }
+  for (const Stmt &s : inner) {
+    if (s->kind != StmtKind::Assign) return std::nullopt;
+    w.updates.push_back(s);
+  }
+  for (; i < b.size(); ++i) {
+    if (b[i]->kind != StmtKind::Store || b[i]->accumulate) return std::nullopt;
+    w.stores.push_back(b[i]);
+  }
+  if (w.stores.empty() || w.updates.size() != w.accumulators.size()) return std::nullopt;
+  return w;
+}
+
 std::set<std::string> reads(const Kernel &k) {
   return {k.buffers.begin() + k.outputs, k.buffers.end()};
 }
@@ -159,19 +222,62 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   return k;
 }
 
+std::optional<Kernel> mergeCpu(const Kernel &a, const Kernel &b) {
+  auto wa = matchCpu(a), wb = matchCpu(b);
+  if (!wa || !wb || !structurallyEqual(wa->outExtent, wb->outExtent) || wa->loops.size() != wb->loops.size())
+    return std::nullopt;
+  std::map<std::string, std::string> rename;
+  rename[wb->outVar] = wa->outVar;
+  for (size_t i = 0; i < wa->loops.size(); ++i) {
+    if (!structurallyEqual(wa->loops[i].second, wb->loops[i].second)) return std::nullopt;
+    rename[wb->loops[i].first] = wa->loops[i].first;
+  }
+  std::set<std::string> taken;
+  for (const Stmt &s : wa->accumulators) taken.insert(s->name);
+  for (const Stmt &s : wb->accumulators) {
+    std::string n = s->name;
+    for (int i = 1; taken.count(n); ++i) n = "_acc" + std::to_string(i);
+    taken.insert(n);
+    rename[s->name] = n;
+  }
+  std::vector<Stmt> updates = wa->updates;
+  for (const Stmt &s : wb->updates) updates.push_back(renamed(s, rename));
+  Stmt loop;
+  for (size_t i = wa->loops.size(); i-- > 0;)
+    loop = forLoop(wa->loops[i].first, wa->loops[i].second, ForKind::Serial, loop ? std::vector<Stmt>{loop} : updates);
+  std::vector<Stmt> inner = wa->accumulators;
+  for (const Stmt &s : wb->accumulators) inner.push_back(renamed(s, rename));
+  inner.push_back(loop);
+  for (const Stmt &s : wa->stores) inner.push_back(s);
+  for (const Stmt &s : wb->stores) inner.push_back(renamed(s, rename));
+  Kernel k = a;
+  k.body = forLoop(wa->outVar, wa->outExtent, ForKind::Parallel, inner);
+  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
+  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
+  for (const Kernel *src : {&a, &b})
+    for (const std::string &r : reads(*src))
+      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
+  k.buffers = buffers;
+  k.outputs = a.outputs + b.outputs;
+  for (const SizeParam &p : b.params)
+    if (std::none_of(k.params.begin(), k.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
+      k.params.push_back(p);
+  return k;
+}
+
 } // namespace
 
 LoopProgram fuseSiblingReductions(const LoopProgram &p) {
-  if (p.target != Target::GPU) return p;
+  bool gpu = p.target == Target::GPU;
   LoopProgram out = p;
   std::vector<Kernel> &ks = out.kernels;
   for (size_t i = 0; i < ks.size(); ++i) {
-    if (!match(ks[i])) continue;
+    if (gpu ? !match(ks[i]) : !matchCpu(ks[i])) continue;
     std::set<std::string> written = writes(ks[i]);
     for (size_t j = i + 1; j < ks.size();) {
       std::set<std::string> r = reads(ks[j]);
       bool independent = std::none_of(r.begin(), r.end(), [&](const std::string &n) { return written.count(n); });
-      std::optional<Kernel> merged = independent ? merge(ks[i], ks[j]) : std::nullopt;
+      std::optional<Kernel> merged = !independent ? std::nullopt : gpu ? merge(ks[i], ks[j]) : mergeCpu(ks[i], ks[j]);
       if (merged) {
         ks[i] = *merged;
         written = writes(ks[i]);

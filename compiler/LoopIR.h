@@ -102,10 +102,10 @@ struct LoopProgram {
 
 LoopProgram lowerToLoops(const Program &p, Target target);
 
-// GPU: merges warp-reduction kernels over the same output and reduction domains into one
-// kernel with an accumulator each, when no kernel between them produces what the later one
-// reads: sibling reductions (the batch-norm gradient's sums over dY and X) then read their
-// inputs in one pass. See FuseSiblingReductions.cpp.
+// Merges reduction kernels over the same output and reduction domains (GPU warp reductions,
+// CPU plain reduction loops) into one kernel with an accumulator each, when no kernel between
+// them produces what the later one reads: sibling reductions (the batch-norm gradient's sums
+// over dY and X) then read their inputs in one pass. See FuseSiblingReductions.cpp.
 LoopProgram fuseSiblingReductions(const LoopProgram &p);
 
 std::string printStmt(const Stmt &s, int indent = 0);

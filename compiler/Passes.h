@@ -45,6 +45,10 @@ Program distributeSums(const Program &p);
 // only) and columns (read by the other only): a contraction the schedules tile.
 bool isContraction(const Expr &term, const std::set<std::string> &outVars);
 
+// Replaces sums of deviations from a mean, sum(r: g * (X[...] - m[...])) where the forward
+// program defines m as the mean of that X over r, by 0 (see CenteredSums.cpp).
+Program dropCenteredSums(const Program &backward, const Program &forward);
+
 // For the GPU: a reduction with few outputs and a long, fully specialized domain is cut into
 // chunks reduced by a partial tensor (T_part[o..., s]) and then combined, so that enough warps
 // share the work (see SplitReductions.cpp). Definitions whose sizes are not constants are

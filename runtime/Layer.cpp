@@ -275,7 +275,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
     c->shapes[t.name] = s;
   }
   c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
-  if (options_.device == Device::CUDA) c->loops = ir::fuseSiblingReductions(c->loops);
+  if (options_.fuse) c->loops = ir::fuseSiblingReductions(c->loops);
   if (options_.device == Device::CUDA)
     compileForGpu(*c);
   else

@@ -1,7 +1,9 @@
 // Unit tests of the compiler passes: AST lowering (softmax, mean, logsumexp expansion),
 // reduction hoisting and sharing, pointwise inlining, specialization, and loop lowering for
 // the CPU and the GPU.
+#include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "runtime/HyperParams.h"
 #include "compiler/LoopIR.h"
 #include "runtime/Library.h"
 
@@ -833,8 +835,13 @@ TEST(Passes, FuseSiblingReductionsMergesIndependentSums) {
   EXPECT_NE(text.find("T[_o] = _acc1"), std::string::npos) << text;
   EXPECT_EQ(fused.kernels[1].buffers[0], "U"); // reads S: not merged
   EXPECT_EQ(fused.kernels[1].outputs, 1);
-  // The CPU schedule is left alone.
-  EXPECT_EQ(fuseSiblingReductions(lowerToLoops(p, Target::CPU)).kernels.size(), 4u);
+  // The CPU's plain reduction loops merge the same way.
+  LoopProgram cpu = fuseSiblingReductions(lowerToLoops(p, Target::CPU));
+  ASSERT_EQ(cpu.kernels.size(), 3u) << printLoops(cpu);
+  EXPECT_EQ(cpu.kernels[0].outputs, 2);
+  std::string cpuText = printLoops(cpu);
+  EXPECT_NE(cpuText.find("_acc1 = max(_acc1, G[b * N + i] * X[b * N + i])"), std::string::npos) << cpuText;
+  EXPECT_NE(cpuText.find("T[b] = _acc1"), std::string::npos) << cpuText;
 }
 
 // distributeSums splits a sum over a difference only where that makes a contraction, and
@@ -862,4 +869,44 @@ TEST(Passes, DistributeSumsMakesContractionsOnly) {
     }
     expectNear(a.run(out), b.run(out), std::string(out) + "\n" + printProgram(p));
   }
+}
+
+// The batch-norm gradient's sum of (X - mu), mu the batch mean of X, is dropped as zero in
+// training; in evaluation mu is the running mean and nothing is dropped.
+TEST(Passes, DropCenteredSumsOnlyForTheMean) {
+  const LayerSymbols &bn = shipped()->get("SyncBatchNorm");
+  for (bool training : {true, false}) {
+    std::map<std::string, Expr> hyper = resolveHyperParams(bn, {{"num_features", "4"}});
+    hyper["training"] = boolImm(training);
+    Program forward = buildTensorProgram(bn, hyper);
+    Program grad = gradientOf(bn, forward, hyper).program;
+    std::string text = printProgram(grad);
+    EXPECT_EQ(text.find("grad_mu_sum"), std::string::npos) << text;
+    if (training) EXPECT_NE(text.find("grad_mu[c<4] = sum(b, l: -(grad_Y"), std::string::npos) << text;
+  }
+  // Against a forward program with m[c] = mean(b: W[b, c]): a sum of W - m is zero, a sum of
+  // X - m is not.
+  Source s = compile("layer L() {\n"
+                     "  forward(X: [B, C], W: [B, C]) -> Y: [C] {\n"
+                     "    m[c] = mean(b: W[b, c])\n"
+                     "    Y[c] = m[c] * exp(m[c])\n"
+                     "  }\n"
+                     "}\n");
+  Program f = buildTensorProgram(*s.layer);
+  ASSERT_NE(f.definitionOf("m"), nullptr) << printProgram(f);
+  auto idx = [](const char *n) { return var(n, Type::Int, VarKind::Index); };
+  auto centeredOn = [&](const char *tensor) {
+    Program g;
+    g.tensors = f.tensors;
+    Definition d;
+    d.tensor = "Y";
+    d.indices = {{"c", var("C", Type::Int, VarKind::Size)}};
+    d.value = reduce(ReduceOp::Sum, {{"b2", var("B", Type::Int, VarKind::Size)}},
+                     floatImm(3) * (access(tensor, {idx("b2"), idx("c")}) - access("m", {idx("c")})));
+    g.defs.push_back(d);
+    return g;
+  };
+  EXPECT_EQ(print(dropCenteredSums(centeredOn("W"), f).defs[0].value), "0.0");
+  Program x = centeredOn("X");
+  EXPECT_EQ(printProgram(dropCenteredSums(x, f)), printProgram(x));
 }

@@ -127,8 +127,8 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
   if (o.kind == "loops") {
     if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
-    if (o.target == "gpu") return ir::printLoops(ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU)));
-    return ir::printLoops(ir::lowerToLoops(prog, ir::Target::CPU));
+    return ir::printLoops(
+        ir::fuseSiblingReductions(ir::lowerToLoops(prog, o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU)));
   }
   if (o.kind == "cuda" || o.kind == "ptx") {
     std::string src = codegen::emitCuda(ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU)), f64);
@@ -140,7 +140,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
     return cuda::compileCached(src, co).ptx;
   }
   if (o.kind == "llvm") {
-    ir::LoopProgram loops = ir::lowerToLoops(prog, ir::Target::CPU);
+    ir::LoopProgram loops = ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::CPU));
     llvm::LLVMContext ctx;
     auto mod = CpuJit::instance().newModule(sym.layer->name.text, ctx);
     for (const ir::Kernel &k : loops.kernels) codegen::emitLLVMKernel(k, f64, *mod);
