@@ -14,20 +14,6 @@
 namespace enc::ir {
 namespace {
 
-void factorsOf(const Expr &e, std::vector<Expr> &out) {
-  if (e->kind == ExprKind::Binary && e->type == Type::Float && e->binOp == BinOp::Mul) {
-    factorsOf(e->args[0], out);
-    factorsOf(e->args[1], out);
-  } else if (e->kind == ExprKind::Binary && e->type == Type::Float && e->binOp == BinOp::Div) {
-    factorsOf(e->args[0], out);
-    out.push_back(e->args[1]); // only its dependence matters here
-  } else if (e->kind == ExprKind::Unary && e->unOp == UnOp::Neg) {
-    factorsOf(e->args[0], out);
-  } else {
-    out.push_back(e);
-  }
-}
-
 bool readsAny(const Expr &e, const std::map<std::string, Expr> &vars) {
   for (const std::string &v : freeIndexVars(e))
     if (vars.count(v)) return true;
@@ -73,8 +59,7 @@ Program dropCenteredSums(const Program &backward, const Program &forward) {
       if (n->kind != ExprKind::Reduce || n->reduceOp != ReduceOp::Sum) return nullptr;
       std::map<std::string, Expr> red;
       for (const ReduceVar &v : n->rvars) red[v.name] = v.extent;
-      std::vector<Expr> factors;
-      factorsOf(n->args[0], factors);
+      std::vector<Expr> factors = productFactors(n->args[0]);
       const Expr *centered = nullptr;
       for (const Expr &f : factors) {
         if (!readsAny(f, red)) continue;

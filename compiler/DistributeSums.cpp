@@ -62,22 +62,6 @@ std::optional<std::vector<Expr>> termsOf(const Expr &e) {
   return std::vector<Expr>{e};
 }
 
-// The factors of a product; a negation is a factor -1, a quotient x / y the factors of x and 1 / y.
-void factorsOf(const Expr &e, std::vector<Expr> &out) {
-  if (e->kind == ExprKind::Binary && e->type == Type::Float && e->binOp == BinOp::Mul) {
-    factorsOf(e->args[0], out);
-    factorsOf(e->args[1], out);
-  } else if (e->kind == ExprKind::Binary && e->type == Type::Float && e->binOp == BinOp::Div) {
-    factorsOf(e->args[0], out);
-    out.push_back(floatImm(1) / e->args[1]);
-  } else if (e->kind == ExprKind::Unary && e->unOp == UnOp::Neg) {
-    out.push_back(floatImm(-1));
-    factorsOf(e->args[0], out);
-  } else {
-    out.push_back(e);
-  }
-}
-
 std::set<std::string> indexVars(const Expr &e) {
   std::vector<std::string> v = freeIndexVars(e);
   return {v.begin(), v.end()};
@@ -88,8 +72,7 @@ std::set<std::string> indexVars(const Expr &e) {
 // Whether the factors of `term` can be put on two sides so that some output index is read by
 // one side only and another by the other side only (a contraction's rows and columns).
 bool isContraction(const Expr &term, const std::set<std::string> &outVars) {
-  std::vector<Expr> fs;
-  factorsOf(term, fs);
+  std::vector<Expr> fs = productFactors(term);
   std::vector<std::set<std::string>> reads;
   for (const Expr &f : fs) {
     std::set<std::string> vs;
@@ -111,11 +94,7 @@ bool isContraction(const Expr &term, const std::set<std::string> &outVars) {
 namespace {
 
 const ExprNode *mainSum(const Expr &value) {
-  const ExprNode *r = nullptr;
-  visit(value, [&](const Expr &n) {
-    if (n->kind == ExprKind::Reduce && !r) r = n.get();
-    return !r;
-  });
+  const ExprNode *r = firstReduce(value);
   return r && r->reduceOp == ReduceOp::Sum ? r : nullptr;
 }
 
@@ -123,8 +102,7 @@ const ExprNode *mainSum(const Expr &value) {
 Expr sumOfTerm(const Expr &term, const ExprNode &r) {
   std::set<std::string> red;
   for (const ReduceVar &v : r.rvars) red.insert(v.name);
-  std::vector<Expr> fs, inside, outside;
-  factorsOf(term, fs);
+  std::vector<Expr> fs = productFactors(term), inside, outside;
   for (const Expr &f : fs) {
     std::set<std::string> vs = indexVars(f);
     (std::any_of(vs.begin(), vs.end(), [&](const std::string &v) { return red.count(v); }) ? inside : outside).push_back(f);

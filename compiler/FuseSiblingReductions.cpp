@@ -175,6 +175,34 @@ std::set<std::string> writes(const Kernel &k) {
   return {k.buffers.begin(), k.buffers.begin() + k.outputs};
 }
 
+// b's accumulators get names a's do not use (_acc1, _acc2, ...).
+void renameAccumulators(const std::vector<Stmt> &a, const std::vector<Stmt> &b, std::map<std::string, std::string> &rename) {
+  std::set<std::string> taken;
+  for (const Stmt &s : a) taken.insert(s->name);
+  for (const Stmt &s : b) {
+    std::string n = s->name;
+    for (int i = 1; taken.count(n); ++i) n = "_acc" + std::to_string(i);
+    taken.insert(n);
+    rename[s->name] = n;
+  }
+}
+
+// `k` (a merged body) with the buffers and parameters of both kernels: a's outputs, b's
+// outputs, then every tensor either reads.
+Kernel withInterfaceOf(Kernel k, const Kernel &a, const Kernel &b) {
+  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
+  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
+  for (const Kernel *src : {&a, &b})
+    for (const std::string &r : reads(*src))
+      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
+  k.buffers = buffers;
+  k.outputs = a.outputs + b.outputs;
+  for (const SizeParam &p : b.params)
+    if (std::none_of(k.params.begin(), k.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
+      k.params.push_back(p);
+  return k;
+}
+
 // `b` folded into `a`, or nullopt when their shapes differ.
 std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   auto wa = match(a), wb = match(b);
@@ -185,14 +213,7 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   if (!matchLets(wa->laneLets, wb->laneLets, wa->laneVar, wb->laneVar, rename)) return std::nullopt;
   rename[wb->outVar] = wa->outVar;
   rename[wb->laneVar] = wa->laneVar;
-  std::set<std::string> taken;
-  for (const Stmt &s : wa->accumulators) taken.insert(s->name);
-  for (const Stmt &s : wb->accumulators) {
-    std::string n = s->name;
-    for (int i = 1; taken.count(n); ++i) n = "_acc" + std::to_string(i);
-    taken.insert(n);
-    rename[s->name] = n;
-  }
+  renameAccumulators(wa->accumulators, wb->accumulators, rename);
 
   std::vector<Stmt> inner = wa->outLets;
   for (const Stmt &s : wa->accumulators) inner.push_back(s);
@@ -209,17 +230,7 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
 
   Kernel k = a;
   k.body = forLoop(wa->outVar, wa->total, ForKind::GpuWarps, inner);
-  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
-  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
-  for (const Kernel *src : {&a, &b})
-    for (const std::string &r : reads(*src))
-      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
-  k.buffers = buffers;
-  k.outputs = a.outputs + b.outputs;
-  for (const SizeParam &p : b.params)
-    if (std::none_of(k.params.begin(), k.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
-      k.params.push_back(p);
-  return k;
+  return withInterfaceOf(k, a, b);
 }
 
 std::optional<Kernel> mergeCpu(const Kernel &a, const Kernel &b) {
@@ -232,14 +243,7 @@ std::optional<Kernel> mergeCpu(const Kernel &a, const Kernel &b) {
     if (!structurallyEqual(wa->loops[i].second, wb->loops[i].second)) return std::nullopt;
     rename[wb->loops[i].first] = wa->loops[i].first;
   }
-  std::set<std::string> taken;
-  for (const Stmt &s : wa->accumulators) taken.insert(s->name);
-  for (const Stmt &s : wb->accumulators) {
-    std::string n = s->name;
-    for (int i = 1; taken.count(n); ++i) n = "_acc" + std::to_string(i);
-    taken.insert(n);
-    rename[s->name] = n;
-  }
+  renameAccumulators(wa->accumulators, wb->accumulators, rename);
   std::vector<Stmt> updates = wa->updates;
   for (const Stmt &s : wb->updates) updates.push_back(renamed(s, rename));
   Stmt loop;
@@ -252,17 +256,7 @@ std::optional<Kernel> mergeCpu(const Kernel &a, const Kernel &b) {
   for (const Stmt &s : wb->stores) inner.push_back(renamed(s, rename));
   Kernel k = a;
   k.body = forLoop(wa->outVar, wa->outExtent, ForKind::Parallel, inner);
-  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
-  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
-  for (const Kernel *src : {&a, &b})
-    for (const std::string &r : reads(*src))
-      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
-  k.buffers = buffers;
-  k.outputs = a.outputs + b.outputs;
-  for (const SizeParam &p : b.params)
-    if (std::none_of(k.params.begin(), k.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
-      k.params.push_back(p);
-  return k;
+  return withInterfaceOf(k, a, b);
 }
 
 } // namespace

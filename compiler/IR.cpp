@@ -378,6 +378,38 @@ bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred) {
   return found;
 }
 
+const ExprNode *firstReduce(const Expr &e) {
+  const ExprNode *r = nullptr;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Reduce && !r) r = n.get();
+    return !r;
+  });
+  return r;
+}
+
+namespace {
+void collectFactors(const Expr &e, std::vector<Expr> &out) {
+  if (e->kind == ExprKind::Binary && e->type == Type::Float && e->binOp == BinOp::Mul) {
+    collectFactors(e->args[0], out);
+    collectFactors(e->args[1], out);
+  } else if (e->kind == ExprKind::Binary && e->type == Type::Float && e->binOp == BinOp::Div) {
+    collectFactors(e->args[0], out);
+    out.push_back(floatImm(1) / e->args[1]);
+  } else if (e->kind == ExprKind::Unary && e->unOp == UnOp::Neg) {
+    out.push_back(floatImm(-1));
+    collectFactors(e->args[0], out);
+  } else {
+    out.push_back(e);
+  }
+}
+} // namespace
+
+std::vector<Expr> productFactors(const Expr &e) {
+  std::vector<Expr> out;
+  collectFactors(e, out);
+  return out;
+}
+
 bool containsReduce(const Expr &e) {
   return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
 }

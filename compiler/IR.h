@@ -95,6 +95,11 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &name,
 // Whether some node of e satisfies pred (stops at the first).
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred);
 bool containsReduce(const Expr &e);
+// The first Reduce node of e in pre-order (a definition's main reduction after hoisting).
+const ExprNode *firstReduce(const Expr &e);
+// The factors of a float product: x * y gives the factors of both, x / y those of x and
+// 1 / y, -x the factor -1 and those of x.
+std::vector<Expr> productFactors(const Expr &e);
 // Names of Index variables used and not bound inside e, in first-use order.
 std::vector<std::string> freeIndexVars(const Expr &e);
 // A rough count of arithmetic work, for fusion decisions (transcendentals weigh more).

@@ -23,16 +23,6 @@
 namespace enc::ir {
 namespace {
 
-// The top-level reduction of a definition's value (after hoisting there is at most one).
-const ExprNode *mainReduction(const Expr &value) {
-  const ExprNode *r = nullptr;
-  visit(value, [&](const Expr &n) {
-    if (n->kind == ExprKind::Reduce && !r) r = n.get();
-    return !r;
-  });
-  return r;
-}
-
 bool allConst(const std::vector<Expr> &extents, int64_t *product) {
   int64_t p = 1;
   for (const Expr &e : extents) {
@@ -59,7 +49,7 @@ Program splitReductions(const Program &p, const SplitReductionOptions &options) 
   for (const TensorDecl &t : p.tensors) tensorNames.insert(t.name);
 
   for (const Definition &d : p.defs) {
-    const ExprNode *r = d.isScatter() ? nullptr : mainReduction(d.value);
+    const ExprNode *r = d.isScatter() ? nullptr : firstReduce(d.value);
     std::vector<Expr> outExtents, redExtents;
     for (const IndexVar &v : d.indices) outExtents.push_back(v.extent);
     if (r)
