@@ -208,8 +208,10 @@ CompileResult compile(const std::string &source, const CompileOptions &opts) {
 
 // Payload: 'C' (cubin) or 'P' (PTX), the arch as 4 decimal digits, then the bytes.
 CompileResult compileCached(const std::string &source, const CompileOptions &opts, bool *cached) {
-  std::string key = sha256Hex(fmt::format("encc-nvrtc-1\n{}\n{}\n{}\n{}\n{}\n{}", nvrtcVersion(), opts.arch,
-                                          opts.wantPtx, fmt::join(opts.extraOptions, " "), opts.sourceName, source));
+  // Readable in `encc cache list`: what it is and for which GPU, then the hash of the rest.
+  std::string key = fmt::format("encc-nvrtc-1 {} {} {}", opts.arch, opts.wantPtx ? "ptx" : "cubin",
+                                sha256Hex(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", nvrtcVersion(), opts.arch, opts.wantPtx,
+                                                      fmt::join(opts.extraOptions, " "), opts.sourceName, source)));
   if (cached) *cached = false;
   if (auto hit = DiskCache::global().get(key); hit && hit->size() >= 5 && ((*hit)[0] == 'C' || (*hit)[0] == 'P')) {
     CompileResult r;

@@ -50,8 +50,10 @@ TEST_F(EnccCache, EmitPtxFillsTheCacheAndClearEmptiesIt) {
   EXPECT_EQ(first.out, again.out);
   CliResult stats = encc("cache stats");
   EXPECT_TRUE(contains(stats.out, "entries:   1")) << stats;
+  EXPECT_TRUE(contains(stats.out, "NVRTC cubin/PTX: 1 entries")) << stats;
   CliResult list = encc("cache list");
   EXPECT_TRUE(contains(list.out, "bytes")) << list;
+  EXPECT_TRUE(contains(list.out, "encc-nvrtc-1 sm_90 ptx ")) << list;
   CliResult clear = encc("cache clear");
   EXPECT_TRUE(contains(clear.out, "removed 1 entry")) << clear;
   EXPECT_TRUE(contains(encc("cache stats").out, "entries:   0"));

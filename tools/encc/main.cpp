@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -278,6 +279,15 @@ int runCache(const std::string &action) {
   DiskCacheStats s = cache.stats();
   std::cout << fmt::format("directory: {}{}\nentries:   {}\nbytes:     {}\n", cache.dir().string(),
                            cache.enabled() ? "" : " (disabled by ENC_CACHE_DISABLE)", s.entries, s.bytes);
+  // By kind: the first word of the key.
+  std::map<std::string, std::pair<int64_t, int64_t>> kinds;
+  for (const DiskCacheEntry &e : entries) {
+    std::string kind = e.key.substr(0, e.key.find(' '));
+    kind = kind == "encc-cpu-object-1" ? "CPU object code" : kind == "encc-nvrtc-1" ? "NVRTC cubin/PTX" : "other";
+    kinds[kind].first += 1;
+    kinds[kind].second += e.bytes;
+  }
+  for (const auto &[kind, n] : kinds) std::cout << fmt::format("  {}: {} entries, {} bytes\n", kind, n.first, n.second);
   return 0;
 }
 
