@@ -5,10 +5,12 @@
 //   enc::Layer conv(lib, "Conv2d", {{"in_channels", "3"}, {"out_channels", "8"}, {"kernel_size", "3"}});
 //   auto y = conv.forward({{"X", x}}).at("Y");
 //   auto grads = conv.backward({{"Y", dy}});           // "X", "weight", "bias"
+//   // On the GPU: LayerOptions{.device = enc::Device::CUDA}; enc::cuda::Gpu::get() says if there is one.
 //
 // See docs/runtime.md.
 #pragma once
 
+#include "runtime/Gpu.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
 #include "runtime/Npy.h"
