@@ -13,13 +13,25 @@
 //    (GramMatrix's w, Conv2d's weight gradient), a tile of up to 4 x 4 outputs keeps 16
 //    vector accumulators along r, each load reused 4 times, summed across lanes at the end.
 //
+// and two variants of the outer product:
+//
+//  gathered — when j is far-strided in the output and the reduction short (Encoding's
+//    grad_X[b, d, i] = sum(k: g[b, i, k] * c[k, d]) over 32 codewords), the scattered stores
+//    would cost as much as the reduction: j becomes the output's unit-stride index, and the
+//    reads strided along it are gathered;
+//
+//  sliced — when only indices[0] could be j (Encoding's grad_codewords[k, d] =
+//    sum(b, i: g[b, i, k] * X[b, d, i])), iteration p0 of the parallel loop computes all of
+//    indices[0] for a slice of another index (see the end of tileContraction).
+//
 // Tiles are cut from each blocked index as full blocks followed by a remainder loop that
 // uses blocks of one (for the vectorized index: scalar code), so every extent works,
-// including 0 and 1 and symbolic ones. indices[0] is not blocked: it stays the loop that the
-// runtime splits across threads.
+// including 0 and 1 and symbolic ones. indices[0] is not blocked (except in the sliced
+// variant): it stays the loop that the runtime splits across threads.
 #include "compiler/TileContractions.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 
 namespace enc::ir {
@@ -28,6 +40,8 @@ namespace {
 constexpr int64_t kRows = 4;     // outer product: rows of the tile
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
+constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
+constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
 
 Expr idxVar(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
 
@@ -86,6 +100,7 @@ struct Dim {
   Expr extent;
   int64_t block = 1; // 1: not blocked
   ForKind lane = ForKind::Unrolled;
+  Expr offset = nullptr; // the first position of the index's range (a slice), or nullptr for 0
 };
 
 struct Lane {
@@ -111,8 +126,9 @@ private:
   std::vector<Stmt> gen(size_t k, std::map<std::string, Expr> subst, std::vector<Lane> lanes) {
     if (k == dims_.size()) return {tile(subst, lanes)};
     const Dim &d = dims_[k];
+    auto at = [&](Expr pos) { return d.offset ? d.offset + pos : pos; };
     if (d.block == 1) {
-      subst[d.name] = idxVar(d.name);
+      subst[d.name] = at(idxVar(d.name));
       return {forLoop(d.name, d.extent, ForKind::Serial, gen(k + 1, subst, lanes))};
     }
     std::vector<Stmt> out;
@@ -121,13 +137,13 @@ private:
     if (!isZero(full)) {
       auto s = subst;
       auto l = lanes;
-      s[d.name] = idxVar(d.name + ".o") * b + idxVar(d.name + ".i");
+      s[d.name] = at(idxVar(d.name + ".o") * b + idxVar(d.name + ".i"));
       l.push_back({d.name + ".i", d.block, d.lane});
       out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, gen(k + 1, s, l)));
     }
     Expr rest = d.extent % b;
     if (!isZero(rest)) {
-      subst[d.name] = full * b + idxVar(d.name + ".t");
+      subst[d.name] = at(full * b + idxVar(d.name + ".t"));
       out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, subst, lanes)));
     }
     return out;
@@ -302,40 +318,38 @@ Stmt tileContraction(const Contraction &contraction) {
   if (c.indices.size() < 2 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
   std::vector<Expr> loads = loadsOf(c.body);
 
-  // Outer product: the output index with the most unit-stride reads that move with the
-  // reduction, none of them strided; the last index wins ties.
-  int best = -1, bestScore = 0;
-  for (size_t j = 1; j < c.indices.size(); ++j) {
-    const std::string &v = c.indices[j].name;
-    std::optional<int64_t> n = constExtent(c.indices[j].extent);
-    if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
-    int score = 0;
-    bool strided = false;
-    for (const Expr &l : loads) {
-      if (!dependsOnReduction(l, c.rvars)) continue;
-      Access a = accessIn(l, v);
-      if (a == Access::Strided) strided = true;
-      if (a == Access::Contiguous) ++score;
+  // Outer product: the output index (from `first` on) with the most unit-stride reads that
+  // move with the reduction, none of them strided; the last index wins ties.
+  auto vectorIndex = [&](size_t first) {
+    int best = -1, bestScore = 0;
+    for (size_t j = first; j < c.indices.size(); ++j) {
+      const std::string &v = c.indices[j].name;
+      std::optional<int64_t> n = constExtent(c.indices[j].extent);
+      if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+      int score = 0;
+      bool strided = false;
+      for (const Expr &l : loads) {
+        if (!dependsOnReduction(l, c.rvars)) continue;
+        Access a = accessIn(l, v);
+        if (a == Access::Strided) strided = true;
+        if (a == Access::Contiguous) ++score;
+      }
+      if (!strided && score > 0 && score >= bestScore) {
+        best = static_cast<int>(j);
+        bestScore = score;
+      }
     }
-    if (!strided && score > 0 && score >= bestScore) {
-      best = static_cast<int>(j);
-      bestScore = score;
-    }
-  }
-  std::vector<Dim> dims;
-  for (size_t i = 1; i < c.indices.size(); ++i) dims.push_back({c.indices[i].name, c.indices[i].extent});
-  if (best > 0) {
-    Dim &j = dims[static_cast<size_t>(best) - 1];
-    std::optional<int64_t> n = constExtent(j.extent);
-    j.block = !n || *n >= 32 ? 32 : (*n >= 16 ? 16 : 8);
-    j.lane = ForKind::Vectorized;
-    // Rows: the index whose blocking reuses the most vector loads (those that do not depend on it).
+    return best;
+  };
+  // Rows: the index (other than indices[0] and the vectorized one) whose blocking reuses the
+  // most vector loads (those that do not depend on it), or -1.
+  auto rowIndex = [&](int best) {
     int rows = -1, rowScore = 0;
     for (size_t i = 1; i < c.indices.size(); ++i) {
       if (static_cast<int>(i) == best) continue;
       int score = 0;
       for (const Expr &l : loads)
-        if (dependsOnReduction(l, c.rvars) && accessIn(l, j.name) == Access::Contiguous &&
+        if (dependsOnReduction(l, c.rvars) && accessIn(l, c.indices[static_cast<size_t>(best)].name) != Access::Uniform &&
             !mentions(l->args[0], c.indices[i].name))
           ++score;
       if (score > rowScore) {
@@ -343,7 +357,48 @@ Stmt tileContraction(const Contraction &contraction) {
         rowScore = score;
       }
     }
+    return rows;
+  };
+  auto vectorBlock = [](const Expr &extent) -> int64_t {
+    std::optional<int64_t> n = constExtent(extent);
+    return !n || *n >= 32 ? 32 : (*n >= 16 ? 16 : 8);
+  };
+  std::vector<Dim> dims;
+  for (size_t i = 1; i < c.indices.size(); ++i) dims.push_back({c.indices[i].name, c.indices[i].extent});
+  int best = vectorIndex(1);
+  // When that index is far-strided in the output and the reduction is short, so that the
+  // tile's scattered stores cost as much as its reduction (Encoding's grad_X[b, d, i] =
+  // sum(k: g[b, i, k] * c[k, d]) over K = 32 codewords, vectorized along d, stores each
+  // element N floats from the previous one), vectorize along the output's unit-stride index
+  // instead, gathering the reads that are strided along it.
+  bool gathers = false;
+  std::optional<int64_t> storeStride =
+      best > 0 ? strideIn(unclampedIndex(c.flatOut), c.indices[static_cast<size_t>(best)].name) : std::nullopt;
+  std::optional<int64_t> positions = 1; // the reduction's length, when it is a constant
+  for (const ReduceVar &r : c.rvars) {
+    std::optional<int64_t> n = constExtent(r.extent);
+    positions = positions && n ? std::optional<int64_t>(*positions * *n) : std::nullopt;
+  }
+  if (best > 0 && positions && *positions <= kShortReduction && (!storeStride || std::abs(*storeStride) >= kFarStore))
+    for (size_t j = c.indices.size(); j-- > 1;) {
+      const std::string &v = c.indices[j].name;
+      std::optional<int64_t> n = constExtent(c.indices[j].extent);
+      if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+      if (strideIn(unclampedIndex(c.flatOut), v) == std::optional<int64_t>(1)) {
+        best = static_cast<int>(j);
+        gathers = true;
+        break;
+      }
+    }
+  if (best > 0) {
+    Dim &j = dims[static_cast<size_t>(best) - 1];
+    j.block = vectorBlock(j.extent);
+    j.lane = ForKind::Vectorized;
+    int rows = rowIndex(best);
     if (rows > 0) dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, kRows);
+    // With gathers, the blocks of j loop outermost, so that the gathered rows of a block stay
+    // in cache while every row block reads them.
+    if (gathers) std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
     return Tiler(c, dims, "", 0).run();
   }
 
@@ -362,18 +417,46 @@ Stmt tileContraction(const Contraction &contraction) {
     }
     if (!strided && contiguous > 0) dot = r.name;
   }
-  if (dot.empty()) return nullptr;
-  // Block up to two output indices, each one that some moving read does not depend on.
-  int blocked = 0;
-  for (size_t i = c.indices.size(); i-- > 1 && blocked < 2;) {
-    bool reuse = false;
-    for (const Expr &l : loads)
-      if (mentions(l->args[0], dot) && !mentions(l->args[0], c.indices[i].name)) reuse = true;
-    if (!reuse) continue;
-    dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
-    ++blocked;
+  if (!dot.empty()) {
+    // Block up to two output indices, each one that some moving read does not depend on.
+    int blocked = 0;
+    for (size_t i = c.indices.size(); i-- > 1 && blocked < 2;) {
+      bool reuse = false;
+      for (const Expr &l : loads)
+        if (mentions(l->args[0], dot) && !mentions(l->args[0], c.indices[i].name)) reuse = true;
+      if (!reuse) continue;
+      dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
+      ++blocked;
+    }
+    return Tiler(c, dims, dot, kDotLanes).run();
   }
-  return Tiler(c, dims, dot, kDotLanes).run();
+
+  // Sliced outer product: only the parallel index p0 = indices[0] vectorizes (Encoding's
+  // grad_codewords[k, d] = sum(b, i: g[b, i, k] * X[b, d, i]): k is unit-stride in g, d and i
+  // are strided somewhere). Iteration p0 of the parallel loop then computes every p0 for a
+  // slice of another index p, [p0 * P / P0, (p0 + 1) * P / P0) (the slices partition 0..P),
+  // with the outer-product tile vectorized along indices[0] and blocked along p as rows.
+  if (vectorIndex(0) != 0) return nullptr;
+  int rows = rowIndex(0);
+  size_t p = rows > 0 ? static_cast<size_t>(rows) : 1;
+  const IndexVar &first = c.indices[0], &sliced = c.indices[p];
+  Expr p0 = idxVar(first.name);
+  Expr start = p0 * sliced.extent / first.extent;
+  Expr end = (p0 + intImm(1)) * sliced.extent / first.extent;
+  std::vector<Dim> slicedDims;
+  Dim s{sliced.name, end - start};
+  s.offset = start;
+  if (rows > 0) s.block = kRows;
+  slicedDims.push_back(s);
+  for (size_t i = 0; i < c.indices.size(); ++i) {
+    if (i == p) continue;
+    slicedDims.push_back({c.indices[i].name, c.indices[i].extent});
+    if (i == 0) {
+      slicedDims.back().block = vectorBlock(first.extent);
+      slicedDims.back().lane = ForKind::Vectorized;
+    }
+  }
+  return Tiler(c, slicedDims, "", 0).run();
 }
 
 } // namespace enc::ir

@@ -178,5 +178,66 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
     }
 }
 
+
+// grad_W[k, d] = sum(b, i: grad_Y[b, i, k] * X[b, d, i]) (Encoding's codeword gradient): only
+// the parallel index k vectorizes, so each iteration of the parallel loop computes all of k
+// for a slice of d (the sliced outer product). grad_X[b, d, i] = sum(k: grad_Y[b, i, k] * W[k, d])
+// vectorizes along i, where it is stored contiguously, with grad_Y gathered.
+const char *kProjection = R"(
+layer Projection(K: int, D: int) {
+  param W[K, D] = uniform(-1, 1)
+  forward(X: [B, D, N]) -> Y: [B, N, K] {
+    Y[b, i, k] = sum(d: W[k, d] * X[b, d, i])
+  }
+}
+)";
+
+TEST(CpuTiling, SlicedOuterProductVectorizesTheParallelIndex) {
+  Layer l(Library::fromSource("projection.enc", kProjection), "Projection", {{"K", "37"}, {"D", "50"}}, {});
+  const ir::Program &grad = l.gradientProgram();
+  std::string text = ir::printLoops(ir::lowerToLoops(grad, ir::Target::CPU));
+  EXPECT_NE(text.find("parallel for k in 0..37:"), std::string::npos) << text;
+  EXPECT_NE(text.find("vectorized for k.i in 0..32:"), std::string::npos) << text;
+  EXPECT_NE(text.find("unrolled for d.i in 0..4:"), std::string::npos) << text;
+  // grad_X[b, d, i] = sum(k: grad_Y[b, i, k] * W[k, d]): vectorized along i, where it is
+  // stored contiguously, gathering grad_Y, rather than along d (stores N elements apart).
+  EXPECT_NE(text.find("vectorized for i.i in 0..32:"), std::string::npos) << text;
+}
+
+TEST(CpuTiling, SlicedOuterProductAtOddSizes) {
+  std::mt19937_64 rng(5);
+  auto lib = Library::fromSource("projection.enc", kProjection);
+  struct Case { int64_t B, N, K, D; };
+  for (DType dtype : {DType::F32, DType::F64})
+    for (Case c : {Case{1, 1, 8, 1}, Case{2, 3, 8, 3}, Case{2, 37, 37, 50}, Case{1, 9, 9, 70}, Case{3, 20, 20, 13}, Case{1, 64, 16, 5}}) {
+      Layer layer(lib, "Projection", {{"K", std::to_string(c.K)}, {"D", std::to_string(c.D)}}, {dtype, 6});
+      Tensor x = randomTensor(dtype, {c.B, c.D, c.N}, rng);
+      V xv = values(x), wv = values(layer.params().at("W"));
+      Tensor y = layer.forward({{"X", x}}).at("Y");
+      ASSERT_EQ(y.shape(), (Shape{c.B, c.N, c.K}));
+      Tensor g = randomTensor(dtype, y.shape(), rng);
+      V gv = values(g);
+      auto grads = layer.backward({{"Y", g}});
+      V want(static_cast<size_t>(y.numel())), gx(xv.size()), gw(wv.size());
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t i = 0; i < c.N; ++i)
+          for (int64_t k = 0; k < c.K; ++k) {
+            int64_t yi = (b * c.N + i) * c.K + k;
+            double acc = 0;
+            for (int64_t d = 0; d < c.D; ++d) {
+              int64_t xi = (b * c.D + d) * c.N + i, wi = k * c.D + d;
+              acc += wv[wi] * xv[xi];
+              gx[xi] += gv[yi] * wv[wi];
+              gw[wi] += gv[yi] * xv[xi];
+            }
+            want[yi] = acc;
+          }
+      std::string what = fmt::format("Projection B={} N={} K={} D={}", c.B, c.N, c.K, c.D);
+      expectClose(y, want, dtype, what + " Y");
+      expectClose(grads.at("X"), gx, dtype, what + " grad X");
+      expectClose(grads.at("W"), gw, dtype, what + " grad W");
+    }
+}
+
 } // namespace
 } // namespace enc
