@@ -6,6 +6,7 @@
 
 #include "support/Error.h"
 
+#include <llvm/Analysis/TargetLibraryInfo.h>
 #include <llvm/Config/llvm-config.h>
 #include <llvm/ExecutionEngine/Orc/CompileUtils.h>
 #include <llvm/ExecutionEngine/Orc/IRCompileLayer.h>
@@ -22,6 +23,8 @@
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/TargetParser/Host.h>
 #include <llvm/TargetParser/SubtargetFeature.h>
+
+#include <dlfcn.h>
 
 #include <atomic>
 #include <chrono>
@@ -58,6 +61,24 @@ std::string verifierText(const llvm::Module &module) {
 
 // O3 for the host target machine. Each call makes its own TargetMachine and analysis managers, so it is
 // safe to run on several threads at once (each module has its own context).
+// glibc's vector math library. Loaded with RTLD_GLOBAL, so the JIT's lookup in the process
+// finds its functions, it lets loops over exp and log vectorize into calls of its 4- and
+// 8-lane versions (_ZGVdN8v_expf) instead of one libm call per element (softmax, Encoding's
+// assignment weights). Without it (not glibc, not x86-64), or with ENC_VECTOR_MATH=0, the
+// loops stay scalar.
+bool vectorMathAvailable() {
+#if defined(__x86_64__) && defined(__GLIBC__)
+  static const bool loaded = [] {
+    const char *env = std::getenv("ENC_VECTOR_MATH");
+    if (env && std::string_view(env) == "0") return false;
+    return dlopen("libmvec.so.1", RTLD_NOW | RTLD_GLOBAL) != nullptr;
+  }();
+  return loaded;
+#else
+  return false;
+#endif
+}
+
 llvm::Error optimizeModule(llvm::orc::JITTargetMachineBuilder tmb, llvm::Module &module) {
   auto tm = tmb.createTargetMachine();
   if (!tm) return tm.takeError();
@@ -81,6 +102,11 @@ llvm::Error optimizeModule(llvm::orc::JITTargetMachineBuilder tmb, llvm::Module 
   pto.LoopInterleaving = true;
   pto.LoopUnrolling = true;
   llvm::PassBuilder pb(tm->get(), pto);
+  // Registered before the defaults, so this library info (with the vector functions) wins.
+  llvm::Triple triple(module.getTargetTriple());
+  llvm::TargetLibraryInfoImpl tlii(triple);
+  if (vectorMathAvailable()) tlii.addVectorizableFunctionsFromVecLib(llvm::TargetLibraryInfoImpl::LIBMVEC_X86, triple);
+  fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); });
   pb.registerModuleAnalyses(mam);
   pb.registerCGSCCAnalyses(cgam);
   pb.registerFunctionAnalyses(fam);
@@ -168,7 +194,8 @@ struct CpuJit::Impl {
     parts.irHash = sha256Hex(printModule(module));
     parts.triple = jit->getTargetTriple().str();
     parts.cpu = cpu;
-    parts.features = tmb.getFeatures().getString();
+    // Objects that call libmvec only for processes that have it.
+    parts.features = tmb.getFeatures().getString() + (vectorMathAvailable() ? ";libmvec" : "");
     parts.llvmVersion = LLVM_VERSION_STRING;
     return cpuObjectKey(parts);
   }
@@ -249,6 +276,7 @@ CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
   // Concurrent compilation: lookups from different threads materialize (disk cache or optimize + codegen)
   // in parallel, each with its own TargetMachine.
   Impl *impl = impl_.get();
+  vectorMathAvailable(); // before any object that calls it is linked (disk-cache hits too)
   impl_->jit = unwrap(llvm::orc::LLJITBuilder()
                           .setJITTargetMachineBuilder(tmb)
                           .setSupportConcurrentCompilation(true)
