@@ -21,8 +21,10 @@ struct Contraction {
   SourceLoc loc;
 };
 
-// The loops over indices[1..] and the reduction, register-blocked, or nullptr when the
-// contraction does not fit either blocked schedule (the caller keeps the plain loop nest).
+// The body of the caller's parallel loop over indices[0]: the loops over the other indices
+// and the reduction, register-blocked, or nullptr when the contraction fits no blocked
+// schedule (the caller keeps the plain loop nest). In the sliced outer product, iteration
+// indices[0] = s computes every indices[0] for the s-th slice of another index instead.
 // Free variables of the result: indices[0] and the sizes.
 Stmt tileContraction(const Contraction &c);
 
