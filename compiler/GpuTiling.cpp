@@ -100,30 +100,6 @@ bool unitStrideIn(const Expr &operand, const std::string &v) {
   return unit;
 }
 
-// Integer subexpressions that take a single value over the index ranges become that value
-// (a group index o / 20 with o < 20 is 0), so a factor does not seem to read an index it
-// does not depend on.
-// Comparisons the ranges decide (j1 >= 0 with j1 an index) fold to true or false.
-Expr foldConstantIndices(const Expr &e, const std::map<std::string, Expr> &extents) {
-  return mutate(e, [&](const Expr &n) -> Expr {
-    if (n->kind != ExprKind::Binary) return nullptr;
-    if (n->type == Type::Int) {
-      auto r = indexRange(n, extents);
-      return r && r->lo == r->hi ? intImm(r->lo) : nullptr;
-    }
-    if (n->type != Type::Bool || n->args[0]->type != Type::Int) return nullptr;
-    auto a = indexRange(n->args[0], extents), b = indexRange(n->args[1], extents);
-    if (!a || !b) return nullptr;
-    switch (n->binOp) {
-    case BinOp::Lt: return a->hi < b->lo ? boolImm(true) : a->lo >= b->hi ? boolImm(false) : nullptr;
-    case BinOp::Le: return a->hi <= b->lo ? boolImm(true) : a->lo > b->hi ? boolImm(false) : nullptr;
-    case BinOp::Gt: return a->lo > b->hi ? boolImm(true) : a->hi <= b->lo ? boolImm(false) : nullptr;
-    case BinOp::Ge: return a->lo >= b->hi ? boolImm(true) : a->hi < b->lo ? boolImm(false) : nullptr;
-    default: return nullptr;
-    }
-  });
-}
-
 int64_t totalOf(const std::vector<IndexVar> &vars) {
   int64_t n = 1;
   for (const IndexVar &v : vars) {
@@ -158,7 +134,7 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
   for (const IndexVar &v : indices) extents[v.name] = v.extent;
   for (const IndexVar &v : red) extents[v.name] = v.extent;
   std::vector<Expr> factors, varying, constant;
-  factorsOf(foldConstantIndices(reduction.args[0], extents), factors);
+  factorsOf(foldByIndexRanges(reduction.args[0], extents), factors);
   for (const Expr &f : factors) {
     std::set<std::string> vs = indexVarsOf(f);
     bool readsOut = std::any_of(vs.begin(), vs.end(), [&](const std::string &n) { return outNames.count(n); });

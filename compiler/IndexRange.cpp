@@ -63,4 +63,24 @@ std::optional<IndexRange> indexRange(const Expr &e, const std::map<std::string, 
   }
 }
 
+Expr foldByIndexRanges(const Expr &e, const std::map<std::string, Expr> &extents) {
+  return mutate(e, [&](const Expr &n) -> Expr {
+    if (n->kind != ExprKind::Binary) return nullptr;
+    if (n->type == Type::Int) {
+      auto r = indexRange(n, extents);
+      return r && r->lo == r->hi ? intImm(r->lo) : nullptr;
+    }
+    if (n->type != Type::Bool || n->args[0]->type != Type::Int) return nullptr;
+    auto a = indexRange(n->args[0], extents), b = indexRange(n->args[1], extents);
+    if (!a || !b) return nullptr;
+    switch (n->binOp) {
+    case BinOp::Lt: return a->hi < b->lo ? boolImm(true) : a->lo >= b->hi ? boolImm(false) : nullptr;
+    case BinOp::Le: return a->hi <= b->lo ? boolImm(true) : a->lo > b->hi ? boolImm(false) : nullptr;
+    case BinOp::Gt: return a->lo > b->hi ? boolImm(true) : a->hi <= b->lo ? boolImm(false) : nullptr;
+    case BinOp::Ge: return a->lo >= b->hi ? boolImm(true) : a->hi < b->lo ? boolImm(false) : nullptr;
+    default: return nullptr;
+    }
+  });
+}
+
 } // namespace enc::ir
