@@ -295,6 +295,33 @@ private:
   }
 };
 
+Stmt substituted(const Stmt &s, const std::string &var, const Expr &value) {
+  auto lookup = [&](const std::string &n, VarKind) -> Expr { return n == var ? value : nullptr; };
+  auto copy = std::make_shared<StmtNode>(*s);
+  if (copy->value) copy->value = substitute(copy->value, lookup);
+  if (copy->index) copy->index = substitute(copy->index, lookup);
+  for (Stmt &c : copy->body) c = substituted(c, var, value);
+  return copy;
+}
+
+// The CPU splits the outermost loop across threads. When that loop has one iteration (a
+// batch of one, Inspiration's single target t < 1) around a single loop, the inner loop
+// (often the outer loop of a register tile) is the one to split.
+void moveParallelismInward(Kernel &k) {
+  while (k.launch == ForKind::Parallel && !k.scatters) {
+    const Stmt &top = k.body;
+    int64_t n = 0;
+    if (top->kind != StmtKind::For || top->forKind != ForKind::Parallel || !isConst(top->value, &n) || n != 1) return;
+    const std::vector<Stmt> *body = &top->body;
+    while (body->size() == 1 && (*body)[0]->kind == StmtKind::Block) body = &(*body)[0]->body;
+    if (body->size() != 1 || (*body)[0]->kind != StmtKind::For || (*body)[0]->forKind != ForKind::Serial) return;
+    auto inner = std::make_shared<StmtNode>(*substituted((*body)[0], top->name, intImm(0)));
+    inner->forKind = ForKind::Parallel;
+    k.body = inner;
+    k.launchExtent = inner->value;
+  }
+}
+
 } // namespace
 
 LoopProgram lowerToLoops(const Program &p, Target target) {
@@ -302,7 +329,10 @@ LoopProgram lowerToLoops(const Program &p, Target target) {
   out.target = target;
   out.tensors = p;
   int ordinal = 0;
-  for (const Definition &d : p.defs) out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
+  for (const Definition &d : p.defs) {
+    out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
+    if (target == Target::CPU) moveParallelismInward(out.kernels.back());
+  }
   return out;
 }
 

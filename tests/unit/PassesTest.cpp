@@ -910,3 +910,25 @@ TEST(Passes, DropCenteredSumsOnlyForTheMean) {
   Program x = centeredOn("X");
   EXPECT_EQ(printProgram(dropCenteredSums(x, f)), printProgram(x));
 }
+
+// A parallel loop of one iteration around a single loop hands the threads to that loop:
+// Inspiration's gradient grad_P[t < 1, i, j] splits its row blocks, not its one target.
+TEST(Passes, CpuParallelismMovesPastUnitLoops) {
+  const LayerSymbols &insp = shipped()->get("Inspiration");
+  std::map<std::string, Expr> hyper = resolveHyperParams(insp, {{"C", "128"}});
+  hyper["training"] = boolImm(true);
+  Program grad = gradientOf(insp, buildTensorProgram(insp, hyper), hyper).program;
+  LoopProgram lp = lowerToLoops(grad, Target::CPU);
+  const Kernel *k = kernelFor(lp, "grad_P");
+  ASSERT_NE(k, nullptr) << printLoops(lp);
+  EXPECT_EQ(k->launch, ForKind::Parallel);
+  EXPECT_EQ(k->body->forKind, ForKind::Parallel);
+  EXPECT_EQ(k->body->name, "i.o") << printLoops(lp);
+  EXPECT_EQ(print(k->launchExtent), "32");
+  // The unit index is gone from the addresses (t = 0).
+  EXPECT_EQ(printStmt(k->body).find("t *"), std::string::npos) << printStmt(k->body);
+  // A loop of one iteration around several statements stays as it is.
+  for (const Kernel &other : lp.kernels)
+    if (other.body->kind == StmtKind::For && other.body->forKind == ForKind::Parallel && print(other.launchExtent) == "1")
+      EXPECT_NE(other.body->body.size(), 1u) << other.name;
+}
