@@ -103,8 +103,7 @@ void Gpu::fill(CUdeviceptr dst, unsigned char byte, size_t bytes) {
 
 void Gpu::synchronize(const std::string &what) {
   makeCurrent();
-  CUresult r = driver_->cuStreamSynchronize(stream_);
-  if (r != CUDA_SUCCESS) throw Error(fmt::format("CUDA error {} in {}", driver_->describe(r), what));
+  driver_->check(driver_->cuStreamSynchronize(stream_), what.c_str());
 }
 
 CUmodule Gpu::loadModule(const std::string &key, const CompileResult &image) {

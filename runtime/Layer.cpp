@@ -276,6 +276,10 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   }
   c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
   if (options_.fuse) c->loops = ir::fuseSiblingReductions(c->loops);
+  // Everything but the random seed was folded into the kernels.
+  for (const ir::Kernel &k : c->loops.kernels)
+    for (const ir::SizeParam &p : k.params)
+      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
   if (options_.device == Device::CUDA)
     compileForGpu(*c);
   else
@@ -314,27 +318,22 @@ void Layer::compileForGpu(Compiled &c) {
 }
 
 void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
-  bool gpu = options_.device == Device::CUDA;
+  // Kernels write every element they own (scatter outputs are zeroed where they run); on the
+  // host Tensor::empty is zero-filled anyway.
   for (const auto &[n, s] : c.shapes)
-    if (!buffers.count(n)) buffers[n] = gpu ? Tensor::empty(options_.dtype, s, Device::CUDA) : Tensor(options_.dtype, s);
-  // Everything but the random seed was folded into the kernels when they were compiled.
-  std::vector<int64_t> params;
-  for (const ir::Kernel &k : c.loops.kernels)
-    for (const ir::SizeParam &p : k.params)
-      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
-  params.push_back(randomSeed);
-  if (gpu)
-    runOnGpu(c, buffers, params);
+    if (!buffers.count(n)) buffers[n] = Tensor::empty(options_.dtype, s, options_.device);
+  if (options_.device == Device::CUDA)
+    runOnGpu(c, buffers, randomSeed);
   else
-    runOnCpu(c, buffers, params);
+    runOnCpu(c, buffers, randomSeed);
 }
 
-void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &seed) {
+void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
     std::vector<void *> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
-    std::vector<int64_t> params(k.params.size(), seed[0]);
+    std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left
     codegen::CpuKernelFn fn = c.fns[i];
     int64_t extent = evalInt(k.launchExtent);
     if (k.scatters && k.launch == ir::ForKind::Parallel && extent > 1) {
@@ -366,7 +365,7 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
   }
 }
 
-void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &seed) {
+void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
   cuda::Gpu &gpu = cuda::Gpu::require();
   // Grid-stride loops: a few waves of blocks per multiprocessor cover any extent.
   const int64_t maxBlocks = int64_t{32} * gpu.multiprocessors();
@@ -381,7 +380,7 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
     if (extent <= 0) continue;
     std::vector<cuda::CUdeviceptr> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(reinterpret_cast<cuda::CUdeviceptr>(buffers.at(b).data()));
-    std::vector<int64_t> params(k.params.size(), seed[0]);
+    std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left
     std::vector<void *> args;
     for (cuda::CUdeviceptr &p : ptrs) args.push_back(&p);
     for (int64_t &p : params) args.push_back(&p);

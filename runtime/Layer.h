@@ -88,8 +88,8 @@ private:
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache);
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
-  void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &params);
-  void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, const std::vector<int64_t> &params);
+  void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
+  void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void compileForCpu(Compiled &c);
   void compileForGpu(Compiled &c);
 };

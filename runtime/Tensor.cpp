@@ -19,8 +19,6 @@ std::optional<DType> parseDType(std::string_view name) {
   return std::nullopt;
 }
 
-const char *deviceName(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
-
 std::optional<Device> parseDevice(std::string_view name) {
   if (name == "cpu") return Device::CPU;
   if (name == "cuda" || name == "gpu" || name == "cuda:0") return Device::CUDA;
@@ -45,6 +43,13 @@ int64_t shapeNumel(const Shape &s) {
 namespace {
 std::atomic<int64_t> gCurrent{0}, gPeak{0}, gLargest{0}, gCount{0};
 
+void checkShape(const Shape &shape) {
+  for (int64_t d : shape)
+    if (d < 0) fail("negative dimension in tensor shape {}", shapeString(shape));
+}
+
+cuda::CUdeviceptr deviceAddress(const Tensor &t) { return reinterpret_cast<cuda::CUdeviceptr>(t.data()); }
+
 void raiseTo(std::atomic<int64_t> &a, int64_t v) {
   int64_t old = a.load();
   while (v > old && !a.compare_exchange_weak(old, v)) {
@@ -61,14 +66,13 @@ void resetAllocationStats() {
 }
 
 Tensor::Tensor(DType dtype, Shape shape, Device device) : dtype_(dtype), device_(device), shape_(std::move(shape)) {
-  for (int64_t d : shape_)
-    if (d < 0) fail("negative dimension in tensor shape {}", shapeString(shape_));
-  size_t bytes = nbytes();
   if (device_ == Device::CUDA) {
     *this = empty(dtype_, shape_, Device::CUDA);
-    cuda::Gpu::get()->fill(reinterpret_cast<cuda::CUdeviceptr>(data()), 0, bytes);
+    cuda::Gpu::get()->fill(deviceAddress(*this), 0, nbytes());
     return;
   }
+  checkShape(shape_);
+  size_t bytes = nbytes();
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
   void *p = std::aligned_alloc(64, rounded);
@@ -91,8 +95,7 @@ Tensor Tensor::empty(DType dtype, Shape shape, Device device) {
   t.dtype_ = dtype;
   t.device_ = Device::CUDA;
   t.shape_ = std::move(shape);
-  for (int64_t d : t.shape_)
-    if (d < 0) fail("negative dimension in tensor shape {}", shapeString(t.shape_));
+  checkShape(t.shape_);
   uint64_t address = gpu.allocator().allocate(t.nbytes());
   t.storage_ = std::shared_ptr<std::byte>(reinterpret_cast<std::byte *>(address),
                                           [&gpu](std::byte *q) { gpu.allocator().release(reinterpret_cast<uint64_t>(q)); });
@@ -130,8 +133,7 @@ Tensor Tensor::reshape(Shape shape) const {
 Tensor Tensor::clone() const {
   if (device_ == Device::CUDA) {
     Tensor t = empty(dtype_, shape_, Device::CUDA);
-    cuda::Gpu::get()->copyOnDevice(reinterpret_cast<cuda::CUdeviceptr>(t.data()),
-                                   reinterpret_cast<cuda::CUdeviceptr>(data()), nbytes());
+    cuda::Gpu::get()->copyOnDevice(deviceAddress(t), deviceAddress(*this), nbytes());
     return t;
   }
   Tensor t(dtype_, shape_);
@@ -151,11 +153,11 @@ Tensor Tensor::to(Device device) const {
   if (device == device_ || !defined()) return *this;
   if (device == Device::CUDA) {
     Tensor t = empty(dtype_, shape_, Device::CUDA);
-    cuda::Gpu::get()->copyToDevice(reinterpret_cast<cuda::CUdeviceptr>(t.data()), data(), nbytes());
+    cuda::Gpu::get()->copyToDevice(deviceAddress(t), data(), nbytes());
     return t;
   }
   Tensor t(dtype_, shape_);
-  cuda::Gpu::get()->copyToHost(t.data(), reinterpret_cast<cuda::CUdeviceptr>(data()), nbytes());
+  cuda::Gpu::get()->copyToHost(t.data(), deviceAddress(*this), nbytes());
   return t;
 }
 

@@ -15,7 +15,6 @@ namespace enc {
 enum class DType { F32, F64 };
 
 enum class Device { CPU, CUDA };
-const char *deviceName(Device d); // "cpu" / "cuda"
 std::optional<Device> parseDevice(std::string_view name);
 
 size_t dtypeSize(DType t);
