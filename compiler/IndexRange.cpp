@@ -68,7 +68,11 @@ Expr foldByIndexRanges(const Expr &e, const std::map<std::string, Expr> &extents
     if (n->kind != ExprKind::Binary) return nullptr;
     if (n->type == Type::Int) {
       auto r = indexRange(n, extents);
-      return r && r->lo == r->hi ? intImm(r->lo) : nullptr;
+      if (r && r->lo == r->hi) return intImm(r->lo);
+      // x % k with x already in [0, k) is x.
+      int64_t k = 0;
+      auto x = n->binOp == BinOp::Mod && isConst(n->args[1], &k) ? indexRange(n->args[0], extents) : std::nullopt;
+      return x && x->lo >= 0 && x->hi < k ? n->args[0] : nullptr;
     }
     if (n->type != Type::Bool || n->args[0]->type != Type::Int) return nullptr;
     auto a = indexRange(n->args[0], extents), b = indexRange(n->args[1], extents);

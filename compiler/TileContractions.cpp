@@ -30,6 +30,8 @@
 // variant): it stays the loop that the runtime splits across threads.
 #include "compiler/TileContractions.h"
 
+#include "compiler/IndexRange.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -262,22 +264,6 @@ bool dependsOnReduction(const Expr &load, const std::vector<ReduceVar> &rvars) {
   return false;
 }
 
-// Folds x / k to 0 and x % k to x for an index x whose extent is a constant no larger than
-// k (Conv2d's group arithmetic o // (out_channels // groups) with one group), so that reads
-// that only seemed to depend on x are recognized as independent of it.
-Expr foldRanges(const Expr &e, const std::map<std::string, int64_t> &extents) {
-  return mutate(e, [&](const Expr &n) -> Expr {
-    if (n->kind != ExprKind::Binary || n->type != Type::Int || (n->binOp != BinOp::Div && n->binOp != BinOp::Mod))
-      return nullptr;
-    const Expr &x = n->args[0];
-    int64_t k;
-    if (x->kind != ExprKind::Var || !isConst(n->args[1], &k) || k <= 0) return nullptr;
-    auto it = extents.find(x->name);
-    if (it == extents.end() || it->second > k) return nullptr;
-    return n->binOp == BinOp::Div ? intImm(0) : x;
-  });
-}
-
 } // namespace
 
 Expr unclampedIndex(const Expr &e) {
@@ -306,15 +292,14 @@ std::optional<int64_t> strideIn(const Expr &e, const std::string &v) {
 }
 
 Stmt tileContraction(const Contraction &contraction) {
-  std::map<std::string, int64_t> extents;
-  int64_t n0;
-  for (const IndexVar &v : contraction.indices)
-    if (isConst(v.extent, &n0)) extents[v.name] = n0;
-  for (const ReduceVar &v : contraction.rvars)
-    if (isConst(v.extent, &n0)) extents[v.name] = n0;
+  // Index arithmetic the ranges decide (Conv2d's group o // (out_channels // groups) with one
+  // group) folds first, so reads that only seemed to depend on an index are independent of it.
+  std::map<std::string, Expr> extents;
+  for (const IndexVar &v : contraction.indices) extents[v.name] = v.extent;
+  for (const ReduceVar &v : contraction.rvars) extents[v.name] = v.extent;
   Contraction c = contraction;
-  c.body = foldRanges(c.body, extents);
-  c.epilogue = foldRanges(c.epilogue, extents);
+  c.body = foldByIndexRanges(c.body, extents);
+  c.epilogue = foldByIndexRanges(c.epilogue, extents);
   if (c.indices.size() < 2 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
   std::vector<Expr> loads = loadsOf(c.body);
 
