@@ -34,14 +34,16 @@ struct Case {
   Shape input;
 };
 
-void runLayer(benchmark::State &state, const Case &c, bool fuse) {
+// dtype f16/bf16: the f32 layer with 16-bit inputs, outputs and gradients.
+void runLayer(benchmark::State &state, const Case &c, bool fuse, DType dtype = DType::F32) {
   static auto lib = Library::shipped();
   LayerOptions opts;
   opts.fuse = fuse;
+  opts.dtype = dtype;
   Layer layer(lib, c.layer, c.sets, opts);
-  Tensor x = randomTensor(c.input, 1);
+  Tensor x = randomTensor(c.input, 1).to(dtype);
   auto out = layer.forward({{"X", x}});
-  Tensor g = randomTensor(out.at("Y").shape(), 2);
+  Tensor g = randomTensor(out.at("Y").shape(), 2).to(dtype);
   layer.backward({{"Y", g}}); // compile both passes before timing
   for (auto _ : state) {
     auto y = layer.forward({{"X", x}});
@@ -74,6 +76,9 @@ void BM_LeakyReLU_Unfused(benchmark::State &s) { runLayer(s, kLeaky, false); }
 
 void BM_BatchNorm_Fused(benchmark::State &s) { runLayer(s, kBatchNorm, true); }
 void BM_BatchNorm_Unfused(benchmark::State &s) { runLayer(s, kBatchNorm, false); }
+void BM_BatchNorm_Fused_bf16(benchmark::State &s) { runLayer(s, kBatchNorm, true, DType::BF16); }
+void BM_BatchNorm_Fused_f16(benchmark::State &s) { runLayer(s, kBatchNorm, true, DType::F16); }
+void BM_LeakyReLU_Fused_bf16(benchmark::State &s) { runLayer(s, kLeaky, true, DType::BF16); }
 void BM_Conv2d_Fused(benchmark::State &s) { runLayer(s, kConv, true); }
 void BM_UpsampleConv2d_Fused(benchmark::State &s) { runLayer(s, kUpConv, true); }
 void BM_Inspiration_Fused(benchmark::State &s) { runLayer(s, kInspiration, true); }
@@ -88,6 +93,9 @@ BENCHMARK(BM_LeakyReLU_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LeakyReLU_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNorm_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNorm_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNorm_Fused_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_BatchNorm_Fused_f16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LeakyReLU_Fused_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Conv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsampleConv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Inspiration_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -117,6 +117,11 @@ std::string printStmt(const Stmt &s, int indent) {
 
 std::string printLoops(const LoopProgram &p) {
   std::string out;
+  if (!p.types.stored.empty()) {
+    std::string stored;
+    for (const auto &[name, t] : p.types.stored) stored += fmt::format("{}{} {}", stored.empty() ? "" : ", ", name, elemTypeName(t));
+    out += fmt::format("# computed in {}; stored narrow: {}\n", elemTypeName(p.types.compute), stored);
+  }
   for (const Kernel &k : p.kernels) {
     std::string bufs, params;
     for (size_t i = 0; i < k.buffers.size(); ++i) bufs += (i ? ", " : "") + k.buffers[i];

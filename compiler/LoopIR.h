@@ -6,6 +6,7 @@
 
 #include "compiler/TensorProgram.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,10 +95,25 @@ struct Kernel {
   SourceLoc loc;
 };
 
+// How a buffer's elements are stored. Kernels compute in `compute` (f32 or f64); a buffer
+// stored in a 16-bit type is converted on every load (exactly) and store (rounded to nearest
+// even), so memory-bound layers move half the bytes while sums still accumulate in f32.
+enum class ElemType : uint8_t { F16, BF16, F32, F64 };
+const char *elemTypeName(ElemType t); // "f16", "bf16", "f32", "f64"
+int elemTypeBytes(ElemType t);
+
+struct ElementTypes {
+  ElemType compute = ElemType::F32;
+  std::map<std::string, ElemType> stored; // buffers not stored in `compute`
+  ElemType of(const std::string &buffer) const;
+  bool f64() const { return compute == ElemType::F64; }
+};
+
 struct LoopProgram {
   Target target = Target::CPU;
   Program tensors; // shapes of every buffer
   std::vector<Kernel> kernels;
+  ElementTypes types;
 };
 
 LoopProgram lowerToLoops(const Program &p, Target target);
@@ -107,6 +123,7 @@ LoopProgram lowerToLoops(const Program &p, Target target);
 // them produces what the later one reads: sibling reductions (the batch-norm gradient's sums
 // over dY and X) then read their inputs in one pass. See FuseSiblingReductions.cpp.
 LoopProgram fuseSiblingReductions(const LoopProgram &p);
+
 
 std::string printStmt(const Stmt &s, int indent = 0);
 std::string printLoops(const LoopProgram &p);

@@ -2,6 +2,7 @@
 
 #include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "runtime/CpuJit.h"
@@ -40,6 +41,26 @@ struct Layer::GradientInfo {
 };
 
 namespace {
+
+DType dtypeOf(ir::ElemType t) {
+  switch (t) {
+  case ir::ElemType::F16: return DType::F16;
+  case ir::ElemType::BF16: return DType::BF16;
+  case ir::ElemType::F32: return DType::F32;
+  case ir::ElemType::F64: return DType::F64;
+  }
+  return DType::F32;
+}
+
+ir::ElemType elemTypeOf(DType t) {
+  switch (t) {
+  case DType::F16: return ir::ElemType::F16;
+  case DType::BF16: return ir::ElemType::BF16;
+  case DType::F32: return ir::ElemType::F32;
+  case DType::F64: return ir::ElemType::F64;
+  }
+  return ir::ElemType::F32;
+}
 
 // PyTorch-Encoding's deprecated BatchNorm1d/2d/3d: SyncBatchNorm restricted to input ranks.
 struct Alias {
@@ -105,7 +126,7 @@ void Layer::initParams() {
                     "check the hyper-parameters");
       shape.push_back(n);
     }
-    Tensor t(options_.dtype, shape);
+    Tensor t(paramDType(), shape);
     std::string kind = d.init ? d.init->name : "zeros";
     std::vector<double> args;
     if (d.init)
@@ -175,7 +196,7 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
   if (value.shape() != it->second.shape())
     throw Error(fmt::format("layer {}: parameter '{}' has shape {}, but the value given has shape {}", name_, pname,
                             shapeString(it->second.shape()), shapeString(value.shape())));
-  it->second = value.to(options_.dtype).to(options_.device).clone();
+  it->second = value.to(paramDType()).to(options_.device).clone();
 }
 
 SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,
@@ -251,7 +272,7 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
 }
 
 Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
-                               std::map<std::string, std::unique_ptr<Compiled>> &cache) {
+                               std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types) {
   std::string signature;
   for (const auto &[n, v] : sizes) signature += n + "=" + ir::print(v) + ";";
   auto found = cache.find(signature);
@@ -276,6 +297,10 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   }
   c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
   if (options_.fuse) c->loops = ir::fuseSiblingReductions(c->loops);
+  c->loops.types = types;
+  c->loops = ir::accumulateInComputeType(c->loops);
+  for (const ir::TensorDecl &t : c->loops.tensors.tensors) // the temporaries it added
+    if (!c->shapes.count(t.name)) c->shapes[t.name] = c->shapes.at(t.name.substr(0, t.name.rfind("_acc")));
   // Everything but the random seed was folded into the kernels.
   for (const ir::Kernel &k : c->loops.kernels)
     for (const ir::SizeParam &p : k.params)
@@ -290,14 +315,17 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
 }
 
 void Layer::compileForCpu(Compiled &c) {
-  bool f64 = options_.dtype == DType::F64;
+  const ir::ElementTypes &types = c.loops.types;
   for (const ir::Kernel &k : c.loops.kernels) {
-    std::string key = sha256Hex(fmt::format("encc-cpu-1;{};{}\n{}", f64 ? "f64" : "f32", k.name, ir::printStmt(k.body)));
+    std::string stored;
+    for (const std::string &b : k.buffers) stored += fmt::format("{}:{};", b, ir::elemTypeName(types.of(b)));
+    std::string key = sha256Hex(fmt::format("encc-cpu-2;{};{};{}\n{}", ir::elemTypeName(types.compute), stored, k.name,
+                                            ir::printStmt(k.body)));
     void *addr = CpuJit::instance().lookup(key);
     if (!addr) {
       auto ctx = std::make_unique<llvm::LLVMContext>();
       auto mod = CpuJit::instance().newModule(k.name, *ctx);
-      codegen::emitLLVMKernel(k, f64, *mod);
+      codegen::emitLLVMKernel(k, types, *mod);
       addr = CpuJit::instance().compile(std::move(ctx), std::move(mod), k.name, key);
     }
     c.fns.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
@@ -308,7 +336,7 @@ void Layer::compileForCpu(Compiled &c) {
 // kernel cache (memory, then disk) and loaded once per process.
 void Layer::compileForGpu(Compiled &c) {
   cuda::Gpu &gpu = cuda::Gpu::require();
-  std::string source = codegen::emitCuda(c.loops, options_.dtype == DType::F64);
+  std::string source = codegen::emitCuda(c.loops);
   cuda::CompileOptions opts;
   opts.arch = fmt::format("sm_{}", gpu.computeCapability());
   opts.sourceName = name_ + ".cu";
@@ -321,7 +349,7 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   // Kernels write every element they own (scatter outputs are zeroed where they run); on the
   // host Tensor::empty is zero-filled anyway.
   for (const auto &[n, s] : c.shapes)
-    if (!buffers.count(n)) buffers[n] = Tensor::empty(options_.dtype, s, options_.device);
+    if (!buffers.count(n)) buffers[n] = Tensor::empty(dtypeOf(c.loops.types.of(n)), s, options_.device);
   if (options_.device == Device::CUDA)
     runOnGpu(c, buffers, randomSeed);
   else
@@ -347,6 +375,7 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
         own[0] = mine.data();
         fn(own.data(), params.data(), b, e);
         std::lock_guard<std::mutex> lock(mu);
+        if (isHalfPrecision(target.dtype())) fail("internal error: kernel {} scatters into a 16-bit buffer", k.name);
         if (target.dtype() == DType::F32) {
           float *t = target.dataAs<float>();
           const float *m = mine.dataAs<float>();
@@ -369,13 +398,16 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
   cuda::Gpu &gpu = cuda::Gpu::require();
   // Grid-stride loops: a few waves of blocks per multiprocessor cover any extent.
   const int64_t maxBlocks = int64_t{32} * gpu.multiprocessors();
+  std::set<std::string> written;
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
-    if (k.scatters) {
-      // Scatter kernels add into their output (atomically).
+    if (k.scatters && !written.count(k.buffers[0])) {
+      // Scatter kernels add into their output (atomically): zeros, unless a kernel before
+      // wrote the tensor's own definition.
       Tensor &out = buffers.at(k.buffers[0]);
       gpu.fill(reinterpret_cast<cuda::CUdeviceptr>(out.data()), 0, out.nbytes());
     }
+    for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
     int64_t extent = evalInt(k.launchExtent);
     if (extent <= 0) continue;
     std::vector<cuda::CUdeviceptr> ptrs;
@@ -421,10 +453,11 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
                               shapeString(grad.shape()), shapeString(want)));
     buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
   }
-  Compiled &c = compile(g, lastSizes_, compiledGrad_);
+  Compiled &c = compile(g, lastSizes_, compiledGrad_, ir::backwardStorage(info, program_, elemTypeOf(options_.dtype)));
   for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
   for (const auto &[o, seed] : info.seedOf)
-    if (!buffers.count(seed) && c.shapes.count(seed)) buffers[seed] = Tensor(options_.dtype, c.shapes.at(seed), options_.device);
+    if (!buffers.count(seed) && c.shapes.count(seed))
+      buffers[seed] = Tensor(dtypeOf(c.loops.types.of(seed)), c.shapes.at(seed), options_.device);
   run(c, buffers, lastRandomSeed_);
   std::map<std::string, Tensor> grads;
   for (const auto &[x, gname] : info.gradOf) {
@@ -453,7 +486,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
   for (const auto &[n, t] : inputs)
     lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));
   SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_, hyper_);
-  Compiled &c = compile(program_, binding.values, compiled_);
+  Compiled &c = compile(program_, binding.values, compiled_, ir::forwardStorage(program_, elemTypeOf(options_.dtype)));
 
   std::map<std::string, Tensor> buffers;
   lastInputShapes_.clear();

@@ -15,6 +15,9 @@
 namespace enc {
 
 struct LayerOptions {
+  // The dtype of the tensors the layer exchanges: inputs, outputs and their gradients. f16
+  // and bf16 make an f32 layer that stores those in 16 bits: parameters, buffers, their
+  // gradients and every intermediate stay f32, and all arithmetic and sums are f32.
   DType dtype = DType::F32;
   uint64_t seed = 0;
   // Training passes use batch statistics and update buffers; evaluation passes use the
@@ -35,6 +38,8 @@ public:
 
   const std::string &name() const { return name_; }
   DType dtype() const { return options_.dtype; }
+  // Parameters and buffers: f64 for an f64 layer, else f32.
+  DType paramDType() const { return options_.dtype == DType::F64 ? DType::F64 : DType::F32; }
   Device device() const { return options_.device; }
   std::vector<std::string> inputNames() const;
   std::vector<std::string> outputNames() const;
@@ -86,7 +91,7 @@ private:
   void initParams();
   void checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const;
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
-                    std::map<std::string, std::unique_ptr<Compiled>> &cache);
+                    std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types);
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);

@@ -33,7 +33,7 @@ constexpr const char *kHeaderHint =
     "a .npy header looks like {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }; "
     "write the file with np.save";
 constexpr const char *kDTypeHint =
-    "encc reads float32 and float64 arrays; convert with arr.astype(np.float32)";
+    "encc reads float16, float32 and float64 arrays; convert with arr.astype(np.float32)";
 
 [[noreturn]] void failIn(const std::string &name, const std::string &message, std::string hint = {}) {
   throw Error(name + ": " + message, std::move(hint));
@@ -276,6 +276,7 @@ DType parseDescr(const Value &v, const std::string &name) {
     descr.remove_prefix(1);
   }
   std::optional<DType> dtype;
+  if (descr == "f2") dtype = DType::F16;
   if (descr == "f4") dtype = DType::F32;
   if (descr == "f8") dtype = DType::F64;
   std::string shown = printable(v.str);
@@ -436,6 +437,22 @@ bool writeFully(int fd, const void *src, size_t n) {
   return true;
 }
 
+const char *descr(DType t) {
+  switch (t) {
+  case DType::F16: return "f2";
+  case DType::F32: return "f4";
+  case DType::F64: return "f8";
+  case DType::BF16: break; // widened by hostTensorToWrite
+  }
+  fail("no .npy dtype for {} data", dtypeName(t));
+}
+
+// The tensor on the host in a dtype NumPy has: bf16 is widened (exactly) to f32.
+Tensor hostTensorToWrite(const Tensor &t) {
+  Tensor host = t.cpu();
+  return host.dtype() == DType::BF16 ? host.to(DType::F32) : host;
+}
+
 // Magic, version, header length and the padded header dict: everything before the data.
 std::string npyPreambleAndHeader(const Tensor &t) {
   std::string shape = "(";
@@ -445,8 +462,8 @@ std::string npyPreambleAndHeader(const Tensor &t) {
   else if (t.rank() > 1)
     shape.resize(shape.size() - 2);
   shape += ")";
-  std::string dict = fmt::format("{{'descr': '<{}', 'fortran_order': False, 'shape': {}, }}",
-                                 t.dtype() == DType::F32 ? "f4" : "f8", shape);
+  std::string dict =
+      fmt::format("{{'descr': '<{}', 'fortran_order': False, 'shape': {}, }}", descr(t.dtype()), shape);
   // Version 1.0 stores the header length in 2 bytes; 2.0 (same header format otherwise) in 4.
   auto paddedLen = [&](size_t preamble) {
     return (preamble + dict.size() + 1 + kAlign - 1) / kAlign * kAlign - preamble; // +1 for the final '\n'
@@ -502,7 +519,7 @@ Tensor readNpy(const std::string &path) {
 
 std::string serializeNpy(const Tensor &tensor) {
   if (!tensor.defined()) fail("cannot write an undefined tensor as .npy");
-  Tensor t = tensor.cpu();
+  Tensor t = hostTensorToWrite(tensor);
   std::string out = npyPreambleAndHeader(t);
   out.append(static_cast<const char *>(t.data()), t.nbytes());
   return out;
@@ -510,7 +527,7 @@ std::string serializeNpy(const Tensor &tensor) {
 
 void writeNpy(const std::string &path, const Tensor &tensor) {
   if (!tensor.defined()) fail("cannot write {}: the tensor is undefined", path);
-  Tensor t = tensor.cpu();
+  Tensor t = hostTensorToWrite(tensor);
   std::string header = npyPreambleAndHeader(t);
 
   // The temporary file sits next to `path` so that rename() stays on one filesystem and is atomic. O_EXCL

@@ -1,5 +1,6 @@
 #include "runtime/Tensor.h"
 
+#include "runtime/Float16.h"
 #include "runtime/Gpu.h"
 #include "support/Error.h"
 
@@ -9,13 +10,31 @@
 
 namespace enc {
 
-size_t dtypeSize(DType t) { return t == DType::F32 ? 4 : 8; }
+size_t dtypeSize(DType t) {
+  switch (t) {
+  case DType::F32: return 4;
+  case DType::F64: return 8;
+  case DType::F16:
+  case DType::BF16: return 2;
+  }
+  fail("invalid dtype {}", static_cast<int>(t));
+}
 
-const char *dtypeName(DType t) { return t == DType::F32 ? "f32" : "f64"; }
+const char *dtypeName(DType t) {
+  switch (t) {
+  case DType::F32: return "f32";
+  case DType::F64: return "f64";
+  case DType::F16: return "f16";
+  case DType::BF16: return "bf16";
+  }
+  fail("invalid dtype {}", static_cast<int>(t));
+}
 
 std::optional<DType> parseDType(std::string_view name) {
   if (name == "f32" || name == "float32" || name == "float") return DType::F32;
   if (name == "f64" || name == "float64" || name == "double") return DType::F64;
+  if (name == "f16" || name == "float16" || name == "half") return DType::F16;
+  if (name == "bf16" || name == "bfloat16") return DType::BF16;
   return std::nullopt;
 }
 
@@ -99,7 +118,7 @@ Tensor Tensor::empty(DType dtype, Shape shape, Device device) {
   uint64_t address = gpu.allocator().allocate(t.nbytes());
   t.storage_ = std::shared_ptr<std::byte>(reinterpret_cast<std::byte *>(address),
                                           [&gpu](std::byte *q) { gpu.allocator().release(reinterpret_cast<uint64_t>(q)); });
-  if (gpu.poisonFreshMemory()) gpu.fill(address, 0xff, t.nbytes()); // all-ones bytes: NaN in f32 and f64
+  if (gpu.poisonFreshMemory()) gpu.fill(address, 0xff, t.nbytes()); // all-ones bytes: NaN in every dtype
   return t;
 }
 
@@ -111,15 +130,24 @@ void Tensor::requireHost(const char *what) const {
 
 double Tensor::at(int64_t flat) const {
   requireHost("element access");
-  return dtype_ == DType::F32 ? static_cast<double>(dataAs<float>()[flat]) : dataAs<double>()[flat];
+  switch (dtype_) {
+  case DType::F32: return static_cast<double>(dataAs<float>()[flat]);
+  case DType::F64: return dataAs<double>()[flat];
+  case DType::F16: return static_cast<double>(halfBitsToFloat(dataAs<uint16_t>()[flat]));
+  case DType::BF16: return static_cast<double>(bfloat16BitsToFloat(dataAs<uint16_t>()[flat]));
+  }
+  fail("invalid dtype {}", static_cast<int>(dtype_));
 }
 
 void Tensor::set(int64_t flat, double value) {
   requireHost("element access");
-  if (dtype_ == DType::F32)
-    dataAs<float>()[flat] = static_cast<float>(value);
-  else
-    dataAs<double>()[flat] = value;
+  switch (dtype_) {
+  case DType::F32: dataAs<float>()[flat] = static_cast<float>(value); return;
+  case DType::F64: dataAs<double>()[flat] = value; return;
+  // One rounding from double (not double -> float -> half, which can misround near midpoints).
+  case DType::F16: dataAs<uint16_t>()[flat] = doubleToHalfBits(value); return;
+  case DType::BF16: dataAs<uint16_t>()[flat] = doubleToBFloat16Bits(value); return;
+  }
 }
 
 Tensor Tensor::reshape(Shape shape) const {

@@ -12,14 +12,18 @@
 
 namespace enc {
 
-enum class DType { F32, F64 };
+// F16 (IEEE half) and BF16 (bfloat16) are storage types: 2 bytes an element, converted through float on
+// access (see runtime/Float16.h).
+enum class DType { F32, F64, F16, BF16 };
 
 enum class Device { CPU, CUDA };
 std::optional<Device> parseDevice(std::string_view name);
 
-size_t dtypeSize(DType t);
-const char *dtypeName(DType t); // "f32" / "f64"
+size_t dtypeSize(DType t);      // 4, 8, 2, 2
+const char *dtypeName(DType t); // "f32", "f64", "f16", "bf16"
+// Also accepts "float32"/"float", "float64"/"double", "float16"/"half" and "bfloat16".
 std::optional<DType> parseDType(std::string_view name);
+inline bool isHalfPrecision(DType t) { return t == DType::F16 || t == DType::BF16; }
 
 using Shape = std::vector<int64_t>;
 std::string shapeString(const Shape &s); // "[2, 3, 4]"
@@ -61,13 +65,16 @@ public:
   template <typename T> T *dataAs() { return static_cast<T *>(data()); }
   template <typename T> const T *dataAs() const { return static_cast<const T *>(data()); }
 
-  // Element access by flat (C-order) index, converting through double; host tensors only.
+  // Element access by flat (C-order) index, converting through double; host tensors only. set() rounds to
+  // the nearest value of the dtype, ties to even (f16/bf16: out-of-range values become ±Inf).
   double at(int64_t flat) const;
   void set(int64_t flat, double value);
 
   // Same storage, new shape with the same element count.
   Tensor reshape(Shape shape) const;
   Tensor clone() const; // on the same device
+  // Converts elementwise with round to nearest, ties to even (this tensor itself for the same dtype); a CUDA
+  // tensor is converted on the host and copied back.
   Tensor to(DType dtype) const;
   // A copy on `device` (this tensor itself when it is there already).
   Tensor to(Device device) const;

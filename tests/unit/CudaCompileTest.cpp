@@ -1,9 +1,10 @@
-// Every shipped layer's generated CUDA compiles with NVRTC, for sm_80 and sm_90, f32 and f64, with
+// Every shipped layer's generated CUDA compiles with NVRTC, for sm_80 and sm_90, f32, f64 and 16-bit storage, with
 // hyper-parameters symbolic and set; the cubin/PTX holds each kernel of the loop program, and the source
 // points back at the .enc statements with #line directives. Needs NVRTC, not a GPU.
 #include "compiler/Autodiff.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Library.h"
@@ -90,14 +91,16 @@ TEST(CudaCompile, ShippedLibraryLoads) {
   EXPECT_FALSE(lib->layerNames().empty());
 }
 
-using Param = std::tuple<std::string, bool>; // layer, f64
+using Param = std::tuple<std::string, std::string>; // layer, dtype (f32, f64, f16, bf16)
 
 class CudaCompile : public ::testing::TestWithParam<Param> {};
 
 TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
   if (!cuda::nvrtcAvailable())
     GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
-  const auto &[layerName, f64] = GetParam();
+  const auto &[layerName, dtype] = GetParam();
+  const ir::ElemType storage = *ir::parseElemType(dtype);
+  const bool f64 = storage == ir::ElemType::F64;
   auto lib = shippedOrNull();
   ASSERT_TRUE(lib);
   const LayerSymbols &sym = lib->get(layerName);
@@ -126,8 +129,10 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
       variants.back().hyper[s.name] = ir::intImm(nextSize);
       nextSize += 2;
     }
+  // 16-bit storage only changes loads and stores: the variant with every size known suffices.
+  if (ir::isNarrow(storage)) variants.erase(variants.begin(), variants.end() - 1);
   for (const Variant &v : variants) {
-    SCOPED_TRACE(fmt::format("{} {} hyper-parameters {}", layerName, f64 ? "f64" : "f32", v.what));
+    SCOPED_TRACE(fmt::format("{} {} hyper-parameters {}", layerName, dtype, v.what));
     ir::LoopProgram loops;
     std::string source;
     try {
@@ -137,7 +142,9 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
       if (&v == &variants.back()) prog = ir::splitReductions(prog, {.targetWarps = 64, .minChunk = 2});
       loops = ir::lowerToLoops(prog, ir::Target::GPU);
       if (&v == &variants.back()) loops = ir::fuseSiblingReductions(loops);
-      source = codegen::emitCuda(loops, f64);
+      loops.types = ir::forwardStorage(prog, storage);
+      loops = ir::accumulateInComputeType(loops);
+      source = codegen::emitCuda(loops);
     } catch (const std::exception &e) {
       ADD_FAILURE() << "code generation threw: " << e.what();
       continue;
@@ -149,9 +156,13 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
     EXPECT_TRUE(contains(source, "extern \"C\" __global__")) << source;
     for (const ir::Kernel &k : loops.kernels)
       EXPECT_TRUE(contains(source, " " + k.name + "(")) << k.name;
-    // Buffers have the element type asked for (the shared prelude mentions both types).
+    // Buffers have the element type asked for (the shared prelude mentions both types); with
+    // 16-bit storage, parameters stay f32 and the inputs and outputs are 16-bit.
     EXPECT_EQ(std::regex_search(source, std::regex(R"(\bdouble\s*\*)")), f64) << source;
-    EXPECT_EQ(std::regex_search(source, std::regex(R"(\bfloat\s*\*)")), !f64) << source;
+    if (!ir::isNarrow(storage)) EXPECT_EQ(std::regex_search(source, std::regex(R"(\bfloat\s*\*)")), !f64) << source;
+    if (storage == ir::ElemType::F16) EXPECT_TRUE(std::regex_search(source, std::regex(R"(\b__half\s*\*)"))) << source;
+    if (storage == ir::ElemType::BF16)
+      EXPECT_TRUE(std::regex_search(source, std::regex(R"(\b__nv_bfloat16\s*\*)"))) << source;
 
     // #line directives that name the .enc file point at one of its statements.
     static const std::regex lineDirective(R"re(#line (\d+) "([^"]*)")re");
@@ -174,6 +185,7 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
 
     for (int arch : {80, 90}) {
       for (bool ptx : {false, true}) {
+        if (ptx && ir::isNarrow(storage)) continue;
         SCOPED_TRACE(fmt::format("sm_{} {}", arch, ptx ? "PTX" : "cubin"));
         cuda::CompileOptions opts;
         opts.arch = fmt::format("sm_{}", arch);
@@ -209,7 +221,8 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
 TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
   if (!cuda::nvrtcAvailable())
     GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
-  const auto &[layerName, f64] = GetParam();
+  const auto &[layerName, dtype] = GetParam();
+  const ir::ElemType storage = *ir::parseElemType(dtype);
   auto lib = shippedOrNull();
   ASSERT_TRUE(lib);
   const LayerSymbols &sym = lib->get(layerName);
@@ -229,7 +242,9 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
     ir::Gradient g = ir::gradientOf(sym, forward, hyper, true);
     ir::Program prog = ir::splitReductions(ir::specialize(g.program, sizes), {.targetWarps = 64, .minChunk = 2});
     loops = ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU));
-    source = codegen::emitCuda(loops, f64);
+    loops.types = ir::backwardStorage(g, forward, storage);
+    loops = ir::accumulateInComputeType(loops);
+    source = codegen::emitCuda(loops);
   } catch (const std::exception &e) {
     FAIL() << "code generation threw: " << e.what();
   }
@@ -250,9 +265,10 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, CudaCompile,
-                         ::testing::Combine(::testing::ValuesIn(shippedLayerNames()), ::testing::Bool()),
+                         ::testing::Combine(::testing::ValuesIn(shippedLayerNames()),
+                                            ::testing::Values("f32", "f64", "f16", "bf16")),
                          [](const ::testing::TestParamInfo<Param> &info) {
-                           return std::get<0>(info.param) + (std::get<1>(info.param) ? "_f64" : "_f32");
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param);
                          });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaCompile);
 

@@ -419,8 +419,41 @@ TEST_F(EnccCli, EvalBadSettings) {
   expectFailure(r, {"'D'"});
   r = encc("eval --layer Encoding --set D --set K=3 --input X=random:2,4,3 --out out");
   expectFailure(r, {"NAME=VALUE"});
-  r = encc("eval --layer Encoding --set D=4 --set K=3 --dtype f16 --input X=random:2,4,3 --out out");
-  expectFailure(r, {"f16"});
+  r = encc("eval --layer Encoding --set D=4 --set K=3 --dtype f8 --input X=random:2,4,3 --out out");
+  expectFailure(r, {"'f8'", "bf16"});
+}
+
+// --dtype f16 / bf16: 16-bit inputs, outputs and gradients (f16 files as '<f2', bf16 ones
+// widened to '<f4'), parameters in f32, matching an f64 run on the same values.
+TEST_F(EnccCli, EvalSixteenBitStorage) {
+  // Values exact in both 16-bit types (bf16's 8-bit significands, none tiny), stored as f16.
+  auto sixteenBit = [](uint64_t seed) { return randomTensor(DType::F64, {2, 3, 5}, seed).to(DType::BF16).to(DType::F16); };
+  Tensor x = sixteenBit(31), dy = sixteenBit(32);
+  writeNpy(path("x16.npy").string(), x);
+  writeNpy(path("dy16.npy").string(), dy);
+  const std::string args = "eval --layer SyncBatchNorm --set num_features=3 --input X=x16.npy --grad Y=dy16.npy";
+  CliResult r = encc(args + " --dtype f64 --out ref");
+  ASSERT_EQ(r.status, 0) << r;
+  for (const char *dtype : {"f16", "bf16"}) {
+    SCOPED_TRACE(dtype);
+    r = encc(fmt::format("{} --dtype {} --out {}", args, dtype, dtype));
+    ASSERT_EQ(r.status, 0) << r;
+    EXPECT_NE(r.out.find(fmt::format("Y: {} [2, 3, 5]", dtype)), std::string::npos) << r;
+    bool half = std::string(dtype) == "f16";
+    double tol = half ? 1e-3 : 8e-3; // about one unit in the last place of the stored type
+    for (const char *file : {"Y.npy", "grad/X.npy", "grad/weight.npy", "params/running_mean.npy"}) {
+      SCOPED_TRACE(file);
+      Tensor got = readNpy(path(std::string(dtype) + "/" + file).string());
+      Tensor want = readNpy(path(std::string("ref/") + file).string());
+      bool activation = std::string(file) == "Y.npy" || std::string(file) == "grad/X.npy";
+      EXPECT_EQ(got.dtype(), activation && half ? DType::F16 : DType::F32);
+      ASSERT_EQ(got.shape(), want.shape());
+      double scale = 1e-30, worst = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::abs(want.at(i)));
+      for (int64_t i = 0; i < want.numel(); ++i) worst = std::max(worst, std::abs(got.at(i) - want.at(i)));
+      EXPECT_LE(worst / scale, activation ? tol : 1e-5);
+    }
+  }
 }
 
 // --grad (the brief of this test predates autodiff, which now backs it): ReLU's gradient exactly, and

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -118,7 +119,7 @@ const std::vector<Shape> kShapes = {{}, {0}, {1}, {5}, {2, 3}, {2, 0, 3}, {1, 1,
 // --- Round trips ---
 
 TEST_F(Npy, RoundTripsInMemory) {
-  for (DType dtype : {DType::F32, DType::F64})
+  for (DType dtype : {DType::F32, DType::F64, DType::F16})
     for (const Shape &shape : kShapes) {
       SCOPED_TRACE(fmt::format("{} {}", dtypeName(dtype), shapeString(shape)));
       Tensor t = filled(dtype, shape);
@@ -127,7 +128,7 @@ TEST_F(Npy, RoundTripsInMemory) {
 }
 
 TEST_F(Npy, RoundTripsThroughFiles) {
-  for (DType dtype : {DType::F32, DType::F64})
+  for (DType dtype : {DType::F32, DType::F64, DType::F16})
     for (const Shape &shape : kShapes) {
       SCOPED_TRACE(fmt::format("{} {}", dtypeName(dtype), shapeString(shape)));
       Tensor t = filled(dtype, shape);
@@ -146,6 +147,47 @@ TEST_F(Npy, RoundTripKeepsSpecialValuesBitForBit) {
   expectSameTensor(t, parseNpy(serializeNpy(t), "special.npy"));
   Tensor f = t.to(DType::F32);
   expectSameTensor(f, parseNpy(serializeNpy(f), "special.npy"));
+}
+
+TEST_F(Npy, F16RoundTripsAsF2) {
+  // Raw half bit patterns, including -0, the smallest subnormal, the largest finite value, inf and NaN.
+  const uint16_t bits[] = {0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0xbc00, 0x3555, 0x7bff, 0xfbff,
+                           0x7c00, 0xfc00, 0x7e00};
+  Tensor t(DType::F16, {13});
+  std::memcpy(t.data(), bits, sizeof bits);
+  std::string bytes = serializeNpy(t);
+  EXPECT_TRUE(contains(bytes, "{'descr': '<f2', 'fortran_order': False, 'shape': (13,), }")) << bytes;
+  EXPECT_EQ(bytes.size() % 64, sizeof bits % 64) << "data must start 64-byte aligned";
+  EXPECT_EQ(bytes.substr(bytes.size() - sizeof bits), std::string(reinterpret_cast<const char *>(bits), sizeof bits));
+  Tensor back = parseNpy(bytes, "h.npy");
+  EXPECT_EQ(back.dtype(), DType::F16);
+  expectSameTensor(t, back);
+  writeNpy(path("h.npy"), t);
+  expectSameTensor(t, readNpy(path("h.npy")));
+  // '=' also means little-endian here.
+  Tensor eq = parseNpy(npyFile("{'descr': '=f2', 'fortran_order': False, 'shape': (2,), }", "\x00\x3c\x00\xc0"sv),
+                       "eq.npy");
+  ASSERT_EQ(eq.dtype(), DType::F16);
+  EXPECT_EQ(eq.at(0), 1.0);
+  EXPECT_EQ(eq.at(1), -2.0);
+}
+
+TEST_F(Npy, BF16IsWrittenAsExactF4) {
+  // bf16 bit patterns; widened to f32 they are the same bits followed by 16 zero bits.
+  const uint16_t bits[] = {0x0000, 0x8000, 0x0001, 0x3f80, 0x4049, 0xc2f7, 0x7f7f, 0xff80, 0x3eab};
+  constexpr int64_t n = std::size(bits);
+  Tensor t(DType::BF16, {3, 3});
+  std::memcpy(t.data(), bits, sizeof bits);
+  std::string bytes = serializeNpy(t);
+  EXPECT_TRUE(contains(bytes, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 3), }")) << bytes;
+  writeNpy(path("b.npy"), t);
+  for (const Tensor &back : {parseNpy(bytes, "b.npy"), readNpy(path("b.npy"))}) {
+    EXPECT_EQ(back.dtype(), DType::F32);
+    ASSERT_EQ(back.shape(), (Shape{3, 3}));
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_EQ(std::bit_cast<uint32_t>(back.dataAs<float>()[i]), uint32_t{bits[i]} << 16) << i;
+  }
+  EXPECT_EQ(listDir(), std::vector<std::string>{"b.npy"});
 }
 
 TEST_F(Npy, WriteReplacesAnExistingFile) {
@@ -304,11 +346,11 @@ TEST_F(Npy, RejectsExtraBytesAfterTheData) {
 }
 
 TEST_F(Npy, RejectsUnsupportedDTypes) {
-  for (const char *descr : {"<i8", "|u1", "|b1", "<f2", "<c8", "<f16", "float32", ""}) {
+  for (const char *descr : {"<i8", "|u1", "|b1", "<i2", "<e", "<c8", "<f16", "bfloat16", "float32", ""}) {
     SCOPED_TRACE(descr);
     std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': (1,), }}", descr);
     Error e = parseError(npyFile(dict, zeros(8)), fmt::format("dtype '{}' is not supported", descr));
-    EXPECT_EQ(e.hint(), "encc reads float32 and float64 arrays; convert with arr.astype(np.float32)");
+    EXPECT_EQ(e.hint(), "encc reads float16, float32 and float64 arrays; convert with arr.astype(np.float32)");
   }
   parseError(npyFile("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", zeros(4)),
              "structured dtype [('a', '<f4')] is not supported");
@@ -323,6 +365,11 @@ TEST_F(Npy, RejectsBigEndianAndNotApplicableByteOrder) {
   EXPECT_TRUE(contains(big8.hint(), "astype('<f8')")) << big8.hint();
   parseError(npyFile("{'descr': '|f4', 'fortran_order': False, 'shape': (1,), }", zeros(4)),
              "dtype '|f4' has byte order '|' (not applicable)");
+  Error big2 = parseError(npyFile("{'descr': '>f2', 'fortran_order': False, 'shape': (1,), }", zeros(2)),
+                          "dtype '>f2' is big-endian, which is not supported");
+  EXPECT_TRUE(contains(big2.hint(), "astype('<f2')")) << big2.hint();
+  parseError(npyFile("{'descr': '|f2', 'fortran_order': False, 'shape': (1,), }", zeros(2)),
+             "dtype '|f2' has byte order '|' (not applicable), which is invalid for a 2-byte float");
 }
 
 TEST_F(Npy, RejectsFortranOrder) {
@@ -479,6 +526,8 @@ np.save(f"{d}/empty.npy", np.zeros((0, 3), dtype=np.float32))
 np.save(f"{d}/fortran.npy", np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)))
 np.save(f"{d}/int.npy", np.arange(3, dtype=np.int64))
 np.save(f"{d}/big.npy", np.ones(3, dtype=">f4"))
+np.save(f"{d}/f16.npy", np.array([1, -2.5, 65504, 2**-24, np.inf], dtype=np.float16))
+np.save(f"{d}/big16.npy", np.ones(3, dtype=">f2"))
 )"),
             0);
   Tensor f32 = readNpy(path("f32.npy"));
@@ -496,6 +545,12 @@ np.save(f"{d}/big.npy", np.ones(3, dtype=">f4"))
   expectError([&] { readNpy(path("fortran.npy")); }, path("fortran.npy"), "Fortran (column-major) order");
   expectError([&] { readNpy(path("int.npy")); }, path("int.npy"), "dtype '<i8' is not supported");
   expectError([&] { readNpy(path("big.npy")); }, path("big.npy"), "big-endian");
+  Tensor f16 = readNpy(path("f16.npy"));
+  EXPECT_EQ(f16.dtype(), DType::F16);
+  ASSERT_EQ(f16.shape(), Shape{5});
+  const double f16Values[] = {1, -2.5, 65504, std::ldexp(1.0, -24), std::numeric_limits<double>::infinity()};
+  for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(f16.at(i), f16Values[i]) << i;
+  expectError([&] { readNpy(path("big16.npy")); }, path("big16.npy"), "big-endian");
 
   Tensor a(DType::F32, {3, 4});
   for (int64_t i = 0; i < 12; ++i) a.set(i, static_cast<double>(i) * 0.25 - 1);
@@ -505,6 +560,21 @@ np.save(f"{d}/big.npy", np.ones(3, dtype=">f4"))
   writeNpy(path("b.npy"), b);
   writeNpy(path("c.npy"), Tensor(DType::F64, {}));
   writeNpy(path("d.npy"), Tensor(DType::F32, {2, 0}));
+  Tensor h(DType::F16, {4}), bf(DType::BF16, {3});
+  for (int64_t i = 0; i < 4; ++i) h.set(i, static_cast<double>(i) * 0.75 - 1); // exact in f16
+  for (int64_t i = 0; i < 3; ++i) bf.set(i, static_cast<double>(i) * 1.5 + 0.5); // exact in bf16
+  writeNpy(path("h.npy"), h);
+  writeNpy(path("bf.npy"), bf);
+  EXPECT_EQ(runPython(R"(
+import sys, numpy as np
+d = sys.argv[1]
+h, bf = np.load(f"{d}/h.npy"), np.load(f"{d}/bf.npy")
+ok = (h.dtype == np.float16 and (h == np.arange(4) * 0.75 - 1).all()
+      and bf.dtype == np.float32 and (bf == np.arange(3) * 1.5 + 0.5).all())
+sys.exit(0 if ok else 1)
+)"),
+            0)
+      << "numpy did not read back the f16/bf16 tensors writeNpy wrote";
   EXPECT_EQ(runPython(R"(
 import sys, numpy as np
 d = sys.argv[1]

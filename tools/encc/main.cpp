@@ -1,6 +1,7 @@
 // encc: the command line of the encc compiler and runtime.
 #include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "dsl/Parser.h"
@@ -63,7 +64,7 @@ std::shared_ptr<const Library> loadLibrary(const std::string &file) {
 
 DType parseDTypeOption(const std::string &s) {
   auto d = parseDType(s);
-  if (!d) throw Error(fmt::format("unknown dtype '{}'", s), "use f32 or f64");
+  if (!d) throw Error(fmt::format("unknown dtype '{}'", s), "use f32, f64, f16 or bf16 (f16/bf16: f32 arithmetic, 16-bit tensors)");
   return *d;
 }
 
@@ -106,8 +107,13 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
   ir::Program prog = ir::buildTensorProgram(sym, hyper);
-  bool f64 = parseDTypeOption(o.dtype) == DType::F64;
-  if (o.kind == "grad" || o.backward) prog = ir::gradientOf(sym, prog, hyper).program;
+  ir::ElemType storage = *ir::parseElemType(dtypeName(parseDTypeOption(o.dtype)));
+  const ir::Program forward = prog;
+  std::optional<ir::Gradient> gradient;
+  if (o.kind == "grad" || o.backward) {
+    gradient = ir::gradientOf(sym, prog, hyper);
+    prog = gradient->program;
+  }
   std::map<std::string, ir::Expr> sizes;
   for (const auto &[name, value] : splitPairs(o.sizes, "--size")) {
     bool known = std::any_of(prog.sizes.begin(), prog.sizes.end(), [&](const ir::SizeParam &p) {
@@ -126,13 +132,18 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   bool gpu = o.kind == "cuda" || o.kind == "ptx" || (o.kind == "loops" && o.target == "gpu");
   if (gpu) prog = ir::splitReductions(prog);
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
+  // As the runtime compiles it: fused, with the storage types of --dtype.
+  auto lowered = [&](ir::Target target) {
+    ir::LoopProgram loops = ir::fuseSiblingReductions(ir::lowerToLoops(prog, target));
+    loops.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
+    return ir::accumulateInComputeType(loops);
+  };
   if (o.kind == "loops") {
     if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
-    return ir::printLoops(
-        ir::fuseSiblingReductions(ir::lowerToLoops(prog, o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU)));
+    return ir::printLoops(lowered(o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
   }
   if (o.kind == "cuda" || o.kind == "ptx") {
-    std::string src = codegen::emitCuda(ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU)), f64);
+    std::string src = codegen::emitCuda(lowered(ir::Target::GPU));
     if (o.kind == "cuda") return src;
     cuda::CompileOptions co;
     co.arch = o.arch;
@@ -141,10 +152,10 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
     return cuda::compileCached(src, co).ptx;
   }
   if (o.kind == "llvm") {
-    ir::LoopProgram loops = ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::CPU));
+    ir::LoopProgram loops = lowered(ir::Target::CPU);
     llvm::LLVMContext ctx;
     auto mod = CpuJit::instance().newModule(sym.layer->name.text, ctx);
-    for (const ir::Kernel &k : loops.kernels) codegen::emitLLVMKernel(k, f64, *mod);
+    for (const ir::Kernel &k : loops.kernels) codegen::emitLLVMKernel(k, loops.types, *mod);
     return CpuJit::instance().optimizeAndPrint(*mod);
   }
   throw Error(fmt::format("unknown --emit kind '{}'", o.kind), "use ast, ir, grad, loops, cuda, ptx or llvm");
@@ -310,7 +321,7 @@ int main(int argc, char **argv) {
   emitCmd->add_option("--set", emit.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
   emitCmd->add_option("--arch", emit.arch, "GPU architecture for --emit=ptx")->capture_default_str();
   emitCmd->add_option("--target", emit.target, "schedule shown by --emit=loops: cpu or gpu")->capture_default_str();
-  emitCmd->add_option("--dtype", emit.dtype, "element type of generated code: f32 or f64")->capture_default_str();
+  emitCmd->add_option("--dtype", emit.dtype, "element type of generated code: f32, f64, or f16/bf16 (f32 arithmetic, inputs and outputs stored in 16 bits)")->capture_default_str();
   emitCmd->add_option("--mode", emit.mode, "train or eval: the pass to show")->capture_default_str();
   emitCmd->add_option("--size", emit.sizes, "an input size, NAME=N (repeatable): fixes it as a run would, so GPU code shows split reductions");
   emitCmd->add_flag("--backward", emit.backward, "show the backward pass's kernels (loops, cuda, ptx, llvm)");
@@ -320,7 +331,7 @@ int main(int argc, char **argv) {
   evalCmd->add_option("file", eval.file, "a .enc file (default: the shipped layer library)");
   evalCmd->add_option("--layer", eval.layer, "the layer to run")->required();
   evalCmd->add_option("--set", eval.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
-  evalCmd->add_option("--dtype", eval.dtype, "f32 or f64")->capture_default_str();
+  evalCmd->add_option("--dtype", eval.dtype, "f32, f64, f16 or bf16 (f16/bf16: f32 arithmetic and parameters, inputs, outputs and gradients in 16 bits)")->capture_default_str();
   evalCmd->add_option("--device", eval.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   evalCmd->add_option("--mode", eval.mode, "train or eval")->capture_default_str();
   evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")->capture_default_str();

@@ -1,5 +1,6 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
+#include "compiler/StorageTypes.h"
 #include "support/Error.h"
 
 #include <fmt/format.h>
@@ -68,6 +69,11 @@ template <typename T> __device__ __forceinline__ T enc_warp_min(T v) {
 }
 )";
 
+// Only for programs with 16-bit buffers (NVRTC finds the headers through -I).
+const char *kNarrowTypes = R"(#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+)";
+
 const std::set<std::string> kReserved = {"int",    "float",  "double", "char",   "long",     "short", "void",
                                          "bool",   "auto",   "const",  "return", "if",       "else",  "for",
                                          "while",  "do",     "switch", "case",   "default",  "break", "new",
@@ -78,8 +84,8 @@ std::string cname(const std::string &n) { return kReserved.count(n) ? n + "_" : 
 
 class CudaEmitter {
 public:
-  CudaEmitter(const LoopProgram &p, bool f64)
-      : prog_(p), f64_(f64), t_(f64 ? "double" : "float"), i_(fitsInt32(p) ? "int" : "long long") {}
+  explicit CudaEmitter(const LoopProgram &p)
+      : prog_(p), f64_(p.types.f64()), t_(f64_ ? "double" : "float"), i_(fitsInt32(p) ? "int" : "long long") {}
 
   // Whether every buffer (and so every loop extent and in-range index) has fewer than 2^30
   // elements: then index arithmetic is 32-bit, which GPUs divide and multiply much faster.
@@ -99,6 +105,7 @@ public:
 
   std::string run() {
     write(kPrelude);
+    if (!prog_.types.stored.empty()) write(kNarrowTypes);
     for (const Kernel &k : prog_.kernels) emitKernel(k);
     return out_;
   }
@@ -120,8 +127,8 @@ private:
   void emitKernel(const Kernel &k) {
     std::string params;
     for (size_t i = 0; i < k.buffers.size(); ++i)
-      params += fmt::format("{}{}{}* __restrict__ {}", i ? ", " : "", static_cast<int>(i) < k.outputs ? "" : "const ", t_,
-                            cname(k.buffers[i]));
+      params += fmt::format("{}{}{}* __restrict__ {}", i ? ", " : "", static_cast<int>(i) < k.outputs ? "" : "const ",
+                            storedType(k.buffers[i]), cname(k.buffers[i]));
     for (const SizeParam &p : k.params)
       params += fmt::format(", const {} {}", p.type == Type::Int ? "long long" : p.type == Type::Bool ? "bool" : t_,
                             cname(p.name));
@@ -214,7 +221,8 @@ private:
     writeLine(3, fmt::format("if (_cp >= {}) continue;", t.colsTotal));
     decodeVars(3, t.cols, "_cp");
     writeLine(3, fmt::format("const {} _acc = _accs[_i][_j];", t_));
-    std::string store = fmt::format("{}[{}] = {};", cname(k.buffers[0]), expr(t.flatOut), expr(t.epilogue));
+    std::string store =
+        fmt::format("{}[{}] = {};", cname(k.buffers[0]), expr(t.flatOut), toStorage(k.buffers[0], expr(t.epilogue)));
     if (k.loc.valid()) {
       writeLine(0, fmt::format("#line {} \"{}\"", k.loc.line(), k.loc.file->name()));
       writeLine(3, store);
@@ -259,9 +267,12 @@ private:
       return;
     case StmtKind::Assign: writeLine(indent, fmt::format("{} = {};", cname(s->name), expr(s->value))); return;
     case StmtKind::Store: {
+      if (s->accumulate && isNarrow(prog_.types.of(s->name)))
+        fail("internal error: atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
       std::string text = s->accumulate
                              ? fmt::format("atomicAdd(&{}[{}], {});", cname(s->name), expr(s->index), expr(s->value))
-                             : fmt::format("{}[{}] = {};", cname(s->name), expr(s->index), expr(s->value));
+                             : fmt::format("{}[{}] = {};", cname(s->name), expr(s->index),
+                                           toStorage(s->name, expr(s->value)));
       if (s->loc.valid()) {
         // Point this statement at the .enc line, then resume counting in the generated file.
         writeLine(0, fmt::format("#line {} \"{}\"", s->loc.line(), s->loc.file->name()));
@@ -293,6 +304,32 @@ private:
 
   std::string fn(const char *name) const { return f64_ ? name : std::string(name) + "f"; }
 
+  // A buffer's element type as stored, and the conversions a load or store of it needs
+  // (round to nearest even on the way in; exact on the way out).
+  std::string storedType(const std::string &buffer) const {
+    switch (prog_.types.of(buffer)) {
+    case ElemType::F16: return "__half";
+    case ElemType::BF16: return "__nv_bfloat16";
+    case ElemType::F32: return "float";
+    case ElemType::F64: return "double";
+    }
+    return t_;
+  }
+  std::string toCompute(const std::string &buffer, const std::string &element) const {
+    switch (prog_.types.of(buffer)) {
+    case ElemType::F16: return fmt::format("__half2float({})", element);
+    case ElemType::BF16: return fmt::format("__bfloat162float({})", element);
+    default: return element;
+    }
+  }
+  std::string toStorage(const std::string &buffer, const std::string &value) const {
+    switch (prog_.types.of(buffer)) {
+    case ElemType::F16: return fmt::format("__float2half_rn({})", value);
+    case ElemType::BF16: return fmt::format("__float2bfloat16_rn({})", value);
+    default: return value;
+    }
+  }
+
   std::string expr(const Expr &e) {
     switch (e->kind) {
     case ExprKind::IntImm: {
@@ -302,7 +339,7 @@ private:
     case ExprKind::FloatImm: return floatLit(e->floatValue);
     case ExprKind::BoolImm: return e->boolValue ? "true" : "false";
     case ExprKind::Var: return cname(e->name);
-    case ExprKind::Load: return fmt::format("{}[{}]", cname(e->name), expr(e->args[0]));
+    case ExprKind::Load: return toCompute(e->name, fmt::format("{}[{}]", cname(e->name), expr(e->args[0])));
     case ExprKind::Cast:
       return fmt::format("(({}){})", e->type == Type::Int ? i_ : e->type == Type::Bool ? "bool" : t_,
                          expr(e->args[0]));
@@ -359,9 +396,10 @@ private:
 
 } // namespace
 
-std::string emitCuda(const ir::LoopProgram &program, bool f64) {
+std::string emitCuda(const ir::LoopProgram &program) {
   if (program.target != ir::Target::GPU) fail("internal error: emitCuda needs a GPU loop program");
-  return CudaEmitter(program, f64).run();
+  if (program.types.f64() && !program.types.stored.empty()) fail("internal error: 16-bit storage in an f64 program");
+  return CudaEmitter(program).run();
 }
 
 } // namespace enc::codegen

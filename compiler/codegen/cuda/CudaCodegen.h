@@ -12,6 +12,7 @@ namespace enc::codegen {
 // Threads per block the generated kernels are written for (8 warps).
 constexpr int kCudaBlockSize = 256;
 
-std::string emitCuda(const ir::LoopProgram &program, bool f64);
+// Arithmetic in program.types.compute; each buffer stored as program.types.of(buffer).
+std::string emitCuda(const ir::LoopProgram &program);
 
 } // namespace enc::codegen

@@ -18,9 +18,9 @@ using namespace ir;
 
 class Emitter {
 public:
-  Emitter(const Kernel &k, bool f64, llvm::Module &m)
-      : kernel_(k), module_(m), ctx_(m.getContext()), b_(ctx_), f64_(f64) {
-    fty_ = f64 ? llvm::Type::getDoubleTy(ctx_) : llvm::Type::getFloatTy(ctx_);
+  Emitter(const Kernel &k, const ElementTypes &types, llvm::Module &m)
+      : kernel_(k), types_(types), module_(m), ctx_(m.getContext()), b_(ctx_), f64_(types.f64()) {
+    fty_ = f64_ ? llvm::Type::getDoubleTy(ctx_) : llvm::Type::getFloatTy(ctx_);
     i64_ = llvm::Type::getInt64Ty(ctx_);
     ptr_ = llvm::PointerType::getUnqual(ctx_);
   }
@@ -83,6 +83,7 @@ public:
 
 private:
   const Kernel &kernel_;
+  const ElementTypes &types_;
   llvm::Module &module_;
   llvm::LLVMContext &ctx_;
   llvm::IRBuilder<> b_;
@@ -90,6 +91,7 @@ private:
   llvm::Type *fty_, *i64_, *ptr_;
   llvm::Value *begin_ = nullptr, *end_ = nullptr;
   std::map<std::string, llvm::Value *> buffers_;
+  std::set<std::string> allocs_; // local arrays: always the compute type
   std::map<std::string, llvm::Value *> vars_;     // SSA values: loop indices, lets, params
   std::map<std::string, llvm::AllocaInst *> slots_; // assigned locals (mem2reg promotes them)
   // Inside a Vectorized loop: its variable, its lanes, and the names whose values are vectors.
@@ -139,41 +141,83 @@ private:
     return v;
   }
   llvm::Type *vecTy() { return llvm::FixedVectorType::get(fty_, lanes_); }
-  llvm::Align elemAlign() { return llvm::Align(f64_ ? 8 : 4); }
   llvm::Value *allLanes() { return llvm::ConstantInt::getTrue(llvm::FixedVectorType::get(b_.getInt1Ty(), lanes_)); }
+
+  // ---- storage types: a buffer's elements as stored, converted to and from fty_ -----------------
+  ElemType elemOf(const std::string &buffer) const { return allocs_.count(buffer) ? types_.compute : types_.of(buffer); }
+  // bf16 is handled as i16 bits (exact widening by a shift, rounding in integer arithmetic), so
+  // it needs no CPU support; f16 uses LLVM's half (F16C instructions where the CPU has them).
+  llvm::Type *storedTy(ElemType t) {
+    switch (t) {
+    case ElemType::F16: return llvm::Type::getHalfTy(ctx_);
+    case ElemType::BF16: return b_.getInt16Ty();
+    case ElemType::F32: return llvm::Type::getFloatTy(ctx_);
+    case ElemType::F64: return llvm::Type::getDoubleTy(ctx_);
+    }
+    return fty_;
+  }
+  llvm::Type *storedVecTy(ElemType t) { return llvm::FixedVectorType::get(storedTy(t), lanes_); }
+  llvm::Align alignOf(ElemType t) { return llvm::Align(static_cast<uint64_t>(elemTypeBytes(t))); }
+  // Stored element(s) -> the compute type: exact.
+  llvm::Value *toCompute(llvm::Value *v, ElemType t) {
+    if (t == types_.compute) return v;
+    if (t == ElemType::BF16) {
+      llvm::Value *bits = b_.CreateShl(b_.CreateZExt(v, typeLike(b_.getInt32Ty(), v)), constLike(b_.getInt32(16), v));
+      return toCompute(b_.CreateBitCast(bits, typeLike(llvm::Type::getFloatTy(ctx_), v)), ElemType::F32);
+    }
+    return b_.CreateFPExt(v, typeLike(fty_, v));
+  }
+  // Compute type -> stored element(s): rounded to nearest, ties to even; NaN stays NaN.
+  llvm::Value *toStorage(llvm::Value *v, ElemType t) {
+    if (t == types_.compute) return v;
+    if (t != ElemType::BF16) return b_.CreateFPTrunc(v, typeLike(storedTy(t), v));
+    if (f64_) v = b_.CreateFPTrunc(v, typeLike(llvm::Type::getFloatTy(ctx_), v));
+    llvm::Value *bits = b_.CreateBitCast(v, typeLike(b_.getInt32Ty(), v));
+    llvm::Value *high = b_.CreateLShr(bits, constLike(b_.getInt32(16), v));
+    llvm::Value *odd = b_.CreateAnd(high, constLike(b_.getInt32(1), v));
+    llvm::Value *rounded = b_.CreateLShr(b_.CreateAdd(b_.CreateAdd(bits, constLike(b_.getInt32(0x7fff), v)), odd),
+                                         constLike(b_.getInt32(16), v));
+    llvm::Value *quietNaN = b_.CreateOr(high, constLike(b_.getInt32(0x40), v));
+    llvm::Value *nan = b_.CreateFCmpUNO(v, v);
+    return b_.CreateTrunc(b_.CreateSelect(nan, quietNaN, rounded), typeLike(b_.getInt16Ty(), v));
+  }
+
   // The address of buffer[index]: one pointer, or one per lane.
   llvm::Value *address(const std::string &buffer, const Expr &index, bool *contiguous) {
+    llvm::Type *ty = storedTy(elemOf(buffer));
     *contiguous = false;
-    if (!varying(index)) return b_.CreateInBoundsGEP(fty_, buffers_.at(buffer), expr(index));
+    if (!varying(index)) return b_.CreateInBoundsGEP(ty, buffers_.at(buffer), expr(index));
     if (unitStride(index)) {
       *contiguous = true;
-      return b_.CreateInBoundsGEP(fty_, buffers_.at(buffer), lane0(index));
+      return b_.CreateInBoundsGEP(ty, buffers_.at(buffer), lane0(index));
     }
-    return b_.CreateInBoundsGEP(fty_, buffers_.at(buffer), widen(expr(index)));
+    return b_.CreateInBoundsGEP(ty, buffers_.at(buffer), widen(expr(index)));
+  }
+  // Elements as stored at `p` (from address): a vector load, a gather or one element.
+  llvm::Value *loadStored(llvm::Value *p, bool contiguous, ElemType t) {
+    if (contiguous) return b_.CreateAlignedLoad(storedVecTy(t), p, alignOf(t));
+    if (p->getType()->isVectorTy())
+      return b_.CreateMaskedGather(storedVecTy(t), p, alignOf(t), allLanes(), llvm::PoisonValue::get(storedVecTy(t)));
+    return b_.CreateLoad(storedTy(t), p);
   }
   llvm::Value *loadFrom(const std::string &buffer, const Expr &index) {
     bool contiguous;
     llvm::Value *p = address(buffer, index, &contiguous);
-    if (contiguous) return b_.CreateAlignedLoad(vecTy(), p, elemAlign());
-    if (p->getType()->isVectorTy())
-      return b_.CreateMaskedGather(vecTy(), p, elemAlign(), allLanes(), llvm::PoisonValue::get(vecTy()));
-    return b_.CreateLoad(fty_, p);
+    ElemType t = elemOf(buffer);
+    return toCompute(loadStored(p, contiguous, t), t);
   }
   void storeTo(const std::string &buffer, const Expr &index, llvm::Value *v, bool accumulate) {
     bool contiguous;
     llvm::Value *p = address(buffer, index, &contiguous);
+    ElemType t = elemOf(buffer);
     bool vector = contiguous || p->getType()->isVectorTy();
     if (vector) v = widen(v);
-    if (accumulate) {
-      llvm::Value *old;
-      if (contiguous) old = b_.CreateAlignedLoad(vecTy(), p, elemAlign());
-      else if (vector) old = b_.CreateMaskedGather(vecTy(), p, elemAlign(), allLanes(), llvm::PoisonValue::get(vecTy()));
-      else old = b_.CreateLoad(fty_, p);
-      v = b_.CreateFAdd(old, v);
-    }
-    if (contiguous) b_.CreateAlignedStore(v, p, elemAlign());
-    else if (vector) b_.CreateMaskedScatter(v, p, elemAlign(), allLanes());
-    else b_.CreateStore(isVector(v) ? b_.CreateExtractElement(v, lanes_ - 1) : v, p);
+    if (accumulate) v = b_.CreateFAdd(toCompute(loadStored(p, contiguous, t), t), v);
+    if (!vector && isVector(v)) v = b_.CreateExtractElement(v, lanes_ - 1);
+    v = toStorage(v, t);
+    if (contiguous) b_.CreateAlignedStore(v, p, alignOf(t));
+    else if (vector) b_.CreateMaskedScatter(v, p, alignOf(t), allLanes());
+    else b_.CreateStore(v, p);
   }
 
   llvm::Type *typeOf(Type t) {
@@ -234,9 +278,10 @@ private:
         storeTo(s->name, s->index, v, s->accumulate);
         return;
       }
-      llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(s->name), expr(s->index));
-      if (s->accumulate) v = b_.CreateFAdd(b_.CreateLoad(fty_, p), v);
-      b_.CreateStore(v, p);
+      ElemType t = elemOf(s->name);
+      llvm::Value *p = b_.CreateInBoundsGEP(storedTy(t), buffers_.at(s->name), expr(s->index));
+      if (s->accumulate) v = b_.CreateFAdd(toCompute(b_.CreateLoad(storedTy(t), p), t), v);
+      b_.CreateStore(toStorage(v, t), p);
       return;
     }
     case StmtKind::Alloc: {
@@ -247,6 +292,7 @@ private:
       llvm::AllocaInst *a = entry.CreateAlloca(llvm::ArrayType::get(fty_, static_cast<uint64_t>(std::max<int64_t>(n, 1))), nullptr, s->name);
       a->setAlignment(llvm::Align(64));
       buffers_[s->name] = a;
+      allocs_.insert(s->name);
       return;
     }
     case StmtKind::WarpReduce:
@@ -338,8 +384,9 @@ private:
     }
     case ExprKind::Load: {
       if (lanes_) return loadFrom(e->name, e->args[0]);
-      llvm::Value *p = b_.CreateInBoundsGEP(fty_, buffers_.at(e->name), expr(e->args[0]));
-      return b_.CreateLoad(fty_, p);
+      ElemType t = elemOf(e->name);
+      llvm::Value *p = b_.CreateInBoundsGEP(storedTy(t), buffers_.at(e->name), expr(e->args[0]));
+      return toCompute(b_.CreateLoad(storedTy(t), p), t);
     }
     case ExprKind::Cast: {
       llvm::Value *a = expr(e->args[0]);
@@ -363,8 +410,11 @@ private:
           Expr raw = unclampedIndex(l->args[0]);
           if (varying(raw) && unitStride(raw)) {
             llvm::Value *mask = widen(expr(e->args[0]));
-            llvm::Value *p = b_.CreateGEP(fty_, buffers_.at(l->name), lane0(raw));
-            return b_.CreateMaskedLoad(vecTy(), p, elemAlign(), mask, llvm::Constant::getNullValue(vecTy()));
+            ElemType t = elemOf(l->name);
+            llvm::Value *p = b_.CreateGEP(storedTy(t), buffers_.at(l->name), lane0(raw));
+            return toCompute(b_.CreateMaskedLoad(storedVecTy(t), p, alignOf(t), mask,
+                                                 llvm::Constant::getNullValue(storedVecTy(t))),
+                             t);
           }
         }
       }
@@ -491,8 +541,8 @@ private:
 
 } // namespace
 
-llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, bool f64, llvm::Module &module) {
-  return Emitter(kernel, f64, module).run();
+llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, const ir::ElementTypes &types, llvm::Module &module) {
+  return Emitter(kernel, types, module).run();
 }
 
 } // namespace enc::codegen

@@ -18,6 +18,7 @@ namespace enc::codegen {
 
 using CpuKernelFn = void (*)(void **buffers, const int64_t *params, int64_t begin, int64_t end);
 
-llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, bool f64, llvm::Module &module);
+// Arithmetic in types.compute; each buffer loaded and stored as types.of(buffer).
+llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, const ir::ElementTypes &types, llvm::Module &module);
 
 } // namespace enc::codegen
