@@ -4,6 +4,7 @@
 #include "runtime/DiskCache.h"
 #include "runtime/Hash.h"
 
+#include "support/Env.h"
 #include "support/Error.h"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
@@ -69,8 +70,7 @@ std::string verifierText(const llvm::Module &module) {
 bool vectorMathAvailable() {
 #if defined(__x86_64__) && defined(__GLIBC__)
   static const bool loaded = [] {
-    const char *env = std::getenv("ENC_VECTOR_MATH");
-    if (env && std::string_view(env) == "0") return false;
+    if (!envFlag("ENC_VECTOR_MATH", true)) return false;
     return dlopen("libmvec.so.1", RTLD_NOW | RTLD_GLOBAL) != nullptr;
   }();
   return loaded;
@@ -301,8 +301,7 @@ std::atomic<CpuJit *> createdJit{nullptr};
 // not atexit in instance(), so a process that never JIT-compiled says so too.
 struct PrintStatsAtExit {
   ~PrintStatsAtExit() {
-    const char *env = std::getenv("ENC_JIT_STATS");
-    if (!env || std::string_view(env) != "1") return;
+    if (!envFlag("ENC_JIT_STATS")) return;
     CpuJit::Stats s;
     if (CpuJit *jit = createdJit.load()) s = jit->stats();
     std::string line = fmt::format("encc: cpu jit: {} compiled ({:.3f} s), {} from the disk cache ({:.3f} s), "

@@ -1,6 +1,7 @@
 #include "runtime/DiskCache.h"
 
 #include "runtime/Hash.h"
+#include "support/Env.h"
 
 #include <fmt/format.h>
 
@@ -168,8 +169,7 @@ int64_t defaultMaxBytes() {
 }
 
 bool defaultEnabled() {
-  const char *s = std::getenv("ENC_CACHE_DISABLE");
-  return !(s && std::string_view(s) == "1");
+  return !envFlag("ENC_CACHE_DISABLE");
 }
 
 } // namespace

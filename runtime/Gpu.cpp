@@ -1,5 +1,7 @@
 #include "runtime/Gpu.h"
 
+#include "runtime/HostMemory.h"
+#include "support/Env.h"
 #include "support/Error.h"
 
 #include <fmt/format.h>
@@ -32,10 +34,6 @@ GpuHolder &holder() {
   static GpuHolder h;
   return h;
 }
-bool envFlag(const char *name) {
-  const char *v = std::getenv(name);
-  return v && *v && std::strcmp(v, "0") != 0;
-}
 } // namespace
 
 Gpu *Gpu::get() { return holder().gpu; }
@@ -54,7 +52,7 @@ Gpu::Gpu(Driver &driver) : driver_(&driver) {
   name_ = driver.deviceName(0);
   cc_ = driver.computeCapability(0);
   sms_ = driver.multiprocessorCount(0);
-  poison_ = envFlag("ENC_CUDA_POISON");
+  poison_ = envFlag("ENC_CUDA_POISON") || poisonHostMemory();
   syncEach_ = envFlag("ENC_CUDA_SYNC");
   Driver *d = driver_;
   CUcontext ctx = ctx_;

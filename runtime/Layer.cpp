@@ -16,6 +16,7 @@
 #include <llvm/IR/Module.h>
 
 #include <algorithm>
+#include <cstring>
 #include <iostream>
 #include <mutex>
 #include <regex>
@@ -346,8 +347,7 @@ void Layer::compileForGpu(Compiled &c) {
 }
 
 void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
-  // Kernels write every element they own (scatter outputs are zeroed where they run); on the
-  // host Tensor::empty is zero-filled anyway.
+  // Kernels write every element they own; scatter outputs are zeroed where they run.
   for (const auto &[n, s] : c.shapes)
     if (!buffers.count(n)) buffers[n] = Tensor::empty(dtypeOf(c.loops.types.of(n)), s, options_.device);
   if (options_.device == Device::CUDA)
@@ -357,8 +357,16 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
 }
 
 void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
+  std::set<std::string> written;
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
+    if (k.scatters && !written.count(k.buffers[0])) {
+      // Scatter kernels add into their output: zeros, unless a kernel before wrote the
+      // tensor's own definition.
+      Tensor &out = buffers.at(k.buffers[0]);
+      std::memset(out.data(), 0, out.nbytes());
+    }
+    for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
     std::vector<void *> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
     std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left

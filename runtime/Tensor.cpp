@@ -2,6 +2,7 @@
 
 #include "runtime/Float16.h"
 #include "runtime/Gpu.h"
+#include "runtime/HostMemory.h"
 #include "support/Error.h"
 
 #include <atomic>
@@ -84,37 +85,35 @@ void resetAllocationStats() {
   gCount = 0;
 }
 
-Tensor::Tensor(DType dtype, Shape shape, Device device) : dtype_(dtype), device_(device), shape_(std::move(shape)) {
-  if (device_ == Device::CUDA) {
-    *this = empty(dtype_, shape_, Device::CUDA);
+Tensor::Tensor(DType dtype, Shape shape, Device device) {
+  *this = empty(dtype, std::move(shape), device);
+  if (device_ == Device::CUDA)
     cuda::Gpu::get()->fill(deviceAddress(*this), 0, nbytes());
-    return;
-  }
-  checkShape(shape_);
-  size_t bytes = nbytes();
-  size_t rounded = (bytes + 63) / 64 * 64;
-  if (rounded == 0) rounded = 64;
-  void *p = std::aligned_alloc(64, rounded);
-  if (!p) fail("out of memory allocating {} bytes for a tensor of shape {}", bytes, shapeString(shape_));
-  std::memset(p, 0, rounded);
-  auto size = static_cast<int64_t>(rounded);
-  raiseTo(gPeak, gCurrent += size);
-  raiseTo(gLargest, size);
-  ++gCount;
-  storage_ = std::shared_ptr<std::byte>(static_cast<std::byte *>(p), [size](std::byte *q) {
-    gCurrent -= size;
-    std::free(q);
-  });
+  else
+    std::memset(data(), 0, nbytes());
 }
 
 Tensor Tensor::empty(DType dtype, Shape shape, Device device) {
-  if (device == Device::CPU) return Tensor(dtype, std::move(shape));
-  cuda::Gpu &gpu = cuda::Gpu::require();
   Tensor t;
   t.dtype_ = dtype;
-  t.device_ = Device::CUDA;
+  t.device_ = device;
   t.shape_ = std::move(shape);
   checkShape(t.shape_);
+  if (device == Device::CPU) {
+    // From the host cache (64-byte aligned); the statistics count the bytes asked for.
+    auto address = hostAllocator().allocate(t.nbytes());
+    auto size = static_cast<int64_t>((t.nbytes() + 63) / 64 * 64);
+    raiseTo(gPeak, gCurrent += size);
+    raiseTo(gLargest, size);
+    ++gCount;
+    t.storage_ = std::shared_ptr<std::byte>(reinterpret_cast<std::byte *>(address), [size](std::byte *q) {
+      gCurrent -= size;
+      hostAllocator().release(reinterpret_cast<uint64_t>(q));
+    });
+    if (poisonHostMemory()) std::memset(t.data(), 0xff, t.nbytes()); // all-ones bytes: NaN in every dtype
+    return t;
+  }
+  cuda::Gpu &gpu = cuda::Gpu::require();
   uint64_t address = gpu.allocator().allocate(t.nbytes());
   t.storage_ = std::shared_ptr<std::byte>(reinterpret_cast<std::byte *>(address),
                                           [&gpu](std::byte *q) { gpu.allocator().release(reinterpret_cast<uint64_t>(q)); });
@@ -164,7 +163,7 @@ Tensor Tensor::clone() const {
     cuda::Gpu::get()->copyOnDevice(deviceAddress(t), deviceAddress(*this), nbytes());
     return t;
   }
-  Tensor t(dtype_, shape_);
+  Tensor t = empty(dtype_, shape_, Device::CPU);
   std::memcpy(t.data(), data(), nbytes());
   return t;
 }
@@ -172,7 +171,7 @@ Tensor Tensor::clone() const {
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
   if (device_ != Device::CPU) return cpu().to(dtype).to(device_); // rare: conversion on the host
-  Tensor t(dtype, shape_);
+  Tensor t = empty(dtype, shape_, Device::CPU);
   for (int64_t i = 0, n = numel(); i < n; ++i) t.set(i, at(i));
   return t;
 }
@@ -184,7 +183,7 @@ Tensor Tensor::to(Device device) const {
     cuda::Gpu::get()->copyToDevice(deviceAddress(t), data(), nbytes());
     return t;
   }
-  Tensor t(dtype_, shape_);
+  Tensor t = empty(dtype_, shape_, Device::CPU);
   cuda::Gpu::get()->copyToHost(t.data(), deviceAddress(*this), nbytes());
   return t;
 }

@@ -46,7 +46,8 @@ public:
   // Zero-filled storage (64-byte aligned on the host). A CUDA tensor needs a GPU (enc::Error
   // otherwise).
   Tensor(DType dtype, Shape shape, Device device = Device::CPU);
-  // Storage left as it comes (on the GPU: NaN-filled when ENC_CUDA_POISON=1).
+  // Storage left as it comes (reused memory; NaN-filled when ENC_POISON=1, on the GPU also
+  // with ENC_CUDA_POISON=1).
   static Tensor empty(DType dtype, Shape shape, Device device);
 
   bool defined() const { return storage_ != nullptr; }
