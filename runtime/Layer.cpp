@@ -9,6 +9,7 @@
 #include "runtime/Gpu.h"
 #include "runtime/Hash.h"
 #include "runtime/HyperParams.h"
+#include "runtime/KernelProfile.h"
 #include "runtime/Rng.h"
 #include "runtime/ThreadPool.h"
 
@@ -16,6 +17,7 @@
 #include <llvm/IR/Module.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <mutex>
@@ -42,6 +44,10 @@ struct Layer::GradientInfo {
 };
 
 namespace {
+
+double secondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 DType dtypeOf(ir::ElemType t) {
   switch (t) {
@@ -356,7 +362,13 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
     runOnCpu(c, buffers, randomSeed);
 }
 
+std::string Layer::kernelLabel(const ir::Kernel &k) const {
+  std::string where = k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : "";
+  return fmt::format("{}{} {}{}", name_, options_.device == Device::CUDA ? " [cuda]" : "", k.name, where);
+}
+
 void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
+  const bool profiling = kernelProfiling();
   std::set<std::string> written;
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
@@ -367,6 +379,7 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
       std::memset(out.data(), 0, out.nbytes());
     }
     for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
+    auto started = std::chrono::steady_clock::now();
     std::vector<void *> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
     std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left
@@ -399,6 +412,7 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
     } else {
       fn(ptrs.data(), params.data(), 0, extent);
     }
+    if (profiling) recordKernelTime(kernelLabel(k), secondsSince(started));
   }
 }
 
@@ -427,9 +441,14 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
     int64_t threads = k.launch == ir::ForKind::GpuWarps ? extent * 32 : extent;
     int64_t blocks = std::clamp<int64_t>((threads + codegen::kCudaBlockSize - 1) / codegen::kCudaBlockSize, 1, maxBlocks);
     if (k.launch == ir::ForKind::GpuTiles) blocks = extent; // one block per tile, no grid-stride loop
+    auto started = std::chrono::steady_clock::now();
     gpu.launch(c.gpuFns[i], static_cast<unsigned>(blocks), codegen::kCudaBlockSize, args.data(),
                fmt::format("kernel {} of layer {}{}", k.name, name_,
                            k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : ""));
+    if (kernelProfiling()) {
+      gpu.synchronize(fmt::format("kernel {} of layer {}", k.name, name_));
+      recordKernelTime(kernelLabel(k), secondsSince(started));
+    }
   }
 }
 

@@ -96,6 +96,7 @@ private:
   void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void compileForCpu(Compiled &c);
+  std::string kernelLabel(const ir::Kernel &k) const; // for ENC_PROFILE
   void compileForGpu(Compiled &c);
 };
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <ostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,6 +37,26 @@ inline std::string slurp(const fs::path &p) {
 inline bool contains(const std::string &haystack, const std::string &needle) {
   return haystack.find(needle) != std::string::npos;
 }
+
+// Sets (or with nullptr unsets) an environment variable for the scope; `encc` children inherit it.
+class ScopedEnv {
+public:
+  ScopedEnv(std::string name, const char *value) : name_(std::move(name)) {
+    if (const char *old = std::getenv(name_.c_str())) old_ = old;
+    if (value) ::setenv(name_.c_str(), value, 1);
+    else ::unsetenv(name_.c_str());
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_.c_str(), old_->c_str(), 1);
+    else ::unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv &) = delete;
+  ScopedEnv &operator=(const ScopedEnv &) = delete;
+
+private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
 
 struct CliResult {
   int status = -1; // exit status; -1 if killed by a signal

@@ -22,26 +22,6 @@ namespace {
 
 using namespace enc::testing;
 
-// Sets (or with nullptr unsets) an environment variable for the scope; `encc` children inherit it.
-class ScopedEnv {
-public:
-  ScopedEnv(std::string name, const char *value) : name_(std::move(name)) {
-    if (const char *old = std::getenv(name_.c_str())) old_ = old;
-    if (value) ::setenv(name_.c_str(), value, 1);
-    else ::unsetenv(name_.c_str());
-  }
-  ~ScopedEnv() {
-    if (old_) ::setenv(name_.c_str(), old_->c_str(), 1);
-    else ::unsetenv(name_.c_str());
-  }
-  ScopedEnv(const ScopedEnv &) = delete;
-  ScopedEnv &operator=(const ScopedEnv &) = delete;
-
-private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
-
 struct JitStats {
   int compiled = -1, fromDisk = -1, fromMemory = -1;
 };

@@ -423,6 +423,22 @@ TEST_F(EnccCli, EvalBadSettings) {
   expectFailure(r, {"'f8'", "bf16"});
 }
 
+// ENC_PROFILE=1: at exit, the time of each kernel that ran, named by layer, kernel and .enc line.
+TEST_F(EnccCli, ProfilePrintsEveryKernel) {
+  ScopedEnv profile("ENC_PROFILE", "1");
+  CliResult r = encc("eval --layer SyncBatchNorm --set num_features=3 --device cpu --input X=random:4,3,5 "
+                     "--grad Y=random:4,3,5 --out out");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_NE(r.err.find("encc: kernel profile"), std::string::npos) << r;
+  for (const char *kernel : {"SyncBatchNorm k0_mu", "SyncBatchNorm k2_Y", "grad_X"})
+    EXPECT_NE(r.err.find(kernel), std::string::npos) << kernel << "\n" << r;
+  EXPECT_NE(r.err.find("batchnorm.enc:"), std::string::npos) << r;
+  ScopedEnv off("ENC_PROFILE", nullptr);
+  r = encc("eval --layer ReLU --device cpu --input X=random:4,3 --out out2");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_EQ(r.err.find("kernel profile"), std::string::npos) << r;
+}
+
 // --dtype f16 / bf16: 16-bit inputs, outputs and gradients (f16 files as '<f2', bf16 ones
 // widened to '<f4'), parameters in f32, matching an f64 run on the same values.
 TEST_F(EnccCli, EvalSixteenBitStorage) {
