@@ -173,10 +173,12 @@ private:
     // Contractions (sums of products of reads) get register-blocked tiles.
     if (r && r->reduceOp == ReduceOp::Sum && !def_.isScatter()) {
       Contraction c{def_.tensor, def_.indices, r->rvars, r->args[0], replaceReduce(value, local("_acc")), flatOut, def_.loc};
+      size_t p = parallelIndex(c);
+      std::rotate(c.indices.begin(), c.indices.begin() + static_cast<long>(p), c.indices.begin() + static_cast<long>(p) + 1);
       if (Stmt tiled = tileContraction(c)) {
         k.launch = ForKind::Parallel;
-        k.launchExtent = def_.indices[0].extent;
-        return forLoop(def_.indices[0].name, def_.indices[0].extent, ForKind::Parallel, {tiled});
+        k.launchExtent = c.indices[0].extent;
+        return forLoop(c.indices[0].name, c.indices[0].extent, ForKind::Parallel, {tiled});
       }
     }
     bool interchange = accumulateInOutputRow(findReduce(def_.value));

@@ -44,6 +44,12 @@ constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indic
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
+constexpr int64_t kMinParallel = 16;    // parallelIndex: iterations a parallel loop should have
+
+struct DotBlocking {
+  std::vector<size_t> indices; // positions in Contraction::indices
+  double fmasPerLoad = 0;
+};
 
 Expr idxVar(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
 
@@ -264,6 +270,102 @@ bool dependsOnReduction(const Expr &load, const std::vector<ReduceVar> &rvars) {
   return false;
 }
 
+// Outer product: the output index (from `first` on) with the most unit-stride reads that
+// move with the reduction, none of them strided; the last index wins ties. -1 if none.
+int vectorIndexOf(const Contraction &c, const std::vector<Expr> &loads, size_t first) {
+  int best = -1, bestScore = 0;
+  for (size_t j = first; j < c.indices.size(); ++j) {
+    const std::string &v = c.indices[j].name;
+    std::optional<int64_t> n = constExtent(c.indices[j].extent);
+    if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+    int score = 0;
+    bool strided = false;
+    for (const Expr &l : loads) {
+      if (!dependsOnReduction(l, c.rvars)) continue;
+      Access a = accessIn(l, v);
+      if (a == Access::Strided) strided = true;
+      if (a == Access::Contiguous) ++score;
+    }
+    if (!strided && score > 0 && score >= bestScore) {
+      best = static_cast<int>(j);
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+// Dot product: the innermost reduction index along which every read that moves is
+// unit-stride, or "" when there is none.
+std::string dotIndexOf(const Contraction &c, const std::vector<Expr> &loads) {
+  for (size_t i = c.rvars.size(); i-- > 0;) {
+    const ReduceVar &r = c.rvars[i];
+    std::optional<int64_t> n = constExtent(r.extent);
+    if ((n && *n < kDotLanes) || underDivMod(c.body, r.name)) continue;
+    int contiguous = 0;
+    bool strided = false;
+    for (const Expr &l : loads) {
+      Access a = accessIn(l, r.name);
+      if (a == Access::Strided) strided = true;
+      if (a == Access::Contiguous) ++contiguous;
+    }
+    if (!strided && contiguous > 0) return r.name;
+  }
+  return "";
+}
+
+// The output indices (never indices[0]) a dot-product tile along `dot` blocks: one or two,
+// each some moving read does not depend on, chosen for the most multiply-adds per vector
+// load (the tile's accumulators over the loads one step of `dot` makes). GramMatrix: i and j,
+// 16 per 8; Conv2d's weight gradient over kernel rows and columns only 9 per 10, which is why
+// parallelIndex moves its output channels out of the parallel loop.
+DotBlocking dotBlocking(const Contraction &c, const std::vector<Expr> &loads, const std::string &dot) {
+  std::vector<Expr> moving;
+  for (const Expr &l : loads)
+    if (mentions(l->args[0], dot)) moving.push_back(l);
+  std::vector<size_t> candidates; // from the last index: it wins ties, as before scoring
+  for (size_t i = c.indices.size(); i-- > 1;)
+    for (const Expr &l : moving)
+      if (!mentions(l->args[0], c.indices[i].name)) {
+        candidates.push_back(i);
+        break;
+      }
+  auto score = [&](const std::vector<size_t> &set) {
+    double accumulators = 1, vectorLoads = 0;
+    for (size_t i : set) accumulators *= static_cast<double>(blockFor(c.indices[i].extent, kDotTile));
+    for (const Expr &l : moving) {
+      double n = 1;
+      for (size_t i : set)
+        if (mentions(l->args[0], c.indices[i].name)) n *= static_cast<double>(blockFor(c.indices[i].extent, kDotTile));
+      vectorLoads += n;
+    }
+    return vectorLoads > 0 ? accumulators / vectorLoads : 0.0;
+  };
+  DotBlocking best;
+  best.fmasPerLoad = moving.empty() ? 0.0 : 1.0 / static_cast<double>(moving.size());
+  for (size_t a = 0; a < candidates.size(); ++a) {
+    std::vector<std::vector<size_t>> sets = {{candidates[a]}};
+    for (size_t b = a + 1; b < candidates.size(); ++b) sets.push_back({candidates[a], candidates[b]});
+    for (const auto &set : sets)
+      if (double v = score(set); v > best.fmasPerLoad + 1e-9 || (set.size() > best.indices.size() && v >= best.fmasPerLoad - 1e-9)) {
+        best.indices = set;
+        best.fmasPerLoad = v;
+      }
+  }
+  return best;
+}
+
+// Index arithmetic the ranges decide (Conv2d's group o // (out_channels // groups) with one
+// group) folds first, so reads that only seemed to depend on an index are independent of it.
+Contraction foldedByRanges(const Contraction &contraction) {
+  std::map<std::string, Expr> extents;
+  for (const IndexVar &v : contraction.indices) extents[v.name] = v.extent;
+  for (const ReduceVar &v : contraction.rvars) extents[v.name] = v.extent;
+  Contraction c = contraction;
+  c.body = foldByIndexRanges(c.body, extents);
+  c.epilogue = foldByIndexRanges(c.epilogue, extents);
+  return c;
+}
+
 } // namespace
 
 Expr unclampedIndex(const Expr &e) {
@@ -292,40 +394,11 @@ std::optional<int64_t> strideIn(const Expr &e, const std::string &v) {
 }
 
 Stmt tileContraction(const Contraction &contraction) {
-  // Index arithmetic the ranges decide (Conv2d's group o // (out_channels // groups) with one
-  // group) folds first, so reads that only seemed to depend on an index are independent of it.
-  std::map<std::string, Expr> extents;
-  for (const IndexVar &v : contraction.indices) extents[v.name] = v.extent;
-  for (const ReduceVar &v : contraction.rvars) extents[v.name] = v.extent;
-  Contraction c = contraction;
-  c.body = foldByIndexRanges(c.body, extents);
-  c.epilogue = foldByIndexRanges(c.epilogue, extents);
+  Contraction c = foldedByRanges(contraction);
   if (c.indices.size() < 2 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
   std::vector<Expr> loads = loadsOf(c.body);
 
-  // Outer product: the output index (from `first` on) with the most unit-stride reads that
-  // move with the reduction, none of them strided; the last index wins ties.
-  auto vectorIndex = [&](size_t first) {
-    int best = -1, bestScore = 0;
-    for (size_t j = first; j < c.indices.size(); ++j) {
-      const std::string &v = c.indices[j].name;
-      std::optional<int64_t> n = constExtent(c.indices[j].extent);
-      if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
-      int score = 0;
-      bool strided = false;
-      for (const Expr &l : loads) {
-        if (!dependsOnReduction(l, c.rvars)) continue;
-        Access a = accessIn(l, v);
-        if (a == Access::Strided) strided = true;
-        if (a == Access::Contiguous) ++score;
-      }
-      if (!strided && score > 0 && score >= bestScore) {
-        best = static_cast<int>(j);
-        bestScore = score;
-      }
-    }
-    return best;
-  };
+  auto vectorIndex = [&](size_t first) { return vectorIndexOf(c, loads, first); };
   // Rows: the index (other than indices[0] and the vectorized one) whose blocking reuses the
   // most vector loads (those that do not depend on it), or -1.
   auto rowIndex = [&](int best) {
@@ -387,32 +460,10 @@ Stmt tileContraction(const Contraction &contraction) {
     return Tiler(c, dims, "", 0).run();
   }
 
-  // Dot product: the innermost reduction index along which every read that moves is unit-stride.
-  std::string dot;
-  for (size_t i = c.rvars.size(); i-- > 0 && dot.empty();) {
-    const ReduceVar &r = c.rvars[i];
-    std::optional<int64_t> n = constExtent(r.extent);
-    if ((n && *n < kDotLanes) || underDivMod(c.body, r.name)) continue;
-    int contiguous = 0;
-    bool strided = false;
-    for (const Expr &l : loads) {
-      Access a = accessIn(l, r.name);
-      if (a == Access::Strided) strided = true;
-      if (a == Access::Contiguous) ++contiguous;
-    }
-    if (!strided && contiguous > 0) dot = r.name;
-  }
+  // Dot product along the innermost reduction index whose moving reads are all unit-stride.
+  std::string dot = dotIndexOf(c, loads);
   if (!dot.empty()) {
-    // Block up to two output indices, each one that some moving read does not depend on.
-    int blocked = 0;
-    for (size_t i = c.indices.size(); i-- > 1 && blocked < 2;) {
-      bool reuse = false;
-      for (const Expr &l : loads)
-        if (mentions(l->args[0], dot) && !mentions(l->args[0], c.indices[i].name)) reuse = true;
-      if (!reuse) continue;
-      dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
-      ++blocked;
-    }
+    for (size_t i : dotBlocking(c, loads, dot).indices) dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
     return Tiler(c, dims, dot, kDotLanes).run();
   }
 
@@ -442,6 +493,33 @@ Stmt tileContraction(const Contraction &contraction) {
     }
   }
   return Tiler(c, slicedDims, "", 0).run();
+}
+
+size_t parallelIndex(const Contraction &contraction) {
+  Contraction c = foldedByRanges(contraction);
+  if (c.indices.size() < 3 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return 0;
+  std::vector<Expr> loads = loadsOf(c.body);
+  if (vectorIndexOf(c, loads, 1) > 0) return 0; // an outer product: its rows already reuse loads
+  std::string dot = dotIndexOf(c, loads);
+  if (dot.empty()) return 0;
+  double current = dotBlocking(c, loads, dot).fmasPerLoad;
+  size_t best = 0;
+  double bestScore = current;
+  for (size_t p = 1; p < c.indices.size(); ++p) {
+    // Enough iterations to share among threads, and still a dot product with p outermost.
+    std::optional<int64_t> n = constExtent(c.indices[p].extent);
+    if (n && *n < kMinParallel) continue;
+    Contraction moved = c;
+    std::rotate(moved.indices.begin(), moved.indices.begin() + static_cast<long>(p),
+                moved.indices.begin() + static_cast<long>(p) + 1);
+    if (vectorIndexOf(moved, loads, 1) > 0 || dotIndexOf(moved, loads) != dot) continue;
+    double v = dotBlocking(moved, loads, dot).fmasPerLoad;
+    if (v > bestScore * 1.25) {
+      best = p;
+      bestScore = v;
+    }
+  }
+  return best;
 }
 
 } // namespace enc::ir

@@ -72,6 +72,26 @@ TEST(CpuTiling, ConvVectorizesOutputColumnsAndBlocksChannels) {
   EXPECT_NE(text.find("alloc _acc: float[128]"), std::string::npos) << text;
 }
 
+// Conv2d's weight gradient grad_weight[o, c, kh, kw] = sum(b, h, w: gY[b, o, h, w] * X[...]) is a
+// dot product along w. With o parallel its tile could only block kh x kw (9 multiply-adds per
+// 10 loads); with enough input channels the parallel loop runs over c instead and the tile
+// blocks 4 output channels by 3 kernel columns (12 per 7).
+TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
+  Layer l(lib(), "Conv2d", {{"in_channels", "32"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  std::string text = ir::printLoops(ir::lowerToLoops(l.gradientProgram(), ir::Target::CPU));
+  size_t at = text.find("kernel k0_grad_weight");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  EXPECT_NE(kernel.find("parallel for c in 0..32:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for o.i in 0..4:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("for o.t in 0..2:"), std::string::npos) << kernel; // 6 = 4 + 2 rows
+  EXPECT_NE(kernel.find("vectorized for w.l in 0..16:"), std::string::npos) << kernel;
+  // Too few input channels to share among threads: o stays parallel.
+  Layer narrow(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  text = ir::printLoops(ir::lowerToLoops(narrow.gradientProgram(), ir::Target::CPU));
+  EXPECT_NE(text.find("parallel for o in 0..6:"), std::string::npos) << text;
+}
+
 TEST(CpuTiling, GramForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(1);
   for (DType dtype : {DType::F32, DType::F64})
@@ -139,7 +159,7 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
   struct Case { int64_t B, Ci, Co, H, W, k, pad; };
   for (DType dtype : {DType::F32, DType::F64})
     for (Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 6, 5, 35, 3, 1}, Case{1, 5, 9, 4, 17, 3, 0},
-                   Case{1, 2, 4, 3, 40, 2, 1}}) {
+                   Case{1, 2, 4, 3, 40, 2, 1}, Case{2, 17, 6, 5, 19, 3, 1}}) { // the last: see below
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
                    {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)}},
