@@ -40,6 +40,7 @@ namespace enc::ir {
 namespace {
 
 constexpr int64_t kRows = 4;     // outer product: rows of the tile
+constexpr int64_t kGatheredRows = 8; // ... with gathers: more rows share each gathered vector
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
@@ -453,7 +454,8 @@ Stmt tileContraction(const Contraction &contraction) {
     j.block = vectorBlock(j.extent);
     j.lane = ForKind::Vectorized;
     int rows = rowIndex(best);
-    if (rows > 0) dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, kRows);
+    if (rows > 0)
+      dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kRows);
     // With gathers, the blocks of j loop outermost, so that the gathered rows of a block stay
     // in cache while every row block reads them.
     if (gathers) std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
