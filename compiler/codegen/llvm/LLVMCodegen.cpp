@@ -145,8 +145,10 @@ private:
 
   // ---- storage types: a buffer's elements as stored, converted to and from fty_ -----------------
   ElemType elemOf(const std::string &buffer) const { return allocs_.count(buffer) ? types_.compute : types_.of(buffer); }
-  // bf16 is handled as i16 bits (exact widening by a shift, rounding in integer arithmetic), so
-  // it needs no CPU support; f16 uses LLVM's half (F16C instructions where the CPU has them).
+  // bf16 is loaded and stored as i16 bits, widened by a shift and rounded with integer
+  // arithmetic, so it needs no CPU support and vectorizes at full width. f16 goes through
+  // LLVM's `half` (F16C's vcvtph2ps / vcvtps2ph on x86-64): an integer version vectorized
+  // wider but its rounding cost more than the hardware conversion (batch norm 2.9 -> 3.7 ms).
   llvm::Type *storedTy(ElemType t) {
     switch (t) {
     case ElemType::F16: return llvm::Type::getHalfTy(ctx_);
@@ -158,14 +160,14 @@ private:
   }
   llvm::Type *storedVecTy(ElemType t) { return llvm::FixedVectorType::get(storedTy(t), lanes_); }
   llvm::Align alignOf(ElemType t) { return llvm::Align(static_cast<uint64_t>(elemTypeBytes(t))); }
+  llvm::Value *i32Like(uint32_t c, llvm::Value *like) { return constLike(b_.getInt32(c), like); }
   // Stored element(s) -> the compute type: exact.
   llvm::Value *toCompute(llvm::Value *v, ElemType t) {
     if (t == types_.compute) return v;
-    if (t == ElemType::BF16) {
-      llvm::Value *bits = b_.CreateShl(b_.CreateZExt(v, typeLike(b_.getInt32Ty(), v)), constLike(b_.getInt32(16), v));
-      return toCompute(b_.CreateBitCast(bits, typeLike(llvm::Type::getFloatTy(ctx_), v)), ElemType::F32);
-    }
-    return b_.CreateFPExt(v, typeLike(fty_, v));
+    if (t == ElemType::BF16)
+      v = b_.CreateBitCast(b_.CreateShl(b_.CreateZExt(v, typeLike(b_.getInt32Ty(), v)), 16),
+                           typeLike(llvm::Type::getFloatTy(ctx_), v));
+    return v->getType()->getScalarType() == fty_ ? v : b_.CreateFPExt(v, typeLike(fty_, v));
   }
   // Compute type -> stored element(s): rounded to nearest, ties to even; NaN stays NaN.
   llvm::Value *toStorage(llvm::Value *v, ElemType t) {
@@ -173,13 +175,11 @@ private:
     if (t != ElemType::BF16) return b_.CreateFPTrunc(v, typeLike(storedTy(t), v));
     if (f64_) v = b_.CreateFPTrunc(v, typeLike(llvm::Type::getFloatTy(ctx_), v));
     llvm::Value *bits = b_.CreateBitCast(v, typeLike(b_.getInt32Ty(), v));
-    llvm::Value *high = b_.CreateLShr(bits, constLike(b_.getInt32(16), v));
-    llvm::Value *odd = b_.CreateAnd(high, constLike(b_.getInt32(1), v));
-    llvm::Value *rounded = b_.CreateLShr(b_.CreateAdd(b_.CreateAdd(bits, constLike(b_.getInt32(0x7fff), v)), odd),
-                                         constLike(b_.getInt32(16), v));
-    llvm::Value *quietNaN = b_.CreateOr(high, constLike(b_.getInt32(0x40), v));
-    llvm::Value *nan = b_.CreateFCmpUNO(v, v);
-    return b_.CreateTrunc(b_.CreateSelect(nan, quietNaN, rounded), typeLike(b_.getInt16Ty(), v));
+    llvm::Value *high = b_.CreateLShr(bits, 16);
+    llvm::Value *odd = b_.CreateAnd(high, i32Like(1, v));
+    llvm::Value *rounded = b_.CreateLShr(b_.CreateAdd(b_.CreateAdd(bits, i32Like(0x7fff, v)), odd), 16);
+    llvm::Value *quietNaN = b_.CreateOr(high, i32Like(0x40, v));
+    return b_.CreateTrunc(b_.CreateSelect(b_.CreateFCmpUNO(v, v), quietNaN, rounded), typeLike(b_.getInt16Ty(), v));
   }
 
   // The address of buffer[index]: one pointer, or one per lane.
