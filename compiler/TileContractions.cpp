@@ -355,6 +355,22 @@ DotBlocking dotBlocking(const Contraction &c, const std::vector<Expr> &loads, co
   return best;
 }
 
+// select(c, x * select(c, y, 0), 0) -> x * select(c, y, 0): a gradient's guard around a
+// product one of whose factors is the same bounds-checked read (Conv2d's grad_X) already
+// vanishes where c fails. The inner select is a masked load; the outer one would cost a
+// compare and a blend per multiply-add.
+Expr withoutRepeatedGuards(const Expr &e) {
+  auto isZero = [](const Expr &z) {
+    return (z->kind == ExprKind::FloatImm && z->floatValue == 0) || (z->kind == ExprKind::IntImm && z->intValue == 0);
+  };
+  return mutate(e, [&](const Expr &n) -> Expr {
+    if (n->kind != ExprKind::Select || !isZero(n->args[2]) || n->args[1]->type != Type::Float) return nullptr;
+    for (const Expr &f : productFactors(n->args[1]))
+      if (f->kind == ExprKind::Select && isZero(f->args[2]) && structurallyEqual(f->args[0], n->args[0])) return n->args[1];
+    return nullptr;
+  });
+}
+
 // Index arithmetic the ranges decide (Conv2d's group o // (out_channels // groups) with one
 // group) folds first, so reads that only seemed to depend on an index are independent of it.
 Contraction foldedByRanges(const Contraction &contraction) {
@@ -362,7 +378,7 @@ Contraction foldedByRanges(const Contraction &contraction) {
   for (const IndexVar &v : contraction.indices) extents[v.name] = v.extent;
   for (const ReduceVar &v : contraction.rvars) extents[v.name] = v.extent;
   Contraction c = contraction;
-  c.body = foldByIndexRanges(c.body, extents);
+  c.body = withoutRepeatedGuards(foldByIndexRanges(c.body, extents));
   c.epilogue = foldByIndexRanges(c.epilogue, extents);
   return c;
 }

@@ -92,6 +92,22 @@ TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
   EXPECT_NE(text.find("parallel for o in 0..6:"), std::string::npos) << text;
 }
 
+// Conv2d's input gradient sums select(in range, select(in range, gY[...], 0) * weight, 0): the
+// outer guard repeats the masked read's and is dropped, leaving a masked load times a
+// broadcast per multiply-add, as in the forward pass.
+TEST(CpuTiling, ConvInputGradientKeepsOneGuard) {
+  Layer l(lib(), "Conv2d", {{"in_channels", "8"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  std::string text = ir::printLoops(ir::lowerToLoops(l.gradientProgram(), ir::Target::CPU));
+  size_t at = text.find("kernel k2_grad_X");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string kernel = text.substr(at);
+  size_t sum = kernel.find("_acc[j1.i * 32 + j3.i] + ");
+  ASSERT_NE(sum, std::string::npos) << kernel;
+  std::string line = kernel.substr(sum, kernel.find('\n', sum) - sum);
+  EXPECT_NE(line.find("select("), std::string::npos) << line;
+  EXPECT_EQ(line.find("select(", line.find("select(") + 1), std::string::npos) << "a second guard: " << line;
+}
+
 TEST(CpuTiling, GramForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(1);
   for (DType dtype : {DType::F32, DType::F64})
