@@ -18,7 +18,8 @@
 //  gathered — when j is far-strided in the output and the reduction short (Encoding's
 //    grad_X[b, d, i] = sum(k: g[b, i, k] * c[k, d]) over 32 codewords), the scattered stores
 //    would cost as much as the reduction: j becomes the output's unit-stride index, and the
-//    reads strided along it are gathered;
+//    reads strided along it are gathered once per block of j into a local [k][lane] array
+//    that every row block then reads with vector loads;
 //
 //  sliced — when only indices[0] could be j (Encoding's grad_codewords[k, d] =
 //    sum(b, i: g[b, i, k] * X[b, d, i])), iteration p0 of the parallel loop computes all of
@@ -31,6 +32,7 @@
 #include "compiler/TileContractions.h"
 
 #include "compiler/IndexRange.h"
+#include "support/Error.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -118,10 +120,18 @@ struct Lane {
   ForKind kind;
 };
 
+// Reads of a gathered outer product that move along the vectorized index j and the reduction
+// only: each block of j copies them once into a local array laid out [reduction][lane], and
+// the tile's rows read that with vector loads instead of gathering again for every row block.
+struct Staging {
+  std::string var;         // j
+  std::vector<Expr> loads; // the reads (Load nodes of the body)
+};
+
 class Tiler {
 public:
-  Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes)
-      : c_(c), dims_(std::move(dims)), dotVar_(std::move(dotVar)), dotLanes_(dotLanes) {}
+  Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes, Staging staging = {})
+      : c_(c), dims_(std::move(dims)), dotVar_(std::move(dotVar)), dotLanes_(dotLanes), staging_(std::move(staging)) {}
 
   Stmt run() { return block(gen(0, {}, {})); }
 
@@ -130,6 +140,53 @@ private:
   std::vector<Dim> dims_;
   std::string dotVar_; // the vectorized reduction index (dot product), or empty
   int64_t dotLanes_;
+  Staging staging_;
+
+  static std::string stageName(size_t m) { return "_stage" + std::to_string(m); }
+  // The reduction position, row-major over the (constant-extent) reduction indices.
+  Expr reductionPosition() const {
+    Expr at = intImm(0);
+    for (const ReduceVar &r : c_.rvars) at = at * r.extent + idxVar(r.name);
+    return at;
+  }
+  int64_t reductionPositions() const {
+    int64_t n = 1;
+    for (const ReduceVar &r : c_.rvars) {
+      int64_t e = 0;
+      if (!isConst(r.extent, &e)) fail("internal error: staging over a reduction of symbolic extent");
+      n *= e;
+    }
+    return n;
+  }
+  // The copies into the local arrays, for the block of j whose positions `subst` gives.
+  std::vector<Stmt> stage(const std::map<std::string, Expr> &subst, const Dim &j) const {
+    std::vector<Stmt> out;
+    std::string lane = j.name + ".i";
+    Expr at = reductionPosition() * intImm(j.block) + idxVar(lane);
+    for (size_t m = 0; m < staging_.loads.size(); ++m) {
+      out.push_back(alloc(stageName(m), reductionPositions() * j.block));
+      Stmt copy = forLoop(lane, intImm(j.block), ForKind::Vectorized,
+                          {store(stageName(m), at, sub(staging_.loads[m], subst), SourceLoc{})});
+      for (size_t i = c_.rvars.size(); i-- > 0;) copy = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {copy});
+      out.push_back(copy);
+    }
+    return out;
+  }
+  // The body with the staged reads replaced by the local arrays (inside a full block of j).
+  Expr stagedBody(const std::vector<Lane> &lanes) const {
+    bool inBlock = std::any_of(lanes.begin(), lanes.end(), [&](const Lane &l) { return l.var == staging_.var + ".i"; });
+    if (staging_.loads.empty() || !inBlock) return c_.body;
+    int64_t block = 1;
+    for (const Lane &l : lanes)
+      if (l.var == staging_.var + ".i") block = l.block;
+    Expr at = reductionPosition() * intImm(block) + idxVar(staging_.var + ".i");
+    return mutate(c_.body, [&](const Expr &n) -> Expr {
+      if (n->kind != ExprKind::Load) return nullptr;
+      for (size_t m = 0; m < staging_.loads.size(); ++m)
+        if (structurallyEqual(n, staging_.loads[m])) return load(stageName(m), at);
+      return nullptr;
+    });
+  }
 
   // Loops over dims_[k...]: full blocks, then the remainder with blocks of one.
   std::vector<Stmt> gen(size_t k, std::map<std::string, Expr> subst, std::vector<Lane> lanes) {
@@ -148,7 +205,9 @@ private:
       auto l = lanes;
       s[d.name] = at(idxVar(d.name + ".o") * b + idxVar(d.name + ".i"));
       l.push_back({d.name + ".i", d.block, d.lane});
-      out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, gen(k + 1, s, l)));
+      std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, d) : std::vector<Stmt>{};
+      for (Stmt &st : gen(k + 1, s, l)) inner.push_back(std::move(st));
+      out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, inner));
     }
     Expr rest = d.extent % b;
     if (!isZero(rest)) {
@@ -191,7 +250,7 @@ private:
       at = at * intImm(l.block) + idxVar(l.var);
       size *= l.block;
     }
-    Expr body = sub(c_.body, subst);
+    Expr body = sub(stagedBody(lanes), subst);
     Expr flatOut = sub(c_.flatOut, subst);
     auto epilogue = [&](Expr reduced) {
       Expr e = sub(c_.epilogue, subst);
@@ -474,8 +533,20 @@ Stmt tileContraction(const Contraction &contraction) {
       dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kRows);
     // With gathers, the blocks of j loop outermost, so that the gathered rows of a block stay
     // in cache while every row block reads them.
-    if (gathers) std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
-    return Tiler(c, dims, "", 0).run();
+    if (!gathers) return Tiler(c, dims, "", 0).run();
+    std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
+    // Reads strided along j that depend on nothing else of the output but the parallel index:
+    // copied once per block of j (the reduction is short, so the copy is small).
+    Staging staging{c.indices[static_cast<size_t>(best)].name, {}};
+    for (const Expr &l : loads) {
+      if (!dependsOnReduction(l, c.rvars) || accessIn(l, staging.var) != Access::Strided) continue;
+      bool other = false;
+      for (size_t i = 1; i < c.indices.size(); ++i)
+        if (static_cast<int>(i) != best && mentions(l->args[0], c.indices[i].name)) other = true;
+      bool seen = std::any_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &s) { return structurallyEqual(s, l); });
+      if (!other && !seen) staging.loads.push_back(l);
+    }
+    return Tiler(c, dims, "", 0, staging).run();
   }
 
   // Dot product along the innermost reduction index whose moving reads are all unit-stride.

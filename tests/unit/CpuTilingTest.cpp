@@ -236,8 +236,11 @@ TEST(CpuTiling, SlicedOuterProductVectorizesTheParallelIndex) {
   EXPECT_NE(text.find("vectorized for k.i in 0..32:"), std::string::npos) << text;
   EXPECT_NE(text.find("unrolled for d.i in 0..4:"), std::string::npos) << text;
   // grad_X[b, d, i] = sum(k: grad_Y[b, i, k] * W[k, d]): vectorized along i, where it is
-  // stored contiguously, gathering grad_Y, rather than along d (stores N elements apart).
+  // stored contiguously, gathering grad_Y, rather than along d (stores N elements apart);
+  // each block of 32 i copies its grad_Y rows once into [k][lane] order for all of d.
   EXPECT_NE(text.find("vectorized for i.i in 0..32:"), std::string::npos) << text;
+  EXPECT_NE(text.find("alloc _stage0: float[1184]"), std::string::npos) << text; // 37 x 32
+  EXPECT_NE(text.find("_stage0[k * 32 + i.i] = grad_Y["), std::string::npos) << text;
 }
 
 TEST(CpuTiling, SlicedOuterProductAtOddSizes) {
