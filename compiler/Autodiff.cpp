@@ -290,6 +290,96 @@ private:
     backprop(body, adjBody, inner);
   }
 
+  // A domain variable read only as v // r and v % r (r a constant: the pixel shuffle's
+  // y // r and y % r) becomes two, its quotient and remainder digits (v = r * vq + vr), which
+  // other indices can then solve for one by one. Returns the guard that keeps r * vq + vr
+  // inside v's extent when r does not divide it.
+  Expr splitDigits(std::vector<Expr> &args, Expr &adj, std::vector<IndexVar> &domain) {
+    Expr guard = boolImm(true);
+    for (size_t d = 0, n = domain.size(); d < n; ++d) {
+      const std::string v = domain[d].name;
+      auto digitOf = [&](const Expr &e, int64_t *r) {
+        return e->kind == ExprKind::Binary && (e->binOp == BinOp::Div || e->binOp == BinOp::Mod) && e->type == Type::Int &&
+               e->args[0]->kind == ExprKind::Var && e->args[0]->name == v && isConst(e->args[1], r) && *r > 1;
+      };
+      std::optional<int64_t> radix;
+      bool bare = false;
+      for (const Expr &a : args)
+        visit(a, [&](const Expr &e) {
+          int64_t r = 0;
+          if (digitOf(e, &r)) {
+            if (radix && *radix != r) bare = true;
+            radix = r;
+            return false;
+          }
+          if (e->kind == ExprKind::Var && e->name == v) bare = true;
+          return true;
+        });
+      if (!radix || bare) continue;
+      Expr r = intImm(*radix);
+      std::string q = freshName(v), rem = freshName(v);
+      for (Expr &a : args)
+        a = mutate(a, [&](const Expr &e) -> Expr {
+          int64_t k = 0;
+          if (!digitOf(e, &k)) return nullptr;
+          return e->binOp == BinOp::Div ? idx(q) : idx(rem);
+        });
+      adj = renameIndices(adj, {{v, r * idx(q) + idx(rem)}});
+      Expr whole = domain[d].extent;
+      int64_t n0 = 0;
+      if (!(isConst(whole, &n0) && n0 % *radix == 0))
+        guard = binary(BinOp::And, guard, binary(BinOp::Lt, r * idx(q) + idx(rem), whole));
+      // The digits take v's place, so loops over what stays unsolved keep their order.
+      domain[d] = {q, (whole + r - intImm(1)) / r};
+      domain.insert(domain.begin() + static_cast<long>(d) + 1, {rem, r});
+      ++d;
+      ++n;
+    }
+    return guard;
+  }
+
+  // e = j where e = sum of c_k * v_k over the open variables (each in no other index), whose
+  // constant coefficients are the place values of mixed-radix digits: c_0 = 1 and
+  // c_{k+1} = c_k * extent(v_k), sorted (the pixel shuffle's channel c * r^2 + yr * r + xr).
+  // Then v_k = (j - rest) // c_k % extent(v_k), the last one without the modulo.
+  bool solveDigits(const Expr &e, const Expr &j, const std::vector<std::string> &open, const std::vector<Expr> &args,
+                   size_t p, const std::map<std::string, Expr> &extent, std::map<std::string, Expr> &solved, Expr &guard) {
+    if (open.size() < 2) return false;
+    std::vector<std::pair<int64_t, std::string>> digits;
+    std::map<std::string, Expr> zero;
+    for (const std::string &v : open) {
+      for (size_t q = 0; q < args.size(); ++q)
+        if (q != p && mentions(args[q], v)) return false;
+      auto c = linearCoefficient(e, v);
+      int64_t cv = 0;
+      if (!c || !isConst(*c, &cv) || cv <= 0) return false;
+      digits.push_back({cv, v});
+      zero[v] = intImm(0);
+    }
+    std::sort(digits.begin(), digits.end());
+    int64_t place = 1;
+    for (size_t k = 0; k < digits.size(); ++k) {
+      if (digits[k].first != place) return false;
+      if (k + 1 == digits.size()) break;
+      int64_t n = 0;
+      if (!isConst(extent.at(digits[k].second), &n) || n <= 0) return false;
+      place *= n;
+    }
+    Expr num = j - renameIndices(e, zero);
+    for (size_t k = 0; k < digits.size(); ++k) {
+      const auto &[c, v] = digits[k];
+      Expr digit = num / intImm(c);
+      if (k + 1 < digits.size()) {
+        solved[v] = digit % extent.at(v);
+      } else {
+        solved[v] = digit;
+        guard = binary(BinOp::And, guard,
+                       binary(BinOp::And, binary(BinOp::Ge, num, intImm(0)), binary(BinOp::Lt, digit, extent.at(v))));
+      }
+    }
+    return true;
+  }
+
   // adjoint of one read U[args] over `domain` -> a contribution to grad_U.
   void contribute(const Expr &read, Expr adj, std::vector<IndexVar> domain) {
     const TensorDecl *u = fwd_.tensor(read->name);
@@ -307,11 +397,11 @@ private:
     std::vector<Expr> args;
     for (const Expr &a : read->args) args.push_back(renameIndices(a, rename));
     adj = renameIndices(adj, rename);
+    Expr guard = splitDigits(args, adj, domain);
     std::map<std::string, Expr> extent;
     for (const IndexVar &v : domain) extent[v.name] = v.extent;
 
     std::map<std::string, Expr> solved; // eliminated domain variable -> its value
-    Expr guard = boolImm(true);
     bool invertible = true;
     for (size_t p = 0; p < args.size() && invertible; ++p) {
       Expr e = renameIndices(args[p], solved);
@@ -329,6 +419,7 @@ private:
         guard = binary(BinOp::And, guard, binary(BinOp::Eq, j, e));
         continue;
       }
+      if (solveDigits(e, j, open, args, p, extent, solved, guard)) continue;
       // Solve e = j for a variable that occurs linearly here and in no other index.
       bool done = false;
       for (const std::string &v : open) {
