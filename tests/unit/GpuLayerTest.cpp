@@ -1,8 +1,9 @@
 // Every shipped layer, forward and backward, on the GPU against the CPU backend (which the
 // layer suites check against naive double loops and finite differences) and, for a few layers,
 // against the naive loops of ReferenceMath.h directly: f64 within 1e-10, f32 within 1e-4,
-// relative to the largest magnitude of the reference. Fresh device memory is NaN-filled
-// (ENC_CUDA_POISON), so an element a kernel forgets to write fails the comparison. Skipped,
+// f16 / bf16 storage within about one unit in the last place (2e-3 / 1.6e-2), relative to the
+// largest magnitude of the reference. Fresh device memory is NaN-filled (ENC_POISON /
+// ENC_CUDA_POISON), so an element a kernel forgets to write fails the comparison. Skipped,
 // with the reason, where there is no GPU.
 #include "LayerCases.h"
 #include "ReferenceMath.h"
