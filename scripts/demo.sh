@@ -31,6 +31,9 @@ step "$encc" eval --layer Conv2d --set in_channels=16 --set out_channels=32 --se
   --device "$device" --input X=random:4,16,32,32 --grad Y=random:4,32,32,32 --out "$out/conv"
 step "$encc" eval --layer SyncBatchNorm --set num_features=32 --set activation=leaky_relu \
   --device "$device" --input X=random:8,32,16,16 --grad Y=random:8,32,16,16 --out "$out/bn"
+# The same with bf16 inputs, outputs and gradients (f32 arithmetic and parameters).
+step "$encc" eval --layer SyncBatchNorm --set num_features=32 --dtype bf16 \
+  --device "$device" --input X=random:8,32,16,16 --grad Y=random:8,32,16,16 --out "$out/bn-bf16"
 step build/examples/train_mlp
 echo
 echo "outputs and parameters written under $out"
