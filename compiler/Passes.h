@@ -59,6 +59,11 @@ struct SplitReductionOptions {
   int64_t targetTiles = 256;  // contractions: 64 x 64 tiles to have at least, for two waves
 };
 Program splitReductions(const Program &p, const SplitReductionOptions &options = {});
+// For the CPU: a column sum, T[o] = sum(r...: ...X[..., o]...) with o unit-stride in its reads
+// and the reduction long (Encoding's grad_scale[k] over B * N positions), becomes
+// T_part[s, o] (one row per chunk of the flattened reduction; the chunks spread over threads,
+// the row loop over o streams and vectorizes) and T[o] = sum(s: T_part[s, o]).
+Program splitColumnReductions(const Program &p, int64_t chunks = 16);
 
 // lowerLayer, specialize(hyperParams), hoistReductions and (when `fuse`) inlinePointwise in
 // order. Hyper-parameters are folded first so that branches on them (training, activation)

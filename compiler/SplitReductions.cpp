@@ -34,10 +34,75 @@ bool allConst(const std::vector<Expr> &extents, int64_t *product) {
   return true;
 }
 
+bool mentionsVar(const Expr &e, const std::string &v) {
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == v; });
+}
+
 std::string freshName(const std::string &base, const std::set<std::string> &taken) {
   std::string name = base;
   for (int i = 1; taken.count(name); ++i) name = base + std::to_string(i);
   return name;
+}
+
+// Cuts d's reduction (`red`, over `length` positions) into `chunks` partial reductions: a
+// partial tensor indexed by the output's indices and the chunk (the chunk last, or first
+// with `chunkFirst`), then d combining its chunks.
+void splitDefinition(const Definition &d, const ExprNode &red, int64_t length, int64_t chunks, bool chunkFirst,
+                     Program &out, std::set<std::string> &tensorNames) {
+  int64_t chunk = (length + chunks - 1) / chunks;
+  chunks = (length + chunk - 1) / chunk;
+  std::set<std::string> indexNames;
+  for (const IndexVar &v : d.indices) indexNames.insert(v.name);
+  for (const ReduceVar &v : red.rvars) indexNames.insert(v.name);
+  std::string s = freshName("split_s", indexNames), j = freshName("split_j", indexNames);
+  Expr sVar = var(s, Type::Int, VarKind::Index), jVar = var(j, Type::Int, VarKind::Index);
+
+  // Position in the flattened reduction, and each reduction variable decoded from it.
+  Expr pos = sVar * intImm(chunk) + jVar;
+  std::map<std::string, Expr> decoded;
+  Expr rest = pos;
+  for (size_t i = red.rvars.size(); i-- > 0;) {
+    const ReduceVar &v = red.rvars[i];
+    decoded[v.name] = i == 0 ? rest : rest % v.extent;
+    rest = rest / v.extent;
+  }
+  Expr body = substitute(red.args[0], [&](const std::string &n, VarKind k) -> Expr {
+    if (k != VarKind::Index) return nullptr;
+    auto it = decoded.find(n);
+    return it == decoded.end() ? nullptr : it->second;
+  });
+  if (chunk * chunks != length)
+    body = select(binary(BinOp::Lt, pos, intImm(length)), body, reduceIdentity(red.reduceOp, Type::Float));
+
+  std::string partName = freshName(d.tensor + "_part", tensorNames);
+  tensorNames.insert(partName);
+  auto place = [&](auto items, auto chunkItem) {
+    if (chunkFirst) items.insert(items.begin(), chunkItem);
+    else items.push_back(chunkItem);
+    return items;
+  };
+  TensorDecl part;
+  part.name = partName;
+  part.role = TensorRole::Temp;
+  part.loc = d.loc;
+  std::vector<Expr> outExtents;
+  for (const IndexVar &v : d.indices) outExtents.push_back(v.extent);
+  part.shape = place(outExtents, intImm(chunks));
+  out.tensors.push_back(part);
+
+  Definition partial;
+  partial.tensor = partName;
+  partial.indices = place(d.indices, IndexVar{s, intImm(chunks)});
+  partial.value = reduce(red.reduceOp, {{j, intImm(chunk)}}, body);
+  partial.loc = d.loc;
+  out.defs.push_back(partial);
+
+  std::vector<Expr> partIndex;
+  for (const IndexVar &v : d.indices) partIndex.push_back(var(v.name, Type::Int, VarKind::Index));
+  Expr combined = reduce(red.reduceOp, {{s, intImm(chunks)}}, access(partName, place(partIndex, sVar), d.loc));
+  Definition final = d;
+  final.value = mutate(d.value, [&](const Expr &n) -> Expr { return n.get() == &red ? combined : nullptr; });
+  out.defs.push_back(final);
 }
 
 } // namespace
@@ -85,57 +150,47 @@ Program splitReductions(const Program &p, const SplitReductionOptions &options) 
         chunks = c;
         break;
       }
-    int64_t chunk = (length + chunks - 1) / chunks;
-    chunks = (length + chunk - 1) / chunk;
+    splitDefinition(d, *r, length, chunks, /*chunkFirst=*/false, out, tensorNames);
+  }
+  return out;
+}
 
-    std::set<std::string> indexNames;
-    for (const IndexVar &v : d.indices) indexNames.insert(v.name);
-    for (const ReduceVar &v : r->rvars) indexNames.insert(v.name);
-    std::string s = freshName("split_s", indexNames), j = freshName("split_j", indexNames);
-    Expr sVar = var(s, Type::Int, VarKind::Index), jVar = var(j, Type::Int, VarKind::Index);
-
-    // Position in the flattened reduction, and each reduction variable decoded from it.
-    Expr pos = sVar * intImm(chunk) + jVar;
-    std::map<std::string, Expr> decoded;
-    Expr rest = pos;
-    for (size_t i = r->rvars.size(); i-- > 0;) {
-      const ReduceVar &v = r->rvars[i];
-      decoded[v.name] = i == 0 ? rest : rest % v.extent;
-      rest = rest / v.extent;
+Program splitColumnReductions(const Program &p, int64_t chunks) {
+  Program out = p;
+  out.defs.clear();
+  std::set<std::string> tensorNames;
+  for (const TensorDecl &t : p.tensors) tensorNames.insert(t.name);
+  for (const Definition &d : p.defs) {
+    const ExprNode *r = d.isScatter() || d.indices.size() != 1 ? nullptr : firstReduce(d.value);
+    if (!r) {
+      out.defs.push_back(d);
+      continue;
     }
-    Expr body = substitute(r->args[0], [&](const std::string &n, VarKind k) -> Expr {
-      if (k != VarKind::Index) return nullptr;
-      auto it = decoded.find(n);
-      return it == decoded.end() ? nullptr : it->second;
-    });
-    if (chunk * chunks != length)
-      body = select(binary(BinOp::Lt, pos, intImm(length)), body, reduceIdentity(r->reduceOp, Type::Float));
-
-    std::string partName = freshName(d.tensor + "_part", tensorNames);
-    tensorNames.insert(partName);
-    TensorDecl part;
-    part.name = partName;
-    part.role = TensorRole::Temp;
-    part.loc = d.loc;
-    part.shape = outExtents;
-    part.shape.push_back(intImm(chunks));
-    out.tensors.push_back(part);
-
-    Definition partial;
-    partial.tensor = partName;
-    partial.indices = d.indices;
-    partial.indices.push_back({s, intImm(chunks)});
-    partial.value = reduce(r->reduceOp, {{j, intImm(chunk)}}, body);
-    partial.loc = d.loc;
-    out.defs.push_back(partial);
-
-    std::vector<Expr> partIndex;
-    for (const IndexVar &v : d.indices) partIndex.push_back(var(v.name, Type::Int, VarKind::Index));
-    partIndex.push_back(sVar);
-    Expr combined = reduce(r->reduceOp, {{s, intImm(chunks)}}, access(partName, partIndex, d.loc));
-    Definition final = d;
-    final.value = mutate(d.value, [&](const Expr &n) -> Expr { return n.get() == r ? combined : nullptr; });
-    out.defs.push_back(final);
+    std::vector<Expr> redExtents;
+    for (const ReduceVar &v : r->rvars) redExtents.push_back(v.extent);
+    int64_t outputs = 0, length = 0;
+    const std::string &o = d.indices[0].name;
+    // A read whose last index is o (unit stride) while the reduction's own indices are not
+    // last in any read: the column sums LowerToLoops would run with o strided innermost.
+    bool column = allConst({d.indices[0].extent}, &outputs) && allConst(redExtents, &length) &&
+                  outputs >= 8 && outputs <= 1024 && length >= 64 * chunks;
+    if (column) {
+      bool contiguous = false;
+      visit(r->args[0], [&](const Expr &n) {
+        if (n->kind != ExprKind::Access || n->args.empty()) return true;
+        const Expr &last = n->args.back();
+        if (last->kind == ExprKind::Var && last->name == o) contiguous = true;
+        for (const ReduceVar &v : r->rvars)
+          if (last->kind == ExprKind::Var && last->name == v.name && mentionsVar(n, o)) column = false;
+        return true;
+      });
+      column = column && contiguous;
+    }
+    if (!column) {
+      out.defs.push_back(d);
+      continue;
+    }
+    splitDefinition(d, *r, length, chunks, /*chunkFirst=*/true, out, tensorNames);
   }
   return out;
 }

@@ -289,6 +289,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   ir::Program prog = ir::specialize(program, sizes);
   checkRequirements(prog, sizes);
   if (options_.device == Device::CUDA) prog = ir::splitReductions(prog);
+  else if (options_.fuse) prog = ir::splitColumnReductions(prog);
   for (const ir::TensorDecl &t : prog.tensors) {
     Shape s;
     for (const ir::Expr &d : t.shape) {

@@ -131,6 +131,8 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   // What the runtime runs on a GPU: with every size known, long reductions are split.
   bool gpu = o.kind == "cuda" || o.kind == "ptx" || (o.kind == "loops" && o.target == "gpu");
   if (gpu) prog = ir::splitReductions(prog);
+  // On the CPU, with every size known, column sums are split as the runtime splits them.
+  if (!gpu && !sizes.empty()) prog = ir::splitColumnReductions(prog);
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
   // As the runtime compiles it: fused, with the storage types of --dtype.
   auto lowered = [&](ir::Target target) {
