@@ -32,7 +32,6 @@
 #include "compiler/TileContractions.h"
 
 #include "compiler/IndexRange.h"
-#include "support/Error.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -126,6 +125,7 @@ struct Lane {
 struct Staging {
   std::string var;         // j
   std::vector<Expr> loads; // the reads (Load nodes of the body)
+  int64_t positions = 0;   // the reduction's length (a constant: gathered tiles need a short one)
 };
 
 class Tiler {
@@ -149,22 +149,13 @@ private:
     for (const ReduceVar &r : c_.rvars) at = at * r.extent + idxVar(r.name);
     return at;
   }
-  int64_t reductionPositions() const {
-    int64_t n = 1;
-    for (const ReduceVar &r : c_.rvars) {
-      int64_t e = 0;
-      if (!isConst(r.extent, &e)) fail("internal error: staging over a reduction of symbolic extent");
-      n *= e;
-    }
-    return n;
-  }
   // The copies into the local arrays, for the block of j whose positions `subst` gives.
   std::vector<Stmt> stage(const std::map<std::string, Expr> &subst, const Dim &j) const {
     std::vector<Stmt> out;
     std::string lane = j.name + ".i";
     Expr at = reductionPosition() * intImm(j.block) + idxVar(lane);
     for (size_t m = 0; m < staging_.loads.size(); ++m) {
-      out.push_back(alloc(stageName(m), reductionPositions() * j.block));
+      out.push_back(alloc(stageName(m), staging_.positions * j.block));
       Stmt copy = forLoop(lane, intImm(j.block), ForKind::Vectorized,
                           {store(stageName(m), at, sub(staging_.loads[m], subst), SourceLoc{})});
       for (size_t i = c_.rvars.size(); i-- > 0;) copy = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {copy});
@@ -174,12 +165,9 @@ private:
   }
   // The body with the staged reads replaced by the local arrays (inside a full block of j).
   Expr stagedBody(const std::vector<Lane> &lanes) const {
-    bool inBlock = std::any_of(lanes.begin(), lanes.end(), [&](const Lane &l) { return l.var == staging_.var + ".i"; });
-    if (staging_.loads.empty() || !inBlock) return c_.body;
-    int64_t block = 1;
-    for (const Lane &l : lanes)
-      if (l.var == staging_.var + ".i") block = l.block;
-    Expr at = reductionPosition() * intImm(block) + idxVar(staging_.var + ".i");
+    auto lane = std::find_if(lanes.begin(), lanes.end(), [&](const Lane &l) { return l.var == staging_.var + ".i"; });
+    if (staging_.loads.empty() || lane == lanes.end()) return c_.body;
+    Expr at = reductionPosition() * intImm(lane->block) + idxVar(lane->var);
     return mutate(c_.body, [&](const Expr &n) -> Expr {
       if (n->kind != ExprKind::Load) return nullptr;
       for (size_t m = 0; m < staging_.loads.size(); ++m)
@@ -537,7 +525,7 @@ Stmt tileContraction(const Contraction &contraction) {
     std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
     // Reads strided along j that depend on nothing else of the output but the parallel index:
     // copied once per block of j (the reduction is short, so the copy is small).
-    Staging staging{c.indices[static_cast<size_t>(best)].name, {}};
+    Staging staging{c.indices[static_cast<size_t>(best)].name, {}, *positions};
     for (const Expr &l : loads) {
       if (!dependsOnReduction(l, c.rvars) || accessIn(l, staging.var) != Access::Strided) continue;
       bool other = false;
