@@ -37,6 +37,8 @@ struct Layer::Compiled {
   std::vector<codegen::CpuKernelFn> fns;     // CPU: one per kernel
   std::vector<cuda::CUfunction> gpuFns;      // GPU: one per kernel
   std::map<std::string, Shape> shapes; // every tensor the kernels touch
+  // Per kernel: a scatter whose output no earlier kernel wrote, which the runner zeroes first.
+  std::vector<bool> zeroOutput;
 };
 
 struct Layer::GradientInfo {
@@ -290,11 +292,12 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   checkRequirements(prog, sizes);
   if (options_.device == Device::CUDA) prog = ir::splitReductions(prog);
   else if (options_.fuse) prog = ir::splitColumnReductions(prog);
+  bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
+                                [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
   for (const ir::TensorDecl &t : prog.tensors) {
     Shape s;
     for (const ir::Expr &d : t.shape) {
       int64_t n = evalInt(d);
-      bool emptyInput = std::any_of(sizes.begin(), sizes.end(), [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
         throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name,
                                 s.size(), n, lastInputsText_),
@@ -308,7 +311,15 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   c->loops.types = types;
   c->loops = ir::accumulateInComputeType(c->loops);
   for (const ir::TensorDecl &t : c->loops.tensors.tensors) // the temporaries it added
-    if (!c->shapes.count(t.name)) c->shapes[t.name] = c->shapes.at(t.name.substr(0, t.name.rfind("_acc")));
+    if (!c->shapes.count(t.name)) {
+      Shape &s = c->shapes[t.name];
+      for (const ir::Expr &d : t.shape) s.push_back(evalInt(d));
+    }
+  std::set<std::string> written;
+  for (const ir::Kernel &k : c->loops.kernels) {
+    c->zeroOutput.push_back(k.scatters && !written.count(k.buffers[0]));
+    for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
+  }
   // Everything but the random seed was folded into the kernels.
   for (const ir::Kernel &k : c->loops.kernels)
     for (const ir::SizeParam &p : k.params)
@@ -354,7 +365,8 @@ void Layer::compileForGpu(Compiled &c) {
 }
 
 void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
-  // Kernels write every element they own; scatter outputs are zeroed where they run.
+  // Kernels write every element they own; scatter outputs that no earlier kernel wrote (the
+  // tensor's own definition) are zeroed before their kernel runs.
   for (const auto &[n, s] : c.shapes)
     if (!buffers.count(n)) buffers[n] = Tensor::empty(dtypeOf(c.loops.types.of(n)), s, options_.device);
   if (options_.device == Device::CUDA)
@@ -370,16 +382,12 @@ std::string Layer::kernelLabel(const ir::Kernel &k) const {
 
 void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
   const bool profiling = kernelProfiling();
-  std::set<std::string> written;
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
-    if (k.scatters && !written.count(k.buffers[0])) {
-      // Scatter kernels add into their output: zeros, unless a kernel before wrote the
-      // tensor's own definition.
+    if (c.zeroOutput[i]) {
       Tensor &out = buffers.at(k.buffers[0]);
       std::memset(out.data(), 0, out.nbytes());
     }
-    for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
     auto started = std::chrono::steady_clock::now();
     std::vector<void *> ptrs;
     for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
@@ -421,16 +429,12 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
   cuda::Gpu &gpu = cuda::Gpu::require();
   // Grid-stride loops: a few waves of blocks per multiprocessor cover any extent.
   const int64_t maxBlocks = int64_t{32} * gpu.multiprocessors();
-  std::set<std::string> written;
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
-    if (k.scatters && !written.count(k.buffers[0])) {
-      // Scatter kernels add into their output (atomically): zeros, unless a kernel before
-      // wrote the tensor's own definition.
+    if (c.zeroOutput[i]) { // it adds into its output atomically
       Tensor &out = buffers.at(k.buffers[0]);
       gpu.fill(reinterpret_cast<cuda::CUdeviceptr>(out.data()), 0, out.nbytes());
     }
-    for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
     int64_t extent = evalInt(k.launchExtent);
     if (extent <= 0) continue;
     std::vector<cuda::CUdeviceptr> ptrs;
