@@ -410,6 +410,10 @@ std::vector<Expr> productFactors(const Expr &e) {
   return out;
 }
 
+bool mentionsVar(const Expr &e, const std::string &name) {
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == name; });
+}
+
 bool containsReduce(const Expr &e) {
   return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
 }

@@ -94,6 +94,8 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &name,
 
 // Whether some node of e satisfies pred (stops at the first).
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred);
+// Whether e reads the variable `name` (of any kind).
+bool mentionsVar(const Expr &e, const std::string &name);
 bool containsReduce(const Expr &e);
 // The first Reduce node of e in pre-order (a definition's main reduction after hoisting).
 const ExprNode *firstReduce(const Expr &e);

@@ -34,10 +34,6 @@ bool allConst(const std::vector<Expr> &extents, int64_t *product) {
   return true;
 }
 
-bool mentionsVar(const Expr &e, const std::string &v) {
-  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == v; });
-}
-
 std::string freshName(const std::string &base, const std::set<std::string> &taken) {
   std::string name = base;
   for (int i = 1; taken.count(name); ++i) name = base + std::to_string(i);

@@ -55,10 +55,6 @@ struct DotBlocking {
 
 Expr idxVar(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
 
-bool mentions(const Expr &e, const std::string &v) {
-  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == v; });
-}
-
 bool isClamp(const Expr &e) {
   return e->kind == ExprKind::Binary && e->binOp == BinOp::Min && e->args[0]->kind == ExprKind::Binary &&
          e->args[0]->binOp == BinOp::Max && isConst(e->args[0]->args[1], nullptr) && e->args[0]->args[1]->intValue == 0;
@@ -92,7 +88,7 @@ bool vectorizable(const Expr &body) {
 bool underDivMod(const Expr &e, const std::string &v) {
   return anyNode(e, [&](const Expr &n) {
     return n->kind == ExprKind::Binary && (n->binOp == BinOp::Div || n->binOp == BinOp::Mod) && n->type == Type::Int &&
-           mentions(n, v);
+           mentionsVar(n, v);
   });
 }
 
@@ -100,7 +96,7 @@ enum class Access { Uniform, Contiguous, Strided };
 
 Access accessIn(const Expr &load, const std::string &v) {
   Expr ix = unclampedIndex(load->args[0]);
-  if (!mentions(ix, v)) return Access::Uniform;
+  if (!mentionsVar(ix, v)) return Access::Uniform;
   std::optional<int64_t> s = strideIn(ix, v);
   return s && *s == 1 ? Access::Contiguous : Access::Strided;
 }
@@ -314,7 +310,7 @@ int64_t blockFor(const Expr &e, int64_t want) {
 
 bool dependsOnReduction(const Expr &load, const std::vector<ReduceVar> &rvars) {
   for (const ReduceVar &r : rvars)
-    if (mentions(load->args[0], r.name)) return true;
+    if (mentionsVar(load->args[0], r.name)) return true;
   return false;
 }
 
@@ -369,11 +365,11 @@ std::string dotIndexOf(const Contraction &c, const std::vector<Expr> &loads) {
 DotBlocking dotBlocking(const Contraction &c, const std::vector<Expr> &loads, const std::string &dot) {
   std::vector<Expr> moving;
   for (const Expr &l : loads)
-    if (mentions(l->args[0], dot)) moving.push_back(l);
+    if (mentionsVar(l->args[0], dot)) moving.push_back(l);
   std::vector<size_t> candidates; // from the last index: it wins ties, as before scoring
   for (size_t i = c.indices.size(); i-- > 1;)
     for (const Expr &l : moving)
-      if (!mentions(l->args[0], c.indices[i].name)) {
+      if (!mentionsVar(l->args[0], c.indices[i].name)) {
         candidates.push_back(i);
         break;
       }
@@ -383,7 +379,7 @@ DotBlocking dotBlocking(const Contraction &c, const std::vector<Expr> &loads, co
     for (const Expr &l : moving) {
       double n = 1;
       for (size_t i : set)
-        if (mentions(l->args[0], c.indices[i].name)) n *= static_cast<double>(blockFor(c.indices[i].extent, kDotTile));
+        if (mentionsVar(l->args[0], c.indices[i].name)) n *= static_cast<double>(blockFor(c.indices[i].extent, kDotTile));
       vectorLoads += n;
     }
     return vectorLoads > 0 ? accumulators / vectorLoads : 0.0;
@@ -440,7 +436,7 @@ Expr unclampedIndex(const Expr &e) {
 }
 
 std::optional<int64_t> strideIn(const Expr &e, const std::string &v) {
-  if (!mentions(e, v)) return 0;
+  if (!mentionsVar(e, v)) return 0;
   if (e->kind == ExprKind::Var) return e->name == v ? 1 : 0;
   if (e->kind != ExprKind::Binary || e->type != Type::Int) return std::nullopt;
   std::optional<int64_t> a = strideIn(e->args[0], v), b = strideIn(e->args[1], v);
@@ -472,7 +468,7 @@ Stmt tileContraction(const Contraction &contraction) {
       int score = 0;
       for (const Expr &l : loads)
         if (dependsOnReduction(l, c.rvars) && accessIn(l, c.indices[static_cast<size_t>(best)].name) != Access::Uniform &&
-            !mentions(l->args[0], c.indices[i].name))
+            !mentionsVar(l->args[0], c.indices[i].name))
           ++score;
       if (score > rowScore) {
         rows = static_cast<int>(i);
@@ -530,7 +526,7 @@ Stmt tileContraction(const Contraction &contraction) {
       if (!dependsOnReduction(l, c.rvars) || accessIn(l, staging.var) != Access::Strided) continue;
       bool other = false;
       for (size_t i = 1; i < c.indices.size(); ++i)
-        if (static_cast<int>(i) != best && mentions(l->args[0], c.indices[i].name)) other = true;
+        if (static_cast<int>(i) != best && mentionsVar(l->args[0], c.indices[i].name)) other = true;
       bool seen = std::any_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &s) { return structurallyEqual(s, l); });
       if (!other && !seen) staging.loads.push_back(l);
     }
