@@ -51,26 +51,6 @@ double secondsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-DType dtypeOf(ir::ElemType t) {
-  switch (t) {
-  case ir::ElemType::F16: return DType::F16;
-  case ir::ElemType::BF16: return DType::BF16;
-  case ir::ElemType::F32: return DType::F32;
-  case ir::ElemType::F64: return DType::F64;
-  }
-  return DType::F32;
-}
-
-ir::ElemType elemTypeOf(DType t) {
-  switch (t) {
-  case DType::F16: return ir::ElemType::F16;
-  case DType::BF16: return ir::ElemType::BF16;
-  case DType::F32: return ir::ElemType::F32;
-  case DType::F64: return ir::ElemType::F64;
-  }
-  return ir::ElemType::F32;
-}
-
 // PyTorch-Encoding's deprecated BatchNorm1d/2d/3d: SyncBatchNorm restricted to input ranks.
 struct Alias {
   const char *name;
@@ -206,6 +186,26 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
     throw Error(fmt::format("layer {}: parameter '{}' has shape {}, but the value given has shape {}", name_, pname,
                             shapeString(it->second.shape()), shapeString(value.shape())));
   it->second = value.to(paramDType()).to(options_.device).clone();
+}
+
+DType dtypeOf(ir::ElemType t) {
+  switch (t) {
+  case ir::ElemType::F16: return DType::F16;
+  case ir::ElemType::BF16: return DType::BF16;
+  case ir::ElemType::F32: return DType::F32;
+  case ir::ElemType::F64: return DType::F64;
+  }
+  return DType::F32;
+}
+
+ir::ElemType elemTypeOf(DType t) {
+  switch (t) {
+  case DType::F16: return ir::ElemType::F16;
+  case DType::BF16: return ir::ElemType::BF16;
+  case DType::F32: return ir::ElemType::F32;
+  case DType::F64: return ir::ElemType::F64;
+  }
+  return ir::ElemType::F32;
 }
 
 SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std::map<std::string, Tensor> &inputs,

@@ -115,6 +115,10 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
 // a one-time warning.
 const LayerSymbols &resolveLayer(const Library &lib, const std::string &name);
 
+// The compiler's element type for a tensor dtype, and back.
+ir::ElemType elemTypeOf(DType t);
+DType dtypeOf(ir::ElemType t);
+
 // Evaluates a fully specialized integer expression.
 int64_t evalInt(const ir::Expr &e);
 

@@ -107,7 +107,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
   ir::Program prog = ir::buildTensorProgram(sym, hyper);
-  ir::ElemType storage = *ir::parseElemType(dtypeName(parseDTypeOption(o.dtype)));
+  ir::ElemType storage = elemTypeOf(parseDTypeOption(o.dtype));
   const ir::Program forward = prog;
   std::optional<ir::Gradient> gradient;
   if (o.kind == "grad" || o.backward) {
