@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -46,10 +47,12 @@ struct DriverLoader {
 
   void load() {
     dlerror();
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    const char *chosen = std::getenv("ENC_CUDA_DRIVER");
+    const std::string path = chosen && *chosen ? chosen : "libcuda.so.1";
+    void *lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char *err = dlerror();
-      reason = fmt::format("no CUDA driver found (dlopen libcuda.so.1: {})", err ? err : "unknown error");
+      reason = fmt::format("no CUDA driver found (dlopen {}: {})", path, err ? err : "unknown error");
       noLibrary = true;
       return;
     }
@@ -98,9 +101,10 @@ struct DriverLoader {
     ENC_RESOLVE(cuGetErrorString);
     ENC_RESOLVE(cuGetErrorName);
 #undef ENC_RESOLVE
+    d->encemuModuleLoadSource = reinterpret_cast<decltype(d->encemuModuleLoadSource)>(dlsym(lib, "encemuModuleLoadSource"));
     if (!missing.empty()) {
       reason =
-          fmt::format("the CUDA driver (libcuda.so.1) is too old: it lacks {}", fmt::join(missing, ", "));
+          fmt::format("the CUDA driver ({}) is too old: it lacks {}", path, fmt::join(missing, ", "));
       dlclose(lib); // nothing was called yet, so unloading is safe
       return;
     }

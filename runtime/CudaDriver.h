@@ -31,7 +31,8 @@ inline constexpr CUresult CUDA_SUCCESS = 0;
 class Driver {
 public:
   // The process-wide driver, initialized (cuInit) with at least one GPU; nullptr when there is no usable
-  // driver or GPU. Thread-safe; loading is attempted once per process.
+  // driver or GPU. Thread-safe; loading is attempted once per process. The library is libcuda.so.1, or
+  // the path in $ENC_CUDA_DRIVER (tests point it at the CUDA emulator).
   static Driver *get();
   // Why get() returned nullptr, e.g. "no CUDA driver found (dlopen libcuda.so.1: ...)"; "" when it didn't.
   static const std::string &unavailableReason();
@@ -86,6 +87,9 @@ public:
   CUresult (*cuStreamSynchronize)(CUstream stream) = nullptr;
   CUresult (*cuGetErrorString)(CUresult result, const char **text) = nullptr;
   CUresult (*cuGetErrorName)(CUresult result, const char **name) = nullptr;
+  // Only encc's CUDA emulator (tools/cuda-emulator) has this: it builds modules from CUDA C++
+  // source instead of cubin or PTX. nullptr with a real driver.
+  CUresult (*encemuModuleLoadSource)(CUmodule *module, const char *source) = nullptr;
 
   Driver(const Driver &) = delete;
   Driver &operator=(const Driver &) = delete;

@@ -115,6 +115,17 @@ CUmodule Gpu::loadModule(const std::string &key, const CompileResult &image) {
   return m;
 }
 
+CUmodule Gpu::loadSourceModule(const std::string &key, const std::string &source) {
+  std::lock_guard<std::mutex> lock(modulesMu_);
+  if (auto it = modules_.find(key); it != modules_.end()) return it->second;
+  if (!loadsSource()) throw Error("internal error: this CUDA driver cannot build modules from source");
+  makeCurrent();
+  CUmodule m = nullptr;
+  driver_->check(driver_->encemuModuleLoadSource(&m, source.c_str()), "encemuModuleLoadSource");
+  modules_[key] = m;
+  return m;
+}
+
 CUfunction Gpu::function(CUmodule module, const std::string &name) {
   makeCurrent();
   CUfunction f = nullptr;

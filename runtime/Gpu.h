@@ -44,6 +44,10 @@ public:
 
   // A module from NVRTC's output, loaded once per process per `key` (the source's hash).
   CUmodule loadModule(const std::string &key, const CompileResult &image);
+  // Whether the driver builds modules from CUDA C++ source itself (the CUDA emulator does; a
+  // real driver needs NVRTC's output), and the module it builds from `source`, once per `key`.
+  bool loadsSource() const { return driver_->encemuModuleLoadSource != nullptr; }
+  CUmodule loadSourceModule(const std::string &key, const std::string &source);
   CUfunction function(CUmodule module, const std::string &name);
   void launch(CUfunction f, unsigned grid, unsigned block, void **args, const std::string &what);
 

@@ -359,8 +359,9 @@ void Layer::compileForGpu(Compiled &c) {
   cuda::CompileOptions opts;
   opts.arch = fmt::format("sm_{}", gpu.computeCapability());
   opts.sourceName = name_ + ".cu";
-  cuda::CompileResult image = cuda::compileCached(source, opts);
-  cuda::CUmodule module = gpu.loadModule(sha256Hex(opts.arch + "\n" + source), image);
+  const std::string key = sha256Hex(opts.arch + "\n" + source);
+  cuda::CUmodule module =
+      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, cuda::compileCached(source, opts));
   for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(gpu.function(module, k.name));
 }
 

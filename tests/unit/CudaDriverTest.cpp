@@ -110,7 +110,10 @@ TEST(CudaDriver, SaxpyOnGpu) {
   const void *image =
       compiled.isCubin ? static_cast<const void *>(compiled.cubin.data()) : compiled.ptx.c_str();
   CUmodule module = nullptr;
-  d->check(d->cuModuleLoadData(&module, image), "cuModuleLoadData");
+  if (d->encemuModuleLoadSource) // the CUDA emulator runs the source itself
+    d->check(d->encemuModuleLoadSource(&module, source), "encemuModuleLoadSource");
+  else
+    d->check(d->cuModuleLoadData(&module, image), "cuModuleLoadData");
   CUfunction fn = nullptr;
   d->check(d->cuModuleGetFunction(&fn, module, "saxpy"), "cuModuleGetFunction");
 

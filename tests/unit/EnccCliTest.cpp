@@ -546,16 +546,32 @@ TEST_F(EnccCli, EvalGrad) {
 TEST_F(EnccCli, EvalCudaWithoutGpu) {
   CliResult r =
       encc("eval --layer Encoding --set D=4 --set K=3 --input X=random:2,4,5 --device cuda --out out");
-  if (cuda::Driver::get()) {
-    // With a GPU the request reaches the (not yet written) GPU path; it must still fail cleanly.
-    EXPECT_TRUE(r.status == 0 || r.status == 1) << r;
-    GTEST_SKIP() << "a CUDA driver and GPU are present; the no-driver message cannot be checked";
-  }
+  if (cuda::Driver::get()) GTEST_SKIP() << "a CUDA driver and GPU are present; the no-driver message cannot be checked";
   std::vector<std::string> mentions = {"--device cuda"};
   if (contains(cuda::Driver::unavailableReason(), "no CUDA driver"))
     mentions.push_back("no CUDA driver");
   expectFailure(r, mentions);
   EXPECT_TRUE(contains(r.err, "--device cpu")) << "the hint\n" << r;
+}
+
+// With a GPU, eval runs there by default and agrees with --device cpu: outputs, parameters and
+// gradients, written to .npy the same way.
+TEST_F(EnccCli, EvalOnTheGpuMatchesTheCpu) {
+  if (!cuda::Driver::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  writeNpy(path("x.npy").string(), randomTensor(DType::F64, {2, 6, 7}, 31));
+  writeNpy(path("g.npy").string(), randomTensor(DType::F64, {2, 5, 6}, 32));
+  const std::string common = "eval --layer Encoding --set D=6 --set K=5 --dtype f64 --input X=x.npy --grad Y=g.npy";
+  CliResult gpu = encc(common + " --out gpu");
+  ASSERT_EQ(gpu.status, 0) << gpu;
+  CliResult cpu = encc(common + " --device cpu --out cpu");
+  ASSERT_EQ(cpu.status, 0) << cpu;
+  for (const char *file : {"Y.npy", "grad/X.npy", "grad/codewords.npy", "grad/scale.npy", "params/codewords.npy"}) {
+    Tensor a = readNpy(path(std::string("gpu/") + file).string()), b = readNpy(path(std::string("cpu/") + file).string());
+    ASSERT_EQ(a.shape(), b.shape()) << file;
+    std::vector<double> want(static_cast<size_t>(b.numel()));
+    for (int64_t i = 0; i < b.numel(); ++i) want[static_cast<size_t>(i)] = b.at(i);
+    EXPECT_LE(relError(a, want), 1e-10) << file;
+  }
 }
 
 // Command-line errors exit with 1 and the usual "encc: error:" prefix, as docs/cli.md says.

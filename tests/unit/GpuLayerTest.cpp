@@ -167,6 +167,14 @@ TEST(GpuTensor, AllocatorReusesFreedBlocks) {
   EXPECT_GE(after.peakBytes, after.currentBytes);
 }
 
+// A driver chosen with ENC_CUDA_DRIVER (the suite's second run, on the CUDA emulator) must load:
+// otherwise every GPU test would skip quietly.
+TEST(GpuDevice, LoadsTheChosenDriver) {
+  const char *chosen = std::getenv("ENC_CUDA_DRIVER");
+  if (!chosen || !*chosen) GTEST_SKIP() << "ENC_CUDA_DRIVER is not set";
+  ASSERT_NE(cuda::Gpu::get(), nullptr) << cuda::Driver::unavailableReason();
+}
+
 // Without a GPU, asking for one is a clear error; with one, a CUDA layer runs.
 TEST(GpuDevice, CudaLayerWithoutGpuIsAClearError) {
   if (cuda::Gpu::get()) GTEST_SKIP() << "a GPU is present: nothing to refuse";
