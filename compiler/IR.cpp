@@ -211,6 +211,22 @@ Expr binary(BinOp op, Expr a, Expr b) {
     }
     if (a->binOp == BinOp::Mul && op == BinOp::Mul) return binary(BinOp::Mul, a->args[0], intImm(c1 * c2));
   }
+  // A multiple of k passes through floor division and modulo by k exactly, for any integers:
+  // (x*m + y) / k = x*(m/k) + y / k and (x*m + y) % k = y % k when k > 0 divides m. Decoded
+  // positions ((s * 3136 + j) / 3136) shrink to what range folding can finish.
+  if ((op == BinOp::Div || op == BinOp::Mod) && a->type == Type::Int && b->kind == ExprKind::IntImm &&
+      b->intValue > 0 && a->kind == ExprKind::Binary && a->binOp == BinOp::Add) {
+    const int64_t k = b->intValue;
+    for (int side = 0; side < 2; ++side) {
+      const Expr &term = a->args[side], &other = a->args[1 - side];
+      if (term->kind != ExprKind::Binary || term->binOp != BinOp::Mul || term->args[1]->kind != ExprKind::IntImm ||
+          term->args[1]->intValue % k != 0)
+        continue;
+      if (op == BinOp::Mod) return binary(BinOp::Mod, other, b);
+      return binary(BinOp::Add, binary(BinOp::Mul, term->args[0], intImm(term->args[1]->intValue / k)),
+                    binary(BinOp::Div, other, b));
+    }
+  }
   // Identities that keep index arithmetic readable after specialization.
   auto zero = [](const Expr &e) { return isIntConst(e, 0) || isFloatConst(e, 0.0); };
   auto one = [](const Expr &e) { return isIntConst(e, 1) || isFloatConst(e, 1.0); };

@@ -100,6 +100,32 @@ TEST(IR, Identities) {
   EXPECT_EQ(binary(BinOp::Or, boolImm(false), c), c);
 }
 
+// Multiples of the divisor pass through floor division and modulo: the rewrite is exact for
+// negative operands too (checked here by brute force with the floor semantics written out).
+TEST(IR, MultiplesPassThroughDivisionAndModulo) {
+  Expr x = ivar("x"), y = ivar("y");
+  EXPECT_EQ(print((x * intImm(6) + y) / intImm(3)), "x * 2 + y / 3");
+  EXPECT_EQ(print((y + x * intImm(4)) / intImm(4)), "x + y / 4");
+  EXPECT_EQ(print((x * intImm(6) + y) % intImm(3)), "y % 3");
+  EXPECT_EQ(print((x * intImm(5) + y) / intImm(3)), "(x * 5 + y) / 3"); // 3 does not divide 5
+  auto floorDiv = [](int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); };
+  auto floorMod = [&](int64_t a, int64_t b) { return a - b * floorDiv(a, b); };
+  for (int64_t k : {1, 3, 4})
+    for (int64_t m : {k, 2 * k, -3 * k})
+      for (int64_t xv = -7; xv <= 7; ++xv)
+        for (int64_t yv = -9; yv <= 9; ++yv) {
+          const int64_t a = xv * m + yv;
+          EXPECT_EQ(floorDiv(a, k), xv * (m / k) + floorDiv(yv, k)) << xv << " " << yv << " " << m << " " << k;
+          EXPECT_EQ(floorMod(a, k), floorMod(yv, k));
+          // The rewritten expressions, evaluated at (xv, yv).
+          auto at = [&](const Expr &e) {
+            return intOf(substitute(e, [&](const std::string &n, VarKind) -> Expr { return intImm(n == "x" ? xv : yv); }));
+          };
+          EXPECT_EQ(at((x * intImm(m) + y) / intImm(k)), floorDiv(a, k));
+          EXPECT_EQ(at((x * intImm(m) + y) % intImm(k)), floorMod(a, k));
+        }
+}
+
 TEST(IR, TypePromotion) {
   Expr i = ivar("i");
   Expr f = fparam("f");
