@@ -15,9 +15,6 @@ namespace {
 
 Expr idx(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
 
-bool mentions(const Expr &e, const std::string &v) {
-  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->varKind == VarKind::Index && n->name == v; });
-}
 
 bool readsTensor(const Expr &e) {
   return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Access; });
@@ -34,7 +31,7 @@ Expr renameIndices(const Expr &e, const std::map<std::string, Expr> &m) {
 
 // d e / d v for an integer index expression, if e is affine in v; nullopt otherwise.
 std::optional<Expr> linearCoefficient(const Expr &e, const std::string &v) {
-  if (!mentions(e, v)) return intImm(0);
+  if (!mentionsVar(e, v, VarKind::Index)) return intImm(0);
   switch (e->kind) {
   case ExprKind::Var: return intImm(1);
   case ExprKind::Unary:
@@ -349,7 +346,7 @@ private:
     std::map<std::string, Expr> zero;
     for (const std::string &v : open) {
       for (size_t q = 0; q < args.size(); ++q)
-        if (q != p && mentions(args[q], v)) return false;
+        if (q != p && mentionsVar(args[q], v, VarKind::Index)) return false;
       auto c = linearCoefficient(e, v);
       int64_t cv = 0;
       if (!c || !isConst(*c, &cv) || cv <= 0) return false;
@@ -408,7 +405,7 @@ private:
       Expr j = idx(canon[p]);
       std::vector<std::string> open;
       for (const IndexVar &v : domain)
-        if (!solved.count(v.name) && mentions(e, v.name)) open.push_back(v.name);
+        if (!solved.count(v.name) && mentionsVar(e, v.name, VarKind::Index)) open.push_back(v.name);
       if (e->kind == ExprKind::Var && !open.empty()) {
         solved[e->name] = j;
         if (!structurallyEqual(extent[e->name], u->shape[p]))
@@ -424,11 +421,11 @@ private:
       bool done = false;
       for (const std::string &v : open) {
         bool elsewhere = false;
-        for (size_t q = 0; q < args.size(); ++q) elsewhere |= q != p && mentions(args[q], v);
+        for (size_t q = 0; q < args.size(); ++q) elsewhere |= q != p && mentionsVar(args[q], v, VarKind::Index);
         auto c = linearCoefficient(e, v);
         if (elsewhere || !c) continue;
         bool coefficientOpen = false;
-        for (const IndexVar &w : domain) coefficientOpen |= mentions(*c, w.name);
+        for (const IndexVar &w : domain) coefficientOpen |= mentionsVar(*c, w.name, VarKind::Index);
         int64_t cv = 0;
         if (coefficientOpen || (isConst(*c, &cv) && cv == 0)) continue;
         Expr rest = renameIndices(e, {{v, intImm(0)}});

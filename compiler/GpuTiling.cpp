@@ -1,6 +1,7 @@
 #include "compiler/GpuTiling.h"
 
 #include "compiler/IndexRange.h"
+#include "compiler/TileContractions.h"
 
 #include <algorithm>
 #include <map>
@@ -51,39 +52,6 @@ std::set<std::string> indexVarsOf(const Expr &e) {
   return {v.begin(), v.end()};
 }
 
-// The constant coefficient of `v` in an integer index expression; nullopt when not affine.
-// Clamps min(max(x, 0), n) of bounds-checked reads count as x.
-std::optional<int64_t> strideOf(const Expr &e, const std::string &v) {
-  switch (e->kind) {
-  case ExprKind::IntImm: return 0;
-  case ExprKind::Var: return e->name == v ? 1 : 0;
-  case ExprKind::Binary: {
-    auto a = strideOf(e->args[0], v), b = strideOf(e->args[1], v);
-    switch (e->binOp) {
-    case BinOp::Add:
-      if (a && b) return *a + *b;
-      return std::nullopt;
-    case BinOp::Sub:
-      if (a && b) return *a - *b;
-      return std::nullopt;
-    case BinOp::Mul: {
-      int64_t c = 0;
-      if (a && isConst(e->args[1], &c)) return *a * c;
-      if (b && isConst(e->args[0], &c)) return *b * c;
-      return std::nullopt;
-    }
-    case BinOp::Min:
-    case BinOp::Max:
-      if (a && b && *b == 0) return a;
-      if (a && b && *a == 0) return b;
-      return std::nullopt;
-    default: return std::nullopt;
-    }
-  }
-  default: return std::nullopt;
-  }
-}
-
 // Whether the first load of `operand` has unit stride in `v`.
 bool unitStrideIn(const Expr &operand, const std::string &v) {
   bool unit = false, seen = false;
@@ -91,7 +59,7 @@ bool unitStrideIn(const Expr &operand, const std::string &v) {
     if (seen) return false;
     if (n->kind == ExprKind::Load) {
       seen = true;
-      auto s = strideOf(n->args[0], v);
+      auto s = strideIn(unclampedIndex(n->args[0]), v);
       unit = s && *s == 1;
       return false;
     }

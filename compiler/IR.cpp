@@ -430,6 +430,10 @@ bool mentionsVar(const Expr &e, const std::string &name) {
   return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == name; });
 }
 
+bool mentionsVar(const Expr &e, const std::string &name, VarKind kind) {
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->varKind == kind && n->name == name; });
+}
+
 bool containsReduce(const Expr &e) {
   return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
 }

@@ -96,6 +96,8 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &name,
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred);
 // Whether e reads the variable `name` (of any kind).
 bool mentionsVar(const Expr &e, const std::string &name);
+// Whether e reads the variable `name` of kind `kind`.
+bool mentionsVar(const Expr &e, const std::string &name, VarKind kind);
 bool containsReduce(const Expr &e);
 // The first Reduce node of e in pre-order (a definition's main reduction after hoisting).
 const ExprNode *firstReduce(const Expr &e);
