@@ -227,6 +227,20 @@ Expr binary(BinOp op, Expr a, Expr b) {
                     binary(BinOp::Div, other, b));
     }
   }
+  // A position decoded and re-encoded: (p / k) * k + p % k = p (floor semantics, k constant).
+  if (op == BinOp::Add && a->type == Type::Int) {
+    for (int side = 0; side < 2; ++side) {
+      const Expr &scaled = side ? b : a, &rest = side ? a : b;
+      if (scaled->kind != ExprKind::Binary || scaled->binOp != BinOp::Mul || rest->kind != ExprKind::Binary ||
+          rest->binOp != BinOp::Mod || rest->args[1]->kind != ExprKind::IntImm)
+        continue;
+      const Expr &quotient = scaled->args[0];
+      if (isIntConst(scaled->args[1], rest->args[1]->intValue) && quotient->kind == ExprKind::Binary &&
+          quotient->binOp == BinOp::Div && isIntConst(quotient->args[1], rest->args[1]->intValue) &&
+          structurallyEqual(quotient->args[0], rest->args[0]))
+        return rest->args[0];
+    }
+  }
   // Identities that keep index arithmetic readable after specialization.
   auto zero = [](const Expr &e) { return isIntConst(e, 0) || isFloatConst(e, 0.0); };
   auto one = [](const Expr &e) { return isIntConst(e, 1) || isFloatConst(e, 1.0); };

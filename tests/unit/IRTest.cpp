@@ -108,6 +108,11 @@ TEST(IR, MultiplesPassThroughDivisionAndModulo) {
   EXPECT_EQ(print((y + x * intImm(4)) / intImm(4)), "x + y / 4");
   EXPECT_EQ(print((x * intImm(6) + y) % intImm(3)), "y % 3");
   EXPECT_EQ(print((x * intImm(5) + y) / intImm(3)), "(x * 5 + y) / 3"); // 3 does not divide 5
+  // Decoding and re-encoding a position gives it back; with another divisor it stays.
+  Expr p = x * intImm(7) + y;
+  EXPECT_EQ(print((p / intImm(5)) * intImm(5) + p % intImm(5)), "x * 7 + y");
+  EXPECT_EQ(print(p % intImm(5) + (p / intImm(5)) * intImm(5)), "x * 7 + y");
+  EXPECT_EQ(print((p / intImm(5)) * intImm(4) + p % intImm(5)), "(x * 7 + y) / 5 * 4 + (x * 7 + y) % 5");
   auto floorDiv = [](int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); };
   auto floorMod = [&](int64_t a, int64_t b) { return a - b * floorDiv(a, b); };
   for (int64_t k : {1, 3, 4})
