@@ -234,6 +234,35 @@ private:
     writeLine(1, "}");
   }
 
+  // A loop from `start` in steps of `step` (a grid-stride loop, or a lane's share of a warp's
+  // reduction), kStrideUnroll iterations at a time and then one at a time. The copies' loads
+  // do not depend on each other, so each thread has several in flight, which a memory-bound
+  // kernel needs to cover the memory's latency; a reduction still adds its terms in the same
+  // order, so results do not change.
+  static constexpr int kStrideUnroll = 4;
+  void unrolledStrideLoop(const Stmt &s, int indent, const std::string &start, const std::string &step) {
+    const std::string v = cname(s->name), ext = expr(s->value), first = v + "_first", stride = v + "_stride";
+    auto body = [&](int at, const std::string &value) {
+      writeLine(at, fmt::format("const {} {} = {};", i_, v, value));
+      for (const Stmt &c : s->body) stmt(c, at);
+    };
+    writeLine(indent, "{");
+    writeLine(indent + 1, fmt::format("const {} {} = {};", i_, stride, step));
+    writeLine(indent + 1, fmt::format("{} {} = {};", i_, first, start));
+    writeLine(indent + 1, fmt::format("for (; {0} + {1} * {2} < {3}; {0} += {4} * {2}) {{", first, kStrideUnroll - 1,
+                                      stride, ext, kStrideUnroll));
+    for (int u = 0; u < kStrideUnroll; ++u) {
+      writeLine(indent + 2, "{");
+      body(indent + 3, u ? fmt::format("{} + {} * {}", first, u, stride) : first);
+      writeLine(indent + 2, "}");
+    }
+    writeLine(indent + 1, "}");
+    writeLine(indent + 1, fmt::format("for (; {0} < {1}; {0} += {2}) {{", first, ext, stride));
+    body(indent + 2, first);
+    writeLine(indent + 1, "}");
+    writeLine(indent, "}");
+  }
+
   void stmt(const Stmt &s, int indent) {
     switch (s->kind) {
     case StmtKind::Block:
@@ -243,18 +272,15 @@ private:
       std::string v = cname(s->name), ext = expr(s->value);
       switch (s->forKind) {
       case ForKind::GpuThreads:
-        writeLine(indent, fmt::format("for ({2} {0} = ({2})blockIdx.x * blockDim.x + threadIdx.x; {0} < {1}; "
-                                      "{0} += ({2})gridDim.x * blockDim.x) {{",
-                                      v, ext, i_));
-        break;
+        unrolledStrideLoop(s, indent, fmt::format("({0})blockIdx.x * blockDim.x + threadIdx.x", i_),
+                           fmt::format("({0})gridDim.x * blockDim.x", i_));
+        return;
       case ForKind::GpuWarps:
         writeLine(indent, fmt::format("for ({2} {0} = (({2})blockIdx.x * blockDim.x + threadIdx.x) >> 5; {0} < {1}; "
                                       "{0} += (({2})gridDim.x * blockDim.x) >> 5) {{",
                                       v, ext, i_));
         break;
-      case ForKind::GpuLanes:
-        writeLine(indent, fmt::format("for ({2} {0} = _lane; {0} < {1}; {0} += 32) {{", v, ext, i_));
-        break;
+      case ForKind::GpuLanes: unrolledStrideLoop(s, indent, "_lane", "32"); return;
       default: writeLine(indent, fmt::format("for ({2} {0} = 0; {0} < {1}; ++{0}) {{", v, ext, i_)); break;
       }
       for (const Stmt &c : s->body) stmt(c, indent + 1);
