@@ -79,6 +79,7 @@ void BM_BatchNorm_Unfused(benchmark::State &s) { runLayer(s, kBatchNorm, false);
 void BM_BatchNorm_Fused_bf16(benchmark::State &s) { runLayer(s, kBatchNorm, true, DType::BF16); }
 void BM_BatchNorm_Fused_f16(benchmark::State &s) { runLayer(s, kBatchNorm, true, DType::F16); }
 void BM_LeakyReLU_Fused_bf16(benchmark::State &s) { runLayer(s, kLeaky, true, DType::BF16); }
+void BM_LeakyReLU_Fused_f16(benchmark::State &s) { runLayer(s, kLeaky, true, DType::F16); }
 void BM_Conv2d_Fused(benchmark::State &s) { runLayer(s, kConv, true); }
 void BM_UpsampleConv2d_Fused(benchmark::State &s) { runLayer(s, kUpConv, true); }
 void BM_Inspiration_Fused(benchmark::State &s) { runLayer(s, kInspiration, true); }
@@ -96,6 +97,7 @@ BENCHMARK(BM_BatchNorm_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNorm_Fused_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_BatchNorm_Fused_f16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LeakyReLU_Fused_bf16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LeakyReLU_Fused_f16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Conv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsampleConv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Inspiration_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
