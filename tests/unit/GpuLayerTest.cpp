@@ -58,11 +58,10 @@ TEST(GpuLayerCases, CoversEveryShippedLayer) {
 }
 
 // The same layer, seed and inputs on both devices: outputs, updated buffers and every
-// gradient agree.
-TEST_P(GpuLayer, MatchesTheCpu) {
-  const GpuCase c = cases()[GetParam()];
+// gradient agree, for each of `dtypes`.
+void expectGpuMatchesCpu(const GpuCase &c, const std::vector<DType> &dtypes) {
   SCOPED_TRACE(describe(c));
-  for (DType dtype : {DType::F64, DType::F32, DType::F16, DType::BF16}) {
+  for (DType dtype : dtypes) {
     SCOPED_TRACE(dtypeName(dtype));
     try {
       Layer cpu(lib(), c.layer, c.settings, LayerOptions{dtype, 7, c.training, true, Device::CPU});
@@ -103,9 +102,46 @@ TEST_P(GpuLayer, MatchesTheCpu) {
   }
 }
 
+TEST_P(GpuLayer, MatchesTheCpu) {
+  expectGpuMatchesCpu(cases()[GetParam()], {DType::F64, DType::F32, DType::F16, DType::BF16});
+}
+
 INSTANTIATE_TEST_SUITE_P(Shipped, GpuLayer, ::testing::Range<size_t>(0, cases().size()),
                          [](const ::testing::TestParamInfo<size_t> &i) {
                            return cases()[i.param].layer + "_" + std::to_string(i.param);
+                         });
+
+// Sizes at the edges of the GPU schedule: one past a 64-wide tile or a 16-deep reduction
+// slice, several tiles per dimension, 1x1 and dilated convolutions, split reductions whose
+// length the chunks do not divide, more codewords than a warp has lanes. f64 and f32.
+std::vector<GpuCase> edgeCases() {
+  return {
+      {"GramMatrix", {}, {{"X", {1, 65, 5, 13}}}},
+      {"GramMatrix", {}, {{"X", {2, 129, 3, 3}}}},
+      {"GramMatrix", {}, {{"X", {1, 30, 47, 47}}}},
+      {"Linear", {{"in_features", "17"}, {"out_features", "65"}}, {{"X", {129, 17}}}},
+      {"Conv2d", {{"in_channels", "5"}, {"out_channels", "70"}, {"kernel_size", "3"}, {"padding", "1"}},
+       {{"X", {1, 5, 11, 13}}}},
+      {"Conv2d", {{"in_channels", "16"}, {"out_channels", "8"}, {"kernel_size", "1"}}, {{"X", {2, 16, 10, 10}}}},
+      {"Conv2d", {{"in_channels", "3"}, {"out_channels", "4"}, {"kernel_size", "3"}, {"padding", "2"}, {"dilation", "2"}},
+       {{"X", {2, 3, 9, 10}}}},
+      {"UpsampleConv2d",
+       {{"in_channels", "8"}, {"out_channels", "66"}, {"kernel_size", "3"}, {"padding", "1"}, {"scale_factor", "2"}},
+       {{"X", {1, 8, 9, 7}}}},
+      {"Inspiration", {{"C", "65"}}, {{"X", {1, 65, 6, 5}}}},
+      {"Encoding", {{"D", "65"}, {"K", "33"}}, {{"X", {2, 65, 70}}}},
+      {"SyncBatchNorm", {{"num_features", "5"}}, {{"X", {3, 5, 997}}}},
+      {"Softmax", {}, {{"X", {2, 2500, 2}}}},
+  };
+}
+
+class GpuEdgeCase : public GpuLayer {};
+
+TEST_P(GpuEdgeCase, MatchesTheCpu) { expectGpuMatchesCpu(edgeCases()[GetParam()], {DType::F64, DType::F32}); }
+
+INSTANTIATE_TEST_SUITE_P(Edges, GpuEdgeCase, ::testing::Range<size_t>(0, edgeCases().size()),
+                         [](const ::testing::TestParamInfo<size_t> &i) {
+                           return edgeCases()[i.param].layer + "_" + std::to_string(i.param);
                          });
 
 // Against the naive loops directly, at sizes where the GPU's reductions span many warps.
