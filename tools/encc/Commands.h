@@ -1,0 +1,60 @@
+// The subcommands of encc, one file each, wired to the command line in main.cpp.
+#pragma once
+
+#include "dsl/Sema.h"
+#include "runtime/Library.h"
+#include "runtime/Tensor.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace enc::cli {
+
+// NAME=VALUE pairs from repeated options; `option` names them in errors ("--set").
+std::map<std::string, std::string> splitPairs(const std::vector<std::string> &items, const char *option);
+std::string readFile(const std::string &path);
+// The shipped layers when `file` is empty.
+std::shared_ptr<const Library> loadLibrary(const std::string &file);
+DType parseDTypeOption(const std::string &s);
+// "2,3,4": uniform in [-1, 1), from the seed and the tensor's name.
+Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name);
+// "min ...  max ...  mean ..."
+std::string summary(const Tensor &t);
+
+int runCheck(const std::vector<std::string> &files);
+
+struct EmitOptions {
+  std::string kind = "ir";
+  std::string file;
+  std::string layer;
+  std::vector<std::string> sets;
+  std::string arch = "sm_90";
+  std::string target = "cpu";
+  std::string dtype = "f32";
+  std::string mode = "train";
+  std::vector<std::string> sizes; // NAME=N: input sizes fixed as at run time
+  bool backward = false;          // the kernels of the backward pass
+};
+// One layer at the stage o.kind (not "ast").
+std::string emitOne(const EmitOptions &o, const LayerSymbols &sym);
+int runEmit(const EmitOptions &o);
+
+struct EvalOptions {
+  std::string file, layer, dtype = "f32", device = "auto", mode = "train", out;
+  uint64_t seed = 0;
+  std::vector<std::string> sets, inputs, params, grads;
+};
+struct EvalResult {
+  std::map<std::string, Tensor> outputs, params, grads; // on the host; grads only with o.grads
+  double forwardSeconds = 0, backwardSeconds = 0;       // including compilation on first use
+};
+// Runs o.layer of `lib` as `encc eval` does (o.out and o.file are not used).
+EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o);
+int runEval(const EvalOptions &o);
+
+int runCache(const std::string &action);
+
+} // namespace enc::cli

@@ -1,0 +1,108 @@
+// encc emit: a layer at one compilation stage.
+#include "tools/encc/Commands.h"
+
+#include "compiler/Autodiff.h"
+#include "compiler/Passes.h"
+#include "compiler/StorageTypes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "dsl/Parser.h"
+#include "runtime/CpuJit.h"
+#include "runtime/HyperParams.h"
+#include "runtime/Layer.h"
+#include "runtime/Nvrtc.h"
+
+#include <fmt/format.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+
+#include <algorithm>
+#include <charconv>
+#include <iostream>
+#include <optional>
+
+namespace enc::cli {
+
+std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
+  auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
+  if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
+  hyper["training"] = ir::boolImm(o.mode == "train");
+  ir::Program prog = ir::buildTensorProgram(sym, hyper);
+  ir::ElemType storage = elemTypeOf(parseDTypeOption(o.dtype));
+  const ir::Program forward = prog;
+  std::optional<ir::Gradient> gradient;
+  if (o.kind == "grad" || o.backward) {
+    gradient = ir::gradientOf(sym, prog, hyper);
+    prog = gradient->program;
+  }
+  std::map<std::string, ir::Expr> sizes;
+  for (const auto &[name, value] : splitPairs(o.sizes, "--size")) {
+    bool known = std::any_of(prog.sizes.begin(), prog.sizes.end(), [&](const ir::SizeParam &p) {
+      return p.name == name && p.kind == ir::VarKind::Size && !hyper.count(name);
+    });
+    if (!known) throw Error(fmt::format("--size {}: layer {} has no input size '{}'", name, sym.layer->name.text, name),
+                            "sizes are the names of input dimensions (see --emit=ir)");
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (ec != std::errc() || end != value.data() + value.size() || v < 0)
+      throw Error(fmt::format("--size {}={}: not a non-negative integer", name, value));
+    sizes[name] = ir::intImm(v);
+  }
+  if (!sizes.empty()) prog = ir::specialize(prog, sizes);
+  // What the runtime runs on a GPU: with every size known, long reductions are split.
+  bool gpu = o.kind == "cuda" || o.kind == "ptx" || (o.kind == "loops" && o.target == "gpu");
+  if (gpu) prog = ir::splitReductions(prog);
+  // On the CPU, with every size known, column sums are split as the runtime splits them.
+  if (!gpu && !sizes.empty()) prog = ir::splitColumnReductions(prog);
+  if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
+  // As the runtime compiles it: fused, with the storage types of --dtype.
+  auto lowered = [&](ir::Target target) {
+    ir::LoopProgram loops = ir::fuseSiblingReductions(ir::lowerToLoops(prog, target));
+    loops.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
+    return ir::accumulateInComputeType(loops);
+  };
+  if (o.kind == "loops") {
+    if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
+    return ir::printLoops(lowered(o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
+  }
+  if (o.kind == "cuda" || o.kind == "ptx") {
+    std::string src = codegen::emitCuda(lowered(ir::Target::GPU));
+    if (o.kind == "cuda") return src;
+    cuda::CompileOptions co;
+    co.arch = o.arch;
+    co.wantPtx = true;
+    co.sourceName = sym.layer->name.text + ".cu";
+    return cuda::compileCached(src, co).ptx;
+  }
+  if (o.kind == "llvm") {
+    ir::LoopProgram loops = lowered(ir::Target::CPU);
+    llvm::LLVMContext ctx;
+    auto mod = CpuJit::instance().newModule(sym.layer->name.text, ctx);
+    for (const ir::Kernel &k : loops.kernels) codegen::emitLLVMKernel(k, loops.types, *mod);
+    return CpuJit::instance().optimizeAndPrint(*mod);
+  }
+  throw Error(fmt::format("unknown --emit kind '{}'", o.kind), "use ast, ir, grad, loops, cuda, ptx or llvm");
+}
+
+int runEmit(const EmitOptions &o) {
+  if (o.file.empty() && o.layer.empty())
+    throw Error("encc emit needs a .enc file or --layer NAME", "e.g. encc emit --emit=cuda --layer Encoding");
+  auto lib = loadLibrary(o.file);
+  if (o.kind == "ast") {
+    std::vector<std::string> files = {o.file.empty() ? "" : o.file};
+    if (o.file.empty()) files[0] = resolveLayer(*lib, o.layer).layer->loc.file->name();
+    DiagnosticEngine diags;
+    SourceFile src(files[0], readFile(files[0]));
+    ast::Module m = parse(src, diags);
+    std::cout << ast::printAST(m);
+    return 0;
+  }
+  std::vector<std::string> layers = o.layer.empty() ? lib->layerNames() : std::vector<std::string>{o.layer};
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers.size() > 1) std::cout << (i ? "\n" : "") << fmt::format("# ---- {} ----\n", layers[i]);
+    std::cout << emitOne(o, resolveLayer(*lib, layers[i]));
+  }
+  return 0;
+}
+
+} // namespace enc::cli

@@ -1,0 +1,91 @@
+// encc eval: run a layer on .npy (or random) inputs, forward and optionally backward.
+#include "tools/encc/Commands.h"
+
+#include "runtime/CudaDriver.h"
+#include "runtime/Gpu.h"
+#include "runtime/Layer.h"
+#include "runtime/Npy.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+
+namespace fs = std::filesystem;
+
+namespace enc::cli {
+
+namespace {
+double secondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+} // namespace
+
+EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o) {
+  if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
+  LayerOptions lo;
+  if (o.device == "auto") {
+    // The GPU when there is one; otherwise say once why not and use the CPU.
+    lo.device = cuda::Gpu::get() ? Device::CUDA : Device::CPU;
+    cuda::noteCpuFallbackOnce(std::cerr);
+  } else if (auto d = parseDevice(o.device)) {
+    lo.device = *d;
+    if (lo.device == Device::CUDA) cuda::Gpu::require();
+  } else {
+    throw Error(fmt::format("unknown --device '{}'", o.device), "use auto, cpu or cuda");
+  }
+  lo.dtype = parseDTypeOption(o.dtype);
+  lo.training = o.mode == "train";
+  lo.seed = o.seed;
+  Layer layer(lib, o.layer, splitPairs(o.sets, "--set"), lo);
+  for (const auto &[name, path] : splitPairs(o.params, "--param")) {
+    try {
+      layer.setParam(name, readNpy(path));
+    } catch (const Error &e) {
+      throw Error(fmt::format("--param {}={}: {}", name, path, e.what()), e.hint());
+    }
+  }
+  std::map<std::string, Tensor> inputs;
+  for (const auto &[name, path] : splitPairs(o.inputs, "--input")) {
+    Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, name) : readNpy(path);
+    if (t.dtype() != lo.dtype) t = t.to(lo.dtype);
+    inputs[name] = t;
+  }
+  EvalResult r;
+  auto started = std::chrono::steady_clock::now();
+  for (const auto &[name, t] : layer.forward(inputs)) r.outputs[name] = t.cpu(); // waits for the GPU
+  r.forwardSeconds = secondsSince(started);
+  for (const auto &[name, t] : layer.params()) r.params[name] = t.cpu();
+  if (o.grads.empty()) return r;
+  std::map<std::string, Tensor> seeds;
+  for (const auto &[name, path] : splitPairs(o.grads, "--grad")) {
+    Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, "grad:" + name) : readNpy(path);
+    seeds[name] = t.to(lo.dtype);
+  }
+  started = std::chrono::steady_clock::now();
+  for (const auto &[name, t] : layer.backward(seeds)) r.grads[name] = t.cpu();
+  r.backwardSeconds = secondsSince(started);
+  return r;
+}
+
+int runEval(const EvalOptions &o) {
+  EvalResult r = evalLayer(loadLibrary(o.file), o);
+  fs::create_directories(fs::path(o.out) / "params");
+  for (const auto &[name, t] : r.outputs) {
+    std::string path = (fs::path(o.out) / (name + ".npy")).string();
+    writeNpy(path, t);
+    std::cout << fmt::format("{}: {} {} -> {}  ({})\n", name, dtypeName(t.dtype()), shapeString(t.shape()), path, summary(t));
+  }
+  for (const auto &[name, t] : r.params) writeNpy((fs::path(o.out) / "params" / (name + ".npy")).string(), t);
+  if (o.grads.empty()) return 0;
+  fs::create_directories(fs::path(o.out) / "grad");
+  for (const auto &[name, t] : r.grads) {
+    std::string path = (fs::path(o.out) / "grad" / (name + ".npy")).string();
+    writeNpy(path, t);
+    std::cout << fmt::format("grad {}: {} -> {}  ({})\n", name, shapeString(t.shape()), path, summary(t));
+  }
+  return 0;
+}
+
+} // namespace enc::cli

@@ -1,0 +1,77 @@
+// Helpers the subcommands share: option pairs, files, random inputs, summaries.
+#include "tools/encc/Commands.h"
+
+#include "runtime/Rng.h"
+#include "support/Error.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+namespace enc::cli {
+
+// NAME=VALUE pairs from repeated options.
+std::map<std::string, std::string> splitPairs(const std::vector<std::string> &items, const char *option) {
+  std::map<std::string, std::string> out;
+  for (const std::string &item : items) {
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(fmt::format("{} expects NAME=VALUE, got '{}'", option, item),
+                  fmt::format("e.g. {} {}", option, std::string(option) == "--set" ? "K=32" : "X=input.npy"));
+    std::string name = item.substr(0, eq);
+    if (out.count(name)) throw Error(fmt::format("{} {} is given twice", option, name));
+    out[name] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("cannot read '{}'", path), "check the path");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::shared_ptr<const Library> loadLibrary(const std::string &file) {
+  return file.empty() ? Library::shipped() : Library::fromFile(file);
+}
+
+DType parseDTypeOption(const std::string &s) {
+  auto d = parseDType(s);
+  if (!d) throw Error(fmt::format("unknown dtype '{}'", s), "use f32, f64, f16 or bf16 (f16/bf16: f32 arithmetic, 16-bit tensors)");
+  return *d;
+}
+
+// "--input X=random:2,3,4,5": uniform in [-1, 1), from the seed and the input's name ("random:" alone is a scalar).
+Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name) {
+  Shape shape;
+  std::stringstream ss(dims);
+  for (std::string item; std::getline(ss, item, ',');) {
+    int64_t v = -1;
+    auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (ec != std::errc() || p != item.data() + item.size() || v < 0)
+      throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
+    shape.push_back(v);
+  }
+  Tensor t(dtype, shape);
+  Rng rng(seed, "input:" + name);
+  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, rng.uniform(-1, 1));
+  return t;
+}
+
+std::string summary(const Tensor &t) {
+  double lo = 0, hi = 0, sum = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    double v = t.at(i);
+    lo = i ? std::min(lo, v) : v;
+    hi = i ? std::max(hi, v) : v;
+    sum += v;
+  }
+  return fmt::format("min {:.6g}  max {:.6g}  mean {:.6g}", lo, hi, t.numel() ? sum / static_cast<double>(t.numel()) : 0.0);
+}
+
+} // namespace enc::cli
