@@ -1,4 +1,4 @@
-// The subcommands of encc, one file each, wired to the command line in main.cpp.
+// The subcommands of encc, shared by the command line (main.cpp) and the REPL (Repl.cpp).
 #pragma once
 
 #include "dsl/Sema.h"
@@ -56,5 +56,9 @@ EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOption
 int runEval(const EvalOptions &o);
 
 int runCache(const std::string &action);
+
+// The interactive loop of `encc repl`: reads from stdin (line editing and history on a
+// terminal), writes to stdout and stderr. Returns the exit status.
+int runRepl(const std::string &file);
 
 } // namespace enc::cli

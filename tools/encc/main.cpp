@@ -57,6 +57,10 @@ int main(int argc, char **argv) {
       ->required()
       ->check(CLI::IsMember({"list", "stats", "clear"}));
 
+  std::string replFile;
+  auto *replCmd = app.add_subcommand("repl", "Interactive: define layers, print any stage, run and time them");
+  replCmd->add_option("file", replFile, "a .enc file whose layers to start with (the shipped layers are always there)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success &e) {
@@ -72,6 +76,7 @@ int main(int argc, char **argv) {
     if (*emitCmd) return runEmit(emit);
     if (*evalCmd) return runEval(eval);
     if (*cacheCmd) return runCache(cacheAction);
+    if (*replCmd) return runRepl(replFile);
   } catch (const CompileError &e) {
     std::cerr << e.what();
     return 1;

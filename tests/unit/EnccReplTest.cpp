@@ -1,0 +1,147 @@
+// `encc repl` end to end: a session script on stdin, the real binary, stdout and stderr.
+#include "runtime/Npy.h"
+#include "runtime/Nvrtc.h"
+#include "runtime/Tensor.h"
+
+#include "CliTestSupport.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace enc {
+namespace {
+
+using namespace enc::testing;
+
+class EnccRepl : public CliTest {
+protected:
+  CliResult session(const std::string &script, const std::string &args = "") {
+    std::ofstream(path("session.txt")) << script;
+    return encc("repl " + args + " < session.txt");
+  }
+  // The numbers on the line after "NAME: ..." (printed for short tensors).
+  static std::vector<double> valuesAfter(const std::string &out, const std::string &name, int occurrence = 0) {
+    std::istringstream in(out);
+    std::string line;
+    int seen = 0;
+    while (std::getline(in, line)) {
+      if (!line.starts_with(name + ": ")) continue;
+      if (seen++ < occurrence) continue;
+      std::getline(in, line);
+      std::istringstream nums(line);
+      std::vector<double> v;
+      for (double x; nums >> x;) v.push_back(x);
+      return v;
+    }
+    return {};
+  }
+  static Tensor vector(std::vector<double> v) {
+    Tensor t(DType::F64, {static_cast<int64_t>(v.size())});
+    for (size_t i = 0; i < v.size(); ++i) t.set(static_cast<int64_t>(i), v[i]);
+    return t;
+  }
+};
+
+constexpr const char *kScale = R"(layer Scale(factor: float = 2.0) {
+  forward(X: [N]) -> Y: [N] {
+    Y[i] = factor * X[i] * X[i]
+  }
+}
+)";
+
+// A layer typed over several lines, run forward with a hyper-parameter and backward from a
+// given output gradient: values checked against the definition.
+TEST_F(EnccRepl, DefinesRunsAndDifferentiates) {
+  writeNpy(path("x.npy").string(), vector({0.5, -1.25, 3.0}));
+  writeNpy(path("dy.npy").string(), vector({1.0, 2.0, -0.5}));
+  CliResult r = session(std::string(kScale) +
+                        ":set dtype f64\n"
+                        ":eval Scale X=x.npy\n"
+                        ":eval Scale factor=3 X=x.npy\n"
+                        ":grad Scale factor=3 X=x.npy Y=dy.npy\n"
+                        ":quit\n");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "defined Scale")) << r;
+  const std::vector<double> x = {0.5, -1.25, 3.0}, dy = {1.0, 2.0, -0.5};
+  std::vector<double> y2 = valuesAfter(r.out, "Y", 0), y3 = valuesAfter(r.out, "Y", 1), gx = valuesAfter(r.out, "grad X");
+  ASSERT_EQ(y2.size(), 3u) << r;
+  ASSERT_EQ(y3.size(), 3u) << r;
+  ASSERT_EQ(gx.size(), 3u) << r;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(y2[i], 2 * x[i] * x[i], 1e-5 * std::abs(x[i] * x[i])) << i;
+    EXPECT_NEAR(y3[i], 3 * x[i] * x[i], 1e-5 * std::abs(x[i] * x[i])) << i;
+    EXPECT_NEAR(gx[i], 6 * x[i] * dy[i], 1e-5 * std::abs(6 * x[i] * dy[i])) << i; // d(3x^2)/dx = 6x
+  }
+  EXPECT_TRUE(contains(r.out, "Y: f64 [3]")) << r;
+}
+
+// Any stage of a shipped or a typed layer; GPU code with sizes shows tiles and #line.
+TEST_F(EnccRepl, EmitsStages) {
+  CliResult r = session(std::string(kScale) +
+                        ":emit ir Scale factor=4\n"
+                        ":emit grad Scale\n"
+                        ":emit loops GramMatrix --target gpu\n"
+                        ":emit cuda GramMatrix --size B=1 --size C=64 --size H=8 --size W=8\n");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "Y[i<N] = 4.0 * X[i] * X[i]")) << r;
+  EXPECT_TRUE(contains(r.out, "grad_X")) << r;
+  EXPECT_TRUE(contains(r.out, "__shared__")) << r;
+  EXPECT_TRUE(contains(r.out, "#line 5 \"")) << r;
+  EXPECT_TRUE(r.err.empty() || !contains(r.err, "error")) << r;
+}
+
+// Mistakes are reported with a hint and the session goes on; a definition with an error
+// shows the caret diagnostic; the last command still runs.
+TEST_F(EnccRepl, ErrorsDoNotEndTheSession) {
+  CliResult r = session(":eval Nope X=random:2\n"
+                        ":eval GramMatrix\n"
+                        ":bogus\n"
+                        ":set colour blue\n"
+                        ":emit ir\n"
+                        ":eval ReLU Y=random:3 X=random:3\n"
+                        "layer Bad() { forward(X: [N]) -> Y: [N] { Y[i] = Z[i] } }\n"
+                        ":eval ReLU X=random:4\n");
+  EXPECT_EQ(r.status, 0) << r;
+  for (const char *m : {"unknown layer 'Nope'", "the layers are:", "needs the input X", "unknown command ':bogus'",
+                        "unknown setting 'colour'", ":emit takes a stage and a layer", "only :grad takes output gradients",
+                        "unknown tensor 'Z'", "^"})
+    EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
+  EXPECT_TRUE(contains(r.out, "Y: f32 [4]")) << r;
+}
+
+// A layer defined again replaces the first definition; one named like a shipped layer hides it.
+TEST_F(EnccRepl, RedefinitionReplaces) {
+  CliResult r = session("layer Twice() { forward(X: [N]) -> Y: [N] { Y[i] = 2.0 * X[i] } }\n"
+                        "layer Twice() { forward(X: [N]) -> Y: [N] { Y[i] = 3.0 * X[i] } }\n"
+                        ":emit ir Twice\n"
+                        "layer ReLU() { forward(X: [N]) -> Y: [N] { Y[i] = X[i] } }\n"
+                        ":layers\n");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "3.0 * X[i]")) << r;
+  EXPECT_FALSE(contains(r.out, "2.0 * X[i]")) << r;
+  EXPECT_TRUE(contains(r.out, "defined ReLU (hides the shipped layer)")) << r;
+  EXPECT_TRUE(contains(r.out, "Twice  (this session)")) << r;
+}
+
+// `encc repl FILE` starts with the file's layers; :time reports both passes.
+TEST_F(EnccRepl, LoadsAFileAndTimes) {
+  std::ofstream(path("mine.enc")) << kScale;
+  CliResult r = session(":time Scale X=random:1000\n:load mine.enc\n", "mine.enc");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(Scale \(f32, auto\): forward [0-9.]+ ms, backward [0-9.]+ ms)"))) << r;
+}
+
+// Input that ends inside a definition is an error (exit status 1), not a silent success.
+TEST_F(EnccRepl, UnbalancedDefinitionAtEndOfInput) {
+  CliResult r = session("layer Open() {\n  forward(X: [N]) -> Y: [N] {\n");
+  EXPECT_EQ(r.status, 1) << r;
+  EXPECT_TRUE(contains(r.err, "unbalanced braces")) << r;
+}
+
+} // namespace
+} // namespace enc
