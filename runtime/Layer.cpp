@@ -12,6 +12,7 @@
 #include "runtime/KernelProfile.h"
 #include "runtime/Rng.h"
 #include "runtime/ThreadPool.h"
+#include "support/Env.h"
 
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
@@ -355,7 +356,10 @@ void Layer::compileForCpu(Compiled &c) {
 // kernel cache (memory, then disk) and loaded once per process.
 void Layer::compileForGpu(Compiled &c) {
   cuda::Gpu &gpu = cuda::Gpu::require();
-  std::string source = codegen::emitCuda(c.loops);
+  codegen::CudaCodegenOptions codegenOptions;
+  // Bounds checks cost little on the emulator, which exists to find such bugs.
+  codegenOptions.checkBounds = envFlag("ENC_CUDA_CHECK_BOUNDS", gpu.loadsSource());
+  std::string source = codegen::emitCuda(c.loops, codegenOptions);
   cuda::CompileOptions opts;
   opts.arch = fmt::format("sm_{}", gpu.computeCapability());
   opts.sourceName = name_ + ".cu";

@@ -262,6 +262,19 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
       ADD_FAILURE() << "NVRTC failed: " << e.what() << "\n" << source;
     }
   }
+  // With bounds checks (ENC_CUDA_CHECK_BOUNDS, the emulator's default) every read and write
+  // of a buffer goes through enc_checked, and the result still compiles.
+  if (std::string(dtype) != "f32") return;
+  std::string checked = codegen::emitCuda(loops, {.checkBounds = true});
+  for (const ir::Kernel &k : loops.kernels)
+    for (const std::string &b : k.buffers) {
+      std::regex unchecked("\\b" + b + "\\[(?!enc_checked\\()");
+      EXPECT_FALSE(std::regex_search(checked, unchecked)) << b << " is accessed unchecked in\n" << checked;
+      EXPECT_TRUE(contains(checked, b + "[enc_checked(")) << b;
+    }
+  cuda::CompileOptions opts;
+  opts.sourceName = layerName + "_backward_checked.cu";
+  EXPECT_NO_THROW(cuda::compile(checked, opts));
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, CudaCompile,

@@ -2,11 +2,18 @@
 // rely on (shared memory and __syncthreads across a block, warp shuffles, atomics, 2-D indices,
 // 16-bit conversions), checked against plain loops here, and its strictness: a barrier that not
 // every thread reaches fails the launch with a description instead of hanging.
+#include "compiler/LoopIR.h"
+#include "compiler/Passes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "runtime/HyperParams.h"
+#include "runtime/Library.h"
+
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
 
 #include <cmath>
+#include <functional>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -225,6 +232,41 @@ TEST_F(CudaEmulator, CompileErrorsCarryTheCompilersMessage) {
   CUresult r = emu.loadSource(&m, "extern \"C\" __global__ void broken(float *p) { p[0] = undeclared_name; }\n");
   EXPECT_EQ(r, 300);
   EXPECT_NE(emu.lastError(r).find("undeclared_name"), std::string::npos) << emu.lastError(r);
+}
+
+// A store one past the end, in code from encc's own generator with bounds checks on: the
+// thread traps, the launch fails, and the message names the kernel, buffer, index and size.
+TEST_F(CudaEmulator, BoundsChecksCatchAnAccessPastTheEnd) {
+  using namespace enc;
+  auto lib = Library::shipped();
+  const LayerSymbols &sym = lib->get("ReLU");
+  auto hyper = resolveHyperParams(sym, {});
+  hyper["training"] = ir::boolImm(true);
+  hyper["N"] = ir::intImm(10); // ReLU's input is X[N]
+  ir::LoopProgram loops = ir::lowerToLoops(ir::buildTensorProgram(sym, hyper), ir::Target::GPU);
+  ASSERT_EQ(loops.kernels.size(), 1u);
+  // The kernel's store, moved one element on: the last thread writes Y[10].
+  std::function<ir::Stmt(const ir::Stmt &)> shift = [&](const ir::Stmt &st) -> ir::Stmt {
+    auto copy = std::make_shared<ir::StmtNode>(*st);
+    if (copy->kind == ir::StmtKind::Store) copy->index = copy->index + ir::intImm(1);
+    for (ir::Stmt &c : copy->body) c = shift(c);
+    return copy;
+  };
+  loops.kernels[0].body = shift(loops.kernels[0].body);
+  const std::string source = codegen::emitCuda(loops, {.checkBounds = true});
+  CUfunc_st *f = emu.kernel(source, loops.kernels[0].name.c_str());
+  ASSERT_TRUE(f);
+  float *y = emu.device<float>(11), *x = emu.device<float>(10); // one spare element: no real overrun
+  for (int i = 0; i < 10; ++i) x[i] = static_cast<float>(i) - 4.5f;
+  void *args[] = {&y, &x};
+  ASSERT_EQ(loops.kernels[0].buffers, (std::vector<std::string>{"Y", "X"}));
+  ::testing::internal::CaptureStdout();
+  CUresult r = emu.launch(f, 1, 1, 1, 256, 1, 1, 0, nullptr, args, nullptr);
+  const std::string printed = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(r, 719);
+  EXPECT_NE(emu.lastError(r).find("__trap"), std::string::npos) << emu.lastError(r);
+  EXPECT_NE(printed.find("out-of-bounds access " + loops.kernels[0].name + ": Y[10] (10 elements)"), std::string::npos)
+      << printed;
 }
 
 } // namespace

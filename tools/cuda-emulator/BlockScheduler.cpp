@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 
 // Switching threads is the emulator's inner loop (a warp reduction switches ten times per lane):
@@ -120,6 +121,14 @@ void BlockScheduler::resume(Fiber &f) {
 void BlockScheduler::syncBlock(void *self) { static_cast<BlockScheduler *>(self)->waitAt(Wait::Block); }
 void BlockScheduler::syncWarp(void *self) { static_cast<BlockScheduler *>(self)->waitAt(Wait::Warp); }
 
+// The thread ends here (its fiber is never resumed) and the block fails once the others stop.
+void BlockScheduler::trap(void *self) {
+  auto *s = static_cast<BlockScheduler *>(self);
+  s->trapped_ = true;
+  s->waitAt(Wait::Done);
+  std::abort(); // not reached: a finished thread is never resumed
+}
+
 void BlockScheduler::waitAt(Wait barrier) {
   Fiber &f = *fibers_[current_];
   f.wait = barrier;
@@ -141,6 +150,8 @@ std::string BlockScheduler::runBlock(ThreadContext &context, KernelThunk thunk, 
   context.scheduler = this;
   context.syncBlock = &BlockScheduler::syncBlock;
   context.syncWarp = &BlockScheduler::syncWarp;
+  context.trap = &BlockScheduler::trap;
+  trapped_ = false;
   context.exchange = exchange_.data();
   context.shuffles = shuffles_.data();
   context.threads = threads_;
@@ -161,6 +172,11 @@ std::string BlockScheduler::runBlock(ThreadContext &context, KernelThunk thunk, 
       current_ = i;
       context.thread = f.index;
       resume(f);
+    }
+    if (trapped_) {
+      const Dim3 &b = context.block;
+      error = fmt::format("a thread of block ({},{},{}) called __trap() (the kernel's message, if any, is on stdout)", b.x, b.y, b.z);
+      break;
     }
     if (std::all_of(fibers_.begin(), fibers_.begin() + threads_, [](const auto &f) { return f->wait == Wait::Done; })) break;
     error = releaseBarriers(context);

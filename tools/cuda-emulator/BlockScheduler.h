@@ -38,6 +38,7 @@ private:
   void resume(Fiber &f);
   static void syncBlock(void *self);
   static void syncWarp(void *self);
+  [[noreturn]] static void trap(void *self);
   void waitAt(Wait barrier);
   std::string releaseBarriers(const ThreadContext &context);
 
@@ -45,6 +46,7 @@ private:
   std::vector<uint64_t> exchange_;
   std::vector<unsigned> shuffles_;
   unsigned threads_ = 0, current_ = 0;
+  bool trapped_ = false;
   KernelThunk thunk_ = nullptr;
   void **args_ = nullptr;
   struct MainContext;

@@ -23,6 +23,7 @@ struct ThreadContext {
   void *scheduler = nullptr;
   void (*syncBlock)(void *scheduler) = nullptr; // __syncthreads
   void (*syncWarp)(void *scheduler) = nullptr;  // all lanes of the calling thread's warp
+  void (*trap)(void *scheduler) = nullptr;      // __trap: ends the thread, fails the launch
   uint64_t *exchange = nullptr;                 // two banks of one slot per thread, for shuffles
   unsigned *shuffles = nullptr;                 // per thread: how many shuffles it has made
   unsigned threads = 0;                         // in the block
@@ -35,6 +36,7 @@ struct ThreadContext {
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <type_traits>
 #include <utility>
 
@@ -66,6 +68,11 @@ extern "C" void encemu_bind(encemu::ThreadContext *context) { encemu_ctx = conte
 #define __shared__ static
 
 inline void __syncthreads() { encemu_ctx->syncBlock(encemu_ctx->scheduler); }
+[[noreturn]] inline void __trap() {
+  std::fflush(stdout); // what the kernel printed comes before the launch's error
+  encemu_ctx->trap(encemu_ctx->scheduler);
+  __builtin_unreachable();
+}
 
 namespace encemu {
 inline unsigned linearThread() {

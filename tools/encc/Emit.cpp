@@ -11,6 +11,7 @@
 #include "runtime/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Nvrtc.h"
+#include "support/Env.h"
 
 #include <fmt/format.h>
 #include <llvm/IR/LLVMContext.h>
@@ -66,7 +67,9 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
     return ir::printLoops(lowered(o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
   }
   if (o.kind == "cuda" || o.kind == "ptx") {
-    std::string src = codegen::emitCuda(lowered(ir::Target::GPU));
+    codegen::CudaCodegenOptions cudaOptions;
+    cudaOptions.checkBounds = envFlag("ENC_CUDA_CHECK_BOUNDS"); // shows what a run with it compiles
+    std::string src = codegen::emitCuda(lowered(ir::Target::GPU), cudaOptions);
     if (o.kind == "cuda") return src;
     cuda::CompileOptions co;
     co.arch = o.arch;

@@ -69,6 +69,18 @@ template <typename T> __device__ __forceinline__ T enc_warp_min(T v) {
 }
 )";
 
+// Only with CudaCodegenOptions::checkBounds.
+const char *kBoundsCheck = R"(extern "C" __device__ int printf(const char *, ...);
+__device__ __forceinline__ long long enc_checked(long long i, long long n, const char *what, int line) {
+  if (i < 0 || i >= n) {
+    printf("encc: out-of-bounds access %s[%lld] (%lld elements), .enc line %d, block %d thread %d\n", what, i, n,
+           line, (int)blockIdx.x, (int)threadIdx.x);
+    __trap();
+  }
+  return i;
+}
+)";
+
 // Only for programs with 16-bit buffers (NVRTC finds the headers through -I).
 const char *kNarrowTypes = R"(#include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -84,8 +96,8 @@ std::string cname(const std::string &n) { return kReserved.count(n) ? n + "_" : 
 
 class CudaEmitter {
 public:
-  explicit CudaEmitter(const LoopProgram &p)
-      : prog_(p), f64_(p.types.f64()), t_(f64_ ? "double" : "float"), i_(fitsInt32(p) ? "int" : "long long") {}
+  CudaEmitter(const LoopProgram &p, const CudaCodegenOptions &options)
+      : prog_(p), options_(options), f64_(p.types.f64()), t_(f64_ ? "double" : "float"), i_(fitsInt32(p) ? "int" : "long long") {}
 
   // Whether every buffer (and so every loop extent and in-range index) has fewer than 2^30
   // elements: then index arithmetic is 32-bit, which GPUs divide and multiply much faster.
@@ -105,6 +117,7 @@ public:
 
   std::string run() {
     write(kPrelude);
+    if (options_.checkBounds) write(kBoundsCheck);
     if (!prog_.types.stored.empty()) write(kNarrowTypes);
     for (const Kernel &k : prog_.kernels) emitKernel(k);
     return out_;
@@ -112,6 +125,9 @@ public:
 
 private:
   const LoopProgram &prog_;
+  const CudaCodegenOptions &options_;
+  const Kernel *kernel_ = nullptr; // the one being written
+  int sourceLine_ = 0;             // .enc line of the statement being written (0: none)
   bool f64_;
   std::string t_;
   std::string i_; // the type of index arithmetic: "int" or "long long"
@@ -125,6 +141,8 @@ private:
   void writeLine(int indent, const std::string &s) { write(std::string(static_cast<size_t>(indent) * 2, ' ') + s + "\n"); }
 
   void emitKernel(const Kernel &k) {
+    kernel_ = &k;
+    sourceLine_ = k.loc.valid() ? k.loc.line() : 0;
     std::string params;
     for (size_t i = 0; i < k.buffers.size(); ++i)
       params += fmt::format("{}{}{}* __restrict__ {}", i ? ", " : "", static_cast<int>(i) < k.outputs ? "" : "const ",
@@ -143,6 +161,22 @@ private:
     if (k.launch == ForKind::GpuWarps) writeLine(1, "const int _lane = threadIdx.x & 31;");
     stmt(k.body, 1);
     writeLine(0, "}");
+  }
+
+  // buffer[index] as written in the kernel: checked against the buffer's size with
+  // checkBounds (when the size is a constant).
+  std::string element(const std::string &buffer, const std::string &index) {
+    if (!options_.checkBounds) return fmt::format("{}[{}]", cname(buffer), index);
+    int64_t n = 1;
+    for (const TensorDecl &t : prog_.tensors.tensors)
+      if (t.name == buffer)
+        for (const Expr &d : t.shape) {
+          int64_t v = 0;
+          if (!isConst(d, &v)) return fmt::format("{}[{}]", cname(buffer), index);
+          n *= v;
+        }
+    return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, n, kernel_ ? kernel_->name : "",
+                       buffer, sourceLine_);
   }
 
   // Lets recovering `vars` (row-major) from the flat position `flat`.
@@ -222,7 +256,7 @@ private:
     decodeVars(3, t.cols, "_cp");
     writeLine(3, fmt::format("const {} _acc = _accs[_i][_j];", t_));
     std::string store =
-        fmt::format("{}[{}] = {};", cname(k.buffers[0]), expr(t.flatOut), toStorage(k.buffers[0], expr(t.epilogue)));
+        fmt::format("{} = {};", element(k.buffers[0], expr(t.flatOut)), toStorage(k.buffers[0], expr(t.epilogue)));
     if (k.loc.valid()) {
       writeLine(0, fmt::format("#line {} \"{}\"", k.loc.line(), k.loc.file->name()));
       writeLine(3, store);
@@ -295,10 +329,10 @@ private:
     case StmtKind::Store: {
       if (s->accumulate && isNarrow(prog_.types.of(s->name)))
         fail("internal error: atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
+      if (s->loc.valid()) sourceLine_ = s->loc.line();
       std::string text = s->accumulate
-                             ? fmt::format("atomicAdd(&{}[{}], {});", cname(s->name), expr(s->index), expr(s->value))
-                             : fmt::format("{}[{}] = {};", cname(s->name), expr(s->index),
-                                           toStorage(s->name, expr(s->value)));
+                             ? fmt::format("atomicAdd(&{}, {});", element(s->name, expr(s->index)), expr(s->value))
+                             : fmt::format("{} = {};", element(s->name, expr(s->index)), toStorage(s->name, expr(s->value)));
       if (s->loc.valid()) {
         // Point this statement at the .enc line, then resume counting in the generated file.
         writeLine(0, fmt::format("#line {} \"{}\"", s->loc.line(), s->loc.file->name()));
@@ -365,7 +399,7 @@ private:
     case ExprKind::FloatImm: return floatLit(e->floatValue);
     case ExprKind::BoolImm: return e->boolValue ? "true" : "false";
     case ExprKind::Var: return cname(e->name);
-    case ExprKind::Load: return toCompute(e->name, fmt::format("{}[{}]", cname(e->name), expr(e->args[0])));
+    case ExprKind::Load: return toCompute(e->name, element(e->name, expr(e->args[0])));
     case ExprKind::Cast:
       return fmt::format("(({}){})", e->type == Type::Int ? i_ : e->type == Type::Bool ? "bool" : t_,
                          expr(e->args[0]));
@@ -422,10 +456,10 @@ private:
 
 } // namespace
 
-std::string emitCuda(const ir::LoopProgram &program) {
+std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options) {
   if (program.target != ir::Target::GPU) fail("internal error: emitCuda needs a GPU loop program");
   if (program.types.f64() && !program.types.stored.empty()) fail("internal error: 16-bit storage in an f64 program");
-  return CudaEmitter(program).run();
+  return CudaEmitter(program, options).run();
 }
 
 } // namespace enc::codegen

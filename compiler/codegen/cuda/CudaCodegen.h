@@ -12,7 +12,15 @@ namespace enc::codegen {
 // Threads per block the generated kernels are written for (8 warps).
 constexpr int kCudaBlockSize = 256;
 
+struct CudaCodegenOptions {
+  // Every read and write of a buffer whose size is known checks its index first; one out of
+  // range prints "encc: out-of-bounds ..." (kernel, buffer, index, size, .enc line) and traps,
+  // failing the launch. A debugging aid (ENC_CUDA_CHECK_BOUNDS=1), on by default on the CUDA
+  // emulator.
+  bool checkBounds = false;
+};
+
 // Arithmetic in program.types.compute; each buffer stored as program.types.of(buffer).
-std::string emitCuda(const ir::LoopProgram &program);
+std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options = {});
 
 } // namespace enc::codegen
