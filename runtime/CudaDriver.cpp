@@ -53,7 +53,7 @@ struct DriverLoader {
     if (!lib) {
       const char *err = dlerror();
       reason = fmt::format("no CUDA driver found (dlopen {}: {})", path, err ? err : "unknown error");
-      noLibrary = true;
+      noLibrary = !(chosen && *chosen); // a driver asked for by path that fails to load is worth the details
       return;
     }
 
