@@ -574,6 +574,27 @@ TEST_F(EnccCli, EvalOnTheGpuMatchesTheCpu) {
   }
 }
 
+// encc bench: both passes timed (median and minimum), the forward's tensor bytes counted.
+TEST_F(EnccCli, BenchTimesBothPasses) {
+  CliResult r = encc("bench --layer SyncBatchNorm --set num_features=8 --input X=random:4,8,1000 --runs 3 --device cpu");
+  ASSERT_EQ(r.status, 0) << r;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(SyncBatchNorm \(f32, cpu, 3 runs\): forward ([0-9.]+) ms \(min ([0-9.]+)\), )"
+                                                     R"(backward [0-9.]+ ms \(min [0-9.]+\); forward inputs \+ outputs ([0-9.]+) MB)")))
+      << r;
+  EXPECT_LE(std::stod(m[2]), std::stod(m[1])); // min <= median
+  EXPECT_EQ(m[3].str(), "0.3");                 // X and Y: 2 x 4*8*1000 floats = 0.256 MB
+
+  CliResult fwd = encc("bench --layer ReLU --input X=random:100 --forward-only --dtype f64 --device cpu");
+  ASSERT_EQ(fwd.status, 0) << fwd;
+  EXPECT_TRUE(contains(fwd.out, "ReLU (f64, cpu, 20 runs): forward")) << fwd;
+  EXPECT_FALSE(contains(fwd.out, "backward")) << fwd;
+
+  expectFailure(encc("bench --layer ReLU --input X=random:100 --runs 0"), {"--runs 0"});
+  expectFailure(encc("bench --layer Nope --input X=random:100"), {"Nope"});
+  expectFailure(encc("bench --layer ReLU --input X=random:4 --grad Y=random:5 --device cpu"), {"Y"});
+}
+
 // Command-line errors exit with 1 and the usual "encc: error:" prefix, as docs/cli.md says.
 TEST_F(EnccCli, EvalWithoutOut) {
   CliResult r = encc("eval --layer Encoding --set D=4 --set K=3 --input X=random:2,4,5");

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "dsl/Sema.h"
+#include "runtime/Layer.h"
 #include "runtime/Library.h"
 #include "runtime/Tensor.h"
 
@@ -47,13 +48,35 @@ struct EvalOptions {
   uint64_t seed = 0;
   std::vector<std::string> sets, inputs, params, grads;
 };
+// The Layer and inputs an eval or bench of o.layer runs with (the device chosen, parameters
+// and inputs read or drawn).
+struct PreparedRun {
+  std::unique_ptr<Layer> layer;
+  std::map<std::string, Tensor> inputs;
+  DType dtype = DType::F32;
+};
+PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOptions &o);
+// An output gradient from NAME=FILE.npy or NAME=random:D0,D1,...
+Tensor gradientSeed(const std::string &name, const std::string &spec, const EvalOptions &o, DType dtype);
+
 struct EvalResult {
   std::map<std::string, Tensor> outputs, params, grads; // on the host; grads only with o.grads
-  double forwardSeconds = 0, backwardSeconds = 0;       // including compilation on first use
 };
 // Runs o.layer of `lib` as `encc eval` does (o.out and o.file are not used).
 EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o);
 int runEval(const EvalOptions &o);
+
+// encc bench: o.layer's passes timed on one Layer instance, inputs already on its device, the
+// device synchronized around each pass. Output gradients are random unless o.grads names them.
+struct BenchResult {
+  std::string device;                         // "cpu" or the GPU's name
+  std::vector<double> forwardMs, backwardMs;  // one per timed run, sorted ascending
+  int64_t tensorBytes = 0;                    // inputs and outputs of one forward
+};
+BenchResult benchLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o, int runs, bool backward);
+// "forward median 1.234 ms (min 1.200), backward ..., N MB in and out: X GB/s"
+std::string benchSummary(const BenchResult &r, bool backward);
+int runBench(const EvalOptions &o, int runs, bool backward);
 
 int runCache(const std::string &action);
 

@@ -8,7 +8,6 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <filesystem>
 #include <iostream>
 
@@ -16,13 +15,7 @@ namespace fs = std::filesystem;
 
 namespace enc::cli {
 
-namespace {
-double secondsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-} // namespace
-
-EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o) {
+PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOptions &o) {
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   LayerOptions lo;
   if (o.device == "auto") {
@@ -38,34 +31,38 @@ EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOption
   lo.dtype = parseDTypeOption(o.dtype);
   lo.training = o.mode == "train";
   lo.seed = o.seed;
-  Layer layer(lib, o.layer, splitPairs(o.sets, "--set"), lo);
+  PreparedRun run;
+  run.dtype = lo.dtype;
+  run.layer = std::make_unique<Layer>(lib, o.layer, splitPairs(o.sets, "--set"), lo);
   for (const auto &[name, path] : splitPairs(o.params, "--param")) {
     try {
-      layer.setParam(name, readNpy(path));
+      run.layer->setParam(name, readNpy(path));
     } catch (const Error &e) {
       throw Error(fmt::format("--param {}={}: {}", name, path, e.what()), e.hint());
     }
   }
-  std::map<std::string, Tensor> inputs;
   for (const auto &[name, path] : splitPairs(o.inputs, "--input")) {
     Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, name) : readNpy(path);
     if (t.dtype() != lo.dtype) t = t.to(lo.dtype);
-    inputs[name] = t;
+    run.inputs[name] = t;
   }
+  return run;
+}
+
+Tensor gradientSeed(const std::string &name, const std::string &spec, const EvalOptions &o, DType dtype) {
+  Tensor t = spec.rfind("random:", 0) == 0 ? randomTensor(spec.substr(7), dtype, o.seed, "grad:" + name) : readNpy(spec);
+  return t.to(dtype);
+}
+
+EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o) {
+  PreparedRun run = prepareRun(lib, o);
   EvalResult r;
-  auto started = std::chrono::steady_clock::now();
-  for (const auto &[name, t] : layer.forward(inputs)) r.outputs[name] = t.cpu(); // waits for the GPU
-  r.forwardSeconds = secondsSince(started);
-  for (const auto &[name, t] : layer.params()) r.params[name] = t.cpu();
+  for (const auto &[name, t] : run.layer->forward(run.inputs)) r.outputs[name] = t.cpu();
+  for (const auto &[name, t] : run.layer->params()) r.params[name] = t.cpu();
   if (o.grads.empty()) return r;
   std::map<std::string, Tensor> seeds;
-  for (const auto &[name, path] : splitPairs(o.grads, "--grad")) {
-    Tensor t = path.rfind("random:", 0) == 0 ? randomTensor(path.substr(7), lo.dtype, o.seed, "grad:" + name) : readNpy(path);
-    seeds[name] = t.to(lo.dtype);
-  }
-  started = std::chrono::steady_clock::now();
-  for (const auto &[name, t] : layer.backward(seeds)) r.grads[name] = t.cpu();
-  r.backwardSeconds = secondsSince(started);
+  for (const auto &[name, spec] : splitPairs(o.grads, "--grad")) seeds[name] = gradientSeed(name, spec, o, run.dtype);
+  for (const auto &[name, t] : run.layer->backward(seeds)) r.grads[name] = t.cpu();
   return r;
 }
 

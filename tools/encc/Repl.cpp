@@ -31,7 +31,7 @@ constexpr const char *kHelp = R"(Commands (NAME=VALUE pairs name hyper-parameter
                                    print the layer at STAGE: ir, grad, loops, cuda, ptx or llvm
   :eval LAYER [NAME=VALUE...]      run forward on the inputs; print each output (values when short)
   :grad LAYER [NAME=VALUE...]      forward, then backward from output gradients (Y=dy.npy, else random)
-  :time LAYER [NAME=VALUE...]      forward and backward times (median of 5 runs after a first, compiling one)
+  :time LAYER [NAME=VALUE...]      forward and backward times (as encc bench, 5 runs after a first that compiles)
   :load FILE.enc                   add a file's layers to the session
   :set dtype|device|mode|seed V    session settings (now: {})
   :help                            this text
@@ -222,8 +222,8 @@ private:
       if (t && t->role == TensorRole::Output) givenGrads.push_back(w[i]);
       else (t && t->role == TensorRole::Input ? o.inputs : o.sets).push_back(w[i]);
     }
-    if (!givenGrads.empty() && cmd != "grad")
-      throw Error(fmt::format("{} names an output: only :grad takes output gradients", givenGrads[0]),
+    if (!givenGrads.empty() && cmd == "eval")
+      throw Error(fmt::format("{} names an output: only :grad and :time take output gradients", givenGrads[0]),
                   "give inputs and hyper-parameters");
     std::vector<std::string> missing;
     for (const TensorSymbol &t : sym.tensors)
@@ -239,6 +239,12 @@ private:
       for (const auto &[name, t] : r.outputs) print(name, t);
       return;
     }
+    if (cmd == "time") {
+      o.grads = givenGrads;
+      BenchResult r = benchLayer(lib, o, 5, true);
+      std::cout << fmt::format("{} ({}, {}): {}\n", o.layer, o.dtype, r.device, benchSummary(r, true));
+      return;
+    }
     // Backward seeds: those given, and random gradients shaped like the other outputs of a
     // first forward.
     EvalResult first = evalLayer(lib, o);
@@ -250,22 +256,9 @@ private:
       for (int64_t d : t.shape()) dims += (dims.empty() ? "" : ",") + std::to_string(d);
       o.grads.push_back(fmt::format("{}=random:{}", name, dims));
     }
-    if (cmd == "grad") {
-      EvalResult r = evalLayer(lib, o);
-      for (const auto &[name, t] : r.outputs) print(name, t);
-      for (const auto &[name, t] : r.grads) print("grad " + name, t);
-      return;
-    }
-    std::vector<double> fwd, bwd;
-    for (int i = 0; i < 5; ++i) {
-      EvalResult r = evalLayer(lib, o);
-      fwd.push_back(r.forwardSeconds);
-      bwd.push_back(r.backwardSeconds);
-    }
-    std::sort(fwd.begin(), fwd.end());
-    std::sort(bwd.begin(), bwd.end());
-    std::cout << fmt::format("{} ({}, {}): forward {:.3f} ms, backward {:.3f} ms (median of 5; compiled kernels are reused)\n",
-                             o.layer, o.dtype, o.device, fwd[2] * 1e3, bwd[2] * 1e3);
+    EvalResult r = evalLayer(lib, o);
+    for (const auto &[name, t] : r.outputs) print(name, t);
+    for (const auto &[name, t] : r.grads) print("grad " + name, t);
   }
 
   static void print(const std::string &name, const Tensor &t) {

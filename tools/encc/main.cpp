@@ -51,6 +51,22 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
   evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
 
+  EvalOptions bench;
+  int benchRuns = 20;
+  bool benchForwardOnly = false;
+  auto *benchCmd = app.add_subcommand("bench", "Time a layer's forward and backward passes");
+  benchCmd->add_option("file", bench.file, "a .enc file (default: the shipped layer library)");
+  benchCmd->add_option("--layer", bench.layer, "the layer to time")->required();
+  benchCmd->add_option("--set", bench.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
+  benchCmd->add_option("--input", bench.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)")->required();
+  benchCmd->add_option("--param", bench.params, "a parameter value, NAME=FILE.npy (repeatable)");
+  benchCmd->add_option("--grad", bench.grads, "an output's gradient, NAME=FILE.npy or NAME=random:... (default: random)");
+  benchCmd->add_option("--dtype", bench.dtype, "f32, f64, f16 or bf16")->capture_default_str();
+  benchCmd->add_option("--device", bench.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
+  benchCmd->add_option("--mode", bench.mode, "train or eval")->capture_default_str();
+  benchCmd->add_option("--runs", benchRuns, "timed runs after the first (which compiles)")->capture_default_str();
+  benchCmd->add_flag("--forward-only", benchForwardOnly, "time the forward pass alone");
+
   std::string cacheAction;
   auto *cacheCmd = app.add_subcommand("cache", "Inspect or clear the on-disk kernel cache ($ENC_CACHE_DIR)");
   cacheCmd->add_option("action", cacheAction, "list, stats or clear")
@@ -75,6 +91,7 @@ int main(int argc, char **argv) {
     if (*check) return runCheck(checkFiles);
     if (*emitCmd) return runEmit(emit);
     if (*evalCmd) return runEval(eval);
+    if (*benchCmd) return runBench(bench, benchRuns, !benchForwardOnly);
     if (*cacheCmd) return runCache(cacheAction);
     if (*replCmd) return runRepl(replFile);
   } catch (const CompileError &e) {
