@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU, after scripts/build.sh: the GPU tests on the real driver,
+# the GPU benchmarks, and a per-kernel profile of SyncBatchNorm at the benchmark's size —
+# what the GPU sections of bench/RESULTS.md record. BUILD=dir picks another build tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD:-build}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
+
+echo "== GPU tests (fresh memory NaN-filled, every kernel waited for)"
+ENC_POISON=1 ENC_CUDA_SYNC=1 "$build/tests/enc_unit_tests" \
+  --gtest_filter='*Gpu*:CudaDriver*:CachingAllocator*:CudaEmulator*'
+
+echo "== GPU benchmarks (medians of 3)"
+"$build/bench/enc_bench_gpu" --benchmark_min_time=0.3 --benchmark_repetitions=3 \
+  --benchmark_report_aggregates_only=true
+
+echo "== SyncBatchNorm [32,256,56,56] f32, per kernel"
+ENC_PROFILE=1 "$build/tools/encc/encc" bench --layer SyncBatchNorm --set num_features=256 \
+  --input X=random:32,256,56,56 --device cuda --runs 20
