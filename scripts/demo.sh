@@ -34,6 +34,16 @@ step "$encc" eval --layer SyncBatchNorm --set num_features=32 --set activation=l
 # The same with bf16 inputs, outputs and gradients (f32 arithmetic and parameters).
 step "$encc" eval --layer SyncBatchNorm --set num_features=32 --dtype bf16 \
   --device "$device" --input X=random:8,32,16,16 --grad Y=random:8,32,16,16 --out "$out/bn-bf16"
+# Forward and backward times of two shipped layers on the same device.
+step "$encc" bench --layer GramMatrix --device "$device" --input X=random:8,128,32,32
+step "$encc" bench --layer SyncBatchNorm --set num_features=64 --device "$device" --input X=random:16,64,56,56
+# The REPL, driven by a script here: a layer typed in, its gradient, its CUDA.
+printf '%s\n' 'layer Square(scale: float = 0.5) {' '  forward(X: [N]) -> Y: [N] { Y[i] = scale * X[i] ^ 2 }' '}' \
+  ':grad Square X=random:4' ':emit loops Square' > "$out/repl.txt"
+printf '\n\033[1m$ %s\033[0m\n' "$encc repl < $out/repl.txt" >&2
+cat "$out/repl.txt"
+echo "--"
+"$encc" repl < "$out/repl.txt"
 step build/examples/train_mlp
 echo
 echo "outputs and parameters written under $out"

@@ -206,7 +206,8 @@ private:
       else if (a.starts_with("--")) throw Error(fmt::format("unknown option {}", a), "type :help for the options");
       else o.sets.push_back(a);
     }
-    std::cout << emitOne(o, libraryOf(o.layer)->get(o.layer));
+    std::string text = emitOne(o, libraryOf(o.layer)->get(o.layer));
+    std::cout << text << (text.ends_with('\n') ? "" : "\n");
   }
 
   void run(const std::string &cmd, const std::vector<std::string> &w) {
