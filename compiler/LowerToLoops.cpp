@@ -29,6 +29,8 @@ Expr combine(ReduceOp op, Expr acc, Expr v) {
 
 // Row-major flat index of `indices` into `shape`.
 Expr flatten(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
+  if (indices.size() != shape.size())
+    fail("internal error: {} indices into a tensor of rank {}", indices.size(), shape.size());
   Expr flat = intImm(0);
   for (size_t i = 0; i < indices.size(); ++i) flat = flat * shape[i] + indices[i];
   return flat;
@@ -58,14 +60,17 @@ public:
 
     Expr value = toLoads(def_.value);
     const TensorDecl *out = prog_.tensor(def_.tensor);
-    std::vector<Expr> outIdx;
-    for (const IndexVar &v : def_.indices) outIdx.push_back(idx(v.name));
-    Expr flatOut = flatten(outIdx, out->shape);
+    Expr flatOut;
     if (def_.isScatter()) {
-      // Accumulate into the target; out-of-range targets add zero to a clamped address.
+      // Accumulate into the target; out-of-range targets add zero to a clamped address. (Its
+      // domain's indices need not match the target's rank.)
       auto [inBounds, safe] = boundsChecked(def_.scatter, out->shape);
       flatOut = flatten(safe, out->shape);
       scatterGuard_ = inBounds;
+    } else {
+      std::vector<Expr> outIdx;
+      for (const IndexVar &v : def_.indices) outIdx.push_back(idx(v.name));
+      flatOut = flatten(outIdx, out->shape);
     }
 
     k.body = target_ == Target::CPU ? cpuBody(k, value, flatOut) : gpuBody(k, value, flatOut);

@@ -1,0 +1,128 @@
+// Bad .enc text gets an error, never a crash or a hang: the shipped layer files, mutated at
+// random (characters and tokens deleted, duplicated, swapped or replaced by other tokens of
+// the language), go through the checker and, where they still check, through the tensor
+// program, autodiff, both loop schedules and both code generators (LLVM IR, CUDA C++) with
+// small sizes. Every outcome must be a
+// result or an enc::Error (CompileError included); anything else fails, and a crash kills
+// the test. Seeded: a failure names the seed and the mutated text.
+#include "compiler/Autodiff.h"
+#include "compiler/LoopIR.h"
+#include "compiler/Passes.h"
+#include "compiler/StorageTypes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "runtime/HyperParams.h"
+#include "runtime/Library.h"
+#include "support/Error.h"
+
+#include <gtest/gtest.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace enc {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> shippedTexts() {
+  std::vector<std::string> texts;
+  for (const auto &e : fs::directory_iterator(fs::path(ENC_TEST_DIR).parent_path() / "layers")) {
+    if (e.path().extension() != ".enc") continue;
+    std::ifstream in(e.path());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    texts.push_back(ss.str());
+  }
+  std::sort(texts.begin(), texts.end());
+  return texts;
+}
+
+// Words and symbols of the language, to splice in where they do not belong.
+const std::vector<std::string> kTokens = {
+    "layer", "forward", "backward", "param", "buffer", "require", "sum", "max", "min", "mean", "softmax",
+    "select", "where", "int", "float", "bool", "int2", "X", "Y", "i", "j", "N", "B", "[", "]", "(", ")",
+    "{", "}", ":", ",", "=", "<-", "->", "+", "-", "*", "/", "%", "^", "<", ">", "==", "&&", "...", "0",
+    "1", "-1", "2.5", "1e309", "999999999999", "#", "\n", " ", "float(", "exp(", "rsqrt(", "true"};
+
+std::string mutate(const std::string &text, std::mt19937_64 &rng) {
+  std::string s = text;
+  auto pick = [&](size_t n) { return n ? static_cast<size_t>(rng() % n) : 0; };
+  const int edits = 1 + static_cast<int>(rng() % 3);
+  for (int e = 0; e < edits && !s.empty(); ++e) {
+    size_t at = pick(s.size()), len = 1 + pick(std::min<size_t>(12, s.size() - at));
+    switch (rng() % 5) {
+    case 0: s.erase(at, len); break;                                         // delete a few characters
+    case 1: s.insert(at, s.substr(pick(s.size()), len)); break;              // copy a piece elsewhere
+    case 2: s.insert(at, kTokens[pick(kTokens.size())]); break;              // splice in a token
+    case 3: s.replace(at, len, kTokens[pick(kTokens.size())]); break;        // replace by a token
+    case 4: std::swap(s[at], s[pick(s.size())]); break;                      // swap two characters
+    }
+  }
+  return s;
+}
+
+// Everything a user's run would do with the text: check, then per layer build, differentiate
+// and lower for both targets with every size set to a small number.
+void compileEverything(const std::string &text) {
+  auto lib = Library::fromSource("fuzz.enc", text);
+  for (const std::string &name : lib->layerNames()) {
+    const LayerSymbols &sym = lib->get(name);
+    std::map<std::string, ir::Expr> hyper;
+    try {
+      hyper = resolveHyperParams(sym, {}, /*allowMissing=*/true);
+    } catch (const Error &) {
+      continue;
+    }
+    hyper["training"] = ir::boolImm(true);
+    ir::Program forward = ir::buildTensorProgram(sym, hyper);
+    std::map<std::string, ir::Expr> sizes;
+    for (const ir::SizeParam &p : forward.sizes)
+      if (p.kind == ir::VarKind::Size && !hyper.count(p.name)) sizes[p.name] = ir::intImm(3);
+    // Down to generated code (LLVM IR and CUDA C++), without compiling it.
+    auto generate = [&](const ir::Program &p, const ir::ElementTypes &types) {
+      ir::LoopProgram cpu = ir::fuseSiblingReductions(ir::lowerToLoops(p, ir::Target::CPU));
+      cpu.types = types;
+      llvm::LLVMContext ctx;
+      llvm::Module module("fuzz", ctx);
+      for (const ir::Kernel &k : cpu.kernels) codegen::emitLLVMKernel(k, cpu.types, module);
+      ir::LoopProgram gpu = ir::fuseSiblingReductions(ir::lowerToLoops(ir::splitReductions(p), ir::Target::GPU));
+      gpu.types = types;
+      codegen::emitCuda(gpu);
+    };
+    const ir::Program specialized = ir::specialize(forward, sizes);
+    generate(specialized, ir::forwardStorage(forward, ir::ElemType::F32));
+    ir::Gradient g = ir::gradientOf(sym, forward, hyper);
+    generate(ir::specialize(g.program, sizes), ir::backwardStorage(g, forward, ir::ElemType::F32));
+  }
+}
+
+TEST(MutationFuzz, BadTextGivesErrorsNotCrashes) {
+  const std::vector<std::string> texts = shippedTexts();
+  ASSERT_FALSE(texts.empty());
+  int errors = 0, clean = 0;
+  for (uint64_t seed = 0; seed < 3000; ++seed) {
+    std::mt19937_64 rng(seed);
+    const std::string text = mutate(texts[seed % texts.size()], rng);
+    try {
+      compileEverything(text);
+      ++clean;
+    } catch (const Error &) {
+      ++errors; // CompileError (diagnostics) or a run-time Error: both are what a user should get
+    } catch (const std::exception &e) {
+      ADD_FAILURE() << "seed " << seed << ": " << typeid(e).name() << ": " << e.what() << "\n--- text ---\n" << text;
+    }
+  }
+  // Most mutations break the text; some leave it valid (in a comment, say): both happen.
+  EXPECT_GT(errors, 1500);
+  EXPECT_GT(clean, 0);
+}
+
+} // namespace
+} // namespace enc
