@@ -11,6 +11,8 @@
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "runtime/CudaDriver.h"
+#include "runtime/Gpu.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Npy.h"
@@ -18,10 +20,12 @@
 #include "runtime/Library.h"
 #include "support/Error.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -106,9 +110,12 @@ void compileEverything(const std::string &text) {
   }
 }
 
-// A layer of the text run for real on the CPU (JIT-compiled), forward and backward, with
-// hyper-parameters that have no default set to small values and every input size 3.
-void runOnCpu(const std::string &text) {
+// Every layer of the text run for real on `device` (JIT-compiled on the CPU), f64, forward
+// and backward, with hyper-parameters that have no default set to small values, every input
+// size 3, and seeded random inputs and output gradients. Returns, per layer, its outputs
+// and gradients (on the host), named "LAYER output NAME" / "LAYER gradient NAME".
+std::map<std::string, Tensor> runLayers(const std::string &text, Device device) {
+  std::map<std::string, Tensor> results;
   auto lib = Library::fromSource("fuzz.enc", text);
   for (const std::string &name : lib->layerNames()) {
     const LayerSymbols &sym = lib->get(name);
@@ -118,7 +125,7 @@ void runOnCpu(const std::string &text) {
       using K = ast::HyperParamType::Kind;
       settings[h.name.text] = h.type.kind == K::Float ? "0.5" : h.type.kind == K::Bool ? "true" : "3";
     }
-    Layer layer(lib, name, settings, LayerOptions{DType::F64, 1, true, true, Device::CPU});
+    Layer layer(lib, name, settings, LayerOptions{DType::F64, 1, true, true, device});
     const ir::Program &p = layer.program();
     std::map<std::string, ir::Expr> sizes;
     for (const ir::SizeParam &sp : p.sizes)
@@ -126,26 +133,31 @@ void runOnCpu(const std::string &text) {
     const ir::Program fixed = ir::specialize(p, sizes);
     std::map<std::string, Tensor> inputs;
     Rng rng(7, "fuzz");
+    bool makeable = true;
     for (const ir::TensorDecl &t : fixed.tensors) {
       if (t.role != TensorRole::Input) continue;
       Shape shape;
       for (const ir::Expr &d : t.shape) {
         int64_t v = 0;
-        if (!ir::isConst(d, &v) || v < 0 || v > 64) return; // a shape this test does not make
+        makeable &= ir::isConst(d, &v) && v >= 0 && v <= 64; // else a shape this test does not make
         shape.push_back(v);
       }
+      if (!makeable) break;
       Tensor x(DType::F64, shape);
       for (int64_t i = 0; i < x.numel(); ++i) x.set(i, rng.uniform(-1, 1));
       inputs[t.name] = x;
     }
+    if (!makeable) continue;
     std::map<std::string, Tensor> seeds;
     for (const auto &[out, y] : layer.forward(inputs)) {
+      results[name + " output " + out] = y.cpu();
       Tensor g(DType::F64, y.shape());
       for (int64_t i = 0; i < g.numel(); ++i) g.set(i, rng.uniform(-1, 1));
       seeds[out] = g;
     }
-    layer.backward(seeds);
+    for (const auto &[in, g] : layer.backward(seeds)) results[name + " gradient " + in] = g.cpu();
   }
+  return results;
 }
 
 TEST(MutationFuzz, BadTextGivesErrorsNotCrashes) {
@@ -159,7 +171,7 @@ TEST(MutationFuzz, BadTextGivesErrorsNotCrashes) {
     try {
       compileEverything(text);
       // The first few hundred that compile also run (JIT compiles take milliseconds each).
-      if (clean++ < kRuns) runOnCpu(text);
+      if (clean++ < kRuns) runLayers(text, Device::CPU);
     } catch (const Error &) {
       ++errors; // CompileError (diagnostics) or a run-time Error: both are what a user should get
     } catch (const std::exception &e) {
@@ -176,6 +188,55 @@ TEST(MutationFuzz, BadTextGivesErrorsNotCrashes) {
 
 namespace enc {
 namespace {
+
+// Mutated layers that run on the CPU give the same outputs and gradients on the GPU (the
+// CUDA emulator in every test run): two code generators checked against each other on
+// programs nobody wrote. f64, within 1e-9 of the largest magnitude; NaN and infinity where
+// the CPU has them.
+TEST(MutationFuzzGpu, MutatedLayersAgreeOnTheGpu) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  const std::vector<std::string> texts = shippedTexts();
+  int compared = 0;
+  for (uint64_t seed = 0; seed < 3000 && compared < 12; ++seed) {
+    std::mt19937_64 rng(seed);
+    const std::string text = mutate(texts[seed % texts.size()], rng);
+    std::map<std::string, Tensor> cpu;
+    try {
+      compileEverything(text);
+      cpu = runLayers(text, Device::CPU);
+    } catch (const Error &) {
+      continue;
+    }
+    if (cpu.empty()) continue;
+    ++compared;
+    SCOPED_TRACE(fmt::format("seed {}\n--- text ---\n{}", seed, text));
+    std::map<std::string, Tensor> gpu;
+    try {
+      gpu = runLayers(text, Device::CUDA);
+    } catch (const Error &e) {
+      ADD_FAILURE() << "runs on the CPU but not on the GPU: " << e.what();
+      continue;
+    }
+    ASSERT_EQ(gpu.size(), cpu.size());
+    for (const auto &[what, c] : cpu) {
+      const Tensor &g = gpu.at(what);
+      ASSERT_EQ(g.shape(), c.shape()) << what;
+      double scale = 1, worst = 0;
+      for (int64_t i = 0; i < c.numel(); ++i)
+        if (std::isfinite(c.at(i))) scale = std::max(scale, std::abs(c.at(i)));
+      for (int64_t i = 0; i < c.numel(); ++i) {
+        const double a = c.at(i), b = g.at(i);
+        if (!std::isfinite(a)) {
+          EXPECT_TRUE(std::isnan(a) ? std::isnan(b) : a == b) << what << " [" << i << "]: cpu " << a << " gpu " << b;
+          continue;
+        }
+        worst = std::max(worst, std::abs(a - b));
+      }
+      EXPECT_LE(worst / scale, 1e-9) << what;
+    }
+  }
+  EXPECT_EQ(compared, 12);
+}
 
 // Corrupt .npy bytes (valid files of every dtype and a few shapes, with bytes flipped,
 // dropped, inserted or the file cut short) are read into a tensor of the size the header
