@@ -115,7 +115,14 @@ std::unique_ptr<Module> buildModule(const std::string &source) {
     std::vector<std::string> argv = {cxx};
     argv.insert(argv.end(), flags.begin(), flags.end());
     argv.insert(argv.end(), {"-o", mine + ".so", mine + ".cpp"});
-    int status = runCompiler(argv, mine + ".log");
+    int status = 0;
+    try {
+      status = runCompiler(argv, mine + ".log");
+    } catch (const std::exception &) {
+      std::remove((mine + ".cpp").c_str());
+      std::remove((mine + ".log").c_str());
+      throw;
+    }
     std::string log = readFile(mine + ".log");
     std::remove((mine + ".log").c_str());
     if (status != 0) {
