@@ -44,7 +44,10 @@ std::shared_ptr<const Library> Library::fromFile(const std::string &path) { retu
 
 std::string Library::shippedDir() {
   if (const char *env = std::getenv("ENC_LAYER_PATH"); env && *env) return env;
-  return ENC_LAYER_DIR;
+  std::error_code ec;
+  // A build uses its source tree's layers; an installed copy of encc, once that is gone, its own.
+  if (std::filesystem::is_directory(ENC_LAYER_DIR, ec)) return ENC_LAYER_DIR;
+  return ENC_INSTALLED_LAYER_DIR;
 }
 
 std::shared_ptr<const Library> Library::shipped() {
