@@ -243,6 +243,9 @@ private:
     const std::string &f = e->name;
     const Expr &x = e->args[0];
     Expr zero = floatImm(0), one = floatImm(1);
+    // Every process's x adds into every process's result: the adjoint of x is the sum of
+    // the result's adjoints over the group.
+    if (f == "allreduce") return backprop(x, call("allreduce", {adj}), domain);
     if (f == "exp") return backprop(x, adj * e, domain);
     if (f == "log") return backprop(x, adj / x, domain);
     if (f == "sqrt") return backprop(x, adj * floatImm(0.5) / e, domain);
@@ -486,7 +489,7 @@ Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std
     });
   }
   Program &p = g.program;
-  p = hoistReductions(p);
+  p = hoistReductions(isolateAllreduces(p));
   if (fuse) p = inlinePointwise(dropCenteredSums(hoistReductions(distributeSums(inlinePointwise(p))), forward));
   if (layer.layer->backward) {
     // Saved: the forward tensors the backward pass still reads.

@@ -40,9 +40,12 @@ bool tryInlineOne(Program &p) {
   for (size_t di = 0; di < p.defs.size(); ++di) {
     const Definition &d = p.defs[di];
     const TensorDecl *t = p.tensor(d.tensor);
-    if (!t || t->role != TensorRole::Temp || d.isScatter() || containsReduce(d.value)) continue;
+    if (!t || t->role != TensorRole::Temp || d.isScatter() || containsReduce(d.value) || containsAllreduce(d.value))
+      continue;
     bool scattered = false;
     for (const Definition &c : p.defs) scattered |= c.isScatter() && c.tensor == d.tensor;
+    // A collective sums a stored tensor: what it reads stays stored.
+    for (const Definition &c : p.defs) scattered |= isCollective(c) && reads(c.value, d.tensor);
     if (scattered) continue;
     bool cheap = costOf(d.value) <= kCheapCost;
     bool sameDomain = true;

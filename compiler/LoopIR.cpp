@@ -128,6 +128,10 @@ std::string printLoops(const LoopProgram &p) {
     for (size_t i = 0; i < k.params.size(); ++i) params += (i ? ", " : "") + k.params[i].name;
     std::string writes;
     for (int i = 0; i < k.outputs; ++i) writes += (i ? ", " : "") + k.buffers[static_cast<size_t>(i)];
+    if (k.collective) {
+      out += fmt::format("collective {}: {} = allreduce({})  # line {}\n", k.name, k.buffers[0], k.buffers[1], k.loc.line());
+      continue;
+    }
     out += fmt::format("kernel {}({}{}{})  # writes {}, line {}\n", k.name, bufs, params.empty() ? "" : "; ", params,
                        writes, k.loc.line());
     out += printStmt(k.body, 1);

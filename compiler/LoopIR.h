@@ -89,6 +89,9 @@ struct Kernel {
   bool scatters = false;
   // Tensors it writes: buffers[0 .. outputs). More than one after fuseSiblingReductions.
   int outputs = 1;
+  // An all-reduce over the process group, run by the runtime between kernels: buffers[0] is
+  // the element-wise sum over every process of buffers[1]. `body` is empty.
+  bool collective = false;
   // Set for a tiled GPU contraction (launch GpuTiles, launchExtent = its tiles); `body` then
   // only shows what a tile computes.
   std::shared_ptr<const TiledContraction> tiled;

@@ -30,6 +30,7 @@ public:
       }
     }
     p.sizes.push_back({"training", Type::Bool, VarKind::Param});
+    p.sizes.push_back({"distributed", Type::Bool, VarKind::Param});
     p.sizes.push_back({kRandomSeed, Type::Int, VarKind::Size});
     for (const SizeSymbol &s : layer_.sizes) p.sizes.push_back({s.name, Type::Int, VarKind::Size});
     for (const TensorSymbol &t : layer_.tensors) {
@@ -108,7 +109,7 @@ private:
     case AExpr::Ref::EnumValue: return intImm(e.enumValue);
     case AExpr::Ref::SizeSymbol: return var(e.name, Type::Int, VarKind::Size);
     case AExpr::Ref::Tensor: return access(e.name, {}, e.loc);
-    case AExpr::Ref::Training: return var("training", Type::Bool, VarKind::Param);
+    case AExpr::Ref::Implicit: return var(e.name, Type::Bool, VarKind::Param);
     case AExpr::Ref::Constant: return floatImm(e.floatValue);
     case AExpr::Ref::HyperParam: {
       const ast::HyperParam *hp = layer_.hyperParam(e.name);
@@ -243,16 +244,20 @@ static void dropDisabledState(Program &p, const LayerSymbols &layer, const std::
     }
 }
 
-Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams, bool fuse) {
-  Program p = specialize(lowerLayer(layer), hyperParams);
+Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams, bool fuse,
+                           bool distributed) {
+  std::map<std::string, Expr> values = hyperParams;
+  values.emplace("distributed", boolImm(distributed));
+  Program p = specialize(lowerLayer(layer), values);
+  p = distributed ? isolateAllreduces(p) : dropAllreduces(p);
   // Buffers are updated by training passes only.
-  auto training = hyperParams.find("training");
-  if (training != hyperParams.end() && training->second->kind == ExprKind::BoolImm && !training->second->boolValue) {
+  auto training = values.find("training");
+  if (training != values.end() && training->second->kind == ExprKind::BoolImm && !training->second->boolValue) {
     std::erase_if(p.defs, [&](const Definition &d) { return p.updates.count(d.tensor) > 0; });
     std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.role == TensorRole::Update; });
     p.updates.clear();
   }
-  dropDisabledState(p, layer, hyperParams);
+  dropDisabledState(p, layer, values);
   p = hoistReductions(p);
   if (!fuse) return p;
   return hoistReductions(distributeSums(inlinePointwise(p)));

@@ -1,5 +1,6 @@
 // Tensor IR -> loop IR, for the CPU or the GPU.
 #include "compiler/LoopIR.h"
+#include "compiler/Passes.h"
 
 #include "compiler/GpuTiling.h"
 #include "compiler/IndexRange.h"
@@ -331,12 +332,32 @@ void moveParallelismInward(Kernel &k) {
 
 } // namespace
 
-LoopProgram lowerToLoops(const Program &p, Target target) {
+// A collective definition: no loops, the runtime sums buffers[1] over the group into buffers[0].
+Kernel collectiveKernel(const Program &p, const Definition &d, int ordinal) {
+  Kernel k;
+  k.name = fmt::format("k{}_{}_allreduce", ordinal, d.tensor);
+  k.output = d.tensor;
+  k.buffers = {d.tensor, d.value->args[0]->name};
+  k.collective = true;
+  k.body = block({});
+  Expr elements = intImm(1);
+  for (const Expr &e : p.tensor(d.tensor)->shape) elements = elements * e;
+  k.launchExtent = elements;
+  k.loc = d.loc;
+  return k;
+}
+
+LoopProgram lowerToLoops(const Program &in, Target target) {
   LoopProgram out;
   out.target = target;
+  Program p = sinkCollectives(in);
   out.tensors = p;
   int ordinal = 0;
   for (const Definition &d : p.defs) {
+    if (isCollective(d)) {
+      out.kernels.push_back(collectiveKernel(p, d, ordinal++));
+      continue;
+    }
     out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
     if (target == Target::CPU) moveParallelismInward(out.kernels.back());
   }

@@ -65,11 +65,27 @@ Program splitReductions(const Program &p, const SplitReductionOptions &options =
 // the row loop over o streams and vectorizes) and T[o] = sum(s: T_part[s, o]).
 Program splitColumnReductions(const Program &p, int64_t chunks = 16);
 
+// allreduce(x), the sum of x over the process group (see Collectives.cpp).
+bool isAllreduce(const Expr &e);
+bool containsAllreduce(const Expr &e);
+// A collective definition: T[i...] = allreduce(U[i...]), U stored with T's shape.
+bool isCollective(const Definition &d);
+// Gives every allreduce a collective definition of its own (its operand a stored temporary);
+// run hoistReductions after it.
+Program isolateAllreduces(const Program &p);
+// allreduce(x) -> x: a layer that runs in one process.
+Program dropAllreduces(const Program &p);
+// Moves each collective definition to just before its first reader, so that collectives of
+// one stage are adjacent (and the runtime packs them into one message).
+Program sinkCollectives(const Program &p);
+
 // lowerLayer, specialize(hyperParams), hoistReductions and (when `fuse`) inlinePointwise in
 // order. Hyper-parameters are folded first so that branches on them (training, activation)
 // disappear before fusion. Without fusion every statement keeps its own stored tensor: the
 // baseline the benchmarks compare against.
+// `distributed`: the layer runs in a process group of more than one process, and its
+// allreduces are kept as collectives; otherwise they are dropped first.
 Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams = {},
-                           bool fuse = true);
+                           bool fuse = true, bool distributed = false);
 
 } // namespace enc::ir

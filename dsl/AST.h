@@ -43,8 +43,8 @@ struct Expr {
   SourceLoc nameLoc;      // the name token of Access/Call/Reduce
 
   // ---- filled in by sema ----
-  // Training: the implicit bool `training`; Constant: `inf` (floatValue).
-  enum class Ref { None, HyperParam, EnumValue, SizeSymbol, IndexVar, Tensor, Training, Constant } ref = Ref::None;
+  // Implicit: the implicit bools `training` and `distributed`; Constant: `inf` (floatValue).
+  enum class Ref { None, HyperParam, EnumValue, SizeSymbol, IndexVar, Tensor, Implicit, Constant } ref = Ref::None;
   enum class Type { Unknown, Int, Float, Bool } type = Type::Unknown;
   int64_t enumValue = 0;                     // EnumValue: position in its enumeration; int2 component
   std::vector<const Expr *> varExtents;      // Reduce: the extent of each of `vars`

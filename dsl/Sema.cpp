@@ -54,7 +54,8 @@ namespace {
 const std::map<std::string, int> kFunctions = {
     {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1},      {"tanh", 1}, {"sigmoid", 1}, {"abs", 1},
     {"relu", 1},  {"sin", 1},   {"cos", 1},   {"floor", 1},      {"ceil", 1}, {"leaky_relu", 2},
-    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}, {"int", 1}, {"rand", 1}};
+    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}, {"int", 1}, {"rand", 1},
+    {"allreduce", 1}};
 const std::set<std::string> kReductions = {"sum", "max", "min", "mean", "prod", "softmax", "logsumexp"};
 const std::map<std::string, int> kInitializers = {{"uniform", 2}, {"normal", 2}, {"zeros", 0}, {"ones", 0}, {"constant", 1}};
 
@@ -122,6 +123,7 @@ private:
   std::map<std::string, IndexInfo> indices_;
   std::vector<std::string> scope_; // index names visible now
   std::vector<Expr *> reductions_;
+  int reductionDepth_ = 0;     // reductions enclosing the expression being checked
   bool readsPoisoned_ = false; // reads a tensor whose definition had errors
 
   TensorSymbol *findTensor(const std::string &name) {
@@ -793,8 +795,10 @@ private:
       e.ref = Ref::HyperParam;
       return hyperParamType(*hp);
     }
-    if (e.name == "training") {
-      e.ref = Ref::Training; // true in a training pass, false in evaluation
+    // training: true in a training pass, false in evaluation. distributed: the layer runs in
+    // a process group of more than one process (its allreduces sum over processes).
+    if (e.name == "training" || e.name == "distributed") {
+      e.ref = Ref::Implicit;
       return Type::Bool;
     }
     if (e.name == "inf") {
@@ -926,7 +930,7 @@ private:
     for (ast::ExprPtr &a : e.args) types.push_back(checkExpr(*a));
     if (it == kFunctions.end()) {
       std::string hint = "functions are exp, log, sqrt, rsqrt, tanh, sigmoid, abs, relu, leaky_relu(x, slope), sin, cos, "
-                         "floor, ceil, pow, min, max, select(cond, a, b), float";
+                         "floor, ceil, pow, min, max, select(cond, a, b), float, allreduce";
       if (TensorSymbol *t = findTensor(e.name)) hint = fmt::format("'{}' is a tensor: index it with [...]", t->name);
       diags_.error(e.nameLoc, fmt::format("unknown function '{}'", e.name), hint);
       return Type::Unknown;
@@ -942,6 +946,18 @@ private:
           diags_.error(e.args[i]->loc, fmt::format("argument {} of 'rand' is {}, not an integer", i + 1, typeWord(types[i])),
                        "rand takes indices, as in rand(b, c, i)");
       return Type::Float;
+    }
+    if (e.name == "allreduce") {
+      // allreduce(x): x summed over every process of the group, element by element. Each
+      // process must compute the same elements, so it may not sit inside a reduction (whose
+      // index could range over a per-process size such as the batch).
+      if (!current_) {
+        diags_.error(e.loc, "allreduce is only allowed in a statement of a layer");
+        return Type::Unknown;
+      }
+      if (reductionDepth_ > 0)
+        diags_.error(e.loc, "allreduce may not appear inside a reduction",
+                     "reduce first, then sum over processes: allreduce(sum(i: ...))");
     }
     if (e.args.size() != static_cast<size_t>(it->second)) {
       diags_.error(e.loc, fmt::format("'{}' takes {} argument{}, given {}", e.name, it->second, it->second == 1 ? "" : "s",
@@ -1029,7 +1045,9 @@ private:
       if (std::any_of(added.begin(), added.end(), [&](const auto &a) { return a.first == e.vars[i].text; }))
         constrain(e.vars[i].text, e.varBounds[i].get(), where, e.varBounds[i]->loc);
     }
+    ++reductionDepth_;
     Type body = checkExpr(*e.args[0]);
+    --reductionDepth_;
     if (body == Type::Bool)
       diags_.error(e.args[0]->loc, fmt::format("the body of {} is a bool, not a number", e.name),
                    "use select(condition, 1, 0) to count");

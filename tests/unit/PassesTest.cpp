@@ -320,7 +320,7 @@ TEST(Passes, LowerKeepsHyperParametersSymbolic) {
   EXPECT_EQ(valueOf(p, "Y"), "sum(i: A[b, i, k] * R[b, i, k, d])");
   std::vector<std::string> sizes;
   for (const SizeParam &s : p.sizes) sizes.push_back(s.name);
-  EXPECT_EQ(sizes, (std::vector<std::string>{"D", "K", "training", "rng_seed", "B", "N"}));
+  EXPECT_EQ(sizes, (std::vector<std::string>{"D", "K", "training", "distributed", "rng_seed", "B", "N"}));
   const TensorDecl *cw = p.tensor("codewords");
   ASSERT_NE(cw, nullptr);
   EXPECT_EQ(cw->role, TensorRole::Param);

@@ -38,6 +38,7 @@ struct EmitOptions {
   std::string mode = "train";
   std::vector<std::string> sizes; // NAME=N: input sizes fixed as at run time
   bool backward = false;          // the kernels of the backward pass
+  bool distributed = false;       // as run in a process group: allreduce(...) kept as collectives
 };
 // One layer at the stage o.kind (not "ast").
 std::string emitOne(const EmitOptions &o, const LayerSymbols &sym);
@@ -83,5 +84,16 @@ int runCache(const std::string &action);
 // The interactive loop of `encc repl`: reads from stdin (line editing and history on a
 // terminal), writes to stdout and stderr. Returns the exit status.
 int runRepl(const std::string &file);
+
+struct LaunchOptions {
+  int processes = 0;
+  int masterPort = 0;      // 0: a free port
+  int graceSeconds = 30;   // after one rank fails, before the rest are killed
+  int timeoutSeconds = 0;  // ENC_DIST_TIMEOUT for the ranks (0: leave it as it is)
+  std::vector<std::string> command;
+};
+// encc launch: the command in o.processes processes forming one group; the exit status of
+// the first rank that failed, else 0.
+int runLaunch(LaunchOptions o);
 
 } // namespace enc::cli

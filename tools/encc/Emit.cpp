@@ -28,7 +28,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
-  ir::Program prog = ir::buildTensorProgram(sym, hyper);
+  ir::Program prog = ir::buildTensorProgram(sym, hyper, /*fuse=*/true, o.distributed);
   ir::ElemType storage = elemTypeOf(parseDTypeOption(o.dtype));
   const ir::Program forward = prog;
   std::optional<ir::Gradient> gradient;

@@ -141,6 +141,11 @@ private:
   void writeLine(int indent, const std::string &s) { write(std::string(static_cast<size_t>(indent) * 2, ' ') + s + "\n"); }
 
   void emitKernel(const Kernel &k) {
+    if (k.collective) {
+      write(fmt::format("// {}: {} = allreduce({}) over the process group, run by the runtime\n\n", k.name, k.buffers[0],
+                        k.buffers[1]));
+      return;
+    }
     kernel_ = &k;
     sourceLine_ = k.loc.valid() ? k.loc.line() : 0;
     std::string params;

@@ -561,6 +561,7 @@ private:
 } // namespace
 
 llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, const ir::ElementTypes &types, llvm::Module &module) {
+  if (kernel.collective) return nullptr;
   return Emitter(kernel, types, module).run();
 }
 

@@ -18,7 +18,8 @@ namespace enc::codegen {
 
 using CpuKernelFn = void (*)(void **buffers, const int64_t *params, int64_t begin, int64_t end);
 
-// Arithmetic in types.compute; each buffer loaded and stored as types.of(buffer).
+// Arithmetic in types.compute; each buffer loaded and stored as types.of(buffer). A collective
+// kernel has no code (the runtime runs it): nullptr.
 llvm::Function *emitLLVMKernel(const ir::Kernel &kernel, const ir::ElementTypes &types, llvm::Module &module);
 
 } // namespace enc::codegen

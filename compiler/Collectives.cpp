@@ -1,0 +1,174 @@
+// allreduce(x) in the tensor IR: the sum of x over every process of the group.
+//
+// Kernels cannot talk to other processes, so the compiler cuts the program there: each
+// allreduce becomes a collective definition of its own,
+//
+//   T[i...] = allreduce(U[i...])      (U a stored tensor of T's shape, read element by element)
+//
+// which the loop IR carries as a body-less collective kernel and the runtime runs through
+// the process group between the kernels before and after it. Collectives are then moved
+// down to just before their first reader, so that the collectives of one stage (batch
+// norm's sums and count) sit next to each other and the runtime sends them in one message.
+#include "compiler/Passes.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace enc::ir {
+
+bool isAllreduce(const Expr &e) { return e->kind == ExprKind::Call && e->name == "allreduce"; }
+
+bool containsAllreduce(const Expr &e) { return anyNode(e, isAllreduce); }
+
+bool isCollective(const Definition &d) {
+  if (d.isScatter() || !isAllreduce(d.value)) return false;
+  const Expr &a = d.value->args[0];
+  if (a->kind != ExprKind::Access || a->name == d.tensor || a->args.size() != d.indices.size()) return false;
+  for (size_t i = 0; i < d.indices.size(); ++i)
+    if (a->args[i]->kind != ExprKind::Var || a->args[i]->name != d.indices[i].name) return false;
+  return true;
+}
+
+Program dropAllreduces(const Program &in) {
+  Program p = in;
+  auto drop = [](const Expr &n) -> Expr { return isAllreduce(n) ? n->args[0] : nullptr; };
+  for (Definition &d : p.defs) d.value = mutate(d.value, drop);
+  return p;
+}
+
+namespace {
+
+class Isolator {
+public:
+  explicit Isolator(const Program &p) : in_(p) {}
+
+  Program run() {
+    out_ = in_;
+    out_.defs.clear();
+    for (const Definition &d : in_.defs) {
+      if (isCollective(d) || !containsAllreduce(d.value)) {
+        out_.defs.push_back(d);
+        continue;
+      }
+      current_ = &d;
+      scope_.clear();
+      for (const IndexVar &v : d.indices) scope_.push_back({v.name, v.extent});
+      Definition nd = d;
+      nd.value = rewrite(d.value, /*whole=*/!d.isScatter());
+      out_.defs.push_back(std::move(nd));
+    }
+    return std::move(out_);
+  }
+
+private:
+  const Program &in_;
+  Program out_;
+  const Definition *current_ = nullptr;
+  std::vector<std::pair<std::string, Expr>> scope_; // definition indices, then enclosing reduction indices
+  int counter_ = 0;
+
+  Expr rewrite(const Expr &e, bool whole) {
+    if (e->kind == ExprKind::Reduce) {
+      for (const ReduceVar &v : e->rvars) scope_.push_back({v.name, v.extent});
+      Expr body = rewrite(e->args[0], false);
+      scope_.resize(scope_.size() - e->rvars.size());
+      return body == e->args[0] ? e : reduce(e->reduceOp, e->rvars, body);
+    }
+    if (isAllreduce(e)) return isolate(rewrite(e->args[0], false), whole);
+    if (e->args.empty()) return e;
+    std::vector<Expr> args;
+    bool changed = false;
+    for (const Expr &a : e->args) {
+      args.push_back(rewrite(a, false));
+      changed |= args.back() != a;
+    }
+    return changed ? withArgs(e, std::move(args)) : e;
+  }
+
+  // The indices a temporary of `x` needs: the whole definition's when x is its value (or reads
+  // no index at all), else x's free indices with the extents they have where x sits.
+  std::vector<IndexVar> indicesFor(const Expr &x, bool whole) const {
+    std::vector<std::string> free = freeIndexVars(x);
+    if (whole || free.empty()) return current_->indices;
+    std::vector<IndexVar> out;
+    for (const auto &[name, extent] : scope_) {
+      if (std::find(free.begin(), free.end(), name) == free.end()) continue;
+      std::erase_if(out, [&](const IndexVar &v) { return v.name == name; }); // the innermost binding wins
+      out.push_back({name, extent});
+    }
+    return out;
+  }
+
+  std::string addTemp(const std::string &suffix, const std::vector<IndexVar> &indices, Expr value) {
+    std::string name;
+    do name = fmt::format("{}_{}{}", current_->tensor, suffix, ++counter_);
+    while (out_.tensor(name) || in_.tensor(name));
+    TensorDecl decl{name, TensorRole::Temp, {}, current_->loc};
+    for (const IndexVar &v : indices) decl.shape.push_back(v.extent);
+    out_.tensors.push_back(decl);
+    out_.defs.push_back(Definition{name, indices, std::move(value), current_->loc, {}});
+    return name;
+  }
+
+  Expr isolate(const Expr &x, bool whole) {
+    std::vector<IndexVar> indices = indicesFor(x, whole);
+    std::vector<Expr> idx;
+    for (const IndexVar &v : indices) idx.push_back(var(v.name, Type::Int, VarKind::Index));
+    Expr local = access(addTemp("local", indices, x), idx, current_->loc);
+    Expr summed = call("allreduce", {local});
+    if (whole) return summed;
+    return access(addTemp("allreduce", indices, summed), idx, current_->loc);
+  }
+};
+
+} // namespace
+
+Program isolateAllreduces(const Program &p) { return Isolator(p).run(); }
+
+Program sinkCollectives(const Program &in) {
+  Program p = in;
+  std::vector<Definition> collectives, rest;
+  for (Definition &d : p.defs) (isCollective(d) ? collectives : rest).push_back(std::move(d));
+  if (collectives.empty()) return in;
+  auto readsAny = [](const Definition &d, const std::set<std::string> &names) {
+    auto reads = [&](const Expr &e) {
+      return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Access && names.count(n->name); });
+    };
+    if (reads(d.value)) return true;
+    return std::any_of(d.scatter.begin(), d.scatter.end(), reads);
+  };
+  p.defs.clear();
+  std::vector<bool> placed(collectives.size(), false);
+  std::map<std::string, int> unplacedDefs; // definitions (scatters too) of each tensor still to place
+  for (const Definition &d : in.defs) ++unplacedDefs[d.tensor];
+  auto put = [&](const Definition &d) {
+    p.defs.push_back(d);
+    --unplacedDefs[d.tensor];
+  };
+  // When a definition needs a collective, every collective whose operand is complete by then
+  // goes with it, so that they travel in one message.
+  auto ready = [&](size_t i) { return unplacedDefs[collectives[i].value->args[0]->name] == 0; };
+  for (const Definition &d : rest) {
+    bool needed = false;
+    for (size_t i = 0; i < collectives.size(); ++i) needed |= !placed[i] && readsAny(d, {collectives[i].tensor});
+    if (needed)
+      for (bool again = true; again;) {
+        again = false;
+        for (size_t i = 0; i < collectives.size(); ++i)
+          if (!placed[i] && ready(i)) {
+            placed[i] = true;
+            put(collectives[i]);
+            again = true;
+          }
+      }
+    put(d);
+  }
+  for (size_t i = 0; i < collectives.size(); ++i)
+    if (!placed[i]) p.defs.push_back(collectives[i]);
+  return p;
+}
+
+} // namespace enc::ir
