@@ -40,6 +40,8 @@ struct Layer::Compiled {
   std::map<std::string, Shape> shapes; // every tensor the kernels touch
   // Per kernel: a scatter whose output no earlier kernel wrote, which the runner zeroes first.
   std::vector<bool> zeroOutput;
+  // Whether every process was seen to exchange as many elements as this one (checked once).
+  mutable bool collectiveSizesAgree = false;
 };
 
 struct Layer::GradientInfo {
@@ -90,7 +92,9 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
   hyper_ = resolveHyperParams(*symbols_, settings);
   if (options_.device == Device::CUDA) cuda::Gpu::require();
   hyper_["training"] = ir::boolImm(options_.training);
-  program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse);
+  group_ = options_.group ? options_.group : defaultProcessGroup();
+  if (group_ && group_->size() < 2) group_ = nullptr;
+  program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse, group_ != nullptr);
   checkRequirements(program_, {});
   initParams();
 }
@@ -161,7 +165,7 @@ void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, 
           shown = fmt::format("{}[{}]", n.substr(0, n.size() - 2), n.back());
         std::regex word("(^|[^A-Za-z0-9_])" + std::regex_replace(shown, std::regex(R"([\[\]])"), R"(\$&)") +
                         "($|[^A-Za-z0-9_])");
-        if (n != "training" && std::regex_search(r.text, word))
+        if (n != "training" && n != "distributed" && std::regex_search(r.text, word))
           values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", shown, ir::print(v));
       }
     throw Error(fmt::format("layer {} requires {}{} ({}:{})", name_, r.text, values.empty() ? "" : " (" + values + ")",
@@ -337,6 +341,10 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
 void Layer::compileForCpu(Compiled &c) {
   const ir::ElementTypes &types = c.loops.types;
   for (const ir::Kernel &k : c.loops.kernels) {
+    if (k.collective) {
+      c.fns.push_back(nullptr);
+      continue;
+    }
     std::string stored;
     for (const std::string &b : k.buffers) stored += fmt::format("{}:{};", b, ir::elemTypeName(types.of(b)));
     std::string key = sha256Hex(fmt::format("encc-cpu-2;{};{};{}\n{}", ir::elemTypeName(types.compute), stored, k.name,
@@ -366,7 +374,7 @@ void Layer::compileForGpu(Compiled &c) {
   const std::string key = sha256Hex(opts.arch + "\n" + source);
   cuda::CUmodule module =
       gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, cuda::compileCached(source, opts));
-  for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(gpu.function(module, k.name));
+  for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(k.collective ? nullptr : gpu.function(module, k.name));
 }
 
 void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
@@ -389,6 +397,10 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
   const bool profiling = kernelProfiling();
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
+    if (k.collective) {
+      i = runCollectives(c, i, buffers) - 1;
+      continue;
+    }
     if (c.zeroOutput[i]) {
       Tensor &out = buffers.at(k.buffers[0]);
       std::memset(out.data(), 0, out.nbytes());
@@ -436,6 +448,10 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
   const int64_t maxBlocks = int64_t{32} * gpu.multiprocessors();
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
+    if (k.collective) {
+      i = runCollectives(c, i, buffers) - 1;
+      continue;
+    }
     if (c.zeroOutput[i]) { // it adds into its output atomically
       Tensor &out = buffers.at(k.buffers[0]);
       gpu.fill(reinterpret_cast<cuda::CUdeviceptr>(out.data()), 0, out.nbytes());
@@ -460,6 +476,65 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
       recordKernelTime(kernelLabel(k), secondsSince(started));
     }
   }
+}
+
+namespace {
+
+template <typename T> void packAndSum(ProcessGroup &group, const std::vector<const Tensor *> &parts, std::vector<Tensor> &sums) {
+  size_t total = 0;
+  for (const Tensor *t : parts) total += static_cast<size_t>(t->numel());
+  std::vector<T> packed(total);
+  size_t at = 0;
+  for (const Tensor *t : parts) {
+    std::memcpy(packed.data() + at, t->data(), t->nbytes());
+    at += static_cast<size_t>(t->numel());
+  }
+  group.allreduceSum(packed.data(), total);
+  at = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    sums.emplace_back(parts[i]->dtype(), parts[i]->shape());
+    std::memcpy(sums.back().data(), packed.data() + at, sums.back().nbytes());
+    at += static_cast<size_t>(parts[i]->numel());
+  }
+}
+
+} // namespace
+
+size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers) {
+  const auto &ks = c.loops.kernels;
+  size_t end = first;
+  while (end < ks.size() && ks[end].collective) ++end;
+  if (!group_) fail("internal error: layer {} has a collective but no process group", name_);
+  auto started = std::chrono::steady_clock::now();
+  // Host copies of what each sums (CUDA tensors go through host memory).
+  std::vector<Tensor> hosts;
+  std::vector<const Tensor *> parts;
+  for (size_t i = first; i < end; ++i) hosts.push_back(buffers.at(ks[i].buffers[1]).to(Device::CPU));
+  for (const Tensor &t : hosts) {
+    if (t.dtype() != hosts[0].dtype() || isHalfPrecision(t.dtype()))
+      fail("internal error: layer {} sums tensors of mixed or 16-bit types over the group", name_);
+    parts.push_back(&t);
+  }
+  if (!c.collectiveSizesAgree) {
+    // A process with other sizes (another num_features) would sum misaligned data: refuse.
+    double n = 0;
+    for (const Tensor *t : parts) n += static_cast<double>(t->numel());
+    double check[2] = {n, n * n};
+    group_->allreduceSum(check, 2);
+    double p = group_->size();
+    if (check[0] != p * n || check[1] != p * n * n)
+      throw Error(fmt::format("layer {}: {} sums {} values over the group, but the other processes sum a different "
+                              "number ({} in all over {} processes)",
+                              name_, group_->describe(), n, check[0], group_->size()),
+                  "every process must create the layer with the same hyper-parameters (num_features)");
+    c.collectiveSizesAgree = true;
+  }
+  std::vector<Tensor> sums;
+  if (hosts[0].dtype() == DType::F64) packAndSum<double>(*group_, parts, sums);
+  else packAndSum<float>(*group_, parts, sums);
+  for (size_t i = first; i < end; ++i) buffers[ks[i].buffers[0]] = sums[i - first].to(options_.device);
+  if (kernelProfiling()) recordKernelTime(kernelLabel(ks[first]), secondsSince(started));
+  return end;
 }
 
 const ir::Program &Layer::gradientProgram() {

@@ -4,6 +4,7 @@
 
 #include "compiler/LoopIR.h"
 #include "runtime/Library.h"
+#include "runtime/ProcessGroup.h"
 #include "runtime/Tensor.h"
 
 #include <cstdint>
@@ -28,6 +29,10 @@ struct LayerOptions {
   // Where parameters live and kernels run. Inputs on the other device are copied over;
   // outputs and gradients are on this one.
   Device device = Device::CPU;
+  // The processes allreduce(...) sums over (SyncBatchNorm's statistics; DistSyncBatchNorm's
+  // process_group). nullptr: defaultProcessGroup() when the layer is made. A layer whose
+  // group has one process (or none) computes allreduce(x) as x, with no collective at all.
+  std::shared_ptr<ProcessGroup> group;
 };
 
 class Layer {
@@ -41,6 +46,8 @@ public:
   // Parameters and buffers: f64 for an f64 layer, else f32.
   DType paramDType() const { return options_.dtype == DType::F64 ? DType::F64 : DType::F32; }
   Device device() const { return options_.device; }
+  // The group its collectives run in: nullptr when it runs in one process.
+  const std::shared_ptr<ProcessGroup> &group() const { return group_; }
   std::vector<std::string> inputNames() const;
   std::vector<std::string> outputNames() const;
 
@@ -71,6 +78,7 @@ private:
   const LayerSymbols *symbols_;
   std::string name_;
   LayerOptions options_;
+  std::shared_ptr<ProcessGroup> group_; // of more than one process, or nullptr
   std::map<std::string, ir::Expr> hyper_;
   ir::Program program_;
   std::map<std::string, Tensor> params_;
@@ -95,6 +103,9 @@ private:
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
+  // Runs the collective kernels from `first` on that follow each other as one all-reduce of a
+  // packed buffer; returns the index after them.
+  size_t runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers);
   void compileForCpu(Compiled &c);
   std::string kernelLabel(const ir::Kernel &k) const; // for ENC_PROFILE
   void compileForGpu(Compiled &c);

@@ -8,7 +8,7 @@ packages=(
   llvm-19-dev libzstd-dev libedit-dev zlib1g-dev
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev python3-numpy
+  libopenblas-dev python3-numpy libgloo-dev
 )
 
 missing=()

@@ -193,7 +193,7 @@ TEST_F(EnccCli, EmitPtx) {
 TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {
   CliResult r = encc("emit --emit=loops --target gpu --layer SyncBatchNorm --set num_features=256 --size B=32 --size L=3136");
   EXPECT_EQ(r.status, 0) << r;
-  EXPECT_TRUE(contains(r.out, "kernel k0_mu_part(mu_part, X)")) << r;
+  EXPECT_TRUE(contains(r.out, "kernel k0_s_here_part(s_here_part, q_here_part, X, running_mean)")) << r;
   EXPECT_TRUE(contains(r.out, "gpu_warps for _o in 0..8192")) << r;
   r = encc("emit --emit=loops --target gpu --backward --layer SyncBatchNorm --set num_features=256 --size B=32 --size L=3136");
   EXPECT_EQ(r.status, 0) << r;
@@ -430,7 +430,7 @@ TEST_F(EnccCli, ProfilePrintsEveryKernel) {
                      "--grad Y=random:4,3,5 --out out");
   ASSERT_EQ(r.status, 0) << r;
   EXPECT_NE(r.err.find("encc: kernel profile"), std::string::npos) << r;
-  for (const char *kernel : {"SyncBatchNorm k0_mu", "SyncBatchNorm k2_Y", "grad_X"})
+  for (const char *kernel : {"SyncBatchNorm k0_s_here", "SyncBatchNorm k4_Y", "grad_X"})
     EXPECT_NE(r.err.find(kernel), std::string::npos) << kernel << "\n" << r;
   EXPECT_NE(r.err.find("batchnorm.enc:"), std::string::npos) << r;
   ScopedEnv off("ENC_PROFILE", nullptr);

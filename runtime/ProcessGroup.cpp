@@ -1,0 +1,72 @@
+#include "runtime/ProcessGroup.h"
+
+#include "support/Error.h"
+
+#include <cstdlib>
+#include <mutex>
+
+namespace enc {
+
+std::string ProcessGroup::describe() const { return fmt::format("rank {} of {}", rank(), size()); }
+
+namespace {
+
+std::mutex defaultMutex;
+std::shared_ptr<ProcessGroup> defaultGroup;
+
+// An integer environment variable in [lo, hi]; false when unset.
+bool envInt(const char *name, int64_t lo, int64_t hi, int64_t &out) {
+  const char *v = std::getenv(name);
+  if (!v) return false;
+  char *end = nullptr;
+  errno = 0;
+  long long n = std::strtoll(v, &end, 10);
+  if (*v == '\0' || *end != '\0' || errno != 0 || n < lo || n > hi)
+    throw Error(fmt::format("{}='{}' is not an integer from {} to {}", name, v, lo, hi),
+                "torchrun and encc launch set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT");
+  out = n;
+  return true;
+}
+
+} // namespace
+
+bool processGroupOptionsFromEnvironment(ProcessGroupOptions &o) {
+  int64_t size = 0, rank = 0, port = 0, timeout = 0;
+  if (!envInt("WORLD_SIZE", 1, 1 << 20, size)) return false;
+  if (!envInt("RANK", 0, size - 1, rank))
+    throw Error(fmt::format("WORLD_SIZE is {} but RANK is not set", size), "set RANK (0 to WORLD_SIZE - 1) for each process");
+  o.size = static_cast<int>(size);
+  o.rank = static_cast<int>(rank);
+  if (const char *addr = std::getenv("MASTER_ADDR")) o.masterAddr = addr;
+  else if (size > 1) throw Error("WORLD_SIZE is set but MASTER_ADDR is not", "set MASTER_ADDR to the host of rank 0");
+  if (envInt("MASTER_PORT", 1, 65535, port)) o.masterPort = static_cast<int>(port);
+  else if (size > 1) throw Error("WORLD_SIZE is set but MASTER_PORT is not", "set MASTER_PORT to a free port on rank 0's host");
+  if (envInt("ENC_DIST_TIMEOUT", 1, 86400, timeout)) o.timeout = std::chrono::seconds(timeout);
+  return true;
+}
+
+std::shared_ptr<ProcessGroup> defaultProcessGroup() {
+  std::lock_guard<std::mutex> lock(defaultMutex);
+  return defaultGroup;
+}
+
+void setDefaultProcessGroup(std::shared_ptr<ProcessGroup> group) {
+  std::lock_guard<std::mutex> lock(defaultMutex);
+  defaultGroup = std::move(group);
+}
+
+std::shared_ptr<ProcessGroup> initDistributed() {
+  ProcessGroupOptions o;
+  if (!processGroupOptionsFromEnvironment(o)) return nullptr;
+  auto group = newProcessGroup(o);
+  setDefaultProcessGroup(group);
+  return group;
+}
+
+#ifndef ENC_HAVE_GLOO
+std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &) {
+  throw Error("this encc was built without Gloo: no process groups", "install libgloo-dev and rebuild");
+}
+#endif
+
+} // namespace enc

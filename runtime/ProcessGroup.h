@@ -1,0 +1,58 @@
+// A group of processes that sum tensors together: what allreduce(...) in a layer means when
+// the layer runs in more than one process (SyncBatchNorm's statistics). Made from the
+// environment torchrun and `encc launch` set (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
+// over Gloo (TCP). CUDA tensors go through host memory.
+//
+// A lost peer is an error, never a hang: a collective that cannot finish within the
+// timeout (ENC_DIST_TIMEOUT seconds, default 300), or whose peer's connection closed,
+// throws Error naming this rank and, where the store can tell, the rank that is gone.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace enc {
+
+class ProcessGroup {
+public:
+  virtual ~ProcessGroup() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Sums data[0 .. n) element-wise over the group, in place. Every member calls it, with the
+  // same n, in the same order as its other collectives.
+  virtual void allreduceSum(float *data, size_t n) = 0;
+  virtual void allreduceSum(double *data, size_t n) = 0;
+  virtual void barrier() = 0;
+  // A group of some of this group's ranks (as torch.distributed.new_group): every member of
+  // this group calls it with the same ranks; non-members get nullptr.
+  virtual std::shared_ptr<ProcessGroup> subgroup(std::vector<int> ranks) = 0;
+  // "rank 1 of 4"
+  std::string describe() const;
+};
+
+struct ProcessGroupOptions {
+  int rank = 0;
+  int size = 1;
+  std::string masterAddr = "127.0.0.1";
+  int masterPort = 29500;
+  std::chrono::milliseconds timeout{300000};
+};
+
+// A Gloo group (throws Error where encc was built without Gloo).
+std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &options);
+
+// The options from RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and ENC_DIST_TIMEOUT; false when
+// WORLD_SIZE is not set. Malformed values throw Error naming the variable.
+bool processGroupOptionsFromEnvironment(ProcessGroupOptions &options);
+
+// The group layers use unless given one: set by initDistributed (or explicitly).
+std::shared_ptr<ProcessGroup> defaultProcessGroup();
+void setDefaultProcessGroup(std::shared_ptr<ProcessGroup> group);
+// Joins the group the environment describes and makes it the default; returns it, or
+// nullptr (and does nothing) when WORLD_SIZE is not set.
+std::shared_ptr<ProcessGroup> initDistributed();
+
+} // namespace enc

@@ -1,0 +1,331 @@
+// Process groups and allreduce(...) in layers. Ranks run as threads of this process, each with
+// its own Gloo group over TCP on loopback; SyncBatchNorm across ranks is checked against
+// naive double-precision batch norm over the concatenated batch. (Separate processes, encc
+// launch and a lost peer: EnccLaunchTest.)
+#include "compiler/Passes.h"
+#include "runtime/Layer.h"
+#include "runtime/Library.h"
+#include "runtime/ProcessGroup.h"
+#include "runtime/TcpStore.h"
+#include "support/Error.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <thread>
+
+using namespace enc;
+
+namespace {
+
+#ifdef ENC_HAVE_GLOO
+const std::shared_ptr<const Library> &lib() {
+  static std::shared_ptr<const Library> l = Library::shipped();
+  return l;
+}
+
+// Runs body(rank, group) on `n` ranks at once; every rank's failure is reported.
+void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
+  int port = dist::freeTcpPort();
+  std::vector<std::string> errors(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ProcessGroupOptions o;
+        o.rank = r;
+        o.size = n;
+        o.masterPort = port;
+        o.timeout = std::chrono::seconds(30);
+        body(r, newProcessGroup(o));
+      } catch (const std::exception &e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  for (std::thread &t : threads) t.join();
+  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+}
+
+TEST(ProcessGroup, AllreduceSumsEveryRanksValues) {
+  constexpr int n = 3;
+  runRanks(n, [=](int rank, std::shared_ptr<ProcessGroup> g) {
+    EXPECT_EQ(g->rank(), rank);
+    EXPECT_EQ(g->size(), n);
+    std::vector<float> f(1000);
+    std::vector<double> d(7);
+    for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(rank * 1000 + static_cast<int>(i));
+    for (size_t i = 0; i < d.size(); ++i) d[i] = std::pow(2.0, rank) * (static_cast<double>(i) + 0.5);
+    g->allreduceSum(f.data(), f.size());
+    g->allreduceSum(d.data(), d.size());
+    for (size_t i = 0; i < f.size(); ++i) EXPECT_EQ(f[i], 3000.0f + 3.0f * static_cast<float>(i)) << i;
+    for (size_t i = 0; i < d.size(); ++i) EXPECT_EQ(d[i], 7.0 * (static_cast<double>(i) + 0.5)) << i;
+    g->barrier();
+  });
+}
+
+TEST(ProcessGroup, SubgroupSumsOnlyItsMembers) {
+  runRanks(4, [](int rank, std::shared_ptr<ProcessGroup> g) {
+    auto sub = g->subgroup({3, 1});
+    if (rank == 1 || rank == 3) {
+      ASSERT_TRUE(sub);
+      EXPECT_EQ(sub->size(), 2);
+      EXPECT_EQ(sub->rank(), rank == 1 ? 0 : 1);
+      double v = rank;
+      sub->allreduceSum(&v, 1);
+      EXPECT_EQ(v, 4.0);
+    } else {
+      EXPECT_FALSE(sub);
+    }
+    // The world group still works after (and its collectives do not mix with the subgroup's).
+    float w = 1;
+    g->allreduceSum(&w, 1);
+    EXPECT_EQ(w, 4.0f);
+    std::string err;
+    try {
+      g->subgroup({0, 9});
+    } catch (const Error &e) {
+      err = e.what();
+    }
+    EXPECT_NE(err.find("rank 9"), std::string::npos) << err;
+  });
+}
+
+// Plain batch norm over a whole batch X[B, C, L] in doubles: outputs and, for an output
+// gradient G, the input, weight and bias gradients (no activation).
+struct BatchNormRef {
+  std::vector<double> y, gx, gw, gb, mean, var;
+};
+BatchNormRef batchNormRef(const std::vector<double> &x, const std::vector<double> &g, const std::vector<double> &w,
+                          const std::vector<double> &bias, int64_t B, int64_t C, int64_t L, double eps) {
+  BatchNormRef r;
+  r.y.resize(x.size());
+  r.gx.resize(x.size());
+  auto at = [&](int64_t b, int64_t c, int64_t l) { return static_cast<size_t>((b * C + c) * L + l); };
+  const double n = static_cast<double>(B * L);
+  for (int64_t c = 0; c < C; ++c) {
+    double mean = 0, var = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < L; ++l) mean += x[at(b, c, l)];
+    mean /= n;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < L; ++l) var += (x[at(b, c, l)] - mean) * (x[at(b, c, l)] - mean);
+    var /= n;
+    double rstd = 1 / std::sqrt(var + eps), sg = 0, sgx = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < L; ++l) {
+        double xh = (x[at(b, c, l)] - mean) * rstd;
+        r.y[at(b, c, l)] = xh * w[static_cast<size_t>(c)] + bias[static_cast<size_t>(c)];
+        sg += g[at(b, c, l)];
+        sgx += g[at(b, c, l)] * xh;
+      }
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < L; ++l) {
+        double xh = (x[at(b, c, l)] - mean) * rstd;
+        r.gx[at(b, c, l)] = w[static_cast<size_t>(c)] * rstd / n * (n * g[at(b, c, l)] - sg - xh * sgx);
+      }
+    r.gw.push_back(sgx);
+    r.gb.push_back(sg);
+    r.mean.push_back(mean);
+    r.var.push_back(var);
+  }
+  return r;
+}
+
+double maxRelError(const std::vector<double> &a, const std::vector<double> &b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (1 + std::abs(b[i])));
+  return worst;
+}
+
+std::vector<double> valuesOf(const Tensor &t) {
+  Tensor h = t.to(Device::CPU).to(DType::F64);
+  std::vector<double> v(static_cast<size_t>(h.numel()));
+  for (int64_t i = 0; i < h.numel(); ++i) v[static_cast<size_t>(i)] = h.at(i);
+  return v;
+}
+
+Tensor tensorOf(const std::vector<double> &v, Shape shape, DType dtype) {
+  Tensor t(DType::F64, std::move(shape));
+  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, v[static_cast<size_t>(i)]);
+  return t.to(dtype);
+}
+
+// `batches[r]` samples on rank r of one batch [sum, C, L]: every rank's outputs, input
+// gradients and running statistics are those of batch norm over the whole batch, and the
+// ranks' weight and bias gradients add up to the whole batch's.
+void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t> &batches, DType dtype, double tol) {
+  const int64_t C = 3, L = 5;
+  int64_t B = 0;
+  for (int64_t b : batches) B += b;
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<double> x(static_cast<size_t>(B * C * L)), g(x.size()), w, bias;
+  for (double &v : x) v = 2 + 3 * u(gen); // an offset mean: the shifted sums must cope
+  for (double &v : g) v = u(gen);
+  for (int64_t c = 0; c < C; ++c) {
+    w.push_back(1 + 0.5 * u(gen));
+    bias.push_back(u(gen));
+  }
+  // Round the inputs to the layer's precision, so the reference sees what the layer sees.
+  x = valuesOf(tensorOf(x, {B, C, L}, dtype));
+  g = valuesOf(tensorOf(g, {B, C, L}, dtype));
+  BatchNormRef ref = batchNormRef(x, g, w, bias, B, C, L, 1e-5);
+  const int n = static_cast<int>(batches.size());
+  std::vector<std::vector<double>> gw(batches.size()), gb(batches.size());
+  runRanks(n, [&](int rank, std::shared_ptr<ProcessGroup> group) {
+    LayerOptions o;
+    o.dtype = dtype;
+    o.group = group;
+    Layer layer(lib(), layerName, {{"num_features", std::to_string(C)}}, o);
+    layer.setParam("weight", tensorOf(w, {C}, DType::F64));
+    layer.setParam("bias", tensorOf(bias, {C}, DType::F64));
+    int64_t first = 0;
+    for (int r = 0; r < rank; ++r) first += batches[static_cast<size_t>(r)];
+    const int64_t mine = batches[static_cast<size_t>(rank)];
+    auto slice = [&](const std::vector<double> &v) {
+      return std::vector<double>(v.begin() + first * C * L, v.begin() + (first + mine) * C * L);
+    };
+    auto out = layer.forward({{"X", tensorOf(slice(x), {mine, C, L}, dtype)}});
+    EXPECT_LT(maxRelError(valuesOf(out.at("Y")), slice(ref.y)), tol) << "rank " << rank << " Y";
+    std::vector<double> rm = valuesOf(layer.params().at("running_mean")), rv = valuesOf(layer.params().at("running_var"));
+    for (int64_t c = 0; c < C; ++c) {
+      EXPECT_NEAR(rm[static_cast<size_t>(c)], 0.1 * ref.mean[static_cast<size_t>(c)], tol) << "rank " << rank;
+      double unbiased = ref.var[static_cast<size_t>(c)] * static_cast<double>(B * L) / static_cast<double>(B * L - 1);
+      EXPECT_NEAR(rv[static_cast<size_t>(c)], 0.9 + 0.1 * unbiased, tol) << "rank " << rank;
+    }
+    auto grads = layer.backward({{"Y", tensorOf(slice(g), {mine, C, L}, dtype)}});
+    EXPECT_LT(maxRelError(valuesOf(grads.at("X")), slice(ref.gx)), tol) << "rank " << rank << " grad X";
+    gw[static_cast<size_t>(rank)] = valuesOf(grads.at("weight"));
+    gb[static_cast<size_t>(rank)] = valuesOf(grads.at("bias"));
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    double sw = 0, sb = 0;
+    for (int r = 0; r < n; ++r) {
+      sw += gw[static_cast<size_t>(r)].at(static_cast<size_t>(c));
+      sb += gb[static_cast<size_t>(r)].at(static_cast<size_t>(c));
+    }
+    EXPECT_NEAR(sw, ref.gw[static_cast<size_t>(c)], tol * (1 + std::abs(ref.gw[static_cast<size_t>(c)])));
+    EXPECT_NEAR(sb, ref.gb[static_cast<size_t>(c)], tol * (1 + std::abs(ref.gb[static_cast<size_t>(c)])));
+  }
+}
+
+TEST(SyncBatchNormAcrossRanks, MatchesTheWholeBatchF64) { checkSyncBatchNorm("SyncBatchNorm", {3, 1, 2}, DType::F64, 1e-10); }
+TEST(SyncBatchNormAcrossRanks, MatchesTheWholeBatchF32) { checkSyncBatchNorm("SyncBatchNorm", {2, 3}, DType::F32, 1e-4); }
+// A rank with no samples contributes nothing and still gets the group's statistics.
+TEST(SyncBatchNormAcrossRanks, RankWithoutSamples) { checkSyncBatchNorm("SyncBatchNorm", {2, 0, 1}, DType::F64, 1e-10); }
+// One sample per rank: too few for one process, enough for the group.
+TEST(SyncBatchNormAcrossRanks, OneValuePerRankIsEnoughForTheGroup) {
+  checkSyncBatchNorm("DistSyncBatchNorm", {1, 1}, DType::F64, 1e-10);
+}
+
+TEST(SyncBatchNormAcrossRanks, SyncFalseKeepsStatisticsLocal) {
+  runRanks(2, [](int rank, std::shared_ptr<ProcessGroup> group) {
+    LayerOptions o;
+    o.dtype = DType::F64;
+    o.group = group;
+    Layer layer(lib(), "SyncBatchNorm", {{"num_features", "1"}, {"sync", "false"}}, o);
+    Tensor x(DType::F64, {2, 1});
+    x.set(0, rank * 10.0);
+    x.set(1, rank * 10.0 + 2);
+    layer.forward({{"X", x}});
+    EXPECT_DOUBLE_EQ(layer.params().at("running_mean").at(0), 0.1 * (rank * 10.0 + 1)) << rank;
+  });
+}
+
+TEST(SyncBatchNormAcrossRanks, DistSyncBatchNormInASubgroup) {
+  runRanks(3, [](int rank, std::shared_ptr<ProcessGroup> world) {
+    auto pair = world->subgroup({0, 2});
+    LayerOptions o;
+    o.dtype = DType::F64;
+    o.group = pair;
+    Layer layer(lib(), "DistSyncBatchNorm", {{"num_features", "1"}}, o);
+    Tensor x(DType::F64, {2, 1});
+    x.set(0, rank * rank);
+    x.set(1, rank * rank + 1.0);
+    layer.forward({{"X", x}});
+    // Ranks 0 and 2 share {0, 1, 4, 5} (mean 2.5, unbiased variance 17/3); rank 1, alone, {1, 2}.
+    EXPECT_NEAR(layer.params().at("running_mean").at(0), 0.1 * (rank == 1 ? 1.5 : 2.5), 1e-12) << rank;
+    EXPECT_NEAR(layer.params().at("running_var").at(0), 0.9 + 0.1 * (rank == 1 ? 0.5 : 17.0 / 3.0), 1e-12) << rank;
+  });
+}
+
+TEST(SyncBatchNormAcrossRanks, OtherChannelCountsAreAnError) {
+  std::vector<std::string> errors(2);
+  runRanks(2, [&](int rank, std::shared_ptr<ProcessGroup> group) {
+    LayerOptions o;
+    o.dtype = DType::F64;
+    o.group = group;
+    Layer layer(lib(), "SyncBatchNorm", {{"num_features", rank == 0 ? "3" : "4"}}, o);
+    try {
+      layer.forward({{"X", Tensor(DType::F64, {2, rank == 0 ? 3 : 4})}});
+    } catch (const Error &e) {
+      errors[static_cast<size_t>(rank)] = e.what();
+    }
+  });
+  for (const std::string &e : errors) EXPECT_NE(e.find("different number"), std::string::npos) << e;
+}
+
+TEST(ProcessGroup, StoreWaitTimesOutNamingTheKey) {
+  dist::TcpStore store("127.0.0.1", 0, /*serve=*/true, 0, std::chrono::milliseconds(200));
+  store.set("here", {'1'});
+  EXPECT_EQ(store.get("here"), std::vector<char>{'1'});
+  std::string err;
+  try {
+    store.get("never");
+  } catch (const Error &e) {
+    err = e.what();
+  }
+  EXPECT_NE(err.find("'never'"), std::string::npos) << err;
+  EXPECT_TRUE(store.goneRanks().empty());
+}
+#endif
+
+// The environment torchrun and encc launch set.
+TEST(ProcessGroup, OptionsFromTheEnvironment) {
+  struct Saved {
+    const char *name;
+    std::string value;
+    bool set;
+  };
+  std::vector<Saved> saved;
+  for (const char *n : {"WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "ENC_DIST_TIMEOUT"}) {
+    const char *v = std::getenv(n);
+    saved.push_back({n, v ? v : "", v != nullptr});
+    ::unsetenv(n);
+  }
+  ProcessGroupOptions o;
+  EXPECT_FALSE(processGroupOptionsFromEnvironment(o));
+  EXPECT_EQ(initDistributed(), nullptr);
+  ::setenv("WORLD_SIZE", "4", 1);
+  ::setenv("RANK", "2", 1);
+  ::setenv("MASTER_ADDR", "10.0.0.7", 1);
+  ::setenv("MASTER_PORT", "29511", 1);
+  ::setenv("ENC_DIST_TIMEOUT", "12", 1);
+  EXPECT_TRUE(processGroupOptionsFromEnvironment(o));
+  EXPECT_EQ(o.size, 4);
+  EXPECT_EQ(o.rank, 2);
+  EXPECT_EQ(o.masterAddr, "10.0.0.7");
+  EXPECT_EQ(o.masterPort, 29511);
+  EXPECT_EQ(o.timeout, std::chrono::seconds(12));
+  const std::vector<std::pair<const char *, const char *>> bad = {{"RANK", "4"}, {"RANK", "x"}, {"MASTER_PORT", "70000"}};
+  for (auto [name, value] : bad) {
+    ::setenv(name, value, 1);
+    std::string err;
+    try {
+      processGroupOptionsFromEnvironment(o);
+    } catch (const Error &e) {
+      err = e.what();
+    }
+    EXPECT_NE(err.find(name), std::string::npos) << name << "=" << value << ": " << err;
+    ::setenv("RANK", "2", 1);
+    ::setenv("MASTER_PORT", "29511", 1);
+  }
+  for (const Saved &s : saved)
+    if (s.set) ::setenv(s.name, s.value.c_str(), 1);
+    else ::unsetenv(s.name);
+}
+
+} // namespace
