@@ -66,7 +66,24 @@ EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOption
   return r;
 }
 
-int runEval(const EvalOptions &o) {
+namespace {
+
+// In a process group, "{rank}" in file names is this process's rank (each rank its shard).
+std::string withRank(std::string s) {
+  auto group = defaultProcessGroup();
+  std::string rank = std::to_string(group ? group->rank() : 0);
+  for (size_t at = s.find("{rank}"); at != std::string::npos; at = s.find("{rank}", at + rank.size()))
+    s.replace(at, 6, rank);
+  return s;
+}
+
+} // namespace
+
+int runEval(const EvalOptions &given) {
+  EvalOptions o = given;
+  o.out = withRank(o.out);
+  for (auto *list : {&o.inputs, &o.params, &o.grads})
+    for (std::string &item : *list) item = withRank(item);
   EvalResult r = evalLayer(loadLibrary(o.file), o);
   fs::create_directories(fs::path(o.out) / "params");
   for (const auto &[name, t] : r.outputs) {

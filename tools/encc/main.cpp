@@ -36,6 +36,8 @@ int main(int argc, char **argv) {
   emitCmd->add_option("--mode", emit.mode, "train or eval: the pass to show")->capture_default_str();
   emitCmd->add_option("--size", emit.sizes, "an input size, NAME=N (repeatable): fixes it as a run would, so GPU code shows split reductions");
   emitCmd->add_flag("--backward", emit.backward, "show the backward pass's kernels (loops, cuda, ptx, llvm)");
+  emitCmd->add_flag("--distributed", emit.distributed,
+                    "as the layer runs in a group of several processes: allreduce(...) as collectives");
 
   EvalOptions eval;
   auto *evalCmd = app.add_subcommand("eval", "Run a layer on .npy inputs and write .npy outputs");
@@ -50,6 +52,8 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
   evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
+  evalCmd->footer("Under encc launch (or torchrun), allreduce(...) in layers sums over the processes, and "
+                  "\"{rank}\" in file names is the process's rank: --input X=x{rank}.npy --out out{rank}");
 
   EvalOptions bench;
   int benchRuns = 20;
@@ -77,6 +81,17 @@ int main(int argc, char **argv) {
   auto *replCmd = app.add_subcommand("repl", "Interactive: define layers, print any stage, run and time them");
   replCmd->add_option("file", replFile, "a .enc file whose layers to start with (the shipped layers are always there)");
 
+  LaunchOptions launch;
+  auto *launchCmd = app.add_subcommand(
+      "launch", "Run a program in N processes that form one process group (sets RANK, WORLD_SIZE, MASTER_ADDR, "
+                "MASTER_PORT as torchrun does)");
+  launchCmd->add_option("-n,--nproc", launch.processes, "number of processes")->required()->check(CLI::Range(1, 4096));
+  launchCmd->add_option("--master-port", launch.masterPort, "rank 0's rendezvous port (default: a free one)");
+  launchCmd->add_option("--grace", launch.graceSeconds, "seconds the others get to exit after one rank fails")
+      ->capture_default_str();
+  launchCmd->add_option("--timeout", launch.timeoutSeconds, "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits");
+  launchCmd->add_option("command", launch.command, "the program and its arguments, after --")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success &e) {
@@ -88,12 +103,15 @@ int main(int argc, char **argv) {
   }
 
   try {
+    // Under encc launch or torchrun: layers sum their allreduce(...) over the group.
+    if (*evalCmd || *benchCmd) initDistributed();
     if (*check) return runCheck(checkFiles);
     if (*emitCmd) return runEmit(emit);
     if (*evalCmd) return runEval(eval);
     if (*benchCmd) return runBench(bench, benchRuns, !benchForwardOnly);
     if (*cacheCmd) return runCache(cacheAction);
     if (*replCmd) return runRepl(replFile);
+    if (*launchCmd) return runLaunch(launch);
   } catch (const CompileError &e) {
     std::cerr << e.what();
     return 1;

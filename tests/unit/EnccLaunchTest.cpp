@@ -1,0 +1,145 @@
+// encc launch: N processes forming one group. SyncBatchNorm through `encc eval` on per-rank
+// shards gives the whole batch's result; a rank that dies is named by the others' errors,
+// and launch stops the rest and fails with its status.
+#include "CliTestSupport.h"
+
+#include "runtime/Npy.h"
+#include "runtime/Tensor.h"
+
+#include <cmath>
+
+using namespace enc;
+using namespace enc::testing;
+
+namespace {
+
+class EnccLaunch : public CliTest {};
+
+TEST_F(EnccLaunch, HelpAndBadUse) {
+  CliResult r = encc("launch --help");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "WORLD_SIZE")) << r;
+  r = encc("launch -n 2");
+  EXPECT_NE(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.err, "command")) << r;
+  r = encc("launch -n 2 -- ./no-such-program");
+  EXPECT_NE(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.err, "no-such-program")) << r;
+}
+
+// Every rank sees its own RANK and the shared WORLD_SIZE, MASTER_ADDR and MASTER_PORT.
+TEST_F(EnccLaunch, SetsTheTorchrunEnvironment) {
+  CliResult r = encc("launch -n 3 -- sh -c 'echo \"rank=$RANK size=$WORLD_SIZE addr=$MASTER_ADDR port=$MASTER_PORT\" > "
+                     "env$RANK.txt'");
+  ASSERT_EQ(r.status, 0) << r;
+  std::string port;
+  for (int rank = 0; rank < 3; ++rank) {
+    std::string line = slurp(path(fmt::format("env{}.txt", rank)));
+    EXPECT_TRUE(contains(line, fmt::format("rank={} size=3 addr=127.0.0.1 port=", rank))) << line;
+    std::string p = line.substr(line.find("port=") + 5);
+    if (rank == 0) port = p;
+    EXPECT_EQ(p, port);
+  }
+}
+
+// Shards of one batch through encc eval --input X=x{rank}.npy: outputs and input gradients
+// equal batch norm over the whole batch, computed here in doubles.
+TEST_F(EnccLaunch, EvalOnShardsMatchesTheWholeBatch) {
+  const int64_t C = 2, L = 3;
+  const std::vector<int64_t> batch = {2, 3};
+  auto x = [](int64_t s, int64_t c, int64_t l) { return 1.5 + std::cos(0.9 * s + 2.1 * c + 0.4 * l); };
+  auto g = [](int64_t s, int64_t c, int64_t l) { return std::sin(1.7 * s + 0.3 * c + l); };
+  int64_t total = 0;
+  for (size_t r = 0; r < batch.size(); ++r) {
+    Tensor xs(DType::F64, {batch[r], C, L}), gs(DType::F64, {batch[r], C, L});
+    for (int64_t b = 0; b < batch[r]; ++b)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t l = 0; l < L; ++l) {
+          xs.set((b * C + c) * L + l, x(total + b, c, l));
+          gs.set((b * C + c) * L + l, g(total + b, c, l));
+        }
+    writeNpy(path(fmt::format("x{}.npy", r)).string(), xs);
+    writeNpy(path(fmt::format("g{}.npy", r)).string(), gs);
+    total += batch[r];
+  }
+  CliResult r = encc("launch -n 2 -- " + quote(ENCC_BINARY) +
+                     " eval --layer SyncBatchNorm --set num_features=2 --dtype f64 --device cpu "
+                     "--input X=x{rank}.npy --grad Y=g{rank}.npy --out out{rank}");
+  ASSERT_EQ(r.status, 0) << r;
+  const double n = static_cast<double>(total * L);
+  int64_t first = 0;
+  for (size_t rank = 0; rank < batch.size(); ++rank) {
+    Tensor y = readNpy(path(fmt::format("out{}/Y.npy", rank)).string());
+    Tensor gx = readNpy(path(fmt::format("out{}/grad/X.npy", rank)).string());
+    ASSERT_EQ(y.shape(), (Shape{batch[rank], C, L}));
+    for (int64_t c = 0; c < C; ++c) {
+      double mean = 0, var = 0, sg = 0, sgx = 0;
+      for (int64_t s = 0; s < total; ++s)
+        for (int64_t l = 0; l < L; ++l) mean += x(s, c, l) / n;
+      for (int64_t s = 0; s < total; ++s)
+        for (int64_t l = 0; l < L; ++l) var += (x(s, c, l) - mean) * (x(s, c, l) - mean) / n;
+      double rstd = 1 / std::sqrt(var + 1e-5);
+      for (int64_t s = 0; s < total; ++s)
+        for (int64_t l = 0; l < L; ++l) {
+          sg += g(s, c, l);
+          sgx += g(s, c, l) * (x(s, c, l) - mean) * rstd;
+        }
+      for (int64_t b = 0; b < batch[rank]; ++b)
+        for (int64_t l = 0; l < L; ++l) {
+          int64_t at = (b * C + c) * L + l, s = first + b;
+          double xh = (x(s, c, l) - mean) * rstd;
+          EXPECT_NEAR(y.at(at), xh, 1e-10) << "rank " << rank;
+          EXPECT_NEAR(gx.at(at), rstd / n * (n * g(s, c, l) - sg - xh * sgx), 1e-10) << "rank " << rank;
+        }
+    }
+    first += batch[rank];
+  }
+}
+
+#ifdef ENC_SYNC_BN_EXAMPLE
+TEST_F(EnccLaunch, ExampleRanksAgreeWithTheWholeBatch) {
+  CliResult r = encc(std::string("launch -n 3 -- ") + quote(ENC_SYNC_BN_EXAMPLE));
+  ASSERT_EQ(r.status, 0) << r;
+  for (int rank = 0; rank < 3; ++rank)
+    EXPECT_TRUE(contains(r.out, fmt::format("rank {} of 3: {} of 6 samples; running statistics match", rank, rank + 1)))
+        << r;
+}
+
+// A rank that dies after joining: the others fail with an error naming it (no hang), and
+// launch reports it and exits with its status.
+TEST_F(EnccLaunch, LostPeerIsAnErrorNamingTheRank) {
+  CliResult r = encc(std::string("launch -n 3 --grace 20 -- ") + quote(ENC_SYNC_BN_EXAMPLE) + " --exit-after-join 1");
+  EXPECT_EQ(r.status, 3) << r;
+  EXPECT_TRUE(contains(r.err, "encc launch: rank 1 exited with status 3")) << r;
+  EXPECT_TRUE(contains(r.err, "rank 1 is gone")) << r;
+  EXPECT_FALSE(contains(r.err, "killing")) << r; // the others stopped by themselves
+}
+#endif
+
+} // namespace
+
+namespace {
+
+// encc emit --distributed shows the collectives a group run has: batch norm's count and
+// sums leave in one message per pass (adjacent collectives, packed by the runtime).
+TEST_F(EnccLaunch, EmitDistributedShowsOneMessagePerPass) {
+  for (const char *pass : {"", " --backward"}) {
+    CliResult r = encc(std::string("emit --emit=loops --distributed --layer SyncBatchNorm --set num_features=8") + pass);
+    ASSERT_EQ(r.status, 0) << r;
+    std::vector<bool> collective;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind("kernel ", 0) == 0 || line.rfind("collective ", 0) == 0) collective.push_back(line[0] == 'c');
+    int runs = 0, count = 0;
+    for (size_t i = 0; i < collective.size(); ++i) {
+      count += collective[i];
+      runs += collective[i] && (i == 0 || !collective[i - 1]);
+    }
+    EXPECT_EQ(runs, 1) << r;
+    EXPECT_EQ(count, *pass ? 2 : 3) << r; // backward: the adjoints of the two sums
+  }
+  CliResult r = encc("emit --emit=loops --layer SyncBatchNorm --set num_features=8");
+  EXPECT_FALSE(contains(r.out, "collective")) << r; // one process: none
+}
+
+} // namespace

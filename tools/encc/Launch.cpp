@@ -1,0 +1,122 @@
+// encc launch: runs a program in N processes on this machine that form one process group,
+// setting what torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT). When one process fails, the others get `grace` seconds to notice through
+// their collectives and exit with their own error, then they are stopped.
+#include "tools/encc/Commands.h"
+
+#include "runtime/TcpStore.h"
+#include "support/Error.h"
+
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+extern char **environ;
+
+namespace enc::cli {
+namespace {
+
+volatile std::sig_atomic_t interrupted = 0;
+void onSignal(int sig) { interrupted = sig; }
+
+std::vector<std::string> environmentFor(int rank, const LaunchOptions &o, int port) {
+  std::map<std::string, std::string> set = {{"RANK", std::to_string(rank)},
+                                            {"LOCAL_RANK", std::to_string(rank)},
+                                            {"WORLD_SIZE", std::to_string(o.processes)},
+                                            {"LOCAL_WORLD_SIZE", std::to_string(o.processes)},
+                                            {"MASTER_ADDR", "127.0.0.1"},
+                                            {"MASTER_PORT", std::to_string(port)}};
+  if (o.timeoutSeconds > 0) set["ENC_DIST_TIMEOUT"] = std::to_string(o.timeoutSeconds);
+  std::vector<std::string> env;
+  for (char **e = environ; *e; ++e) {
+    std::string entry = *e;
+    if (!set.count(entry.substr(0, entry.find('=')))) env.push_back(entry);
+  }
+  for (const auto &[k, v] : set) env.push_back(k + "=" + v);
+  return env;
+}
+
+std::string describeStatus(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return "stopped";
+}
+
+} // namespace
+
+int runLaunch(LaunchOptions o) {
+  if (!o.command.empty() && o.command.front() == "--") o.command.erase(o.command.begin());
+  if (o.command.empty()) throw Error("encc launch needs a program to run", "encc launch -n 2 -- PROGRAM [ARGS...]");
+  if (o.processes < 1) throw Error(fmt::format("encc launch: -n {} is not a number of processes", o.processes));
+  int port = o.masterPort > 0 ? o.masterPort : dist::freeTcpPort();
+
+  std::vector<char *> argv;
+  for (std::string &a : o.command) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  std::signal(SIGINT, onSignal);
+  std::signal(SIGTERM, onSignal);
+  std::map<pid_t, int> rankOf;
+  for (int r = 0; r < o.processes; ++r) {
+    std::vector<std::string> env = environmentFor(r, o, port);
+    std::vector<char *> envp;
+    for (std::string &e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    pid_t pid = 0;
+    int rc = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data());
+    if (rc != 0) {
+      for (const auto &[p, _] : rankOf) ::kill(p, SIGTERM);
+      for (const auto &[p, _] : rankOf) ::waitpid(p, nullptr, 0);
+      throw Error(fmt::format("encc launch: cannot run '{}': {}", o.command[0], std::strerror(rc)),
+                  "give the program's path, or a name found on PATH");
+    }
+    rankOf[pid] = r;
+  }
+
+  int result = 0;
+  bool stopping = false;
+  auto deadline = std::chrono::steady_clock::time_point::max();
+  while (!rankOf.empty()) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      auto it = rankOf.find(pid);
+      if (it == rankOf.end()) continue;
+      int rank = it->second;
+      rankOf.erase(it);
+      bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      if (!ok && !stopping) {
+        std::cerr << fmt::format("encc launch: rank {} {}; stopping the other ranks\n", rank, describeStatus(status));
+        result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        stopping = true;
+        deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.graceSeconds);
+      }
+      continue;
+    }
+    if (interrupted && !stopping) {
+      std::cerr << "encc launch: interrupted; stopping every rank\n";
+      for (const auto &[p, _] : rankOf) ::kill(p, SIGTERM);
+      stopping = true;
+      result = 128 + interrupted;
+      deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    }
+    if (stopping && std::chrono::steady_clock::now() > deadline) {
+      for (const auto &[p, r] : rankOf) {
+        std::cerr << fmt::format("encc launch: rank {} still running; killing it\n", r);
+        ::kill(p, SIGKILL);
+      }
+      deadline = std::chrono::steady_clock::time_point::max();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  return result;
+}
+
+} // namespace enc::cli
