@@ -45,5 +45,8 @@ cat "$out/repl.txt"
 echo "--"
 "$encc" repl < "$out/repl.txt"
 step build/examples/train_mlp
+# SyncBatchNorm across 3 processes: each rank holds a shard, the statistics are the whole batch's.
+step "$encc" emit --emit=loops --distributed --layer SyncBatchNorm --set num_features=8
+step "$encc" launch -n 3 -- build/examples/sync_batchnorm
 echo
 echo "outputs and parameters written under $out"
