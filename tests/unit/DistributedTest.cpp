@@ -3,6 +3,8 @@
 // naive double-precision batch norm over the concatenated batch. (Separate processes, encc
 // launch and a lost peer: EnccLaunchTest.)
 #include "compiler/Passes.h"
+#include "runtime/CudaDriver.h"
+#include "runtime/Gpu.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
 #include "runtime/ProcessGroup.h"
@@ -156,7 +158,8 @@ Tensor tensorOf(const std::vector<double> &v, Shape shape, DType dtype) {
 // `batches[r]` samples on rank r of one batch [sum, C, L]: every rank's outputs, input
 // gradients and running statistics are those of batch norm over the whole batch, and the
 // ranks' weight and bias gradients add up to the whole batch's.
-void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t> &batches, DType dtype, double tol) {
+void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t> &batches, DType dtype, double tol,
+                        Device device = Device::CPU) {
   const int64_t C = 3, L = 5;
   int64_t B = 0;
   for (int64_t b : batches) B += b;
@@ -179,6 +182,7 @@ void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t>
     LayerOptions o;
     o.dtype = dtype;
     o.group = group;
+    o.device = device;
     Layer layer(lib(), layerName, {{"num_features", std::to_string(C)}}, o);
     layer.setParam("weight", tensorOf(w, {C}, DType::F64));
     layer.setParam("bias", tensorOf(bias, {C}, DType::F64));
@@ -219,6 +223,13 @@ TEST(SyncBatchNormAcrossRanks, RankWithoutSamples) { checkSyncBatchNorm("SyncBat
 // One sample per rank: too few for one process, enough for the group.
 TEST(SyncBatchNormAcrossRanks, OneValuePerRankIsEnoughForTheGroup) {
   checkSyncBatchNorm("DistSyncBatchNorm", {1, 1}, DType::F64, 1e-10);
+}
+
+// CUDA tensors: the collectives go through host memory between the kernels.
+TEST(GpuSyncBatchNormAcrossRanks, MatchesTheWholeBatch) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  checkSyncBatchNorm("SyncBatchNorm", {2, 1}, DType::F64, 1e-10, Device::CUDA);
+  checkSyncBatchNorm("SyncBatchNorm", {1, 3}, DType::F32, 1e-4, Device::CUDA);
 }
 
 TEST(SyncBatchNormAcrossRanks, SyncFalseKeepsStatisticsLocal) {
