@@ -67,7 +67,7 @@ private:
   const Program &in_;
   Program out_;
   const Definition *current_ = nullptr;
-  std::vector<std::pair<std::string, Expr>> scope_; // definition indices, then enclosing reduction indices
+  IndexScope scope_;
   int counter_ = 0;
 
   Expr rewrite(const Expr &e, bool whole) {
@@ -93,13 +93,7 @@ private:
   std::vector<IndexVar> indicesFor(const Expr &x, bool whole) const {
     std::vector<std::string> free = freeIndexVars(x);
     if (whole || free.empty()) return current_->indices;
-    std::vector<IndexVar> out;
-    for (const auto &[name, extent] : scope_) {
-      if (std::find(free.begin(), free.end(), name) == free.end()) continue;
-      std::erase_if(out, [&](const IndexVar &v) { return v.name == name; }); // the innermost binding wins
-      out.push_back({name, extent});
-    }
-    return out;
+    return boundIndices(scope_, {free.begin(), free.end()});
   }
 
   std::string addTemp(const std::string &suffix, const std::vector<IndexVar> &indices, Expr value) {

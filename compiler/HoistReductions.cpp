@@ -43,7 +43,7 @@ private:
   bool mainTaken_ = false;
   std::string mainKey_;
   std::set<std::string> mainFree_;
-  std::vector<std::pair<std::string, Expr>> scope_; // def indices, then enclosing reduction indices
+  IndexScope scope_;
   std::map<std::string, std::string> cache_;        // canonical reduction -> temporary
   int counter_ = 0;
 
@@ -74,18 +74,8 @@ private:
     return changed ? withArgs(e, std::move(args)) : e;
   }
 
-  // The free indices of a reduction in scope order; an index bound twice (shadowed) counts
-  // once, with its innermost extent.
-  std::vector<IndexVar> freeIndices(const std::set<std::string> &free) const {
-    std::vector<IndexVar> indices;
-    for (const auto &[name, extent] : scope_) {
-      if (!free.count(name)) continue;
-      auto same = std::find_if(indices.begin(), indices.end(), [&](const IndexVar &v) { return v.name == name; });
-      if (same != indices.end()) indices.erase(same);
-      indices.push_back({name, extent});
-    }
-    return indices;
-  }
+  // The free indices of a reduction in scope order.
+  std::vector<IndexVar> freeIndices(const std::set<std::string> &free) const { return boundIndices(scope_, free); }
 
   // Canonical text: free indices renamed by position, so equal reductions share a temporary.
   std::string canonicalKey(const Expr &r, const std::set<std::string> &free) const {

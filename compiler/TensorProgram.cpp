@@ -39,6 +39,16 @@ std::set<std::string> tensorsRead(const Program &p) {
   return read;
 }
 
+std::vector<IndexVar> boundIndices(const IndexScope &scope, const std::set<std::string> &names) {
+  std::vector<IndexVar> out;
+  for (const auto &[name, extent] : scope) {
+    if (!names.count(name)) continue;
+    std::erase_if(out, [&](const IndexVar &v) { return v.name == name; });
+    out.push_back({name, extent});
+  }
+  return out;
+}
+
 std::string printProgram(const Program &p) {
   std::string out = fmt::format("layer {}\n", p.layer);
   for (const TensorDecl &t : p.tensors)

@@ -63,6 +63,13 @@ struct Program {
   std::vector<std::string> namesWithRole(TensorRole role) const;
 };
 
+// The index variables a rewrite sees at some node: the definition's, then those of the
+// reductions around the node (innermost last).
+using IndexScope = std::vector<std::pair<std::string, Expr>>;
+// The variables named in `names` as `scope` binds them, in scope order; a name bound twice
+// (shadowed) counts once, with its innermost extent.
+std::vector<IndexVar> boundIndices(const IndexScope &scope, const std::set<std::string> &names);
+
 std::string printProgram(const Program &p);
 // Names of the tensors some definition of p reads.
 std::set<std::string> tensorsRead(const Program &p);
