@@ -126,6 +126,10 @@ LoopProgram lowerToLoops(const Program &p, Target target);
 // them produces what the later one reads: sibling reductions (the batch-norm gradient's sums
 // over dY and X) then read their inputs in one pass. See FuseSiblingReductions.cpp.
 LoopProgram fuseSiblingReductions(const LoopProgram &p);
+// GPU: a pointwise kernel over a warp reduction's outputs that reads them only at its own
+// position moves into the reduction's lane-0 epilogue (batch norm's mu, var and running
+// statistics: one launch instead of five). See FuseEpilogues.cpp.
+LoopProgram fuseReductionEpilogues(const LoopProgram &p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

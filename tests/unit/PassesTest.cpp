@@ -844,6 +844,31 @@ TEST(Passes, FuseSiblingReductionsMergesIndependentSums) {
   EXPECT_NE(cpuText.find("T[b] = _acc1"), std::string::npos) << cpuText;
 }
 
+// A pointwise kernel over a warp reduction's outputs that reads them only at its own position
+// becomes part of the reduction's lane-0 epilogue; one that reads another position, or
+// iterates another domain, stays a kernel of its own.
+TEST(Passes, FuseReductionEpiloguesMovesPerOutputKernelsIn) {
+  Source s = compile("layer L() {\n"
+                     "  forward(X: [B, N], W: [B]) -> (S: [B], M: [B], P: [B], Q: [B, N]) {\n"
+                     "    S[b] = sum(i: X[b, i])\n"
+                     "    M[b] = S[b] * 3 + W[b]\n"
+                     "    P[b] = S[B - 1 - b] * 2\n"
+                     "    Q[b, i] = X[b, i] * S[b]\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  LoopProgram loops = fuseReductionEpilogues(fuseSiblingReductions(lowerToLoops(p, Target::GPU)));
+  std::string text = printLoops(loops);
+  ASSERT_EQ(loops.kernels.size(), 3u) << text;
+  EXPECT_EQ(loops.kernels[0].outputs, 2) << text;
+  EXPECT_EQ(loops.kernels[0].buffers[1], "M") << text;
+  EXPECT_NE(text.find("      M[_o] = S[b_e1] * 3.0 + W[b_e1]"), std::string::npos) << text; // inside `if lane == 0`
+  EXPECT_EQ(loops.kernels[1].buffers[0], "P") << text;
+  EXPECT_EQ(loops.kernels[2].buffers[0], "Q") << text;
+  // The CPU keeps its kernels.
+  EXPECT_EQ(fuseReductionEpilogues(lowerToLoops(p, Target::CPU)).kernels.size(), 4u);
+}
+
 // distributeSums splits a sum over a difference only where that makes a contraction, and
 // the values stay the same.
 TEST(Passes, DistributeSumsMakesContractionsOnly) {
