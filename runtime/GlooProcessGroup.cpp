@@ -184,6 +184,14 @@ std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
   auto shared = std::make_shared<Shared>();
   shared->timeout = o.timeout;
   shared->store = std::make_unique<dist::TcpStore>(o.masterAddr, o.masterPort, o.rank == 0, o.rank, o.timeout);
+  // Every rank must agree on the group's size with rank 0.
+  std::string mine = std::to_string(o.size);
+  shared->store->set(fmt::format("size/{}", o.rank), {mine.begin(), mine.end()});
+  std::vector<char> theirs = shared->store->get("size/0");
+  if (std::string(theirs.begin(), theirs.end()) != mine)
+    throw Error(fmt::format("process group: rank {} has WORLD_SIZE {} but rank 0 has {}", o.rank, o.size,
+                            std::string(theirs.begin(), theirs.end())),
+                "start every process with the same WORLD_SIZE (with --nnodes: the same -n on every machine)");
   gloo::transport::tcp::attr attr;
   // Peers reach this process where they reach rank 0: loopback for a single machine.
   attr.hostname = o.masterAddr == "localhost" || o.masterAddr.rfind("127.", 0) == 0 ? "127.0.0.1" : "";

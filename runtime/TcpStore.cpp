@@ -154,6 +154,7 @@ private:
   std::set<int> clients_;
   std::map<std::string, std::vector<char>> data_;
   std::set<int> gone_;
+  std::set<int> present_; // ranks connected now
 
   void acceptLoop() {
     while (!stopping_) {
@@ -182,7 +183,12 @@ private:
         std::lock_guard<std::mutex> lock(mu_);
         switch (op) {
         case 'H':
+          if (present_.count(std::atoi(key.c_str()))) { // two processes with one RANK
+            status = 0;
+            break;
+          }
           rank = std::atoi(key.c_str());
+          present_.insert(rank);
           gone_.erase(rank); // a rank that reconnects is back
           break;
         case 'S': data_[key] = value; break;
@@ -206,6 +212,7 @@ private:
     }
     std::lock_guard<std::mutex> lock(mu_);
     if (rank >= 0 && !bye && !stopping_) gone_.insert(rank);
+    if (rank >= 0) present_.erase(rank);
     clients_.erase(fd);
     ::close(fd);
   }
@@ -238,6 +245,10 @@ TcpStore::TcpStore(const std::string &host, int port, bool serve, int rank, std:
   std::vector<char> reply;
   if (!request('H', std::to_string(rank), {}, status, reply))
     throw Error(fmt::format("process group: rank {} lost the store of rank 0 at {}:{} while joining", rank, host, port_));
+  if (status != 1)
+    throw Error(fmt::format("process group: another process already joined as rank {}", rank),
+                "every process needs its own RANK (0 to WORLD_SIZE - 1); with --nnodes each machine needs its own "
+                "--node-rank and the same -n");
 }
 
 TcpStore::~TcpStore() {

@@ -4,6 +4,7 @@
 #include "CliTestSupport.h"
 
 #include "runtime/Npy.h"
+#include "runtime/TcpStore.h"
 #include "runtime/Tensor.h"
 
 #include <cmath>
@@ -103,6 +104,48 @@ TEST_F(EnccLaunch, ExampleRanksAgreeWithTheWholeBatch) {
   for (int rank = 0; rank < 3; ++rank)
     EXPECT_TRUE(contains(r.out, fmt::format("rank {} of 3: {} of 6 samples; running statistics match", rank, rank + 1)))
         << r;
+}
+
+// Two "machines" (two encc launch commands, --nnodes 2, 2 processes each) form one group of
+// 4: ranks are numbered node by node and the statistics are the whole batch's.
+TEST_F(EnccLaunch, NodesFormOneGroup) {
+  int port = dist::freeTcpPort();
+  std::string ex = quote(ENC_SYNC_BN_EXAMPLE), bin = quote(ENCC_BINARY);
+  std::string cmd = fmt::format("cd {0} && ({1} launch --nnodes 2 --node-rank 1 --master-port {2} -n 2 -- {3} > node1.txt 2>&1 &"
+                                " {1} launch --nnodes 2 --node-rank 0 --master-port {2} -n 2 -- {3} > node0.txt 2>&1;"
+                                " s=$?; wait; exit $s)",
+                                quote(dir.string()), bin, port, ex);
+  int raw = std::system(cmd.c_str());
+  std::string node0 = slurp(path("node0.txt")), node1 = slurp(path("node1.txt"));
+  EXPECT_TRUE(WIFEXITED(raw) && WEXITSTATUS(raw) == 0) << node0 << node1;
+  EXPECT_TRUE(contains(node0, "rank 0 of 4: 1 of 10 samples; running statistics match")) << node0;
+  EXPECT_TRUE(contains(node0, "rank 1 of 4: 2 of 10 samples; running statistics match")) << node0;
+  EXPECT_TRUE(contains(node1, "rank 2 of 4: 3 of 10 samples; running statistics match")) << node1;
+  EXPECT_TRUE(contains(node1, "rank 3 of 4: 4 of 10 samples; running statistics match")) << node1;
+  CliResult r = encc("launch --nnodes 2 -n 1 -- true");
+  EXPECT_NE(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.err, "--master-port")) << r;
+}
+
+// Processes that disagree on the group: an error at once, not a wait.
+TEST_F(EnccLaunch, MismatchedGroupsAreErrors) {
+  int port = dist::freeTcpPort();
+  std::string ex = quote(ENC_SYNC_BN_EXAMPLE), bin = quote(ENCC_BINARY);
+  // Node 1 with another -n: a different WORLD_SIZE.
+  std::string cmd = fmt::format("cd {0} && ({1} launch --timeout 3 --nnodes 2 --node-rank 1 --master-port {2} -n 1 -- {3}"
+                                " > node1.txt 2>&1 & {1} launch --timeout 3 --nnodes 2 --node-rank 0 --master-port {2} -n 2"
+                                " -- {3} > node0.txt 2>&1; wait)",
+                                quote(dir.string()), bin, port, ex);
+  std::system(cmd.c_str());
+  std::string out = slurp(path("node0.txt")) + slurp(path("node1.txt"));
+  EXPECT_TRUE(contains(out, "has WORLD_SIZE 2 but rank 0 has 4") || contains(out, "already joined as rank 1")) << out;
+  // Two processes with one RANK.
+  cmd = fmt::format("cd {0} && (RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={1} ENC_DIST_TIMEOUT=3 {2} > a.txt 2>&1 &"
+                    " RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={1} ENC_DIST_TIMEOUT=3 {2} > b.txt 2>&1; wait)",
+                    quote(dir.string()), dist::freeTcpPort(), ex);
+  std::system(cmd.c_str());
+  out = slurp(path("a.txt")) + slurp(path("b.txt"));
+  EXPECT_TRUE(contains(out, "already joined as rank 0") || contains(out, "cannot listen")) << out;
 }
 
 // A rank that dies after joining: the others fail with an error naming it (no hang), and

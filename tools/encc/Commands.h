@@ -86,8 +86,11 @@ int runCache(const std::string &action);
 int runRepl(const std::string &file);
 
 struct LaunchOptions {
-  int processes = 0;
-  int masterPort = 0;      // 0: a free port
+  int processes = 0;       // on this machine
+  int nodes = 1;           // machines, each running its own encc launch
+  int nodeRank = 0;        // this machine's place among them
+  std::string masterAddr = "127.0.0.1";
+  int masterPort = 0;      // 0: a free port (one machine only)
   int graceSeconds = 30;   // after one rank fails, before the rest are killed
   int timeoutSeconds = 0;  // ENC_DIST_TIMEOUT for the ranks (0: leave it as it is)
   std::vector<std::string> command;

@@ -1,5 +1,6 @@
-// encc launch: runs a program in N processes on this machine that form one process group,
-// setting what torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+// encc launch: runs a program in N processes on this machine that form one process group
+// (or, with --nnodes, this machine's share of a group spread over several), setting what
+// torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
 // MASTER_PORT). When one process fails, the others get `grace` seconds to notice through
 // their collectives and exit with their own error, then they are stopped.
 #include "tools/encc/Commands.h"
@@ -24,12 +25,13 @@ namespace {
 volatile std::sig_atomic_t interrupted = 0;
 void onSignal(int sig) { interrupted = sig; }
 
-std::vector<std::string> environmentFor(int rank, const LaunchOptions &o, int port) {
-  std::map<std::string, std::string> set = {{"RANK", std::to_string(rank)},
-                                            {"LOCAL_RANK", std::to_string(rank)},
-                                            {"WORLD_SIZE", std::to_string(o.processes)},
+std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int port) {
+  std::map<std::string, std::string> set = {{"RANK", std::to_string(o.nodeRank * o.processes + local)},
+                                            {"LOCAL_RANK", std::to_string(local)},
+                                            {"WORLD_SIZE", std::to_string(o.nodes * o.processes)},
                                             {"LOCAL_WORLD_SIZE", std::to_string(o.processes)},
-                                            {"MASTER_ADDR", "127.0.0.1"},
+                                            {"GROUP_RANK", std::to_string(o.nodeRank)},
+                                            {"MASTER_ADDR", o.masterAddr},
                                             {"MASTER_PORT", std::to_string(port)}};
   if (o.timeoutSeconds > 0) set["ENC_DIST_TIMEOUT"] = std::to_string(o.timeoutSeconds);
   std::vector<std::string> env;
@@ -53,6 +55,12 @@ int runLaunch(LaunchOptions o) {
   if (!o.command.empty() && o.command.front() == "--") o.command.erase(o.command.begin());
   if (o.command.empty()) throw Error("encc launch needs a program to run", "encc launch -n 2 -- PROGRAM [ARGS...]");
   if (o.processes < 1) throw Error(fmt::format("encc launch: -n {} is not a number of processes", o.processes));
+  if (o.nodes < 1 || o.nodeRank < 0 || o.nodeRank >= o.nodes)
+    throw Error(fmt::format("encc launch: --node-rank {} is not in 0 .. {}", o.nodeRank, o.nodes - 1),
+                "each machine runs encc launch with the same --nnodes and its own --node-rank");
+  if (o.nodes > 1 && o.masterPort <= 0)
+    throw Error("encc launch: --nnodes > 1 needs --master-port (and --master-addr: node 0's address)",
+                "every machine must find node 0's rendezvous at the same address and port");
   int port = o.masterPort > 0 ? o.masterPort : dist::freeTcpPort();
 
   std::vector<char *> argv;
@@ -87,7 +95,7 @@ int runLaunch(LaunchOptions o) {
     if (pid > 0) {
       auto it = rankOf.find(pid);
       if (it == rankOf.end()) continue;
-      int rank = it->second;
+      int rank = o.nodeRank * o.processes + it->second;
       rankOf.erase(it);
       bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
       if (!ok && !stopping) {
@@ -107,7 +115,7 @@ int runLaunch(LaunchOptions o) {
     }
     if (stopping && std::chrono::steady_clock::now() > deadline) {
       for (const auto &[p, r] : rankOf) {
-        std::cerr << fmt::format("encc launch: rank {} still running; killing it\n", r);
+        std::cerr << fmt::format("encc launch: rank {} still running; killing it\n", o.nodeRank * o.processes + r);
         ::kill(p, SIGKILL);
       }
       deadline = std::chrono::steady_clock::time_point::max();

@@ -85,8 +85,17 @@ int main(int argc, char **argv) {
   auto *launchCmd = app.add_subcommand(
       "launch", "Run a program in N processes that form one process group (sets RANK, WORLD_SIZE, MASTER_ADDR, "
                 "MASTER_PORT as torchrun does)");
-  launchCmd->add_option("-n,--nproc", launch.processes, "number of processes")->required()->check(CLI::Range(1, 4096));
-  launchCmd->add_option("--master-port", launch.masterPort, "rank 0's rendezvous port (default: a free one)");
+  launchCmd->add_option("-n,--nproc", launch.processes, "number of processes on this machine")
+      ->required()
+      ->check(CLI::Range(1, 4096));
+  launchCmd->add_option("--nnodes", launch.nodes, "machines taking part, each running encc launch")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  launchCmd->add_option("--node-rank", launch.nodeRank, "this machine's place among them (0 runs rank 0)")
+      ->capture_default_str();
+  launchCmd->add_option("--master-addr", launch.masterAddr, "address of node 0, where rank 0 serves the rendezvous")
+      ->capture_default_str();
+  launchCmd->add_option("--master-port", launch.masterPort, "rank 0's rendezvous port (default: a free one; needed with --nnodes)");
   launchCmd->add_option("--grace", launch.graceSeconds, "seconds the others get to exit after one rank fails")
       ->capture_default_str();
   launchCmd->add_option("--timeout", launch.timeoutSeconds, "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits");
