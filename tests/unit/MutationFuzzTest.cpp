@@ -56,7 +56,8 @@ const std::vector<std::string> kTokens = {
     "layer", "forward", "backward", "param", "buffer", "require", "sum", "max", "min", "mean", "softmax",
     "select", "where", "int", "float", "bool", "int2", "X", "Y", "i", "j", "N", "B", "[", "]", "(", ")",
     "{", "}", ":", ",", "=", "<-", "->", "+", "-", "*", "/", "%", "^", "<", ">", "==", "&&", "...", "0",
-    "1", "-1", "2.5", "1e309", "999999999999", "#", "\n", " ", "float(", "exp(", "rsqrt(", "true"};
+    "1", "-1", "2.5", "1e309", "999999999999", "#", "\n", " ", "float(", "exp(", "rsqrt(", "true", "allreduce(",
+    "distributed"};
 
 std::string mutate(const std::string &text, std::mt19937_64 &rng) {
   std::string s = text;
@@ -88,7 +89,11 @@ void compileEverything(const std::string &text) {
       continue;
     }
     hyper["training"] = ir::boolImm(true);
-    ir::Program forward = ir::buildTensorProgram(sym, hyper);
+    // In one process and, for layers with allreduce, in a group (collectives kept).
+    for (bool distributed : {false, true}) {
+    ir::Program forward = ir::buildTensorProgram(sym, hyper, /*fuse=*/true, distributed);
+    if (distributed && forward.defs.end() == std::find_if(forward.defs.begin(), forward.defs.end(), ir::isCollective))
+      continue;
     std::map<std::string, ir::Expr> sizes;
     for (const ir::SizeParam &p : forward.sizes)
       if (p.kind == ir::VarKind::Size && !hyper.count(p.name)) sizes[p.name] = ir::intImm(3);
@@ -107,6 +112,7 @@ void compileEverything(const std::string &text) {
     generate(specialized, ir::forwardStorage(forward, ir::ElemType::F32));
     ir::Gradient g = ir::gradientOf(sym, forward, hyper);
     generate(ir::specialize(g.program, sizes), ir::backwardStorage(g, forward, ir::ElemType::F32));
+    }
   }
 }
 
