@@ -478,47 +478,18 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
   }
 }
 
-namespace {
-
-template <typename T> void packAndSum(ProcessGroup &group, const std::vector<const Tensor *> &parts, std::vector<Tensor> &sums) {
-  size_t total = 0;
-  for (const Tensor *t : parts) total += static_cast<size_t>(t->numel());
-  std::vector<T> packed(total);
-  size_t at = 0;
-  for (const Tensor *t : parts) {
-    std::memcpy(packed.data() + at, t->data(), t->nbytes());
-    at += static_cast<size_t>(t->numel());
-  }
-  group.allreduceSum(packed.data(), total);
-  at = 0;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    sums.emplace_back(parts[i]->dtype(), parts[i]->shape());
-    std::memcpy(sums.back().data(), packed.data() + at, sums.back().nbytes());
-    at += static_cast<size_t>(parts[i]->numel());
-  }
-}
-
-} // namespace
-
 size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers) {
   const auto &ks = c.loops.kernels;
   size_t end = first;
   while (end < ks.size() && ks[end].collective) ++end;
   if (!group_) fail("internal error: layer {} has a collective but no process group", name_);
   auto started = std::chrono::steady_clock::now();
-  // Host copies of what each sums (CUDA tensors go through host memory).
-  std::vector<Tensor> hosts;
-  std::vector<const Tensor *> parts;
-  for (size_t i = first; i < end; ++i) hosts.push_back(buffers.at(ks[i].buffers[1]).to(Device::CPU));
-  for (const Tensor &t : hosts) {
-    if (t.dtype() != hosts[0].dtype() || isHalfPrecision(t.dtype()))
-      fail("internal error: layer {} sums tensors of mixed or 16-bit types over the group", name_);
-    parts.push_back(&t);
-  }
+  std::vector<Tensor> sums;
+  for (size_t i = first; i < end; ++i) sums.push_back(buffers.at(ks[i].buffers[1]).clone());
   if (!c.collectiveSizesAgree) {
     // A process with other sizes (another num_features) would sum misaligned data: refuse.
     double n = 0;
-    for (const Tensor *t : parts) n += static_cast<double>(t->numel());
+    for (const Tensor &t : sums) n += static_cast<double>(t.numel());
     double check[2] = {n, n * n};
     group_->allreduceSum(check, 2);
     double p = group_->size();
@@ -529,10 +500,10 @@ size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::stri
                   "every process must create the layer with the same hyper-parameters (num_features)");
     c.collectiveSizesAgree = true;
   }
-  std::vector<Tensor> sums;
-  if (hosts[0].dtype() == DType::F64) packAndSum<double>(*group_, parts, sums);
-  else packAndSum<float>(*group_, parts, sums);
-  for (size_t i = first; i < end; ++i) buffers[ks[i].buffers[0]] = sums[i - first].to(options_.device);
+  std::vector<Tensor *> parts;
+  for (Tensor &t : sums) parts.push_back(&t);
+  allreduceTensors(*group_, parts);
+  for (size_t i = first; i < end; ++i) buffers[ks[i].buffers[0]] = sums[i - first];
   if (kernelProfiling()) recordKernelTime(kernelLabel(ks[first]), secondsSince(started));
   return end;
 }

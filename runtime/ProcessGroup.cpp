@@ -3,6 +3,7 @@
 #include "support/Error.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 namespace enc {
@@ -29,6 +30,50 @@ bool envInt(const char *name, int64_t lo, int64_t hi, int64_t &out) {
 }
 
 } // namespace
+
+namespace {
+
+template <typename T> void sumPacked(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale) {
+  std::vector<Tensor> hosts;
+  size_t total = 0;
+  for (Tensor *t : tensors) {
+    hosts.push_back(t->to(Device::CPU));
+    total += static_cast<size_t>(t->numel());
+  }
+  std::vector<T> packed(total);
+  size_t at = 0;
+  for (const Tensor &h : hosts) {
+    std::memcpy(packed.data() + at, h.data(), h.nbytes());
+    at += static_cast<size_t>(h.numel());
+  }
+  group.allreduceSum(packed.data(), total);
+  if (scale != 1.0)
+    for (T &v : packed) v = static_cast<T>(v * scale);
+  at = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Tensor &t = *tensors[i];
+    Tensor sum = t.device() == Device::CPU ? t : Tensor::empty(t.dtype(), t.shape(), Device::CPU);
+    std::memcpy(sum.data(), packed.data() + at, sum.nbytes());
+    at += static_cast<size_t>(sum.numel());
+    if (t.device() != Device::CPU) t = sum.to(t.device());
+  }
+}
+
+} // namespace
+
+void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale) {
+  std::vector<Tensor *> f32, f64;
+  for (Tensor *t : tensors) {
+    if (t->dtype() == DType::F32) f32.push_back(t);
+    else if (t->dtype() == DType::F64) f64.push_back(t);
+    else
+      throw Error(fmt::format("allreduceTensors: a {} tensor; only f32 and f64 tensors are summed over a group",
+                              dtypeName(t->dtype())),
+                  "convert it with to(DType::F32) first");
+  }
+  if (!f64.empty()) sumPacked<double>(group, f64, scale);
+  if (!f32.empty()) sumPacked<float>(group, f32, scale);
+}
 
 bool processGroupOptionsFromEnvironment(ProcessGroupOptions &o) {
   int64_t size = 0, rank = 0, port = 0, timeout = 0;

@@ -8,6 +8,8 @@
 // throws Error naming this rank and, where the store can tell, the rank that is gone.
 #pragma once
 
+#include "runtime/Tensor.h"
+
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -32,6 +34,12 @@ public:
   // "rank 1 of 4"
   std::string describe() const;
 };
+
+// Sums each tensor element-wise over the group, in place, then multiplies by `scale` (1 /
+// size() averages: data-parallel gradients). f32 and f64 tensors on the host or the GPU
+// (through host memory); the tensors of one dtype travel in one message. Every member passes
+// tensors of the same shapes in the same order.
+void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale = 1.0);
 
 struct ProcessGroupOptions {
   int rank = 0;

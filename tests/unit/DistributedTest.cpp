@@ -68,6 +68,26 @@ TEST(ProcessGroup, AllreduceSumsEveryRanksValues) {
   });
 }
 
+// Data-parallel gradients: every rank's tensors averaged, f32 and f64 together.
+TEST(ProcessGroup, AllreduceTensorsAverages) {
+  runRanks(2, [](int rank, std::shared_ptr<ProcessGroup> g) {
+    Tensor a(DType::F32, {2, 3}), b(DType::F64, {4});
+    for (int64_t i = 0; i < a.numel(); ++i) a.set(i, rank * 10.0 + static_cast<double>(i));
+    for (int64_t i = 0; i < b.numel(); ++i) b.set(i, rank == 0 ? 1.0 : 3.0);
+    allreduceTensors(*g, {&a, &b}, 0.5);
+    for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a.at(i), 5.0 + static_cast<double>(i)) << i;
+    for (int64_t i = 0; i < b.numel(); ++i) EXPECT_EQ(b.at(i), 2.0) << i;
+    Tensor h(DType::F16, {1});
+    std::string err;
+    try {
+      allreduceTensors(*g, {&h});
+    } catch (const Error &e) {
+      err = e.what();
+    }
+    EXPECT_NE(err.find("f16"), std::string::npos) << err;
+  });
+}
+
 TEST(ProcessGroup, SubgroupSumsOnlyItsMembers) {
   runRanks(4, [](int rank, std::shared_ptr<ProcessGroup> g) {
     auto sub = g->subgroup({3, 1});
