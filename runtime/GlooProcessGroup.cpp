@@ -3,7 +3,7 @@
 #include "runtime/TcpStore.h"
 #include "support/Error.h"
 
-#include <gloo/allreduce_ring.h>
+#include <gloo/allgather_ring.h>
 #include <gloo/barrier.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
@@ -54,12 +54,16 @@ public:
     guarded("joining the group", [&] { context->connectFullMesh(store, shared_->device); });
     context_ = context;
     if (size() > 1) {
-      makeRing(floatRing_);
-      makeRing(doubleRing_);
-      // Nobody leaves the constructor before every member has its rings.
+      for (int turn = 0; turn < 2; ++turn) {
+        makeGather(floatGathers_[turn]);
+        makeGather(doubleGathers_[turn]);
+      }
+      // Nobody leaves the constructor before every member has made its own.
       guarded("joining the group", [&] {
-        floatRing_.algorithm->run();
-        doubleRing_.algorithm->run();
+        for (int turn = 0; turn < 2; ++turn) {
+          floatGathers_[turn].algorithm->run();
+          doubleGathers_[turn].algorithm->run();
+        }
       });
     }
   }
@@ -106,38 +110,47 @@ private:
 
   uint32_t nextTag() { return tag_++ & 0xffffff; }
 
-  // Gloo's ring all-reduce over a fixed buffer of kChunk elements per element type, made when
-  // the group is (every peer alive and connected) and reused: larger sums go in chunks,
-  // smaller ones zero-padded. A ring made after a peer died could wait for it forever, and
-  // the unbound-buffer gloo::allreduce took over a millisecond per call on loopback where
-  // this takes ~40 us.
+  // Sums go through Gloo's ring all-gather of a fixed buffer of kChunk elements per element
+  // type, made when the group is (every peer alive and connected) and reused: larger sums go
+  // in chunks. Each rank then adds the gathered values in rank order, so every rank gets the
+  // same bits (a ring all-reduce adds in a different order on each rank, and data-parallel
+  // replicas would drift apart). Two gathers per type take turns: peers that finished one
+  // call send the next one's data as soon as they have it, and it must not land in the buffer
+  // this rank is still adding up. A gather made after a peer died could wait for it forever;
+  // the unbound-buffer gloo::allreduce took over a millisecond per call on loopback where this
+  // takes ~50 us.
   static constexpr size_t kChunk = 1024;
-  template <typename T> struct Ring {
-    std::vector<T> buffer;
-    std::unique_ptr<gloo::AllreduceRing<T>> algorithm;
+  template <typename T> struct Gather {
+    std::vector<T> in, out; // kChunk, size() * kChunk
+    std::unique_ptr<gloo::AllgatherRing<T>> algorithm;
   };
-  Ring<float> floatRing_;
-  Ring<double> doubleRing_;
-  Ring<float> &ringFor(float *) { return floatRing_; }
-  Ring<double> &ringFor(double *) { return doubleRing_; }
+  Gather<float> floatGathers_[2];
+  Gather<double> doubleGathers_[2];
+  unsigned floatTurn_ = 0, doubleTurn_ = 0;
+  Gather<float> &gatherFor(float *) { return floatGathers_[floatTurn_++ % 2]; }
+  Gather<double> &gatherFor(double *) { return doubleGathers_[doubleTurn_++ % 2]; }
 
-  template <typename T> void makeRing(Ring<T> &ring) {
-    ring.buffer.assign(kChunk, T(0));
+  template <typename T> void makeGather(Gather<T> &g) {
+    g.in.assign(kChunk, T(0));
+    g.out.assign(kChunk * static_cast<size_t>(size()), T(0));
     guarded("setting up the group's all-reduce", [&] {
-      ring.algorithm = std::make_unique<gloo::AllreduceRing<T>>(context_, std::vector<T *>{ring.buffer.data()},
-                                                                 static_cast<int>(kChunk));
+      g.algorithm = std::make_unique<gloo::AllgatherRing<T>>(context_, std::vector<const T *>{g.in.data()}, g.out.data(),
+                                                              static_cast<int>(kChunk));
     });
   }
 
   template <typename T> void allreduce(T *data, size_t n) {
     if (size() == 1 || n == 0) return;
-    Ring<T> &ring = ringFor(data);
     for (size_t at = 0; at < n; at += kChunk) {
+      Gather<T> &g = gatherFor(data);
       size_t m = std::min(kChunk, n - at);
-      std::copy(data + at, data + at + m, ring.buffer.begin());
-      std::fill(ring.buffer.begin() + static_cast<long>(m), ring.buffer.end(), T(0));
-      guarded("an all-reduce", [&] { ring.algorithm->run(); });
-      std::copy(ring.buffer.begin(), ring.buffer.begin() + static_cast<long>(m), data + at);
+      std::copy(data + at, data + at + m, g.in.begin());
+      guarded("an all-reduce", [&] { g.algorithm->run(); });
+      for (size_t j = 0; j < m; ++j) {
+        T sum = g.out[j];
+        for (size_t r = 1; r < static_cast<size_t>(size()); ++r) sum += g.out[r * kChunk + j];
+        data[at + j] = sum;
+      }
     }
   }
 

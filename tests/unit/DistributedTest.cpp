@@ -68,6 +68,30 @@ TEST(ProcessGroup, AllreduceSumsEveryRanksValues) {
   });
 }
 
+// Back-to-back sums with ranks drifting apart: each call sees its own values (a fast peer's
+// next call never lands in a slow rank's current one), and every rank gets the same bits.
+TEST(ProcessGroup, BackToBackSumsStayInStepAndAgree) {
+  constexpr int n = 3, calls = 300;
+  std::vector<std::vector<double>> results(n);
+  runRanks(n, [&](int rank, std::shared_ptr<ProcessGroup> g) {
+    std::mt19937 gen(static_cast<unsigned>(rank));
+    for (int k = 0; k < calls; ++k) {
+      if (gen() % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(gen() % 300));
+      double exact[2] = {static_cast<double>(k * 10 + rank), 1.0};
+      g->allreduceSum(exact, 2);
+      ASSERT_EQ(exact[0], k * 30 + 3) << "call " << k;
+      ASSERT_EQ(exact[1], 3.0) << "call " << k;
+      // Values whose sum rounds: the same bits everywhere.
+      std::vector<double> v(1500);
+      std::mt19937 shared(static_cast<unsigned>(k * n + rank));
+      for (double &x : v) x = std::ldexp(static_cast<double>(shared() % 1000000), -static_cast<int>(shared() % 40));
+      g->allreduceSum(v.data(), v.size());
+      results[static_cast<size_t>(rank)].insert(results[static_cast<size_t>(rank)].end(), v.begin(), v.end());
+    }
+  });
+  for (int r = 1; r < n; ++r) EXPECT_TRUE(results[static_cast<size_t>(r)] == results[0]) << "rank " << r;
+}
+
 // Data-parallel gradients: every rank's tensors averaged, f32 and f64 together.
 TEST(ProcessGroup, AllreduceTensorsAverages) {
   runRanks(2, [](int rank, std::shared_ptr<ProcessGroup> g) {
