@@ -1,9 +1,14 @@
-// Trains a small classifier with the C++ runtime API: Linear -> ReLU -> Linear ->
-// CrossEntropyLoss on two Gaussian blobs, with SGD and momentum. Each layer is an .enc layer
-// from the shipped library, compiled on first use for the GPU when there is one (or for
-// `--device cpu|cuda`), else for the CPU; backward passes are derived by the compiler.
-// Prints the loss and the training accuracy, and exits non-zero if the loss did not fall
-// (so the test suite can run it).
+// Trains a small classifier with the C++ runtime API: Linear -> SyncBatchNorm -> ReLU ->
+// Linear -> CrossEntropyLoss on two Gaussian blobs, with SGD and momentum. Each layer is an
+// .enc layer from the shipped library, compiled on first use for the GPU when there is one
+// (or for `--device cpu|cuda`), else for the CPU; backward passes are derived by the
+// compiler. Prints the loss and the training accuracy, and exits non-zero if the loss did
+// not fall (so the test suite can run it).
+//
+// Data-parallel under `encc launch -n N -- build/examples/train_mlp`: each rank trains on
+// every N-th sample, SyncBatchNorm normalizes over the whole batch, and the parameter
+// gradients are averaged over the ranks before each step, so every rank holds the same
+// model; the last line of each rank shows a checksum of its parameters.
 #include <enc/enc.h>
 
 #include "runtime/Rng.h"
@@ -33,28 +38,39 @@ int train(int argc, char **argv) {
     fmt::print(stderr, "usage: train_mlp [--device cpu|cuda]\n");
     return 2;
   }
-  if (opts.device == Device::CPU) cuda::noteCpuFallbackOnce(std::cerr);
-  fmt::print("training on the {}\n", opts.device == Device::CUDA ? cuda::Gpu::require().name() : "CPU");
+  std::shared_ptr<ProcessGroup> group = initDistributed(); // under encc launch or torchrun
+  const int rank = group ? group->rank() : 0, ranks = group ? group->size() : 1;
+  if (opts.device == Device::CPU && rank == 0) cuda::noteCpuFallbackOnce(std::cerr);
+  if (rank == 0)
+    fmt::print("training on the {}{}\n", opts.device == Device::CUDA ? cuda::Gpu::require().name() : "CPU",
+               ranks > 1 ? fmt::format(", {} ranks", ranks) : "");
   Layer fc1(lib, "Linear", {{"in_features", "2"}, {"out_features", "16"}}, opts);
+  Layer bn(lib, "SyncBatchNorm", {{"num_features", "16"}}, opts);
   Layer relu(lib, "ReLU", {}, opts);
   Layer fc2(lib, "Linear", {{"in_features", "16"}, {"out_features", "2"}}, opts);
   Layer loss(lib, "CrossEntropyLoss", {}, opts);
   SGD sgd({.lr = 0.1, .momentum = 0.9, .weightDecay = 1e-4});
 
-  // Two blobs: class 0 around (-1, -1), class 1 around (1, 1).
-  const int64_t n = 128;
+  // Two blobs: class 0 around (-1, -1), class 1 around (1, 1). This rank's share: every
+  // ranks-th sample of the 128.
+  const int64_t total = 128, n = (total - rank + ranks - 1) / ranks;
   Rng rng(1);
   Tensor x(DType::F32, {n, 2}), t(DType::F32, {n});
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0, mine = 0; i < total; ++i) {
     int cls = static_cast<int>(i % 2);
-    t.set(i, cls);
-    for (int d = 0; d < 2; ++d) x.set(i * 2 + d, (cls ? 1.0 : -1.0) + rng.normal(0, 0.7));
+    double a = (cls ? 1.0 : -1.0) + rng.normal(0, 0.7), b = (cls ? 1.0 : -1.0) + rng.normal(0, 0.7);
+    if (i % ranks != rank) continue;
+    t.set(mine, cls);
+    x.set(mine * 2, a);
+    x.set(mine * 2 + 1, b);
+    ++mine;
   }
 
   double first = 0, last = 0;
   for (int step = 0; step < 60; ++step) {
     Tensor h = fc1.forward({{"X", x}}).at("Y");
-    Tensor a = relu.forward({{"X", h}}).at("Y");
+    Tensor z = bn.forward({{"X", h}}).at("Y");
+    Tensor a = relu.forward({{"X", z}}).at("Y");
     Tensor logits = fc2.forward({{"X", a}}).at("Y");
     Tensor l = loss.forward({{"X", logits}, {"T", t}}).at("Y").cpu();
 
@@ -64,18 +80,35 @@ int train(int argc, char **argv) {
     auto gLoss = loss.backward({{"Y", one}});
     auto g2 = fc2.backward({{"Y", gLoss.at("X")}});
     auto gRelu = relu.backward({{"Y", g2.at("X")}});
-    auto g1 = fc1.backward({{"Y", gRelu.at("X")}});
+    auto gBn = bn.backward({{"Y", gRelu.at("X")}});
+    auto g1 = fc1.backward({{"Y", gBn.at("X")}});
+    if (group) { // data parallel: the average of the ranks' parameter gradients
+      std::vector<Tensor *> params;
+      for (auto [layer, grads] : {std::pair{&fc1, &g1}, {&bn, &gBn}, {&fc2, &g2}})
+        for (auto &[name, g] : *grads)
+          if (layer->isParameter(name)) params.push_back(&g);
+      allreduceTensors(*group, params, 1.0 / ranks);
+    }
     sgd.step(fc2, g2);
+    sgd.step(bn, gBn);
     sgd.step(fc1, g1);
 
     Tensor scores = logits.cpu(); // host copy for the accuracy
-    int correct = 0;
-    for (int64_t i = 0; i < n; ++i) correct += (scores.at(i * 2 + 1) > scores.at(i * 2)) == (t.at(i) > 0.5);
-    if (step == 0) first = l.at(0);
-    last = l.at(0);
-    if (step % 10 == 0 || step == 59)
-      fmt::print("step {:2}  loss {:.4f}  accuracy {:.1f}%\n", step, l.at(0), 100.0 * correct / static_cast<double>(n));
+    double stats[2] = {l.at(0) / ranks, 0}; // mean loss over the ranks, correct predictions
+    for (int64_t i = 0; i < n; ++i) stats[1] += (scores.at(i * 2 + 1) > scores.at(i * 2)) == (t.at(i) > 0.5);
+    if (group) group->allreduceSum(stats, 2);
+    if (step == 0) first = stats[0];
+    last = stats[0];
+    if ((step % 10 == 0 || step == 59) && rank == 0)
+      fmt::print("step {:2}  loss {:.4f}  accuracy {:.1f}%\n", step, stats[0], 100.0 * stats[1] / static_cast<double>(total));
   }
+  double checksum = 0;
+  for (const Layer *layer : {&fc1, &bn, &fc2})
+    for (const auto &[name, p] : layer->params()) {
+      Tensor h = p.cpu();
+      for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
+    }
+  fmt::print("rank {}: parameter checksum {:.17g}\n", rank, checksum);
   if (!(last < 0.5 * first)) {
     fmt::print(stderr, "training did not converge: loss {} -> {}\n", first, last);
     return 1;

@@ -48,5 +48,7 @@ step build/examples/train_mlp
 # SyncBatchNorm across 3 processes: each rank holds a shard, the statistics are the whole batch's.
 step "$encc" emit --emit=loops --distributed --layer SyncBatchNorm --set num_features=8
 step "$encc" launch -n 3 -- build/examples/sync_batchnorm
+# The classifier trained data-parallel on 2 ranks (SyncBatchNorm, averaged gradients).
+step "$encc" launch -n 2 -- build/examples/train_mlp
 echo
 echo "outputs and parameters written under $out"

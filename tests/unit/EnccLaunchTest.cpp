@@ -148,6 +148,30 @@ TEST_F(EnccLaunch, MismatchedGroupsAreErrors) {
   EXPECT_TRUE(contains(out, "already joined as rank 0") || contains(out, "cannot listen")) << out;
 }
 
+#ifdef ENC_TRAIN_MLP_EXAMPLE
+// Data-parallel training (SyncBatchNorm, averaged gradients) on 2 ranks: the ranks end with
+// the same parameters, and those of training on the whole batch in one process.
+TEST_F(EnccLaunch, DataParallelTrainingMatchesOneProcess) {
+  auto checksums = [](const std::string &out) {
+    std::vector<double> v;
+    for (size_t at = out.find("parameter checksum "); at != std::string::npos;
+         at = out.find("parameter checksum ", at + 1))
+      v.push_back(std::stod(out.substr(at + 19)));
+    return v;
+  };
+  CliResult one = encc(std::string("launch -n 1 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cpu");
+  ASSERT_EQ(one.status, 0) << one;
+  CliResult two = encc(std::string("launch -n 2 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cpu");
+  ASSERT_EQ(two.status, 0) << two;
+  EXPECT_TRUE(contains(two.out, "2 ranks")) << two;
+  std::vector<double> a = checksums(one.out), b = checksums(two.out);
+  ASSERT_EQ(a.size(), 1u) << one;
+  ASSERT_EQ(b.size(), 2u) << two;
+  EXPECT_EQ(b[0], b[1]) << two;                                 // the same bits on both ranks
+  EXPECT_NEAR(b[0], a[0], 1e-4 * std::abs(a[0])) << one << two; // f32, sums in another order
+}
+#endif
+
 // A rank that dies after joining: the others fail with an error naming it (no hang), and
 // launch reports it and exits with its status.
 TEST_F(EnccLaunch, LostPeerIsAnErrorNamingTheRank) {
