@@ -43,15 +43,32 @@ Gpu &Gpu::require() {
   throw Error(fmt::format("--device cuda needs a GPU: {}", holder().reason), "run on the CPU (--device cpu)");
 }
 
+int chooseDeviceOrdinal(int count) {
+  if (const char *v = std::getenv("ENC_CUDA_DEVICE")) {
+    char *end = nullptr;
+    long n = std::strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < 0 || n >= count)
+      throw Error(fmt::format("ENC_CUDA_DEVICE={} is not a GPU of this machine (it has {}: 0 to {})", v, count, count - 1));
+    return static_cast<int>(n);
+  }
+  if (const char *v = std::getenv("LOCAL_RANK")) {
+    char *end = nullptr;
+    long n = std::strtol(v, &end, 10);
+    if (*v != '\0' && *end == '\0' && n >= 0) return static_cast<int>(n % count);
+  }
+  return 0;
+}
+
 Gpu::Gpu(Driver &driver) : driver_(&driver) {
-  driver.check(driver.cuDeviceGet(&device_, 0), "cuDeviceGet");
+  ordinal_ = chooseDeviceOrdinal(driver.deviceCount());
+  driver.check(driver.cuDeviceGet(&device_, ordinal_), "cuDeviceGet");
   driver.check(driver.cuDevicePrimaryCtxRetain(&ctx_, device_), "cuDevicePrimaryCtxRetain");
   driver.check(driver.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
   // Flags 0: a blocking stream, ordered with the legacy default stream as well.
   driver.check(driver.cuStreamCreate(&stream_, 0), "cuStreamCreate");
-  name_ = driver.deviceName(0);
-  cc_ = driver.computeCapability(0);
-  sms_ = driver.multiprocessorCount(0);
+  name_ = driver.deviceName(ordinal_);
+  cc_ = driver.computeCapability(ordinal_);
+  sms_ = driver.multiprocessorCount(ordinal_);
   poison_ = envFlag("ENC_CUDA_POISON") || poisonHostMemory();
   syncEach_ = envFlag("ENC_CUDA_SYNC");
   Driver *d = driver_;
@@ -66,7 +83,7 @@ Gpu::Gpu(Driver &driver) : driver_(&driver) {
         d->cuCtxSetCurrent(ctx);
         d->cuMemFree_v2(p);
       },
-      fmt::format("GPU 0 ({})", name_));
+      fmt::format("GPU {} ({})", ordinal_, name_));
 }
 
 void Gpu::makeCurrent() const { driver_->check(driver_->cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }

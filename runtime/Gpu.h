@@ -1,5 +1,7 @@
-// The GPU encc runs on: device 0's primary context, one stream that every copy and kernel of the
-// process is ordered on, and a caching allocator for its memory.
+// The GPU encc runs on: one device's primary context, one stream that every copy and kernel of
+// the process is ordered on, and a caching allocator for its memory. The device is
+// ENC_CUDA_DEVICE if set, else LOCAL_RANK modulo the number of GPUs (so the ranks that encc
+// launch or torchrun start on a machine spread over its GPUs), else 0.
 //
 // One stream keeps the rules simple: work is ordered as it is issued, so a block returned to the
 // allocator can be handed out again at once (later work runs after earlier work that used it).
@@ -27,6 +29,7 @@ public:
   const Driver &driver() const { return *driver_; }
   const std::string &name() const { return name_; }   // "NVIDIA H200"
   int computeCapability() const { return cc_; }        // 90
+  int ordinal() const { return ordinal_; }             // which of the machine's GPUs
   int multiprocessors() const { return sms_; }
   CUstream stream() const { return stream_; }
   CachingAllocator &allocator() { return *allocator_; }
@@ -69,7 +72,7 @@ private:
   CUcontext ctx_ = nullptr;
   CUstream stream_ = nullptr;
   std::string name_;
-  int cc_ = 0, sms_ = 0;
+  int cc_ = 0, sms_ = 0, ordinal_ = 0;
   bool poison_ = false, syncEach_ = false;
   std::unique_ptr<CachingAllocator> allocator_;
   std::mutex modulesMu_;

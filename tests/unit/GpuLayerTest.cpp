@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -205,6 +206,32 @@ TEST(GpuTensor, AllocatorReusesFreedBlocks) {
 
 // A driver chosen with ENC_CUDA_DRIVER (the suite's second run, on the CUDA emulator) must load:
 // otherwise every GPU test would skip quietly.
+// Ranks on one machine spread over its GPUs: ENC_CUDA_DEVICE, else LOCAL_RANK modulo the
+// number of GPUs (here the emulator reporting three).
+TEST(GpuDevice, PicksTheGpuOfItsLocalRank) {
+#ifdef ENC_CUDA_EMULATOR
+  auto deviceLine = [](const std::string &env) {
+    std::string cmd = fmt::format("ENC_CUDA_DRIVER={} ENC_EMULATOR_DEVICES=3 {} {} bench --layer ReLU --device cuda "
+                                  "--input X=random:4 --runs 1 --forward-only 2>&1",
+                                  ENC_CUDA_EMULATOR, env, ENCC_BINARY);
+    std::string out;
+    if (FILE *p = ::popen(cmd.c_str(), "r")) {
+      char buf[512];
+      while (std::fgets(buf, sizeof buf, p)) out += buf;
+      ::pclose(p);
+    }
+    return out;
+  };
+  EXPECT_NE(deviceLine("").find("(GPU 0)"), std::string::npos) << deviceLine("");
+  EXPECT_NE(deviceLine("LOCAL_RANK=4").find("(GPU 1)"), std::string::npos) << deviceLine("LOCAL_RANK=4");
+  EXPECT_NE(deviceLine("LOCAL_RANK=4 ENC_CUDA_DEVICE=2").find("(GPU 2)"), std::string::npos);
+  std::string bad = deviceLine("ENC_CUDA_DEVICE=3");
+  EXPECT_NE(bad.find("ENC_CUDA_DEVICE=3 is not a GPU of this machine"), std::string::npos) << bad;
+#else
+  GTEST_SKIP() << "built without the CUDA emulator";
+#endif
+}
+
 TEST(GpuDevice, LoadsTheChosenDriver) {
   const char *chosen = std::getenv("ENC_CUDA_DRIVER");
   if (!chosen || !*chosen) GTEST_SKIP() << "ENC_CUDA_DRIVER is not set";

@@ -62,13 +62,20 @@ CUresult cuDriverGetVersion(int *version) {
   *version = 13000;
   return kSuccess;
 }
+// ENC_EMULATOR_DEVICES (default 1): how many GPUs the emulator reports; they are all the
+// same host CPU, which lets a test check which one a process picks.
+int emulatedDevices() {
+  const char *v = std::getenv("ENC_EMULATOR_DEVICES");
+  int n = v ? std::atoi(v) : 1;
+  return n >= 1 && n <= 64 ? n : 1;
+}
 CUresult cuDeviceGetCount(int *count) {
-  *count = 1;
+  *count = emulatedDevices();
   return kSuccess;
 }
 CUresult cuDeviceGet(int *device, int ordinal) {
-  if (ordinal != 0) return kInvalidDevice;
-  *device = 0;
+  if (ordinal < 0 || ordinal >= emulatedDevices()) return kInvalidDevice;
+  *device = ordinal;
   return kSuccess;
 }
 CUresult cuDeviceGetName(char *name, int len, int) {

@@ -28,7 +28,9 @@ BenchResult benchLayer(const std::shared_ptr<const Library> &lib, const EvalOpti
   PreparedRun run = prepareRun(lib, o);
   const Device device = run.layer->device();
   BenchResult r;
-  r.device = device == Device::CUDA ? cuda::Gpu::require().name() : "cpu";
+  r.device = device == Device::CUDA
+                 ? fmt::format("{} (GPU {})", cuda::Gpu::require().name(), cuda::Gpu::require().ordinal())
+                 : "cpu";
   for (auto &[name, t] : run.inputs) {
     t = t.to(device);
     r.tensorBytes += static_cast<int64_t>(t.nbytes());
