@@ -129,7 +129,8 @@ std::string printLoops(const LoopProgram &p) {
     std::string writes;
     for (int i = 0; i < k.outputs; ++i) writes += (i ? ", " : "") + k.buffers[static_cast<size_t>(i)];
     if (k.collective) {
-      out += fmt::format("collective {}: {} = allreduce({})  # line {}\n", k.name, k.buffers[0], k.buffers[1], k.loc.line());
+      out += fmt::format("collective {}: {} = allreduce({})  # message {}, line {}\n", k.name, k.buffers[0], k.buffers[1],
+                         k.message, k.loc.line());
       continue;
     }
     out += fmt::format("kernel {}({}{}{})  # writes {}, line {}\n", k.name, bufs, params.empty() ? "" : "; ", params,

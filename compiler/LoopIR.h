@@ -92,6 +92,10 @@ struct Kernel {
   // An all-reduce over the process group, run by the runtime between kernels: buffers[0] is
   // the element-wise sum over every process of buffers[1]. `body` is empty.
   bool collective = false;
+  // Collectives with one message number travel together (one all-reduce). Numbered when
+  // lowered, from the tensor program alone, so that every process, whatever its sizes and
+  // whatever later fusion moves between them, sends the same messages.
+  int message = 0;
   // Set for a tiled GPU contraction (launch GpuTiles, launchExtent = its tiles); `body` then
   // only shows what a tile computes.
   std::shared_ptr<const TiledContraction> tiled;

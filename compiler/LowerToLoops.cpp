@@ -352,12 +352,17 @@ LoopProgram lowerToLoops(const Program &in, Target target) {
   out.target = target;
   Program p = sinkCollectives(in);
   out.tensors = p;
-  int ordinal = 0;
+  int ordinal = 0, message = 0;
+  bool lastWasCollective = false;
   for (const Definition &d : p.defs) {
     if (isCollective(d)) {
       out.kernels.push_back(collectiveKernel(p, d, ordinal++));
+      out.kernels.back().message = message;
+      lastWasCollective = true;
       continue;
     }
+    if (lastWasCollective) ++message;
+    lastWasCollective = false;
     out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
     if (target == Target::CPU) moveParallelismInward(out.kernels.back());
   }

@@ -481,7 +481,7 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
 size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers) {
   const auto &ks = c.loops.kernels;
   size_t end = first;
-  while (end < ks.size() && ks[end].collective) ++end;
+  while (end < ks.size() && ks[end].collective && ks[end].message == ks[first].message) ++end;
   if (!group_) fail("internal error: layer {} has a collective but no process group", name_);
   auto started = std::chrono::steady_clock::now();
   std::vector<Tensor> sums;

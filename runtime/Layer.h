@@ -103,7 +103,7 @@ private:
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
-  // Runs the collective kernels from `first` on that follow each other as one all-reduce of a
+  // Runs the collective kernels from `first` on that share its message as one all-reduce of a
   // packed buffer; returns the index after them.
   size_t runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers);
   void compileForCpu(Compiled &c);

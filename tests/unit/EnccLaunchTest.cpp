@@ -204,6 +204,8 @@ TEST_F(EnccLaunch, EmitDistributedShowsOneMessagePerPass) {
     }
     EXPECT_EQ(runs, 1) << r;
     EXPECT_EQ(count, *pass ? 2 : 3) << r; // backward: the adjoints of the two sums
+    EXPECT_TRUE(contains(r.out, "# message 0,")) << r;
+    EXPECT_FALSE(contains(r.out, "# message 1,")) << r;
   }
   CliResult r = encc("emit --emit=loops --layer SyncBatchNorm --set num_features=8");
   EXPECT_FALSE(contains(r.out, "collective")) << r; // one process: none
