@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, after scripts/build.sh: the GPU tests on the real driver,
-# the GPU benchmarks, and a per-kernel profile of SyncBatchNorm at the benchmark's size —
+# the GPU benchmarks, a per-kernel profile of SyncBatchNorm at the benchmark's size, and
+# SyncBatchNorm synchronized over 2 ranks on the GPU —
 # what the GPU sections of bench/RESULTS.md record. BUILD=dir picks another build tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,8 @@ echo "== GPU benchmarks (medians of 3)"
 echo "== SyncBatchNorm [32,256,56,56] f32, per kernel"
 ENC_PROFILE=1 "$build/tools/encc/encc" bench --layer SyncBatchNorm --set num_features=256 \
   --input X=random:32,256,56,56 --device cuda --runs 20
+
+echo "== Synchronized batch norm on the GPU: 2 ranks (collectives through host memory)"
+"$build/tools/encc/encc" launch -n 2 -- "$build/examples/train_mlp" --device cuda
+ENC_NUM_THREADS=1 "$build/tools/encc/encc" launch -n 2 -- "$build/tools/encc/encc" bench --layer SyncBatchNorm \
+  --set num_features=256 --input X=random:16,256,56,56 --device cuda --runs 20
