@@ -75,7 +75,9 @@ std::string benchSummary(const BenchResult &r, bool backward) {
 
 int runBench(const EvalOptions &o, int runs, bool backward) {
   BenchResult r = benchLayer(loadLibrary(o.file), o, runs, backward);
-  std::cout << fmt::format("{} ({}, {}, {} runs): {}\n", o.layer, o.dtype, r.device, runs, benchSummary(r, backward));
+  auto group = defaultProcessGroup(); // under encc launch: which rank says this
+  std::string who = group && group->size() > 1 ? fmt::format("rank {}: ", group->rank()) : "";
+  std::cout << fmt::format("{}{} ({}, {}, {} runs): {}\n", who, o.layer, o.dtype, r.device, runs, benchSummary(r, backward));
   return 0;
 }
 
