@@ -262,6 +262,9 @@ void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t>
 
 TEST(SyncBatchNormAcrossRanks, MatchesTheWholeBatchF64) { checkSyncBatchNorm("SyncBatchNorm", {3, 1, 2}, DType::F64, 1e-10); }
 TEST(SyncBatchNormAcrossRanks, MatchesTheWholeBatchF32) { checkSyncBatchNorm("SyncBatchNorm", {2, 3}, DType::F32, 1e-4); }
+// 16-bit storage: the sums are f32 temporaries, summed over the group as such (outputs and
+// gradients to bf16's 8 bits).
+TEST(SyncBatchNormAcrossRanks, MatchesTheWholeBatchBF16) { checkSyncBatchNorm("SyncBatchNorm", {2, 3}, DType::BF16, 2e-2); }
 // A rank with no samples contributes nothing and still gets the group's statistics.
 TEST(SyncBatchNormAcrossRanks, RankWithoutSamples) { checkSyncBatchNorm("SyncBatchNorm", {2, 0, 1}, DType::F64, 1e-10); }
 // One sample per rank: too few for one process, enough for the group.
