@@ -191,6 +191,7 @@ std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
     throw Error(fmt::format("process group: rank {} is not in a group of {} processes", o.rank, o.size),
                 "RANK must be from 0 to WORLD_SIZE - 1");
+  if (o.size == 1) return soloProcessGroup();
   // A peer that dies mid-send must be an error here, not a SIGPIPE that kills this process too.
   struct sigaction old {};
   if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) std::signal(SIGPIPE, SIG_IGN);

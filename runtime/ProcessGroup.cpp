@@ -100,6 +100,28 @@ void setDefaultProcessGroup(std::shared_ptr<ProcessGroup> group) {
   defaultGroup = std::move(group);
 }
 
+namespace {
+
+// A group of one process (WORLD_SIZE=1): nothing to exchange, no store, no sockets.
+class SoloGroup : public ProcessGroup {
+public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void allreduceSum(float *, size_t) override {}
+  void allreduceSum(double *, size_t) override {}
+  void barrier() override {}
+  std::shared_ptr<ProcessGroup> subgroup(std::vector<int> ranks) override {
+    for (int r : ranks)
+      if (r != 0) throw Error(fmt::format("process group: subgroup rank {} is not in the group of 1 process", r));
+    if (ranks.empty()) throw Error("process group: a subgroup needs at least one rank");
+    return std::make_shared<SoloGroup>();
+  }
+};
+
+} // namespace
+
+std::shared_ptr<ProcessGroup> soloProcessGroup() { return std::make_shared<SoloGroup>(); }
+
 std::shared_ptr<ProcessGroup> initDistributed() {
   ProcessGroupOptions o;
   if (!processGroupOptionsFromEnvironment(o)) return nullptr;
@@ -109,8 +131,10 @@ std::shared_ptr<ProcessGroup> initDistributed() {
 }
 
 #ifndef ENC_HAVE_GLOO
-std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &) {
-  throw Error("this encc was built without Gloo: no process groups", "install libgloo-dev and rebuild");
+std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
+  if (o.size == 1 && o.rank == 0) return soloProcessGroup();
+  throw Error("this encc was built without Gloo: no process groups of more than one process",
+              "install libgloo-dev and rebuild");
 }
 #endif
 

@@ -49,8 +49,10 @@ struct ProcessGroupOptions {
   std::chrono::milliseconds timeout{300000};
 };
 
-// A Gloo group (throws Error where encc was built without Gloo).
+// A Gloo group (throws Error where encc was built without Gloo); a group of one process
+// (size 1) needs no rendezvous, store or sockets.
 std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &options);
+std::shared_ptr<ProcessGroup> soloProcessGroup();
 
 // The options from RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and ENC_DIST_TIMEOUT; false when
 // WORLD_SIZE is not set. Malformed values throw Error naming the variable.

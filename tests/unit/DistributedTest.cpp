@@ -341,6 +341,19 @@ TEST(ProcessGroup, StoreWaitTimesOutNamingTheKey) {
 }
 #endif
 
+// WORLD_SIZE=1: a group without sockets; layers in it compute as in no group.
+TEST(ProcessGroup, GroupOfOneNeedsNoRendezvous) {
+  ProcessGroupOptions o;
+  o.masterAddr = "no-such-host.invalid"; // never resolved
+  auto g = newProcessGroup(o);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->size(), 1);
+  double v = 3;
+  g->allreduceSum(&v, 1);
+  EXPECT_EQ(v, 3.0);
+  EXPECT_TRUE(g->subgroup({0}));
+}
+
 // The environment torchrun and encc launch set.
 TEST(ProcessGroup, OptionsFromTheEnvironment) {
   struct Saved {
