@@ -16,6 +16,13 @@ namespace {
 
 class EnccLaunch : public CliTest {};
 
+// Tests whose processes form a group need Gloo (scripts/setup.sh installs it).
+#ifdef ENC_HAVE_GLOO
+#define REQUIRE_GLOO()
+#else
+#define REQUIRE_GLOO() GTEST_SKIP() << "built without Gloo (libgloo-dev): no process groups"
+#endif
+
 TEST_F(EnccLaunch, HelpAndBadUse) {
   CliResult r = encc("launch --help");
   EXPECT_EQ(r.status, 0) << r;
@@ -46,6 +53,7 @@ TEST_F(EnccLaunch, SetsTheTorchrunEnvironment) {
 // Shards of one batch through encc eval --input X=x{rank}.npy: outputs and input gradients
 // equal batch norm over the whole batch, computed here in doubles.
 TEST_F(EnccLaunch, EvalOnShardsMatchesTheWholeBatch) {
+  REQUIRE_GLOO();
   const int64_t C = 2, L = 3;
   const std::vector<int64_t> batch = {2, 3};
   auto x = [](int64_t s, int64_t c, int64_t l) { return 1.5 + std::cos(0.9 * s + 2.1 * c + 0.4 * l); };
@@ -99,6 +107,7 @@ TEST_F(EnccLaunch, EvalOnShardsMatchesTheWholeBatch) {
 
 #ifdef ENC_SYNC_BN_EXAMPLE
 TEST_F(EnccLaunch, ExampleRanksAgreeWithTheWholeBatch) {
+  REQUIRE_GLOO();
   CliResult r = encc(std::string("launch -n 3 -- ") + quote(ENC_SYNC_BN_EXAMPLE));
   ASSERT_EQ(r.status, 0) << r;
   for (int rank = 0; rank < 3; ++rank)
@@ -109,6 +118,7 @@ TEST_F(EnccLaunch, ExampleRanksAgreeWithTheWholeBatch) {
 // Two "machines" (two encc launch commands, --nnodes 2, 2 processes each) form one group of
 // 4: ranks are numbered node by node and the statistics are the whole batch's.
 TEST_F(EnccLaunch, NodesFormOneGroup) {
+  REQUIRE_GLOO();
   int port = dist::freeTcpPort();
   std::string ex = quote(ENC_SYNC_BN_EXAMPLE), bin = quote(ENCC_BINARY);
   std::string cmd = fmt::format("cd {0} && ({1} launch --nnodes 2 --node-rank 1 --master-port {2} -n 2 -- {3} > node1.txt 2>&1 &"
@@ -129,6 +139,7 @@ TEST_F(EnccLaunch, NodesFormOneGroup) {
 
 // Processes that disagree on the group: an error at once, not a wait.
 TEST_F(EnccLaunch, MismatchedGroupsAreErrors) {
+  REQUIRE_GLOO();
   int port = dist::freeTcpPort();
   std::string ex = quote(ENC_SYNC_BN_EXAMPLE), bin = quote(ENCC_BINARY);
   // Node 1 with another -n: a different WORLD_SIZE.
@@ -152,6 +163,7 @@ TEST_F(EnccLaunch, MismatchedGroupsAreErrors) {
 // Data-parallel training (SyncBatchNorm, averaged gradients) on 2 ranks: the ranks end with
 // the same parameters, and those of training on the whole batch in one process.
 TEST_F(EnccLaunch, DataParallelTrainingMatchesOneProcess) {
+  REQUIRE_GLOO();
   auto checksums = [](const std::string &out) {
     std::vector<double> v;
     for (size_t at = out.find("parameter checksum "); at != std::string::npos;
@@ -175,6 +187,7 @@ TEST_F(EnccLaunch, DataParallelTrainingMatchesOneProcess) {
 // A rank that dies after joining: the others fail with an error naming it (no hang), and
 // launch reports it and exits with its status.
 TEST_F(EnccLaunch, LostPeerIsAnErrorNamingTheRank) {
+  REQUIRE_GLOO();
   CliResult r = encc(std::string("launch -n 3 --grace 20 -- ") + quote(ENC_SYNC_BN_EXAMPLE) + " --exit-after-join 1");
   EXPECT_EQ(r.status, 3) << r;
   EXPECT_TRUE(contains(r.err, "encc launch: rank 1 exited with status 3")) << r;
