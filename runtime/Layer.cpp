@@ -517,7 +517,7 @@ const ir::Program &Layer::gradientProgram() {
 }
 
 std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor> &outputGrads) {
-  if (lastBuffers_.empty())
+  if (!forwardRan_)
     throw Error(fmt::format("layer {}: backward needs a forward pass first", name_), "call forward with the same inputs");
   const ir::Program &g = gradientProgram();
   const ir::Gradient &info = gradient_->gradient;
@@ -601,7 +601,14 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
   // Training passes leave the buffers' new values behind.
   for (const auto &[next, buffer] : program_.updates) params_[buffer] = buffers.at(next).clone().reshape(params_.at(buffer).shape());
   lastSizes_ = binding.values;
+  // Kept for backward: what it reads, once it has been derived (until then, everything).
+  // UpsampleConv2d's convolution before the pixel shuffle, or any output, goes at once.
+  if (gradient_) {
+    const std::vector<std::string> &saved = gradient_->gradient.saved;
+    std::erase_if(buffers, [&](const auto &kv) { return std::find(saved.begin(), saved.end(), kv.first) == saved.end(); });
+  }
   lastBuffers_ = std::move(buffers);
+  forwardRan_ = true;
   return outputs;
 }
 

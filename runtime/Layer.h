@@ -89,7 +89,8 @@ private:
   std::unique_ptr<GradientInfo> gradient_;
   // State of the last forward pass, for backward.
   std::map<std::string, ir::Expr> lastSizes_;
-  std::map<std::string, Tensor> lastBuffers_;
+  std::map<std::string, Tensor> lastBuffers_; // what its backward pass reads
+  bool forwardRan_ = false;
   std::map<std::string, Shape> lastOutputShapes_;
   std::map<std::string, Shape> lastInputShapes_;
   std::string lastInputsText_;  // "X [1, 2, 3, 3]", for messages about what these inputs imply
