@@ -160,11 +160,8 @@ fs::path defaultDir() {
 
 int64_t defaultMaxBytes() {
   int64_t mb = 1024;
-  if (const char *s = std::getenv("ENC_CACHE_MAX_MB"); s && *s) {
-    char *end = nullptr;
-    long long v = std::strtoll(s, &end, 10);
-    if (end && *end == '\0' && v >= 0) mb = v; // a malformed value keeps the default
-  }
+  // A malformed value keeps the default.
+  if (std::optional<int64_t> v = parseInteger(std::getenv("ENC_CACHE_MAX_MB")); v && *v >= 0) mb = *v;
   return mb * 1024 * 1024;
 }
 

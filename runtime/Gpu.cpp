@@ -45,17 +45,12 @@ Gpu &Gpu::require() {
 
 int chooseDeviceOrdinal(int count) {
   if (const char *v = std::getenv("ENC_CUDA_DEVICE")) {
-    char *end = nullptr;
-    long n = std::strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 0 || n >= count)
+    std::optional<int64_t> n = parseInteger(v);
+    if (!n || *n < 0 || *n >= count)
       throw Error(fmt::format("ENC_CUDA_DEVICE={} is not a GPU of this machine (it has {}: 0 to {})", v, count, count - 1));
-    return static_cast<int>(n);
+    return static_cast<int>(*n);
   }
-  if (const char *v = std::getenv("LOCAL_RANK")) {
-    char *end = nullptr;
-    long n = std::strtol(v, &end, 10);
-    if (*v != '\0' && *end == '\0' && n >= 0) return static_cast<int>(n % count);
-  }
+  if (std::optional<int64_t> n = parseInteger(std::getenv("LOCAL_RANK")); n && *n >= 0) return static_cast<int>(*n % count);
   return 0;
 }
 

@@ -1,7 +1,9 @@
 #include "runtime/ProcessGroup.h"
 
+#include "support/Env.h"
 #include "support/Error.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -19,13 +21,11 @@ std::shared_ptr<ProcessGroup> defaultGroup;
 bool envInt(const char *name, int64_t lo, int64_t hi, int64_t &out) {
   const char *v = std::getenv(name);
   if (!v) return false;
-  char *end = nullptr;
-  errno = 0;
-  long long n = std::strtoll(v, &end, 10);
-  if (*v == '\0' || *end != '\0' || errno != 0 || n < lo || n > hi)
+  std::optional<int64_t> n = parseInteger(v);
+  if (!n || *n < lo || *n > hi)
     throw Error(fmt::format("{}='{}' is not an integer from {} to {}", name, v, lo, hi),
                 "torchrun and encc launch set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT");
-  out = n;
+  out = *n;
   return true;
 }
 

@@ -1,5 +1,7 @@
 #include "runtime/ThreadPool.h"
 
+#include "support/Env.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -15,11 +17,8 @@ namespace {
 thread_local bool tlsInChunk = false;
 
 int threadsFromEnv() {
-  if (const char *env = std::getenv("ENC_NUM_THREADS")) {
-    char *endp = nullptr;
-    long n = std::strtol(env, &endp, 10);
-    if (endp != env && *endp == '\0' && n >= 1) return static_cast<int>(std::min<long>(n, 1024));
-  }
+  if (std::optional<int64_t> n = parseInteger(std::getenv("ENC_NUM_THREADS")); n && *n >= 1)
+    return static_cast<int>(std::min<int64_t>(*n, 1024));
   unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
