@@ -82,14 +82,8 @@ public:
     });
   }
 
-  std::shared_ptr<ProcessGroup> subgroup(std::vector<int> ranks) override {
-    std::sort(ranks.begin(), ranks.end());
-    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-    for (int r : ranks)
-      if (r < 0 || r >= size())
-        throw Error(fmt::format("process group: subgroup rank {} is not in the group of {} processes", r, size()),
-                    fmt::format("name ranks from 0 to {}", size() - 1));
-    if (ranks.empty()) throw Error("process group: a subgroup needs at least one rank");
+protected:
+  std::shared_ptr<ProcessGroup> makeSubgroup(const std::vector<int> &ranks) override {
     // Every member of this group counts its subgroups alike, so the prefix names one group.
     std::string prefix = fmt::format("{}sub{}/", prefix_, ++subgroups_);
     auto mine = std::find(ranks.begin(), ranks.end(), rank_);

@@ -12,6 +12,18 @@ namespace enc {
 
 std::string ProcessGroup::describe() const { return fmt::format("rank {} of {}", rank(), size()); }
 
+std::shared_ptr<ProcessGroup> ProcessGroup::subgroup(std::vector<int> ranks) {
+  std::sort(ranks.begin(), ranks.end());
+  ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+  for (int r : ranks)
+    if (r < 0 || r >= size())
+      throw Error(fmt::format("process group: subgroup rank {} is not in the group of {} process{}", r, size(),
+                              size() == 1 ? "" : "es"),
+                  fmt::format("name ranks from 0 to {}", size() - 1));
+  if (ranks.empty()) throw Error("process group: a subgroup needs at least one rank");
+  return makeSubgroup(ranks);
+}
+
 namespace {
 
 std::mutex defaultMutex;
@@ -110,12 +122,9 @@ public:
   void allreduceSum(float *, size_t) override {}
   void allreduceSum(double *, size_t) override {}
   void barrier() override {}
-  std::shared_ptr<ProcessGroup> subgroup(std::vector<int> ranks) override {
-    for (int r : ranks)
-      if (r != 0) throw Error(fmt::format("process group: subgroup rank {} is not in the group of 1 process", r));
-    if (ranks.empty()) throw Error("process group: a subgroup needs at least one rank");
-    return std::make_shared<SoloGroup>();
-  }
+
+protected:
+  std::shared_ptr<ProcessGroup> makeSubgroup(const std::vector<int> &) override { return std::make_shared<SoloGroup>(); }
 };
 
 } // namespace

@@ -29,10 +29,15 @@ public:
   virtual void allreduceSum(double *data, size_t n) = 0;
   virtual void barrier() = 0;
   // A group of some of this group's ranks (as torch.distributed.new_group): every member of
-  // this group calls it with the same ranks; non-members get nullptr.
-  virtual std::shared_ptr<ProcessGroup> subgroup(std::vector<int> ranks) = 0;
+  // this group calls it with the same ranks; non-members get nullptr. Ranks out of range, or
+  // none, are an Error.
+  std::shared_ptr<ProcessGroup> subgroup(std::vector<int> ranks);
   // "rank 1 of 4"
   std::string describe() const;
+
+protected:
+  // subgroup() with `ranks` sorted, distinct, in range and not empty.
+  virtual std::shared_ptr<ProcessGroup> makeSubgroup(const std::vector<int> &ranks) = 0;
 };
 
 // Sums each tensor element-wise over the group, in place, then multiplies by `scale` (1 /
