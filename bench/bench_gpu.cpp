@@ -51,7 +51,7 @@ double kernelBytes(const ir::Program &pass, const std::map<std::string, int64_t>
   std::map<std::string, ir::Expr> values;
   for (const auto &[n, v] : sizes) values[n] = ir::intImm(v);
   ir::Program p = ir::splitReductions(ir::specialize(pass, values));
-  ir::LoopProgram loops = ir::fuseReductionEpilogues(ir::fuseSiblingReductions(ir::lowerToLoops(p, ir::Target::GPU)));
+  ir::LoopProgram loops = ir::fuseKernels(ir::lowerToLoops(p, ir::Target::GPU));
   double bytes = 0;
   for (const ir::Kernel &k : loops.kernels)
     for (const std::string &b : k.buffers) {

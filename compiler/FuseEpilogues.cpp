@@ -26,9 +26,6 @@
 namespace enc::ir {
 namespace {
 
-std::set<std::string> readsOf(const Kernel &k) { return {k.buffers.begin() + k.outputs, k.buffers.end()}; }
-std::set<std::string> writesOf(const Kernel &k) { return {k.buffers.begin(), k.buffers.begin() + k.outputs}; }
-
 // A warp reduction whose last statement is lane 0's block (stores, and epilogues moved in).
 bool isWarpReduction(const Kernel &k) {
   if (k.launch != ForKind::GpuWarps || k.scatters || k.collective || k.tiled) return false;
@@ -97,18 +94,7 @@ Kernel moveInto(const Kernel &a, const Kernel &b, int &fresh) {
   body.back() = ifLaneZero(lane0);
   Kernel k = a;
   k.body = forLoop(aTop->name, aTop->value, ForKind::GpuWarps, body);
-  // Interface: a's outputs, b's output, then what either reads (but these outputs).
-  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
-  buffers.push_back(b.buffers[0]);
-  for (const Kernel *src : {&a, &b})
-    for (const std::string &r : readsOf(*src))
-      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
-  k.buffers = buffers;
-  k.outputs = a.outputs + 1;
-  for (const SizeParam &p : b.params)
-    if (std::none_of(k.params.begin(), k.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
-      k.params.push_back(p);
-  return k;
+  return mergedInterface(k, a, b);
 }
 
 } // namespace
@@ -120,26 +106,28 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
   int fresh = 0;
   for (size_t j = 0; j < ks.size(); ++j) {
     if (!isPointwise(ks[j])) continue;
-    const std::set<std::string> bReads = readsOf(ks[j]);
+    const std::set<std::string> bReads = kernelReads(ks[j]);
     const std::string &bOut = ks[j].buffers[0];
     // The nearest earlier warp reduction over the same outputs that it can move into.
     for (size_t i = j; i-- > 0;) {
       const Kernel &a = ks[i];
-      std::set<std::string> aWrites = writesOf(a);
+      std::set<std::string> aWrites = kernelWrites(a);
       bool readsA = std::any_of(bReads.begin(), bReads.end(), [&](const std::string &r) { return aWrites.count(r); });
       if (isWarpReduction(a) && readsA && structurallyEqual(a.body->value, ks[j].body->value) &&
-          readsOnlyOwnPosition(ks[j], aWrites) && !aWrites.count(bOut) && !readsOf(a).count(bOut)) {
+          readsOnlyOwnPosition(ks[j], aWrites) && !aWrites.count(bOut) && !kernelReads(a).count(bOut)) {
         ks[i] = moveInto(a, ks[j], fresh);
         ks.erase(ks.begin() + static_cast<long>(j));
         --j;
         break;
       }
       // Moving past a: b must not read what a writes, and a must not touch b's output.
-      bool blocked = readsA || aWrites.count(bOut) || readsOf(a).count(bOut);
+      bool blocked = readsA || aWrites.count(bOut) || kernelReads(a).count(bOut);
       if (blocked) break;
     }
   }
   return out;
 }
+
+LoopProgram fuseKernels(const LoopProgram &p) { return fuseReductionEpilogues(fuseSiblingReductions(p)); }
 
 } // namespace enc::ir

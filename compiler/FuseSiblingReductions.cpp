@@ -168,13 +168,6 @@ std::optional<LoopReduction> matchCpu(const Kernel &k) {
   return w;
 }
 
-std::set<std::string> reads(const Kernel &k) {
-  return {k.buffers.begin() + k.outputs, k.buffers.end()};
-}
-std::set<std::string> writes(const Kernel &k) {
-  return {k.buffers.begin(), k.buffers.begin() + k.outputs};
-}
-
 // b's accumulators get names a's do not use (_acc1, _acc2, ...).
 void renameAccumulators(const std::vector<Stmt> &a, const std::vector<Stmt> &b, std::map<std::string, std::string> &rename) {
   std::set<std::string> taken;
@@ -185,22 +178,6 @@ void renameAccumulators(const std::vector<Stmt> &a, const std::vector<Stmt> &b, 
     taken.insert(n);
     rename[s->name] = n;
   }
-}
-
-// `k` (a merged body) with the buffers and parameters of both kernels: a's outputs, b's
-// outputs, then every tensor either reads.
-Kernel withInterfaceOf(Kernel k, const Kernel &a, const Kernel &b) {
-  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
-  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
-  for (const Kernel *src : {&a, &b})
-    for (const std::string &r : reads(*src))
-      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
-  k.buffers = buffers;
-  k.outputs = a.outputs + b.outputs;
-  for (const SizeParam &p : b.params)
-    if (std::none_of(k.params.begin(), k.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
-      k.params.push_back(p);
-  return k;
 }
 
 // `b` folded into `a`, or nullopt when their shapes differ.
@@ -230,7 +207,7 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
 
   Kernel k = a;
   k.body = forLoop(wa->outVar, wa->total, ForKind::GpuWarps, inner);
-  return withInterfaceOf(k, a, b);
+  return mergedInterface(k, a, b);
 }
 
 std::optional<Kernel> mergeCpu(const Kernel &a, const Kernel &b) {
@@ -256,7 +233,7 @@ std::optional<Kernel> mergeCpu(const Kernel &a, const Kernel &b) {
   for (const Stmt &s : wb->stores) inner.push_back(renamed(s, rename));
   Kernel k = a;
   k.body = forLoop(wa->outVar, wa->outExtent, ForKind::Parallel, inner);
-  return withInterfaceOf(k, a, b);
+  return mergedInterface(k, a, b);
 }
 
 } // namespace
@@ -267,21 +244,21 @@ LoopProgram fuseSiblingReductions(const LoopProgram &p) {
   std::vector<Kernel> &ks = out.kernels;
   for (size_t i = 0; i < ks.size(); ++i) {
     if (gpu ? !match(ks[i]) : !matchCpu(ks[i])) continue;
-    std::set<std::string> written = writes(ks[i]);
+    std::set<std::string> written = kernelWrites(ks[i]);
     for (size_t j = i + 1; j < ks.size();) {
-      std::set<std::string> r = reads(ks[j]);
+      std::set<std::string> r = kernelReads(ks[j]);
       bool independent = std::none_of(r.begin(), r.end(), [&](const std::string &n) { return written.count(n); });
       std::optional<Kernel> merged = !independent ? std::nullopt : gpu ? merge(ks[i], ks[j]) : mergeCpu(ks[i], ks[j]);
       if (merged) {
         ks[i] = *merged;
-        written = writes(ks[i]);
+        written = kernelWrites(ks[i]);
         // Kernels between i and j still count as written before anything later.
         for (size_t m = i + 1; m < j; ++m)
-          for (const std::string &w : writes(ks[m])) written.insert(w);
+          for (const std::string &w : kernelWrites(ks[m])) written.insert(w);
         ks.erase(ks.begin() + static_cast<long>(j));
         continue;
       }
-      for (const std::string &w : writes(ks[j])) written.insert(w);
+      for (const std::string &w : kernelWrites(ks[j])) written.insert(w);
       ++j;
     }
   }

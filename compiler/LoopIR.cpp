@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace enc::ir {
 
 const char *forKindName(ForKind k) {
@@ -113,6 +115,23 @@ std::string printStmt(const Stmt &s, int indent) {
     break;
   }
   return out;
+}
+
+std::set<std::string> kernelReads(const Kernel &k) { return {k.buffers.begin() + k.outputs, k.buffers.end()}; }
+std::set<std::string> kernelWrites(const Kernel &k) { return {k.buffers.begin(), k.buffers.begin() + k.outputs}; }
+
+Kernel mergedInterface(Kernel merged, const Kernel &a, const Kernel &b) {
+  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
+  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
+  for (const Kernel *src : {&a, &b})
+    for (const std::string &r : kernelReads(*src))
+      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
+  merged.buffers = buffers;
+  merged.outputs = a.outputs + b.outputs;
+  for (const SizeParam &p : b.params)
+    if (std::none_of(merged.params.begin(), merged.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
+      merged.params.push_back(p);
+  return merged;
 }
 
 std::string printLoops(const LoopProgram &p) {

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,13 @@ struct LoopProgram {
 
 LoopProgram lowerToLoops(const Program &p, Target target);
 
+// The tensors a kernel reads (buffers[outputs ..]) and writes (buffers[0 .. outputs)).
+std::set<std::string> kernelReads(const Kernel &k);
+std::set<std::string> kernelWrites(const Kernel &k);
+// `merged` (a body doing the work of `a` and then `b`) with the interface of both: a's
+// outputs, b's outputs, then every tensor either reads; b's parameters added to a's.
+Kernel mergedInterface(Kernel merged, const Kernel &a, const Kernel &b);
+
 // Merges reduction kernels over the same output and reduction domains (GPU warp reductions,
 // CPU plain reduction loops) into one kernel with an accumulator each, when no kernel between
 // them produces what the later one reads: sibling reductions (the batch-norm gradient's sums
@@ -134,6 +142,9 @@ LoopProgram fuseSiblingReductions(const LoopProgram &p);
 // position moves into the reduction's lane-0 epilogue (batch norm's mu, var and running
 // statistics: one launch instead of five). See FuseEpilogues.cpp.
 LoopProgram fuseReductionEpilogues(const LoopProgram &p);
+// The kernel fusions a run applies after lowering: fuseSiblingReductions, then
+// fuseReductionEpilogues.
+LoopProgram fuseKernels(const LoopProgram &p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

@@ -312,7 +312,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
     c->shapes[t.name] = s;
   }
   c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
-  if (options_.fuse) c->loops = ir::fuseReductionEpilogues(ir::fuseSiblingReductions(c->loops));
+  if (options_.fuse) c->loops = ir::fuseKernels(c->loops);
   c->loops.types = types;
   c->loops = ir::accumulateInComputeType(c->loops);
   for (const ir::TensorDecl &t : c->loops.tensors.tensors) // the temporaries it added

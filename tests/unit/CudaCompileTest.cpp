@@ -141,7 +141,7 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
       // that split even these small sizes).
       if (&v == &variants.back()) prog = ir::splitReductions(prog, {.targetWarps = 64, .minChunk = 2});
       loops = ir::lowerToLoops(prog, ir::Target::GPU);
-      if (&v == &variants.back()) loops = ir::fuseReductionEpilogues(ir::fuseSiblingReductions(loops));
+      if (&v == &variants.back()) loops = ir::fuseKernels(loops);
       loops.types = ir::forwardStorage(prog, storage);
       loops = ir::accumulateInComputeType(loops);
       source = codegen::emitCuda(loops);
@@ -241,7 +241,7 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
   try {
     ir::Gradient g = ir::gradientOf(sym, forward, hyper, true);
     ir::Program prog = ir::splitReductions(ir::specialize(g.program, sizes), {.targetWarps = 64, .minChunk = 2});
-    loops = ir::fuseReductionEpilogues(ir::fuseSiblingReductions(ir::lowerToLoops(prog, ir::Target::GPU)));
+    loops = ir::fuseKernels(ir::lowerToLoops(prog, ir::Target::GPU));
     loops.types = ir::backwardStorage(g, forward, storage);
     loops = ir::accumulateInComputeType(loops);
     source = codegen::emitCuda(loops);

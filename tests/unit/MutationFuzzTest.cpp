@@ -104,7 +104,7 @@ void compileEverything(const std::string &text) {
       llvm::LLVMContext ctx;
       llvm::Module module("fuzz", ctx);
       for (const ir::Kernel &k : cpu.kernels) codegen::emitLLVMKernel(k, cpu.types, module);
-      ir::LoopProgram gpu = ir::fuseReductionEpilogues(ir::fuseSiblingReductions(ir::lowerToLoops(ir::splitReductions(p), ir::Target::GPU)));
+      ir::LoopProgram gpu = ir::fuseKernels(ir::lowerToLoops(ir::splitReductions(p), ir::Target::GPU));
       gpu.types = types;
       codegen::emitCuda(gpu);
     };

@@ -857,7 +857,7 @@ TEST(Passes, FuseReductionEpiloguesMovesPerOutputKernelsIn) {
                      "  }\n"
                      "}\n");
   Program p = buildTensorProgram(*s.layer);
-  LoopProgram loops = fuseReductionEpilogues(fuseSiblingReductions(lowerToLoops(p, Target::GPU)));
+  LoopProgram loops = fuseKernels(lowerToLoops(p, Target::GPU));
   std::string text = printLoops(loops);
   ASSERT_EQ(loops.kernels.size(), 3u) << text;
   EXPECT_EQ(loops.kernels[0].outputs, 2) << text;

@@ -58,7 +58,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
   // As the runtime compiles it: fused, with the storage types of --dtype.
   auto lowered = [&](ir::Target target) {
-    ir::LoopProgram loops = ir::fuseReductionEpilogues(ir::fuseSiblingReductions(ir::lowerToLoops(prog, target)));
+    ir::LoopProgram loops = ir::fuseKernels(ir::lowerToLoops(prog, target));
     loops.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
     return ir::accumulateInComputeType(loops);
   };
