@@ -173,13 +173,12 @@ private:
   std::string element(const std::string &buffer, const std::string &index) {
     if (!options_.checkBounds) return fmt::format("{}[{}]", cname(buffer), index);
     int64_t n = 1;
-    for (const TensorDecl &t : prog_.tensors.tensors)
-      if (t.name == buffer)
-        for (const Expr &d : t.shape) {
-          int64_t v = 0;
-          if (!isConst(d, &v)) return fmt::format("{}[{}]", cname(buffer), index);
-          n *= v;
-        }
+    if (const TensorDecl *t = prog_.tensors.tensor(buffer))
+      for (const Expr &d : t->shape) {
+        int64_t v = 0;
+        if (!isConst(d, &v)) return fmt::format("{}[{}]", cname(buffer), index);
+        n *= v;
+      }
     return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, n, kernel_ ? kernel_->name : "",
                        buffer, sourceLine_);
   }
