@@ -135,33 +135,34 @@ Program sinkCollectives(const Program &in) {
     return std::any_of(d.scatter.begin(), d.scatter.end(), reads);
   };
   p.defs.clear();
-  std::vector<bool> placed(collectives.size(), false);
+  std::set<std::string> pending; // collectives not placed yet
+  for (const Definition &c : collectives) pending.insert(c.tensor);
   std::map<std::string, int> unplacedDefs; // definitions (scatters too) of each tensor still to place
   for (const Definition &d : in.defs) ++unplacedDefs[d.tensor];
   auto put = [&](const Definition &d) {
     p.defs.push_back(d);
     --unplacedDefs[d.tensor];
   };
+  auto putCollective = [&](const Definition &c) {
+    put(c);
+    pending.erase(c.tensor);
+  };
   // When a definition needs a collective, every collective whose operand is complete by then
   // goes with it, so that they travel in one message.
-  auto ready = [&](size_t i) { return unplacedDefs[collectives[i].value->args[0]->name] == 0; };
   for (const Definition &d : rest) {
-    bool needed = false;
-    for (size_t i = 0; i < collectives.size(); ++i) needed |= !placed[i] && readsAny(d, {collectives[i].tensor});
-    if (needed)
+    if (readsAny(d, pending))
       for (bool again = true; again;) {
         again = false;
-        for (size_t i = 0; i < collectives.size(); ++i)
-          if (!placed[i] && ready(i)) {
-            placed[i] = true;
-            put(collectives[i]);
+        for (const Definition &c : collectives)
+          if (pending.count(c.tensor) && unplacedDefs[c.value->args[0]->name] == 0) {
+            putCollective(c);
             again = true;
           }
       }
     put(d);
   }
-  for (size_t i = 0; i < collectives.size(); ++i)
-    if (!placed[i]) p.defs.push_back(collectives[i]);
+  for (const Definition &c : collectives) // the unread ones, last
+    if (pending.count(c.tensor)) putCollective(c);
   return p;
 }
 
