@@ -364,10 +364,8 @@ void Layer::compileForCpu(Compiled &c) {
 // kernel cache (memory, then disk) and loaded once per process.
 void Layer::compileForGpu(Compiled &c) {
   cuda::Gpu &gpu = cuda::Gpu::require();
-  codegen::CudaCodegenOptions codegenOptions;
   // Bounds checks cost little on the emulator, which exists to find such bugs.
-  codegenOptions.checkBounds = envFlag("ENC_CUDA_CHECK_BOUNDS", gpu.loadsSource());
-  std::string source = codegen::emitCuda(c.loops, codegenOptions);
+  std::string source = codegen::emitCuda(c.loops, codegen::cudaCodegenOptionsFromEnvironment(gpu.loadsSource()));
   cuda::CompileOptions opts;
   opts.arch = fmt::format("sm_{}", gpu.computeCapability());
   opts.sourceName = name_ + ".cu";

@@ -17,9 +17,26 @@ echo "== GPU benchmarks (medians of 3)"
 "$build/bench/enc_bench_gpu" --benchmark_min_time=0.3 --benchmark_repetitions=3 \
   --benchmark_report_aggregates_only=true
 
+echo "== Memory-bound layers at other unroll factors (ENC_CUDA_UNROLL; the default is 4)"
+for u in 1 2 8; do
+  echo "-- ENC_CUDA_UNROLL=$u"
+  ENC_CUDA_UNROLL=$u "$build/bench/enc_bench_gpu" --benchmark_filter='LeakyReLU|SyncBatchNorm|Copy' \
+    --benchmark_min_time=0.3 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+done
+
+sbn=("$build/tools/encc/encc" bench --layer SyncBatchNorm --set num_features=256 --input X=random:32,256,56,56
+  --device cuda)
 echo "== SyncBatchNorm [32,256,56,56] f32, per kernel"
-ENC_PROFILE=1 "$build/tools/encc/encc" bench --layer SyncBatchNorm --set num_features=256 \
-  --input X=random:32,256,56,56 --device cuda --runs 20
+ENC_PROFILE=1 "${sbn[@]}" --runs 20
+
+# Nsight Compute, where the machine has it: DRAM bytes and rate, occupancy and registers per kernel.
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+if [ -n "$ncu" ]; then
+  echo "== SyncBatchNorm under $ncu (one forward + backward)"
+  timeout 120 "$ncu" --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,\
+dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,\
+launch__grid_size,launch__registers_per_thread "${sbn[@]}" --runs 1 || echo "(ncu failed)"
+fi
 
 echo "== Synchronized batch norm on the GPU: 2 ranks (collectives through host memory)"
 "$build/tools/encc/encc" launch -n 2 -- "$build/examples/train_mlp" --device cuda

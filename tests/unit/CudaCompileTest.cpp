@@ -91,6 +91,27 @@ TEST(CudaCompile, ShippedLibraryLoads) {
   EXPECT_FALSE(lib->layerNames().empty());
 }
 
+// ENC_CUDA_UNROLL: a factor from 1 to 16, else an error that names the value.
+TEST(CudaCompile, UnrollFactorFromTheEnvironment) {
+  const char *old = std::getenv("ENC_CUDA_UNROLL");
+  const std::string saved = old ? old : "";
+  ::unsetenv("ENC_CUDA_UNROLL");
+  EXPECT_EQ(codegen::cudaCodegenOptionsFromEnvironment(false).strideUnroll, 4);
+  ::setenv("ENC_CUDA_UNROLL", "1", 1);
+  EXPECT_EQ(codegen::cudaCodegenOptionsFromEnvironment(false).strideUnroll, 1);
+  for (const char *bad : {"0", "17", "four", ""}) {
+    ::setenv("ENC_CUDA_UNROLL", bad, 1);
+    try {
+      codegen::cudaCodegenOptionsFromEnvironment(false);
+      ADD_FAILURE() << "no error for ENC_CUDA_UNROLL='" << bad << "'";
+    } catch (const Error &e) {
+      EXPECT_TRUE(contains(e.what(), std::string("ENC_CUDA_UNROLL='") + bad + "'")) << e.what();
+    }
+  }
+  if (old) ::setenv("ENC_CUDA_UNROLL", saved.c_str(), 1);
+  else ::unsetenv("ENC_CUDA_UNROLL");
+}
+
 using Param = std::tuple<std::string, std::string>; // layer, dtype (f32, f64, f16, bf16)
 
 class CudaCompile : public ::testing::TestWithParam<Param> {};

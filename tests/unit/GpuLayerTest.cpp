@@ -5,6 +5,7 @@
 // largest magnitude of the reference. Fresh device memory is NaN-filled (ENC_POISON /
 // ENC_CUDA_POISON), so an element a kernel forgets to write fails the comparison. Skipped,
 // with the reason, where there is no GPU.
+#include "CliTestSupport.h"
 #include "LayerCases.h"
 #include "ReferenceMath.h"
 
@@ -144,6 +145,18 @@ INSTANTIATE_TEST_SUITE_P(Edges, GpuEdgeCase, ::testing::Range<size_t>(0, edgeCas
                          [](const ::testing::TestParamInfo<size_t> &i) {
                            return edgeCases()[i.param].layer + "_" + std::to_string(i.param);
                          });
+
+// Other unroll factors of the strided loops (ENC_CUDA_UNROLL; 3 leaves a remainder for the
+// tail loop), on the cases whose reductions and element-wise loops run longest per thread.
+TEST(GpuUnroll, OtherFactorsMatchTheCpu) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  for (const char *factor : {"1", "3"}) {
+    SCOPED_TRACE(std::string("ENC_CUDA_UNROLL=") + factor);
+    ScopedEnv unroll("ENC_CUDA_UNROLL", factor);
+    for (const GpuCase &c : edgeCases())
+      if (c.layer == "SyncBatchNorm" || c.layer == "Softmax") expectGpuMatchesCpu(c, {DType::F32});
+  }
+}
 
 // Against the naive loops directly, at sizes where the GPU's reductions span many warps.
 TEST(GpuLayerReference, EncodingSoftmaxLeakyRelu) {

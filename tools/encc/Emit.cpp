@@ -67,9 +67,9 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
     return ir::printLoops(lowered(o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
   }
   if (o.kind == "cuda" || o.kind == "ptx") {
-    codegen::CudaCodegenOptions cudaOptions;
-    cudaOptions.checkBounds = envFlag("ENC_CUDA_CHECK_BOUNDS"); // shows what a run with it compiles
-    std::string src = codegen::emitCuda(lowered(ir::Target::GPU), cudaOptions);
+    // Shows what a run with the same environment compiles.
+    std::string src =
+        codegen::emitCuda(lowered(ir::Target::GPU), codegen::cudaCodegenOptionsFromEnvironment(false));
     if (o.kind == "cuda") return src;
     cuda::CompileOptions co;
     co.arch = o.arch;

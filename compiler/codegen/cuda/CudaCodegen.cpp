@@ -1,6 +1,7 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
 #include "compiler/StorageTypes.h"
+#include "support/Env.h"
 #include "support/Error.h"
 
 #include <fmt/format.h>
@@ -273,11 +274,10 @@ private:
   }
 
   // A loop from `start` in steps of `step` (a grid-stride loop, or a lane's share of a warp's
-  // reduction), kStrideUnroll iterations at a time and then one at a time. The copies' loads
-  // do not depend on each other, so each thread has several in flight, which a memory-bound
-  // kernel needs to cover the memory's latency; a reduction still adds its terms in the same
-  // order, so results do not change.
-  static constexpr int kStrideUnroll = 4;
+  // reduction), options_.strideUnroll iterations at a time and then one at a time. The copies'
+  // loads do not depend on each other, so each thread has several in flight, which a
+  // memory-bound kernel needs to cover the memory's latency; a reduction still adds its terms
+  // in the same order, so results do not change.
   void unrolledStrideLoop(const Stmt &s, int indent, const std::string &start, const std::string &step) {
     const std::string v = cname(s->name), ext = expr(s->value), first = v + "_first", stride = v + "_stride";
     auto body = [&](int at, const std::string &value) {
@@ -287,9 +287,10 @@ private:
     writeLine(indent, "{");
     writeLine(indent + 1, fmt::format("const {} {} = {};", i_, stride, step));
     writeLine(indent + 1, fmt::format("{} {} = {};", i_, first, start));
-    writeLine(indent + 1, fmt::format("for (; {0} + {1} * {2} < {3}; {0} += {4} * {2}) {{", first, kStrideUnroll - 1,
-                                      stride, ext, kStrideUnroll));
-    for (int u = 0; u < kStrideUnroll; ++u) {
+    const int unroll = options_.strideUnroll;
+    writeLine(indent + 1, fmt::format("for (; {0} + {1} * {2} < {3}; {0} += {4} * {2}) {{", first, unroll - 1,
+                                      stride, ext, unroll));
+    for (int u = 0; u < unroll; ++u) {
       writeLine(indent + 2, "{");
       body(indent + 3, u ? fmt::format("{} + {} * {}", first, u, stride) : first);
       writeLine(indent + 2, "}");
@@ -463,7 +464,20 @@ private:
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options) {
   if (program.target != ir::Target::GPU) fail("internal error: emitCuda needs a GPU loop program");
   if (program.types.f64() && !program.types.stored.empty()) fail("internal error: 16-bit storage in an f64 program");
+  if (options.strideUnroll < 1) fail("internal error: strideUnroll must be at least 1");
   return CudaEmitter(program, options).run();
+}
+
+CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault) {
+  CudaCodegenOptions options;
+  options.checkBounds = envFlag("ENC_CUDA_CHECK_BOUNDS", checkBoundsByDefault);
+  if (const char *text = std::getenv("ENC_CUDA_UNROLL")) {
+    std::optional<int64_t> n = parseInteger(text);
+    if (!n || *n < 1 || *n > 16)
+      throw Error(fmt::format("ENC_CUDA_UNROLL='{}' is not an unroll factor", text), "use a whole number from 1 to 16");
+    options.strideUnroll = static_cast<int>(*n);
+  }
+  return options;
 }
 
 } // namespace enc::codegen

@@ -18,7 +18,14 @@ struct CudaCodegenOptions {
   // failing the launch. A debugging aid (ENC_CUDA_CHECK_BOUNDS=1), on by default on the CUDA
   // emulator.
   bool checkBounds = false;
+  // Grid-stride and lane loops run this many iterations per trip, so that each thread has as
+  // many independent loads in flight (1 = not unrolled). ENC_CUDA_UNROLL, for tuning.
+  int strideUnroll = 4;
 };
+
+// The options a run uses: ENC_CUDA_CHECK_BOUNDS (default `checkBoundsByDefault`) and
+// ENC_CUDA_UNROLL (1 to 16; anything else is an error).
+CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault);
 
 // Arithmetic in program.types.compute; each buffer stored as program.types.of(buffer).
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options = {});
