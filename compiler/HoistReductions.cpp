@@ -14,13 +14,11 @@ public:
   explicit Hoister(const Program &p) : in_(p) {}
 
   Program run() {
+    countReductions();
     out_ = in_;
     out_.defs.clear();
     for (const Definition &d : in_.defs) {
-      current_ = &d;
-      mainTaken_ = false;
-      scope_.clear();
-      for (const IndexVar &v : d.indices) scope_.push_back({v.name, v.extent});
+      enter(d);
       Definition nd = d;
       nd.value = rewrite(d.value, /*topLevel=*/true);
       // The main reduction may equal one hoisted later in the same definition: read that.
@@ -30,6 +28,8 @@ public:
         for (const IndexVar &v : freeIndices(mainFree_)) idx.push_back(var(v.name, Type::Int, VarKind::Index));
         Expr replacement = access(shared->tensor, idx, d.loc);
         nd.value = mutate(nd.value, [&](const Expr &n) -> Expr { return n->kind == ExprKind::Reduce ? replacement : nullptr; });
+      } else if (mainTaken_ && nd.value->kind == ExprKind::Reduce && !d.isScatter()) {
+        cache_[mainKey_] = d.tensor; // the reduction and nothing else: others read it here
       }
       out_.defs.push_back(std::move(nd));
     }
@@ -45,7 +45,29 @@ private:
   std::set<std::string> mainFree_;
   IndexScope scope_;
   std::map<std::string, std::string> cache_;        // canonical reduction -> temporary
+  std::map<std::string, int> occurrences_;          // canonical reduction -> definitions' uses
   int counter_ = 0;
+
+  void enter(const Definition &d) {
+    current_ = &d;
+    mainTaken_ = false;
+    scope_.clear();
+    for (const IndexVar &v : d.indices) scope_.push_back({v.name, v.extent});
+  }
+
+  // How often each reduction occurs at the top of a definition: one that occurs more than
+  // once is computed once, so it is nobody's main reduction unless it is a whole definition.
+  void countReductions() {
+    for (const Definition &d : in_.defs) {
+      enter(d);
+      visit(d.value, [&](const Expr &n) {
+        if (n->kind != ExprKind::Reduce) return true;
+        std::vector<std::string> free = freeIndexVars(n);
+        ++occurrences_[canonicalKey(n, {free.begin(), free.end()})];
+        return false;
+      });
+    }
+  }
 
   Expr rewrite(const Expr &e, bool topLevel) {
     if (e->kind == ExprKind::Reduce) {
@@ -56,9 +78,11 @@ private:
       std::vector<std::string> free = freeIndexVars(r);
       std::set<std::string> freeSet(free.begin(), free.end()), defSet;
       for (const IndexVar &v : current_->indices) defSet.insert(v.name);
-      if (topLevel && !mainTaken_ && freeSet == defSet && !cache_.count(canonicalKey(r, freeSet))) {
+      const std::string key = canonicalKey(r, freeSet);
+      const bool shared = occurrences_[key] > 1 && e != current_->value;
+      if (topLevel && !mainTaken_ && freeSet == defSet && !cache_.count(key) && !shared) {
         mainTaken_ = true;
-        mainKey_ = canonicalKey(r, freeSet);
+        mainKey_ = key;
         mainFree_ = freeSet;
         return r;
       }

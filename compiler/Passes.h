@@ -27,7 +27,8 @@ Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer);
 
 // Moves every reduction that is not the main reduction of its definition into a temporary
 // of its own, so each definition is pointwise or one reduction with a pointwise epilogue.
-// Identical reductions (up to renaming of their free indices) share one temporary.
+// Identical reductions (up to renaming of their free indices) are computed once: in a
+// temporary, or in the definition that is that reduction and nothing else.
 Program hoistReductions(const Program &p);
 
 // Fusion: substitutes cheap pointwise temporaries into their consumers (and ones whose
@@ -41,6 +42,9 @@ Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 // when that turns it into a contraction that the schedules tile; see DistributeSums.cpp.
 // Leaves several reductions in a definition: run hoistReductions after it.
 Program distributeSums(const Program &p);
+// Moves the factors of a sum that do not read its reduction indices out of it, and orders
+// the factors left inside canonically, so that equal sums can be shared; see FactorSums.cpp.
+Program factorSums(const Program &p);
 // Whether a product's factors split the output indices `outVars` into rows (read by one side
 // only) and columns (read by the other only): a contraction the schedules tile.
 bool isContraction(const Expr &term, const std::set<std::string> &outVars);

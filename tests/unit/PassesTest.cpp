@@ -896,9 +896,40 @@ TEST(Passes, DistributeSumsMakesContractionsOnly) {
   }
 }
 
-// The batch-norm gradient's sum of (X - mu), mu the batch mean of X, is dropped as zero in
-// training; in evaluation mu is the running mean and nothing is dropped.
-TEST(Passes, DropCenteredSumsOnlyForTheMean) {
+// factorSums moves what does not read a sum's indices out of it; equal sums that remain are
+// computed once; the values stay the same.
+TEST(Passes, FactorSumsSharesWhatRemains) {
+  Source s = compile("layer L() {\n"
+                     "  forward(X: [B, C], W: [C], V: [C]) -> (Y: [C], Z: [C], P: [C]) {\n"
+                     "    Y[c] = sum(b: W[c] * X[b, c] / (V[c] + 1))\n"
+                     "    Z[c] = sum(b: -(X[b, c] * 2 * W[c]))\n"
+                     "    P[c] = sum(b: X[b, c] * V[c] * X[b, c])\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  const std::string text = printProgram(p);
+  size_t sums = 0;
+  for (size_t at = text.find("sum("); at != std::string::npos; at = text.find("sum(", at + 1)) ++sums;
+  EXPECT_EQ(sums, 2u) << text; // sum(b: X[b, c]) once, and P's
+  EXPECT_EQ(valueOf(p, "P"), "V[c] * sum(b: X[b, c] * X[b, c])") << text;
+  std::map<std::string, int64_t> sizes = {{"B", 5}, {"C", 3}};
+  Program plain = hoistReductions(lowerLayer(*s.layer));
+  for (const char *out : {"Y", "Z", "P"}) {
+    Interpreter a(plain, sizes), b(p, sizes);
+    for (Interpreter *in : {&a, &b}) {
+      in->setInput("X", data(15, 1));
+      in->setInput("W", data(3, 2));
+      in->setInput("V", data(3, 3));
+    }
+    expectNear(a.run(out), b.run(out), std::string(out) + "\n" + text);
+  }
+}
+
+// The batch-norm gradient's four per-channel sums (of grad_var, grad_mu, grad_weight and
+// grad_bias) have their per-channel factors outside (factorSums) and are two distinct sums,
+// each computed once (hoistReductions). Then dropCenteredSums: a sum of X - m, m the mean of
+// that X, is zero; one of another tensor minus m is not.
+TEST(Passes, BatchNormGradientSumsAndCenteredSums) {
   const LayerSymbols &bn = shipped()->get("SyncBatchNorm");
   for (bool training : {true, false}) {
     std::map<std::string, Expr> hyper = resolveHyperParams(bn, {{"num_features", "4"}});
@@ -906,8 +937,13 @@ TEST(Passes, DropCenteredSumsOnlyForTheMean) {
     Program forward = buildTensorProgram(bn, hyper);
     Program grad = gradientOf(bn, forward, hyper).program;
     std::string text = printProgram(grad);
-    EXPECT_EQ(text.find("grad_mu_sum"), std::string::npos) << text;
-    if (training) EXPECT_NE(text.find("grad_mu[c<4] = sum(b, l: -(grad_Y"), std::string::npos) << text;
+    size_t sums = 0;
+    for (size_t at = text.find("sum("); at != std::string::npos; at = text.find("sum(", at + 1)) ++sums;
+    EXPECT_EQ(sums, 2u) << text;
+    EXPECT_NE(text.find("sum(b, l: grad_Y[b, c, l])"), std::string::npos) << text;
+    const char *centered = training ? "sum(b, l: (X[b, c, l] - mu[c]) * grad_Y[b, c, l])"
+                                    : "sum(b, l: (X[b, c, l] - running_mean[c]) * grad_Y[b, c, l])";
+    EXPECT_NE(text.find(centered), std::string::npos) << text;
   }
   // Against a forward program with m[c] = mean(b: W[b, c]): a sum of W - m is zero, a sum of
   // X - m is not.
