@@ -14,6 +14,8 @@ const char *forKindName(ForKind k) {
   case ForKind::GpuWarps: return "gpu_warps for";
   case ForKind::GpuLanes: return "gpu_lanes for";
   case ForKind::GpuTiles: return "gpu_tiles for";
+  case ForKind::GpuRows: return "gpu_rows for";
+  case ForKind::GpuRowThreads: return "gpu_row_threads for";
   case ForKind::Unrolled: return "unrolled for";
   case ForKind::Vectorized: return "vectorized for";
   }

@@ -23,6 +23,8 @@ enum class ForKind {
   GpuWarps,   // one iteration per warp (grid-stride over warps)
   GpuLanes,   // iterations strided over the 32 lanes of a warp
   GpuTiles,   // one iteration per thread block, which computes a tile of a contraction
+  GpuRows,    // one iteration per thread block (grid-stride over blocks): a row of the output
+  GpuRowThreads, // iterations strided over the threads of a block: the elements of its row
   // CPU register blocking (compiler/TileContractions.cpp); the extent is a constant.
   Unrolled,   // the body is repeated once per iteration, the variable a constant in each copy
   Vectorized, // the body runs once on vectors of `extent` lanes: loads and stores that are

@@ -5,11 +5,13 @@
 #include "compiler/GpuTiling.h"
 #include "compiler/IndexRange.h"
 #include "compiler/TileContractions.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
 
 #include "support/Error.h"
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 
 namespace enc::ir {
@@ -237,6 +239,54 @@ private:
     }
   }
 
+  // Element-wise with long rows that reads some tensor once per row (a channel's statistics,
+  // a bias): each thread block takes whole rows, its threads the row's elements. What the row
+  // reads is then loaded once per row rather than once per element, and an element decodes
+  // only its place in the row. A row is the shortest run of trailing dimensions that some
+  // load does not read and that keeps a block's threads busy: at least a block long, and a
+  // whole number of blocks unless it is several blocks long. Otherwise one flat loop.
+  std::optional<Stmt> gpuRows(Kernel &k, const Expr &value) {
+    if (def_.isScatter() || def_.indices.size() < 2) return std::nullopt;
+    const int64_t block = codegen::kCudaBlockSize;
+    const size_t n = def_.indices.size();
+    int64_t length = 1;
+    size_t first = n; // the row is def_.indices[first ..]
+    for (size_t i = n; i-- > 1;) {
+      int64_t extent = 0;
+      if (!isConst(def_.indices[i].extent, &extent)) return std::nullopt;
+      length *= extent;
+      if (length < block || (length % block != 0 && length < 4 * block)) continue;
+      const bool readsPerRow = anyNode(value, [&](const Expr &e) {
+        if (e->kind != ExprKind::Load) return false;
+        for (size_t j = i; j < n; ++j)
+          if (mentionsVar(e, def_.indices[j].name, VarKind::Index)) return false;
+        return true;
+      });
+      if (readsPerRow) first = i;
+      break;
+    }
+    if (first == n) return std::nullopt;
+    std::vector<std::pair<std::string, Expr>> rowVars, elementVars;
+    Expr rows = intImm(1);
+    for (size_t i = 0; i < n; ++i) {
+      const IndexVar &v = def_.indices[i];
+      (i < first ? rowVars : elementVars).push_back({v.name, v.extent});
+      if (i < first) rows = rows * v.extent;
+    }
+    // One trailing dimension is the loop's own variable; several are decoded from it.
+    const std::string element = elementVars.size() == 1 ? elementVars[0].first : "_e";
+    std::vector<Stmt> elementBody;
+    if (elementVars.size() > 1) decode(elementBody, element, elementVars);
+    elementBody.push_back(let("_o", Type::Int, local("_row", Type::Int) * intImm(length) + local(element, Type::Int)));
+    elementBody.push_back(result(local("_o", Type::Int), value));
+    std::vector<Stmt> rowBody;
+    decode(rowBody, "_row", rowVars);
+    rowBody.push_back(forLoop(element, intImm(length), ForKind::GpuRowThreads, elementBody));
+    k.launch = ForKind::GpuRows;
+    k.launchExtent = rows;
+    return forLoop("_row", rows, ForKind::GpuRows, rowBody);
+  }
+
   Stmt gpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
     std::vector<std::pair<std::string, Expr>> outVars;
     Expr total = intImm(1);
@@ -245,9 +295,11 @@ private:
       total = total * v.extent;
     }
     k.launchExtent = total;
+    const ExprNode *r = findReduce(value);
+    if (!r)
+      if (std::optional<Stmt> rows = gpuRows(k, value)) return *rows;
     std::vector<Stmt> inner;
     decode(inner, "_o", outVars);
-    const ExprNode *r = findReduce(value);
     if (!r) {
       inner.push_back(result(def_.isScatter() ? flatOut : local("_o", Type::Int), value));
       k.launch = ForKind::GpuThreads;

@@ -465,6 +465,7 @@ void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
     int64_t threads = k.launch == ir::ForKind::GpuWarps ? extent * 32 : extent;
     int64_t blocks = std::clamp<int64_t>((threads + codegen::kCudaBlockSize - 1) / codegen::kCudaBlockSize, 1, maxBlocks);
     if (k.launch == ir::ForKind::GpuTiles) blocks = extent; // one block per tile, no grid-stride loop
+    if (k.launch == ir::ForKind::GpuRows) blocks = std::clamp<int64_t>(extent, 1, maxBlocks); // a row per block
     auto started = std::chrono::steady_clock::now();
     gpu.launch(c.gpuFns[i], static_cast<unsigned>(blocks), codegen::kCudaBlockSize, args.data(),
                fmt::format("kernel {} of layer {}{}", k.name, name_,

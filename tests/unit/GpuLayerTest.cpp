@@ -134,6 +134,9 @@ std::vector<GpuCase> edgeCases() {
       {"Encoding", {{"D", "65"}, {"K", "33"}}, {{"X", {2, 65, 70}}}},
       {"SyncBatchNorm", {{"num_features", "5"}}, {{"X", {3, 5, 997}}}},
       {"Softmax", {}, {{"X", {2, 2500, 2}}}},
+      // A row per block: rows of 1100 (a partial last trip) and, in the gradient, of 16 * 32.
+      {"SyncBatchNorm", {{"num_features", "3"}}, {{"X", {2, 3, 1100}}}},
+      {"GlobalAvgPool2d", {}, {{"X", {2, 3, 16, 32}}}},
   };
 }
 

@@ -594,6 +594,50 @@ TEST(Passes, GpuThreadsForPointwiseWarpsForReductions) {
   EXPECT_EQ(print(kernelFor(lp, "Y")->launchExtent), "B * K * D");
 }
 
+// An element-wise kernel that reads something once per long row takes a row per block: batch
+// norm's Y over [B, C, L] reads four per-channel values; GlobalAvgPool2d's gradient over
+// [B, C, H, W] reads grad_Y[b, c] for a row of H * W elements (two dimensions, decoded in the
+// row). Short rows, and rows nothing is read once for, keep the flat loop.
+TEST(Passes, GpuRowsForLongRowsWithPerRowReads) {
+  auto forwardLoops = [](const char *layer, std::map<std::string, std::string> settings,
+                         std::map<std::string, int64_t> sizes, bool backward) {
+    const LayerSymbols &sym = shipped()->get(layer);
+    std::map<std::string, Expr> hyper = resolveHyperParams(sym, settings);
+    hyper["training"] = boolImm(true);
+    for (const auto &[n, v] : sizes) hyper[n] = intImm(v);
+    Program p = buildTensorProgram(sym, hyper);
+    if (backward) p = gradientOf(sym, p, hyper).program;
+    return lowerToLoops(p, Target::GPU);
+  };
+  LoopProgram bn = forwardLoops("SyncBatchNorm", {{"num_features", "8"}}, {{"B", 4}, {"L", 1100}}, false);
+  const Kernel *y = kernelFor(bn, "Y");
+  ASSERT_NE(y, nullptr) << printLoops(bn);
+  EXPECT_EQ(y->launch, ForKind::GpuRows) << printLoops(bn);
+  EXPECT_EQ(print(y->launchExtent), "32");
+  std::vector<Stmt> fors = stmtsOf(*y, StmtKind::For);
+  ASSERT_EQ(fors.size(), 2u);
+  EXPECT_EQ(fors[1]->forKind, ForKind::GpuRowThreads);
+  EXPECT_EQ(fors[1]->name, "l");
+  EXPECT_EQ(print(fors[1]->value), "1100");
+
+  LoopProgram pool = forwardLoops("GlobalAvgPool2d", {}, {{"B", 2}, {"C", 3}, {"H", 16}, {"W", 32}}, true);
+  const Kernel *gx = kernelFor(pool, "grad_X");
+  ASSERT_NE(gx, nullptr) << printLoops(pool);
+  EXPECT_EQ(gx->launch, ForKind::GpuRows) << printLoops(pool);
+  EXPECT_EQ(print(gx->launchExtent), "6");
+  fors = stmtsOf(*gx, StmtKind::For);
+  ASSERT_EQ(fors.size(), 2u);
+  EXPECT_EQ(fors[1]->name, "_e");
+  EXPECT_EQ(print(fors[1]->value), "512");
+
+  // 300 elements a row: not a whole number of blocks, nor several blocks long.
+  LoopProgram shortRows = forwardLoops("SyncBatchNorm", {{"num_features", "8"}}, {{"B", 4}, {"L", 300}}, false);
+  EXPECT_EQ(kernelFor(shortRows, "Y")->launch, ForKind::GpuThreads);
+  // LeakyReLU reads nothing per row.
+  LoopProgram leaky = forwardLoops("LeakyReLU", {}, {{"N", 4096}}, false);
+  EXPECT_EQ(leaky.kernels[0].launch, ForKind::GpuThreads);
+}
+
 TEST(Passes, OutOfRangeAccessIsBoundsChecked) {
   Source s = compileBody("", "(X: [B, N]) -> Y: [B, N]", "Y[b, i] = X[b, i + 1] - X[b, i]");
   LoopProgram lp = lowerToLoops(buildTensorProgram(*s.layer), Target::CPU);

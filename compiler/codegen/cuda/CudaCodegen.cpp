@@ -320,6 +320,12 @@ private:
                                       v, ext, i_));
         break;
       case ForKind::GpuLanes: unrolledStrideLoop(s, indent, "_lane", "32"); return;
+      case ForKind::GpuRows:
+        writeLine(indent, fmt::format("for ({2} {0} = ({2})blockIdx.x; {0} < {1}; {0} += ({2})gridDim.x) {{", v, ext, i_));
+        break;
+      case ForKind::GpuRowThreads:
+        unrolledStrideLoop(s, indent, fmt::format("({})threadIdx.x", i_), fmt::format("({})blockDim.x", i_));
+        return;
       default: writeLine(indent, fmt::format("for ({2} {0} = 0; {0} < {1}; ++{0}) {{", v, ext, i_)); break;
       }
       for (const Stmt &c : s->body) stmt(c, indent + 1);
