@@ -491,7 +491,8 @@ Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std
   Program &p = g.program;
   p = hoistReductions(isolateAllreduces(p));
   if (fuse)
-    p = inlinePointwise(dropCenteredSums(hoistReductions(factorSums(distributeSums(inlinePointwise(p)))), forward));
+    p = inlinePointwise(
+        dropCenteredSums(hoistReductions(factorSums(distributeSums(inlinePointwise(foldUnitIndices(p))))), forward));
   if (layer.layer->backward) {
     // Saved: the forward tensors the backward pass still reads.
     std::set<std::string> read = tensorsRead(p);

@@ -77,7 +77,11 @@ private:
       Expr r = reduce(e->reduceOp, e->rvars, body);
       std::vector<std::string> free = freeIndexVars(r);
       std::set<std::string> freeSet(free.begin(), free.end()), defSet;
-      for (const IndexVar &v : current_->indices) defSet.insert(v.name);
+      // Indices of extent 1 (folded to 0, see FoldUnitIndices.cpp) need not be read.
+      for (const IndexVar &v : current_->indices) {
+        int64_t extent = 0;
+        if (freeSet.count(v.name) || !isConst(v.extent, &extent) || extent != 1) defSet.insert(v.name);
+      }
       const std::string key = canonicalKey(r, freeSet);
       const bool shared = occurrences_[key] > 1 && e != current_->value;
       if (topLevel && !mainTaken_ && freeSet == defSet && !cache_.count(key) && !shared) {

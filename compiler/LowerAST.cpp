@@ -260,7 +260,7 @@ Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string
   dropDisabledState(p, layer, values);
   p = hoistReductions(p);
   if (!fuse) return p;
-  return hoistReductions(factorSums(distributeSums(inlinePointwise(p))));
+  return hoistReductions(factorSums(distributeSums(inlinePointwise(foldUnitIndices(p)))));
 }
 
 } // namespace enc::ir

@@ -42,6 +42,8 @@ Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 // when that turns it into a contraction that the schedules tile; see DistributeSums.cpp.
 // Leaves several reductions in a definition: run hoistReductions after it.
 Program distributeSums(const Program &p);
+// Replaces indices of extent 1 by 0 and drops them from reductions; see FoldUnitIndices.cpp.
+Program foldUnitIndices(const Program &p);
 // Moves the factors of a sum that do not read its reduction indices out of it, and orders
 // the factors left inside canonically, so that equal sums can be shared; see FactorSums.cpp.
 Program factorSums(const Program &p);

@@ -969,6 +969,43 @@ TEST(Passes, FactorSumsSharesWhatRemains) {
   }
 }
 
+// foldUnitIndices: an index of extent 1 is 0. Inspiration's gradient of P (read as P[0, k, c])
+// then has no select left around its sum and is a contraction; a sum over an index of extent
+// 1 is its one term; the values stay the same.
+TEST(Passes, FoldUnitIndicesUncoversContractions) {
+  const LayerSymbols &insp = shipped()->get("Inspiration");
+  std::map<std::string, Expr> hyper = resolveHyperParams(insp, {{"C", "8"}});
+  Program forward = buildTensorProgram(insp, hyper);
+  Program grad = gradientOf(insp, forward, hyper).program;
+  const Definition *gp = grad.definitionOf("grad_P");
+  ASSERT_NE(gp, nullptr) << printProgram(grad);
+  EXPECT_EQ(print(gp->value), "sum(n, h, w: grad_Y[n, j, h, w] * X[n, i, h, w])") << printProgram(grad);
+  EXPECT_TRUE(isContraction(gp->value->args[0], {"t", "i", "j"}));
+
+  Source s = compile("layer L() {\n"
+                     "  forward(X: [B, N], P: [1, N], Q: [N, 1]) -> (Y: [1, N], Z: [N]) {\n"
+                     "    Y[t, i] = sum(b: select(t == 0, X[b, i] * P[t, i], 0))\n"
+                     "    Z[i] = sum(u: Q[i, u] * 3) + sum(b: X[b, i])\n"
+                     "  }\n"
+                     "}\n");
+  Program p = buildTensorProgram(*s.layer);
+  const std::string text = printProgram(p);
+  EXPECT_EQ(valueOf(p, "Y"), "P[0, i] * Y_sum1[i]") << text; // the sum Z has too, computed once
+  EXPECT_EQ(valueOf(p, "Y_sum1"), "sum(b: X[b, i])") << text;
+  EXPECT_EQ(text.find("sum(u"), std::string::npos) << text;
+  std::map<std::string, int64_t> sizes = {{"B", 4}, {"N", 3}};
+  Program plain = hoistReductions(lowerLayer(*s.layer));
+  for (const char *out : {"Y", "Z"}) {
+    Interpreter a(plain, sizes), b(p, sizes);
+    for (Interpreter *in : {&a, &b}) {
+      in->setInput("X", data(12, 1));
+      in->setInput("P", data(3, 2));
+      in->setInput("Q", data(3, 3));
+    }
+    expectNear(a.run(out), b.run(out), std::string(out) + "\n" + text);
+  }
+}
+
 // The batch-norm gradient's four per-channel sums (of grad_var, grad_mu, grad_weight and
 // grad_bias) have their per-channel factors outside (factorSums) and are two distinct sums,
 // each computed once (hoistReductions). Then dropCenteredSums: a sum of X - m, m the mean of
