@@ -68,6 +68,31 @@ public:
     }
   }
 
+  // A peer may still be finishing the last collective when this rank is done with it, and
+  // closing the connections now would fail that peer ("Connection closed by peer"). So each
+  // rank first says it is leaving and waits until every member has said so, through the store
+  // rather than the connections; a bounded wait, cut short when any rank is gone.
+  ~GlooProcessGroup() override {
+    if (size() == 1) return;
+    try {
+      dist::TcpStore &store = *shared_->store;
+      store.set(fmt::format("{}left/{}", prefix_, rank_), {'1'});
+      std::vector<std::string> keys;
+      for (int r = 0; r < size(); ++r) keys.push_back(fmt::format("{}left/{}", prefix_, r));
+      const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(shared_->timeout, kLeaveWait);
+      while (true) {
+        try {
+          store.wait(keys, std::chrono::milliseconds(100));
+          return;
+        } catch (const std::exception &) {
+          if (std::chrono::steady_clock::now() > deadline || !shared_->store->goneRanks().empty()) return;
+        }
+      }
+    } catch (const std::exception &) {
+      // The store is gone (its host left): nobody is waiting for this rank any more.
+    }
+  }
+
   int rank() const override { return rank_; }
   int size() const override { return static_cast<int>(worldRanks_.size()); }
 
@@ -103,6 +128,8 @@ private:
   int subgroups_ = 0;
 
   uint32_t nextTag() { return tag_++ & 0xffffff; }
+
+  static constexpr std::chrono::milliseconds kLeaveWait{10000};
 
   // Sums go through Gloo's ring all-gather of a fixed buffer of kChunk elements per element
   // type, made when the group is (every peer alive and connected) and reused: larger sums go

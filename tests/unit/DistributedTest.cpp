@@ -92,6 +92,21 @@ TEST(ProcessGroup, BackToBackSumsStayInStepAndAgree) {
   for (int r = 1; r < n; ++r) EXPECT_TRUE(results[static_cast<size_t>(r)] == results[0]) << "rank " << r;
 }
 
+// A rank that leaves right after a collective must not fail a peer still finishing it: the
+// group's destructor waits (through the store) until every member has left its last one.
+TEST(ProcessGroup, LeavingRightAfterACollectiveFailsNoPeer) {
+  constexpr int n = 3;
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(round);
+    runRanks(n, [&](int rank, std::shared_ptr<ProcessGroup> g) {
+      std::vector<double> v(3000, static_cast<double>(rank + 1)); // three chunks
+      if (rank == round % n) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      g->allreduceSum(v.data(), v.size());
+      EXPECT_EQ(v.back(), 6.0);
+    });
+  }
+}
+
 // Data-parallel gradients: every rank's tensors averaged, f32 and f64 together.
 TEST(ProcessGroup, AllreduceTensorsAverages) {
   runRanks(2, [](int rank, std::shared_ptr<ProcessGroup> g) {
