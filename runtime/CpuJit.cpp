@@ -14,6 +14,8 @@
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/DiagnosticInfo.h>
+#include <llvm/IR/DiagnosticPrinter.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
@@ -49,6 +51,20 @@ namespace {
 template <typename T> T unwrap(llvm::Expected<T> value, const std::string &what) {
   if (!value) failWith(what, value.takeError());
   return std::move(*value);
+}
+
+// LLVM's optimizer says when a loop that encc asked it to vectorize (a width hint) was not,
+// as remarks and warnings about "<unknown>:0:0": nothing a user can act on, and whether they
+// appear depends on the host CPU. Shown with ENC_JIT_STATS=1; errors always.
+void reportLLVMDiagnostic(const llvm::DiagnosticInfo *diagnostic, void *) {
+  const llvm::DiagnosticInfo &info = *diagnostic;
+  if (info.getSeverity() != llvm::DS_Error && !envFlag("ENC_JIT_STATS")) return;
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  llvm::DiagnosticPrinterRawOStream printer(os);
+  info.print(printer);
+  os.flush();
+  std::fprintf(stderr, "encc: LLVM %s: %s\n", info.getSeverity() == llvm::DS_Error ? "error" : "note", text.c_str());
 }
 
 std::string verifierText(const llvm::Module &module) {
@@ -131,6 +147,8 @@ public:
       onDiskHit_(CpuObjectCache::keyOf(module));
       return object;
     }
+    // Here, not where the caller made the context: ORC may compile a copy in a context of its own.
+    module.getContext().setDiagnosticHandlerCallBack(reportLLVMDiagnostic);
     if (llvm::Error err = optimizeModule(tmb_, module)) return err;
     // ConcurrentIRCompiler: a TargetMachine per call, so several threads may compile at once.
     llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> object = codegen_(module);

@@ -95,6 +95,27 @@ void addScale(llvm::Module &m, const std::string &name) {
   b.CreateRetVoid();
 }
 
+// addScale with volatile accesses (which no vectorizer touches) and a request to vectorize
+// the loop, so that LLVM reports the request it could not honour.
+void addUnvectorizableScale(llvm::Module &m, const std::string &name) {
+  addScale(m, name);
+  llvm::Function *fn = m.getFunction(name);
+  llvm::LLVMContext &ctx = m.getContext();
+  for (llvm::BasicBlock &bb : *fn)
+    for (llvm::Instruction &inst : bb) {
+      if (auto *load = llvm::dyn_cast<llvm::LoadInst>(&inst)) load->setVolatile(true);
+      if (auto *store = llvm::dyn_cast<llvm::StoreInst>(&inst)) store->setVolatile(true);
+    }
+  llvm::BasicBlock &loop = *std::next(fn->begin());
+  llvm::Metadata *enable[] = {llvm::MDString::get(ctx, "llvm.loop.vectorize.enable"),
+                              llvm::ConstantAsMetadata::get(llvm::ConstantInt::getTrue(ctx))};
+  llvm::TempMDTuple placeholder = llvm::MDNode::getTemporary(ctx, {});
+  llvm::Metadata *ops[] = {placeholder.get(), llvm::MDNode::get(ctx, enable)};
+  llvm::MDNode *loopId = llvm::MDNode::getDistinct(ctx, ops);
+  loopId->replaceOperandWith(0, loopId);
+  loop.getTerminator()->setMetadata(llvm::LLVMContext::MD_loop, loopId);
+}
+
 // Keys are process-wide; a fresh suffix per use keeps tests independent (and --gtest_repeat working). The
 // disk cache outlives the process, so the suffix also names this process: otherwise a later run would load
 // this run's objects and compile nothing.
@@ -288,6 +309,32 @@ TEST(CpuJit, ConcurrentCompilesOfDifferentKeys) {
     ASSERT_NE(r, nullptr);
     expectScaleWorks(reinterpret_cast<ScaleFn>(r));
   }
+}
+
+// What LLVM says about a loop it did not vectorize as asked is not printed, unless
+// ENC_JIT_STATS is set; the kernel still compiles and runs.
+TEST(CpuJit, OptimizerRemarksAreQuietUnlessAskedFor) {
+  const char *old = std::getenv("ENC_JIT_STATS");
+  const std::string saved = old ? old : "";
+  for (bool stats : {false, true}) {
+    if (stats) ::setenv("ENC_JIT_STATS", "1", 1);
+    else ::unsetenv("ENC_JIT_STATS");
+    ::testing::internal::CaptureStderr();
+    auto scale = reinterpret_cast<ScaleFn>(
+        compileBuilt(build("volatile_scale", [](llvm::Module &m) { addUnvectorizableScale(m, "volatile_scale"); }),
+                     "volatile_scale", freshKey("volatile_scale")));
+    const std::string printed = ::testing::internal::GetCapturedStderr();
+    ASSERT_NE(scale, nullptr);
+    expectScaleWorks(scale);
+    if (stats) {
+      EXPECT_NE(printed.find("encc: LLVM note: "), std::string::npos) << printed;
+      EXPECT_NE(printed.find("loop not vectorized"), std::string::npos) << printed;
+    } else {
+      EXPECT_EQ(printed, "") << printed;
+    }
+  }
+  if (old) ::setenv("ENC_JIT_STATS", saved.c_str(), 1);
+  else ::unsetenv("ENC_JIT_STATS");
 }
 
 TEST(CpuJit, OptimizeAndPrintVectorizes) {
