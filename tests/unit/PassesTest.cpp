@@ -1022,8 +1022,8 @@ TEST(Passes, BatchNormGradientSumsAndCenteredSums) {
     for (size_t at = text.find("sum("); at != std::string::npos; at = text.find("sum(", at + 1)) ++sums;
     EXPECT_EQ(sums, 2u) << text;
     EXPECT_NE(text.find("sum(b, l: grad_Y[b, c, l])"), std::string::npos) << text;
-    const char *centered = training ? "sum(b, l: (X[b, c, l] - mu[c]) * grad_Y[b, c, l])"
-                                    : "sum(b, l: (X[b, c, l] - running_mean[c]) * grad_Y[b, c, l])";
+    const char *centered = training ? "sum(b, l: grad_Y[b, c, l] * (X[b, c, l] - mu[c]))"
+                                    : "sum(b, l: grad_Y[b, c, l] * (X[b, c, l] - running_mean[c]))";
     EXPECT_NE(text.find(centered), std::string::npos) << text;
   }
   // Against a forward program with m[c] = mean(b: W[b, c]): a sum of W - m is zero, a sum of
