@@ -254,6 +254,12 @@ private:
 };
 
 // Deterministic values in [-1, 1).
+size_t occurrences(const std::string &text, const std::string &what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 std::vector<double> data(size_t n, int seed) {
   std::vector<double> out;
   uint32_t x = 2463534242u + static_cast<uint32_t>(seed);
@@ -269,6 +275,21 @@ std::vector<double> data(size_t n, int seed) {
 void expectNear(const std::vector<double> &a, const std::vector<double> &b, const std::string &what) {
   ASSERT_EQ(a.size(), b.size()) << what;
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-12) << what << " at " << i;
+}
+
+// The fused program `p` of a layer gives the same outputs as its plain lowering, on inputs
+// of the given sizes filled by data() (a seed per input, in order).
+void expectSameAsPlain(const Source &s, const Program &p, const std::map<std::string, int64_t> &sizes,
+                       const std::vector<std::pair<std::string, size_t>> &inputs, const std::vector<std::string> &outs) {
+  Program plain = hoistReductions(lowerLayer(*s.layer));
+  for (const std::string &out : outs) {
+    Interpreter a(plain, sizes), b(p, sizes);
+    for (Interpreter *in : {&a, &b}) {
+      int seed = 1;
+      for (const auto &[name, n] : inputs) in->setInput(name, data(n, seed++));
+    }
+    expectNear(a.run(out), b.run(out), out + "\n" + printProgram(p));
+  }
 }
 
 } // namespace
@@ -926,18 +947,8 @@ TEST(Passes, DistributeSumsMakesContractionsOnly) {
   EXPECT_EQ(valueOf(p, "Y"), "(sum(i: A[b, i, k] * X[b, d, i]) + C[k, d] * (-1.0 * Y_sum1[b, k])) * 2.0") << printProgram(p);
   // Z's factors read the same outputs: no contraction to gain, the difference stays.
   EXPECT_EQ(valueOf(p, "Z"), "sum(i: (X[b, d, i] - M[b, d]) * X[b, d, i])");
-  std::map<std::string, int64_t> sizes = {{"B", 2}, {"N", 5}, {"K", 3}, {"D", 4}};
-  Program plain = hoistReductions(lowerLayer(*s.layer));
-  for (const char *out : {"Y", "Z"}) {
-    Interpreter a(plain, sizes), b(p, sizes);
-    for (Interpreter *in : {&a, &b}) {
-      in->setInput("A", data(30, 1));
-      in->setInput("X", data(40, 2));
-      in->setInput("C", data(12, 3));
-      in->setInput("M", data(8, 4));
-    }
-    expectNear(a.run(out), b.run(out), std::string(out) + "\n" + printProgram(p));
-  }
+  expectSameAsPlain(s, p, {{"B", 2}, {"N", 5}, {"K", 3}, {"D", 4}}, {{"A", 30}, {"X", 40}, {"C", 12}, {"M", 8}},
+                    {"Y", "Z"});
 }
 
 // factorSums moves what does not read a sum's indices out of it; equal sums that remain are
@@ -952,21 +963,9 @@ TEST(Passes, FactorSumsSharesWhatRemains) {
                      "}\n");
   Program p = buildTensorProgram(*s.layer);
   const std::string text = printProgram(p);
-  size_t sums = 0;
-  for (size_t at = text.find("sum("); at != std::string::npos; at = text.find("sum(", at + 1)) ++sums;
-  EXPECT_EQ(sums, 2u) << text; // sum(b: X[b, c]) once, and P's
+  EXPECT_EQ(occurrences(text, "sum("), 2u) << text; // sum(b: X[b, c]) once, and P's
   EXPECT_EQ(valueOf(p, "P"), "V[c] * sum(b: X[b, c] * X[b, c])") << text;
-  std::map<std::string, int64_t> sizes = {{"B", 5}, {"C", 3}};
-  Program plain = hoistReductions(lowerLayer(*s.layer));
-  for (const char *out : {"Y", "Z", "P"}) {
-    Interpreter a(plain, sizes), b(p, sizes);
-    for (Interpreter *in : {&a, &b}) {
-      in->setInput("X", data(15, 1));
-      in->setInput("W", data(3, 2));
-      in->setInput("V", data(3, 3));
-    }
-    expectNear(a.run(out), b.run(out), std::string(out) + "\n" + text);
-  }
+  expectSameAsPlain(s, p, {{"B", 5}, {"C", 3}}, {{"X", 15}, {"W", 3}, {"V", 3}}, {"Y", "Z", "P"});
 }
 
 // foldUnitIndices: an index of extent 1 is 0. Inspiration's gradient of P (read as P[0, k, c])
@@ -993,17 +992,7 @@ TEST(Passes, FoldUnitIndicesUncoversContractions) {
   EXPECT_EQ(valueOf(p, "Y"), "P[0, i] * Y_sum1[i]") << text; // the sum Z has too, computed once
   EXPECT_EQ(valueOf(p, "Y_sum1"), "sum(b: X[b, i])") << text;
   EXPECT_EQ(text.find("sum(u"), std::string::npos) << text;
-  std::map<std::string, int64_t> sizes = {{"B", 4}, {"N", 3}};
-  Program plain = hoistReductions(lowerLayer(*s.layer));
-  for (const char *out : {"Y", "Z"}) {
-    Interpreter a(plain, sizes), b(p, sizes);
-    for (Interpreter *in : {&a, &b}) {
-      in->setInput("X", data(12, 1));
-      in->setInput("P", data(3, 2));
-      in->setInput("Q", data(3, 3));
-    }
-    expectNear(a.run(out), b.run(out), std::string(out) + "\n" + text);
-  }
+  expectSameAsPlain(s, p, {{"B", 4}, {"N", 3}}, {{"X", 12}, {"P", 3}, {"Q", 3}}, {"Y", "Z"});
 }
 
 // The batch-norm gradient's four per-channel sums (of grad_var, grad_mu, grad_weight and
@@ -1018,9 +1007,7 @@ TEST(Passes, BatchNormGradientSumsAndCenteredSums) {
     Program forward = buildTensorProgram(bn, hyper);
     Program grad = gradientOf(bn, forward, hyper).program;
     std::string text = printProgram(grad);
-    size_t sums = 0;
-    for (size_t at = text.find("sum("); at != std::string::npos; at = text.find("sum(", at + 1)) ++sums;
-    EXPECT_EQ(sums, 2u) << text;
+    EXPECT_EQ(occurrences(text, "sum("), 2u) << text;
     EXPECT_NE(text.find("sum(b, l: grad_Y[b, c, l])"), std::string::npos) << text;
     const char *centered = training ? "sum(b, l: grad_Y[b, c, l] * (X[b, c, l] - mu[c]))"
                                     : "sum(b, l: grad_Y[b, c, l] * (X[b, c, l] - running_mean[c]))";
