@@ -149,6 +149,14 @@ INSTANTIATE_TEST_SUITE_P(Edges, GpuEdgeCase, ::testing::Range<size_t>(0, edgeCas
                            return edgeCases()[i.param].layer + "_" + std::to_string(i.param);
                          });
 
+// The row schedule (a row per thread block) with 16-bit storage too.
+TEST(GpuRows, SixteenBitStorageMatchesTheCpu) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  for (const GpuCase &c : edgeCases())
+    if ((c.layer == "SyncBatchNorm" || c.layer == "GlobalAvgPool2d") && c.inputs.at("X").back() >= 32)
+      expectGpuMatchesCpu(c, {DType::F16, DType::BF16});
+}
+
 // Other unroll factors of the strided loops (ENC_CUDA_UNROLL; 3 leaves a remainder for the
 // tail loop), on the cases whose reductions and element-wise loops run longest per thread.
 TEST(GpuUnroll, OtherFactorsMatchTheCpu) {
