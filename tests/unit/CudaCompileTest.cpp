@@ -298,6 +298,62 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
   EXPECT_NO_THROW(cuda::compile(checked, opts));
 }
 
+// The schedules that only constant, realistic sizes bring out (split reductions, a row per
+// block, tiles uncovered by folding unit indices), forward and backward as the runtime
+// builds them, compile with NVRTC for sm_80 and sm_90.
+TEST(CudaCompile, SizedSchedulesForSm80AndSm90) {
+  if (!cuda::nvrtcAvailable())
+    GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
+  struct Case {
+    const char *layer;
+    std::map<std::string, std::string> settings;
+    std::map<std::string, int64_t> sizes;
+  };
+  const std::vector<Case> cases = {
+      {"SyncBatchNorm", {{"num_features", "256"}}, {{"B", 32}, {"L", 3136}}},
+      {"GlobalAvgPool2d", {}, {{"B", 2}, {"C", 3}, {"H", 16}, {"W", 32}}},
+      {"Inspiration", {{"C", "64"}}, {{"N", 2}, {"H", 16}, {"W", 16}}},
+      {"GramMatrix", {}, {{"B", 2}, {"C", 64}, {"H", 16}, {"W", 16}}},
+      {"LeakyReLU", {}, {{"N", 100000}}},
+  };
+  auto lib = shippedOrNull();
+  ASSERT_TRUE(lib);
+  std::set<ir::ForKind> launches;
+  for (const Case &c : cases) {
+    const LayerSymbols &sym = lib->get(c.layer);
+    std::map<std::string, ir::Expr> hyper = resolveHyperParams(sym, c.settings);
+    hyper["training"] = ir::boolImm(true);
+    std::map<std::string, ir::Expr> sizes;
+    for (const auto &[n, v] : c.sizes) sizes[n] = ir::intImm(v);
+    const ir::Program forward = ir::buildTensorProgram(sym, hyper);
+    const ir::Gradient gradient = ir::gradientOf(sym, forward, hyper);
+    for (bool backward : {false, true}) {
+      SCOPED_TRACE(fmt::format("{} {}", c.layer, backward ? "backward" : "forward"));
+      ir::Program prog = ir::splitReductions(ir::specialize(backward ? gradient.program : forward, sizes));
+      ir::LoopProgram loops = ir::fuseKernels(ir::lowerToLoops(prog, ir::Target::GPU));
+      loops.types = backward ? ir::backwardStorage(gradient, forward, ir::ElemType::F32)
+                             : ir::forwardStorage(forward, ir::ElemType::F32);
+      loops = ir::accumulateInComputeType(loops);
+      for (const ir::Kernel &k : loops.kernels) launches.insert(k.launch);
+      const std::string source = codegen::emitCuda(loops);
+      for (int arch : {80, 90}) {
+        cuda::CompileOptions opts;
+        opts.arch = fmt::format("sm_{}", arch);
+        opts.sourceName = std::string(c.layer) + ".cu";
+        try {
+          cuda::CompileResult r = cuda::compile(source, opts);
+          EXPECT_TRUE(r.isCubin && isElf(r.cubin)) << "sm_" << arch;
+        } catch (const Error &e) {
+          ADD_FAILURE() << "NVRTC failed for sm_" << arch << ": " << e.what() << "\n" << source;
+        }
+      }
+    }
+  }
+  // Every GPU schedule is among them.
+  for (ir::ForKind k : {ir::ForKind::GpuThreads, ir::ForKind::GpuWarps, ir::ForKind::GpuTiles, ir::ForKind::GpuRows})
+    EXPECT_TRUE(launches.count(k)) << ir::forKindName(k);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shipped, CudaCompile,
                          ::testing::Combine(::testing::ValuesIn(shippedLayerNames()),
                                             ::testing::Values("f32", "f64", "f16", "bf16")),
