@@ -9,6 +9,7 @@
 // the process group between the kernels before and after it. Collectives are then moved
 // down to just before their first reader, so that the collectives of one stage (batch
 // norm's sums and count) sit next to each other and the runtime sends them in one message.
+#include "compiler/DefinitionRewriter.h"
 #include "compiler/Passes.h"
 
 #include <fmt/format.h>
@@ -41,21 +42,17 @@ Program dropAllreduces(const Program &in) {
 
 namespace {
 
-class Isolator {
+class Isolator : DefinitionRewriter {
 public:
-  explicit Isolator(const Program &p) : in_(p) {}
+  explicit Isolator(const Program &p) : DefinitionRewriter(p) {}
 
   Program run() {
-    out_ = in_;
-    out_.defs.clear();
     for (const Definition &d : in_.defs) {
       if (isCollective(d) || !containsAllreduce(d.value)) {
         out_.defs.push_back(d);
         continue;
       }
-      current_ = &d;
-      scope_.clear();
-      for (const IndexVar &v : d.indices) scope_.push_back({v.name, v.extent});
+      enter(d);
       Definition nd = d;
       nd.value = rewrite(d.value, /*whole=*/!d.isScatter());
       out_.defs.push_back(std::move(nd));
@@ -64,28 +61,11 @@ public:
   }
 
 private:
-  const Program &in_;
-  Program out_;
-  const Definition *current_ = nullptr;
-  IndexScope scope_;
   int counter_ = 0;
 
   Expr rewrite(const Expr &e, bool whole) {
-    if (e->kind == ExprKind::Reduce) {
-      for (const ReduceVar &v : e->rvars) scope_.push_back({v.name, v.extent});
-      Expr body = rewrite(e->args[0], false);
-      scope_.resize(scope_.size() - e->rvars.size());
-      return body == e->args[0] ? e : reduce(e->reduceOp, e->rvars, body);
-    }
     if (isAllreduce(e)) return isolate(rewrite(e->args[0], false), whole);
-    if (e->args.empty()) return e;
-    std::vector<Expr> args;
-    bool changed = false;
-    for (const Expr &a : e->args) {
-      args.push_back(rewrite(a, false));
-      changed |= args.back() != a;
-    }
-    return changed ? withArgs(e, std::move(args)) : e;
+    return rewriteOperands(e, [&](const Expr &a) { return rewrite(a, false); });
   }
 
   // The indices a temporary of `x` needs: the whole definition's when x is its value (or reads
@@ -96,25 +76,18 @@ private:
     return boundIndices(scope_, {free.begin(), free.end()});
   }
 
-  std::string addTemp(const std::string &suffix, const std::vector<IndexVar> &indices, Expr value) {
+  // A temporary named after the definition and `suffix`, with a name nobody has.
+  Expr addTemp(const std::string &suffix, const std::vector<IndexVar> &indices, Expr value) {
     std::string name;
     do name = fmt::format("{}_{}{}", current_->tensor, suffix, ++counter_);
     while (out_.tensor(name) || in_.tensor(name));
-    TensorDecl decl{name, TensorRole::Temp, {}, current_->loc};
-    for (const IndexVar &v : indices) decl.shape.push_back(v.extent);
-    out_.tensors.push_back(decl);
-    out_.defs.push_back(Definition{name, indices, std::move(value), current_->loc, {}});
-    return name;
+    return addTemporary(name, indices, std::move(value));
   }
 
   Expr isolate(const Expr &x, bool whole) {
     std::vector<IndexVar> indices = indicesFor(x, whole);
-    std::vector<Expr> idx;
-    for (const IndexVar &v : indices) idx.push_back(var(v.name, Type::Int, VarKind::Index));
-    Expr local = access(addTemp("local", indices, x), idx, current_->loc);
-    Expr summed = call("allreduce", {local});
-    if (whole) return summed;
-    return access(addTemp("allreduce", indices, summed), idx, current_->loc);
+    Expr summed = call("allreduce", {addTemp("local", indices, x)});
+    return whole ? summed : addTemp("allreduce", indices, summed);
   }
 };
 

@@ -10,11 +10,6 @@
 namespace enc::ir {
 namespace {
 
-bool isUnit(const Expr &extent) {
-  int64_t n = 0;
-  return isConst(extent, &n) && n == 1;
-}
-
 Expr zeroed(const Expr &e, const std::set<std::string> &names) {
   if (names.empty()) return e;
   return substitute(e, [&](const std::string &name, VarKind kind) -> Expr {
@@ -27,7 +22,7 @@ Expr foldReduction(const Expr &n) {
   std::vector<ReduceVar> kept;
   std::set<std::string> unit;
   for (const ReduceVar &v : n->rvars) {
-    if (isUnit(v.extent)) unit.insert(v.name);
+    if (isUnitExtent(v.extent)) unit.insert(v.name);
     else kept.push_back(v);
   }
   if (unit.empty()) return nullptr;
@@ -37,13 +32,18 @@ Expr foldReduction(const Expr &n) {
 
 } // namespace
 
+bool isUnitExtent(const Expr &extent) {
+  int64_t n = 0;
+  return isConst(extent, &n) && n == 1;
+}
+
 Program foldUnitIndices(const Program &p) {
   Program out = p;
   for (Definition &d : out.defs) {
     if (isCollective(d)) continue; // T[i...] = allreduce(U[i...]) keeps its form
     std::set<std::string> unit;
     for (const IndexVar &v : d.indices)
-      if (isUnit(v.extent)) unit.insert(v.name);
+      if (isUnitExtent(v.extent)) unit.insert(v.name);
     d.value = zeroed(mutate(d.value, foldReduction), unit);
     for (Expr &e : d.scatter) e = zeroed(e, unit);
   }

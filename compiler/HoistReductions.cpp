@@ -1,4 +1,5 @@
 // Gives every reduction but a definition's main one a temporary of its own.
+#include "compiler/DefinitionRewriter.h"
 #include "compiler/Passes.h"
 
 #include <fmt/format.h>
@@ -9,16 +10,15 @@
 namespace enc::ir {
 namespace {
 
-class Hoister {
+class Hoister : DefinitionRewriter {
 public:
-  explicit Hoister(const Program &p) : in_(p) {}
+  explicit Hoister(const Program &p) : DefinitionRewriter(p) {}
 
   Program run() {
     countReductions();
-    out_ = in_;
-    out_.defs.clear();
     for (const Definition &d : in_.defs) {
       enter(d);
+      mainTaken_ = false;
       Definition nd = d;
       nd.value = rewrite(d.value, /*topLevel=*/true);
       // The main reduction may equal one hoisted later in the same definition: read that.
@@ -37,23 +37,12 @@ public:
   }
 
 private:
-  const Program &in_;
-  Program out_;
-  const Definition *current_ = nullptr;
   bool mainTaken_ = false;
   std::string mainKey_;
   std::set<std::string> mainFree_;
-  IndexScope scope_;
   std::map<std::string, std::string> cache_;        // canonical reduction -> temporary
   std::map<std::string, int> occurrences_;          // canonical reduction -> definitions' uses
   int counter_ = 0;
-
-  void enter(const Definition &d) {
-    current_ = &d;
-    mainTaken_ = false;
-    scope_.clear();
-    for (const IndexVar &v : d.indices) scope_.push_back({v.name, v.extent});
-  }
 
   // How often each reduction occurs at the top of a definition: one that occurs more than
   // once is computed once, so it is nobody's main reduction unless it is a whole definition.
@@ -71,17 +60,12 @@ private:
 
   Expr rewrite(const Expr &e, bool topLevel) {
     if (e->kind == ExprKind::Reduce) {
-      for (const ReduceVar &v : e->rvars) scope_.push_back({v.name, v.extent});
-      Expr body = rewrite(e->args[0], false);
-      scope_.resize(scope_.size() - e->rvars.size());
-      Expr r = reduce(e->reduceOp, e->rvars, body);
+      Expr r = rewriteOperands(e, [&](const Expr &body) { return rewrite(body, false); });
       std::vector<std::string> free = freeIndexVars(r);
       std::set<std::string> freeSet(free.begin(), free.end()), defSet;
       // Indices of extent 1 (folded to 0, see FoldUnitIndices.cpp) need not be read.
-      for (const IndexVar &v : current_->indices) {
-        int64_t extent = 0;
-        if (freeSet.count(v.name) || !isConst(v.extent, &extent) || extent != 1) defSet.insert(v.name);
-      }
+      for (const IndexVar &v : current_->indices)
+        if (freeSet.count(v.name) || !isUnitExtent(v.extent)) defSet.insert(v.name);
       const std::string key = canonicalKey(r, freeSet);
       const bool shared = occurrences_[key] > 1 && e != current_->value;
       if (topLevel && !mainTaken_ && freeSet == defSet && !cache_.count(key) && !shared) {
@@ -92,14 +76,7 @@ private:
       }
       return hoist(r, freeSet);
     }
-    if (e->args.empty()) return e;
-    std::vector<Expr> args;
-    bool changed = false;
-    for (const Expr &a : e->args) {
-      args.push_back(rewrite(a, topLevel));
-      changed |= args.back() != a;
-    }
-    return changed ? withArgs(e, std::move(args)) : e;
+    return rewriteOperands(e, [&](const Expr &a) { return rewrite(a, topLevel); });
   }
 
   // The free indices of a reduction in scope order.
@@ -134,15 +111,7 @@ private:
     }
     name = fmt::format("{}_{}{}", current_->tensor, reduceOpName(r->reduceOp), ++counter_);
     cache_[key] = name;
-    TensorDecl decl{name, TensorRole::Temp, {}, current_->loc};
-    std::vector<Expr> idx;
-    for (const IndexVar &v : indices) {
-      decl.shape.push_back(v.extent);
-      idx.push_back(var(v.name, Type::Int, VarKind::Index));
-    }
-    out_.tensors.push_back(decl);
-    out_.defs.push_back(Definition{name, indices, r, current_->loc, {}});
-    return access(name, std::move(idx), current_->loc);
+    return addTemporary(name, indices, r);
   }
 };
 

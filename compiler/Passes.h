@@ -44,8 +44,10 @@ Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 Program distributeSums(const Program &p);
 // Replaces indices of extent 1 by 0 and drops them from reductions; see FoldUnitIndices.cpp.
 Program foldUnitIndices(const Program &p);
-// Moves the factors of a sum that do not read its reduction indices out of it, and orders
-// the factors left inside canonically, so that equal sums can be shared; see FactorSums.cpp.
+// Whether an index extent is the constant 1.
+bool isUnitExtent(const Expr &extent);
+// Moves the factors of a sum that do not read its reduction indices out of it (the factors
+// left inside keep their order); see FactorSums.cpp.
 Program factorSums(const Program &p);
 // Whether a product's factors split the output indices `outVars` into rows (read by one side
 // only) and columns (read by the other only): a contraction the schedules tile.
