@@ -111,18 +111,18 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
     // The nearest earlier warp reduction over the same outputs that it can move into.
     for (size_t i = j; i-- > 0;) {
       const Kernel &a = ks[i];
-      std::set<std::string> aWrites = kernelWrites(a);
-      bool readsA = std::any_of(bReads.begin(), bReads.end(), [&](const std::string &r) { return aWrites.count(r); });
-      if (isWarpReduction(a) && readsA && structurallyEqual(a.body->value, ks[j].body->value) &&
-          readsOnlyOwnPosition(ks[j], aWrites) && !aWrites.count(bOut) && !kernelReads(a).count(bOut)) {
+      const std::set<std::string> aWrites = kernelWrites(a);
+      const bool readsA = std::any_of(bReads.begin(), bReads.end(), [&](const std::string &r) { return aWrites.count(r); });
+      const bool touchesOut = aWrites.count(bOut) || kernelReads(a).count(bOut);
+      if (isWarpReduction(a) && readsA && !touchesOut && structurallyEqual(a.body->value, ks[j].body->value) &&
+          readsOnlyOwnPosition(ks[j], aWrites)) {
         ks[i] = moveInto(a, ks[j], fresh);
         ks.erase(ks.begin() + static_cast<long>(j));
         --j;
         break;
       }
       // Moving past a: b must not read what a writes, and a must not touch b's output.
-      bool blocked = readsA || aWrites.count(bOut) || kernelReads(a).count(bOut);
-      if (blocked) break;
+      if (readsA || touchesOut) break;
     }
   }
   return out;

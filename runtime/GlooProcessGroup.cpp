@@ -85,7 +85,7 @@ public:
           store.wait(keys, std::chrono::milliseconds(100));
           return;
         } catch (const std::exception &) {
-          if (std::chrono::steady_clock::now() > deadline || !shared_->store->goneRanks().empty()) return;
+          if (std::chrono::steady_clock::now() > deadline || !store.goneRanks().empty()) return;
         }
       }
     } catch (const std::exception &) {

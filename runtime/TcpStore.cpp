@@ -275,31 +275,29 @@ void TcpStore::set(const std::string &key, const std::vector<char> &value) {
     throw Error(fmt::format("process group: rank {} lost the store (rank 0 is gone) while setting '{}'", rank_, key));
 }
 
-void TcpStore::wait(const std::vector<std::string> &keys, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (const std::string &key : keys) {
-    while (true) {
-      char status = 0;
-      std::vector<char> reply;
-      if (!request('G', key, {}, status, reply))
-        throw Error(fmt::format("process group: rank {} lost the store (rank 0 is gone) while waiting for '{}'", rank_, key));
-      if (status == 1) break;
-      if (std::chrono::steady_clock::now() > deadline)
-        throw Error(fmt::format("process group: rank {} waited {} s for '{}' in the store; a peer did not arrive", rank_,
-                                timeout.count() / 1000.0, key),
-                    "every rank of the group must start and join it (check WORLD_SIZE, or raise ENC_DIST_TIMEOUT)");
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+std::vector<char> TcpStore::await(const std::string &key, std::chrono::steady_clock::time_point deadline,
+                                  std::chrono::milliseconds timeout) {
+  while (true) {
+    char status = 0;
+    std::vector<char> reply;
+    if (!request('G', key, {}, status, reply))
+      throw Error(fmt::format("process group: rank {} lost the store (rank 0 is gone) while waiting for '{}'", rank_, key));
+    if (status == 1) return reply;
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(fmt::format("process group: rank {} waited {} s for '{}' in the store; a peer did not arrive", rank_,
+                              timeout.count() / 1000.0, key),
+                  "every rank of the group must start and join it (check WORLD_SIZE, or raise ENC_DIST_TIMEOUT)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
+void TcpStore::wait(const std::vector<std::string> &keys, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (const std::string &key : keys) await(key, deadline, timeout);
+}
+
 std::vector<char> TcpStore::get(const std::string &key) {
-  wait({key}, timeout_);
-  char status = 0;
-  std::vector<char> reply;
-  if (!request('G', key, {}, status, reply) || status != 1)
-    throw Error(fmt::format("process group: rank {} lost the store (rank 0 is gone) while reading '{}'", rank_, key));
-  return reply;
+  return await(key, std::chrono::steady_clock::now() + timeout_, timeout_);
 }
 
 std::vector<int> TcpStore::goneRanks() {

@@ -45,6 +45,10 @@ private:
   int fd_ = -1;
   std::mutex mu_;
 
+  // The value of `key` once it is set; throws Error naming it when `deadline` (the end of a
+  // wait of `timeout`) passes first, or when the store is lost.
+  std::vector<char> await(const std::string &key, std::chrono::steady_clock::time_point deadline,
+                          std::chrono::milliseconds timeout);
   // One request, one reply; false when the connection is broken.
   bool request(char op, const std::string &key, const std::vector<char> &value, char &status, std::vector<char> &reply);
 };

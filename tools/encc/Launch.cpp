@@ -25,8 +25,11 @@ namespace {
 volatile std::sig_atomic_t interrupted = 0;
 void onSignal(int sig) { interrupted = sig; }
 
+// The group rank of this machine's `local`-th process.
+int globalRank(const LaunchOptions &o, int local) { return o.nodeRank * o.processes + local; }
+
 std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int port) {
-  std::map<std::string, std::string> set = {{"RANK", std::to_string(o.nodeRank * o.processes + local)},
+  std::map<std::string, std::string> set = {{"RANK", std::to_string(globalRank(o, local))},
                                             {"LOCAL_RANK", std::to_string(local)},
                                             {"WORLD_SIZE", std::to_string(o.nodes * o.processes)},
                                             {"LOCAL_WORLD_SIZE", std::to_string(o.processes)},
@@ -95,7 +98,7 @@ int runLaunch(LaunchOptions o) {
     if (pid > 0) {
       auto it = rankOf.find(pid);
       if (it == rankOf.end()) continue;
-      int rank = o.nodeRank * o.processes + it->second;
+      int rank = globalRank(o, it->second);
       rankOf.erase(it);
       bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
       if (!ok && !stopping) {
@@ -115,7 +118,7 @@ int runLaunch(LaunchOptions o) {
     }
     if (stopping && std::chrono::steady_clock::now() > deadline) {
       for (const auto &[p, r] : rankOf) {
-        std::cerr << fmt::format("encc launch: rank {} still running; killing it\n", o.nodeRank * o.processes + r);
+        std::cerr << fmt::format("encc launch: rank {} still running; killing it\n", globalRank(o, r));
         ::kill(p, SIGKILL);
       }
       deadline = std::chrono::steady_clock::time_point::max();
