@@ -14,7 +14,28 @@ using namespace enc::testing;
 
 namespace {
 
-class EnccLaunch : public CliTest {};
+class EnccLaunch : public CliTest {
+protected:
+#ifdef ENC_SYNC_BN_EXAMPLE
+  struct TwoNodes {
+    int status; // node 0's exit status
+    std::string node0, node1;
+  };
+  // The sync_batchnorm example launched as two "machines" at once (two encc launch commands,
+  // --nnodes 2, node 1 in the background), each with its own further options.
+  TwoNodes launchTwoNodes(const std::string &node0Options, const std::string &node1Options) {
+    const int port = dist::freeTcpPort();
+    auto node = [&](int rank, const std::string &options) {
+      return fmt::format("{} launch --nnodes 2 --node-rank {} --master-port {} {} -- {} > node{}.txt 2>&1",
+                         quote(ENCC_BINARY), rank, port, options, quote(ENC_SYNC_BN_EXAMPLE), rank);
+    };
+    std::string cmd = fmt::format("cd {} && ({} & {}; s=$?; wait; exit $s)", quote(dir.string()), node(1, node1Options),
+                                  node(0, node0Options));
+    int raw = std::system(cmd.c_str());
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(path("node0.txt")), slurp(path("node1.txt"))};
+  }
+#endif
+};
 
 // Tests whose processes form a group need Gloo (scripts/setup.sh installs it).
 #ifdef ENC_HAVE_GLOO
@@ -119,15 +140,8 @@ TEST_F(EnccLaunch, ExampleRanksAgreeWithTheWholeBatch) {
 // 4: ranks are numbered node by node and the statistics are the whole batch's.
 TEST_F(EnccLaunch, NodesFormOneGroup) {
   REQUIRE_GLOO();
-  int port = dist::freeTcpPort();
-  std::string ex = quote(ENC_SYNC_BN_EXAMPLE), bin = quote(ENCC_BINARY);
-  std::string cmd = fmt::format("cd {0} && ({1} launch --nnodes 2 --node-rank 1 --master-port {2} -n 2 -- {3} > node1.txt 2>&1 &"
-                                " {1} launch --nnodes 2 --node-rank 0 --master-port {2} -n 2 -- {3} > node0.txt 2>&1;"
-                                " s=$?; wait; exit $s)",
-                                quote(dir.string()), bin, port, ex);
-  int raw = std::system(cmd.c_str());
-  std::string node0 = slurp(path("node0.txt")), node1 = slurp(path("node1.txt"));
-  EXPECT_TRUE(WIFEXITED(raw) && WEXITSTATUS(raw) == 0) << node0 << node1;
+  const auto [status, node0, node1] = launchTwoNodes("-n 2", "-n 2");
+  EXPECT_EQ(status, 0) << node0 << node1;
   EXPECT_TRUE(contains(node0, "rank 0 of 4: 1 of 10 samples; running statistics match")) << node0;
   EXPECT_TRUE(contains(node0, "rank 1 of 4: 2 of 10 samples; running statistics match")) << node0;
   EXPECT_TRUE(contains(node1, "rank 2 of 4: 3 of 10 samples; running statistics match")) << node1;
@@ -140,20 +154,15 @@ TEST_F(EnccLaunch, NodesFormOneGroup) {
 // Processes that disagree on the group: an error at once, not a wait.
 TEST_F(EnccLaunch, MismatchedGroupsAreErrors) {
   REQUIRE_GLOO();
-  int port = dist::freeTcpPort();
-  std::string ex = quote(ENC_SYNC_BN_EXAMPLE), bin = quote(ENCC_BINARY);
   // Node 1 with another -n: a different WORLD_SIZE.
-  std::string cmd = fmt::format("cd {0} && ({1} launch --timeout 3 --nnodes 2 --node-rank 1 --master-port {2} -n 1 -- {3}"
-                                " > node1.txt 2>&1 & {1} launch --timeout 3 --nnodes 2 --node-rank 0 --master-port {2} -n 2"
-                                " -- {3} > node0.txt 2>&1; wait)",
-                                quote(dir.string()), bin, port, ex);
-  std::system(cmd.c_str());
-  std::string out = slurp(path("node0.txt")) + slurp(path("node1.txt"));
+  const TwoNodes nodes = launchTwoNodes("--timeout 3 -n 2", "--timeout 3 -n 1");
+  std::string out = nodes.node0 + nodes.node1;
   EXPECT_TRUE(contains(out, "has WORLD_SIZE 2 but rank 0 has 4") || contains(out, "already joined as rank 1")) << out;
   // Two processes with one RANK.
-  cmd = fmt::format("cd {0} && (RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={1} ENC_DIST_TIMEOUT=3 {2} > a.txt 2>&1 &"
-                    " RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={1} ENC_DIST_TIMEOUT=3 {2} > b.txt 2>&1; wait)",
-                    quote(dir.string()), dist::freeTcpPort(), ex);
+  std::string cmd =
+      fmt::format("cd {0} && (RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={1} ENC_DIST_TIMEOUT=3 {2} > a.txt 2>&1 &"
+                  " RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={1} ENC_DIST_TIMEOUT=3 {2} > b.txt 2>&1; wait)",
+                  quote(dir.string()), dist::freeTcpPort(), quote(ENC_SYNC_BN_EXAMPLE));
   std::system(cmd.c_str());
   out = slurp(path("a.txt")) + slurp(path("b.txt"));
   EXPECT_TRUE(contains(out, "already joined as rank 0") || contains(out, "cannot listen")) << out;
