@@ -6,6 +6,8 @@
 // it the source through encemuModuleLoadSource, the one entry point the real driver lacks.
 #include "ModuleBuilder.h"
 
+#include "support/Env.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -65,9 +67,8 @@ CUresult cuDriverGetVersion(int *version) {
 // ENC_EMULATOR_DEVICES (default 1): how many GPUs the emulator reports; they are all the
 // same host CPU, which lets a test check which one a process picks.
 int emulatedDevices() {
-  const char *v = std::getenv("ENC_EMULATOR_DEVICES");
-  int n = v ? std::atoi(v) : 1;
-  return n >= 1 && n <= 64 ? n : 1;
+  std::optional<int64_t> n = enc::parseInteger(std::getenv("ENC_EMULATOR_DEVICES"));
+  return n && *n >= 1 && *n <= 64 ? static_cast<int>(*n) : 1;
 }
 CUresult cuDeviceGetCount(int *count) {
   *count = emulatedDevices();
