@@ -2,6 +2,9 @@
 // its own Gloo group over TCP on loopback; SyncBatchNorm across ranks is checked against
 // naive double-precision batch norm over the concatenated batch. (Separate processes, encc
 // launch and a lost peer: EnccLaunchTest.)
+#include "LayerCases.h"
+#include "ReferenceMath.h"
+
 #include "compiler/Passes.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/Gpu.h"
@@ -20,15 +23,13 @@
 #include <thread>
 
 using namespace enc;
+using enc::testing::BatchNormRef;
+using enc::testing::batchNormRef;
+using enc::testing::lib;
 
 namespace {
 
 #ifdef ENC_HAVE_GLOO
-const std::shared_ptr<const Library> &lib() {
-  static std::shared_ptr<const Library> l = Library::shipped();
-  return l;
-}
-
 // Runs body(rank, group) on `n` ranks at once; every rank's failure is reported.
 void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
   int port = dist::freeTcpPort();
@@ -152,47 +153,6 @@ TEST(ProcessGroup, SubgroupSumsOnlyItsMembers) {
     }
     EXPECT_NE(err.find("rank 9"), std::string::npos) << err;
   });
-}
-
-// Plain batch norm over a whole batch X[B, C, L] in doubles: outputs and, for an output
-// gradient G, the input, weight and bias gradients (no activation).
-struct BatchNormRef {
-  std::vector<double> y, gx, gw, gb, mean, var;
-};
-BatchNormRef batchNormRef(const std::vector<double> &x, const std::vector<double> &g, const std::vector<double> &w,
-                          const std::vector<double> &bias, int64_t B, int64_t C, int64_t L, double eps) {
-  BatchNormRef r;
-  r.y.resize(x.size());
-  r.gx.resize(x.size());
-  auto at = [&](int64_t b, int64_t c, int64_t l) { return static_cast<size_t>((b * C + c) * L + l); };
-  const double n = static_cast<double>(B * L);
-  for (int64_t c = 0; c < C; ++c) {
-    double mean = 0, var = 0;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t l = 0; l < L; ++l) mean += x[at(b, c, l)];
-    mean /= n;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t l = 0; l < L; ++l) var += (x[at(b, c, l)] - mean) * (x[at(b, c, l)] - mean);
-    var /= n;
-    double rstd = 1 / std::sqrt(var + eps), sg = 0, sgx = 0;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t l = 0; l < L; ++l) {
-        double xh = (x[at(b, c, l)] - mean) * rstd;
-        r.y[at(b, c, l)] = xh * w[static_cast<size_t>(c)] + bias[static_cast<size_t>(c)];
-        sg += g[at(b, c, l)];
-        sgx += g[at(b, c, l)] * xh;
-      }
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t l = 0; l < L; ++l) {
-        double xh = (x[at(b, c, l)] - mean) * rstd;
-        r.gx[at(b, c, l)] = w[static_cast<size_t>(c)] * rstd / n * (n * g[at(b, c, l)] - sg - xh * sgx);
-      }
-    r.gw.push_back(sgx);
-    r.gb.push_back(sg);
-    r.mean.push_back(mean);
-    r.var.push_back(var);
-  }
-  return r;
 }
 
 double maxRelError(const std::vector<double> &a, const std::vector<double> &b) {

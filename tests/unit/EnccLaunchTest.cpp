@@ -2,6 +2,7 @@
 // shards gives the whole batch's result; a rank that dies is named by the others' errors,
 // and launch stops the rest and fails with its status.
 #include "CliTestSupport.h"
+#include "ReferenceMath.h"
 
 #include "runtime/Npy.h"
 #include "runtime/TcpStore.h"
@@ -96,31 +97,25 @@ TEST_F(EnccLaunch, EvalOnShardsMatchesTheWholeBatch) {
                      " eval --layer SyncBatchNorm --set num_features=2 --dtype f64 --device cpu "
                      "--input X=x{rank}.npy --grad Y=g{rank}.npy --out out{rank}");
   ASSERT_EQ(r.status, 0) << r;
-  const double n = static_cast<double>(total * L);
+  // The whole batch [total, C, L], and batch norm over it with the default weight and bias.
+  std::vector<double> xAll, gAll;
+  for (int64_t s = 0; s < total; ++s)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t l = 0; l < L; ++l) {
+        xAll.push_back(x(s, c, l));
+        gAll.push_back(g(s, c, l));
+      }
+  const enc::testing::BatchNormRef ref =
+      enc::testing::batchNormRef(xAll, gAll, std::vector<double>(C, 1.0), std::vector<double>(C, 0.0), total, C, L, 1e-5);
   int64_t first = 0;
   for (size_t rank = 0; rank < batch.size(); ++rank) {
     Tensor y = readNpy(path(fmt::format("out{}/Y.npy", rank)).string());
     Tensor gx = readNpy(path(fmt::format("out{}/grad/X.npy", rank)).string());
     ASSERT_EQ(y.shape(), (Shape{batch[rank], C, L}));
-    for (int64_t c = 0; c < C; ++c) {
-      double mean = 0, var = 0, sg = 0, sgx = 0;
-      for (int64_t s = 0; s < total; ++s)
-        for (int64_t l = 0; l < L; ++l) mean += x(s, c, l) / n;
-      for (int64_t s = 0; s < total; ++s)
-        for (int64_t l = 0; l < L; ++l) var += (x(s, c, l) - mean) * (x(s, c, l) - mean) / n;
-      double rstd = 1 / std::sqrt(var + 1e-5);
-      for (int64_t s = 0; s < total; ++s)
-        for (int64_t l = 0; l < L; ++l) {
-          sg += g(s, c, l);
-          sgx += g(s, c, l) * (x(s, c, l) - mean) * rstd;
-        }
-      for (int64_t b = 0; b < batch[rank]; ++b)
-        for (int64_t l = 0; l < L; ++l) {
-          int64_t at = (b * C + c) * L + l, s = first + b;
-          double xh = (x(s, c, l) - mean) * rstd;
-          EXPECT_NEAR(y.at(at), xh, 1e-10) << "rank " << rank;
-          EXPECT_NEAR(gx.at(at), rstd / n * (n * g(s, c, l) - sg - xh * sgx), 1e-10) << "rank " << rank;
-        }
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      const size_t whole = static_cast<size_t>(first * C * L + i); // the same element in the whole batch
+      EXPECT_NEAR(y.at(i), ref.y[whole], 1e-10) << "rank " << rank;
+      EXPECT_NEAR(gx.at(i), ref.gx[whole], 1e-10) << "rank " << rank;
     }
     first += batch[rank];
   }
