@@ -82,6 +82,8 @@ Expr var(std::string name, Type type, VarKind kind) {
   return n;
 }
 
+Expr indexVar(std::string name) { return var(std::move(name), Type::Int, VarKind::Index); }
+
 Expr access(std::string tensor, std::vector<Expr> indices, SourceLoc loc) {
   auto n = node(ExprKind::Access, Type::Float);
   n->name = std::move(tensor);
@@ -396,6 +398,15 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &, Var
     Expr r = lookup(n->name, n->varKind);
     if (!r) return nullptr;
     return n->type == Type::Float ? cast(Type::Float, r) : r;
+  });
+}
+
+Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values) {
+  if (values.empty()) return e;
+  return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
+    if (k != VarKind::Index) return nullptr;
+    auto it = values.find(n);
+    return it == values.end() ? nullptr : it->second;
   });
 }
 

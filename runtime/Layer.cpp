@@ -2,6 +2,7 @@
 
 #include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
@@ -13,6 +14,7 @@
 #include "runtime/Rng.h"
 #include "runtime/ThreadPool.h"
 #include "support/Env.h"
+#include "support/InternalError.h"
 
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
@@ -29,7 +31,7 @@ namespace enc {
 
 int64_t evalInt(const ir::Expr &e) {
   int64_t v = 0;
-  if (!ir::isConst(e, &v)) fail("internal error: size '{}' is not known after specialization", ir::print(e));
+  if (!ir::isConst(e, &v)) internalError("size '{}' is not known after specialization", ir::print(e));
   return v;
 }
 
@@ -94,7 +96,7 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
   hyper_["training"] = ir::boolImm(options_.training);
   group_ = options_.group ? options_.group : defaultProcessGroup();
   if (group_ && group_->size() < 2) group_ = nullptr;
-  program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse, group_ != nullptr);
+  program_ = ir::Pipeline().forward(*symbols_, hyper_, {.fuse = options_.fuse, .distributed = group_ != nullptr});
   checkRequirements(program_, {});
   initParams();
 }
@@ -110,7 +112,7 @@ void Layer::initParams() {
     return it == hyper_.end() ? nullptr : it->second;
   };
   auto init = [&](const ast::TensorDecl &d) {
-    // A disabled parameter (bias = false) was dropped from the program by buildTensorProgram.
+    // A disabled parameter (bias = false) was dropped from the program by dropDisabledState.
     if (!program_.tensor(d.name.text)) return;
     Shape shape;
     for (const ast::Dim &dim : d.dims) {
@@ -151,7 +153,7 @@ void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, 
   bool final = !sizes.empty();
   for (const ir::Requirement &r : p.requirements) {
     if (r.condition->kind != ir::ExprKind::BoolImm) {
-      if (final) fail("internal error: requirement '{}' of layer {} is not constant", r.text, name_);
+      if (final) internalError("requirement '{}' of layer {} is not constant", r.text, name_);
       continue;
     }
     if (r.condition->boolValue) continue;
@@ -277,7 +279,7 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
         return f == out.values.end() ? nullptr : f->second;
       });
       int64_t want = 0;
-      if (!ir::isConst(v, &want)) fail("internal error: cannot evaluate dimension {} of input '{}'", ir::print(d), sym.name);
+      if (!ir::isConst(v, &want)) internalError("cannot evaluate dimension {} of input '{}'", ir::print(d), sym.name);
       if (want != collapsed[i])
         mismatch(fmt::format("dimension {} is {}, but {} = {}", i, collapsed[i], sizeText(*sym.shape[i]), want));
     }
@@ -293,33 +295,29 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   if (found != cache.end()) return *found->second;
 
   auto c = std::make_unique<Compiled>();
-  ir::Program prog = ir::specialize(program, sizes);
+  const ir::Pipeline pipeline;
+  ir::Program prog = pipeline.specializeSizes(program, sizes);
   checkRequirements(prog, sizes);
-  if (options_.device == Device::CUDA) prog = ir::splitReductions(prog);
-  else if (options_.fuse) prog = ir::splitColumnReductions(prog);
   bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
                                 [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
-  for (const ir::TensorDecl &t : prog.tensors) {
-    Shape s;
-    for (const ir::Expr &d : t.shape) {
-      int64_t n = evalInt(d);
+  for (const ir::TensorDecl &t : prog.tensors)
+    for (size_t i = 0; i < t.shape.size(); ++i) {
+      int64_t n = evalInt(t.shape[i]);
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
-        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name,
-                                s.size(), n, lastInputsText_),
+        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name, i,
+                                n, lastInputsText_),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
-      s.push_back(n);
     }
-    c->shapes[t.name] = s;
+  ir::TargetOptions target;
+  target.target = options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU;
+  target.fuse = options_.fuse;
+  target.types = types;
+  c->loops = pipeline.lower(prog, target);
+  // Every buffer the kernels touch, the temporaries lowering added included.
+  for (const ir::TensorDecl &t : c->loops.tensors.tensors) {
+    Shape &s = c->shapes[t.name];
+    for (const ir::Expr &d : t.shape) s.push_back(evalInt(d));
   }
-  c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
-  if (options_.fuse) c->loops = ir::fuseKernels(c->loops);
-  c->loops.types = types;
-  c->loops = ir::accumulateInComputeType(c->loops);
-  for (const ir::TensorDecl &t : c->loops.tensors.tensors) // the temporaries it added
-    if (!c->shapes.count(t.name)) {
-      Shape &s = c->shapes[t.name];
-      for (const ir::Expr &d : t.shape) s.push_back(evalInt(d));
-    }
   std::set<std::string> written;
   for (const ir::Kernel &k : c->loops.kernels) {
     c->zeroOutput.push_back(k.scatters && !written.count(k.buffers[0]));
@@ -328,7 +326,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   // Everything but the random seed was folded into the kernels.
   for (const ir::Kernel &k : c->loops.kernels)
     for (const ir::SizeParam &p : k.params)
-      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
+      if (p.name != ir::kRandomSeed) internalError("kernel {} reads unresolved '{}'", k.name, p.name);
   if (options_.device == Device::CUDA)
     compileForGpu(*c);
   else
@@ -420,7 +418,7 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
         own[0] = mine.data();
         fn(own.data(), params.data(), b, e);
         std::lock_guard<std::mutex> lock(mu);
-        if (isHalfPrecision(target.dtype())) fail("internal error: kernel {} scatters into a 16-bit buffer", k.name);
+        if (isHalfPrecision(target.dtype())) internalError("kernel {} scatters into a 16-bit buffer", k.name);
         if (target.dtype() == DType::F32) {
           float *t = target.dataAs<float>();
           const float *m = mine.dataAs<float>();
@@ -481,7 +479,7 @@ size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::stri
   const auto &ks = c.loops.kernels;
   size_t end = first;
   while (end < ks.size() && ks[end].collective && ks[end].message == ks[first].message) ++end;
-  if (!group_) fail("internal error: layer {} has a collective but no process group", name_);
+  if (!group_) internalError("layer {} has a collective but no process group", name_);
   auto started = std::chrono::steady_clock::now();
   std::vector<Tensor> sums;
   for (size_t i = first; i < end; ++i) sums.push_back(buffers.at(ks[i].buffers[1]).clone());
@@ -507,10 +505,21 @@ size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::stri
   return end;
 }
 
+const ir::LoopProgram &Layer::lastForwardLoops() const {
+  if (!lastForward_) throw Error(fmt::format("layer {} has run no forward pass yet", name_));
+  return lastForward_->loops;
+}
+
+const ir::LoopProgram &Layer::lastBackwardLoops() const {
+  if (!lastBackward_) throw Error(fmt::format("layer {} has run no backward pass yet", name_));
+  return lastBackward_->loops;
+}
+
 const ir::Program &Layer::gradientProgram() {
   if (!gradient_) {
     gradient_ = std::make_unique<GradientInfo>();
-    gradient_->gradient = ir::gradientOf(*symbols_, program_, hyper_, options_.fuse);
+    gradient_->gradient = ir::Pipeline().backward(*symbols_, program_, hyper_,
+                                                    {.fuse = options_.fuse, .distributed = group_ != nullptr});
   }
   return gradient_->gradient.program;
 }
@@ -536,6 +545,7 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
     buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
   }
   Compiled &c = compile(g, lastSizes_, compiledGrad_, ir::backwardStorage(info, program_, elemTypeOf(options_.dtype)));
+  lastBackward_ = &c;
   for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
   for (const auto &[o, seed] : info.seedOf)
     if (!buffers.count(seed) && c.shapes.count(seed))
@@ -569,6 +579,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
     lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));
   SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_, hyper_);
   Compiled &c = compile(program_, binding.values, compiled_, ir::forwardStorage(program_, elemTypeOf(options_.dtype)));
+  lastForward_ = &c;
 
   std::map<std::string, Tensor> buffers;
   lastInputShapes_.clear();

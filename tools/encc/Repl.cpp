@@ -7,6 +7,7 @@
 
 #include "runtime/Npy.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -72,6 +73,8 @@ public:
     } catch (const CompileError &e) {
       std::cerr << e.what();
     } catch (const Error &e) {
+      std::cerr << "encc: " << e.render() << "\n";
+    } catch (const InternalError &e) {
       std::cerr << "encc: " << e.render() << "\n";
     } catch (const std::exception &e) {
       std::cerr << "encc: error: " << e.what() << "\n";

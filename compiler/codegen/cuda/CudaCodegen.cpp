@@ -3,6 +3,7 @@
 #include "compiler/StorageTypes.h"
 #include "support/Env.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <fmt/format.h>
 
@@ -339,7 +340,7 @@ private:
     case StmtKind::Assign: writeLine(indent, fmt::format("{} = {};", cname(s->name), expr(s->value))); return;
     case StmtKind::Store: {
       if (s->accumulate && isNarrow(prog_.types.of(s->name)))
-        fail("internal error: atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
+        internalError("atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
       if (s->loc.valid()) sourceLine_ = s->loc.line();
       std::string text = s->accumulate
                              ? fmt::format("atomicAdd(&{}, {});", element(s->name, expr(s->index)), expr(s->value))
@@ -362,6 +363,7 @@ private:
       for (const Stmt &c : s->body) stmt(c, indent + 1);
       writeLine(indent, "}");
       return;
+    case StmtKind::Alloc: internalError("a local array {} in a GPU kernel (CPU register blocking only)", s->name);
     }
   }
 
@@ -422,7 +424,7 @@ private:
     case ExprKind::Access:
     case ExprKind::Reduce: break;
     }
-    fail("internal error: tensor-level expression in CUDA kernel: {}", print(e));
+    internalError("tensor-level expression in CUDA kernel: {}", print(e));
   }
 
   std::string binaryExpr(const ExprNode &e) {
