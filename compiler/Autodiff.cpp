@@ -1,5 +1,6 @@
 #include "compiler/Autodiff.h"
 
+#include "compiler/Intrinsics.h"
 #include "compiler/Passes.h"
 #include "support/Error.h"
 #include "support/InternalError.h"
@@ -231,32 +232,8 @@ private:
   }
 
   void backpropCall(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
-    const std::string &f = e->name;
-    const Expr &x = e->args[0];
-    Expr zero = floatImm(0), one = floatImm(1);
-    // Every process's x adds into every process's result: the adjoint of x is the sum of
-    // the result's adjoints over the group.
-    if (f == "allreduce") return backprop(x, call("allreduce", {adj}), domain);
-    if (f == "exp") return backprop(x, adj * e, domain);
-    if (f == "log") return backprop(x, adj / x, domain);
-    if (f == "sqrt") return backprop(x, adj * floatImm(0.5) / e, domain);
-    if (f == "rsqrt") return backprop(x, adj * floatImm(-0.5) * e / x, domain);
-    if (f == "tanh") return backprop(x, adj * (one - e * e), domain);
-    if (f == "sigmoid") return backprop(x, adj * e * (one - e), domain);
-    if (f == "sin") return backprop(x, adj * call("cos", {x}), domain);
-    if (f == "cos") return backprop(x, unary(UnOp::Neg, adj) * call("sin", {x}), domain);
-    if (f == "abs")
-      return backprop(x, select(binary(BinOp::Gt, x, zero), adj, select(binary(BinOp::Lt, x, zero), unary(UnOp::Neg, adj), zero)),
-                      domain);
-    if (f == "relu") return backprop(x, select(binary(BinOp::Gt, x, zero), adj, zero), domain);
-    if (f == "leaky_relu") {
-      const Expr &slope = e->args[1];
-      backprop(x, select(binary(BinOp::Gt, x, zero), adj, adj * slope), domain);
-      backprop(slope, select(binary(BinOp::Gt, x, zero), zero, adj * x), domain);
-      return;
-    }
-    if (f == "floor" || f == "ceil") return; // piecewise constant
-    fail("cannot differentiate function '{}'", f);
+    for (size_t i = 0; i < e->args.size(); ++i)
+      if (Expr a = intrinsicAdjoint(e, adj, i)) backprop(e->args[i], a, domain);
   }
 
   void backpropReduce(const Expr &r, const Expr &adj, const std::vector<IndexVar> &domain) {

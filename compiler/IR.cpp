@@ -1,10 +1,13 @@
 #include "compiler/IR.h"
 
+#include "compiler/Intrinsics.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <set>
 
 namespace enc::ir {
@@ -287,24 +290,15 @@ Expr binary(BinOp op, Expr a, Expr b) {
 // Value of a scalar function on constants, for folding initializers and hyper-parameters.
 static bool foldCall(const std::string &fn, const std::vector<Expr> &args, double &out) {
   if (args.empty()) return false;
-  for (const Expr &a : args)
+  std::vector<double> values;
+  for (const Expr &a : args) {
     if (a->kind != ExprKind::FloatImm) return false;
-  double x = args[0]->floatValue;
-  if (fn == "exp") out = std::exp(x);
-  else if (fn == "log") out = std::log(x);
-  else if (fn == "sqrt") out = std::sqrt(x);
-  else if (fn == "rsqrt") out = 1.0 / std::sqrt(x);
-  else if (fn == "tanh") out = std::tanh(x);
-  else if (fn == "sigmoid") out = 1.0 / (1.0 + std::exp(-x));
-  else if (fn == "abs") out = std::fabs(x);
-  else if (fn == "relu") out = x > 0 ? x : 0;
-  else if (fn == "sin") out = std::sin(x);
-  else if (fn == "cos") out = std::cos(x);
-  else if (fn == "floor") out = std::floor(x);
-  else if (fn == "ceil") out = std::ceil(x);
-  else if (fn == "leaky_relu") out = x > 0 ? x : x * args[1]->floatValue;
-  else return false;
-  return true;
+    values.push_back(a->floatValue);
+  }
+  const IntrinsicInfo *f = findIntrinsic(fn);
+  std::optional<double> v = f ? foldIntrinsic(f->id, values) : std::nullopt;
+  if (v) out = *v;
+  return v.has_value();
 }
 
 Expr call(std::string fn, std::vector<Expr> args) {

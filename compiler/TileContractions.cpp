@@ -32,6 +32,7 @@
 #include "compiler/TileContractions.h"
 
 #include "compiler/IndexRange.h"
+#include "compiler/Intrinsics.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -71,7 +72,7 @@ std::vector<Expr> loadsOf(const Expr &e) {
 // abs and sqrt (no transcendental library calls, no random numbers, no general powers).
 bool vectorizable(const Expr &body) {
   return !anyNode(body, [](const Expr &n) {
-    if (n->kind == ExprKind::Call) return n->name != "abs" && n->name != "sqrt";
+    if (n->kind == ExprKind::Call) return !intrinsicInfo(intrinsicOf(*n)).widens;
     if (n->kind == ExprKind::Binary && n->binOp == BinOp::Pow) {
       const Expr &p = n->args[1];
       double v = p->kind == ExprKind::IntImm ? static_cast<double>(p->intValue)

@@ -1,5 +1,6 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
+#include "compiler/Intrinsics.h"
 #include "compiler/StorageTypes.h"
 #include "support/Env.h"
 #include "support/Error.h"
@@ -448,31 +449,41 @@ private:
   }
 
   std::string callExpr(const ExprNode &e) {
-    const std::string &f = e.name;
-    if (f == "rand") {
+    const Intrinsic f = ir::intrinsicOf(e);
+    if (f == Intrinsic::Rand) {
       std::string args;
       for (size_t i = 0; i < e.args.size(); ++i) args += (i ? ", " : "") + expr(e.args[i]);
       return fmt::format("(({})enc_rand({}))", t_, args);
     }
     std::string x = expr(e.args[0]);
     std::string one = floatLit(1), zero = floatLit(0);
-    if (f == "exp" || f == "log" || f == "sqrt" || f == "rsqrt" || f == "tanh" || f == "floor" || f == "ceil" ||
-        f == "sin" || f == "cos")
-      return fmt::format("{}({})", fn(f.c_str()), x);
-    if (f == "abs") return fmt::format("{}({})", fn("fabs"), x);
-    if (f == "sigmoid") return fmt::format("({} / ({} + {}(-({}))))", one, one, fn("exp"), x);
-    if (f == "relu") return fmt::format("({0} > {1} ? {0} : {1})", x, zero);
-    if (f == "leaky_relu") return fmt::format("({0} > {1} ? {0} : {0} * {2})", x, zero, expr(e.args[1]));
-    fail("internal error: no CUDA code for function '{}'", f);
+    switch (f) {
+    case Intrinsic::Exp:
+    case Intrinsic::Log:
+    case Intrinsic::Sqrt:
+    case Intrinsic::Rsqrt:
+    case Intrinsic::Tanh:
+    case Intrinsic::Floor:
+    case Intrinsic::Ceil:
+    case Intrinsic::Sin:
+    case Intrinsic::Cos: return fmt::format("{}({})", fn(e.name.c_str()), x);
+    case Intrinsic::Abs: return fmt::format("{}({})", fn("fabs"), x);
+    case Intrinsic::Sigmoid: return fmt::format("({} / ({} + {}(-({}))))", one, one, fn("exp"), x);
+    case Intrinsic::Relu: return fmt::format("({0} > {1} ? {0} : {1})", x, zero);
+    case Intrinsic::LeakyRelu: return fmt::format("({0} > {1} ? {0} : {0} * {2})", x, zero, expr(e.args[1]));
+    case Intrinsic::Rand: break; // above
+    case Intrinsic::Allreduce: break; // a collective kernel of its own, run by the runtime
+    }
+    internalError("no CUDA code for function '{}'", e.name);
   }
 };
 
 } // namespace
 
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options) {
-  if (program.target != ir::Target::GPU) fail("internal error: emitCuda needs a GPU loop program");
-  if (program.types.f64() && !program.types.stored.empty()) fail("internal error: 16-bit storage in an f64 program");
-  if (options.strideUnroll < 1) fail("internal error: strideUnroll must be at least 1");
+  if (program.target != ir::Target::GPU) internalError("emitCuda needs a GPU loop program");
+  if (program.types.f64() && !program.types.stored.empty()) internalError("16-bit storage in an f64 program");
+  if (options.strideUnroll < 1) internalError("strideUnroll must be at least 1");
   return CudaEmitter(program, options).run();
 }
 

@@ -1,5 +1,6 @@
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 
+#include "compiler/Intrinsics.h"
 #include "compiler/TileContractions.h"
 #include "support/Error.h"
 #include "support/InternalError.h"
@@ -535,27 +536,31 @@ private:
   }
 
   llvm::Value *callExpr(const ExprNode &e) {
-    const std::string &f = e.name;
-    if (f == "rand") return randomExpr(e);
+    const Intrinsic f = ir::intrinsicOf(e);
+    if (f == Intrinsic::Rand) return randomExpr(e);
     llvm::Value *x = expr(e.args[0]);
-    if (f == "exp") return intrinsic(llvm::Intrinsic::exp, {x});
-    if (f == "log") return intrinsic(llvm::Intrinsic::log, {x});
-    if (f == "sqrt") return intrinsic(llvm::Intrinsic::sqrt, {x});
-    if (f == "rsqrt") return b_.CreateFDiv(floatConst(1), intrinsic(llvm::Intrinsic::sqrt, {x}));
-    if (f == "abs") return intrinsic(llvm::Intrinsic::fabs, {x});
-    if (f == "floor") return intrinsic(llvm::Intrinsic::floor, {x});
-    if (f == "ceil") return intrinsic(llvm::Intrinsic::ceil, {x});
-    if (f == "sin") return intrinsic(llvm::Intrinsic::sin, {x});
-    if (f == "cos") return intrinsic(llvm::Intrinsic::cos, {x});
-    if (f == "tanh") return libm("tanh", x);
-    if (f == "sigmoid")
+    switch (f) {
+    case Intrinsic::Exp: return intrinsic(llvm::Intrinsic::exp, {x});
+    case Intrinsic::Log: return intrinsic(llvm::Intrinsic::log, {x});
+    case Intrinsic::Sqrt: return intrinsic(llvm::Intrinsic::sqrt, {x});
+    case Intrinsic::Rsqrt: return b_.CreateFDiv(floatConst(1), intrinsic(llvm::Intrinsic::sqrt, {x}));
+    case Intrinsic::Abs: return intrinsic(llvm::Intrinsic::fabs, {x});
+    case Intrinsic::Floor: return intrinsic(llvm::Intrinsic::floor, {x});
+    case Intrinsic::Ceil: return intrinsic(llvm::Intrinsic::ceil, {x});
+    case Intrinsic::Sin: return intrinsic(llvm::Intrinsic::sin, {x});
+    case Intrinsic::Cos: return intrinsic(llvm::Intrinsic::cos, {x});
+    case Intrinsic::Tanh: return libm("tanh", x);
+    case Intrinsic::Sigmoid:
       return b_.CreateFDiv(floatConst(1), b_.CreateFAdd(floatConst(1), intrinsic(llvm::Intrinsic::exp, {b_.CreateFNeg(x)})));
-    if (f == "relu") return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, floatConst(0));
-    if (f == "leaky_relu") {
+    case Intrinsic::Relu: return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, floatConst(0));
+    case Intrinsic::LeakyRelu: {
       llvm::Value *slope = expr(e.args[1]);
       return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, b_.CreateFMul(x, slope));
     }
-    fail("internal error: no CPU code for function '{}'", f);
+    case Intrinsic::Rand: break;      // above
+    case Intrinsic::Allreduce: break; // a collective kernel of its own, run by the runtime
+    }
+    internalError("no CPU code for function '{}'", e.name);
   }
 };
 
