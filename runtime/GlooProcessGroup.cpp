@@ -218,15 +218,16 @@ std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
   if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) std::signal(SIGPIPE, SIG_IGN);
   auto shared = std::make_shared<Shared>();
   shared->timeout = o.timeout;
-  shared->store = std::make_unique<dist::TcpStore>(o.masterAddr, o.masterPort, o.rank == 0, o.rank, o.timeout);
-  // Every rank must agree on the group's size with rank 0.
-  std::string mine = std::to_string(o.size);
-  shared->store->set(fmt::format("size/{}", o.rank), {mine.begin(), mine.end()});
-  std::vector<char> theirs = shared->store->get("size/0");
-  if (std::string(theirs.begin(), theirs.end()) != mine)
-    throw Error(fmt::format("process group: rank {} has WORLD_SIZE {} but rank 0 has {}", o.rank, o.size,
-                            std::string(theirs.begin(), theirs.end())),
-                "start every process with the same WORLD_SIZE (with --nnodes: the same -n on every machine)");
+  // The store's join checks that every rank has rank 0's WORLD_SIZE and token.
+  dist::TcpStoreOptions store;
+  store.host = o.masterAddr;
+  store.port = o.masterPort;
+  store.serve = o.rank == 0;
+  store.rank = o.rank;
+  store.worldSize = o.size;
+  store.timeout = o.timeout;
+  store.token = o.token;
+  shared->store = std::make_unique<dist::TcpStore>(store);
   gloo::transport::tcp::attr attr;
   // Peers reach this process where they reach rank 0: loopback for a single machine.
   attr.hostname = o.masterAddr == "localhost" || o.masterAddr.rfind("127.", 0) == 0 ? "127.0.0.1" : "";

@@ -302,7 +302,10 @@ TEST(SyncBatchNormAcrossRanks, OtherChannelCountsAreAnError) {
 }
 
 TEST(ProcessGroup, StoreWaitTimesOutNamingTheKey) {
-  dist::TcpStore store("127.0.0.1", 0, /*serve=*/true, 0, std::chrono::milliseconds(200));
+  dist::TcpStoreOptions o;
+  o.serve = true;
+  o.timeout = std::chrono::milliseconds(200);
+  dist::TcpStore store(o);
   store.set("here", {'1'});
   EXPECT_EQ(store.get("here"), std::vector<char>{'1'});
   std::string err;
