@@ -250,6 +250,7 @@ private:
   std::map<std::string, std::vector<char>> data_;
   std::set<int> gone_;
   std::set<int> present_; // ranks connected now
+  std::set<int> joined_;  // ranks that ever joined
   std::string failure_;   // why the rendezvous cannot succeed; every wait fails with it
 
   void acceptLoop() {
@@ -284,8 +285,9 @@ private:
   }
 
   // A join: "WORLD_SIZE:token" from a client that says it is rank `key`. Sets `rank` when
-  // admitted; otherwise the reply says why, and a join that contradicts the group fails the
-  // rendezvous (a wrong token does not: that may be anyone).
+  // admitted; otherwise the reply says why. A join that contradicts the group while it forms
+  // fails the rendezvous; a wrong token never does (that may be anyone), nor anything once
+  // every rank has joined.
   void join(const Message &m, int &rank, char &status, std::string &reason, std::vector<char> &reply) {
     const std::string value = text(m.value);
     const size_t colon = value.find(':');
@@ -309,12 +311,13 @@ private:
     if (!problem.empty()) {
       reason = kGroup;
       reply = bytes(problem);
-      if (failure_.empty()) failure_ = problem;
+      if (failure_.empty() && joined_.size() < static_cast<size_t>(worldSize_)) failure_ = problem;
       return;
     }
     status = kOk;
     rank = static_cast<int>(*r);
     present_.insert(rank);
+    joined_.insert(rank);
     gone_.erase(rank); // a rank that reconnects is back
   }
 
@@ -494,6 +497,13 @@ std::vector<char> TcpStore::await(const std::string &key, Clock::time_point dead
 void TcpStore::wait(const std::vector<std::string> &keys, std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   for (const std::string &key : keys) await(key, deadline, timeout);
+}
+
+std::optional<std::vector<char>> TcpStore::check(const std::string &key) {
+  Reply reply;
+  if (Outcome o = request('G', key, {}, reply); o != Outcome::ok) fail(o, fmt::format("reading '{}'", key));
+  if (reply.status == kOk) return std::move(reply.value);
+  return std::nullopt;
 }
 
 std::vector<char> TcpStore::get(const std::string &key) { return await(key, Clock::now() + timeout_, timeout_); }

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,8 @@ public:
   // the rendezvous has failed (a rank with another WORLD_SIZE, two processes with one rank).
   std::vector<char> get(const std::string &key);
   void wait(const std::vector<std::string> &keys, std::chrono::milliseconds timeout);
+  // The value of `key` if it is set now (one round trip, no waiting).
+  std::optional<std::vector<char>> check(const std::string &key);
   // Ranks whose connection to the store closed without a goodbye (a process that died). If
   // the store itself cannot be reached, {hostRank}: the rank that served it is gone.
   std::vector<int> goneRanks();

@@ -320,27 +320,38 @@ TEST(TcpStoreHardening, ConnectionThatNeverJoinsIsClosed) {
   expectServesRank1(rank0);
 }
 
-// A rank with another WORLD_SIZE, or a second process with a taken rank: refused, and rank
-// 0's wait fails at once with the reason rather than at the timeout.
+// A rank with another WORLD_SIZE, or a second process with a taken rank, while the group
+// forms: refused, and rank 0's wait fails at once with the reason rather than at the timeout.
 TEST(TcpStoreHardening, GroupMismatchFailsRankZeroAtOnce) {
   for (bool sizeMismatch : {true, false}) {
     SCOPED_TRACE(sizeMismatch);
-    dist::TcpStore rank0(storeOptions(0, true, 0, 2, milliseconds(20000)));
+    dist::TcpStore rank0(storeOptions(0, true, 0, 3, milliseconds(20000)));
     std::unique_ptr<dist::TcpStore> rank1;
-    if (!sizeMismatch) rank1 = std::make_unique<dist::TcpStore>(storeOptions(rank0.port(), false, 1, 2, milliseconds(20000)));
+    if (!sizeMismatch) rank1 = std::make_unique<dist::TcpStore>(storeOptions(rank0.port(), false, 1, 3, milliseconds(20000)));
     const Clock::time_point start = Clock::now();
     std::string rank0Error;
     std::thread waiter([&] { rank0Error = errorOf([&] { rank0.get("never"); }); });
     std::string err =
-        errorOf([&] { dist::TcpStore(storeOptions(rank0.port(), false, 1, sizeMismatch ? 3 : 2, milliseconds(20000))); });
+        errorOf([&] { dist::TcpStore(storeOptions(rank0.port(), false, 1, sizeMismatch ? 2 : 3, milliseconds(20000))); });
     waiter.join();
     EXPECT_LT(secondsSince(start), 5.0);
     const std::string why =
-        sizeMismatch ? "rank 1 has WORLD_SIZE 3 but rank 0 has 2" : "another process already joined as rank 1";
+        sizeMismatch ? "rank 1 has WORLD_SIZE 2 but rank 0 has 3" : "another process already joined as rank 1";
     EXPECT_NE(err.find(why), std::string::npos) << err;
     EXPECT_NE(rank0Error.find("rank 0 cannot form the group: " + why), std::string::npos) << rank0Error;
     if (rank1) EXPECT_NE(errorOf([&] { rank1->get("never"); }).find(why), std::string::npos);
   }
+}
+
+// Once every rank has joined, a process claiming a rank is refused and the job goes on.
+TEST(TcpStoreHardening, LateClaimOnARankIsRefusedWithoutFailingTheJob) {
+  dist::TcpStore rank0(storeOptions(0, true, 0, 2, milliseconds(3000)));
+  dist::TcpStore rank1(storeOptions(rank0.port(), false, 1, 2, milliseconds(3000)));
+  std::string err = errorOf([&] { dist::TcpStore(storeOptions(rank0.port(), false, 1, 2, milliseconds(3000))); });
+  EXPECT_NE(err.find("another process already joined as rank 1"), std::string::npos) << err;
+  rank1.set("key", {'1'});
+  EXPECT_EQ(rank0.get("key"), std::vector<char>{'1'});
+  EXPECT_EQ(rank0.check("absent"), std::nullopt);
 }
 
 #ifdef ENC_HAVE_GLOO
