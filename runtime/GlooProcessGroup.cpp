@@ -165,8 +165,9 @@ public:
   // rank says, through the store, that it is leaving after its n-th collective, and waits
   // until every member has said so too. It does not wait for a member known to be waiting in
   // a later collective (which this rank will never enter: it fails as soon as this rank
-  // closes its connections), nor at all once a member is gone or a collective of this group
-  // failed; and never longer than kLeaveWait.
+  // closes its connections), nor at all once a member is gone; and never longer than
+  // kLeaveWait, or kLeaveWaitAfterFailure once a collective of this group failed (the peers
+  // that failed with it then only need the store, which rank 0 serves, to say why).
   ~GlooProcessGroup() override {
     if (size() == 1) return;
     shared_->watchdog->unwatch(&progress_);
@@ -175,11 +176,11 @@ public:
       const uint64_t calls = progress_.call;
       const std::string mine = std::to_string(calls);
       store.set(fmt::format("{}left/{}", prefix_, rank_), {mine.begin(), mine.end()});
-      if (failed_) return;
       std::vector<int> waiting;
       for (int r = 0; r < size(); ++r)
         if (r != rank_) waiting.push_back(r);
-      const auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(shared_->timeout, kLeaveWait);
+      const auto deadline =
+          Clock::now() + std::min<std::chrono::milliseconds>(shared_->timeout, failed_ ? kLeaveWaitAfterFailure : kLeaveWait);
       while (true) {
         std::erase_if(waiting, [&](int r) {
           if (store.check(fmt::format("{}left/{}", prefix_, r))) return true;
@@ -231,7 +232,7 @@ private:
 
   uint32_t nextTag() { return tag_++ & 0xffffff; }
 
-  static constexpr std::chrono::milliseconds kLeaveWait{10000};
+  static constexpr std::chrono::milliseconds kLeaveWait{10000}, kLeaveWaitAfterFailure{2000};
 
   // Sums go through Gloo's ring all-gather of a fixed buffer of kChunk elements per element
   // type, made when the group is (every peer alive and connected) and reused: larger sums go
