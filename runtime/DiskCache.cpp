@@ -336,6 +336,12 @@ void DiskCache::put(const std::string &key, std::string_view bytes) {
   evict(dest);
 }
 
+void DiskCache::remove(const std::string &key) {
+  if (!usable()) return;
+  std::error_code ec;
+  fs::remove(entryPath(key), ec);
+}
+
 void DiskCache::evict(const fs::path &keep) {
   std::vector<Scanned> entries = scanEntries(dir_, /*sweepTemps=*/true);
   int64_t total = 0;

@@ -77,6 +77,9 @@ public:
   // trusted (see untrustedCacheDir). Decided on first use; a refused directory is reported once on stderr.
   bool usable();
 
+  // Removes the entry under `key`, if any: one whose payload the caller found unusable.
+  void remove(const std::string &key);
+
   // Every readable entry, oldest use first. Unparseable files are left out.
   std::vector<DiskCacheEntry> list() const;
 

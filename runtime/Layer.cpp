@@ -394,7 +394,7 @@ void Layer::compileForGpu(Compiled &c) {
   opts.sourceName = name_ + ".cu";
   const std::string key = sha256Hex(opts.arch + "\n" + source);
   cuda::CUmodule module =
-      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, cuda::compileCached(source, opts));
+      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, source, opts);
   for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(k.collective ? nullptr : gpu.function(module, k.name));
 }
 
