@@ -294,9 +294,9 @@ struct CpuJit::Impl {
     return addr->toPtr<void *>();
   }
 
-  // Adds `tsm` in a JITDylib of its own and looks up `entry`, which materializes it: the compile function
-  // (disk cache, else O3 + codegen) and the linker run here, in this thread. A failed lookup drops the
-  // JITDylib and returns the error.
+  // Adds `tsm` in a JITDylib of its own and looks up `entry`, which materializes it (the compile function:
+  // disk cache, else O3 + codegen; then the linker) and waits for that. A failed lookup drops the JITDylib
+  // and returns the error.
   llvm::Expected<llvm::orc::ExecutorAddr> link(llvm::orc::ThreadSafeModule tsm, const std::string &entry,
                                                const std::string &key) {
     // A JITDylib per key keeps symbols of different keys apart (many kernels are all called "kernel").
@@ -340,7 +340,7 @@ struct CpuJit::Impl {
     });
   }
 
-  static bool objectCacheEnabled() { return DiskCache::global().enabled(); }
+  static bool objectCacheEnabled() { return DiskCache::global().usable(); }
 };
 
 CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
