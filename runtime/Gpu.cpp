@@ -128,6 +128,16 @@ CUmodule Gpu::loadModule(const std::string &key, const CompileResult &image) {
   return m;
 }
 
+CUmodule Gpu::loadModule(const std::string &key, const std::string &source, const CompileOptions &opts) {
+  {
+    std::lock_guard<std::mutex> lock(modulesMu_);
+    if (auto it = modules_.find(key); it != modules_.end()) return it->second;
+  }
+  CUmodule m = nullptr;
+  compileCachedAndLoad(source, opts, [&](const CompileResult &image) { m = loadModule(key, image); });
+  return m;
+}
+
 CUmodule Gpu::loadSourceModule(const std::string &key, const std::string &source) {
   std::lock_guard<std::mutex> lock(modulesMu_);
   if (auto it = modules_.find(key); it != modules_.end()) return it->second;

@@ -29,10 +29,32 @@
 
 namespace enc {
 
+namespace {
+
+// Whether `e` is made of integer constants only: then it stayed unfolded because its value does not fit in
+// 64 bits (constant folding never wraps).
+bool onlyConstants(const ir::Expr &e) {
+  switch (e->kind) {
+  case ir::ExprKind::IntImm:
+  case ir::ExprKind::FloatImm:
+  case ir::ExprKind::BoolImm: return true;
+  case ir::ExprKind::Unary:
+  case ir::ExprKind::Binary:
+  case ir::ExprKind::Select:
+  case ir::ExprKind::Cast: return std::all_of(e->args.begin(), e->args.end(), onlyConstants);
+  default: return false;
+  }
+}
+
+} // namespace
+
 int64_t evalInt(const ir::Expr &e) {
   int64_t v = 0;
-  if (!ir::isConst(e, &v)) internalError("size '{}' is not known after specialization", ir::print(e));
-  return v;
+  if (ir::isConst(e, &v)) return v;
+  if (onlyConstants(e))
+    throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)),
+                "use smaller hyper-parameters or inputs");
+  internalError("size '{}' is not known after specialization", ir::print(e));
 }
 
 struct Layer::Compiled {
@@ -122,6 +144,7 @@ void Layer::initParams() {
                     "check the hyper-parameters");
       shape.push_back(n);
     }
+    checkTensorSize(fmt::format("layer {}: parameter '{}'", name_, d.name.text), shape, paramDType());
     Tensor t(paramDType(), shape);
     std::string kind = d.init ? d.init->name : "zeros";
     std::vector<double> args;
@@ -369,7 +392,7 @@ void Layer::compileForGpu(Compiled &c) {
   opts.sourceName = name_ + ".cu";
   const std::string key = sha256Hex(opts.arch + "\n" + source);
   cuda::CUmodule module =
-      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, cuda::compileCached(source, opts));
+      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, source, opts);
   for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(k.collective ? nullptr : gpu.function(module, k.name));
 }
 
@@ -377,7 +400,12 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   // Kernels write every element they own; scatter outputs that no earlier kernel wrote (the
   // tensor's own definition) are zeroed before their kernel runs.
   for (const auto &[n, s] : c.shapes)
-    if (!buffers.count(n)) buffers[n] = Tensor::empty(dtypeOf(c.loops.types.of(n)), s, options_.device);
+    if (!buffers.count(n)) {
+      DType dtype = dtypeOf(c.loops.types.of(n));
+      checkTensorSize(fmt::format("layer {}: tensor '{}' (for input {})", name_, n, lastInputsText_), s, dtype,
+                      options_.device);
+      buffers[n] = Tensor::empty(dtype, s, options_.device);
+    }
   if (options_.device == Device::CUDA)
     runOnGpu(c, buffers, randomSeed);
   else

@@ -57,6 +57,7 @@ Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const s
       throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
     shape.push_back(v);
   }
+  checkTensorSize(fmt::format("random input '{}'", name), shape, dtype);
   Tensor t(dtype, shape);
   Rng rng(seed, "input:" + name);
   for (int64_t i = 0; i < t.numel(); ++i) t.set(i, rng.uniform(-1, 1));

@@ -110,8 +110,7 @@ public:
       int64_t n = 1;
       for (const Expr &d : t.shape) {
         int64_t v = 0;
-        if (!isConst(d, &v) || v < 0) return false;
-        n *= v;
+        if (!isConst(d, &v) || v < 0 || __builtin_mul_overflow(n, v, &n)) return false;
         if (n >= (int64_t{1} << 30)) return false;
       }
     }
@@ -179,8 +178,7 @@ private:
     if (const TensorDecl *t = prog_.tensors.tensor(buffer))
       for (const Expr &d : t->shape) {
         int64_t v = 0;
-        if (!isConst(d, &v)) return fmt::format("{}[{}]", cname(buffer), index);
-        n *= v;
+        if (!isConst(d, &v) || __builtin_mul_overflow(n, v, &n)) return fmt::format("{}[{}]", cname(buffer), index);
       }
     return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, n, kernel_ ? kernel_->name : "",
                        buffer, sourceLine_);
