@@ -325,7 +325,14 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
                                 [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
   for (const ir::TensorDecl &t : prog.tensors)
     for (size_t i = 0; i < t.shape.size(); ++i) {
-      int64_t n = evalInt(t.shape[i]);
+      int64_t n = 0;
+      try {
+        n = evalInt(t.shape[i]);
+      } catch (const Error &e) { // a size too large for 64 bits: name the tensor it is a dimension of
+        throw Error(fmt::format("layer {}: dimension {} of '{}' for input {}: {}", name_, i, t.name, lastInputsText_,
+                                e.what()),
+                    e.hint());
+      }
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
         throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name, i,
                                 n, lastInputsText_),

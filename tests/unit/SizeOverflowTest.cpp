@@ -146,6 +146,7 @@ TEST(SizeOverflow, OutputTooLargeForTheHyperParameters) {
       conv.forward({{"X", x}});
     });
     EXPECT_MENTIONS(m, "too large");
+    EXPECT_MENTIONS(m, "'Y'"); // the tensor, also when one of its dimensions does not fit
     EXPECT_EQ(m.find("internal error"), std::string::npos) << m;
   }
   std::string m = errorOf([&] {
