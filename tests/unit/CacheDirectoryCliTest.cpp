@@ -18,15 +18,7 @@ protected:
   // `encc ARGS` with HOME, XDG_CACHE_HOME and ENC_CACHE_DIR unset and TMPDIR set to this test's directory:
   // the cache then falls back to the temp directory.
   CliResult enccWithoutHome(const std::string &args) const {
-    std::string cmd = fmt::format("cd {} && env -u HOME -u XDG_CACHE_HOME -u ENC_CACHE_DIR TMPDIR={} {} {} >{} 2>{}",
-                                  quote(dir.string()), quote(dir.string()), quote(ENCC_BINARY), args,
-                                  quote((dir / "stdout.txt").string()), quote((dir / "stderr.txt").string()));
-    int raw = std::system(cmd.c_str());
-    CliResult r;
-    r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(dir / "stdout.txt");
-    r.err = slurp(dir / "stderr.txt");
-    return r;
+    return enccWith(fmt::format("env -u HOME -u XDG_CACHE_HOME -u ENC_CACHE_DIR TMPDIR={}", quote(dir.string())), args);
   }
 
   fs::path perUserDir() const { return dir / fmt::format("encc-cache-{}", ::geteuid()); }

@@ -85,9 +85,14 @@ protected:
 
   // Runs `encc ARGS` in the test's directory; ARGS is shell text (quote paths with quote()).
   CliResult encc(const std::string &args) const {
-    std::string cmd = fmt::format("cd {} && ENC_CACHE_DIR={} {} {} >{} 2>{}", quote(dir.string()),
-                                  quote((dir / "cache").string()), quote(ENCC_BINARY), args,
-                                  quote((dir / "stdout.txt").string()), quote((dir / "stderr.txt").string()));
+    return enccWith(fmt::format("ENC_CACHE_DIR={}", quote((dir / "cache").string())), args);
+  }
+
+  // The same with ENVIRONMENT, shell text put before the command (`env -u HOME TMPDIR=...`),
+  // in place of the test's own cache directory.
+  CliResult enccWith(const std::string &environment, const std::string &args) const {
+    std::string cmd = fmt::format("cd {} && {} {} {} >{} 2>{}", quote(dir.string()), environment, quote(ENCC_BINARY),
+                                  args, quote((dir / "stdout.txt").string()), quote((dir / "stderr.txt").string()));
     int raw = std::system(cmd.c_str());
     CliResult r;
     r.status = raw != -1 && WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;

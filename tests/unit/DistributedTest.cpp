@@ -30,10 +30,18 @@ using enc::testing::lib;
 namespace {
 
 #ifdef ENC_HAVE_GLOO
-// Runs body(rank, group) on `n` ranks at once; every rank's failure is reported.
-void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
-  int port = dist::freeTcpPort();
-  std::vector<std::string> errors(static_cast<size_t>(n));
+// What each rank of runRanksCollecting ended with: its error ("" if none) and when it finished,
+// in seconds from the start.
+struct RankOutcomes {
+  std::vector<std::string> errors;
+  std::vector<double> finishedAfter;
+};
+
+// Runs body(rank, group) on `n` ranks at once, each in a group of its own making.
+RankOutcomes runRanksCollecting(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
+  const int port = dist::freeTcpPort();
+  RankOutcomes out{std::vector<std::string>(static_cast<size_t>(n)), std::vector<double>(static_cast<size_t>(n))};
+  const auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r)
     threads.emplace_back([&, r] {
@@ -45,11 +53,19 @@ void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>
         o.timeout = std::chrono::seconds(30);
         body(r, newProcessGroup(o));
       } catch (const std::exception &e) {
-        errors[static_cast<size_t>(r)] = e.what();
+        out.errors[static_cast<size_t>(r)] = e.what();
       }
+      out.finishedAfter[static_cast<size_t>(r)] =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     });
   for (std::thread &t : threads) t.join();
-  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+  return out;
+}
+
+// Runs body(rank, group) on `n` ranks at once; every rank's failure is reported.
+void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
+  RankOutcomes out = runRanksCollecting(n, body);
+  for (int r = 0; r < n; ++r) EXPECT_EQ(out.errors[static_cast<size_t>(r)], "") << "rank " << r;
 }
 
 TEST(ProcessGroup, AllreduceSumsEveryRanksValues) {
@@ -112,35 +128,17 @@ TEST(ProcessGroup, LeavingRightAfterACollectiveFailsNoPeer) {
 // first): it does not wait for them to leave too, and their collective fails at once,
 // naming it; then, their group having failed, they leave without waiting either.
 TEST(ProcessGroup, RankThatLeavesEarlyIsNamedAndNobodyWaits) {
-  constexpr int n = 3;
-  const int port = dist::freeTcpPort();
-  std::vector<std::string> errors(n);
-  std::vector<double> left(n);
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ProcessGroupOptions o;
-        o.rank = r;
-        o.size = n;
-        o.masterPort = port;
-        o.timeout = std::chrono::seconds(30);
-        auto g = newProcessGroup(o);
-        double v = 1;
-        if (r != 2) g->allreduceSum(&v, 1);
-      } catch (const std::exception &e) {
-        errors[static_cast<size_t>(r)] = e.what();
-      }
-      left[static_cast<size_t>(r)] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    });
-  for (std::thread &t : threads) t.join();
-  for (int r = 0; r < n; ++r) EXPECT_LT(left[static_cast<size_t>(r)], 5.0) << "rank " << r;
-  EXPECT_EQ(errors[2], "");
+  RankOutcomes out = runRanksCollecting(3, [](int r, std::shared_ptr<ProcessGroup> g) {
+    double v = 1;
+    if (r != 2) g->allreduceSum(&v, 1);
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_LT(out.finishedAfter[static_cast<size_t>(r)], 5.0) << "rank " << r;
+  EXPECT_EQ(out.errors[2], "");
   for (int r = 0; r < 2; ++r)
-    EXPECT_NE(errors[static_cast<size_t>(r)].find(fmt::format("an all-reduce failed on rank {} of 3: rank 2 left the group", r)),
+    EXPECT_NE(out.errors[static_cast<size_t>(r)].find(
+                  fmt::format("an all-reduce failed on rank {} of 3: rank 2 left the group", r)),
               std::string::npos)
-        << errors[static_cast<size_t>(r)];
+        << out.errors[static_cast<size_t>(r)];
 }
 
 // Data-parallel gradients: every rank's tensors averaged, f32 and f64 together.
