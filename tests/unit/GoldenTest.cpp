@@ -3,9 +3,12 @@
 //   ok/NAME.enc      must check with no diagnostics at all
 //   ir/LAYER.ir      the tensor IR of the shipped layer LAYER, as `encc emit --emit=ir --layer LAYER`
 //                    prints it (with the --set values of kIRSettings below)
+//   grad/LAYER.grad  its backward program, as `encc emit --emit=grad` prints it
+//   loops/LAYER.loops  the loop IR of its forward and backward passes for the CPU and the GPU,
+//                    as `encc emit --emit=loops [--backward] [--target gpu]` print it
 //
 // To accept new output after an intended change, run the tests with ENC_UPDATE_GOLDEN=1: every
-// expected file (errors/*.expected, ir/*.ir, including missing ones) is rewritten from the
+// expected file (errors/*.expected, ir/*.ir, ..., including missing ones) is rewritten from the
 // actual output instead of failing. Review the result with `git diff tests/golden` before
 // committing it.
 #include "compiler/Passes.h"
@@ -92,17 +95,49 @@ CheckResult checkFile(const fs::path &path) {
   return {diags.render(), diags.diagnostics().size()};
 }
 
-std::string renderIR(const std::string &layerName) {
-  auto lib = Library::shipped();
-  const LayerSymbols &sym = lib->get(layerName);
-  auto it = kIRSettings.find(layerName);
-  std::map<std::string, std::string> settings;
-  if (it != kIRSettings.end()) settings = it->second;
-  // As `encc emit --emit=ir` shows it: a training pass, hyper-parameters folded before fusion.
-  auto hyper = resolveHyperParams(sym, settings, /*allowMissing=*/true);
-  hyper["training"] = ir::boolImm(true);
-  return ir::printProgram(ir::Pipeline().forward(sym, hyper));
+// A shipped layer's programs as `encc emit` shows them: a training pass, hyper-parameters
+// (kIRSettings) folded before fusion, input sizes symbolic.
+struct ShippedPrograms {
+  ir::Pipeline pipeline;
+  ir::Program forward;
+  ir::Gradient backward;
+
+  explicit ShippedPrograms(const std::string &layerName) {
+    static auto lib = Library::shipped();
+    const LayerSymbols &sym = lib->get(layerName);
+    auto it = kIRSettings.find(layerName);
+    std::map<std::string, std::string> settings;
+    if (it != kIRSettings.end()) settings = it->second;
+    auto hyper = resolveHyperParams(sym, settings, /*allowMissing=*/true);
+    hyper["training"] = ir::boolImm(true);
+    forward = pipeline.forward(sym, hyper);
+    backward = pipeline.backward(sym, forward, hyper);
+  }
+};
+
+std::string renderIR(const std::string &layerName) { return ir::printProgram(ShippedPrograms(layerName).forward); }
+
+std::string renderGrad(const std::string &layerName) {
+  return ir::printProgram(ShippedPrograms(layerName).backward.program);
 }
+
+std::string renderLoops(const std::string &layerName) {
+  ShippedPrograms p(layerName);
+  std::string out;
+  for (ir::Target target : {ir::Target::CPU, ir::Target::GPU})
+    for (bool backward : {false, true}) {
+      out += fmt::format("# ---- {} {} ----\n", target == ir::Target::CPU ? "cpu" : "gpu", backward ? "backward" : "forward");
+      out += ir::printLoops(p.pipeline.lower(backward ? p.backward.program : p.forward, {.target = target}));
+    }
+  return out;
+}
+
+// The printed stages of shipped layers that have golden files: directory, extension, renderer.
+struct Stage {
+  const char *kind, *ext;
+  std::string (*render)(const std::string &layer);
+};
+const Stage kStages[] = {{"ir", ".ir", renderIR}, {"grad", ".grad", renderGrad}, {"loops", ".loops", renderLoops}};
 
 std::vector<std::string> splitLines(const std::string &s) {
   std::vector<std::string> lines;
@@ -186,13 +221,16 @@ TEST_P(Golden, Matches) {
     CheckResult r = checkFile(dir / (g.stem + ".enc"));
     EXPECT_EQ(r.diagnostics, 0u) << "a valid program must check without any diagnostic:\n" << r.rendered;
   } else {
-    compareOrUpdate(dir / (g.stem + ".ir"), renderIR(g.stem));
+    for (const Stage &stage : kStages)
+      if (g.kind == stage.kind) compareOrUpdate(dir / (g.stem + stage.ext), stage.render(g.stem));
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Errors, Golden, ::testing::ValuesIn(goldenFiles("errors", ".enc")), testName);
 INSTANTIATE_TEST_SUITE_P(Ok, Golden, ::testing::ValuesIn(goldenFiles("ok", ".enc")), testName);
 INSTANTIATE_TEST_SUITE_P(IR, Golden, ::testing::ValuesIn(goldenFiles("ir", ".ir")), testName);
+INSTANTIATE_TEST_SUITE_P(Grad, Golden, ::testing::ValuesIn(goldenFiles("grad", ".grad")), testName);
+INSTANTIATE_TEST_SUITE_P(Loops, Golden, ::testing::ValuesIn(goldenFiles("loops", ".loops")), testName);
 
 // The first error of a file with its names, numbers and quoted text blanked out, so that
 // "unknown tensor 'W'" and "unknown tensor 'V'" count as one kind of message.
@@ -225,13 +263,15 @@ TEST(GoldenCorpus, ErrorsCoverManyDiagnostics) {
         << "errors/" << s << ".expected has no " << s << ".enc";
 }
 
-TEST(GoldenCorpus, EveryShippedLayerHasIR) {
-  std::vector<std::string> have = stems("ir", ".ir");
-  for (const std::string &layer : Library::shipped()->layerNames()) {
-    if (std::count(have.begin(), have.end(), layer)) continue;
-    if (updating()) compareOrUpdate(goldenDir() / "ir" / (layer + ".ir"), renderIR(layer));
-    else ADD_FAILURE() << "shipped layer " << layer << " has no tests/golden/ir/" << layer
-                       << ".ir; run with ENC_UPDATE_GOLDEN=1 to create it";
+TEST(GoldenCorpus, EveryShippedLayerHasEveryStage) {
+  for (const Stage &stage : kStages) {
+    std::vector<std::string> have = stems(stage.kind, stage.ext);
+    for (const std::string &layer : Library::shipped()->layerNames()) {
+      if (std::count(have.begin(), have.end(), layer)) continue;
+      if (updating()) compareOrUpdate(goldenDir() / stage.kind / (layer + stage.ext), stage.render(layer));
+      else ADD_FAILURE() << "shipped layer " << layer << " has no tests/golden/" << stage.kind << "/" << layer
+                         << stage.ext << "; run with ENC_UPDATE_GOLDEN=1 to create it";
+    }
   }
 }
 
