@@ -4,24 +4,16 @@
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
-#include "compiler/codegen/cuda/CudaCodegen.h"
-#include "compiler/codegen/llvm/LLVMCodegen.h"
-#include "runtime/CpuJit.h"
+#include "runtime/Executor.h"
 #include "runtime/Gpu.h"
-#include "runtime/Hash.h"
 #include "runtime/HyperParams.h"
 #include "runtime/KernelProfile.h"
 #include "runtime/Rng.h"
-#include "runtime/ThreadPool.h"
 #include "support/Env.h"
 #include "support/InternalError.h"
 
-#include <llvm/IR/LLVMContext.h>
-#include <llvm/IR/Module.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <iostream>
 #include <mutex>
 #include <regex>
@@ -59,8 +51,7 @@ int64_t evalInt(const ir::Expr &e) {
 
 struct Layer::Compiled {
   ir::LoopProgram loops;
-  std::vector<codegen::CpuKernelFn> fns;     // CPU: one per kernel
-  std::vector<cuda::CUfunction> gpuFns;      // GPU: one per kernel
+  std::unique_ptr<Executor> executor;  // compiled kernels of the layer's device
   std::map<std::string, Shape> shapes; // every tensor the kernels touch
   // Per kernel: a scatter whose output no earlier kernel wrote, which the runner zeroes first.
   std::vector<bool> zeroOutput;
@@ -357,50 +348,10 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   for (const ir::Kernel &k : c->loops.kernels)
     for (const ir::SizeParam &p : k.params)
       if (p.name != ir::kRandomSeed) internalError("kernel {} reads unresolved '{}'", k.name, p.name);
-  if (options_.device == Device::CUDA)
-    compileForGpu(*c);
-  else
-    compileForCpu(*c);
+  c->executor = options_.device == Device::CUDA ? makeGpuExecutor(c->loops, name_) : makeCpuExecutor(c->loops);
   auto &ref = *c;
   cache[signature] = std::move(c);
   return ref;
-}
-
-void Layer::compileForCpu(Compiled &c) {
-  const ir::ElementTypes &types = c.loops.types;
-  for (const ir::Kernel &k : c.loops.kernels) {
-    if (k.collective) {
-      c.fns.push_back(nullptr);
-      continue;
-    }
-    std::string stored;
-    for (const std::string &b : k.buffers) stored += fmt::format("{}:{};", b, ir::elemTypeName(types.of(b)));
-    std::string key = sha256Hex(fmt::format("encc-cpu-2;{};{};{}\n{}", ir::elemTypeName(types.compute), stored, k.name,
-                                            ir::printStmt(k.body)));
-    void *addr = CpuJit::instance().lookup(key);
-    if (!addr) {
-      auto ctx = std::make_unique<llvm::LLVMContext>();
-      auto mod = CpuJit::instance().newModule(k.name, *ctx);
-      codegen::emitLLVMKernel(k, types, *mod);
-      addr = CpuJit::instance().compile(std::move(ctx), std::move(mod), k.name, key);
-    }
-    c.fns.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
-  }
-}
-
-// One CUDA translation unit per pass, compiled for this GPU's architecture through the
-// kernel cache (memory, then disk) and loaded once per process.
-void Layer::compileForGpu(Compiled &c) {
-  cuda::Gpu &gpu = cuda::Gpu::require();
-  // Bounds checks cost little on the emulator, which exists to find such bugs.
-  std::string source = codegen::emitCuda(c.loops, codegen::cudaCodegenOptionsFromEnvironment(gpu.loadsSource()));
-  cuda::CompileOptions opts;
-  opts.arch = fmt::format("sm_{}", gpu.computeCapability());
-  opts.sourceName = name_ + ".cu";
-  const std::string key = sha256Hex(opts.arch + "\n" + source);
-  cuda::CUmodule module =
-      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, source, opts);
-  for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(k.collective ? nullptr : gpu.function(module, k.name));
 }
 
 void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
@@ -413,18 +364,6 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
                       options_.device);
       buffers[n] = Tensor::empty(dtype, s, options_.device);
     }
-  if (options_.device == Device::CUDA)
-    runOnGpu(c, buffers, randomSeed);
-  else
-    runOnCpu(c, buffers, randomSeed);
-}
-
-std::string Layer::kernelLabel(const ir::Kernel &k) const {
-  std::string where = k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : "";
-  return fmt::format("{}{} {}{}", name_, options_.device == Device::CUDA ? " [cuda]" : "", k.name, where);
-}
-
-void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
   const bool profiling = kernelProfiling();
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
@@ -432,82 +371,18 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
       i = runCollectives(c, i, buffers) - 1;
       continue;
     }
-    if (c.zeroOutput[i]) {
-      Tensor &out = buffers.at(k.buffers[0]);
-      std::memset(out.data(), 0, out.nbytes());
-    }
     auto started = std::chrono::steady_clock::now();
-    std::vector<void *> ptrs;
-    for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
-    std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left
-    codegen::CpuKernelFn fn = c.fns[i];
-    int64_t extent = evalInt(k.launchExtent);
-    if (k.scatters && k.launch == ir::ForKind::Parallel && extent > 1) {
-      // Iterations may add to the same element: each chunk adds into a zeroed private copy
-      // of the output, and the copies are summed in afterwards.
-      Tensor &target = buffers.at(k.buffers[0]);
-      std::mutex mu;
-      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) {
-        Tensor mine(target.dtype(), target.shape());
-        std::vector<void *> own = ptrs;
-        own[0] = mine.data();
-        fn(own.data(), params.data(), b, e);
-        std::lock_guard<std::mutex> lock(mu);
-        if (isHalfPrecision(target.dtype())) internalError("kernel {} scatters into a 16-bit buffer", k.name);
-        if (target.dtype() == DType::F32) {
-          float *t = target.dataAs<float>();
-          const float *m = mine.dataAs<float>();
-          for (int64_t j = 0, n = target.numel(); j < n; ++j) t[j] += m[j];
-        } else {
-          double *t = target.dataAs<double>();
-          const double *m = mine.dataAs<double>();
-          for (int64_t j = 0, n = target.numel(); j < n; ++j) t[j] += m[j];
-        }
-      });
-    } else if (k.launch == ir::ForKind::Parallel && extent > 1) {
-      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) { fn(ptrs.data(), params.data(), b, e); });
-    } else {
-      fn(ptrs.data(), params.data(), 0, extent);
-    }
-    if (profiling) recordKernelTime(kernelLabel(k), secondsSince(started));
-  }
-}
-
-void Layer::runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
-  cuda::Gpu &gpu = cuda::Gpu::require();
-  // Grid-stride loops: a few waves of blocks per multiprocessor cover any extent.
-  const int64_t maxBlocks = int64_t{32} * gpu.multiprocessors();
-  for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
-    const ir::Kernel &k = c.loops.kernels[i];
-    if (k.collective) {
-      i = runCollectives(c, i, buffers) - 1;
-      continue;
-    }
-    if (c.zeroOutput[i]) { // it adds into its output atomically
-      Tensor &out = buffers.at(k.buffers[0]);
-      gpu.fill(reinterpret_cast<cuda::CUdeviceptr>(out.data()), 0, out.nbytes());
-    }
-    int64_t extent = evalInt(k.launchExtent);
-    if (extent <= 0) continue;
-    std::vector<cuda::CUdeviceptr> ptrs;
-    for (const std::string &b : k.buffers) ptrs.push_back(reinterpret_cast<cuda::CUdeviceptr>(buffers.at(b).data()));
-    std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left
-    std::vector<void *> args;
-    for (cuda::CUdeviceptr &p : ptrs) args.push_back(&p);
-    for (int64_t &p : params) args.push_back(&p);
-    int64_t threads = k.launch == ir::ForKind::GpuWarps ? extent * 32 : extent;
-    int64_t blocks = std::clamp<int64_t>((threads + codegen::kCudaBlockSize - 1) / codegen::kCudaBlockSize, 1, maxBlocks);
-    if (k.launch == ir::ForKind::GpuTiles) blocks = extent; // one block per tile, no grid-stride loop
-    if (k.launch == ir::ForKind::GpuRows) blocks = std::clamp<int64_t>(extent, 1, maxBlocks); // a row per block
-    auto started = std::chrono::steady_clock::now();
-    gpu.launch(c.gpuFns[i], static_cast<unsigned>(blocks), codegen::kCudaBlockSize, args.data(),
-               fmt::format("kernel {} of layer {}{}", k.name, name_,
-                           k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : ""));
-    if (kernelProfiling()) {
-      gpu.synchronize(fmt::format("kernel {} of layer {}", k.name, name_));
+    c.executor->launch(i, buffers, randomSeed, c.zeroOutput[i]);
+    if (profiling) {
+      c.executor->finish();
       recordKernelTime(kernelLabel(k), secondsSince(started));
     }
   }
+}
+
+std::string Layer::kernelLabel(const ir::Kernel &k) const {
+  std::string where = k.loc.valid() ? fmt::format(" ({}:{})", k.loc.file->name(), k.loc.line()) : "";
+  return fmt::format("{}{} {}{}", name_, options_.device == Device::CUDA ? " [cuda]" : "", k.name, where);
 }
 
 size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers) {

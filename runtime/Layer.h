@@ -108,14 +108,10 @@ private:
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types);
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
-  void runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
-  void runOnGpu(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
   // Runs the collective kernels from `first` on that share its message as one all-reduce of a
   // packed buffer; returns the index after them.
   size_t runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers);
-  void compileForCpu(Compiled &c);
   std::string kernelLabel(const ir::Kernel &k) const; // for ENC_PROFILE
-  void compileForGpu(Compiled &c);
 };
 
 // Fills every Size variable of `p`'s shapes from input tensors; throws Error naming the layer,

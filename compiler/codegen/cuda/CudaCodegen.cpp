@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -495,6 +496,21 @@ CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault) 
     options.strideUnroll = static_cast<int>(*n);
   }
   return options;
+}
+
+CudaLaunch cudaLaunch(const ir::Kernel &kernel, int64_t extent, int multiprocessors) {
+  // A few waves of blocks per multiprocessor cover any extent with the grid-stride loops.
+  const int64_t maxBlocks = int64_t{32} * multiprocessors;
+  CudaLaunch l;
+  switch (kernel.launch) {
+  case ir::ForKind::GpuTiles: l.blocks = extent; break; // one block per tile, no grid-stride loop
+  case ir::ForKind::GpuRows: l.blocks = std::clamp<int64_t>(extent, 1, maxBlocks); break; // a row per block
+  default: {
+    const int64_t threads = kernel.launch == ir::ForKind::GpuWarps ? extent * 32 : extent;
+    l.blocks = std::clamp<int64_t>((threads + kCudaBlockSize - 1) / kCudaBlockSize, 1, maxBlocks);
+  }
+  }
+  return l;
 }
 
 } // namespace enc::codegen

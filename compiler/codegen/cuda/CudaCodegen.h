@@ -5,6 +5,7 @@
 
 #include "compiler/LoopIR.h"
 
+#include <cstdint>
 #include <string>
 
 namespace enc::codegen {
@@ -29,5 +30,15 @@ CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault);
 
 // Arithmetic in program.types.compute; each buffer stored as program.types.of(buffer).
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options = {});
+
+// How a generated kernel is launched, for its launch loop's kind: a tile per block
+// (GpuTiles), a row per block (GpuRows, grid-stride past 32 blocks per multiprocessor), or
+// a thread (warp, for GpuWarps) per iteration with grid-stride loops past the same bound.
+struct CudaLaunch {
+  int64_t blocks = 1;
+  int threadsPerBlock = kCudaBlockSize;
+};
+// `extent`: the kernel's launch extent (> 0), evaluated.
+CudaLaunch cudaLaunch(const ir::Kernel &kernel, int64_t extent, int multiprocessors);
 
 } // namespace enc::codegen

@@ -1,0 +1,96 @@
+// The CPU executor: each kernel JIT-compiled by LLVM (cached in memory and on disk by the hash
+// of its loop IR), its parallel loop split across the thread pool.
+#include "runtime/Executor.h"
+
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "runtime/CpuJit.h"
+#include "runtime/Hash.h"
+#include "runtime/Layer.h"
+#include "runtime/ThreadPool.h"
+#include "support/InternalError.h"
+
+#include <fmt/format.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace enc {
+
+namespace {
+
+class CpuExecutor : public Executor {
+public:
+  explicit CpuExecutor(const ir::LoopProgram &loops) : loops_(loops) {
+    const ir::ElementTypes &types = loops.types;
+    for (const ir::Kernel &k : loops.kernels) {
+      if (k.collective) {
+        fns_.push_back(nullptr);
+        continue;
+      }
+      std::string stored;
+      for (const std::string &b : k.buffers) stored += fmt::format("{}:{};", b, ir::elemTypeName(types.of(b)));
+      std::string key = sha256Hex(fmt::format("encc-cpu-2;{};{};{}\n{}", ir::elemTypeName(types.compute), stored,
+                                              k.name, ir::printStmt(k.body)));
+      void *addr = CpuJit::instance().lookup(key);
+      if (!addr) {
+        auto ctx = std::make_unique<llvm::LLVMContext>();
+        auto mod = CpuJit::instance().newModule(k.name, *ctx);
+        codegen::emitLLVMKernel(k, types, *mod);
+        addr = CpuJit::instance().compile(std::move(ctx), std::move(mod), k.name, key);
+      }
+      fns_.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
+    }
+  }
+
+  void launch(size_t i, std::map<std::string, Tensor> &buffers, int64_t randomSeed, bool zeroOutput) override {
+    const ir::Kernel &k = loops_.kernels[i];
+    if (zeroOutput) {
+      Tensor &out = buffers.at(k.buffers[0]);
+      std::memset(out.data(), 0, out.nbytes());
+    }
+    std::vector<void *> ptrs;
+    for (const std::string &b : k.buffers) ptrs.push_back(buffers.at(b).data());
+    std::vector<int64_t> params(k.params.size(), randomSeed); // only the seed is left
+    codegen::CpuKernelFn fn = fns_[i];
+    int64_t extent = evalInt(k.launchExtent);
+    if (k.scatters && k.launch == ir::ForKind::Parallel && extent > 1) {
+      // Iterations may add to the same element: each chunk adds into a zeroed private copy
+      // of the output, and the copies are summed in afterwards.
+      Tensor &target = buffers.at(k.buffers[0]);
+      std::mutex mu;
+      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) {
+        Tensor mine(target.dtype(), target.shape());
+        std::vector<void *> own = ptrs;
+        own[0] = mine.data();
+        fn(own.data(), params.data(), b, e);
+        std::lock_guard<std::mutex> lock(mu);
+        if (isHalfPrecision(target.dtype())) internalError("kernel {} scatters into a 16-bit buffer", k.name);
+        if (target.dtype() == DType::F32) addInto<float>(target, mine);
+        else addInto<double>(target, mine);
+      });
+    } else if (k.launch == ir::ForKind::Parallel && extent > 1) {
+      ThreadPool::global().parallelFor(0, extent, [&](int64_t b, int64_t e) { fn(ptrs.data(), params.data(), b, e); });
+    } else {
+      fn(ptrs.data(), params.data(), 0, extent);
+    }
+  }
+
+private:
+  const ir::LoopProgram &loops_;
+  std::vector<codegen::CpuKernelFn> fns_; // one per kernel (nullptr for a collective)
+
+  template <typename T> static void addInto(Tensor &target, const Tensor &part) {
+    T *t = target.dataAs<T>();
+    const T *p = part.dataAs<T>();
+    for (int64_t j = 0, n = target.numel(); j < n; ++j) t[j] += p[j];
+  }
+};
+
+} // namespace
+
+std::unique_ptr<Executor> makeCpuExecutor(const ir::LoopProgram &loops) { return std::make_unique<CpuExecutor>(loops); }
+
+} // namespace enc
