@@ -1,5 +1,6 @@
 // End-to-end tests of the encc command line: the real binary (ENCC_BINARY), run through the shell with
 // stdout and stderr captured separately, each test in a temporary directory of its own.
+#include "dsl/Parser.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/Library.h"
 #include "runtime/Npy.h"
@@ -124,6 +125,47 @@ TEST_F(EnccCli, CheckBrokenFile) {
   r = encc("check does-not-exist.enc");
   EXPECT_EQ(r.status, 1) << r;
   EXPECT_TRUE(contains(r.err, "does-not-exist.enc")) << r;
+}
+
+// Expressions as deep as the language allows go through every stage (checks, lowering, autodiff,
+// code generation, the JIT); some thousands of levels, which overflowed the stack of the parser or
+// of the stages after it, are an error with the location instead.
+TEST_F(EnccCli, DeeplyNestedExpressions) {
+  auto repeat = [](const std::string &s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  const int n = kMaxExpressionDepth - 2; // X[i] takes two levels itself
+  std::string chain = "X[i]";
+  for (int i = 0; i < n; ++i) chain += i % 2 ? " + X[i]" : " * X[i]";
+  std::ofstream(path("deepest.enc")) << "layer Deep() {\n  forward(X: [N]) -> Y: [N] {\n"
+                                     << "    A[i] = " << repeat("-", n) << "X[i]\n"
+                                     << "    B[i] = " << repeat("relu(", n) << "X[i]" << repeat(")", n) << "\n"
+                                     << "    C[i] = " << chain << "\n"
+                                     << "    D[i] = " << repeat("select(X[i] > 0, ", n - 1) << "X[i]"
+                                     << repeat(", -X[i])", n - 1) << "\n"
+                                     << "    E[i] = " << repeat("(", n) << "X[i]" << repeat(")", n) << "\n"
+                                     << "    Y[i] = A[i] + B[i] + C[i] + D[i] + E[i]\n  }\n}\n";
+  CliResult r = encc("eval deepest.enc --layer Deep --device cpu --input X=random:3 --grad Y=random:3 --out out");
+  EXPECT_EQ(r.status, 0) << r;
+
+  struct Case {
+    const char *open, *close;
+    int levels;
+  };
+  for (const Case &c : {Case{"-", "", 12000}, Case{"!", "", 6000}, Case{"(", ")", 6000}, Case{"X[", "]", 6000},
+                        Case{"sum(j: ", ")", 6000}, Case{"select(true, ", ", 0)", 6000}}) {
+    std::ofstream(path("deep.enc")) << "layer Deep() {\n  forward(X: [N]) -> Y: [N] {\n    Y[i] = "
+                                    << repeat(c.open, c.levels) << "X[i]" << repeat(c.close, c.levels)
+                                    << "\n  }\n}\n";
+    r = encc("check deep.enc");
+    EXPECT_EQ(r.status, 1) << c.open << "\n" << r;
+    EXPECT_TRUE(contains(r.err, "deep.enc:3:")) << c.open << "\n" << r;
+    EXPECT_TRUE(contains(r.err, fmt::format("expression nested too deeply (more than {} levels)", kMaxExpressionDepth)))
+        << c.open << "\n" << r;
+    EXPECT_TRUE(contains(r.err, "1 error generated.")) << c.open << "\n" << r;
+  }
 }
 
 // ---- emit ---------------------------------------------------------------------------------------------
