@@ -228,6 +228,11 @@ TEST_F(EnccCli, EmitPtx) {
   EXPECT_EQ(r.status, 0) << r;
   EXPECT_TRUE(contains(r.out, ".target sm_80")) << r;
   EXPECT_TRUE(contains(r.out, ".entry")) << r;
+  // An architecture NVRTC does not know is an error listing those it does, not PTX for another one.
+  for (const char *arch : {"sm_999", "sm_10", "sm_81"}) {
+    r = encc(fmt::format("emit --emit=ptx --arch {} --layer Encoding", arch));
+    expectFailure(r, {std::string(arch).substr(3), "sm_80", "sm_90"});
+  }
 }
 
 // --size fixes input sizes as a run would: the GPU stages then show split reductions,
@@ -402,6 +407,23 @@ TEST_F(EnccCli, EvalRandomInput) {
 
   r = encc("eval --layer ReLU --input X=random:2,x,4 --out bad");
   expectFailure(r, {"random:2,x,4"});
+  // Every dimension is given: none empty, at least one.
+  for (const char *spec : {"random:", "random:3,", "random:,3", "random:2,,3", "random:-2", "random: 3"}) {
+    r = encc(fmt::format("eval --layer ReLU --input 'X={}' --out bad", spec));
+    expectFailure(r, {"--input X", fmt::format("'{}'", spec)});
+    r = encc(fmt::format("eval --layer ReLU --input X=random:3 --grad 'Y={}' --out bad", spec));
+    expectFailure(r, {"--grad Y", fmt::format("'{}'", spec)});
+  }
+}
+
+// A negative seed is an error, not 2^64 - 1.
+TEST_F(EnccCli, EvalSeedIsNotNegative) {
+  for (const char *seed : {"--seed -1", "--seed=-1", "--seed 1.5", "--seed x"}) {
+    CliResult r = encc(fmt::format("eval --layer ReLU --input X=random:3 {} --out bad", seed));
+    expectFailure(r, {"--seed"});
+  }
+  CliResult r = encc("eval --layer ReLU --input X=random:3 --seed 18446744073709551615 --out ok");
+  EXPECT_EQ(r.status, 0) << r;
 }
 
 // ---- eval errors --------------------------------------------------------------------------------------

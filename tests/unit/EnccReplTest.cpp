@@ -114,6 +114,15 @@ TEST_F(EnccRepl, ErrorsDoNotEndTheSession) {
   EXPECT_TRUE(contains(r.out, "Y: f32 [4]")) << r;
 }
 
+// A negative seed is refused, not wrapped to 2^64 - 1; the setting keeps its value.
+TEST_F(EnccRepl, SeedIsNotNegative) {
+  CliResult r = session(":set seed -1\n:set seed 7\n:set seed 2x\n:set dtype f64\n");
+  EXPECT_TRUE(contains(r.err, "bad seed '-1'")) << r;
+  EXPECT_TRUE(contains(r.err, "bad seed '2x'")) << r;
+  EXPECT_TRUE(contains(r.out, "dtype f64, device auto, mode train, seed 7")) << r;
+  EXPECT_FALSE(contains(r.out, "18446744073709551615")) << r;
+}
+
 // A layer defined again replaces the first definition; one named like a shipped layer hides it.
 TEST_F(EnccRepl, RedefinitionReplaces) {
   CliResult r = session("layer Twice() { forward(X: [N]) -> Y: [N] { Y[i] = 2.0 * X[i] } }\n"

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -173,11 +174,12 @@ private:
       if (value != "train" && value != "eval") throw Error(fmt::format("unknown mode '{}'", value), "use train or eval");
       settings_.mode = value;
     } else if (what == "seed") {
-      try {
-        settings_.seed = std::stoull(value);
-      } catch (const std::exception &) {
+      // from_chars, unlike stoull, refuses "-1" rather than wrapping it to 2^64 - 1.
+      uint64_t seed = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seed);
+      if (ec != std::errc() || end != value.data() + value.size())
         throw Error(fmt::format("bad seed '{}'", value), "a non-negative integer");
-      }
+      settings_.seed = seed;
     } else {
       throw Error(fmt::format("unknown setting '{}'", what), "dtype, device, mode or seed");
     }

@@ -47,7 +47,12 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--dtype", eval.dtype, "f32, f64, f16 or bf16 (f16/bf16: f32 arithmetic and parameters, inputs, outputs and gradients in 16 bits)")->capture_default_str();
   evalCmd->add_option("--device", eval.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   evalCmd->add_option("--mode", eval.mode, "train or eval")->capture_default_str();
-  evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")->capture_default_str();
+  // Checked: CLI11 reads "-1" into the unsigned seed as 2^64 - 1.
+  evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string &s) { return s.starts_with('-') ? "the seed is a non-negative integer; got " + s : ""; },
+          ""));
   evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");
   evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
