@@ -2,6 +2,7 @@
 
 #include "compiler/Passes.h"
 #include "support/Error.h"
+#include "support/Suggest.h"
 
 #include <charconv>
 #include <cmath>
@@ -122,7 +123,9 @@ std::map<std::string, ir::Expr> resolveHyperParams(const LayerSymbols &layer,
     if (!hp) {
       std::string names;
       for (const ast::HyperParam &h : layer.layer->hyperParams) names += (names.empty() ? "" : ", ") + h.name.text;
-      throw Error(fmt::format("layer {} has no hyper-parameter '{}'", layer.layer->name.text, name),
+      std::vector<std::string> known;
+      for (const ast::HyperParam &h : layer.layer->hyperParams) known.push_back(h.name.text);
+      throw Error(fmt::format("layer {} has no hyper-parameter '{}'{}", layer.layer->name.text, name, didYouMean(name, known)),
                   names.empty() ? "this layer takes no hyper-parameters" : "its hyper-parameters are " + names);
     }
     if (hp->type.kind == ast::HyperParamType::Kind::Int2) {

@@ -668,6 +668,46 @@ TEST_F(EnccCli, EvalWithoutOut) {
   EXPECT_TRUE(r.out.empty()) << r;
 }
 
+// A misspelt subcommand, layer or hyper-parameter: the error suggests the nearest name, ignoring case
+// and accepting abbreviations; the deprecated BatchNorm aliases are names too.
+TEST_F(EnccCli, SuggestsTheNearestName) {
+  CliResult r = encc("evl --layer ReLU");
+  expectFailure(r, {"unknown subcommand 'evl'; did you mean 'eval'?", "check, emit, eval"});
+  r = encc("nonsense");
+  expectFailure(r, {"unknown subcommand 'nonsense'"});
+  EXPECT_FALSE(contains(r.err, "did you mean")) << r;
+  struct Case {
+    std::string layer, meant;
+  };
+  for (const Case &c : {Case{"Conv2D", "Conv2d"}, Case{"conv2d", "Conv2d"}, Case{"SyncBN", "SyncBatchNorm"},
+                        Case{"batchnorm2d", "BatchNorm2d"}, Case{"Encodng", "Encoding"}}) {
+    r = encc(fmt::format("eval --layer {} --device cpu --input X=random:2,3 --out out", c.layer));
+    expectFailure(r, {fmt::format("no layer named '{}'; did you mean '{}'?", c.layer, c.meant), "BatchNorm2d"});
+    r = encc(fmt::format("emit --emit=ir --layer {}", c.layer));
+    expectFailure(r, {fmt::format("did you mean '{}'?", c.meant)});
+  }
+  r = encc("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set kernel_size=3 --set paddin=1 "
+           "--device cpu --input X=random:1,3,5,5 --out out");
+  expectFailure(r, {"no hyper-parameter 'paddin'; did you mean 'padding'?", "dilation"});
+}
+
+// The default device on a machine without a CUDA driver is the CPU, quietly; asking for auto
+// explicitly says when it falls back.
+TEST_F(EnccCli, CpuFallbackIsMentionedOnlyWhenAutoIsAskedFor) {
+  if (cuda::Driver::get()) GTEST_SKIP() << "a GPU is present: there is no fallback to mention";
+  if (!contains(cuda::Driver::unavailableReason(), "no CUDA driver"))
+    GTEST_SKIP() << "a CUDA driver is present but unusable, which is always mentioned: "
+                 << cuda::Driver::unavailableReason();
+  CliResult quiet = encc("eval --layer ReLU --input X=random:3 --out out");
+  ASSERT_EQ(quiet.status, 0) << quiet;
+  EXPECT_EQ(quiet.err, "") << quiet;
+  CliResult asked = encc("eval --layer ReLU --input X=random:3 --device auto --out out");
+  ASSERT_EQ(asked.status, 0) << asked;
+  EXPECT_EQ(asked.err, "encc: no CUDA driver found, using the CPU\n") << asked;
+  CliResult bench = encc("bench --layer ReLU --input X=random:3 --runs 1 --forward-only");
+  EXPECT_FALSE(contains(bench.err, "using the CPU")) << bench;
+}
+
 TEST_F(EnccCli, UnknownOptionAndMissingSubcommand) {
   CliResult bogus = encc("eval --bogus");
   EXPECT_EQ(bogus.status, 1) << bogus;

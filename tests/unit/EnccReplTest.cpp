@@ -106,12 +106,41 @@ TEST_F(EnccRepl, ErrorsDoNotEndTheSession) {
                         ":eval ReLU Y=random:3 X=random:3\n"
                         "layer Bad() { forward(X: [N]) -> Y: [N] { Y[i] = Z[i] } }\n"
                         ":eval ReLU X=random:4\n");
-  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_EQ(r.status, 1) << "a script that met errors fails\n" << r;
   for (const char *m : {"unknown layer 'Nope'", "the layers are:", "needs the input X", "unknown command ':bogus'",
                         "unknown setting 'colour'", ":emit takes a stage and a layer", "only :grad and :time take output gradients",
                         "unknown tensor 'Z'", "^"})
     EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
   EXPECT_TRUE(contains(r.out, "Y: f32 [4]")) << r;
+}
+
+// Errors say what to type here, NAME=VALUE words rather than the command line's options, and suggest
+// the name that was probably meant.
+TEST_F(EnccRepl, ErrorsSpeakTheReplsSyntax) {
+  CliResult r = session(":eval Conv2d X=random:1,3,5,5\n"
+                        ":eval Conv2d in_channels=3 out_channels=2 kernel_size=(3 X=random:1,3,5,5\n"
+                        ":eval ReLU X=random:3,\n"
+                        ":eval Conv2D X=random:1,3,5,5\n"
+                        ":eval Conv2d in_channels=3 out_channels=2 kernel_size=3 paddin=1 X=random:1,3,5,5\n"
+                        ":evl ReLU X=random:3\n");
+  EXPECT_EQ(r.status, 1) << r;
+  for (const char *m : {"hint: give in_channels=VALUE", "hint: e.g. kernel_size=3 or kernel_size=3,5",
+                        "error: X: bad shape 'random:3,'", "unknown layer 'Conv2D'; did you mean 'Conv2d'?",
+                        "no hyper-parameter 'paddin'; did you mean 'padding'?",
+                        "unknown command ':evl'; did you mean ':eval'?"})
+    EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
+  EXPECT_FALSE(contains(r.err, "--set")) << r;
+  EXPECT_FALSE(contains(r.err, "--input")) << r;
+}
+
+// A script's exit status says whether every input succeeded.
+TEST_F(EnccRepl, ScriptExitStatus) {
+  EXPECT_EQ(session(":eval ReLU X=random:3\n:layers\n").status, 0);
+  CliResult r = session(":bogus\n:eval ReLU X=random:3\n");
+  EXPECT_EQ(r.status, 1) << r;
+  EXPECT_TRUE(contains(r.out, "Y: f32 [3]")) << "the rest of the script still runs\n" << r;
+  EXPECT_EQ(session("layer Bad() { forward(X: [N]) -> Y: [N] { Y[i] = X[i] + } }\n").status, 1);
+  EXPECT_EQ(session(":bogus\n:quit\n").status, 1);
 }
 
 // A negative seed is refused, not wrapped to 2^64 - 1; the setting keeps its value.

@@ -2,10 +2,13 @@
 #include "tools/encc/Commands.h"
 
 #include "support/Error.h"
+#include "support/Suggest.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <iostream>
 
 using namespace enc;
@@ -106,6 +109,16 @@ int main(int argc, char **argv) {
   launchCmd->add_option("--timeout", launch.timeoutSeconds, "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits");
   launchCmd->add_option("command", launch.command, "the program and its arguments, after --")->required();
 
+  // CLI11 would take an unknown first word for a stray argument and say only that a subcommand
+  // is required.
+  std::vector<std::string> names;
+  for (const CLI::App *sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+    std::cerr << fmt::format("encc: error: unknown subcommand '{}'{}\n  hint: the subcommands are {}\n", argv[1],
+                             didYouMean(argv[1], names), fmt::join(names, ", "));
+    return 1;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success &e) {
@@ -115,6 +128,9 @@ int main(int argc, char **argv) {
                              app.get_subcommands().empty() ? "encc" : "encc " + app.get_subcommands()[0]->get_name());
     return 1;
   }
+
+  eval.deviceGiven = evalCmd->count("--device") > 0;
+  bench.deviceGiven = benchCmd->count("--device") > 0;
 
   try {
     // Under encc launch or torchrun: layers sum their allreduce(...) over the group.
