@@ -708,6 +708,18 @@ TEST_F(EnccCli, CpuFallbackIsMentionedOnlyWhenAutoIsAskedFor) {
   EXPECT_FALSE(contains(bench.err, "using the CPU")) << bench;
 }
 
+// ENC_JIT_STATS=1 is the one line docs/runtime.md shows, however much LLVM has to say while it
+// compiles (that is ENC_JIT_REMARKS=1).
+TEST_F(EnccCli, JitStatsIsOneLine) {
+  ScopedEnv stats("ENC_JIT_STATS", "1");
+  CliResult r = encc("eval --layer SyncBatchNorm --set num_features=8 --device cpu --input X=random:4,8,16 "
+                     "--grad Y=random:4,8,16 --out out");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(std::regex_match(r.err, std::regex(R"(encc: cpu jit: [1-9][0-9]* compiled \([0-9.]+ s\), 0 from the )"
+                                                 R"(disk cache \([0-9.]+ s\), [0-9]+ from memory\n)")))
+      << r;
+}
+
 TEST_F(EnccCli, UnknownOptionAndMissingSubcommand) {
   CliResult bogus = encc("eval --bogus");
   EXPECT_EQ(bogus.status, 1) << bogus;
