@@ -128,6 +128,20 @@ private:
     }
   }
 
+  // After a forward or backward block's header failed: skip the rest of the header and, when its
+  // '{' follows on that line, the whole block, whose statements would otherwise be read (and
+  // reported) as members of the layer.
+  void recoverPastBlock() {
+    while (!at(Tok::Eof) && !at(Tok::Newline) && !at(Tok::LBrace) && !at(Tok::RBrace) && !at(Tok::KwLayer)) advance();
+    if (!at(Tok::LBrace)) return;
+    int depth = 0;
+    do {
+      if (at(Tok::LBrace)) ++depth;
+      else if (at(Tok::RBrace)) --depth;
+      advance();
+    } while (depth > 0 && !at(Tok::Eof) && !at(Tok::KwLayer));
+  }
+
   // ---- declarations -------------------------------------------------------------------------------
   std::unique_ptr<ast::Layer> parseLayer() {
     auto layer = std::make_unique<ast::Layer>();
@@ -154,11 +168,14 @@ private:
                        "add the closing '}' at the end of the layer");
         return layer;
       }
+      bool forward = at(Tok::KwForward), block = forward || (at(Tok::Ident) && cur().text == "backward");
       try {
         parseMember(*layer);
       } catch (SyntaxError &) {
+        layer->forwardFailed |= forward;
         // Stop before a following layer: it must not become part of this one.
-        if (!at(Tok::KwLayer)) recoverToLineEnd();
+        if (block) recoverPastBlock();
+        else if (!at(Tok::KwLayer)) recoverToLineEnd();
       }
       skipNewlines();
     }

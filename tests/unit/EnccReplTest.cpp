@@ -133,6 +133,15 @@ TEST_F(EnccRepl, ErrorsSpeakTheReplsSyntax) {
   EXPECT_FALSE(contains(r.err, "--input")) << r;
 }
 
+// A definition whose forward header does not parse reports that error alone, not a follow-on
+// ("has no forward block") listed before it, nor its body's lines as stray members.
+TEST_F(EnccRepl, ParseErrorWithoutFollowOns) {
+  CliResult r = session("layer Bad() {\n  forward(X: [N] -> Y: [N] {\n    Y[i] = X[i]\n  }\n}\n");
+  EXPECT_TRUE(contains(r.err, "<repl>:2:18: error: expected ')', found '->'")) << r;
+  EXPECT_TRUE(contains(r.err, "1 error generated.")) << r;
+  EXPECT_FALSE(contains(r.err, "no forward block")) << r;
+}
+
 // A script's exit status says whether every input succeeded.
 TEST_F(EnccRepl, ScriptExitStatus) {
   EXPECT_EQ(session(":eval ReLU X=random:3\n:layers\n").status, 0);
