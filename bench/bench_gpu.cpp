@@ -7,6 +7,7 @@
 //   build/bench/enc_bench_gpu --benchmark_min_time=0.5
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "runtime/DiskCache.h"
 #include "runtime/Gpu.h"
@@ -50,8 +51,9 @@ double kernelBytes(const ir::Program &pass, const std::map<std::string, int64_t>
   static const std::set<std::string> exchanged = {"X", "Y", "grad_X", "grad_Y"};
   std::map<std::string, ir::Expr> values;
   for (const auto &[n, v] : sizes) values[n] = ir::intImm(v);
-  ir::Program p = ir::splitReductions(ir::specialize(pass, values));
-  ir::LoopProgram loops = ir::fuseKernels(ir::lowerToLoops(p, ir::Target::GPU));
+  const ir::Pipeline pipeline;
+  ir::LoopProgram loops = pipeline.lower(pipeline.specializeSizes(pass, values), {.target = ir::Target::GPU});
+  const ir::Program &p = loops.tensors;
   double bytes = 0;
   for (const ir::Kernel &k : loops.kernels)
     for (const std::string &b : k.buffers) {
@@ -185,8 +187,8 @@ std::string layerSource(const char *name, const std::map<std::string, std::strin
   const LayerSymbols &sym = lib->get(name);
   auto hyper = resolveHyperParams(sym, sets);
   hyper["training"] = ir::boolImm(true);
-  ir::Program p = ir::buildTensorProgram(sym, hyper, true);
-  return codegen::emitCuda(ir::lowerToLoops(p, ir::Target::GPU));
+  const ir::Pipeline pipeline;
+  return codegen::emitCuda(pipeline.lower(pipeline.forward(sym, hyper), {.target = ir::Target::GPU}));
 }
 
 // Cold: a unique comment defeats every cache. Disk: the entry written by the first call is read

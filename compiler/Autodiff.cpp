@@ -1,7 +1,9 @@
 #include "compiler/Autodiff.h"
 
+#include "compiler/Intrinsics.h"
 #include "compiler/Passes.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <algorithm>
 #include <optional>
@@ -13,21 +15,11 @@ std::string gradientName(const std::string &tensor) { return "grad_" + tensor; }
 
 namespace {
 
-Expr idx(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
-
 
 bool readsTensor(const Expr &e) {
   return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Access; });
 }
 
-Expr renameIndices(const Expr &e, const std::map<std::string, Expr> &m) {
-  if (m.empty()) return e;
-  return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
-    if (k != VarKind::Index) return nullptr;
-    auto it = m.find(n);
-    return it == m.end() ? nullptr : it->second;
-  });
-}
 
 // d e / d v for an integer index expression, if e is affine in v; nullopt otherwise.
 std::optional<Expr> linearCoefficient(const Expr &e, const std::string &v) {
@@ -78,7 +70,7 @@ public:
         out_.tensors.push_back({seed, TensorRole::Input, t.shape, t.loc});
       }
     for (auto it = fwd_.defs.rbegin(); it != fwd_.defs.rend(); ++it) {
-      if (it->isScatter()) fail("internal error: differentiating a scatter definition of '{}'", it->tensor);
+      if (it->isScatter()) internalError("differentiating a scatter definition of '{}'", it->tensor);
       std::string g = finalize(it->tensor);
       if (!g.empty()) backpropDefinition(*it, g);
     }
@@ -169,13 +161,13 @@ private:
 
   std::vector<Expr> indexVars(const std::string &tensor) {
     std::vector<Expr> out;
-    for (const std::string &n : canon_[tensor]) out.push_back(idx(n));
+    for (const std::string &n : canon_[tensor]) out.push_back(indexVar(n));
     return out;
   }
 
   void backpropDefinition(const Definition &d, const std::string &gradTensor) {
     std::vector<Expr> vars;
-    for (const IndexVar &v : d.indices) vars.push_back(idx(v.name));
+    for (const IndexVar &v : d.indices) vars.push_back(indexVar(v.name));
     current_ = &d;
     backprop(d.value, access(gradTensor, vars), d.indices);
   }
@@ -240,32 +232,8 @@ private:
   }
 
   void backpropCall(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
-    const std::string &f = e->name;
-    const Expr &x = e->args[0];
-    Expr zero = floatImm(0), one = floatImm(1);
-    // Every process's x adds into every process's result: the adjoint of x is the sum of
-    // the result's adjoints over the group.
-    if (f == "allreduce") return backprop(x, call("allreduce", {adj}), domain);
-    if (f == "exp") return backprop(x, adj * e, domain);
-    if (f == "log") return backprop(x, adj / x, domain);
-    if (f == "sqrt") return backprop(x, adj * floatImm(0.5) / e, domain);
-    if (f == "rsqrt") return backprop(x, adj * floatImm(-0.5) * e / x, domain);
-    if (f == "tanh") return backprop(x, adj * (one - e * e), domain);
-    if (f == "sigmoid") return backprop(x, adj * e * (one - e), domain);
-    if (f == "sin") return backprop(x, adj * call("cos", {x}), domain);
-    if (f == "cos") return backprop(x, unary(UnOp::Neg, adj) * call("sin", {x}), domain);
-    if (f == "abs")
-      return backprop(x, select(binary(BinOp::Gt, x, zero), adj, select(binary(BinOp::Lt, x, zero), unary(UnOp::Neg, adj), zero)),
-                      domain);
-    if (f == "relu") return backprop(x, select(binary(BinOp::Gt, x, zero), adj, zero), domain);
-    if (f == "leaky_relu") {
-      const Expr &slope = e->args[1];
-      backprop(x, select(binary(BinOp::Gt, x, zero), adj, adj * slope), domain);
-      backprop(slope, select(binary(BinOp::Gt, x, zero), zero, adj * x), domain);
-      return;
-    }
-    if (f == "floor" || f == "ceil") return; // piecewise constant
-    fail("cannot differentiate function '{}'", f);
+    for (size_t i = 0; i < e->args.size(); ++i)
+      if (Expr a = intrinsicAdjoint(e, adj, i)) backprop(e->args[i], a, domain);
   }
 
   void backpropReduce(const Expr &r, const Expr &adj, const std::vector<IndexVar> &domain) {
@@ -274,7 +242,7 @@ private:
     Expr total = r;
     if (current_->value == r) {
       std::vector<Expr> vars;
-      for (const IndexVar &v : current_->indices) vars.push_back(idx(v.name));
+      for (const IndexVar &v : current_->indices) vars.push_back(indexVar(v.name));
       total = access(current_->tensor, vars);
     }
     const Expr &body = r->args[0];
@@ -322,13 +290,13 @@ private:
         a = mutate(a, [&](const Expr &e) -> Expr {
           int64_t k = 0;
           if (!digitOf(e, &k)) return nullptr;
-          return e->binOp == BinOp::Div ? idx(q) : idx(rem);
+          return e->binOp == BinOp::Div ? indexVar(q) : indexVar(rem);
         });
-      adj = renameIndices(adj, {{v, r * idx(q) + idx(rem)}});
+      adj = substituteIndices(adj, {{v, r * indexVar(q) + indexVar(rem)}});
       Expr whole = domain[d].extent;
       int64_t n0 = 0;
       if (!(isConst(whole, &n0) && n0 % *radix == 0))
-        guard = binary(BinOp::And, guard, binary(BinOp::Lt, r * idx(q) + idx(rem), whole));
+        guard = binary(BinOp::And, guard, binary(BinOp::Lt, r * indexVar(q) + indexVar(rem), whole));
       // The digits take v's place, so loops over what stays unsolved keep their order.
       domain[d] = {q, (whole + r - intImm(1)) / r};
       domain.insert(domain.begin() + static_cast<long>(d) + 1, {rem, r});
@@ -365,7 +333,7 @@ private:
       if (!isConst(extent.at(digits[k].second), &n) || n <= 0) return false;
       place *= n;
     }
-    Expr num = j - renameIndices(e, zero);
+    Expr num = j - substituteIndices(e, zero);
     for (size_t k = 0; k < digits.size(); ++k) {
       const auto &[c, v] = digits[k];
       Expr digit = num / intImm(c);
@@ -391,12 +359,12 @@ private:
     for (IndexVar &v : domain)
       if (canonSet.count(v.name)) {
         std::string n = freshName(v.name);
-        rename[v.name] = idx(n);
+        rename[v.name] = indexVar(n);
         v.name = n;
       }
     std::vector<Expr> args;
-    for (const Expr &a : read->args) args.push_back(renameIndices(a, rename));
-    adj = renameIndices(adj, rename);
+    for (const Expr &a : read->args) args.push_back(substituteIndices(a, rename));
+    adj = substituteIndices(adj, rename);
     Expr guard = splitDigits(args, adj, domain);
     std::map<std::string, Expr> extent;
     for (const IndexVar &v : domain) extent[v.name] = v.extent;
@@ -404,8 +372,8 @@ private:
     std::map<std::string, Expr> solved; // eliminated domain variable -> its value
     bool invertible = true;
     for (size_t p = 0; p < args.size() && invertible; ++p) {
-      Expr e = renameIndices(args[p], solved);
-      Expr j = idx(canon[p]);
+      Expr e = substituteIndices(args[p], solved);
+      Expr j = indexVar(canon[p]);
       std::vector<std::string> open;
       for (const IndexVar &v : domain)
         if (!solved.count(v.name) && mentionsVar(e, v.name, VarKind::Index)) open.push_back(v.name);
@@ -431,7 +399,7 @@ private:
         for (const IndexVar &w : domain) coefficientOpen |= mentionsVar(*c, w.name, VarKind::Index);
         int64_t cv = 0;
         if (coefficientOpen || (isConst(*c, &cv) && cv == 0)) continue;
-        Expr rest = renameIndices(e, {{v, intImm(0)}});
+        Expr rest = substituteIndices(e, {{v, intImm(0)}});
         Expr num = j - rest;
         Expr sol = num;
         if (isConst(*c, &cv) && cv == -1) {
@@ -454,9 +422,9 @@ private:
     }
     // Later solutions may name variables solved earlier: substitute to a fixpoint.
     for (size_t round = 0; round <= solved.size(); ++round)
-      for (auto &[v, s] : solved) s = renameIndices(s, solved);
-    guard = renameIndices(guard, solved);
-    Expr value = select(guard, renameIndices(adj, solved), floatImm(0));
+      for (auto &[v, s] : solved) s = substituteIndices(s, solved);
+    guard = substituteIndices(guard, solved);
+    Expr value = select(guard, substituteIndices(adj, solved), floatImm(0));
     std::vector<ReduceVar> remaining;
     for (const IndexVar &v : domain)
       if (!solved.count(v.name)) remaining.push_back({v.name, v.extent});
@@ -469,37 +437,32 @@ private:
 
 Gradient differentiate(const Program &forward) { return Differentiator(forward).run(); }
 
-Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std::map<std::string, Expr> &hyperParams,
-                    bool fuse) {
+Gradient unfusedGradientOf(const LayerSymbols &layer, const Program &forward,
+                           const std::map<std::string, Expr> &hyperParams) {
+  if (!layer.layer->backward) return differentiate(forward);
   Gradient g;
-  if (!layer.layer->backward) {
-    g = differentiate(forward);
-  } else {
-    g.program = specialize(lowerBackwardBlock(layer), hyperParams);
-    for (const TensorDecl &t : forward.tensors) {
-      if (t.role == TensorRole::Output) g.seedOf[t.name] = gradientName(t.name);
-      // A parameter the forward pass no longer has (bias = false) has no gradient either.
-      if (t.role == TensorRole::Input || t.role == TensorRole::Param) g.gradOf[t.name] = gradientName(t.name);
-    }
-    std::erase_if(g.program.tensors, [&](const TensorDecl &t) {
-      return t.role == TensorRole::Output && t.name.rfind("grad_", 0) == 0 && !g.gradOf.count(t.name.substr(5));
-    });
-    std::erase_if(g.program.defs, [&](const Definition &d) {
-      return d.tensor.rfind("grad_", 0) == 0 && !g.program.tensor(d.tensor);
-    });
+  g.program = specialize(lowerBackwardBlock(layer), hyperParams);
+  for (const TensorDecl &t : forward.tensors) {
+    if (t.role == TensorRole::Output) g.seedOf[t.name] = gradientName(t.name);
+    // A parameter the forward pass no longer has (bias = false) has no gradient either.
+    if (t.role == TensorRole::Input || t.role == TensorRole::Param) g.gradOf[t.name] = gradientName(t.name);
   }
-  Program &p = g.program;
-  p = hoistReductions(isolateAllreduces(p));
-  if (fuse)
-    p = inlinePointwise(
-        dropCenteredSums(hoistReductions(factorSums(distributeSums(inlinePointwise(foldUnitIndices(p))))), forward));
-  if (layer.layer->backward) {
-    // Saved: the forward tensors the backward pass still reads.
-    std::set<std::string> read = tensorsRead(p);
-    for (const TensorDecl &t : forward.tensors)
-      if (t.role != TensorRole::Temp && t.role != TensorRole::Update && read.count(t.name)) g.saved.push_back(t.name);
-  }
+  std::erase_if(g.program.tensors, [&](const TensorDecl &t) {
+    return t.role == TensorRole::Output && t.name.rfind("grad_", 0) == 0 && !g.gradOf.count(t.name.substr(5));
+  });
+  std::erase_if(g.program.defs, [&](const Definition &d) {
+    return d.tensor.rfind("grad_", 0) == 0 && !g.program.tensor(d.tensor);
+  });
+  g.saved = forwardTensorsRead(g.program, forward);
   return g;
+}
+
+std::vector<std::string> forwardTensorsRead(const Program &backward, const Program &forward) {
+  std::set<std::string> read = tensorsRead(backward);
+  std::vector<std::string> saved;
+  for (const TensorDecl &t : forward.tensors)
+    if (t.role != TensorRole::Temp && t.role != TensorRole::Update && read.count(t.name)) saved.push_back(t.name);
+  return saved;
 }
 
 } // namespace enc::ir

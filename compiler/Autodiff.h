@@ -25,12 +25,16 @@ struct Gradient {
 std::string gradientName(const std::string &tensor); // "grad_X"
 
 // `forward` is a tensor program after hoistReductions and inlinePointwise; the result is a
-// raw tensor program (run hoistReductions and inlinePointwise on it before lowering).
+// raw tensor program (Pipeline::backward fuses it).
 Gradient differentiate(const Program &forward);
 
-// The backward pass of a layer: its hand-written backward block if it has one (specialized
-// with `hyperParams` like the forward pass), else differentiate(forward). Fused.
-Gradient gradientOf(const LayerSymbols &layer, const Program &forward, const std::map<std::string, Expr> &hyperParams,
-                    bool fuse = true);
+// The backward pass of a layer before fusion: its hand-written backward block if it has one
+// (specialized with `hyperParams` like the forward pass), else differentiate(forward).
+// Pipeline::backward is what compiles a layer's backward pass; this is its first step.
+Gradient unfusedGradientOf(const LayerSymbols &layer, const Program &forward,
+                           const std::map<std::string, Expr> &hyperParams);
+
+// The forward tensors (inputs, parameters, buffers, outputs) `backward` reads.
+std::vector<std::string> forwardTensorsRead(const Program &backward, const Program &forward);
 
 } // namespace enc::ir

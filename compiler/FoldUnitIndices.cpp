@@ -5,16 +5,16 @@
 // select hid a contraction that the schedules tile once the condition folds to true.
 #include "compiler/Passes.h"
 
+#include <map>
 #include <set>
 
 namespace enc::ir {
 namespace {
 
 Expr zeroed(const Expr &e, const std::set<std::string> &names) {
-  if (names.empty()) return e;
-  return substitute(e, [&](const std::string &name, VarKind kind) -> Expr {
-    return kind == VarKind::Index && names.count(name) ? intImm(0) : nullptr;
-  });
+  std::map<std::string, Expr> zeros;
+  for (const std::string &n : names) zeros[n] = intImm(0);
+  return substituteIndices(e, zeros);
 }
 
 Expr foldReduction(const Expr &n) {

@@ -128,6 +128,4 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
   return out;
 }
 
-LoopProgram fuseKernels(const LoopProgram &p) { return fuseReductionEpilogues(fuseSiblingReductions(p)); }
-
 } // namespace enc::ir

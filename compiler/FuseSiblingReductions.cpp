@@ -89,23 +89,23 @@ bool matchLets(const std::vector<Stmt> &a, const std::vector<Stmt> &b, const std
   return true;
 }
 
-Expr renameIn(const Expr &e, const std::map<std::string, std::string> &rename) {
-  if (!e) return e;
-  return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
+// For substitute: variables named in `rename` under their new names (accumulators stay float).
+std::function<Expr(const std::string &, VarKind)> renaming(const std::map<std::string, std::string> &rename) {
+  return [&rename](const std::string &n, VarKind k) -> Expr {
     auto it = rename.find(n);
     if (it == rename.end()) return nullptr;
     Type t = k == VarKind::Local && n.rfind("_acc", 0) == 0 ? Type::Float : Type::Int;
     return var(it->second, t, k);
-  });
+  };
 }
 
+// Locals, loop variables and the variables expressions read, renamed (buffers keep their names).
 Stmt renamed(const Stmt &s, const std::map<std::string, std::string> &rename) {
-  auto copy = std::make_shared<StmtNode>(*s);
-  if (auto it = rename.find(s->name); it != rename.end() && s->kind != StmtKind::Store) copy->name = it->second;
-  copy->value = renameIn(s->value, rename);
-  copy->index = renameIn(s->index, rename);
-  for (Stmt &c : copy->body) c = renamed(c, rename);
-  return copy;
+  Stmt names = mutate(s, [&](const Stmt &n) -> Stmt {
+    auto it = rename.find(n->name);
+    return it != rename.end() && n->kind != StmtKind::Store ? withName(n, it->second) : nullptr;
+  });
+  return substitute(names, renaming(rename));
 }
 
 // The CPU form of a plain reduction kernel:

@@ -1,10 +1,13 @@
 #include "compiler/IR.h"
 
+#include "compiler/Intrinsics.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <set>
 
 namespace enc::ir {
@@ -82,6 +85,8 @@ Expr var(std::string name, Type type, VarKind kind) {
   return n;
 }
 
+Expr indexVar(std::string name) { return var(std::move(name), Type::Int, VarKind::Index); }
+
 Expr access(std::string tensor, std::vector<Expr> indices, SourceLoc loc) {
   auto n = node(ExprKind::Access, Type::Float);
   n->name = std::move(tensor);
@@ -118,7 +123,8 @@ Expr cast(Type t, Expr a) {
 
 Expr unary(UnOp op, Expr a) {
   if (op == UnOp::Neg) {
-    if (a->kind == ExprKind::IntImm) return intImm(-a->intValue);
+    if (int64_t r = 0; a->kind == ExprKind::IntImm && !__builtin_sub_overflow(int64_t{0}, a->intValue, &r))
+      return intImm(r);
     if (a->kind == ExprKind::FloatImm) return floatImm(-a->floatValue);
   } else if (a->kind == ExprKind::BoolImm) {
     return boolImm(!a->boolValue);
@@ -135,6 +141,18 @@ static int64_t floorDiv(int64_t a, int64_t b) {
 }
 static int64_t floorMod(int64_t a, int64_t b) { return a - floorDiv(a, b) * b; }
 
+// x^y by squaring, or false when a step overflows (y >= 0).
+static bool checkedPow(int64_t x, int64_t y, int64_t &out) {
+  int64_t r = 1;
+  while (y > 0) {
+    if ((y & 1) && __builtin_mul_overflow(r, x, &r)) return false;
+    y >>= 1;
+    if (y > 0 && __builtin_mul_overflow(x, x, &x)) return false;
+  }
+  out = r;
+  return true;
+}
+
 static bool isComparison(BinOp op) { return op >= BinOp::Lt && op <= BinOp::Ne; }
 
 Expr binary(BinOp op, Expr a, Expr b) {
@@ -148,15 +166,17 @@ Expr binary(BinOp op, Expr a, Expr b) {
   }
   Type result = isComparison(op) || logical ? Type::Bool : a->type;
 
-  // Constant folding.
+  // Constant folding. Integer results that do not fit in 64 bits are left unfolded, never wrapped: a
+  // size that stays symbolic is reported where it is needed (evalInt), a wrapped one would be wrong.
   if (a->kind == ExprKind::IntImm && b->kind == ExprKind::IntImm) {
-    int64_t x = a->intValue, y = b->intValue;
+    int64_t x = a->intValue, y = b->intValue, r = 0;
+    bool minOverMinusOne = x == std::numeric_limits<int64_t>::min() && y == -1;
     switch (op) {
-    case BinOp::Add: return intImm(x + y);
-    case BinOp::Sub: return intImm(x - y);
-    case BinOp::Mul: return intImm(x * y);
-    case BinOp::Div: if (y != 0) return intImm(floorDiv(x, y)); break;
-    case BinOp::Mod: if (y != 0) return intImm(floorMod(x, y)); break;
+    case BinOp::Add: if (!__builtin_add_overflow(x, y, &r)) return intImm(r); break;
+    case BinOp::Sub: if (!__builtin_sub_overflow(x, y, &r)) return intImm(r); break;
+    case BinOp::Mul: if (!__builtin_mul_overflow(x, y, &r)) return intImm(r); break;
+    case BinOp::Div: if (y != 0 && !minOverMinusOne) return intImm(floorDiv(x, y)); break;
+    case BinOp::Mod: if (y != 0 && !minOverMinusOne) return intImm(floorMod(x, y)); break;
     case BinOp::Min: return intImm(std::min(x, y));
     case BinOp::Max: return intImm(std::max(x, y));
     case BinOp::Lt: return boolImm(x < y);
@@ -166,11 +186,7 @@ Expr binary(BinOp op, Expr a, Expr b) {
     case BinOp::Eq: return boolImm(x == y);
     case BinOp::Ne: return boolImm(x != y);
     case BinOp::Pow:
-      if (y >= 0) {
-        int64_t r = 1;
-        for (int64_t i = 0; i < y; ++i) r *= x;
-        return intImm(r);
-      }
+      if (y >= 0 && checkedPow(x, y, r)) return intImm(r);
       break;
     default: break;
     }
@@ -203,13 +219,15 @@ Expr binary(BinOp op, Expr a, Expr b) {
   // Constants gathered across one level: (x + 2) - 3 -> x - 1, (x * 2) * 2 -> x * 4 (integers).
   if (a->type == Type::Int && b->kind == ExprKind::IntImm && a->kind == ExprKind::Binary &&
       a->args[1]->kind == ExprKind::IntImm) {
-    int64_t c1 = a->args[1]->intValue, c2 = b->intValue;
+    // Only when the gathered constant fits: otherwise the two steps stay as written.
+    int64_t c1 = a->args[1]->intValue, c2 = b->intValue, r = 0;
+    constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
     bool addA = a->binOp == BinOp::Add || a->binOp == BinOp::Sub;
-    if (addA && (op == BinOp::Add || op == BinOp::Sub)) {
-      int64_t sum = (a->binOp == BinOp::Add ? c1 : -c1) + (op == BinOp::Add ? c2 : -c2);
-      return sum >= 0 ? binary(BinOp::Add, a->args[0], intImm(sum)) : binary(BinOp::Sub, a->args[0], intImm(-sum));
-    }
-    if (a->binOp == BinOp::Mul && op == BinOp::Mul) return binary(BinOp::Mul, a->args[0], intImm(c1 * c2));
+    if (addA && (op == BinOp::Add || op == BinOp::Sub) && c1 != kMin && c2 != kMin &&
+        !__builtin_add_overflow(a->binOp == BinOp::Add ? c1 : -c1, op == BinOp::Add ? c2 : -c2, &r) && r != kMin)
+      return r >= 0 ? binary(BinOp::Add, a->args[0], intImm(r)) : binary(BinOp::Sub, a->args[0], intImm(-r));
+    if (a->binOp == BinOp::Mul && op == BinOp::Mul && !__builtin_mul_overflow(c1, c2, &r))
+      return binary(BinOp::Mul, a->args[0], intImm(r));
   }
   // A multiple of k passes through floor division and modulo by k exactly, for any integers:
   // (x*m + y) / k = x*(m/k) + y / k and (x*m + y) % k = y % k when k > 0 divides m. Decoded
@@ -285,24 +303,15 @@ Expr binary(BinOp op, Expr a, Expr b) {
 // Value of a scalar function on constants, for folding initializers and hyper-parameters.
 static bool foldCall(const std::string &fn, const std::vector<Expr> &args, double &out) {
   if (args.empty()) return false;
-  for (const Expr &a : args)
+  std::vector<double> values;
+  for (const Expr &a : args) {
     if (a->kind != ExprKind::FloatImm) return false;
-  double x = args[0]->floatValue;
-  if (fn == "exp") out = std::exp(x);
-  else if (fn == "log") out = std::log(x);
-  else if (fn == "sqrt") out = std::sqrt(x);
-  else if (fn == "rsqrt") out = 1.0 / std::sqrt(x);
-  else if (fn == "tanh") out = std::tanh(x);
-  else if (fn == "sigmoid") out = 1.0 / (1.0 + std::exp(-x));
-  else if (fn == "abs") out = std::fabs(x);
-  else if (fn == "relu") out = x > 0 ? x : 0;
-  else if (fn == "sin") out = std::sin(x);
-  else if (fn == "cos") out = std::cos(x);
-  else if (fn == "floor") out = std::floor(x);
-  else if (fn == "ceil") out = std::ceil(x);
-  else if (fn == "leaky_relu") out = x > 0 ? x : x * args[1]->floatValue;
-  else return false;
-  return true;
+    values.push_back(a->floatValue);
+  }
+  const IntrinsicInfo *f = findIntrinsic(fn);
+  std::optional<double> v = f ? foldIntrinsic(f->id, values) : std::nullopt;
+  if (v) out = *v;
+  return v.has_value();
 }
 
 Expr call(std::string fn, std::vector<Expr> args) {
@@ -396,6 +405,15 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &, Var
     Expr r = lookup(n->name, n->varKind);
     if (!r) return nullptr;
     return n->type == Type::Float ? cast(Type::Float, r) : r;
+  });
+}
+
+Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values) {
+  if (values.empty()) return e;
+  return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
+    if (k != VarKind::Index) return nullptr;
+    auto it = values.find(n);
+    return it == values.end() ? nullptr : it->second;
   });
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,7 @@ Expr intImm(int64_t v);
 Expr floatImm(double v);
 Expr boolImm(bool v);
 Expr var(std::string name, Type type, VarKind kind);
+Expr indexVar(std::string name); // an Int variable of kind Index
 Expr access(std::string tensor, std::vector<Expr> indices, SourceLoc loc = {});
 Expr load(std::string buffer, Expr flatIndex);
 Expr unary(UnOp op, Expr a);
@@ -91,6 +93,8 @@ Expr mutate(const Expr &e, const std::function<Expr(const Expr &)> &fn);
 Expr withArgs(const Expr &e, std::vector<Expr> args);
 // Replaces variables by name.
 Expr substitute(const Expr &e, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
+// Replaces the Index variables named in `values`.
+Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values);
 
 // Whether some node of e satisfies pred (stops at the first).
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred);

@@ -11,7 +11,7 @@ int64_t floorDiv(int64_t a, int64_t b) {
   return (r != 0 && ((r < 0) != (b < 0))) ? q - 1 : q;
 }
 
-// Bounds beyond this are not worth tracking (and products must not overflow).
+// Bounds beyond this are not worth tracking (and sums of two of them cannot overflow).
 constexpr int64_t kLimit = int64_t{1} << 40;
 
 std::optional<IndexRange> checked(int64_t lo, int64_t hi) {
@@ -39,7 +39,11 @@ std::optional<IndexRange> indexRange(const Expr &e, const std::map<std::string, 
     case BinOp::Add: return checked(a->lo + b->lo, a->hi + b->hi);
     case BinOp::Sub: return checked(a->lo - b->hi, a->hi - b->lo);
     case BinOp::Mul: {
-      int64_t p[] = {a->lo * b->lo, a->lo * b->hi, a->hi * b->lo, a->hi * b->hi};
+      // Bounds up to 2^40 still make products beyond 64 bits: those ranges are not tracked.
+      int64_t p[4];
+      if (__builtin_mul_overflow(a->lo, b->lo, &p[0]) || __builtin_mul_overflow(a->lo, b->hi, &p[1]) ||
+          __builtin_mul_overflow(a->hi, b->lo, &p[2]) || __builtin_mul_overflow(a->hi, b->hi, &p[3]))
+        return std::nullopt;
       return checked(*std::min_element(p, p + 4), *std::max_element(p, p + 4));
     }
     case BinOp::Div:

@@ -88,6 +88,62 @@ Stmt alloc(std::string name, int64_t size) {
   return s;
 }
 
+void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn) {
+  if (!fn(s)) return;
+  for (const Stmt &c : s->body) visit(c, fn);
+}
+
+void visitExprs(const Stmt &s, const std::function<bool(const Expr &)> &fn) {
+  visit(s, [&](const Stmt &n) {
+    for (const Expr *e : {&n->value, &n->index})
+      if (*e) visit(*e, fn);
+    return true;
+  });
+}
+
+Stmt mutate(const Stmt &s, const std::function<Stmt(const Stmt &)> &fn) {
+  std::vector<Stmt> body;
+  bool changed = false;
+  for (const Stmt &c : s->body) {
+    body.push_back(mutate(c, fn));
+    changed |= body.back() != c;
+  }
+  Stmt rebuilt = s;
+  if (changed) {
+    auto copy = std::make_shared<StmtNode>(*s);
+    copy->body = std::move(body);
+    rebuilt = copy;
+  }
+  Stmt replaced = fn(rebuilt);
+  return replaced ? replaced : rebuilt;
+}
+
+// s with `rebuild` applied to each of its and its body's expressions as a whole.
+static Stmt withEachExpr(const Stmt &s, const std::function<Expr(const Expr &)> &rebuild) {
+  return mutate(s, [&](const Stmt &n) -> Stmt {
+    Expr value = n->value ? rebuild(n->value) : nullptr, index = n->index ? rebuild(n->index) : nullptr;
+    if (value == n->value && index == n->index) return nullptr;
+    auto copy = std::make_shared<StmtNode>(*n);
+    copy->value = value;
+    copy->index = index;
+    return copy;
+  });
+}
+
+Stmt mutateExprs(const Stmt &s, const std::function<Expr(const Expr &)> &fn) {
+  return withEachExpr(s, [&](const Expr &e) { return mutate(e, fn); });
+}
+
+Stmt substitute(const Stmt &s, const std::function<Expr(const std::string &name, VarKind kind)> &lookup) {
+  return withEachExpr(s, [&](const Expr &e) { return substitute(e, lookup); });
+}
+
+Stmt withName(const Stmt &s, std::string name) {
+  auto copy = std::make_shared<StmtNode>(*s);
+  copy->name = std::move(name);
+  return copy;
+}
+
 std::string printStmt(const Stmt &s, int indent) {
   std::string pad(static_cast<size_t>(indent) * 2, ' ');
   std::string out;

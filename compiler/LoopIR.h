@@ -6,6 +6,7 @@
 
 #include "compiler/TensorProgram.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -63,6 +64,22 @@ Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc, bool accum
 Stmt warpReduce(std::string local, ReduceOp op);
 Stmt ifLaneZero(std::vector<Stmt> body);
 Stmt alloc(std::string name, int64_t size);
+// The same statement under another name (loop variable, local or buffer).
+Stmt withName(const Stmt &s, std::string name);
+
+// ---- traversal (as IR.h's for expressions) ---------------------------------------------------
+// Pre-order walk over statements: fn sees a statement before its body; false skips the body.
+void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn);
+// Pre-order walk over every expression of s and its body (a loop's extent, a let's, assign's or
+// store's value, a store's index), statement by statement; false skips a node's operands.
+void visitExprs(const Stmt &s, const std::function<bool(const Expr &)> &fn);
+// Post-order rebuild: fn sees each statement after its body was rebuilt and may return a
+// replacement (nullptr keeps it). Unchanged statements are shared, not copied.
+Stmt mutate(const Stmt &s, const std::function<Stmt(const Stmt &)> &fn);
+// Every expression of s and its body rebuilt with fn, as mutate(Expr) applies it.
+Stmt mutateExprs(const Stmt &s, const std::function<Expr(const Expr &)> &fn);
+// Replaces variables by name in every expression of s (statement names are left alone).
+Stmt substitute(const Stmt &s, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
 
 // The GPU schedule of a contraction out[...] = epilogue(sum(red: a * b)): out's indices split
 // into rows (read by a only), cols (read by b only) and batch (the rest); each block computes
@@ -126,7 +143,12 @@ struct LoopProgram {
   ElementTypes types;
 };
 
+// One kernel per stored tensor (collectives: a body-less kernel each), in definition order.
+// Run sinkCollectives first so that collectives of one stage share a message.
 LoopProgram lowerToLoops(const Program &p, Target target);
+// CPU: a kernel whose parallel loop has one iteration around a single loop makes that loop the
+// parallel one, so the threads still have work to share (a batch of one).
+LoopProgram moveParallelismInward(const LoopProgram &p);
 
 // The tensors a kernel reads (buffers[outputs ..]) and writes (buffers[0 .. outputs)).
 std::set<std::string> kernelReads(const Kernel &k);
@@ -144,9 +166,6 @@ LoopProgram fuseSiblingReductions(const LoopProgram &p);
 // position moves into the reduction's lane-0 epilogue (batch norm's mu, var and running
 // statistics: one launch instead of five). See FuseEpilogues.cpp.
 LoopProgram fuseReductionEpilogues(const LoopProgram &p);
-// The kernel fusions a run applies after lowering: fuseSiblingReductions, then
-// fuseReductionEpilogues.
-LoopProgram fuseKernels(const LoopProgram &p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

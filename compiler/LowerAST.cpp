@@ -2,6 +2,7 @@
 #include "compiler/Passes.h"
 
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 namespace enc::ir {
 namespace {
@@ -99,7 +100,7 @@ public:
     }
     case AExpr::Kind::Binary: return lowerBinary(e);
     }
-    fail("internal error: unknown expression kind");
+    internalError("unknown expression kind");
   }
 
 private:
@@ -120,7 +121,7 @@ private:
     }
     case AExpr::Ref::None: break;
     }
-    fail("internal error: unresolved name '{}'", e.name);
+    internalError("unresolved name '{}'", e.name);
   }
 
   Expr lowerCall(const AExpr &e) {
@@ -158,16 +159,14 @@ private:
     if (op == "!=") return binary(BinOp::Ne, a, b);
     if (op == "&&") return binary(BinOp::And, a, b);
     if (op == "||") return binary(BinOp::Or, a, b);
-    fail("internal error: unknown operator '{}'", op);
+    internalError("unknown operator '{}'", op);
   }
 
   // A bound index that cannot clash with user names (they cannot contain '_r').
   std::string freshName(const std::string &base) { return fmt::format("{}_r{}", base, ++fresh_); }
 
   static Expr rename(const Expr &e, const std::string &from, const std::string &to) {
-    return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
-      return k == VarKind::Index && n == from ? var(to, Type::Int, VarKind::Index) : nullptr;
-    });
+    return substituteIndices(e, {{from, indexVar(to)}});
   }
 
   Expr lowerReduce(const AExpr &e) {
@@ -197,7 +196,7 @@ private:
       Expr s = reduce(ReduceOp::Sum, {{ks, vars[0].extent}}, call("exp", {rename(body, k, ks) - m}));
       return call("exp", {body - m}) / s;
     }
-    fail("internal error: unknown reduction '{}'", e.name);
+    internalError("unknown reduction '{}'", e.name);
   }
 };
 
@@ -224,9 +223,8 @@ double randomUniform(int64_t seed, const std::vector<int64_t> &indices) {
 
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
-// A parameter or buffer whose `where` condition is false with these hyper-parameters does not
-// exist: its declaration goes, and nothing may still read it (bias[o] outside select(bias, ..)).
-static void dropDisabledState(Program &p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams) {
+Program dropDisabledState(const Program &in, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams) {
+  Program p = in;
   for (const auto *decls : {&layer.layer->params, &layer.layer->buffers})
     for (const ast::TensorDecl &d : *decls) {
       if (!d.condition) continue;
@@ -242,25 +240,15 @@ static void dropDisabledState(Program &p, const LayerSymbols &layer, const std::
                       fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
       std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.name == d.name.text; });
     }
+  return p;
 }
 
-Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams, bool fuse,
-                           bool distributed) {
-  std::map<std::string, Expr> values = hyperParams;
-  values.emplace("distributed", boolImm(distributed));
-  Program p = specialize(lowerLayer(layer), values);
-  p = distributed ? isolateAllreduces(p) : dropAllreduces(p);
-  // Buffers are updated by training passes only.
-  auto training = values.find("training");
-  if (training != values.end() && training->second->kind == ExprKind::BoolImm && !training->second->boolValue) {
-    std::erase_if(p.defs, [&](const Definition &d) { return p.updates.count(d.tensor) > 0; });
-    std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.role == TensorRole::Update; });
-    p.updates.clear();
-  }
-  dropDisabledState(p, layer, values);
-  p = hoistReductions(p);
-  if (!fuse) return p;
-  return hoistReductions(factorSums(distributeSums(inlinePointwise(foldUnitIndices(p)))));
+Program dropBufferUpdates(const Program &in) {
+  Program p = in;
+  std::erase_if(p.defs, [&](const Definition &d) { return p.updates.count(d.tensor) > 0; });
+  std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.role == TensorRole::Update; });
+  p.updates.clear();
+  return p;
 }
 
 } // namespace enc::ir

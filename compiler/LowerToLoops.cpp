@@ -8,6 +8,7 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <algorithm>
 #include <map>
@@ -17,7 +18,6 @@
 namespace enc::ir {
 namespace {
 
-Expr idx(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
 Expr local(const std::string &name, Type t = Type::Float) { return var(name, t, VarKind::Local); }
 
 Expr combine(ReduceOp op, Expr acc, Expr v) {
@@ -33,7 +33,7 @@ Expr combine(ReduceOp op, Expr acc, Expr v) {
 // Row-major flat index of `indices` into `shape`.
 Expr flatten(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
   if (indices.size() != shape.size())
-    fail("internal error: {} indices into a tensor of rank {}", indices.size(), shape.size());
+    internalError("{} indices into a tensor of rank {}", indices.size(), shape.size());
   Expr flat = intImm(0);
   for (size_t i = 0; i < indices.size(); ++i) flat = flat * shape[i] + indices[i];
   return flat;
@@ -72,7 +72,7 @@ public:
       scatterGuard_ = inBounds;
     } else {
       std::vector<Expr> outIdx;
-      for (const IndexVar &v : def_.indices) outIdx.push_back(idx(v.name));
+      for (const IndexVar &v : def_.indices) outIdx.push_back(indexVar(v.name));
       flatOut = flatten(outIdx, out->shape);
     }
 
@@ -98,7 +98,7 @@ private:
     return mutate(e, [&](const Expr &n) -> Expr {
       if (n->kind != ExprKind::Access) return nullptr;
       const TensorDecl *t = prog_.tensor(n->name);
-      if (!t) fail("internal error: access to undeclared tensor '{}'", n->name);
+      if (!t) internalError("access to undeclared tensor '{}'", n->name);
       if (std::find(reads_.begin(), reads_.end(), n->name) == reads_.end()) reads_.push_back(n->name);
       auto [inBounds, safe] = boundsChecked(n->args, t->shape);
       Expr l = load(n->name, flatten(safe, t->shape));
@@ -339,48 +339,15 @@ private:
 
   void collectParams(Kernel &k) {
     std::set<std::string> used;
-    std::function<void(const Stmt &)> walk = [&](const Stmt &s) {
-      for (const Expr &e : {s->value, s->index})
-        if (e)
-          visit(e, [&](const Expr &n) {
-            if (n->kind == ExprKind::Var && (n->varKind == VarKind::Size || n->varKind == VarKind::Param))
-              used.insert(n->name);
-            return true;
-          });
-      for (const Stmt &c : s->body) walk(c);
-    };
-    walk(k.body);
+    visitExprs(k.body, [&](const Expr &n) {
+      if (n->kind == ExprKind::Var && (n->varKind == VarKind::Size || n->varKind == VarKind::Param)) used.insert(n->name);
+      return true;
+    });
     for (const SizeParam &s : prog_.sizes)
       if (used.count(s.name)) k.params.push_back(s);
   }
 };
 
-Stmt substituted(const Stmt &s, const std::string &var, const Expr &value) {
-  auto lookup = [&](const std::string &n, VarKind) -> Expr { return n == var ? value : nullptr; };
-  auto copy = std::make_shared<StmtNode>(*s);
-  if (copy->value) copy->value = substitute(copy->value, lookup);
-  if (copy->index) copy->index = substitute(copy->index, lookup);
-  for (Stmt &c : copy->body) c = substituted(c, var, value);
-  return copy;
-}
-
-// The CPU splits the outermost loop across threads. When that loop has one iteration (a
-// batch of one, Inspiration's single target t < 1) around a single loop, the inner loop
-// (often the outer loop of a register tile) is the one to split.
-void moveParallelismInward(Kernel &k) {
-  while (k.launch == ForKind::Parallel && !k.scatters) {
-    const Stmt &top = k.body;
-    int64_t n = 0;
-    if (top->kind != StmtKind::For || top->forKind != ForKind::Parallel || !isConst(top->value, &n) || n != 1) return;
-    const std::vector<Stmt> *body = &top->body;
-    while (body->size() == 1 && (*body)[0]->kind == StmtKind::Block) body = &(*body)[0]->body;
-    if (body->size() != 1 || (*body)[0]->kind != StmtKind::For || (*body)[0]->forKind != ForKind::Serial) return;
-    auto inner = std::make_shared<StmtNode>(*substituted((*body)[0], top->name, intImm(0)));
-    inner->forKind = ForKind::Parallel;
-    k.body = inner;
-    k.launchExtent = inner->value;
-  }
-}
 
 } // namespace
 
@@ -399,10 +366,9 @@ Kernel collectiveKernel(const Program &p, const Definition &d, int ordinal) {
   return k;
 }
 
-LoopProgram lowerToLoops(const Program &in, Target target) {
+LoopProgram lowerToLoops(const Program &p, Target target) {
   LoopProgram out;
   out.target = target;
-  Program p = sinkCollectives(in);
   out.tensors = p;
   int ordinal = 0, message = 0;
   bool lastWasCollective = false;
@@ -416,8 +382,34 @@ LoopProgram lowerToLoops(const Program &in, Target target) {
     if (lastWasCollective) ++message;
     lastWasCollective = false;
     out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
-    if (target == Target::CPU) moveParallelismInward(out.kernels.back());
   }
+  return out;
+}
+
+// The CPU splits the outermost loop across threads. When that loop has one iteration (a
+// batch of one, Inspiration's single target t < 1) around a single loop, the inner loop
+// (often the outer loop of a register tile) is the one to split.
+static void moveParallelismInward(Kernel &k) {
+  while (k.launch == ForKind::Parallel && !k.scatters) {
+    const Stmt &top = k.body;
+    int64_t n = 0;
+    if (top->kind != StmtKind::For || top->forKind != ForKind::Parallel || !isConst(top->value, &n) || n != 1) return;
+    const std::vector<Stmt> *body = &top->body;
+    while (body->size() == 1 && (*body)[0]->kind == StmtKind::Block) body = &(*body)[0]->body;
+    if (body->size() != 1 || (*body)[0]->kind != StmtKind::For || (*body)[0]->forKind != ForKind::Serial) return;
+    const std::string &unit = top->name;
+    auto inner = std::make_shared<StmtNode>(*substitute(
+        (*body)[0], [&](const std::string &n, VarKind) -> Expr { return n == unit ? intImm(0) : nullptr; }));
+    inner->forKind = ForKind::Parallel;
+    k.body = inner;
+    k.launchExtent = inner->value;
+  }
+}
+
+LoopProgram moveParallelismInward(const LoopProgram &p) {
+  LoopProgram out = p;
+  if (out.target == Target::CPU)
+    for (Kernel &k : out.kernels) moveParallelismInward(k);
   return out;
 }
 

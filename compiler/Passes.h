@@ -20,10 +20,15 @@ double randomUniform(int64_t seed, const std::vector<int64_t> &indices);
 // The variable holding component i of an int2 hyper-parameter: kernel_size[1] -> kernel_size_1.
 std::string pairComponentName(const std::string &name, int64_t i);
 // The layer's hand-written `backward { ... }` block as a tensor program (see Autodiff.h's
-// gradientOf, which uses it when a layer has one).
+// unfusedGradientOf, which uses it when a layer has one).
 Program lowerBackwardBlock(const LayerSymbols &layer);
 // One checked expression of the layer (an initializer argument, a shape dimension).
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer);
+// A parameter or buffer whose `where` condition is false with these hyper-parameters does not
+// exist: its declaration goes, and nothing may still read it (bias[o] outside select(bias, ..)).
+Program dropDisabledState(const Program &p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams);
+// Evaluation passes: buffers are updated by training passes only, so their updates go.
+Program dropBufferUpdates(const Program &p);
 
 // Moves every reduction that is not the main reduction of its definition into a temporary
 // of its own, so each definition is pointwise or one reduction with a pointwise epilogue.
@@ -86,14 +91,5 @@ Program dropAllreduces(const Program &p);
 // Moves each collective definition to just before its first reader, so that collectives of
 // one stage are adjacent (and the runtime packs them into one message).
 Program sinkCollectives(const Program &p);
-
-// lowerLayer, specialize(hyperParams), hoistReductions and (when `fuse`) inlinePointwise in
-// order. Hyper-parameters are folded first so that branches on them (training, activation)
-// disappear before fusion. Without fusion every statement keeps its own stored tensor: the
-// baseline the benchmarks compare against.
-// `distributed`: the layer runs in a process group of more than one process, and its
-// allreduces are kept as collectives; otherwise they are dropped first.
-Program buildTensorProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams = {},
-                           bool fuse = true, bool distributed = false);
 
 } // namespace enc::ir

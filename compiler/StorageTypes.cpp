@@ -1,6 +1,7 @@
 #include "compiler/StorageTypes.h"
 
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <fmt/format.h>
 
@@ -71,34 +72,37 @@ ElementTypes backwardStorage(const Gradient &gradient, const Program &forward, E
 
 namespace {
 
-bool loadsFrom(const Expr &e, const std::string &buffer) {
-  return e && anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == buffer; });
-}
-
 // Whether `s` adds into `buffer` or reads it back.
 bool accumulatesInto(const Stmt &s, const std::string &buffer) {
-  if (s->kind == StmtKind::Store && s->name == buffer && s->accumulate) return true;
-  if (loadsFrom(s->value, buffer) || loadsFrom(s->index, buffer)) return true;
-  for (const Stmt &c : s->body)
-    if (accumulatesInto(c, buffer)) return true;
-  return false;
+  bool found = false;
+  visit(s, [&](const Stmt &n) {
+    found |= n->kind == StmtKind::Store && n->name == buffer && n->accumulate;
+    return !found;
+  });
+  visitExprs(s, [&](const Expr &n) {
+    found |= n->kind == ExprKind::Load && n->name == buffer;
+    return !found;
+  });
+  return found;
+}
+
+// For mutate: a load of `from` becomes a load of `to`.
+std::function<Expr(const Expr &)> loadsRenamed(const std::string &from, const std::string &to) {
+  return [from, to](const Expr &n) -> Expr {
+    return n->kind == ExprKind::Load && n->name == from ? load(to, n->args[0]) : nullptr;
+  };
 }
 
 Expr renamedLoads(const Expr &e, const std::string &from, const std::string &to) {
-  if (!e) return e;
-  return mutate(e, [&](const Expr &n) -> Expr {
-    if (n->kind != ExprKind::Load || n->name != from) return nullptr;
-    return load(to, n->args[0]);
-  });
+  return e ? mutate(e, loadsRenamed(from, to)) : e;
 }
 
+// Stores into and loads of `from` go to `to`.
 Stmt renamed(const Stmt &s, const std::string &from, const std::string &to) {
-  auto copy = std::make_shared<StmtNode>(*s);
-  if (copy->kind == StmtKind::Store && copy->name == from) copy->name = to;
-  copy->value = renamedLoads(copy->value, from, to);
-  copy->index = renamedLoads(copy->index, from, to);
-  for (Stmt &c : copy->body) c = renamed(c, from, to);
-  return copy;
+  Stmt stores = mutate(s, [&](const Stmt &n) -> Stmt {
+    return n->kind == StmtKind::Store && n->name == from ? withName(n, to) : nullptr;
+  });
+  return mutateExprs(stores, loadsRenamed(from, to));
 }
 
 void rename(Kernel &k, const std::string &from, const std::string &to) {
@@ -121,9 +125,10 @@ bool writes(const Kernel &k, const std::string &buffer) {
   return false;
 }
 
-// out[i] = in[i] over every element, one element per iteration (a thread on the GPU).
-Kernel conversionKernel(const std::string &out, const std::string &in, const Expr &elements, Target target,
-                        SourceLoc loc) {
+// out[i] = in[i] over every element, one element per iteration (a thread on the GPU). The
+// sizes the element count reads (symbolic before specialization) are its parameters.
+Kernel conversionKernel(const std::string &out, const std::string &in, const Expr &elements, const Program &program,
+                        Target target, SourceLoc loc) {
   Kernel k;
   k.name = "kcvt_" + out;
   k.output = out;
@@ -133,6 +138,8 @@ Kernel conversionKernel(const std::string &out, const std::string &in, const Exp
   k.launchExtent = elements;
   Expr i = var("_i", Type::Int, VarKind::Index);
   k.body = forLoop("_i", elements, k.launch, {store(out, i, load(in, i), loc)});
+  for (const SizeParam &p : program.sizes)
+    if (mentionsVar(elements, p.name, p.kind)) k.params.push_back(p);
   return k;
 }
 
@@ -150,7 +157,7 @@ LoopProgram accumulateInComputeType(const LoopProgram &p) {
     std::string tmp = name + "_acc";
     while (out.tensors.tensor(tmp)) tmp += "_";
     const TensorDecl *decl = out.tensors.tensor(name);
-    if (!decl) fail("internal error: kernel output '{}' is not declared", name);
+    if (!decl) internalError("kernel output '{}' is not declared", name);
     Expr elements = intImm(1);
     for (const Expr &d : decl->shape) elements = elements * d;
     out.tensors.tensors.push_back({tmp, TensorRole::Temp, decl->shape, decl->loc});
@@ -161,7 +168,7 @@ LoopProgram accumulateInComputeType(const LoopProgram &p) {
         last = i;
       }
     for (size_t i = first; i <= last; ++i) rename(out.kernels[i], name, tmp);
-    Kernel convert = conversionKernel(name, tmp, elements, p.target, out.kernels[last].loc);
+    Kernel convert = conversionKernel(name, tmp, elements, out.tensors, p.target, out.kernels[last].loc);
     out.kernels.insert(out.kernels.begin() + static_cast<long>(last) + 1, convert);
   }
   return out;

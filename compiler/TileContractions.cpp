@@ -32,6 +32,7 @@
 #include "compiler/TileContractions.h"
 
 #include "compiler/IndexRange.h"
+#include "compiler/Intrinsics.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -53,8 +54,6 @@ struct DotBlocking {
   double fmasPerLoad = 0;
 };
 
-Expr idxVar(const std::string &name) { return var(name, Type::Int, VarKind::Index); }
-
 bool isClamp(const Expr &e) {
   return e->kind == ExprKind::Binary && e->binOp == BinOp::Min && e->args[0]->kind == ExprKind::Binary &&
          e->args[0]->binOp == BinOp::Max && isConst(e->args[0]->args[1], nullptr) && e->args[0]->args[1]->intValue == 0;
@@ -73,7 +72,7 @@ std::vector<Expr> loadsOf(const Expr &e) {
 // abs and sqrt (no transcendental library calls, no random numbers, no general powers).
 bool vectorizable(const Expr &body) {
   return !anyNode(body, [](const Expr &n) {
-    if (n->kind == ExprKind::Call) return n->name != "abs" && n->name != "sqrt";
+    if (n->kind == ExprKind::Call) return !intrinsicInfo(intrinsicOf(*n)).widens;
     if (n->kind == ExprKind::Binary && n->binOp == BinOp::Pow) {
       const Expr &p = n->args[1];
       double v = p->kind == ExprKind::IntImm ? static_cast<double>(p->intValue)
@@ -142,14 +141,14 @@ private:
   // The reduction position, row-major over the (constant-extent) reduction indices.
   Expr reductionPosition() const {
     Expr at = intImm(0);
-    for (const ReduceVar &r : c_.rvars) at = at * r.extent + idxVar(r.name);
+    for (const ReduceVar &r : c_.rvars) at = at * r.extent + indexVar(r.name);
     return at;
   }
   // The copies into the local arrays, for the block of j whose positions `subst` gives.
   std::vector<Stmt> stage(const std::map<std::string, Expr> &subst, const Dim &j) const {
     std::vector<Stmt> out;
     std::string lane = j.name + ".i";
-    Expr at = reductionPosition() * intImm(j.block) + idxVar(lane);
+    Expr at = reductionPosition() * intImm(j.block) + indexVar(lane);
     for (size_t m = 0; m < staging_.loads.size(); ++m) {
       out.push_back(alloc(stageName(m), staging_.positions * j.block));
       Stmt copy = forLoop(lane, intImm(j.block), ForKind::Vectorized,
@@ -163,7 +162,7 @@ private:
   Expr stagedBody(const std::vector<Lane> &lanes) const {
     auto lane = std::find_if(lanes.begin(), lanes.end(), [&](const Lane &l) { return l.var == staging_.var + ".i"; });
     if (staging_.loads.empty() || lane == lanes.end()) return c_.body;
-    Expr at = reductionPosition() * intImm(lane->block) + idxVar(lane->var);
+    Expr at = reductionPosition() * intImm(lane->block) + indexVar(lane->var);
     return mutate(c_.body, [&](const Expr &n) -> Expr {
       if (n->kind != ExprKind::Load) return nullptr;
       for (size_t m = 0; m < staging_.loads.size(); ++m)
@@ -178,7 +177,7 @@ private:
     const Dim &d = dims_[k];
     auto at = [&](Expr pos) { return d.offset ? d.offset + pos : pos; };
     if (d.block == 1) {
-      subst[d.name] = at(idxVar(d.name));
+      subst[d.name] = at(indexVar(d.name));
       return {forLoop(d.name, d.extent, ForKind::Serial, gen(k + 1, subst, lanes))};
     }
     std::vector<Stmt> out;
@@ -187,7 +186,7 @@ private:
     if (!isZero(full)) {
       auto s = subst;
       auto l = lanes;
-      s[d.name] = at(idxVar(d.name + ".o") * b + idxVar(d.name + ".i"));
+      s[d.name] = at(indexVar(d.name + ".o") * b + indexVar(d.name + ".i"));
       l.push_back({d.name + ".i", d.block, d.lane});
       std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, d) : std::vector<Stmt>{};
       for (Stmt &st : gen(k + 1, s, l)) inner.push_back(std::move(st));
@@ -195,7 +194,7 @@ private:
     }
     Expr rest = d.extent % b;
     if (!isZero(rest)) {
-      subst[d.name] = at(full * b + idxVar(d.name + ".t"));
+      subst[d.name] = at(full * b + indexVar(d.name + ".t"));
       out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, subst, lanes)));
     }
     return out;
@@ -231,7 +230,7 @@ private:
     Expr at = intImm(0);
     int64_t size = 1;
     for (const Lane &l : lanes) {
-      at = at * intImm(l.block) + idxVar(l.var);
+      at = at * intImm(l.block) + indexVar(l.var);
       size *= l.block;
     }
     Expr body = sub(stagedBody(lanes), subst);
@@ -268,7 +267,7 @@ private:
       if (v.name == dotVar_) r = &v;
     std::string lane = dotVar_ + ".l";
     Expr L = intImm(dotLanes_);
-    Expr atL = at * L + idxVar(lane);
+    Expr atL = at * L + indexVar(lane);
     std::vector<Lane> all = lanes;
     all.push_back({lane, dotLanes_, ForKind::Vectorized});
     auto withR = [&](Expr value) {
@@ -282,11 +281,11 @@ private:
     Expr full = r->extent / L;
     if (!isZero(full))
       inner.push_back(forLoop(dotVar_ + ".o", full, ForKind::Serial,
-                              {wrap(all, {accumulate(atL, withR(idxVar(dotVar_ + ".o") * L + idxVar(lane)))})}));
+                              {wrap(all, {accumulate(atL, withR(indexVar(dotVar_ + ".o") * L + indexVar(lane)))})}));
     Expr rest = r->extent % L;
     if (!isZero(rest))
       inner.push_back(forLoop(dotVar_ + ".t", rest, ForKind::Serial,
-                              {wrap(lanes, {accumulate(at * L, withR(full * L + idxVar(dotVar_ + ".t")))})}));
+                              {wrap(lanes, {accumulate(at * L, withR(full * L + indexVar(dotVar_ + ".t")))})}));
     out.push_back(reductionLoops(inner, dotVar_));
     Expr sum = var("_sum", Type::Float, VarKind::Local);
     out.push_back(wrap(lanes, {let("_sum", Type::Float, floatImm(0)),
@@ -549,7 +548,7 @@ Stmt tileContraction(const Contraction &contraction) {
   int rows = rowIndex(0);
   size_t p = rows > 0 ? static_cast<size_t>(rows) : 1;
   const IndexVar &first = c.indices[0], &sliced = c.indices[p];
-  Expr p0 = idxVar(first.name);
+  Expr p0 = indexVar(first.name);
   Expr start = p0 * sliced.extent / first.extent;
   Expr end = (p0 + intImm(1)) * sliced.extent / first.extent;
   std::vector<Dim> slicedDims;

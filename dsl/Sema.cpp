@@ -1,5 +1,7 @@
 #include "dsl/Sema.h"
 
+#include "dsl/Intrinsics.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -51,11 +53,20 @@ std::string sizeText(const ast::Expr &e) { return ast::printExpr(e); }
 
 namespace {
 
-const std::map<std::string, int> kFunctions = {
-    {"exp", 1},   {"log", 1},   {"sqrt", 1},  {"rsqrt", 1},      {"tanh", 1}, {"sigmoid", 1}, {"abs", 1},
-    {"relu", 1},  {"sin", 1},   {"cos", 1},   {"floor", 1},      {"ceil", 1}, {"leaky_relu", 2},
-    {"pow", 2},   {"min", 2},   {"max", 2},   {"select", 3},     {"float", 1}, {"int", 1}, {"rand", 1},
-    {"allreduce", 1}};
+// Functions by name and argument count: the intrinsics (dsl/Intrinsics.h) and the operators
+// written as calls.
+const std::map<std::string, int> kFunctions = [] {
+  std::map<std::string, int> f = {{"pow", 2}, {"min", 2}, {"max", 2}, {"select", 3}, {"float", 1}, {"int", 1}};
+  for (const IntrinsicInfo &i : intrinsics()) f[i.name] = i.minArgs;
+  return f;
+}();
+
+// "exp(x), log(x), ..." for the hint on an unknown function.
+std::string functionList() {
+  std::string out;
+  for (const IntrinsicInfo &i : intrinsics()) out += std::string(i.signature) + ", ";
+  return out + "pow(x, y), min(a, b), max(a, b), select(cond, a, b), float(n), int(x)";
+}
 const std::set<std::string> kReductions = {"sum", "max", "min", "mean", "prod", "softmax", "logsumexp"};
 const std::map<std::string, int> kInitializers = {{"uniform", 2}, {"normal", 2}, {"zeros", 0}, {"ones", 0}, {"constant", 1}};
 
@@ -930,8 +941,7 @@ private:
     std::vector<Type> types;
     for (ast::ExprPtr &a : e.args) types.push_back(checkExpr(*a));
     if (it == kFunctions.end()) {
-      std::string hint = "functions are exp, log, sqrt, rsqrt, tanh, sigmoid, abs, relu, leaky_relu(x, slope), sin, cos, "
-                         "floor, ceil, pow, min, max, select(cond, a, b), float, allreduce";
+      std::string hint = "functions are " + functionList();
       if (TensorSymbol *t = findTensor(e.name)) hint = fmt::format("'{}' is a tensor: index it with [...]", t->name);
       diags_.error(e.nameLoc, fmt::format("unknown function '{}'", e.name), hint);
       return Type::Unknown;

@@ -1,6 +1,7 @@
 #include "runtime/CachingAllocator.h"
 
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <fmt/format.h>
 
@@ -52,7 +53,7 @@ uint64_t CachingAllocator::allocate(size_t bytes) {
 void CachingAllocator::release(uint64_t address) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = inUse_.find(address);
-  if (it == inUse_.end()) fail("internal error: releasing {:#x}, which {} did not allocate", address, device_);
+  if (it == inUse_.end()) internalError("releasing {:#x}, which {} did not allocate", address, device_);
   size_t size = it->second;
   inUse_.erase(it);
   free_.emplace(size, address);

@@ -26,6 +26,7 @@
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/TargetParser/Host.h>
 #include <llvm/TargetParser/SubtargetFeature.h>
+#include <llvm/Transforms/Utils/Cloning.h>
 
 #include <dlfcn.h>
 
@@ -39,6 +40,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace enc {
 
@@ -66,6 +68,32 @@ void reportLLVMDiagnostic(const llvm::DiagnosticInfo *diagnostic, void *) {
   info.print(printer);
   os.flush();
   std::fprintf(stderr, "encc: LLVM %s: %s\n", info.getSeverity() == llvm::DS_Error ? "error" : "note", text.c_str());
+}
+
+// Why a materialization failed (the linker's reason) reaches the ExecutionSession's error reporter, on the
+// thread that materialized, apart from the lookup's own error ("Failed to materialize symbols"). While
+// lookups are in flight the reasons are kept, and a failed lookup joins them to its error; any other is
+// printed as LLVM would. (Two lookups failing at once may trade reasons: the errors stay, only their
+// detail may land on the other one.)
+struct SessionErrors {
+  std::mutex mu;
+  int lookups = 0;
+  std::string text;
+};
+
+SessionErrors &sessionErrors() {
+  static SessionErrors *errors = new SessionErrors; // never destroyed, like the JIT that reports to it
+  return *errors;
+}
+
+void reportSessionError(llvm::Error err) {
+  std::string text = llvm::toString(std::move(err));
+  SessionErrors &e = sessionErrors();
+  std::lock_guard<std::mutex> lock(e.mu);
+  if (e.lookups > 0)
+    e.text += (e.text.empty() ? "" : "; ") + text;
+  else
+    std::fprintf(stderr, "JIT session error: %s\n", text.c_str());
 }
 
 std::string verifierText(const llvm::Module &module) {
@@ -250,30 +278,70 @@ struct CpuJit::Impl {
       CpuObjectCache::tagKey(*module, diskKeyOut);
     }
 
+    // A copy of the IR, compiled instead if the object the disk cache hands over does not link (an intact
+    // entry whose code fails to load must not break every later run).
+    std::unique_ptr<llvm::Module> spare = diskKeyOut.empty() ? nullptr : llvm::CloneModule(*module);
+    llvm::orc::ThreadSafeModule tsm(std::move(module), std::move(ctx));
+    llvm::orc::ThreadSafeModule spareTsm;
+    if (spare) spareTsm = llvm::orc::ThreadSafeModule(std::move(spare), tsm.getContext());
+
+    llvm::Expected<llvm::orc::ExecutorAddr> addr = link(std::move(tsm), entry, key);
+    if (!addr && takeDiskHit(diskKeyOut) && spareTsm) {
+      warnUnloadableObject(entry, key, addr.takeError());
+      objectCache.forget(diskKeyOut); // so the compile function misses, compiles, and stores a fresh object
+      addr = link(std::move(spareTsm), entry, key);
+    }
+    if (!addr) failWith(fmt::format("CpuJit: compiling '{}' (key {}) failed", entry, key), addr.takeError());
+    return addr->toPtr<void *>();
+  }
+
+  // Adds `tsm` in a JITDylib of its own and looks up `entry`, which materializes it (the compile function:
+  // disk cache, else O3 + codegen; then the linker) and waits for that. A failed lookup drops the JITDylib
+  // and returns the error.
+  llvm::Expected<llvm::orc::ExecutorAddr> link(llvm::orc::ThreadSafeModule tsm, const std::string &entry,
+                                               const std::string &key) {
     // A JITDylib per key keeps symbols of different keys apart (many kernels are all called "kernel").
     std::string dylibName = fmt::format("enc.{}.{}", nextDylib++, key.substr(0, 64));
     llvm::Expected<llvm::orc::JITDylib &> created = jit->createJITDylib(dylibName);
     if (!created) failWith("CpuJit: cannot create a JITDylib", created.takeError());
     llvm::orc::JITDylib &jd = *created;
     auto dropDylib = [&] { llvm::consumeError(jit->getExecutionSession().removeJITDylib(jd)); };
-
-    llvm::orc::ThreadSafeModule tsm(std::move(module), std::move(ctx));
     if (llvm::Error err = jit->addIRModule(jd, std::move(tsm))) {
       dropDylib();
       failWith(fmt::format("CpuJit: cannot add module for key {}", key), std::move(err));
     }
-    // The lookup materializes the module: the compile function (disk cache, else O3 + codegen) and the
-    // linker run here, in this thread.
-    llvm::Expected<llvm::orc::ExecutorAddr> addr = jit->lookup(jd, entry);
-    if (!addr) {
-      llvm::Error err = addr.takeError();
-      dropDylib();
-      failWith(fmt::format("CpuJit: compiling '{}' (key {}) failed", entry, key), std::move(err));
+    SessionErrors &errors = sessionErrors();
+    {
+      std::lock_guard<std::mutex> lock(errors.mu);
+      ++errors.lookups;
     }
-    return addr->toPtr<void *>();
+    llvm::Expected<llvm::orc::ExecutorAddr> addr = jit->lookup(jd, entry);
+    std::string reasons;
+    {
+      std::lock_guard<std::mutex> lock(errors.mu);
+      if (!addr) reasons = std::exchange(errors.text, {});
+      if (--errors.lookups == 0) errors.text.clear();
+    }
+    if (addr) return addr;
+    dropDylib();
+    std::string why = llvm::toString(addr.takeError());
+    if (!reasons.empty()) why = reasons + " (" + why + ")";
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s", why.c_str());
   }
 
-  static bool objectCacheEnabled() { return DiskCache::global().enabled(); }
+  // Said once per process: the cache is meant to be invisible, and one bad entry is enough to know about.
+  static void warnUnloadableObject(const std::string &entry, const std::string &key, llvm::Error err) {
+    static std::once_flag once;
+    std::string why = llvm::toString(std::move(err));
+    std::call_once(once, [&] {
+      std::fprintf(stderr,
+                   "encc: warning: the cached object code of kernel '%s' (key %s) did not load; compiled it again "
+                   "and replaced the cache entry\n  (%s)\n",
+                   entry.c_str(), key.substr(0, 16).c_str(), why.c_str());
+    });
+  }
+
+  static bool objectCacheEnabled() { return DiskCache::global().usable(); }
 };
 
 CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
@@ -308,6 +376,7 @@ CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {
                               })
                           .create(),
                       "CpuJit: cannot create the LLVM JIT");
+  impl_->jit->getExecutionSession().setErrorReporter(reportSessionError);
 }
 
 CpuJit::~CpuJit() = default;

@@ -67,4 +67,6 @@ void CpuObjectCache::notifyObjectCompiled(const llvm::Module *module, llvm::Memo
   disk_.put(key, std::string_view(object.getBufferStart(), object.getBufferSize()));
 }
 
+void CpuObjectCache::forget(const std::string &key) { disk_.remove(key); }
+
 } // namespace enc

@@ -47,6 +47,8 @@ public:
   std::unique_ptr<llvm::MemoryBuffer> getObject(const llvm::Module *module) override;
   // Stores `object` under the module's key; does nothing for an untagged module.
   void notifyObjectCompiled(const llvm::Module *module, llvm::MemoryBufferRef object) override;
+  // Drops the entry under `key`: its object did not link, so the next getObject must miss.
+  void forget(const std::string &key);
 
 private:
   DiskCache &disk_;

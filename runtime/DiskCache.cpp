@@ -2,6 +2,7 @@
 
 #include "runtime/Hash.h"
 #include "support/Env.h"
+#include "support/Error.h"
 
 #include <fmt/format.h>
 
@@ -14,6 +15,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
+#include <limits>
+#include <mutex>
 
 namespace fs = std::filesystem;
 
@@ -107,6 +111,59 @@ bool writeAll(int fd, const char *buf, size_t n) {
   return true;
 }
 
+// Opens an entry for reading without following a symlink or blocking on a FIFO; `st` describes what was
+// opened. Only a regular file is returned (-1 otherwise, with `opened` telling whether something was
+// opened and stat'ed at all), so a planted FIFO or device can neither hang nor feed a read.
+int openEntry(const fs::path &path, struct stat &st, bool &opened) {
+  opened = false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return -1;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  opened = true;
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The header bytes (magic to checksum) of the open entry file of `fileSize` bytes, read without trusting
+// its length fields further than the file reaches; nullopt when the file cannot hold a header.
+std::optional<std::string> readHeaderBytes(int fd, uint64_t fileSize) {
+  size_t fixed = headerSize(0);
+  if (fileSize < fixed) return std::nullopt;
+  std::string head(fixed, '\0');
+  if (!readAll(fd, head.data(), head.size()) || !head.starts_with(kMagic)) return std::nullopt;
+  // The key sits inside the header, so read its bytes and the header is complete.
+  uint64_t keyLen = getLE(head, kMagic.size() + 4, 4);
+  if (keyLen > kMaxKeyLen || headerSize(keyLen) > fileSize) return std::nullopt;
+  head.resize(headerSize(keyLen));
+  if (!readAll(fd, head.data() + fixed, keyLen)) return std::nullopt;
+  return head;
+}
+
+// The payload of the open entry file of `fileSize` bytes, if it is a sound entry for `key`. The sizes are
+// checked against the header and the cache's bound before anything is allocated: put() never writes an
+// entry larger than the bound, so a huge (or sparse) file costs no more than reading its header.
+std::optional<std::string> readPayload(int fd, const std::string &key, uint64_t fileSize, int64_t maxBytes) {
+  if (maxBytes < 0 || fileSize > static_cast<uint64_t>(maxBytes)) return std::nullopt;
+  std::optional<std::string> head = readHeaderBytes(fd, fileSize);
+  if (!head) return std::nullopt;
+  std::optional<Header> h = parseHeader(*head);
+  if (!h || h->key != key || h->payloadLen != fileSize - h->size) return std::nullopt;
+  std::string payload;
+  try {
+    payload.resize(static_cast<size_t>(h->payloadLen));
+  } catch (const std::bad_alloc &) {
+    return std::nullopt;
+  }
+  if (!readAll(fd, payload.data(), payload.size()) || sha256Hex(payload) != h->checksum) return std::nullopt;
+  return payload;
+}
+
 // Removes `path` only if it is still the file we opened: another process may have renamed a good
 // entry over the bad one since we read it, and that one must survive.
 void removeIfSame(const fs::path &path, const struct stat &opened) {
@@ -149,20 +206,15 @@ std::vector<Scanned> scanEntries(const fs::path &dir, bool sweepTemps) {
   return out;
 }
 
+// The fallback under the temp directory is per user: a directory shared by all users is one that another
+// user could create first and fill with object code (the trust check would then refuse it).
 fs::path defaultDir() {
   if (const char *d = std::getenv("ENC_CACHE_DIR"); d && *d) return d;
   if (const char *x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "encc";
   if (const char *h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "encc";
   std::error_code ec;
   fs::path tmp = fs::temp_directory_path(ec);
-  return (ec ? fs::path("/tmp") : tmp) / "encc-cache";
-}
-
-int64_t defaultMaxBytes() {
-  int64_t mb = 1024;
-  // A malformed value keeps the default.
-  if (std::optional<int64_t> v = parseInteger(std::getenv("ENC_CACHE_MAX_MB")); v && *v >= 0) mb = *v;
-  return mb * 1024 * 1024;
+  return (ec ? fs::path("/tmp") : tmp) / fmt::format("encc-cache-{}", ::geteuid());
 }
 
 bool defaultEnabled() {
@@ -171,48 +223,83 @@ bool defaultEnabled() {
 
 } // namespace
 
+int64_t cacheMaxBytesFromEnv(const char *text) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  constexpr int64_t kMaxMiB = std::numeric_limits<int64_t>::max() / kMiB;
+  if (!text) return 1024 * kMiB;
+  std::optional<int64_t> mb = parseInteger(text);
+  if (!mb || *mb < 0 || *mb > kMaxMiB)
+    throw Error(fmt::format("ENC_CACHE_MAX_MB='{}' is not a size in megabytes from 0 to {}", text, kMaxMiB),
+                "unset it for the default (1024), or set ENC_CACHE_DISABLE=1 to run without the kernel cache");
+  return *mb * kMiB;
+}
+
+std::string untrustedCacheDir(const fs::path &dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return fmt::format("cannot inspect it: {}", std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return "it is not a directory";
+  if (st.st_uid != ::geteuid()) return fmt::format("it belongs to uid {}, not to this user (uid {})", st.st_uid, ::geteuid());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return fmt::format("it is writable by {} (mode {:04o})", st.st_mode & S_IWOTH ? "others" : "its group",
+                       st.st_mode & 07777);
+  return {};
+}
+
 DiskCache &DiskCache::global() {
-  static DiskCache cache(defaultDir(), defaultMaxBytes(), defaultEnabled());
+  static DiskCache cache(defaultDir(), cacheMaxBytesFromEnv(std::getenv("ENC_CACHE_MAX_MB")), defaultEnabled());
   return cache;
 }
 
 DiskCache::DiskCache(fs::path dir, int64_t maxBytes, bool enabled)
     : dir_(std::move(dir)), maxBytes_(maxBytes), enabled_(enabled) {}
 
+bool DiskCache::usable() {
+  if (!enabled_) return false;
+  std::call_once(checked_, [this] {
+    // The parents are made as any program makes directories; the cache itself is private (0700).
+    fs::path dir = dir_.has_filename() ? dir_ : dir_.parent_path();
+    std::error_code ec;
+    if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return; // unwritable: run uncached, quietly
+    std::string why = untrustedCacheDir(dir);
+    if (why.empty()) {
+      usable_ = true;
+      return;
+    }
+    std::cerr << fmt::format("encc: warning: not using the kernel cache {}: {}\n"
+                             "  hint: kernels are compiled afresh each run; use a directory only you can write "
+                             "(chmod 700 it, or set ENC_CACHE_DIR)\n",
+                             dir_.string(), why);
+  });
+  return usable_;
+}
+
 fs::path DiskCache::entryPath(const std::string &key) const {
   return dir_ / (sha256Hex(key) + std::string(kEntrySuffix));
 }
 
 std::optional<std::string> DiskCache::get(const std::string &key) {
-  if (!enabled_) {
+  if (!usable()) {
     ++misses_;
     return std::nullopt;
   }
   fs::path path = entryPath(key);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  bool opened = false;
+  int fd = openEntry(path, st, opened);
   if (fd < 0) {
+    // Something other than a regular file under an entry's name (a FIFO, a device) is never an entry.
+    if (opened) {
+      removeIfSame(path, st);
+      ++corrupt_;
+    }
     ++misses_;
     return std::nullopt;
   }
-  struct stat st;
-  std::string data;
-  bool statOk = ::fstat(fd, &st) == 0;
-  bool ok = statOk && S_ISREG(st.st_mode);
-  if (ok) {
-    data.resize(static_cast<size_t>(st.st_size));
-    ok = readAll(fd, data.data(), data.size());
-  }
-  std::optional<std::string> payload;
-  if (ok) {
-    auto h = parseHeader(data);
-    if (h && h->key == key && data.size() - h->size == h->payloadLen) {
-      std::string_view body = std::string_view(data).substr(h->size);
-      if (sha256Hex(body) == h->checksum) payload = std::string(body);
-    }
-  }
+  std::optional<std::string> payload = readPayload(fd, key, static_cast<uint64_t>(st.st_size), maxBytes_);
   if (!payload) {
     // A bad entry is a miss too; drop it so the next put() can replace it.
-    if (statOk) removeIfSame(path, st);
+    removeIfSame(path, st);
     ::close(fd);
     ++corrupt_;
     ++misses_;
@@ -229,16 +316,14 @@ void DiskCache::put(const std::string &key, std::string_view bytes) {
   std::string header = encodeHeader(key, bytes);
   // An entry that cannot fit would only evict everything else and then itself.
   if (static_cast<int64_t>(header.size() + bytes.size()) > maxBytes_) return;
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec) return;
+  if (!usable()) return;
 
   // Unique per process and per call, so concurrent writers never share a temp file.
   static std::atomic<uint64_t> counter{0};
   std::string hash = sha256Hex(key);
   fs::path tmp = dir_ / fmt::format("{}{}-{}-{}-{}", kTempPrefix, hash, ::getpid(), counter++,
                                     std::chrono::steady_clock::now().time_since_epoch().count());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return;
   bool ok = writeAll(fd, header.data(), header.size()) && writeAll(fd, bytes.data(), bytes.size());
   ok = (::close(fd) == 0) && ok;
@@ -249,6 +334,12 @@ void DiskCache::put(const std::string &key, std::string_view bytes) {
     return;
   }
   evict(dest);
+}
+
+void DiskCache::remove(const std::string &key) {
+  if (!usable()) return;
+  std::error_code ec;
+  fs::remove(entryPath(key), ec);
 }
 
 void DiskCache::evict(const fs::path &keep) {
@@ -275,25 +366,16 @@ std::vector<DiskCacheEntry> DiskCache::list() const {
   std::vector<DiskCacheEntry> out;
   for (const Scanned &s : scanned) {
     // Only the header is read: listing must stay cheap with large payloads. Checksums are get()'s job.
-    int fd = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    bool opened = false;
+    int fd = openEntry(s.path, st, opened);
     if (fd < 0) continue;
-    std::string head(std::min<size_t>(static_cast<size_t>(s.bytes), headerSize(0)), '\0');
-    bool ok =
-        readAll(fd, head.data(), head.size()) && head.size() == headerSize(0) && head.starts_with(kMagic);
-    if (ok) {
-      // The key sits inside the header, so read its bytes and the header is complete.
-      uint64_t keyLen = getLE(head, kMagic.size() + 4, 4);
-      ok = keyLen <= kMaxKeyLen && headerSize(keyLen) <= static_cast<size_t>(s.bytes);
-      if (ok) {
-        head.resize(headerSize(keyLen));
-        ok = readAll(fd, head.data() + headerSize(0), keyLen);
-      }
-    }
-    std::optional<Header> h;
-    if (ok) h = parseHeader(head);
-    ok = h && h->size + h->payloadLen == static_cast<uint64_t>(s.bytes);
+    std::optional<std::string> head = readHeaderBytes(fd, static_cast<uint64_t>(st.st_size));
     ::close(fd);
-    if (ok) out.push_back({std::string(h->key), s.bytes, s.mtime});
+    std::optional<Header> h;
+    if (head) h = parseHeader(*head);
+    if (h && h->size + h->payloadLen == static_cast<uint64_t>(st.st_size))
+      out.push_back({std::string(h->key), s.bytes, s.mtime});
   }
   return out;
 }

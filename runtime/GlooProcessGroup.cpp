@@ -1,6 +1,7 @@
 // ProcessGroup over Gloo's TCP transport, with TcpStore for the rendezvous.
 #include "runtime/ProcessGroup.h"
 #include "runtime/TcpStore.h"
+#include "support/Env.h"
 #include "support/Error.h"
 
 #include <gloo/allgather_ring.h>
@@ -10,7 +11,11 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <csignal>
+#include <list>
+#include <mutex>
 #include <thread>
 
 #include <unistd.h>
@@ -36,11 +41,91 @@ private:
   std::string prefix_;
 };
 
-// What a group shares with its subgroups: the store connection and the transport device.
+using Clock = std::chrono::steady_clock;
+
+// Where a rank is in its group's sequence of collectives: `call` counts the collectives it
+// has entered (the one it is in, while `since` is not 0).
+struct Progress {
+  std::string key; // the store key that tells peers, "<prefix>busy/<rank>"
+  std::atomic<uint64_t> call{0};
+  std::atomic<int64_t> since{0}; // Clock ticks when it entered; 0 outside collectives
+  uint64_t told = 0;             // the last call written to `key`
+};
+
+// A collective's number as a peer wrote it to the store; -1 when it has not (or wrote nonsense).
+int64_t callOf(const std::optional<std::vector<char>> &value) {
+  if (!value) return -1;
+  std::optional<int64_t> n = parseInteger(std::string(value->begin(), value->end()).c_str());
+  return n && *n >= 0 ? *n : -1;
+}
+
+// Writes to the store the collective a rank has been waiting in for a while (kSlow). A peer
+// that leaves the group without entering it reads that and closes its connections at once,
+// which fails this rank's collective at once, instead of both waiting: the leaver for this
+// rank to leave too, this rank for the timeout. A thread per process group tree, asleep
+// unless a collective is slow; no store traffic on the fast path.
+class Watchdog {
+public:
+  explicit Watchdog(dist::TcpStore &store) : store_(store) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void watch(Progress *p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    watched_.push_back(p);
+    if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  }
+  void unwatch(Progress *p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    watched_.remove(p);
+  }
+
+  static constexpr std::chrono::milliseconds kSlow{100};
+
+private:
+  dist::TcpStore &store_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::list<Progress *> watched_;
+  bool stopping_ = false;
+  std::thread thread_;
+
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!wake_.wait_for(lock, kSlow / 2, [&] { return stopping_; })) {
+      const int64_t slowSince = (Clock::now() - kSlow).time_since_epoch().count();
+      for (Progress *p : watched_) {
+        const int64_t since = p->since;
+        const uint64_t call = p->call;
+        if (since == 0 || since > slowSince || call == p->told) continue;
+        p->told = call;
+        std::string key = p->key, value = std::to_string(call);
+        lock.unlock(); // a slow store must not hold up unwatch(); `p` is not used below
+        try {
+          store_.set(key, {value.begin(), value.end()});
+        } catch (const std::exception &) {
+          // The store is gone: the collective fails by itself.
+        }
+        lock.lock();
+        break; // watched_ may have changed; look again at the next tick
+      }
+    }
+  }
+};
+
+// What a group shares with its subgroups: the store connection, the transport device and
+// the watchdog (stopped before the store closes).
 struct Shared {
   std::unique_ptr<dist::TcpStore> store;
   std::shared_ptr<gloo::transport::Device> device;
   std::chrono::milliseconds timeout;
+  std::unique_ptr<Watchdog> watchdog;
 };
 
 class GlooProcessGroup : public ProcessGroup {
@@ -58,35 +143,51 @@ public:
         makeGather(floatGathers_[turn]);
         makeGather(doubleGathers_[turn]);
       }
+      progress_.key = fmt::format("{}busy/{}", prefix_, rank_);
+      shared_->watchdog->watch(&progress_);
       // Nobody leaves the constructor before every member has made its own.
-      guarded("joining the group", [&] {
-        for (int turn = 0; turn < 2; ++turn) {
-          floatGathers_[turn].algorithm->run();
-          doubleGathers_[turn].algorithm->run();
-        }
-      });
+      try {
+        collective("joining the group", [&] {
+          for (int turn = 0; turn < 2; ++turn) {
+            floatGathers_[turn].algorithm->run();
+            doubleGathers_[turn].algorithm->run();
+          }
+        });
+      } catch (...) {
+        shared_->watchdog->unwatch(&progress_);
+        throw;
+      }
     }
   }
 
   // A peer may still be finishing the last collective when this rank is done with it, and
   // closing the connections now would fail that peer ("Connection closed by peer"). So each
-  // rank first says it is leaving and waits until every member has said so, through the store
-  // rather than the connections; a bounded wait, cut short when any rank is gone.
+  // rank says, through the store, that it is leaving after its n-th collective, and waits
+  // until every member has said so too. It does not wait for a member known to be waiting in
+  // a later collective (which this rank will never enter: it fails as soon as this rank
+  // closes its connections), nor at all once a member is gone; and never longer than
+  // kLeaveWait, or kLeaveWaitAfterFailure once a collective of this group failed (the peers
+  // that failed with it then only need the store, which rank 0 serves, to say why).
   ~GlooProcessGroup() override {
     if (size() == 1) return;
+    shared_->watchdog->unwatch(&progress_);
     try {
       dist::TcpStore &store = *shared_->store;
-      store.set(fmt::format("{}left/{}", prefix_, rank_), {'1'});
-      std::vector<std::string> keys;
-      for (int r = 0; r < size(); ++r) keys.push_back(fmt::format("{}left/{}", prefix_, r));
-      const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(shared_->timeout, kLeaveWait);
+      const uint64_t calls = progress_.call;
+      const std::string mine = std::to_string(calls);
+      store.set(fmt::format("{}left/{}", prefix_, rank_), {mine.begin(), mine.end()});
+      std::vector<int> waiting;
+      for (int r = 0; r < size(); ++r)
+        if (r != rank_) waiting.push_back(r);
+      const auto deadline =
+          Clock::now() + std::min<std::chrono::milliseconds>(shared_->timeout, failed_ ? kLeaveWaitAfterFailure : kLeaveWait);
       while (true) {
-        try {
-          store.wait(keys, std::chrono::milliseconds(100));
-          return;
-        } catch (const std::exception &) {
-          if (std::chrono::steady_clock::now() > deadline || !store.goneRanks().empty()) return;
-        }
+        std::erase_if(waiting, [&](int r) {
+          if (store.check(fmt::format("{}left/{}", prefix_, r))) return true;
+          return callOf(store.check(fmt::format("{}busy/{}", prefix_, r))) > static_cast<int64_t>(calls);
+        });
+        if (waiting.empty() || Clock::now() > deadline || !goneMembers().empty()) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
     } catch (const std::exception &) {
       // The store is gone (its host left): nobody is waiting for this rank any more.
@@ -100,7 +201,7 @@ public:
   void allreduceSum(double *data, size_t n) override { allreduce(data, n); }
 
   void barrier() override {
-    guarded("a barrier", [&] {
+    collective("a barrier", [&] {
       gloo::BarrierOptions opts(context_);
       opts.setTag(nextTag());
       gloo::barrier(opts);
@@ -126,10 +227,12 @@ private:
   std::shared_ptr<gloo::Context> context_;
   uint32_t tag_ = 0;
   int subgroups_ = 0;
+  Progress progress_;
+  bool failed_ = false; // a collective failed: the group's connections are not to be trusted
 
   uint32_t nextTag() { return tag_++ & 0xffffff; }
 
-  static constexpr std::chrono::milliseconds kLeaveWait{10000};
+  static constexpr std::chrono::milliseconds kLeaveWait{10000}, kLeaveWaitAfterFailure{2000};
 
   // Sums go through Gloo's ring all-gather of a fixed buffer of kChunk elements per element
   // type, made when the group is (every peer alive and connected) and reused: larger sums go
@@ -166,7 +269,7 @@ private:
       Gather<T> &g = gatherFor(data);
       size_t m = std::min(kChunk, n - at);
       std::copy(data + at, data + at + m, g.in.begin());
-      guarded("an all-reduce", [&] { g.algorithm->run(); });
+      collective("an all-reduce", [&] { g.algorithm->run(); });
       for (size_t j = 0; j < m; ++j) {
         T sum = g.out[j];
         for (size_t r = 1; r < static_cast<size_t>(size()); ++r) sum += g.out[r * kChunk + j];
@@ -175,29 +278,72 @@ private:
     }
   }
 
+  // The members whose connection to the store closed without a goodbye.
+  std::vector<int> goneMembers() {
+    std::vector<int> gone;
+    for (int r : shared_->store->goneRanks())
+      if (std::find(worldRanks_.begin(), worldRanks_.end(), r) != worldRanks_.end()) gone.push_back(r);
+    return gone;
+  }
+
+  // The members (world ranks) that left the group before entering the collective this rank
+  // is in.
+  std::vector<int> leftEarly() {
+    std::vector<int> early;
+    for (int r = 0; r < size(); ++r) {
+      if (r == rank_) continue;
+      int64_t left = callOf(shared_->store->check(fmt::format("{}left/{}", prefix_, r)));
+      if (left >= 0 && left < static_cast<int64_t>(progress_.call.load())) early.push_back(worldRanks_[static_cast<size_t>(r)]);
+    }
+    return early;
+  }
+
+  // A Gloo collective, counted in progress_ for the watchdog and for peers that leave.
+  template <typename F> void collective(const char *what, F &&f) {
+    ++progress_.call;
+    progress_.since = Clock::now().time_since_epoch().count();
+    struct Done {
+      Progress &p;
+      ~Done() { p.since = 0; }
+    } done{progress_};
+    guarded(what, f);
+  }
+
   // Runs a Gloo call; its failure becomes an Error that says which rank is gone if the store
-  // knows (a dead process's store connection closes too), else that the peers timed out.
+  // knows (a dead process's store connection closes too) or which left the group before this
+  // collective, else that the peers timed out.
   template <typename F> void guarded(const char *what, F &&f) {
     try {
       f();
     } catch (const Error &) {
+      failed_ = true;
       throw;
     } catch (const std::exception &e) {
-      std::vector<int> gone;
-      for (int i = 0; i < 20; ++i) { // the store may see the closed connection a moment later
-        for (int r : shared_->store->goneRanks())
-          if (std::find(worldRanks_.begin(), worldRanks_.end(), r) != worldRanks_.end()) gone.push_back(r);
-        if (!gone.empty()) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      failed_ = true;
+      std::vector<int> gone, early;
+      try {
+        for (int i = 0; i < 20; ++i) { // the store may see the closed connection a moment later
+          if (!(gone = goneMembers()).empty() || !(early = leftEarly()).empty()) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      } catch (const std::exception &) {
+        gone = {0}; // the store is unreachable: its host is gone
       }
+      auto list = [](const std::vector<int> &ranks) {
+        std::string out;
+        for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+        return out;
+      };
       std::string who = fmt::format("rank {} of {}", worldRanks_[static_cast<size_t>(rank_)], size());
-      if (!gone.empty()) {
-        std::string list;
-        for (int r : gone) list += (list.empty() ? "" : ", ") + std::to_string(r);
-        throw Error(fmt::format("process group: {} failed on {}: rank {} {} gone ({})", what, who, list,
+      if (!gone.empty())
+        throw Error(fmt::format("process group: {} failed on {}: rank {} {} gone ({})", what, who, list(gone),
                                 gone.size() == 1 ? "is" : "are", e.what()),
                     "a peer process exited or crashed; see its own error output");
-      }
+      if (!early.empty())
+        throw Error(fmt::format("process group: {} failed on {}: rank {} left the group without taking part ({})", what,
+                                who, list(early), e.what()),
+                    "that rank stopped early (see its own error output); every rank must run the same layers in the "
+                    "same order");
       throw Error(fmt::format("process group: {} failed on {} after waiting up to {} s; no peer has exited, one may be "
                               "stuck or calling a different collective ({})",
                               what, who, shared_->timeout.count() / 1000.0, e.what()),
@@ -218,15 +364,17 @@ std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
   if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) std::signal(SIGPIPE, SIG_IGN);
   auto shared = std::make_shared<Shared>();
   shared->timeout = o.timeout;
-  shared->store = std::make_unique<dist::TcpStore>(o.masterAddr, o.masterPort, o.rank == 0, o.rank, o.timeout);
-  // Every rank must agree on the group's size with rank 0.
-  std::string mine = std::to_string(o.size);
-  shared->store->set(fmt::format("size/{}", o.rank), {mine.begin(), mine.end()});
-  std::vector<char> theirs = shared->store->get("size/0");
-  if (std::string(theirs.begin(), theirs.end()) != mine)
-    throw Error(fmt::format("process group: rank {} has WORLD_SIZE {} but rank 0 has {}", o.rank, o.size,
-                            std::string(theirs.begin(), theirs.end())),
-                "start every process with the same WORLD_SIZE (with --nnodes: the same -n on every machine)");
+  // The store's join checks that every rank has rank 0's WORLD_SIZE and token.
+  dist::TcpStoreOptions store;
+  store.host = o.masterAddr;
+  store.port = o.masterPort;
+  store.serve = o.rank == 0;
+  store.rank = o.rank;
+  store.worldSize = o.size;
+  store.timeout = o.timeout;
+  store.token = o.token;
+  shared->store = std::make_unique<dist::TcpStore>(store);
+  shared->watchdog = std::make_unique<Watchdog>(*shared->store);
   gloo::transport::tcp::attr attr;
   // Peers reach this process where they reach rank 0: loopback for a single machine.
   attr.hostname = o.masterAddr == "localhost" || o.masterAddr.rfind("127.", 0) == 0 ? "127.0.0.1" : "";

@@ -3,6 +3,7 @@
 #include "runtime/HostMemory.h"
 #include "support/Env.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <fmt/format.h>
 
@@ -127,10 +128,20 @@ CUmodule Gpu::loadModule(const std::string &key, const CompileResult &image) {
   return m;
 }
 
+CUmodule Gpu::loadModule(const std::string &key, const std::string &source, const CompileOptions &opts) {
+  {
+    std::lock_guard<std::mutex> lock(modulesMu_);
+    if (auto it = modules_.find(key); it != modules_.end()) return it->second;
+  }
+  CUmodule m = nullptr;
+  compileCachedAndLoad(source, opts, [&](const CompileResult &image) { m = loadModule(key, image); });
+  return m;
+}
+
 CUmodule Gpu::loadSourceModule(const std::string &key, const std::string &source) {
   std::lock_guard<std::mutex> lock(modulesMu_);
   if (auto it = modules_.find(key); it != modules_.end()) return it->second;
-  if (!loadsSource()) throw Error("internal error: this CUDA driver cannot build modules from source");
+  if (!loadsSource()) internalError("this CUDA driver cannot build modules from source");
   makeCurrent();
   CUmodule m = nullptr;
   driver_->check(driver_->encemuModuleLoadSource(&m, source.c_str()), "encemuModuleLoadSource");

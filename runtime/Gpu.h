@@ -47,6 +47,9 @@ public:
 
   // A module from NVRTC's output, loaded once per process per `key` (the source's hash).
   CUmodule loadModule(const std::string &key, const CompileResult &image);
+  // `source` compiled through the kernel cache (compileCachedAndLoad: a cached image that does not load is
+  // compiled again) and loaded, once per process per `key`.
+  CUmodule loadModule(const std::string &key, const std::string &source, const CompileOptions &opts);
   // Whether the driver builds modules from CUDA C++ source itself (the CUDA emulator does; a
   // real driver needs NVRTC's output), and the module it builds from `source`, once per `key`.
   bool loadsSource() const { return driver_->encemuModuleLoadSource != nullptr; }

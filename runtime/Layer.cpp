@@ -2,6 +2,7 @@
 
 #include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
@@ -13,6 +14,7 @@
 #include "runtime/Rng.h"
 #include "runtime/ThreadPool.h"
 #include "support/Env.h"
+#include "support/InternalError.h"
 #include "support/Suggest.h"
 
 #include <fmt/ranges.h>
@@ -29,10 +31,32 @@
 
 namespace enc {
 
+namespace {
+
+// Whether `e` is made of integer constants only: then it stayed unfolded because its value does not fit in
+// 64 bits (constant folding never wraps).
+bool onlyConstants(const ir::Expr &e) {
+  switch (e->kind) {
+  case ir::ExprKind::IntImm:
+  case ir::ExprKind::FloatImm:
+  case ir::ExprKind::BoolImm: return true;
+  case ir::ExprKind::Unary:
+  case ir::ExprKind::Binary:
+  case ir::ExprKind::Select:
+  case ir::ExprKind::Cast: return std::all_of(e->args.begin(), e->args.end(), onlyConstants);
+  default: return false;
+  }
+}
+
+} // namespace
+
 int64_t evalInt(const ir::Expr &e) {
   int64_t v = 0;
-  if (!ir::isConst(e, &v)) fail("internal error: size '{}' is not known after specialization", ir::print(e));
-  return v;
+  if (ir::isConst(e, &v)) return v;
+  if (onlyConstants(e))
+    throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)),
+                "use smaller hyper-parameters or inputs");
+  internalError("size '{}' is not known after specialization", ir::print(e));
 }
 
 struct Layer::Compiled {
@@ -104,7 +128,7 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
   hyper_["training"] = ir::boolImm(options_.training);
   group_ = options_.group ? options_.group : defaultProcessGroup();
   if (group_ && group_->size() < 2) group_ = nullptr;
-  program_ = ir::buildTensorProgram(*symbols_, hyper_, options_.fuse, group_ != nullptr);
+  program_ = ir::Pipeline().forward(*symbols_, hyper_, {.fuse = options_.fuse, .distributed = group_ != nullptr});
   checkRequirements(program_, {});
   initParams();
 }
@@ -120,7 +144,7 @@ void Layer::initParams() {
     return it == hyper_.end() ? nullptr : it->second;
   };
   auto init = [&](const ast::TensorDecl &d) {
-    // A disabled parameter (bias = false) was dropped from the program by buildTensorProgram.
+    // A disabled parameter (bias = false) was dropped from the program by dropDisabledState.
     if (!program_.tensor(d.name.text)) return;
     Shape shape;
     for (const ast::Dim &dim : d.dims) {
@@ -130,6 +154,7 @@ void Layer::initParams() {
                     "check the hyper-parameters");
       shape.push_back(n);
     }
+    checkTensorSize(fmt::format("layer {}: parameter '{}'", name_, d.name.text), shape, paramDType());
     Tensor t(paramDType(), shape);
     std::string kind = d.init ? d.init->name : "zeros";
     std::vector<double> args;
@@ -161,7 +186,7 @@ void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, 
   bool final = !sizes.empty();
   for (const ir::Requirement &r : p.requirements) {
     if (r.condition->kind != ir::ExprKind::BoolImm) {
-      if (final) fail("internal error: requirement '{}' of layer {} is not constant", r.text, name_);
+      if (final) internalError("requirement '{}' of layer {} is not constant", r.text, name_);
       continue;
     }
     if (r.condition->boolValue) continue;
@@ -287,7 +312,7 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
         return f == out.values.end() ? nullptr : f->second;
       });
       int64_t want = 0;
-      if (!ir::isConst(v, &want)) fail("internal error: cannot evaluate dimension {} of input '{}'", ir::print(d), sym.name);
+      if (!ir::isConst(v, &want)) internalError("cannot evaluate dimension {} of input '{}'", ir::print(d), sym.name);
       if (want != collapsed[i])
         mismatch(fmt::format("dimension {} is {}, but {} = {}", i, collapsed[i], sizeText(*sym.shape[i]), want));
     }
@@ -303,33 +328,29 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   if (found != cache.end()) return *found->second;
 
   auto c = std::make_unique<Compiled>();
-  ir::Program prog = ir::specialize(program, sizes);
+  const ir::Pipeline pipeline;
+  ir::Program prog = pipeline.specializeSizes(program, sizes);
   checkRequirements(prog, sizes);
-  if (options_.device == Device::CUDA) prog = ir::splitReductions(prog);
-  else if (options_.fuse) prog = ir::splitColumnReductions(prog);
   bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
                                 [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
-  for (const ir::TensorDecl &t : prog.tensors) {
-    Shape s;
-    for (const ir::Expr &d : t.shape) {
-      int64_t n = evalInt(d);
+  for (const ir::TensorDecl &t : prog.tensors)
+    for (size_t i = 0; i < t.shape.size(); ++i) {
+      int64_t n = evalInt(t.shape[i]);
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
-        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name,
-                                s.size(), n, lastInputsText_),
+        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name, i,
+                                n, lastInputsText_),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
-      s.push_back(n);
     }
-    c->shapes[t.name] = s;
+  ir::TargetOptions target;
+  target.target = options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU;
+  target.fuse = options_.fuse;
+  target.types = types;
+  c->loops = pipeline.lower(prog, target);
+  // Every buffer the kernels touch, the temporaries lowering added included.
+  for (const ir::TensorDecl &t : c->loops.tensors.tensors) {
+    Shape &s = c->shapes[t.name];
+    for (const ir::Expr &d : t.shape) s.push_back(evalInt(d));
   }
-  c->loops = ir::lowerToLoops(prog, options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU);
-  if (options_.fuse) c->loops = ir::fuseKernels(c->loops);
-  c->loops.types = types;
-  c->loops = ir::accumulateInComputeType(c->loops);
-  for (const ir::TensorDecl &t : c->loops.tensors.tensors) // the temporaries it added
-    if (!c->shapes.count(t.name)) {
-      Shape &s = c->shapes[t.name];
-      for (const ir::Expr &d : t.shape) s.push_back(evalInt(d));
-    }
   std::set<std::string> written;
   for (const ir::Kernel &k : c->loops.kernels) {
     c->zeroOutput.push_back(k.scatters && !written.count(k.buffers[0]));
@@ -338,7 +359,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   // Everything but the random seed was folded into the kernels.
   for (const ir::Kernel &k : c->loops.kernels)
     for (const ir::SizeParam &p : k.params)
-      if (p.name != ir::kRandomSeed) fail("internal error: kernel {} reads unresolved '{}'", k.name, p.name);
+      if (p.name != ir::kRandomSeed) internalError("kernel {} reads unresolved '{}'", k.name, p.name);
   if (options_.device == Device::CUDA)
     compileForGpu(*c);
   else
@@ -381,7 +402,7 @@ void Layer::compileForGpu(Compiled &c) {
   opts.sourceName = name_ + ".cu";
   const std::string key = sha256Hex(opts.arch + "\n" + source);
   cuda::CUmodule module =
-      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, cuda::compileCached(source, opts));
+      gpu.loadsSource() ? gpu.loadSourceModule(key, source) : gpu.loadModule(key, source, opts);
   for (const ir::Kernel &k : c.loops.kernels) c.gpuFns.push_back(k.collective ? nullptr : gpu.function(module, k.name));
 }
 
@@ -389,7 +410,12 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   // Kernels write every element they own; scatter outputs that no earlier kernel wrote (the
   // tensor's own definition) are zeroed before their kernel runs.
   for (const auto &[n, s] : c.shapes)
-    if (!buffers.count(n)) buffers[n] = Tensor::empty(dtypeOf(c.loops.types.of(n)), s, options_.device);
+    if (!buffers.count(n)) {
+      DType dtype = dtypeOf(c.loops.types.of(n));
+      checkTensorSize(fmt::format("layer {}: tensor '{}' (for input {})", name_, n, lastInputsText_), s, dtype,
+                      options_.device);
+      buffers[n] = Tensor::empty(dtype, s, options_.device);
+    }
   if (options_.device == Device::CUDA)
     runOnGpu(c, buffers, randomSeed);
   else
@@ -430,7 +456,7 @@ void Layer::runOnCpu(const Compiled &c, std::map<std::string, Tensor> &buffers, 
         own[0] = mine.data();
         fn(own.data(), params.data(), b, e);
         std::lock_guard<std::mutex> lock(mu);
-        if (isHalfPrecision(target.dtype())) fail("internal error: kernel {} scatters into a 16-bit buffer", k.name);
+        if (isHalfPrecision(target.dtype())) internalError("kernel {} scatters into a 16-bit buffer", k.name);
         if (target.dtype() == DType::F32) {
           float *t = target.dataAs<float>();
           const float *m = mine.dataAs<float>();
@@ -491,7 +517,7 @@ size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::stri
   const auto &ks = c.loops.kernels;
   size_t end = first;
   while (end < ks.size() && ks[end].collective && ks[end].message == ks[first].message) ++end;
-  if (!group_) fail("internal error: layer {} has a collective but no process group", name_);
+  if (!group_) internalError("layer {} has a collective but no process group", name_);
   auto started = std::chrono::steady_clock::now();
   std::vector<Tensor> sums;
   for (size_t i = first; i < end; ++i) sums.push_back(buffers.at(ks[i].buffers[1]).clone());
@@ -517,10 +543,21 @@ size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::stri
   return end;
 }
 
+const ir::LoopProgram &Layer::lastForwardLoops() const {
+  if (!lastForward_) throw Error(fmt::format("layer {} has run no forward pass yet", name_));
+  return lastForward_->loops;
+}
+
+const ir::LoopProgram &Layer::lastBackwardLoops() const {
+  if (!lastBackward_) throw Error(fmt::format("layer {} has run no backward pass yet", name_));
+  return lastBackward_->loops;
+}
+
 const ir::Program &Layer::gradientProgram() {
   if (!gradient_) {
     gradient_ = std::make_unique<GradientInfo>();
-    gradient_->gradient = ir::gradientOf(*symbols_, program_, hyper_, options_.fuse);
+    gradient_->gradient = ir::Pipeline().backward(*symbols_, program_, hyper_,
+                                                    {.fuse = options_.fuse, .distributed = group_ != nullptr});
   }
   return gradient_->gradient.program;
 }
@@ -546,6 +583,7 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
     buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
   }
   Compiled &c = compile(g, lastSizes_, compiledGrad_, ir::backwardStorage(info, program_, elemTypeOf(options_.dtype)));
+  lastBackward_ = &c;
   for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
   for (const auto &[o, seed] : info.seedOf)
     if (!buffers.count(seed) && c.shapes.count(seed))
@@ -579,6 +617,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
     lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));
   SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_, hyper_);
   Compiled &c = compile(program_, binding.values, compiled_, ir::forwardStorage(program_, elemTypeOf(options_.dtype)));
+  lastForward_ = &c;
 
   std::map<std::string, Tensor> buffers;
   lastInputShapes_.clear();

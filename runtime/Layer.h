@@ -72,6 +72,11 @@ public:
   // The tensor program with hyper-parameters substituted (sizes from inputs stay symbolic).
   const ir::Program &program() const { return program_; }
 
+  // The loop program the last forward (backward) pass ran: what `encc emit --emit=loops`
+  // prints for the same sizes. Errors if there was no such pass yet.
+  const ir::LoopProgram &lastForwardLoops() const;
+  const ir::LoopProgram &lastBackwardLoops() const;
+
 private:
   struct Compiled;
   std::shared_ptr<const Library> library_;
@@ -91,6 +96,7 @@ private:
   std::map<std::string, ir::Expr> lastSizes_;
   std::map<std::string, Tensor> lastBuffers_; // what its backward pass reads
   bool forwardRan_ = false;
+  const Compiled *lastForward_ = nullptr, *lastBackward_ = nullptr;
   std::map<std::string, Shape> lastOutputShapes_;
   std::map<std::string, Shape> lastInputShapes_;
   std::string lastInputsText_;  // "X [1, 2, 3, 3]", for messages about what these inputs imply

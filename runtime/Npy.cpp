@@ -28,6 +28,10 @@ constexpr std::string_view kMagic = "\x93NUMPY";
 constexpr size_t kAlign = 64;       // the spec asks writers to pad the header to a multiple of this
 constexpr size_t kMaxPreamble = 12; // magic, version and a 4-byte header length (versions 2.0 and 3.0)
 constexpr int kMaxNesting = 32;     // bounds the parser's recursion on hostile headers
+// Input without a size up front (a pipe) is read no further than its header says; the header itself is
+// bounded here (np.save writes a few hundred bytes, tens of kilobytes for thousands of dimensions).
+constexpr size_t kMaxStreamHeader = size_t{1} << 20;
+constexpr uint64_t kUnknownSize = std::numeric_limits<uint64_t>::max();
 
 constexpr const char *kHeaderHint =
     "a .npy header looks like {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }; "
@@ -413,16 +417,67 @@ void preadFully(int fd, void *dst, size_t n, uint64_t offset, const std::string 
   }
 }
 
-std::string readAll(int fd, const std::string &path) {
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t got = ::read(fd, buf, sizeof buf);
+// Reads until `dst` holds `n` bytes or the input ends; returns how many it got.
+size_t readUpTo(int fd, char *dst, size_t n, const std::string &path) {
+  size_t total = 0;
+  while (total < n) {
+    ssize_t got = ::read(fd, dst + total, n - total);
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) fail("cannot read {}: {}", path, errnoText());
-    if (got == 0) return out;
-    out.append(buf, static_cast<size_t>(got));
+    if (got == 0) break;
+    total += static_cast<size_t>(got);
   }
+  return total;
+}
+
+// The tensor a header describes; a size the host cannot hold is an error naming the file.
+Tensor allocate(Layout &layout, const std::string &name) {
+  try {
+    return Tensor(layout.dtype, std::move(layout.shape));
+  } catch (const Error &e) {
+    failIn(name, e.what(), e.hint());
+  } catch (const std::bad_alloc &) {
+    failIn(name, fmt::format("cannot allocate {} for the array", plural(layout.nbytes, "byte")));
+  }
+}
+
+// Input with no size up front (a pipe, a character device): the preamble, the header, then exactly the
+// data the header declares, and one byte more to learn that nothing follows. Endless input (/dev/zero)
+// fails at the magic bytes; nothing is read that the header does not account for.
+Tensor readNpyStream(int fd, const std::string &path) {
+  std::string bytes(kMaxPreamble, '\0');
+  bytes.resize(readUpTo(fd, bytes.data(), bytes.size(), path));
+  Preamble pre = parsePreamble(bytes, bytes.size() < kMaxPreamble ? bytes.size() : kUnknownSize, path);
+  if (pre.headerLen > kMaxStreamHeader)
+    failIn(path, fmt::format("the header length field says {}, more than encc reads from a pipe ({})",
+                             plural(pre.headerLen, "byte"), plural(kMaxStreamHeader, "byte")),
+           "write the array to a regular file with np.save");
+  size_t headerEnd = pre.headerOffset + pre.headerLen;
+  if (bytes.size() < headerEnd) {
+    size_t have = bytes.size();
+    bytes.resize(headerEnd);
+    size_t got = have + readUpTo(fd, bytes.data() + have, headerEnd - have, path);
+    if (got < headerEnd)
+      failIn(path, fmt::format("truncated: the header length field says {} but only {} follow",
+                               plural(pre.headerLen, "byte"), plural(got - pre.headerOffset, "byte")));
+  }
+  Layout layout = parseHeader(std::string_view(bytes).substr(pre.headerOffset, pre.headerLen), path);
+  // A header shorter than the preamble read leaves data bytes in `bytes`.
+  std::string_view early = std::string_view(bytes).substr(headerEnd);
+  if (early.size() > layout.nbytes) checkDataSize(layout, early.size(), path);
+  size_t nbytes = layout.nbytes;
+  Tensor t = allocate(layout, path);
+  auto *data = static_cast<char *>(t.data());
+  std::memcpy(data, early.data(), early.size());
+  size_t got = early.size() + readUpTo(fd, data + early.size(), nbytes - early.size(), path);
+  if (got < nbytes) checkDataSize(layout, got, path);
+  char extra;
+  if (readUpTo(fd, &extra, 1, path) != 0)
+    failIn(path,
+           fmt::format("has more bytes after the data (header says {} of {}, {})",
+                       plural(nbytes / dtypeSize(t.dtype()), "element"), dtypeName(t.dtype()), plural(nbytes, "byte")),
+           "encc reads one array per .npy file; were several arrays appended to it?");
+  return t;
 }
 
 bool writeFully(int fd, const void *src, size_t n) {
@@ -488,8 +543,9 @@ Tensor parseNpy(std::string_view bytes, const std::string &name) {
   Layout layout = parseHeader(bytes.substr(pre.headerOffset, pre.headerLen), name);
   std::string_view data = bytes.substr(pre.headerOffset + pre.headerLen);
   checkDataSize(layout, data.size(), name);
-  Tensor t(layout.dtype, std::move(layout.shape));
-  std::memcpy(t.data(), data.data(), layout.nbytes);
+  size_t nbytes = layout.nbytes;
+  Tensor t = allocate(layout, name);
+  std::memcpy(t.data(), data.data(), nbytes);
   return t;
 }
 
@@ -499,7 +555,7 @@ Tensor readNpy(const std::string &path) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) fail("cannot read {}: {}", path, errnoText());
   // Pipes and the like have no size up front; directories fail in read() with a clear errno.
-  if (!S_ISREG(st.st_mode)) return parseNpy(readAll(fd.get(), path), path);
+  if (!S_ISREG(st.st_mode)) return readNpyStream(fd.get(), path);
 
   // Read the header first and check the size before allocating, so that a corrupt header cannot make us
   // allocate (or read) more than the file holds; the data then goes straight into the tensor.
@@ -512,8 +568,9 @@ Tensor readNpy(const std::string &path) {
   Layout layout = parseHeader(header, path);
   uint64_t dataOffset = pre.headerOffset + pre.headerLen;
   checkDataSize(layout, fileSize - dataOffset, path);
-  Tensor t(layout.dtype, std::move(layout.shape));
-  preadFully(fd.get(), t.data(), layout.nbytes, dataOffset, path);
+  size_t nbytes = layout.nbytes;
+  Tensor t = allocate(layout, path);
+  preadFully(fd.get(), t.data(), nbytes, dataOffset, path);
   return t;
 }
 

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iostream>
+#include <mutex>
 #include <optional>
 
 #ifdef ENC_HAVE_NVRTC
@@ -214,12 +216,24 @@ CompileResult compile(const std::string &source, const CompileOptions &opts) {
 #endif
 }
 
-// Payload: 'C' (cubin) or 'P' (PTX), the arch as 4 decimal digits, then the bytes.
-CompileResult compileCached(const std::string &source, const CompileOptions &opts, bool *cached) {
+std::string compileCacheKey(const std::string &source, const CompileOptions &opts) {
   // Readable in `encc cache list`: what it is and for which GPU, then the hash of the rest.
-  std::string key = fmt::format("encc-nvrtc-1 {} {} {}", opts.arch, opts.wantPtx ? "ptx" : "cubin",
-                                sha256Hex(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", nvrtcVersion(), opts.arch, opts.wantPtx,
-                                                      fmt::join(opts.extraOptions, " "), opts.sourceName, source)));
+  return fmt::format("encc-nvrtc-1 {} {} {}", opts.arch, opts.wantPtx ? "ptx" : "cubin",
+                     sha256Hex(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", nvrtcVersion(), opts.arch, opts.wantPtx,
+                                           fmt::join(opts.extraOptions, " "), opts.sourceName, source)));
+}
+
+namespace {
+
+// Payload: 'C' (cubin) or 'P' (PTX), the arch as 4 decimal digits, then the bytes.
+void store(const std::string &key, const CompileResult &r) {
+  DiskCache::global().put(key, fmt::format("{}{:04}", r.isCubin ? 'C' : 'P', r.arch) + (r.isCubin ? r.cubin : r.ptx));
+}
+
+} // namespace
+
+CompileResult compileCached(const std::string &source, const CompileOptions &opts, bool *cached) {
+  std::string key = compileCacheKey(source, opts);
   if (cached) *cached = false;
   if (auto hit = DiskCache::global().get(key); hit && hit->size() >= 5 && ((*hit)[0] == 'C' || (*hit)[0] == 'P')) {
     CompileResult r;
@@ -230,7 +244,33 @@ CompileResult compileCached(const std::string &source, const CompileOptions &opt
     return r;
   }
   CompileResult r = compile(source, opts);
-  DiskCache::global().put(key, fmt::format("{}{:04}", r.isCubin ? 'C' : 'P', r.arch) + (r.isCubin ? r.cubin : r.ptx));
+  store(key, r);
+  return r;
+}
+
+CompileResult compileCachedAndLoad(const std::string &source, const CompileOptions &opts,
+                                   const std::function<void(const CompileResult &)> &load) {
+  bool cached = false;
+  CompileResult r = compileCached(source, opts, &cached);
+  if (!cached) {
+    load(r);
+    return r;
+  }
+  try {
+    load(r);
+    return r;
+  } catch (const Error &e) {
+    // Said once per process: the cache is meant to be invisible, and one bad entry is enough to know about.
+    static std::once_flag once;
+    std::call_once(once, [&] {
+      std::cerr << fmt::format("encc: warning: the cached {} of {} did not load; compiled it again and replaced "
+                               "the cache entry\n  ({})\n",
+                               r.isCubin ? "cubin" : "PTX", opts.sourceName, e.what());
+    });
+  }
+  r = compile(source, opts);
+  store(compileCacheKey(source, opts), r);
+  load(r);
   return r;
 }
 

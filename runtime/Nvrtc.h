@@ -4,6 +4,7 @@
 // and compile() throws. Nothing here needs a GPU or the driver; loading the result is CudaDriver's job.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,5 +54,15 @@ CompileResult compile(const std::string &source, const CompileOptions &opts = {}
 // compile of the same kernels, in any process, reads the cubin/PTX back. `cached` (if given)
 // says whether it did.
 CompileResult compileCached(const std::string &source, const CompileOptions &opts = {}, bool *cached = nullptr);
+
+// The disk cache key compileCached uses for `source` and `opts`.
+std::string compileCacheKey(const std::string &source, const CompileOptions &opts);
+
+// compileCached(), handing the image to `load` (which throws enc::Error when the driver rejects it). An
+// image read from the disk cache that does not load is compiled afresh, its entry replaced, and loaded
+// again, with a warning once per process: an intact entry whose code will not load must not break every
+// later run. Returns the image that loaded; an image compiled here that does not load is load's error.
+CompileResult compileCachedAndLoad(const std::string &source, const CompileOptions &opts,
+                                   const std::function<void(const CompileResult &)> &load);
 
 } // namespace enc::cuda

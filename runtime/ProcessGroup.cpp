@@ -99,6 +99,7 @@ bool processGroupOptionsFromEnvironment(ProcessGroupOptions &o) {
   if (envInt("MASTER_PORT", 1, 65535, port)) o.masterPort = static_cast<int>(port);
   else if (size > 1) throw Error("WORLD_SIZE is set but MASTER_PORT is not", "set MASTER_PORT to a free port on rank 0's host");
   if (envInt("ENC_DIST_TIMEOUT", 1, 86400, timeout)) o.timeout = std::chrono::seconds(timeout);
+  if (const char *token = std::getenv("ENC_DIST_TOKEN")) o.token = token;
   return true;
 }
 

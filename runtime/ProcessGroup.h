@@ -52,6 +52,9 @@ struct ProcessGroupOptions {
   std::string masterAddr = "127.0.0.1";
   int masterPort = 29500;
   std::chrono::milliseconds timeout{300000};
+  // The job's secret (ENC_DIST_TOKEN): rank 0's store admits only ranks that present the same
+  // one. Empty: any process that can reach MASTER_ADDR:MASTER_PORT may join.
+  std::string token;
 };
 
 // A Gloo group (throws Error where encc was built without Gloo); a group of one process
@@ -59,8 +62,9 @@ struct ProcessGroupOptions {
 std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &options);
 std::shared_ptr<ProcessGroup> soloProcessGroup();
 
-// The options from RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and ENC_DIST_TIMEOUT; false when
-// WORLD_SIZE is not set. Malformed values throw Error naming the variable.
+// The options from RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ENC_DIST_TIMEOUT and
+// ENC_DIST_TOKEN; false when WORLD_SIZE is not set. Malformed values throw Error naming the
+// variable.
 bool processGroupOptionsFromEnvironment(ProcessGroupOptions &options);
 
 // The group layers use unless given one: set by initDistributed (or explicitly).

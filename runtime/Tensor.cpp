@@ -8,6 +8,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+
+#include <unistd.h>
 
 namespace enc {
 
@@ -56,17 +59,52 @@ std::string shapeString(const Shape &s) {
 
 int64_t shapeNumel(const Shape &s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error(fmt::format("tensor shape {} has more elements than a 64-bit count holds", shapeString(s)));
   return n;
 }
 
 namespace {
-std::atomic<int64_t> gCurrent{0}, gPeak{0}, gLargest{0}, gCount{0};
 
-void checkShape(const Shape &shape) {
-  for (int64_t d : shape)
-    if (d < 0) fail("negative dimension in tensor shape {}", shapeString(shape));
+// Physical memory: a host tensor larger than this can never be used, whatever the allocator (with
+// overcommit) would promise; asking fails at once with the tensor's name instead of much later.
+uint64_t hostMemoryBytes() {
+  static const uint64_t bytes = [] {
+    long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                                 : std::numeric_limits<uint64_t>::max();
+  }();
+  return bytes;
 }
+
+std::string gib(uint64_t bytes) { return fmt::format("{:.1f} GiB", static_cast<double>(bytes) / (1 << 30)); }
+
+} // namespace
+
+size_t checkTensorSize(const std::string &what, const Shape &shape, DType dtype, Device device) {
+  constexpr const char *kHint = "use smaller sizes: a smaller batch or input, fewer features or channels";
+  for (int64_t d : shape)
+    if (d < 0) throw Error(fmt::format("{} has a negative dimension in shape {}", what, shapeString(shape)));
+  int64_t numel = 1, bytes = 0;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(numel, d, &numel))
+      throw Error(fmt::format("{} of shape {} is too large: its element count does not fit in 64 bits", what,
+                              shapeString(shape)),
+                  kHint);
+  if (__builtin_mul_overflow(numel, static_cast<int64_t>(dtypeSize(dtype)), &bytes))
+    throw Error(fmt::format("{} of shape {} is too large: {} elements of {} do not fit in a 64-bit byte count", what,
+                            shapeString(shape), numel, dtypeName(dtype)),
+                kHint);
+  if (device == Device::CPU && static_cast<uint64_t>(bytes) > hostMemoryBytes())
+    throw Error(fmt::format("{} of shape {} needs {} bytes ({}), more than this machine's memory ({})", what,
+                            shapeString(shape), bytes, gib(static_cast<uint64_t>(bytes)), gib(hostMemoryBytes())),
+                kHint);
+  return static_cast<size_t>(bytes);
+}
+
+namespace {
+std::atomic<int64_t> gCurrent{0}, gPeak{0}, gLargest{0}, gCount{0};
 
 cuda::CUdeviceptr deviceAddress(const Tensor &t) { return reinterpret_cast<cuda::CUdeviceptr>(t.data()); }
 
@@ -98,7 +136,7 @@ Tensor Tensor::empty(DType dtype, Shape shape, Device device) {
   t.dtype_ = dtype;
   t.device_ = device;
   t.shape_ = std::move(shape);
-  checkShape(t.shape_);
+  checkTensorSize("a tensor", t.shape_, dtype, device);
   if (device == Device::CPU) {
     // From the host cache (64-byte aligned); the statistics count the bytes asked for.
     auto address = hostAllocator().allocate(t.nbytes());

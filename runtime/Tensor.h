@@ -27,7 +27,14 @@ inline bool isHalfPrecision(DType t) { return t == DType::F16 || t == DType::BF1
 
 using Shape = std::vector<int64_t>;
 std::string shapeString(const Shape &s); // "[2, 3, 4]"
+// The product of the dimensions; enc::Error when it does not fit in an int64_t.
 int64_t shapeNumel(const Shape &s);
+
+// The size in bytes of a tensor of `shape` and `dtype` on `device`, or enc::Error naming `what` ("input
+// 'X'", "layer Conv2d: parameter 'weight'") and the shape when it cannot exist: a negative dimension, an
+// element count or byte size beyond int64_t, or on the host more bytes than the machine's memory. Every
+// tensor is checked so (Tensor::empty); callers that know a tensor's name check first to say which.
+size_t checkTensorSize(const std::string &what, const Shape &shape, DType dtype, Device device = Device::CPU);
 
 // Host memory held by tensors in this process, for tests and reports (`peak` and `largest`
 // since the last resetAllocationStats).
@@ -58,7 +65,7 @@ public:
   int rank() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const { return shape_.at(static_cast<size_t>(i)); }
   int64_t numel() const { return shapeNumel(shape_); }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype_); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype_); } // checked when made
 
   // The storage's address: a device address (CUdeviceptr) for a CUDA tensor.
   void *data() { return storage_.get(); }

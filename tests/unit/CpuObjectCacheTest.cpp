@@ -159,6 +159,46 @@ TEST_F(CpuObjectCacheCli, CorruptEntriesAreRecompiled) {
   EXPECT_EQ(again.outputs, first.outputs);
 }
 
+// The smallest buffer llvm::identify_magic calls a relocatable ELF object (and no linker accepts).
+std::string fakeElfObject();
+
+TEST_F(CpuObjectCacheCli, IntactEntriesThatDoNotLoadAreRecompiledAndReplaced) {
+  Run first = run("first");
+  int n = first.stats.compiled;
+  ASSERT_GT(n, 0) << first.result;
+  // Every entry replaced through the cache itself: a valid checksum over an object that does not link.
+  std::vector<DiskCacheEntry> entries = cpuEntries();
+  ASSERT_EQ(static_cast<int>(entries.size()), n);
+  {
+    DiskCache disk = cache();
+    for (const DiskCacheEntry &e : entries) {
+      disk.put(e.key, fakeElfObject());
+      ASSERT_EQ(disk.get(e.key).value_or(""), fakeElfObject());
+    }
+  }
+  Run bad = run("bad");
+  EXPECT_EQ(bad.stats.compiled, n) << bad.result;
+  EXPECT_EQ(bad.stats.fromDisk, 0) << bad.result;
+  EXPECT_EQ(bad.outputs, first.outputs);
+  expectSoftmaxRowsSumToOne("bad");
+  // Said once, however many entries were bad.
+  size_t warning = bad.result.err.find("warning: the cached object code");
+  EXPECT_NE(warning, std::string::npos) << bad.result;
+  EXPECT_EQ(bad.result.err.find("warning: the cached object code", warning + 1), std::string::npos) << bad.result;
+  EXPECT_FALSE(contains(bad.result.err, "JIT session error")) << "the linker's reasons belong in that one warning\n"
+                                                              << bad.result;
+
+  // The fresh objects replaced the entries: the next process loads every kernel from disk.
+  entries = cpuEntries();
+  EXPECT_EQ(static_cast<int>(entries.size()), n);
+  for (const DiskCacheEntry &e : entries) EXPECT_NE(cache().get(e.key).value_or(""), fakeElfObject()) << e.key;
+  Run again = run("again");
+  EXPECT_EQ(again.stats.compiled, 0) << again.result;
+  EXPECT_EQ(again.stats.fromDisk, n) << again.result;
+  EXPECT_EQ(again.outputs, first.outputs);
+  EXPECT_EQ(again.result.err.find("warning:"), std::string::npos) << again.result;
+}
+
 TEST_F(CpuObjectCacheCli, DisabledCacheWritesNothing) {
   ScopedEnv disabled("ENC_CACHE_DISABLE", "1");
   Run first = run("first");

@@ -4,6 +4,7 @@
 #include "compiler/Autodiff.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "runtime/HyperParams.h"
@@ -145,7 +146,8 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
   for (size_t i = 1; i < variants.size(); ++i) variants[i].hyper["training"] = ir::boolImm(true);
   // The last variant also fixes every input size, so kernels see only constants (folded index math).
   int nextSize = 17; // large enough for tiled contractions (16 rows and columns)
-  for (const ir::SizeParam &s : ir::buildTensorProgram(sym).sizes)
+  const ir::Pipeline pipeline;
+  for (const ir::SizeParam &s : pipeline.forward(sym, {}).sizes)
     if (s.kind == ir::VarKind::Size && !variants.back().hyper.count(s.name)) {
       variants.back().hyper[s.name] = ir::intImm(nextSize);
       nextSize += 2;
@@ -157,14 +159,13 @@ TEST_P(CudaCompile, CubinAndPtxForSm80AndSm90) {
     ir::LoopProgram loops;
     std::string source;
     try {
-      ir::Program prog = ir::specialize(ir::buildTensorProgram(sym), v.hyper);
+      ir::Program prog = pipeline.specializeSizes(pipeline.forward(sym, {}), v.hyper);
       // With constant sizes, also the split reductions the runtime makes on a GPU (options
-      // that split even these small sizes).
-      if (&v == &variants.back()) prog = ir::splitReductions(prog, {.targetWarps = 64, .minChunk = 2});
-      loops = ir::lowerToLoops(prog, ir::Target::GPU);
-      if (&v == &variants.back()) loops = ir::fuseKernels(loops);
-      loops.types = ir::forwardStorage(prog, storage);
-      loops = ir::accumulateInComputeType(loops);
+      // that split even these small sizes) and its kernel fusion.
+      loops = pipeline.lower(prog, {.target = ir::Target::GPU,
+                                    .fuse = &v == &variants.back(),
+                                    .types = ir::forwardStorage(prog, storage),
+                                    .split = {.targetWarps = 64, .minChunk = 2}});
       source = codegen::emitCuda(loops);
     } catch (const std::exception &e) {
       ADD_FAILURE() << "code generation threw: " << e.what();
@@ -249,7 +250,8 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
   const LayerSymbols &sym = lib->get(layerName);
   std::map<std::string, ir::Expr> hyper = resolveHyperParams(sym, settingsForAll(sym));
   hyper["training"] = ir::boolImm(true);
-  ir::Program forward = ir::buildTensorProgram(sym, hyper);
+  const ir::Pipeline pipeline;
+  ir::Program forward = pipeline.forward(sym, hyper);
   std::map<std::string, ir::Expr> sizes;
   int nextSize = 17; // large enough for tiled contractions (16 rows and columns)
   for (const ir::SizeParam &s : forward.sizes)
@@ -260,11 +262,11 @@ TEST_P(CudaCompile, BackwardCubinsForSm80AndSm90) {
   std::string source;
   ir::LoopProgram loops;
   try {
-    ir::Gradient g = ir::gradientOf(sym, forward, hyper, true);
-    ir::Program prog = ir::splitReductions(ir::specialize(g.program, sizes), {.targetWarps = 64, .minChunk = 2});
-    loops = ir::fuseKernels(ir::lowerToLoops(prog, ir::Target::GPU));
-    loops.types = ir::backwardStorage(g, forward, storage);
-    loops = ir::accumulateInComputeType(loops);
+    ir::Gradient g = pipeline.backward(sym, forward, hyper);
+    loops = pipeline.lower(pipeline.specializeSizes(g.program, sizes),
+                           {.target = ir::Target::GPU,
+                            .types = ir::backwardStorage(g, forward, storage),
+                            .split = {.targetWarps = 64, .minChunk = 2}});
     source = codegen::emitCuda(loops);
   } catch (const std::exception &e) {
     FAIL() << "code generation threw: " << e.what();
@@ -325,15 +327,16 @@ TEST(CudaCompile, SizedSchedulesForSm80AndSm90) {
     hyper["training"] = ir::boolImm(true);
     std::map<std::string, ir::Expr> sizes;
     for (const auto &[n, v] : c.sizes) sizes[n] = ir::intImm(v);
-    const ir::Program forward = ir::buildTensorProgram(sym, hyper);
-    const ir::Gradient gradient = ir::gradientOf(sym, forward, hyper);
+    const ir::Pipeline pipeline;
+    const ir::Program forward = pipeline.forward(sym, hyper);
+    const ir::Gradient gradient = pipeline.backward(sym, forward, hyper);
     for (bool backward : {false, true}) {
       SCOPED_TRACE(fmt::format("{} {}", c.layer, backward ? "backward" : "forward"));
-      ir::Program prog = ir::splitReductions(ir::specialize(backward ? gradient.program : forward, sizes));
-      ir::LoopProgram loops = ir::fuseKernels(ir::lowerToLoops(prog, ir::Target::GPU));
-      loops.types = backward ? ir::backwardStorage(gradient, forward, ir::ElemType::F32)
-                             : ir::forwardStorage(forward, ir::ElemType::F32);
-      loops = ir::accumulateInComputeType(loops);
+      ir::LoopProgram loops = pipeline.lower(
+          pipeline.specializeSizes(backward ? gradient.program : forward, sizes),
+          {.target = ir::Target::GPU,
+           .types = backward ? ir::backwardStorage(gradient, forward, ir::ElemType::F32)
+                             : ir::forwardStorage(forward, ir::ElemType::F32)});
       for (const ir::Kernel &k : loops.kernels) launches.insert(k.launch);
       const std::string source = codegen::emitCuda(loops);
       for (int arch : {80, 90}) {

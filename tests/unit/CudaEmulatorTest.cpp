@@ -4,6 +4,7 @@
 // every thread reaches fails the launch with a description instead of hanging.
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Library.h"
@@ -243,7 +244,7 @@ TEST_F(CudaEmulator, BoundsChecksCatchAnAccessPastTheEnd) {
   auto hyper = resolveHyperParams(sym, {});
   hyper["training"] = ir::boolImm(true);
   hyper["N"] = ir::intImm(10); // ReLU's input is X[N]
-  ir::LoopProgram loops = ir::lowerToLoops(ir::buildTensorProgram(sym, hyper), ir::Target::GPU);
+  ir::LoopProgram loops = ir::lowerToLoops(ir::Pipeline().forward(sym, hyper), ir::Target::GPU);
   ASSERT_EQ(loops.kernels.size(), 1u);
   // The kernel's store, moved one element on: the last thread writes Y[10].
   std::function<ir::Stmt(const ir::Stmt &)> shift = [&](const ir::Stmt &st) -> ir::Stmt {

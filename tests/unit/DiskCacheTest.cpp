@@ -1,14 +1,21 @@
 #include "runtime/DiskCache.h"
+#include "support/Error.h"
+
+#include <fmt/format.h>
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <future>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -25,6 +32,8 @@ struct ScratchDir {
     path = fs::temp_directory_path() /
            ("encc-diskcache-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
     fs::create_directories(path);
+    // Whatever the umask: a cache refuses a directory its group or others may write.
+    fs::permissions(path, fs::perms::owner_all, fs::perm_options::replace);
   }
   ~ScratchDir() {
     std::error_code ec;
@@ -316,4 +325,170 @@ TEST(DiskCache, ConcurrentThreadsPutDifferentKeys) {
     }
   EXPECT_EQ(cache.stats().hits, kThreads * kPerThread);
   EXPECT_EQ(countTemps(dir), 0);
+}
+
+// ---- hostile directory contents ---------------------------------------------------------------------
+
+TEST(DiskCache, FifoUnderAnEntryNameIsAMissNotAHang) {
+  ScratchDir scratch;
+  DiskCache cache(scratch.path, 1 << 20);
+  fs::path p = cache.entryPath("k");
+  ASSERT_EQ(::mkfifo(p.c_str(), 0600), 0);
+  auto got = std::async(std::launch::async, [&] { return cache.get("k"); });
+  if (got.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    // Let the blocked reader see end-of-file so the test can finish and report.
+    int w = ::open(p.c_str(), O_WRONLY | O_NONBLOCK);
+    if (w >= 0) ::close(w);
+    FAIL() << "get() blocked on a FIFO";
+  }
+  EXPECT_FALSE(got.get());
+  EXPECT_EQ(cache.stats().corrupt, 1);
+  // put() replaces it with a real entry.
+  cache.put("k", "v");
+  EXPECT_EQ(cache.get("k").value_or(""), "v");
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(p)));
+}
+
+TEST(DiskCache, SymlinkedEntryIsNotFollowed) {
+  ScratchDir scratch;
+  fs::path elsewhere = scratch.path / "elsewhere";
+  fs::create_directories(elsewhere);
+  fs::permissions(elsewhere, fs::perms::owner_all, fs::perm_options::replace);
+  DiskCache other(elsewhere, 1 << 20);
+  other.put("k", "planted");
+  ASSERT_TRUE(other.get("k"));
+  fs::path cacheDir = scratch.path / "cache";
+  DiskCache cache(cacheDir, 1 << 20);
+  cache.put("unrelated", "x"); // creates the directory
+  fs::create_symlink(other.entryPath("k"), cache.entryPath("k"));
+  EXPECT_FALSE(cache.get("k"));
+  // The link's target is left alone; put() replaces the link itself.
+  EXPECT_EQ(other.get("k").value_or(""), "planted");
+  cache.put("k", "own");
+  EXPECT_EQ(cache.get("k").value_or(""), "own");
+  EXPECT_FALSE(fs::is_symlink(cache.entryPath("k")));
+  EXPECT_EQ(other.get("k").value_or(""), "planted");
+}
+
+// A sparse 8 GiB entry file: were it read whole, this would allocate 8 GiB (or fail with bad_alloc).
+void makeHugeEntry(const fs::path &p, const std::string &validHeaderSource) {
+  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, validHeaderSource.data(), validHeaderSource.size()),
+            static_cast<ssize_t>(validHeaderSource.size()));
+  ASSERT_EQ(::ftruncate(fd, off_t{8} << 30), 0);
+  ::close(fd);
+}
+
+TEST(DiskCache, OversizedEntryIsRejectedWithoutReadingIt) {
+  ScratchDir scratch;
+  // Larger than the bound (which put() never writes), and, with a bound that allows it, longer than its
+  // header says: both are refused after reading the header only.
+  for (int64_t bound : {int64_t{1} << 20, int64_t{1} << 40}) {
+    DiskCache cache(scratch.path, bound);
+    cache.put("k", "small payload");
+    std::string entry = readFile(cache.entryPath("k"));
+    makeHugeEntry(cache.entryPath("k"), entry);
+    auto start = std::chrono::steady_clock::now();
+    std::optional<std::string> v;
+    EXPECT_NO_THROW(v = cache.get("k")) << "bound " << bound;
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_FALSE(v) << "bound " << bound;
+    EXPECT_LT(seconds, 2.0) << "bound " << bound << ": the entry was read, not just its header";
+    EXPECT_FALSE(fs::exists(cache.entryPath("k"))) << "bound " << bound;
+    EXPECT_EQ(cache.stats().corrupt, 1) << "bound " << bound;
+    // list() reads headers only and leaves the bad file out.
+    makeHugeEntry(cache.entryPath("k"), entry);
+    EXPECT_TRUE(cache.list().empty()) << "bound " << bound;
+    fs::remove(cache.entryPath("k"));
+  }
+}
+
+// ---- whose directory ------------------------------------------------------------------------------
+
+TEST(DiskCache, CreatesItsDirectoryPrivate) {
+  ScratchDir scratch;
+  fs::path dir = scratch.path / "a" / "cache";
+  DiskCache cache(dir, 1 << 20);
+  cache.put("k", "v");
+  EXPECT_EQ(cache.get("k").value_or(""), "v");
+  struct stat st;
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(cache.entryPath("k").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 077, 0u) << "entries are private too";
+  EXPECT_EQ(untrustedCacheDir(dir), "");
+}
+
+TEST(DiskCache, DirectoryOthersCanWriteIsRefused) {
+  ScratchDir scratch;
+  for (auto [mode, who] : {std::pair{0777, "others"}, std::pair{0770, "its group"}, std::pair{0702, "others"}}) {
+    fs::path dir = scratch.path / fmt::format("mode{:o}", mode);
+    fs::create_directories(dir);
+    ASSERT_EQ(::chmod(dir.c_str(), static_cast<mode_t>(mode)), 0);
+    std::string why = untrustedCacheDir(dir);
+    EXPECT_NE(why.find(fmt::format("writable by {}", who)), std::string::npos) << fmt::format("{:o}: {}", mode, why);
+    // A planted entry is never read, and nothing is written.
+    DiskCache planter(dir, 1 << 20);
+    {
+      DiskCache trusting(scratch.path / "staging", 1 << 20);
+      trusting.put("k", "planted code");
+      fs::copy_file(trusting.entryPath("k"), planter.entryPath("k"));
+    }
+    ::testing::internal::CaptureStderr();
+    DiskCache cache(dir, 1 << 20);
+    EXPECT_FALSE(cache.usable());
+    EXPECT_FALSE(cache.get("k"));
+    cache.put("k2", "v");
+    EXPECT_FALSE(cache.get("k2"));
+    std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(fs::exists(cache.entryPath("k2")));
+    EXPECT_TRUE(fs::exists(cache.entryPath("k"))) << "a refused directory is left alone";
+    // One warning per cache, naming the directory and why.
+    size_t first = err.find("warning: not using the kernel cache");
+    EXPECT_NE(first, std::string::npos) << err;
+    EXPECT_EQ(err.find("warning:", first + 1), std::string::npos) << err;
+    EXPECT_NE(err.find(dir.string()), std::string::npos) << err;
+  }
+}
+
+TEST(DiskCache, DirectoryOfAnotherUserIsRefused) {
+  ScratchDir scratch;
+  fs::path dir = "/"; // root's, unless this is root
+  if (::geteuid() == 0) {
+    dir = scratch.path / "theirs";
+    fs::create_directories(dir);
+    ASSERT_EQ(::chown(dir.c_str(), 65534, 65534), 0);
+    ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  }
+  std::string why = untrustedCacheDir(dir);
+  EXPECT_NE(why.find("belongs to uid"), std::string::npos) << why;
+  ::testing::internal::CaptureStderr();
+  DiskCache cache(dir, 1 << 20);
+  EXPECT_FALSE(cache.usable());
+  cache.put("k", "v");
+  EXPECT_FALSE(cache.get("k"));
+  EXPECT_FALSE(fs::exists(cache.entryPath("k")));
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("belongs to uid"), std::string::npos);
+}
+
+// ---- ENC_CACHE_MAX_MB ------------------------------------------------------------------------------
+
+TEST(DiskCache, MaxBytesFromEnvironment) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  EXPECT_EQ(cacheMaxBytesFromEnv(nullptr), 1024 * kMiB);
+  EXPECT_EQ(cacheMaxBytesFromEnv("0"), 0);
+  EXPECT_EQ(cacheMaxBytesFromEnv("64"), 64 * kMiB);
+  int64_t largest = std::numeric_limits<int64_t>::max() / kMiB;
+  EXPECT_EQ(cacheMaxBytesFromEnv(std::to_string(largest).c_str()), largest * kMiB);
+  // Values whose byte count would wrap (2^44 MiB and up) and non-sizes are errors, never a silent bound.
+  for (std::string bad : {std::to_string(largest + 1), std::string("17592186044416"), std::string("-1"),
+                          std::string("64M"), std::string(""), std::string("99999999999999999999999")}) {
+    try {
+      cacheMaxBytesFromEnv(bad.c_str());
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find("ENC_CACHE_MAX_MB='" + bad + "'"), std::string::npos) << e.what();
+    }
+  }
 }

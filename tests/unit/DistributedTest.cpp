@@ -108,6 +108,41 @@ TEST(ProcessGroup, LeavingRightAfterACollectiveFailsNoPeer) {
   }
 }
 
+// A rank that leaves the group before a collective the others are in (its program failed
+// first): it does not wait for them to leave too, and their collective fails at once,
+// naming it; then, their group having failed, they leave without waiting either.
+TEST(ProcessGroup, RankThatLeavesEarlyIsNamedAndNobodyWaits) {
+  constexpr int n = 3;
+  const int port = dist::freeTcpPort();
+  std::vector<std::string> errors(n);
+  std::vector<double> left(n);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ProcessGroupOptions o;
+        o.rank = r;
+        o.size = n;
+        o.masterPort = port;
+        o.timeout = std::chrono::seconds(30);
+        auto g = newProcessGroup(o);
+        double v = 1;
+        if (r != 2) g->allreduceSum(&v, 1);
+      } catch (const std::exception &e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+      left[static_cast<size_t>(r)] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+  for (std::thread &t : threads) t.join();
+  for (int r = 0; r < n; ++r) EXPECT_LT(left[static_cast<size_t>(r)], 5.0) << "rank " << r;
+  EXPECT_EQ(errors[2], "");
+  for (int r = 0; r < 2; ++r)
+    EXPECT_NE(errors[static_cast<size_t>(r)].find(fmt::format("an all-reduce failed on rank {} of 3: rank 2 left the group", r)),
+              std::string::npos)
+        << errors[static_cast<size_t>(r)];
+}
+
 // Data-parallel gradients: every rank's tensors averaged, f32 and f64 together.
 TEST(ProcessGroup, AllreduceTensorsAverages) {
   runRanks(2, [](int rank, std::shared_ptr<ProcessGroup> g) {
@@ -302,7 +337,10 @@ TEST(SyncBatchNormAcrossRanks, OtherChannelCountsAreAnError) {
 }
 
 TEST(ProcessGroup, StoreWaitTimesOutNamingTheKey) {
-  dist::TcpStore store("127.0.0.1", 0, /*serve=*/true, 0, std::chrono::milliseconds(200));
+  dist::TcpStoreOptions o;
+  o.serve = true;
+  o.timeout = std::chrono::milliseconds(200);
+  dist::TcpStore store(o);
   store.set("here", {'1'});
   EXPECT_EQ(store.get("here"), std::vector<char>{'1'});
   std::string err;

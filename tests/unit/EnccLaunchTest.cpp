@@ -72,6 +72,25 @@ TEST_F(EnccLaunch, SetsTheTorchrunEnvironment) {
   }
 }
 
+// Every rank gets the job's ENC_DIST_TOKEN, which rank 0's store asks of each rank: a fresh
+// random one per launch, or the one launch was given (every machine of a --nnodes job must
+// share it).
+TEST_F(EnccLaunch, RanksShareTheJobsToken) {
+  auto tokens = [&] {
+    CliResult r = encc("launch -n 2 -- sh -c 'printf %s \"$ENC_DIST_TOKEN\" > token$RANK.txt'");
+    EXPECT_EQ(r.status, 0) << r;
+    return std::pair(slurp(path("token0.txt")), slurp(path("token1.txt")));
+  };
+  ScopedEnv none("ENC_DIST_TOKEN", nullptr);
+  const auto [a0, a1] = tokens();
+  EXPECT_EQ(a0.size(), 32u) << a0;
+  EXPECT_EQ(a0.find_first_not_of("0123456789abcdef"), std::string::npos) << a0;
+  EXPECT_EQ(a1, a0);
+  EXPECT_NE(tokens().first, a0);
+  ScopedEnv given("ENC_DIST_TOKEN", "shared-secret");
+  EXPECT_EQ(tokens(), std::pair(std::string("shared-secret"), std::string("shared-secret")));
+}
+
 // Shards of one batch through encc eval --input X=x{rank}.npy: outputs and input gradients
 // equal batch norm over the whole batch, computed here in doubles.
 TEST_F(EnccLaunch, EvalOnShardsMatchesTheWholeBatch) {

@@ -9,6 +9,7 @@
 // actual output instead of failing. Review the result with `git diff tests/golden` before
 // committing it.
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "runtime/HyperParams.h"
 #include "runtime/Library.h"
 
@@ -100,7 +101,7 @@ std::string renderIR(const std::string &layerName) {
   // As `encc emit --emit=ir` shows it: a training pass, hyper-parameters folded before fusion.
   auto hyper = resolveHyperParams(sym, settings, /*allowMissing=*/true);
   hyper["training"] = ir::boolImm(true);
-  return ir::printProgram(ir::buildTensorProgram(sym, hyper));
+  return ir::printProgram(ir::Pipeline().forward(sym, hyper));
 }
 
 std::vector<std::string> splitLines(const std::string &s) {

@@ -10,6 +10,7 @@
 #include "compiler/Autodiff.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "runtime/Float16.h"
 #include "runtime/HyperParams.h"
@@ -291,16 +292,18 @@ TEST(HalfStorageSchedule, NoKernelAccumulatesInSixteenBits) {
       if (c.layer == name) settings = c.settings;
     auto hyper = resolveHyperParams(sym, settings);
     hyper["training"] = ir::boolImm(true);
-    ir::Program forward = ir::buildTensorProgram(sym, hyper);
-    ir::Gradient gradient = ir::gradientOf(sym, forward, hyper);
+    const ir::Pipeline pipeline;
+    ir::Program forward = pipeline.forward(sym, hyper);
+    ir::Gradient gradient = pipeline.backward(sym, forward, hyper);
     for (ir::Target target : {ir::Target::CPU, ir::Target::GPU})
       for (bool backward : {false, true}) {
         SCOPED_TRACE(fmt::format("{} {} {}", name, target == ir::Target::CPU ? "CPU" : "GPU", backward ? "backward" : "forward"));
-        ir::LoopProgram loops = ir::fuseSiblingReductions(ir::lowerToLoops(backward ? gradient.program : forward, target));
-        loops.types = backward ? ir::backwardStorage(gradient, forward, ir::ElemType::BF16)
-                               : ir::forwardStorage(forward, ir::ElemType::BF16);
-        ASSERT_FALSE(loops.types.stored.empty());
-        ir::LoopProgram out = ir::accumulateInComputeType(loops);
+        ir::LoopProgram out = pipeline.lower(
+            backward ? gradient.program : forward,
+            {.target = target,
+             .types = backward ? ir::backwardStorage(gradient, forward, ir::ElemType::BF16)
+                               : ir::forwardStorage(forward, ir::ElemType::BF16)});
+        ASSERT_FALSE(out.types.stored.empty());
         for (const ir::Kernel &k : out.kernels)
           for (int o = 0; o < k.outputs; ++o) {
             const std::string &b = k.buffers[static_cast<size_t>(o)];

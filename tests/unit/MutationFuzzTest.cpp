@@ -9,6 +9,7 @@
 #include "compiler/Autodiff.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
@@ -108,7 +109,9 @@ void compileEverything(const std::string &text) {
     hyper["training"] = ir::boolImm(true);
     // In one process and, for layers with allreduce, in a group (collectives kept).
     for (bool distributed : {false, true}) {
-    ir::Program forward = ir::buildTensorProgram(sym, hyper, /*fuse=*/true, distributed);
+    const ir::Pipeline pipeline;
+    const ir::BuildOptions build{.fuse = true, .distributed = distributed};
+    ir::Program forward = pipeline.forward(sym, hyper, build);
     if (distributed && forward.defs.end() == std::find_if(forward.defs.begin(), forward.defs.end(), ir::isCollective))
       continue;
     std::map<std::string, ir::Expr> sizes;
@@ -116,19 +119,15 @@ void compileEverything(const std::string &text) {
       if (p.kind == ir::VarKind::Size && !hyper.count(p.name)) sizes[p.name] = ir::intImm(3);
     // Down to generated code (LLVM IR and CUDA C++), without compiling it.
     auto generate = [&](const ir::Program &p, const ir::ElementTypes &types) {
-      ir::LoopProgram cpu = ir::fuseSiblingReductions(ir::lowerToLoops(p, ir::Target::CPU));
-      cpu.types = types;
+      ir::LoopProgram cpu = pipeline.lower(p, {.target = ir::Target::CPU, .types = types});
       llvm::LLVMContext ctx;
       llvm::Module module("fuzz", ctx);
       for (const ir::Kernel &k : cpu.kernels) codegen::emitLLVMKernel(k, cpu.types, module);
-      ir::LoopProgram gpu = ir::fuseKernels(ir::lowerToLoops(ir::splitReductions(p), ir::Target::GPU));
-      gpu.types = types;
-      codegen::emitCuda(gpu);
+      codegen::emitCuda(pipeline.lower(p, {.target = ir::Target::GPU, .types = types}));
     };
-    const ir::Program specialized = ir::specialize(forward, sizes);
-    generate(specialized, ir::forwardStorage(forward, ir::ElemType::F32));
-    ir::Gradient g = ir::gradientOf(sym, forward, hyper);
-    generate(ir::specialize(g.program, sizes), ir::backwardStorage(g, forward, ir::ElemType::F32));
+    generate(pipeline.specializeSizes(forward, sizes), ir::forwardStorage(forward, ir::ElemType::F32));
+    ir::Gradient g = pipeline.backward(sym, forward, hyper, build);
+    generate(pipeline.specializeSizes(g.program, sizes), ir::backwardStorage(g, forward, ir::ElemType::F32));
     }
   }
 }

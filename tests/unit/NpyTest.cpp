@@ -4,11 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -490,6 +493,70 @@ TEST_F(Npy, ReadsFromAPipe) {
   Tensor read = readNpy(fifo);
   writer.join();
   expectSameTensor(t, read);
+}
+
+// Input with no size up front is read no further than its header says, and every error names it.
+TEST_F(Npy, EndlessInputFailsAtOnceNamingTheFile) {
+  auto start = std::chrono::steady_clock::now();
+  expectError([] { readNpy("/dev/zero"); }, "/dev/zero", "not a .npy file (bad magic bytes)");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+}
+
+// A pipe that keeps `bytes` coming (then closes): readNpy must stop on its own.
+template <typename F> void withPipe(const std::string &fifo, const std::string &bytes, F read) {
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] {
+    // Blocks until the reader opens; a reader that stops early makes later writes fail, which is fine.
+    int fd = ::open(fifo.c_str(), O_WRONLY);
+    if (fd < 0) return;
+    ::signal(SIGPIPE, SIG_IGN);
+    for (size_t done = 0; done < bytes.size();) {
+      ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  });
+  read();
+  writer.join();
+}
+
+TEST_F(Npy, PipesAreReadOnlyAsFarAsTheHeaderSays) {
+  Tensor t = filled(DType::F32, {2, 3});
+  std::string good = serializeNpy(t);
+  std::string extra = path("extra.npy");
+  withPipe(extra, good + std::string(1000, 'x'),
+           [&] { expectError([&] { readNpy(extra); }, extra, "has more bytes after the data"); });
+  std::string cut = path("cut.npy");
+  withPipe(cut, good.substr(0, good.size() - 5),
+           [&] { expectError([&] { readNpy(cut); }, cut, "truncated: header says 6 elements of f32 (24 bytes)"); });
+  std::string header = path("header.npy");
+  withPipe(header, good.substr(0, 40), [&] { expectError([&] { readNpy(header); }, header, "truncated: the header"); });
+  // A header length no .npy header needs is refused before anything is allocated for it.
+  std::string longHeader = npyFile(f32Dict("(2,)"), zeros(8), 2);
+  longHeader[8] = longHeader[9] = longHeader[10] = longHeader[11] = '\x7f';
+  std::string longPath = path("long.npy");
+  withPipe(longPath, longHeader, [&] { expectError([&] { readNpy(longPath); }, longPath, "header length field says"); });
+  // What a pipe holds exactly is read.
+  Tensor scalar = filled(DType::F64, {});
+  std::string small = path("small.npy");
+  withPipe(small, serializeNpy(scalar), [&] { expectSameTensor(scalar, readNpy(small)); });
+}
+
+TEST_F(Npy, ArrayLargerThanMemoryIsAnErrorNamingTheFile) {
+  // 10^12 float32s: 4 TB, more than any test machine has. Neither pipe nor regular file gets further than
+  // the header; the data is never read or allocated.
+  std::string header = npyFile(f32Dict("(1000000000000,)"));
+  std::string piped = path("piped.npy");
+  withPipe(piped, header + zeros(64), [&] {
+    Error e = expectError([&] { readNpy(piped); }, piped, "more than this machine's memory");
+    EXPECT_TRUE(contains(e.what(), "[1000000000000]")) << e.what();
+  });
+  std::string sparse = path("sparse.npy");
+  writeFile(sparse, header);
+  fs::resize_file(sparse, header.size() + uint64_t{4000000000000});
+  expectError([&] { readNpy(sparse); }, sparse, "more than this machine's memory");
+  expectError([&] { parseNpy(header, "mem.npy"); }, "mem.npy", "truncated");
 }
 
 TEST_F(Npy, WriteErrorsNameThePathAndLeaveNoTemporaryFile) {

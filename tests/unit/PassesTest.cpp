@@ -2,9 +2,10 @@
 // reduction hoisting and sharing, pointwise inlining, specialization, and loop lowering for
 // the CPU and the GPU.
 #include "compiler/Autodiff.h"
-#include "compiler/Passes.h"
-#include "runtime/HyperParams.h"
 #include "compiler/LoopIR.h"
+#include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
+#include "runtime/HyperParams.h"
 #include "runtime/Library.h"
 
 #include <gtest/gtest.h>
@@ -41,6 +42,14 @@ Source compile(const std::string &text) {
 // A one-statement layer around `body`.
 Source compileBody(const std::string &hyper, const std::string &signature, const std::string &body) {
   return compile("layer L(" + hyper + ") {\n  forward" + signature + " {\n    " + body + "\n  }\n}\n");
+}
+
+// A layer's fused forward and backward programs, as the runtime builds them.
+Program forwardProgram(const LayerSymbols &layer, const std::map<std::string, Expr> &hyper = {}) {
+  return Pipeline().forward(layer, hyper);
+}
+Gradient backwardOf(const LayerSymbols &layer, const Program &forward, const std::map<std::string, Expr> &hyper) {
+  return Pipeline().backward(layer, forward, hyper);
 }
 
 const std::shared_ptr<const Library> &shipped() {
@@ -429,7 +438,7 @@ TEST(Passes, HoistDoesNotShareDifferentReductions) {
 }
 
 TEST(Passes, InlinePointwiseRemovesResidualsKeepsSoftmax) {
-  Program p = buildTensorProgram(shipped()->get("Encoding"));
+  Program p = forwardProgram(shipped()->get("Encoding"));
   for (const Definition &d : p.defs) EXPECT_LT(d.indices.size(), 4u) << d.tensor << " = " << print(d.value);
   EXPECT_EQ(p.tensor("R"), nullptr);
   EXPECT_EQ(p.definitionOf("R"), nullptr);
@@ -454,7 +463,7 @@ TEST(Passes, InlinePointwiseRules) {
                          "    Y[i] = U[i] - T[i]\n"
                          "  }\n"
                          "}\n");
-  Program c = buildTensorProgram(*cheap.layer);
+  Program c = forwardProgram(*cheap.layer);
   EXPECT_EQ(defNames(c), (std::vector<std::string>{"Y"}));
   EXPECT_EQ(valueOf(c, "Y"), "(X[i] + 1.0) * 2.0 - (X[i] + 1.0)");
   EXPECT_EQ(c.namesWithRole(TensorRole::Temp), std::vector<std::string>{});
@@ -466,7 +475,7 @@ TEST(Passes, InlinePointwiseRules) {
                         "    Y[i] = T[i] * 2\n"
                         "  }\n"
                         "}\n");
-  EXPECT_EQ(defNames(buildTensorProgram(*same.layer)), (std::vector<std::string>{"Y"}));
+  EXPECT_EQ(defNames(forwardProgram(*same.layer)), (std::vector<std::string>{"Y"}));
 
   // Expensive and consumed by a reduction: kept.
   Source red = compile("layer L() {\n"
@@ -475,7 +484,7 @@ TEST(Passes, InlinePointwiseRules) {
                        "    Y[b] = sum(i: T[b, i])\n"
                        "  }\n"
                        "}\n");
-  Program r = buildTensorProgram(*red.layer);
+  Program r = forwardProgram(*red.layer);
   EXPECT_EQ(defNames(r), (std::vector<std::string>{"T", "Y"}));
   EXPECT_EQ(valueOf(r, "Y"), "sum(i: T[b, i])");
 
@@ -486,14 +495,14 @@ TEST(Passes, InlinePointwiseRules) {
                         "    Y[b, i] = X[b, i]\n"
                         "  }\n"
                         "}\n");
-  Program dp = buildTensorProgram(*dead.layer);
+  Program dp = forwardProgram(*dead.layer);
   EXPECT_EQ(defNames(dp), (std::vector<std::string>{"Y"}));
   EXPECT_EQ(dp.tensor("T"), nullptr);
 }
 
 TEST(Passes, SpecializeSubstitutesAndFolds) {
   Program p =
-      specialize(buildTensorProgram(shipped()->get("Encoding")), {{"D", intImm(3)}, {"K", intImm(6)}});
+      specialize(forwardProgram(shipped()->get("Encoding")), {{"D", intImm(3)}, {"K", intImm(6)}});
   const TensorDecl *cw = p.tensor("codewords");
   ASSERT_NE(cw, nullptr);
   ASSERT_EQ(cw->shape.size(), 2u);
@@ -519,7 +528,7 @@ TEST(Passes, SpecializeSubstitutesAndFolds) {
                        "    Y[i] = select(flip, -X[i], leaky_relu(X[i], slope)) * (K * 2 - 1) + K // 2\n"
                        "  }\n"
                        "}\n");
-  Program base = buildTensorProgram(*src.layer);
+  Program base = forwardProgram(*src.layer);
   Program q = specialize(base, {{"K", intImm(3)}, {"slope", floatImm(0.5)}, {"flip", boolImm(false)}});
   EXPECT_EQ(valueOf(q, "Y"), "leaky_relu(X[i], 0.5) * 5.0 + 1.0");
   Program unit = specialize(base, {{"K", intImm(1)}, {"flip", boolImm(true)}});
@@ -529,7 +538,7 @@ TEST(Passes, SpecializeSubstitutesAndFolds) {
 }
 
 TEST(Passes, CpuLoopsParallelOuterSerialInner) {
-  LoopProgram lp = lowerToLoops(buildTensorProgram(shipped()->get("Encoding")), Target::CPU);
+  LoopProgram lp = lowerToLoops(forwardProgram(shipped()->get("Encoding")), Target::CPU);
   EXPECT_EQ(lp.target, Target::CPU);
   ASSERT_EQ(lp.kernels.size(), 6u);
   for (const Kernel &k : lp.kernels) {
@@ -583,7 +592,7 @@ TEST(Passes, CpuLoopsParallelOuterSerialInner) {
 }
 
 TEST(Passes, GpuThreadsForPointwiseWarpsForReductions) {
-  LoopProgram lp = lowerToLoops(buildTensorProgram(shipped()->get("Encoding")), Target::GPU);
+  LoopProgram lp = lowerToLoops(forwardProgram(shipped()->get("Encoding")), Target::GPU);
   EXPECT_EQ(lp.target, Target::GPU);
   const Kernel *a = kernelFor(lp, "A");
   ASSERT_NE(a, nullptr);
@@ -626,8 +635,8 @@ TEST(Passes, GpuRowsForLongRowsWithPerRowReads) {
     std::map<std::string, Expr> hyper = resolveHyperParams(sym, settings);
     hyper["training"] = boolImm(true);
     for (const auto &[n, v] : sizes) hyper[n] = intImm(v);
-    Program p = buildTensorProgram(sym, hyper);
-    if (backward) p = gradientOf(sym, p, hyper).program;
+    Program p = forwardProgram(sym, hyper);
+    if (backward) p = backwardOf(sym, p, hyper).program;
     return lowerToLoops(p, Target::GPU);
   };
   LoopProgram bn = forwardLoops("SyncBatchNorm", {{"num_features", "8"}}, {{"B", 4}, {"L", 1100}}, false);
@@ -661,7 +670,7 @@ TEST(Passes, GpuRowsForLongRowsWithPerRowReads) {
 
 TEST(Passes, OutOfRangeAccessIsBoundsChecked) {
   Source s = compileBody("", "(X: [B, N]) -> Y: [B, N]", "Y[b, i] = X[b, i + 1] - X[b, i]");
-  LoopProgram lp = lowerToLoops(buildTensorProgram(*s.layer), Target::CPU);
+  LoopProgram lp = lowerToLoops(forwardProgram(*s.layer), Target::CPU);
   ASSERT_EQ(lp.kernels.size(), 1u);
   std::vector<Stmt> stores = stmtsOf(lp.kernels[0], StmtKind::Store);
   ASSERT_EQ(stores.size(), 1u);
@@ -670,7 +679,7 @@ TEST(Passes, OutOfRangeAccessIsBoundsChecked) {
   EXPECT_EQ(print(stores[0]->value),
             "select(i + 1 >= 0 && i + 1 < N, X[b * N + min(max(i + 1, 0), N - 1)], 0.0) - X[b * N + i]");
 
-  LoopProgram gpu = lowerToLoops(buildTensorProgram(*s.layer), Target::GPU);
+  LoopProgram gpu = lowerToLoops(forwardProgram(*s.layer), Target::GPU);
   std::vector<Stmt> gstores = stmtsOf(gpu.kernels[0], StmtKind::Store);
   ASSERT_EQ(gstores.size(), 1u);
   EXPECT_EQ(gstores[0]->value->kind, ExprKind::Binary);
@@ -683,7 +692,7 @@ TEST(Passes, PrintLoopsPointwise) {
                      "    Y[b, c] = X[b, c] * alpha\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
+  Program p = forwardProgram(*s.layer);
   EXPECT_EQ(printLoops(lowerToLoops(p, Target::CPU)), "kernel k0_Y(Y, X; alpha, B, C)  # writes Y, line 3\n"
                                                       "  parallel for b in 0..B:\n"
                                                       "    for c in 0..C:\n"
@@ -701,7 +710,7 @@ TEST(Passes, PrintLoopsReduction) {
                      "    Y[b] = sum(i: X[b, i])\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
+  Program p = forwardProgram(*s.layer);
   LoopProgram cpu = lowerToLoops(p, Target::CPU);
   EXPECT_EQ(printLoops(cpu), "kernel k0_Y(Y, X; B, N)  # writes Y, line 3\n"
                              "  parallel for b in 0..B:\n"
@@ -775,7 +784,7 @@ TEST(Passes, InliningKeepsZeroPaddingOfTemporaries) {
                        "  }\n"
                        "}\n");
     Program stored = hoistReductions(lowerLayer(*s.layer));
-    Program fused = buildTensorProgram(*s.layer);
+    Program fused = forwardProgram(*s.layer);
     Interpreter a(stored, {{"N", 3}}), b(fused, {{"N", 3}});
     a.setInput("X", {1, 2, 3});
     b.setInput("X", {1, 2, 3});
@@ -850,7 +859,7 @@ TEST(Passes, SplitReductionsKeepValues) {
     std::map<std::string, int64_t> sizes = {{"B", 3}, {"C", 2}, {"N", n}};
     std::map<std::string, Expr> values;
     for (const auto &[k, v] : sizes) values[k] = intImm(v);
-    Program p = specialize(buildTensorProgram(*s.layer), values);
+    Program p = specialize(forwardProgram(*s.layer), values);
     Program split = splitReductions(p, {.targetWarps = 16, .minChunk = 4});
     // Y and Z (2 outputs, 3n positions) and M (6 outputs, n positions) each get a partial.
     EXPECT_EQ(split.defs.size(), p.defs.size() + 3) << printProgram(split);
@@ -868,7 +877,7 @@ TEST(Passes, SplitReductionsKeepValues) {
     }
   }
   // Enough outputs already, a short reduction, or sizes still symbolic: unchanged.
-  Program symbolic = buildTensorProgram(*s.layer);
+  Program symbolic = forwardProgram(*s.layer);
   EXPECT_EQ(printProgram(splitReductions(symbolic, {.targetWarps = 16, .minChunk = 4})), printProgram(symbolic));
   Program small = specialize(symbolic, {{"B", intImm(2)}, {"C", intImm(2)}, {"N", intImm(3)}});
   EXPECT_EQ(printProgram(splitReductions(small, {.targetWarps = 16, .minChunk = 4})), printProgram(small));
@@ -887,7 +896,7 @@ TEST(Passes, FuseSiblingReductionsMergesIndependentSums) {
                      "    V[b, i] = X[b, i] * 2\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
+  Program p = forwardProgram(*s.layer);
   LoopProgram fused = fuseSiblingReductions(lowerToLoops(p, Target::GPU));
   ASSERT_EQ(fused.kernels.size(), 3u) << printLoops(fused);
   const Kernel &k = fused.kernels[0];
@@ -921,8 +930,8 @@ TEST(Passes, FuseReductionEpiloguesMovesPerOutputKernelsIn) {
                      "    Q[b, i] = X[b, i] * S[b]\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
-  LoopProgram loops = fuseKernels(lowerToLoops(p, Target::GPU));
+  Program p = forwardProgram(*s.layer);
+  LoopProgram loops = Pipeline().lower(p, {.target = Target::GPU});
   std::string text = printLoops(loops);
   ASSERT_EQ(loops.kernels.size(), 3u) << text;
   EXPECT_EQ(loops.kernels[0].outputs, 2) << text;
@@ -943,7 +952,7 @@ TEST(Passes, DistributeSumsMakesContractionsOnly) {
                      "    Z[b, d] = sum(i: (X[b, d, i] - M[b, d]) * X[b, d, i])\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
+  Program p = forwardProgram(*s.layer);
   EXPECT_EQ(valueOf(p, "Y"), "(sum(i: A[b, i, k] * X[b, d, i]) + C[k, d] * (-1.0 * Y_sum1[b, k])) * 2.0") << printProgram(p);
   // Z's factors read the same outputs: no contraction to gain, the difference stays.
   EXPECT_EQ(valueOf(p, "Z"), "sum(i: (X[b, d, i] - M[b, d]) * X[b, d, i])");
@@ -961,7 +970,7 @@ TEST(Passes, FactorSumsSharesWhatRemains) {
                      "    P[c] = sum(b: X[b, c] * V[c] * X[b, c])\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
+  Program p = forwardProgram(*s.layer);
   const std::string text = printProgram(p);
   EXPECT_EQ(occurrences(text, "sum("), 2u) << text; // sum(b: X[b, c]) once, and P's
   EXPECT_EQ(valueOf(p, "P"), "V[c] * sum(b: X[b, c] * X[b, c])") << text;
@@ -974,8 +983,8 @@ TEST(Passes, FactorSumsSharesWhatRemains) {
 TEST(Passes, FoldUnitIndicesUncoversContractions) {
   const LayerSymbols &insp = shipped()->get("Inspiration");
   std::map<std::string, Expr> hyper = resolveHyperParams(insp, {{"C", "8"}});
-  Program forward = buildTensorProgram(insp, hyper);
-  Program grad = gradientOf(insp, forward, hyper).program;
+  Program forward = forwardProgram(insp, hyper);
+  Program grad = backwardOf(insp, forward, hyper).program;
   const Definition *gp = grad.definitionOf("grad_P");
   ASSERT_NE(gp, nullptr) << printProgram(grad);
   EXPECT_EQ(print(gp->value), "sum(n, h, w: grad_Y[n, j, h, w] * X[n, i, h, w])") << printProgram(grad);
@@ -987,7 +996,7 @@ TEST(Passes, FoldUnitIndicesUncoversContractions) {
                      "    Z[i] = sum(u: Q[i, u] * 3) + sum(b: X[b, i])\n"
                      "  }\n"
                      "}\n");
-  Program p = buildTensorProgram(*s.layer);
+  Program p = forwardProgram(*s.layer);
   const std::string text = printProgram(p);
   EXPECT_EQ(valueOf(p, "Y"), "P[0, i] * Y_sum1[i]") << text; // the sum Z has too, computed once
   EXPECT_EQ(valueOf(p, "Y_sum1"), "sum(b: X[b, i])") << text;
@@ -1004,8 +1013,8 @@ TEST(Passes, BatchNormGradientSumsAndCenteredSums) {
   for (bool training : {true, false}) {
     std::map<std::string, Expr> hyper = resolveHyperParams(bn, {{"num_features", "4"}});
     hyper["training"] = boolImm(training);
-    Program forward = buildTensorProgram(bn, hyper);
-    Program grad = gradientOf(bn, forward, hyper).program;
+    Program forward = forwardProgram(bn, hyper);
+    Program grad = backwardOf(bn, forward, hyper).program;
     std::string text = printProgram(grad);
     EXPECT_EQ(occurrences(text, "sum("), 2u) << text;
     EXPECT_NE(text.find("sum(b, l: grad_Y[b, c, l])"), std::string::npos) << text;
@@ -1021,7 +1030,7 @@ TEST(Passes, BatchNormGradientSumsAndCenteredSums) {
                      "    Y[c] = m[c] * exp(m[c])\n"
                      "  }\n"
                      "}\n");
-  Program f = buildTensorProgram(*s.layer);
+  Program f = forwardProgram(*s.layer);
   ASSERT_NE(f.definitionOf("m"), nullptr) << printProgram(f);
   auto idx = [](const char *n) { return var(n, Type::Int, VarKind::Index); };
   auto centeredOn = [&](const char *tensor) {
@@ -1046,8 +1055,8 @@ TEST(Passes, CpuParallelismMovesPastUnitLoops) {
   const LayerSymbols &insp = shipped()->get("Inspiration");
   std::map<std::string, Expr> hyper = resolveHyperParams(insp, {{"C", "128"}});
   hyper["training"] = boolImm(true);
-  Program grad = gradientOf(insp, buildTensorProgram(insp, hyper), hyper).program;
-  LoopProgram lp = lowerToLoops(grad, Target::CPU);
+  Program grad = backwardOf(insp, forwardProgram(insp, hyper), hyper).program;
+  LoopProgram lp = moveParallelismInward(lowerToLoops(grad, Target::CPU));
   const Kernel *k = kernelFor(lp, "grad_P");
   ASSERT_NE(k, nullptr) << printLoops(lp);
   EXPECT_EQ(k->launch, ForKind::Parallel);

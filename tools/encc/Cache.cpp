@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <iostream>
 #include <map>
 
@@ -24,8 +25,12 @@ int runCache(const std::string &action) {
     return 0;
   }
   DiskCacheStats s = cache.stats();
-  std::cout << fmt::format("directory: {}{}\nentries:   {}\nbytes:     {}\n", cache.dir().string(),
-                           cache.enabled() ? "" : " (disabled by ENC_CACHE_DISABLE)", s.entries, s.bytes);
+  std::string state = cache.enabled() ? "" : " (disabled by ENC_CACHE_DISABLE)";
+  std::error_code ec;
+  if (cache.enabled() && std::filesystem::exists(cache.dir(), ec))
+    if (std::string why = untrustedCacheDir(cache.dir()); !why.empty()) state = fmt::format(" (not used: {})", why);
+  std::cout << fmt::format("directory: {}{}\nentries:   {}\nbytes:     {}\n", cache.dir().string(), state, s.entries,
+                           s.bytes);
   // By kind: the first word of the key.
   std::map<std::string, std::pair<int64_t, int64_t>> kinds;
   for (const DiskCacheEntry &e : entries) {

@@ -39,6 +39,8 @@ struct EmitOptions {
   std::vector<std::string> sizes; // NAME=N: input sizes fixed as at run time
   bool backward = false;          // the kernels of the backward pass
   bool distributed = false;       // as run in a process group: allreduce(...) kept as collectives
+  std::vector<std::string> printAfter; // pass names (or "all"): the IR after them, to standard error
+  bool printPipeline = false;          // the pass sequences instead of a layer
 };
 // One layer at the stage o.kind (not "ast").
 std::string emitOne(const EmitOptions &o, const LayerSymbols &sym);

@@ -3,6 +3,7 @@
 
 #include "compiler/Autodiff.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/codegen/llvm/LLVMCodegen.h"
@@ -28,12 +29,20 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
   auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
-  ir::Program prog = ir::buildTensorProgram(sym, hyper, /*fuse=*/true, o.distributed);
-  ir::ElemType storage = elemTypeOf(parseDTypeOption(o.dtype));
-  const ir::Program forward = prog;
+  ir::Pipeline::Instrumentation instrumentation = ir::Pipeline::Instrumentation::fromEnvironment();
+  for (const std::string &name : o.printAfter) {
+    if (!ir::Pipeline::isPassName(name))
+      throw Error(fmt::format("--print-after {}: no pass of that name", name),
+                  "encc emit --print-pipeline lists the passes; 'all' prints after every one");
+    instrumentation.printAfter.insert(name);
+  }
+  const ir::Pipeline pipeline(instrumentation);
+  const ir::BuildOptions build{.fuse = true, .distributed = o.distributed};
+  const ir::Program forward = pipeline.forward(sym, hyper, build);
+  ir::Program prog = forward;
   std::optional<ir::Gradient> gradient;
   if (o.kind == "grad" || o.backward) {
-    gradient = ir::gradientOf(sym, prog, hyper);
+    gradient = pipeline.backward(sym, forward, hyper, build);
     prog = gradient->program;
   }
   std::map<std::string, ir::Expr> sizes;
@@ -49,18 +58,15 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
       throw Error(fmt::format("--size {}={}: not a non-negative integer", name, value));
     sizes[name] = ir::intImm(v);
   }
-  if (!sizes.empty()) prog = ir::specialize(prog, sizes);
-  // What the runtime runs on a GPU: with every size known, long reductions are split.
-  bool gpu = o.kind == "cuda" || o.kind == "ptx" || (o.kind == "loops" && o.target == "gpu");
-  if (gpu) prog = ir::splitReductions(prog);
-  // On the CPU, with every size known, column sums are split as the runtime splits them.
-  if (!gpu && !sizes.empty()) prog = ir::splitColumnReductions(prog);
+  if (!sizes.empty()) prog = pipeline.specializeSizes(prog, sizes);
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
-  // As the runtime compiles it: fused, with the storage types of --dtype.
+  // As the runtime compiles it: the same passes, with the storage types of --dtype.
   auto lowered = [&](ir::Target target) {
-    ir::LoopProgram loops = ir::fuseKernels(ir::lowerToLoops(prog, target));
-    loops.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
-    return ir::accumulateInComputeType(loops);
+    ir::ElemType storage = elemTypeOf(parseDTypeOption(o.dtype));
+    ir::TargetOptions t;
+    t.target = target;
+    t.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
+    return pipeline.lower(prog, t);
   };
   if (o.kind == "loops") {
     if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
@@ -89,6 +95,10 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
 }
 
 int runEmit(const EmitOptions &o) {
+  if (o.printPipeline) {
+    std::cout << ir::Pipeline::describe();
+    return 0;
+  }
   if (o.file.empty() && o.layer.empty())
     throw Error("encc emit needs a .enc file or --layer NAME", "e.g. encc emit --emit=cuda --layer Encoding");
   auto lib = loadLibrary(o.file);

@@ -1,18 +1,22 @@
 // encc launch: runs a program in N processes on this machine that form one process group
 // (or, with --nnodes, this machine's share of a group spread over several), setting what
 // torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
-// MASTER_PORT). When one process fails, the others get `grace` seconds to notice through
-// their collectives and exit with their own error, then they are stopped.
+// MASTER_PORT), and ENC_DIST_TOKEN: the secret rank 0's store asks of every rank, so that only
+// the processes launched here can join. When one process fails, the others get `grace`
+// seconds to notice through their collectives and exit with their own error, then they are
+// stopped.
 #include "tools/encc/Commands.h"
 
 #include "runtime/TcpStore.h"
 #include "support/Error.h"
 
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <iostream>
 #include <map>
 #include <spawn.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -28,7 +32,30 @@ void onSignal(int sig) { interrupted = sig; }
 // The group rank of this machine's `local`-th process.
 int globalRank(const LaunchOptions &o, int local) { return o.nodeRank * o.processes + local; }
 
-std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int port) {
+// 128 random bits in hex.
+std::string randomToken() {
+  unsigned char bits[16];
+  size_t got = 0;
+  while (got < sizeof bits) {
+    ssize_t n = ::getrandom(bits + got, sizeof bits - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error(fmt::format("encc launch: cannot read random bytes for ENC_DIST_TOKEN: {}", std::strerror(errno)));
+    got += static_cast<size_t>(n);
+  }
+  std::string hex;
+  for (unsigned char b : bits) hex += fmt::format("{:02x}", b);
+  return hex;
+}
+
+// The ranks' ENC_DIST_TOKEN: the one in launch's own environment (every machine of a
+// --nnodes job must share it, so it cannot be made up here), else a fresh one for a job on
+// one machine; empty (anyone may join) for several machines without one.
+std::string jobToken(const LaunchOptions &o) {
+  if (const char *t = std::getenv("ENC_DIST_TOKEN"); t && *t) return t;
+  return o.nodes == 1 ? randomToken() : "";
+}
+
+std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int port, const std::string &token) {
   std::map<std::string, std::string> set = {{"RANK", std::to_string(globalRank(o, local))},
                                             {"LOCAL_RANK", std::to_string(local)},
                                             {"WORLD_SIZE", std::to_string(o.nodes * o.processes)},
@@ -37,6 +64,7 @@ std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int p
                                             {"MASTER_ADDR", o.masterAddr},
                                             {"MASTER_PORT", std::to_string(port)}};
   if (o.timeoutSeconds > 0) set["ENC_DIST_TIMEOUT"] = std::to_string(o.timeoutSeconds);
+  if (!token.empty()) set["ENC_DIST_TOKEN"] = token;
   std::vector<std::string> env;
   for (char **e = environ; *e; ++e) {
     std::string entry = *e;
@@ -65,6 +93,7 @@ int runLaunch(LaunchOptions o) {
     throw Error("encc launch: --nnodes > 1 needs --master-port (and --master-addr: node 0's address)",
                 "every machine must find node 0's rendezvous at the same address and port");
   int port = o.masterPort > 0 ? o.masterPort : dist::freeTcpPort();
+  const std::string token = jobToken(o);
 
   std::vector<char *> argv;
   for (std::string &a : o.command) argv.push_back(a.data());
@@ -74,7 +103,7 @@ int runLaunch(LaunchOptions o) {
   std::signal(SIGTERM, onSignal);
   std::map<pid_t, int> rankOf;
   for (int r = 0; r < o.processes; ++r) {
-    std::vector<std::string> env = environmentFor(r, o, port);
+    std::vector<std::string> env = environmentFor(r, o, port, token);
     std::vector<char *> envp;
     for (std::string &e : env) envp.push_back(e.data());
     envp.push_back(nullptr);

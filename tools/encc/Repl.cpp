@@ -7,6 +7,7 @@
 
 #include "runtime/Npy.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 #include "support/Suggest.h"
 
 #include <fmt/format.h>
@@ -79,6 +80,8 @@ public:
       std::cerr << e.what();
     } catch (const Error &e) {
       std::cerr << "encc: " << Error(replSpelling(e.what()), replSpelling(e.hint())).render() << "\n";
+    } catch (const InternalError &e) {
+      std::cerr << "encc: " << e.render() << "\n";
     } catch (const std::exception &e) {
       std::cerr << "encc: error: " << e.what() << "\n";
     }

@@ -67,6 +67,7 @@ Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const s
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
   }
+  checkTensorSize(fmt::format("random input '{}'", name), shape, dtype);
   Tensor t(dtype, shape);
   Rng rng(seed, "input:" + name);
   for (int64_t i = 0; i < t.numel(); ++i) t.set(i, rng.uniform(-1, 1));

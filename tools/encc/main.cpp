@@ -2,6 +2,7 @@
 #include "tools/encc/Commands.h"
 
 #include "support/Error.h"
+#include "support/InternalError.h"
 #include "support/Suggest.h"
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,8 @@ using namespace enc::cli;
 
 namespace {
 constexpr const char *kVersion = "0.1.0";
+// An internal compiler error exits with EX_SOFTWARE (sysexits.h), apart from a user's errors (1).
+constexpr int kInternalErrorExit = 70;
 } // namespace
 
 int main(int argc, char **argv) {
@@ -38,6 +41,10 @@ int main(int argc, char **argv) {
   emitCmd->add_option("--dtype", emit.dtype, "element type of generated code: f32, f64, or f16/bf16 (f32 arithmetic, inputs and outputs stored in 16 bits)")->capture_default_str();
   emitCmd->add_option("--mode", emit.mode, "train or eval: the pass to show")->capture_default_str();
   emitCmd->add_option("--size", emit.sizes, "an input size, NAME=N (repeatable): fixes it as a run would, so GPU code shows split reductions");
+  emitCmd->add_option("--print-after", emit.printAfter,
+                      "print the IR after each run of this pass to standard error (repeatable; 'all': every pass)")
+      ->delimiter(',');
+  emitCmd->add_flag("--print-pipeline", emit.printPipeline, "list the compiler's pass sequences and exit");
   emitCmd->add_flag("--backward", emit.backward, "show the backward pass's kernels (loops, cuda, ptx, llvm)");
   emitCmd->add_flag("--distributed", emit.distributed,
                     "as the layer runs in a group of several processes: allreduce(...) as collectives");
@@ -148,6 +155,9 @@ int main(int argc, char **argv) {
   } catch (const Error &e) {
     std::cerr << "encc: " << e.render() << "\n";
     return 1;
+  } catch (const InternalError &e) {
+    std::cerr << "encc: " << e.render() << "\n";
+    return kInternalErrorExit;
   } catch (const std::exception &e) {
     std::cerr << "encc: error: " << e.what() << "\n";
     return 1;

@@ -1,8 +1,10 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
+#include "compiler/Intrinsics.h"
 #include "compiler/StorageTypes.h"
 #include "support/Env.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <fmt/format.h>
 
@@ -108,8 +110,7 @@ public:
       int64_t n = 1;
       for (const Expr &d : t.shape) {
         int64_t v = 0;
-        if (!isConst(d, &v) || v < 0) return false;
-        n *= v;
+        if (!isConst(d, &v) || v < 0 || __builtin_mul_overflow(n, v, &n)) return false;
         if (n >= (int64_t{1} << 30)) return false;
       }
     }
@@ -177,8 +178,7 @@ private:
     if (const TensorDecl *t = prog_.tensors.tensor(buffer))
       for (const Expr &d : t->shape) {
         int64_t v = 0;
-        if (!isConst(d, &v)) return fmt::format("{}[{}]", cname(buffer), index);
-        n *= v;
+        if (!isConst(d, &v) || __builtin_mul_overflow(n, v, &n)) return fmt::format("{}[{}]", cname(buffer), index);
       }
     return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, n, kernel_ ? kernel_->name : "",
                        buffer, sourceLine_);
@@ -339,7 +339,7 @@ private:
     case StmtKind::Assign: writeLine(indent, fmt::format("{} = {};", cname(s->name), expr(s->value))); return;
     case StmtKind::Store: {
       if (s->accumulate && isNarrow(prog_.types.of(s->name)))
-        fail("internal error: atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
+        internalError("atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
       if (s->loc.valid()) sourceLine_ = s->loc.line();
       std::string text = s->accumulate
                              ? fmt::format("atomicAdd(&{}, {});", element(s->name, expr(s->index)), expr(s->value))
@@ -362,6 +362,7 @@ private:
       for (const Stmt &c : s->body) stmt(c, indent + 1);
       writeLine(indent, "}");
       return;
+    case StmtKind::Alloc: internalError("a local array {} in a GPU kernel (CPU register blocking only)", s->name);
     }
   }
 
@@ -422,7 +423,7 @@ private:
     case ExprKind::Access:
     case ExprKind::Reduce: break;
     }
-    fail("internal error: tensor-level expression in CUDA kernel: {}", print(e));
+    internalError("tensor-level expression in CUDA kernel: {}", print(e));
   }
 
   std::string binaryExpr(const ExprNode &e) {
@@ -446,31 +447,41 @@ private:
   }
 
   std::string callExpr(const ExprNode &e) {
-    const std::string &f = e.name;
-    if (f == "rand") {
+    const Intrinsic f = ir::intrinsicOf(e);
+    if (f == Intrinsic::Rand) {
       std::string args;
       for (size_t i = 0; i < e.args.size(); ++i) args += (i ? ", " : "") + expr(e.args[i]);
       return fmt::format("(({})enc_rand({}))", t_, args);
     }
     std::string x = expr(e.args[0]);
     std::string one = floatLit(1), zero = floatLit(0);
-    if (f == "exp" || f == "log" || f == "sqrt" || f == "rsqrt" || f == "tanh" || f == "floor" || f == "ceil" ||
-        f == "sin" || f == "cos")
-      return fmt::format("{}({})", fn(f.c_str()), x);
-    if (f == "abs") return fmt::format("{}({})", fn("fabs"), x);
-    if (f == "sigmoid") return fmt::format("({} / ({} + {}(-({}))))", one, one, fn("exp"), x);
-    if (f == "relu") return fmt::format("({0} > {1} ? {0} : {1})", x, zero);
-    if (f == "leaky_relu") return fmt::format("({0} > {1} ? {0} : {0} * {2})", x, zero, expr(e.args[1]));
-    fail("internal error: no CUDA code for function '{}'", f);
+    switch (f) {
+    case Intrinsic::Exp:
+    case Intrinsic::Log:
+    case Intrinsic::Sqrt:
+    case Intrinsic::Rsqrt:
+    case Intrinsic::Tanh:
+    case Intrinsic::Floor:
+    case Intrinsic::Ceil:
+    case Intrinsic::Sin:
+    case Intrinsic::Cos: return fmt::format("{}({})", fn(e.name.c_str()), x);
+    case Intrinsic::Abs: return fmt::format("{}({})", fn("fabs"), x);
+    case Intrinsic::Sigmoid: return fmt::format("({} / ({} + {}(-({}))))", one, one, fn("exp"), x);
+    case Intrinsic::Relu: return fmt::format("({0} > {1} ? {0} : {1})", x, zero);
+    case Intrinsic::LeakyRelu: return fmt::format("({0} > {1} ? {0} : {0} * {2})", x, zero, expr(e.args[1]));
+    case Intrinsic::Rand: break; // above
+    case Intrinsic::Allreduce: break; // a collective kernel of its own, run by the runtime
+    }
+    internalError("no CUDA code for function '{}'", e.name);
   }
 };
 
 } // namespace
 
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options) {
-  if (program.target != ir::Target::GPU) fail("internal error: emitCuda needs a GPU loop program");
-  if (program.types.f64() && !program.types.stored.empty()) fail("internal error: 16-bit storage in an f64 program");
-  if (options.strideUnroll < 1) fail("internal error: strideUnroll must be at least 1");
+  if (program.target != ir::Target::GPU) internalError("emitCuda needs a GPU loop program");
+  if (program.types.f64() && !program.types.stored.empty()) internalError("16-bit storage in an f64 program");
+  if (options.strideUnroll < 1) internalError("strideUnroll must be at least 1");
   return CudaEmitter(program, options).run();
 }
 

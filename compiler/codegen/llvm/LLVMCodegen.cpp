@@ -1,7 +1,9 @@
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 
+#include "compiler/Intrinsics.h"
 #include "compiler/TileContractions.h"
 #include "support/Error.h"
+#include "support/InternalError.h"
 
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Intrinsics.h>
@@ -261,7 +263,7 @@ private:
         const Expr &e = s->value;
         if (e->kind != ExprKind::Binary || e->binOp != BinOp::Add || e->args[0]->kind != ExprKind::Var ||
             e->args[0]->name != s->name || s->type != Type::Float)
-          fail("internal error: kernel {}: unsupported reduction across lanes: {}", kernel_.name, print(e));
+          internalError("kernel {}: unsupported reduction across lanes: {}", kernel_.name, print(e));
         llvm::Value *lanes = widen(expr(e->args[1]));
         v = b_.CreateFAdd(b_.CreateLoad(fty_, slot), b_.CreateFAddReduce(floatConst(-0.0), lanes));
       } else {
@@ -286,7 +288,7 @@ private:
     }
     case StmtKind::Alloc: {
       int64_t n = 0;
-      if (!isConst(s->value, &n) || n < 0) fail("internal error: kernel {}: alloc of non-constant size", kernel_.name);
+      if (!isConst(s->value, &n) || n < 0) internalError("kernel {}: alloc of non-constant size", kernel_.name);
       auto *fn = b_.GetInsertBlock()->getParent();
       llvm::IRBuilder<> entry(&fn->getEntryBlock(), fn->getEntryBlock().begin());
       llvm::AllocaInst *a = entry.CreateAlloca(llvm::ArrayType::get(fty_, static_cast<uint64_t>(std::max<int64_t>(n, 1))), nullptr, s->name);
@@ -296,14 +298,14 @@ private:
       return;
     }
     case StmtKind::WarpReduce:
-    case StmtKind::IfLaneZero: fail("internal error: GPU statement in a CPU kernel");
+    case StmtKind::IfLaneZero: internalError("GPU statement in a CPU kernel");
     }
   }
 
   void emitFor(const StmtNode &s) {
     if (s.forKind == ForKind::Unrolled || s.forKind == ForKind::Vectorized) {
       int64_t n = 0;
-      if (!isConst(s.value, &n) || n < 1) fail("internal error: kernel {}: loop {} needs a constant extent", kernel_.name, s.name);
+      if (!isConst(s.value, &n) || n < 1) internalError("kernel {}: loop {} needs a constant extent", kernel_.name, s.name);
       llvm::Value *saved = vars_.count(s.name) ? vars_[s.name] : nullptr;
       if (s.forKind == ForKind::Unrolled) {
         for (int64_t i = 0; i < n; ++i) {
@@ -311,7 +313,7 @@ private:
           for (const Stmt &c : s.body) emit(c);
         }
       } else {
-        if (lanes_) fail("internal error: kernel {}: nested vectorized loops", kernel_.name);
+        if (lanes_) internalError("kernel {}: nested vectorized loops", kernel_.name);
         std::vector<llvm::Constant *> iota;
         for (int64_t i = 0; i < n; ++i) iota.push_back(b_.getInt64(static_cast<uint64_t>(i)));
         vars_[s.name] = llvm::ConstantVector::get(iota);
@@ -399,7 +401,7 @@ private:
     case ExprKind::Var: {
       if (auto it = slots_.find(e->name); it != slots_.end()) return b_.CreateLoad(it->second->getAllocatedType(), it->second);
       if (auto it = vars_.find(e->name); it != vars_.end()) return it->second;
-      fail("internal error: kernel {} reads unbound variable '{}'", kernel_.name, e->name);
+      internalError("kernel {} reads unbound variable '{}'", kernel_.name, e->name);
     }
     case ExprKind::Load: {
       if (lanes_) return loadFrom(e->name, e->args[0]);
@@ -451,7 +453,7 @@ private:
     case ExprKind::Access:
     case ExprKind::Reduce: break;
     }
-    fail("internal error: tensor-level expression in kernel {}: {}", kernel_.name, print(e));
+    internalError("tensor-level expression in kernel {}: {}", kernel_.name, print(e));
   }
 
   llvm::Value *binaryExpr(const ExprNode &e) {
@@ -515,7 +517,7 @@ private:
       default: break;
       }
     }
-    fail("internal error: operator {} on {}", binOpSpelling(e.binOp), typeName(t));
+    internalError("operator {} on {}", binOpSpelling(e.binOp), typeName(t));
   }
 
   // splitmix64 finalizer, as compiler/Passes.h's randomUniform.
@@ -534,27 +536,31 @@ private:
   }
 
   llvm::Value *callExpr(const ExprNode &e) {
-    const std::string &f = e.name;
-    if (f == "rand") return randomExpr(e);
+    const Intrinsic f = ir::intrinsicOf(e);
+    if (f == Intrinsic::Rand) return randomExpr(e);
     llvm::Value *x = expr(e.args[0]);
-    if (f == "exp") return intrinsic(llvm::Intrinsic::exp, {x});
-    if (f == "log") return intrinsic(llvm::Intrinsic::log, {x});
-    if (f == "sqrt") return intrinsic(llvm::Intrinsic::sqrt, {x});
-    if (f == "rsqrt") return b_.CreateFDiv(floatConst(1), intrinsic(llvm::Intrinsic::sqrt, {x}));
-    if (f == "abs") return intrinsic(llvm::Intrinsic::fabs, {x});
-    if (f == "floor") return intrinsic(llvm::Intrinsic::floor, {x});
-    if (f == "ceil") return intrinsic(llvm::Intrinsic::ceil, {x});
-    if (f == "sin") return intrinsic(llvm::Intrinsic::sin, {x});
-    if (f == "cos") return intrinsic(llvm::Intrinsic::cos, {x});
-    if (f == "tanh") return libm("tanh", x);
-    if (f == "sigmoid")
+    switch (f) {
+    case Intrinsic::Exp: return intrinsic(llvm::Intrinsic::exp, {x});
+    case Intrinsic::Log: return intrinsic(llvm::Intrinsic::log, {x});
+    case Intrinsic::Sqrt: return intrinsic(llvm::Intrinsic::sqrt, {x});
+    case Intrinsic::Rsqrt: return b_.CreateFDiv(floatConst(1), intrinsic(llvm::Intrinsic::sqrt, {x}));
+    case Intrinsic::Abs: return intrinsic(llvm::Intrinsic::fabs, {x});
+    case Intrinsic::Floor: return intrinsic(llvm::Intrinsic::floor, {x});
+    case Intrinsic::Ceil: return intrinsic(llvm::Intrinsic::ceil, {x});
+    case Intrinsic::Sin: return intrinsic(llvm::Intrinsic::sin, {x});
+    case Intrinsic::Cos: return intrinsic(llvm::Intrinsic::cos, {x});
+    case Intrinsic::Tanh: return libm("tanh", x);
+    case Intrinsic::Sigmoid:
       return b_.CreateFDiv(floatConst(1), b_.CreateFAdd(floatConst(1), intrinsic(llvm::Intrinsic::exp, {b_.CreateFNeg(x)})));
-    if (f == "relu") return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, floatConst(0));
-    if (f == "leaky_relu") {
+    case Intrinsic::Relu: return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, floatConst(0));
+    case Intrinsic::LeakyRelu: {
       llvm::Value *slope = expr(e.args[1]);
       return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, b_.CreateFMul(x, slope));
     }
-    fail("internal error: no CPU code for function '{}'", f);
+    case Intrinsic::Rand: break;      // above
+    case Intrinsic::Allreduce: break; // a collective kernel of its own, run by the runtime
+    }
+    internalError("no CPU code for function '{}'", e.name);
   }
 };
 

@@ -1,0 +1,251 @@
+// The compiler's pass sequences, each read top to bottom. The table says which passes each
+// sequence runs, when and why; the functions below run them in that order (a run that strays
+// from the table is an internal error, so the two cannot drift), and docs/compiler.md shows the
+// table as `encc emit --print-pipeline` prints it.
+#include "compiler/Pipeline.h"
+
+#include "compiler/StorageTypes.h"
+#include "compiler/Verifier.h"
+#include "support/Env.h"
+#include "support/InternalError.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+namespace enc::ir {
+
+namespace {
+
+const std::vector<PassInfo> kPasses = {
+    // forward: a checked layer and its hyper-parameters -> the fused tensor program.
+    {"forward", "lowerLayer", "", "annotated AST -> tensor IR; softmax, logsumexp and mean become reductions"},
+    {"forward", "specialize", "",
+     "hyper-parameters folded first, so branches on them (training, activation) vanish before fusion"},
+    {"forward", "isolateAllreduces", "distributed", "each allreduce a collective definition of its own"},
+    {"forward", "dropAllreduces", "one process", "allreduce(x) -> x: no collective at all"},
+    {"forward", "dropBufferUpdates", "evaluation mode", "buffers are updated by training passes only"},
+    {"forward", "dropDisabledState", "", "parameters whose `where` is false with these hyper-parameters go"},
+    {"forward", "hoistReductions", "", "one reduction per definition; equal reductions computed once"},
+    {"forward", "foldUnitIndices", "fused", "an index of extent 1 is 0"},
+    {"forward", "inlinePointwise", "fused", "cheap or same-domain pointwise temporaries into their consumers"},
+    {"forward", "distributeSums", "fused", "a sum over a difference split into a contraction and a plain sum"},
+    {"forward", "factorSums", "fused", "factors that do not read a sum's indices move out of it"},
+    {"forward", "hoistReductions", "fused", "again: distributeSums and factorSums leave several sums"},
+    // backward: the fused forward program -> the fused backward program.
+    {"backward", "differentiate", "", "the derived gradient, or the layer's backward block specialized"},
+    {"backward", "isolateAllreduces", "distributed", "the adjoint of allreduce(x) is allreduce(adjoint)"},
+    {"backward", "dropAllreduces", "one process", "a backward block's allreduce(x) -> x"},
+    {"backward", "hoistReductions", "", "one reduction per definition"},
+    {"backward", "foldUnitIndices", "fused", "the gradient of a read at a constant index is a contraction again"},
+    {"backward", "inlinePointwise", "fused", "adjoint temporaries into their consumers"},
+    {"backward", "distributeSums", "fused", "as forward"},
+    {"backward", "factorSums", "fused", "batch norm's four per-channel sums become two"},
+    {"backward", "hoistReductions", "fused", "again, after distributeSums and factorSums"},
+    {"backward", "dropCenteredSums", "fused", "a sum of deviations from its own mean is 0"},
+    {"backward", "inlinePointwise", "fused", "what dropCenteredSums left pointwise"},
+    // sizes: input sizes known.
+    {"sizes", "specialize", "", "input sizes replaced by constants and folded"},
+    // lower: a specialized tensor program -> loop IR for one target.
+    {"lower", "splitReductions", "GPU", "long reductions with few outputs cut into chunks, for enough warps"},
+    {"lower", "splitColumnReductions", "CPU, fused", "long column sums cut into per-thread rows"},
+    {"lower", "sinkCollectives", "", "collectives of one stage adjacent: one message"},
+    {"lower", "lowerToLoops", "", "one kernel per stored tensor; contractions tiled"},
+    {"lower", "moveParallelismInward", "CPU", "a parallel loop of one iteration hands its work to the loop inside"},
+    {"lower", "fuseSiblingReductions", "fused", "reductions over the same domains read their inputs in one pass"},
+    {"lower", "fuseReductionEpilogues", "GPU, fused", "pointwise kernels over a warp reduction into its epilogue"},
+    {"lower", "accumulateInComputeType", "", "16-bit storage: no kernel accumulates into a 16-bit buffer"},
+};
+
+// What a pass does to the invariants the verifier checks beyond well-formedness.
+struct PassEffect {
+  int oneReduction = 0; // +1: after it a definition holds at most one reduction; -1: it may not; 0: unchanged
+  bool isolatesAllreduces = false;
+};
+
+PassEffect effectOf(const std::string &name) {
+  if (name == "hoistReductions") return {+1, false};
+  if (name == "isolateAllreduces") return {-1, true};
+  if (name == "dropAllreduces") return {0, true};
+  if (name == "distributeSums" || name == "lowerLayer" || name == "differentiate") return {-1, false};
+  return {};
+}
+
+} // namespace
+
+Pipeline::Instrumentation Pipeline::Instrumentation::fromEnvironment() {
+  Instrumentation i;
+  i.verifyEach = envFlag("ENC_VERIFY_EACH");
+  if (const char *names = std::getenv("ENC_PRINT_AFTER")) {
+    std::stringstream in(names);
+    for (std::string n; std::getline(in, n, ',');)
+      if (!n.empty()) i.printAfter.insert(n);
+  }
+  return i;
+}
+
+Pipeline::Pipeline(Instrumentation instrumentation) : instr_(std::move(instrumentation)) {}
+
+const std::vector<PassInfo> &Pipeline::passes() { return kPasses; }
+
+bool Pipeline::isPassName(const std::string &name) {
+  if (name == "all") return true;
+  for (const PassInfo &p : kPasses)
+    if (name == p.name) return true;
+  return false;
+}
+
+std::string Pipeline::describe() {
+  std::string out;
+  const char *sequence = "";
+  for (const PassInfo &p : kPasses) {
+    if (std::string(sequence) != p.sequence) {
+      sequence = p.sequence;
+      out += fmt::format("{}{}:\n", out.empty() ? "" : "\n", sequence);
+    }
+    std::string when = *p.when ? fmt::format("[{}]", p.when) : "";
+    out += fmt::format("  {:<24} {:<18} {}\n", p.name, when, p.why);
+  }
+  return out;
+}
+
+// One run of one sequence: runs its steps, checks that they follow the table's order, and
+// prints and verifies the IR after each as the instrumentation asks.
+class Pipeline::Run {
+public:
+  Run(const Pipeline &pipeline, const char *sequence, std::string layer, VerifyState state = {})
+      : pipeline_(pipeline), sequence_(sequence), layer_(std::move(layer)), state_(state) {}
+
+  template <typename IR, typename Pass> IR step(const char *name, IR ir, Pass &&pass) {
+    enter(name);
+    try {
+      ir = pass(std::move(ir));
+      PassEffect effect = effectOf(name);
+      if (effect.oneReduction > 0) state_.oneReductionPerDefinition = true;
+      if (effect.oneReduction < 0) state_.oneReductionPerDefinition = false;
+      if (effect.isolatesAllreduces) state_.allreducesIsolated = true;
+      if (pipeline_.instr_.verifyEach) verify(ir, state_);
+    } catch (InternalError &e) {
+      e.locate(name, layer_);
+      throw;
+    }
+    print(name, ir);
+    return ir;
+  }
+
+private:
+  const Pipeline &pipeline_;
+  const char *sequence_;
+  std::string layer_;
+  VerifyState state_;
+  size_t next_ = 0; // the first row of kPasses the next step may be
+
+  // The step must be a row of this sequence at or after the last one run (rows whose
+  // condition does not hold are skipped).
+  void enter(const char *name) {
+    for (size_t i = next_; i < kPasses.size(); ++i)
+      if (std::string(kPasses[i].sequence) == sequence_ && std::string(kPasses[i].name) == name) {
+        next_ = i + 1;
+        return;
+      }
+    internalError("the {} sequence runs pass {} where Pipeline.cpp's table does not have it", sequence_, name);
+  }
+
+  static std::string text(const Program &p) { return printProgram(p); }
+  static std::string text(const LoopProgram &p) { return printLoops(p); }
+  static std::string text(const Gradient &g) { return printProgram(g.program); }
+  static void verify(const Program &p, const VerifyState &s) { verifyProgram(p, s); }
+  static void verify(const LoopProgram &p, const VerifyState &) { verifyLoops(p); }
+  static void verify(const Gradient &g, const VerifyState &s) { verifyProgram(g.program, s); }
+
+  template <typename IR> void print(const char *name, const IR &ir) const {
+    const auto &names = pipeline_.instr_.printAfter;
+    if (!names.count(name) && !names.count("all")) return;
+    std::ostream &out = pipeline_.instr_.out ? *pipeline_.instr_.out : std::cerr;
+    out << fmt::format("# ---- after {} ({}, layer {}) ----\n", name, sequence_, layer_) << text(ir);
+    out.flush();
+  }
+};
+
+Program Pipeline::forward(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams,
+                          const BuildOptions &options) const {
+  std::map<std::string, Expr> values = hyperParams;
+  values.emplace("distributed", boolImm(options.distributed));
+  auto training = values.find("training");
+  bool evaluation = training != values.end() && training->second->kind == ExprKind::BoolImm &&
+                    !training->second->boolValue;
+
+  Run run(*this, "forward", layer.layer->name.text);
+  Program p = run.step("lowerLayer", Program{}, [&](Program) { return lowerLayer(layer); });
+  p = run.step("specialize", p, [&](const Program &q) { return specialize(q, values); });
+  if (options.distributed)
+    p = run.step("isolateAllreduces", p, isolateAllreduces);
+  else
+    p = run.step("dropAllreduces", p, dropAllreduces);
+  if (evaluation) p = run.step("dropBufferUpdates", p, dropBufferUpdates);
+  p = run.step("dropDisabledState", p, [&](const Program &q) { return dropDisabledState(q, layer, values); });
+  p = run.step("hoistReductions", p, hoistReductions);
+  if (!options.fuse) return p;
+  p = run.step("foldUnitIndices", p, foldUnitIndices);
+  p = run.step("inlinePointwise", p, inlinePointwise);
+  p = run.step("distributeSums", p, distributeSums);
+  p = run.step("factorSums", p, factorSums);
+  p = run.step("hoistReductions", p, hoistReductions);
+  return p;
+}
+
+Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
+                            const std::map<std::string, Expr> &hyperParams, const BuildOptions &options) const {
+  Run run(*this, "backward", layer.layer->name.text);
+  Gradient g = run.step("differentiate", Gradient{},
+                        [&](Gradient) { return unfusedGradientOf(layer, forward, hyperParams); });
+  auto onProgram = [&](const char *name, auto pass) {
+    g.program = run.step(name, g.program, pass);
+  };
+  if (options.distributed)
+    onProgram("isolateAllreduces", isolateAllreduces);
+  else
+    onProgram("dropAllreduces", dropAllreduces);
+  onProgram("hoistReductions", hoistReductions);
+  if (options.fuse) {
+    onProgram("foldUnitIndices", foldUnitIndices);
+    onProgram("inlinePointwise", inlinePointwise);
+    onProgram("distributeSums", distributeSums);
+    onProgram("factorSums", factorSums);
+    onProgram("hoistReductions", hoistReductions);
+    onProgram("dropCenteredSums", [&](const Program &q) { return dropCenteredSums(q, forward); });
+    onProgram("inlinePointwise", inlinePointwise);
+  }
+  // A backward block's saved tensors are what it still reads once fused.
+  if (layer.layer->backward) g.saved = forwardTensorsRead(g.program, forward);
+  return g;
+}
+
+Program Pipeline::specializeSizes(const Program &p, const std::map<std::string, Expr> &sizes) const {
+  Run run(*this, "sizes", p.layer, {.oneReductionPerDefinition = true, .allreducesIsolated = true});
+  return run.step("specialize", p, [&](const Program &q) { return specialize(q, sizes); });
+}
+
+LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) const {
+  Run run(*this, "lower", specialized.layer, {.oneReductionPerDefinition = true, .allreducesIsolated = true});
+  Program p = specialized;
+  if (t.target == Target::GPU)
+    p = run.step("splitReductions", p, [&](const Program &q) { return splitReductions(q, t.split); });
+  else if (t.fuse)
+    p = run.step("splitColumnReductions", p, [](const Program &q) { return splitColumnReductions(q); });
+  p = run.step("sinkCollectives", p, sinkCollectives);
+  LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) { return lowerToLoops(p, t.target); });
+  if (t.target == Target::CPU) loops = run.step("moveParallelismInward", loops, moveParallelismInward);
+  if (t.fuse) {
+    loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
+    if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
+  }
+  return run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
+    l.types = t.types;
+    return accumulateInComputeType(l);
+  });
+}
+
+} // namespace enc::ir

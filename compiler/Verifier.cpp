@@ -1,0 +1,226 @@
+#include "compiler/Verifier.h"
+
+#include "compiler/Passes.h"
+#include "support/InternalError.h"
+
+#include <fmt/format.h>
+
+#include <set>
+
+namespace enc::ir {
+
+namespace {
+
+class ProgramVerifier {
+public:
+  ProgramVerifier(const Program &p, const VerifyState &state) : p_(p), state_(state) {}
+
+  void run() {
+    std::set<std::string> names;
+    for (const TensorDecl &t : p_.tensors)
+      ENC_INTERNAL_ASSERT(names.insert(t.name).second, "tensor '{}' is declared twice", t.name);
+    for (const SizeParam &s : p_.sizes) sizes_.insert(s.name);
+    std::set<std::string> defined;
+    for (const Definition &d : p_.defs) {
+      const TensorDecl *t = p_.tensor(d.tensor);
+      ENC_INTERNAL_ASSERT(t, "a definition of undeclared tensor '{}'", d.tensor);
+      ENC_INTERNAL_ASSERT(d.isScatter() || defined.insert(d.tensor).second, "tensor '{}' is defined twice", d.tensor);
+      where_ = d.tensor;
+      const size_t rank = d.isScatter() ? d.scatter.size() : d.indices.size();
+      ENC_INTERNAL_ASSERT(rank == t->shape.size(), "{} is defined with {} indices but has {} dimensions", d.tensor, rank,
+                          t->shape.size());
+      std::set<std::string> bound;
+      for (size_t i = 0; i < d.indices.size(); ++i) {
+        const IndexVar &v = d.indices[i];
+        ENC_INTERNAL_ASSERT(bound.insert(v.name).second, "{} binds index {} twice", d.tensor, v.name);
+        expr(v.extent, {});
+        int64_t extent = 0, dim = 0;
+        if (!d.isScatter() && isConst(v.extent, &extent) && isConst(t->shape[i], &dim))
+          ENC_INTERNAL_ASSERT(extent == dim, "{}'s index {} runs to {} but dimension {} has {}", d.tensor, v.name, extent,
+                              i, dim);
+      }
+      for (const Expr &s : d.scatter) expr(s, bound);
+      expr(d.value, bound);
+      if (state_.oneReductionPerDefinition) {
+        int reductions = 0;
+        visit(d.value, [&](const Expr &n) {
+          reductions += n->kind == ExprKind::Reduce;
+          return true;
+        });
+        ENC_INTERNAL_ASSERT(reductions <= 1, "{} holds {} reductions after hoisting: {}", d.tensor, reductions,
+                            print(d.value));
+      }
+      if (state_.allreducesIsolated && containsAllreduce(d.value))
+        ENC_INTERNAL_ASSERT(isCollective(d), "{} reads an allreduce that is not a collective definition: {}", d.tensor,
+                            print(d.value));
+    }
+  }
+
+private:
+  const Program &p_;
+  const VerifyState &state_;
+  std::set<std::string> sizes_;
+  std::string where_;
+
+  void expr(const Expr &e, const std::set<std::string> &bound) {
+    ENC_INTERNAL_ASSERT(e, "{} has a missing expression", where_);
+    switch (e->kind) {
+    case ExprKind::Var:
+      if (e->varKind == VarKind::Index)
+        ENC_INTERNAL_ASSERT(bound.count(e->name), "{} reads unbound index {}", where_, e->name);
+      else if (e->varKind == VarKind::Size || e->varKind == VarKind::Param)
+        ENC_INTERNAL_ASSERT(sizes_.count(e->name), "{} reads '{}', which is no size or hyper-parameter of the layer",
+                            where_, e->name);
+      else
+        internalError("{} reads the loop-level local {} in the tensor IR", where_, e->name);
+      return;
+    case ExprKind::Load: internalError("{} has a loop-level load of {} in the tensor IR", where_, e->name);
+    case ExprKind::Access: {
+      const TensorDecl *t = p_.tensor(e->name);
+      ENC_INTERNAL_ASSERT(t, "{} reads undeclared tensor '{}'", where_, e->name);
+      ENC_INTERNAL_ASSERT(e->args.size() == t->shape.size(), "{} reads {} with {} indices but it has {} dimensions",
+                          where_, e->name, e->args.size(), t->shape.size());
+      break;
+    }
+    case ExprKind::Reduce: {
+      std::set<std::string> inner = bound;
+      for (const ReduceVar &v : e->rvars) {
+        expr(v.extent, inner);
+        inner.insert(v.name);
+      }
+      for (const Expr &a : e->args) expr(a, inner);
+      return;
+    }
+    default: break;
+    }
+    for (const Expr &a : e->args) expr(a, bound);
+  }
+};
+
+bool allowedOn(Target target, ForKind k) {
+  switch (k) {
+  case ForKind::Serial:
+  case ForKind::Unrolled: return true;
+  case ForKind::Parallel:
+  case ForKind::Vectorized: return target == Target::CPU;
+  case ForKind::GpuThreads:
+  case ForKind::GpuWarps:
+  case ForKind::GpuLanes:
+  case ForKind::GpuTiles:
+  case ForKind::GpuRows:
+  case ForKind::GpuRowThreads: return target == Target::GPU;
+  }
+  return false;
+}
+
+class KernelVerifier {
+public:
+  KernelVerifier(const LoopProgram &p, const Kernel &k) : p_(p), k_(k) {}
+
+  void run() {
+    ENC_INTERNAL_ASSERT(!k_.buffers.empty() && k_.outputs >= 1 && static_cast<size_t>(k_.outputs) <= k_.buffers.size(),
+                        "kernel {} has {} outputs among {} buffers", k_.name, k_.outputs, k_.buffers.size());
+    for (const std::string &b : k_.buffers)
+      ENC_INTERNAL_ASSERT(p_.tensors.tensor(b), "kernel {} uses undeclared buffer '{}'", k_.name, b);
+    for (const SizeParam &s : k_.params) params_.insert(s.name);
+    if (k_.collective) {
+      ENC_INTERNAL_ASSERT(k_.buffers.size() == 2, "collective kernel {} has {} buffers", k_.name, k_.buffers.size());
+      return;
+    }
+    // A tiled GPU contraction's body only shows what a tile computes: its schedule is
+    // codegen's (TiledContraction), so there is no loop nest to check.
+    if (k_.tiled) return;
+    std::set<std::string> bound;
+    stmt(k_.body, bound);
+  }
+
+private:
+  const LoopProgram &p_;
+  const Kernel &k_;
+  std::set<std::string> params_, arrays_;
+
+  bool isOutput(const std::string &b) const {
+    for (int i = 0; i < k_.outputs; ++i)
+      if (k_.buffers[static_cast<size_t>(i)] == b) return true;
+    return false;
+  }
+
+  // Statements of one body see what earlier statements of that body bound.
+  void stmt(const Stmt &s, std::set<std::string> &bound) {
+    ENC_INTERNAL_ASSERT(s, "kernel {} has a missing statement", k_.name);
+    switch (s->kind) {
+    case StmtKind::Block:
+    case StmtKind::IfLaneZero: {
+      std::set<std::string> inner = bound;
+      for (const Stmt &c : s->body) stmt(c, inner);
+      return;
+    }
+    case StmtKind::For: {
+      ENC_INTERNAL_ASSERT(allowedOn(p_.target, s->forKind), "kernel {}: a {} loop in a {} program", k_.name,
+                          forKindName(s->forKind), p_.target == Target::CPU ? "CPU" : "GPU");
+      expr(s->value, bound);
+      std::set<std::string> inner = bound;
+      inner.insert(s->name);
+      for (const Stmt &c : s->body) stmt(c, inner);
+      return;
+    }
+    case StmtKind::Let:
+      expr(s->value, bound);
+      bound.insert(s->name);
+      return;
+    case StmtKind::Assign:
+      ENC_INTERNAL_ASSERT(bound.count(s->name), "kernel {} assigns undeclared local {}", k_.name, s->name);
+      expr(s->value, bound);
+      return;
+    case StmtKind::Alloc:
+      bound.insert(s->name);
+      arrays_.insert(s->name);
+      return;
+    case StmtKind::Store:
+      ENC_INTERNAL_ASSERT(isOutput(s->name) || arrays_.count(s->name), "kernel {} stores into {}, not one of its outputs",
+                          k_.name, s->name);
+      expr(s->index, bound);
+      expr(s->value, bound);
+      return;
+    case StmtKind::WarpReduce:
+      ENC_INTERNAL_ASSERT(p_.target == Target::GPU, "kernel {}: a warp reduction in a CPU program", k_.name);
+      ENC_INTERNAL_ASSERT(bound.count(s->name), "kernel {} reduces undeclared local {}", k_.name, s->name);
+      return;
+    }
+  }
+
+  void expr(const Expr &e, const std::set<std::string> &bound) {
+    ENC_INTERNAL_ASSERT(e, "kernel {} has a missing expression", k_.name);
+    visit(e, [&](const Expr &n) {
+      switch (n->kind) {
+      case ExprKind::Access:
+      case ExprKind::Reduce: internalError("kernel {} has a tensor-level expression: {}", k_.name, print(n));
+      case ExprKind::Load: {
+        bool listed = arrays_.count(n->name) > 0;
+        for (const std::string &b : k_.buffers) listed = listed || b == n->name;
+        ENC_INTERNAL_ASSERT(listed, "kernel {} loads {}, which it does not list", k_.name, n->name);
+        break;
+      }
+      case ExprKind::Var:
+        if (n->varKind == VarKind::Size || n->varKind == VarKind::Param)
+          ENC_INTERNAL_ASSERT(params_.count(n->name), "kernel {} reads '{}', which is not among its parameters",
+                              k_.name, n->name);
+        else
+          ENC_INTERNAL_ASSERT(bound.count(n->name), "kernel {} reads unbound variable {}", k_.name, n->name);
+        break;
+      default: break;
+      }
+      return true;
+    });
+  }
+};
+
+} // namespace
+
+void verifyProgram(const Program &p, const VerifyState &state) { ProgramVerifier(p, state).run(); }
+
+void verifyLoops(const LoopProgram &p) {
+  for (const Kernel &k : p.kernels) KernelVerifier(p, k).run();
+}
+
+} // namespace enc::ir
