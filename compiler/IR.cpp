@@ -560,6 +560,7 @@ static std::string printList(const std::vector<Expr> &args) {
 
 static std::string formatFloat(double v) {
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (std::isnan(v)) return "nan"; // its sign bit depends on the machine that folded it
   std::string s = fmt::format("{}", v);
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;

@@ -66,8 +66,11 @@ public:
     Expr flatOut;
     if (def_.isScatter()) {
       // Accumulate into the target; out-of-range targets add zero to a clamped address. (Its
-      // domain's indices need not match the target's rank.)
-      auto [inBounds, safe] = boundsChecked(def_.scatter, out->shape);
+      // domain's indices need not match the target's rank.) A target index that reads a
+      // tensor, as X[1, int(T[b])]'s adjoint does, loads it like any other read.
+      std::vector<Expr> target;
+      for (const Expr &ix : def_.scatter) target.push_back(toLoads(ix));
+      auto [inBounds, safe] = boundsChecked(target, out->shape);
       flatOut = flatten(safe, out->shape);
       scatterGuard_ = inBounds;
     } else {

@@ -31,11 +31,15 @@ static std::string shapeText(const std::vector<Expr> &shape) {
 
 std::set<std::string> tensorsRead(const Program &p) {
   std::set<std::string> read;
-  for (const Definition &d : p.defs)
-    visit(d.value, [&](const Expr &n) {
-      if (n->kind == ExprKind::Access) read.insert(n->name);
-      return true;
-    });
+  auto note = [&](const Expr &n) {
+    if (n->kind == ExprKind::Access) read.insert(n->name);
+    return true;
+  };
+  // A scatter's target indices read tensors too (X[1, int(T[b])]'s adjoint reads T).
+  for (const Definition &d : p.defs) {
+    visit(d.value, note);
+    for (const Expr &ix : d.scatter) visit(ix, note);
+  }
   return read;
 }
 

@@ -122,6 +122,7 @@ struct Layer {
   std::unique_ptr<Forward> backward;
   std::vector<Requirement> requirements;
   SourceLoc loc;
+  bool forwardFailed = false; // a forward block that did not parse: its absence is not a second error
 };
 
 struct Module {

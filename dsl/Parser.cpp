@@ -44,6 +44,7 @@ private:
   std::vector<Token> toks_;
   size_t pos_ = 0;
   bool unterminatedReported_ = false; // the current layer's forward block ran into its end
+  int depth_ = 0;                      // expression levels being parsed now (see kMaxExpressionDepth)
 
   const Token &cur() const { return toks_[pos_]; }
   const Token &peekTok(size_t n) const { return toks_[std::min(pos_ + n, toks_.size() - 1)]; }
@@ -127,6 +128,20 @@ private:
     }
   }
 
+  // After a forward or backward block's header failed: skip the rest of the header and, when its
+  // '{' follows on that line, the whole block, whose statements would otherwise be read (and
+  // reported) as members of the layer.
+  void recoverPastBlock() {
+    while (!at(Tok::Eof) && !at(Tok::Newline) && !at(Tok::LBrace) && !at(Tok::RBrace) && !at(Tok::KwLayer)) advance();
+    if (!at(Tok::LBrace)) return;
+    int depth = 0;
+    do {
+      if (at(Tok::LBrace)) ++depth;
+      else if (at(Tok::RBrace)) --depth;
+      advance();
+    } while (depth > 0 && !at(Tok::Eof) && !at(Tok::KwLayer));
+  }
+
   // ---- declarations -------------------------------------------------------------------------------
   std::unique_ptr<ast::Layer> parseLayer() {
     auto layer = std::make_unique<ast::Layer>();
@@ -153,11 +168,14 @@ private:
                        "add the closing '}' at the end of the layer");
         return layer;
       }
+      bool forward = at(Tok::KwForward), block = forward || (at(Tok::Ident) && cur().text == "backward");
       try {
         parseMember(*layer);
       } catch (SyntaxError &) {
+        layer->forwardFailed |= forward;
         // Stop before a following layer: it must not become part of this one.
-        if (!at(Tok::KwLayer)) recoverToLineEnd();
+        if (block) recoverPastBlock();
+        else if (!at(Tok::KwLayer)) recoverToLineEnd();
       }
       skipNewlines();
     }
@@ -377,7 +395,51 @@ private:
   }
 
   // ---- expressions (lowest precedence first) ----------------------------------------------------
-  ExprPtr parseExpr() { return parseOr(); }
+  // Every nested expression is parsed through parseUnary, which counts the levels, so the parser's
+  // own recursion stops at kMaxExpressionDepth. Operator chains nest without recursion; an
+  // outermost expression is measured once it is built.
+  ExprPtr parseExpr() {
+    bool outermost = depth_ == 0;
+    ExprPtr e = parseOr();
+    if (outermost) checkDepth(*e);
+    return e;
+  }
+
+  [[noreturn]] void tooDeep(SourceLoc loc) {
+    diags_.error(loc, fmt::format("expression nested too deeply (more than {} levels)", kMaxExpressionDepth),
+                 "define parts of it as intermediate tensors; brackets, calls, reductions, unary operators and "
+                 "each operator of a chain such as a + b + c count as levels");
+    throw SyntaxError{};
+  }
+
+  // Counts one level of nesting for its scope.
+  class Nesting {
+  public:
+    explicit Nesting(Parser &p) : p_(p) {
+      if (p_.depth_ >= kMaxExpressionDepth) p_.tooDeep(p_.cur().loc);
+      ++p_.depth_;
+    }
+    ~Nesting() { --p_.depth_; }
+    Nesting(const Nesting &) = delete;
+    Nesting &operator=(const Nesting &) = delete;
+
+  private:
+    Parser &p_;
+  };
+
+  // The tree's height, walked without recursion, left to right: the leftmost node past the limit
+  // is reported (for a chain a + b + c + ..., the start of the chain).
+  void checkDepth(const Expr &root) {
+    std::vector<std::pair<const Expr *, int>> todo{{&root, 1}};
+    while (!todo.empty()) {
+      auto [e, depth] = todo.back();
+      todo.pop_back();
+      if (depth > kMaxExpressionDepth) tooDeep(e->loc);
+      for (auto a = e->args.rbegin(); a != e->args.rend(); ++a) todo.push_back({a->get(), depth + 1});
+      for (auto b = e->varBounds.rbegin(); b != e->varBounds.rend(); ++b)
+        if (*b) todo.push_back({b->get(), depth + 1});
+    }
+  }
 
   ExprPtr binary(std::string op, ExprPtr l, ExprPtr r) {
     auto e = std::make_unique<Expr>(Expr::Kind::Binary, SourceLoc::join(l->loc, r->loc));
@@ -429,6 +491,7 @@ private:
     return l;
   }
   ExprPtr parseUnary() {
+    Nesting level(*this);
     if (at(Tok::Minus) || at(Tok::Bang) || at(Tok::Plus)) {
       const Token &t = advance();
       ExprPtr operand = parseUnary();
@@ -457,7 +520,10 @@ private:
     for (size_t i = 2; pos_ + i < toks_.size(); ++i) {
       switch (peekTok(i).kind) {
       case Tok::LParen:
-      case Tok::LBracket: ++depth; break;
+      case Tok::LBracket:
+        // Nesting this deep is an error anyway; stop rather than rescan it at every level.
+        if (++depth > kMaxExpressionDepth) return false;
+        break;
       case Tok::RParen:
       case Tok::RBracket:
         if (depth-- == 0) return false;

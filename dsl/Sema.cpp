@@ -100,8 +100,9 @@ public:
     for (ast::TensorDecl &p : layer_.params) declareStateTensor(p, TensorRole::Param);
     for (ast::TensorDecl &b : layer_.buffers) declareStateTensor(b, TensorRole::Buffer);
     if (!layer_.forward) {
-      diags_.error(layer_.name.loc, fmt::format("layer '{}' has no forward block", layer_.name.text),
-                   "add forward(X: [B, C]) -> Y: [B, C] { Y[b, c] = ... }");
+      if (!layer_.forwardFailed)
+        diags_.error(layer_.name.loc, fmt::format("layer '{}' has no forward block", layer_.name.text),
+                     "add forward(X: [B, C]) -> Y: [B, C] { Y[b, c] = ... }");
       return std::move(syms_);
     }
     ast::Forward &f = *layer_.forward;

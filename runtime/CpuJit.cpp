@@ -56,11 +56,12 @@ template <typename T> T unwrap(llvm::Expected<T> value, const std::string &what)
 }
 
 // LLVM's optimizer says when a loop that encc asked it to vectorize (a width hint) was not,
-// as remarks and warnings about "<unknown>:0:0": nothing a user can act on, and whether they
-// appear depends on the host CPU. Shown with ENC_JIT_STATS=1; errors always.
+// and what it vectorized, as remarks and warnings about "<unknown>:0:0": nothing a user can act
+// on, and whether they appear depends on the host CPU. Shown with ENC_JIT_REMARKS=1 (for
+// whoever tunes code generation; ENC_JIT_STATS stays one line); errors always.
 void reportLLVMDiagnostic(const llvm::DiagnosticInfo *diagnostic, void *) {
   const llvm::DiagnosticInfo &info = *diagnostic;
-  if (info.getSeverity() != llvm::DS_Error && !envFlag("ENC_JIT_STATS")) return;
+  if (info.getSeverity() != llvm::DS_Error && !envFlag("ENC_JIT_REMARKS")) return;
   std::string text;
   llvm::raw_string_ostream os(text);
   llvm::DiagnosticPrinterRawOStream printer(os);

@@ -3,7 +3,8 @@
 // The object code also goes to the on-disk cache (DiskCache::global(), via CpuObjectCache), so another
 // process on the same CPU links it instead of optimizing and compiling again.
 //
-// ENC_JIT_STATS=1 prints one line of stats() to stderr at exit.
+// ENC_JIT_STATS=1 prints one line of stats() to stderr at exit; ENC_JIT_REMARKS=1 prints what
+// LLVM's optimizer says about vectorizing the kernels.
 #pragma once
 
 #include <cstdint>

@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -197,17 +198,16 @@ void Driver::check(CUresult result, const char *what) const {
   throw Error(fmt::format("CUDA error {} in {}", describe(result), what));
 }
 
-void noteCpuFallbackOnce(std::ostream &os) {
-  static std::once_flag once;
-  std::call_once(once, [&] {
-    const DriverLoader &l = loader();
-    if (l.driver) return;
-    // A missing libcuda is the ordinary CPU-only machine: the dlopen details would only be noise.
-    if (l.noLibrary)
-      os << "encc: no CUDA driver found, using the CPU\n";
-    else
-      os << "encc: " << l.reason << ", using the CPU\n";
-  });
+void noteCpuFallbackOnce(std::ostream &os, bool quietWithoutDriver) {
+  const DriverLoader &l = loader();
+  if (l.driver || (quietWithoutDriver && l.noLibrary)) return;
+  static std::atomic<bool> noted{false};
+  if (noted.exchange(true)) return;
+  // A missing libcuda is the ordinary CPU-only machine: the dlopen details would only be noise.
+  if (l.noLibrary)
+    os << "encc: no CUDA driver found, using the CPU\n";
+  else
+    os << "encc: " << l.reason << ", using the CPU\n";
 }
 
 } // namespace enc::cuda

@@ -102,8 +102,10 @@ private:
   int deviceCount_ = 0;
 };
 
-// Prints "encc: no CUDA driver found, using the CPU" (or the actual reason there is no usable GPU) the
-// first time it is called in the process; later calls, and calls while a GPU is usable, print nothing.
-void noteCpuFallbackOnce(std::ostream &os);
+// Prints "encc: no CUDA driver found, using the CPU" (or the actual reason there is no usable GPU) once
+// per process; calls while a GPU is usable print nothing. With quietWithoutDriver, a machine without a
+// CUDA driver library (the ordinary CPU-only machine, where the CPU is no surprise) is not mentioned
+// either, but a driver that is there and fails still is.
+void noteCpuFallbackOnce(std::ostream &os, bool quietWithoutDriver = false);
 
 } // namespace enc::cuda

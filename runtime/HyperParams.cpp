@@ -2,10 +2,12 @@
 
 #include "compiler/Passes.h"
 #include "support/Error.h"
+#include "support/Suggest.h"
 
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <string_view>
 
 namespace enc {
 
@@ -61,22 +63,32 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
   return bad();
 }
 
-// "3" (both) or "3,5" / "(3, 5)" for an int2 hyper-parameter.
+// "3" (both) or "3,5" / "(3, 5)" for an int2 hyper-parameter: one integer or two separated by a
+// comma, optionally inside one pair of parentheses, with spaces around the numbers.
 static std::pair<int64_t, int64_t> parsePair(const LayerSymbols &layer, const ast::HyperParam &hp, const std::string &text) {
-  std::string t;
-  for (char c : text)
-    if (c != '(' && c != ')' && c != ' ') t += c;
-  size_t comma = t.find(',');
-  auto number = [&](const std::string &s) {
+  auto bad = [&]() -> int64_t {
+    throw Error(fmt::format("hyper-parameter '{}' of layer {} is an int or a pair of ints; got '{}'", hp.name.text,
+                            layer.layer->name.text, text),
+                fmt::format("e.g. --set {}=3 or --set {}=3,5", hp.name.text, hp.name.text));
+  };
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+    return s;
+  };
+  auto number = [&](std::string_view s) {
+    s = trim(s);
     int64_t v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (s.empty() || ec != std::errc() || p != s.data() + s.size())
-      throw Error(fmt::format("hyper-parameter '{}' of layer {} is an int or a pair of ints; got '{}'", hp.name.text,
-                              layer.layer->name.text, text),
-                  fmt::format("e.g. --set {}=3 or --set {}=3,5", hp.name.text, hp.name.text));
+    if (s.empty() || ec != std::errc() || p != s.data() + s.size()) return bad();
     return v;
   };
-  if (comma == std::string::npos) {
+  std::string_view t = trim(text);
+  bool open = t.starts_with('('), close = t.ends_with(')');
+  if (open != close || (open && t.size() < 2)) bad();
+  if (open) t = t.substr(1, t.size() - 2);
+  size_t comma = t.find(',');
+  if (comma == std::string_view::npos) {
     int64_t v = number(t);
     return {v, v};
   }
@@ -111,7 +123,9 @@ std::map<std::string, ir::Expr> resolveHyperParams(const LayerSymbols &layer,
     if (!hp) {
       std::string names;
       for (const ast::HyperParam &h : layer.layer->hyperParams) names += (names.empty() ? "" : ", ") + h.name.text;
-      throw Error(fmt::format("layer {} has no hyper-parameter '{}'", layer.layer->name.text, name),
+      std::vector<std::string> known;
+      for (const ast::HyperParam &h : layer.layer->hyperParams) known.push_back(h.name.text);
+      throw Error(fmt::format("layer {} has no hyper-parameter '{}'{}", layer.layer->name.text, name, didYouMean(name, known)),
                   names.empty() ? "this layer takes no hyper-parameters" : "its hyper-parameters are " + names);
     }
     if (hp->type.kind == ast::HyperParamType::Kind::Int2) {

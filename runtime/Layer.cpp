@@ -11,6 +11,9 @@
 #include "runtime/Rng.h"
 #include "support/Env.h"
 #include "support/InternalError.h"
+#include "support/Suggest.h"
+
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
@@ -90,6 +93,14 @@ const Alias *findAlias(const Library &lib, const std::string &name) {
 
 const LayerSymbols &resolveLayer(const Library &lib, const std::string &name) {
   const Alias *alias = findAlias(lib, name);
+  if (!alias && !lib.find(name)) {
+    // The aliases are names a user may mean too.
+    std::vector<std::string> names = lib.layerNames();
+    for (const Alias &a : kAliases)
+      if (lib.find(a.target)) names.push_back(a.name);
+    throw Error(fmt::format("no layer named '{}'{}", name, didYouMean(name, names)),
+                fmt::format("available layers: {}", fmt::join(names, ", ")));
+  }
   if (!alias) return lib.get(name);
   static std::mutex mu;
   static std::set<std::string> warned;

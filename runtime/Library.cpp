@@ -1,6 +1,7 @@
 #include "runtime/Library.h"
 
 #include "dsl/Parser.h"
+#include "support/Suggest.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -77,7 +78,8 @@ const LayerSymbols &Library::get(const std::string &layer) const {
   if (const LayerSymbols *l = find(layer)) return *l;
   std::string names;
   for (const std::string &n : layerNames()) names += (names.empty() ? "" : ", ") + n;
-  throw Error(fmt::format("no layer named '{}'", layer), names.empty() ? "" : "available layers: " + names);
+  throw Error(fmt::format("no layer named '{}'{}", layer, didYouMean(layer, layerNames())),
+              names.empty() ? "" : "available layers: " + names);
 }
 
 std::vector<std::string> Library::layerNames() const {

@@ -144,6 +144,14 @@ std::vector<int> nvrtcSupportedArchs() {
 
 int parseArch(std::string_view arch) { return parseArchSpec(arch).number; }
 
+void requireSupportedArch(std::string_view arch) {
+  int number = parseArch(arch);
+  std::vector<int> archs = nvrtcSupportedArchs();
+  if (archs.empty() || std::ranges::binary_search(archs, number)) return; // without NVRTC, compile() says so
+  throw Error(fmt::format("NVRTC {} cannot compile for sm_{}", nvrtcVersion(), number),
+              fmt::format("use one of the architectures it supports: {}", supportedArchList()));
+}
+
 CompileResult compile(const std::string &source, const CompileOptions &opts) {
 #ifndef ENC_HAVE_NVRTC
   (void)source;

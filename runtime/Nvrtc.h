@@ -22,6 +22,10 @@ std::vector<int> nvrtcSupportedArchs();
 // -> 90. Any 2-3 digit number is accepted, supported or not; anything else throws enc::Error whose hint
 // lists the supported architectures.
 int parseArch(std::string_view arch);
+// For an architecture a user names (encc emit --arch): an Error naming the architectures NVRTC
+// supports unless it is one of them. compile() itself falls back to PTX for an older architecture,
+// which a GPU newer than the toolkit needs, but a made-up sm_999 must not pass as that.
+void requireSupportedArch(std::string_view arch);
 
 struct CompileOptions {
   std::string arch = "sm_90";        // any spelling parseArch accepts

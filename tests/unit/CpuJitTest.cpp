@@ -2,6 +2,8 @@
 #include "runtime/Hash.h"
 #include "support/Error.h"
 
+#include "CliTestSupport.h"
+
 #include <gtest/gtest.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
@@ -312,13 +314,15 @@ TEST(CpuJit, ConcurrentCompilesOfDifferentKeys) {
 }
 
 // What LLVM says about a loop it did not vectorize as asked is not printed, unless
-// ENC_JIT_STATS is set; the kernel still compiles and runs.
+// ENC_JIT_REMARKS is set (ENC_JIT_STATS, its one line at exit, does not); the kernel still
+// compiles and runs.
 TEST(CpuJit, OptimizerRemarksAreQuietUnlessAskedFor) {
-  const char *old = std::getenv("ENC_JIT_STATS");
+  enc::testing::ScopedEnv statsLine("ENC_JIT_STATS", "1");
+  const char *old = std::getenv("ENC_JIT_REMARKS");
   const std::string saved = old ? old : "";
   for (bool stats : {false, true}) {
-    if (stats) ::setenv("ENC_JIT_STATS", "1", 1);
-    else ::unsetenv("ENC_JIT_STATS");
+    if (stats) ::setenv("ENC_JIT_REMARKS", "1", 1);
+    else ::unsetenv("ENC_JIT_REMARKS");
     ::testing::internal::CaptureStderr();
     auto scale = reinterpret_cast<ScaleFn>(
         compileBuilt(build("volatile_scale", [](llvm::Module &m) { addUnvectorizableScale(m, "volatile_scale"); }),
@@ -333,8 +337,8 @@ TEST(CpuJit, OptimizerRemarksAreQuietUnlessAskedFor) {
       EXPECT_EQ(printed, "") << printed;
     }
   }
-  if (old) ::setenv("ENC_JIT_STATS", saved.c_str(), 1);
-  else ::unsetenv("ENC_JIT_STATS");
+  if (old) ::setenv("ENC_JIT_REMARKS", saved.c_str(), 1);
+  else ::unsetenv("ENC_JIT_REMARKS");
 }
 
 TEST(CpuJit, OptimizeAndPrintVectorizes) {

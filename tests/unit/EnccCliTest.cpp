@@ -1,5 +1,6 @@
 // End-to-end tests of the encc command line: the real binary (ENCC_BINARY), run through the shell with
 // stdout and stderr captured separately, each test in a temporary directory of its own.
+#include "dsl/Parser.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/Library.h"
 #include "runtime/Npy.h"
@@ -126,6 +127,47 @@ TEST_F(EnccCli, CheckBrokenFile) {
   EXPECT_TRUE(contains(r.err, "does-not-exist.enc")) << r;
 }
 
+// Expressions as deep as the language allows go through every stage (checks, lowering, autodiff,
+// code generation, the JIT); some thousands of levels, which overflowed the stack of the parser or
+// of the stages after it, are an error with the location instead.
+TEST_F(EnccCli, DeeplyNestedExpressions) {
+  auto repeat = [](const std::string &s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  const int n = kMaxExpressionDepth - 2; // X[i] takes two levels itself
+  std::string chain = "X[i]";
+  for (int i = 0; i < n; ++i) chain += i % 2 ? " + X[i]" : " * X[i]";
+  std::ofstream(path("deepest.enc")) << "layer Deep() {\n  forward(X: [N]) -> Y: [N] {\n"
+                                     << "    A[i] = " << repeat("-", n) << "X[i]\n"
+                                     << "    B[i] = " << repeat("relu(", n) << "X[i]" << repeat(")", n) << "\n"
+                                     << "    C[i] = " << chain << "\n"
+                                     << "    D[i] = " << repeat("select(X[i] > 0, ", n - 1) << "X[i]"
+                                     << repeat(", -X[i])", n - 1) << "\n"
+                                     << "    E[i] = " << repeat("(", n) << "X[i]" << repeat(")", n) << "\n"
+                                     << "    Y[i] = A[i] + B[i] + C[i] + D[i] + E[i]\n  }\n}\n";
+  CliResult r = encc("eval deepest.enc --layer Deep --device cpu --input X=random:3 --grad Y=random:3 --out out");
+  EXPECT_EQ(r.status, 0) << r;
+
+  struct Case {
+    const char *open, *close;
+    int levels;
+  };
+  for (const Case &c : {Case{"-", "", 12000}, Case{"!", "", 6000}, Case{"(", ")", 6000}, Case{"X[", "]", 6000},
+                        Case{"sum(j: ", ")", 6000}, Case{"select(true, ", ", 0)", 6000}}) {
+    std::ofstream(path("deep.enc")) << "layer Deep() {\n  forward(X: [N]) -> Y: [N] {\n    Y[i] = "
+                                    << repeat(c.open, c.levels) << "X[i]" << repeat(c.close, c.levels)
+                                    << "\n  }\n}\n";
+    r = encc("check deep.enc");
+    EXPECT_EQ(r.status, 1) << c.open << "\n" << r;
+    EXPECT_TRUE(contains(r.err, "deep.enc:3:")) << c.open << "\n" << r;
+    EXPECT_TRUE(contains(r.err, fmt::format("expression nested too deeply (more than {} levels)", kMaxExpressionDepth)))
+        << c.open << "\n" << r;
+    EXPECT_TRUE(contains(r.err, "1 error generated.")) << c.open << "\n" << r;
+  }
+}
+
 // ---- emit ---------------------------------------------------------------------------------------------
 
 TEST_F(EnccCli, EmitStagesOfEncoding) {
@@ -186,6 +228,11 @@ TEST_F(EnccCli, EmitPtx) {
   EXPECT_EQ(r.status, 0) << r;
   EXPECT_TRUE(contains(r.out, ".target sm_80")) << r;
   EXPECT_TRUE(contains(r.out, ".entry")) << r;
+  // An architecture NVRTC does not know is an error listing those it does, not PTX for another one.
+  for (const char *arch : {"sm_999", "sm_10", "sm_81"}) {
+    r = encc(fmt::format("emit --emit=ptx --arch {} --layer Encoding", arch));
+    expectFailure(r, {std::string(arch).substr(3), "sm_80", "sm_90"});
+  }
 }
 
 // --size fixes input sizes as a run would: the GPU stages then show split reductions,
@@ -360,6 +407,23 @@ TEST_F(EnccCli, EvalRandomInput) {
 
   r = encc("eval --layer ReLU --input X=random:2,x,4 --out bad");
   expectFailure(r, {"random:2,x,4"});
+  // Every dimension is given: none empty, at least one.
+  for (const char *spec : {"random:", "random:3,", "random:,3", "random:2,,3", "random:-2", "random: 3"}) {
+    r = encc(fmt::format("eval --layer ReLU --input 'X={}' --out bad", spec));
+    expectFailure(r, {"--input X", fmt::format("'{}'", spec)});
+    r = encc(fmt::format("eval --layer ReLU --input X=random:3 --grad 'Y={}' --out bad", spec));
+    expectFailure(r, {"--grad Y", fmt::format("'{}'", spec)});
+  }
+}
+
+// A negative seed is an error, not 2^64 - 1.
+TEST_F(EnccCli, EvalSeedIsNotNegative) {
+  for (const char *seed : {"--seed -1", "--seed=-1", "--seed 1.5", "--seed x"}) {
+    CliResult r = encc(fmt::format("eval --layer ReLU --input X=random:3 {} --out bad", seed));
+    expectFailure(r, {"--seed"});
+  }
+  CliResult r = encc("eval --layer ReLU --input X=random:3 --seed 18446744073709551615 --out ok");
+  EXPECT_EQ(r.status, 0) << r;
 }
 
 // ---- eval errors --------------------------------------------------------------------------------------
@@ -602,6 +666,58 @@ TEST_F(EnccCli, EvalWithoutOut) {
   EXPECT_TRUE(contains(r.err, "encc: error:")) << r;
   EXPECT_TRUE(contains(r.err, "--out")) << r;
   EXPECT_TRUE(r.out.empty()) << r;
+}
+
+// A misspelt subcommand, layer or hyper-parameter: the error suggests the nearest name, ignoring case
+// and accepting abbreviations; the deprecated BatchNorm aliases are names too.
+TEST_F(EnccCli, SuggestsTheNearestName) {
+  CliResult r = encc("evl --layer ReLU");
+  expectFailure(r, {"unknown subcommand 'evl'; did you mean 'eval'?", "check, emit, eval"});
+  r = encc("nonsense");
+  expectFailure(r, {"unknown subcommand 'nonsense'"});
+  EXPECT_FALSE(contains(r.err, "did you mean")) << r;
+  struct Case {
+    std::string layer, meant;
+  };
+  for (const Case &c : {Case{"Conv2D", "Conv2d"}, Case{"conv2d", "Conv2d"}, Case{"SyncBN", "SyncBatchNorm"},
+                        Case{"batchnorm2d", "BatchNorm2d"}, Case{"Encodng", "Encoding"}}) {
+    r = encc(fmt::format("eval --layer {} --device cpu --input X=random:2,3 --out out", c.layer));
+    expectFailure(r, {fmt::format("no layer named '{}'; did you mean '{}'?", c.layer, c.meant), "BatchNorm2d"});
+    r = encc(fmt::format("emit --emit=ir --layer {}", c.layer));
+    expectFailure(r, {fmt::format("did you mean '{}'?", c.meant)});
+  }
+  r = encc("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set kernel_size=3 --set paddin=1 "
+           "--device cpu --input X=random:1,3,5,5 --out out");
+  expectFailure(r, {"no hyper-parameter 'paddin'; did you mean 'padding'?", "dilation"});
+}
+
+// The default device on a machine without a CUDA driver is the CPU, quietly; asking for auto
+// explicitly says when it falls back.
+TEST_F(EnccCli, CpuFallbackIsMentionedOnlyWhenAutoIsAskedFor) {
+  if (cuda::Driver::get()) GTEST_SKIP() << "a GPU is present: there is no fallback to mention";
+  if (!contains(cuda::Driver::unavailableReason(), "no CUDA driver"))
+    GTEST_SKIP() << "a CUDA driver is present but unusable, which is always mentioned: "
+                 << cuda::Driver::unavailableReason();
+  CliResult quiet = encc("eval --layer ReLU --input X=random:3 --out out");
+  ASSERT_EQ(quiet.status, 0) << quiet;
+  EXPECT_EQ(quiet.err, "") << quiet;
+  CliResult asked = encc("eval --layer ReLU --input X=random:3 --device auto --out out");
+  ASSERT_EQ(asked.status, 0) << asked;
+  EXPECT_EQ(asked.err, "encc: no CUDA driver found, using the CPU\n") << asked;
+  CliResult bench = encc("bench --layer ReLU --input X=random:3 --runs 1 --forward-only");
+  EXPECT_FALSE(contains(bench.err, "using the CPU")) << bench;
+}
+
+// ENC_JIT_STATS=1 is the one line docs/runtime.md shows, however much LLVM has to say while it
+// compiles (that is ENC_JIT_REMARKS=1).
+TEST_F(EnccCli, JitStatsIsOneLine) {
+  ScopedEnv stats("ENC_JIT_STATS", "1");
+  CliResult r = encc("eval --layer SyncBatchNorm --set num_features=8 --device cpu --input X=random:4,8,16 "
+                     "--grad Y=random:4,8,16 --out out");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(std::regex_match(r.err, std::regex(R"(encc: cpu jit: [1-9][0-9]* compiled \([0-9.]+ s\), 0 from the )"
+                                                 R"(disk cache \([0-9.]+ s\), [0-9]+ from memory\n)")))
+      << r;
 }
 
 TEST_F(EnccCli, UnknownOptionAndMissingSubcommand) {

@@ -232,12 +232,58 @@ TEST_F(EnccLayersCli, BadInt2Value) {
   r = encc("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set kernel_size=3,5,7 "
            "--input X=random:2,3,5,5 --out out");
   expectFailure(r, {"'kernel_size'", "3,5,7"});
+  // Parentheses come in one balanced pair around the whole value.
+  for (const char *bad : {"(3, 3", "3, 3)", "((3, 3))", "(3)(3)", "()", "(,)", "3,", ",3", ""}) {
+    r = encc(fmt::format("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set 'kernel_size={}' "
+                         "--input X=random:2,3,5,5 --out out",
+                         bad));
+    expectFailure(r, {"'kernel_size'", fmt::format("got '{}'", bad)});
+  }
   // A pair may also be written (3, 1), as in Python.
   r = encc("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set 'kernel_size=(3, 1)' "
            "--set stride=2,1 --input X=random:2,3,7,5 --out pair");
   ASSERT_EQ(r.status, 0) << r;
   EXPECT_EQ(shapeString(read("pair/Y.npy").shape()), "[2, 4, 3, 5]");
   EXPECT_EQ(shapeString(read("pair/params/weight.npy").shape()), "[4, 3, 3, 1]");
+}
+
+// Hyper-parameters torch would refuse, or that give NaN everywhere, are refused by the layers' requires,
+// naming the condition and the values; the edges of the allowed ranges are accepted.
+TEST_F(EnccLayersCli, ShippedLayersRequireSensibleHyperParameters) {
+  struct Case {
+    std::string args, condition, value;
+  };
+  const std::string bn = "--layer SyncBatchNorm --set num_features=3 --input X=random:4,3,5";
+  const std::string dist = "--layer DistSyncBatchNorm --set num_features=3 --input X=random:4,3,5";
+  const std::string conv = "--set kernel_size=3 --input X=random:1,3,5,5";
+  const Case cases[] = {
+      {bn + " --set eps=-1", "eps > 0", "eps = -1"},
+      {bn + " --set eps=0", "eps > 0", "eps = 0"},
+      {bn + " --set momentum=-0.1", "momentum >= 0 && momentum <= 1", "momentum = -0.1"},
+      {bn + " --set momentum=1.5", "momentum >= 0 && momentum <= 1", "momentum = 1.5"},
+      {"--layer SyncBatchNorm --set num_features=0 --input X=random:4,0,5", "num_features > 0", "num_features = 0"},
+      {dist + " --set eps=-1", "eps > 0", "eps = -1"},
+      {dist + " --set momentum=2", "momentum >= 0 && momentum <= 1", "momentum = 2"},
+      {"--layer BatchNorm2d --set num_features=3 --set eps=0 --input X=random:4,3,5,5", "eps > 0", "eps = 0"},
+      {"--layer Conv2d --set in_channels=0 --set out_channels=4 " + conv, "in_channels > 0", "in_channels = 0"},
+      {"--layer Conv2d --set in_channels=3 --set out_channels=0 " + conv, "out_channels > 0", "out_channels = 0"},
+      {"--layer Conv2d --set in_channels=3 --set out_channels=4 --set stride=0 " + conv, "stride[0] > 0", "stride"},
+      {"--layer UpsampleConv2d --set in_channels=0 --set out_channels=4 " + conv, "in_channels > 0", "in_channels = 0"},
+      {"--layer Linear --set in_features=0 --set out_features=2 --input X=random:2,0", "in_features > 0",
+       "in_features = 0"},
+      {"--layer Encoding --set D=0 --set K=2 --input X=random:2,0,3", "D > 0", "D = 0"},
+      {"--layer Inspiration --set C=0 --input X=random:1,0,2,2", "C > 0", "C = 0"},
+      {"--layer L2Normalize --set eps=-1 --input X=random:2,3", "eps > 0", "eps = -1"},
+      {"--layer Dropout --set p=1 --input X=random:4", "p < 1", "p = 1"},
+  };
+  for (const Case &c : cases) {
+    CliResult r = encc("eval " + c.args + " --out out");
+    expectFailure(r, {"requires", c.condition, c.value});
+  }
+  for (const char *momentum : {"0", "1"}) {
+    CliResult r = encc(fmt::format("eval {} --set momentum={} --out ok{}", bn, momentum, momentum));
+    EXPECT_EQ(r.status, 0) << r;
+  }
 }
 
 // ---- gradients, optional bias, Inspiration's target ----------------------------------------------------

@@ -106,12 +106,59 @@ TEST_F(EnccRepl, ErrorsDoNotEndTheSession) {
                         ":eval ReLU Y=random:3 X=random:3\n"
                         "layer Bad() { forward(X: [N]) -> Y: [N] { Y[i] = Z[i] } }\n"
                         ":eval ReLU X=random:4\n");
-  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_EQ(r.status, 1) << "a script that met errors fails\n" << r;
   for (const char *m : {"unknown layer 'Nope'", "the layers are:", "needs the input X", "unknown command ':bogus'",
                         "unknown setting 'colour'", ":emit takes a stage and a layer", "only :grad and :time take output gradients",
                         "unknown tensor 'Z'", "^"})
     EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
   EXPECT_TRUE(contains(r.out, "Y: f32 [4]")) << r;
+}
+
+// Errors say what to type here, NAME=VALUE words rather than the command line's options, and suggest
+// the name that was probably meant.
+TEST_F(EnccRepl, ErrorsSpeakTheReplsSyntax) {
+  CliResult r = session(":eval Conv2d X=random:1,3,5,5\n"
+                        ":eval Conv2d in_channels=3 out_channels=2 kernel_size=(3 X=random:1,3,5,5\n"
+                        ":eval ReLU X=random:3,\n"
+                        ":eval Conv2D X=random:1,3,5,5\n"
+                        ":eval Conv2d in_channels=3 out_channels=2 kernel_size=3 paddin=1 X=random:1,3,5,5\n"
+                        ":evl ReLU X=random:3\n");
+  EXPECT_EQ(r.status, 1) << r;
+  for (const char *m : {"hint: give in_channels=VALUE", "hint: e.g. kernel_size=3 or kernel_size=3,5",
+                        "error: X: bad shape 'random:3,'", "unknown layer 'Conv2D'; did you mean 'Conv2d'?",
+                        "no hyper-parameter 'paddin'; did you mean 'padding'?",
+                        "unknown command ':evl'; did you mean ':eval'?"})
+    EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
+  EXPECT_FALSE(contains(r.err, "--set")) << r;
+  EXPECT_FALSE(contains(r.err, "--input")) << r;
+}
+
+// A definition whose forward header does not parse reports that error alone, not a follow-on
+// ("has no forward block") listed before it, nor its body's lines as stray members.
+TEST_F(EnccRepl, ParseErrorWithoutFollowOns) {
+  CliResult r = session("layer Bad() {\n  forward(X: [N] -> Y: [N] {\n    Y[i] = X[i]\n  }\n}\n");
+  EXPECT_TRUE(contains(r.err, "<repl>:2:18: error: expected ')', found '->'")) << r;
+  EXPECT_TRUE(contains(r.err, "1 error generated.")) << r;
+  EXPECT_FALSE(contains(r.err, "no forward block")) << r;
+}
+
+// A script's exit status says whether every input succeeded.
+TEST_F(EnccRepl, ScriptExitStatus) {
+  EXPECT_EQ(session(":eval ReLU X=random:3\n:layers\n").status, 0);
+  CliResult r = session(":bogus\n:eval ReLU X=random:3\n");
+  EXPECT_EQ(r.status, 1) << r;
+  EXPECT_TRUE(contains(r.out, "Y: f32 [3]")) << "the rest of the script still runs\n" << r;
+  EXPECT_EQ(session("layer Bad() { forward(X: [N]) -> Y: [N] { Y[i] = X[i] + } }\n").status, 1);
+  EXPECT_EQ(session(":bogus\n:quit\n").status, 1);
+}
+
+// A negative seed is refused, not wrapped to 2^64 - 1; the setting keeps its value.
+TEST_F(EnccRepl, SeedIsNotNegative) {
+  CliResult r = session(":set seed -1\n:set seed 7\n:set seed 2x\n:set dtype f64\n");
+  EXPECT_TRUE(contains(r.err, "bad seed '-1'")) << r;
+  EXPECT_TRUE(contains(r.err, "bad seed '2x'")) << r;
+  EXPECT_TRUE(contains(r.out, "dtype f64, device auto, mode train, seed 7")) << r;
+  EXPECT_FALSE(contains(r.out, "18446744073709551615")) << r;
 }
 
 // A layer defined again replaces the first definition; one named like a shipped layer hides it.

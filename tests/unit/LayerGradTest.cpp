@@ -836,30 +836,40 @@ std::vector<Case> reduceCases(const std::string &layer, Gen &gen) {
 
 std::vector<Case> crossEntropyCases(Gen &gen) {
   std::vector<Case> cases;
-  // Class indices as numbers; the last set has two outside [0, C), which contribute logsumexp only.
-  std::vector<std::pair<Shape, std::vector<double>>> sets = {
-      {{5, 4}, {0, 3, 1, 2, 3}}, {{1, 1}, {0}}, {{5, 4}, {2, 4, 0, 1, -1}}};
-  for (const auto &[x, t] : sets) {
+  // Class indices as numbers; targets equal to ignore_index (torch's default -100, or a class)
+  // count for nothing, and the mean is over the others.
+  struct Set {
+    Shape x;
+    std::vector<double> t;
+    int64_t ignore = -100;
+  };
+  for (const Set &set : {Set{{5, 4}, {0, 3, 1, 2, 3}}, Set{{1, 1}, {0}}, Set{{5, 4}, {2, -100, 0, 1, -100}},
+                         Set{{4, 3}, {2, 1, 2, 0}, 2}}) {
     Case c{"CrossEntropyLoss"};
-    Tensor T(DType::F64, {x[0]});
-    for (size_t i = 0; i < t.size(); ++i)
-      T.set(static_cast<int64_t>(i), t[i]);
-    c.inputs = {{"X", randomTensor(x, gen, -3, 3)}, {"T", T}};
+    if (set.ignore != -100)
+      c.settings["ignore_index"] = std::to_string(set.ignore);
+    Tensor T(DType::F64, {set.x[0]});
+    for (size_t i = 0; i < set.t.size(); ++i)
+      T.set(static_cast<int64_t>(i), set.t[i]);
+    c.inputs = {{"X", randomTensor(set.x, gen, -3, 3)}, {"T", T}};
     c.noGrad = {"T"};
     c.outShape = {};
-    int64_t B = x[0], C = x[1];
+    int64_t B = set.x[0], C = set.x[1], ignore = set.ignore;
     c.ref = [=](const Vals &v) {
-      double total = 0;
+      double total = 0, counted = 0;
       for (int64_t b = 0; b < B; ++b) {
+        auto cls = static_cast<int64_t>(v.at("T")[uz(b)]);
+        if (cls == ignore)
+          continue;
         double mx = -INFINITY, s = 0;
         for (int64_t k = 0; k < C; ++k)
           mx = std::max(mx, v.at("X")[uz(b * C + k)]);
         for (int64_t k = 0; k < C; ++k)
           s += std::exp(v.at("X")[uz(b * C + k)] - mx);
-        auto cls = static_cast<int64_t>(v.at("T")[uz(b)]);
-        total += mx + std::log(s) - (cls >= 0 && cls < C ? v.at("X")[uz(b * C + cls)] : 0.0);
+        total += mx + std::log(s) - v.at("X")[uz(b * C + cls)];
+        counted += 1;
       }
-      return std::vector<double>{total / static_cast<double>(B)};
+      return std::vector<double>{total / counted};
     };
     cases.push_back(c);
   }
@@ -952,6 +962,27 @@ TEST(LayerGrad, CrossEntropyLossClassIndicesGetNoGradient) {
   if (grads.count("T"))
     for (int64_t i = 0; i < 3; ++i)
       EXPECT_EQ(grads.at("T").at(i), 0.0) << i;
+}
+
+// A target outside [0, C) that is not ignore_index cannot pass unnoticed: the loss is NaN, and so
+// is the gradient of that row of X (the other rows keep theirs).
+TEST(LayerGrad, CrossEntropyLossTargetOutOfRangeIsNaN) {
+  Gen gen(124);
+  for (double bad : {-1.0, 4.0, 1e9}) {
+    Layer layer(lib(), "CrossEntropyLoss", {}, {DType::F64, 0});
+    Tensor T(DType::F64, {3});
+    T.set(0, 2);
+    T.set(1, bad);
+    T.set(2, 0);
+    Tensor y = layer.forward({{"X", randomTensor({3, 4}, gen)}, {"T", T}}).at("Y");
+    EXPECT_TRUE(std::isnan(y.at(0))) << bad << ": " << y.at(0);
+    Tensor one(DType::F64, {});
+    one.set(0, 1.0);
+    Tensor gx = layer.backward({{"Y", one}}).at("X");
+    for (int64_t b = 0; b < 3; ++b)
+      for (int64_t k = 0; k < 4; ++k)
+        EXPECT_EQ(std::isnan(gx.at(b * 4 + k)), b == 1) << bad << " [" << b << ", " << k << "]";
+  }
 }
 
 // The full gradient of the mean loss: (softmax(X) - onehot(T)) / B, every element.

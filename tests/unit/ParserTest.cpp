@@ -428,3 +428,73 @@ TEST(Parser, DeclarationErrors) {
   ASSERT_EQ(twice->module.layers.size(), 1u);
   EXPECT_EQ(twice->module.layers[0]->forward->loc.line(), 2);
 }
+
+// Every construct that nests, at the deepest accepted depth and far past it (some 6,000 levels of
+// these overflowed the parser's stack; the stages after it recursed as deep as the tree).
+TEST(Parser, NestingDeeperThanTheLimitIsAnError) {
+  struct Construct {
+    const char *name;
+    std::string open, close; // one level, around the innermost operand X[i]
+  };
+  const Construct constructs[] = {
+      {"parentheses", "(", ")"},          {"access", "X[", "]"},
+      {"reduction", "sum(j: ", ")"},      {"call", "select(true, ", ", 0)"},
+      {"not", "!", ""},                   {"minus", "-", ""},
+      {"power", "2 ^ ", ""},              {"function", "exp(", ")"},
+  };
+  auto nest = [](const Construct &c, int n) {
+    std::string e;
+    for (int i = 0; i < n; ++i) e += c.open;
+    e += "X[i]";
+    for (int i = 0; i < n; ++i) e += c.close;
+    return e;
+  };
+  auto parseStatement = [](const std::string &value) {
+    return parseText("layer L() {\n  forward(X: [N]) -> Y: [N] {\n    Y[i] = " + value + "\n  }\n}\n");
+  };
+  const std::string tooDeep = fmt::format("3: expression nested too deeply (more than {} levels)", kMaxExpressionDepth);
+  const int column = 12; // of the value in "    Y[i] = "
+  for (const Construct &c : constructs) {
+    // X[i] takes two levels itself.
+    auto deepest = parseStatement(nest(c, kMaxExpressionDepth - 2));
+    EXPECT_TRUE(messages(deepest->diags).empty()) << c.name << "\n" << deepest->diags.render();
+    auto over = parseStatement(nest(c, kMaxExpressionDepth - 1));
+    EXPECT_EQ(messages(over->diags), std::vector<std::string>{tooDeep}) << c.name;
+
+    // Reported at the level past the limit, once; the statement is dropped and the layer kept.
+    auto far = parseStatement(nest(c, 20000));
+    EXPECT_EQ(messages(far->diags), std::vector<std::string>{tooDeep}) << c.name;
+    ASSERT_EQ(far->diags.diagnostics().size(), 1u) << c.name;
+    // Within the level past the limit (a call's first argument is a level of its own).
+    int level = static_cast<int>(c.open.size()), col = far->diags.diagnostics()[0].loc.col();
+    EXPECT_GT(col, column + (kMaxExpressionDepth - 1) * level) << c.name;
+    EXPECT_LE(col, column + kMaxExpressionDepth * level) << c.name;
+    ASSERT_EQ(far->module.layers.size(), 1u) << c.name;
+    EXPECT_TRUE(far->module.layers[0]->forward->statements.empty()) << c.name;
+  }
+
+  // An operator chain nests one level per operator though the parser does not recurse on it; the
+  // error points at the chain's start.
+  auto chain = [](int operators) {
+    std::string e = "X[i]";
+    for (int i = 0; i < operators; ++i) e += i % 2 ? " * X[i]" : " + X[i]";
+    return e;
+  };
+  EXPECT_TRUE(messages(parseStatement(chain(kMaxExpressionDepth - 2))->diags).empty());
+  auto longChain = parseStatement(chain(100000));
+  EXPECT_EQ(messages(longChain->diags), std::vector<std::string>{tooDeep});
+  ASSERT_EQ(longChain->diags.diagnostics().size(), 1u);
+  EXPECT_EQ(longChain->diags.diagnostics()[0].loc.col(), column);
+
+  // Wherever an expression stands: a hyper-parameter's default, a shape, a requirement.
+  std::string deepInt = std::string(20000, '(') + "1" + std::string(20000, ')');
+  const std::string forward = "  forward(X: [N]) -> Y: [N] {\n    Y[i] = X[i]\n  }\n}\n";
+  auto elsewhere = parseText("layer A(n: int = " + deepInt + ") {\n" + forward +   // 1
+                             "layer B() {\n  param w[" + deepInt + "]\n" + forward + // 6, 7
+                             "layer C() {\n  require " + deepInt + " > 0\n" + forward); // 12, 13
+  EXPECT_EQ(messages(elsewhere->diags), (std::vector<std::string>{
+                                            tooDeep.substr(3).insert(0, "1: "),
+                                            tooDeep.substr(3).insert(0, "7: "),
+                                            tooDeep.substr(3).insert(0, "13: "),
+                                        }));
+}

@@ -108,5 +108,31 @@ TEST(ScatterGrad, DigitsOfAnIndexAreSolvedForAGather) {
   }
 }
 
+// A scatter whose target index reads a tensor (X[1, int(T[b])], as a mutated CrossEntropyLoss
+// has): the backward pass reads T too, and adds each contribution at T's index; an index out of
+// range adds nothing.
+TEST(ScatterGrad, TargetIndexReadsATensor) {
+  auto lib = Library::fromSource("pick.enc", R"(
+layer Pick() {
+  forward(X: [B, C], T: [B]) -> Y: [] {
+    L[b] = X[1, int(T[b])] * 2.0
+    Y = sum(b: L[b])
+  }
+}
+)");
+  LayerOptions o;
+  o.dtype = DType::F64;
+  Layer layer(lib, "Pick", {}, o);
+  Tensor x(DType::F64, {4, 4}), t(DType::F64, {4}), g(DType::F64, {});
+  for (int64_t i = 0; i < 16; ++i) x.set(i, static_cast<double>(i));
+  const double targets[] = {0, 3, 3, 9};
+  for (int64_t b = 0; b < 4; ++b) t.set(b, targets[b]);
+  g.set(0, 1.5);
+  EXPECT_EQ(layer.forward({{"X", x}, {"T", t}}).at("Y").at(0), 2.0 * (4 + 7 + 7));
+  Tensor gx = layer.backward({{"Y", g}}).at("X");
+  for (int64_t i = 0; i < 16; ++i)
+    EXPECT_EQ(gx.at(i), i == 4 ? 3.0 : i == 7 ? 6.0 : 0.0) << "element " << i;
+}
+
 } // namespace
 } // namespace enc

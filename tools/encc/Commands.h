@@ -48,6 +48,7 @@ int runEmit(const EmitOptions &o);
 
 struct EvalOptions {
   std::string file, layer, dtype = "f32", device = "auto", mode = "train", out;
+  bool deviceGiven = false; // --device named: "auto" then says when it falls back to the CPU
   uint64_t seed = 0;
   std::vector<std::string> sets, inputs, params, grads;
 };

@@ -78,6 +78,7 @@ std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
         codegen::emitCuda(lowered(ir::Target::GPU), codegen::cudaCodegenOptionsFromEnvironment(false));
     if (o.kind == "cuda") return src;
     cuda::CompileOptions co;
+    cuda::requireSupportedArch(o.arch);
     co.arch = o.arch;
     co.wantPtx = true;
     co.sourceName = sym.layer->name.text + ".cu";

@@ -19,9 +19,10 @@ PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOpti
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   LayerOptions lo;
   if (o.device == "auto") {
-    // The GPU when there is one; otherwise say once why not and use the CPU.
+    // The GPU when there is one, else the CPU: said once when the user asked for auto, or when a
+    // CUDA driver is there but unusable; the default on a machine without one is quiet.
     lo.device = cuda::Gpu::get() ? Device::CUDA : Device::CPU;
-    cuda::noteCpuFallbackOnce(std::cerr);
+    cuda::noteCpuFallbackOnce(std::cerr, /*quietWithoutDriver=*/!o.deviceGiven);
   } else if (auto d = parseDevice(o.device)) {
     lo.device = *d;
     if (lo.device == Device::CUDA) cuda::Gpu::require();

@@ -8,14 +8,19 @@
 #include "runtime/Npy.h"
 #include "support/Error.h"
 #include "support/InternalError.h"
+#include "support/Suggest.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <llvm/LineEditor/LineEditor.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -70,17 +75,22 @@ public:
     try {
       if (input.starts_with(":")) return command(words(input.substr(1)));
       define("<repl>", input);
+      return true;
     } catch (const CompileError &e) {
       std::cerr << e.what();
     } catch (const Error &e) {
-      std::cerr << "encc: " << e.render() << "\n";
+      std::cerr << "encc: " << Error(replSpelling(e.what()), replSpelling(e.hint())).render() << "\n";
     } catch (const InternalError &e) {
       std::cerr << "encc: " << e.render() << "\n";
     } catch (const std::exception &e) {
       std::cerr << "encc: error: " << e.what() << "\n";
     }
+    failed_ = true;
     return true;
   }
+
+  // Whether any input failed (a script that meets an error exits with status 1).
+  bool failed() const { return failed_; }
 
 private:
   struct Snippet {
@@ -90,6 +100,18 @@ private:
   std::shared_ptr<const Library> shipped_, session_; // session_: loaded files and definitions
   std::vector<Snippet> snippets_;
   EvalOptions settings_;
+  bool failed_ = false;
+
+  // The subcommands the REPL shares with the command line word their errors for it
+  // ("pass --set K=VALUE"); here the same values are plain NAME=VALUE words.
+  static std::string replSpelling(std::string text) {
+    for (const char *option : {"pass --set ", "pass --input ", "--set ", "--input "}) {
+      std::string with = option, instead = with.starts_with("pass ") ? "give " : "";
+      for (size_t at = text.find(with); at != std::string::npos; at = text.find(with, at + instead.size()))
+        text.replace(at, with.size(), instead);
+    }
+    return text;
+  }
 
   std::string settingsText() const {
     return fmt::format("dtype {}, device {}, mode {}, seed {}", settings_.dtype, settings_.device, settings_.mode,
@@ -128,7 +150,8 @@ private:
     if (shipped_->find(layer)) return shipped_;
     std::string names;
     for (const std::string &n : layerNames()) names += (names.empty() ? "" : ", ") + n;
-    throw Error(fmt::format("unknown layer '{}'", layer), fmt::format("the layers are: {}", names));
+    throw Error(fmt::format("unknown layer '{}'{}", layer, didYouMean(layer, layerNames())),
+                fmt::format("the layers are: {}", names));
   }
 
   std::vector<std::string> layerNames() const {
@@ -157,7 +180,10 @@ private:
     } else if (cmd == "eval" || cmd == "grad" || cmd == "time") {
       run(cmd, w);
     } else {
-      throw Error(fmt::format("unknown command ':{}'", cmd), "type :help for the commands");
+      throw Error(fmt::format("unknown command ':{}'{}", cmd,
+                              didYouMean(":" + cmd, {":layers", ":emit", ":eval", ":grad", ":time", ":load", ":set",
+                                                     ":help", ":quit"})),
+                  "type :help for the commands");
     }
     return true;
   }
@@ -172,15 +198,17 @@ private:
       if (value != "auto" && value != "cpu" && value != "cuda")
         throw Error(fmt::format("unknown device '{}'", value), "use auto, cpu or cuda");
       settings_.device = value;
+      settings_.deviceGiven = true;
     } else if (what == "mode") {
       if (value != "train" && value != "eval") throw Error(fmt::format("unknown mode '{}'", value), "use train or eval");
       settings_.mode = value;
     } else if (what == "seed") {
-      try {
-        settings_.seed = std::stoull(value);
-      } catch (const std::exception &) {
+      // from_chars, unlike stoull, refuses "-1" rather than wrapping it to 2^64 - 1.
+      uint64_t seed = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seed);
+      if (ec != std::errc() || end != value.data() + value.size())
         throw Error(fmt::format("bad seed '{}'", value), "a non-negative integer");
-      }
+      settings_.seed = seed;
     } else {
       throw Error(fmt::format("unknown setting '{}'", what), "dtype, device, mode or seed");
     }
@@ -274,6 +302,34 @@ private:
   }
 };
 
+// Ctrl-C at the prompt cancels the line being typed instead of ending the session. libedit
+// retries a read that a signal interrupted once, then gives up and returns no line; making
+// stdin non-blocking in the handler turns that retry into the give-up, and the flag tells the
+// loop that this was Ctrl-C, not end of input. Outside the prompt Ctrl-C stops encc as usual.
+volatile std::sig_atomic_t interrupted = 0;
+
+void onInterrupt(int) {
+  interrupted = 1;
+  int flags = fcntl(STDIN_FILENO, F_GETFL);
+  if (flags != -1) fcntl(STDIN_FILENO, F_SETFL, flags | O_NONBLOCK);
+}
+
+// One line from the editor, with Ctrl-C cancelling it (`cancelled` set, no line).
+std::optional<std::string> readLineCancellable(llvm::LineEditor &editor, bool &cancelled) {
+  struct sigaction action {}, previous {};
+  action.sa_handler = onInterrupt;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0; // no SA_RESTART: the read must see the interruption
+  interrupted = 0;
+  sigaction(SIGINT, &action, &previous);
+  std::optional<std::string> line = editor.readLine();
+  sigaction(SIGINT, &previous, nullptr);
+  int flags = fcntl(STDIN_FILENO, F_GETFL);
+  if (flags != -1 && (flags & O_NONBLOCK)) fcntl(STDIN_FILENO, F_SETFL, flags & ~O_NONBLOCK);
+  cancelled = !line && interrupted;
+  return line;
+}
+
 } // namespace
 
 int runRepl(const std::string &file) {
@@ -290,15 +346,29 @@ int runRepl(const std::string &file) {
     std::optional<std::string> line;
     if (editor) {
       editor->setPrompt(pending.empty() ? "encc> " : "  ...> ");
-      line = editor->readLine();
+      bool cancelled = false;
+      line = readLineCancellable(*editor, cancelled);
+      if (cancelled) {
+        std::cout << "\n";
+        if (!pending.empty()) std::cerr << "encc: discarded the unfinished definition\n";
+        pending.clear();
+        continue;
+      }
     } else {
       std::string l;
       if (std::getline(std::cin, l)) line = l;
     }
-    if (!line) break;
+    if (!line) {
+      // Ctrl-D inside a definition drops it; a second one (or one at the prompt) leaves.
+      if (!editor || pending.empty()) break;
+      std::cout << "\n";
+      std::cerr << "encc: discarded the unfinished definition (Ctrl-D again to leave)\n";
+      pending.clear();
+      continue;
+    }
     if (pending.empty() && line->find_first_not_of(" \t") == std::string::npos) continue;
     if (pending.empty() && line->starts_with(":")) {
-      if (!session.handle(*line)) return 0;
+      if (!session.handle(*line)) break;
       continue;
     }
     pending += *line + "\n";
@@ -306,8 +376,12 @@ int runRepl(const std::string &file) {
     session.handle(pending);
     pending.clear();
   }
-  if (!pending.empty()) std::cerr << "encc: error: input ended inside a definition (unbalanced braces)\n";
-  return pending.empty() ? 0 : 1;
+  if (!pending.empty()) {
+    std::cerr << "encc: error: input ended inside a definition (unbalanced braces)\n";
+    return 1;
+  }
+  // A script (not a terminal) fails as a whole when one of its inputs failed.
+  return !editor && session.failed() ? 1 : 0;
 }
 
 } // namespace enc::cli

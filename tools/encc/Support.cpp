@@ -10,6 +10,7 @@
 #include <charconv>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 namespace enc::cli {
 
@@ -46,16 +47,25 @@ DType parseDTypeOption(const std::string &s) {
   return *d;
 }
 
-// "--input X=random:2,3,4,5": uniform in [-1, 1), from the seed and the input's name ("random:" alone is a scalar).
+// "--input X=random:2,3,4,5": uniform in [-1, 1), from the seed and the input's name. There is at
+// least one dimension, and each is a non-negative integer (no empty ones, as "random:3," has).
 Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name) {
+  auto bad = [&]() -> int64_t {
+    std::string option = name.starts_with("grad:") ? "--grad " + name.substr(5) : "--input " + name;
+    throw Error(fmt::format("{}: bad shape 'random:{}'", option, dims),
+                "write its dimensions after 'random:', each a non-negative integer: e.g. X=random:2,64,8,8");
+  };
   Shape shape;
-  std::stringstream ss(dims);
-  for (std::string item; std::getline(ss, item, ',');) {
+  std::string_view rest = dims;
+  for (;;) {
+    size_t comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
     int64_t v = -1;
     auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
-    if (ec != std::errc() || p != item.data() + item.size() || v < 0)
-      throw Error(fmt::format("bad shape 'random:{}' for input {}", dims, name), "write e.g. X=random:2,64,8,8");
+    if (item.empty() || ec != std::errc() || p != item.data() + item.size() || v < 0) bad();
     shape.push_back(v);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
   }
   checkTensorSize(fmt::format("random input '{}'", name), shape, dtype);
   Tensor t(dtype, shape);

@@ -3,10 +3,13 @@
 
 #include "support/Error.h"
 #include "support/InternalError.h"
+#include "support/Suggest.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <iostream>
 
 using namespace enc;
@@ -54,7 +57,12 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--dtype", eval.dtype, "f32, f64, f16 or bf16 (f16/bf16: f32 arithmetic and parameters, inputs, outputs and gradients in 16 bits)")->capture_default_str();
   evalCmd->add_option("--device", eval.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   evalCmd->add_option("--mode", eval.mode, "train or eval")->capture_default_str();
-  evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")->capture_default_str();
+  // Checked: CLI11 reads "-1" into the unsigned seed as 2^64 - 1.
+  evalCmd->add_option("--seed", eval.seed, "seed of parameter initialization")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string &s) { return s.starts_with('-') ? "the seed is a non-negative integer; got " + s : ""; },
+          ""));
   evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");
   evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
@@ -108,6 +116,16 @@ int main(int argc, char **argv) {
   launchCmd->add_option("--timeout", launch.timeoutSeconds, "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits");
   launchCmd->add_option("command", launch.command, "the program and its arguments, after --")->required();
 
+  // CLI11 would take an unknown first word for a stray argument and say only that a subcommand
+  // is required.
+  std::vector<std::string> names;
+  for (const CLI::App *sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+    std::cerr << fmt::format("encc: error: unknown subcommand '{}'{}\n  hint: the subcommands are {}\n", argv[1],
+                             didYouMean(argv[1], names), fmt::join(names, ", "));
+    return 1;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success &e) {
@@ -117,6 +135,9 @@ int main(int argc, char **argv) {
                              app.get_subcommands().empty() ? "encc" : "encc " + app.get_subcommands()[0]->get_name());
     return 1;
   }
+
+  eval.deviceGiven = evalCmd->count("--device") > 0;
+  bench.deviceGiven = benchCmd->count("--device") > 0;
 
   try {
     // Under encc launch or torchrun: layers sum their allreduce(...) over the group.
