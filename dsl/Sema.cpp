@@ -1,6 +1,7 @@
 #include "dsl/Sema.h"
 
 #include "dsl/Intrinsics.h"
+#include "support/Suggest.h"
 
 #include <fmt/format.h>
 
@@ -191,28 +192,13 @@ private:
   // A tensor whose name is a likely typo of `name`: equal ignoring case, or at most one edit
   // away (two for longer names).
   const TensorSymbol *closestTensor(const std::string &name) const {
-    auto lower = [](std::string s) {
-      for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      return s;
-    };
     const TensorSymbol *best = nullptr;
     size_t bestDist = name.size() >= 6 ? 3 : 2;
+    const std::string key = suggest_detail::lower(name);
     for (const TensorSymbol &t : syms_.tensors) {
-      std::string a = lower(name), b = lower(t.name);
-      // Levenshtein distance, one row at a time.
-      std::vector<size_t> row(b.size() + 1);
-      for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-      for (size_t i = 1; i <= a.size(); ++i) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= b.size(); ++j) {
-          size_t up = row[j];
-          row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-          diag = up;
-        }
-      }
-      if (row[b.size()] < bestDist) {
-        bestDist = row[b.size()];
+      size_t d = suggest_detail::editDistance(key, suggest_detail::lower(t.name));
+      if (d < bestDist) {
+        bestDist = d;
         best = &t;
       }
     }
