@@ -80,6 +80,28 @@ TEST_F(EnccRepl, DefinesRunsAndDifferentiates) {
   EXPECT_TRUE(contains(r.out, "Y: f64 [3]")) << r;
 }
 
+// :eval takes parameter values from .npy files and --dtype for one command: Y = w * X with w
+// given, in f64 while the session stays f32.
+TEST_F(EnccRepl, EvalTakesParametersAndADtype) {
+  writeNpy(path("x.npy").string(), vector({0.5, -1.25, 3.0}));
+  writeNpy(path("w.npy").string(), vector({2.0, 4.0, -1.0}));
+  CliResult r = session("layer Weigh(N: int) {\n"
+                        "  param w[N] = uniform(-1, 1)\n"
+                        "  forward(X: [N]) -> Y: [N] {\n"
+                        "    Y[i] = w[i] * X[i]\n"
+                        "  }\n"
+                        "}\n"
+                        ":eval Weigh N=3 X=x.npy w=w.npy --dtype f64\n"
+                        ":eval Weigh N=3 X=x.npy w=w.npy\n");
+  ASSERT_EQ(r.status, 0) << r;
+  std::vector<double> y = valuesAfter(r.out, "Y");
+  ASSERT_EQ(y.size(), 3u) << r;
+  const std::vector<double> want = {1.0, -5.0, -3.0};
+  for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(y[i], want[i]) << i;
+  EXPECT_TRUE(contains(r.out, "Y: f64 [3]")) << r; // the first command's dtype
+  EXPECT_TRUE(contains(r.out, "Y: f32 [3]")) << r; // the session's again
+}
+
 // Any stage of a shipped or a typed layer; GPU code with sizes shows tiles and #line.
 TEST_F(EnccRepl, EmitsStages) {
   CliResult r = session(std::string(kScale) +

@@ -30,12 +30,13 @@
 namespace enc::cli {
 namespace {
 
-constexpr const char *kHelp = R"(Commands (NAME=VALUE pairs name hyper-parameters, or inputs as NAME=random:D0,D1,... or NAME=FILE.npy):
+constexpr const char *kHelp = R"(Commands (NAME=VALUE pairs name hyper-parameters, inputs as NAME=random:D0,D1,... or NAME=FILE.npy,
+or parameters and buffers as NAME=FILE.npy; --dtype T runs one command in another dtype):
   layer L(...) {{ ... }}             define a layer (several lines: it ends where its braces balance)
   :layers                          the layers there are (shipped, loaded, defined here)
   :emit STAGE LAYER [NAME=VALUE...] [--backward] [--size N=V] [--dtype T] [--arch sm_XX] [--target cpu|gpu]
                                    print the layer at STAGE: ir, grad, loops, cuda, ptx or llvm
-  :eval LAYER [NAME=VALUE...]      run forward on the inputs; print each output (values when short)
+  :eval LAYER [NAME=VALUE...] [--dtype T]  run forward on the inputs; print each output (values when short)
   :grad LAYER [NAME=VALUE...]      forward, then backward from output gradients (Y=dy.npy, else random)
   :time LAYER [NAME=VALUE...]      forward and backward times (as encc bench, 5 runs after a first that compiles)
   :load FILE.enc                   add a file's layers to the session
@@ -249,9 +250,15 @@ private:
     const LayerSymbols &sym = lib->get(o.layer);
     std::vector<std::string> givenGrads; // NAME=... naming an output: its gradient (for :grad)
     for (size_t i = 2; i < w.size(); ++i) {
+      if (w[i] == "--dtype") { // this command only; :set dtype changes the session's
+        if (i + 1 == w.size()) throw Error("--dtype needs a value", "f32, f64, f16 or bf16");
+        o.dtype = w[++i];
+        continue;
+      }
       std::string name = w[i].substr(0, w[i].find('='));
       const TensorSymbol *t = sym.find(name);
       if (t && t->role == TensorRole::Output) givenGrads.push_back(w[i]);
+      else if (t && (t->role == TensorRole::Param || t->role == TensorRole::Buffer)) o.params.push_back(w[i]);
       else (t && t->role == TensorRole::Input ? o.inputs : o.sets).push_back(w[i]);
     }
     if (!givenGrads.empty() && cmd == "eval")
