@@ -43,12 +43,24 @@ std::shared_ptr<const Library> Library::fromSource(std::string name, std::string
 
 std::shared_ptr<const Library> Library::fromFile(const std::string &path) { return fromSource(path, readText(path)); }
 
+std::string chooseLayerDir(const std::string &program, const std::string &buildDir, const std::string &sourceLayers,
+                           const std::string &installedLayers) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path build = fs::weakly_canonical(buildDir, ec);
+  const fs::path exe = fs::weakly_canonical(program, ec);
+  auto [b, e] = std::mismatch(build.begin(), build.end(), exe.begin(), exe.end());
+  const bool inBuildTree = !program.empty() && b == build.end();
+  if (inBuildTree && fs::is_directory(sourceLayers, ec)) return sourceLayers;
+  if (fs::is_directory(installedLayers, ec)) return installedLayers;
+  return fs::is_directory(sourceLayers, ec) ? sourceLayers : installedLayers;
+}
+
 std::string Library::shippedDir() {
   if (const char *env = std::getenv("ENC_LAYER_PATH"); env && *env) return env;
   std::error_code ec;
-  // A build uses its source tree's layers; an installed copy of encc, once that is gone, its own.
-  if (std::filesystem::is_directory(ENC_LAYER_DIR, ec)) return ENC_LAYER_DIR;
-  return ENC_INSTALLED_LAYER_DIR;
+  const std::string program = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  return chooseLayerDir(program, ENC_BUILD_DIR, ENC_LAYER_DIR, ENC_INSTALLED_LAYER_DIR);
 }
 
 std::shared_ptr<const Library> Library::shipped() {

@@ -23,8 +23,9 @@ public:
   // Parses and checks; throws CompileError with every diagnostic on failure.
   static std::shared_ptr<const Library> fromSource(std::string name, std::string text);
   static std::shared_ptr<const Library> fromFile(const std::string &path);
-  // Every shipped layers/*.enc (directory from $ENC_LAYER_PATH, else the source tree's layers/).
+  // Every shipped layers/*.enc, from shippedDir().
   static std::shared_ptr<const Library> shipped();
+  // $ENC_LAYER_PATH if set, else chooseLayerDir for the running program.
   static std::string shippedDir();
 
   // Parses and checks without throwing: diagnostics (errors and warnings) land in `diags`.
@@ -40,5 +41,11 @@ private:
   std::vector<ast::Module> modules_;
   std::vector<CheckedModule> checked_;
 };
+
+// Where a program finds the shipped layers: one of the build tree `buildDir` uses the source
+// tree's `sourceLayers`; any other (an installed encc, a program linked against the installed
+// package) the installed copy when there is one, else the source tree's.
+std::string chooseLayerDir(const std::string &program, const std::string &buildDir, const std::string &sourceLayers,
+                           const std::string &installedLayers);
 
 } // namespace enc
