@@ -3,12 +3,23 @@
 #include "compiler/Passes.h"
 
 #include <algorithm>
+#include <set>
+#include <vector>
 
 namespace enc::ir {
 namespace {
 
 // Above this cost a temporary is recomputed in consumers only if they iterate the same domain.
 constexpr int kCheapCost = 3;
+// No consumer grows past this many nodes by inlining: a chain whose every link reads the one
+// before twice (T2 = T1 * 2 + T1, ...) would otherwise double in size with each link.
+constexpr size_t kMaxFusedNodes = 4096;
+
+size_t nodeCount(const Expr &e) {
+  size_t n = 0;
+  visit(e, [&](const Expr &) { return ++n <= kMaxFusedNodes; }); // stops counting past the bound
+  return n;
+}
 
 bool reads(const Expr &e, const std::string &tensor) {
   return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Access && n->name == tensor; });
@@ -36,26 +47,52 @@ Expr inlineInto(const Expr &e, const Definition &def) {
   });
 }
 
-bool tryInlineOne(Program &p) {
+// The tensors each definition's value reads, by definition.
+std::vector<std::set<std::string>> readSets(const Program &p) {
+  std::vector<std::set<std::string>> out(p.defs.size());
+  for (size_t i = 0; i < p.defs.size(); ++i)
+    visit(p.defs[i].value, [&](const Expr &n) {
+      if (n->kind == ExprKind::Access) out[i].insert(n->name);
+      return true;
+    });
+  return out;
+}
+
+// Inlines the first temporary that may be; `tooLarge` collects those that would make some
+// consumer too large (consumers only grow, so they stay too large).
+bool tryInlineOne(Program &p, std::set<std::string> &tooLarge) {
+  const std::vector<std::set<std::string>> readsOf = readSets(p);
   for (size_t di = 0; di < p.defs.size(); ++di) {
     const Definition &d = p.defs[di];
     const TensorDecl *t = p.tensor(d.tensor);
-    if (!t || t->role != TensorRole::Temp || d.isScatter() || containsReduce(d.value) || containsAllreduce(d.value))
+    if (!t || t->role != TensorRole::Temp || d.isScatter() || tooLarge.count(d.tensor) || containsReduce(d.value) ||
+        containsAllreduce(d.value))
       continue;
     bool scattered = false;
-    for (const Definition &c : p.defs) scattered |= c.isScatter() && c.tensor == d.tensor;
-    // A collective sums a stored tensor: what it reads stays stored.
-    for (const Definition &c : p.defs) scattered |= isCollective(c) && reads(c.value, d.tensor);
+    for (size_t ci = 0; ci < p.defs.size(); ++ci) {
+      const Definition &c = p.defs[ci];
+      scattered |= c.isScatter() && c.tensor == d.tensor;
+      // A collective sums a stored tensor: what it reads stays stored.
+      scattered |= isCollective(c) && readsOf[ci].count(d.tensor);
+    }
     if (scattered) continue;
     bool cheap = costOf(d.value) <= kCheapCost;
     bool sameDomain = true;
-    for (const Definition &c : p.defs)
-      if (reads(c.value, d.tensor) && (containsReduce(c.value) || c.indices.size() != d.indices.size()))
+    for (size_t ci = 0; ci < p.defs.size(); ++ci) {
+      const Definition &c = p.defs[ci];
+      if (readsOf[ci].count(d.tensor) && (containsReduce(c.value) || c.indices.size() != d.indices.size()))
         sameDomain = false;
+    }
     if (!cheap && !sameDomain) continue;
     Definition victim = d;
-    for (Definition &c : p.defs)
-      if (reads(c.value, victim.tensor)) c.value = inlineInto(c.value, victim);
+    std::vector<std::pair<size_t, Expr>> inlined; // consumer, its value with victim substituted
+    for (size_t ci = 0; ci < p.defs.size(); ++ci)
+      if (readsOf[ci].count(victim.tensor)) inlined.push_back({ci, inlineInto(p.defs[ci].value, victim)});
+    if (std::any_of(inlined.begin(), inlined.end(), [](const auto &c) { return nodeCount(c.second) > kMaxFusedNodes; })) {
+      tooLarge.insert(victim.tensor);
+      continue;
+    }
+    for (auto &[ci, value] : inlined) p.defs[ci].value = value;
     p.defs.erase(p.defs.begin() + static_cast<long>(di));
     p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(),
                                    [&](const TensorDecl &x) { return x.name == victim.tensor; }),
@@ -86,7 +123,8 @@ bool dropDeadTemps(Program &p) {
 
 Program inlinePointwise(const Program &in) {
   Program p = in;
-  while (tryInlineOne(p) || dropDeadTemps(p)) {
+  std::set<std::string> tooLarge;
+  while (tryInlineOne(p, tooLarge) || dropDeadTemps(p)) {
   }
   return p;
 }

@@ -6,8 +6,10 @@
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
 #include "runtime/HyperParams.h"
+#include "runtime/Layer.h"
 #include "runtime/Library.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -1047,6 +1049,23 @@ TEST(Passes, BatchNormGradientSumsAndCenteredSums) {
   EXPECT_EQ(print(dropCenteredSums(centeredOn("W"), f).defs[0].value), "0.0");
   Program x = centeredOn("X");
   EXPECT_EQ(printProgram(dropCenteredSums(x, f)), printProgram(x));
+}
+
+// Each link of this chain reads the one before twice: inlining everything would double the
+// expression with each of the 60 links. Fusion stops at a size bound, keeps some links stored,
+// and the layer still computes Y = 1.5^60 X.
+TEST(Passes, InliningStopsBeforeAChainExplodes) {
+  std::string text = "layer Chain() {\n  forward(X: [N]) -> Y: [N] {\n    T0[i] = X[i]\n";
+  for (int k = 1; k < 60; ++k) text += fmt::format("    T{}[i] = T{}[i] * 0.5 + T{}[i]\n", k, k - 1, k - 1);
+  text += "    Y[i] = T59[i] * 0.5 + T59[i]\n  }\n}\n";
+  Source s = compile(text);
+  Program p = forwardProgram(*s.layer);
+  EXPECT_GT(p.defs.size(), 1u) << "some links stay stored";
+  Layer layer(s.lib, "Chain", {}, LayerOptions{DType::F64});
+  Tensor x(DType::F64, {3});
+  for (int64_t i = 0; i < 3; ++i) x.set(i, 0.25 * static_cast<double>(i + 1));
+  Tensor y = layer.forward({{"X", x}}).at("Y");
+  for (int64_t i = 0; i < 3; ++i) EXPECT_NEAR(y.at(i), std::pow(1.5, 60) * x.at(i), 1e-9 * std::pow(1.5, 60)) << i;
 }
 
 // A parallel loop of one iteration around a single loop hands the threads to that loop:
