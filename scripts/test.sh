@@ -27,4 +27,5 @@ cmake --build build-asan -j"$(nproc)"
 # NVRTC and the CUDA driver allocate for the life of the process: leaks are not checked.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
-ctest --test-dir build-asan --output-on-failure -j"$(nproc)" --timeout 1200 "$@"
+# The package test links the instrumented libraries into an uninstrumented program: left out.
+ctest --test-dir build-asan --output-on-failure -j"$(nproc)" --timeout 1200 -E '^Package\.' "$@"
