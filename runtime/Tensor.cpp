@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include <unistd.h>
 
@@ -57,12 +58,22 @@ std::string shapeString(const Shape &s) {
   return out + "]";
 }
 
-int64_t shapeNumel(const Shape &s) {
+namespace {
+
+// The product of the dimensions, or nullopt when it does not fit in 64 bits.
+std::optional<int64_t> checkedNumel(const Shape &s) {
   int64_t n = 1;
   for (int64_t d : s)
-    if (__builtin_mul_overflow(n, d, &n))
-      throw Error(fmt::format("tensor shape {} has more elements than a 64-bit count holds", shapeString(s)));
+    if (__builtin_mul_overflow(n, d, &n)) return std::nullopt;
   return n;
+}
+
+} // namespace
+
+int64_t shapeNumel(const Shape &s) {
+  std::optional<int64_t> n = checkedNumel(s);
+  if (!n) throw Error(fmt::format("tensor shape {} has more elements than a 64-bit count holds", shapeString(s)));
+  return *n;
 }
 
 namespace {
@@ -86,12 +97,12 @@ size_t checkTensorSize(const std::string &what, const Shape &shape, DType dtype,
   constexpr const char *kHint = "use smaller sizes: a smaller batch or input, fewer features or channels";
   for (int64_t d : shape)
     if (d < 0) throw Error(fmt::format("{} has a negative dimension in shape {}", what, shapeString(shape)));
-  int64_t numel = 1, bytes = 0;
-  for (int64_t d : shape)
-    if (__builtin_mul_overflow(numel, d, &numel))
-      throw Error(fmt::format("{} of shape {} is too large: its element count does not fit in 64 bits", what,
-                              shapeString(shape)),
-                  kHint);
+  std::optional<int64_t> count = checkedNumel(shape);
+  if (!count)
+    throw Error(fmt::format("{} of shape {} is too large: its element count does not fit in 64 bits", what,
+                            shapeString(shape)),
+                kHint);
+  int64_t numel = *count, bytes = 0;
   if (__builtin_mul_overflow(numel, static_cast<int64_t>(dtypeSize(dtype)), &bytes))
     throw Error(fmt::format("{} of shape {} is too large: {} elements of {} do not fit in a 64-bit byte count", what,
                             shapeString(shape), numel, dtypeName(dtype)),
