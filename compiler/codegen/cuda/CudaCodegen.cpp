@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 
 namespace enc::codegen {
@@ -108,14 +109,20 @@ public:
   // Symbolic sizes (encc emit without inputs) keep 64 bits.
   static bool fitsInt32(const LoopProgram &p) {
     for (const TensorDecl &t : p.tensors.tensors) {
-      int64_t n = 1;
-      for (const Expr &d : t.shape) {
-        int64_t v = 0;
-        if (!isConst(d, &v) || v < 0 || __builtin_mul_overflow(n, v, &n)) return false;
-        if (n >= (int64_t{1} << 30)) return false;
-      }
+      std::optional<int64_t> n = constantElements(t);
+      if (!n || *n >= (int64_t{1} << 30)) return false;
     }
     return true;
+  }
+
+  // A tensor's element count when its shape is constant and the count fits in 64 bits.
+  static std::optional<int64_t> constantElements(const TensorDecl &t) {
+    int64_t n = 1;
+    for (const Expr &d : t.shape) {
+      int64_t v = 0;
+      if (!isConst(d, &v) || v < 0 || __builtin_mul_overflow(n, v, &n)) return std::nullopt;
+    }
+    return n;
   }
 
   std::string run() {
@@ -175,13 +182,10 @@ private:
   // checkBounds (when the size is a constant).
   std::string element(const std::string &buffer, const std::string &index) {
     if (!options_.checkBounds) return fmt::format("{}[{}]", cname(buffer), index);
-    int64_t n = 1;
-    if (const TensorDecl *t = prog_.tensors.tensor(buffer))
-      for (const Expr &d : t->shape) {
-        int64_t v = 0;
-        if (!isConst(d, &v) || __builtin_mul_overflow(n, v, &n)) return fmt::format("{}[{}]", cname(buffer), index);
-      }
-    return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, n, kernel_ ? kernel_->name : "",
+    std::optional<int64_t> n = int64_t{1};
+    if (const TensorDecl *t = prog_.tensors.tensor(buffer)) n = constantElements(*t);
+    if (!n) return fmt::format("{}[{}]", cname(buffer), index);
+    return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, *n, kernel_ ? kernel_->name : "",
                        buffer, sourceLine_);
   }
 
