@@ -122,6 +122,7 @@ public:
                         "kernel {} has {} outputs among {} buffers", k_.name, k_.outputs, k_.buffers.size());
     for (const std::string &b : k_.buffers)
       ENC_INTERNAL_ASSERT(p_.tensors.tensor(b), "kernel {} uses undeclared buffer '{}'", k_.name, b);
+    outputs_ = kernelWrites(k_);
     for (const SizeParam &s : k_.params) params_.insert(s.name);
     if (k_.collective) {
       ENC_INTERNAL_ASSERT(k_.buffers.size() == 2, "collective kernel {} has {} buffers", k_.name, k_.buffers.size());
@@ -137,13 +138,7 @@ public:
 private:
   const LoopProgram &p_;
   const Kernel &k_;
-  std::set<std::string> params_, arrays_;
-
-  bool isOutput(const std::string &b) const {
-    for (int i = 0; i < k_.outputs; ++i)
-      if (k_.buffers[static_cast<size_t>(i)] == b) return true;
-    return false;
-  }
+  std::set<std::string> outputs_, params_, arrays_;
 
   // Statements of one body see what earlier statements of that body bound.
   void stmt(const Stmt &s, std::set<std::string> &bound) {
@@ -177,7 +172,7 @@ private:
       arrays_.insert(s->name);
       return;
     case StmtKind::Store:
-      ENC_INTERNAL_ASSERT(isOutput(s->name) || arrays_.count(s->name), "kernel {} stores into {}, not one of its outputs",
+      ENC_INTERNAL_ASSERT(outputs_.count(s->name) || arrays_.count(s->name), "kernel {} stores into {}, not one of its outputs",
                           k_.name, s->name);
       expr(s->index, bound);
       expr(s->value, bound);
