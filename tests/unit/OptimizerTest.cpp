@@ -1,7 +1,12 @@
-// SGD against torch.optim.SGD's update rule, written out in the test.
+// The optimizers and learning-rate schedules against torch.optim's update rules and
+// lr_scheduler's closed forms, written out naively in the test in double precision.
+#include "runtime/Adam.h"
+#include "runtime/LrScheduler.h"
 #include "runtime/Optimizer.h"
 
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace enc {
 namespace {
@@ -51,6 +56,245 @@ TEST(SGD, LeavesBuffersAlone) {
   EXPECT_EQ(bn.params().at("running_mean").at(0), rm.at(0));
   EXPECT_FALSE(bn.isParameter("running_mean"));
   EXPECT_TRUE(bn.isParameter("weight"));
+}
+
+// ---- Adam, AdamW ----
+
+// Linear(3 -> 2) in f64: weight [2, 3] and bias [2], 8 parameters in all.
+Layer linear64() {
+  LayerOptions lo;
+  lo.dtype = DType::F64;
+  lo.seed = 3;
+  return Layer(Library::shipped(), "Linear", {{"in_features", "3"}, {"out_features", "2"}}, lo);
+}
+
+// Four steps of gradients, one per parameter element (weight's 6, then bias's 2); the zeros
+// let weight decay alone move an element.
+const std::vector<std::vector<double>> kGrads = {{0.5, -1, 2, 0, 0.1, -0.3, 1, -2},
+                                                 {0.25, 0, -3, 0, 0.2, 0.3, -1, 0.5},
+                                                 {1, 1, 1, 0, -0.1, 0, 2, 2},
+                                                 {-0.5, 2, 0.5, 0, 0.4, -0.2, 0, -1}};
+const std::vector<double> kLrs = {0.1, 0.05, 0.05, 0.02}; // the rate changes mid-run, as a schedule does
+
+std::vector<double> paramsOf(const Layer &l) {
+  std::vector<double> v;
+  for (const char *name : {"weight", "bias"}) {
+    Tensor t = l.params().at(name);
+    for (int64_t i = 0; i < t.numel(); ++i) v.push_back(t.at(i));
+  }
+  return v;
+}
+
+std::map<std::string, Tensor> gradsOf(const std::vector<double> &g) {
+  Tensor w(DType::F64, {2, 3}), b(DType::F64, {2});
+  for (int64_t i = 0; i < 6; ++i) w.set(i, g[static_cast<size_t>(i)]);
+  for (int64_t i = 0; i < 2; ++i) b.set(i, g[static_cast<size_t>(6 + i)]);
+  return {{"weight", w}, {"bias", b}, {"X", vec({9, 9, 9})}}; // X is not a parameter: ignored
+}
+
+// The textbook form: m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t), p -= lr * m_hat / (sqrt(v_hat) + eps).
+void expectAdamMatches(Optimizer &opt, AdamOptions o, bool decoupled, double tolerance = 1e-13) {
+  Layer layer = linear64();
+  std::vector<double> p = paramsOf(layer), m(p.size(), 0), v(p.size(), 0), vMax(p.size(), 0);
+  for (size_t step = 0; step < kGrads.size(); ++step) {
+    double lr = kLrs[step], t = static_cast<double>(step + 1);
+    opt.setLr(lr);
+    opt.step(layer, gradsOf(kGrads[step]));
+    std::vector<double> got = paramsOf(layer);
+    for (size_t i = 0; i < p.size(); ++i) {
+      double g = kGrads[step][i];
+      if (decoupled) p[i] = p[i] - lr * o.weightDecay * p[i];
+      else g = g + o.weightDecay * p[i];
+      m[i] = o.beta1 * m[i] + (1 - o.beta1) * g;
+      v[i] = o.beta2 * v[i] + (1 - o.beta2) * g * g;
+      vMax[i] = std::max(vMax[i], v[i]);
+      double mHat = m[i] / (1 - std::pow(o.beta1, t));
+      double vHat = (o.amsgrad ? vMax[i] : v[i]) / (1 - std::pow(o.beta2, t));
+      p[i] = p[i] - lr * mHat / (std::sqrt(vHat) + o.eps);
+      EXPECT_NEAR(got[i], p[i], tolerance) << "step " << step << " element " << i;
+    }
+  }
+}
+
+TEST(Adam, DefaultsAreTorchs) {
+  AdamOptions a;
+  EXPECT_EQ(a.lr, 1e-3);
+  EXPECT_EQ(a.beta1, 0.9);
+  EXPECT_EQ(a.beta2, 0.999);
+  EXPECT_EQ(a.eps, 1e-8);
+  EXPECT_EQ(a.weightDecay, 0);
+  EXPECT_FALSE(a.amsgrad);
+  EXPECT_EQ(AdamWOptions{}.weightDecay, 1e-2);
+}
+
+TEST(Adam, MatchesTheReference) {
+  AdamOptions o{.beta1 = 0.8, .beta2 = 0.9, .eps = 1e-3}; // large eps: it shows in the result
+  Adam adam(o);
+  expectAdamMatches(adam, o, false);
+}
+
+TEST(Adam, L2WeightDecayGoesThroughTheMoments) {
+  AdamOptions o{.weightDecay = 0.1};
+  Adam adam(o);
+  expectAdamMatches(adam, o, false);
+}
+
+TEST(Adam, Amsgrad) {
+  AdamOptions o{.beta2 = 0.5, .weightDecay = 0.05, .amsgrad = true}; // small beta2: v falls, v_max does not
+  Adam adam(o);
+  expectAdamMatches(adam, o, false);
+}
+
+TEST(AdamW, DecoupledWeightDecay) {
+  AdamWOptions w{.weightDecay = 0.1};
+  AdamW adamw(w);
+  expectAdamMatches(adamw, {.weightDecay = 0.1}, true);
+}
+
+TEST(AdamW, AmsgradAndDefaults) {
+  AdamWOptions w{.amsgrad = true};
+  AdamW adamw(w);
+  expectAdamMatches(adamw, {.weightDecay = 1e-2, .amsgrad = true}, true);
+}
+
+// Where a parameter's gradient is zero, AdamW only shrinks it by 1 - lr * wd (its moments stay
+// zero), while Adam's L2 decay enters the gradient and moves it by about lr towards zero.
+TEST(AdamW, DiffersFromAdamWithWeightDecayAsDecoupled) {
+  const double lr = 0.1, wd = 0.5;
+  Layer a = linear64(), w = linear64();
+  std::vector<double> p0 = paramsOf(a);
+  Adam adam({.lr = lr, .weightDecay = wd});
+  AdamW adamw({.lr = lr, .weightDecay = wd});
+  std::vector<double> zeros(8, 0.0);
+  adam.step(a, gradsOf(zeros));
+  adamw.step(w, gradsOf(zeros));
+  std::vector<double> pa = paramsOf(a), pw = paramsOf(w);
+  for (size_t i = 0; i < p0.size(); ++i) {
+    ASSERT_GT(std::abs(p0[i]), 1e-3) << "the test wants parameters away from zero";
+    EXPECT_DOUBLE_EQ(pw[i], p0[i] * (1 - lr * wd)) << i;
+    // Adam's first step is lr * g / (|g| + eps) with g = wd * p: lr towards zero, less a hair of eps.
+    EXPECT_NEAR(pa[i], p0[i] - std::copysign(lr, p0[i]), 1e-4) << i;
+    EXPECT_GT(std::abs(pw[i] - pa[i]), 0.01) << i;
+  }
+}
+
+TEST(Adam, F32LayerFollowsTheReference) {
+  Layer layer(Library::shipped(), "Linear", {{"in_features", "3"}, {"out_features", "2"}});
+  std::vector<double> p = paramsOf(layer);
+  Adam adam({.lr = 0.01});
+  Tensor gw(DType::F32, {2, 3}), gb(DType::F32, {2});
+  for (int64_t i = 0; i < 6; ++i) gw.set(i, 0.5 - 0.25 * static_cast<double>(i));
+  for (int step = 0; step < 3; ++step) adam.step(layer, {{"weight", gw}, {"bias", gb}});
+  std::vector<double> got = paramsOf(layer);
+  // Constant gradients: m_hat = g and v_hat = g^2 at every step, so each step is lr * sign(g).
+  for (size_t i = 0; i < 6; ++i) {
+    double g = 0.5 - 0.25 * static_cast<double>(i);
+    EXPECT_NEAR(got[i], p[i] - 3 * 0.01 * (g > 0 ? 1 : -1) * std::abs(g) / (std::abs(g) + 1e-8), 1e-6) << i;
+  }
+  EXPECT_EQ(got[6], p[6]); // zero gradient, no decay: unchanged
+  EXPECT_EQ(adam.steps(layer, "weight"), 3);
+}
+
+TEST(Adam, KeepsStatePerLayerAndName) {
+  Layer a = linear64(), b = linear64();
+  Adam adam({.lr = 0.1});
+  adam.step(a, gradsOf(kGrads[0]));
+  adam.step(a, gradsOf(kGrads[1]));
+  adam.step(b, {{"bias", gradsOf(kGrads[0]).at("bias")}});
+  EXPECT_EQ(adam.steps(a, "weight"), 2);
+  EXPECT_EQ(adam.steps(a, "bias"), 2);
+  EXPECT_EQ(adam.steps(b, "bias"), 1);
+  EXPECT_EQ(adam.steps(b, "weight"), 0);
+}
+
+TEST(Adam, ShapeMismatchNamesBothShapesAndChangesNothing) {
+  Layer layer = linear64();
+  std::vector<double> before = paramsOf(layer);
+  Adam adam({});
+  auto grads = gradsOf(kGrads[0]);
+  grads["weight"] = Tensor(DType::F64, {3, 2});
+  try {
+    adam.step(layer, grads); // "bias" comes first and is fine: it must not move either
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("Adam: gradient of 'weight'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[3, 2]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[2, 3]"), std::string::npos) << e.what();
+    EXPECT_FALSE(e.hint().empty());
+  }
+  EXPECT_EQ(paramsOf(layer), before);
+  EXPECT_EQ(adam.steps(layer, "bias"), 0);
+}
+
+TEST(Adam, RejectsBadOptions) {
+  EXPECT_THROW(Adam({.beta1 = 1}), Error);
+  EXPECT_THROW(Adam({.beta2 = -0.1}), Error);
+  EXPECT_THROW(Adam({.lr = -1}), Error);
+  EXPECT_THROW(AdamW({.weightDecay = -1}), Error);
+  Adam adam({});
+  EXPECT_THROW(adam.setLr(std::nan("")), Error);
+}
+
+// ---- learning-rate schedules ----
+
+TEST(LrScheduler, StepLR) {
+  SGD sgd({.lr = 0.2});
+  StepLR schedule(sgd, 3, 0.5);
+  for (int epoch = 0; epoch < 10; ++epoch) {
+    EXPECT_DOUBLE_EQ(sgd.lr(), 0.2 * std::pow(0.5, epoch / 3)) << "epoch " << epoch;
+    EXPECT_EQ(schedule.epoch(), epoch);
+    schedule.step();
+  }
+  SGD other({.lr = 1});
+  StepLR defaults(other, 2);
+  defaults.step();
+  defaults.step();
+  EXPECT_DOUBLE_EQ(other.lr(), 0.1); // gamma defaults to 0.1
+}
+
+TEST(LrScheduler, CosineAnnealingLR) {
+  Adam adam({.lr = 0.1});
+  const double etaMin = 0.001, tMax = 8;
+  CosineAnnealingLR schedule(adam, 8, etaMin);
+  std::vector<double> seen;
+  for (int epoch = 0; epoch <= 16; ++epoch) {
+    EXPECT_NEAR(adam.lr(), etaMin + (0.1 - etaMin) * (1 + std::cos(M_PI * epoch / tMax)) / 2, 1e-15) << epoch;
+    seen.push_back(adam.lr());
+    schedule.step();
+  }
+  EXPECT_DOUBLE_EQ(seen[0], 0.1);
+  EXPECT_NEAR(seen[8], etaMin, 1e-15);  // the bottom at T_max
+  EXPECT_NEAR(seen[16], 0.1, 1e-15);    // and back up at 2 T_max, as torch's
+  EXPECT_LT(seen[5], seen[4]);
+}
+
+TEST(LrScheduler, LinearWarmup) {
+  SGD sgd({.lr = 0.3});
+  LinearWarmup warmup(sgd, 4, 0.25);
+  const std::vector<double> want = {0.075, 0.13125, 0.1875, 0.24375, 0.3, 0.3, 0.3};
+  for (size_t epoch = 0; epoch < want.size(); ++epoch) {
+    EXPECT_NEAR(sgd.lr(), want[epoch], 1e-15) << epoch;
+    warmup.step();
+  }
+}
+
+TEST(LrScheduler, DrivesTheStep) {
+  Layer layer = linear64();
+  double w0 = layer.params().at("bias").at(0);
+  SGD sgd({.lr = 1});
+  StepLR schedule(sgd, 1, 0.5);
+  schedule.step(); // lr 0.5
+  Tensor g(DType::F64, {2});
+  g.set(0, 1);
+  sgd.step(layer, {{"bias", g}});
+  EXPECT_DOUBLE_EQ(layer.params().at("bias").at(0), w0 - 0.5);
+}
+
+TEST(LrScheduler, RejectsBadArguments) {
+  SGD sgd({});
+  EXPECT_THROW(StepLR(sgd, 0), Error);
+  EXPECT_THROW(CosineAnnealingLR(sgd, 0), Error);
+  EXPECT_THROW(LinearWarmup(sgd, 5, 0), Error);
 }
 
 } // namespace
