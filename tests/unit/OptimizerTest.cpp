@@ -42,13 +42,13 @@ void expectSgdMatches(SGDOptions o) {
   }
 }
 
-TEST(SGD, PlainStep) { expectSgdMatches({.lr = 0.1}); }
-TEST(SGD, MomentumAndWeightDecay) { expectSgdMatches({.lr = 0.05, .momentum = 0.9, .weightDecay = 0.01}); }
-TEST(SGD, DampeningAndNesterov) {
+TEST(OptimizerSGD, PlainStep) { expectSgdMatches({.lr = 0.1}); }
+TEST(OptimizerSGD, MomentumAndWeightDecay) { expectSgdMatches({.lr = 0.05, .momentum = 0.9, .weightDecay = 0.01}); }
+TEST(OptimizerSGD, DampeningAndNesterov) {
   expectSgdMatches({.lr = 0.05, .momentum = 0.8, .dampening = 0.1, .nesterov = true});
 }
 
-TEST(SGD, LeavesBuffersAlone) {
+TEST(OptimizerSGD, LeavesBuffersAlone) {
   Layer bn(Library::shipped(), "SyncBatchNorm", {{"num_features", "2"}});
   Tensor rm = bn.params().at("running_mean").clone();
   SGD sgd({.lr = 1});
@@ -116,7 +116,7 @@ void expectAdamMatches(Optimizer &opt, AdamOptions o, bool decoupled, double tol
   }
 }
 
-TEST(Adam, DefaultsAreTorchs) {
+TEST(OptimizerAdam, DefaultsAreTorchs) {
   AdamOptions a;
   EXPECT_EQ(a.lr, 1e-3);
   EXPECT_EQ(a.beta1, 0.9);
@@ -127,31 +127,31 @@ TEST(Adam, DefaultsAreTorchs) {
   EXPECT_EQ(AdamWOptions{}.weightDecay, 1e-2);
 }
 
-TEST(Adam, MatchesTheReference) {
+TEST(OptimizerAdam, MatchesTheReference) {
   AdamOptions o{.beta1 = 0.8, .beta2 = 0.9, .eps = 1e-3}; // large eps: it shows in the result
   Adam adam(o);
   expectAdamMatches(adam, o, false);
 }
 
-TEST(Adam, L2WeightDecayGoesThroughTheMoments) {
+TEST(OptimizerAdam, L2WeightDecayGoesThroughTheMoments) {
   AdamOptions o{.weightDecay = 0.1};
   Adam adam(o);
   expectAdamMatches(adam, o, false);
 }
 
-TEST(Adam, Amsgrad) {
+TEST(OptimizerAdam, Amsgrad) {
   AdamOptions o{.beta2 = 0.5, .weightDecay = 0.05, .amsgrad = true}; // small beta2: v falls, v_max does not
   Adam adam(o);
   expectAdamMatches(adam, o, false);
 }
 
-TEST(AdamW, DecoupledWeightDecay) {
+TEST(OptimizerAdamW, DecoupledWeightDecay) {
   AdamWOptions w{.weightDecay = 0.1};
   AdamW adamw(w);
   expectAdamMatches(adamw, {.weightDecay = 0.1}, true);
 }
 
-TEST(AdamW, AmsgradAndDefaults) {
+TEST(OptimizerAdamW, AmsgradAndDefaults) {
   AdamWOptions w{.amsgrad = true};
   AdamW adamw(w);
   expectAdamMatches(adamw, {.weightDecay = 1e-2, .amsgrad = true}, true);
@@ -159,7 +159,7 @@ TEST(AdamW, AmsgradAndDefaults) {
 
 // Where a parameter's gradient is zero, AdamW only shrinks it by 1 - lr * wd (its moments stay
 // zero), while Adam's L2 decay enters the gradient and moves it by about lr towards zero.
-TEST(AdamW, DiffersFromAdamWithWeightDecayAsDecoupled) {
+TEST(OptimizerAdamW, DiffersFromAdamWithWeightDecayAsDecoupled) {
   const double lr = 0.1, wd = 0.5;
   Layer a = linear64(), w = linear64();
   std::vector<double> p0 = paramsOf(a);
@@ -178,7 +178,7 @@ TEST(AdamW, DiffersFromAdamWithWeightDecayAsDecoupled) {
   }
 }
 
-TEST(Adam, F32LayerFollowsTheReference) {
+TEST(OptimizerAdam, F32LayerFollowsTheReference) {
   Layer layer(Library::shipped(), "Linear", {{"in_features", "3"}, {"out_features", "2"}});
   std::vector<double> p = paramsOf(layer);
   Adam adam({.lr = 0.01});
@@ -195,7 +195,7 @@ TEST(Adam, F32LayerFollowsTheReference) {
   EXPECT_EQ(adam.steps(layer, "weight"), 3);
 }
 
-TEST(Adam, KeepsStatePerLayerAndName) {
+TEST(OptimizerAdam, KeepsStatePerLayerAndName) {
   Layer a = linear64(), b = linear64();
   Adam adam({.lr = 0.1});
   adam.step(a, gradsOf(kGrads[0]));
@@ -207,7 +207,7 @@ TEST(Adam, KeepsStatePerLayerAndName) {
   EXPECT_EQ(adam.steps(b, "weight"), 0);
 }
 
-TEST(Adam, ShapeMismatchNamesBothShapesAndChangesNothing) {
+TEST(OptimizerAdam, ShapeMismatchNamesBothShapesAndChangesNothing) {
   Layer layer = linear64();
   std::vector<double> before = paramsOf(layer);
   Adam adam({});
@@ -226,7 +226,7 @@ TEST(Adam, ShapeMismatchNamesBothShapesAndChangesNothing) {
   EXPECT_EQ(adam.steps(layer, "bias"), 0);
 }
 
-TEST(Adam, RejectsBadOptions) {
+TEST(OptimizerAdam, RejectsBadOptions) {
   EXPECT_THROW(Adam({.beta1 = 1}), Error);
   EXPECT_THROW(Adam({.beta2 = -0.1}), Error);
   EXPECT_THROW(Adam({.lr = -1}), Error);
@@ -237,7 +237,7 @@ TEST(Adam, RejectsBadOptions) {
 
 // ---- learning-rate schedules ----
 
-TEST(LrScheduler, StepLR) {
+TEST(OptimizerLrScheduler, StepLR) {
   SGD sgd({.lr = 0.2});
   StepLR schedule(sgd, 3, 0.5);
   for (int epoch = 0; epoch < 10; ++epoch) {
@@ -252,7 +252,7 @@ TEST(LrScheduler, StepLR) {
   EXPECT_DOUBLE_EQ(other.lr(), 0.1); // gamma defaults to 0.1
 }
 
-TEST(LrScheduler, CosineAnnealingLR) {
+TEST(OptimizerLrScheduler, CosineAnnealingLR) {
   Adam adam({.lr = 0.1});
   const double etaMin = 0.001, tMax = 8;
   CosineAnnealingLR schedule(adam, 8, etaMin);
@@ -268,7 +268,7 @@ TEST(LrScheduler, CosineAnnealingLR) {
   EXPECT_LT(seen[5], seen[4]);
 }
 
-TEST(LrScheduler, LinearWarmup) {
+TEST(OptimizerLrScheduler, LinearWarmup) {
   SGD sgd({.lr = 0.3});
   LinearWarmup warmup(sgd, 4, 0.25);
   const std::vector<double> want = {0.075, 0.13125, 0.1875, 0.24375, 0.3, 0.3, 0.3};
@@ -278,7 +278,7 @@ TEST(LrScheduler, LinearWarmup) {
   }
 }
 
-TEST(LrScheduler, DrivesTheStep) {
+TEST(OptimizerLrScheduler, DrivesTheStep) {
   Layer layer = linear64();
   double w0 = layer.params().at("bias").at(0);
   SGD sgd({.lr = 1});
@@ -290,7 +290,7 @@ TEST(LrScheduler, DrivesTheStep) {
   EXPECT_DOUBLE_EQ(layer.params().at("bias").at(0), w0 - 0.5);
 }
 
-TEST(LrScheduler, RejectsBadArguments) {
+TEST(OptimizerLrScheduler, RejectsBadArguments) {
   SGD sgd({});
   EXPECT_THROW(StepLR(sgd, 0), Error);
   EXPECT_THROW(CosineAnnealingLR(sgd, 0), Error);
