@@ -15,5 +15,6 @@
 #include "runtime/Library.h"
 #include "runtime/Npy.h"
 #include "runtime/Optimizer.h"
+#include "runtime/Safetensors.h"
 #include "runtime/Tensor.h"
 #include "support/Error.h"
