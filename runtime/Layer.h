@@ -58,6 +58,23 @@ public:
   // Replaces a parameter; its shape must match (an f64/f32 tensor is converted to the layer's dtype).
   void setParam(const std::string &name, const Tensor &value);
 
+  // Parameters and buffers by name, as torch's state_dict(): the tensors as they are now (shared with
+  // the layer until a pass or setParam replaces them).
+  std::map<std::string, Tensor> stateDict() const { return params_; }
+  // Writes stateDict() to a safetensors file (runtime/Safetensors.h), with the metadata
+  // {"format": "pt"} that safetensors.torch writes.
+  void saveState(const std::string &path) const;
+  // The keys a loadState did not match, as torch's load_state_dict returns them.
+  struct StateKeys {
+    std::vector<std::string> missing;    // parameters and buffers the file does not have
+    std::vector<std::string> unexpected; // tensors of the file the layer does not have
+  };
+  // Sets parameters and buffers by name from a safetensors file: shapes must match; F64, F32, F16 and
+  // BF16 are converted to paramDType(). Keys "num_batches_tracked" and "*.num_batches_tracked" (torch
+  // BatchNorm's int64 counter, which encc does not keep) are ignored, whatever their dtype. strict:
+  // any missing or unexpected key is an error listing them all. Nothing is set unless all can be.
+  StateKeys loadState(const std::string &path, bool strict = true);
+
   // Runs the forward pass. Inputs are checked against the declared shapes. The tensors the
   // backward pass needs are kept until the next forward.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor> &inputs);

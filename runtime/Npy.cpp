@@ -1,5 +1,6 @@
 #include "runtime/Npy.h"
 
+#include "runtime/FileIO.h"
 #include "support/Error.h"
 
 #include <fcntl.h>
@@ -7,13 +8,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <optional>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -42,8 +41,6 @@ constexpr const char *kDTypeHint =
 [[noreturn]] void failIn(const std::string &name, const std::string &message, std::string hint = {}) {
   throw Error(name + ": " + message, std::move(hint));
 }
-
-std::string errnoText() { return std::error_code(errno, std::generic_category()).message(); }
 
 std::string plural(uint64_t n, const char *word) {
   return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s");
@@ -388,35 +385,6 @@ void checkDataSize(const Layout &layout, uint64_t available, const std::string &
 
 // --- File helpers ---
 
-class Fd {
-public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd &) = delete;
-  Fd &operator=(const Fd &) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // Closes now and reports the error; close() can be the first to see a failed write on some filesystems.
-  bool close() { return ::close(std::exchange(fd_, -1)) == 0; }
-
-private:
-  int fd_;
-};
-
-void preadFully(int fd, void *dst, size_t n, uint64_t offset, const std::string &path) {
-  auto *p = static_cast<char *>(dst);
-  while (n > 0) {
-    ssize_t got = ::pread(fd, p, n, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) fail("cannot read {}: {}", path, errnoText());
-    if (got == 0) failIn(path, "truncated: the file shrank while it was being read");
-    p += got;
-    n -= static_cast<size_t>(got);
-    offset += static_cast<uint64_t>(got);
-  }
-}
-
 // Reads until `dst` holds `n` bytes or the input ends; returns how many it got.
 size_t readUpTo(int fd, char *dst, size_t n, const std::string &path) {
   size_t total = 0;
@@ -478,18 +446,6 @@ Tensor readNpyStream(int fd, const std::string &path) {
                        plural(nbytes / dtypeSize(t.dtype()), "element"), dtypeName(t.dtype()), plural(nbytes, "byte")),
            "encc reads one array per .npy file; were several arrays appended to it?");
   return t;
-}
-
-bool writeFully(int fd, const void *src, size_t n) {
-  const auto *p = static_cast<const char *>(src);
-  while (n > 0) {
-    ssize_t put = ::write(fd, p, n);
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0) return false;
-    p += put;
-    n -= static_cast<size_t>(put);
-  }
-  return true;
 }
 
 const char *descr(DType t) {
@@ -586,27 +542,7 @@ void writeNpy(const std::string &path, const Tensor &tensor) {
   if (!tensor.defined()) fail("cannot write {}: the tensor is undefined", path);
   Tensor t = hostTensorToWrite(tensor);
   std::string header = npyPreambleAndHeader(t);
-
-  // The temporary file sits next to `path` so that rename() stays on one filesystem and is atomic. O_EXCL
-  // with pid and counter keeps concurrent writers apart; mode 0666 lets the umask decide, as for any new
-  // file.
-  static std::atomic<unsigned> counter{0};
-  std::string tmp;
-  int raw = -1;
-  for (int attempt = 0; raw < 0; ++attempt) {
-    tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), counter++);
-    raw = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (raw < 0 && (errno != EEXIST || attempt == 100)) fail("cannot write {}: {}", path, errnoText());
-  }
-  Fd fd(raw);
-  bool ok = writeFully(fd.get(), header.data(), header.size()) &&
-            writeFully(fd.get(), t.data(), t.nbytes()) && fd.close() &&
-            ::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) {
-    std::string why = errnoText();
-    ::unlink(tmp.c_str());
-    fail("cannot write {}: {}", path, why);
-  }
+  writeFileAtomically(path, {header, std::string_view(static_cast<const char *>(t.data()), t.nbytes())});
 }
 
 } // namespace enc

@@ -28,6 +28,7 @@
 #include "runtime/LrScheduler.h"
 #include "runtime/Npy.h"
 #include "runtime/Optimizer.h"
+#include "runtime/Safetensors.h"
 #include "runtime/Tensor.h"
 #include "runtime/TensorOps.h"
 #include "support/Error.h"

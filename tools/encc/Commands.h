@@ -51,6 +51,7 @@ struct EvalOptions {
   bool deviceGiven = false; // --device named: "auto" then says when it falls back to the CPU
   uint64_t seed = 0;
   std::vector<std::string> sets, inputs, params, grads;
+  std::string loadState, saveState; // safetensors files: read before --param, written after the passes
 };
 // The Layer and inputs an eval or bench of o.layer runs with (the device chosen, parameters
 // and inputs read or drawn).
@@ -66,7 +67,7 @@ Tensor gradientSeed(const std::string &name, const std::string &spec, const Eval
 struct EvalResult {
   std::map<std::string, Tensor> outputs, params, grads; // on the host; grads only with o.grads
 };
-// Runs o.layer of `lib` as `encc eval` does (o.out and o.file are not used).
+// Runs o.layer of `lib` as `encc eval` does (o.out and o.file are not used; o.saveState is written).
 EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o);
 int runEval(const EvalOptions &o);
 

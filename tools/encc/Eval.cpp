@@ -35,6 +35,7 @@ PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOpti
   PreparedRun run;
   run.dtype = lo.dtype;
   run.layer = std::make_unique<Layer>(lib, o.layer, splitPairs(o.sets, "--set"), lo);
+  if (!o.loadState.empty()) run.layer->loadState(o.loadState);
   for (const auto &[name, path] : splitPairs(o.params, "--param")) {
     try {
       run.layer->setParam(name, readNpy(path));
@@ -60,6 +61,7 @@ EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOption
   EvalResult r;
   for (const auto &[name, t] : run.layer->forward(run.inputs)) r.outputs[name] = t.cpu();
   for (const auto &[name, t] : run.layer->params()) r.params[name] = t.cpu();
+  if (!o.saveState.empty()) run.layer->saveState(o.saveState);
   if (o.grads.empty()) return r;
   std::map<std::string, Tensor> seeds;
   for (const auto &[name, spec] : splitPairs(o.grads, "--grad")) seeds[name] = gradientSeed(name, spec, o, run.dtype);
@@ -85,6 +87,8 @@ int runEval(const EvalOptions &given) {
   o.out = withRank(o.out);
   for (auto *list : {&o.inputs, &o.params, &o.grads})
     for (std::string &item : *list) item = withRank(item);
+  o.loadState = withRank(o.loadState);
+  o.saveState = withRank(o.saveState);
   EvalResult r = evalLayer(loadLibrary(o.file), o);
   fs::create_directories(fs::path(o.out) / "params");
   for (const auto &[name, t] : r.outputs) {

@@ -64,7 +64,11 @@ int main(int argc, char **argv) {
           [](std::string &s) { return s.starts_with('-') ? "the seed is a non-negative integer; got " + s : ""; },
           ""));
   evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");
+  evalCmd->add_option("--load-state", eval.loadState,
+                      "parameters and buffers from a safetensors file (torch state_dict names; before --param)");
   evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
+  evalCmd->add_option("--save-state", eval.saveState,
+                      "write the parameters and buffers after the passes to a safetensors file");
   evalCmd->add_option("--grad", eval.grads, "the gradient of an output, NAME=FILE.npy: also runs backward and writes DIR/grad/*.npy");
   evalCmd->add_option("--out", eval.out, "directory for the outputs")->required();
   evalCmd->footer("Under encc launch (or torchrun), allreduce(...) in layers sums over the processes, and "

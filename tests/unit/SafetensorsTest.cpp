@@ -1,0 +1,641 @@
+// Safetensors files: round trips, a clear error for every kind of damaged file, a layer's state saved
+// and loaded by torch's state_dict names, `encc eval --load-state/--save-state`, and interop with an
+// independent numpy-only implementation of the format (tests/python/safetensors_np.py).
+#include "runtime/CudaDriver.h"
+#include "runtime/Gpu.h"
+#include "runtime/Layer.h"
+#include "runtime/Library.h"
+#include "runtime/Npy.h"
+#include "runtime/Safetensors.h"
+#include "support/Error.h"
+
+#include "CliTestSupport.h"
+
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+
+namespace fs = std::filesystem;
+using namespace enc;
+
+namespace {
+
+// Values that do not survive a trip through a narrower type, so a mixed-up dtype shows.
+Tensor filled(DType dtype, Shape shape, double offset = 0) {
+  Tensor t(dtype, std::move(shape));
+  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, static_cast<double>(i) * 0.37 - 5.25 + offset);
+  return t;
+}
+
+void expectSameTensor(const Tensor &expected, const Tensor &actual, const std::string &what) {
+  ASSERT_TRUE(actual.defined()) << what;
+  EXPECT_EQ(expected.dtype(), actual.dtype()) << what;
+  ASSERT_EQ(expected.shape(), actual.shape()) << what;
+  EXPECT_EQ(std::memcmp(expected.data(), actual.data(), expected.nbytes()), 0) << what;
+}
+
+// A safetensors file with this header text and data, the length field written as given.
+std::string fileWithLength(uint64_t length, std::string_view header, std::string_view data = {}) {
+  std::string out;
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((length >> (8 * i)) & 0xff);
+  return out + std::string(header) + std::string(data);
+}
+std::string stFile(std::string_view header, std::string_view data = {}) {
+  return fileWithLength(header.size(), header, data);
+}
+
+void writeFile(const fs::path &path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::string errorText(const std::function<void()> &f) {
+  try {
+    f();
+  } catch (const Error &e) {
+    return std::string(e.what()) + "\n  hint: " + e.hint();
+  }
+  ADD_FAILURE() << "no enc::Error thrown";
+  return "";
+}
+
+// Debian's python3 may be shadowed by one without numpy (pyenv), so try the system one too.
+std::optional<std::string> pythonWithNumpy() {
+  for (const char *python : {"python3", "/usr/bin/python3"})
+    if (std::system(fmt::format("{} -c 'import numpy' >/dev/null 2>&1", python).c_str()) == 0) return python;
+  return std::nullopt;
+}
+
+const std::shared_ptr<const Library> &lib() {
+  static std::shared_ptr<const Library> l = Library::shipped();
+  return l;
+}
+
+LayerOptions cpuOptions(DType dtype = DType::F32, bool training = true) {
+  LayerOptions o;
+  o.dtype = dtype;
+  o.training = training;
+  o.device = Device::CPU;
+  return o;
+}
+
+std::unique_ptr<Layer> batchNorm(LayerOptions o = cpuOptions()) {
+  return std::make_unique<Layer>(lib(), "SyncBatchNorm", std::map<std::string, std::string>{{"num_features", "3"}}, o);
+}
+
+class Safetensors : public ::testing::Test {
+protected:
+  void SetUp() override {
+    const auto *test = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() / fmt::format("encc-safetensors-{}-{}", test->name(), ::getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    if (!HasFailure()) fs::remove_all(dir_, ignored);
+  }
+
+  std::string path(std::string_view file) const { return (dir_ / file).string(); }
+
+  // Writes `bytes` to bad.safetensors, reads it, and expects an error naming the file and each of `parts`.
+  void expectReadError(std::string_view bytes, const std::vector<std::string> &parts) {
+    writeFile(path("bad.safetensors"), bytes);
+    std::string message = errorText([&] { readSafetensors(path("bad.safetensors")); });
+    EXPECT_NE(message.find(path("bad.safetensors") + ": "), std::string::npos) << "no file name in: " << message;
+    for (const std::string &p : parts) EXPECT_NE(message.find(p), std::string::npos) << "expected '" << p << "' in: " << message;
+  }
+
+  fs::path dir_;
+};
+
+// ---- round trips ----------------------------------------------------------------------------------------
+
+TEST_F(Safetensors, RoundTripsEveryDTypeAndShape) {
+  std::map<std::string, Tensor> tensors = {
+      {"conv1.weight", filled(DType::F32, {2, 3, 4})},
+      {"scalar", filled(DType::F64, {})},
+      {"layer1.0.bn1.running_mean", filled(DType::F16, {5})},
+      {"bf", filled(DType::BF16, {3, 1, 2})},
+      {"empty", Tensor(DType::F32, {0})},
+      {"empty2", Tensor(DType::F64, {2, 0, 3})},
+      {"unicode \xc3\xa9", filled(DType::F32, {1}, 1)},
+  };
+  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"note", "a \"quoted\" value"}};
+  writeSafetensors(path("a.safetensors"), tensors, metadata);
+  SafetensorsFile file = readSafetensorsFile(path("a.safetensors"));
+  ASSERT_EQ(file.tensors.size(), tensors.size());
+  for (const auto &[name, t] : tensors) expectSameTensor(t, file.tensors.at(name), name);
+  EXPECT_EQ(file.metadata, metadata);
+  EXPECT_TRUE(file.skipped.empty());
+  EXPECT_EQ(readSafetensors(path("a.safetensors")).size(), tensors.size());
+
+  // The data starts 8-byte aligned, as the reference writer leaves it; no temporary file stays behind.
+  std::ifstream in(path("a.safetensors"), std::ios::binary);
+  unsigned char len[8];
+  in.read(reinterpret_cast<char *>(len), 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t{len[i]} << (8 * i);
+  EXPECT_EQ(n % 8, 0u);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
+}
+
+TEST_F(Safetensors, RoundTripsNoTensors) {
+  writeSafetensors(path("none.safetensors"), {});
+  SafetensorsFile file = readSafetensorsFile(path("none.safetensors"));
+  EXPECT_TRUE(file.tensors.empty());
+  EXPECT_TRUE(file.metadata.empty());
+}
+
+TEST_F(Safetensors, WriterRejectsWhatTheFormatCannotHold) {
+  std::string m = errorText([&] { writeSafetensors(path("x.safetensors"), {{"__metadata__", filled(DType::F32, {1})}}); });
+  EXPECT_NE(m.find("reserved"), std::string::npos) << m;
+  m = errorText([&] { writeSafetensors(path("x.safetensors"), {{"w", Tensor()}}); });
+  EXPECT_NE(m.find("'w' is undefined"), std::string::npos) << m;
+  m = errorText([&] { writeSafetensors(path("x.safetensors"), {{"bad \xff name", filled(DType::F32, {1})}}); });
+  EXPECT_NE(m.find("not valid UTF-8"), std::string::npos) << m;
+  EXPECT_FALSE(fs::exists(path("x.safetensors")));
+}
+
+// ---- damaged files ------------------------------------------------------------------------------------
+
+constexpr std::string_view kF32x2 = R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})";
+
+TEST_F(Safetensors, AcceptsAHandWrittenFile) {
+  // The reference for the cases below: the same bytes with one thing wrong each.
+  float values[2] = {1.5f, -2.25f};
+  writeFile(path("ok.safetensors"), stFile(kF32x2, std::string_view(reinterpret_cast<char *>(values), 8)));
+  Tensor w = readSafetensors(path("ok.safetensors")).at("w");
+  ASSERT_EQ(w.shape(), Shape{2});
+  EXPECT_EQ(w.at(0), 1.5);
+  EXPECT_EQ(w.at(1), -2.25);
+}
+
+TEST_F(Safetensors, MissingFileOrDirectoryOrFifo) {
+  std::string m = errorText([&] { readSafetensors(path("nope.safetensors")); });
+  EXPECT_NE(m.find("cannot read " + path("nope.safetensors")), std::string::npos) << m;
+  m = errorText([&] { readSafetensors(dir_.string()); });
+  EXPECT_NE(m.find("is a directory"), std::string::npos) << m;
+  // No writer ever opens the FIFO: a reader that waited for one would hang here.
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0600), 0);
+  m = errorText([&] { readSafetensors(path("fifo")); });
+  EXPECT_NE(m.find(path("fifo") + ": is not a regular file"), std::string::npos) << m;
+}
+
+TEST_F(Safetensors, TooShort) {
+  expectReadError("", {"too short", "0 bytes"});
+  expectReadError(std::string("\x05\x00\x00", 3), {"too short", "3 bytes"});
+}
+
+TEST_F(Safetensors, HeaderLengthBeyondTheFile) {
+  expectReadError(fileWithLength(1000, kF32x2, std::string(8, '\0')), {"header length field says 1000 bytes", "follow"});
+  expectReadError(fileWithLength(~uint64_t{0}, "{}"), {"header length field says 18446744073709551615 bytes"});
+  // What torch.save writes (a zip archive) is not safetensors, and the hint says so.
+  expectReadError("PK\x03\x04" + std::string(20, 'z'), {"not a safetensors file", "looks like a torch.save file"});
+  expectReadError("\x80\x02" + std::string(20, 'z'), {"not a safetensors file", "looks like a torch.save file"}); // a pickle
+}
+
+TEST_F(Safetensors, HeaderLongerThanTheFormatAllows) {
+  // A sparse file: the header length is within the file, but beyond the 100 MB bound.
+  const uint64_t length = 150'000'000;
+  writeFile(path("bad.safetensors"), fileWithLength(length, "{"));
+  fs::resize_file(path("bad.safetensors"), 8 + length + 16);
+  std::string m = errorText([&] { readSafetensors(path("bad.safetensors")); });
+  EXPECT_NE(m.find("150000000 bytes, more than the 100000000 bytes safetensors allows"), std::string::npos) << m;
+  EXPECT_EQ(m.find("looks like a torch.save"), std::string::npos) << m;
+}
+
+TEST_F(Safetensors, HeaderIsNotJsonOrNotAnObject) {
+  expectReadError(stFile(R"({"w": {"dtype": "F32",)"), {"not valid JSON", "parse error"});
+  expectReadError(stFile("{\"w\": \xff}"), {"not valid JSON"});
+  expectReadError(stFile("[1, 2]"), {"not a JSON object"});
+  expectReadError(stFile("42"), {"not a JSON object"});
+  expectReadError(stFile(std::string(kF32x2) + " {}", std::string(8, '\0')), {"not valid JSON"});
+}
+
+TEST_F(Safetensors, EntriesThatAreNotObjects) {
+  expectReadError(stFile(R"({"w": 5})"), {"tensor 'w'", "its entry is 5, not an object"});
+  expectReadError(stFile(R"({"w": [0, 8]})"), {"tensor 'w'", "array, not an object"});
+  expectReadError(stFile(R"({"w": {"shape": [2], "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'w'", "no \"dtype\""});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "shape": [2]}})"),
+                  {"'w' has the key 'shape' twice"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]},
+                            "w": {"dtype": "F32", "shape": [], "data_offsets": [4, 8]}})",
+                         std::string(8, '\0')),
+                  {"names 'w' twice"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [[[2]]], "data_offsets": [0, 8]}})"),
+                  {"tensor 'w'", "nested too deeply"});
+  std::string longShape = "[1";
+  for (int i = 0; i < 100'000; ++i) longShape += ",1";
+  longShape += "]";
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": )" + longShape + R"(, "data_offsets": [0, 4]}})"),
+                  {"tensor 'w'", "more than 100000 items"});
+}
+
+TEST_F(Safetensors, Metadata) {
+  expectReadError(stFile(R"({"__metadata__": {"epoch": 3}})"), {"metadata 'epoch' is 3, not a string"});
+  expectReadError(stFile(R"({"__metadata__": {"a": {"b": "c"}}})"), {"metadata 'a' is not a string"});
+  expectReadError(stFile(R"({"__metadata__": "pt"})"), {"__metadata__ is \"pt\", not an object"});
+}
+
+TEST_F(Safetensors, DTypes) {
+  expectReadError(stFile(R"({"w": {"dtype": "F33", "shape": [2], "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'w'", "unknown dtype \"F33\"", "F32, F64, F16 and BF16"});
+  expectReadError(stFile(R"({"step": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'step'", "dtype I64 is not supported", "tensor.float()"});
+  expectReadError(stFile(R"({"w": {"dtype": 4, "shape": [2], "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'w'", "dtype 4 is not a string"});
+}
+
+TEST_F(Safetensors, Shapes) {
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2, -1], "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'w'", "shape [2,-1] has a negative dimension"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'w'", "not a size (2.0)"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": 2, "data_offsets": [0, 8]}})", std::string(8, '\0')),
+                  {"tensor 'w'", "shape 2 is not a list"});
+  // 2^62 * 2^62 elements: the count overflows before the offsets could be compared with it.
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [4611686018427387904, 4611686018427387904, 0],
+                            "data_offsets": [0, 0]}})"),
+                  {"tensor 'w'", "is too large"});
+  expectReadError(stFile(R"({"w": {"dtype": "F64", "shape": [4611686018427387904], "data_offsets": [0, 0]}})"),
+                  {"tensor 'w'", "is too large"});
+}
+
+TEST_F(Safetensors, DataOffsets) {
+  std::string data(8, '\0');
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", data),
+                  {"tensor 'w'", "data_offsets [0, 8] hold 8 bytes, but shape [3] of F32 needs 12 bytes"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})", data),
+                  {"tensor 'w'", "reach past the end of the data (8 bytes)", "truncated"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}})", data),
+                  {"tensor 'w'", "end before they begin"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0]}})", data),
+                  {"tensor 'w'", "not a pair of byte offsets"});
+  expectReadError(stFile(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, -8]}})", data),
+                  {"tensor 'w'", "not a pair of byte offsets"});
+  expectReadError(stFile(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                            "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+                         data),
+                  {"tensor 'b'", "overlap those of 'a' [0, 8]"});
+  expectReadError(stFile(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", data),
+                  {"bytes [0, 4) of the data belong to no tensor"});
+  // Trailing bytes after the last tensor are an error: a damaged or concatenated file.
+  expectReadError(stFile(kF32x2, std::string(12, '\0')), {"has 4 extra bytes after the last tensor's data", "appended"});
+  // The file cut short inside the data.
+  expectReadError(stFile(kF32x2, std::string(6, '\0')), {"tensor 'w'", "reach past the end of the data (6 bytes)"});
+}
+
+TEST_F(Safetensors, SkippedEntriesAreCheckedButNotRead) {
+  std::string data(8 + 12, '\0');
+  int64_t counter = 7;
+  std::memcpy(data.data(), &counter, 8);
+  std::string header = R"({"bn.num_batches_tracked": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]},
+                           "bn.weight": {"dtype": "F32", "shape": [3], "data_offsets": [8, 20]}})";
+  writeFile(path("a.safetensors"), stFile(header, data));
+  auto skip = [](const std::string &name) { return name.ends_with("num_batches_tracked"); };
+  SafetensorsFile file = readSafetensorsFile(path("a.safetensors"), skip);
+  EXPECT_EQ(file.skipped, std::vector<std::string>{"bn.num_batches_tracked"});
+  ASSERT_EQ(file.tensors.size(), 1u);
+  EXPECT_EQ(file.tensors.at("bn.weight").shape(), Shape{3});
+  // Without skipping, the int64 entry is named as the problem.
+  std::string m = errorText([&] { readSafetensors(path("a.safetensors")); });
+  EXPECT_NE(m.find("tensor 'bn.num_batches_tracked': dtype I64 is not supported"), std::string::npos) << m;
+  // A skipped entry's size still has to agree with its dtype.
+  header = R"({"num_batches_tracked": {"dtype": "I64", "shape": [], "data_offsets": [0, 4]}})";
+  writeFile(path("b.safetensors"), stFile(header, std::string(4, '\0')));
+  m = errorText([&] { readSafetensorsFile(path("b.safetensors"), skip); });
+  EXPECT_NE(m.find("shape [] of I64 needs 8 bytes"), std::string::npos) << m;
+}
+
+// ---- layers -------------------------------------------------------------------------------------------
+
+// A training pass with inputs whose per-channel means and variances are far from the initial running
+// statistics (0 and 1), so that the buffers a state carries differ from a fresh layer's.
+void trainOnce(Layer &layer) {
+  Tensor x(layer.dtype(), {4, 3, 5});
+  for (int64_t i = 0; i < x.numel(); ++i) x.set(i, 3.0 + static_cast<double>((i * 7) % 11) * 0.5 + static_cast<double>((i / 5) % 3));
+  layer.forward({{"X", x}});
+}
+
+TEST_F(Safetensors, LayerStateRoundTrip) {
+  auto trained = batchNorm();
+  trained->setParam("weight", filled(DType::F32, {3}, 6));
+  trained->setParam("bias", filled(DType::F32, {3}, 2));
+  trainOnce(*trained);
+  std::map<std::string, Tensor> state = trained->stateDict();
+  ASSERT_EQ(state.size(), 4u);
+  EXPECT_NE(state.at("running_mean").at(0), 0.0); // the pass moved the running statistics
+  EXPECT_NE(state.at("running_var").at(1), 1.0);
+  trained->saveState(path("bn.safetensors"));
+  EXPECT_EQ(readSafetensorsFile(path("bn.safetensors")).metadata.at("format"), "pt");
+
+  auto fresh = batchNorm(cpuOptions(DType::F32, /*training=*/false));
+  Layer::StateKeys keys = fresh->loadState(path("bn.safetensors"));
+  EXPECT_TRUE(keys.missing.empty());
+  EXPECT_TRUE(keys.unexpected.empty());
+  for (const auto &[name, t] : state) expectSameTensor(t, fresh->stateDict().at(name), name);
+
+  // The loaded statistics are the ones an evaluation pass uses: y = (x - mean) / sqrt(var + eps) * w + b.
+  Tensor x = filled(DType::F32, {2, 3, 4});
+  Tensor y = fresh->forward({{"X", x}}).at("Y");
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    int64_t c = (i / 4) % 3;
+    double expected = (x.at(i) - state.at("running_mean").at(c)) / std::sqrt(state.at("running_var").at(c) + 1e-5) *
+                          state.at("weight").at(c) +
+                      state.at("bias").at(c);
+    EXPECT_NEAR(y.at(i), expected, 1e-4 * (1 + std::abs(expected))) << i;
+  }
+}
+
+// A CUDA layer's state goes through host memory both ways. ("Gpu" in the name: ctest runs it on the
+// CUDA emulator as well.)
+TEST_F(Safetensors, GpuLayerStateRoundTrip) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  LayerOptions o = cpuOptions();
+  o.device = Device::CUDA;
+  auto trained = batchNorm(o);
+  trainOnce(*trained);
+  trained->saveState(path("bn.safetensors"));
+  std::map<std::string, Tensor> onDisk = readSafetensors(path("bn.safetensors"));
+  EXPECT_NE(onDisk.at("running_mean").at(0), 0.0);
+  auto fresh = batchNorm(o);
+  fresh->loadState(path("bn.safetensors"));
+  for (const auto &[name, t] : trained->stateDict()) {
+    Tensor loaded = fresh->stateDict().at(name);
+    EXPECT_EQ(loaded.device(), Device::CUDA) << name;
+    expectSameTensor(t.cpu(), loaded.cpu(), name);
+    expectSameTensor(t.cpu(), onDisk.at(name), name);
+  }
+}
+
+TEST_F(Safetensors, LayerLoadsOtherFloatDTypes) {
+  std::map<std::string, Tensor> state = {{"weight", filled(DType::F64, {3}, 0.1)},
+                                         {"bias", filled(DType::F16, {3}, 0.2)},
+                                         {"running_mean", filled(DType::BF16, {3}, 0.3)},
+                                         {"running_var", filled(DType::F32, {3}, 9)}};
+  writeSafetensors(path("mixed.safetensors"), state);
+  for (DType layerDType : {DType::F32, DType::F64}) {
+    auto layer = batchNorm(cpuOptions(layerDType));
+    layer->loadState(path("mixed.safetensors"));
+    for (const auto &[name, t] : state) {
+      Tensor got = layer->stateDict().at(name);
+      EXPECT_EQ(got.dtype(), layer->paramDType()) << name;
+      expectSameTensor(t.to(layer->paramDType()), got, name);
+    }
+  }
+}
+
+TEST_F(Safetensors, LayerStrictKeysAndShapes) {
+  std::map<std::string, Tensor> state = batchNorm()->stateDict();
+  auto layer = batchNorm();
+  layer->setParam("weight", filled(DType::F32, {3}, 4));
+  Tensor before = layer->stateDict().at("weight").clone();
+
+  // One buffer misspelled, one torch-only counter (ignored), one stray tensor.
+  std::map<std::string, Tensor> renamed = state;
+  renamed["running_vra"] = renamed.at("running_var");
+  renamed.erase("running_var");
+  renamed["extra.thing"] = filled(DType::F32, {2});
+  renamed["weight"] = filled(DType::F32, {3}, 1);
+  writeSafetensors(path("renamed.safetensors"), renamed);
+  std::string m = errorText([&] { layer->loadState(path("renamed.safetensors")); });
+  EXPECT_NE(m.find(path("renamed.safetensors") + ": does not match layer SyncBatchNorm"), std::string::npos) << m;
+  EXPECT_NE(m.find("missing keys 'running_var'"), std::string::npos) << m;
+  EXPECT_NE(m.find("unexpected keys 'extra.thing', 'running_vra' (did you mean 'running_var'?)"), std::string::npos) << m;
+  EXPECT_NE(m.find("strict=*/false"), std::string::npos) << m;
+  expectSameTensor(before, layer->stateDict().at("weight"), "weight after a failed load");
+
+  // Not strict: what both have is loaded, and the rest reported.
+  Layer::StateKeys keys = layer->loadState(path("renamed.safetensors"), /*strict=*/false);
+  EXPECT_EQ(keys.missing, std::vector<std::string>{"running_var"});
+  EXPECT_EQ(keys.unexpected, (std::vector<std::string>{"extra.thing", "running_vra"}));
+  expectSameTensor(renamed.at("weight"), layer->stateDict().at("weight"), "weight");
+
+  // A submodule's state saved under its parent's names: the hint names the prefix.
+  std::map<std::string, Tensor> prefixed;
+  for (const auto &[name, t] : state) prefixed["layer1.0.bn1." + name] = t;
+  writeSafetensors(path("prefixed.safetensors"), prefixed);
+  m = errorText([&] { layer->loadState(path("prefixed.safetensors")); });
+  EXPECT_NE(m.find("missing keys 'bias', 'running_mean', 'running_var', 'weight'"), std::string::npos) << m;
+  EXPECT_NE(m.find("start with 'layer1.0.bn1.'"), std::string::npos) << m;
+
+  // A wrong shape names the file, the tensor and both shapes, and changes nothing.
+  std::map<std::string, Tensor> wide = state;
+  wide["running_mean"] = filled(DType::F32, {4});
+  wide["weight"] = filled(DType::F32, {3}, 8);
+  writeSafetensors(path("wide.safetensors"), wide);
+  Tensor weightNow = layer->stateDict().at("weight").clone();
+  m = errorText([&] { layer->loadState(path("wide.safetensors")); });
+  EXPECT_NE(m.find("tensor 'running_mean' has shape [4], but layer SyncBatchNorm's buffer 'running_mean' has shape [3]"),
+            std::string::npos)
+      << m;
+  expectSameTensor(weightNow, layer->stateDict().at("weight"), "weight after a failed load");
+}
+
+TEST_F(Safetensors, LayerIgnoresTorchsBatchCounter) {
+  std::map<std::string, Tensor> state = batchNorm()->stateDict();
+  state["running_mean"] = filled(DType::F32, {3}, 1);
+  writeSafetensors(path("bn.safetensors"), state);
+  // Add torch's int64 counter by rewriting the file by hand: encc itself writes no int64.
+  SafetensorsFile file = readSafetensorsFile(path("bn.safetensors"));
+  std::string header = "{";
+  std::string data;
+  int64_t counter = 12;
+  data.append(reinterpret_cast<const char *>(&counter), 8);
+  header += R"("num_batches_tracked": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]})";
+  for (const auto &[name, t] : file.tensors) {
+    header += fmt::format(R"(, "{}": {{"dtype": "F32", "shape": [3], "data_offsets": [{}, {}]}})", name, data.size(),
+                          data.size() + t.nbytes());
+    data.append(static_cast<const char *>(t.data()), t.nbytes());
+  }
+  header += "}";
+  writeFile(path("torch.safetensors"), stFile(header, data));
+  auto layer = batchNorm();
+  Layer::StateKeys keys = layer->loadState(path("torch.safetensors"));
+  EXPECT_TRUE(keys.unexpected.empty());
+  expectSameTensor(state.at("running_mean"), layer->stateDict().at("running_mean"), "running_mean");
+}
+
+// ---- encc eval --load-state / --save-state -------------------------------------------------------------
+
+class SafetensorsCli : public enc::testing::CliTest {};
+
+TEST_F(SafetensorsCli, EvalLoadsBeforeParamsAndSavesAfterThePass) {
+  std::map<std::string, Tensor> state = {{"weight", filled(DType::F64, {3}, 7)},
+                                         {"bias", filled(DType::F64, {3}, 1)},
+                                         {"running_mean", filled(DType::F64, {3}, 2)},
+                                         {"running_var", filled(DType::F64, {3}, 9)}};
+  writeSafetensors(path("in.safetensors").string(), state);
+  Tensor bias = filled(DType::F64, {3}, -3);
+  writeNpy(path("bias.npy").string(), bias);
+  Tensor x = filled(DType::F64, {2, 3, 4});
+  writeNpy(path("x.npy").string(), x);
+  auto r = encc("eval --layer SyncBatchNorm --set num_features=3 --dtype f64 --device cpu --mode train "
+                "--input X=x.npy --load-state in.safetensors --param bias=bias.npy --save-state out.safetensors --out out");
+  ASSERT_EQ(r.status, 0) << r;
+  std::map<std::string, Tensor> saved = readSafetensors(path("out.safetensors").string());
+  ASSERT_EQ(saved.size(), 4u);
+  expectSameTensor(state.at("weight"), saved.at("weight"), "weight from --load-state");
+  expectSameTensor(bias, saved.at("bias"), "bias from --param, which wins");
+  // The training pass moved the running statistics from the loaded values; the file holds them as
+  // params/*.npy does.
+  for (const char *buffer : {"running_mean", "running_var"}) {
+    expectSameTensor(readNpy(path(fmt::format("out/params/{}.npy", buffer)).string()), saved.at(buffer), buffer);
+    EXPECT_NE(saved.at(buffer).at(0), state.at(buffer).at(0)) << buffer;
+  }
+
+  r = encc("eval --layer SyncBatchNorm --set num_features=4 --input X=x.npy --load-state in.safetensors --out bad");
+  expectFailure(r, {"in.safetensors", "tensor 'bias' has shape [3]", "has shape [4]"});
+  r = encc("eval --layer SyncBatchNorm --set num_features=3 --input X=x.npy --load-state nope.safetensors --out bad");
+  expectFailure(r, {"cannot read nope.safetensors"});
+}
+
+// ---- interop with an independent implementation ---------------------------------------------------------
+
+class SafetensorsPython : public Safetensors {
+protected:
+  void SetUp() override {
+    Safetensors::SetUp();
+    python_ = pythonWithNumpy();
+  }
+  // Runs `script` with tests/python importable; argv[1] is the test's directory, then `args`.
+  int runPython(const std::string &script, const std::string &args = "") {
+    std::string file = path("script.py");
+    writeFile(file, "import sys\nsys.path.insert(0, '" ENC_TEST_DIR "/python')\n" + script);
+    return std::system(fmt::format("{} '{}' '{}' {}", *python_, file, dir_.string(), args).c_str());
+  }
+  std::optional<std::string> python_;
+};
+
+#define REQUIRE_NUMPY()                                                                                        \
+  if (!python_) GTEST_SKIP() << "numpy is not importable from python3 or /usr/bin/python3 (apt-get install python3-numpy)"
+
+// The formulas both sides compute: grid[i] = 0.5 i - 3, and per channel c of a 3-channel BatchNorm:
+// weight 1 + c/4 (F32), bias c/8 - 1/2 (F64), running_mean c/10 - 0.3 (F16), running_var 4/3 + c/2 (BF16).
+double weightOf(int c) { return 1 + c / 4.0; }
+double biasOf(int c) { return c / 8.0 - 0.5; }
+double meanOf(int c) { return c / 10.0 - 0.3; }
+double varOf(int c) { return 4.0 / 3.0 + c / 2.0; }
+// A value as a tensor of `dtype` stores it (numpy rounds BF16 from float32, so we do too).
+double stored(double v, DType dtype) {
+  Tensor t(dtype == DType::BF16 ? DType::F32 : dtype, {1});
+  t.set(0, v);
+  return t.to(dtype).at(0);
+}
+
+TEST_F(SafetensorsPython, ReadsWhatNumpyWrites) {
+  REQUIRE_NUMPY();
+  ASSERT_EQ(runPython(R"(
+import numpy as np, safetensors_np as st
+d = sys.argv[1]
+c = np.arange(3)
+bn = {"weight": (1 + c / 4).astype(np.float32), "bias": (c / 8 - 0.5).astype(np.float64),
+      "running_mean": (c / 10 - 0.3).astype(np.float16), "running_var": ("BF16", (4 / 3 + c / 2).astype(np.float32)),
+      "num_batches_tracked": np.array(7, dtype=np.int64)}
+st.save_file(bn, f"{d}/bn.safetensors", metadata={"format": "pt"})
+model = {"bn." + k: v for k, v in bn.items()}
+model["grid"] = (np.arange(24, dtype=np.float32) * 0.5 - 3).reshape(2, 3, 4)
+model["scalar"] = np.array(2.5)
+model["empty"] = np.zeros((0, 3), dtype=np.float32)
+st.save_file(model, f"{d}/model.safetensors", metadata={"format": "pt", "epoch": "3"})
+)"),
+            0);
+
+  SafetensorsFile model = readSafetensorsFile(path("model.safetensors"),
+                                              [](const std::string &n) { return n.ends_with(".num_batches_tracked"); });
+  EXPECT_EQ(model.skipped, std::vector<std::string>{"bn.num_batches_tracked"});
+  EXPECT_EQ(model.metadata, (std::map<std::string, std::string>{{"epoch", "3"}, {"format", "pt"}}));
+  const Tensor &grid = model.tensors.at("grid");
+  EXPECT_EQ(grid.dtype(), DType::F32);
+  ASSERT_EQ(grid.shape(), (Shape{2, 3, 4}));
+  for (int64_t i = 0; i < 24; ++i) EXPECT_EQ(grid.at(i), 0.5 * static_cast<double>(i) - 3) << i;
+  EXPECT_EQ(model.tensors.at("scalar").dtype(), DType::F64);
+  EXPECT_EQ(model.tensors.at("scalar").shape(), Shape{});
+  EXPECT_EQ(model.tensors.at("scalar").at(0), 2.5);
+  EXPECT_EQ(model.tensors.at("empty").shape(), (Shape{0, 3}));
+  EXPECT_EQ(model.tensors.at("bn.running_var").dtype(), DType::BF16);
+
+  auto layer = batchNorm();
+  Layer::StateKeys keys = layer->loadState(path("bn.safetensors"));
+  EXPECT_TRUE(keys.missing.empty() && keys.unexpected.empty());
+  std::map<std::string, Tensor> state = layer->stateDict();
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(state.at("weight").at(c), stored(weightOf(c), DType::F32)) << c;
+    EXPECT_EQ(state.at("bias").at(c), stored(biasOf(c), DType::F32)) << c;
+    EXPECT_EQ(state.at("running_mean").at(c), stored(meanOf(c), DType::F16)) << c;
+    EXPECT_EQ(state.at("running_var").at(c), stored(varOf(c), DType::BF16)) << c;
+  }
+}
+
+TEST_F(SafetensorsPython, NumpyReadsWhatEnccWrites) {
+  REQUIRE_NUMPY();
+  std::map<std::string, Tensor> tensors;
+  Tensor grid(DType::F32, {2, 3, 4});
+  for (int64_t i = 0; i < 24; ++i) grid.set(i, 0.5 * static_cast<double>(i) - 3);
+  tensors["layer1.0.grid"] = grid;
+  Tensor w(DType::F64, {3}), b(DType::F16, {3}), v(DType::F32, {3});
+  for (int c = 0; c < 3; ++c) w.set(c, weightOf(c)), b.set(c, biasOf(c)), v.set(c, varOf(c));
+  v = v.to(DType::BF16); // through f32, as the Python side rounds
+  tensors["w64"] = w;
+  tensors["b16"] = b;
+  tensors["vbf16"] = v;
+  tensors["scalar"] = Tensor(DType::F64, {});
+  tensors["scalar"].set(0, 2.5);
+  tensors["empty"] = Tensor(DType::F32, {0, 3});
+  writeSafetensors(path("encc.safetensors"), tensors, {{"format", "pt"}});
+
+  // A trained layer's state: Python checks the running statistics against values this test passes.
+  auto layer = batchNorm();
+  trainOnce(*layer);
+  layer->saveState(path("bn.safetensors"));
+  Tensor mean = layer->stateDict().at("running_mean"), var = layer->stateDict().at("running_var");
+  std::string args = fmt::format("{:.17g} {:.17g} {:.17g} {:.17g} {:.17g} {:.17g}", mean.at(0), mean.at(1), mean.at(2),
+                                 var.at(0), var.at(1), var.at(2));
+
+  EXPECT_EQ(runPython(R"(
+import numpy as np, safetensors_np as st
+d = sys.argv[1]
+expected = [float(a) for a in sys.argv[2:8]]
+t, meta = st.load_file(f"{d}/encc.safetensors")
+c = np.arange(3)
+bf16 = lambda a: (np.asarray(a, np.float32).view(np.uint32) + 0x7FFF + ((np.asarray(a, np.float32).view(np.uint32) >> 16) & 1)) >> 16 << 16
+checks = [
+  ("metadata", meta == {"format": "pt"}),
+  ("names", sorted(t) == ["b16", "empty", "layer1.0.grid", "scalar", "vbf16", "w64"]),
+  ("grid", t["layer1.0.grid"].dtype == np.float32 and t["layer1.0.grid"].shape == (2, 3, 4)
+           and np.array_equal(t["layer1.0.grid"].ravel(), np.arange(24, dtype=np.float32) * 0.5 - 3)),
+  ("w64", t["w64"].dtype == np.float64 and np.array_equal(t["w64"], 1 + c / 4)),
+  ("b16", t["b16"].dtype == np.float16 and np.array_equal(t["b16"], (c / 8 - 0.5).astype(np.float16))),
+  ("vbf16", np.array_equal(t["vbf16"].view(np.uint32), bf16((4 / 3 + c / 2).astype(np.float32)))),
+  ("scalar", t["scalar"].shape == () and t["scalar"] == 2.5),
+  ("empty", t["empty"].shape == (0, 3)),
+]
+bn, meta = st.load_file(f"{d}/bn.safetensors")
+checks += [
+  ("bn keys", sorted(bn) == ["bias", "running_mean", "running_var", "weight"] and meta == {"format": "pt"}),
+  ("bn stats", np.array_equal(bn["running_mean"], np.float32(expected[:3])) and
+               np.array_equal(bn["running_var"], np.float32(expected[3:]))),
+]
+bad = [name for name, ok in checks if not ok]
+if bad:
+  print("mismatch:", bad, t, bn)
+  sys.exit(1)
+)",
+                      args),
+            0);
+}
+
+} // namespace
