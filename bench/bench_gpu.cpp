@@ -11,7 +11,7 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "runtime/DiskCache.h"
 #include "runtime/Gpu.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Nvrtc.h"
 #include "runtime/Rng.h"
@@ -187,8 +187,9 @@ std::string layerSource(const char *name, const std::map<std::string, std::strin
   const LayerSymbols &sym = lib->get(name);
   auto hyper = resolveHyperParams(sym, sets);
   hyper["training"] = ir::boolImm(true);
+  const LayerInstance instance = instantiateLayer(*lib, sym, hyper);
   const ir::Pipeline pipeline;
-  return codegen::emitCuda(pipeline.lower(pipeline.forward(sym, hyper), {.target = ir::Target::GPU}));
+  return codegen::emitCuda(pipeline.lower(pipeline.forward(*instance.symbols, hyper), {.target = ir::Target::GPU}));
 }
 
 // Cold: a unique comment defeats every cache. Disk: the entry written by the first call is read

@@ -171,6 +171,8 @@ private:
 
 Program Pipeline::forward(const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams,
                           const BuildOptions &options) const {
+  ENC_INTERNAL_ASSERT(!layer.network, "Pipeline::forward: network {} was not expanded (instantiateLayer)",
+                      layer.layer->name.text);
   std::map<std::string, Expr> values = hyperParams;
   values.emplace("distributed", boolImm(options.distributed));
   auto training = values.find("training");

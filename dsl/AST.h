@@ -39,6 +39,9 @@ struct Expr {
   bool boolValue = false;
   std::vector<ExprPtr> args;
   std::vector<Name> vars; // Reduce only
+  // Call: `name=` of each argument, "" where positional (named arguments are for sub-layers:
+  // Conv2d(in_channels=C, ...) and calls of sub-layers with several inputs).
+  std::vector<Name> argNames;
   std::vector<ExprPtr> varBounds; // Reduce: `kh < K` gives kh the range K (null where not given)
   SourceLoc nameLoc;      // the name token of Access/Call/Reduce
 
@@ -82,6 +85,7 @@ struct TensorDecl {
   ExprPtr init;      // params and buffers: uniform(a, b), zeros, ...
   ExprPtr condition; // params and buffers: `where bias` (exists only when it holds)
   SourceLoc loc;
+  bool shapeOmitted = false; // a network's output written without a shape: its definition gives it
 };
 
 // `require condition`: checked when the layer is created (hyper-parameters) or run (sizes).
@@ -112,8 +116,25 @@ struct Forward {
   SourceLoc closeLoc;
 };
 
+// A sub-layer of a network, declared at layer level:
+//   conv1 = Conv2d(in_channels=C, out_channels=planes, kernel_size=3)
+//   downsample = [Conv2d(...), SyncBatchNorm(...)] where downsample     a sequence: downsample.0, .1
+//   layer1 = [BasicBlock(inplanes=select(i == 0, C, planes), planes=planes) for i < N]
+// Each item is a Call of a layer's name with hyper-parameter arguments (expressions of the
+// network's hyper-parameters and of the repetition index).
+struct SubLayer {
+  Name name;
+  std::vector<ExprPtr> items;
+  bool sequence = false; // written [ ... ]: called in order, each item's output the next one's input
+  Name repeatVar;        // [Item for i < count]: `count` items, i = 0 .. count-1
+  ExprPtr repeatCount;
+  ExprPtr condition;     // `where cond`: exists only when it holds
+  SourceLoc loc;
+};
+
 struct Layer {
   Name name;
+  std::vector<SubLayer> subLayers; // non-empty: the layer is a network
   std::vector<HyperParam> hyperParams;
   std::vector<TensorDecl> params;
   std::vector<TensorDecl> buffers;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "dsl/Source.h"
+#include "support/Error.h"
 
 #include <fmt/format.h>
 
@@ -20,6 +21,12 @@ struct Diagnostic {
   std::string hint;
   // Secondary locations ("note: first defined here").
   std::vector<std::pair<SourceLoc, std::string>> notes;
+};
+
+// A .enc file (or a network's expansion) that does not check: carries the rendered diagnostics.
+class CompileError : public Error {
+public:
+  explicit CompileError(std::string diagnostics) : Error(std::move(diagnostics)) {}
 };
 
 class DiagnosticEngine {

@@ -2,6 +2,7 @@
 
 #include "dsl/Lexer.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 
@@ -238,6 +239,10 @@ private:
       layer.requirements.push_back(parseRequirement());
       return;
     }
+    if (at(Tok::Ident) && peekTok(1).kind == Tok::Assign) {
+      layer.subLayers.push_back(parseSubLayer());
+      return;
+    }
     // `backward` is not reserved: it starts a block only where a member may start.
     if (at(Tok::Ident) && cur().text == "backward" && peekTok(1).kind == Tok::LBrace) {
       if (layer.backward) {
@@ -260,7 +265,47 @@ private:
       layer.forward = parseForward();
       return;
     }
-    errorHere("'param', 'buffer' or 'forward'", "a layer holds parameter and buffer declarations and one forward block");
+    errorHere("'param', 'buffer', a sub-layer or 'forward'",
+              "a layer holds parameter and buffer declarations, sub-layers (conv1 = Conv2d(...)) and one forward block");
+  }
+
+  // name = Layer(args) | [Layer(args), ...] | [Layer(args) for i < count], then `where cond`.
+  ast::SubLayer parseSubLayer() {
+    ast::SubLayer sub;
+    sub.name = expectName("a sub-layer name");
+    expect(Tok::Assign);
+    auto item = [&] {
+      const char *hint = "a sub-layer is declared as name = Layer(hyper-parameter=value, ...)";
+      if (!at(Tok::Ident) || peekTok(1).kind != Tok::LParen) errorHere("a layer name and its arguments", hint);
+      const Token &t = advance();
+      sub.items.push_back(parseCall(t));
+    };
+    if (at(Tok::LBracket)) {
+      SourceLoc open = advance().loc;
+      sub.sequence = true;
+      skipNewlines();
+      item();
+      if (at(Tok::Ident) && cur().text == "for") {
+        advance();
+        sub.repeatVar = expectName("the repetition index, as in [Block(...) for i < N]");
+        expect(Tok::Less, "a repetition is written [Block(...) for i < N]");
+        sub.repeatCount = parseExpr();
+      } else {
+        while (accept(Tok::Comma)) {
+          skipNewlines();
+          if (at(Tok::RBracket)) break;
+          item();
+        }
+      }
+      skipNewlines();
+      sub.loc = SourceLoc::join(sub.name.loc, expectClosing(Tok::RBracket, open).loc);
+    } else {
+      item();
+      sub.loc = SourceLoc::join(sub.name.loc, sub.items.back()->loc);
+    }
+    if (accept(Tok::KwWhere)) sub.condition = parseExpr();
+    expectStatementEnd();
+    return sub;
   }
 
   std::vector<ast::Dim> parseShape(bool allowVariadic, bool output = false) {
@@ -300,6 +345,11 @@ private:
     ast::TensorDecl d;
     d.name = expectName(input ? "an input name" : "an output name");
     d.loc = d.name.loc;
+    // A network's output may leave its shape to its definition (sema allows that only there).
+    if (!input && !at(Tok::Colon)) {
+      d.shapeOmitted = true;
+      return d;
+    }
     expect(Tok::Colon, input ? "inputs are declared with their shape: X: [B, D, N]"
                              : "outputs are declared with their shape: Y: [B, K, D]");
     d.dims = parseShape(/*allowVariadic=*/true, /*output=*/!input);
@@ -609,9 +659,22 @@ private:
     SourceLoc open = expect(Tok::LParen).loc;
     if (!at(Tok::RParen)) {
       do {
+        // name=value: a named argument (sub-layers' hyper-parameters and inputs).
+        ast::Name argName;
+        if (at(Tok::Ident) && peekTok(1).kind == Tok::Assign) {
+          argName = {cur().text, cur().loc};
+          advance();
+          advance();
+        } else if (!e->argNames.empty() && !e->argNames.back().text.empty()) {
+          errorHere("a named argument (name=value)", "positional arguments come before named ones");
+        }
+        e->argNames.push_back(std::move(argName));
         e->args.push_back(parseExpr());
       } while (accept(Tok::Comma));
     }
+    // Plain calls keep argNames empty, so only calls with a named argument carry them.
+    if (std::all_of(e->argNames.begin(), e->argNames.end(), [](const ast::Name &n) { return n.text.empty(); }))
+      e->argNames.clear();
     e->loc = SourceLoc::join(name.loc, expectClosing(Tok::RParen, open).loc);
     return e;
   }

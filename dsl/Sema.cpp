@@ -108,6 +108,7 @@ public:
     }
     ast::Forward &f = *layer_.forward;
     noteSyntaxErrors(f);
+    if (!layer_.subLayers.empty()) return checkNetwork(f);
     for (ast::TensorDecl &in : f.inputs) declareInput(in);
     for (ast::TensorDecl &out : f.outputs) declareOutput(out);
     for (ast::Statement &s : f.statements) checkStatement(s);
@@ -122,6 +123,27 @@ public:
   }
 
 private:
+  // A network's members and signature; its statements use sub-layers and whole tensors, and are
+  // checked after expansion, when the sub-layers' shapes are known.
+  LayerSymbols checkNetwork(ast::Forward &f) {
+    syms_.network = true;
+    for (ast::SubLayer &sub : layer_.subLayers) declareName(sub.name, "sub-layer");
+    if (layer_.backward)
+      diags_.error(layer_.backward->loc, "a network's gradients are derived: it cannot have a backward block",
+                   "move the hand-written gradient into a layer of its own and use that as a sub-layer");
+    for (ast::TensorDecl &in : f.inputs) {
+      for (const ast::Dim &d : in.dims)
+        if (d.variadic)
+          diags_.error(d.size->loc, "a network's inputs have a fixed rank: '...' is for layers",
+                       "name each dimension, as in X: [B, C, H, W]");
+      declareInput(in);
+    }
+    for (ast::TensorDecl &out : f.outputs) declareName(out.name, "output");
+    for (ast::Requirement &r : layer_.requirements) checkRequirement(r);
+    for (ast::Requirement &r : f.requirements) checkRequirement(r);
+    return std::move(syms_);
+  }
+
   ast::Layer &layer_;
   DiagnosticEngine &diags_;
   LayerSymbols syms_;
@@ -468,6 +490,9 @@ private:
 
   void declareOutput(ast::TensorDecl &d) {
     declareName(d.name, "output");
+    if (d.shapeOmitted)
+      diags_.error(d.loc, fmt::format("output '{}' needs its shape", d.name.text),
+                   "outputs are declared with their shape, Y: [B, K, D]; only a network's may leave it to its definition");
     TensorSymbol t{d.name.text, TensorRole::Output, {}, false, d.loc, nullptr};
     std::string where = fmt::format("output '{}'", d.name.text);
     for (ast::Dim &dim : d.dims) {
@@ -926,6 +951,12 @@ private:
     }
     std::vector<Type> types;
     for (ast::ExprPtr &a : e.args) types.push_back(checkExpr(*a));
+    for (const ast::Name &n : e.argNames)
+      if (!n.text.empty()) {
+        diags_.error(n.loc, fmt::format("'{}' takes no named arguments", e.name),
+                     "named arguments (name=value) are for sub-layers, declared in a network as conv1 = Conv2d(...)");
+        return Type::Unknown;
+      }
     if (it == kFunctions.end()) {
       std::string hint = "functions are " + functionList();
       if (TensorSymbol *t = findTensor(e.name)) hint = fmt::format("'{}' is a tensor: index it with [...]", t->name);

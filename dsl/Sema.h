@@ -44,6 +44,9 @@ struct SizeSymbol {
 
 struct LayerSymbols {
   const ast::Layer *layer = nullptr;
+  // A layer with sub-layers: its forward block is checked once the sub-layers are expanded
+  // with the hyper-parameters' values (compiler/ExpandNetwork.h), not here.
+  bool network = false;
   std::vector<SizeSymbol> sizes;
   std::vector<const ast::Statement *> updates;          // buffer[...] <- value, in order
   std::vector<const ast::Requirement *> requirements; // layer-level first, then the forward block's

@@ -6,7 +6,7 @@
 #include "compiler/StorageTypes.h"
 #include "runtime/Executor.h"
 #include "runtime/Gpu.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/KernelProfile.h"
 #include "runtime/Rng.h"
 #include "support/Env.h"
@@ -118,6 +118,10 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
   hyper_ = resolveHyperParams(*symbols_, settings);
   if (options_.device == Device::CUDA) cuda::Gpu::require();
   hyper_["training"] = ir::boolImm(options_.training);
+  if (symbols_->network) {
+    expansion_ = instantiateLayer(*library_, *symbols_, hyper_).expansion;
+    symbols_ = &expansion_->symbols;
+  }
   group_ = options_.group ? options_.group : defaultProcessGroup();
   if (group_ && group_->size() < 2) group_ = nullptr;
   program_ = ir::Pipeline().forward(*symbols_, hyper_, {.fuse = options_.fuse, .distributed = group_ != nullptr});
@@ -126,6 +130,21 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
 }
 
 Layer::~Layer() = default;
+
+LayerInstance instantiateLayer(const Library &lib, const LayerSymbols &layer, const std::map<std::string, ir::Expr> &hyper) {
+  if (!layer.network) return {&layer, nullptr};
+  for (const ast::HyperParam &hp : layer.layer->hyperParams) {
+    bool pair = hp.type.kind == ast::HyperParamType::Kind::Int2;
+    if (!hyper.count(pair ? ir::pairComponentName(hp.name.text, 0) : hp.name.text))
+      throw Error(fmt::format("network {} needs a value for hyper-parameter '{}' to expand its sub-layers",
+                              layer.layer->name.text, hp.name.text),
+                  fmt::format("pass --set {}=VALUE", hp.name.text));
+  }
+  std::map<std::string, ir::Expr> values = hyper;
+  if (!values.count("training")) values["training"] = ir::boolImm(true);
+  auto expansion = expandNetwork(layer, values, [&lib](const std::string &name) { return lib.findSubLayer(name); });
+  return {&expansion->symbols, expansion};
+}
 
 std::vector<std::string> Layer::inputNames() const { return program_.namesWithRole(TensorRole::Input); }
 std::vector<std::string> Layer::outputNames() const { return program_.namesWithRole(TensorRole::Output); }
@@ -443,6 +462,20 @@ const ir::Program &Layer::gradientProgram() {
                                                     {.fuse = options_.fuse, .distributed = group_ != nullptr});
   }
   return gradient_->gradient.program;
+}
+
+std::map<std::string, Tensor> Layer::backward(const std::string &loss) {
+  if (!forwardRan_)
+    throw Error(fmt::format("layer {}: backward needs a forward pass first", name_), "call forward with the same inputs");
+  auto shape = lastOutputShapes_.find(loss);
+  if (shape == lastOutputShapes_.end()) {
+    std::string names;
+    for (const auto &[o, _] : lastOutputShapes_) names += (names.empty() ? "" : ", ") + o;
+    throw Error(fmt::format("layer {} has no output '{}' to take a gradient of", name_, loss), "its outputs are " + names);
+  }
+  Tensor ones(dtype(), shape->second);
+  for (int64_t i = 0; i < ones.numel(); ++i) ones.set(i, 1.0);
+  return backward({{loss, ones.to(device())}});
 }
 
 std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor> &outputGrads) {

@@ -2,6 +2,7 @@
 // use for each input shape (CPU JIT through LLVM, or CUDA through NVRTC for Device::CUDA).
 #pragma once
 
+#include "compiler/ExpandNetwork.h"
 #include "compiler/LoopIR.h"
 #include "runtime/Library.h"
 #include "runtime/ProcessGroup.h"
@@ -82,6 +83,9 @@ public:
   // Runs the backward pass of the last forward: given the gradient of some outputs (others
   // count as zero), returns the gradient of every input and parameter, by name.
   std::map<std::string, Tensor> backward(const std::map<std::string, Tensor> &outputGrads);
+  // The backward pass of the scalar `loss` (an output; for a tensor output, of its sum): what a
+  // training step needs once the loss is part of the network.
+  std::map<std::string, Tensor> backward(const std::string &loss);
 
   // The derived backward pass (hyper-parameters substituted, fused).
   const ir::Program &gradientProgram();
@@ -97,7 +101,8 @@ public:
 private:
   struct Compiled;
   std::shared_ptr<const Library> library_;
-  const LayerSymbols *symbols_;
+  const LayerSymbols *symbols_; // a network's: the layer its sub-layers expand to
+  std::shared_ptr<const ExpandedNetwork> expansion_;
   std::string name_;
   LayerOptions options_;
   std::shared_ptr<ProcessGroup> group_; // of more than one process, or nullptr
@@ -145,6 +150,14 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
 // The layer `name` of `lib`, or the layer a deprecated alias (BatchNorm2d) stands for, with
 // a one-time warning.
 const LayerSymbols &resolveLayer(const Library &lib, const std::string &name);
+
+// `layer` as it compiles with the hyper-parameters `hyper`: a network's sub-layers expanded (the
+// expansion owns that layer), any other layer itself. A network needs every hyper-parameter's value.
+struct LayerInstance {
+  const LayerSymbols *symbols = nullptr;
+  std::shared_ptr<const ExpandedNetwork> expansion;
+};
+LayerInstance instantiateLayer(const Library &lib, const LayerSymbols &layer, const std::map<std::string, ir::Expr> &hyper);
 
 // The compiler's element type for a tensor dtype, and back.
 ir::ElemType elemTypeOf(DType t);

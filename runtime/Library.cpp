@@ -77,7 +77,16 @@ std::shared_ptr<const Library> Library::shipped() {
   DiagnosticEngine diags;
   auto lib = check(std::move(files), diags);
   if (diags.hasErrors()) throw CompileError(diags.render());
+  std::const_pointer_cast<Library>(lib)->shipped_ = true;
   return lib;
+}
+
+const LayerSymbols *Library::findSubLayer(const std::string &layer) const {
+  if (const LayerSymbols *l = find(layer)) return l;
+  if (shipped_) return nullptr;
+  std::lock_guard<std::mutex> lock(preludeMutex_);
+  if (!prelude_) prelude_ = shipped();
+  return prelude_->find(layer);
 }
 
 const LayerSymbols *Library::find(const std::string &layer) const {

@@ -7,16 +7,11 @@
 #include "support/Error.h"
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 namespace enc {
-
-// A .enc file that does not check: carries the rendered diagnostics.
-class CompileError : public Error {
-public:
-  explicit CompileError(std::string diagnostics) : Error(std::move(diagnostics)) {}
-};
 
 class Library {
 public:
@@ -32,11 +27,16 @@ public:
   static std::shared_ptr<const Library> check(std::vector<std::unique_ptr<SourceFile>> files, DiagnosticEngine &diags);
 
   const LayerSymbols *find(const std::string &layer) const;
+  // A layer a network of this library names as a sub-layer: its own, else a shipped one.
+  const LayerSymbols *findSubLayer(const std::string &layer) const;
   // find(), or an Error listing the layers there are.
   const LayerSymbols &get(const std::string &layer) const;
   std::vector<std::string> layerNames() const;
 
 private:
+  bool shipped_ = false;
+  mutable std::mutex preludeMutex_;
+  mutable std::shared_ptr<const Library> prelude_; // the shipped layers, loaded when first needed
   std::vector<std::unique_ptr<SourceFile>> files_;
   std::vector<ast::Module> modules_;
   std::vector<CheckedModule> checked_;

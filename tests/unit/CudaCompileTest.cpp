@@ -7,7 +7,7 @@
 #include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Library.h"
 #include "runtime/Nvrtc.h"
 #include "support/Error.h"

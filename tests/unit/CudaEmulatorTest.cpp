@@ -6,7 +6,7 @@
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Library.h"
 
 #include <gtest/gtest.h>

@@ -13,7 +13,7 @@
 // committing it.
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Library.h"
 
 #include <fmt/format.h>

@@ -13,7 +13,7 @@
 #include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "runtime/Float16.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "support/Error.h"
 
 #include <gtest/gtest.h>

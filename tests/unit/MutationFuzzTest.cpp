@@ -15,7 +15,7 @@
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/Gpu.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Npy.h"
 #include "runtime/Rng.h"

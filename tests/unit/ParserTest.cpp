@@ -345,7 +345,7 @@ TEST(Parser, RecoversAndReportsEachErrorOnce) {
                                     "7: expected end of line, found number '4'",
                                     "8: malformed number '1.2.3'",
                                     "12: expected 'layer', found identifier 'paramx'",
-                                    "14: expected 'param', 'buffer' or 'forward', found identifier 'bogus'",
+                                    "14: expected 'param', 'buffer', a sub-layer or 'forward', found identifier 'bogus'",
                                 }));
   EXPECT_EQ(p->diags.errorCount(), 6);
   ASSERT_EQ(p->module.layers.size(), 2u);

@@ -5,7 +5,7 @@
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
 

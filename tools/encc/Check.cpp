@@ -1,6 +1,9 @@
 // encc check: diagnostics for .enc files.
 #include "tools/encc/Commands.h"
 
+#include "compiler/HyperParams.h"
+#include "runtime/Layer.h"
+
 #include <fmt/format.h>
 
 #include <iostream>
@@ -16,6 +19,25 @@ int runCheck(const std::vector<std::string> &files) {
     auto lib = Library::check(std::move(sources), diags);
     std::cerr << diags.render();
     if (diags.hasErrors()) {
+      status = 1;
+      continue;
+    }
+    // A network's statements are checked when it expands: with its defaults where it has them.
+    bool expanded = true;
+    for (const std::string &n : lib->layerNames()) {
+      const LayerSymbols &layer = lib->get(n);
+      if (!layer.network) continue;
+      auto hyper = resolveHyperParams(layer, {}, /*allowMissing=*/true);
+      try {
+        instantiateLayer(*lib, layer, hyper);
+      } catch (const CompileError &e) {
+        std::cerr << e.what();
+        expanded = false;
+      } catch (const Error &e) {
+        std::cout << fmt::format("{}: network {} is checked when instantiated ({})\n", path, n, e.what());
+      }
+    }
+    if (!expanded) {
       status = 1;
       continue;
     }

@@ -43,7 +43,7 @@ struct EmitOptions {
   bool printPipeline = false;          // the pass sequences instead of a layer
 };
 // One layer at the stage o.kind (not "ast").
-std::string emitOne(const EmitOptions &o, const LayerSymbols &sym);
+std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols &layer);
 int runEmit(const EmitOptions &o);
 
 struct EvalOptions {

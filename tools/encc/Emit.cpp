@@ -9,7 +9,7 @@
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "dsl/Parser.h"
 #include "runtime/CpuJit.h"
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Nvrtc.h"
 #include "support/Env.h"
@@ -25,10 +25,12 @@
 
 namespace enc::cli {
 
-std::string emitOne(const EmitOptions &o, const LayerSymbols &sym) {
-  auto hyper = resolveHyperParams(sym, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
+std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols &layer) {
+  auto hyper = resolveHyperParams(layer, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
+  const LayerInstance instance = instantiateLayer(lib, layer, hyper);
+  const LayerSymbols &sym = *instance.symbols;
   ir::Pipeline::Instrumentation instrumentation = ir::Pipeline::Instrumentation::fromEnvironment();
   for (const std::string &name : o.printAfter) {
     if (!ir::Pipeline::isPassName(name))
@@ -114,7 +116,7 @@ int runEmit(const EmitOptions &o) {
   std::vector<std::string> layers = o.layer.empty() ? lib->layerNames() : std::vector<std::string>{o.layer};
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers.size() > 1) std::cout << (i ? "\n" : "") << fmt::format("# ---- {} ----\n", layers[i]);
-    std::cout << emitOne(o, resolveLayer(*lib, layers[i]));
+    std::cout << emitOne(o, *lib, resolveLayer(*lib, layers[i]));
   }
   return 0;
 }

@@ -238,7 +238,8 @@ private:
       else if (a.starts_with("--")) throw Error(fmt::format("unknown option {}", a), "type :help for the options");
       else o.sets.push_back(a);
     }
-    std::string text = emitOne(o, libraryOf(o.layer)->get(o.layer));
+    auto lib = libraryOf(o.layer);
+    std::string text = emitOne(o, *lib, lib->get(o.layer));
     std::cout << text << (text.ends_with('\n') ? "" : "\n");
   }
 

@@ -1,4 +1,4 @@
-#include "runtime/HyperParams.h"
+#include "compiler/HyperParams.h"
 
 #include "compiler/Passes.h"
 #include "support/Error.h"

@@ -1,0 +1,376 @@
+// Networks: layers with sub-layers, expanded into one layer (compiler/ExpandNetwork.cpp).
+//
+// NetworkNumerics: a residual block compiled whole equals the same layers run one by one as
+// separate Layers, in f64, forward, every gradient and the running statistics; the element-wise
+// glue between them (relu, the residual add) is computed here in plain loops.
+// NetworkGrad: gradients of small networks (a sub-layer called twice, helpers) against central
+// finite differences of L = sum(Y * G).
+// NetworkNames: parameters and buffers are named as torch's state_dict for the same structure.
+// NetworkErrors: mistakes at a call site are reported there, with the sub-layer's declaration.
+#include "runtime/Layer.h"
+#include "runtime/Library.h"
+#include "runtime/Tensor.h"
+#include "support/Error.h"
+
+#include "ErrorTestSupport.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace enc {
+namespace {
+
+using Tensors = std::map<std::string, Tensor>;
+using Settings = std::map<std::string, std::string>;
+
+const char *kBlock = R"(
+layer Block(inplanes: int, planes: int, stride: int = 1) {
+  conv1 = Conv2d(in_channels=inplanes, out_channels=planes, kernel_size=3, stride=stride, padding=1, bias=false)
+  bn1 = SyncBatchNorm(num_features=planes)
+  conv2 = Conv2d(in_channels=planes, out_channels=planes, kernel_size=3, padding=1, bias=false)
+  bn2 = SyncBatchNorm(num_features=planes)
+  downsample = [Conv2d(in_channels=inplanes, out_channels=planes, kernel_size=1, stride=stride, bias=false),
+                SyncBatchNorm(num_features=planes)] where stride != 1 || inplanes != planes
+
+  forward(X: [B, inplanes, H, W]) -> Y {
+    F = relu(bn1(conv1(X)))
+    G = bn2(conv2(F))
+    Y = relu(G + select(stride != 1 || inplanes != planes, downsample(X), X))
+  }
+}
+
+layer Stack(C: int = 4, N: int = 2) {
+  stem = Conv2d(in_channels=3, out_channels=C, kernel_size=3, padding=1)
+  layer1 = [Block(inplanes=C, planes=C) for i < N]
+  layer2 = [Block(inplanes=select(i == 0, C, 2 * C), planes=2 * C, stride=select(i == 0, 2, 1)) for i < N]
+  fc = Linear(in_features=2 * C, out_features=3)
+  forward(X: [B, 3, H, W]) -> Y {
+    F = layer2(layer1(relu(stem(X))))
+    Y = fc(spatial_mean(F))
+  }
+}
+
+layer Twice(D: int = 3) {
+  lin = Linear(in_features=D, out_features=D)
+  forward(X: [B, D]) -> Y {
+    Y = lin(tanh(lin(X))) + X
+  }
+}
+
+layer Helpers() {
+  a = Conv2d(in_channels=2, out_channels=3, kernel_size=1)
+  b = Conv2d(in_channels=2, out_channels=2, kernel_size=1)
+  fc = Linear(in_features=20, out_features=2)
+  forward(X: [B, 2, 2, 2]) -> (Y, M) {
+    Z = cat(a(X), b(X))
+    Y = fc(flatten(sigmoid(Z) * 2))
+    M = spatial_mean(Z)
+  }
+}
+)";
+
+std::shared_ptr<const Library> lib() {
+  static auto l = Library::fromSource("networks.enc", kBlock);
+  return l;
+}
+
+uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+Tensor random(const Shape &shape, uint64_t seed, double lo = -1, double hi = 1) {
+  Tensor t(DType::F64, shape);
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.set(i, lo + (hi - lo) * static_cast<double>(mix(seed * 7919 + static_cast<uint64_t>(i) + 1) >> 11) * 0x1.0p-53);
+  return t;
+}
+
+double maxDiff(const Tensor &a, const Tensor &b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  double m = 0;
+  for (int64_t i = 0; i < a.numel() && a.shape() == b.shape(); ++i) m = std::max(m, std::abs(a.at(i) - b.at(i)));
+  return m;
+}
+
+double maxAbs(const Tensor &a) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::abs(a.at(i)));
+  return m;
+}
+
+Tensor map2(const Tensor &a, const Tensor &b, const std::function<double(double, double)> &f) {
+  Tensor out(DType::F64, a.shape());
+  for (int64_t i = 0; i < a.numel(); ++i) out.set(i, f(a.at(i), b.at(i)));
+  return out;
+}
+
+LayerOptions f64() { return {.dtype = DType::F64}; }
+
+TEST(NetworkNumerics, ResidualBlockEqualsItsLayersRunOneByOne) {
+  Layer net(lib(), "Block", {{"inplanes", "3"}, {"planes", "4"}, {"stride", "2"}}, f64());
+  auto shipped = Library::shipped();
+  Layer conv1(shipped, "Conv2d", {{"in_channels", "3"}, {"out_channels", "4"}, {"kernel_size", "3"}, {"stride", "2"},
+                                  {"padding", "1"}, {"bias", "false"}}, f64());
+  Layer conv2(shipped, "Conv2d", {{"in_channels", "4"}, {"out_channels", "4"}, {"kernel_size", "3"}, {"padding", "1"},
+                                  {"bias", "false"}}, f64());
+  Layer ds0(shipped, "Conv2d", {{"in_channels", "3"}, {"out_channels", "4"}, {"kernel_size", "1"}, {"stride", "2"},
+                                {"bias", "false"}}, f64());
+  Layer bn1(shipped, "SyncBatchNorm", {{"num_features", "4"}}, f64());
+  Layer bn2(shipped, "SyncBatchNorm", {{"num_features", "4"}}, f64());
+  Layer ds1(shipped, "SyncBatchNorm", {{"num_features", "4"}}, f64());
+  std::map<std::string, Layer *> parts = {{"conv1", &conv1}, {"conv2", &conv2}, {"downsample.0", &ds0},
+                                          {"bn1", &bn1},     {"bn2", &bn2},     {"downsample.1", &ds1}};
+  // Same weights everywhere: the network's, with the batch norms' affine parameters made non-trivial.
+  uint64_t seed = 1;
+  for (auto &[prefix, layer] : parts)
+    for (const auto &[name, value] : layer->params()) {
+      std::string full = prefix + "." + name;
+      ASSERT_TRUE(net.params().count(full)) << full;
+      Tensor v = layer->isParameter(name) ? random(value.shape(), ++seed, 0.5, 1.5) : net.params().at(full);
+      net.setParam(full, v);
+      layer->setParam(name, v);
+    }
+
+  Tensor x = random({2, 3, 6, 5}, 100);
+  Tensor y = net.forward({{"X", x}}).at("Y");
+  // One by one.
+  Tensor a = conv1.forward({{"X", x}}).at("Y");
+  Tensor b = bn1.forward({{"X", a}}).at("Y");
+  Tensor f = map2(b, b, [](double v, double) { return std::max(v, 0.0); });
+  Tensor c = conv2.forward({{"X", f}}).at("Y");
+  Tensor g = bn2.forward({{"X", c}}).at("Y");
+  Tensor d = ds0.forward({{"X", x}}).at("Y");
+  Tensor e = ds1.forward({{"X", d}}).at("Y");
+  Tensor s = map2(g, e, [](double p, double q) { return p + q; });
+  Tensor ref = map2(s, s, [](double v, double) { return std::max(v, 0.0); });
+  ASSERT_EQ(y.shape(), (Shape{2, 4, 3, 3}));
+  EXPECT_LT(maxDiff(y, ref), 1e-12);
+  EXPECT_GT(maxAbs(ref), 0.1);
+
+  // Backward of L = sum(Y * G).
+  Tensor gy = random(y.shape(), 200);
+  Tensors grads = net.backward({{"Y", gy}});
+  Tensor gs = map2(gy, s, [](double gv, double v) { return v > 0 ? gv : 0; });
+  Tensors gBn2 = bn2.backward({{"Y", gs}});
+  Tensors gConv2 = conv2.backward({{"Y", gBn2.at("X")}});
+  Tensor gb = map2(gConv2.at("X"), b, [](double gv, double v) { return v > 0 ? gv : 0; });
+  Tensors gBn1 = bn1.backward({{"Y", gb}});
+  Tensors gConv1 = conv1.backward({{"Y", gBn1.at("X")}});
+  Tensors gDs1 = ds1.backward({{"Y", gs}});
+  Tensors gDs0 = ds0.backward({{"Y", gDs1.at("X")}});
+  Tensor gx = map2(gConv1.at("X"), gDs0.at("X"), [](double p, double q) { return p + q; });
+  EXPECT_LT(maxDiff(grads.at("X"), gx), 1e-11);
+  std::map<std::string, Tensors *> partGrads = {{"conv1", &gConv1}, {"conv2", &gConv2}, {"downsample.0", &gDs0},
+                                                {"bn1", &gBn1},     {"bn2", &gBn2},     {"downsample.1", &gDs1}};
+  for (auto &[prefix, pg] : partGrads)
+    for (const auto &[name, value] : *pg) {
+      if (name == "X") continue;
+      ASSERT_TRUE(grads.count(prefix + "." + name)) << prefix << "." << name;
+      EXPECT_LT(maxDiff(grads.at(prefix + "." + name), value), 1e-11) << prefix << "." << name;
+    }
+  // Running statistics after one training pass.
+  for (auto &[prefix, layer] : parts)
+    for (const auto &[name, value] : layer->params())
+      if (!layer->isParameter(name))
+        EXPECT_LT(maxDiff(net.params().at(prefix + "." + name), value), 1e-13) << prefix << "." << name;
+}
+
+// L = sum(Y * G) for each output; the gradients of the inputs and parameters named in `check`
+// against central differences.
+void checkGradients(Layer &net, Tensors inputs, const std::vector<std::string> &check, double tol = 1e-7) {
+  Tensors out = net.forward(inputs);
+  Tensors seeds;
+  uint64_t seed = 50;
+  for (const auto &[name, y] : out) seeds[name] = random(y.shape(), ++seed);
+  Tensors grads = net.backward(seeds);
+  auto loss = [&]() {
+    double l = 0;
+    for (const auto &[name, y] : net.forward(inputs))
+      for (int64_t i = 0; i < y.numel(); ++i) l += y.at(i) * seeds.at(name).at(i);
+    return l;
+  };
+  const double h = 1e-6;
+  for (const std::string &name : check) {
+    bool isInput = inputs.count(name) > 0;
+    Tensor value = (isInput ? inputs.at(name) : net.params().at(name)).clone();
+    ASSERT_TRUE(grads.count(name)) << name;
+    const Tensor &g = grads.at(name);
+    for (int64_t i = 0; i < value.numel(); ++i) {
+      double v = value.at(i);
+      auto at = [&](double w) {
+        Tensor t = value.clone();
+        t.set(i, w);
+        if (isInput) inputs[name] = t;
+        else net.setParam(name, t);
+        return loss();
+      };
+      double fd = (at(v + h) - at(v - h)) / (2 * h);
+      at(v);
+      EXPECT_NEAR(g.at(i), fd, tol * std::max(1.0, std::abs(fd))) << name << "[" << i << "]";
+    }
+  }
+}
+
+TEST(NetworkGrad, ASubLayerCalledTwiceSharesItsParameters) {
+  Layer net(lib(), "Twice", {}, f64());
+  std::vector<std::string> names;
+  for (const auto &[name, value] : net.params()) names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{"lin.bias", "lin.weight"}));
+  // Y = lin(tanh(lin(X))) + X, written out here.
+  Tensor x = random({2, 3}, 7);
+  const Tensor &w = net.params().at("lin.weight");
+  const Tensor &bias = net.params().at("lin.bias");
+  auto linear = [&](const std::vector<double> &in) {
+    std::vector<double> out(3);
+    for (int o = 0; o < 3; ++o) {
+      out[o] = bias.at(o);
+      for (int i = 0; i < 3; ++i) out[o] += w.at(o * 3 + i) * in[i];
+    }
+    return out;
+  };
+  Tensor y = net.forward({{"X", x}}).at("Y");
+  for (int b = 0; b < 2; ++b) {
+    std::vector<double> in = {x.at(b * 3), x.at(b * 3 + 1), x.at(b * 3 + 2)};
+    std::vector<double> h = linear(in);
+    for (double &v : h) v = std::tanh(v);
+    std::vector<double> ref = linear(h);
+    for (int o = 0; o < 3; ++o) EXPECT_NEAR(y.at(b * 3 + o), ref[o] + in[o], 1e-14);
+  }
+  checkGradients(net, {{"X", x}}, {"X", "lin.weight", "lin.bias"});
+}
+
+TEST(NetworkGrad, StackOfBlocksInTrainingAndEvaluation) {
+  Layer train(lib(), "Stack", {{"C", "2"}, {"N", "2"}}, f64());
+  Tensor x = random({2, 3, 4, 4}, 11);
+  checkGradients(train, {{"X", x}}, {"X", "stem.weight", "layer2.0.downsample.0.weight", "layer1.1.bn2.weight"}, 2e-6);
+  LayerOptions eval = f64();
+  eval.training = false;
+  Layer net(lib(), "Stack", {{"C", "2"}, {"N", "1"}}, eval);
+  checkGradients(net, {{"X", x}}, {"X", "layer2.0.conv1.weight", "fc.weight"});
+}
+
+TEST(NetworkGrad, ConcatenateFlattenAndSpatialMean) {
+  Layer net(lib(), "Helpers", {}, f64());
+  Tensor x = random({2, 2, 2, 2}, 3);
+  Tensors out = net.forward({{"X", x}});
+  // Z = cat(a(X), b(X)) along channels; M its mean over h, w; Y = fc(flatten(2 sigmoid(Z))).
+  auto conv = [&](const std::string &p, int co, int b, int c, int h, int w) {
+    double v = net.params().at(p + ".bias").at(c);
+    for (int i = 0; i < 2; ++i) v += net.params().at(p + ".weight").at(c * 2 + i) * x.at(((b * 2 + i) * 2 + h) * 2 + w);
+    (void)co;
+    return v;
+  };
+  auto z = [&](int b, int c, int h, int w) { return c < 3 ? conv("a", 3, b, c, h, w) : conv("b", 2, b, c - 3, h, w); };
+  const Tensor &m = out.at("M"), &y = out.at("Y");
+  ASSERT_EQ(m.shape(), (Shape{2, 5}));
+  ASSERT_EQ(y.shape(), (Shape{2, 2}));
+  for (int b = 0; b < 2; ++b) {
+    for (int c = 0; c < 5; ++c) {
+      double mean = 0;
+      for (int h = 0; h < 2; ++h)
+        for (int w = 0; w < 2; ++w) mean += z(b, c, h, w) / 4;
+      EXPECT_NEAR(m.at(b * 5 + c), mean, 1e-14);
+    }
+    for (int o = 0; o < 2; ++o) {
+      double v = net.params().at("fc.bias").at(o);
+      for (int f = 0; f < 20; ++f)
+        v += net.params().at("fc.weight").at(o * 20 + f) * 2 / (1 + std::exp(-z(b, f / 4, f / 2 % 2, f % 2)));
+      EXPECT_NEAR(y.at(b * 2 + o), v, 1e-13);
+    }
+  }
+  checkGradients(net, {{"X", x}}, {"X", "a.weight", "b.bias", "fc.weight"});
+}
+
+TEST(NetworkNames, ParametersAndBuffersAreNamedAsTorchStateDict) {
+  Layer net(lib(), "Stack", {{"C", "2"}, {"N", "2"}});
+  // torchvision's ResNet naming for this structure: layerK.I.{conv1,bn1,conv2,bn2,downsample.0,downsample.1}.
+  std::vector<std::string> expected = {"stem.weight", "stem.bias", "fc.weight", "fc.bias"};
+  for (int k = 1; k <= 2; ++k)
+    for (int i = 0; i < 2; ++i) {
+      std::string p = "layer" + std::to_string(k) + "." + std::to_string(i) + ".";
+      for (const char *s : {"conv1.weight", "conv2.weight"}) expected.push_back(p + s);
+      std::vector<std::string> bns = {"bn1", "bn2"};
+      if (k == 2 && i == 0) {
+        expected.push_back(p + "downsample.0.weight");
+        bns.push_back("downsample.1");
+      }
+      for (const std::string &bn : bns)
+        for (const char *s : {"weight", "bias", "running_mean", "running_var"}) expected.push_back(p + bn + "." + s);
+    }
+  std::sort(expected.begin(), expected.end());
+  std::vector<std::string> names;
+  for (const auto &[name, value] : net.params()) names.push_back(name);
+  EXPECT_EQ(names, expected);
+  EXPECT_TRUE(net.isParameter("layer2.0.downsample.0.weight"));
+  EXPECT_FALSE(net.isParameter("layer1.1.bn2.running_var"));
+  EXPECT_EQ(net.params().at("layer2.1.conv1.weight").shape(), (Shape{4, 4, 3, 3}));
+}
+
+std::string errorFor(const std::string &text, const std::string &layer, const Settings &settings = {}) {
+  return testing::errorOf([&] {
+    auto l = Library::fromSource("bad.enc", text);
+    Layer net(l, layer, settings);
+    net.forward({{"X", Tensor(DType::F32, {2, 4, 5, 5})}});
+  });
+}
+
+TEST(NetworkErrors, AShapeMismatchIsReportedAtTheCallWithTheSubLayersDeclaration) {
+  std::string m = errorFor(R"(
+layer Net() {
+  conv = Conv2d(in_channels=3, out_channels=8, kernel_size=3)
+  forward(X: [B, 4, H, W]) -> Y {
+    Y = conv(X)
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "bad.enc:5:14: error: sub-layer 'conv' expects X [B, 3, H, W], but 'X' is [B, 4, H, W]");
+  EXPECT_MENTIONS(m, "conv.enc");
+  EXPECT_MENTIONS(m, "input 'X' of layer Conv2d declared here");
+}
+
+TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
+  auto net = [](const std::string &member, const std::string &body) {
+    return "layer Net(k: int = 3) {\n  " + member + "\n  forward(X: [B, 4, H, W]) -> Y {\n    " + body + "\n  }\n}\n";
+  };
+  EXPECT_MENTIONS(errorFor(net("c = Conv2d(in_channels=4, out_channels=8, kernel=3)", "Y = c(X)"), "Net"),
+                  "sub-layer 'c': layer Conv2d has no hyper-parameter 'kernel'; did you mean 'kernel_size'?");
+  EXPECT_MENTIONS(errorFor(net("c = Conv2d(in_channels=4, out_channels=6, kernel_size=k, groups=4)", "Y = c(X)"), "Net"),
+                  "sub-layer 'c': layer Conv2d requires in_channels % groups == 0 && out_channels % groups == 0");
+  EXPECT_MENTIONS(errorFor(net("c = Conv3d(in_channels=4)", "Y = c(X)"), "Net"), "no layer named 'Conv3d'");
+  EXPECT_MENTIONS(errorFor(net("c = Linear(in_features=4, out_features=2) where k > 3", "Y = c(X)"), "Net"),
+                  "sub-layer 'c' does not exist with these hyper-parameters");
+  EXPECT_MENTIONS(errorFor(net("c = Net()", "Y = c(X)"), "Net"), "layer 'Net' uses itself as a sub-layer");
+  EXPECT_MENTIONS(errorFor(net("c = Linear(in_features=4, out_features=2)", "Y[b, c, h, w] = c(X)"), "Net"),
+                  "'c' gives a whole tensor");
+  EXPECT_MENTIONS(errorFor(net("c = Conv2d(in_channels=4, out_channels=8, kernel_size=1)", "Y = c(X) + X"), "Net"),
+                  "element-wise operands of different shapes");
+  EXPECT_MENTIONS(errorFor(net("c = [Conv2d(in_channels=4, out_channels=4, kernel_size=1) for i < k - 5]", "Y = c(X)"),
+                           "Net"),
+                  "a repetition count must be a non-negative integer");
+  EXPECT_MENTIONS(errorFor("layer Net() {\n  forward(X: [B]) -> Y: [B] {\n    Y[b] = exp(x=X[b])\n  }\n}\n", "Net"),
+                  "'exp' takes no named arguments");
+}
+
+TEST(NetworkErrors, ADeclaredOutputShapeMustMatch) {
+  std::string m = errorFor(R"(
+layer Net() {
+  conv = Conv2d(in_channels=4, out_channels=8, kernel_size=3)
+  forward(X: [B, 4, H, W]) -> Y: [B, 8, H, W] {
+    Y = conv(X)
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "output 'Y' is declared [B, 8, H, W] but is given [B, 8, H - 2, W - 2]");
+}
+
+} // namespace
+} // namespace enc
