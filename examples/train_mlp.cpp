@@ -1,8 +1,7 @@
-// Trains a small classifier with the C++ runtime API: Linear -> SyncBatchNorm -> ReLU ->
-// Linear -> CrossEntropyLoss on two Gaussian blobs, with SGD and momentum. Each layer is an
-// .enc layer from the shipped library, compiled on first use for the GPU when there is one
-// (or for `--device cpu|cuda`), else for the CPU; backward passes are derived by the
-// compiler. Prints the loss and the training accuracy, and exits non-zero if the loss did
+// Trains a small classifier with the C++ runtime API: a network written in .enc (Linear ->
+// SyncBatchNorm -> ReLU -> Linear, and its CrossEntropyLoss) on two Gaussian blobs, with SGD
+// and momentum. The network compiles whole on first use, for the GPU when there is one (or for
+// `--device cpu|cuda`), else for the CPU; one backward pass is derived for all of it. Prints the loss and the training accuracy, and exits non-zero if the loss did
 // not fall (so the test suite can run it).
 //
 // Data-parallel under `encc launch -n N -- build/examples/train_mlp`: each rank trains on
@@ -22,7 +21,6 @@
 using namespace enc;
 
 int train(int argc, char **argv) {
-  auto lib = Library::shipped();
   LayerOptions opts;
   opts.dtype = DType::F32;
   opts.seed = 7;
@@ -44,11 +42,20 @@ int train(int argc, char **argv) {
   if (rank == 0)
     fmt::print("training on the {}{}\n", opts.device == Device::CUDA ? cuda::Gpu::require().name() : "CPU",
                ranks > 1 ? fmt::format(", {} ranks", ranks) : "");
-  Layer fc1(lib, "Linear", {{"in_features", "2"}, {"out_features", "16"}}, opts);
-  Layer bn(lib, "SyncBatchNorm", {{"num_features", "16"}}, opts);
-  Layer relu(lib, "ReLU", {}, opts);
-  Layer fc2(lib, "Linear", {{"in_features", "16"}, {"out_features", "2"}}, opts);
-  Layer loss(lib, "CrossEntropyLoss", {}, opts);
+  // The model and its loss, one network: compiled whole, its backward pass derived whole.
+  auto net = Library::fromSource("mlp.enc", R"(
+layer MLP(hidden: int = 16) {
+  fc1 = Linear(in_features=2, out_features=hidden)
+  bn = SyncBatchNorm(num_features=hidden)
+  fc2 = Linear(in_features=hidden, out_features=2)
+  loss = CrossEntropyLoss()
+  forward(X: [B, 2], T: [B]) -> (Loss, Logits) {
+    Logits = fc2(relu(bn(fc1(X))))
+    Loss = loss(Logits, T)
+  }
+}
+)");
+  Layer model(net, "MLP", {}, opts);
   SGD sgd({.lr = 0.1, .momentum = 0.9, .weightDecay = 1e-4});
 
   // Two blobs: class 0 around (-1, -1), class 1 around (1, 1). This rank's share: every
@@ -68,33 +75,18 @@ int train(int argc, char **argv) {
 
   double first = 0, last = 0;
   for (int step = 0; step < 60; ++step) {
-    Tensor h = fc1.forward({{"X", x}}).at("Y");
-    Tensor z = bn.forward({{"X", h}}).at("Y");
-    Tensor a = relu.forward({{"X", z}}).at("Y");
-    Tensor logits = fc2.forward({{"X", a}}).at("Y");
-    Tensor l = loss.forward({{"X", logits}, {"T", t}}).at("Y").cpu();
-
-    // Backward, layer by layer in reverse: each returns its input's and parameters' gradients.
-    Tensor one(DType::F32, {});
-    one.set(0, 1.0);
-    auto gLoss = loss.backward({{"Y", one}});
-    auto g2 = fc2.backward({{"Y", gLoss.at("X")}});
-    auto gRelu = relu.backward({{"Y", g2.at("X")}});
-    auto gBn = bn.backward({{"Y", gRelu.at("X")}});
-    auto g1 = fc1.backward({{"Y", gBn.at("X")}});
+    auto out = model.forward({{"X", x}, {"T", t}});
+    auto grads = model.backward("Loss"); // every parameter's gradient, and the inputs'
     if (group) { // data parallel: the average of the ranks' parameter gradients
       std::vector<Tensor *> params;
-      for (auto [layer, grads] : {std::pair{&fc1, &g1}, {&bn, &gBn}, {&fc2, &g2}})
-        for (auto &[name, g] : *grads)
-          if (layer->isParameter(name)) params.push_back(&g);
+      for (auto &[name, g] : grads)
+        if (model.isParameter(name)) params.push_back(&g);
       allreduceTensors(*group, params, 1.0 / ranks);
     }
-    sgd.step(fc2, g2);
-    sgd.step(bn, gBn);
-    sgd.step(fc1, g1);
+    sgd.step(model, grads);
 
-    Tensor scores = logits.cpu(); // host copy for the accuracy
-    double stats[2] = {l.at(0) / ranks, 0}; // mean loss over the ranks, correct predictions
+    Tensor scores = out.at("Logits").cpu(); // host copy for the accuracy
+    double stats[2] = {out.at("Loss").cpu().at(0) / ranks, 0}; // mean loss over the ranks, correct predictions
     for (int64_t i = 0; i < n; ++i) stats[1] += (scores.at(i * 2 + 1) > scores.at(i * 2)) == (t.at(i) > 0.5);
     if (group) group->allreduceSum(stats, 2);
     if (step == 0) first = stats[0];
@@ -103,11 +95,10 @@ int train(int argc, char **argv) {
       fmt::print("step {:2}  loss {:.4f}  accuracy {:.1f}%\n", step, stats[0], 100.0 * stats[1] / static_cast<double>(total));
   }
   double checksum = 0;
-  for (const Layer *layer : {&fc1, &bn, &fc2})
-    for (const auto &[name, p] : layer->params()) {
-      Tensor h = p.cpu();
-      for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
-    }
+  for (const auto &[name, p] : model.params()) { // parameters and running statistics
+    Tensor h = p.cpu();
+    for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
+  }
   fmt::print("rank {}: parameter checksum {:.17g}\n", rank, checksum);
   if (!(last < 0.5 * first)) {
     fmt::print(stderr, "training did not converge: loss {} -> {}\n", first, last);
