@@ -335,16 +335,9 @@ public:
       ast::TensorDecl d;
       d.name = in.name;
       d.loc = in.loc;
-      std::vector<Size> shape;
-      for (const ast::Dim &dim : in.dims) {
-        Size s = canonical(*networkExpr(*dim.size));
-        ast::Dim nd;
-        nd.size = toExpr(s, dim.size->loc);
-        d.dims.push_back(std::move(nd));
-        shape.push_back(std::move(s));
+      shapes_[in.name.text] = networkShape(in.dims, d.dims);
+      for (const ast::Dim &dim : in.dims)
         if (dim.size->kind == Kind::Ident && !hyper_.count(dim.size->name)) sizeNames_.insert(dim.size->name);
-      }
-      shapes_[in.name.text] = std::move(shape);
       fwd_->inputs.push_back(std::move(d));
     }
     for (const ast::TensorDecl &o : f.outputs) {
@@ -475,21 +468,26 @@ private:
     return {networkExpr(*r.condition), r.loc};
   }
 
+  // A declared shape of the network in canonical form, appended to `out` as text too.
+  std::vector<Size> networkShape(const std::vector<ast::Dim> &dims, std::vector<ast::Dim> &out) const {
+    std::vector<Size> shape;
+    for (const ast::Dim &dim : dims) {
+      Size s = canonical(*networkExpr(*dim.size));
+      ast::Dim nd;
+      nd.size = toExpr(s, dim.size->loc);
+      out.push_back(std::move(nd));
+      shape.push_back(std::move(s));
+    }
+    return shape;
+  }
+
   ast::TensorDecl networkState(const ast::TensorDecl &d) {
     ast::TensorDecl c;
     c.name = d.name;
     c.loc = d.loc;
-    std::vector<Size> shape;
-    for (const ast::Dim &dim : d.dims) {
-      Size s = canonical(*networkExpr(*dim.size));
-      ast::Dim nd;
-      nd.size = toExpr(s, dim.size->loc);
-      c.dims.push_back(std::move(nd));
-      shape.push_back(std::move(s));
-    }
+    shapes_[d.name.text] = networkShape(d.dims, c.dims);
     if (d.init) c.init = networkExpr(*d.init);
     if (d.condition) c.condition = networkExpr(*d.condition);
-    shapes_[d.name.text] = std::move(shape);
     declaredState_.insert(d.name.text);
     return c;
   }

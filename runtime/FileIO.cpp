@@ -72,4 +72,18 @@ void writeFileAtomically(const std::string &path, const std::vector<std::string_
   }
 }
 
+std::string printableText(std::string_view s) {
+  constexpr size_t kMaxShown = 120;
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("\\x{:02x}", c);
+  }
+  if (s.size() > kMaxShown) out += "...";
+  return out;
+}
+
 } // namespace enc

@@ -28,6 +28,10 @@ private:
 // The text of the current errno ("No such file or directory").
 std::string errnoText();
 
+// Text read from a file as it can safely appear in a message: control and non-ASCII bytes escaped,
+// long text cut short.
+std::string printableText(std::string_view s);
+
 // Reads exactly `n` bytes at `offset` of `fd`, or throws enc::Error naming `path` (a file that ends
 // early shrank while it was read: callers check sizes against fstat first).
 void preadFully(int fd, void *dst, size_t n, uint64_t offset, const std::string &path);

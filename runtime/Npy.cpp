@@ -46,20 +46,6 @@ std::string plural(uint64_t n, const char *word) {
   return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s");
 }
 
-// Header text as it can safely appear in a message: control and non-ASCII bytes escaped, long text cut short.
-std::string printable(std::string_view s) {
-  constexpr size_t kMaxShown = 120;
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f)
-      out += static_cast<char>(c);
-    else
-      out += fmt::format("\\x{:02x}", c);
-  }
-  if (s.size() > kMaxShown) out += "...";
-  return out;
-}
 
 // --- Preamble: magic, version and header length ---
 
@@ -127,9 +113,9 @@ public:
       if (eat('}')) break;
       Value key = parseValue(0);
       if (key.kind != Value::Kind::Str)
-        error(fmt::format("dict key {} is not a string", printable(key.text)));
+        error(fmt::format("dict key {} is not a string", printableText(key.text)));
       skipSpace();
-      if (!eat(':')) error(fmt::format("expected ':' after key '{}'", printable(key.str)));
+      if (!eat(':')) error(fmt::format("expected ':' after key '{}'", printableText(key.str)));
       entries.emplace_back(key.str, parseValue(0));
       skipSpace();
       if (eat('}')) break;
@@ -145,7 +131,7 @@ private:
     std::string_view shown = s_; // without the padding np.save adds
     while (!shown.empty() && (shown.back() == ' ' || shown.back() == '\n')) shown.remove_suffix(1);
     failIn(name_,
-           fmt::format("malformed header: {} at column {} of \"{}\"", what, pos_ + 1, printable(shown)),
+           fmt::format("malformed header: {} at column {} of \"{}\"", what, pos_ + 1, printableText(shown)),
            kHeaderHint);
   }
 
@@ -185,7 +171,7 @@ private:
       if (depth >= kMaxNesting) error("values nested too deeply");
       return parseSequence(depth + 1);
     }
-    if (!isWordChar(c)) error(fmt::format("unexpected character '{}'", printable(s_.substr(pos_, 1))));
+    if (!isWordChar(c)) error(fmt::format("unexpected character '{}'", printableText(s_.substr(pos_, 1))));
     while (pos_ < s_.size() && isWordChar(s_[pos_])) ++pos_;
     std::string_view word = s_.substr(start, pos_ - start);
     if (word == "True" || word == "False") {
@@ -205,20 +191,20 @@ private:
     if (digits.empty() ||
         !std::all_of(digits.begin(), digits.end(), [](char d) { return d >= '0' && d <= '9'; })) {
       pos_ = start;
-      error(fmt::format("unexpected '{}'", printable(word)));
+      error(fmt::format("unexpected '{}'", printableText(word)));
     }
     uint64_t magnitude = 0;
     for (char d : digits) {
       if (magnitude > (std::numeric_limits<uint64_t>::max() - 9) / 10) {
         pos_ = start;
-        error(fmt::format("integer {} is too large", printable(word)));
+        error(fmt::format("integer {} is too large", printableText(word)));
       }
       magnitude = magnitude * 10 + static_cast<uint64_t>(d - '0');
     }
     constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     if (magnitude > kMax) {
       pos_ = start;
-      error(fmt::format("integer {} is too large", printable(word)));
+      error(fmt::format("integer {} is too large", printableText(word)));
     }
     Value v{Value::Kind::Int, word};
     v.num = negative ? -static_cast<int64_t>(magnitude) : static_cast<int64_t>(magnitude);
@@ -264,11 +250,11 @@ struct Layout {
 
 DType parseDescr(const Value &v, const std::string &name) {
   if (v.kind == Value::Kind::List)
-    failIn(name, fmt::format("structured dtype {} is not supported", printable(v.text)), kDTypeHint);
+    failIn(name, fmt::format("structured dtype {} is not supported", printableText(v.text)), kDTypeHint);
   if (v.kind != Value::Kind::Str)
     failIn(
         name,
-        fmt::format("malformed header: 'descr' must be a dtype string like '<f4', got {}", printable(v.text)),
+        fmt::format("malformed header: 'descr' must be a dtype string like '<f4', got {}", printableText(v.text)),
         kHeaderHint);
   std::string_view descr = v.str;
   char order = '=';
@@ -280,7 +266,7 @@ DType parseDescr(const Value &v, const std::string &name) {
   if (descr == "f2") dtype = DType::F16;
   if (descr == "f4") dtype = DType::F32;
   if (descr == "f8") dtype = DType::F64;
-  std::string shown = printable(v.str);
+  std::string shown = printableText(v.str);
   if (!dtype) failIn(name, fmt::format("dtype '{}' is not supported", shown), kDTypeHint);
   if (order == '>')
     failIn(name, fmt::format("dtype '{}' is big-endian, which is not supported", shown),
@@ -301,12 +287,12 @@ Shape parseShape(const Value &v, const std::string &name) {
   if (!ok)
     failIn(name,
            fmt::format("malformed header: 'shape' must be a tuple of integers like (5,) or (2, 3), got {}",
-                       printable(v.text)),
+                       printableText(v.text)),
            kHeaderHint);
   Shape shape;
   for (const Value &d : v.items) {
     if (d.num < 0)
-      failIn(name, fmt::format("malformed header: shape {} has a negative dimension", printable(v.text)));
+      failIn(name, fmt::format("malformed header: shape {} has a negative dimension", printableText(v.text)));
     shape.push_back(d.num);
   }
   return shape;
@@ -317,7 +303,7 @@ size_t checkedBytes(const Shape &shape, DType dtype, std::string_view shapeText,
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   auto tooLarge = [&] {
     failIn(name, fmt::format("malformed header: shape {} is too large (its byte size overflows)",
-                             printable(shapeText)));
+                             printableText(shapeText)));
   };
   int64_t numel = 1;
   for (int64_t d : shape) {
@@ -338,8 +324,8 @@ Layout parseHeader(std::string_view text, const std::string &name) {
                          : key == "shape"         ? &shape
                                                   : nullptr;
     if (!slot)
-      failIn(name, fmt::format("malformed header: unexpected key '{}'", printable(key)), kHeaderHint);
-    if (*slot) failIn(name, fmt::format("malformed header: duplicate key '{}'", printable(key)), kHeaderHint);
+      failIn(name, fmt::format("malformed header: unexpected key '{}'", printableText(key)), kHeaderHint);
+    if (*slot) failIn(name, fmt::format("malformed header: duplicate key '{}'", printableText(key)), kHeaderHint);
     *slot = &value;
   }
   auto require = [&](const Value *value, const char *key) {
@@ -353,7 +339,7 @@ Layout parseHeader(std::string_view text, const std::string &name) {
   if (fortran->kind != Value::Kind::Bool)
     failIn(name,
            fmt::format("malformed header: 'fortran_order' must be True or False, got {}",
-                       printable(fortran->text)),
+                       printableText(fortran->text)),
            kHeaderHint);
   // Column-major and row-major bytes coincide when at most one dimension exceeds 1 (e.g. vectors written by
   // Julia, which marks every array fortran_order True); anything else would need a transpose.
@@ -362,7 +348,7 @@ Layout parseHeader(std::string_view text, const std::string &name) {
     failIn(
         name,
         fmt::format("the array of shape {} is stored in Fortran (column-major) order, which is not supported",
-                    printable(shape->text)),
+                    printableText(shape->text)),
         "save a C-order copy: np.save(path, np.ascontiguousarray(arr))");
   layout.nbytes = checkedBytes(layout.shape, layout.dtype, shape->text, name);
   return layout;

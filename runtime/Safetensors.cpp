@@ -73,23 +73,8 @@ const char *formatName(DType t) {
 
 std::string plural(uint64_t n, const char *word) { return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s"); }
 
-// Text from the file as it can safely appear in a message: control and non-ASCII bytes escaped, long
-// text cut short.
-std::string printable(std::string_view s) {
-  constexpr size_t kMaxShown = 120;
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f)
-      out += static_cast<char>(c);
-    else
-      out += fmt::format("\\x{:02x}", c);
-  }
-  if (s.size() > kMaxShown) out += "...";
-  return out;
-}
 
-std::string shown(const json &j) { return printable(j.dump(-1, ' ', false, json::error_handler_t::replace)); }
+std::string shown(const json &j) { return printableText(j.dump(-1, ' ', false, json::error_handler_t::replace)); }
 
 // One tensor's entry in the header, checked.
 struct Entry {
@@ -109,7 +94,7 @@ public:
     throw Error(path_ + ": " + message, std::move(hint));
   }
   [[noreturn]] void failTensor(const std::string &name, const std::string &message, std::string hint = {}) const {
-    fail(fmt::format("tensor '{}': {}", printable(name), message), std::move(hint));
+    fail(fmt::format("tensor '{}': {}", printableText(name), message), std::move(hint));
   }
 
   // Parses the header, entry by entry: each entry is checked when its closing brace is read and then
@@ -130,7 +115,7 @@ public:
           if (stack.size() == 1 && event == E::array_start)
             failTensor(stack[0].key, "its entry is an array, not an object like {\"dtype\": \"F32\", ...}", kWriteHint);
           if (stack.size() == 2 && stack[0].key == kMetadataKey)
-            fail(fmt::format("metadata '{}' is not a string", printable(stack[1].key)),
+            fail(fmt::format("metadata '{}' is not a string", printableText(stack[1].key)),
                  "__metadata__ maps strings to strings");
           if (stack.size() >= kMaxNesting) failTensor(stack[0].key, "its entry is nested too deeply");
         }
@@ -142,8 +127,8 @@ public:
         Frame &f = stack.back();
         f.key = parsed.get<std::string>();
         if (!f.keys.insert(f.key).second) {
-          if (stack.size() == 1) fail(fmt::format("the header names '{}' twice", printable(f.key)), kWriteHint);
-          fail(fmt::format("the entry '{}' has the key '{}' twice", printable(stack[0].key), printable(f.key)));
+          if (stack.size() == 1) fail(fmt::format("the header names '{}' twice", printableText(f.key)), kWriteHint);
+          fail(fmt::format("the entry '{}' has the key '{}' twice", printableText(stack[0].key), printableText(f.key)));
         }
         return true;
       }
@@ -176,7 +161,7 @@ public:
       std::string what = e.what();
       if (size_t at = what.find("] "); what.starts_with("[json.exception") && at != std::string::npos)
         what = what.substr(at + 2);
-      fail("the header is not valid JSON: " + printable(what), kWriteHint);
+      fail("the header is not valid JSON: " + printableText(what), kWriteHint);
     }
   }
 
@@ -195,13 +180,13 @@ private:
     if (stack.size() > 1 && ++stack.back().items > kMaxItems)
       fail(fmt::format("{} in the header has more than {} items", stack[0].key == kMetadataKey
                                                                       ? std::string("__metadata__")
-                                                                      : "tensor '" + printable(stack[0].key) + "'",
+                                                                      : "tensor '" + printableText(stack[0].key) + "'",
                        kMaxItems));
   }
 
   void readMetadata(const json &j) {
     for (const auto &[key, value] : j.items()) {
-      if (!value.is_string()) fail(fmt::format("metadata '{}' is {}, not a string", printable(key), shown(value)),
+      if (!value.is_string()) fail(fmt::format("metadata '{}' is {}, not a string", printableText(key), shown(value)),
                                    "__metadata__ maps strings to strings");
       metadata_[key] = value.get<std::string>();
     }
@@ -231,7 +216,7 @@ private:
     if (!dtype.is_string()) failTensor(name, fmt::format("dtype {} is not a string like \"F32\"", shown(dtype)));
     e.dtype = findDType(dtype.get<std::string>());
     if (!e.skip && !e.dtype)
-      failTensor(name, fmt::format("unknown dtype \"{}\"", printable(dtype.get<std::string>())), kDTypeHint);
+      failTensor(name, fmt::format("unknown dtype \"{}\"", printableText(dtype.get<std::string>())), kDTypeHint);
     if (!e.skip && !e.dtype->dtype)
       failTensor(name, fmt::format("dtype {} is not supported", e.dtype->name), kDTypeHint);
 
@@ -294,7 +279,7 @@ void checkLayout(std::vector<Entry> &entries, uint64_t dataSize, const HeaderRea
                         "the file is truncated, or its header does not belong to its data");
     if (e.begin < covered && e.begin != e.end)
       reader.failTensor(e.name, fmt::format("data_offsets [{}, {}] overlap those of '{}' [{}, {}]", e.begin, e.end,
-                                            printable(previous->name), previous->begin, previous->end));
+                                            printableText(previous->name), previous->begin, previous->end));
     if (e.begin > covered)
       reader.fail(fmt::format("bytes [{}, {}) of the data belong to no tensor", covered, e.begin), kWriteHint);
     if (e.end > covered) covered = e.end, previous = &e;
@@ -361,7 +346,7 @@ SafetensorsFile readSafetensorsFile(const std::string &path, const std::function
     DType dtype = *e.dtype->dtype;
     Tensor t;
     try {
-      checkTensorSize(fmt::format("{}: tensor '{}'", path, printable(e.name)), e.shape, dtype);
+      checkTensorSize(fmt::format("{}: tensor '{}'", path, printableText(e.name)), e.shape, dtype);
       t = Tensor::empty(dtype, e.shape, Device::CPU);
     } catch (const std::bad_alloc &) {
       reader.failTensor(e.name, fmt::format("cannot allocate {}", plural(e.end - e.begin, "byte")));
