@@ -3,6 +3,8 @@
 #include "compiler/Passes.h"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -19,10 +21,6 @@ size_t nodeCount(const Expr &e) {
   size_t n = 0;
   visit(e, [&](const Expr &) { return ++n <= kMaxFusedNodes; }); // stops counting past the bound
   return n;
-}
-
-bool reads(const Expr &e, const std::string &tensor) {
-  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Access && n->name == tensor; });
 }
 
 // Substitutes `def` into the reads of it in `e`. A read through an index expression may
@@ -47,85 +45,156 @@ Expr inlineInto(const Expr &e, const Definition &def) {
   });
 }
 
-// The tensors each definition's value reads, by definition.
-std::vector<std::set<std::string>> readSets(const Program &p) {
-  std::vector<std::set<std::string>> out(p.defs.size());
-  for (size_t i = 0; i < p.defs.size(); ++i)
-    visit(p.defs[i].value, [&](const Expr &n) {
-      if (n->kind == ExprKind::Access) out[i].insert(n->name);
-      return true;
-    });
+// The tensors a value reads.
+std::set<std::string> readsOf(const Expr &e) {
+  std::set<std::string> out;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Access) out.insert(n->name);
+    return true;
+  });
   return out;
 }
 
-// Inlines the first temporary that may be; `tooLarge` collects those that would make some
-// consumer too large (consumers only grow, so they stay too large).
-bool tryInlineOne(Program &p, std::set<std::string> &tooLarge) {
-  const std::vector<std::set<std::string>> readsOf = readSets(p);
-  for (size_t di = 0; di < p.defs.size(); ++di) {
-    const Definition &d = p.defs[di];
-    const TensorDecl *t = p.tensor(d.tensor);
-    if (!t || t->role != TensorRole::Temp || d.isScatter() || tooLarge.count(d.tensor) || containsReduce(d.value) ||
-        containsAllreduce(d.value))
-      continue;
-    bool scattered = false;
-    for (size_t ci = 0; ci < p.defs.size(); ++ci) {
-      const Definition &c = p.defs[ci];
-      scattered |= c.isScatter() && c.tensor == d.tensor;
-      // A collective sums a stored tensor: what it reads stays stored.
-      scattered |= isCollective(c) && readsOf[ci].count(d.tensor);
+// The program being fused, with an index of who reads and who defines each tensor, so that a
+// step costs what the definitions it touches cost, not a walk over the whole program: a network
+// has thousands of definitions.
+//
+// The order of decisions is the order of a plain fixed-point loop: inline the first temporary (in
+// program order) that may be, and start over; when none may be, drop the first dead temporary. A
+// definition that may not be inlined only becomes one that may when its readers change, which
+// happens to the producers of what an inlined or dropped definition read; so the next search
+// starts at the first of those rather than at the top.
+class Fuser {
+public:
+  explicit Fuser(Program &p) : p_(p), alive_(p.defs.size(), true), reads_(p.defs.size()) {
+    for (const TensorDecl &t : p.tensors) role_[t.name] = t.role;
+    for (size_t i = 0; i < p.defs.size(); ++i) {
+      reads_[i] = readsOf(p.defs[i].value);
+      for (const std::string &r : reads_[i]) readers_[r].insert(i);
+      definers_[p.defs[i].tensor].insert(i);
     }
-    if (scattered) continue;
-    bool cheap = costOf(d.value) <= kCheapCost;
-    bool sameDomain = true;
-    for (size_t ci = 0; ci < p.defs.size(); ++ci) {
-      const Definition &c = p.defs[ci];
-      if (readsOf[ci].count(d.tensor) && (containsReduce(c.value) || c.indices.size() != d.indices.size()))
-        sameDomain = false;
-    }
-    if (!cheap && !sameDomain) continue;
-    Definition victim = d;
-    std::vector<std::pair<size_t, Expr>> inlined; // consumer, its value with victim substituted
-    for (size_t ci = 0; ci < p.defs.size(); ++ci)
-      if (readsOf[ci].count(victim.tensor)) inlined.push_back({ci, inlineInto(p.defs[ci].value, victim)});
-    if (std::any_of(inlined.begin(), inlined.end(), [](const auto &c) { return nodeCount(c.second) > kMaxFusedNodes; })) {
-      tooLarge.insert(victim.tensor);
-      continue;
-    }
-    for (auto &[ci, value] : inlined) p.defs[ci].value = value;
-    p.defs.erase(p.defs.begin() + static_cast<long>(di));
-    p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(),
-                                   [&](const TensorDecl &x) { return x.name == victim.tensor; }),
-                    p.tensors.end());
-    return true;
+    for (size_t i = 0; i < p.defs.size(); ++i) noteIfDead(i);
   }
-  return false;
-}
 
-bool dropDeadTemps(Program &p) {
-  for (size_t di = 0; di < p.defs.size(); ++di) {
-    const TensorDecl *t = p.tensor(p.defs[di].tensor);
-    if (!t || t->role != TensorRole::Temp) continue;
-    bool used = false;
-    for (const Definition &c : p.defs) used |= reads(c.value, t->name);
-    if (used) continue;
-    std::string name = t->name;
-    p.defs.erase(std::remove_if(p.defs.begin(), p.defs.end(), [&](const Definition &x) { return x.tensor == name; }),
-                 p.defs.end());
-    p.tensors.erase(std::remove_if(p.tensors.begin(), p.tensors.end(), [&](const TensorDecl &x) { return x.name == name; }),
-                    p.tensors.end());
+  void run() {
+    size_t start = 0;
+    for (;;) {
+      if (auto next = inlineFrom(start)) {
+        start = *next;
+        continue;
+      }
+      if (dead_.empty()) break;
+      start = drop(*dead_.begin());
+    }
+    compact();
+  }
+
+private:
+  Program &p_;
+  std::vector<bool> alive_;
+  std::vector<std::set<std::string>> reads_;           // by definition
+  std::map<std::string, std::set<size_t>> readers_;    // by tensor: the live definitions reading it
+  std::map<std::string, std::set<size_t>> definers_;   // by tensor: its live definitions
+  std::map<std::string, TensorRole> role_;
+  std::set<std::string> tooLarge_; // inlining would make some consumer too large (consumers only grow)
+  std::set<size_t> dead_;          // live definitions of temporaries nothing reads
+  std::set<std::string> removed_;
+
+  bool isTemp(const std::string &tensor) const {
+    auto it = role_.find(tensor);
+    return it != role_.end() && it->second == TensorRole::Temp;
+  }
+
+  void noteIfDead(size_t i) {
+    const std::string &t = p_.defs[i].tensor;
+    if (alive_[i] && isTemp(t) && readers_[t].empty()) dead_.insert(i);
+    else dead_.erase(i);
+  }
+
+  // The first definition of a tensor in `tensors`, or `limit`.
+  size_t firstProducer(const std::set<std::string> &tensors, size_t limit) {
+    for (const std::string &t : tensors)
+      if (!definers_[t].empty()) limit = std::min(limit, *definers_[t].begin());
+    return limit;
+  }
+
+  bool mayInline(size_t di) {
+    const Definition &d = p_.defs[di];
+    if (!isTemp(d.tensor) || d.isScatter() || tooLarge_.count(d.tensor) || containsReduce(d.value) ||
+        containsAllreduce(d.value))
+      return false;
+    for (size_t ci : definers_[d.tensor])
+      if (p_.defs[ci].isScatter()) return false;
+    // A collective sums a stored tensor: what it reads stays stored.
+    for (size_t ci : readers_[d.tensor])
+      if (isCollective(p_.defs[ci])) return false;
+    if (costOf(d.value) <= kCheapCost) return true;
+    for (size_t ci : readers_[d.tensor])
+      if (containsReduce(p_.defs[ci].value) || p_.defs[ci].indices.size() != d.indices.size()) return false;
     return true;
   }
-  return false;
-}
+
+  // Inlines the first temporary from `start` on that may be; returns where the next search starts.
+  std::optional<size_t> inlineFrom(size_t start) {
+    for (size_t di = start; di < p_.defs.size(); ++di) {
+      if (!alive_[di] || !mayInline(di)) continue;
+      const Definition &victim = p_.defs[di];
+      std::vector<std::pair<size_t, Expr>> inlined; // consumer, its value with victim substituted
+      for (size_t ci : readers_[victim.tensor]) inlined.push_back({ci, inlineInto(p_.defs[ci].value, victim)});
+      if (std::any_of(inlined.begin(), inlined.end(), [](const auto &c) { return nodeCount(c.second) > kMaxFusedNodes; })) {
+        tooLarge_.insert(victim.tensor);
+        continue;
+      }
+      for (auto &[ci, value] : inlined) {
+        p_.defs[ci].value = value;
+        reads_[ci].erase(victim.tensor);
+        for (const std::string &r : reads_[di]) {
+          reads_[ci].insert(r);
+          readers_[r].insert(ci);
+        }
+      }
+      readers_[victim.tensor].clear();
+      return remove(di);
+    }
+    return std::nullopt;
+  }
+
+  size_t drop(size_t di) {
+    size_t next = di;
+    for (size_t i : std::set<size_t>(definers_[p_.defs[di].tensor])) next = std::min(next, remove(i));
+    return next;
+  }
+
+  // Removes definition `di`; returns the first definition whose readers changed.
+  size_t remove(size_t di) {
+    const std::string tensor = p_.defs[di].tensor;
+    alive_[di] = false;
+    dead_.erase(di);
+    definers_[tensor].erase(di);
+    if (definers_[tensor].empty()) removed_.insert(tensor);
+    for (const std::string &r : reads_[di]) {
+      readers_[r].erase(di);
+      for (size_t i : definers_[r]) noteIfDead(i);
+    }
+    return firstProducer(reads_[di], di);
+  }
+
+  void compact() {
+    std::vector<Definition> defs;
+    for (size_t i = 0; i < p_.defs.size(); ++i)
+      if (alive_[i]) defs.push_back(std::move(p_.defs[i]));
+    p_.defs = std::move(defs);
+    p_.tensors.erase(std::remove_if(p_.tensors.begin(), p_.tensors.end(),
+                                    [&](const TensorDecl &x) { return removed_.count(x.name) > 0; }),
+                     p_.tensors.end());
+  }
+};
 
 } // namespace
 
 Program inlinePointwise(const Program &in) {
   Program p = in;
-  std::set<std::string> tooLarge;
-  while (tryInlineOne(p, tooLarge) || dropDeadTemps(p)) {
-  }
+  Fuser(p).run();
   return p;
 }
 

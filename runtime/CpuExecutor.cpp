@@ -15,32 +15,83 @@
 
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <vector>
 
 namespace enc {
 
 namespace {
 
+// The kernel's body named canonically: buffers _b0, _b1, ... by their position in Kernel::buffers
+// (the order the runtime passes them in), loop variables and locals __v0, __v1, ... in the order
+// they are declared. Kernels that differ only in names (the repeated blocks of a network, whose
+// gradients use fresh index names) print the same.
+ir::Stmt canonicalBody(const ir::Kernel &k) {
+  std::map<std::string, std::string> names;
+  for (size_t i = 0; i < k.buffers.size(); ++i) names.emplace(k.buffers[i], fmt::format("_b{}", i));
+  std::set<std::string> locals;
+  ir::visit(k.body, [&](const ir::Stmt &s) {
+    bool declares = s->kind == ir::StmtKind::For || s->kind == ir::StmtKind::Let || s->kind == ir::StmtKind::Alloc;
+    if (declares && !names.count(s->name)) {
+      names.emplace(s->name, fmt::format("__v{}", locals.size()));
+      locals.insert(s->name);
+    }
+    return true;
+  });
+  ir::Stmt body = ir::mutate(k.body, [&](const ir::Stmt &s) -> ir::Stmt {
+    auto it = names.find(s->name);
+    return it != names.end() && s->kind != ir::StmtKind::Block && s->kind != ir::StmtKind::IfLaneZero
+               ? ir::withName(s, it->second)
+               : nullptr;
+  });
+  return ir::mutateExprs(body, [&](const ir::Expr &e) -> ir::Expr {
+    bool named = e->kind == ir::ExprKind::Load || e->kind == ir::ExprKind::Access ||
+                 (e->kind == ir::ExprKind::Var && locals.count(e->name));
+    auto it = named ? names.find(e->name) : names.end();
+    if (it == names.end()) return nullptr;
+    auto renamed = std::make_shared<ir::ExprNode>(*e);
+    renamed->name = it->second;
+    return renamed;
+  });
+}
+
 class CpuExecutor : public Executor {
 public:
   explicit CpuExecutor(const ir::LoopProgram &loops) : loops_(loops) {
     const ir::ElementTypes &types = loops.types;
-    for (const ir::Kernel &k : loops.kernels) {
-      if (k.collective) {
+    // The key names everything canonically, and the function is named after the key: kernels
+    // that differ only in names compile once. Those not compiled yet compile in parallel.
+    std::vector<std::string> keys(loops.kernels.size());
+    std::map<std::string, size_t> missing; // key -> a kernel that has it
+    for (size_t i = 0; i < loops.kernels.size(); ++i) {
+      const ir::Kernel &k = loops.kernels[i];
+      if (k.collective) continue;
+      std::string stored;
+      for (const std::string &b : k.buffers) stored += fmt::format("{};", ir::elemTypeName(types.of(b)));
+      keys[i] = sha256Hex(fmt::format("encc-cpu-3;{};{}\n{}", ir::elemTypeName(types.compute), stored,
+                                      ir::printStmt(canonicalBody(k))));
+      if (!CpuJit::instance().lookup(keys[i])) missing.emplace(keys[i], i);
+    }
+    std::vector<size_t> toCompile;
+    for (const auto &[key, i] : missing) toCompile.push_back(i);
+    ThreadPool::global().parallelFor(0, static_cast<int64_t>(toCompile.size()), [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        size_t i = toCompile[static_cast<size_t>(j)];
+        ir::Kernel named = loops.kernels[i];
+        named.name = "enc_" + keys[i].substr(0, 32);
+        auto ctx = std::make_unique<llvm::LLVMContext>();
+        auto mod = CpuJit::instance().newModule(named.name, *ctx);
+        codegen::emitLLVMKernel(named, types, *mod);
+        CpuJit::instance().compile(std::move(ctx), std::move(mod), named.name, keys[i]);
+      }
+    });
+    for (size_t i = 0; i < loops.kernels.size(); ++i) {
+      if (loops.kernels[i].collective) {
         fns_.push_back(nullptr);
         continue;
       }
-      std::string stored;
-      for (const std::string &b : k.buffers) stored += fmt::format("{}:{};", b, ir::elemTypeName(types.of(b)));
-      std::string key = sha256Hex(fmt::format("encc-cpu-2;{};{};{}\n{}", ir::elemTypeName(types.compute), stored,
-                                              k.name, ir::printStmt(k.body)));
-      void *addr = CpuJit::instance().lookup(key);
-      if (!addr) {
-        auto ctx = std::make_unique<llvm::LLVMContext>();
-        auto mod = CpuJit::instance().newModule(k.name, *ctx);
-        codegen::emitLLVMKernel(k, types, *mod);
-        addr = CpuJit::instance().compile(std::move(ctx), std::move(mod), k.name, key);
-      }
+      void *addr = CpuJit::instance().lookup(keys[i]);
+      ENC_INTERNAL_ASSERT(addr, "kernel {} was not compiled", loops.kernels[i].name);
       fns_.push_back(reinterpret_cast<codegen::CpuKernelFn>(addr));
     }
   }

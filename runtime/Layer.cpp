@@ -177,14 +177,19 @@ void Layer::initParams() {
         args.push_back(v->floatValue);
       }
     Rng rng(options_.seed, d.name.text);
-    for (int64_t i = 0, n = t.numel(); i < n; ++i) {
-      double v = 0;
-      if (kind == "uniform") v = rng.uniform(args[0], args[1]);
-      else if (kind == "normal") v = rng.normal(args[0], args[1]);
-      else if (kind == "ones") v = 1;
-      else if (kind == "constant") v = args[0];
-      t.set(i, v);
-    }
+    auto fill = [&](auto *out) { // straight into the storage: a network has millions of parameters
+      using T = std::remove_pointer_t<decltype(out)>;
+      for (int64_t i = 0, n = t.numel(); i < n; ++i) {
+        double v = 0;
+        if (kind == "uniform") v = rng.uniform(args[0], args[1]);
+        else if (kind == "normal") v = rng.normal(args[0], args[1]);
+        else if (kind == "ones") v = 1;
+        else if (kind == "constant") v = args[0];
+        out[i] = static_cast<T>(v);
+      }
+    };
+    if (t.dtype() == DType::F64) fill(t.dataAs<double>());
+    else fill(t.dataAs<float>());
     params_[d.name.text] = t.to(options_.device);
   };
   for (const ast::TensorDecl &p : symbols_->layer->params) init(p);

@@ -1,0 +1,291 @@
+// Networks: what compiling a network whole costs and buys (bench/RESULTS.md).
+//
+//   enc_bench_networks compile [DEPTHS...]   cold compile time against depth, CPU (and NVRTC
+//                                             source generation), then the same from the disk cache
+//   enc_bench_networks blocks [B C HW N]      a ResNet-style stack (Conv-BN-ReLU x2 + residual)
+//                                             fwd+bwd: one network against the same layers run
+//                                             as separate Layers (time, kernels, peak memory)
+//
+// Ratios are measured side by side in one run: this machine is shared and noisy.
+#include <enc/enc.h>
+
+#include "compiler/Pipeline.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "compiler/HyperParams.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace enc;
+
+namespace {
+
+using Settings = std::map<std::string, std::string>;
+
+double seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Conv-BN-ReLU blocks with a residual every two: `depth` layers (a convolution and a batch norm
+// count as two, as in the usual depth of a ResNet counts its convolutions).
+const char *kNetworks = R"(
+layer ConvBnRelu(C: int) {
+  conv = Conv2d(in_channels=C, out_channels=C, kernel_size=3, padding=1, bias=false)
+  bn = SyncBatchNorm(num_features=C)
+  forward(X: [B, C, H, W]) -> Y {
+    Y = relu(bn(conv(X)))
+  }
+}
+
+layer Residual(C: int) {
+  conv1 = Conv2d(in_channels=C, out_channels=C, kernel_size=3, padding=1, bias=false)
+  bn1 = SyncBatchNorm(num_features=C)
+  conv2 = Conv2d(in_channels=C, out_channels=C, kernel_size=3, padding=1, bias=false)
+  bn2 = SyncBatchNorm(num_features=C)
+  forward(X: [B, C, H, W]) -> Y {
+    F = relu(bn1(conv1(X)))
+    Y = relu(bn2(conv2(F)) + X)
+  }
+}
+
+layer Bottleneck(inplanes: int, planes: int, stride: int = 1) {
+  conv1 = Conv2d(in_channels=inplanes, out_channels=planes, kernel_size=1, bias=false)
+  bn1 = SyncBatchNorm(num_features=planes)
+  conv2 = Conv2d(in_channels=planes, out_channels=planes, kernel_size=3, stride=stride, padding=1, bias=false)
+  bn2 = SyncBatchNorm(num_features=planes)
+  conv3 = Conv2d(in_channels=planes, out_channels=planes * 4, kernel_size=1, bias=false)
+  bn3 = SyncBatchNorm(num_features=planes * 4)
+  downsample = [Conv2d(in_channels=inplanes, out_channels=planes * 4, kernel_size=1, stride=stride, bias=false),
+                SyncBatchNorm(num_features=planes * 4)] where stride != 1 || inplanes != planes * 4
+  forward(X: [B, inplanes, H, W]) -> Y {
+    F = relu(bn1(conv1(X)))
+    G = relu(bn2(conv2(F)))
+    Y = relu(bn3(conv3(G)) + select(stride != 1 || inplanes != planes * 4, downsample(X), X))
+  }
+}
+
+# torchvision's resnet50, layer for layer (53 convolutions, 53 batch norms, the classifier).
+layer ResNet50(classes: int = 1000) {
+  conv1 = Conv2d(in_channels=3, out_channels=64, kernel_size=7, stride=2, padding=3, bias=false)
+  bn1 = SyncBatchNorm(num_features=64)
+  maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
+  layer1 = [Bottleneck(inplanes=select(i == 0, 64, 256), planes=64) for i < 3]
+  layer2 = [Bottleneck(inplanes=select(i == 0, 256, 512), planes=128, stride=select(i == 0, 2, 1)) for i < 4]
+  layer3 = [Bottleneck(inplanes=select(i == 0, 512, 1024), planes=256, stride=select(i == 0, 2, 1)) for i < 6]
+  layer4 = [Bottleneck(inplanes=select(i == 0, 1024, 2048), planes=512, stride=select(i == 0, 2, 1)) for i < 3]
+  fc = Linear(in_features=2048, out_features=classes)
+  forward(X: [B, 3, H, W]) -> Y {
+    F = maxpool(relu(bn1(conv1(X))))
+    Y = fc(spatial_mean(layer4(layer3(layer2(layer1(F))))))
+  }
+}
+
+layer Stack(C: int = 64, N: int = 2) {
+  blocks = [Residual(C=C) for i < N]
+  forward(X: [B, C, H, W]) -> Y {
+    Y = blocks(X)
+  }
+}
+)";
+
+std::shared_ptr<const Library> networks() {
+  static auto lib = Library::fromSource("networks.enc", kNetworks);
+  return lib;
+}
+
+Tensor randomTensor(Shape shape, uint64_t seed) { return uniform(shape, -1, 1, seed, DType::F32); }
+
+// One process's cold compile of a stack of `depth` layers, forward and backward.
+// depth 50 stands for torchvision's ResNet-50 (input [2, 3, 64, 64]); others for a stack of
+// residual blocks of 8 channels.
+void compileOnce(int depth, bool fromCache) {
+  const bool resnet50 = depth == 50;
+  const int blocks = std::max(1, depth / 4); // a Residual block: 2 convolutions + 2 batch norms
+  auto t0 = std::chrono::steady_clock::now();
+  Layer net = resnet50 ? Layer(networks(), "ResNet50", {{"classes", "10"}})
+                       : Layer(networks(), "Stack", {{"C", "8"}, {"N", std::to_string(blocks)}});
+  double build = seconds(t0);
+  Tensor x = resnet50 ? randomTensor({2, 3, 64, 64}, 1) : randomTensor({2, 8, 8, 8}, 1);
+  Tensor gy;
+  auto pass = [&](double &forward, double &backward) {
+    auto t1 = std::chrono::steady_clock::now();
+    Tensor y = net.forward({{"X", x}}).at("Y");
+    forward = seconds(t1);
+    if (!gy.defined()) gy = randomTensor(y.shape(), 2);
+    auto t2 = std::chrono::steady_clock::now();
+    net.backward({{"Y", gy}});
+    backward = seconds(t2);
+  };
+  double firstF, firstB, runF, runB;
+  pass(firstF, firstB); // compiles, then runs
+  pass(runF, runB);     // runs
+  double nvrtcSource = 0;
+  if (!fromCache) { // the CUDA C++ a GPU run would hand NVRTC (its compile needs no GPU but is timed on one)
+    auto t3 = std::chrono::steady_clock::now();
+    std::string src = codegen::emitCuda(ir::Pipeline().lower(net.program(), {.target = ir::Target::GPU}));
+    nvrtcSource = seconds(t3);
+  }
+  double forward = std::max(0.0, firstF - runF), backward = std::max(0.0, firstB - runB);
+  fmt::print("{:>6} {:>7} {:>8} {:>10.3f} {:>10.3f} {:>10.3f} {:>10.3f} {:>8} {:>8} {:>9.3f}\n", depth,
+             resnet50 ? std::string("RN-50") : std::to_string(blocks * 4), fromCache ? "disk" : "cold", build, forward,
+             backward, build + forward + backward, net.lastForwardLoops().kernels.size(),
+             net.lastBackwardLoops().kernels.size(), runF + runB);
+  if (!fromCache) fmt::print("{:>6} CUDA source for the forward pass generated in {:.3f} s\n", "", nvrtcSource);
+}
+
+int compileTimes(const std::vector<int> &depths, const char *self) {
+  auto dir = std::filesystem::temp_directory_path() / fmt::format("enc-bench-networks-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  ::setenv("ENC_CACHE_DIR", dir.c_str(), 1);
+  // Compile: the first pass's time less the second's (which only runs); "make" is Layer's
+  // constructor (expansion, checking, the forward tensor program, parameter initialization).
+  fmt::print("{:>6} {:>7} {:>8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9}\n", "depth", "layers", "cache", "make s",
+             "fwd comp s", "bwd comp s", "total s", "fwd krn", "bwd krn", "run s");
+  for (int d : depths) {
+    // Cold: an empty cache of its own for each depth (the blocks' kernels are shared within it).
+    auto sub = dir / std::to_string(d);
+    std::filesystem::create_directories(sub);
+    ::setenv("ENC_CACHE_DIR", sub.c_str(), 1);
+    std::fflush(stdout);
+    std::string cmd = fmt::format("{} compile-one {} cold", self, d);
+    if (std::system(cmd.c_str()) != 0) return 1;
+    cmd = fmt::format("{} compile-one {} disk", self, d);
+    if (std::system(cmd.c_str()) != 0) return 1;
+  }
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
+struct PassStats {
+  double seconds = 0;
+  size_t kernels = 0;
+  int64_t peakBytes = 0;
+};
+
+// fwd+bwd of the stack as one network.
+PassStats wholeNetwork(int64_t b, int64_t c, int64_t hw, int n, int reps) {
+  Layer net(networks(), "Stack", {{"C", std::to_string(c)}, {"N", std::to_string(n)}});
+  Tensor x = randomTensor({b, c, hw, hw}, 1), gy = randomTensor({b, c, hw, hw}, 2);
+  net.forward({{"X", x}});
+  net.backward({{"Y", gy}}); // compile
+  PassStats s;
+  resetAllocationStats();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) {
+    net.forward({{"X", x}});
+    net.backward({{"Y", gy}});
+  }
+  s.seconds = seconds(t0) / reps;
+  s.peakBytes = allocationStats().peakBytes;
+  s.kernels = net.lastForwardLoops().kernels.size() + net.lastBackwardLoops().kernels.size();
+  return s;
+}
+
+// The same computation with every layer a Layer of its own, glue (relu, residual add) in the
+// .enc activations and a one-line Add layer.
+PassStats separateLayers(int64_t b, int64_t c, int64_t hw, int n, int reps) {
+  auto shipped = Library::shipped();
+  auto glue = Library::fromSource("glue.enc", R"(
+layer AddRelu() {
+  forward(A: [B, C, H, W], R: [B, C, H, W]) -> Y: [B, C, H, W] {
+    Y[b, c, h, w] = relu(A[b, c, h, w] + R[b, c, h, w])
+  }
+}
+)");
+  Settings conv = {{"in_channels", std::to_string(c)}, {"out_channels", std::to_string(c)}, {"kernel_size", "3"},
+                   {"padding", "1"}, {"bias", "false"}};
+  struct Block {
+    std::unique_ptr<Layer> conv1, bn1, relu, conv2, bn2, addRelu;
+  };
+  std::vector<Block> blocks;
+  for (int i = 0; i < n; ++i) {
+    Block k;
+    k.conv1 = std::make_unique<Layer>(shipped, "Conv2d", conv);
+    k.bn1 = std::make_unique<Layer>(shipped, "SyncBatchNorm", Settings{{"num_features", std::to_string(c)}});
+    k.relu = std::make_unique<Layer>(shipped, "ReLU");
+    k.conv2 = std::make_unique<Layer>(shipped, "Conv2d", conv);
+    k.bn2 = std::make_unique<Layer>(shipped, "SyncBatchNorm", Settings{{"num_features", std::to_string(c)}});
+    k.addRelu = std::make_unique<Layer>(glue, "AddRelu");
+    blocks.push_back(std::move(k));
+  }
+  Tensor x = randomTensor({b, c, hw, hw}, 1), gy = randomTensor({b, c, hw, hw}, 2);
+  auto pass = [&] {
+    Tensor h = x;
+    for (Block &k : blocks) {
+      Tensor f = k.relu->forward({{"X", k.bn1->forward({{"X", k.conv1->forward({{"X", h}}).at("Y")}}).at("Y")}}).at("Y");
+      Tensor g = k.bn2->forward({{"X", k.conv2->forward({{"X", f}}).at("Y")}}).at("Y");
+      h = k.addRelu->forward({{"A", g}, {"R", h}}).at("Y");
+    }
+    Tensor g = gy;
+    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
+      auto ga = it->addRelu->backward({{"Y", g}});
+      Tensor gf = it->conv2->backward({{"Y", it->bn2->backward({{"Y", ga.at("A")}}).at("X")}}).at("X");
+      Tensor gx = it->conv1->backward({{"Y", it->bn1->backward({{"Y", it->relu->backward({{"Y", gf}}).at("X")}}).at("X")}}).at("X");
+      g = add(gx, ga.at("R"));
+    }
+  };
+  pass(); // compile
+  PassStats s;
+  resetAllocationStats();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) pass();
+  s.seconds = seconds(t0) / reps;
+  s.peakBytes = allocationStats().peakBytes;
+  for (Block &k : blocks)
+    for (Layer *l : {k.conv1.get(), k.bn1.get(), k.relu.get(), k.conv2.get(), k.bn2.get(), k.addRelu.get()})
+      s.kernels += l->lastForwardLoops().kernels.size() + l->lastBackwardLoops().kernels.size();
+  return s;
+}
+
+int blockStack(int64_t b, int64_t c, int64_t hw, int n) {
+  const int reps = 3;
+  fmt::print("ResNet-style stack: {} x (Conv-BN-ReLU, Conv-BN, + X, ReLU), {} channels, {}x{}, batch {}, f32 CPU, "
+             "fwd+bwd, mean of {}\n",
+             n, c, hw, hw, b, reps);
+  PassStats whole = wholeNetwork(b, c, hw, n, reps);
+  PassStats separate = separateLayers(b, c, hw, n, reps);
+  fmt::print("{:<22} {:>10} {:>8} {:>14}\n", "", "ms", "kernels", "peak host MiB");
+  fmt::print("{:<22} {:>10.1f} {:>8} {:>14.1f}\n", "one network", whole.seconds * 1e3, whole.kernels,
+             whole.peakBytes / 1048576.0);
+  fmt::print("{:<22} {:>10.1f} {:>8} {:>14.1f}\n", "separate layers", separate.seconds * 1e3, separate.kernels,
+             separate.peakBytes / 1048576.0);
+  fmt::print("network / separate: time {:.2f}, kernels {:.2f}, peak memory {:.2f}\n", whole.seconds / separate.seconds,
+             static_cast<double>(whole.kernels) / static_cast<double>(separate.kernels),
+             static_cast<double>(whole.peakBytes) / static_cast<double>(separate.peakBytes));
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "compile-one" && argc == 4) {
+      compileOnce(std::atoi(argv[2]), std::string(argv[3]) == "disk");
+      return 0;
+    }
+    if (mode == "compile") {
+      std::vector<int> depths;
+      for (int i = 2; i < argc; ++i) depths.push_back(std::atoi(argv[i]));
+      if (depths.empty()) depths = {10, 50, 150};
+      return compileTimes(depths, argv[0]);
+    }
+    if (mode == "blocks") {
+      auto arg = [&](int i, int64_t d) { return argc > i ? std::atoll(argv[i]) : d; };
+      return blockStack(arg(2, 16), arg(3, 64), arg(4, 56), static_cast<int>(arg(5, 2)));
+    }
+    std::cerr << "usage: enc_bench_networks compile [DEPTHS...] | blocks [B C HW N]\n";
+    return 2;
+  } catch (const Error &e) {
+    std::cerr << "enc_bench_networks: " << e.render() << "\n";
+    return 1;
+  }
+}
