@@ -77,6 +77,9 @@ Program splitReductions(const Program &p, const SplitReductionOptions &options =
 // T_part[s, o] (one row per chunk of the flattened reduction; the chunks spread over threads,
 // the row loop over o streams and vectorizes) and T[o] = sum(s: T_part[s, o]).
 Program splitColumnReductions(const Program &p, int64_t chunks = 16);
+// CPU: a sum whose epilogue the blocked schedules cannot widen gets a temporary of its own
+// (compiler/SplitEpilogues.cpp).
+Program splitHeavyEpilogues(const Program &p);
 
 // allreduce(x), the sum of x over the process group (see Collectives.cpp).
 bool isAllreduce(const Expr &e);

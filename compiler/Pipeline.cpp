@@ -51,6 +51,7 @@ const std::vector<PassInfo> kPasses = {
     // lower: a specialized tensor program -> loop IR for one target.
     {"lower", "splitReductions", "GPU", "long reductions with few outputs cut into chunks, for enough warps"},
     {"lower", "splitColumnReductions", "CPU, fused", "long column sums cut into per-thread rows"},
+    {"lower", "splitHeavyEpilogues", "CPU, fused", "a contraction's epilogue blocked code cannot widen: its own kernel"},
     {"lower", "sinkCollectives", "", "collectives of one stage adjacent: one message"},
     {"lower", "lowerToLoops", "", "one kernel per stored tensor; contractions tiled"},
     {"lower", "moveParallelismInward", "CPU", "a parallel loop of one iteration hands its work to the loop inside"},
@@ -235,8 +236,10 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   Program p = specialized;
   if (t.target == Target::GPU)
     p = run.step("splitReductions", p, [&](const Program &q) { return splitReductions(q, t.split); });
-  else if (t.fuse)
+  else if (t.fuse) {
     p = run.step("splitColumnReductions", p, [](const Program &q) { return splitColumnReductions(q); });
+    p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
+  }
   p = run.step("sinkCollectives", p, sinkCollectives);
   LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) { return lowerToLoops(p, t.target); });
   if (t.target == Target::CPU) loops = run.step("moveParallelismInward", loops, moveParallelismInward);

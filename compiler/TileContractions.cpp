@@ -70,8 +70,10 @@ std::vector<Expr> loadsOf(const Expr &e) {
 
 // Whether the blocked code generator can widen `body`: arithmetic, selects, casts, loads,
 // abs and sqrt (no transcendental library calls, no random numbers, no general powers).
-bool vectorizable(const Expr &body) {
-  return !anyNode(body, [](const Expr &n) {
+} // namespace
+
+bool vectorizable(const Expr &body, bool allowReads) {
+  return !anyNode(body, [&](const Expr &n) {
     if (n->kind == ExprKind::Call) return !intrinsicInfo(intrinsicOf(*n)).widens;
     if (n->kind == ExprKind::Binary && n->binOp == BinOp::Pow) {
       const Expr &p = n->args[1];
@@ -79,9 +81,11 @@ bool vectorizable(const Expr &body) {
                                              : (p->kind == ExprKind::FloatImm ? p->floatValue : -1);
       return !(v == 1 || v == 2 || v == 3 || v == 0.5);
     }
-    return n->kind == ExprKind::Reduce || n->kind == ExprKind::Access;
+    return n->kind == ExprKind::Reduce || (n->kind == ExprKind::Access && !allowReads);
   });
 }
+
+namespace {
 
 // Whether v appears under an integer division or modulo (kept scalar-only in blocked code).
 bool underDivMod(const Expr &e, const std::string &v) {

@@ -28,6 +28,10 @@ struct Contraction {
 // Free variables of the result: indices[0] and the sizes.
 Stmt tileContraction(const Contraction &c);
 
+// Whether blocked code computes `e` in vector registers: no call it cannot widen (dsl/Intrinsics.h),
+// no power it does not expand, and (with allowReads false) no tensor-level read.
+bool vectorizable(const Expr &e, bool allowReads = false);
+
 // The output index the caller should make its parallel loop, i.e. move to indices[0]: 0,
 // unless the contraction is a dot product whose tile would block other indices for at least
 // 1.25 times the reuse with another index parallel (Conv2d's weight gradient
