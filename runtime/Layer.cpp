@@ -7,7 +7,9 @@
 #include "runtime/Executor.h"
 #include "runtime/Gpu.h"
 #include "compiler/HyperParams.h"
+#include "runtime/HostMemory.h"
 #include "runtime/KernelProfile.h"
+#include "runtime/MemoryPlan.h"
 #include "runtime/Rng.h"
 #include "support/Env.h"
 #include "support/InternalError.h"
@@ -54,6 +56,10 @@ int64_t evalInt(const ir::Expr &e) {
 
 struct Layer::Compiled {
   ir::LoopProgram loops;
+  // The memory plan of the temporaries (runtime/MemoryPlan.h) for the tensors a pass is given and
+  // keeps. Its arena is allocated per pass (from the caching allocators) and gone after it.
+  mutable std::optional<MemoryPlan> plan;
+  mutable std::set<std::string> planGiven, planKeep;
   std::unique_ptr<Executor> executor;  // compiled kernels of the layer's device
   std::map<std::string, Shape> shapes; // every tensor the kernels touch
   // Per kernel: a scatter whose output no earlier kernel wrote, which the runner zeroes first.
@@ -130,6 +136,16 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
 }
 
 Layer::~Layer() = default;
+
+Layer::PassMemory Layer::forwardMemory() const {
+  if (!lastForward_ || !lastForward_->plan) return {};
+  return {lastForward_->plan->arenaBytes, lastForward_->plan->unplannedBytes};
+}
+
+Layer::PassMemory Layer::backwardMemory() const {
+  if (!lastBackward_ || !lastBackward_->plan) return {};
+  return {lastBackward_->plan->arenaBytes, lastBackward_->plan->unplannedBytes};
+}
 
 LayerInstance instantiateLayer(const Library &lib, const LayerSymbols &layer, const std::map<std::string, ir::Expr> &hyper) {
   if (!layer.network) return {&layer, nullptr};
@@ -389,7 +405,25 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   return ref;
 }
 
-void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed) {
+void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed,
+                const std::set<std::string> *keep) {
+  // Temporaries that do not outlive the pass share one arena by liveness.
+  std::vector<std::vector<std::string>> poisonAt(c.loops.kernels.size()); // planned tensors, by first kernel
+  if (keep) {
+    std::set<std::string> given;
+    for (const auto &[n, t] : buffers) given.insert(n);
+    if (!c.plan || c.planGiven != given || c.planKeep != *keep) {
+      c.plan = planMemory(c.loops, c.shapes, given, *keep);
+      c.planGiven = std::move(given);
+      c.planKeep = *keep;
+    }
+    Tensor arena = Tensor::empty(DType::F32, {static_cast<int64_t>(c.plan->arenaBytes / 4)}, options_.device);
+    const bool poison = options_.device == Device::CPU ? poisonHostMemory() : cuda::Gpu::require().poisonFreshMemory();
+    for (const MemoryPlan::Slot &s : c.plan->slots) {
+      buffers[s.tensor] = arena.view(s.offset, dtypeOf(c.loops.types.of(s.tensor)), c.shapes.at(s.tensor));
+      if (poison) poisonAt[s.first].push_back(s.tensor); // what an earlier tensor left there is not data
+    }
+  }
   // Kernels write every element they own; scatter outputs that no earlier kernel wrote (the
   // tensor's own definition) are zeroed before their kernel runs.
   for (const auto &[n, s] : c.shapes)
@@ -406,6 +440,7 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
       i = runCollectives(c, i, buffers) - 1;
       continue;
     }
+    for (const std::string &t : poisonAt[i]) buffers.at(t).poison();
     auto started = std::chrono::steady_clock::now();
     c.executor->launch(i, buffers, randomSeed, c.zeroOutput[i]);
     if (profiling) {
@@ -509,7 +544,9 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
   for (const auto &[o, seed] : info.seedOf)
     if (!buffers.count(seed) && c.shapes.count(seed))
       buffers[seed] = Tensor(dtypeOf(c.loops.types.of(seed)), c.shapes.at(seed), options_.device);
-  run(c, buffers, lastRandomSeed_);
+  std::set<std::string> keep;
+  for (const auto &[x, gname] : info.gradOf) keep.insert(gname);
+  run(c, buffers, lastRandomSeed_, &keep);
   std::map<std::string, Tensor> grads;
   for (const auto &[x, gname] : info.gradOf) {
     const Tensor &t = buffers.at(gname);
@@ -549,7 +586,13 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
   for (const auto &[n, t] : params_) buffers[n] = t;
   // A new seed per pass, reproducible from the layer's seed.
   lastRandomSeed_ = static_cast<int64_t>(Rng(options_.seed, fmt::format("pass {}", passes_++)).next() >> 1);
-  run(c, buffers, lastRandomSeed_);
+  // What outlives the pass: outputs, buffers' new values and, once the backward pass is known,
+  // what it reads; until then every temporary is kept (and none planned).
+  std::set<std::string> keep;
+  for (const std::string &o : outputNames()) keep.insert(o);
+  for (const auto &[next, buffer] : program_.updates) keep.insert(next);
+  if (gradient_) keep.insert(gradient_->gradient.saved.begin(), gradient_->gradient.saved.end());
+  run(c, buffers, lastRandomSeed_, gradient_ ? &keep : nullptr);
 
   std::map<std::string, Tensor> outputs;
   for (const std::string &o : outputNames()) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,16 @@ public:
 
   // The loop program the last forward (backward) pass ran: what `encc emit --emit=loops`
   // prints for the same sizes. Errors if there was no such pass yet.
+  // The memory plan of the last forward (backward) pass: the bytes its temporaries take in one
+  // arena shared by liveness, and would take each in storage of its own. Zero before a planned
+  // pass: a forward pass is planned once the backward pass has been derived (at the first
+  // backward), since until then it keeps every temporary for it.
+  struct PassMemory {
+    size_t arenaBytes = 0, unplannedBytes = 0;
+  };
+  PassMemory forwardMemory() const;
+  PassMemory backwardMemory() const;
+
   const ir::LoopProgram &lastForwardLoops() const;
   const ir::LoopProgram &lastBackwardLoops() const;
 
@@ -129,7 +140,10 @@ private:
   void checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const;
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
                     std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types);
-  void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed);
+  // `keep`: the tensors the caller reads after the pass; the other temporaries share an arena by
+  // liveness. nullptr: every temporary gets storage of its own.
+  void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed,
+           const std::set<std::string> *keep);
   // Runs the collective kernels from `first` on that share its message as one all-reduce of a
   // packed buffer; returns the index after them.
   size_t runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers);

@@ -206,6 +206,23 @@ Tensor Tensor::reshape(Shape shape) const {
   return t;
 }
 
+Tensor Tensor::view(size_t byteOffset, DType dtype, Shape shape) const {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.device_ = device_;
+  t.shape_ = std::move(shape);
+  size_t bytes = checkTensorSize("a view", t.shape_, dtype, device_);
+  if (byteOffset > nbytes() || bytes > nbytes() - byteOffset)
+    fail("a view of {} bytes at offset {} does not fit in a tensor of {} bytes", bytes, byteOffset, nbytes());
+  t.storage_ = std::shared_ptr<std::byte>(storage_, storage_.get() + byteOffset);
+  return t;
+}
+
+void Tensor::poison() {
+  if (device_ == Device::CPU) std::memset(data(), 0xff, nbytes());
+  else cuda::Gpu::require().fill(deviceAddress(*this), 0xff, nbytes());
+}
+
 Tensor Tensor::clone() const {
   if (device_ == Device::CUDA) {
     Tensor t = empty(dtype_, shape_, Device::CUDA);

@@ -80,6 +80,11 @@ public:
 
   // Same storage, new shape with the same element count.
   Tensor reshape(Shape shape) const;
+  // A tensor of `dtype` and `shape` in this one's storage, `byteOffset` bytes in (it keeps the
+  // storage alive): the memory plan's temporaries live in one arena this way.
+  Tensor view(size_t byteOffset, DType dtype, Shape shape) const;
+  // Every byte 0xff: NaN in every dtype (ENC_POISON's fill), on the tensor's device.
+  void poison();
   Tensor clone() const; // on the same device
   // Converts elementwise with round to nearest, ties to even (this tensor itself for the same dtype); a CUDA
   // tensor is converted on the host and copied back.
