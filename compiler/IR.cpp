@@ -410,6 +410,34 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &, Var
 
 Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values) {
   if (values.empty()) return e;
+  // A reduction binds its variables: a sum(c: ...) inside e keeps its own c (autodiff
+  // substitutes a read's index c into adjoints that may recompute such a sum).
+  if (e->kind == ExprKind::Reduce &&
+      std::any_of(e->rvars.begin(), e->rvars.end(), [&](const ReduceVar &v) { return values.count(v.name); })) {
+    std::map<std::string, Expr> inner = values;
+    std::vector<ReduceVar> rvars = e->rvars;
+    for (ReduceVar &v : rvars) {
+      v.extent = substituteIndices(v.extent, values);
+      inner.erase(v.name);
+    }
+    return reduce(e->reduceOp, rvars, substituteIndices(e->args[0], inner));
+  }
+  if (e->kind == ExprKind::Reduce || !e->args.empty()) {
+    bool changed = false;
+    std::vector<Expr> args;
+    for (const Expr &a : e->args) {
+      args.push_back(substituteIndices(a, values));
+      changed |= args.back() != a;
+    }
+    std::vector<ReduceVar> rvars = e->rvars;
+    for (ReduceVar &v : rvars) {
+      Expr ext = substituteIndices(v.extent, values);
+      changed |= ext != v.extent;
+      v.extent = ext;
+    }
+    if (!changed) return e;
+    return e->kind == ExprKind::Reduce ? reduce(e->reduceOp, rvars, args[0]) : withArgs(e, std::move(args));
+  }
   return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
     if (k != VarKind::Index) return nullptr;
     auto it = values.find(n);

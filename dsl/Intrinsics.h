@@ -21,7 +21,7 @@ struct IntrinsicInfo {
   const char *name;
   int minArgs, maxArgs; // as written in .enc (rand: 1 to 4 indices; lowering appends the seed)
   // The blocked CPU schedules (compiler/TileContractions.cpp) widen it inside a contraction's
-  // body: one vector instruction, no library call.
+  // body and epilogue: a few vector instructions, no library call.
   bool widens;
   const char *signature; // for messages: "leaky_relu(x, slope)"
 };

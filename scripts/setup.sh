@@ -9,6 +9,7 @@ packages=(
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev python3-numpy libgloo-dev
+  libstb-dev python3-skimage
 )
 
 missing=()

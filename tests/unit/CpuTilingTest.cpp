@@ -208,6 +208,39 @@ TEST(CpuTiling, LinearForwardBackwardAtOddSizes) {
     }
 }
 
+// rsqrt, relu and leaky_relu widen: a contraction whose epilogue calls them (a batch norm's
+// normalization gating a convolution's input gradient, as in a residual network's backward
+// pass) keeps the blocked schedule, its epilogue vectorized, and computes what loops compute.
+TEST(CpuTiling, EpilogueWithRsqrtAndReluIsBlocked) {
+  auto epi = Library::fromSource("epilogue.enc", R"(
+layer Epilogue() {
+  forward(X: [B, C, L], W: [O, C], S: [O]) -> Y: [B, O, L] {
+    Y[b, o, l] = leaky_relu(sum(c: X[b, c, l] * W[o, c]), 0.1) * (relu(X[b, o % C, l]) + rsqrt(S[o] + 2))
+  }
+})");
+  std::string text = ir::printLoops(ir::lowerToLoops(Layer(epi, "Epilogue", {}, {}).program(), ir::Target::CPU));
+  EXPECT_NE(text.find("vectorized for l.i in 0..32:"), std::string::npos) << text;
+  std::mt19937_64 rng(4);
+  struct Case { int64_t B, C, L, O; };
+  for (DType dtype : {DType::F32, DType::F64})
+    for (Case c : {Case{1, 1, 1, 1}, Case{2, 3, 37, 9}, Case{3, 16, 70, 6}}) {
+      Layer layer(epi, "Epilogue", {}, {dtype, 3});
+      Tensor x = randomTensor(dtype, {c.B, c.C, c.L}, rng), w = randomTensor(dtype, {c.O, c.C}, rng),
+             s = randomTensor(dtype, {c.O}, rng);
+      V xv = values(x), wv = values(w), sv = values(s), want(static_cast<size_t>(c.B * c.O * c.L));
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t o = 0; o < c.O; ++o)
+          for (int64_t l = 0; l < c.L; ++l) {
+            double acc = 0;
+            for (int64_t i = 0; i < c.C; ++i) acc += xv[(b * c.C + i) * c.L + l] * wv[o * c.C + i];
+            double gate = std::max(xv[(b * c.C + o % c.C) * c.L + l], 0.0) + 1 / std::sqrt(sv[o] + 2);
+            want[(b * c.O + o) * c.L + l] = (acc > 0 ? acc : 0.1 * acc) * gate;
+          }
+      expectClose(layer.forward({{"X", x}, {"W", w}, {"S", s}}).at("Y"), want, dtype,
+                  fmt::format("Epilogue B={} C={} L={} O={}", c.B, c.C, c.L, c.O));
+    }
+}
+
 TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(3);
   struct Case { int64_t B, Ci, Co, H, W, k, pad; };

@@ -62,6 +62,14 @@ layer Twice(D: int = 3) {
   }
 }
 
+layer Normalized() {
+  n = L2Normalize()
+  fc = Linear(in_features=4, out_features=3)
+  forward(X: [B, 4]) -> Y {
+    Y = fc(n(tanh(X)))
+  }
+}
+
 layer Helpers() {
   a = Conv2d(in_channels=2, out_channels=3, kernel_size=1)
   b = Conv2d(in_channels=2, out_channels=2, kernel_size=1)
@@ -254,6 +262,13 @@ TEST(NetworkGrad, StackOfBlocksInTrainingAndEvaluation) {
   eval.training = false;
   Layer net(lib(), "Stack", {{"C", "2"}, {"N", "1"}}, eval);
   checkGradients(net, {{"X", x}}, {"X", "layer2.0.conv1.weight", "fc.weight"});
+}
+
+// L2Normalize of an intermediate: the adjoint of its reads recomputes sum(c: T[b, c] ^ 2), whose
+// c must stay bound when the read's own index c is renamed to the gradient's.
+TEST(NetworkGrad, NormalizeAnIntermediate) {
+  Layer net(lib(), "Normalized", {}, f64());
+  checkGradients(net, {{"X", random({3, 4}, 5)}}, {"X", "fc.weight"});
 }
 
 TEST(NetworkGrad, ConcatenateFlattenAndSpatialMean) {

@@ -118,6 +118,8 @@ private:
     if (!isVector(like)) return c;
     return llvm::ConstantVector::getSplat(llvm::cast<llvm::VectorType>(like->getType())->getElementCount(), c);
   }
+  // A float constant, as a vector when `like` is one (functions widened in vector loops).
+  llvm::Value *floatLike(double v, llvm::Value *like) { return constLike(llvm::ConstantFP::get(fty_, v), like); }
   llvm::Type *typeLike(llvm::Type *scalar, llvm::Value *like) {
     if (!isVector(like)) return scalar;
     return llvm::VectorType::get(scalar, llvm::cast<llvm::VectorType>(like->getType())->getElementCount());
@@ -543,7 +545,7 @@ private:
     case Intrinsic::Exp: return intrinsic(llvm::Intrinsic::exp, {x});
     case Intrinsic::Log: return intrinsic(llvm::Intrinsic::log, {x});
     case Intrinsic::Sqrt: return intrinsic(llvm::Intrinsic::sqrt, {x});
-    case Intrinsic::Rsqrt: return b_.CreateFDiv(floatConst(1), intrinsic(llvm::Intrinsic::sqrt, {x}));
+    case Intrinsic::Rsqrt: return b_.CreateFDiv(floatLike(1, x), intrinsic(llvm::Intrinsic::sqrt, {x}));
     case Intrinsic::Abs: return intrinsic(llvm::Intrinsic::fabs, {x});
     case Intrinsic::Floor: return intrinsic(llvm::Intrinsic::floor, {x});
     case Intrinsic::Ceil: return intrinsic(llvm::Intrinsic::ceil, {x});
@@ -552,10 +554,11 @@ private:
     case Intrinsic::Tanh: return libm("tanh", x);
     case Intrinsic::Sigmoid:
       return b_.CreateFDiv(floatConst(1), b_.CreateFAdd(floatConst(1), intrinsic(llvm::Intrinsic::exp, {b_.CreateFNeg(x)})));
-    case Intrinsic::Relu: return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, floatConst(0));
+    case Intrinsic::Relu: return b_.CreateSelect(b_.CreateFCmpOGT(x, floatLike(0, x)), x, floatLike(0, x));
     case Intrinsic::LeakyRelu: {
       llvm::Value *slope = expr(e.args[1]);
-      return b_.CreateSelect(b_.CreateFCmpOGT(x, floatConst(0)), x, b_.CreateFMul(x, slope));
+      harmonize(x, slope);
+      return b_.CreateSelect(b_.CreateFCmpOGT(x, floatLike(0, x)), x, b_.CreateFMul(x, slope));
     }
     case Intrinsic::Rand: break;      // above
     case Intrinsic::Allreduce: break; // a collective kernel of its own, run by the runtime

@@ -1,0 +1,28 @@
+// RGB images from disk (stb_image: PNG, JPEG, ...) and the crops the texture example trains
+// and tests on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace texture {
+
+struct Image {
+  static constexpr int kChannels = 3;
+  std::string name;
+  int width = 0, height = 0;
+  std::vector<float> pixels; // [channel][row][column], in [0, 1]
+};
+
+// Reads `dir/file` as RGB (stb_image repeats a gray image's one channel). A missing directory
+// or file, or one stb_image cannot decode, is an enc::Error naming the path and, for the first
+// two, `packageHint`.
+Image loadRgb(const std::string &dir, const std::string &file, const std::string &packageHint);
+
+// One crop of `size` x `size` at (x, y), transformed by one of the 8 symmetries of the square
+// (`transform` 0..7: bit 0 mirrors, bits 1-2 rotate by 90 degrees that many times), written to
+// `out` as [channel][row][column] (3 * size * size floats).
+void crop(const Image &image, int x, int y, int size, int transform, float *out);
+
+} // namespace texture
