@@ -992,6 +992,8 @@ private:
   }
 
   std::vector<const ast::Layer *> stack_;
+  std::map<std::string, std::vector<Size>> flatIndices_; // the statement's flattening indices
+  bool leftSide_ = false;                                 // calleeIndices is on a definition's left side
   bool unboundSizesByName_ = false; // calleeExpr keeps sizes not bound yet as their names
   std::vector<std::shared_ptr<const ExpandedNetwork>> expanded_;
 
@@ -1189,7 +1191,8 @@ private:
       x[v] = names;
     };
     for (size_t i = 0; i < s.indices.size() && i < s.indexExtents.size(); ++i)
-      if (s.indices[i]->kind == Kind::Ident) add(s.indices[i]->name, s.indexExtents[i]);
+      if (s.indices[i]->kind == Kind::Ident && !flatIndices_.count(s.indices[i]->name))
+        add(s.indices[i]->name, s.indexExtents[i]);
     std::function<void(const Expr &)> walk = [&](const Expr &e) {
       if (e.kind == Kind::Reduce)
         for (size_t i = 0; i < e.vars.size() && i < e.varExtents.size(); ++i) add(e.vars[i].text, e.varExtents[i]);
@@ -1205,12 +1208,23 @@ private:
   }
 
   void calleeStatement(const Inlining &in, const ast::Statement &s, const ast::Forward &f) {
+    // An output that flattens the variadic dimensions (Y: [B, F] of X: [B, F...]) keeps one
+    // index there, whose digits address what it reads.
+    flatIndices_.clear();
+    if (const TensorSymbol *o = in.callee->find(s.target.text);
+        o && o->role == TensorRole::Output && !in.variadic.empty() && in.sizes.at(in.variadic).size() != 1)
+      for (size_t i = 0; i < s.indices.size() && i < o->shape.size(); ++i)
+        if (!o->expands[i] && o->shape[i]->kind == Kind::Ident && o->shape[i]->name == in.variadic &&
+            s.indices[i]->kind == Kind::Ident)
+          flatIndices_[s.indices[i]->name] = in.sizes.at(in.variadic);
     IndexExpansion x = expansionOf(in, s);
     ast::Statement c;
     c.target = {in.tensors.count(s.target.text) ? in.tensors.at(s.target.text) : s.target.text, s.target.loc};
     c.loc = s.loc;
     c.update = s.update;
+    leftSide_ = true;
     c.indices = calleeIndices(in, s.indices, x);
+    leftSide_ = false;
     c.value = calleeExpr(in, *s.value, &x);
     if (s.guard) c.guard = calleeExpr(in, *s.guard, &x);
     std::vector<Size> declared;
@@ -1247,6 +1261,21 @@ private:
       if (i->kind == Kind::Ident) {
         if (auto it = x.find(i->name); it != x.end()) {
           for (const std::string &v : it->second) out.push_back(ident(v, i->loc));
+          continue;
+        }
+        if (auto it = flatIndices_.find(i->name); it != flatIndices_.end() && !leftSide_) {
+          // Digits of the flat index, most significant first: f // (d1 * d2), f // d2 % d1, f % d2.
+          const std::vector<Size> &dims = it->second;
+          for (size_t d = 0; d < dims.size(); ++d) {
+            Size place;
+            place.constant = 1;
+            for (size_t e = d + 1; e < dims.size(); ++e)
+              place = canonical(*binary("*", toExpr(place, i->loc), toExpr(dims[e], i->loc)));
+            ExprPtr digit = ident(indexName(in, i->name), i->loc);
+            if (!(place.isConstant() && place.constant == 1)) digit = binary("//", std::move(digit), toExpr(place, i->loc));
+            if (d > 0) digit = binary("%", std::move(digit), toExpr(dims[d], i->loc));
+            out.push_back(std::move(digit));
+          }
           continue;
         }
       }

@@ -70,6 +70,16 @@ layer Normalized() {
   }
 }
 
+layer Flattens() {
+  conv = Conv2d(in_channels=2, out_channels=3, kernel_size=1)
+  fl = Flatten()
+  forward(X: [B, 2, 2, 3]) -> (A, F) {
+    Z = conv(X)
+    A = fl(Z)
+    F = flatten(Z) * 1
+  }
+}
+
 layer Helpers() {
   a = Conv2d(in_channels=2, out_channels=3, kernel_size=1)
   b = Conv2d(in_channels=2, out_channels=2, kernel_size=1)
@@ -301,6 +311,25 @@ TEST(NetworkGrad, ConcatenateFlattenAndSpatialMean) {
     }
   }
   checkGradients(net, {{"X", x}}, {"X", "a.weight", "b.bias", "fc.weight"});
+}
+
+TEST(NetworkGrad, TheFlattenLayerAsASubLayerIsTheFlattenHelper) {
+  Layer net(lib(), "Flattens", {}, f64());
+  Tensor x = random({2, 2, 2, 3}, 5);
+  Tensors out = net.forward({{"X", x}});
+  ASSERT_EQ(out.at("A").shape(), (Shape{2, 18}));
+  EXPECT_EQ(maxDiff(out.at("A"), out.at("F")), 0.0);
+  // Element (b, c, h, w) of conv(X) lands at column (c * 2 + h) * 3 + w.
+  const Tensor &w = net.params().at("conv.weight"), &bias = net.params().at("conv.bias");
+  for (int b = 0; b < 2; ++b)
+    for (int c = 0; c < 3; ++c)
+      for (int h = 0; h < 2; ++h)
+        for (int q = 0; q < 3; ++q) {
+          double v = bias.at(c);
+          for (int i = 0; i < 2; ++i) v += w.at(c * 2 + i) * x.at(((b * 2 + i) * 2 + h) * 3 + q);
+          EXPECT_NEAR(out.at("A").at(b * 18 + (c * 2 + h) * 3 + q), v, 1e-14);
+        }
+  checkGradients(net, {{"X", x}}, {"X", "conv.weight"});
 }
 
 TEST(NetworkNames, ParametersAndBuffersAreNamedAsTorchStateDict) {
