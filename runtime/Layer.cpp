@@ -11,6 +11,7 @@
 #include "runtime/KernelProfile.h"
 #include "runtime/MemoryPlan.h"
 #include "runtime/Rng.h"
+#include "runtime/TensorOps.h"
 #include "support/Env.h"
 #include "support/InternalError.h"
 #include "support/Suggest.h"
@@ -552,6 +553,11 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
     const Tensor &t = buffers.at(gname);
     auto in = lastInputShapes_.find(x);
     grads[x] = in != lastInputShapes_.end() ? t.reshape(in->second) : t;
+    if (isParameter(x)) {
+      auto acc = accumulated_.find(x);
+      if (acc == accumulated_.end()) accumulated_[x] = t.clone();
+      else acc->second = add(acc->second, t);
+    }
   }
   return grads;
 }

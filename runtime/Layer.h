@@ -88,6 +88,12 @@ public:
   // training step needs once the loss is part of the network.
   std::map<std::string, Tensor> backward(const std::string &loss);
 
+  // The parameters' gradients summed over every backward pass since the last zeroGrad(), as
+  // torch's .grad: micro-batches of one step each call forward and backward, then the optimizer
+  // takes accumulatedGrads(). Entries are new tensors, never the ones backward returned.
+  const std::map<std::string, Tensor> &accumulatedGrads() const { return accumulated_; }
+  void zeroGrad() { accumulated_.clear(); }
+
   // The derived backward pass (hyper-parameters substituted, fused).
   const ir::Program &gradientProgram();
 
@@ -120,6 +126,7 @@ private:
   std::map<std::string, ir::Expr> hyper_;
   ir::Program program_;
   std::map<std::string, Tensor> params_;
+  std::map<std::string, Tensor> accumulated_; // parameter gradients since zeroGrad()
   std::vector<int> aliasRanks_; // deprecated BatchNorm1d/2d/3d: the input ranks they accept
   std::map<std::string, std::unique_ptr<Compiled>> compiled_;     // forward, by input-size signature
   std::map<std::string, std::unique_ptr<Compiled>> compiledGrad_; // backward, likewise

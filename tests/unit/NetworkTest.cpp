@@ -332,6 +332,25 @@ TEST(NetworkGrad, TheFlattenLayerAsASubLayerIsTheFlattenHelper) {
   checkGradients(net, {{"X", x}}, {"X", "conv.weight"});
 }
 
+TEST(NetworkGrad, GradientsAccumulateOverMicroBatchesUntilZeroed) {
+  Layer net(lib(), "Twice", {}, f64());
+  Tensor a = random({2, 3}, 21), b = random({3, 3}, 22);
+  net.forward({{"X", a}});
+  Tensors ga = net.backward({{"Y", random({2, 3}, 23)}});
+  net.forward({{"X", b}});
+  Tensors gb = net.backward({{"Y", random({3, 3}, 24)}});
+  const Tensors &acc = net.accumulatedGrads();
+  ASSERT_EQ(acc.size(), 2u); // parameters only, not X
+  for (const char *p : {"lin.weight", "lin.bias"})
+    for (int64_t i = 0; i < acc.at(p).numel(); ++i)
+      EXPECT_NEAR(acc.at(p).at(i), ga.at(p).at(i) + gb.at(p).at(i), 1e-15) << p;
+  net.zeroGrad();
+  EXPECT_TRUE(net.accumulatedGrads().empty());
+  net.forward({{"X", a}});
+  Tensors again = net.backward({{"Y", random({2, 3}, 23)}});
+  EXPECT_EQ(maxDiff(net.accumulatedGrads().at("lin.weight"), again.at("lin.weight")), 0.0);
+}
+
 TEST(NetworkNames, ParametersAndBuffersAreNamedAsTorchStateDict) {
   Layer net(lib(), "Stack", {{"C", "2"}, {"N", "2"}});
   // torchvision's ResNet naming for this structure: layerK.I.{conv1,bn1,conv2,bn2,downsample.0,downsample.1}.
