@@ -29,7 +29,7 @@ public:
     const std::string key = sha256Hex(opts.arch + "\n" + source);
     cuda::CUmodule module =
         gpu_.loadsSource() ? gpu_.loadSourceModule(key, source) : gpu_.loadModule(key, source, opts);
-    for (const ir::Kernel &k : loops.kernels) fns_.push_back(k.collective ? nullptr : gpu_.function(module, k.name));
+    for (const ir::Kernel &k : loops.kernels) fns_.push_back(k.collective ? nullptr : gpu_.function(module, codegen::cudaIdentifier(k.name)));
   }
 
   void launch(size_t i, std::map<std::string, Tensor> &buffers, int64_t randomSeed, bool zeroOutput) override {

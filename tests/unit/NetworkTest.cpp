@@ -7,6 +7,8 @@
 // finite differences of L = sum(Y * G).
 // NetworkNames: parameters and buffers are named as torch's state_dict for the same structure.
 // NetworkErrors: mistakes at a call site are reported there, with the sub-layer's declaration.
+#include "runtime/CudaDriver.h"
+#include "runtime/Gpu.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
 #include "runtime/Tensor.h"
@@ -349,6 +351,21 @@ TEST(NetworkGrad, GradientsAccumulateOverMicroBatchesUntilZeroed) {
   net.forward({{"X", a}});
   Tensors again = net.backward({{"Y", random({2, 3}, 23)}});
   EXPECT_EQ(maxDiff(net.accumulatedGrads().at("lin.weight"), again.at("lin.weight")), 0.0);
+}
+
+// On the GPU (and, in every test run, on the CUDA emulator): a network's kernels and tensors are
+// named by path, which CUDA C++ spells as mangled identifiers.
+TEST(NetworkGpu, StackMatchesTheCpu) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  LayerOptions gpu = f64();
+  gpu.device = Device::CUDA;
+  Layer cpu(lib(), "Stack", {{"C", "2"}, {"N", "1"}}, f64()), dev(lib(), "Stack", {{"C", "2"}, {"N", "1"}}, gpu);
+  for (const auto &[name, value] : cpu.params()) dev.setParam(name, value);
+  Tensor x = random({2, 3, 4, 4}, 9), gy = random({2, 3}, 10);
+  EXPECT_LT(maxDiff(cpu.forward({{"X", x}}).at("Y"), dev.forward({{"X", x}}).at("Y").cpu()), 1e-12);
+  Tensors gc = cpu.backward({{"Y", gy}}), gd = dev.backward({{"Y", gy}});
+  for (const char *name : {"X", "stem.weight", "layer2.0.downsample.0.weight", "fc.bias"})
+    EXPECT_LT(maxDiff(gc.at(name), gd.at(name).cpu()), 1e-11) << name;
 }
 
 TEST(NetworkNames, ParametersAndBuffersAreNamedAsTorchStateDict) {

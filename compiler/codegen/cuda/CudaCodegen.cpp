@@ -11,9 +11,30 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <cctype>
 #include <set>
 
 namespace enc::codegen {
+namespace {
+extern const std::set<std::string> kReserved;
+} // namespace
+
+std::string cudaIdentifier(const std::string &name) {
+  if (kReserved.count(name)) return name + "_";
+  bool plain = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0]));
+  for (char c : name) plain &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  if (plain) return name;
+  // A network's tensors are named by path (layer1.0.bn1.mu): letters kept, the rest '_', and a
+  // hash of the whole name so that a.b and a_b stay apart.
+  std::string out = "n_";
+  uint32_t hash = 2166136261u; // FNV-1a
+  for (char c : name) {
+    out += std::isalnum(static_cast<unsigned char>(c)) || c == '_' ? c : '_';
+    hash = (hash ^ static_cast<unsigned char>(c)) * 16777619u;
+  }
+  return fmt::format("{}_{:08x}", out, hash);
+}
+
 namespace {
 
 using namespace ir;
@@ -91,13 +112,14 @@ const char *kNarrowTypes = R"(#include <cuda_fp16.h>
 #include <cuda_bf16.h>
 )";
 
+extern const std::set<std::string> kReserved;
 const std::set<std::string> kReserved = {"int",    "float",  "double", "char",   "long",     "short", "void",
                                          "bool",   "auto",   "const",  "return", "if",       "else",  "for",
                                          "while",  "do",     "switch", "case",   "default",  "break", "new",
                                          "delete", "class",  "struct", "this",   "template", "threadIdx",
                                          "blockIdx", "blockDim", "gridDim", "warpSize"};
 
-std::string cname(const std::string &n) { return kReserved.count(n) ? n + "_" : n; }
+std::string cname(const std::string &n) { return cudaIdentifier(n); }
 
 class CudaEmitter {
 public:
@@ -167,7 +189,7 @@ private:
                             cname(p.name));
     write("\n");
     if (k.loc.valid()) writeLine(0, fmt::format("// {}:{}: defines {}", k.loc.file->name(), k.loc.line(), k.output));
-    writeLine(0, fmt::format("extern \"C\" __global__ void __launch_bounds__({}) {}({}) {{", kCudaBlockSize, k.name, params));
+    writeLine(0, fmt::format("extern \"C\" __global__ void __launch_bounds__({}) {}({}) {{", kCudaBlockSize, cname(k.name), params));
     if (k.tiled) {
       tiledBody(k, *k.tiled);
       writeLine(0, "}");

@@ -31,6 +31,10 @@ CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault);
 // Arithmetic in program.types.compute; each buffer stored as program.types.of(buffer).
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options = {});
 
+// A kernel, buffer or variable name as the CUDA C++ spells it (the name of a kernel's function
+// too): itself when it is a plain identifier that is not a keyword, else a mangled one.
+std::string cudaIdentifier(const std::string &name);
+
 // How a generated kernel is launched, for its launch loop's kind: a tile per block
 // (GpuTiles), a row per block (GpuRows, grid-stride past 32 blocks per multiprocessor), or
 // a thread (warp, for GpuWarps) per iteration with grid-stride loops past the same bound.
