@@ -184,8 +184,9 @@ private:
     // Contractions (sums of products of reads) get register-blocked tiles.
     if (r && r->reduceOp == ReduceOp::Sum && !def_.isScatter()) {
       Contraction c{def_.tensor, def_.indices, r->rvars, r->args[0], replaceReduce(value, local("_acc")), flatOut, def_.loc};
-      size_t p = parallelIndex(c);
-      std::rotate(c.indices.begin(), c.indices.begin() + static_cast<long>(p), c.indices.begin() + static_cast<long>(p) + 1);
+      // p > 0 only with three indices or more; a scalar output (no index) has nothing to move.
+      if (size_t p = parallelIndex(c); p > 0)
+        std::rotate(c.indices.begin(), c.indices.begin() + static_cast<long>(p), c.indices.begin() + static_cast<long>(p) + 1);
       if (Stmt tiled = tileContraction(c)) {
         k.launch = ForKind::Parallel;
         k.launchExtent = c.indices[0].extent;

@@ -217,16 +217,21 @@ public:
     acceptor_ = std::thread([this] { acceptLoop(); });
   }
 
+  // A store that listens nowhere: serveConnectionsForTesting hands it connections.
+  struct Unlistening {};
+  TcpStoreServer(const TcpStoreOptions &o, Unlistening)
+      : worldSize_(o.worldSize), token_(o.token), timeout_(o.timeout), joinWait_(std::min(o.timeout, kJoinWait)) {}
+
   ~TcpStoreServer() {
     stopping_ = true;
-    ::shutdown(listen_, SHUT_RDWR);
-    acceptor_.join();
+    if (listen_ >= 0) ::shutdown(listen_, SHUT_RDWR);
+    if (acceptor_.joinable()) acceptor_.join();
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (int fd : clients_) ::shutdown(fd, SHUT_RDWR);
     }
     for (Worker &w : workers_) w.thread.join();
-    ::close(listen_);
+    if (listen_ >= 0) ::close(listen_);
   }
 
   int port() const { return port_; }
@@ -321,6 +326,8 @@ private:
     gone_.erase(rank); // a rank that reconnects is back
   }
 
+  friend std::string serveConnectionsForTesting(const std::vector<std::string> &, int, const std::string &);
+
   void serve(int fd) {
     int rank = -1;
     bool bye = false;
@@ -367,6 +374,46 @@ private:
     ::close(fd);
   }
 };
+
+std::string serveConnectionsForTesting(const std::vector<std::string> &connections, int worldSize,
+                                       const std::string &token) {
+  TcpStoreOptions o;
+  o.worldSize = worldSize;
+  o.token = token;
+  o.timeout = std::chrono::milliseconds(10000);
+  TcpStoreServer server(o, TcpStoreServer::Unlistening{});
+  std::string replies;
+  for (const std::string &sent : connections) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+      throw Error(fmt::format("socketpair: {}", std::strerror(errno)));
+    // The client: one thread sends (then closes its sending side), one reads until the server closes.
+    std::thread writer([&sent, fd = fds[1]] {
+      sendAll(fd, sent.data(), sent.size(), Clock::now() + std::chrono::seconds(10));
+      ::shutdown(fd, SHUT_WR);
+    });
+    std::string got;
+    std::thread reader([&got, fd = fds[1]] {
+      char buf[4096];
+      while (ready(fd, POLLIN, Clock::now() + std::chrono::seconds(10)) == Io::ok) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got.append(buf, static_cast<size_t>(n));
+      }
+    });
+    {
+      std::lock_guard<std::mutex> lock(server.mu_);
+      server.clients_.insert(fds[0]);
+    }
+    server.serve(fds[0]); // closes fds[0]
+    writer.join();
+    reader.join();
+    ::close(fds[1]);
+    replies += got;
+  }
+  return replies;
+}
 
 TcpStore::TcpStore(const TcpStoreOptions &o) : host_(o.host), port_(o.port), rank_(o.rank), timeout_(o.timeout) {
   if (o.token.size() > kMaxTokenBytes)

@@ -42,6 +42,12 @@ inline constexpr std::chrono::milliseconds kJoinWait{10000};
 // rank tries again until its timeout.
 int maxConnections(int worldSize);
 
+// For the fuzzer and tests: what a fresh store of `worldSize` ranks with `token` sends back to
+// `connections`, each the bytes one client sends before it closes its end, served one after
+// the other by the server's own code over a socket pair (no port).
+std::string serveConnectionsForTesting(const std::vector<std::string> &connections, int worldSize,
+                                       const std::string &token);
+
 // A TCP port that is free on this machine now (for MASTER_PORT: encc launch, tests).
 int freeTcpPort();
 

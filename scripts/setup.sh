@@ -9,7 +9,8 @@ packages=(
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev python3-numpy libgloo-dev
-  libstb-dev python3-skimage
+  libstb-dev python3-skimage  # examples/texture
+  clang-19 libclang-rt-19-dev # the fuzzers (scripts/fuzz.sh, in CI)
 )
 
 missing=()

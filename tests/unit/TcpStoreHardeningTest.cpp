@@ -384,4 +384,26 @@ TEST(TcpStoreHardening, OversizedSetIsAnErrorOnTheClient) {
   EXPECT_EQ(store.get("fine"), std::vector<char>{'1'});
 }
 
+// The fuzzer's way in (fuzz/TcpStoreFuzzer.cpp): the server's own code over socket pairs. A join
+// with the job's token, a set and a get are answered; anything before a join is not; a wrong
+// token is refused.
+TEST(TcpStoreHardening, ServesConnectionsOverSocketPairsForTheFuzzer) {
+  auto u32 = [](uint32_t v) {
+    v = htonl(v);
+    return std::string(reinterpret_cast<const char *>(&v), 4);
+  };
+  auto message = [&](char op, const std::string &key, const std::string &value) {
+    return std::string(1, op) + u32(static_cast<uint32_t>(key.size())) + key + u32(static_cast<uint32_t>(value.size())) +
+           value;
+  };
+  const std::string join = message('H', "0", "1:t"), set = message('S', "k", "v"), get = message('G', "k", "");
+  const std::string ok = message('\1', "", "");
+  EXPECT_EQ(dist::serveConnectionsForTesting({join + set + get}, 1, "t"), ok + ok + message('\1', "", "v"));
+  EXPECT_EQ(dist::serveConnectionsForTesting({set + join}, 1, "t"), "");
+  const std::string refused = dist::serveConnectionsForTesting({message('H', "0", "1:wrong") + set}, 1, "t");
+  EXPECT_EQ(refused.substr(0, 10), std::string(1, '\2') + u32(5) + "token");
+  // Connections one after another share the store: a value set by one is read by the next.
+  EXPECT_EQ(dist::serveConnectionsForTesting({join + set, join + get}, 1, "t"), ok + ok + ok + message('\1', "", "v"));
+}
+
 } // namespace
