@@ -598,7 +598,23 @@ private:
     return false;
   }
 
-  void emit(ast::Statement s) { fwd_->statements.push_back(std::move(s)); }
+  void emit(ast::Statement s) {
+    if (!context_.empty()) contexts_.push_back({s.loc, context_});
+    fwd_->statements.push_back(std::move(s));
+  }
+
+public:
+  // The sub-layer calls a statement at `loc` was inlined through ("in sub-layer ... called
+  // here" notes), for sema's diagnostics on the expansion; empty for the network's own text.
+  std::vector<std::pair<SourceLoc, std::string>> contextOf(SourceLoc loc) const {
+    for (const auto &[at, notes] : contexts_)
+      if (at.file == loc.file && loc.offset >= at.offset && loc.offset < at.offset + std::max<uint32_t>(at.length, 1))
+        return {notes.rbegin(), notes.rend()};
+    return {};
+  }
+
+private:
+  std::vector<std::pair<SourceLoc, std::vector<std::pair<SourceLoc, std::string>>>> contexts_;
 
   void networkStatement(const ast::Statement &s) {
     if (s.indices.empty() && !s.update && s.shape.empty() && !s.guard && isWhole(*s.value)) {
@@ -1384,13 +1400,26 @@ std::shared_ptr<const ExpandedNetwork> expandNetwork(const LayerSymbols &network
                       network.layer->name.text);
   DiagnosticEngine diags;
   auto out = std::make_shared<ExpandedNetwork>();
+  Expander expander(network, hyperParams, lookup, diags);
   try {
-    out->module.layers.push_back(Expander(network, hyperParams, lookup, diags).run());
+    out->module.layers.push_back(expander.run());
   } catch (const ExpansionFailed &) {
   }
-  if (!diags.hasErrors()) out->symbols = std::move(enc::check(out->module, diags).layers.at(0));
   if (diags.hasErrors())
     throw CompileError(fmt::format("in network {}:\n{}", network.layer->name.text, diags.render()));
+  DiagnosticEngine sema;
+  out->symbols = std::move(enc::check(out->module, sema).layers.at(0));
+  if (sema.hasErrors()) {
+    // Sema's findings in the expansion, each with the sub-layer calls its statement came through.
+    DiagnosticEngine located;
+    for (const Diagnostic &d : sema.diagnostics()) {
+      Diagnostic &c = d.severity == Severity::Warning ? located.warning(d.loc, d.message, d.hint)
+                                                      : located.error(d.loc, d.message, d.hint);
+      c.notes = d.notes;
+      for (auto &note : expander.contextOf(d.loc)) c.notes.push_back(note);
+    }
+    throw CompileError(fmt::format("in network {}:\n{}", network.layer->name.text, located.render()));
+  }
   return out;
 }
 

@@ -439,6 +439,22 @@ TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
                   "'exp' takes no named arguments");
 }
 
+TEST(NetworkErrors, SemaErrorsInTheExpansionPointAtTheNetworksText) {
+  std::string m = errorFor(R"(
+layer Net() {
+  conv = Conv2d(in_channels=4, out_channels=8, kernel_size=1)
+  forward(X: [B, 4, H, W]) -> Y: [B, 8] {
+    F = conv(X)
+    Y[b, c] = F[b, c]
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "in network Net:");
+  EXPECT_MENTIONS(m, "bad.enc:6:15");
+  EXPECT_MENTIONS(m, "1 error generated");
+}
+
 TEST(NetworkErrors, ADeclaredOutputShapeMustMatch) {
   std::string m = errorFor(R"(
 layer Net() {
