@@ -50,8 +50,8 @@ class Dataset {
 public:
   Dataset(const Config &c) : crop_(c.crop) {
     for (const char *file : kImages) {
-      images_.push_back(texture::loadRgb(c.data, file, kPackageHint));
-      const texture::Image &im = images_.back();
+      images_.push_back(images::loadRgb(c.data, file, kPackageHint));
+      const images::Image &im = images_.back();
       if (im.width / 4 < crop_ || im.height < crop_)
         throw Error(fmt::format("image {} ({}x{}) is too small for {}x{} crops", file, im.width, im.height, crop_, crop_));
     }
@@ -85,7 +85,7 @@ private:
 
   // Training crops lie in columns [0, split), held-out ones in [split, width).
   Crop place(int cls, Rng &rng, bool train) const {
-    const texture::Image &im = images_[cls];
+    const images::Image &im = images_[cls];
     int split = im.width * 3 / 4;
     int lo = train ? 0 : split, hi = train ? split - crop_ : im.width - crop_;
     auto pick = [&](int a, int b) { return a + static_cast<int>(rng.uniform() * (b - a + 1)); };
@@ -93,19 +93,19 @@ private:
   }
 
   Batch batch(const Crop *crops, int size) const {
-    const int C = texture::Image::kChannels;
+    const int C = images::Image::kChannels;
     Batch b{Tensor(DType::F32, {size, C, crop_, crop_}), Tensor(DType::F32, {size})};
     float *x = b.x.dataAs<float>();
     for (int i = 0; i < size; ++i) {
       const Crop &c = crops[i];
-      texture::crop(images_[c.cls], c.x, c.y, crop_, c.transform, x + static_cast<size_t>(i) * C * crop_ * crop_);
+      images::crop(images_[c.cls], c.x, c.y, crop_, c.transform, x + static_cast<size_t>(i) * C * crop_ * crop_);
       b.t.set(i, c.cls);
     }
     return b;
   }
 
   int crop_;
-  std::vector<texture::Image> images_;
+  std::vector<images::Image> images_;
   std::vector<Crop> heldOut_;
 };
 
@@ -149,7 +149,7 @@ int run(const Config &c) {
   auto seconds = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
   Dataset data(c);
   auto lib = Library::fromFile(TEXTURE_ENC);
-  std::map<std::string, std::string> settings{{"channels", std::to_string(texture::Image::kChannels)},
+  std::map<std::string, std::string> settings{{"channels", std::to_string(images::Image::kChannels)},
                                               {"classes", std::to_string(data.classes())}};
   LayerOptions evalOptions = c.options;
   evalOptions.training = false;

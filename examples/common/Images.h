@@ -1,12 +1,12 @@
-// RGB images from disk (stb_image: PNG, JPEG, ...) and the crops the texture example trains
-// and tests on.
+// RGB images from disk (stb_image: PNG, JPEG, ...), the crops the texture example trains and
+// tests on, the style example's resizing, and PNG output (stb_image_write).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace texture {
+namespace images {
 
 struct Image {
   static constexpr int kChannels = 3;
@@ -25,4 +25,12 @@ Image loadRgb(const std::string &dir, const std::string &file, const std::string
 // `out` as [channel][row][column] (3 * size * size floats).
 void crop(const Image &image, int x, int y, int size, int transform, float *out);
 
-} // namespace texture
+// The largest centered square of `image`, resized to `size` x `size` by averaging the source
+// pixels each output pixel covers (area resampling; for shrinking).
+Image squareThumbnail(const Image &image, int size);
+
+// Writes [channel][row][column] RGB values (clamped to [0, 1]) as an 8-bit PNG; an enc::Error
+// if it cannot be written.
+void writePng(const std::string &path, int width, int height, const float *pixels);
+
+} // namespace images
