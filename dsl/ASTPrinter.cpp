@@ -28,7 +28,15 @@ std::string printExpr(const Expr &e) {
   case Expr::Kind::BoolLit: return e.boolValue ? "true" : "false";
   case Expr::Kind::Ident: return e.name;
   case Expr::Kind::Access: return fmt::format("{}[{}]", e.name, joinArgs(e.args));
-  case Expr::Kind::Call: return fmt::format("{}({})", e.name, joinArgs(e.args));
+  case Expr::Kind::Call: {
+    if (e.argNames.empty()) return fmt::format("{}({})", e.name, joinArgs(e.args));
+    std::string args;
+    for (size_t i = 0; i < e.args.size(); ++i) {
+      const std::string &n = i < e.argNames.size() ? e.argNames[i].text : "";
+      args += (i ? ", " : "") + (n.empty() ? "" : n + "=") + printExpr(*e.args[i]);
+    }
+    return fmt::format("{}({})", e.name, args);
+  }
   case Expr::Kind::Reduce: {
     std::string vars;
     for (size_t i = 0; i < e.vars.size(); ++i) {
@@ -95,6 +103,13 @@ std::string printAST(const Module &m) {
     for (const TensorDecl &p : layer->params) state("Param", p);
     for (const TensorDecl &b : layer->buffers) state("Buffer", b);
     for (const Requirement &r : layer->requirements) out += fmt::format("  Require {}\n", printExpr(*r.condition));
+    for (const SubLayer &sub : layer->subLayers) {
+      std::string items;
+      for (size_t i = 0; i < sub.items.size(); ++i) items += (i ? ", " : "") + printExpr(*sub.items[i]);
+      if (sub.repeatCount) items += fmt::format(" for {} < {}", sub.repeatVar.text, printExpr(*sub.repeatCount));
+      out += fmt::format("  SubLayer {} = {}{}{}\n", sub.name.text, sub.sequence ? "[" + items + "]" : items,
+                         sub.condition ? " where " + printExpr(*sub.condition) : "", "");
+    }
     auto block = [&](const Forward &f) {
       for (const Requirement &r : f.requirements) out += fmt::format("    Require {}\n", printExpr(*r.condition));
       for (const Statement &s : f.statements) {
@@ -111,7 +126,7 @@ std::string printAST(const Module &m) {
       for (const TensorDecl &in : layer->forward->inputs)
         out += fmt::format("    Input {}: {}\n", in.name.text, printShape(in.dims));
       for (const TensorDecl &o : layer->forward->outputs)
-        out += fmt::format("    Output {}: {}\n", o.name.text, printShape(o.dims));
+        out += fmt::format("    Output {}: {}\n", o.name.text, o.shapeOmitted ? "(the shape of its definition)" : printShape(o.dims));
       block(*layer->forward);
     }
     if (layer->backward) {
