@@ -147,6 +147,14 @@ void compileOnce(int depth, bool fromCache) {
              resnet50 ? std::string("RN-50") : std::to_string(blocks * 4), fromCache ? "disk" : "cold", build, forward,
              backward, build + forward + backward, net.lastForwardLoops().kernels.size(),
              net.lastBackwardLoops().kernels.size(), runF + runB);
+  if (!fromCache) {
+    Layer::PassMemory f = net.forwardMemory(), b = net.backwardMemory();
+    fmt::print("{:>6} memory plan: forward temporaries {:.1f} MiB in the arena of {:.1f} MiB unplanned, backward {:.1f} "
+               "of {:.1f} MiB\n",
+               "", f.arenaBytes / 1048576.0, f.unplannedBytes / 1048576.0, b.arenaBytes / 1048576.0,
+               b.unplannedBytes / 1048576.0);
+    std::fflush(stdout); // before NVRTC, whose helper processes would inherit the buffer
+  }
   if (!fromCache && cuda::nvrtcAvailable())
     fmt::print("{:>6} GPU forward pass: CUDA C++ generated in {:.3f} s, NVRTC (sm_90, cold) {:.3f} s\n", "",
                nvrtcSource, nvrtcCompile);
