@@ -12,6 +12,7 @@
 #include "runtime/MemoryPlan.h"
 #include "runtime/Rng.h"
 #include "runtime/TensorOps.h"
+#include "runtime/ThreadPool.h"
 #include "support/Env.h"
 #include "support/InternalError.h"
 #include "support/Suggest.h"
@@ -193,17 +194,32 @@ void Layer::initParams() {
           fail("layer {}: the initializer of '{}' is not a constant: {}", name_, d.name.text, ir::print(v));
         args.push_back(v->floatValue);
       }
-    Rng rng(options_.seed, d.name.text);
-    auto fill = [&](auto *out) { // straight into the storage: a network has millions of parameters
+    const Rng stream(options_.seed, d.name.text);
+    enum class Init { Zeros, Ones, Constant, Uniform, Normal } how = Init::Zeros;
+    if (kind == "uniform") how = Init::Uniform;
+    else if (kind == "normal") how = Init::Normal;
+    else if (kind == "ones") how = Init::Ones;
+    else if (kind == "constant") how = Init::Constant;
+    // Straight into the storage and in parallel (a network has millions of parameters): element i
+    // takes the stream's draws from i * drawsPerElement on, as a sequential fill would.
+    auto fill = [&](auto *out) {
       using T = std::remove_pointer_t<decltype(out)>;
-      for (int64_t i = 0, n = t.numel(); i < n; ++i) {
-        double v = 0;
-        if (kind == "uniform") v = rng.uniform(args[0], args[1]);
-        else if (kind == "normal") v = rng.normal(args[0], args[1]);
-        else if (kind == "ones") v = 1;
-        else if (kind == "constant") v = args[0];
-        out[i] = static_cast<T>(v);
-      }
+      const uint64_t draws = how == Init::Normal ? 2 : 1;
+      ThreadPool::global().parallelFor(0, t.numel(), [&](int64_t b, int64_t e) {
+        Rng rng = stream;
+        rng.skip(static_cast<uint64_t>(b) * draws);
+        for (int64_t i = b; i < e; ++i) {
+          double v = 0;
+          switch (how) {
+          case Init::Zeros: break;
+          case Init::Ones: v = 1; break;
+          case Init::Constant: v = args[0]; break;
+          case Init::Uniform: v = rng.uniform(args[0], args[1]); break;
+          case Init::Normal: v = rng.normal(args[0], args[1]); break;
+          }
+          out[i] = static_cast<T>(v);
+        }
+      }, 1 << 16);
     };
     if (t.dtype() == DType::F64) fill(t.dataAs<double>());
     else fill(t.dataAs<float>());

@@ -17,6 +17,9 @@ public:
     next();
   }
 
+  // As if next() had been called n times (the state advances by a constant per call).
+  void skip(uint64_t n) { state_ += n * 0x9e3779b97f4a7c15ULL; }
+
   uint64_t next() {
     uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
