@@ -35,6 +35,11 @@ step "$encc" eval --layer SyncBatchNorm --set num_features=32 --set activation=l
 step "$encc" eval --layer SyncBatchNorm --set num_features=32 --dtype bf16 \
   --device "$device" --input X=random:8,32,16,16 --grad Y=random:8,32,16,16 --out "$out/bn-bf16"
 # Forward and backward times of two shipped layers on the same device.
+# A network (examples/texture: Deep TEN): its sub-layers expanded into one program, then a
+# training pass and its gradients by torch's state_dict names.
+step "$encc" emit --emit=ir examples/texture/texture.enc --layer DeepTen
+step "$encc" eval examples/texture/texture.enc --layer DeepTen --device "$device" \
+  --input X=random:4,3,32,32 --input T=random:4 --grad Logits=random:4,8 --out "$out/deepten"
 step "$encc" bench --layer GramMatrix --device "$device" --input X=random:8,128,32,32
 step "$encc" bench --layer SyncBatchNorm --set num_features=64 --device "$device" --input X=random:16,64,56,56
 # The REPL, driven by a script here: a layer typed in, its gradient, its CUDA.
