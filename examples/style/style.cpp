@@ -13,12 +13,11 @@
 
 #include <enc/enc.h>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <iostream>
-#include <optional>
 
 using namespace enc;
 
@@ -102,90 +101,40 @@ int run(const Config &c) {
   return 0;
 }
 
-const char *kUsage = R"(usage: style [options]
-Style transfer (examples/style/style.enc): optimizes an image, starting from the content image,
-so that its random-convolution features keep the content's and their Gram matrices match the
-style image's. Writes the result as a PNG.
-
-  --steps N           Adam steps (default 300; 100 with --small)
-  --size S            the images are downscaled to S x S, S even (default 96; 32 with --small)
-  --lr X              Adam's learning rate (default 0.02)
-  --style-weight X    the style loss's weight against the content loss's 1 (default 100000)
-  --content FILE      the content image in the data directory (default chelsea.png)
-  --style FILE        the style image in the data directory (default hubble_deep_field.jpg)
-  --out FILE          the PNG to write (default out.png)
-  --small             a quick run (the test suite's)
-  --data DIR          the images (default: python3-skimage's,
-                      /usr/lib/python3/dist-packages/skimage/data)
-  --help              this text
-)";
-
 } // namespace
 
 int main(int argc, char **argv) {
   Config c;
-  std::optional<int> steps, size;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        fmt::print(stderr, "style: {} needs a value\n{}", a, kUsage);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    auto integer = [&](long lo, long hi) -> int {
-      std::string v = value();
-      char *end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || n < lo || n > hi) {
-        fmt::print(stderr, "style: {} wants a whole number in [{}, {}], not '{}'\n", a, lo, hi, v);
-        std::exit(2);
-      }
-      return static_cast<int>(n);
-    };
-    auto number = [&]() -> double {
-      std::string v = value();
-      char *end = nullptr;
-      double x = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(x > 0)) {
-        fmt::print(stderr, "style: {} wants a positive number, not '{}'\n", a, v);
-        std::exit(2);
-      }
-      return x;
-    };
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", kUsage);
-      return 0;
-    } else if (a == "--small") {
-      c.steps = 100, c.size = 32, c.every = 10;
-    } else if (a == "--steps") {
-      steps = integer(1, 1000000);
-    } else if (a == "--size") {
-      size = integer(4, 4096);
-      if (*size % 2) {
-        fmt::print(stderr, "style: --size must be even, not {}\n", *size);
-        return 2;
-      }
-    } else if (a == "--lr") {
-      c.lr = number();
-    } else if (a == "--style-weight") {
-      c.styleWeight = number();
-    } else if (a == "--content") {
-      c.content = value();
-    } else if (a == "--style") {
-      c.style = value();
-    } else if (a == "--out") {
-      c.out = value();
-    } else if (a == "--data") {
-      c.data = value();
-    } else {
-      fmt::print(stderr, "style: unknown option '{}'\n{}", a, kUsage);
-      return 2;
-    }
+  CLI::App app{"Style transfer (examples/style/style.enc): optimizes an image, starting from the content image, so "
+               "that its random-convolution features keep the content's and their Gram matrices match the style "
+               "image's. Writes the result as a PNG.",
+               "style"};
+  int steps = c.steps, size = c.size;
+  bool small = false;
+  app.add_option("--steps", steps, "Adam steps (default 300; 100 with --small)")->check(CLI::Range(1, 1000000));
+  app.add_option("--size", size, "the images are downscaled to S x S, S even (default 96; 32 with --small)")
+      ->check(CLI::Range(4, 4096))
+      ->check(CLI::Validator([](std::string &v) { return std::stoi(v) % 2 ? "must be even" : ""; }, "EVEN"));
+  app.add_option("--lr", c.lr, "Adam's learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--style-weight", c.styleWeight, "the style loss's weight against the content loss's 1")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--content", c.content, "the content image in the data directory")->capture_default_str();
+  app.add_option("--style", c.style, "the style image in the data directory")->capture_default_str();
+  app.add_option("--out", c.out, "the PNG to write")->capture_default_str();
+  app.add_flag("--small", small, "a quick run (the test suite's)");
+  app.add_option("--data", c.data, "the images (python3-skimage's)")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    app.exit(e);
+    return 2;
   }
-  if (steps) c.steps = *steps;
-  if (size) c.size = *size;
+  if (small) c.steps = 100, c.size = 32, c.every = 10;
+  if (app.count("--steps")) c.steps = steps;
+  if (app.count("--size")) c.size = size;
   try {
     return run(c);
   } catch (const Error &e) {

@@ -18,12 +18,11 @@
 
 #include "runtime/Rng.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <chrono>
-#include <cstring>
 #include <iostream>
-#include <optional>
 
 using namespace enc;
 
@@ -205,70 +204,36 @@ int run(const Config &c) {
   return 0;
 }
 
-const char *kUsage = R"(usage: texture [options]
-Trains a small Deep TEN (examples/texture/texture.enc) to tell apart crops of scikit-image's
-sample images, one class per image, and reports the accuracy on crops from a part of each
-image that training does not see.
-
-  --epochs N          training epochs (default 12; 4 with --small)
-  --device cpu|cuda   where to train (default: the CPU)
-  --out FILE          save the trained parameters and buffers (safetensors)
-  --eval FILE         load a saved model and report its held-out accuracy only
-  --small             a quick run: fewer and smaller batches, fewer held-out crops
-                      (give it with --eval too: it sets the held-out crops)
-  --data DIR          the images (default: python3-skimage's,
-                      /usr/lib/python3/dist-packages/skimage/data)
-  --help              this text
-)";
-
 } // namespace
 
 int main(int argc, char **argv) {
   Config c;
-  std::optional<int> epochs;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        fmt::print(stderr, "texture: {} needs a value\n{}", a, kUsage);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", kUsage);
-      return 0;
-    } else if (a == "--small") {
-      c.steps = 8, c.batch = 32, c.heldOutPerClass = 8, c.epochs = 4;
-    } else if (a == "--epochs") {
-      std::string v = value();
-      char *end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (*end || n < 1 || n > 100000) {
-        fmt::print(stderr, "texture: --epochs wants a positive number, not '{}'\n", v);
-        return 2;
-      }
-      epochs = static_cast<int>(n);
-    } else if (a == "--device") {
-      std::string v = value();
-      auto d = parseDevice(v);
-      if (!d) {
-        fmt::print(stderr, "texture: unknown device '{}': use cpu or cuda\n", v);
-        return 2;
-      }
-      c.options.device = *d;
-    } else if (a == "--out") {
-      c.out = value();
-    } else if (a == "--eval") {
-      c.eval = value();
-    } else if (a == "--data") {
-      c.data = value();
-    } else {
-      fmt::print(stderr, "texture: unknown option '{}'\n{}", a, kUsage);
-      return 2;
-    }
+  CLI::App app{"Trains a small Deep TEN (examples/texture/texture.enc) to tell apart crops of scikit-image's sample "
+               "images, one class per image, and reports the accuracy on crops from a part of each image that "
+               "training does not see.",
+               "texture"};
+  int epochs = c.epochs;
+  std::string device = "cpu";
+  bool small = false;
+  app.add_option("--epochs", epochs, "training epochs (default 12; 4 with --small)")->check(CLI::Range(1, 100000));
+  app.add_option("--device", device, "where to train")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--out", c.out, "save the trained parameters and buffers (safetensors)");
+  app.add_option("--eval", c.eval, "load a saved model and report its held-out accuracy only");
+  app.add_flag("--small", small,
+               "a quick run: fewer and smaller batches, fewer held-out crops (give it with --eval too: it sets the "
+               "held-out crops)");
+  app.add_option("--data", c.data, "the images (python3-skimage's)")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    app.exit(e);
+    return 2;
   }
-  if (epochs) c.epochs = *epochs;
+  if (small) c.steps = 8, c.batch = 32, c.heldOutPerClass = 8, c.epochs = 4;
+  if (app.count("--epochs")) c.epochs = epochs;
+  c.options.device = *parseDevice(device);
   c.options.seed = 7;
   try {
     return run(c);
