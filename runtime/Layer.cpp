@@ -530,9 +530,7 @@ std::map<std::string, Tensor> Layer::backward(const std::string &loss) {
     for (const auto &[o, _] : lastOutputShapes_) names += (names.empty() ? "" : ", ") + o;
     throw Error(fmt::format("layer {} has no output '{}' to take a gradient of", name_, loss), "its outputs are " + names);
   }
-  Tensor ones(dtype(), shape->second);
-  for (int64_t i = 0; i < ones.numel(); ++i) ones.set(i, 1.0);
-  return backward({{loss, ones.to(device())}});
+  return backward({{loss, ones(shape->second, dtype(), device())}});
 }
 
 std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor> &outputGrads) {
