@@ -189,8 +189,8 @@ private:
         std::rotate(c.indices.begin(), c.indices.begin() + static_cast<long>(p), c.indices.begin() + static_cast<long>(p) + 1);
       if (Stmt tiled = tileContraction(c)) {
         k.launch = ForKind::Parallel;
-        k.launchExtent = c.indices[0].extent;
-        return forLoop(c.indices[0].name, c.indices[0].extent, ForKind::Parallel, {tiled});
+        k.launchExtent = tiled->value;
+        return tiled;
       }
     }
     bool interchange = accumulateInOutputRow(findReduce(def_.value));

@@ -45,9 +45,12 @@ constexpr int64_t kRows = 4;     // outer product: rows of the tile
 constexpr int64_t kGatheredRows = 8; // ... with gathers: more rows share each gathered vector
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
+constexpr int64_t kMaxLoadStride = 4; // vectorized reads this strided load a span and shuffle
+constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (one AVX f32 vector)
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
-constexpr int64_t kMinParallel = 16;    // parallelIndex: iterations a parallel loop should have
+constexpr int64_t kMinParallel = 16;    // parallelIndex, parallelRows: iterations a parallel loop should have
+constexpr int64_t kParallelRows = 8;    // outer product with the parallel index as rows: its block
 
 struct DotBlocking {
   std::vector<size_t> indices; // positions in Contraction::indices
@@ -95,13 +98,17 @@ bool underDivMod(const Expr &e, const std::string &v) {
   });
 }
 
-enum class Access { Uniform, Contiguous, Strided };
+// How a read's index moves along an index v: not at all, one element per step, a few
+// elements per step (a strided convolution's input: one wider vector load and a shuffle,
+// up to kMaxLoadStride as in the CPU code generator), or otherwise (a gather).
+enum class Access { Uniform, Contiguous, SmallStride, Strided };
 
 Access accessIn(const Expr &load, const std::string &v) {
   Expr ix = unclampedIndex(load->args[0]);
   if (!mentionsVar(ix, v)) return Access::Uniform;
   std::optional<int64_t> s = strideIn(ix, v);
-  return s && *s == 1 ? Access::Contiguous : Access::Strided;
+  if (s && *s == 1) return Access::Contiguous;
+  return s && *s >= 2 && *s <= kMaxLoadStride ? Access::SmallStride : Access::Strided;
 }
 
 struct Dim {
@@ -184,21 +191,34 @@ private:
       subst[d.name] = at(indexVar(d.name));
       return {forLoop(d.name, d.extent, ForKind::Serial, gen(k + 1, subst, lanes))};
     }
+    // A vectorized index also gets vector tiles of half, a quarter ... down to kMinLanes
+    // lanes before the scalar remainder (56 columns = 32 + 16 + 8, not 32 + 24 scalar).
+    std::vector<int64_t> tiers = {d.block};
+    if (d.lane == ForKind::Vectorized)
+      for (int64_t t = d.block / 2; t >= kMinLanes; t /= 2) tiers.push_back(t);
     std::vector<Stmt> out;
-    Expr b = intImm(d.block);
-    Expr full = d.extent / b;
-    if (!isZero(full)) {
+    // Tier t starts where the wider tiles end (a multiple of tiers[t - 1]) and covers what
+    // they leave, extent % tiers[t - 1], in tiles of tiers[t].
+    for (size_t t = 0; t < tiers.size(); ++t) {
+      Expr b = intImm(tiers[t]);
+      Expr done = t == 0 ? intImm(0) : d.extent / intImm(tiers[t - 1]) * intImm(tiers[t - 1]);
+      Expr count = t == 0 ? d.extent / b : d.extent % intImm(tiers[t - 1]) / b;
+      if (isZero(count)) continue;
+      std::string outer = d.name + ".o" + (t == 0 ? "" : std::to_string(tiers[t]));
       auto s = subst;
       auto l = lanes;
-      s[d.name] = at(indexVar(d.name + ".o") * b + indexVar(d.name + ".i"));
-      l.push_back({d.name + ".i", d.block, d.lane});
-      std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, d) : std::vector<Stmt>{};
+      s[d.name] = at(done + indexVar(outer) * b + indexVar(d.name + ".i"));
+      l.push_back({d.name + ".i", tiers[t], d.lane});
+      Dim tiled = d;
+      tiled.block = tiers[t];
+      std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, tiled) : std::vector<Stmt>{};
       for (Stmt &st : gen(k + 1, s, l)) inner.push_back(std::move(st));
-      out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, inner));
+      out.push_back(forLoop(outer, count, ForKind::Serial, inner));
     }
-    Expr rest = d.extent % b;
+    Expr last = intImm(tiers.back());
+    Expr rest = d.extent % last;
     if (!isZero(rest)) {
-      subst[d.name] = at(full * b + indexVar(d.name + ".t"));
+      subst[d.name] = at(d.extent / last * last + indexVar(d.name + ".t"));
       out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, subst, lanes)));
     }
     return out;
@@ -286,10 +306,24 @@ private:
     if (!isZero(full))
       inner.push_back(forLoop(dotVar_ + ".o", full, ForKind::Serial,
                               {wrap(all, {accumulate(atL, withR(indexVar(dotVar_ + ".o") * L + indexVar(lane)))})}));
-    Expr rest = r->extent % L;
+    // The remainder: tiles of half as many lanes (into the first lanes of the partial sums)
+    // down to kMinLanes, then one position at a time.
+    int64_t last = dotLanes_;
+    for (int64_t t = dotLanes_ / 2; t >= kMinLanes; t /= 2) {
+      Expr done = r->extent / intImm(2 * t) * intImm(2 * t);
+      Expr count = r->extent % intImm(2 * t) / intImm(t);
+      last = t;
+      if (isZero(count)) continue;
+      std::string outer = dotVar_ + ".o" + std::to_string(t);
+      std::vector<Lane> narrow = lanes;
+      narrow.push_back({lane, t, ForKind::Vectorized});
+      inner.push_back(forLoop(outer, count, ForKind::Serial,
+                              {wrap(narrow, {accumulate(atL, withR(done + indexVar(outer) * intImm(t) + indexVar(lane)))})}));
+    }
+    Expr rest = r->extent % intImm(last);
     if (!isZero(rest))
       inner.push_back(forLoop(dotVar_ + ".t", rest, ForKind::Serial,
-                              {wrap(lanes, {accumulate(at * L, withR(full * L + indexVar(dotVar_ + ".t")))})}));
+                              {wrap(lanes, {accumulate(at * L, withR(r->extent / intImm(last) * intImm(last) + indexVar(dotVar_ + ".t")))})}));
     out.push_back(reductionLoops(inner, dotVar_));
     Expr sum = var("_sum", Type::Float, VarKind::Local);
     out.push_back(wrap(lanes, {let("_sum", Type::Float, floatImm(0)),
@@ -325,13 +359,14 @@ int vectorIndexOf(const Contraction &c, const std::vector<Expr> &loads, size_t f
     const std::string &v = c.indices[j].name;
     std::optional<int64_t> n = constExtent(c.indices[j].extent);
     if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
-    int score = 0;
+    int score = 0; // unit-stride reads count twice, short-strided ones once
     bool strided = false;
     for (const Expr &l : loads) {
       if (!dependsOnReduction(l, c.rvars)) continue;
       Access a = accessIn(l, v);
       if (a == Access::Strided) strided = true;
-      if (a == Access::Contiguous) ++score;
+      if (a == Access::Contiguous) score += 2;
+      if (a == Access::SmallStride) score += 1;
     }
     if (!strided && score > 0 && score >= bestScore) {
       best = static_cast<int>(j);
@@ -418,15 +453,45 @@ Expr withoutRepeatedGuards(const Expr &e) {
 }
 
 // Index arithmetic the ranges decide (Conv2d's group o // (out_channels // groups) with one
-// group) folds first, so reads that only seemed to depend on an index are independent of it.
+// group) folds first, so reads that only seemed to depend on an index are independent of it;
+// then a strided convolution's gradient splits into its stride phases.
 Contraction foldedByRanges(const Contraction &contraction) {
   std::map<std::string, Expr> extents;
   for (const IndexVar &v : contraction.indices) extents[v.name] = v.extent;
   for (const ReduceVar &v : contraction.rvars) extents[v.name] = v.extent;
   Contraction c = contraction;
-  c.body = withoutRepeatedGuards(foldByIndexRanges(c.body, extents));
+  c.body = foldByIndexRanges(c.body, extents);
   c.epilogue = foldByIndexRanges(c.epilogue, extents);
+  c = splitStridePhases(c);
+  c.body = withoutRepeatedGuards(c.body);
   return c;
+}
+
+// Whether some read that moves along `moving` (the vectorized or dot index) does not depend
+// on indices[i]: blocking indices[i] reuses its vector loads.
+bool reusedAcross(const Contraction &c, const std::vector<Expr> &loads, size_t i, const std::string &moving) {
+  return std::any_of(loads.begin(), loads.end(), [&](const Expr &l) {
+    return dependsOnReduction(l, c.rvars) && mentionsVar(l->args[0], moving) && !mentionsVar(l->args[0], c.indices[i].name);
+  });
+}
+
+// The parallel index blocked by `rows`: iteration p of the parallel loop `<index>.p` computes
+// rows [p * rows, min((p + 1) * rows, n)). Nothing when that leaves too few iterations to
+// share among threads.
+std::optional<Dim> parallelRows(const IndexVar &index, int64_t rows) {
+  std::optional<int64_t> n = constExtent(index.extent);
+  if (n && *n < kMinParallel * rows) return std::nullopt;
+  Expr p = indexVar(index.name + ".p");
+  Dim d{index.name, n && *n % rows == 0 ? intImm(rows) : binary(BinOp::Min, intImm(rows), index.extent - p * intImm(rows))};
+  d.block = rows;
+  d.offset = p * intImm(rows);
+  return d;
+}
+
+// The kernel's parallel loop around a tile: over indices[0], or over its blocks of `rows`.
+Stmt parallelLoop(const IndexVar &index, int64_t rows, Stmt tile) {
+  if (rows == 1) return forLoop(index.name, index.extent, ForKind::Parallel, {std::move(tile)});
+  return forLoop(index.name + ".p", (index.extent + intImm(rows - 1)) / intImm(rows), ForKind::Parallel, {std::move(tile)});
 }
 
 } // namespace
@@ -518,9 +583,17 @@ Stmt tileContraction(const Contraction &contraction) {
     int rows = rowIndex(best);
     if (rows > 0)
       dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kRows);
+    // No other index to block as rows (Linear's gradients grad_weight[o, i] =
+    // sum(b: gY[b, o] * X[b, i]) and grad_X[b, i] = sum(o: gY[b, o] * W[o, i])): the parallel
+    // index becomes the rows when some moving read does not depend on it.
+    if (rows <= 0 && !gathers && reusedAcross(c, loads, 0, c.indices[static_cast<size_t>(best)].name))
+      if (std::optional<Dim> r = parallelRows(c.indices[0], kParallelRows)) {
+        dims.insert(dims.begin(), *r);
+        return parallelLoop(c.indices[0], kParallelRows, Tiler(c, dims, "", 0).run());
+      }
     // With gathers, the blocks of j loop outermost, so that the gathered rows of a block stay
     // in cache while every row block reads them.
-    if (!gathers) return Tiler(c, dims, "", 0).run();
+    if (!gathers) return parallelLoop(c.indices[0], 1, Tiler(c, dims, "", 0).run());
     std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
     // Reads strided along j that depend on nothing else of the output but the parallel index:
     // copied once per block of j (the reduction is short, so the copy is small).
@@ -533,14 +606,23 @@ Stmt tileContraction(const Contraction &contraction) {
       bool seen = std::any_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &s) { return structurallyEqual(s, l); });
       if (!other && !seen) staging.loads.push_back(l);
     }
-    return Tiler(c, dims, "", 0, staging).run();
+    return parallelLoop(c.indices[0], 1, Tiler(c, dims, "", 0, staging).run());
   }
 
   // Dot product along the innermost reduction index whose moving reads are all unit-stride.
   std::string dot = dotIndexOf(c, loads);
   if (!dot.empty()) {
-    for (size_t i : dotBlocking(c, loads, dot).indices) dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
-    return Tiler(c, dims, dot, kDotLanes).run();
+    std::vector<size_t> blocked = dotBlocking(c, loads, dot).indices;
+    for (size_t i : blocked) dims[i - 1].block = blockFor(dims[i - 1].extent, kDotTile);
+    // A tile along one index only (Linear's Y[b, o] = sum(i: X[b, i] * W[o, i]): 4 outputs
+    // per 5 loads) also blocks the parallel index when a moving read does not depend on it
+    // (4 x 4 outputs per 8 loads).
+    if (blocked.size() == 1 && reusedAcross(c, loads, 0, dot))
+      if (std::optional<Dim> r = parallelRows(c.indices[0], kDotTile)) {
+        dims.insert(dims.begin(), *r);
+        return parallelLoop(c.indices[0], kDotTile, Tiler(c, dims, dot, kDotLanes).run());
+      }
+    return parallelLoop(c.indices[0], 1, Tiler(c, dims, dot, kDotLanes).run());
   }
 
   // Sliced outer product: only the parallel index p0 = indices[0] vectorizes (Encoding's
@@ -568,7 +650,7 @@ Stmt tileContraction(const Contraction &contraction) {
       slicedDims.back().lane = ForKind::Vectorized;
     }
   }
-  return Tiler(c, slicedDims, "", 0).run();
+  return parallelLoop(c.indices[0], 1, Tiler(c, slicedDims, "", 0).run());
 }
 
 size_t parallelIndex(const Contraction &contraction) {

@@ -21,11 +21,12 @@ struct Contraction {
   SourceLoc loc;
 };
 
-// The body of the caller's parallel loop over indices[0]: the loops over the other indices
-// and the reduction, register-blocked, or nullptr when the contraction fits no blocked
-// schedule (the caller keeps the plain loop nest). In the sliced outer product, iteration
-// indices[0] = s computes every indices[0] for the s-th slice of another index instead.
-// Free variables of the result: indices[0] and the sizes.
+// The kernel's loop nest: a parallel loop over indices[0] around the loops over the other
+// indices and the reduction, register-blocked, or nullptr when the contraction fits no
+// blocked schedule (the caller keeps the plain loop nest). The parallel loop runs over blocks
+// of indices[0] (`<index>.p`) when indices[0] is a row of the tile; in the sliced outer
+// product, iteration indices[0] = s computes every indices[0] for the s-th slice of another
+// index instead. Free variables of the result: the sizes.
 Stmt tileContraction(const Contraction &c);
 
 // Whether blocked code computes `e` in vector registers: no call it cannot widen (dsl/Intrinsics.h),
@@ -38,6 +39,13 @@ bool vectorizable(const Expr &e, bool allowReads = false);
 // grad_weight[o, c, kh, kw]: parallel over the input channels c, tiles of 4 output channels
 // by 3 kernel columns, 12 multiply-adds per 7 loads instead of 9 per 10).
 size_t parallelIndex(const Contraction &c);
+
+// The contraction with every output index v that occurs only as (v + a +- k) / s and
+// (v + a +- k) % s (a strided convolution's input gradient: k a kernel index, s the stride)
+// split into a phase v.r < s and a position v.q (v = s * v.q + v.r, v.r before v.q in
+// indices), and k into k0 + s * k.t with k0 chosen by the phase, so that every term of the sum
+// is one the condition keeps and v.q moves reads by one element (StridePhases.cpp).
+Contraction splitStridePhases(const Contraction &c);
 
 // Strips the clamps min(max(x, 0), n - 1) that bounds-checked reads put around an index,
 // outermost ones only (a clamp written in the source, inside them, stays).

@@ -59,7 +59,8 @@ TEST(CpuTiling, GramVectorizesTheReductionAndBlocksOutputs) {
   EXPECT_NE(text.find("vectorized for w.l in 0..16:"), std::string::npos) << text;
   EXPECT_NE(text.find("unrolled for c.i in 0..4:"), std::string::npos) << text;
   EXPECT_NE(text.find("unrolled for e.i in 0..4:"), std::string::npos) << text;
-  EXPECT_NE(text.find("for w.t in 0..W % 16:"), std::string::npos) << text; // the scalar remainder
+  EXPECT_NE(text.find("vectorized for w.l in 0..8:"), std::string::npos) << text; // 8 lanes of the remainder
+  EXPECT_NE(text.find("for w.t in 0..W % 8:"), std::string::npos) << text;           // then one at a time
   EXPECT_NE(text.find("for e.t in 0..C % 4:"), std::string::npos) << text;
 }
 
@@ -149,7 +150,7 @@ TEST(CpuTiling, ColumnSumsSplitIntoRowsPerChunk) {
 TEST(CpuTiling, GramForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(1);
   for (DType dtype : {DType::F32, DType::F64})
-    for (Shape s : std::vector<Shape>{{1, 1, 1, 1}, {2, 5, 3, 17}, {1, 9, 2, 33}, {2, 4, 1, 16}, {1, 7, 5, 15}}) {
+    for (Shape s : std::vector<Shape>{{1, 1, 1, 1}, {2, 5, 3, 17}, {1, 9, 2, 33}, {2, 4, 1, 16}, {1, 7, 5, 15}, {1, 6, 2, 29}}) {
       int64_t B = s[0], C = s[1], P = s[2] * s[3];
       Layer layer(lib(), "GramMatrix", {}, {dtype, 0});
       Tensor x = randomTensor(dtype, s, rng);
@@ -243,18 +244,22 @@ layer Epilogue() {
 
 TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(3);
-  struct Case { int64_t B, Ci, Co, H, W, k, pad; };
+  struct Case { int64_t B, Ci, Co, H, W, k, pad, stride = 1; };
+  // Strides 2 and 3 read the input through wider loads and shuffles; 5 through gathers.
   for (DType dtype : {DType::F32, DType::F64})
     for (Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 6, 5, 35, 3, 1}, Case{1, 5, 9, 4, 17, 3, 0},
-                   Case{1, 2, 4, 3, 40, 2, 1}, Case{2, 17, 6, 5, 19, 3, 1}}) { // the last: see below
+                   Case{1, 2, 4, 3, 40, 2, 1}, Case{1, 3, 5, 3, 59, 3, 1}, Case{2, 3, 6, 7, 37, 3, 1, 2},
+                   Case{1, 4, 5, 6, 50, 3, 1, 2}, Case{1, 2, 3, 5, 61, 3, 0, 3}, Case{1, 2, 3, 4, 83, 3, 1, 5},
+                   Case{2, 17, 6, 5, 19, 3, 1}}) { // the last: see below
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
-                   {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)}},
+                   {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)},
+                   {"stride", std::to_string(c.stride)}},
                   {dtype, 4});
       Tensor x = randomTensor(dtype, {c.B, c.Ci, c.H, c.W}, rng);
       V xv = values(x), wv = values(layer.params().at("weight")), bv = values(layer.params().at("bias"));
       Tensor y = layer.forward({{"X", x}}).at("Y");
-      int64_t Ho = c.H + 2 * c.pad - c.k + 1, Wo = c.W + 2 * c.pad - c.k + 1;
+      int64_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
       ASSERT_EQ(y.shape(), (Shape{c.B, c.Co, Ho, Wo}));
       Tensor g = randomTensor(dtype, y.shape(), rng);
       V gv = values(g);
@@ -269,7 +274,7 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
               for (int64_t ci = 0; ci < c.Ci; ++ci)
                 for (int64_t kh = 0; kh < c.k; ++kh)
                   for (int64_t kw = 0; kw < c.k; ++kw) {
-                    int64_t ih = h + kh - c.pad, iw = w + kw - c.pad;
+                    int64_t ih = h * c.stride + kh - c.pad, iw = w * c.stride + kw - c.pad;
                     if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
                     int64_t xi = ((b * c.Ci + ci) * c.H + ih) * c.W + iw, wi = ((o * c.Ci + ci) * c.k + kh) * c.k + kw;
                     acc += xv[xi] * wv[wi];
@@ -278,13 +283,51 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
                   }
               want[yi] = acc;
             }
-      std::string what = fmt::format("Conv2d B={} {}->{} {}x{} k={} pad={}", c.B, c.Ci, c.Co, c.H, c.W, c.k, c.pad);
+      std::string what =
+          fmt::format("Conv2d B={} {}->{} {}x{} k={} pad={} stride={}", c.B, c.Ci, c.Co, c.H, c.W, c.k, c.pad, c.stride);
       expectClose(y, want, dtype, what + " Y");
       expectClose(grads.at("X"), gx, dtype, what + " grad X");
       expectClose(grads.at("weight"), gw, dtype, what + " grad weight");
     }
 }
 
+
+// A sum over k of terms that vanish unless (v + k + 1) % 3 == 0 (a strided convolution's
+// gradient, with +k where conv's has -k): the CPU splits v into phases v.r < 3 and positions
+// v.q, and k into the terms each phase keeps, then vectorizes along v.q.
+const char *kPhaseSum = R"(
+layer PhaseSum(K: int) {
+  param weight[K] = uniform(-1, 1)
+  forward(X: [B, N]) -> Y: [B, 3 * N] {
+    Y[b, v] = sum(k: select((v + k + 1) % 3 == 0 && (v + k + 1) // 3 < N, X[b, (v + k + 1) // 3], 0) * weight[k])
+  }
+}
+)";
+
+TEST(CpuTiling, StridePhasesSplitDivisibleSums) {
+  auto library = Library::fromSource("phase.enc", kPhaseSum);
+  Layer shown(library, "PhaseSum", {{"K", "5"}}, {});
+  std::string text = ir::printLoops(ir::lowerToLoops(shown.program(), ir::Target::CPU));
+  EXPECT_NE(text.find("for v.r in 0..3:"), std::string::npos) << text;
+  EXPECT_NE(text.find("vectorized for v.q.i in 0..32:"), std::string::npos) << text;
+  EXPECT_EQ(text.find("% 3 == 0"), std::string::npos) << "the divisibility test should be gone: " << text;
+  std::mt19937_64 rng(11);
+  for (DType dtype : {DType::F32, DType::F64})
+    for (int64_t K : {1, 5, 7})
+      for (int64_t N : {1, 13, 40}) {
+        const int64_t B = 2;
+        Layer layer(library, "PhaseSum", {{"K", std::to_string(K)}}, {dtype, 5});
+        Tensor x = randomTensor(dtype, {B, N}, rng);
+        V xv = values(x), wv = values(layer.params().at("weight"));
+        V want(static_cast<size_t>(B * 3 * N), 0.0);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t v = 0; v < 3 * N; ++v)
+            for (int64_t k = 0; k < K; ++k)
+              if ((v + k + 1) % 3 == 0 && (v + k + 1) / 3 < N)
+                want[static_cast<size_t>(b * 3 * N + v)] += xv[static_cast<size_t>(b * N + (v + k + 1) / 3)] * wv[static_cast<size_t>(k)];
+        expectClose(layer.forward({{"X", x}}).at("Y"), want, dtype, fmt::format("PhaseSum K={} N={}", K, N));
+      }
+}
 
 // grad_W[k, d] = sum(b, i: grad_Y[b, i, k] * X[b, d, i]) (Encoding's codeword gradient): only
 // the parallel index k vectorizes, so each iteration of the parallel loop computes all of k

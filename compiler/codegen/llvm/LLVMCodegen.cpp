@@ -18,6 +18,9 @@ namespace {
 
 using namespace ir;
 
+// Reads whose index moves by up to this many elements per lane load the span and shuffle.
+constexpr int64_t kMaxLoadStride = 4;
+
 class Emitter {
 public:
   Emitter(const Kernel &k, const ElementTypes &types, llvm::Module &m)
@@ -136,6 +139,32 @@ private:
     std::optional<int64_t> s = strideIn(e, vecVar_);
     return s && *s == 1;
   }
+  // The constant stride of e per lane when it is small (2 to kMaxLoadStride) and nothing
+  // else in e varies, otherwise 0: such reads are one wider load and a shuffle, not a gather.
+  int64_t smallStride(const Expr &e) const {
+    if (anyNode(e, [&](const Expr &n) {
+          return (n->kind == ExprKind::Var && n->name != vecVar_ && varying_.count(n->name)) || n->kind == ExprKind::Load;
+        }))
+      return 0;
+    std::optional<int64_t> s = strideIn(e, vecVar_);
+    return s && *s >= 2 && *s <= kMaxLoadStride ? *s : 0;
+  }
+  // buffer[start + lane * stride] for every lane: lanes * stride consecutive elements loaded
+  // under a mask that keeps only the lanes' own (so nothing past the last lane is touched;
+  // `mask`, when given, also drops lanes), then the lanes' elements shuffled together.
+  llvm::Value *stridedLoad(const std::string &buffer, const Expr &start, int64_t stride, llvm::Value *mask) {
+    ElemType t = elemOf(buffer);
+    unsigned wide = lanes_ * static_cast<unsigned>(stride);
+    llvm::Value *none = llvm::Constant::getNullValue(llvm::FixedVectorType::get(b_.getInt1Ty(), lanes_));
+    std::vector<int> spread, gather;
+    for (unsigned m = 0; m < wide; ++m) spread.push_back(m % stride == 0 ? static_cast<int>(m / stride) : static_cast<int>(lanes_));
+    for (unsigned l = 0; l < lanes_; ++l) gather.push_back(static_cast<int>(l * stride));
+    llvm::Value *wideMask = b_.CreateShuffleVector(mask ? mask : allLanes(), none, spread);
+    auto *wideTy = llvm::FixedVectorType::get(storedTy(t), wide);
+    llvm::Value *p = b_.CreateGEP(storedTy(t), buffers_.at(buffer), lane0(start));
+    llvm::Value *v = b_.CreateMaskedLoad(wideTy, p, alignOf(t), wideMask, llvm::Constant::getNullValue(wideTy));
+    return toCompute(b_.CreateShuffleVector(v, gather), t);
+  }
   // e evaluated for lane 0 only.
   llvm::Value *lane0(const Expr &e) {
     llvm::Value *saved = vars_.at(vecVar_);
@@ -205,6 +234,8 @@ private:
     return b_.CreateLoad(storedTy(t), p);
   }
   llvm::Value *loadFrom(const std::string &buffer, const Expr &index) {
+    if (varying(index))
+      if (int64_t stride = smallStride(index)) return stridedLoad(buffer, index, stride, nullptr);
     bool contiguous;
     llvm::Value *p = address(buffer, index, &contiguous);
     ElemType t = elemOf(buffer);
@@ -431,6 +462,8 @@ private:
         const Expr &l = e->args[1];
         if (l->kind == ExprKind::Load && isZeroFloat(e->args[2]) && (varying(e->args[0]) || varying(l->args[0]))) {
           Expr raw = unclampedIndex(l->args[0]);
+          if (int64_t stride = varying(raw) ? smallStride(raw) : 0)
+            return stridedLoad(l->name, raw, stride, widen(expr(e->args[0])));
           if (varying(raw) && unitStride(raw)) {
             llvm::Value *mask = widen(expr(e->args[0]));
             ElemType t = elemOf(l->name);
