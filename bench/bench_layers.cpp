@@ -34,8 +34,9 @@ struct Case {
   Shape input;
 };
 
-// dtype f16/bf16: the f32 layer with 16-bit inputs, outputs and gradients.
-void runLayer(benchmark::State &state, const Case &c, bool fuse, DType dtype = DType::F32) {
+// dtype f16/bf16: the f32 layer with 16-bit inputs, outputs and gradients. `gflop`, when
+// given, is the work of one forward+backward pass (reported as a GFLOP/s counter).
+void runLayer(benchmark::State &state, const Case &c, bool fuse, DType dtype = DType::F32, double gflop = 0) {
   static auto lib = Library::shipped();
   LayerOptions opts;
   opts.fuse = fuse;
@@ -51,6 +52,14 @@ void runLayer(benchmark::State &state, const Case &c, bool fuse, DType dtype = D
     benchmark::DoNotOptimize(grads);
   }
   state.counters["threads"] = ThreadPool::global().size();
+  if (gflop > 0)
+    state.counters["GFLOP/s"] = benchmark::Counter(gflop * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// Forward + backward work of a convolution: three contractions (Y, grad_X, grad_weight) of
+// 2 * B * Co * Ho * Wo * Ci * kh * kw flops each.
+double convGflop(int64_t b, int64_t ci, int64_t co, int64_t ho, int64_t wo, int64_t k) {
+  return 3.0 * 2.0 * static_cast<double>(b * co * ho * wo * ci * k * k) / 1e9;
 }
 
 const Case kEncoding{"Encoding", {{"D", "128"}, {"K", "32"}}, {8, 128, 1024}};
@@ -64,10 +73,20 @@ const Case kUpConv{"UpsampleConv2d",
                    {{"in_channels", "64"}, {"out_channels", "32"}, {"kernel_size", "3"}, {"padding", "1"}, {"scale_factor", "2"}},
                    {4, 64, 32, 32}};
 const Case kInspiration{"Inspiration", {{"C", "128"}}, {8, 128, 32, 32}};
+// The shapes of issue 17's comparison with PyTorch's CPU kernels (bench/contractions.py).
+const Case kConvResNet{"Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
+                       {8, 64, 56, 56}};
+const Case kConvFew{"Conv2d", {{"in_channels", "3"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}},
+                    {8, 3, 64, 64}};
+const Case kConvStride2{
+    "Conv2d", {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}},
+    {8, 64, 56, 56}};
+const Case kLinear{"Linear", {{"in_features", "1024"}, {"out_features", "1024"}}, {512, 1024}};
 
-void BM_Encoding_Fused(benchmark::State &s) { runLayer(s, kEncoding, true); }
+// Encoding's work as counted in bench/RESULTS.md since stop 8: 14 * B * N * K * D.
+void BM_Encoding_Fused(benchmark::State &s) { runLayer(s, kEncoding, true, DType::F32, 14.0 * 8 * 1024 * 32 * 128 / 1e9); }
 void BM_Encoding_Unfused(benchmark::State &s) { runLayer(s, kEncoding, false); }
-void BM_Gram_Fused(benchmark::State &s) { runLayer(s, kGram, true); }
+void BM_Gram_Fused(benchmark::State &s) { runLayer(s, kGram, true, DType::F32, 3 * 2.0 * 8 * 128 * 128 * 1024 / 1e9); }
 void BM_Gram_Unfused(benchmark::State &s) { runLayer(s, kGram, false); }
 void BM_Softmax_Fused(benchmark::State &s) { runLayer(s, kSoftmax, true); }
 void BM_Softmax_Unfused(benchmark::State &s) { runLayer(s, kSoftmax, false); }
@@ -80,9 +99,16 @@ void BM_BatchNorm_Fused_bf16(benchmark::State &s) { runLayer(s, kBatchNorm, true
 void BM_BatchNorm_Fused_f16(benchmark::State &s) { runLayer(s, kBatchNorm, true, DType::F16); }
 void BM_LeakyReLU_Fused_bf16(benchmark::State &s) { runLayer(s, kLeaky, true, DType::BF16); }
 void BM_LeakyReLU_Fused_f16(benchmark::State &s) { runLayer(s, kLeaky, true, DType::F16); }
-void BM_Conv2d_Fused(benchmark::State &s) { runLayer(s, kConv, true); }
-void BM_UpsampleConv2d_Fused(benchmark::State &s) { runLayer(s, kUpConv, true); }
-void BM_Inspiration_Fused(benchmark::State &s) { runLayer(s, kInspiration, true); }
+void BM_Conv2d_Fused(benchmark::State &s) { runLayer(s, kConv, true, DType::F32, convGflop(8, 64, 64, 32, 32, 3)); }
+void BM_UpsampleConv2d_Fused(benchmark::State &s) {
+  runLayer(s, kUpConv, true, DType::F32, convGflop(4, 64, 32 * 4, 32, 32, 3));
+}
+// Gram-like: three contractions of 2 * B * C^2 * HW.
+void BM_Inspiration_Fused(benchmark::State &s) { runLayer(s, kInspiration, true, DType::F32, 3 * 2.0 * 8 * 128 * 128 * 1024 / 1e9); }
+void BM_Conv2d_ResNet(benchmark::State &s) { runLayer(s, kConvResNet, true, DType::F32, convGflop(8, 64, 64, 56, 56, 3)); }
+void BM_Conv2d_FewChannels(benchmark::State &s) { runLayer(s, kConvFew, true, DType::F32, convGflop(8, 3, 8, 64, 64, 3)); }
+void BM_Conv2d_Stride2(benchmark::State &s) { runLayer(s, kConvStride2, true, DType::F32, convGflop(8, 64, 128, 28, 28, 3)); }
+void BM_Linear(benchmark::State &s) { runLayer(s, kLinear, true, DType::F32, 3 * 2.0 * 512 * 1024 * 1024 / 1e9); }
 
 BENCHMARK(BM_Encoding_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Encoding_Unfused)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -101,6 +127,10 @@ BENCHMARK(BM_LeakyReLU_Fused_f16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Conv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsampleConv2d_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Inspiration_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv2d_ResNet)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv2d_FewChannels)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv2d_Stride2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Linear)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // References: the hardware's bars, measured in the same run.
 void BM_Memcpy(benchmark::State &state) {
