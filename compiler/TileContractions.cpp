@@ -191,37 +191,77 @@ private:
       subst[d.name] = at(indexVar(d.name));
       return {forLoop(d.name, d.extent, ForKind::Serial, gen(k + 1, subst, lanes))};
     }
-    // A vectorized index also gets vector tiles of half, a quarter ... down to kMinLanes
-    // lanes before the scalar remainder (56 columns = 32 + 16 + 8, not 32 + 24 scalar).
-    std::vector<int64_t> tiers = {d.block};
-    if (d.lane == ForKind::Vectorized)
-      for (int64_t t = d.block / 2; t >= kMinLanes; t /= 2) tiers.push_back(t);
+    if (d.lane == ForKind::Vectorized) return vectorTiles(k, d, subst, lanes);
     std::vector<Stmt> out;
-    // Tier t starts where the wider tiles end (a multiple of tiers[t - 1]) and covers what
-    // they leave, extent % tiers[t - 1], in tiles of tiers[t].
-    for (size_t t = 0; t < tiers.size(); ++t) {
-      Expr b = intImm(tiers[t]);
-      Expr done = t == 0 ? intImm(0) : d.extent / intImm(tiers[t - 1]) * intImm(tiers[t - 1]);
-      Expr count = t == 0 ? d.extent / b : d.extent % intImm(tiers[t - 1]) / b;
-      if (isZero(count)) continue;
-      std::string outer = d.name + ".o" + (t == 0 ? "" : std::to_string(tiers[t]));
+    Expr b = intImm(d.block);
+    Expr full = d.extent / b;
+    if (!isZero(full)) {
       auto s = subst;
       auto l = lanes;
-      s[d.name] = at(done + indexVar(outer) * b + indexVar(d.name + ".i"));
-      l.push_back({d.name + ".i", tiers[t], d.lane});
-      Dim tiled = d;
-      tiled.block = tiers[t];
-      std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, tiled) : std::vector<Stmt>{};
-      for (Stmt &st : gen(k + 1, s, l)) inner.push_back(std::move(st));
-      out.push_back(forLoop(outer, count, ForKind::Serial, inner));
+      s[d.name] = at(indexVar(d.name + ".o") * b + indexVar(d.name + ".i"));
+      l.push_back({d.name + ".i", d.block, d.lane});
+      out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, gen(k + 1, s, l)));
     }
-    Expr last = intImm(tiers.back());
-    Expr rest = d.extent % last;
+    Expr rest = d.extent % b;
     if (!isZero(rest)) {
-      subst[d.name] = at(d.extent / last * last + indexVar(d.name + ".t"));
+      subst[d.name] = at(full * b + indexVar(d.name + ".t"));
       out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, subst, lanes)));
     }
     return out;
+  }
+
+  // The vectorized index d, extent n: tiles of d.block lanes, then the rest in tiles of
+  // half, a quarter ... of that width down to kMinLanes (56 columns: 32 + 16 + 8), then what
+  // is left (n % kMinLanes) in one more kMinLanes tile that ends at n, overlapping the
+  // previous one: its first columns are computed twice, with the same result, and stored
+  // again, cheaper than one scalar tile per column (28 columns: 16 + 8 + that tile over
+  // 20..27, not 16 + 8 + 4 scalar tiles). Only an extent below kMinLanes runs scalar.
+  std::vector<Stmt> vectorTiles(size_t k, const Dim &d, const std::map<std::string, Expr> &subst,
+                                const std::vector<Lane> &lanes) {
+    auto at = [&](Expr pos) { return d.offset ? d.offset + pos : pos; };
+    auto atLeastOne = [](Expr e) { return binary(BinOp::Min, std::move(e), intImm(1)); }; // e >= 0
+    const Expr &n = d.extent;
+    std::vector<Stmt> out;
+    auto tileAt = [&](const std::string &loop, Expr count, Expr first, int64_t width) {
+      if (isZero(count)) return;
+      auto s = subst;
+      auto l = lanes;
+      s[d.name] = at(first + indexVar(d.name + ".i"));
+      l.push_back({d.name + ".i", width, d.lane});
+      Dim tiled = d;
+      tiled.block = width;
+      std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, tiled) : std::vector<Stmt>{};
+      for (Stmt &st : gen(k + 1, s, l)) inner.push_back(std::move(st));
+      out.push_back(forLoop(loop, count, ForKind::Serial, inner));
+    };
+    // Tier `width` starts where the wider tiles end (a multiple of 2 * width) and covers what
+    // they leave, n % (2 * width), in tiles of width.
+    int64_t last = d.block;
+    for (int64_t width = d.block; width >= kMinLanes; width /= 2) {
+      std::string loop = d.name + ".o" + (width == d.block ? "" : std::to_string(width));
+      Expr w = intImm(width), twice = intImm(2 * width);
+      if (width == d.block) tileAt(loop, n / w, indexVar(loop) * w, width);
+      else tileAt(loop, n % twice / w, n / twice * twice + indexVar(loop) * w, width);
+      last = width;
+    }
+    Expr w = intImm(last);
+    // Computing a column twice would read what the first pass stored.
+    if (!readsOutput())
+      tileAt(d.name + ".l", atLeastOne(n / w) * atLeastOne(n % w), n - w + indexVar(d.name + ".l"), last);
+    Expr rest = readsOutput() ? n % w : (intImm(1) - atLeastOne(n / w)) * n;
+    if (!isZero(rest)) {
+      auto s = subst;
+      s[d.name] = at(n - rest + indexVar(d.name + ".t"));
+      out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, s, lanes)));
+    }
+    return out;
+  }
+
+  bool readsOutput() const {
+    auto reads = [&](const Expr &e) {
+      return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c_.output; });
+    };
+    return reads(c_.body) || reads(c_.epilogue);
   }
 
   static bool isZero(const Expr &e) {
