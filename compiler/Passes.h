@@ -47,6 +47,10 @@ Program specialize(const Program &p, const std::map<std::string, Expr> &values);
 // when that turns it into a contraction that the schedules tile; see DistributeSums.cpp.
 // Leaves several reductions in a definition: run hoistReductions after it.
 Program distributeSums(const Program &p);
+// Sums added together over equal ranges whose bodies share a factor that reads the
+// reduction become one sum of (the rest of one + the rest of the other) times the shared
+// factors (GramMatrix's gradient: one contraction instead of two); see MergeSums.cpp.
+Program mergeSums(const Program &p);
 // Replaces indices of extent 1 by 0 and drops them from reductions; see FoldUnitIndices.cpp.
 Program foldUnitIndices(const Program &p);
 // Whether an index extent is the constant 1.

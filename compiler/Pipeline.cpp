@@ -38,6 +38,7 @@ const std::vector<PassInfo> kPasses = {
     {"backward", "differentiate", "", "the derived gradient, or the layer's backward block specialized"},
     {"backward", "isolateAllreduces", "distributed", "the adjoint of allreduce(x) is allreduce(adjoint)"},
     {"backward", "dropAllreduces", "one process", "a backward block's allreduce(x) -> x"},
+    {"backward", "mergeSums", "fused", "added sums that share a factor become one (GramMatrix's gradient)"},
     {"backward", "hoistReductions", "", "one reduction per definition"},
     {"backward", "foldUnitIndices", "fused", "the gradient of a read at a constant index is a contraction again"},
     {"backward", "inlinePointwise", "fused", "adjoint temporaries into their consumers"},
@@ -211,6 +212,7 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
     onProgram("isolateAllreduces", isolateAllreduces);
   else
     onProgram("dropAllreduces", dropAllreduces);
+  if (options.fuse) onProgram("mergeSums", mergeSums);
   onProgram("hoistReductions", hoistReductions);
   if (options.fuse) {
     onProgram("foldUnitIndices", foldUnitIndices);

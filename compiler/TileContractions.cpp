@@ -41,7 +41,8 @@
 namespace enc::ir {
 namespace {
 
-constexpr int64_t kRows = 4;     // outer product: rows of the tile
+constexpr int64_t kRows = 8;     // outer product: rows of the tile (16 vector accumulators at 32 lanes)
+constexpr int64_t kSlicedRows = 4;   // ... of a slice (Encoding's grad_codewords: D / K = 4 per slice at D = 128, K = 32)
 constexpr int64_t kGatheredRows = 8; // ... with gathers: more rows share each gathered vector
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
@@ -680,7 +681,7 @@ Stmt tileContraction(const Contraction &contraction) {
   std::vector<Dim> slicedDims;
   Dim s{sliced.name, end - start};
   s.offset = start;
-  if (rows > 0) s.block = kRows;
+  if (rows > 0) s.block = kSlicedRows;
   slicedDims.push_back(s);
   for (size_t i = 0; i < c.indices.size(); ++i) {
     if (i == p) continue;

@@ -66,11 +66,11 @@ TEST(CpuTiling, GramVectorizesTheReductionAndBlocksOutputs) {
 
 TEST(CpuTiling, ConvVectorizesOutputColumnsAndBlocksChannels) {
   std::string text =
-      tileLoops("Conv2d", {{"in_channels", "8"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}});
+      tileLoops("Conv2d", {{"in_channels", "8"}, {"out_channels", "10"}, {"kernel_size", "3"}, {"padding", "1"}});
   EXPECT_NE(text.find("vectorized for w.i in 0..32:"), std::string::npos) << text;
-  EXPECT_NE(text.find("unrolled for o.i in 0..4:"), std::string::npos) << text;
-  EXPECT_NE(text.find("for o.t in 0..2:"), std::string::npos) << text; // 6 = 4 + 2 rows
-  EXPECT_NE(text.find("alloc _acc: float[128]"), std::string::npos) << text;
+  EXPECT_NE(text.find("unrolled for o.i in 0..8:"), std::string::npos) << text;
+  EXPECT_NE(text.find("for o.t in 0..2:"), std::string::npos) << text; // 10 = 8 + 2 rows
+  EXPECT_NE(text.find("alloc _acc: float[256]"), std::string::npos) << text;
 }
 
 // Conv2d's weight gradient grad_weight[o, c, kh, kw] = sum(b, h, w: gY[b, o, h, w] * X[...]) is a

@@ -562,14 +562,14 @@ TEST(Passes, CpuLoopsParallelOuterSerialInner) {
     if (!tiled) ASSERT_EQ(stmtsOf(k, StmtKind::Store).size(), 1u) << k.name;
   }
   // Contractions: a register tile of accumulators set to zero, updated in the reduction
-  // loop (vectorized along the unit-stride k of A, unrolled over 4 rows of d), stored once.
+  // loop (vectorized along the unit-stride k of A, unrolled over 8 rows of d), stored once.
   const Kernel *y = kernelFor(lp, "Y");
   ASSERT_NE(y, nullptr);
   EXPECT_EQ(y->buffers, (std::vector<std::string>{"Y", "A", "X", "codewords", "Y_sum1"}));
   std::vector<Stmt> allocs = stmtsOf(*y, StmtKind::Alloc);
   ASSERT_FALSE(allocs.empty());
   EXPECT_EQ(allocs[0]->name, "_acc");
-  EXPECT_EQ(print(allocs[0]->value), "128");
+  EXPECT_EQ(print(allocs[0]->value), "256");
   bool vectorizedK = false, unrolledD = false;
   walkStmts(y->body, 0, [&](const Stmt &s, int) {
     if (s->kind == StmtKind::For && s->forKind == ForKind::Vectorized && s->name == "k.i") vectorizedK = true;
@@ -579,7 +579,7 @@ TEST(Passes, CpuLoopsParallelOuterSerialInner) {
   EXPECT_TRUE(unrolledD);
   std::string text = printStmt(y->body);
   EXPECT_NE(text.find("_acc[d.i * 32 + k.i] = _acc[d.i * 32 + k.i] + A[(b * N + i) * K + (k.o * 32 + k.i)] * "
-                      "X[(b * D + (d.o * 4 + d.i)) * N + i]"),
+                      "X[(b * D + (d.o * 8 + d.i)) * N + i]"),
             std::string::npos)
       << text;
   // The max kernel starts from -inf.
