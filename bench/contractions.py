@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU contractions side by side in one run: encc's forward+backward (build/bench/enc_bench),
 OpenBLAS sgemm in the same process, and PyTorch's CPU kernels (Debian's python3-torch, when
-installed) on the same shapes, same thread count, one after the other.
+installed) on the same shapes, same thread count, one after the other. GramMatrix and
+Encoding run in torch as PyTorch-Encoding writes them (a batched matmul; torch operations).
 
     OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 bench/contractions.py [--repetitions 3]
 
@@ -23,9 +24,9 @@ CASES = {
     "BM_Conv2d_Stride2": ("Conv2d 64->128 3x3 pad 1 stride 2", ("conv", 64, 128, 3, 1, 2), (8, 64, 56, 56)),
     "BM_Linear": ("Linear 1024->1024", ("linear", 1024, 1024), (512, 1024)),
     "BM_Conv2d_Fused": ("Conv2d 64->64 3x3 pad 1", ("conv", 64, 64, 3, 1, 1), (8, 64, 32, 32)),
-    "BM_Gram_Fused": ("GramMatrix", None, (8, 128, 32, 32)),
+    "BM_Gram_Fused": ("GramMatrix", ("gram",), (8, 128, 32, 32)),
     "BM_Inspiration_Fused": ("Inspiration(128)", None, (8, 128, 32, 32)),
-    "BM_Encoding_Fused": ("Encoding(128, 32)", None, (8, 128, 1024)),
+    "BM_Encoding_Fused": ("Encoding(128, 32)", ("encoding", 128, 32), (8, 128, 1024)),
     "BM_UpsampleConv2d_Fused": ("UpsampleConv2d 64->32 r=2", None, (4, 64, 32, 32)),
 }
 
@@ -55,8 +56,23 @@ def time_torch(kind, shape, repetitions, threads):
     if kind[0] == "conv":
         _, ci, co, k, pad, stride = kind
         layer = torch.nn.Conv2d(ci, co, k, padding=pad, stride=stride)
-    else:
+    elif kind[0] == "linear":
         layer = torch.nn.Linear(kind[1], kind[2])
+    elif kind[0] == "gram":  # PyTorch-Encoding's GramMatrix: a batched matmul
+        def layer(x):
+            b, c, h, w = x.shape
+            f = x.view(b, c, h * w)
+            return f.bmm(f.transpose(1, 2)) / (c * h * w)
+    else:  # PyTorch-Encoding's Encoding written with torch operations (its CPU path)
+        _, d, k = kind
+        codewords = torch.empty(k, d).uniform_(-1 / (k * d) ** 0.5, 1 / (k * d) ** 0.5).requires_grad_()
+        scale = torch.empty(k).uniform_(-1, 0).requires_grad_()
+
+        def layer(x):
+            f = x.transpose(1, 2)  # [B, N, D]
+            r = f.unsqueeze(2) - codewords  # [B, N, K, D]
+            a = torch.softmax(scale * r.pow(2).sum(3), dim=2)
+            return (a.unsqueeze(3) * r).sum(1)
     x = torch.randn(*shape, requires_grad=True)
     g = torch.randn_like(layer(x))
 

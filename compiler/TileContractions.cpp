@@ -348,11 +348,14 @@ private:
       inner.push_back(forLoop(dotVar_ + ".o", full, ForKind::Serial,
                               {wrap(all, {accumulate(atL, withR(indexVar(dotVar_ + ".o") * L + indexVar(lane)))})}));
     // The remainder: tiles of half as many lanes (into the first lanes of the partial sums)
-    // down to kMinLanes, then one position at a time.
+    // down to kMinLanes; then, for the n % kMinLanes positions left, one more kMinLanes tile
+    // ending at n whose lanes before those positions add 0 (its loads stay in bounds and
+    // contiguous; counting them twice would be wrong). Only n < kMinLanes runs scalar.
+    const Expr &n = r->extent;
     int64_t last = dotLanes_;
     for (int64_t t = dotLanes_ / 2; t >= kMinLanes; t /= 2) {
-      Expr done = r->extent / intImm(2 * t) * intImm(2 * t);
-      Expr count = r->extent % intImm(2 * t) / intImm(t);
+      Expr done = n / intImm(2 * t) * intImm(2 * t);
+      Expr count = n % intImm(2 * t) / intImm(t);
       last = t;
       if (isZero(count)) continue;
       std::string outer = dotVar_ + ".o" + std::to_string(t);
@@ -361,10 +364,20 @@ private:
       inner.push_back(forLoop(outer, count, ForKind::Serial,
                               {wrap(narrow, {accumulate(atL, withR(done + indexVar(outer) * intImm(t) + indexVar(lane)))})}));
     }
-    Expr rest = r->extent % intImm(last);
+    auto atLeastOne = [](Expr e) { return binary(BinOp::Min, std::move(e), intImm(1)); }; // e >= 0
+    Expr W = intImm(last), left = n % W;
+    Expr masked = atLeastOne(n / W) * atLeastOne(left);
+    if (!isZero(masked)) {
+      std::vector<Lane> narrow = lanes;
+      narrow.push_back({lane, last, ForKind::Vectorized});
+      Expr keep = binary(BinOp::Ge, indexVar(lane), W - left);
+      inner.push_back(forLoop(dotVar_ + ".m", masked, ForKind::Serial,
+                              {wrap(narrow, {accumulate(atL, select(keep, withR(n - W + indexVar(lane)), floatImm(0)))})}));
+    }
+    Expr rest = (intImm(1) - atLeastOne(n / W)) * n;
     if (!isZero(rest))
       inner.push_back(forLoop(dotVar_ + ".t", rest, ForKind::Serial,
-                              {wrap(lanes, {accumulate(at * L, withR(r->extent / intImm(last) * intImm(last) + indexVar(dotVar_ + ".t")))})}));
+                              {wrap(lanes, {accumulate(at * L, withR(indexVar(dotVar_ + ".t")))})}));
     out.push_back(reductionLoops(inner, dotVar_));
     Expr sum = var("_sum", Type::Float, VarKind::Local);
     out.push_back(wrap(lanes, {let("_sum", Type::Float, floatImm(0)),

@@ -60,7 +60,9 @@ TEST(CpuTiling, GramVectorizesTheReductionAndBlocksOutputs) {
   EXPECT_NE(text.find("unrolled for c.i in 0..4:"), std::string::npos) << text;
   EXPECT_NE(text.find("unrolled for e.i in 0..4:"), std::string::npos) << text;
   EXPECT_NE(text.find("vectorized for w.l in 0..8:"), std::string::npos) << text; // 8 lanes of the remainder
-  EXPECT_NE(text.find("for w.t in 0..W % 8:"), std::string::npos) << text;           // then one at a time
+  // then one more 8-lane step ending at W whose lanes before the last W % 8 positions add 0
+  EXPECT_NE(text.find("for w.m in 0..min(W / 8, 1) * min(W % 8, 1):"), std::string::npos) << text;
+  EXPECT_NE(text.find("select(w.l >= 8 - W % 8, "), std::string::npos) << text;
   EXPECT_NE(text.find("for e.t in 0..C % 4:"), std::string::npos) << text;
 }
 
