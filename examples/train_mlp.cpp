@@ -12,6 +12,8 @@
 
 #include "runtime/Rng.h"
 
+#include "common/Training.h"
+
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -77,12 +79,7 @@ layer MLP(hidden: int = 16) {
   for (int step = 0; step < 60; ++step) {
     auto out = model.forward({{"X", x}, {"T", t}});
     auto grads = model.backward("Loss"); // every parameter's gradient, and the inputs'
-    if (group) { // data parallel: the average of the ranks' parameter gradients
-      std::vector<Tensor *> params;
-      for (auto &[name, g] : grads)
-        if (model.isParameter(name)) params.push_back(&g);
-      allreduceTensors(*group, params, 1.0 / ranks);
-    }
+    if (group) examples::averageParameterGradients(*group, model, grads); // data parallel
     sgd.step(model, grads);
 
     Tensor scores = out.at("Logits").cpu(); // host copy for the accuracy
@@ -94,12 +91,7 @@ layer MLP(hidden: int = 16) {
     if ((step % 10 == 0 || step == 59) && rank == 0)
       fmt::print("step {:2}  loss {:.4f}  accuracy {:.1f}%\n", step, stats[0], 100.0 * stats[1] / static_cast<double>(total));
   }
-  double checksum = 0;
-  for (const auto &[name, p] : model.params()) { // parameters and running statistics
-    Tensor h = p.cpu();
-    for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
-  }
-  fmt::print("rank {}: parameter checksum {:.17g}\n", rank, checksum);
+  fmt::print("rank {}: parameter checksum {:.17g}\n", rank, examples::parameterChecksum(model)); // parameters and running statistics
   if (!(last < 0.5 * first)) {
     fmt::print(stderr, "training did not converge: loss {} -> {}\n", first, last);
     return 1;

@@ -15,6 +15,7 @@
 // held-out collages (evaluation mode: running statistics), images per second, seconds since
 // start. Exits non-zero if the loss did not fall.
 #include "Images.h"
+#include "Training.h"
 
 #include <enc/enc.h>
 
@@ -173,12 +174,7 @@ int run(const Config &c) {
       auto t0 = Clock::now();
       auto out = model.forward({{"X", b.x}, {"T", b.t}, {"P", b.p}});
       auto grads = model.backward("Loss");
-      if (group) { // data parallel: the average of the ranks' parameter gradients
-        std::vector<Tensor *> params;
-        for (auto &[name, g] : grads)
-          if (model.isParameter(name)) params.push_back(&g);
-        allreduceTensors(*group, params, 1.0 / ranks);
-      }
+      if (group) examples::averageParameterGradients(*group, model, grads); // data parallel
       opt.step(model, grads);
       trainTime += std::chrono::duration<double>(Clock::now() - t0).count();
       stats[0] += out.at("Loss").cpu().at(0) / (c.steps * ranks);
@@ -198,14 +194,8 @@ int run(const Config &c) {
       std::fflush(stdout);
     }
   }
-  if (ranks > 1) { // the ranks must have ended with the same parameters
-    double checksum = 0;
-    for (const auto &[name, p] : model.params()) {
-      Tensor h = p.cpu();
-      for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
-    }
-    fmt::print("rank {}: parameter checksum {:.17g}\n", rank, checksum);
-  }
+  if (ranks > 1) // the ranks must have ended with the same parameters
+    fmt::print("rank {}: parameter checksum {:.17g}\n", rank, examples::parameterChecksum(model));
   if (!c.out.empty() && rank == 0) {
     model.saveState(c.out);
     fmt::print("saved {}\n", c.out);

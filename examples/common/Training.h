@@ -1,0 +1,34 @@
+// Data-parallel training helpers the examples share (header-only: train_mlp does not link the
+// image library).
+#pragma once
+
+#include <enc/enc.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace examples {
+
+// Replaces every parameter gradient in `grads` by its average over the ranks of `group` (the
+// inputs' gradients stay this rank's own): what one process would get from the whole batch.
+inline void averageParameterGradients(enc::ProcessGroup &group, const enc::Layer &model,
+                                      std::map<std::string, enc::Tensor> &grads) {
+  std::vector<enc::Tensor *> params;
+  for (auto &[name, g] : grads)
+    if (model.isParameter(name)) params.push_back(&g);
+  enc::allreduceTensors(group, params, 1.0 / group.size());
+}
+
+// A number that differs when any parameter or buffer does (sum of value * position): ranks
+// that trained in step print the same one.
+inline double parameterChecksum(const enc::Layer &model) {
+  double checksum = 0;
+  for (const auto &[name, p] : model.params()) {
+    enc::Tensor h = p.cpu();
+    for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
+  }
+  return checksum;
+}
+
+} // namespace examples
