@@ -4,10 +4,10 @@
 //
 //  outer product — some output index j has unit stride in the body's reads that move with
 //    the reduction (Conv2d's w, Encoding's d, Linear-like backward passes): a tile of
-//    kRows rows of another output index i by up to 32 consecutive j accumulates in a
+//    rows of another output index i (8 at 32 lanes, 16 at 16) by up to 32 consecutive j accumulates in a
 //    local array kept in registers; the body runs vectorized along j (vector loads of the
 //    unit-stride reads, broadcasts of the reads that do not depend on j) and unrolled
-//    along i, so each vector load is reused kRows times;
+//    along i, so each vector load is reused once per row;
 //
 //  dot product — otherwise, when the innermost unit-stride index is a reduction index r
 //    (GramMatrix's w, Conv2d's weight gradient), a tile of up to 4 x 4 outputs keeps 16
@@ -41,7 +41,10 @@
 namespace enc::ir {
 namespace {
 
-constexpr int64_t kRows = 8;     // outer product: rows of the tile (16 vector accumulators at 32 lanes)
+// Outer product: the tile's rows times its lanes; 8 rows of 32 lanes or 16 of 16 keep 16
+// AVX-512 f32 vectors of accumulators (16 rows of 16 lanes: each short-strided load or masked
+// read of a narrow stride-2 convolution tile serves twice as many multiply-adds).
+constexpr int64_t kAccumulatorLanes = 256;
 constexpr int64_t kSlicedRows = 4;   // ... of a slice (Encoding's grad_codewords: D / K = 4 per slice at D = 128, K = 32)
 constexpr int64_t kGatheredRows = 8; // ... with gathers: more rows share each gathered vector
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
@@ -636,7 +639,8 @@ Stmt tileContraction(const Contraction &contraction) {
     j.lane = ForKind::Vectorized;
     int rows = rowIndex(best);
     if (rows > 0)
-      dims[static_cast<size_t>(rows) - 1].block = blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kRows);
+      dims[static_cast<size_t>(rows) - 1].block =
+          blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kAccumulatorLanes / j.block);
     // No other index to block as rows (Linear's gradients grad_weight[o, i] =
     // sum(b: gY[b, o] * X[b, i]) and grad_X[b, i] = sum(o: gY[b, o] * W[o, i])): the parallel
     // index becomes the rows when some moving read does not depend on it.
