@@ -569,7 +569,7 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
     grads[x] = in != lastInputShapes_.end() ? t.reshape(in->second) : t;
     if (isParameter(x)) {
       auto acc = accumulated_.find(x);
-      if (acc == accumulated_.end()) accumulated_[x] = t.clone();
+      if (acc == accumulated_.end()) accumulated_[x] = grads[x].reshape(t.shape()); // shares grads[x]'s storage
       else acc->second = add(acc->second, t);
     }
   }

@@ -90,7 +90,10 @@ public:
 
   // The parameters' gradients summed over every backward pass since the last zeroGrad(), as
   // torch's .grad: micro-batches of one step each call forward and backward, then the optimizer
-  // takes accumulatedGrads(). Entries are new tensors, never the ones backward returned.
+  // takes accumulatedGrads(). After one pass the entries are the tensors that backward
+  // returned (no copy, so a training loop that never reads them pays nothing; changing those
+  // tensors in place, e.g. averaging them over ranks, changes the entries too); each further
+  // pass adds into new tensors, leaving what earlier passes returned as it was.
   const std::map<std::string, Tensor> &accumulatedGrads() const { return accumulated_; }
   void zeroGrad() { accumulated_.clear(); }
 

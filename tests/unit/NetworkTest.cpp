@@ -351,6 +351,15 @@ TEST(NetworkGrad, GradientsAccumulateOverMicroBatchesUntilZeroed) {
   net.forward({{"X", a}});
   Tensors again = net.backward({{"Y", random({2, 3}, 23)}});
   EXPECT_EQ(maxDiff(net.accumulatedGrads().at("lin.weight"), again.at("lin.weight")), 0.0);
+  // After one pass the entries are the returned tensors themselves (no copy); a second pass
+  // adds into new tensors and leaves the first pass's as they were.
+  EXPECT_EQ(net.accumulatedGrads().at("lin.weight").data(), again.at("lin.weight").data());
+  Tensor first = again.at("lin.weight").clone();
+  net.forward({{"X", b}});
+  Tensors more = net.backward({{"Y", random({3, 3}, 24)}});
+  EXPECT_EQ(maxDiff(again.at("lin.weight"), first), 0.0);
+  for (int64_t i = 0; i < first.numel(); ++i)
+    EXPECT_NEAR(net.accumulatedGrads().at("lin.weight").at(i), first.at(i) + more.at("lin.weight").at(i), 1e-15);
 }
 
 // On the GPU (and, in every test run, on the CUDA emulator): a network's kernels and tensors are
