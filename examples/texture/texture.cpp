@@ -8,11 +8,14 @@
 //   build/examples/texture [--epochs N] [--device cpu|cuda] [--out model.safetensors]
 //   build/examples/texture --eval model.safetensors     held-out accuracy of a saved model
 //   build/examples/texture --small ...                  a quick run (the test suite's)
+//   encc launch -n 2 -- build/examples/texture          data-parallel: each rank trains on its
+//                                                       half of every batch, batch norm over all of it
 //
 // One line per epoch: loss and accuracy on that epoch's training crops, held-out accuracy (in
 // evaluation mode: running statistics), training images per second, seconds since start.
 // Training exits non-zero if the loss did not fall.
 #include "Images.h"
+#include "Training.h"
 
 #include <enc/enc.h>
 
@@ -108,6 +111,19 @@ private:
   std::vector<Crop> heldOut_;
 };
 
+// Rows [first, first + n) of a batch: a rank's share.
+Batch rowsOf(const Batch &b, int64_t first, int64_t n) {
+  auto slice = [&](const Tensor &t) {
+    Shape shape = t.shape();
+    int64_t per = t.numel() / shape[0];
+    shape[0] = n;
+    Tensor out(DType::F32, shape);
+    for (int64_t i = 0; i < n * per; ++i) out.set(i, t.at(first * per + i));
+    return out;
+  };
+  return {slice(b.x), slice(b.t)};
+}
+
 // Fraction of the held-out crops `model` (an evaluation-mode layer) classifies correctly, in
 // all and per class.
 struct Accuracy {
@@ -146,6 +162,9 @@ int run(const Config &c) {
   using Clock = std::chrono::steady_clock;
   auto start = Clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  std::shared_ptr<ProcessGroup> group = c.eval.empty() ? initDistributed() : nullptr; // under encc launch
+  const int rank = group ? group->rank() : 0, ranks = group ? group->size() : 1;
+  if (c.batch % ranks != 0) throw Error(fmt::format("a batch of {} does not split over {} ranks", c.batch, ranks));
   Dataset data(c);
   auto lib = Library::fromFile(TEXTURE_ENC);
   std::map<std::string, std::string> settings{{"channels", std::to_string(images::Image::kChannels)},
@@ -160,39 +179,51 @@ int run(const Config &c) {
     return 0;
   }
 
-  fmt::print("Deep TEN on {} classes ({}), {}x{} RGB crops, training on the {}\n", data.classes(),
-             fmt::join(data.names(), ", "), c.crop, c.crop,
-             c.options.device == Device::CUDA ? cuda::Gpu::require().name() : "CPU");
+  if (rank == 0)
+    fmt::print("Deep TEN on {} classes ({}), {}x{} RGB crops, training on the {}{}\n", data.classes(),
+               fmt::join(data.names(), ", "), c.crop, c.crop,
+               c.options.device == Device::CUDA ? cuda::Gpu::require().name() : "CPU",
+               ranks > 1 ? fmt::format(", {} ranks", ranks) : "");
   Layer model(lib, "DeepTen", settings, c.options);
   AdamW opt({.lr = c.lr, .weightDecay = 1e-4});
   CosineAnnealingLR schedule(opt, c.epochs);
-  Rng rng(1);
+  Rng rng(1); // the same on every rank: each takes its rows of the same batches
+  const int64_t mine = c.batch / ranks;
   double firstLoss = 0, lastLoss = 0;
   Accuracy accuracy;
   for (int epoch = 0; epoch < c.epochs; ++epoch) {
-    double loss = 0, trainTime = 0;
-    int correct = 0;
+    double stats[2] = {0, 0}; // loss (mean over steps and ranks), correct training crops
+    double trainTime = 0;
     for (int step = 0; step < c.steps; ++step) {
       Batch b = data.training(rng, c.batch);
+      if (ranks > 1) b = rowsOf(b, rank * mine, mine);
       auto t0 = Clock::now();
       auto out = model.forward({{"X", b.x}, {"T", b.t}});
-      opt.step(model, model.backward("Loss"));
+      auto grads = model.backward("Loss");
+      if (group) examples::averageParameterGradients(*group, model, grads); // data parallel
+      opt.step(model, grads);
       trainTime += std::chrono::duration<double>(Clock::now() - t0).count();
-      loss += out.at("Loss").cpu().at(0) / c.steps;
+      stats[0] += out.at("Loss").cpu().at(0) / (c.steps * ranks);
       std::vector<int64_t> predicted = argmax(out.at("Logits"));
-      for (int i = 0; i < c.batch; ++i) correct += predicted[i] == static_cast<int64_t>(b.t.at(i));
+      for (int64_t i = 0; i < mine; ++i) stats[1] += predicted[i] == static_cast<int64_t>(b.t.at(i));
     }
+    if (group) group->allreduceSum(stats, 2);
+    double loss = stats[0];
     schedule.step();
     for (const auto &[name, value] : model.params()) eval.setParam(name, value); // weights and running statistics
     accuracy = heldOutAccuracy(eval, data, c.batch);
     if (epoch == 0) firstLoss = loss;
     lastLoss = loss;
-    fmt::print("epoch {:3}  loss {:.4f}  train {:5.1f}%  held-out {:5.1f}%  {:6.0f} images/s  {:6.1f} s\n", epoch + 1,
-               loss, 100.0 * correct / (c.steps * c.batch), 100 * accuracy.all, c.steps * c.batch / trainTime, seconds());
+    if (rank == 0)
+      fmt::print("epoch {:3}  loss {:.4f}  train {:5.1f}%  held-out {:5.1f}%  {:6.0f} images/s  {:6.1f} s\n", epoch + 1,
+                 loss, 100.0 * stats[1] / (c.steps * c.batch), 100 * accuracy.all, c.steps * c.batch / trainTime,
+                 seconds());
     std::fflush(stdout);
   }
-  printHeldOut(accuracy, data);
-  if (!c.out.empty()) {
+  if (rank == 0) printHeldOut(accuracy, data);
+  if (ranks > 1) // the ranks must have ended with the same parameters
+    fmt::print("rank {}: parameter checksum {:.17g}\n", rank, examples::parameterChecksum(model));
+  if (!c.out.empty() && rank == 0) {
     model.saveState(c.out);
     fmt::print("saved {}\n", c.out);
   }
