@@ -617,6 +617,10 @@ private:
   std::vector<std::pair<SourceLoc, std::vector<std::pair<SourceLoc, std::string>>>> contexts_;
 
   void networkStatement(const ast::Statement &s) {
+    if (!s.moreTargets.empty()) {
+      outputsStatement(s);
+      return;
+    }
     if (s.indices.empty() && !s.update && s.shape.empty() && !s.guard && isWhole(*s.value)) {
       wholeStatement(s);
       return;
@@ -683,6 +687,32 @@ private:
   }
 
   std::string freshTemp() { return fmt::format("_t{}", temps_++); }
+
+  // (A, B, ...) = head(...): one call of a sub-layer with that many outputs, each defining its
+  // tensor.
+  void outputsStatement(const ast::Statement &s) {
+    const Expr &e = *s.value;
+    if (e.kind != Kind::Call || !subLayers_.count(e.name)) {
+      error(e.loc, fmt::format("{} tensors are defined by one call of a sub-layer with as many outputs",
+                               s.moreTargets.size() + 1),
+            "write (Y, S) = head(X) with head a sub-layer; other values define one tensor each");
+      throw ExpansionFailed{};
+    }
+    const ast::SubLayer &sub = *subLayers_.at(e.name);
+    if (sub.sequence) {
+      error(e.loc, fmt::format("sequence '{}' gives one tensor (its last layer's output)", e.name),
+            "call a sub-layer that is one layer to name several outputs");
+      throw ExpansionFailed{};
+    }
+    std::vector<std::string> args, argNames;
+    for (size_t i = 0; i < e.args.size(); ++i) {
+      args.push_back(tensorOperand(*e.args[i]));
+      argNames.push_back(i < e.argNames.size() ? e.argNames[i].text : "");
+    }
+    // After the arguments (which may call sub-layers themselves): the next inlined layer is this call.
+    for (const ast::Name &n : s.moreTargets) moreOutputs_.push_back({n.text, n.loc});
+    callSubLayer(sub, e, args, argNames, s.target.text);
+  }
 
   // T = whole-tensor expression.
   void wholeStatement(const ast::Statement &s) {
@@ -1008,6 +1038,9 @@ private:
   }
 
   std::vector<const ast::Layer *> stack_;
+  // The tensors (and where they are named) for the outputs after the first of the next layer
+  // inlined: set by (A, B) = head(X) once head's arguments are expanded.
+  std::vector<std::pair<std::string, SourceLoc>> moreOutputs_;
   std::map<std::string, std::vector<Size>> flatIndices_; // the statement's flattening indices
   bool leftSide_ = false;                                 // calleeIndices is on a definition's left side
   bool unboundSizesByName_ = false; // calleeExpr keeps sizes not bound yet as their names
@@ -1075,13 +1108,25 @@ private:
       default: break;
       }
     }
-    if (f.outputs.size() != 1) {
-      error(call.loc, fmt::format("sub-layer '{}' has {} outputs; a call gives one tensor", path, f.outputs.size()),
-            "use layers with one output as sub-layers");
+    // The outputs: the first is the call's value; (A, B) = head(X) names the others.
+    std::vector<std::pair<std::string, SourceLoc>> more = std::move(moreOutputs_);
+    moreOutputs_.clear();
+    if (f.outputs.size() != more.size() + 1) {
+      std::string names;
+      for (const ast::TensorDecl &o : f.outputs) names += (names.empty() ? "" : ", ") + o.name.text;
+      Diagnostic &d =
+          more.empty()
+              ? error(call.loc, fmt::format("sub-layer '{}' has {} outputs ({}); a call in an expression gives one tensor",
+                                            path, f.outputs.size(), names),
+                      fmt::format("name them all: ({}) = {}(...)", names, path))
+              : error(call.loc, fmt::format("sub-layer '{}' has {} output{} ({}); the statement names {}", path,
+                                            f.outputs.size(), f.outputs.size() == 1 ? "" : "s", names, more.size() + 1));
+      d.notes.push_back({f.loc, "its forward block"});
       throw ExpansionFailed{};
     }
     std::string out = result.empty() ? tempPrefix + f.outputs[0].name.text : result;
     in.tensors[f.outputs[0].name.text] = out;
+    for (size_t i = 0; i < more.size(); ++i) in.tensors[f.outputs[i + 1].name.text] = more[i].first;
     in.reserved = sizeNames_;
     for (const auto &[name, value] : hyper_) in.reserved.insert(name);
 
@@ -1097,18 +1142,21 @@ private:
     }
     for (const ast::Requirement &r : f.requirements) fwd_->requirements.push_back({calleeExpr(in, *r.condition, nullptr), r.loc});
     for (const ast::Statement &s : f.statements) calleeStatement(in, s, f);
-    // The output's shape, as the callee declares it.
-    const TensorSymbol *o = callee.find(f.outputs[0].name.text);
-    std::vector<Size> shape;
-    for (size_t i = 0; i < o->shape.size(); ++i) {
-      if (o->expands[i]) {
-        for (const Size &s : in.sizes.at(o->shape[i]->name)) shape.push_back(s);
-      } else {
-        shape.push_back(canonical(*calleeExpr(in, *o->shape[i], nullptr)));
+    // The outputs' shapes, as the callee declares them.
+    for (size_t k = 0; k < f.outputs.size(); ++k) {
+      const TensorSymbol *o = callee.find(f.outputs[k].name.text);
+      std::vector<Size> shape;
+      for (size_t i = 0; i < o->shape.size(); ++i) {
+        if (o->expands[i]) {
+          for (const Size &s : in.sizes.at(o->shape[i]->name)) shape.push_back(s);
+        } else {
+          shape.push_back(canonical(*calleeExpr(in, *o->shape[i], nullptr)));
+        }
       }
+      const std::string &name = k == 0 ? out : more[k - 1].first;
+      checkOutputShape(name, shape, k == 0 ? call.loc : more[k - 1].second);
+      shapes_[name] = shape;
     }
-    checkOutputShape(out, shape, call.loc);
-    shapes_[out] = shape;
     return out;
   }
 

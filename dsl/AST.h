@@ -97,6 +97,9 @@ struct Requirement {
 // target[indices] = value [where guard]
 struct Statement {
   Name target;
+  // (A, B) = head(X) in a network: the tensors after the first, one per output of the
+  // sub-layer called (target is the first).
+  std::vector<Name> moreTargets;
   std::vector<ExprPtr> indices;
   ExprPtr value;
   ExprPtr guard;

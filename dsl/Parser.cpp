@@ -421,6 +421,21 @@ private:
     if ((cur().kind >= Tok::Plus && cur().kind <= Tok::OrOr) || at(Tok::KwWhere))
       errorHere("a tensor definition such as Y[b, c] = ...",
                 "a statement ends at the end of its line; wrap a multi-line expression in parentheses");
+    if (at(Tok::LParen)) {
+      // (A, B) = head(X): the outputs of a sub-layer with several (checked when the network
+      // expands; a layer's own statements define one tensor each).
+      SourceLoc open = advance().loc;
+      s.target = expectName("the first tensor a sub-layer call defines, as in (Y, S) = head(X)");
+      while (accept(Tok::Comma)) s.moreTargets.push_back(expectName("a tensor name"));
+      expect(Tok::RParen);
+      if (s.moreTargets.empty())
+        diags_.error(open, "parentheses around one tensor name", "write Y = ..., or name every output: (Y, S) = head(X)");
+      expect(Tok::Assign, "a sub-layer's outputs are defined with '=': (Y, S) = head(X)");
+      s.value = parseExpr();
+      s.loc = SourceLoc::join(open, s.value->loc);
+      expectStatementEnd();
+      return s;
+    }
     s.target = expectName("a tensor definition such as Y[b, c] = ...");
     if (accept(Tok::LBracket)) {
       if (!at(Tok::RBracket)) {

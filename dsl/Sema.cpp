@@ -606,6 +606,9 @@ private:
   }
 
   void checkStatement(ast::Statement &s) {
+    if (!s.moreTargets.empty()) // then checked as a definition of its first tensor, so nothing cascades
+      diags_.error(s.target.loc, "only a network's call of a sub-layer with several outputs defines several tensors",
+                   "define one tensor per statement: Y[b, c] = ...");
     current_ = &s;
     indices_.clear();
     scope_.clear();

@@ -334,6 +334,44 @@ TEST(NetworkGrad, TheFlattenLayerAsASubLayerIsTheFlattenHelper) {
   checkGradients(net, {{"X", x}}, {"X", "conv.weight"});
 }
 
+// A sub-layer with two outputs, called once: (A, S) = head(relu(X)) defines both.
+const char *kTwoOutputs = R"(
+layer Two(C: int) {
+  param w[C] = uniform(-1, 1)
+  forward(X: [B, C]) -> (Y: [B, C], S: [B]) {
+    Y[b, c] = X[b, c] * w[c]
+    S[b] = sum(c: X[b, c] * X[b, c] * w[c])
+  }
+}
+layer Net(C: int = 3) {
+  head = Two(C=C)
+  lin = Linear(in_features=C, out_features=2)
+  forward(X: [B, C]) -> (Z, T) {
+    (A, S) = head(relu(X))
+    Z = lin(A)
+    T[b] = S[b] * 2
+  }
+}
+)";
+
+TEST(NetworkGrad, ASubLayerWithTwoOutputsDefinesBoth) {
+  Layer net(Library::fromSource("two.enc", kTwoOutputs), "Net", {}, f64());
+  Tensor x = random({4, 3}, 31);
+  Tensors out = net.forward({{"X", x}});
+  const Tensor &w = net.params().at("head.w"), &lw = net.params().at("lin.weight"), &lb = net.params().at("lin.bias");
+  for (int b = 0; b < 4; ++b) {
+    double s = 0;
+    for (int c = 0; c < 3; ++c) s += std::pow(std::max(x.at(b * 3 + c), 0.0), 2) * w.at(c);
+    EXPECT_NEAR(out.at("T").at(b), 2 * s, 1e-14);
+    for (int o = 0; o < 2; ++o) {
+      double z = lb.at(o);
+      for (int c = 0; c < 3; ++c) z += std::max(x.at(b * 3 + c), 0.0) * w.at(c) * lw.at(o * 3 + c);
+      EXPECT_NEAR(out.at("Z").at(b * 2 + o), z, 1e-14);
+    }
+  }
+  checkGradients(net, {{"X", x}}, {"X", "head.w", "lin.weight"});
+}
+
 TEST(NetworkGrad, GradientsAccumulateOverMicroBatchesUntilZeroed) {
   Layer net(lib(), "Twice", {}, f64());
   Tensor a = random({2, 3}, 21), b = random({3, 3}, 22);
@@ -446,6 +484,22 @@ TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
                   "a repetition count must be a non-negative integer");
   EXPECT_MENTIONS(errorFor("layer Net() {\n  forward(X: [B]) -> Y: [B] {\n    Y[b] = exp(x=X[b])\n  }\n}\n", "Net"),
                   "'exp' takes no named arguments");
+}
+
+TEST(NetworkErrors, SubLayersWithSeveralOutputsAreCalledWithAllOfThemNamed) {
+  std::string two = std::string(kTwoOutputs).substr(0, std::string(kTwoOutputs).find("layer Net("));
+  auto net = [&](const std::string &body) {
+    return two + "layer Bad() {\n  head = Two(C=4)\n  forward(X: [B, 4, H, W]) -> Y {\n    " + body + "\n  }\n}\n";
+  };
+  std::string m = errorFor(net("Y = head(spatial_mean(X))"), "Bad");
+  EXPECT_MENTIONS(m, "sub-layer 'head' has 2 outputs (Y, S); a call in an expression gives one tensor");
+  EXPECT_MENTIONS(m, "name them all: (Y, S) = head(...)");
+  EXPECT_MENTIONS(errorFor(net("(Y, S, Q) = head(spatial_mean(X))"), "Bad"), "sub-layer 'head' has 2 outputs (Y, S); the statement names 3");
+  EXPECT_MENTIONS(errorFor(net("(Y, S) = relu(X)"), "Bad"), "2 tensors are defined by one call of a sub-layer");
+  EXPECT_MENTIONS(errorFor("layer L() {\n  forward(X: [B]) -> Y: [B] {\n    (Y, Z) = X\n  }\n}\n", "L"),
+                  "only a network's call of a sub-layer with several outputs defines several tensors");
+  EXPECT_MENTIONS(errorFor("layer L() {\n  forward(X: [B]) -> Y: [B] {\n    (Y) = X\n  }\n}\n", "L"),
+                  "parentheses around one tensor name");
 }
 
 TEST(NetworkErrors, SemaErrorsInTheExpansionPointAtTheNetworksText) {
