@@ -77,7 +77,7 @@ Tensors inputs() {
 // the reference has to apply them.
 void setBatchNormAffine(Layer &net) {
   double phase = 0.1;
-  for (const char *bn : {"bn1", "bn2", "bn3", "encoding.1", "encoding.4"}) {
+  for (const char *bn : {"bn1", "bn2", "bn3", "head.encoding.1", "head.encoding.4"}) {
     const Shape shape = net.params().at(std::string(bn) + ".weight").shape();
     net.setParam(std::string(bn) + ".weight", wave(shape, 1.3, phase += 0.7, 0.5, 1.5));
     net.setParam(std::string(bn) + ".bias", wave(shape, 1.1, phase += 0.7, -0.5, 0.5));
@@ -153,12 +153,12 @@ Reference reference(const Layer &net, const Tensors &in) {
   const V F = relu(batchNorm(conv(b2, kF, p("conv3.weight"), kF, 3, 2, 2, nullptr), kF, N, p("bn3.weight"), p("bn3.bias")));
 
   // EncModule head: Xe = relu(encoding.1(encoding.0(F))), encoding.0 a 1x1 conv without bias.
-  const V Xe = relu(batchNorm(conv(F, kF, p("encoding.0.weight"), kF, 1, 0, 1, nullptr), kF, N,
-                              p("encoding.1.weight"), p("encoding.1.bias")));
+  const V Xe = relu(batchNorm(conv(F, kF, p("head.encoding.0.weight"), kF, 1, 0, 1, nullptr), kF, N,
+                              p("head.encoding.1.weight"), p("head.encoding.1.bias")));
 
   // Encoding (encoding.3): A[b,i,k] = softmax over k of scale[k] * sum(d: (Xe[b,d,i] - c[k,d])^2),
   // Y[b,k,d] = sum(i: A[b,i,k] * (Xe[b,d,i] - c[k,d])).
-  const V cw = p("encoding.3.codewords"), scale = p("encoding.3.scale");
+  const V cw = p("head.encoding.3.codewords"), scale = p("head.encoding.3.scale");
   V enc(static_cast<size_t>(kB * kCodes * kF), 0.0);
   for (int64_t b = 0; b < kB; ++b)
     for (int64_t i = 0; i < N; ++i) {
@@ -181,7 +181,7 @@ Reference reference(const Layer &net, const Tensors &in) {
 
   // encoding.4 (batch norm over the codewords of [B, K, D]: statistics per k over b and d), relu,
   // then E[b,d] = mean over k.
-  const V C = relu(batchNorm(enc, kCodes, kF, p("encoding.4.weight"), p("encoding.4.bias")));
+  const V C = relu(batchNorm(enc, kCodes, kF, p("head.encoding.4.weight"), p("head.encoding.4.bias")));
   V E(static_cast<size_t>(kB * kF), 0.0);
   for (int64_t b = 0; b < kB; ++b)
     for (int64_t d = 0; d < kF; ++d) {
@@ -203,7 +203,7 @@ Reference reference(const Layer &net, const Tensors &in) {
   };
 
   // The squeeze-and-excitation gate: Gamma = sigmoid(fc.0(E)), G = relu(F + F * Gamma[b, c]).
-  const V fc = linear(E, kF, "fc.0", kF);
+  const V fc = linear(E, kF, "head.fc.0", kF);
   V G(F.size());
   for (int64_t b = 0; b < kB; ++b)
     for (int64_t c = 0; c < kF; ++c) {
@@ -233,7 +233,7 @@ Reference reference(const Layer &net, const Tensors &in) {
 
   // SE-loss: mean over (b,c) of BCE with logits of S = selayer(E) against P,
   // -(p log sigmoid(s) + (1 - p) log(1 - sigmoid(s))), written in that textbook form here.
-  const V S = linear(E, kF, "selayer", kClasses);
+  const V S = linear(E, kF, "head.selayer", kClasses);
   double se = 0;
   for (size_t i = 0; i < S.size(); ++i) {
     double sig = 1 / (1 + std::exp(-S[i]));
@@ -256,13 +256,13 @@ TEST(EncNetExample, ParamsHaveTorchNames) {
   std::set<std::string> want = {"conv1.weight", "bn1.weight", "bn1.bias",
                                 "conv2.weight", "bn2.weight", "bn2.bias",
                                 "conv3.weight", "bn3.weight", "bn3.bias",
-                                "encoding.0.weight", "encoding.1.weight", "encoding.1.bias",
-                                "encoding.3.codewords", "encoding.3.scale",
-                                "encoding.4.weight", "encoding.4.bias",
-                                "fc.0.weight", "fc.0.bias", "selayer.weight", "selayer.bias",
+                                "head.encoding.0.weight", "head.encoding.1.weight", "head.encoding.1.bias",
+                                "head.encoding.3.codewords", "head.encoding.3.scale",
+                                "head.encoding.4.weight", "head.encoding.4.bias",
+                                "head.fc.0.weight", "head.fc.0.bias", "head.selayer.weight", "head.selayer.bias",
                                 "seg.weight", "seg.bias"};
   EXPECT_EQ(names, want);
-  EXPECT_EQ(net.params().at("encoding.3.codewords").shape(), (Shape{kCodes, kF}));
+  EXPECT_EQ(net.params().at("head.encoding.3.codewords").shape(), (Shape{kCodes, kF}));
   EXPECT_EQ(net.params().at("conv3.weight").shape(), (Shape{kF, kF, 3, 3}));
 }
 
@@ -294,8 +294,8 @@ TEST(EncNetExample, GradientsMatchFiniteDifferences) {
   // each pass updates do not change it).
   auto loss = [&]() { return net.forward(in).at("Loss").at(0); };
   const double h = 1e-6, tol = 1e-6;
-  for (const std::string name : {"X", "conv1.weight", "bn3.weight", "encoding.3.codewords", "encoding.3.scale",
-                                 "fc.0.weight", "selayer.weight", "seg.bias"}) {
+  for (const std::string name : {"X", "conv1.weight", "bn3.weight", "head.encoding.3.codewords", "head.encoding.3.scale",
+                                 "head.fc.0.weight", "head.selayer.weight", "seg.bias"}) {
     const bool isInput = name == "X";
     const Tensor value = (isInput ? in.at(name) : net.params().at(name)).clone();
     ASSERT_TRUE(grads.count(name)) << name;
