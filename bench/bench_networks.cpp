@@ -131,12 +131,16 @@ void compileOnce(int depth, bool fromCache) {
   // NVRTC needs no GPU: the forward pass's CUDA C++, generated and compiled to a cubin for sm_90
   // as a GPU run would (uncached).
   double nvrtcSource = 0, nvrtcCompile = 0;
+  std::string gpuKernels;
   if (!fromCache && cuda::nvrtcAvailable()) {
     auto t3 = std::chrono::steady_clock::now();
     ir::Program sized = ir::Pipeline().specializeSizes(net.program(), {{"B", ir::intImm(x.dim(0))},
                                                                        {"H", ir::intImm(x.dim(2))},
                                                                        {"W", ir::intImm(x.dim(3))}});
-    std::string src = codegen::emitCuda(ir::Pipeline().lower(sized, {.target = ir::Target::GPU}));
+    ir::LoopProgram gpuLoops = ir::Pipeline().lower(sized, {.target = ir::Target::GPU});
+    codegen::CudaModuleSource module = codegen::emitCudaModule(gpuLoops); // as GpuExecutor compiles it
+    const std::string &src = module.source;
+    gpuKernels = fmt::format("{} kernels, {} distinct", gpuLoops.kernels.size(), module.distinct);
     nvrtcSource = seconds(t3);
     auto t4 = std::chrono::steady_clock::now();
     cuda::compile(src, {.arch = "sm_90"});
@@ -156,8 +160,8 @@ void compileOnce(int depth, bool fromCache) {
     std::fflush(stdout); // before NVRTC, whose helper processes would inherit the buffer
   }
   if (!fromCache && cuda::nvrtcAvailable())
-    fmt::print("{:>6} GPU forward pass: CUDA C++ generated in {:.3f} s, NVRTC (sm_90, cold) {:.3f} s\n", "",
-               nvrtcSource, nvrtcCompile);
+    fmt::print("{:>6} GPU forward pass ({}): CUDA C++ generated in {:.3f} s, NVRTC (sm_90, cold) {:.3f} s\n", "",
+               gpuKernels, nvrtcSource, nvrtcCompile);
 }
 
 int compileTimes(const std::vector<int> &depths, const char *self) {

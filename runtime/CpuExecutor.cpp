@@ -2,6 +2,8 @@
 // of its loop IR), its parallel loop split across the thread pool.
 #include "runtime/Executor.h"
 
+#include "compiler/CanonicalKernel.h"
+
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "runtime/CpuJit.h"
 #include "runtime/Hash.h"
@@ -22,39 +24,6 @@ namespace enc {
 
 namespace {
 
-// The kernel's body named canonically: buffers _b0, _b1, ... by their position in Kernel::buffers
-// (the order the runtime passes them in), loop variables and locals __v0, __v1, ... in the order
-// they are declared. Kernels that differ only in names (the repeated blocks of a network, whose
-// gradients use fresh index names) print the same.
-ir::Stmt canonicalBody(const ir::Kernel &k) {
-  std::map<std::string, std::string> names;
-  for (size_t i = 0; i < k.buffers.size(); ++i) names.emplace(k.buffers[i], fmt::format("_b{}", i));
-  std::set<std::string> locals;
-  ir::visit(k.body, [&](const ir::Stmt &s) {
-    bool declares = s->kind == ir::StmtKind::For || s->kind == ir::StmtKind::Let || s->kind == ir::StmtKind::Alloc;
-    if (declares && !names.count(s->name)) {
-      names.emplace(s->name, fmt::format("__v{}", locals.size()));
-      locals.insert(s->name);
-    }
-    return true;
-  });
-  ir::Stmt body = ir::mutate(k.body, [&](const ir::Stmt &s) -> ir::Stmt {
-    auto it = names.find(s->name);
-    return it != names.end() && s->kind != ir::StmtKind::Block && s->kind != ir::StmtKind::IfLaneZero
-               ? ir::withName(s, it->second)
-               : nullptr;
-  });
-  return ir::mutateExprs(body, [&](const ir::Expr &e) -> ir::Expr {
-    bool named = e->kind == ir::ExprKind::Load || e->kind == ir::ExprKind::Access ||
-                 (e->kind == ir::ExprKind::Var && locals.count(e->name));
-    auto it = named ? names.find(e->name) : names.end();
-    if (it == names.end()) return nullptr;
-    auto renamed = std::make_shared<ir::ExprNode>(*e);
-    renamed->name = it->second;
-    return renamed;
-  });
-}
-
 class CpuExecutor : public Executor {
 public:
   explicit CpuExecutor(const ir::LoopProgram &loops) : loops_(loops) {
@@ -69,7 +38,7 @@ public:
       std::string stored;
       for (const std::string &b : k.buffers) stored += fmt::format("{};", ir::elemTypeName(types.of(b)));
       keys[i] = sha256Hex(fmt::format("encc-cpu-3;{};{}\n{}", ir::elemTypeName(types.compute), stored,
-                                      ir::printStmt(canonicalBody(k))));
+                                      ir::printStmt(ir::canonicalKernel(k).body)));
       if (!CpuJit::instance().lookup(keys[i])) missing.emplace(keys[i], i);
     }
     std::vector<size_t> toCompile;

@@ -1,4 +1,5 @@
-// The GPU executor: a pass is one CUDA translation unit, compiled for this GPU's architecture
+// The GPU executor: a pass is one CUDA translation unit (one function per distinct kernel),
+// compiled for this GPU's architecture
 // through the kernel cache (memory, then disk) and loaded once per process; its kernels are
 // launched in order on the GPU's stream with the geometry codegen gives them.
 #include "runtime/Executor.h"
@@ -22,14 +23,17 @@ public:
   GpuExecutor(const ir::LoopProgram &loops, const std::string &layer)
       : loops_(loops), layer_(layer), gpu_(cuda::Gpu::require()) {
     // Bounds checks cost little on the emulator, which exists to find such bugs.
-    std::string source = codegen::emitCuda(loops, codegen::cudaCodegenOptionsFromEnvironment(gpu_.loadsSource()));
+    // One function per distinct kernel: a network's repeated blocks compile once.
+    codegen::CudaModuleSource module =
+        codegen::emitCudaModule(loops, codegen::cudaCodegenOptionsFromEnvironment(gpu_.loadsSource()));
+    const std::string &source = module.source;
     cuda::CompileOptions opts;
     opts.arch = fmt::format("sm_{}", gpu_.computeCapability());
     opts.sourceName = layer + ".cu";
     const std::string key = sha256Hex(opts.arch + "\n" + source);
-    cuda::CUmodule module =
+    cuda::CUmodule loaded =
         gpu_.loadsSource() ? gpu_.loadSourceModule(key, source) : gpu_.loadModule(key, source, opts);
-    for (const ir::Kernel &k : loops.kernels) fns_.push_back(k.collective ? nullptr : gpu_.function(module, codegen::cudaIdentifier(k.name)));
+    for (const std::string &f : module.functions) fns_.push_back(f.empty() ? nullptr : gpu_.function(loaded, f));
   }
 
   void launch(size_t i, std::map<std::string, Tensor> &buffers, int64_t randomSeed, bool zeroOutput) override {

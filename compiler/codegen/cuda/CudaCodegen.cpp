@@ -1,5 +1,7 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
+#include "compiler/CanonicalKernel.h"
+
 #include "compiler/Intrinsics.h"
 #include "compiler/StorageTypes.h"
 #include "support/Env.h"
@@ -510,6 +512,57 @@ std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &o
   if (program.types.f64() && !program.types.stored.empty()) internalError("16-bit storage in an f64 program");
   if (options.strideUnroll < 1) internalError("strideUnroll must be at least 1");
   return CudaEmitter(program, options).run();
+}
+
+CudaModuleSource emitCudaModule(const ir::LoopProgram &program, const CudaCodegenOptions &options) {
+  // `k` renamed canonically with `prefix`, in a program with every tensor of `program` (so the
+  // 32-bit index decision is the whole program's) and its renamed buffers.
+  auto alone = [&](const ir::Kernel &k, const std::string &prefix, ir::LoopProgram &into) {
+    ir::Kernel c = ir::canonicalKernel(k, prefix);
+    for (size_t i = 0; i < k.buffers.size(); ++i) {
+      if (const ir::TensorDecl *t = program.tensors.tensor(k.buffers[i])) {
+        ir::TensorDecl renamed = *t;
+        renamed.name = c.buffers[i];
+        into.tensors.tensors.push_back(renamed);
+      }
+      ir::ElemType stored = program.types.of(k.buffers[i]);
+      if (stored != program.types.compute) into.types.stored[c.buffers[i]] = stored;
+    }
+    return c;
+  };
+  auto withTensors = [&] {
+    ir::LoopProgram p;
+    p.target = program.target;
+    p.tensors = program.tensors;
+    p.types = program.types;
+    return p;
+  };
+  CudaModuleSource out;
+  ir::LoopProgram distinct = withTensors();
+  std::map<std::string, std::string> functionOf; // the kernel's text with canonical names -> its function
+  for (const ir::Kernel &k : program.kernels) {
+    if (k.collective) {
+      out.functions.emplace_back();
+      continue;
+    }
+    ir::LoopProgram single = withTensors();
+    ir::Kernel c = alone(k, "_", single);
+    c.name = "k";
+    single.kernels.push_back(c);
+    std::string text = emitCuda(single, options);
+    auto it = functionOf.find(text);
+    if (it == functionOf.end()) {
+      std::string name = fmt::format("k{}_{}", functionOf.size(), k.name);
+      ir::Kernel d = alone(k, fmt::format("k{}_", functionOf.size()), distinct);
+      d.name = name;
+      distinct.kernels.push_back(d);
+      it = functionOf.emplace(text, cudaIdentifier(name)).first;
+    }
+    out.functions.push_back(it->second);
+  }
+  out.distinct = distinct.kernels.size();
+  out.source = emitCuda(distinct, options);
+  return out;
 }
 
 CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault) {

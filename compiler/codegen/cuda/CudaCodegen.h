@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace enc::codegen {
 
@@ -30,6 +31,17 @@ CudaCodegenOptions cudaCodegenOptionsFromEnvironment(bool checkBoundsByDefault);
 
 // Arithmetic in program.types.compute; each buffer stored as program.types.of(buffer).
 std::string emitCuda(const ir::LoopProgram &program, const CudaCodegenOptions &options = {});
+
+// The translation unit the runtime compiles: one function per distinct kernel, where kernels
+// that differ only in names (a network's repeated blocks) are one (ir::canonicalKernel), so
+// NVRTC compiles each once. Its functions have canonical names; `functions[i]` is the one that
+// runs loop kernel i ("" for a collective).
+struct CudaModuleSource {
+  std::string source;
+  std::vector<std::string> functions;
+  size_t distinct = 0; // functions in `source`
+};
+CudaModuleSource emitCudaModule(const ir::LoopProgram &program, const CudaCodegenOptions &options = {});
 
 // A kernel, buffer or variable name as the CUDA C++ spells it (the name of a kernel's function
 // too): itself when it is a plain identifier that is not a keyword, else a mangled one.
