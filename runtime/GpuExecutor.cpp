@@ -1,7 +1,7 @@
 // The GPU executor: a pass is one CUDA translation unit (one function per distinct kernel),
-// compiled for this GPU's architecture
-// through the kernel cache (memory, then disk) and loaded once per process; its kernels are
-// launched in order on the GPU's stream with the geometry codegen gives them.
+// compiled for this GPU's architecture through the kernel cache (memory, then disk) and loaded
+// once per process; its kernels are launched in order on the GPU's stream with the geometry
+// codegen gives them.
 #include "runtime/Executor.h"
 
 #include "compiler/codegen/cuda/CudaCodegen.h"
