@@ -20,6 +20,17 @@ inline void averageParameterGradients(enc::ProcessGroup &group, const enc::Layer
   enc::allreduceTensors(group, params, 1.0 / group.size());
 }
 
+// Rows [first, first + n) of `t` (along its first dimension) as a new f32 tensor: a rank's
+// share of a batch.
+inline enc::Tensor rowsOf(const enc::Tensor &t, int64_t first, int64_t n) {
+  enc::Shape shape = t.shape();
+  int64_t per = t.numel() / shape[0];
+  shape[0] = n;
+  enc::Tensor out(enc::DType::F32, shape);
+  for (int64_t i = 0; i < n * per; ++i) out.set(i, t.at(first * per + i));
+  return out;
+}
+
 // A number that differs when any parameter or buffer does (sum of value * position): ranks
 // that trained in step print the same one.
 inline double parameterChecksum(const enc::Layer &model) {

@@ -113,15 +113,7 @@ private:
 
 // Rows [first, first + n) of every tensor of a batch.
 Batch rows(const Batch &b, int64_t first, int64_t n) {
-  auto slice = [&](const Tensor &t) {
-    Shape shape = t.shape();
-    int64_t per = t.numel() / shape[0];
-    shape[0] = n;
-    Tensor out(DType::F32, shape);
-    for (int64_t i = 0; i < n * per; ++i) out.set(i, t.at(first * per + i));
-    return out;
-  };
-  return {slice(b.x), slice(b.t), slice(b.p)};
+  return {examples::rowsOf(b.x, first, n), examples::rowsOf(b.t, first, n), examples::rowsOf(b.p, first, n)};
 }
 
 // Pixels whose highest score is their label, out of all.
