@@ -74,16 +74,20 @@ public:
   }
   // The child's exit status, or -1 if it does not exit within 30 s.
   int exitStatus() {
-    for (int i = 0; i < 300; ++i) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
       int status = 0;
       pid_t r = ::waitpid(pid_, &status, WNOHANG);
       if (r == pid_) {
         exited_ = true;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       }
+      // Drain what it still prints; once it has closed the terminal (read fails) it is
+      // exiting: wait a little for it to become reapable.
       char buf[4096];
       pollfd p{master_, POLLIN, 0};
-      if (::poll(&p, 1, 100) > 0 && ::read(master_, buf, sizeof buf) > 0) continue; // drain
+      if (::poll(&p, 1, 100) > 0 && ::read(master_, buf, sizeof buf) > 0) continue;
+      ::usleep(10 * 1000);
     }
     return -1;
   }
