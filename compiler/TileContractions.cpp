@@ -45,8 +45,8 @@ namespace {
 // AVX-512 f32 vectors of accumulators (16 rows of 16 lanes: each short-strided load or masked
 // read of a narrow stride-2 convolution tile serves twice as many multiply-adds).
 constexpr int64_t kAccumulatorLanes = 256;
-constexpr int64_t kSlicedRows = 4;   // ... of a slice (Encoding's grad_codewords: D / K = 4 per slice at D = 128, K = 32)
-constexpr int64_t kGatheredRows = 8; // ... with gathers: more rows share each gathered vector
+constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (Encoding's grad_codewords: D / K = 4 per slice)
+constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
 constexpr int64_t kMaxLoadStride = 4; // vectorized reads this strided load a span and shuffle
@@ -186,7 +186,8 @@ private:
     });
   }
 
-  // Loops over dims_[k...]: full blocks, then the remainder with blocks of one.
+  // Loops over dims_[k...]: full blocks, then the remainder with blocks of one (a vectorized
+  // index: vectorTiles).
   std::vector<Stmt> gen(size_t k, std::map<std::string, Expr> subst, std::vector<Lane> lanes) {
     if (k == dims_.size()) return {tile(subst, lanes)};
     const Dim &d = dims_[k];
