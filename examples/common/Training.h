@@ -4,6 +4,9 @@
 
 #include <enc/enc.h>
 
+#include <fmt/format.h>
+
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,6 +43,22 @@ inline double parameterChecksum(const enc::Layer &model) {
     for (int64_t i = 0; i < h.numel(); ++i) checksum += h.at(i) * static_cast<double>(i + 1);
   }
   return checksum;
+}
+
+// The end of a training run: each rank's parameter checksum when there are several (they
+// must agree), the model saved by rank 0 to `out` (when given), and the exit status: 1, with a
+// message, when the loss did not fall below 0.75 of the first epoch's.
+inline int finishTraining(const char *program, const enc::Layer &model, int rank, int ranks, const std::string &out,
+                          double firstLoss, double lastLoss) {
+  if (ranks > 1) fmt::print("rank {}: parameter checksum {:.17g}\n", rank, parameterChecksum(model));
+  if (!out.empty() && rank == 0) {
+    model.saveState(out);
+    fmt::print("saved {}\n", out);
+  }
+  if (lastLoss < 0.75 * firstLoss) return 0;
+  std::fflush(stdout);
+  fmt::print(stderr, "{}: training did not converge: loss {} -> {}\n", program, firstLoss, lastLoss);
+  return 1;
 }
 
 } // namespace examples

@@ -213,18 +213,7 @@ int run(const Config &c) {
     std::fflush(stdout);
   }
   if (rank == 0) printHeldOut(accuracy, data);
-  if (ranks > 1) // the ranks must have ended with the same parameters
-    fmt::print("rank {}: parameter checksum {:.17g}\n", rank, examples::parameterChecksum(model));
-  if (!c.out.empty() && rank == 0) {
-    model.saveState(c.out);
-    fmt::print("saved {}\n", c.out);
-  }
-  if (!(lastLoss < 0.75 * firstLoss)) {
-    std::fflush(stdout);
-    fmt::print(stderr, "texture: training did not converge: loss {} -> {}\n", firstLoss, lastLoss);
-    return 1;
-  }
-  return 0;
+  return examples::finishTraining("texture", model, rank, ranks, c.out, firstLoss, lastLoss);
 }
 
 } // namespace
