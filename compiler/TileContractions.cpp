@@ -49,7 +49,6 @@ constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (Encoding's g
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
-constexpr int64_t kMaxLoadStride = 4; // vectorized reads this strided load a span and shuffle
 constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (one AVX f32 vector)
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
@@ -103,8 +102,8 @@ bool underDivMod(const Expr &e, const std::string &v) {
 }
 
 // How a read's index moves along an index v: not at all, one element per step, a few
-// elements per step (a strided convolution's input: one wider vector load and a shuffle,
-// up to kMaxLoadStride as in the CPU code generator), or otherwise (a gather).
+// elements per step (a strided convolution's input: up to kMaxVectorLoadStride, one wider
+// vector load and a shuffle), or otherwise (a gather).
 enum class Access { Uniform, Contiguous, SmallStride, Strided };
 
 Access accessIn(const Expr &load, const std::string &v) {
@@ -112,7 +111,7 @@ Access accessIn(const Expr &load, const std::string &v) {
   if (!mentionsVar(ix, v)) return Access::Uniform;
   std::optional<int64_t> s = strideIn(ix, v);
   if (s && *s == 1) return Access::Contiguous;
-  return s && *s >= 2 && *s <= kMaxLoadStride ? Access::SmallStride : Access::Strided;
+  return s && *s >= 2 && *s <= kMaxVectorLoadStride ? Access::SmallStride : Access::Strided;
 }
 
 struct Dim {
@@ -122,6 +121,9 @@ struct Dim {
   ForKind lane = ForKind::Unrolled;
   Expr offset = nullptr; // the first position of the index's range (a slice), or nullptr for 0
 };
+
+// min(e, 1) for e >= 0: 1 when e is positive, else 0 (a loop that runs once or not at all).
+Expr atLeastOne(Expr e) { return binary(BinOp::Min, std::move(e), intImm(1)); }
 
 struct Lane {
   std::string var;
@@ -224,7 +226,6 @@ private:
   std::vector<Stmt> vectorTiles(size_t k, const Dim &d, const std::map<std::string, Expr> &subst,
                                 const std::vector<Lane> &lanes) {
     auto at = [&](Expr pos) { return d.offset ? d.offset + pos : pos; };
-    auto atLeastOne = [](Expr e) { return binary(BinOp::Min, std::move(e), intImm(1)); }; // e >= 0
     const Expr &n = d.extent;
     std::vector<Stmt> out;
     auto tileAt = [&](const std::string &loop, Expr count, Expr first, int64_t width) {
@@ -251,9 +252,9 @@ private:
     }
     Expr w = intImm(last);
     // Computing a column twice would read what the first pass stored.
-    if (!readsOutput())
-      tileAt(d.name + ".l", atLeastOne(n / w) * atLeastOne(n % w), n - w + indexVar(d.name + ".l"), last);
-    Expr rest = readsOutput() ? n % w : (intImm(1) - atLeastOne(n / w)) * n;
+    const bool overlap = !readsOutput();
+    if (overlap) tileAt(d.name + ".l", atLeastOne(n / w) * atLeastOne(n % w), n - w + indexVar(d.name + ".l"), last);
+    Expr rest = overlap ? (intImm(1) - atLeastOne(n / w)) * n : n % w;
     if (!isZero(rest)) {
       auto s = subst;
       s[d.name] = at(n - rest + indexVar(d.name + ".t"));
@@ -368,7 +369,6 @@ private:
       inner.push_back(forLoop(outer, count, ForKind::Serial,
                               {wrap(narrow, {accumulate(atL, withR(done + indexVar(outer) * intImm(t) + indexVar(lane)))})}));
     }
-    auto atLeastOne = [](Expr e) { return binary(BinOp::Min, std::move(e), intImm(1)); }; // e >= 0
     Expr W = intImm(last), left = n % W;
     Expr masked = atLeastOne(n / W) * atLeastOne(left);
     if (!isZero(masked)) {

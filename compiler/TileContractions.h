@@ -47,6 +47,11 @@ size_t parallelIndex(const Contraction &c);
 // is one the condition keeps and v.q moves reads by one element (StridePhases.cpp).
 Contraction splitStridePhases(const Contraction &c);
 
+// A vectorized read whose index moves by 2 to this many elements per lane is one wider
+// masked load and a shuffle in the CPU code generator (not a gather), so the schedules may
+// vectorize along such an index (a strided convolution's input).
+constexpr int64_t kMaxVectorLoadStride = 4;
+
 // Strips the clamps min(max(x, 0), n - 1) that bounds-checked reads put around an index,
 // outermost ones only (a clamp written in the source, inside them, stays).
 Expr unclampedIndex(const Expr &e);

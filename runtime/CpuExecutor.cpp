@@ -3,7 +3,6 @@
 #include "runtime/Executor.h"
 
 #include "compiler/CanonicalKernel.h"
-
 #include "compiler/codegen/llvm/LLVMCodegen.h"
 #include "runtime/CpuJit.h"
 #include "runtime/Hash.h"

@@ -1,7 +1,6 @@
 #include "compiler/codegen/cuda/CudaCodegen.h"
 
 #include "compiler/CanonicalKernel.h"
-
 #include "compiler/Intrinsics.h"
 #include "compiler/StorageTypes.h"
 #include "support/Env.h"

@@ -18,9 +18,6 @@ namespace {
 
 using namespace ir;
 
-// Reads whose index moves by up to this many elements per lane load the span and shuffle.
-constexpr int64_t kMaxLoadStride = 4;
-
 class Emitter {
 public:
   Emitter(const Kernel &k, const ElementTypes &types, llvm::Module &m)
@@ -130,24 +127,22 @@ private:
   bool varying(const Expr &e) const {
     return lanes_ != 0 && anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && varying_.count(n->name); });
   }
-  // Whether the index e moves by exactly one element per lane (and nothing else in it varies).
-  bool unitStride(const Expr &e) const {
+  // How many elements the index e moves per lane, when that is a constant and nothing else in
+  // e varies.
+  std::optional<int64_t> laneStride(const Expr &e) const {
     if (anyNode(e, [&](const Expr &n) {
           return (n->kind == ExprKind::Var && n->name != vecVar_ && varying_.count(n->name)) || n->kind == ExprKind::Load;
         }))
-      return false;
-    std::optional<int64_t> s = strideIn(e, vecVar_);
-    return s && *s == 1;
+      return std::nullopt;
+    return strideIn(e, vecVar_);
   }
-  // The constant stride of e per lane when it is small (2 to kMaxLoadStride) and nothing
-  // else in e varies, otherwise 0: such reads are one wider load and a shuffle, not a gather.
+  // Whether the index e moves by exactly one element per lane (and nothing else in it varies).
+  bool unitStride(const Expr &e) const { return laneStride(e) == std::optional<int64_t>(1); }
+  // The stride of e per lane when it is small (2 to kMaxVectorLoadStride), otherwise 0: such
+  // reads are one wider load and a shuffle, not a gather.
   int64_t smallStride(const Expr &e) const {
-    if (anyNode(e, [&](const Expr &n) {
-          return (n->kind == ExprKind::Var && n->name != vecVar_ && varying_.count(n->name)) || n->kind == ExprKind::Load;
-        }))
-      return 0;
-    std::optional<int64_t> s = strideIn(e, vecVar_);
-    return s && *s >= 2 && *s <= kMaxLoadStride ? *s : 0;
+    std::optional<int64_t> s = laneStride(e);
+    return s && *s >= 2 && *s <= kMaxVectorLoadStride ? *s : 0;
   }
   // buffer[start + lane * stride] for every lane: lanes * stride consecutive elements loaded
   // under a mask that keeps only the lanes' own (so nothing past the last lane is touched;
