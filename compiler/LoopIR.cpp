@@ -205,6 +205,10 @@ std::string printLoops(const LoopProgram &p) {
     for (size_t i = 0; i < k.params.size(); ++i) params += (i ? ", " : "") + k.params[i].name;
     std::string writes;
     for (int i = 0; i < k.outputs; ++i) writes += (i ? ", " : "") + k.buffers[static_cast<size_t>(i)];
+    if (k.bucket) {
+      out += fmt::format("bucket {}: average({}) over the group  # {} elements\n", k.name, bufs, print(k.launchExtent));
+      continue;
+    }
     if (k.collective) {
       out += fmt::format("collective {}: {} = allreduce({})  # message {}, line {}\n", k.name, k.buffers[0], k.buffers[1],
                          k.message, k.loc.line());

@@ -116,6 +116,10 @@ struct Kernel {
   // lowered, from the tensor program alone, so that every process, whatever its sizes and
   // whatever later fusion moves between them, sends the same messages.
   int message = 0;
+  // A gradient bucket (collective too; bucketGradients): buffers[0 .. outputs) are averaged
+  // over the group in place. The runtime starts the all-reduce here and waits for it at the
+  // end of the pass; `message` numbers the buckets.
+  bool bucket = false;
   // Set for a tiled GPU contraction (launch GpuTiles, launchExtent = its tiles); `body` then
   // only shows what a tile computes.
   std::shared_ptr<const TiledContraction> tiled;

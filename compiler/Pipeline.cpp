@@ -59,6 +59,8 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "fuseSiblingReductions", "fused", "reductions over the same domains read their inputs in one pass"},
     {"lower", "fuseReductionEpilogues", "GPU, fused", "pointwise kernels over a warp reduction into its epilogue"},
     {"lower", "accumulateInComputeType", "", "16-bit storage: no kernel accumulates into a 16-bit buffer"},
+    {"lower", "bucketGradients", "data-parallel backward",
+     "parameter gradients averaged over the group in buckets, each started once its gradients are complete"},
 };
 
 // What a pass does to the invariants the verifier checks beyond well-formedness.
@@ -249,10 +251,13 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
     if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
   }
-  return run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
+  loops = run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
     l.types = t.types;
     return accumulateInComputeType(l);
   });
+  if (!t.averageGradients.gradients.empty())
+    loops = run.step("bucketGradients", loops, [&](const LoopProgram &l) { return bucketGradients(l, t.averageGradients); });
+  return loops;
 }
 
 } // namespace enc::ir

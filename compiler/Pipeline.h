@@ -15,6 +15,7 @@
 #pragma once
 
 #include "compiler/Autodiff.h"
+#include "compiler/GradientBuckets.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 
@@ -49,6 +50,7 @@ struct TargetOptions {
   bool fuse = true;                 // splitting and kernel fusion, as BuildOptions::fuse
   ElementTypes types;               // storage types (16-bit storage; f64 layers)
   SplitReductionOptions split = {}; // GPU: how long reductions are cut
+  GradientBuckets averageGradients; // data-parallel backward: the parameter gradients, in buckets
 };
 
 class Pipeline {

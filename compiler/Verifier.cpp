@@ -124,6 +124,11 @@ public:
       ENC_INTERNAL_ASSERT(p_.tensors.tensor(b), "kernel {} uses undeclared buffer '{}'", k_.name, b);
     outputs_ = kernelWrites(k_);
     for (const SizeParam &s : k_.params) params_.insert(s.name);
+    if (k_.bucket) {
+      ENC_INTERNAL_ASSERT(k_.collective && static_cast<size_t>(k_.outputs) == k_.buffers.size(),
+                          "bucket kernel {} reads what it does not write", k_.name);
+      return;
+    }
     if (k_.collective) {
       ENC_INTERNAL_ASSERT(k_.buffers.size() == 2, "collective kernel {} has {} buffers", k_.name, k_.buffers.size());
       return;

@@ -6,7 +6,8 @@
 //
 // Data-parallel under `encc launch -n N -- build/examples/train_mlp`: each rank trains on
 // every N-th sample, SyncBatchNorm normalizes over the whole batch, and the parameter
-// gradients are averaged over the ranks before each step, so every rank holds the same
+// gradients are averaged over the ranks by the backward pass itself (LayerOptions::
+// dataParallel: in buckets, overlapping the backward kernels), so every rank holds the same
 // model; the last line of each rank shows a checksum of its parameters.
 #include <enc/enc.h>
 
@@ -57,6 +58,7 @@ layer MLP(hidden: int = 16) {
   }
 }
 )");
+  opts.dataParallel = true; // with ranks: backward averages the parameter gradients over them
   Layer model(net, "MLP", {}, opts);
   SGD sgd({.lr = 0.1, .momentum = 0.9, .weightDecay = 1e-4});
 
@@ -79,7 +81,6 @@ layer MLP(hidden: int = 16) {
   for (int step = 0; step < 60; ++step) {
     auto out = model.forward({{"X", x}, {"T", t}});
     auto grads = model.backward("Loss"); // every parameter's gradient, and the inputs'
-    if (group) examples::averageParameterGradients(*group, model, grads); // data parallel
     sgd.step(model, grads);
 
     Tensor scores = out.at("Logits").cpu(); // host copy for the accuracy

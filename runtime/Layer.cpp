@@ -4,9 +4,10 @@
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
+#include "compiler/HyperParams.h"
 #include "runtime/Executor.h"
 #include "runtime/Gpu.h"
-#include "compiler/HyperParams.h"
+#include "runtime/GradientAverager.h"
 #include "runtime/HostMemory.h"
 #include "runtime/KernelProfile.h"
 #include "runtime/MemoryPlan.h"
@@ -67,7 +68,8 @@ struct Layer::Compiled {
   // Per kernel: a scatter whose output no earlier kernel wrote, which the runner zeroes first.
   std::vector<bool> zeroOutput;
   // Whether every process was seen to exchange as many elements as this one (checked once).
-  mutable bool collectiveSizesAgree = false;
+  mutable bool collectiveSizesAgree = false, bucketSizesAgree = false;
+  bool averagesGradients = false; // it has gradient buckets (a data-parallel backward pass)
 };
 
 struct Layer::GradientInfo {
@@ -132,6 +134,11 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
   }
   group_ = options_.group ? options_.group : defaultProcessGroup();
   if (group_ && group_->size() < 2) group_ = nullptr;
+  if (options_.dataParallel && group_) {
+    std::vector<int> everyone(static_cast<size_t>(group_->size()));
+    for (int r = 0; r < group_->size(); ++r) everyone[static_cast<size_t>(r)] = r;
+    averager_ = std::make_unique<GradientAverager>(group_->subgroup(everyone));
+  }
   program_ = ir::Pipeline().forward(*symbols_, hyper_, {.fuse = options_.fuse, .distributed = group_ != nullptr});
   checkRequirements(program_, {});
   initParams();
@@ -370,7 +377,8 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
 }
 
 Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
-                               std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types) {
+                               std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types,
+                               const ir::GradientBuckets &buckets) {
   std::string signature;
   for (const auto &[n, v] : sizes) signature += n + "=" + ir::print(v) + ";";
   auto found = cache.find(signature);
@@ -401,6 +409,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   target.target = options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU;
   target.fuse = options_.fuse;
   target.types = types;
+  target.averageGradients = buckets;
   c->loops = pipeline.lower(prog, target);
   // Every buffer the kernels touch, the temporaries lowering added included.
   for (const ir::TensorDecl &t : c->loops.tensors.tensors) {
@@ -409,6 +418,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   }
   std::set<std::string> written;
   for (const ir::Kernel &k : c->loops.kernels) {
+    c->averagesGradients |= k.bucket;
     c->zeroOutput.push_back(k.scatters && !written.count(k.buffers[0]));
     for (int o = 0; o < k.outputs; ++o) written.insert(k.buffers[static_cast<size_t>(o)]);
   }
@@ -450,9 +460,39 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
                       options_.device);
       buffers[n] = Tensor::empty(dtype, s, options_.device);
     }
+  std::vector<size_t> deviceBuckets;
+  try {
+    runKernels(c, buffers, randomSeed, poisonAt, deviceBuckets);
+  } catch (...) {
+    // Buckets already started read this pass's gradients: let them end before they go.
+    if (c.averagesGradients) try {
+        averager_->finish();
+      } catch (const std::exception &) {
+        // The kernel's failure is the one to report.
+      }
+    throw;
+  }
+  if (c.averagesGradients) averageBuckets(c, deviceBuckets, buffers);
+}
+
+void Layer::runKernels(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed,
+                       const std::vector<std::vector<std::string>> &poisonAt, std::vector<size_t> &deviceBuckets) {
   const bool profiling = kernelProfiling();
   for (size_t i = 0; i < c.loops.kernels.size(); ++i) {
     const ir::Kernel &k = c.loops.kernels[i];
+    if (k.bucket) {
+      if (!averager_) internalError("layer {} has a gradient bucket but is not data-parallel", name_);
+      // Host gradients are averaged while the kernels after this one run; device gradients,
+      // summed through host memory, at the end of the pass.
+      if (options_.device != Device::CPU) {
+        deviceBuckets.push_back(i);
+        continue;
+      }
+      std::vector<Tensor> gradients;
+      for (const std::string &g : k.buffers) gradients.push_back(buffers.at(g));
+      averager_->start(bucketLabel(c, k), std::move(gradients), !c.bucketSizesAgree);
+      continue;
+    }
     if (k.collective) {
       i = runCollectives(c, i, buffers) - 1;
       continue;
@@ -465,6 +505,30 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
       recordKernelTime(kernelLabel(k), secondsSince(started));
     }
   }
+}
+
+void Layer::averageBuckets(const Compiled &c, const std::vector<size_t> &deviceBuckets,
+                           std::map<std::string, Tensor> &buffers) {
+  auto started = std::chrono::steady_clock::now();
+  averager_->finish();
+  for (size_t i : deviceBuckets) {
+    const ir::Kernel &k = c.loops.kernels[i];
+    std::vector<Tensor *> gradients;
+    for (const std::string &g : k.buffers) gradients.push_back(&buffers.at(g));
+    averageBucket(averager_->group(), bucketLabel(c, k), gradients, !c.bucketSizesAgree);
+  }
+  c.bucketSizesAgree = true;
+  if (kernelProfiling())
+    recordKernelTime(fmt::format("{} waiting for gradient buckets at the end of backward", name_), secondsSince(started));
+}
+
+std::string Layer::bucketLabel(const Compiled &c, const ir::Kernel &k) const {
+  size_t bytes = 0;
+  for (const std::string &g : k.buffers)
+    bytes += static_cast<size_t>(shapeNumel(c.shapes.at(g))) * dtypeSize(dtypeOf(c.loops.types.of(g)));
+  return fmt::format("{}{} gradient {}: all-reduce of {} tensor{}, {:.2f} MB", name_,
+                     options_.device == Device::CUDA ? " [cuda]" : "", k.name, k.buffers.size(),
+                     k.buffers.size() == 1 ? "" : "s", static_cast<double>(bytes) / 1e6);
 }
 
 std::string Layer::kernelLabel(const ir::Kernel &k) const {
@@ -482,15 +546,12 @@ size_t Layer::runCollectives(const Compiled &c, size_t first, std::map<std::stri
   for (size_t i = first; i < end; ++i) sums.push_back(buffers.at(ks[i].buffers[1]).clone());
   if (!c.collectiveSizesAgree) {
     // A process with other sizes (another num_features) would sum misaligned data: refuse.
-    double n = 0;
+    double n = 0, total = 0;
     for (const Tensor &t : sums) n += static_cast<double>(t.numel());
-    double check[2] = {n, n * n};
-    group_->allreduceSum(check, 2);
-    double p = group_->size();
-    if (check[0] != p * n || check[1] != p * n * n)
+    if (!sameCountInGroup(*group_, n, &total))
       throw Error(fmt::format("layer {}: {} sums {} values over the group, but the other processes sum a different "
                               "number ({} in all over {} processes)",
-                              name_, group_->describe(), n, check[0], group_->size()),
+                              name_, group_->describe(), n, total, group_->size()),
                   "every process must create the layer with the same hyper-parameters (num_features)");
     c.collectiveSizesAgree = true;
   }
@@ -553,7 +614,17 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
                               shapeString(grad.shape()), shapeString(want)));
     buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
   }
-  Compiled &c = compile(g, lastSizes_, compiledGrad_, ir::backwardStorage(info, program_, elemTypeOf(options_.dtype)));
+  ir::GradientBuckets buckets;
+  if (averager_) {
+    std::vector<std::string> parameterGradients;
+    for (const auto &[x, gname] : info.gradOf)
+      if (isParameter(x)) parameterGradients.push_back(gname);
+    buckets.gradients = ir::gradientOrder(g, parameterGradients);
+    buckets.firstBucketBytes = options_.firstBucketBytes;
+    buckets.bucketBytes = options_.bucketBytes;
+  }
+  Compiled &c = compile(g, lastSizes_, compiledGrad_, ir::backwardStorage(info, program_, elemTypeOf(options_.dtype)),
+                        buckets);
   lastBackward_ = &c;
   for (auto &[name, t] : buffers) t = t.reshape(c.shapes.at(name));
   for (const auto &[o, seed] : info.seedOf)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "compiler/ExpandNetwork.h"
+#include "compiler/GradientBuckets.h"
 #include "compiler/LoopIR.h"
 #include "runtime/Library.h"
 #include "runtime/ProcessGroup.h"
@@ -35,7 +36,18 @@ struct LayerOptions {
   // process_group). nullptr: defaultProcessGroup() when the layer is made. A layer whose
   // group has one process (or none) computes allreduce(x) as x, with no collective at all.
   std::shared_ptr<ProcessGroup> group;
+  // Data-parallel training: each backward pass averages every parameter gradient over `group`,
+  // so processes that each run their share of a batch get the same gradients (for a loss that
+  // is a mean over each share, those of the mean over the whole batch when the shares are
+  // equal). The gradients travel in buckets, each all-reduced while the pass computes the rest
+  // (compiler/GradientBuckets.h); inputs' gradients stay this process's own. No effect in a
+  // group of one process.
+  bool dataParallel = false;
+  size_t firstBucketBytes = size_t{1} << 20;
+  size_t bucketBytes = size_t{25} << 20;
 };
+
+class GradientAverager;
 
 class Layer {
 public:
@@ -126,6 +138,9 @@ private:
   std::string name_;
   LayerOptions options_;
   std::shared_ptr<ProcessGroup> group_; // of more than one process, or nullptr
+  // Data-parallel: averages gradient buckets on a group of its own (its thread must not share
+  // group_ with the pass's collectives); nullptr otherwise.
+  std::unique_ptr<GradientAverager> averager_;
   std::map<std::string, ir::Expr> hyper_;
   ir::Program program_;
   std::map<std::string, Tensor> params_;
@@ -149,7 +164,8 @@ private:
   void initParams();
   void checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const;
   Compiled &compile(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes,
-                    std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types);
+                    std::map<std::string, std::unique_ptr<Compiled>> &cache, const ir::ElementTypes &types,
+                    const ir::GradientBuckets &buckets = {});
   // `keep`: the tensors the caller reads after the pass; the other temporaries share an arena by
   // liveness. nullptr: every temporary gets storage of its own.
   void run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed,
@@ -157,6 +173,12 @@ private:
   // Runs the collective kernels from `first` on that share its message as one all-reduce of a
   // packed buffer; returns the index after them.
   size_t runCollectives(const Compiled &c, size_t first, std::map<std::string, Tensor> &buffers);
+  // Runs a pass's kernels from the first; bucket kernels start averaging their gradients (see
+  // run), `deviceBuckets` collects those left for the end of the pass.
+  void runKernels(const Compiled &c, std::map<std::string, Tensor> &buffers, int64_t randomSeed,
+                  const std::vector<std::vector<std::string>> &poisonAt, std::vector<size_t> &deviceBuckets);
+  void averageBuckets(const Compiled &c, const std::vector<size_t> &deviceBuckets, std::map<std::string, Tensor> &buffers);
+  std::string bucketLabel(const Compiled &c, const ir::Kernel &k) const;
   std::string kernelLabel(const ir::Kernel &k) const; // for ENC_PROFILE
 };
 

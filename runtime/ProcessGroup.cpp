@@ -87,6 +87,14 @@ void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors,
   if (!f32.empty()) sumPacked<float>(group, f32, scale);
 }
 
+bool sameCountInGroup(ProcessGroup &group, double n, double *total) {
+  double check[2] = {n, n * n}; // equal sums of n and n^2 over p members: every n the same
+  group.allreduceSum(check, 2);
+  const double p = group.size();
+  *total = check[0];
+  return check[0] == p * n && check[1] == p * n * n;
+}
+
 bool processGroupOptionsFromEnvironment(ProcessGroupOptions &o) {
   int64_t size = 0, rank = 0, port = 0, timeout = 0;
   if (!envInt("WORLD_SIZE", 1, 1 << 20, size)) return false;

@@ -46,6 +46,10 @@ protected:
 // tensors of the same shapes in the same order.
 void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale = 1.0);
 
+// Whether every member of the group passes the same `n` (the values a collective is about to
+// sum: a member with other sizes would sum misaligned data). `total` gets the sum over the group.
+bool sameCountInGroup(ProcessGroup &group, double n, double *total);
+
 struct ProcessGroupOptions {
   int rank = 0;
   int size = 1;

@@ -1,4 +1,4 @@
-// Data-parallel training helpers the examples share (header-only: train_mlp does not link the
+// Training helpers the examples share (header-only: train_mlp does not link the
 // image library).
 #pragma once
 
@@ -12,16 +12,6 @@
 #include <vector>
 
 namespace examples {
-
-// Replaces every parameter gradient in `grads` by its average over the ranks of `group` (the
-// inputs' gradients stay this rank's own): what one process would get from the whole batch.
-inline void averageParameterGradients(enc::ProcessGroup &group, const enc::Layer &model,
-                                      std::map<std::string, enc::Tensor> &grads) {
-  std::vector<enc::Tensor *> params;
-  for (auto &[name, g] : grads)
-    if (model.isParameter(name)) params.push_back(&g);
-  enc::allreduceTensors(group, params, 1.0 / group.size());
-}
 
 // Rows [first, first + n) of `t` (along its first dimension) as a new f32 tensor: a rank's
 // share of a batch.

@@ -192,7 +192,6 @@ int run(const Config &c) {
       auto t0 = Clock::now();
       auto out = model.forward({{"X", b.x}, {"T", b.t}});
       auto grads = model.backward("Loss");
-      if (group) examples::averageParameterGradients(*group, model, grads); // data parallel
       opt.step(model, grads);
       trainTime += std::chrono::duration<double>(Clock::now() - t0).count();
       stats[0] += out.at("Loss").cpu().at(0) / (c.steps * ranks);
@@ -247,6 +246,7 @@ int main(int argc, char **argv) {
   if (app.count("--epochs")) c.epochs = epochs;
   c.options.device = *parseDevice(device);
   c.options.seed = 7;
+  c.options.dataParallel = true; // under encc launch: backward averages the parameter gradients over the ranks
   try {
     return run(c);
   } catch (const Error &e) {

@@ -3,6 +3,7 @@
 // naive double-precision batch norm over the concatenated batch. (Separate processes, encc
 // launch and a lost peer: EnccLaunchTest.)
 #include "LayerCases.h"
+#include "RankThreads.h"
 #include "ReferenceMath.h"
 
 #include "compiler/Passes.h"
@@ -26,48 +27,13 @@ using namespace enc;
 using enc::testing::BatchNormRef;
 using enc::testing::batchNormRef;
 using enc::testing::lib;
+using enc::testing::RankOutcomes;
+using enc::testing::runRanks;
+using enc::testing::runRanksCollecting;
 
 namespace {
 
 #ifdef ENC_HAVE_GLOO
-// What each rank of runRanksCollecting ended with: its error ("" if none) and when it finished,
-// in seconds from the start.
-struct RankOutcomes {
-  std::vector<std::string> errors;
-  std::vector<double> finishedAfter;
-};
-
-// Runs body(rank, group) on `n` ranks at once, each in a group of its own making.
-RankOutcomes runRanksCollecting(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
-  const int port = dist::freeTcpPort();
-  RankOutcomes out{std::vector<std::string>(static_cast<size_t>(n)), std::vector<double>(static_cast<size_t>(n))};
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ProcessGroupOptions o;
-        o.rank = r;
-        o.size = n;
-        o.masterPort = port;
-        o.timeout = std::chrono::seconds(30);
-        body(r, newProcessGroup(o));
-      } catch (const std::exception &e) {
-        out.errors[static_cast<size_t>(r)] = e.what();
-      }
-      out.finishedAfter[static_cast<size_t>(r)] =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    });
-  for (std::thread &t : threads) t.join();
-  return out;
-}
-
-// Runs body(rank, group) on `n` ranks at once; every rank's failure is reported.
-void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
-  RankOutcomes out = runRanksCollecting(n, body);
-  for (int r = 0; r < n; ++r) EXPECT_EQ(out.errors[static_cast<size_t>(r)], "") << "rank " << r;
-}
-
 TEST(ProcessGroup, AllreduceSumsEveryRanksValues) {
   constexpr int n = 3;
   runRanks(n, [=](int rank, std::shared_ptr<ProcessGroup> g) {

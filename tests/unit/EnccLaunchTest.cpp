@@ -9,6 +9,7 @@
 #include "runtime/Tensor.h"
 
 #include <cmath>
+#include <regex>
 
 using namespace enc;
 using namespace enc::testing;
@@ -204,6 +205,13 @@ TEST_F(EnccLaunch, DataParallelTrainingMatchesOneProcess) {
   ASSERT_EQ(b.size(), 2u) << two;
   EXPECT_EQ(b[0], b[1]) << two;                                 // the same bits on both ranks
   EXPECT_NEAR(b[0], a[0], 1e-4 * std::abs(a[0])) << one << two; // f32, sums in another order
+  // The profile shows each bucket's all-reduce, once per step, and the wait for them.
+  CliResult profiled =
+      enccWith("ENC_PROFILE=1", std::string("launch -n 2 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cpu");
+  ASSERT_EQ(profiled.status, 0) << profiled;
+  EXPECT_TRUE(std::regex_search(profiled.err, std::regex(R"( 60  MLP gradient bucket0: all-reduce of 6 tensors)")))
+      << profiled;
+  EXPECT_TRUE(std::regex_search(profiled.err, std::regex(R"( 60  MLP waiting for gradient buckets)"))) << profiled;
 }
 #endif
 
@@ -245,6 +253,26 @@ TEST_F(EnccLaunch, EmitDistributedShowsOneMessagePerPass) {
   }
   CliResult r = encc("emit --emit=loops --layer SyncBatchNorm --set num_features=8");
   EXPECT_FALSE(contains(r.out, "collective")) << r; // one process: none
+}
+
+// encc emit --data-parallel shows where each gradient bucket starts: Linear's weight gradient
+// (1.2 MB, past the 1 MiB first bucket) leaves on its own while the bias and input gradients
+// are still to be computed.
+TEST_F(EnccLaunch, EmitDataParallelShowsTheBuckets) {
+  CliResult r = encc("emit --emit=loops --backward --data-parallel --layer Linear --set in_features=300 "
+                     "--set out_features=1000 --size B=8");
+  ASSERT_EQ(r.status, 0) << r;
+  std::vector<std::string> heads;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("kernel ", 0) == 0 || line.rfind("bucket ", 0) == 0) heads.push_back(line.substr(0, line.find('(')));
+  EXPECT_EQ(heads, (std::vector<std::string>{"kernel k0_grad_weight", "bucket bucket0: average", "kernel k1_grad_bias",
+                                             "bucket bucket1: average", "kernel k2_grad_X"}))
+      << r;
+  EXPECT_TRUE(contains(r.out, "bucket bucket0: average(grad_weight) over the group  # 300000 elements")) << r;
+  CliResult forward = encc("emit --emit=loops --data-parallel --layer Linear --set in_features=3 --set out_features=2");
+  EXPECT_NE(forward.status, 0) << forward;
+  EXPECT_TRUE(contains(forward.err, "add --backward")) << forward;
 }
 
 } // namespace

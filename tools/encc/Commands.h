@@ -39,6 +39,7 @@ struct EmitOptions {
   std::vector<std::string> sizes; // NAME=N: input sizes fixed as at run time
   bool backward = false;          // the kernels of the backward pass
   bool distributed = false;       // as run in a process group: allreduce(...) kept as collectives
+  bool dataParallel = false;      // --backward: parameter gradients averaged in buckets (implies distributed)
   std::vector<std::string> printAfter; // pass names (or "all"): the IR after them, to standard error
   bool printPipeline = false;          // the pass sequences instead of a layer
 };

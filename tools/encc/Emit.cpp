@@ -25,6 +25,27 @@
 
 namespace enc::cli {
 
+namespace {
+
+// The parameter gradients of `backward` (a program with constant shapes), as data-parallel
+// training averages them: in buckets of the runtime's default sizes.
+ir::GradientBuckets parameterGradients(const ir::Program &backward, const ir::Program &forward, const ir::Gradient &g) {
+  ir::GradientBuckets buckets;
+  for (const auto &[x, gname] : g.gradOf) {
+    const ir::TensorDecl *p = forward.tensor(x);
+    if (!p || p->role != TensorRole::Param) continue;
+    for (const ir::Expr &d : backward.tensor(gname)->shape)
+      if (!ir::isConst(d))
+        throw Error(fmt::format("--data-parallel: the shape of parameter '{}' is not known", x),
+                    "pass --set for its hyper-parameters");
+    buckets.gradients.push_back(gname);
+  }
+  buckets.gradients = ir::gradientOrder(g.program, buckets.gradients);
+  return buckets;
+}
+
+} // namespace
+
 std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols &layer) {
   auto hyper = resolveHyperParams(layer, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
@@ -39,7 +60,9 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
     instrumentation.printAfter.insert(name);
   }
   const ir::Pipeline pipeline(instrumentation);
-  const ir::BuildOptions build{.fuse = true, .distributed = o.distributed};
+  if (o.dataParallel && !o.backward)
+    throw Error("--data-parallel shows the backward pass's buckets", "add --backward (with --emit=loops, cuda or llvm)");
+  const ir::BuildOptions build{.fuse = true, .distributed = o.distributed || o.dataParallel};
   const ir::Program forward = pipeline.forward(sym, hyper, build);
   ir::Program prog = forward;
   std::optional<ir::Gradient> gradient;
@@ -68,6 +91,7 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
     ir::TargetOptions t;
     t.target = target;
     t.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
+    if (o.dataParallel) t.averageGradients = parameterGradients(prog, forward, *gradient);
     return pipeline.lower(prog, t);
   };
   if (o.kind == "loops") {

@@ -48,6 +48,9 @@ int main(int argc, char **argv) {
   emitCmd->add_flag("--backward", emit.backward, "show the backward pass's kernels (loops, cuda, ptx, llvm)");
   emitCmd->add_flag("--distributed", emit.distributed,
                     "as the layer runs in a group of several processes: allreduce(...) as collectives");
+  emitCmd->add_flag("--data-parallel", emit.dataParallel,
+                    "with --backward: as data-parallel training runs it, parameter gradients averaged in buckets "
+                    "(implies --distributed)");
 
   EvalOptions eval;
   auto *evalCmd = app.add_subcommand("eval", "Run a layer on .npy inputs and write .npy outputs");
