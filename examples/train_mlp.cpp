@@ -44,7 +44,7 @@ int train(int argc, char **argv) {
   if (opts.device == Device::CPU && rank == 0) cuda::noteCpuFallbackOnce(std::cerr);
   if (rank == 0)
     fmt::print("training on the {}{}\n", opts.device == Device::CUDA ? cuda::Gpu::require().name() : "CPU",
-               ranks > 1 ? fmt::format(", {} ranks", ranks) : "");
+               ranks > 1 ? fmt::format(", {} ranks ({})", ranks, group->backend()) : "");
   // The model and its loss, one network: compiled whole, its backward pass derived whole.
   auto net = Library::fromSource("mlp.enc", R"(
 layer MLP(hidden: int = 16) {

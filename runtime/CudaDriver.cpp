@@ -95,6 +95,7 @@ struct DriverLoader {
     ENC_RESOLVE(cuEventDestroy_v2);
     ENC_RESOLVE(cuEventRecord);
     ENC_RESOLVE(cuEventSynchronize);
+    ENC_RESOLVE(cuEventQuery);
     ENC_RESOLVE(cuEventElapsedTime);
     ENC_RESOLVE(cuStreamCreate);
     ENC_RESOLVE(cuStreamDestroy_v2);

@@ -26,7 +26,7 @@ using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
 using CUevent = CUevent_st *;
 
-inline constexpr CUresult CUDA_SUCCESS = 0;
+inline constexpr CUresult CUDA_SUCCESS = 0, CUDA_ERROR_NOT_READY = 600;
 
 class Driver {
 public:
@@ -81,6 +81,7 @@ public:
   CUresult (*cuEventDestroy_v2)(CUevent event) = nullptr;
   CUresult (*cuEventRecord)(CUevent event, CUstream stream) = nullptr;
   CUresult (*cuEventSynchronize)(CUevent event) = nullptr;
+  CUresult (*cuEventQuery)(CUevent event) = nullptr; // CUDA_SUCCESS once done, CUDA_ERROR_NOT_READY before
   CUresult (*cuEventElapsedTime)(float *ms, CUevent start, CUevent end) = nullptr;
   CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags) = nullptr;
   CUresult (*cuStreamDestroy_v2)(CUstream stream) = nullptr;

@@ -200,6 +200,15 @@ public:
   void allreduceSum(float *data, size_t n) override { allreduce(data, n); }
   void allreduceSum(double *data, size_t n) override { allreduce(data, n); }
 
+  const char *backend() const override { return "gloo"; }
+  std::vector<int> lostRanks() override {
+    try {
+      return goneMembers();
+    } catch (const std::exception &) {
+      return {0}; // the store is unreachable: its host is gone
+    }
+  }
+
   void barrier() override {
     collective("a barrier", [&] {
       gloo::BarrierOptions opts(context_);
@@ -358,7 +367,7 @@ std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
     throw Error(fmt::format("process group: rank {} is not in a group of {} processes", o.rank, o.size),
                 "RANK must be from 0 to WORLD_SIZE - 1");
-  if (o.size == 1) return soloProcessGroup();
+  if (o.size == 1) return o.backend == "nccl" ? withDeviceBackend(soloProcessGroup(), o) : soloProcessGroup();
   // A peer that dies mid-send must be an error here, not a SIGPIPE that kills this process too.
   struct sigaction old {};
   if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) std::signal(SIGPIPE, SIG_IGN);
@@ -386,7 +395,7 @@ std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
   shared->device = gloo::transport::tcp::CreateDevice(attr);
   std::vector<int> world(static_cast<size_t>(o.size));
   for (int i = 0; i < o.size; ++i) world[static_cast<size_t>(i)] = i;
-  return std::make_shared<GlooProcessGroup>(shared, "world/", world, o.rank);
+  return withDeviceBackend(std::make_shared<GlooProcessGroup>(shared, "world/", world, o.rank), o);
 }
 
 } // namespace enc

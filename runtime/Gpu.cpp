@@ -114,7 +114,24 @@ void Gpu::fill(CUdeviceptr dst, unsigned char byte, size_t bytes) {
 
 void Gpu::synchronize(const std::string &what) {
   makeCurrent();
-  driver_->check(driver_->cuStreamSynchronize(stream_), what.c_str());
+  CUresult r = driver_->cuStreamSynchronize(stream_);
+  std::vector<std::function<void()>> checks;
+  {
+    std::lock_guard<std::mutex> lock(checksMu_);
+    for (const auto &[owner, check] : streamChecks_) checks.push_back(check);
+  }
+  for (const auto &check : checks) check();
+  driver_->check(r, what.c_str());
+}
+
+void Gpu::addStreamCheck(const void *owner, std::function<void()> check) {
+  std::lock_guard<std::mutex> lock(checksMu_);
+  streamChecks_[owner] = std::move(check);
+}
+
+void Gpu::removeStreamCheck(const void *owner) {
+  std::lock_guard<std::mutex> lock(checksMu_);
+  streamChecks_.erase(owner);
 }
 
 CUmodule Gpu::loadModule(const std::string &key, const CompileResult &image) {

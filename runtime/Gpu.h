@@ -11,6 +11,7 @@
 #include "runtime/CudaDriver.h"
 #include "runtime/Nvrtc.h"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,6 +45,12 @@ public:
   void fill(CUdeviceptr dst, unsigned char byte, size_t bytes);
   // Waits for everything issued so far; `what` names the work in the error if it failed.
   void synchronize(const std::string &what = "the GPU's stream");
+  // Checks run after every wait for the stream (synchronize, copyToHost), before its result is
+  // looked at: a process group whose NCCL collectives on the stream were aborted (a lost peer)
+  // throws its error there, where the host would otherwise read what they left. `owner`
+  // identifies the check for removeStreamCheck. Thread-safe.
+  void addStreamCheck(const void *owner, std::function<void()> check);
+  void removeStreamCheck(const void *owner);
 
   // A module from NVRTC's output, loaded once per process per `key` (the source's hash).
   CUmodule loadModule(const std::string &key, const CompileResult &image);
@@ -78,6 +85,8 @@ private:
   int cc_ = 0, sms_ = 0, ordinal_ = 0;
   bool poison_ = false, syncEach_ = false;
   std::unique_ptr<CachingAllocator> allocator_;
+  std::mutex checksMu_;
+  std::map<const void *, std::function<void()>> streamChecks_;
   std::mutex modulesMu_;
   std::map<std::string, CUmodule> modules_;
 };

@@ -133,11 +133,11 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
     symbols_ = &expansion_->symbols;
   }
   group_ = options_.group ? options_.group : defaultProcessGroup();
-  if (group_ && group_->size() < 2) group_ = nullptr;
+  // A group of one process has nothing to exchange, except an NCCL one, whose collectives
+  // still run (what the synchronized pass costs).
+  if (group_ && group_->size() < 2 && std::string(group_->backend()) != "nccl") group_ = nullptr;
   if (options_.dataParallel && group_) {
-    std::vector<int> everyone(static_cast<size_t>(group_->size()));
-    for (int r = 0; r < group_->size(); ++r) everyone[static_cast<size_t>(r)] = r;
-    averager_ = std::make_unique<GradientAverager>(group_->subgroup(everyone));
+    averager_ = std::make_unique<GradientAverager>(group_->subgroup(group_->allRanks()));
   }
   program_ = ir::Pipeline().forward(*symbols_, hyper_, {.fuse = options_.fuse, .distributed = group_ != nullptr});
   checkRequirements(program_, {});

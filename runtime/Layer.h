@@ -34,7 +34,8 @@ struct LayerOptions {
   Device device = Device::CPU;
   // The processes allreduce(...) sums over (SyncBatchNorm's statistics; DistSyncBatchNorm's
   // process_group). nullptr: defaultProcessGroup() when the layer is made. A layer whose
-  // group has one process (or none) computes allreduce(x) as x, with no collective at all.
+  // group has one process (or none) computes allreduce(x) as x, with no collective at all
+  // (unless the group's backend is NCCL: its collectives run, to measure what they cost).
   std::shared_ptr<ProcessGroup> group;
   // Data-parallel training: each backward pass averages every parameter gradient over `group`,
   // so processes that each run their share of a batch get the same gradients (for a loss that

@@ -1,5 +1,7 @@
 #include "runtime/ProcessGroup.h"
 
+#include "runtime/Gpu.h"
+
 #include "support/Env.h"
 #include "support/Error.h"
 
@@ -11,6 +13,14 @@
 namespace enc {
 
 std::string ProcessGroup::describe() const { return fmt::format("rank {} of {}", rank(), size()); }
+
+bool ProcessGroup::allreduceOnDevice(uint64_t, size_t, DType, bool) { return false; }
+
+std::vector<int> ProcessGroup::allRanks() const {
+  std::vector<int> ranks(static_cast<size_t>(size()));
+  for (int r = 0; r < size(); ++r) ranks[static_cast<size_t>(r)] = r;
+  return ranks;
+}
 
 std::shared_ptr<ProcessGroup> ProcessGroup::subgroup(std::vector<int> ranks) {
   std::sort(ranks.begin(), ranks.end());
@@ -73,6 +83,35 @@ template <typename T> void sumPacked(ProcessGroup &group, const std::vector<Tens
 
 } // namespace
 
+// Sums the tensors (CUDA, one dtype) on the GPU, packed into one buffer when there are several;
+// false where the group cannot (a host-memory group, or a scale other than 1 and 1 / size).
+bool sumOnDevice(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale) {
+  const bool average = scale != 1.0;
+  if (average && scale != 1.0 / group.size()) return false;
+  const DType dtype = tensors[0]->dtype();
+  if (tensors.size() == 1) {
+    Tensor &t = *tensors[0];
+    return group.allreduceOnDevice(reinterpret_cast<uint64_t>(t.data()), static_cast<size_t>(t.numel()), dtype, average);
+  }
+  int64_t total = 0;
+  for (const Tensor *t : tensors) total += t->numel();
+  cuda::Gpu &gpu = cuda::Gpu::require();
+  Tensor packed = Tensor::empty(dtype, {total}, Device::CUDA);
+  const uint64_t base = reinterpret_cast<uint64_t>(packed.data());
+  size_t at = 0; // bytes
+  for (const Tensor *t : tensors) {
+    gpu.copyOnDevice(base + at, reinterpret_cast<uint64_t>(t->data()), t->nbytes());
+    at += t->nbytes();
+  }
+  if (!group.allreduceOnDevice(base, static_cast<size_t>(total), dtype, average)) return false;
+  at = 0;
+  for (Tensor *t : tensors) {
+    gpu.copyOnDevice(reinterpret_cast<uint64_t>(t->data()), base + at, t->nbytes());
+    at += t->nbytes();
+  }
+  return true;
+}
+
 void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale) {
   std::vector<Tensor *> f32, f64;
   for (Tensor *t : tensors) {
@@ -83,8 +122,12 @@ void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors,
                               dtypeName(t->dtype())),
                   "convert it with to(DType::F32) first");
   }
-  if (!f64.empty()) sumPacked<double>(group, f64, scale);
-  if (!f32.empty()) sumPacked<float>(group, f32, scale);
+  auto onDevice = [&](const std::vector<Tensor *> &ts) {
+    return !ts.empty() && std::all_of(ts.begin(), ts.end(), [](const Tensor *t) { return t->device() == Device::CUDA; }) &&
+           sumOnDevice(group, ts, scale);
+  };
+  if (!f64.empty() && !onDevice(f64)) sumPacked<double>(group, f64, scale);
+  if (!f32.empty() && !onDevice(f32)) sumPacked<float>(group, f32, scale);
 }
 
 bool sameCountInGroup(ProcessGroup &group, double n, double *total) {
@@ -108,6 +151,11 @@ bool processGroupOptionsFromEnvironment(ProcessGroupOptions &o) {
   else if (size > 1) throw Error("WORLD_SIZE is set but MASTER_PORT is not", "set MASTER_PORT to a free port on rank 0's host");
   if (envInt("ENC_DIST_TIMEOUT", 1, 86400, timeout)) o.timeout = std::chrono::seconds(timeout);
   if (const char *token = std::getenv("ENC_DIST_TOKEN")) o.token = token;
+  if (const char *backend = std::getenv("ENC_DIST_BACKEND")) {
+    o.backend = backend;
+    if (o.backend != "auto" && o.backend != "nccl" && o.backend != "gloo")
+      throw Error(fmt::format("ENC_DIST_BACKEND='{}' is not a backend", backend), "use nccl, gloo or auto");
+  }
   return true;
 }
 
@@ -131,6 +179,7 @@ public:
   void allreduceSum(float *, size_t) override {}
   void allreduceSum(double *, size_t) override {}
   void barrier() override {}
+  const char *backend() const override { return "none"; }
 
 protected:
   std::shared_ptr<ProcessGroup> makeSubgroup(const std::vector<int> &) override { return std::make_shared<SoloGroup>(); }
@@ -150,7 +199,7 @@ std::shared_ptr<ProcessGroup> initDistributed() {
 
 #ifndef ENC_HAVE_GLOO
 std::shared_ptr<ProcessGroup> newProcessGroup(const ProcessGroupOptions &o) {
-  if (o.size == 1 && o.rank == 0) return soloProcessGroup();
+  if (o.size == 1 && o.rank == 0) return o.backend == "nccl" ? withDeviceBackend(soloProcessGroup(), o) : soloProcessGroup();
   throw Error("this encc was built without Gloo: no process groups of more than one process",
               "install libgloo-dev and rebuild");
 }

@@ -11,6 +11,7 @@
 #include "runtime/Gpu.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+#include "runtime/Nccl.h"
 #include "runtime/ProcessGroup.h"
 #include "runtime/TcpStore.h"
 #include "support/Error.h"
@@ -177,7 +178,7 @@ Tensor tensorOf(const std::vector<double> &v, Shape shape, DType dtype) {
 // gradients and running statistics are those of batch norm over the whole batch, and the
 // ranks' weight and bias gradients add up to the whole batch's.
 void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t> &batches, DType dtype, double tol,
-                        Device device = Device::CPU) {
+                        Device device = Device::CPU, const std::string &backend = "gloo") {
   const int64_t C = 3, L = 5;
   int64_t B = 0;
   for (int64_t b : batches) B += b;
@@ -196,7 +197,11 @@ void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t>
   BatchNormRef ref = batchNormRef(x, g, w, bias, B, C, L, 1e-5);
   const int n = static_cast<int>(batches.size());
   std::vector<std::vector<double>> gw(batches.size()), gb(batches.size());
+  ProcessGroupOptions options;
+  options.timeout = std::chrono::seconds(30);
+  options.backend = backend;
   runRanks(n, [&](int rank, std::shared_ptr<ProcessGroup> group) {
+    EXPECT_EQ(group->backend(), backend);
     LayerOptions o;
     o.dtype = dtype;
     o.group = group;
@@ -222,7 +227,7 @@ void checkSyncBatchNorm(const std::string &layerName, const std::vector<int64_t>
     EXPECT_LT(maxRelError(valuesOf(grads.at("X")), slice(ref.gx)), tol) << "rank " << rank << " grad X";
     gw[static_cast<size_t>(rank)] = valuesOf(grads.at("weight"));
     gb[static_cast<size_t>(rank)] = valuesOf(grads.at("bias"));
-  });
+  }, &options);
   for (int64_t c = 0; c < C; ++c) {
     double sw = 0, sb = 0;
     for (int r = 0; r < n; ++r) {
@@ -246,11 +251,28 @@ TEST(SyncBatchNormAcrossRanks, OneValuePerRankIsEnoughForTheGroup) {
   checkSyncBatchNorm("DistSyncBatchNorm", {1, 1}, DType::F64, 1e-10);
 }
 
-// CUDA tensors: the collectives go through host memory between the kernels.
+// CUDA tensors through Gloo: the collectives go through host memory between the kernels.
 TEST(GpuSyncBatchNormAcrossRanks, MatchesTheWholeBatch) {
   if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
   checkSyncBatchNorm("SyncBatchNorm", {2, 1}, DType::F64, 1e-10, Device::CUDA);
   checkSyncBatchNorm("SyncBatchNorm", {1, 3}, DType::F32, 1e-4, Device::CUDA);
+}
+
+// CUDA tensors through NCCL, on the device: every collective is an NCCL all-reduce. Ranks as
+// threads share the process's GPU, which NCCL refuses on a real one: this runs on the CUDA and
+// NCCL emulators (emulated.*); several real GPUs are tested by EnccLaunch.NcclOnSeveralGpus.
+TEST(GpuSyncBatchNormAcrossRanks, NcclSumsOnTheDevice) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  if (!cuda::Gpu::get()->loadsSource())
+    GTEST_SKIP() << "ranks as threads share one GPU, which NCCL refuses: this test runs on the CUDA emulator";
+  nccl::Library *nccl = nccl::Library::get();
+  if (!nccl) GTEST_SKIP() << nccl::Library::unavailableReason();
+  ASSERT_TRUE(nccl->encemuNcclAllReduceCalls) << "ENC_NCCL_LIBRARY is not the NCCL emulator";
+  const long before = nccl->encemuNcclAllReduceCalls();
+  checkSyncBatchNorm("SyncBatchNorm", {2, 1}, DType::F64, 1e-10, Device::CUDA, "nccl");
+  // Two ranks, one message per pass: forward and backward.
+  EXPECT_EQ(nccl->encemuNcclAllReduceCalls() - before, 4);
+  checkSyncBatchNorm("SyncBatchNorm", {1, 3}, DType::F32, 1e-4, Device::CUDA, "nccl");
 }
 
 TEST(SyncBatchNormAcrossRanks, SyncFalseKeepsStatisticsLocal) {

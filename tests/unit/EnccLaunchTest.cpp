@@ -4,6 +4,8 @@
 #include "CliTestSupport.h"
 #include "ReferenceMath.h"
 
+#include "runtime/CudaDriver.h"
+#include "runtime/Nccl.h"
 #include "runtime/Npy.h"
 #include "runtime/TcpStore.h"
 #include "runtime/Tensor.h"
@@ -39,6 +41,14 @@ protected:
 #endif
 };
 
+// The parameter checksums the training examples print, one per rank.
+std::vector<double> checksums(const std::string &out) {
+  std::vector<double> v;
+  for (size_t at = out.find("parameter checksum "); at != std::string::npos; at = out.find("parameter checksum ", at + 1))
+    v.push_back(std::stod(out.substr(at + 19)));
+  return v;
+}
+
 // Tests whose processes form a group need Gloo (scripts/setup.sh installs it).
 #ifdef ENC_HAVE_GLOO
 #define REQUIRE_GLOO()
@@ -71,6 +81,12 @@ TEST_F(EnccLaunch, SetsTheTorchrunEnvironment) {
     if (rank == 0) port = p;
     EXPECT_EQ(p, port);
   }
+  r = encc("launch -n 2 --backend gloo -- sh -c 'printf %s \"$ENC_DIST_BACKEND\" > backend$RANK.txt'");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_EQ(slurp(path("backend1.txt")), "gloo");
+  r = encc("launch -n 2 --backend mpi -- true");
+  EXPECT_NE(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.err, "--backend")) << r;
 }
 
 // Every rank gets the job's ENC_DIST_TOKEN, which rank 0's store asks of each rank: a fresh
@@ -188,13 +204,6 @@ TEST_F(EnccLaunch, MismatchedGroupsAreErrors) {
 // the same parameters, and those of training on the whole batch in one process.
 TEST_F(EnccLaunch, DataParallelTrainingMatchesOneProcess) {
   REQUIRE_GLOO();
-  auto checksums = [](const std::string &out) {
-    std::vector<double> v;
-    for (size_t at = out.find("parameter checksum "); at != std::string::npos;
-         at = out.find("parameter checksum ", at + 1))
-      v.push_back(std::stod(out.substr(at + 19)));
-    return v;
-  };
   CliResult one = encc(std::string("launch -n 1 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cpu");
   ASSERT_EQ(one.status, 0) << one;
   CliResult two = encc(std::string("launch -n 2 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cpu");
@@ -214,6 +223,27 @@ TEST_F(EnccLaunch, DataParallelTrainingMatchesOneProcess) {
   EXPECT_TRUE(std::regex_search(profiled.err, std::regex(R"( 60  MLP waiting for gradient buckets)"))) << profiled;
 }
 #endif
+
+// NCCL across processes, one GPU each: CUDA tensors summed on the GPUs; the ranks agree with
+// each other to the bit and with one process to f32 rounding.
+TEST_F(EnccLaunch, NcclOnSeveralGpus) {
+  REQUIRE_GLOO();
+  cuda::Driver *driver = cuda::Driver::get();
+  if (!driver || driver->deviceCount() < 2)
+    GTEST_SKIP() << "needs 2 GPUs: " << (driver ? fmt::format("this machine has {}", driver->deviceCount())
+                                                : cuda::Driver::unavailableReason());
+  if (!nccl::Library::get()) GTEST_SKIP() << nccl::Library::unavailableReason();
+  CliResult one = encc(std::string("launch -n 1 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cuda");
+  ASSERT_EQ(one.status, 0) << one;
+  CliResult two = enccWith("ENC_DIST_BACKEND=nccl",
+                           std::string("launch -n 2 -- ") + quote(ENC_TRAIN_MLP_EXAMPLE) + " --device cuda");
+  ASSERT_EQ(two.status, 0) << two;
+  EXPECT_TRUE(contains(two.out, "2 ranks (nccl)")) << two;
+  std::vector<double> a = checksums(one.out), b = checksums(two.out);
+  ASSERT_EQ(b.size(), 2u) << two;
+  EXPECT_EQ(b[0], b[1]) << two;
+  EXPECT_NEAR(b[0], a.at(0), 1e-4 * std::abs(a.at(0))) << one << two;
+}
 
 // A rank that dies after joining: the others fail with an error naming it (no hang), and
 // launch reports it and exits with its status.

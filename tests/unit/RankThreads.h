@@ -23,8 +23,10 @@ struct RankOutcomes {
   std::vector<double> finishedAfter;
 };
 
-// Runs body(rank, group) on `n` ranks at once, each in a group of its own making.
-inline RankOutcomes runRanksCollecting(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
+// Runs body(rank, group) on `n` ranks at once, each in a group of its own making (with
+// `base`'s backend and timeout, 30 s unless given).
+inline RankOutcomes runRanksCollecting(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body,
+                                       const ProcessGroupOptions *base = nullptr) {
   const int port = dist::freeTcpPort();
   RankOutcomes out{std::vector<std::string>(static_cast<size_t>(n)), std::vector<double>(static_cast<size_t>(n))};
   const auto start = std::chrono::steady_clock::now();
@@ -33,10 +35,11 @@ inline RankOutcomes runRanksCollecting(int n, const std::function<void(int, std:
     threads.emplace_back([&, r] {
       try {
         ProcessGroupOptions o;
+        if (base) o = *base;
+        else o.timeout = std::chrono::seconds(30);
         o.rank = r;
         o.size = n;
         o.masterPort = port;
-        o.timeout = std::chrono::seconds(30);
         body(r, newProcessGroup(o));
       } catch (const std::exception &e) {
         out.errors[static_cast<size_t>(r)] = e.what();
@@ -49,8 +52,9 @@ inline RankOutcomes runRanksCollecting(int n, const std::function<void(int, std:
 }
 
 // Runs body(rank, group) on `n` ranks at once; every rank's failure is reported.
-inline void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body) {
-  RankOutcomes out = runRanksCollecting(n, body);
+inline void runRanks(int n, const std::function<void(int, std::shared_ptr<ProcessGroup>)> &body,
+                     const ProcessGroupOptions *base = nullptr) {
+  RankOutcomes out = runRanksCollecting(n, body, base);
   for (int r = 0; r < n; ++r) EXPECT_EQ(out.errors[static_cast<size_t>(r)], "") << "rank " << r;
 }
 

@@ -98,6 +98,7 @@ struct LaunchOptions {
   int masterPort = 0;      // 0: a free port (one machine only)
   int graceSeconds = 30;   // after one rank fails, before the rest are killed
   int timeoutSeconds = 0;  // ENC_DIST_TIMEOUT for the ranks (0: leave it as it is)
+  std::string backend;     // ENC_DIST_BACKEND for the ranks ("": leave it as it is)
   std::vector<std::string> command;
 };
 // encc launch: the command in o.processes processes forming one group; the exit status of

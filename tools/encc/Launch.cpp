@@ -64,6 +64,7 @@ std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int p
                                             {"MASTER_ADDR", o.masterAddr},
                                             {"MASTER_PORT", std::to_string(port)}};
   if (o.timeoutSeconds > 0) set["ENC_DIST_TIMEOUT"] = std::to_string(o.timeoutSeconds);
+  if (!o.backend.empty()) set["ENC_DIST_BACKEND"] = o.backend;
   if (!token.empty()) set["ENC_DIST_TOKEN"] = token;
   std::vector<std::string> env;
   for (char **e = environ; *e; ++e) {

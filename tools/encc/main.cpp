@@ -121,6 +121,10 @@ int main(int argc, char **argv) {
   launchCmd->add_option("--grace", launch.graceSeconds, "seconds the others get to exit after one rank fails")
       ->capture_default_str();
   launchCmd->add_option("--timeout", launch.timeoutSeconds, "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits");
+  launchCmd->add_option("--backend", launch.backend,
+                        "ENC_DIST_BACKEND for the ranks: nccl (CUDA tensors summed on the GPUs, one GPU per rank), gloo "
+                        "(through host memory) or auto (NCCL where every rank can use it)")
+      ->check(CLI::IsMember({"auto", "nccl", "gloo"}));
   launchCmd->add_option("command", launch.command, "the program and its arguments, after --")->required();
 
   // CLI11 would take an unknown first word for a stray argument and say only that a subcommand
