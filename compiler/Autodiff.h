@@ -34,6 +34,12 @@ Gradient differentiate(const Program &forward);
 Gradient unfusedGradientOf(const LayerSymbols &layer, const Program &forward,
                            const std::map<std::string, Expr> &hyperParams);
 
+// The forward program's recoveries (`recover X[...] = ...`) whose condition holds and whose
+// value reads only tensors the forward pass stores: the backward pass reads X through them,
+// so X is no longer saved for it (in-place ABN keeps its output only). See
+// RecoverFromOutputs.cpp.
+Gradient recoverFromOutputs(const Gradient &g, const Program &forward);
+
 // The forward tensors (inputs, parameters, buffers, outputs) `backward` reads.
 std::vector<std::string> forwardTensorsRead(const Program &backward, const Program &forward);
 

@@ -1286,6 +1286,7 @@ private:
     c.target = {in.tensors.count(s.target.text) ? in.tensors.at(s.target.text) : s.target.text, s.target.loc};
     c.loc = s.loc;
     c.update = s.update;
+    c.recover = s.recover; // of the caller's tensor the sub-layer's input stands for
     leftSide_ = true;
     c.indices = calleeIndices(in, s.indices, x);
     leftSide_ = false;
@@ -1315,7 +1316,7 @@ private:
     }
     if (!outputs_.count(c.target.text))
       for (const Size &d : declared) c.shape.push_back(toExpr(d, s.loc));
-    if (!s.update && !declared.empty()) shapes_[c.target.text] = declared;
+    if (!s.update && !s.recover && !declared.empty()) shapes_[c.target.text] = declared;
     emit(std::move(c));
   }
 

@@ -198,6 +198,8 @@ Program inlinePointwise(const Program &in) {
   return p;
 }
 
+Expr substituteDefinition(const Expr &e, const Definition &def) { return inlineInto(e, def); }
+
 Program specialize(const Program &in, const std::map<std::string, Expr> &values) {
   auto lookup = [&](const std::string &name, VarKind kind) -> Expr {
     if (kind != VarKind::Size && kind != VarKind::Param) return nullptr;
@@ -213,6 +215,11 @@ Program specialize(const Program &in, const std::map<std::string, Expr> &values)
     for (Expr &e : d.scatter) e = substitute(e, lookup);
   }
   for (Requirement &r : p.requirements) r.condition = substitute(r.condition, lookup);
+  for (Recovery &r : p.recoveries) {
+    for (IndexVar &v : r.def.indices) v.extent = substitute(v.extent, lookup);
+    r.def.value = substitute(r.def.value, lookup);
+    r.condition = substitute(r.condition, lookup);
+  }
   std::vector<SizeParam> remaining;
   for (const SizeParam &s : p.sizes)
     if (!values.count(s.name)) remaining.push_back(s);

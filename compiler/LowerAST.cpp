@@ -49,8 +49,10 @@ public:
       p.tensors.push_back(std::move(d));
     }
     std::vector<const ast::Statement *> statements;
-    for (const ast::Statement &s : layer_.layer->forward->statements)
+    for (const ast::Statement &s : layer_.layer->forward->statements) {
+      if (s.recover) continue; // below
       if (!backward || (!s.update && layer_.find(s.target.text)->role == TensorRole::Temp)) statements.push_back(&s);
+    }
     if (backward)
       for (const ast::Statement &s : layer_.layer->backward->statements) statements.push_back(&s);
     for (const ast::Statement *sp : statements) {
@@ -72,6 +74,16 @@ public:
     }
     for (const ast::Requirement *r : layer_.requirements)
       p.requirements.push_back({lower(*r->condition), r->loc, ast::printExpr(*r->condition)});
+    if (!backward)
+      for (const ast::Statement *s : layer_.recoveries) {
+        Recovery r;
+        r.def.tensor = s->target.text;
+        r.def.loc = s->loc;
+        for (size_t i = 0; i < s->indices.size(); ++i) r.def.indices.push_back({s->indices[i]->name, lower(*s->indexExtents[i])});
+        r.def.value = cast(Type::Float, lower(*s->value));
+        r.condition = s->guard ? lower(*s->guard) : boolImm(true);
+        p.recoveries.push_back(std::move(r));
+      }
     return p;
   }
 

@@ -36,6 +36,10 @@ Program dropBufferUpdates(const Program &p);
 // temporary, or in the definition that is that reduction and nothing else.
 Program hoistReductions(const Program &p);
 
+// Every read of def.tensor in `e` replaced by def's value at the read's indices (zero where a
+// read through an index expression falls outside the tensor).
+Expr substituteDefinition(const Expr &e, const Definition &def);
+
 // Fusion: substitutes cheap pointwise temporaries into their consumers (and ones whose
 // consumers iterate the same domain), then drops temporaries nobody reads.
 Program inlinePointwise(const Program &p);

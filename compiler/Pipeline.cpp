@@ -36,6 +36,7 @@ const std::vector<PassInfo> kPasses = {
     {"forward", "hoistReductions", "fused", "again: distributeSums and factorSums leave several sums"},
     // backward: the fused forward program -> the fused backward program.
     {"backward", "differentiate", "", "the derived gradient, or the layer's backward block specialized"},
+    {"backward", "recoverFromOutputs", "recoveries", "a recovered tensor (in-place ABN's input) read through its recovery"},
     {"backward", "isolateAllreduces", "distributed", "the adjoint of allreduce(x) is allreduce(adjoint)"},
     {"backward", "dropAllreduces", "one process", "a backward block's allreduce(x) -> x"},
     {"backward", "mergeSums", "fused", "added sums that share a factor become one (GramMatrix's gradient)"},
@@ -210,6 +211,8 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
   auto onProgram = [&](const char *name, auto pass) {
     g.program = run.step(name, g.program, pass);
   };
+  if (!forward.recoveries.empty() && !layer.layer->backward)
+    g = run.step("recoverFromOutputs", g, [&](const Gradient &in) { return recoverFromOutputs(in, forward); });
   if (options.distributed)
     onProgram("isolateAllreduces", isolateAllreduces);
   else

@@ -76,6 +76,13 @@ std::string printProgram(const Program &p) {
     }
     out += fmt::format("  {}{}[{}] = {}\n", prefix, d.tensor, idx, print(d.value));
   }
+  for (const Recovery &r : p.recoveries) {
+    if (r.condition->kind == ExprKind::BoolImm && !r.condition->boolValue) continue; // does not apply
+    std::string idx;
+    for (size_t i = 0; i < r.def.indices.size(); ++i)
+      idx += fmt::format("{}{}<{}", i ? ", " : "", r.def.indices[i].name, print(r.def.indices[i].extent));
+    out += fmt::format("  recover {}[{}] = {}  where {}\n", r.def.tensor, idx, print(r.def.value), print(r.condition));
+  }
   return out;
 }
 

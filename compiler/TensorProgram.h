@@ -49,6 +49,15 @@ struct Requirement {
   std::string text; // as written
 };
 
+// `recover X[i..] = value where condition` of a layer's forward block: X (an input or an
+// intermediate) as an expression of tensors the forward pass keeps anyway (its output), which
+// the backward pass reads in place of keeping X, where `condition` (hyper-parameters) holds:
+// in-place activated batch norm keeps only its output. Applied by recoverFromOutputs.
+struct Recovery {
+  Definition def; // def.tensor is X
+  Expr condition;
+};
+
 struct Program {
   std::string layer;
   const SourceFile *source = nullptr;
@@ -57,6 +66,7 @@ struct Program {
   std::vector<SizeParam> sizes; // every Size/Param variable the program may mention
   std::vector<Requirement> requirements;
   std::map<std::string, std::string> updates; // Update tensor -> the buffer it replaces
+  std::vector<Recovery> recoveries;
 
   const TensorDecl *tensor(const std::string &name) const;
   const Definition *definitionOf(const std::string &name) const;

@@ -105,6 +105,10 @@ struct Statement {
   ExprPtr guard;
   SourceLoc loc;
   bool update = false;       // buffer[c] <- value: the buffer's new value after a training pass
+  // recover X[b, c] = value where condition: X (an input or intermediate) as an expression of
+  // what the forward pass keeps anyway, which a backward pass reads instead of keeping X;
+  // `guard` is the condition (hyper-parameters) under which that holds.
+  bool recover = false;
   std::vector<ExprPtr> shape; // T[i, j]: [S0, S1] = ...: declared shape of an intermediate
   // filled in by sema: the extent of each index on the left side
   std::vector<const Expr *> indexExtents;

@@ -436,6 +436,11 @@ private:
       expectStatementEnd();
       return s;
     }
+    // `recover` is not reserved: it starts a recovery only before a tensor name.
+    if (at(Tok::Ident) && cur().text == "recover" && peekTok(1).kind == Tok::Ident) {
+      advance();
+      s.recover = true;
+    }
     s.target = expectName("a tensor definition such as Y[b, c] = ...");
     if (accept(Tok::LBracket)) {
       if (!at(Tok::RBracket)) {
@@ -450,7 +455,7 @@ private:
       advance();
       for (ast::Dim &d : parseShape(/*allowVariadic=*/false)) s.shape.push_back(std::move(d.size));
     }
-    if (accept(Tok::LeftArrow)) s.update = true;
+    if (!s.recover && accept(Tok::LeftArrow)) s.update = true;
     else expect(Tok::Assign, "a statement defines a tensor: Y[b, c] = expression, or updates a buffer: B[c] <- expression");
     s.value = parseExpr();
     if (accept(Tok::KwWhere)) s.guard = parseExpr();

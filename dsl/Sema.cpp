@@ -568,6 +568,7 @@ private:
       checkStatement(s);
       for (size_t i = before; i < syms_.tensors.size(); ++i) syms_.tensors[i].inBackward = true;
       if (s.update) diags_.error(s.target.loc, "buffers are updated in the forward block, not in backward");
+      if (s.recover) diags_.error(s.target.loc, "tensors are recovered in the forward block, not in backward");
     }
     for (size_t i = firstNew; i < syms_.tensors.size(); ++i) {
       const TensorSymbol &g = syms_.tensors[i];
@@ -620,8 +621,18 @@ private:
     TensorSymbol *target = findTensor(name);
     bool isOutput = false;
     bool isUpdate = false;
+    bool isRecovery = false;
     int errorsBeforeTarget = diags_.errorCount();
-    if (s.update) {
+    if (s.recover) {
+      if (!target || (target->role != TensorRole::Input && !(target->role == TensorRole::Temp && target->definition)) ||
+          target->inBackward) {
+        diags_.error(s.target.loc, fmt::format("only an input or an intermediate defined before can be recovered; '{}' is {}",
+                                               name, whatIs(name).empty() ? "not one" : whatIs(name)),
+                     "recover X[b, c] = ... expresses an input X through what the forward pass keeps (its output)");
+      } else {
+        isRecovery = true;
+      }
+    } else if (s.update) {
       if (!target || target->role != TensorRole::Buffer) {
         diags_.error(s.target.loc, fmt::format("only buffers are updated with '<-'; '{}' is {}", name,
                                                whatIs(name).empty() ? "not a buffer" : whatIs(name)),
@@ -683,8 +694,9 @@ private:
     }
     // The left side's ranges: from an output's or buffer's declaration, or a declared shape.
     std::vector<const Expr *> declared;
-    std::string declaredWhat = fmt::format("{} '{}'", isUpdate ? "buffer" : "output", name);
-    if (isOutput || isUpdate) {
+    std::string declaredWhat =
+        fmt::format("{} '{}'", isUpdate ? "buffer" : isRecovery ? "recovered tensor" : "output", name);
+    if (isOutput || isUpdate || isRecovery) {
       declared = target->shape;
       if (!s.shape.empty())
         diags_.error(s.shape[0]->loc, fmt::format("{} already has a shape; only intermediates declare one here",
@@ -697,7 +709,7 @@ private:
         declared.push_back(d.get());
       }
     }
-    if ((isOutput || isUpdate || !s.shape.empty()) && declared.size() != s.indices.size()) {
+    if ((isOutput || isUpdate || isRecovery || !s.shape.empty()) && declared.size() != s.indices.size()) {
       Diagnostic &d = diags_.error(s.target.loc,
                                    fmt::format("{} is declared with {} dimension{} but defined with {} ind{}", declaredWhat,
                                                declared.size(), declared.size() == 1 ? "" : "s",
@@ -716,8 +728,14 @@ private:
     if (s.guard) {
       Type gt = checkExpr(*s.guard);
       if (gt != Type::Bool && gt != Type::Unknown)
-        diags_.error(s.guard->loc, "a 'where' guard must be a condition", "compare indices, as in 'where h < H'");
+        diags_.error(s.guard->loc, "a 'where' guard must be a condition",
+                     s.recover ? "a recovery holds under a condition on hyper-parameters, as in 'where activation == "
+                                 "leaky_relu'"
+                               : "compare indices, as in 'where h < H'");
     }
+    if (isRecovery && readsTensor(*s.value, name))
+      diags_.error(s.value->loc, fmt::format("the recovery of '{}' reads '{}' itself", name, name),
+                   "express it through tensors the forward pass keeps, such as its output");
 
     // Every index needs a range (not worth saying when the target itself is wrong).
     bool targetBad = diags_.errorCount() > errorsBeforeTarget && !isOutput && (target || layerNames_.count(name));
@@ -740,7 +758,11 @@ private:
           r->varExtents[i] = it->second.extent;
 
     bool ok = diags_.errorCount() == errorsBefore;
-    if (isUpdate) {
+    if (isRecovery) {
+      syms_.recoveries.push_back(&s);
+    } else if (s.recover) {
+      // Wrong, and reported: defines nothing.
+    } else if (isUpdate) {
       syms_.updates.push_back(&s);
     } else if (isOutput) {
       target->definition = &s;
@@ -752,6 +774,13 @@ private:
     // Reading a poisoned tensor leaves indices without ranges (quietly): poisoned as well.
     if (!ok || readsPoisoned_) poisoned_.insert(name);
     current_ = nullptr;
+  }
+
+  static bool readsTensor(const Expr &e, const std::string &name) {
+    if (e.kind == Expr::Kind::Access && e.name == name) return true;
+    for (const ast::ExprPtr &a : e.args)
+      if (readsTensor(*a, name)) return true;
+    return false;
   }
 
   // The plain names inside a malformed left-side index, bound as indices so that their uses

@@ -49,6 +49,7 @@ struct LayerSymbols {
   bool network = false;
   std::vector<SizeSymbol> sizes;
   std::vector<const ast::Statement *> updates;          // buffer[...] <- value, in order
+  std::vector<const ast::Statement *> recoveries;       // recover X[...] = value where condition
   std::vector<const ast::Requirement *> requirements; // layer-level first, then the forward block's
   std::vector<TensorSymbol> tensors; // params, buffers, inputs, outputs, then temporaries in order
   const TensorSymbol *find(const std::string &name) const;

@@ -156,6 +156,13 @@ Layer::PassMemory Layer::backwardMemory() const {
   return {lastBackward_->plan->arenaBytes, lastBackward_->plan->unplannedBytes};
 }
 
+size_t Layer::savedBytes() const {
+  size_t bytes = 0;
+  for (const auto &[name, t] : lastBuffers_)
+    if (!params_.count(name) && !lastInputShapes_.count(name)) bytes += t.nbytes();
+  return bytes;
+}
+
 LayerInstance instantiateLayer(const Library &lib, const LayerSymbols &layer, const std::map<std::string, ir::Expr> &hyper) {
   if (!layer.network) return {&layer, nullptr};
   for (const ast::HyperParam &hp : layer.layer->hyperParams) {

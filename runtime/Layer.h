@@ -127,6 +127,10 @@ public:
   };
   PassMemory forwardMemory() const;
   PassMemory backwardMemory() const;
+  // The bytes of the tensors the last forward pass keeps for the backward pass (activations:
+  // its inputs and the parameters not counted). All its tensors until the backward pass has
+  // been derived (at the first backward).
+  size_t savedBytes() const;
 
   const ir::LoopProgram &lastForwardLoops() const;
   const ir::LoopProgram &lastBackwardLoops() const;

@@ -409,3 +409,56 @@ TEST(Sema, DuplicateLayerAndNames) {
                                          "6: layer 'L' is defined twice"}));
   EXPECT_EQ(c->checked.layers.size(), 2u);
 }
+
+namespace {
+
+// recover X[...] = ... where cond: X is an input or an intermediate defined before, shaped as
+// declared; the value does not read X; the condition is a condition; only in forward blocks.
+TEST(Sema, Recoveries) {
+  auto ok = checkText(R"(layer L(on: bool = true) {
+  forward(X: [B, C]) -> Y: [B, C] {
+    T[b, c] = X[b, c] * 2
+    Y[b, c] = T[b, c] + 1
+    recover X[b, c] = (Y[b, c] - 1) / 2 where on
+    recover T[b, c] = Y[b, c] - 1
+  }
+}
+)");
+  EXPECT_FALSE(ok->diags.hasErrors()) << ok->diags.render();
+  ASSERT_EQ(ok->layer().recoveries.size(), 2u);
+  EXPECT_EQ(ok->layer().recoveries[0]->target.text, "X");
+  ASSERT_TRUE(ok->layer().find("X"));
+  EXPECT_EQ(ok->layer().find("X")->role, TensorRole::Input); // still the input, not redefined
+
+  auto bad = checkText(R"(layer L() {
+  param w[4] = ones
+  forward(X: [B, 4]) -> Y: [B, 4] {
+    Y[b, c] = X[b, c] * w[c]
+    recover Q[b, c] = Y[b, c]
+    recover w[c] = 1
+    recover Y[b, c] = X[b, c]
+    recover X[b] = Y[b, 0]
+    recover X[b, c] = X[b, c] + Y[b, c]
+    recover X[b, c] = Y[b, c] where 3
+  }
+  backward {
+    recover X[b, c] = grad_Y[b, c]
+    grad_X[b, c] = grad_Y[b, c]
+    grad_w[c] = 0
+  }
+}
+)");
+  std::vector<std::string> m = messages(bad->diags);
+  auto has = [&](const std::string &text) {
+    return std::any_of(m.begin(), m.end(), [&](const std::string &s) { return s.find(text) != std::string::npos; });
+  };
+  EXPECT_TRUE(has("5: only an input or an intermediate defined before can be recovered; 'Q' is not one")) << bad->diags.render();
+  EXPECT_TRUE(has("6: only an input or an intermediate defined before can be recovered; 'w' is")) << bad->diags.render();
+  EXPECT_TRUE(has("7: only an input or an intermediate defined before can be recovered; 'Y' is")) << bad->diags.render();
+  EXPECT_TRUE(has("8: recovered tensor 'X' is declared with 2 dimensions but defined with 1 index")) << bad->diags.render();
+  EXPECT_TRUE(has("9: the recovery of 'X' reads 'X' itself")) << bad->diags.render();
+  EXPECT_TRUE(has("10: a 'where' guard must be a condition")) << bad->diags.render();
+  EXPECT_TRUE(has("13: tensors are recovered in the forward block, not in backward")) << bad->diags.render();
+}
+
+} // namespace
