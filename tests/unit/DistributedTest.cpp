@@ -52,6 +52,27 @@ TEST(ProcessGroup, AllreduceSumsEveryRanksValues) {
   });
 }
 
+// Large sums (data-parallel gradients) travel in large chunks, the last one partial,
+// interleaved with small ones: every value arrives summed, on every rank.
+TEST(ProcessGroup, LargeAndSmallSumsInterleaved) {
+  constexpr int n = 3;
+  runRanks(n, [=](int rank, std::shared_ptr<ProcessGroup> g) {
+    for (int round = 0; round < 3; ++round) {
+      std::vector<float> big(150001);
+      std::vector<double> bigD(70001), small(5, rank + 1.0);
+      for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>((i % 1000) * (rank + 1) + round);
+      for (size_t i = 0; i < bigD.size(); ++i) bigD[i] = static_cast<double>(i) * (rank + 1);
+      g->allreduceSum(big.data(), big.size());
+      g->allreduceSum(small.data(), small.size());
+      g->allreduceSum(bigD.data(), bigD.size());
+      for (size_t i = 0; i < big.size(); ++i)
+        ASSERT_EQ(big[i], static_cast<float>((i % 1000) * 6 + 3 * round)) << "round " << round << ", " << i;
+      for (size_t i = 0; i < bigD.size(); ++i) ASSERT_EQ(bigD[i], 6.0 * static_cast<double>(i)) << i;
+      for (double v : small) ASSERT_EQ(v, 6.0);
+    }
+  });
+}
+
 // Back-to-back sums with ranks drifting apart: each call sees its own values (a fast peer's
 // next call never lands in a slow rank's current one), and every rank gets the same bits.
 TEST(ProcessGroup, BackToBackSumsStayInStepAndAgree) {
