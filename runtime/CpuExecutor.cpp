@@ -45,12 +45,15 @@ public:
     ThreadPool::global().parallelFor(0, static_cast<int64_t>(toCompile.size()), [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) {
         size_t i = toCompile[static_cast<size_t>(j)];
+        const std::string entry = "enc_" + keys[i].substr(0, 32);
+        // The kernel is a function of its key: a cached object needs no IR.
+        if (CpuJit::instance().loadCached(keys[i], entry)) continue;
         ir::Kernel named = loops.kernels[i];
-        named.name = "enc_" + keys[i].substr(0, 32);
+        named.name = entry;
         auto ctx = std::make_unique<llvm::LLVMContext>();
         auto mod = CpuJit::instance().newModule(named.name, *ctx);
         codegen::emitLLVMKernel(named, types, *mod);
-        CpuJit::instance().compile(std::move(ctx), std::move(mod), named.name, keys[i]);
+        CpuJit::instance().compile(std::move(ctx), std::move(mod), named.name, keys[i], CpuJit::CacheBy::Key);
       }
     });
     for (size_t i = 0; i < loops.kernels.size(); ++i) {

@@ -1,5 +1,7 @@
 #include "runtime/CpuJit.h"
 
+#include "runtime/CpuCodegenHash.h"
+
 #include "runtime/CpuObjectCache.h"
 #include "runtime/DiskCache.h"
 #include "runtime/Hash.h"
@@ -236,9 +238,16 @@ struct CpuJit::Impl {
   // The disk cache key of `module` (already verified and prepared): it names the JIT key, the exact IR, and
   // the host and LLVM that would compile it, so a foreign or stale object never matches.
   std::string diskKey(const llvm::Module &module, const std::string &key) const {
+    return objectKey(key, sha256Hex(printModule(module)));
+  }
+  // The disk cache key of CacheBy::Key: the module is a function of `key`, `entry` and the code generator.
+  std::string keyedDiskKey(const std::string &key, const std::string &entry) const {
+    return objectKey(key + " " + entry, std::string("codegen ") + kCpuCodegenHash);
+  }
+  std::string objectKey(const std::string &jitKey, const std::string &irHash) const {
     CpuObjectKeyParts parts;
-    parts.jitKey = key;
-    parts.irHash = sha256Hex(printModule(module));
+    parts.jitKey = jitKey;
+    parts.irHash = irHash;
     parts.triple = jit->getTargetTriple().str();
     parts.cpu = cpu;
     // Objects that call libmvec only for processes that have it.
@@ -264,7 +273,7 @@ struct CpuJit::Impl {
   // `diskKeyOut` is set once the module is tagged for the disk cache, so the caller can learn (and on an
   // error forget) whether the compile function loaded it from disk.
   void *compileNow(std::unique_ptr<llvm::LLVMContext> &ctx, std::unique_ptr<llvm::Module> &module,
-                   const std::string &entry, const std::string &key, std::string &diskKeyOut) {
+                   const std::string &entry, const std::string &key, CacheBy cacheBy, std::string &diskKeyOut) {
     checkModule(*module, key);
     llvm::Function *fn = module->getFunction(entry);
     if (!fn || fn->isDeclaration())
@@ -274,7 +283,7 @@ struct CpuJit::Impl {
     prepare(*module);
     // Hashing the IR costs a print of the module; not worth it when nothing will be read or written.
     if (objectCacheEnabled()) {
-      diskKeyOut = diskKey(*module, key);
+      diskKeyOut = cacheBy == CacheBy::Key ? keyedDiskKey(key, entry) : diskKey(*module, key);
       CpuObjectCache::tagKey(*module, diskKeyOut);
     }
 
@@ -300,13 +309,20 @@ struct CpuJit::Impl {
   // and returns the error.
   llvm::Expected<llvm::orc::ExecutorAddr> link(llvm::orc::ThreadSafeModule tsm, const std::string &entry,
                                                const std::string &key) {
+    return linkInNewDylib(key, entry, [&](llvm::orc::JITDylib &jd) { return jit->addIRModule(jd, std::move(tsm)); });
+  }
+
+  // Adds what `add` adds to a JITDylib of its own and looks up `entry` there; a failed lookup drops the
+  // JITDylib and returns the error.
+  template <typename Add>
+  llvm::Expected<llvm::orc::ExecutorAddr> linkInNewDylib(const std::string &key, const std::string &entry, Add &&add) {
     // A JITDylib per key keeps symbols of different keys apart (many kernels are all called "kernel").
     std::string dylibName = fmt::format("enc.{}.{}", nextDylib++, key.substr(0, 64));
     llvm::Expected<llvm::orc::JITDylib &> created = jit->createJITDylib(dylibName);
     if (!created) failWith("CpuJit: cannot create a JITDylib", created.takeError());
     llvm::orc::JITDylib &jd = *created;
     auto dropDylib = [&] { llvm::consumeError(jit->getExecutionSession().removeJITDylib(jd)); };
-    if (llvm::Error err = jit->addIRModule(jd, std::move(tsm))) {
+    if (llvm::Error err = add(jd)) {
       dropDylib();
       failWith(fmt::format("CpuJit: cannot add module for key {}", key), std::move(err));
     }
@@ -419,7 +435,7 @@ std::unique_ptr<llvm::Module> CpuJit::newModule(const std::string &name, llvm::L
 }
 
 void *CpuJit::compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<llvm::Module> module,
-                      const std::string &entry, const std::string &key) {
+                      const std::string &entry, const std::string &key, CacheBy cacheBy) {
   // Locals are destroyed in reverse order, so the module always dies before its context (parameters give no
   // such guarantee, and a context deletes the modules it still has, which would free the module twice).
   std::unique_ptr<llvm::LLVMContext> ownedCtx = std::move(ctx);
@@ -450,7 +466,7 @@ void *CpuJit::compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<ll
   auto start = std::chrono::steady_clock::now();
   std::string diskKey;
   try {
-    void *addr = impl_->compileNow(ownedCtx, ownedModule, entry, key, diskKey);
+    void *addr = impl_->compileNow(ownedCtx, ownedModule, entry, key, cacheBy, diskKey);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     bool fromDisk = impl_->takeDiskHit(diskKey);
     {
@@ -471,6 +487,33 @@ void *CpuJit::compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<ll
     promise.set_exception(std::current_exception());
     throw;
   }
+}
+
+void *CpuJit::loadCached(const std::string &key, const std::string &entry) {
+  if (!Impl::objectCacheEnabled()) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (auto it = impl_->cache.find(key); it != impl_->cache.end()) return it->second.addr; // or compiling now
+  }
+  auto start = std::chrono::steady_clock::now();
+  const std::string diskKey = impl_->keyedDiskKey(key, entry);
+  std::unique_ptr<llvm::MemoryBuffer> object = impl_->objectCache.load(diskKey, entry);
+  if (!object) return nullptr;
+  llvm::Expected<llvm::orc::ExecutorAddr> addr = impl_->linkInNewDylib(
+      key, entry, [&](llvm::orc::JITDylib &jd) { return impl_->jit->addObjectFile(jd, std::move(object)); });
+  if (!addr) {
+    Impl::warnUnloadableObject(entry, key, addr.takeError());
+    impl_->objectCache.forget(diskKey);
+    return nullptr;
+  }
+  void *found = addr->toPtr<void *>();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto [it, fresh] = impl_->cache.emplace(key, Impl::Entry{found, {}});
+  if (!fresh) return it->second.addr ? it->second.addr : found; // another thread got there first
+  ++impl_->stats.diskHits;
+  impl_->stats.diskSeconds += seconds;
+  return found;
 }
 
 void *CpuJit::lookup(const std::string &key) const {

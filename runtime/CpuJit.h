@@ -30,16 +30,29 @@ public:
   // An empty module set up for the host: the target triple and data layout of the JIT's target machine.
   std::unique_ptr<llvm::Module> newModule(const std::string &name, llvm::LLVMContext &ctx) const;
 
+  // How compile() names a module's object in the disk cache.
+  enum class CacheBy {
+    IR,  // by its key and its exact IR (printed and hashed): safe for any module
+    Key, // by its key, its entry and this build's code generator (kCpuCodegenHash: the hash of the
+         // sources that turn loop IR into objects): for modules that are a function of their key,
+         // as CpuExecutor's kernels are; loadCached() finds them without generating any IR
+  };
+
   // Verifies `module` (created in `ctx`, which it owns nothing beyond), runs the O3 pipeline for the host
   // CPU, compiles it and returns the address of function `entry`. If `key` was compiled before in this
   // process the cached address is returned and the module is dropped. If the disk cache holds an object for
-  // `key` and this exact module (same IR, host CPU and features, target, LLVM), that object is linked
-  // instead: neither the optimizer nor codegen runs. Two threads compiling the same key at once compile it
-  // once; different keys compile concurrently. Each key gets its own JITDylib, so modules of different keys
-  // may define the same symbols. Throws enc::Error on a broken module, a missing entry function or a JIT
-  // failure (and the key stays uncompiled).
+  // `key` and this module (as `cacheBy` names it; same host CPU and features, target, LLVM), that object is
+  // linked instead: neither the optimizer nor codegen runs. Two threads compiling the same key at once
+  // compile it once; different keys compile concurrently. Each key gets its own JITDylib, so modules of
+  // different keys may define the same symbols. Throws enc::Error on a broken module, a missing entry
+  // function or a JIT failure (and the key stays uncompiled).
   void *compile(std::unique_ptr<llvm::LLVMContext> ctx, std::unique_ptr<llvm::Module> module,
-                const std::string &entry, const std::string &key);
+                const std::string &entry, const std::string &key, CacheBy cacheBy = CacheBy::IR);
+
+  // The address of `entry` linked from the disk cache's object for `key` and `entry` stored by compile()
+  // with CacheBy::Key by this build, without generating IR; nullptr where there is none, or where it does
+  // not load (the entry is then dropped, with a warning, and the caller compiles). Thread-safe.
+  void *loadCached(const std::string &key, const std::string &entry);
 
   // The address compiled for `key`, or nullptr if it has not been compiled (or is still compiling).
   void *lookup(const std::string &key) const;

@@ -48,6 +48,10 @@ std::string CpuObjectCache::keyOf(const llvm::Module &module) {
 std::unique_ptr<llvm::MemoryBuffer> CpuObjectCache::getObject(const llvm::Module *module) {
   std::string key = keyOf(*module);
   if (key.empty()) return nullptr;
+  return load(key, module->getModuleIdentifier());
+}
+
+std::unique_ptr<llvm::MemoryBuffer> CpuObjectCache::load(const std::string &key, const std::string &name) {
   std::optional<std::string> bytes = disk_.get(key);
   if (!bytes) return nullptr;
   // The checksum proves the bytes are what was stored; this only keeps a payload that was never an
@@ -58,7 +62,7 @@ std::unique_ptr<llvm::MemoryBuffer> CpuObjectCache::getObject(const llvm::Module
   case llvm::file_magic::coff_object: break;
   default: return nullptr;
   }
-  return llvm::MemoryBuffer::getMemBufferCopy(*bytes, module->getModuleIdentifier());
+  return llvm::MemoryBuffer::getMemBufferCopy(*bytes, name);
 }
 
 void CpuObjectCache::notifyObjectCompiled(const llvm::Module *module, llvm::MemoryBufferRef object) {

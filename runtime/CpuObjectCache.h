@@ -45,6 +45,8 @@ public:
 
   // The cached object for `module`, or nullptr (untagged module, miss, corrupt entry, not an object).
   std::unique_ptr<llvm::MemoryBuffer> getObject(const llvm::Module *module) override;
+  // The cached object under `key` (named `name`), or nullptr, as getObject.
+  std::unique_ptr<llvm::MemoryBuffer> load(const std::string &key, const std::string &name);
   // Stores `object` under the module's key; does nothing for an untagged module.
   void notifyObjectCompiled(const llvm::Module *module, llvm::MemoryBufferRef object) override;
   // Drops the entry under `key`: its object did not link, so the next getObject must miss.
