@@ -109,7 +109,10 @@ private:
       for (size_t i = 0; i < def->indices.size(); ++i) idx.push_back(var(indices[i].name, Type::Int, VarKind::Index));
       return access(name, std::move(idx), current_->loc);
     }
-    name = fmt::format("{}_{}{}", current_->tensor, reduceOpName(r->reduceOp), ++counter_);
+    // A fresh name: an earlier run of this pass may have left a temporary of the same pattern.
+    do {
+      name = fmt::format("{}_{}{}", current_->tensor, reduceOpName(r->reduceOp), ++counter_);
+    } while (in_.tensor(name) || out_.tensor(name));
     cache_[key] = name;
     return addTemporary(name, indices, r);
   }

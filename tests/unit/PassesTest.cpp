@@ -439,6 +439,26 @@ TEST(Passes, HoistDoesNotShareDifferentReductions) {
   EXPECT_FALSE(structurallyEqual(y->value->args[0], y->value->args[1])) << print(y->value);
 }
 
+// A temporary's name never repeats a tensor's: the layer's own (Y_sum1 here), or one an earlier
+// run of the pass made (the backward pipeline hoists twice). A clash made a later reduction
+// read the other tensor positionally: a crash, or silently wrong values.
+TEST(Passes, HoistNamesAvoidExistingTensors) {
+  Source s = compileBody("", "(X: [B, N]) -> Y: [B]",
+                         "Y_sum1[b] = X[b, 0] * 2\n    Y[b] = sum(i: X[b, i]) * sum(i: X[b, i] * X[b, i]) + Y_sum1[b]");
+  Program p = hoistReductions(hoistReductions(lowerLayer(*s.layer)));
+  std::map<std::string, int> declared, defined;
+  for (const TensorDecl &t : p.tensors) ++declared[t.name];
+  for (const Definition &d : p.defs) ++defined[d.tensor];
+  for (const auto &[name, n] : declared) EXPECT_EQ(n, 1) << name << "\n" << printProgram(p);
+  for (const auto &[name, n] : defined) EXPECT_EQ(n, 1) << name << "\n" << printProgram(p);
+  LayerOptions o;
+  o.dtype = DType::F64;
+  Layer layer(s.lib, "L", {}, o);
+  Tensor x(DType::F64, {1, 3});
+  for (int64_t i = 0; i < 3; ++i) x.set(i, static_cast<double>(i + 1));
+  EXPECT_EQ(layer.forward({{"X", x}}).at("Y").at(0), 6.0 * 14.0 + 2.0);
+}
+
 TEST(Passes, InlinePointwiseRemovesResidualsKeepsSoftmax) {
   Program p = forwardProgram(shipped()->get("Encoding"));
   for (const Definition &d : p.defs) EXPECT_LT(d.indices.size(), 4u) << d.tensor << " = " << print(d.value);
