@@ -100,6 +100,7 @@ struct DriverLoader {
     ENC_RESOLVE(cuStreamCreate);
     ENC_RESOLVE(cuStreamDestroy_v2);
     ENC_RESOLVE(cuStreamSynchronize);
+    ENC_RESOLVE(cuStreamWaitEvent);
     ENC_RESOLVE(cuGetErrorString);
     ENC_RESOLVE(cuGetErrorName);
 #undef ENC_RESOLVE

@@ -86,6 +86,7 @@ public:
   CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags) = nullptr;
   CUresult (*cuStreamDestroy_v2)(CUstream stream) = nullptr;
   CUresult (*cuStreamSynchronize)(CUstream stream) = nullptr;
+  CUresult (*cuStreamWaitEvent)(CUstream stream, CUevent event, unsigned flags) = nullptr;
   CUresult (*cuGetErrorString)(CUresult result, const char **text) = nullptr;
   CUresult (*cuGetErrorName)(CUresult result, const char **name) = nullptr;
   // Only encc's CUDA emulator (tools/cuda-emulator) has this: it builds modules from CUDA C++

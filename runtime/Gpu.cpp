@@ -124,6 +124,24 @@ void Gpu::synchronize(const std::string &what) {
   driver_->check(r, what.c_str());
 }
 
+CUstream Gpu::sideStream() {
+  std::lock_guard<std::mutex> lock(sideMu_);
+  if (!side_) {
+    makeCurrent();
+    driver_->check(driver_->cuStreamCreate(&side_, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
+  }
+  return side_;
+}
+
+void Gpu::orderAfter(CUstream waiter, CUstream producer) {
+  makeCurrent();
+  CUevent done = nullptr;
+  driver_->check(driver_->cuEventCreate(&done, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
+  driver_->check(driver_->cuEventRecord(done, producer), "cuEventRecord");
+  driver_->check(driver_->cuStreamWaitEvent(waiter, done, 0), "cuStreamWaitEvent");
+  driver_->cuEventDestroy_v2(done); // released once the wait no longer needs it
+}
+
 void Gpu::addStreamCheck(const void *owner, std::function<void()> check) {
   std::lock_guard<std::mutex> lock(checksMu_);
   streamChecks_[owner] = std::move(check);

@@ -33,6 +33,13 @@ public:
   int ordinal() const { return ordinal_; }             // which of the machine's GPUs
   int multiprocessors() const { return sms_; }
   CUstream stream() const { return stream_; }
+  // A second stream, for communication that overlaps the kernels of stream() (data-parallel
+  // gradient buckets under NCCL). Work on it is ordered with stream() only through
+  // orderAfter, and memory it uses must outlive that work: the caching allocator assumes
+  // stream() alone.
+  CUstream sideStream();
+  // Work issued to `waiter` from now on runs after everything issued to `producer` so far.
+  void orderAfter(CUstream waiter, CUstream producer);
   CachingAllocator &allocator() { return *allocator_; }
 
   // Binds the context to the calling thread (cheap; every entry point below does it).
@@ -81,6 +88,8 @@ private:
   CUdevice device_ = 0;
   CUcontext ctx_ = nullptr;
   CUstream stream_ = nullptr;
+  std::mutex sideMu_;
+  CUstream side_ = nullptr;
   std::string name_;
   int cc_ = 0, sms_ = 0, ordinal_ = 0;
   bool poison_ = false, syncEach_ = false;

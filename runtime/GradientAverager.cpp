@@ -10,18 +10,20 @@
 
 namespace enc {
 
+void checkBucketCount(ProcessGroup &group, const std::string &label, const std::vector<Tensor *> &tensors) {
+  double n = 0;
+  for (const Tensor *t : tensors) n += static_cast<double>(t->numel());
+  double total = n;
+  if (!sameCountInGroup(group, n, &total))
+    throw Error(fmt::format("{}: {} averages {} gradient values, but the other processes average a different number "
+                            "({} in all over {} processes)",
+                            label, group.describe(), n, total, group.size()),
+                "every process must train the same network (same hyper-parameters) in data-parallel mode");
+}
+
 void averageBucket(ProcessGroup &group, const std::string &label, const std::vector<Tensor *> &tensors, bool checkCount) {
   auto started = std::chrono::steady_clock::now();
-  if (checkCount) {
-    double n = 0;
-    for (const Tensor *t : tensors) n += static_cast<double>(t->numel());
-    double total = n;
-    if (!sameCountInGroup(group, n, &total))
-      throw Error(fmt::format("{}: {} averages {} gradient values, but the other processes average a different number "
-                              "({} in all over {} processes)",
-                              label, group.describe(), n, total, group.size()),
-                  "every process must train the same network (same hyper-parameters) in data-parallel mode");
-  }
+  if (checkCount) checkBucketCount(group, label, tensors);
   allreduceTensors(group, tensors, 1.0 / group.size());
   if (kernelProfiling())
     recordKernelTime(label, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

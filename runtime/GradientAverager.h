@@ -58,6 +58,10 @@ private:
   void average(Bucket &b);
 };
 
+// Throws Error unless every member of `group` passes as many values as `tensors` hold (see
+// GradientAverager::start's checkCount).
+void checkBucketCount(ProcessGroup &group, const std::string &label, const std::vector<Tensor *> &tensors);
+
 // Averages `tensors` over `group` at once, on the calling thread: a bucket of device tensors
 // where the group sums through host memory. Same checks as GradientAverager::start.
 void averageBucket(ProcessGroup &group, const std::string &label, const std::vector<Tensor *> &tensors, bool checkCount);

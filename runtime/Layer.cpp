@@ -26,6 +26,7 @@
 #include <mutex>
 #include <regex>
 #include <set>
+#include <utility>
 
 namespace enc {
 
@@ -473,6 +474,7 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   } catch (...) {
     // Buckets already started read this pass's gradients: let them end before they go.
     if (c.averagesGradients) try {
+        if (std::exchange(sideStreamBuckets_, false)) averager_->group().joinSideStream();
         averager_->finish();
       } catch (const std::exception &) {
         // The kernel's failure is the one to report.
@@ -489,10 +491,20 @@ void Layer::runKernels(const Compiled &c, std::map<std::string, Tensor> &buffers
     const ir::Kernel &k = c.loops.kernels[i];
     if (k.bucket) {
       if (!averager_) internalError("layer {} has a gradient bucket but is not data-parallel", name_);
-      // Host gradients are averaged while the kernels after this one run; device gradients,
-      // summed through host memory, at the end of the pass.
+      // Host gradients are averaged on the averager's thread while the kernels after this one
+      // run; device gradients on the GPU's side stream where the group can (NCCL), else,
+      // through host memory, at the end of the pass.
       if (options_.device != Device::CPU) {
-        deviceBuckets.push_back(i);
+        std::vector<Tensor *> gradients;
+        for (const std::string &g : k.buffers) gradients.push_back(&buffers.at(g));
+        auto started = std::chrono::steady_clock::now();
+        if (!c.bucketSizesAgree) checkBucketCount(averager_->group(), bucketLabel(c, k), gradients);
+        if (averager_->group().startAverageOnSideStream(gradients)) {
+          sideStreamBuckets_ = true;
+          if (profiling) recordKernelTime(bucketLabel(c, k) + " (enqueued on the side stream)", secondsSince(started));
+        } else {
+          deviceBuckets.push_back(i);
+        }
         continue;
       }
       std::vector<Tensor> gradients;
@@ -518,6 +530,7 @@ void Layer::averageBuckets(const Compiled &c, const std::vector<size_t> &deviceB
                            std::map<std::string, Tensor> &buffers) {
   auto started = std::chrono::steady_clock::now();
   averager_->finish();
+  if (std::exchange(sideStreamBuckets_, false)) averager_->group().joinSideStream();
   for (size_t i : deviceBuckets) {
     const ir::Kernel &k = c.loops.kernels[i];
     std::vector<Tensor *> gradients;

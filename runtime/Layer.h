@@ -146,6 +146,7 @@ private:
   // Data-parallel: averages gradient buckets on a group of its own (its thread must not share
   // group_ with the pass's collectives); nullptr otherwise.
   std::unique_ptr<GradientAverager> averager_;
+  bool sideStreamBuckets_ = false; // this pass started buckets on the GPU's side stream
   std::map<std::string, ir::Expr> hyper_;
   ir::Program program_;
   std::map<std::string, Tensor> params_;

@@ -39,6 +39,8 @@ struct LibraryLoader {
     ENC_RESOLVE(ncclCommInitRank);
     ENC_RESOLVE(ncclAllReduce);
     ENC_RESOLVE(ncclCommGetAsyncError);
+    ENC_RESOLVE(ncclGroupStart);
+    ENC_RESOLVE(ncclGroupEnd);
     ENC_RESOLVE(ncclCommAbort);
     ENC_RESOLVE(ncclCommDestroy);
     ENC_RESOLVE(ncclGetErrorString);

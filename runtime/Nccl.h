@@ -42,6 +42,8 @@ public:
   ncclResult_t (*ncclAllReduce)(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                                 ncclComm_t comm, cuda::CUstream stream) = nullptr;
   ncclResult_t (*ncclCommGetAsyncError)(ncclComm_t comm, ncclResult_t *error) = nullptr;
+  ncclResult_t (*ncclGroupStart)() = nullptr;
+  ncclResult_t (*ncclGroupEnd)() = nullptr;
   ncclResult_t (*ncclCommAbort)(ncclComm_t comm) = nullptr;
   ncclResult_t (*ncclCommDestroy)(ncclComm_t comm) = nullptr;
   const char *(*ncclGetErrorString)(ncclResult_t result) = nullptr;

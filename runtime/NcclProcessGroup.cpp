@@ -76,30 +76,30 @@ public:
   bool allreduceOnDevice(uint64_t data, size_t n, DType dtype, bool average) override {
     if (n == 0) return true;
     if (dtype != DType::F32 && dtype != DType::F64) return false;
-    throwIfFailed();
-    const cuda::Driver &d = gpu_.driver();
-    gpu_.makeCurrent();
-    cuda::CUevent done = nullptr;
-    d.check(d.cuEventCreate(&done, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
-    inCallSince_ = Clock::now().time_since_epoch().count();
-    nccl::ncclResult_t r = lib_.ncclAllReduce(reinterpret_cast<const void *>(data), reinterpret_cast<void *>(data), n,
-                                              dtype == DType::F32 ? nccl::ncclFloat32 : nccl::ncclFloat64,
-                                              average ? nccl::ncclAvg : nccl::ncclSum, comm_, gpu_.stream());
-    inCallSince_ = 0;
-    if (r != nccl::ncclSuccess && r != nccl::ncclInProgress) {
-      d.cuEventDestroy_v2(done);
-      throwIfFailed(); // the watchdog aborted it: say why
-      fail(fmt::format("an NCCL all-reduce failed on {}: {}", describe(), lib_.describe(r, aborted_ ? nullptr : comm_)));
-      throwIfFailed();
-    }
-    d.check(d.cuEventRecord(done, gpu_.stream()), "cuEventRecord");
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      pending_.push_back({done, Clock::now()});
-    }
-    wake_.notify_all();
+    enqueue(gpu_.stream(), [&] { return allReduce(data, n, dtype, average, gpu_.stream()); });
     return true;
   }
+
+  bool startAverageOnSideStream(const std::vector<Tensor *> &tensors) override {
+    for (const Tensor *t : tensors)
+      if (t->device() != Device::CUDA || (t->dtype() != DType::F32 && t->dtype() != DType::F64)) return false;
+    cuda::CUstream side = gpu_.sideStream();
+    gpu_.orderAfter(side, gpu_.stream());
+    // One group: NCCL runs the all-reduces of a bucket together.
+    enqueue(side, [&] {
+      nccl::ncclResult_t r = lib_.ncclGroupStart();
+      for (size_t i = 0; i < tensors.size() && r == nccl::ncclSuccess; ++i) {
+        Tensor &t = *tensors[i];
+        if (t.numel() > 0)
+          r = allReduce(reinterpret_cast<uint64_t>(t.data()), static_cast<size_t>(t.numel()), t.dtype(), true, side);
+      }
+      nccl::ncclResult_t end = lib_.ncclGroupEnd();
+      return r != nccl::ncclSuccess ? r : end;
+    });
+    return true;
+  }
+
+  void joinSideStream() override { gpu_.orderAfter(gpu_.stream(), gpu_.sideStream()); }
 
 protected:
   std::shared_ptr<ProcessGroup> makeSubgroup(const std::vector<int> &ranks) override {
@@ -126,6 +126,37 @@ private:
   std::string failure_; // why the group failed; "" while it has not
   bool stopping_ = false;
   std::thread watchdog_;
+
+  nccl::ncclResult_t allReduce(uint64_t data, size_t n, DType dtype, bool average, cuda::CUstream stream) {
+    return lib_.ncclAllReduce(reinterpret_cast<const void *>(data), reinterpret_cast<void *>(data), n,
+                              dtype == DType::F32 ? nccl::ncclFloat32 : nccl::ncclFloat64,
+                              average ? nccl::ncclAvg : nccl::ncclSum, comm_, stream);
+  }
+
+  // Issues `calls` (NCCL collectives on `stream`), watched by the watchdog while inside them
+  // and, through an event recorded after them, until the stream has run them.
+  template <typename Calls> void enqueue(cuda::CUstream stream, Calls &&calls) {
+    throwIfFailed();
+    const cuda::Driver &d = gpu_.driver();
+    gpu_.makeCurrent();
+    cuda::CUevent done = nullptr;
+    d.check(d.cuEventCreate(&done, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
+    inCallSince_ = Clock::now().time_since_epoch().count();
+    nccl::ncclResult_t r = calls();
+    inCallSince_ = 0;
+    if (r != nccl::ncclSuccess && r != nccl::ncclInProgress) {
+      d.cuEventDestroy_v2(done);
+      throwIfFailed(); // the watchdog aborted it: say why
+      fail(fmt::format("an NCCL all-reduce failed on {}: {}", describe(), lib_.describe(r, aborted_ ? nullptr : comm_)));
+      throwIfFailed();
+    }
+    d.check(d.cuEventRecord(done, stream), "cuEventRecord");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_.push_back({done, Clock::now()});
+    }
+    wake_.notify_all();
+  }
 
   void check(nccl::ncclResult_t r, const char *what) {
     if (r != nccl::ncclSuccess)

@@ -15,6 +15,8 @@ namespace enc {
 std::string ProcessGroup::describe() const { return fmt::format("rank {} of {}", rank(), size()); }
 
 bool ProcessGroup::allreduceOnDevice(uint64_t, size_t, DType, bool) { return false; }
+bool ProcessGroup::startAverageOnSideStream(const std::vector<Tensor *> &) { return false; }
+void ProcessGroup::joinSideStream() {}
 
 std::vector<int> ProcessGroup::allRanks() const {
   std::vector<int> ranks(static_cast<size_t>(size()));

@@ -37,6 +37,14 @@ public:
   // group in place (and divides them by size() with `average`), enqueued on the GPU's stream
   // without waiting for it. false, having done nothing, where the group sums host memory only.
   virtual bool allreduceOnDevice(uint64_t data, size_t n, DType dtype, bool average);
+  // Starts averaging each of `tensors` (CUDA, f32 or f64) over the group in place on the GPU's
+  // side stream (Gpu::sideStream), after the work issued to its main stream so far, and returns
+  // without waiting: the main stream's kernels go on meanwhile (data-parallel gradient
+  // buckets). joinSideStream() orders the main stream after it; until then the tensors must
+  // stay alive and untouched. false, having done nothing, where the group cannot (it sums host
+  // memory only, or a tensor is not a CUDA f32/f64 one).
+  virtual bool startAverageOnSideStream(const std::vector<Tensor *> &tensors);
+  virtual void joinSideStream();
   // Members the group knows to be gone (their connection closed without a goodbye): for
   // messages about a collective that did not finish.
   virtual std::vector<int> lostRanks() { return {}; }

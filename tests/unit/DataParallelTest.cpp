@@ -9,6 +9,7 @@
 #include "runtime/Gpu.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+#include "runtime/Nccl.h"
 #include "support/Error.h"
 
 #include <gtest/gtest.h>
@@ -202,10 +203,19 @@ TEST(DataParallel, SmallGradientsShareOneBucket) { checkDataParallel({2, 1, 4}, 
 
 TEST(DataParallel, RankWithoutSamplesStillAverages) { checkDataParallel({3, 0}, 1, Device::CPU, 64, 200, 4); }
 
-// Device gradients through a host-memory group: averaged at the end of the pass.
+// Device gradients: with NCCL (the emulators here: ranks as threads), each bucket's
+// all-reduces start on the GPU's side stream where the bucket is complete; through a
+// host-memory group (a real GPU shared by thread ranks), at the end of the pass.
 TEST(GpuDataParallel, AveragesParameterGradients) {
   if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  nccl::Library *nccl = nccl::Library::get();
+  const long before = nccl && nccl->encemuNcclAllReduceCalls ? nccl->encemuNcclAllReduceCalls() : 0;
   checkDataParallel({2, 3}, 2, Device::CUDA, 64, 200, 4);
+  checkDataParallel({2, 3}, 2, Device::CUDA, size_t{1} << 20, size_t{25} << 20, 1);
+  // On the side stream each gradient is an all-reduce of its own (in one NCCL group per
+  // bucket): 2 ranks x 2 steps x 4 gradients, twice. (Packed at the end of the pass, the one
+  // bucket of the second run would be one all-reduce.)
+  if (nccl && nccl->encemuNcclAllReduceCalls) EXPECT_EQ(nccl->encemuNcclAllReduceCalls() - before, 32);
 }
 
 TEST(DataParallel, OtherNetworksOnTheRanksAreAnError) {
