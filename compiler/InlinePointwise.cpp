@@ -45,16 +45,6 @@ Expr inlineInto(const Expr &e, const Definition &def) {
   });
 }
 
-// The tensors a value reads.
-std::set<std::string> readsOf(const Expr &e) {
-  std::set<std::string> out;
-  visit(e, [&](const Expr &n) {
-    if (n->kind == ExprKind::Access) out.insert(n->name);
-    return true;
-  });
-  return out;
-}
-
 // The program being fused, with an index of who reads and who defines each tensor, so that a
 // step costs what the definitions it touches cost, not a walk over the whole program: a network
 // has thousands of definitions.
@@ -69,7 +59,7 @@ public:
   explicit Fuser(Program &p) : p_(p), alive_(p.defs.size(), true), reads_(p.defs.size()) {
     for (const TensorDecl &t : p.tensors) role_[t.name] = t.role;
     for (size_t i = 0; i < p.defs.size(); ++i) {
-      reads_[i] = readsOf(p.defs[i].value);
+      reads_[i] = tensorsRead(p.defs[i].value);
       for (const std::string &r : reads_[i]) readers_[r].insert(i);
       definers_[p.defs[i].tensor].insert(i);
     }

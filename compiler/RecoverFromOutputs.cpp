@@ -16,15 +16,6 @@ namespace enc::ir {
 
 namespace {
 
-std::set<std::string> tensorsReadBy(const Expr &e) {
-  std::set<std::string> out;
-  visit(e, [&](const Expr &n) {
-    if (n->kind == ExprKind::Access) out.insert(n->name);
-    return true;
-  });
-  return out;
-}
-
 // (m + d) - m -> d: batch norm's backward pass reads X - mu, and the recovery is mu + d;
 // cancelling mu exactly keeps d's precision where |mu| is large against the deviations.
 Expr cancelOffsets(const Expr &e) {
@@ -42,7 +33,7 @@ Gradient recoverFromOutputs(const Gradient &in, const Program &forward) {
   Gradient g = in;
   for (const Recovery &r : forward.recoveries) {
     if (!(r.condition->kind == ExprKind::BoolImm && r.condition->boolValue)) continue;
-    const std::set<std::string> reads = tensorsReadBy(r.def.value);
+    const std::set<std::string> reads = tensorsRead(r.def.value);
     // Only what the (fused) forward pass stores can be read instead.
     if (reads.count(r.def.tensor) ||
         !std::all_of(reads.begin(), reads.end(), [&](const std::string &t) { return forward.tensor(t) != nullptr; }))

@@ -29,6 +29,15 @@ static std::string shapeText(const std::vector<Expr> &shape) {
   return out + "]";
 }
 
+std::set<std::string> tensorsRead(const Expr &e) {
+  std::set<std::string> read;
+  visit(e, [&](const Expr &n) {
+    if (n->kind == ExprKind::Access) read.insert(n->name);
+    return true;
+  });
+  return read;
+}
+
 std::set<std::string> tensorsRead(const Program &p) {
   std::set<std::string> read;
   auto note = [&](const Expr &n) {

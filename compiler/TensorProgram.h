@@ -83,5 +83,7 @@ std::vector<IndexVar> boundIndices(const IndexScope &scope, const std::set<std::
 std::string printProgram(const Program &p);
 // Names of the tensors some definition of p reads.
 std::set<std::string> tensorsRead(const Program &p);
+// Names of the tensors `e` reads.
+std::set<std::string> tensorsRead(const Expr &e);
 
 } // namespace enc::ir
