@@ -18,16 +18,15 @@ public:
   }
 
   // As if next() had been called n times (the state advances by a constant per call).
-  void skip(uint64_t n) { state_ += n * 0x9e3779b97f4a7c15ULL; }
+  void skip(uint64_t n) { state_ += n * kStep; }
 
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
+  uint64_t next() { return mix(state_ += kStep); }
+  // What the (n + 1)-th next() from here returns, without advancing: draws of a stream are
+  // independent of one another, so a fill can compute them in any order (and vectorized).
+  uint64_t peek(uint64_t n) const { return mix(state_ + (n + 1) * kStep); }
   // Uniform in [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  double uniform() { return toUnit(next()); }
+  static double toUnit(uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
   double normal(double mean, double stddev) {
     double u1 = 1.0 - uniform(), u2 = uniform();
@@ -35,7 +34,14 @@ public:
   }
 
 private:
+  static constexpr uint64_t kStep = 0x9e3779b97f4a7c15ULL;
   uint64_t state_;
+
+  static uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
 };
 
 } // namespace enc
