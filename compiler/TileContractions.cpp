@@ -35,6 +35,7 @@
 #include "compiler/Intrinsics.h"
 
 #include <algorithm>
+#include <optional>
 #include <cstdlib>
 #include <map>
 
@@ -221,8 +222,9 @@ private:
   // half, a quarter ... of that width down to kMinLanes (56 columns: 32 + 16 + 8), then what
   // is left (n % kMinLanes) in one more kMinLanes tile that ends at n, overlapping the
   // previous one: its first columns are computed twice, with the same result, and stored
-  // again, cheaper than one scalar tile per column (28 columns: 16 + 8 + that tile over
-  // 20..27, not 16 + 8 + 4 scalar tiles). Only an extent below kMinLanes runs scalar.
+  // again, cheaper than one scalar tile per column. Where one overlapping tile of the next
+  // width up covers the rest in fewer vectors than the tiers, it does (28 columns: 16 + one
+  // 16-lane tile over 12..27). Only an extent below kMinLanes runs scalar.
   std::vector<Stmt> vectorTiles(size_t k, const Dim &d, const std::map<std::string, Expr> &subst,
                                 const std::vector<Lane> &lanes) {
     auto at = [&](Expr pos) { return d.offset ? d.offset + pos : pos; };
@@ -240,6 +242,24 @@ private:
       for (Stmt &st : gen(k + 1, s, l)) inner.push_back(std::move(st));
       out.push_back(forLoop(loop, count, ForKind::Serial, inner));
     };
+    // Computing a column twice would read what the first pass stored.
+    const bool overlap = !readsOutput();
+    // One overlapping tile instead of the tiers, where that takes fewer vectors per row: the
+    // rest r of full tiles in one tile of the next width up from r, ending at n (28 columns in
+    // tiles of 16: 16 + one 16-lane tile over 12..27, not 16 + 8 + 8).
+    if (int64_t nc = 0; overlap && isConst(n, &nc) && nc > d.block && nc % d.block != 0) {
+      const int64_t r = nc % d.block;
+      auto vectors = [](int64_t width) { return std::max<int64_t>(1, width / kDotLanes); };
+      int64_t one = kMinLanes, tiers = r % kMinLanes ? vectors(kMinLanes) : 0;
+      while (one < r) one *= 2;
+      for (int64_t width = d.block / 2; width >= kMinLanes; width /= 2)
+        if (r & width) tiers += vectors(width);
+      if (vectors(one) < tiers) {
+        tileAt(d.name + ".o", n / intImm(d.block), indexVar(d.name + ".o") * intImm(d.block), d.block);
+        tileAt(d.name + ".l", intImm(1), n - intImm(one) + indexVar(d.name + ".l"), one);
+        return out;
+      }
+    }
     // Tier `width` starts where the wider tiles end (a multiple of 2 * width) and covers what
     // they leave, n % (2 * width), in tiles of width.
     int64_t last = d.block;
@@ -251,8 +271,6 @@ private:
       last = width;
     }
     Expr w = intImm(last);
-    // Computing a column twice would read what the first pass stored.
-    const bool overlap = !readsOutput();
     if (overlap) tileAt(d.name + ".l", atLeastOne(n / w) * atLeastOne(n % w), n - w + indexVar(d.name + ".l"), last);
     Expr rest = overlap ? (intImm(1) - atLeastOne(n / w)) * n : n % w;
     if (!isZero(rest)) {
@@ -352,15 +370,25 @@ private:
     if (!isZero(full))
       inner.push_back(forLoop(dotVar_ + ".o", full, ForKind::Serial,
                               {wrap(all, {accumulate(atL, withR(indexVar(dotVar_ + ".o") * L + indexVar(lane)))})}));
-    // The remainder: tiles of half as many lanes (into the first lanes of the partial sums)
-    // down to kMinLanes; then, for the n % kMinLanes positions left, one more kMinLanes tile
-    // ending at n whose lanes before those positions add 0 (its loads stay in bounds and
-    // contiguous; counting them twice would be wrong). Only n < kMinLanes runs scalar.
+    // The remainder after at least one full step: one more full-width step ending at n whose
+    // lanes before the n % L positions left add 0 (its loads stay in bounds and contiguous;
+    // counting those positions twice would be wrong). A step costs as much at any width, so
+    // one masked full step beats narrower ones (W = 28: 16 + masked 16, not 16 + 8 + masked 8).
     const Expr &n = r->extent;
+    const Expr big = atLeastOne(n / L);
+    Expr maskedFull = big * atLeastOne(n % L);
+    if (!isZero(maskedFull)) {
+      Expr keep = binary(BinOp::Ge, indexVar(lane), L - n % L);
+      inner.push_back(forLoop(dotVar_ + ".m", maskedFull, ForKind::Serial,
+                              {wrap(all, {accumulate(atL, select(keep, withR(n - L + indexVar(lane)), floatImm(0)))})}));
+    }
+    // Shorter than one full step: tiles of half as many lanes (into the first lanes of the
+    // partial sums) down to kMinLanes, then the same masked step at kMinLanes lanes. Only
+    // n < kMinLanes runs scalar.
     int64_t last = dotLanes_;
     for (int64_t t = dotLanes_ / 2; t >= kMinLanes; t /= 2) {
       Expr done = n / intImm(2 * t) * intImm(2 * t);
-      Expr count = n % intImm(2 * t) / intImm(t);
+      Expr count = (intImm(1) - big) * (n % intImm(2 * t) / intImm(t));
       last = t;
       if (isZero(count)) continue;
       std::string outer = dotVar_ + ".o" + std::to_string(t);
@@ -370,12 +398,12 @@ private:
                               {wrap(narrow, {accumulate(atL, withR(done + indexVar(outer) * intImm(t) + indexVar(lane)))})}));
     }
     Expr W = intImm(last), left = n % W;
-    Expr masked = atLeastOne(n / W) * atLeastOne(left);
+    Expr masked = (intImm(1) - big) * atLeastOne(n / W) * atLeastOne(left);
     if (!isZero(masked)) {
       std::vector<Lane> narrow = lanes;
       narrow.push_back({lane, last, ForKind::Vectorized});
       Expr keep = binary(BinOp::Ge, indexVar(lane), W - left);
-      inner.push_back(forLoop(dotVar_ + ".m", masked, ForKind::Serial,
+      inner.push_back(forLoop(dotVar_ + ".n", masked, ForKind::Serial,
                               {wrap(narrow, {accumulate(atL, select(keep, withR(n - W + indexVar(lane)), floatImm(0)))})}));
     }
     Expr rest = (intImm(1) - atLeastOne(n / W)) * n;

@@ -59,9 +59,13 @@ TEST(CpuTiling, GramVectorizesTheReductionAndBlocksOutputs) {
   EXPECT_NE(text.find("vectorized for w.l in 0..16:"), std::string::npos) << text;
   EXPECT_NE(text.find("unrolled for c.i in 0..4:"), std::string::npos) << text;
   EXPECT_NE(text.find("unrolled for e.i in 0..4:"), std::string::npos) << text;
-  EXPECT_NE(text.find("vectorized for w.l in 0..8:"), std::string::npos) << text; // 8 lanes of the remainder
-  // then one more 8-lane step ending at W whose lanes before the last W % 8 positions add 0
-  EXPECT_NE(text.find("for w.m in 0..min(W / 8, 1) * min(W % 8, 1):"), std::string::npos) << text;
+  // After full steps, the rest in one 16-lane step ending at W whose lanes before the last
+  // W % 16 positions add 0 ...
+  EXPECT_NE(text.find("for w.m in 0..min(W / 16, 1) * min(W % 16, 1):"), std::string::npos) << text;
+  EXPECT_NE(text.find("select(w.l >= 16 - W % 16, "), std::string::npos) << text;
+  // ... and W < 16 in 8 lanes, then one 8-lane step ending at W the same way.
+  EXPECT_NE(text.find("vectorized for w.l in 0..8:"), std::string::npos) << text;
+  EXPECT_NE(text.find("for w.n in 0..(1 - min(W / 16, 1)) * min(W / 8, 1) * min(W % 8, 1):"), std::string::npos) << text;
   EXPECT_NE(text.find("select(w.l >= 8 - W % 8, "), std::string::npos) << text;
   EXPECT_NE(text.find("for e.t in 0..C % 4:"), std::string::npos) << text;
 }
