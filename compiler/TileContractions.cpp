@@ -54,6 +54,15 @@ constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (o
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
 constexpr int64_t kMinParallel = 16;    // parallelIndex, parallelRows: iterations a parallel loop should have
+
+// The steps narrower vector tiles take for a remainder of r positions: one per power of two
+// from kMinLanes up that r holds, and one more (masked) kMinLanes step for r % kMinLanes.
+int64_t tierSteps(int64_t r) {
+  int64_t steps = r % kMinLanes ? 1 : 0;
+  for (int64_t width = kMinLanes; width <= r; width *= 2)
+    if (r & width) ++steps;
+  return steps;
+}
 constexpr int64_t kParallelRows = 8;    // outer product with the parallel index as rows: its block
 
 struct DotBlocking {
@@ -372,10 +381,13 @@ private:
                               {wrap(all, {accumulate(atL, withR(indexVar(dotVar_ + ".o") * L + indexVar(lane)))})}));
     // The remainder after at least one full step: one more full-width step ending at n whose
     // lanes before the n % L positions left add 0 (its loads stay in bounds and contiguous;
-    // counting those positions twice would be wrong). A step costs as much at any width, so
-    // one masked full step beats narrower ones (W = 28: 16 + masked 16, not 16 + 8 + masked 8).
+    // counting those positions twice would be wrong), where the narrower steps below would
+    // take two or more (W = 28: 16 + masked 16, not 16 + 8 + masked 8; W = 56 keeps 48 + 8,
+    // whose 8-lane step needs no mask).
     const Expr &n = r->extent;
-    const Expr big = atLeastOne(n / L);
+    int64_t nc = 0;
+    const bool fewerSteps = !isConst(n, &nc) || nc < dotLanes_ || tierSteps(nc % dotLanes_) >= 2;
+    const Expr big = fewerSteps ? atLeastOne(n / L) : intImm(0);
     Expr maskedFull = big * atLeastOne(n % L);
     if (!isZero(maskedFull)) {
       Expr keep = binary(BinOp::Ge, indexVar(lane), L - n % L);
