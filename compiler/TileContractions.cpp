@@ -256,16 +256,24 @@ private:
     // One overlapping tile instead of the tiers, where that takes fewer vectors per row: the
     // rest r of full tiles in one tile of the next width up from r, ending at n (28 columns in
     // tiles of 16: 16 + one 16-lane tile over 12..27, not 16 + 8 + 8).
-    if (int64_t nc = 0; overlap && isConst(n, &nc) && nc > d.block && nc % d.block != 0) {
+    // An extent below one tile (28 columns in tiles of 32) takes two overlapping tiles of half
+    // the next width up (16 + 16 over 12..27).
+    if (int64_t nc = 0; overlap && isConst(n, &nc) && nc > kMinLanes && nc % d.block != 0) {
       const int64_t r = nc % d.block;
       auto vectors = [](int64_t width) { return std::max<int64_t>(1, width / kDotLanes); };
       int64_t one = kMinLanes, tiers = r % kMinLanes ? vectors(kMinLanes) : 0;
       while (one < r) one *= 2;
       for (int64_t width = d.block / 2; width >= kMinLanes; width /= 2)
         if (r & width) tiers += vectors(width);
-      if (vectors(one) < tiers) {
+      if (nc > d.block && vectors(one) < tiers) {
         tileAt(d.name + ".o", n / intImm(d.block), indexVar(d.name + ".o") * intImm(d.block), d.block);
         tileAt(d.name + ".l", intImm(1), n - intImm(one) + indexVar(d.name + ".l"), one);
+        return out;
+      }
+      if (nc < d.block && one == d.block && 2 * vectors(one / 2) < tiers) {
+        tileAt(d.name + ".o" + std::to_string(one / 2), intImm(1), indexVar(d.name + ".o" + std::to_string(one / 2)),
+               one / 2);
+        tileAt(d.name + ".l", intImm(1), n - intImm(one / 2) + indexVar(d.name + ".l"), one / 2);
         return out;
       }
     }
