@@ -218,6 +218,55 @@ TEST(GpuDataParallel, AveragesParameterGradients) {
   if (nccl && nccl->encemuNcclAllReduceCalls) EXPECT_EQ(nccl->encemuNcclAllReduceCalls() - before, 32);
 }
 
+// A network with SyncBatchNorm: its own collectives (on the main thread) and the gradient
+// buckets (on the averager's thread and group) run at once; every rank ends with the same
+// bits, and the gradients are the average over ranks of what each rank's share gives (checked
+// against the same network run by one process on each share, with the whole batch's
+// statistics: the ranks' own passes with sync = false would differ).
+TEST(DataParallel, SyncBatchNormCollectivesAndBucketsRunTogether) {
+  auto lib = Library::fromSource("bnmlp.enc", R"(
+layer BnMlp() {
+  fc1 = Linear(in_features=4, out_features=8)
+  bn = SyncBatchNorm(num_features=8)
+  fc2 = Linear(in_features=8, out_features=3)
+  forward(X: [B, 4]) -> Y {
+    Y = fc2(relu(bn(fc1(X))))
+  }
+}
+)");
+  std::vector<Batch> batches = randomBatches({3, 5}, 7);
+  std::vector<std::map<std::string, std::vector<double>>> grads(2);
+  runRanks(2, [&](int rank, std::shared_ptr<ProcessGroup> group) {
+    LayerOptions o;
+    o.dtype = DType::F64;
+    o.group = group;
+    o.dataParallel = true;
+    o.firstBucketBytes = 64; // several buckets
+    o.bucketBytes = 128;
+    Layer net(lib, "BnMlp", {}, o);
+    const Batch &mine = batches[static_cast<size_t>(rank)];
+    for (int step = 0; step < 3; ++step) {
+      net.forward({{"X", tensorOf(mine.x, {mine.b, kIn})}});
+      auto g = net.backward({{"Y", tensorOf(mine.g, {mine.b, kOut})}});
+      for (const auto &[name, t] : g)
+        if (net.isParameter(name)) grads[static_cast<size_t>(rank)][name] = valuesOf(t);
+    }
+  });
+  ASSERT_FALSE(grads[0].empty());
+  for (const auto &[name, v] : grads[0]) EXPECT_TRUE(v == grads[1].at(name)) << name << " differs between the ranks";
+  // One process on the whole batch (8 rows) with the loss scaled as the average of the ranks'.
+  Batch whole{batches[0].x, batches[0].g, 8};
+  whole.x.insert(whole.x.end(), batches[1].x.begin(), batches[1].x.end());
+  whole.g.insert(whole.g.end(), batches[1].g.begin(), batches[1].g.end());
+  for (double &v : whole.g) v /= 2; // the average of two ranks' sums
+  LayerOptions o;
+  o.dtype = DType::F64;
+  Layer one(lib, "BnMlp", {}, o);
+  one.forward({{"X", tensorOf(whole.x, {8, kIn})}});
+  auto g = one.backward({{"Y", tensorOf(whole.g, {8, kOut})}});
+  for (const auto &[name, v] : grads[0]) EXPECT_LT(maxError(valuesOf(g.at(name)), v), 1e-12) << name;
+}
+
 TEST(DataParallel, OtherNetworksOnTheRanksAreAnError) {
   std::vector<std::string> errors(2);
   runRanks(2, [&](int rank, std::shared_ptr<ProcessGroup> group) {
