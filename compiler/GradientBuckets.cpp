@@ -13,17 +13,21 @@ namespace enc::ir {
 
 namespace {
 
-// The bytes `tensor` is stored in; its shape must be constant by now.
-size_t storedBytes(const LoopProgram &p, const std::string &tensor) {
+// The elements of `tensor`; its shape must be constant by now.
+int64_t elementsOf(const LoopProgram &p, const std::string &tensor) {
   const TensorDecl *t = p.tensors.tensor(tensor);
   ENC_INTERNAL_ASSERT(t, "bucketGradients: gradient '{}' is not a tensor of the program", tensor);
-  size_t n = static_cast<size_t>(elemTypeBytes(p.types.of(tensor)));
+  int64_t n = 1;
   for (const Expr &d : t->shape) {
     int64_t extent = 0;
     ENC_INTERNAL_ASSERT(isConst(d, &extent), "bucketGradients: gradient '{}' has a symbolic shape", tensor);
-    n *= static_cast<size_t>(extent);
+    n *= extent;
   }
   return n;
+}
+
+size_t storedBytes(const LoopProgram &p, const std::string &tensor) {
+  return static_cast<size_t>(elementsOf(p, tensor) * elemTypeBytes(p.types.of(tensor)));
 }
 
 // What a step of a pass (a definition, a kernel) reads and writes.
@@ -87,7 +91,7 @@ Kernel bucketKernel(const LoopProgram &p, const std::vector<std::string> &gradie
   k.message = number;
   k.body = block({});
   int64_t elements = 0;
-  for (const std::string &g : gradients) elements += static_cast<int64_t>(storedBytes(p, g) / elemTypeBytes(p.types.of(g)));
+  for (const std::string &g : gradients) elements += elementsOf(p, g);
   k.launchExtent = intImm(elements);
   return k;
 }
@@ -96,16 +100,19 @@ Kernel bucketKernel(const LoopProgram &p, const std::vector<std::string> &gradie
 
 std::vector<std::string> gradientOrder(const Program &backward, const std::vector<std::string> &gradients) {
   std::vector<Access> steps;
-  for (const Definition &d : backward.defs) {
-    Program one;
-    one.defs = {d};
-    steps.push_back({tensorsRead(one), {d.tensor}});
-  }
+  for (const Definition &d : backward.defs) steps.push_back({tensorsRead(d), {d.tensor}});
   std::map<std::string, int> done =
       completion(steps, gradientsFirst(steps, {gradients.begin(), gradients.end()}), gradients);
   std::vector<std::string> order = gradients;
   std::stable_sort(order.begin(), order.end(), [&](const std::string &a, const std::string &b) { return done[a] < done[b]; });
   return order;
+}
+
+std::vector<std::string> parameterGradients(const Gradient &g, const Program &forward) {
+  std::vector<std::string> gradients;
+  for (const auto &[x, gname] : g.gradOf)
+    if (const TensorDecl *t = forward.tensor(x); t && t->role == TensorRole::Param) gradients.push_back(gname);
+  return gradientOrder(g.program, gradients);
 }
 
 LoopProgram bucketGradients(const LoopProgram &p, const GradientBuckets &buckets) {

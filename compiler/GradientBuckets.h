@@ -6,6 +6,7 @@
 // kernels that follow.
 #pragma once
 
+#include "compiler/Autodiff.h"
 #include "compiler/LoopIR.h"
 
 #include <cstddef>
@@ -28,6 +29,8 @@ struct GradientBuckets {
 // program alone, not on input sizes, so processes with other batch sizes order them alike
 // (their kernels may not be: fusion and reduction splitting depend on sizes).
 std::vector<std::string> gradientOrder(const Program &backward, const std::vector<std::string> &gradients);
+// The gradients of `forward`'s parameters in the backward pass `g`, in gradientOrder.
+std::vector<std::string> parameterGradients(const Gradient &g, const Program &forward);
 
 // Moves each kernel that computes only gradients to average as early as what it reads allows,
 // then adds a bucket kernel (Kernel::bucket) per bucket: `buckets.gradients` in their order,

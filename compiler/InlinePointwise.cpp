@@ -9,23 +9,10 @@
 #include <vector>
 
 namespace enc::ir {
-namespace {
 
-// Above this cost a temporary is recomputed in consumers only if they iterate the same domain.
-constexpr int kCheapCost = 3;
-// No consumer grows past this many nodes by inlining: a chain whose every link reads the one
-// before twice (T2 = T1 * 2 + T1, ...) would otherwise double in size with each link.
-constexpr size_t kMaxFusedNodes = 4096;
-
-size_t nodeCount(const Expr &e) {
-  size_t n = 0;
-  visit(e, [&](const Expr &) { return ++n <= kMaxFusedNodes; }); // stops counting past the bound
-  return n;
-}
-
-// Substitutes `def` into the reads of it in `e`. A read through an index expression may
-// fall outside the temporary, where it reads zero: the substituted value keeps that guard.
-Expr inlineInto(const Expr &e, const Definition &def) {
+// A read through an index expression may fall outside the temporary, where it reads zero:
+// the substituted value keeps that guard.
+Expr substituteDefinition(const Expr &e, const Definition &def) {
   return mutate(e, [&](const Expr &n) -> Expr {
     if (n->kind != ExprKind::Access || n->name != def.tensor) return nullptr;
     Expr value = substitute(def.value, [&](const std::string &name, VarKind kind) -> Expr {
@@ -44,6 +31,21 @@ Expr inlineInto(const Expr &e, const Definition &def) {
     return select(inBounds, value, floatImm(0));
   });
 }
+
+namespace {
+
+// Above this cost a temporary is recomputed in consumers only if they iterate the same domain.
+constexpr int kCheapCost = 3;
+// No consumer grows past this many nodes by inlining: a chain whose every link reads the one
+// before twice (T2 = T1 * 2 + T1, ...) would otherwise double in size with each link.
+constexpr size_t kMaxFusedNodes = 4096;
+
+size_t nodeCount(const Expr &e) {
+  size_t n = 0;
+  visit(e, [&](const Expr &) { return ++n <= kMaxFusedNodes; }); // stops counting past the bound
+  return n;
+}
+
 
 // The program being fused, with an index of who reads and who defines each tensor, so that a
 // step costs what the definitions it touches cost, not a walk over the whole program: a network
@@ -130,7 +132,7 @@ private:
       if (!alive_[di] || !mayInline(di)) continue;
       const Definition &victim = p_.defs[di];
       std::vector<std::pair<size_t, Expr>> inlined; // consumer, its value with victim substituted
-      for (size_t ci : readers_[victim.tensor]) inlined.push_back({ci, inlineInto(p_.defs[ci].value, victim)});
+      for (size_t ci : readers_[victim.tensor]) inlined.push_back({ci, substituteDefinition(p_.defs[ci].value, victim)});
       if (std::any_of(inlined.begin(), inlined.end(), [](const auto &c) { return nodeCount(c.second) > kMaxFusedNodes; })) {
         tooLarge_.insert(victim.tensor);
         continue;
@@ -187,8 +189,6 @@ Program inlinePointwise(const Program &in) {
   Fuser(p).run();
   return p;
 }
-
-Expr substituteDefinition(const Expr &e, const Definition &def) { return inlineInto(e, def); }
 
 Program specialize(const Program &in, const std::map<std::string, Expr> &values) {
   auto lookup = [&](const std::string &name, VarKind kind) -> Expr {

@@ -29,26 +29,38 @@ static std::string shapeText(const std::vector<Expr> &shape) {
   return out + "]";
 }
 
-std::set<std::string> tensorsRead(const Expr &e) {
-  std::set<std::string> read;
+namespace {
+
+void noteReads(const Expr &e, std::set<std::string> &read) {
   visit(e, [&](const Expr &n) {
     if (n->kind == ExprKind::Access) read.insert(n->name);
     return true;
   });
+}
+
+// A scatter's target indices read tensors too (X[1, int(T[b])]'s adjoint reads T).
+void noteReads(const Definition &d, std::set<std::string> &read) {
+  noteReads(d.value, read);
+  for (const Expr &ix : d.scatter) noteReads(ix, read);
+}
+
+} // namespace
+
+std::set<std::string> tensorsRead(const Expr &e) {
+  std::set<std::string> read;
+  noteReads(e, read);
+  return read;
+}
+
+std::set<std::string> tensorsRead(const Definition &d) {
+  std::set<std::string> read;
+  noteReads(d, read);
   return read;
 }
 
 std::set<std::string> tensorsRead(const Program &p) {
   std::set<std::string> read;
-  auto note = [&](const Expr &n) {
-    if (n->kind == ExprKind::Access) read.insert(n->name);
-    return true;
-  };
-  // A scatter's target indices read tensors too (X[1, int(T[b])]'s adjoint reads T).
-  for (const Definition &d : p.defs) {
-    visit(d.value, note);
-    for (const Expr &ix : d.scatter) visit(ix, note);
-  }
+  for (const Definition &d : p.defs) noteReads(d, read);
   return read;
 }
 

@@ -83,7 +83,8 @@ std::vector<IndexVar> boundIndices(const IndexScope &scope, const std::set<std::
 std::string printProgram(const Program &p);
 // Names of the tensors some definition of p reads.
 std::set<std::string> tensorsRead(const Program &p);
-// Names of the tensors `e` reads.
+// Names of the tensors a definition (its value and scatter indices) or an expression reads.
+std::set<std::string> tensorsRead(const Definition &d);
 std::set<std::string> tensorsRead(const Expr &e);
 
 } // namespace enc::ir

@@ -35,7 +35,6 @@
 #include "compiler/Intrinsics.h"
 
 #include <algorithm>
-#include <optional>
 #include <cstdlib>
 #include <map>
 
@@ -54,16 +53,20 @@ constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (o
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
 constexpr int64_t kMinParallel = 16;    // parallelIndex, parallelRows: iterations a parallel loop should have
-
-// The steps narrower vector tiles take for a remainder of r positions: one per power of two
-// from kMinLanes up that r holds, and one more (masked) kMinLanes step for r % kMinLanes.
-int64_t tierSteps(int64_t r) {
-  int64_t steps = r % kMinLanes ? 1 : 0;
-  for (int64_t width = kMinLanes; width <= r; width *= 2)
-    if (r & width) ++steps;
-  return steps;
-}
 constexpr int64_t kParallelRows = 8;    // outer product with the parallel index as rows: its block
+
+// The AVX-512 vectors one row of a tile `width` lanes wide takes (at least one).
+int64_t vectorsPerRow(int64_t width) { return std::max<int64_t>(1, width / kDotLanes); }
+
+// The vectors per row that tiles of halving widths take for a remainder of r positions: one
+// tile per power of two from kMinLanes up that r holds, and one more kMinLanes tile (masked or
+// overlapping) for r % kMinLanes.
+int64_t tierVectors(int64_t r) {
+  int64_t vectors = r % kMinLanes ? vectorsPerRow(kMinLanes) : 0;
+  for (int64_t width = kMinLanes; width <= r; width *= 2)
+    if (r & width) vectors += vectorsPerRow(width);
+  return vectors;
+}
 
 struct DotBlocking {
   std::vector<size_t> indices; // positions in Contraction::indices
@@ -259,18 +262,15 @@ private:
     // An extent below one tile (28 columns in tiles of 32) takes two overlapping tiles of half
     // the next width up (16 + 16 over 12..27).
     if (int64_t nc = 0; overlap && isConst(n, &nc) && nc > kMinLanes && nc % d.block != 0) {
-      const int64_t r = nc % d.block;
-      auto vectors = [](int64_t width) { return std::max<int64_t>(1, width / kDotLanes); };
-      int64_t one = kMinLanes, tiers = r % kMinLanes ? vectors(kMinLanes) : 0;
+      const int64_t r = nc % d.block, tiers = tierVectors(r);
+      int64_t one = kMinLanes;
       while (one < r) one *= 2;
-      for (int64_t width = d.block / 2; width >= kMinLanes; width /= 2)
-        if (r & width) tiers += vectors(width);
-      if (nc > d.block && vectors(one) < tiers) {
+      if (nc > d.block && vectorsPerRow(one) < tiers) {
         tileAt(d.name + ".o", n / intImm(d.block), indexVar(d.name + ".o") * intImm(d.block), d.block);
         tileAt(d.name + ".l", intImm(1), n - intImm(one) + indexVar(d.name + ".l"), one);
         return out;
       }
-      if (nc < d.block && one == d.block && 2 * vectors(one / 2) < tiers) {
+      if (nc < d.block && one == d.block && 2 * vectorsPerRow(one / 2) < tiers) {
         tileAt(d.name + ".o" + std::to_string(one / 2), intImm(1), indexVar(d.name + ".o" + std::to_string(one / 2)),
                one / 2);
         tileAt(d.name + ".l", intImm(1), n - intImm(one / 2) + indexVar(d.name + ".l"), one / 2);
@@ -394,7 +394,7 @@ private:
     // whose 8-lane step needs no mask).
     const Expr &n = r->extent;
     int64_t nc = 0;
-    const bool fewerSteps = !isConst(n, &nc) || nc < dotLanes_ || tierSteps(nc % dotLanes_) >= 2;
+    const bool fewerSteps = !isConst(n, &nc) || nc < dotLanes_ || tierVectors(nc % dotLanes_) >= 2;
     const Expr big = fewerSteps ? atLeastOne(n / L) : intImm(0);
     Expr maskedFull = big * atLeastOne(n % L);
     if (!isZero(maskedFull)) {

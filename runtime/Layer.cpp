@@ -641,10 +641,7 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
   }
   ir::GradientBuckets buckets;
   if (averager_) {
-    std::vector<std::string> parameterGradients;
-    for (const auto &[x, gname] : info.gradOf)
-      if (isParameter(x)) parameterGradients.push_back(gname);
-    buckets.gradients = ir::gradientOrder(g, parameterGradients);
+    buckets.gradients = ir::parameterGradients(info, program_);
     buckets.firstBucketBytes = options_.firstBucketBytes;
     buckets.bucketBytes = options_.bucketBytes;
   }

@@ -27,20 +27,17 @@ namespace enc::cli {
 
 namespace {
 
-// The parameter gradients of `backward` (a program with constant shapes), as data-parallel
-// training averages them: in buckets of the runtime's default sizes.
-ir::GradientBuckets parameterGradients(const ir::Program &backward, const ir::Program &forward, const ir::Gradient &g) {
+// The parameter gradients as data-parallel training averages them, in buckets of the
+// runtime's default sizes; `backward` (specialized) must give each a constant shape.
+ir::GradientBuckets averagedGradients(const ir::Program &backward, const ir::Program &forward, const ir::Gradient &g) {
   ir::GradientBuckets buckets;
-  for (const auto &[x, gname] : g.gradOf) {
-    const ir::TensorDecl *p = forward.tensor(x);
-    if (!p || p->role != TensorRole::Param) continue;
-    for (const ir::Expr &d : backward.tensor(gname)->shape)
-      if (!ir::isConst(d))
-        throw Error(fmt::format("--data-parallel: the shape of parameter '{}' is not known", x),
-                    "pass --set for its hyper-parameters");
-    buckets.gradients.push_back(gname);
-  }
-  buckets.gradients = ir::gradientOrder(g.program, buckets.gradients);
+  buckets.gradients = ir::parameterGradients(g, forward);
+  for (const auto &[x, gname] : g.gradOf)
+    if (std::find(buckets.gradients.begin(), buckets.gradients.end(), gname) != buckets.gradients.end())
+      for (const ir::Expr &d : backward.tensor(gname)->shape)
+        if (!ir::isConst(d))
+          throw Error(fmt::format("--data-parallel: the shape of parameter '{}' is not known", x),
+                      "pass --set for its hyper-parameters");
   return buckets;
 }
 
@@ -91,7 +88,7 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
     ir::TargetOptions t;
     t.target = target;
     t.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
-    if (o.dataParallel) t.averageGradients = parameterGradients(prog, forward, *gradient);
+    if (o.dataParallel) t.averageGradients = averagedGradients(prog, forward, *gradient);
     return pipeline.lower(prog, t);
   };
   if (o.kind == "loops") {
