@@ -500,8 +500,7 @@ void Layer::runKernels(const Compiled &c, std::map<std::string, Tensor> &buffers
       // run; device gradients on the GPU's side stream where the group can (NCCL), else,
       // through host memory, at the end of the pass.
       if (options_.device != Device::CPU) {
-        std::vector<Tensor *> gradients;
-        for (const std::string &g : k.buffers) gradients.push_back(&buffers.at(g));
+        std::vector<Tensor *> gradients = bucketTensors(k, buffers);
         auto started = std::chrono::steady_clock::now();
         if (!c.bucketSizesAgree) checkBucketCount(averager_->group(), bucketLabel(c, k), gradients);
         if (averager_->group().startAverageOnSideStream(gradients)) {
@@ -536,15 +535,18 @@ void Layer::averageBuckets(const Compiled &c, const std::vector<size_t> &deviceB
   auto started = std::chrono::steady_clock::now();
   averager_->finish();
   if (std::exchange(sideStreamBuckets_, false)) averager_->group().joinSideStream();
-  for (size_t i : deviceBuckets) {
-    const ir::Kernel &k = c.loops.kernels[i];
-    std::vector<Tensor *> gradients;
-    for (const std::string &g : k.buffers) gradients.push_back(&buffers.at(g));
-    averageBucket(averager_->group(), bucketLabel(c, k), gradients, !c.bucketSizesAgree);
-  }
+  for (size_t i : deviceBuckets) // their counts were checked when they were reached
+    averageBucket(averager_->group(), bucketLabel(c, c.loops.kernels[i]), bucketTensors(c.loops.kernels[i], buffers),
+                  /*checkCount=*/false);
   c.bucketSizesAgree = true;
   if (kernelProfiling())
     recordKernelTime(fmt::format("{} waiting for gradient buckets at the end of backward", name_), secondsSince(started));
+}
+
+std::vector<Tensor *> Layer::bucketTensors(const ir::Kernel &k, std::map<std::string, Tensor> &buffers) {
+  std::vector<Tensor *> gradients;
+  for (const std::string &g : k.buffers) gradients.push_back(&buffers.at(g));
+  return gradients;
 }
 
 std::string Layer::bucketLabel(const Compiled &c, const ir::Kernel &k) const {

@@ -185,6 +185,7 @@ private:
                   const std::vector<std::vector<std::string>> &poisonAt, std::vector<size_t> &deviceBuckets);
   void averageBuckets(const Compiled &c, const std::vector<size_t> &deviceBuckets, std::map<std::string, Tensor> &buffers);
   std::string bucketLabel(const Compiled &c, const ir::Kernel &k) const;
+  static std::vector<Tensor *> bucketTensors(const ir::Kernel &k, std::map<std::string, Tensor> &buffers);
   std::string kernelLabel(const ir::Kernel &k) const; // for ENC_PROFILE
 };
 

@@ -237,6 +237,32 @@ bool ncclUsable(std::string &why) {
   return true;
 }
 
+// Which other rank of `group` (on the same host) drives this process's GPU: a sentence saying
+// so, or "" when none does. Every member calls it.
+std::string gpuSharedWith(ProcessGroup &group) {
+  cuda::Gpu &gpu = cuda::Gpu::require();
+  char hostName[256] = {};
+  ::gethostname(hostName, sizeof hostName - 1);
+  std::vector<double> gpus(static_cast<size_t>(group.size()), 0.0);
+  const size_t mine = static_cast<size_t>(group.rank());
+  gpus[mine] = static_cast<double>((std::hash<std::string>()(hostName) % (int64_t{1} << 40)) * 64 +
+                                   static_cast<size_t>(gpu.ordinal()) + 1);
+  group.allreduceSum(gpus.data(), gpus.size());
+  std::string why;
+  for (int r = 0; r < group.size(); ++r)
+    if (r != group.rank() && gpus[static_cast<size_t>(r)] == gpus[mine])
+      why = fmt::format("ranks {} and {} share GPU {} ({}), and NCCL needs one GPU per rank", std::min(r, group.rank()),
+                        std::max(r, group.rank()), gpu.ordinal(), gpu.name());
+  return why;
+}
+
+// Whether every member of `group` says yes.
+bool everyRank(ProcessGroup &group, bool yes) {
+  double votes = yes ? 1 : 0;
+  group.allreduceSum(&votes, 1);
+  return votes == group.size();
+}
+
 } // namespace
 
 std::shared_ptr<ProcessGroup> withDeviceBackend(std::shared_ptr<ProcessGroup> host, const ProcessGroupOptions &o) {
@@ -244,31 +270,14 @@ std::shared_ptr<ProcessGroup> withDeviceBackend(std::shared_ptr<ProcessGroup> ho
   std::string why;
   bool usable = ncclUsable(why);
   // Every rank takes the same backend: NCCL where all can use it.
-  double votes = usable ? 1 : 0;
-  host->allreduceSum(&votes, 1);
-  if (votes == host->size()) {
-    // NCCL refuses two ranks on one GPU: say so up front. (The CUDA emulator's "GPU" is host
-    // memory, which any number of ranks may share.)
-    cuda::Gpu &gpu = cuda::Gpu::require();
-    if (!gpu.loadsSource()) {
-      char hostName[256] = {};
-      ::gethostname(hostName, sizeof hostName - 1);
-      std::vector<double> gpus(static_cast<size_t>(host->size()), 0.0);
-      gpus[static_cast<size_t>(host->rank())] = static_cast<double>(
-          (std::hash<std::string>()(hostName) % (int64_t{1} << 40)) * 64 + static_cast<size_t>(gpu.ordinal()) + 1);
-      host->allreduceSum(gpus.data(), gpus.size());
-      for (int r = 0; r < host->size(); ++r)
-        if (r != host->rank() && gpus[static_cast<size_t>(r)] == gpus[static_cast<size_t>(host->rank())]) {
-          why = fmt::format("ranks {} and {} share GPU {} ({}), and NCCL needs one GPU per rank", std::min(r, host->rank()),
-                            std::max(r, host->rank()), gpu.ordinal(), gpu.name());
-          usable = false;
-        }
-      double agree = usable ? 1 : 0;
-      host->allreduceSum(&agree, 1);
-      votes = agree;
-    }
+  bool all = everyRank(*host, usable);
+  // NCCL refuses two ranks on one GPU: say so up front. (The CUDA emulator's "GPU" is host
+  // memory, which any number of ranks may share.)
+  if (all && !cuda::Gpu::require().loadsSource()) {
+    why = gpuSharedWith(*host);
+    all = everyRank(*host, why.empty());
   }
-  if (votes == host->size()) return std::make_shared<NcclGroup>(std::move(host), *nccl::Library::get(), o.timeout);
+  if (all) return std::make_shared<NcclGroup>(std::move(host), *nccl::Library::get(), o.timeout);
   if (o.backend == "nccl") {
     if (why.empty()) why = "another rank cannot use NCCL (see its error)";
     throw Error(fmt::format("ENC_DIST_BACKEND=nccl, but rank {} of {} cannot use NCCL: {}", host->rank(), host->size(), why),

@@ -83,8 +83,6 @@ template <typename T> void sumPacked(ProcessGroup &group, const std::vector<Tens
   }
 }
 
-} // namespace
-
 // Sums the tensors (CUDA, one dtype) on the GPU, packed into one buffer when there are several;
 // false where the group cannot (a host-memory group, or a scale other than 1 and 1 / size).
 bool sumOnDevice(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale) {
@@ -113,6 +111,8 @@ bool sumOnDevice(ProcessGroup &group, const std::vector<Tensor *> &tensors, doub
   }
   return true;
 }
+
+} // namespace
 
 void allreduceTensors(ProcessGroup &group, const std::vector<Tensor *> &tensors, double scale) {
   std::vector<Tensor *> f32, f64;
