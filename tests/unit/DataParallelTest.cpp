@@ -4,6 +4,7 @@
 // and SGD steps are checked against a two-layer perceptron's gradients written out here in
 // double-precision loops.
 #include "RankThreads.h"
+#include "TensorValues.h"
 
 #include "runtime/CudaDriver.h"
 #include "runtime/Gpu.h"
@@ -21,7 +22,10 @@ namespace enc {
 namespace {
 
 #ifdef ENC_HAVE_GLOO
+using enc::testing::maxRelError;
 using enc::testing::runRanks;
+using enc::testing::tensorOf;
+using enc::testing::valuesOf;
 
 constexpr int64_t kIn = 4, kOut = 3;
 
@@ -39,19 +43,6 @@ layer Mlp(hidden: int = 6) {
 }
 
 using Values = std::map<std::string, std::vector<double>>;
-
-std::vector<double> valuesOf(const Tensor &t) {
-  Tensor h = t.to(Device::CPU).to(DType::F64);
-  std::vector<double> v(static_cast<size_t>(h.numel()));
-  for (int64_t i = 0; i < h.numel(); ++i) v[static_cast<size_t>(i)] = h.at(i);
-  return v;
-}
-
-Tensor tensorOf(const std::vector<double> &v, Shape shape) {
-  Tensor t(DType::F64, std::move(shape));
-  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, v[static_cast<size_t>(i)]);
-  return t;
-}
 
 // The gradients of L = sum(Y * G) for Y = fc2(tanh(fc1(X))) over a batch of `b` rows, by name
 // (the parameters' and "X").
@@ -89,12 +80,6 @@ Values mlpGradients(const Values &p, const std::vector<double> &x, const std::ve
     }
   }
   return out;
-}
-
-double maxError(const std::vector<double> &a, const std::vector<double> &b) {
-  double worst = a.size() == b.size() ? 0 : INFINITY;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (1 + std::abs(b[i])));
-  return worst;
 }
 
 struct Batch {
@@ -148,8 +133,8 @@ void checkDataParallel(const std::vector<int64_t> &sizes, int steps, Device devi
         std::vector<double> average(p.size(), 0);
         for (const Values &v : each)
           for (size_t i = 0; i < p.size(); ++i) average[i] += v.at(name)[i] / n;
-        EXPECT_LT(maxError(valuesOf(grads.at(name)), average), 1e-12) << name;
-        EXPECT_LT(maxError(valuesOf(net.accumulatedGrads().at(name)), average), 1e-12) << name;
+        EXPECT_LT(maxRelError(valuesOf(grads.at(name)), average), 1e-12) << name;
+        EXPECT_LT(maxRelError(valuesOf(net.accumulatedGrads().at(name)), average), 1e-12) << name;
         for (size_t i = 0; i < p.size(); ++i) p[i] -= 0.1 * average[i];
         // The same SGD step on the layer, from the gradients it returned.
         Tensor stepped = net.params().at(name).to(Device::CPU).clone();
@@ -158,10 +143,10 @@ void checkDataParallel(const std::vector<int64_t> &sizes, int steps, Device devi
         net.setParam(name, stepped);
       }
       // The input's gradient stays this rank's own.
-      EXPECT_LT(maxError(valuesOf(grads.at("X")), each[static_cast<size_t>(rank)].at("X")), 1e-12);
+      EXPECT_LT(maxRelError(valuesOf(grads.at("X")), each[static_cast<size_t>(rank)].at("X")), 1e-12);
       net.zeroGrad();
     }
-    for (const auto &[name, p] : params) EXPECT_LT(maxError(valuesOf(net.params().at(name)), p), 1e-12) << name;
+    for (const auto &[name, p] : params) EXPECT_LT(maxRelError(valuesOf(net.params().at(name)), p), 1e-12) << name;
     for (const auto &[name, t] : net.params()) finalParams[static_cast<size_t>(rank)][name] = valuesOf(t);
     // The buckets: each gradient in one, started right after the kernel that completes it.
     const ir::LoopProgram &loops = net.lastBackwardLoops();
@@ -264,7 +249,7 @@ layer BnMlp() {
   Layer one(lib, "BnMlp", {}, o);
   one.forward({{"X", tensorOf(whole.x, {8, kIn})}});
   auto g = one.backward({{"Y", tensorOf(whole.g, {8, kOut})}});
-  for (const auto &[name, v] : grads[0]) EXPECT_LT(maxError(valuesOf(g.at(name)), v), 1e-12) << name;
+  for (const auto &[name, v] : grads[0]) EXPECT_LT(maxRelError(valuesOf(g.at(name)), v), 1e-12) << name;
 }
 
 TEST(DataParallel, OtherNetworksOnTheRanksAreAnError) {

@@ -4,6 +4,7 @@
 // launch and a lost peer: EnccLaunchTest.)
 #include "LayerCases.h"
 #include "RankThreads.h"
+#include "TensorValues.h"
 #include "ReferenceMath.h"
 
 #include "compiler/Passes.h"
@@ -28,6 +29,9 @@ using namespace enc;
 using enc::testing::BatchNormRef;
 using enc::testing::batchNormRef;
 using enc::testing::lib;
+using enc::testing::maxRelError;
+using enc::testing::tensorOf;
+using enc::testing::valuesOf;
 using enc::testing::RankOutcomes;
 using enc::testing::runRanks;
 using enc::testing::runRanksCollecting;
@@ -174,25 +178,6 @@ TEST(ProcessGroup, SubgroupSumsOnlyItsMembers) {
     }
     EXPECT_NE(err.find("rank 9"), std::string::npos) << err;
   });
-}
-
-double maxRelError(const std::vector<double> &a, const std::vector<double> &b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (1 + std::abs(b[i])));
-  return worst;
-}
-
-std::vector<double> valuesOf(const Tensor &t) {
-  Tensor h = t.to(Device::CPU).to(DType::F64);
-  std::vector<double> v(static_cast<size_t>(h.numel()));
-  for (int64_t i = 0; i < h.numel(); ++i) v[static_cast<size_t>(i)] = h.at(i);
-  return v;
-}
-
-Tensor tensorOf(const std::vector<double> &v, Shape shape, DType dtype) {
-  Tensor t(DType::F64, std::move(shape));
-  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, v[static_cast<size_t>(i)]);
-  return t.to(dtype);
 }
 
 // `batches[r]` samples on rank r of one batch [sum, C, L]: every rank's outputs, input

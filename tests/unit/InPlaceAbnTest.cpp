@@ -4,6 +4,7 @@
 // leaky_relu written out in double-precision loops (ReferenceMath.h), and in a stack of
 // convolutions for the activation memory the forward pass keeps.
 #include "ReferenceMath.h"
+#include "TensorValues.h"
 
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
@@ -20,14 +21,9 @@ namespace enc {
 namespace {
 
 using Settings = std::map<std::string, std::string>;
+using testing::tensorOf;
 constexpr int64_t B = 3, C = 4, L = 5;
 constexpr double kSlope = 0.1;
-
-Tensor tensorOf(const std::vector<double> &v, Shape shape) {
-  Tensor t(DType::F64, std::move(shape));
-  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, v[static_cast<size_t>(i)]);
-  return t;
-}
 
 bool reads(const ir::LoopProgram &loops, const std::string &tensor) {
   for (const ir::Kernel &k : loops.kernels)
