@@ -9,8 +9,7 @@ namespace enc::ir {
 
 // `k` with its buffers named `prefix`b0, `prefix`b1, ... by their position in Kernel::buffers
 // (the order the runtime passes them in), the variables its statements declare (loops, lets,
-// local arrays) and a tiled contraction's index variables __v0, __v1, ... in the order they
-// are declared. Sizes, parameters and the kernel's name are kept.
+// local and shared arrays) __v0, __v1, ... in the order they are declared. Sizes, parameters and the kernel's name are kept.
 Kernel canonicalKernel(const Kernel &k, const std::string &prefix = "_");
 
 } // namespace enc::ir

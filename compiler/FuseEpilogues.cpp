@@ -28,7 +28,7 @@ namespace {
 
 // A warp reduction whose last statement is lane 0's block (stores, and epilogues moved in).
 bool isWarpReduction(const Kernel &k) {
-  if (k.launch != ForKind::GpuWarps || k.scatters || k.collective || k.tiled) return false;
+  if (k.launch != ForKind::GpuWarps || k.scatters || k.collective) return false;
   const Stmt &top = k.body;
   return top->kind == StmtKind::For && top->forKind == ForKind::GpuWarps && !top->body.empty() &&
          top->body.back()->kind == StmtKind::IfLaneZero;
@@ -37,7 +37,7 @@ bool isWarpReduction(const Kernel &k) {
 // A pointwise kernel: one thread per output, integer lets, then one plain store at the
 // thread's own position.
 bool isPointwise(const Kernel &k) {
-  if (k.launch != ForKind::GpuThreads || k.scatters || k.collective || k.tiled || k.outputs != 1) return false;
+  if (k.launch != ForKind::GpuThreads || k.scatters || k.collective || k.outputs != 1) return false;
   const Stmt &top = k.body;
   if (top->kind != StmtKind::For || top->forKind != ForKind::GpuThreads || top->body.empty()) return false;
   for (size_t i = 0; i + 1 < top->body.size(); ++i)

@@ -2,11 +2,19 @@
 
 #include "compiler/IndexRange.h"
 #include "compiler/TileContractions.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+
+#include "support/Error.h"
+#include "support/InternalError.h"
+
+#include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
 
 namespace enc::ir {
 namespace {
@@ -80,8 +88,158 @@ int64_t totalOf(const std::vector<IndexVar> &vars) {
 
 } // namespace
 
+const std::vector<TileShape> &gpuTileShapes() {
+  // 64 x 64 tiles, 16 deep, 4 x 4 outputs per thread: small problems still fill the GPU.
+  // 128 x 128 tiles, 8 deep, 8 x 8 per thread: twice the multiply-adds per shared read.
+  static const std::vector<TileShape> shapes = {{64, 64, 16, 4, 4}, {128, 128, 8, 8, 8}};
+  for (const TileShape &s : shapes)
+    ENC_INTERNAL_ASSERT((s.rows / s.threadRows) * (s.cols / s.threadCols) == codegen::kCudaBlockSize &&
+                            s.rows * s.red % codegen::kCudaBlockSize == 0 && s.cols * s.red % codegen::kCudaBlockSize == 0,
+                        "GPU tile shape {}x{}x{} does not fit a block", s.rows, s.cols, s.red);
+  return shapes;
+}
+
 int64_t TiledContraction::tiles() const {
-  return batchTotal * ((rowsTotal + kTileRows - 1) / kTileRows) * ((colsTotal + kTileCols - 1) / kTileCols);
+  return batchTotal * ((rowsTotal + shape.rows - 1) / shape.rows) * ((colsTotal + shape.cols - 1) / shape.cols);
+}
+
+std::string tileShapeName(const TileShape &s) { return fmt::format("{}x{}x{}", s.rows, s.cols, s.red); }
+
+std::optional<TileShape> tileShapeFromEnvironment() {
+  const char *text = std::getenv("ENC_GPU_TILE");
+  if (!text || !*text || std::string_view(text) == "auto") return std::nullopt;
+  std::string names;
+  for (const TileShape &s : gpuTileShapes()) {
+    if (tileShapeName(s) == text) return s;
+    names += (names.empty() ? "" : ", ") + tileShapeName(s);
+  }
+  throw Error(fmt::format("ENC_GPU_TILE='{}' is not a GPU tile shape", text), fmt::format("use auto, {}", names));
+}
+
+namespace {
+
+// The tile shape for a problem: the large tiles where every dimension fills them and there
+// are still enough blocks to occupy a large GPU (a few per multiprocessor of ~132), else
+// the small ones.
+TileShape chooseTileShape(const TiledContraction &t) {
+  if (std::optional<TileShape> forced = tileShapeFromEnvironment()) return *forced;
+  const TileShape &large = gpuTileShapes()[1];
+  int64_t largeTiles = t.batchTotal * ((t.rowsTotal + large.rows - 1) / large.rows) *
+                       ((t.colsTotal + large.cols - 1) / large.cols);
+  if (t.rowsTotal >= large.rows && t.colsTotal >= large.cols && t.redTotal >= 64 && largeTiles >= 256) return large;
+  return gpuTileShapes()[0];
+}
+
+Expr intLocal(const std::string &name) { return var(name, Type::Int, VarKind::Local); }
+
+// Lets binding `vars` (row-major) from the flat position `flat`.
+void decode(std::vector<Stmt> &out, const std::vector<IndexVar> &vars, const Expr &flat) {
+  Expr rest = flat;
+  for (size_t i = vars.size(); i-- > 0;) {
+    out.push_back(let(vars[i].name, Type::Int, i == 0 ? rest : rest % vars[i].extent));
+    rest = rest / vars[i].extent;
+  }
+}
+
+Expr both(Expr a, Expr b) {
+  if (!a) return b;
+  if (!b) return a;
+  return binary(BinOp::And, std::move(a), std::move(b));
+}
+
+} // namespace
+
+Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, SourceLoc loc) {
+  const TileShape &sh = t.shape;
+  const int64_t R = sh.rows, C = sh.cols, K = sh.red, threads = codegen::kCudaBlockSize;
+  const int64_t tilesC = (t.colsTotal + C - 1) / C, tilesR = (t.rowsTotal + R - 1) / R;
+  const int64_t threadCols = C / sh.threadCols, threadRows = R / sh.threadRows; // threads along each side
+  const Expr tile = intLocal("_tile"), thread = intLocal("_t");
+
+  std::vector<Stmt> perTile;
+  perTile.push_back(let("_col0", Type::Int, (tile % intImm(tilesC)) * intImm(C)));
+  perTile.push_back(let("_row0", Type::Int, ((tile / intImm(tilesC)) % intImm(tilesR)) * intImm(R)));
+  decode(perTile, t.batch, tile / intImm(tilesC * tilesR));
+  // One column of padding: stores along the reduction hit distinct banks.
+  perTile.push_back(sharedAlloc("_as", K * (R + 1)));
+  perTile.push_back(sharedAlloc("_bs", K * (C + 1)));
+
+  std::vector<Stmt> perThread;
+  perThread.push_back(let("_tx", Type::Int, thread % intImm(threadCols)));
+  perThread.push_back(let("_ty", Type::Int, thread / intImm(threadCols)));
+  const int64_t accs = int64_t{sh.threadRows} * sh.threadCols;
+  perThread.push_back(alloc("_accs", accs));
+  perThread.push_back(forLoop("_i", intImm(accs), ForKind::Unrolled, {store("_accs", intLocal("_i"), floatImm(0), {})}));
+
+  // The slice of a factor at reduction offset _red0: element e of the slice goes to
+  // shared[rl * (width + 1) + ol]; consecutive threads walk the factor's unit-stride side.
+  const bool redPartial = t.redTotal % K != 0;
+  auto stage = [&](const std::string &shared, const Expr &factor, const std::vector<IndexVar> &own, int64_t ownTotal,
+                   const std::string &origin, int64_t width, bool alongRed, const std::string &q) {
+    std::vector<Stmt> body;
+    Expr e = thread + intLocal(q) * intImm(threads);
+    body.push_back(let("_ol", Type::Int, alongRed ? e / intImm(K) : e % intImm(width)));
+    body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(width)));
+    body.push_back(let("_op", Type::Int, intLocal(origin) + intLocal("_ol")));
+    body.push_back(let("_rp", Type::Int, intLocal("_red0") + intLocal("_rl")));
+    decode(body, own, intLocal("_op"));
+    decode(body, t.red, intLocal("_rp"));
+    Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
+                        redPartial ? binary(BinOp::Lt, intLocal("_rp"), intImm(t.redTotal)) : nullptr);
+    Expr value = inRange ? select(inRange, factor, floatImm(0)) : factor;
+    body.push_back(store(shared, intLocal("_rl") * intImm(width + 1) + intLocal("_ol"), value, {}));
+    return forLoop(q, intImm(width * K / threads), ForKind::Unrolled, body);
+  };
+
+  std::vector<Stmt> perSlice;
+  perSlice.push_back(let("_red0", Type::Int, intLocal("_red") * intImm(K)));
+  perSlice.push_back(stage("_as", t.a, t.rows, t.rowsTotal, "_row0", R, t.aAlongRed, "_qa"));
+  perSlice.push_back(stage("_bs", t.b, t.cols, t.colsTotal, "_col0", C, t.bAlongRed, "_qb"));
+  perSlice.push_back(barrier());
+  // Each step of the slice: the thread's columns of b into registers, then each of its rows
+  // of a times them.
+  Expr accIndex = intLocal("_i") * intImm(sh.threadCols) + intLocal("_j");
+  Expr colInTile = intLocal("_tx") + intLocal("_j") * intImm(threadCols);
+  Expr rowInTile = intLocal("_ty") + intLocal("_i") * intImm(threadRows);
+  perSlice.push_back(forLoop(
+      "_k", intImm(K), ForKind::Unrolled,
+      {alloc("_bk", sh.threadCols),
+       forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled,
+               {store("_bk", intLocal("_j"), load("_bs", intLocal("_k") * intImm(C + 1) + colInTile), {})}),
+       forLoop("_i", intImm(sh.threadRows), ForKind::Unrolled,
+               {let("_ak", Type::Float, load("_as", intLocal("_k") * intImm(R + 1) + rowInTile)),
+                forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled,
+                        {store("_accs", accIndex,
+                               load("_accs", accIndex) + var("_ak", Type::Float, VarKind::Local) *
+                                                             load("_bk", intLocal("_j")),
+                               {})})})}));
+  perSlice.push_back(barrier());
+  perThread.push_back(forLoop("_red", intImm((t.redTotal + K - 1) / K), ForKind::Serial, perSlice));
+
+  // The epilogue: each of the thread's outputs inside the output, through `epilogue`.
+  std::vector<Stmt> perCol;
+  perCol.push_back(let("_cp", Type::Int, intLocal("_col0") + colInTile));
+  std::vector<Stmt> colBody;
+  decode(colBody, t.cols, intLocal("_cp"));
+  colBody.push_back(let("_acc", Type::Float, load("_accs", accIndex)));
+  colBody.push_back(store(output, t.flatOut, t.epilogue, loc));
+  if (t.colsTotal % C)
+    perCol.push_back(ifThen(binary(BinOp::Lt, intLocal("_cp"), intImm(t.colsTotal)), colBody));
+  else
+    perCol.insert(perCol.end(), colBody.begin(), colBody.end());
+  std::vector<Stmt> perRow;
+  perRow.push_back(let("_rp", Type::Int, intLocal("_row0") + rowInTile));
+  std::vector<Stmt> rowBody;
+  decode(rowBody, t.rows, intLocal("_rp"));
+  rowBody.push_back(forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled, perCol));
+  if (t.rowsTotal % R)
+    perRow.push_back(ifThen(binary(BinOp::Lt, intLocal("_rp"), intImm(t.rowsTotal)), rowBody));
+  else
+    perRow.insert(perRow.end(), rowBody.begin(), rowBody.end());
+  perThread.push_back(forLoop("_i", intImm(sh.threadRows), ForKind::Unrolled, perRow));
+
+  perTile.push_back(forLoop("_t", intImm(threads), ForKind::GpuBlockThreads, perThread));
+  return forLoop("_tile", intImm(t.tiles()), ForKind::GpuTiles, perTile);
 }
 
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
@@ -138,6 +296,7 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
     const std::string &innerRed = red.back().name;
     t->aAlongRed = unitStrideIn(a, innerRed) || !unitStrideIn(a, t->rows.back().name);
     t->bAlongRed = unitStrideIn(b, innerRed) || !unitStrideIn(b, t->cols.back().name);
+    t->shape = chooseTileShape(*t);
     best = t;
     bestReuse = reuse;
   }

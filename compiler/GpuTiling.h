@@ -1,19 +1,57 @@
 // The GPU schedule of contractions: recognizes out[...] = epilogue(sum(red: a * b)) where the
 // product's factors split the output indices into rows and columns (GramMatrix, Linear,
-// Inspiration, convolutions as implicit GEMM), for a shared-memory tiled kernel.
+// Inspiration, convolutions as implicit GEMM) and writes the shared-memory tiled kernel for it
+// as loop IR (thread blocks, shared arrays, barriers, register blocks), which codegen prints.
 #pragma once
 
 #include "compiler/LoopIR.h"
 
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace enc::ir {
+
+// How a block tiles the contraction: it computes rows x cols outputs of one batch element,
+// staging `red`-deep slices of both factors in shared memory; each of its 256 threads owns a
+// threadRows x threadCols block of outputs in registers, rows ty + (rows / threadRows) * i and
+// columns tx + (cols / threadCols) * j, so that shared reads are broadcasts or conflict-free
+// and stores coalesce.
+struct TileShape {
+  int rows = 64, cols = 64, red = 16, threadRows = 4, threadCols = 4;
+  bool operator==(const TileShape &) const = default;
+};
+// The shapes the GPU tiler chooses from (every one valid for kCudaBlockSize threads).
+const std::vector<TileShape> &gpuTileShapes();
+std::string tileShapeName(const TileShape &s); // "64x64x16"
+// ENC_GPU_TILE: a shape by name forces it for every tiled contraction; unset or "auto" lets
+// the tiler choose by size. Another value is an enc::Error naming the shapes.
+std::optional<TileShape> tileShapeFromEnvironment();
+
+// A contraction split for tiling: out's indices as rows (read by a only), cols (read by b
+// only) and batch (the rest).
+struct TiledContraction {
+  std::vector<IndexVar> batch, rows, cols, red;
+  int64_t batchTotal = 1, rowsTotal = 1, colsTotal = 1, redTotal = 1;
+  Expr a, b;      // the factors (loop-level: loads), over batch + rows + red and batch + cols + red
+  Expr epilogue;  // the stored value, of the local "_acc" and the output indices
+  Expr flatOut;   // where it is stored
+  bool aAlongRed = true, bAlongRed = true; // a load walks the reduction (unit stride there)
+  TileShape shape;
+  int64_t tiles() const; // blocks to launch
+};
 
 // `reduction` is the definition's main Sum reduction with loop-level loads in its body;
 // `epilogue` the value with the reduction replaced by the local "_acc". Returns nullptr when
 // the body is not such a product, a size is not constant, or rows or columns are too few
-// (under 16) for tiles to pay.
+// (under 16) for tiles to pay. The tile shape is chosen by the problem's size.
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
                                                    const Expr &epilogue, const Expr &flatOut);
+
+// The kernel body computing `t` into `output`: a `gpu_tiles` loop (one block per tile) around
+// a `gpu_block_threads` loop (the block's threads) that stages both factors in shared arrays,
+// accumulates in a local array and stores through the epilogue.
+Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, SourceLoc loc);
 
 } // namespace enc::ir

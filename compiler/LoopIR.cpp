@@ -16,6 +16,7 @@ const char *forKindName(ForKind k) {
   case ForKind::GpuTiles: return "gpu_tiles for";
   case ForKind::GpuRows: return "gpu_rows for";
   case ForKind::GpuRowThreads: return "gpu_row_threads for";
+  case ForKind::GpuBlockThreads: return "gpu_block_threads for";
   case ForKind::Unrolled: return "unrolled for";
   case ForKind::Vectorized: return "vectorized for";
   }
@@ -87,6 +88,23 @@ Stmt alloc(std::string name, int64_t size) {
   s->value = intImm(size);
   return s;
 }
+
+Stmt sharedAlloc(std::string name, int64_t size) {
+  auto s = stmt(StmtKind::Alloc);
+  s->name = std::move(name);
+  s->value = intImm(size);
+  s->shared = true;
+  return s;
+}
+
+Stmt ifThen(Expr cond, std::vector<Stmt> body) {
+  auto s = stmt(StmtKind::If);
+  s->value = std::move(cond);
+  s->body = std::move(body);
+  return s;
+}
+
+Stmt barrier() { return stmt(StmtKind::Barrier); }
 
 void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn) {
   if (!fn(s)) return;
@@ -166,7 +184,14 @@ std::string printStmt(const Stmt &s, int indent) {
   case StmtKind::WarpReduce:
     out += fmt::format("{}{} = warp_{}({})\n", pad, s->name, reduceOpName(s->reduceOp), s->name);
     break;
-  case StmtKind::Alloc: out += fmt::format("{}alloc {}: float[{}]\n", pad, s->name, print(s->value)); break;
+  case StmtKind::Alloc:
+    out += fmt::format("{}{} {}: float[{}]\n", pad, s->shared ? "shared" : "alloc", s->name, print(s->value));
+    break;
+  case StmtKind::If:
+    out += fmt::format("{}if {}:\n", pad, print(s->value));
+    children();
+    break;
+  case StmtKind::Barrier: out += fmt::format("{}barrier\n", pad); break;
   case StmtKind::IfLaneZero:
     out += fmt::format("{}if lane == 0:\n", pad);
     children();

@@ -26,6 +26,8 @@ enum class ForKind {
   GpuTiles,   // one iteration per thread block, which computes a tile of a contraction
   GpuRows,    // one iteration per thread block (grid-stride over blocks): a row of the output
   GpuRowThreads, // iterations strided over the threads of a block: the elements of its row
+  GpuBlockThreads, // each thread of the block runs exactly one iteration (the extent is the
+                   // block size), so barriers inside are reached by every thread
   // CPU register blocking (compiler/TileContractions.cpp); the extent is a constant.
   Unrolled,   // the body is repeated once per iteration, the variable a constant in each copy
   Vectorized, // the body runs once on vectors of `extent` lanes: loads and stores that are
@@ -35,10 +37,12 @@ enum class ForKind {
 };
 const char *forKindName(ForKind k);
 
-// Alloc: a local float array of `value` (a constant) elements, private to one thread and
-// read and written like a buffer (Load / Store by name); on the CPU it lives in registers
-// when every access is at a constant position.
-enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc };
+// Alloc: a local float array of `value` (a constant) elements, read and written like a
+// buffer (Load / Store by name): private to one thread (on the CPU it lives in registers when
+// every access is at a constant position), or, with `shared`, one per GPU thread block.
+// If: the body runs where `value` (a bool) holds. Barrier: every thread of the GPU block waits
+// until all reach it (shared arrays written before are visible after).
+enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc, If, Barrier };
 
 struct StmtNode;
 using Stmt = std::shared_ptr<const StmtNode>;
@@ -52,6 +56,7 @@ struct StmtNode {
   Type type = Type::Float; // Let: type of the local
   ReduceOp reduceOp = ReduceOp::Sum; // WarpReduce
   bool accumulate = false; // Store: buffer[index] += value (atomically on the GPU)
+  bool shared = false;     // Alloc: one array per GPU thread block
   std::vector<Stmt> body;
   SourceLoc loc;     // the statement of the .enc file this came from
 };
@@ -64,6 +69,9 @@ Stmt store(std::string buffer, Expr index, Expr value, SourceLoc loc, bool accum
 Stmt warpReduce(std::string local, ReduceOp op);
 Stmt ifLaneZero(std::vector<Stmt> body);
 Stmt alloc(std::string name, int64_t size);
+Stmt sharedAlloc(std::string name, int64_t size);
+Stmt ifThen(Expr cond, std::vector<Stmt> body);
+Stmt barrier();
 // The same statement under another name (loop variable, local or buffer).
 Stmt withName(const Stmt &s, std::string name);
 
@@ -80,21 +88,6 @@ Stmt mutate(const Stmt &s, const std::function<Stmt(const Stmt &)> &fn);
 Stmt mutateExprs(const Stmt &s, const std::function<Expr(const Expr &)> &fn);
 // Replaces variables by name in every expression of s (statement names are left alone).
 Stmt substitute(const Stmt &s, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
-
-// The GPU schedule of a contraction out[...] = epilogue(sum(red: a * b)): out's indices split
-// into rows (read by a only), cols (read by b only) and batch (the rest); each block computes
-// a kTileRows x kTileCols tile of one batch element, staging kTileRed-deep slices of a and b
-// in shared memory, each thread a 4 x 4 block of outputs in registers. See GpuTiling.cpp.
-struct TiledContraction {
-  static constexpr int kTileRows = 64, kTileCols = 64, kTileRed = 16;
-  std::vector<IndexVar> batch, rows, cols, red;
-  int64_t batchTotal = 1, rowsTotal = 1, colsTotal = 1, redTotal = 1;
-  Expr a, b;      // the factors (loop-level: loads), over batch + rows + red and batch + cols + red
-  Expr epilogue;  // the stored value, of the local "_acc" and the output indices
-  Expr flatOut;   // where it is stored
-  bool aAlongRed = true, bAlongRed = true; // a load walks the reduction (unit stride there)
-  int64_t tiles() const;                   // blocks to launch
-};
 
 struct Kernel {
   std::string name;                 // C identifier
@@ -120,9 +113,6 @@ struct Kernel {
   // over the group in place. The runtime starts the all-reduce here and waits for it at the
   // end of the pass; `message` numbers the buckets.
   bool bucket = false;
-  // Set for a tiled GPU contraction (launch GpuTiles, launchExtent = its tiles); `body` then
-  // only shows what a tile computes.
-  std::shared_ptr<const TiledContraction> tiled;
   SourceLoc loc;
 };
 

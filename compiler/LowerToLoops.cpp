@@ -313,13 +313,9 @@ private:
     // Contractions: shared-memory tiles (GpuTiling.cpp). The body shows what a tile computes.
     if (!def_.isScatter())
       if (auto t = tileForGpu(def_.indices, *r, replaceReduce(value, local("_acc")), flatOut)) {
-        k.tiled = t;
         k.launch = ForKind::GpuTiles;
         k.launchExtent = intImm(t->tiles());
-        return forLoop("_tile", k.launchExtent, ForKind::GpuTiles,
-                       {let("_a", Type::Float, t->a), let("_b", Type::Float, t->b),
-                        let("_acc", Type::Float, reduce(ReduceOp::Sum, r->rvars, local("_a") * local("_b"))),
-                        result(flatOut, t->epilogue)});
+        return tiledContractionBody(*t, def_.tensor, def_.loc);
       }
     // One warp per output element; its lanes stride through the (flattened) reduction.
     std::vector<std::pair<std::string, Expr>> rVars;

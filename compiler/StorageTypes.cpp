@@ -110,13 +110,6 @@ void rename(Kernel &k, const std::string &from, const std::string &to) {
     if (b == from) b = to;
   if (k.output == from) k.output = to;
   k.body = renamed(k.body, from, to);
-  if (k.tiled) {
-    auto t = std::make_shared<TiledContraction>(*k.tiled);
-    t->a = renamedLoads(t->a, from, to);
-    t->b = renamedLoads(t->b, from, to);
-    t->epilogue = renamedLoads(t->epilogue, from, to);
-    k.tiled = t;
-  }
 }
 
 bool writes(const Kernel &k, const std::string &buffer) {

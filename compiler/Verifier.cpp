@@ -1,6 +1,7 @@
 #include "compiler/Verifier.h"
 
 #include "compiler/Passes.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
 #include "support/InternalError.h"
 
 #include <fmt/format.h>
@@ -108,7 +109,8 @@ bool allowedOn(Target target, ForKind k) {
   case ForKind::GpuLanes:
   case ForKind::GpuTiles:
   case ForKind::GpuRows:
-  case ForKind::GpuRowThreads: return target == Target::GPU;
+  case ForKind::GpuRowThreads:
+  case ForKind::GpuBlockThreads: return target == Target::GPU;
   }
   return false;
 }
@@ -133,9 +135,6 @@ public:
       ENC_INTERNAL_ASSERT(k_.buffers.size() == 2, "collective kernel {} has {} buffers", k_.name, k_.buffers.size());
       return;
     }
-    // A tiled GPU contraction's body only shows what a tile computes: its schedule is
-    // codegen's (TiledContraction), so there is no loop nest to check.
-    if (k_.tiled) return;
     std::set<std::string> bound;
     stmt(k_.body, bound);
   }
@@ -144,24 +143,47 @@ private:
   const LoopProgram &p_;
   const Kernel &k_;
   std::set<std::string> outputs_, params_, arrays_;
+  // Whether every thread of the block reaches the statement being checked the same number of
+  // times: inside a gpu_block_threads loop, outside any condition or thread-strided loop.
+  bool blockUniform_ = false;
+
+  void body(const Stmt &s, std::set<std::string> bound, bool uniform) {
+    bool outer = blockUniform_;
+    blockUniform_ = uniform;
+    for (const Stmt &c : s->body) stmt(c, bound);
+    blockUniform_ = outer;
+  }
 
   // Statements of one body see what earlier statements of that body bound.
   void stmt(const Stmt &s, std::set<std::string> &bound) {
     ENC_INTERNAL_ASSERT(s, "kernel {} has a missing statement", k_.name);
     switch (s->kind) {
-    case StmtKind::Block:
-    case StmtKind::IfLaneZero: {
-      std::set<std::string> inner = bound;
-      for (const Stmt &c : s->body) stmt(c, inner);
+    case StmtKind::Block: body(s, bound, blockUniform_); return;
+    case StmtKind::IfLaneZero: body(s, bound, false); return;
+    case StmtKind::If:
+      ENC_INTERNAL_ASSERT(p_.target == Target::GPU, "kernel {}: a condition statement in a CPU program", k_.name);
+      ENC_INTERNAL_ASSERT(s->value && s->value->type == Type::Bool, "kernel {} has a condition that is no bool", k_.name);
+      expr(s->value, bound);
+      body(s, bound, false);
       return;
-    }
+    case StmtKind::Barrier:
+      ENC_INTERNAL_ASSERT(p_.target == Target::GPU && blockUniform_,
+                          "kernel {} has a barrier that not every thread of its block reaches alike", k_.name);
+      return;
     case StmtKind::For: {
       ENC_INTERNAL_ASSERT(allowedOn(p_.target, s->forKind), "kernel {}: a {} loop in a {} program", k_.name,
                           forKindName(s->forKind), p_.target == Target::CPU ? "CPU" : "GPU");
       expr(s->value, bound);
+      int64_t extent = 0;
+      if (s->forKind == ForKind::GpuBlockThreads)
+        ENC_INTERNAL_ASSERT(isConst(s->value, &extent) && extent == codegen::kCudaBlockSize,
+                            "kernel {}: a gpu_block_threads loop of {} iterations (the block has {} threads)", k_.name,
+                            print(s->value), codegen::kCudaBlockSize);
       std::set<std::string> inner = bound;
       inner.insert(s->name);
-      for (const Stmt &c : s->body) stmt(c, inner);
+      bool uniform = s->forKind == ForKind::GpuBlockThreads ||
+                     (blockUniform_ && (s->forKind == ForKind::Serial || s->forKind == ForKind::Unrolled));
+      body(s, inner, uniform);
       return;
     }
     case StmtKind::Let:
@@ -173,6 +195,7 @@ private:
       expr(s->value, bound);
       return;
     case StmtKind::Alloc:
+      ENC_INTERNAL_ASSERT(!s->shared || p_.target == Target::GPU, "kernel {}: a shared array in a CPU program", k_.name);
       bound.insert(s->name);
       arrays_.insert(s->name);
       return;

@@ -247,8 +247,15 @@ TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {
   EXPECT_TRUE(contains(r.out, "# writes grad_var_sum1_part, grad_mu_sum2_part,")) << r;
   r = encc("emit --emit=cuda --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
   EXPECT_EQ(r.status, 0) << r;
-  EXPECT_TRUE(contains(r.out, "__shared__ float _as[16][65];")) << r;
-  EXPECT_TRUE(contains(r.out, "for (int _red0 = 0; _red0 < 64; _red0 += 16)")) << r;
+  EXPECT_TRUE(contains(r.out, "__shared__ float _as[1040];")) << r;
+  EXPECT_TRUE(contains(r.out, "for (int _red = 0; _red < 4; ++_red)")) << r;
+  EXPECT_TRUE(contains(r.out, "__syncthreads();")) << r;
+  // The loops show the same schedule: tiles, shared arrays, the threads' register blocks.
+  r = encc("emit --emit=loops --target gpu --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
+  EXPECT_EQ(r.status, 0) << r;
+  for (const char *line : {"gpu_tiles for _tile in 0..2:", "shared _as: float[1040]", "gpu_block_threads for _t in 0..256:",
+                           "alloc _accs: float[16]", "barrier", "_accs[_i * 4 + _j] = _accs[_i * 4 + _j] + _ak * _bk[_j]"})
+    EXPECT_TRUE(contains(r.out, line)) << line << "\n" << r;
   // Without sizes the same layer keeps the warp schedule and 64-bit indices.
   r = encc("emit --emit=cuda --layer GramMatrix");
   EXPECT_EQ(r.status, 0) << r;

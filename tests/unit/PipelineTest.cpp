@@ -194,6 +194,26 @@ TEST(Verifier, RejectsBrokenLoopIR) {
   ir::LoopProgram gpuLoopOnCpu = loops;
   gpuLoopOnCpu.kernels[0].body = ir::forLoop("t", ir::intImm(4), ir::ForKind::GpuThreads, {});
   EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(gpuLoopOnCpu); }), "gpu_threads for"));
+
+  // A barrier must be reached by every thread of the block alike: inside gpu_block_threads,
+  // not under a condition, and that loop must have one iteration per thread.
+  ir::LoopProgram gpu = ir::lowerToLoops(smallProgram(), ir::Target::GPU);
+  auto withBody = [&](ir::Stmt body) {
+    ir::LoopProgram p = gpu;
+    p.kernels[0].body = std::move(body);
+    return p;
+  };
+  auto threads = [](int64_t n, std::vector<ir::Stmt> body) {
+    return ir::forLoop("_t", ir::intImm(n), ir::ForKind::GpuBlockThreads, std::move(body));
+  };
+  EXPECT_NO_THROW(ir::verifyLoops(withBody(threads(256, {ir::barrier()}))));
+  EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(withBody(ir::barrier())); }), "barrier"));
+  auto conditional = withBody(threads(256, {ir::ifThen(ir::boolImm(true), {ir::barrier()})}));
+  EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(conditional); }), "barrier"));
+  EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(withBody(threads(100, {}))); }), "gpu_block_threads"));
+  auto sharedOnCpu = loops;
+  sharedOnCpu.kernels[0].body = ir::sharedAlloc("s", 4);
+  EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(sharedOnCpu); }), "shared array"));
 }
 
 // A broken program handed to the pipeline fails verification after its first pass, and the

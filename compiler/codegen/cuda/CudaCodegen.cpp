@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <cctype>
 #include <set>
@@ -166,6 +167,7 @@ private:
   std::string i_; // the type of index arithmetic: "int" or "long long"
   std::string out_;
   int line_ = 1; // line number of the next line written to out_
+  std::map<std::string, int64_t> arrays_; // the kernel's local and shared arrays: their sizes
 
   void write(const std::string &s) {
     out_ += s;
@@ -180,6 +182,7 @@ private:
       return;
     }
     kernel_ = &k;
+    arrays_.clear();
     sourceLine_ = k.loc.valid() ? k.loc.line() : 0;
     std::string params;
     for (size_t i = 0; i < k.buffers.size(); ++i)
@@ -191,11 +194,6 @@ private:
     write("\n");
     if (k.loc.valid()) writeLine(0, fmt::format("// {}:{}: defines {}", k.loc.file->name(), k.loc.line(), k.output));
     writeLine(0, fmt::format("extern \"C\" __global__ void __launch_bounds__({}) {}({}) {{", kCudaBlockSize, cname(k.name), params));
-    if (k.tiled) {
-      tiledBody(k, *k.tiled);
-      writeLine(0, "}");
-      return;
-    }
     if (k.launch == ForKind::GpuWarps) writeLine(1, "const int _lane = threadIdx.x & 31;");
     stmt(k.body, 1);
     writeLine(0, "}");
@@ -206,99 +204,13 @@ private:
   std::string element(const std::string &buffer, const std::string &index) {
     if (!options_.checkBounds) return fmt::format("{}[{}]", cname(buffer), index);
     std::optional<int64_t> n = int64_t{1};
-    if (const TensorDecl *t = prog_.tensors.tensor(buffer)) n = constantElements(*t);
+    if (auto a = arrays_.find(buffer); a != arrays_.end())
+      n = a->second;
+    else if (const TensorDecl *t = prog_.tensors.tensor(buffer))
+      n = constantElements(*t);
     if (!n) return fmt::format("{}[{}]", cname(buffer), index);
     return fmt::format("{}[enc_checked({}, {}LL, \"{}: {}\", {})]", cname(buffer), index, *n, kernel_ ? kernel_->name : "",
                        buffer, sourceLine_);
-  }
-
-  // Lets recovering `vars` (row-major) from the flat position `flat`.
-  void decodeVars(int indent, const std::vector<IndexVar> &vars, const std::string &flat) {
-    std::string rest = flat;
-    for (size_t i = vars.size(); i-- > 0;) {
-      std::string ext = expr(vars[i].extent);
-      if (i == 0)
-        writeLine(indent, fmt::format("const {} {} = {};", i_, cname(vars[i].name), rest));
-      else
-        writeLine(indent, fmt::format("const {} {} = ({}) % {};", i_, cname(vars[i].name), rest, ext));
-      rest = fmt::format("(({}) / {})", rest, ext);
-    }
-  }
-
-  // One block per tile of kTileRows x kTileCols outputs of one batch element. Slices of
-  // kTileRed reduction positions of both factors are staged in shared memory (loaded by all
-  // 256 threads, consecutive threads along the factor's unit-stride dimension); each thread
-  // accumulates 4 x 4 outputs in registers: rows ty + 16 i, columns tx + 16 j, so shared reads
-  // are broadcasts or conflict-free and the stores coalesce.
-  void tiledBody(const Kernel &k, const TiledContraction &t) {
-    constexpr int R = TiledContraction::kTileRows, C = TiledContraction::kTileCols, K = TiledContraction::kTileRed;
-    static_assert(R * K == 1024 && C * K == 1024 && kCudaBlockSize == 256, "4 loads per thread and factor");
-    int64_t tilesC = (t.colsTotal + C - 1) / C, tilesR = (t.rowsTotal + R - 1) / R;
-    std::string zero = floatLit(0);
-    // One column of padding: stores along the reduction hit distinct banks.
-    writeLine(1, fmt::format("__shared__ {} _as[{}][{}];", t_, K, R + 1));
-    writeLine(1, fmt::format("__shared__ {} _bs[{}][{}];", t_, K, C + 1));
-    writeLine(1, "const int _t = threadIdx.x, _tx = _t & 15, _ty = _t >> 4;");
-    writeLine(1, fmt::format("const {0} _tile = ({0})blockIdx.x;", i_));
-    writeLine(1, fmt::format("const {} _col0 = (_tile % {}) * {};", i_, tilesC, C));
-    writeLine(1, fmt::format("const {} _row0 = ((_tile / {}) % {}) * {};", i_, tilesC, tilesR, R));
-    writeLine(1, fmt::format("const {} _batch = _tile / {};", i_, tilesC * tilesR));
-    decodeVars(1, t.batch, "_batch");
-    writeLine(1, fmt::format("{} _accs[4][4];", t_));
-    writeLine(1, fmt::format("for (int _i = 0; _i < 4; ++_i) for (int _j = 0; _j < 4; ++_j) _accs[_i][_j] = {};", zero));
-    writeLine(1, fmt::format("for ({0} _red0 = 0; _red0 < {1}; _red0 += {2}) {{", i_, t.redTotal, K));
-    writeLine(2, "for (int _q = 0; _q < 4; ++_q) {");
-    writeLine(3, "const int _e = _t + 256 * _q;");
-    auto stage = [&](const char *shared, const Expr &factor, const std::vector<IndexVar> &own, int64_t ownTotal,
-                     const char *origin, int width, bool alongRed) {
-      writeLine(3, "{");
-      if (alongRed)
-        writeLine(4, fmt::format("const int _ol = _e / {0}, _rl = _e % {0};", K));
-      else
-        writeLine(4, fmt::format("const int _rl = _e / {0}, _ol = _e % {0};", width));
-      writeLine(4, fmt::format("const {} _op = {} + _ol, _rp = _red0 + _rl;", i_, origin));
-      writeLine(4, fmt::format("{} _v = {};", t_, zero));
-      writeLine(4, fmt::format("if (_op < {} && _rp < {}) {{", ownTotal, t.redTotal));
-      decodeVars(5, own, "_op");
-      decodeVars(5, t.red, "_rp");
-      writeLine(5, fmt::format("_v = {};", expr(factor)));
-      writeLine(4, "}");
-      writeLine(4, fmt::format("{}[_rl][_ol] = _v;", shared));
-      writeLine(3, "}");
-    };
-    stage("_as", t.a, t.rows, t.rowsTotal, "_row0", R, t.aAlongRed);
-    stage("_bs", t.b, t.cols, t.colsTotal, "_col0", C, t.bAlongRed);
-    writeLine(2, "}");
-    writeLine(2, "__syncthreads();");
-    writeLine(2, "#pragma unroll");
-    writeLine(2, fmt::format("for (int _rl = 0; _rl < {}; ++_rl) {{", K));
-    writeLine(3, fmt::format("{} _a[4], _b[4];", t_));
-    writeLine(3, "for (int _i = 0; _i < 4; ++_i) _a[_i] = _as[_rl][_ty + 16 * _i];");
-    writeLine(3, "for (int _j = 0; _j < 4; ++_j) _b[_j] = _bs[_rl][_tx + 16 * _j];");
-    writeLine(3, "for (int _i = 0; _i < 4; ++_i) for (int _j = 0; _j < 4; ++_j) _accs[_i][_j] += _a[_i] * _b[_j];");
-    writeLine(2, "}");
-    writeLine(2, "__syncthreads();");
-    writeLine(1, "}");
-    writeLine(1, "for (int _i = 0; _i < 4; ++_i) {");
-    writeLine(2, fmt::format("const {} _rp = _row0 + _ty + 16 * _i;", i_));
-    writeLine(2, fmt::format("if (_rp >= {}) continue;", t.rowsTotal));
-    decodeVars(2, t.rows, "_rp");
-    writeLine(2, "for (int _j = 0; _j < 4; ++_j) {");
-    writeLine(3, fmt::format("const {} _cp = _col0 + _tx + 16 * _j;", i_));
-    writeLine(3, fmt::format("if (_cp >= {}) continue;", t.colsTotal));
-    decodeVars(3, t.cols, "_cp");
-    writeLine(3, fmt::format("const {} _acc = _accs[_i][_j];", t_));
-    std::string store =
-        fmt::format("{} = {};", element(k.buffers[0], expr(t.flatOut)), toStorage(k.buffers[0], expr(t.epilogue)));
-    if (k.loc.valid()) {
-      writeLine(0, fmt::format("#line {} \"{}\"", k.loc.line(), k.loc.file->name()));
-      writeLine(3, store);
-      writeLine(0, fmt::format("#line {} \"{}\"", line_ + 1, "encc_generated.cu"));
-    } else {
-      writeLine(3, store);
-    }
-    writeLine(2, "}");
-    writeLine(1, "}");
   }
 
   // A loop from `start` in steps of `step` (a grid-stride loop, or a lane's share of a warp's
@@ -354,6 +266,16 @@ private:
       case ForKind::GpuRowThreads:
         unrolledStrideLoop(s, indent, fmt::format("({})threadIdx.x", i_), fmt::format("({})blockDim.x", i_));
         return;
+      case ForKind::GpuTiles: // launched with one block per iteration
+      case ForKind::GpuBlockThreads: // the extent is the block size
+        writeLine(indent, "{");
+        writeLine(indent + 1, fmt::format("const {} {} = ({}){}.x;", i_, v, i_,
+                                          s->forKind == ForKind::GpuTiles ? "blockIdx" : "threadIdx"));
+        break;
+      case ForKind::Unrolled:
+        writeLine(indent, "#pragma unroll");
+        writeLine(indent, fmt::format("for ({2} {0} = 0; {0} < {1}; ++{0}) {{", v, ext, i_));
+        break;
       default: writeLine(indent, fmt::format("for ({2} {0} = 0; {0} < {1}; ++{0}) {{", v, ext, i_)); break;
       }
       for (const Stmt &c : s->body) stmt(c, indent + 1);
@@ -390,7 +312,19 @@ private:
       for (const Stmt &c : s->body) stmt(c, indent + 1);
       writeLine(indent, "}");
       return;
-    case StmtKind::Alloc: internalError("a local array {} in a GPU kernel (CPU register blocking only)", s->name);
+    case StmtKind::Alloc: {
+      int64_t n = 0;
+      if (!isConst(s->value, &n)) internalError("the array {} has no constant size", s->name);
+      arrays_[s->name] = n;
+      writeLine(indent, fmt::format("{}{} {}[{}];", s->shared ? "__shared__ " : "", t_, cname(s->name), n));
+      return;
+    }
+    case StmtKind::If:
+      writeLine(indent, fmt::format("if ({}) {{", expr(s->value)));
+      for (const Stmt &c : s->body) stmt(c, indent + 1);
+      writeLine(indent, "}");
+      return;
+    case StmtKind::Barrier: writeLine(indent, "__syncthreads();"); return;
     }
   }
 
