@@ -1,15 +1,17 @@
-# Examples.*Launch: `encc launch -n 2 -- EXAMPLE --small` must exit 0 (the loss fell) and both
-# ranks must report the same parameter checksum (the averaged gradients and the batch norm
+# Examples.*Launch: `encc launch -n 2 -- EXAMPLE --small [ARGS]` must exit 0 (the loss fell) and
+# both ranks must report the same parameter checksum (the averaged gradients and the batch norm
 # synchronized over the whole batch keep them identical).
-#   cmake -DENCC=path/to/encc -DEXAMPLE=path/to/example -P launch.cmake
+#   cmake -DENCC=path/to/encc -DEXAMPLE=path/to/example [-DARGS="--more args"] -P launch.cmake
 if(NOT EXAMPLE)
   message(FATAL_ERROR "the example was not built: install libstb-dev (scripts/setup.sh does) and reconfigure")
 endif()
-execute_process(COMMAND ${ENCC} launch -n 2 -- ${EXAMPLE} --small RESULT_VARIABLE rc OUTPUT_VARIABLE stdout
-                ERROR_VARIABLE stderr)
+separate_arguments(args UNIX_COMMAND "${ARGS}")
+set(command ${ENCC} launch -n 2 -- ${EXAMPLE} --small ${args})
+list(JOIN command " " shown)
+execute_process(COMMAND ${command} RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
 message("${stdout}${stderr}")
 if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "encc launch -n 2 -- ${EXAMPLE} --small failed (exit ${rc})")
+  message(FATAL_ERROR "${shown} failed (exit ${rc})")
 endif()
 string(REGEX MATCHALL "rank [01]: parameter checksum [^\n]+" lines "${stdout}")
 list(LENGTH lines n)

@@ -664,6 +664,12 @@ TEST_F(EnccCli, BenchTimesBothPasses) {
   expectFailure(encc("bench --layer ReLU --input X=random:100 --runs 0"), {"--runs 0"});
   expectFailure(encc("bench --layer Nope --input X=random:100"), {"Nope"});
   expectFailure(encc("bench --layer ReLU --input X=random:4 --grad Y=random:5 --device cpu"), {"Y"});
+
+  // A rank-0 output (a loss) gets a random gradient of its shape too.
+  std::ofstream(path("loss.enc")) << "layer Loss() {\n  forward(X: [N]) -> Y: [] {\n    Y = sum(i: X[i] ^ 2)\n  }\n}\n";
+  CliResult loss = encc("bench loss.enc --layer Loss --input X=random:10 --runs 1 --device cpu");
+  ASSERT_EQ(loss.status, 0) << loss;
+  EXPECT_TRUE(contains(loss.out, "backward")) << loss;
 }
 
 // Command-line errors exit with 1 and the usual "encc: error:" prefix, as docs/cli.md says.

@@ -40,10 +40,12 @@ BenchResult benchLayer(const std::shared_ptr<const Library> &lib, const EvalOpti
   std::map<std::string, std::string> given = splitPairs(o.grads, "--grad");
   for (const auto &[name, y] : run.layer->forward(run.inputs)) {
     r.tensorBytes += static_cast<int64_t>(y.nbytes());
-    std::string dims;
-    for (int64_t d : y.shape()) dims += (dims.empty() ? "" : ",") + std::to_string(d);
+    // Not given: random, shaped like the output (a loss's [] too); the values "random:" + its
+    // dimensions would give.
     auto it = given.find(name);
-    seeds[name] = gradientSeed(name, it != given.end() ? it->second : "random:" + dims, o, run.dtype).to(device);
+    Tensor seed = it != given.end() ? gradientSeed(name, it->second, o, run.dtype)
+                                    : randomTensor(y.shape(), run.dtype, o.seed, "grad:" + name);
+    seeds[name] = seed.to(device);
   }
   if (backward) run.layer->backward(seeds);
   finish(device);

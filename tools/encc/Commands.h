@@ -22,6 +22,8 @@ std::shared_ptr<const Library> loadLibrary(const std::string &file);
 DType parseDTypeOption(const std::string &s);
 // "2,3,4": uniform in [-1, 1), from the seed and the tensor's name.
 Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name);
+// The same values for a shape given as such (rank 0 included, which "random:" cannot spell).
+Tensor randomTensor(const Shape &shape, DType dtype, uint64_t seed, const std::string &name);
 // "min ...  max ...  mean ..."
 std::string summary(const Tensor &t);
 

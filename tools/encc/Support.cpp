@@ -67,6 +67,10 @@ Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const s
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
   }
+  return randomTensor(shape, dtype, seed, name);
+}
+
+Tensor randomTensor(const Shape &shape, DType dtype, uint64_t seed, const std::string &name) {
   checkTensorSize(fmt::format("random input '{}'", name), shape, dtype);
   Tensor t(dtype, shape);
   Rng rng(seed, "input:" + name);
