@@ -126,6 +126,22 @@ const Case kEncodingF64{"Encoding", {{"D", "512"}, {"K", "32"}}, {16, 512, 60, 6
 double gramFlops() { return 3 * 2.0 * 16 * 512 * 512 * 4096; }
 const Case kGram{"GramMatrix", {}, {16, 512, 64, 64}, DType::F32, gramFlops()};
 const Case kInspiration{"Inspiration", {{"C", "512"}}, {16, 512, 64, 64}, DType::F32, gramFlops()};
+// Stored in 16 bits: the contractions run on tensor cores (against 989 TFLOP/s dense on the H200).
+const Case kGramF16{"GramMatrix", {}, {16, 512, 64, 64}, DType::F16, gramFlops()};
+const Case kGramBf16{"GramMatrix", {}, {16, 512, 64, 64}, DType::BF16, gramFlops()};
+// Conv2d 256 -> 256, 3x3, pad 1 on [32, 256, 28, 28] (ResNet's third stage): three
+// convolution-sized contractions forward and backward.
+double convFlops() { return 3 * 2.0 * 32 * 256 * 28 * 28 * 256 * 9; }
+const Case kConvF32{"Conv2d",
+                    {{"in_channels", "256"}, {"out_channels", "256"}, {"kernel_size", "3"}, {"padding", "1"}},
+                    {32, 256, 28, 28},
+                    DType::F32,
+                    convFlops()};
+const Case kConvBf16{"Conv2d",
+                     {{"in_channels", "256"}, {"out_channels", "256"}, {"kernel_size", "3"}, {"padding", "1"}},
+                     {32, 256, 28, 28},
+                     DType::BF16,
+                     convFlops()};
 // UpsampleConv2d 128 -> 64, 3x3, r = 2 on [16, 128, 64, 64]: a 128 -> 256 convolution, three
 // convolution-sized contractions forward and backward.
 double upconvFlops() { return 3 * 2.0 * 16 * 256 * 64 * 64 * 128 * 9; }
@@ -149,6 +165,10 @@ void BM_Gpu_Encoding_f64(benchmark::State &s) { runOnGpu(s, kEncodingF64); }
 void BM_Gpu_GramMatrix_f32(benchmark::State &s) { runOnGpu(s, kGram); }
 void BM_Gpu_Inspiration_f32(benchmark::State &s) { runOnGpu(s, kInspiration); }
 void BM_Gpu_UpsampleConv2d_f32(benchmark::State &s) { runOnGpu(s, kUpConv); }
+void BM_Gpu_GramMatrix_f16(benchmark::State &s) { runOnGpu(s, kGramF16); }
+void BM_Gpu_GramMatrix_bf16(benchmark::State &s) { runOnGpu(s, kGramBf16); }
+void BM_Gpu_Conv2d_f32(benchmark::State &s) { runOnGpu(s, kConvF32); }
+void BM_Gpu_Conv2d_bf16(benchmark::State &s) { runOnGpu(s, kConvBf16); }
 BENCHMARK(BM_Gpu_SyncBatchNorm_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_SyncBatchNorm_bf16)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_SyncBatchNorm_f16)->Unit(benchmark::kMillisecond)->UseManualTime();
@@ -157,6 +177,10 @@ BENCHMARK(BM_Gpu_Encoding_f64)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_GramMatrix_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_Inspiration_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_UpsampleConv2d_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_Gpu_GramMatrix_f16)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_Gpu_GramMatrix_bf16)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_Gpu_Conv2d_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_Gpu_Conv2d_bf16)->Unit(benchmark::kMillisecond)->UseManualTime();
 
 // The bar: a device-to-device copy of 1 GiB, counting bytes read and written.
 void BM_Gpu_CopyBandwidth(benchmark::State &state) {

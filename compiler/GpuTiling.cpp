@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -91,11 +92,19 @@ int64_t totalOf(const std::vector<IndexVar> &vars) {
 const std::vector<TileShape> &gpuTileShapes() {
   // 64 x 64 tiles, 16 deep, 4 x 4 outputs per thread: small problems still fill the GPU.
   // 128 x 128 tiles, 8 deep, 8 x 8 per thread: twice the multiply-adds per shared read.
-  static const std::vector<TileShape> shapes = {{64, 64, 16, 4, 4}, {128, 128, 8, 8, 8}};
-  for (const TileShape &s : shapes)
-    ENC_INTERNAL_ASSERT((s.rows / s.threadRows) * (s.cols / s.threadCols) == codegen::kCudaBlockSize &&
-                            s.rows * s.red % codegen::kCudaBlockSize == 0 && s.cols * s.red % codegen::kCudaBlockSize == 0,
-                        "GPU tile shape {}x{}x{} does not fit a block", s.rows, s.cols, s.red);
+  // Tensor cores: 64 x 64 or 128 x 128 tiles, 32 deep (two fragment steps per slice).
+  static const std::vector<TileShape> shapes = {{64, 64, 16, 4, 4},         {128, 128, 8, 8, 8},
+                                                {64, 64, 32, 0, 0, true}, {128, 128, 32, 0, 0, true}};
+  for (const TileShape &s : shapes) {
+    bool fits = s.rows * s.red % codegen::kCudaBlockSize == 0 && s.cols * s.red % codegen::kCudaBlockSize == 0;
+    if (s.tensorCores)
+      fits = fits && kTensorCoreWarpRows * kTensorCoreWarpCols * 32 == codegen::kCudaBlockSize &&
+             s.rows % (kTensorCoreWarpRows * kFragmentSize) == 0 && s.cols % (kTensorCoreWarpCols * kFragmentSize) == 0 &&
+             s.red % kFragmentSize == 0;
+    else
+      fits = fits && (s.rows / s.threadRows) * (s.cols / s.threadCols) == codegen::kCudaBlockSize;
+    ENC_INTERNAL_ASSERT(fits, "GPU tile shape {} does not fit a block", tileShapeName(s));
+  }
   return shapes;
 }
 
@@ -103,7 +112,9 @@ int64_t TiledContraction::tiles() const {
   return batchTotal * ((rowsTotal + shape.rows - 1) / shape.rows) * ((colsTotal + shape.cols - 1) / shape.cols);
 }
 
-std::string tileShapeName(const TileShape &s) { return fmt::format("{}x{}x{}", s.rows, s.cols, s.red); }
+std::string tileShapeName(const TileShape &s) {
+  return fmt::format("{}{}x{}x{}", s.tensorCores ? "tc" : "", s.rows, s.cols, s.red);
+}
 
 std::optional<TileShape> tileShapeFromEnvironment() {
   const char *text = std::getenv("ENC_GPU_TILE");
@@ -121,13 +132,14 @@ namespace {
 // The tile shape for a problem: the large tiles where every dimension fills them and there
 // are still enough blocks to occupy a large GPU (a few per multiprocessor of ~132), else
 // the small ones.
-TileShape chooseTileShape(const TiledContraction &t) {
-  if (std::optional<TileShape> forced = tileShapeFromEnvironment()) return *forced;
-  const TileShape &large = gpuTileShapes()[1];
+TileShape chooseTileShape(const TiledContraction &t, bool tensorCores) {
+  std::optional<TileShape> forced = tileShapeFromEnvironment();
+  if (forced && forced->tensorCores == tensorCores) return *forced;
+  const TileShape &small = gpuTileShapes()[tensorCores ? 2 : 0], &large = gpuTileShapes()[tensorCores ? 3 : 1];
   int64_t largeTiles = t.batchTotal * ((t.rowsTotal + large.rows - 1) / large.rows) *
                        ((t.colsTotal + large.cols - 1) / large.cols);
   if (t.rowsTotal >= large.rows && t.colsTotal >= large.cols && t.redTotal >= 64 && largeTiles >= 256) return large;
-  return gpuTileShapes()[0];
+  return small;
 }
 
 Expr intLocal(const std::string &name) { return var(name, Type::Int, VarKind::Local); }
@@ -149,59 +161,117 @@ Expr both(Expr a, Expr b) {
 
 } // namespace
 
+namespace {
+
+constexpr int64_t kThreads = codegen::kCudaBlockSize;
+
+// What both tiled schedules share: the tile's origin, staging a slice of a factor into a
+// shared array, and storing one output through the epilogue.
+class TileWriter {
+public:
+  TileWriter(const TiledContraction &t, std::string output, SourceLoc loc)
+      : t_(t), output_(std::move(output)), loc_(loc) {}
+
+  // _col0, _row0 and the batch indices of block _tile.
+  void origin(std::vector<Stmt> &out) const {
+    const int64_t tilesC = (t_.colsTotal + t_.shape.cols - 1) / t_.shape.cols;
+    const int64_t tilesR = (t_.rowsTotal + t_.shape.rows - 1) / t_.shape.rows;
+    const Expr tile = intLocal("_tile");
+    out.push_back(let("_col0", Type::Int, (tile % intImm(tilesC)) * intImm(t_.shape.cols)));
+    out.push_back(let("_row0", Type::Int, ((tile / intImm(tilesC)) % intImm(tilesR)) * intImm(t_.shape.rows)));
+    decode(out, t_.batch, tile / intImm(tilesC * tilesR));
+  }
+
+  // The slice of factor a (or b) at reduction offset _red0 into `shared`: element e of the
+  // slice is (ol, rl) = (its row or column in the tile, its reduction position in the slice),
+  // consecutive threads walking the factor's unit-stride side, and goes to place(ol, rl).
+  // Elements past an edge are 0.
+  Stmt stage(bool a, const std::string &shared, const std::string &q,
+             const std::function<Expr(const Expr &ol, const Expr &rl)> &place) const {
+    const Expr &factor = a ? t_.a : t_.b;
+    const std::vector<IndexVar> &own = a ? t_.rows : t_.cols;
+    const int64_t ownTotal = a ? t_.rowsTotal : t_.colsTotal, width = a ? t_.shape.rows : t_.shape.cols;
+    const int64_t K = t_.shape.red;
+    const bool alongRed = a ? t_.aAlongRed : t_.bAlongRed;
+    std::vector<Stmt> body;
+    Expr e = intLocal("_t") + intLocal(q) * intImm(kThreads);
+    body.push_back(let("_ol", Type::Int, alongRed ? e / intImm(K) : e % intImm(width)));
+    body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(width)));
+    body.push_back(let("_op", Type::Int, intLocal(a ? "_row0" : "_col0") + intLocal("_ol")));
+    body.push_back(let("_rp", Type::Int, intLocal("_red0") + intLocal("_rl")));
+    decode(body, own, intLocal("_op"));
+    decode(body, t_.red, intLocal("_rp"));
+    Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
+                        t_.redTotal % K ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.redTotal)) : nullptr);
+    Expr value = inRange ? select(inRange, factor, floatImm(0)) : factor;
+    body.push_back(store(shared, place(intLocal("_ol"), intLocal("_rl")), value, {}));
+    return forLoop(q, intImm(width * K / kThreads), ForKind::Unrolled, body);
+  }
+
+  // Output (row0 + row, col0 + col) = epilogue(acc), where it lies inside the output.
+  std::vector<Stmt> storeOutput(const Expr &row, const Expr &col, const Expr &acc) const {
+    std::vector<Stmt> out{let("_rp", Type::Int, intLocal("_row0") + row), let("_cp", Type::Int, intLocal("_col0") + col)};
+    std::vector<Stmt> inside;
+    decode(inside, t_.rows, intLocal("_rp"));
+    decode(inside, t_.cols, intLocal("_cp"));
+    inside.push_back(let("_acc", Type::Float, acc));
+    inside.push_back(store(output_, t_.flatOut, t_.epilogue, loc_));
+    Expr guard = both(t_.rowsTotal % t_.shape.rows ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.rowsTotal)) : nullptr,
+                      t_.colsTotal % t_.shape.cols ? binary(BinOp::Lt, intLocal("_cp"), intImm(t_.colsTotal)) : nullptr);
+    if (guard)
+      out.push_back(ifThen(guard, inside));
+    else
+      out.insert(out.end(), inside.begin(), inside.end());
+    return out;
+  }
+
+  // The loop over reduction slices around `slice` (which reads _red0).
+  Stmt slices(std::vector<Stmt> slice) const {
+    slice.insert(slice.begin(), let("_red0", Type::Int, intLocal("_red") * intImm(t_.shape.red)));
+    return forLoop("_red", intImm((t_.redTotal + t_.shape.red - 1) / t_.shape.red), ForKind::Serial, std::move(slice));
+  }
+
+  Stmt blocks(std::vector<Stmt> perTile, std::vector<Stmt> perThread) const {
+    perTile.push_back(forLoop("_t", intImm(kThreads), ForKind::GpuBlockThreads, std::move(perThread)));
+    return forLoop("_tile", intImm(t_.tiles()), ForKind::GpuTiles, std::move(perTile));
+  }
+
+private:
+  const TiledContraction &t_;
+  std::string output_;
+  SourceLoc loc_;
+};
+
+} // namespace
+
 Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, SourceLoc loc) {
   const TileShape &sh = t.shape;
-  const int64_t R = sh.rows, C = sh.cols, K = sh.red, threads = codegen::kCudaBlockSize;
-  const int64_t tilesC = (t.colsTotal + C - 1) / C, tilesR = (t.rowsTotal + R - 1) / R;
+  const int64_t R = sh.rows, C = sh.cols, K = sh.red;
   const int64_t threadCols = C / sh.threadCols, threadRows = R / sh.threadRows; // threads along each side
-  const Expr tile = intLocal("_tile"), thread = intLocal("_t");
-
+  TileWriter w(t, output, loc);
   std::vector<Stmt> perTile;
-  perTile.push_back(let("_col0", Type::Int, (tile % intImm(tilesC)) * intImm(C)));
-  perTile.push_back(let("_row0", Type::Int, ((tile / intImm(tilesC)) % intImm(tilesR)) * intImm(R)));
-  decode(perTile, t.batch, tile / intImm(tilesC * tilesR));
+  w.origin(perTile);
   // One column of padding: stores along the reduction hit distinct banks.
   perTile.push_back(sharedAlloc("_as", K * (R + 1)));
   perTile.push_back(sharedAlloc("_bs", K * (C + 1)));
 
   std::vector<Stmt> perThread;
-  perThread.push_back(let("_tx", Type::Int, thread % intImm(threadCols)));
-  perThread.push_back(let("_ty", Type::Int, thread / intImm(threadCols)));
+  perThread.push_back(let("_tx", Type::Int, intLocal("_t") % intImm(threadCols)));
+  perThread.push_back(let("_ty", Type::Int, intLocal("_t") / intImm(threadCols)));
   const int64_t accs = int64_t{sh.threadRows} * sh.threadCols;
   perThread.push_back(alloc("_accs", accs));
   perThread.push_back(forLoop("_i", intImm(accs), ForKind::Unrolled, {store("_accs", intLocal("_i"), floatImm(0), {})}));
 
-  // The slice of a factor at reduction offset _red0: element e of the slice goes to
-  // shared[rl * (width + 1) + ol]; consecutive threads walk the factor's unit-stride side.
-  const bool redPartial = t.redTotal % K != 0;
-  auto stage = [&](const std::string &shared, const Expr &factor, const std::vector<IndexVar> &own, int64_t ownTotal,
-                   const std::string &origin, int64_t width, bool alongRed, const std::string &q) {
-    std::vector<Stmt> body;
-    Expr e = thread + intLocal(q) * intImm(threads);
-    body.push_back(let("_ol", Type::Int, alongRed ? e / intImm(K) : e % intImm(width)));
-    body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(width)));
-    body.push_back(let("_op", Type::Int, intLocal(origin) + intLocal("_ol")));
-    body.push_back(let("_rp", Type::Int, intLocal("_red0") + intLocal("_rl")));
-    decode(body, own, intLocal("_op"));
-    decode(body, t.red, intLocal("_rp"));
-    Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
-                        redPartial ? binary(BinOp::Lt, intLocal("_rp"), intImm(t.redTotal)) : nullptr);
-    Expr value = inRange ? select(inRange, factor, floatImm(0)) : factor;
-    body.push_back(store(shared, intLocal("_rl") * intImm(width + 1) + intLocal("_ol"), value, {}));
-    return forLoop(q, intImm(width * K / threads), ForKind::Unrolled, body);
+  // Shared arrays [rl][ol]: a step of the slice reads one row of each.
+  auto place = [](int64_t width) {
+    return [width](const Expr &ol, const Expr &rl) { return rl * intImm(width + 1) + ol; };
   };
-
-  std::vector<Stmt> perSlice;
-  perSlice.push_back(let("_red0", Type::Int, intLocal("_red") * intImm(K)));
-  perSlice.push_back(stage("_as", t.a, t.rows, t.rowsTotal, "_row0", R, t.aAlongRed, "_qa"));
-  perSlice.push_back(stage("_bs", t.b, t.cols, t.colsTotal, "_col0", C, t.bAlongRed, "_qb"));
-  perSlice.push_back(barrier());
-  // Each step of the slice: the thread's columns of b into registers, then each of its rows
-  // of a times them.
   Expr accIndex = intLocal("_i") * intImm(sh.threadCols) + intLocal("_j");
   Expr colInTile = intLocal("_tx") + intLocal("_j") * intImm(threadCols);
   Expr rowInTile = intLocal("_ty") + intLocal("_i") * intImm(threadRows);
-  perSlice.push_back(forLoop(
+  // Each step of the slice: the thread's columns of b into registers, then each of its rows
+  // of a times them.
+  Stmt step = forLoop(
       "_k", intImm(K), ForKind::Unrolled,
       {alloc("_bk", sh.threadCols),
        forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled,
@@ -212,38 +282,79 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
                         {store("_accs", accIndex,
                                load("_accs", accIndex) + var("_ak", Type::Float, VarKind::Local) *
                                                              load("_bk", intLocal("_j")),
-                               {})})})}));
-  perSlice.push_back(barrier());
-  perThread.push_back(forLoop("_red", intImm((t.redTotal + K - 1) / K), ForKind::Serial, perSlice));
+                               {})})})});
+  perThread.push_back(w.slices({w.stage(true, "_as", "_qa", place(R)), w.stage(false, "_bs", "_qb", place(C)), barrier(),
+                                step, barrier()}));
+  perThread.push_back(forLoop(
+      "_i", intImm(sh.threadRows), ForKind::Unrolled,
+      {forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled, w.storeOutput(rowInTile, colInTile, load("_accs", accIndex)))}));
+  return w.blocks(perTile, perThread);
+}
 
-  // The epilogue: each of the thread's outputs inside the output, through `epilogue`.
-  std::vector<Stmt> perCol;
-  perCol.push_back(let("_cp", Type::Int, intLocal("_col0") + colInTile));
-  std::vector<Stmt> colBody;
-  decode(colBody, t.cols, intLocal("_cp"));
-  colBody.push_back(let("_acc", Type::Float, load("_accs", accIndex)));
-  colBody.push_back(store(output, t.flatOut, t.epilogue, loc));
-  if (t.colsTotal % C)
-    perCol.push_back(ifThen(binary(BinOp::Lt, intLocal("_cp"), intImm(t.colsTotal)), colBody));
-  else
-    perCol.insert(perCol.end(), colBody.begin(), colBody.end());
-  std::vector<Stmt> perRow;
-  perRow.push_back(let("_rp", Type::Int, intLocal("_row0") + rowInTile));
-  std::vector<Stmt> rowBody;
-  decode(rowBody, t.rows, intLocal("_rp"));
-  rowBody.push_back(forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled, perCol));
-  if (t.rowsTotal % R)
-    perRow.push_back(ifThen(binary(BinOp::Lt, intLocal("_rp"), intImm(t.rowsTotal)), rowBody));
-  else
-    perRow.insert(perRow.end(), rowBody.begin(), rowBody.end());
-  perThread.push_back(forLoop("_i", intImm(sh.threadRows), ForKind::Unrolled, perRow));
+Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, SourceLoc loc, ElemType elem) {
+  const TileShape &sh = t.shape;
+  // TF32 (f32 operands) multiplies 8 deep, 16-bit types 16 deep. 16 bytes of padding per row.
+  const bool tf32 = elem == ElemType::F32;
+  const int64_t F = kFragmentSize, depth = tf32 ? kTf32FragmentDepth : kFragmentSize, K = sh.red;
+  const int64_t ld = K + (tf32 ? 4 : 8);
+  const int64_t FR = sh.rows / kTensorCoreWarpRows / F, FC = sh.cols / kTensorCoreWarpCols / F; // fragments per warp
+  TileWriter w(t, output, loc);
+  std::vector<Stmt> perTile;
+  w.origin(perTile);
+  // a as rows of m and b as columns of n, k contiguous in both: fragments A row-major and B
+  // column-major with leading dimension ld.
+  perTile.push_back(typedAlloc("_as", sh.rows * ld, elem, true));
+  perTile.push_back(typedAlloc("_bs", sh.cols * ld, elem, true));
+  // Each warp's accumulators pass through here on the way to the epilogue.
+  perTile.push_back(typedAlloc("_cs", kThreads / 32 * F * F, ElemType::F32, true));
 
-  perTile.push_back(forLoop("_t", intImm(threads), ForKind::GpuBlockThreads, perThread));
-  return forLoop("_tile", intImm(t.tiles()), ForKind::GpuTiles, perTile);
+  std::vector<Stmt> perThread;
+  perThread.push_back(let("_w", Type::Int, intLocal("_t") / intImm(32)));
+  perThread.push_back(let("_lane", Type::Int, intLocal("_t") % intImm(32)));
+  perThread.push_back(let("_wr", Type::Int, intLocal("_w") / intImm(kTensorCoreWarpCols)));
+  perThread.push_back(let("_wc", Type::Int, intLocal("_w") % intImm(kTensorCoreWarpCols)));
+  perThread.push_back(fragmentAlloc("_fc", FR * FC, Fragment::Accumulator, ElemType::F32, depth));
+  perThread.push_back(fragmentAlloc("_fa", FR, Fragment::MatrixA, elem, depth));
+  perThread.push_back(fragmentAlloc("_fb", FC, Fragment::MatrixB, elem, depth));
+  perThread.push_back(forLoop("_f", intImm(FR * FC), ForKind::Unrolled, {matrixFill("_fc", intLocal("_f"), floatImm(0))}));
+
+  auto place = [ld](const Expr &ol, const Expr &rl) { return ol * intImm(ld) + rl; };
+  Expr accIndex = intLocal("_i") * intImm(FC) + intLocal("_j");
+  Stmt step = forLoop(
+      "_k", intImm(K / depth), ForKind::Unrolled,
+      {forLoop("_i", intImm(FR), ForKind::Unrolled,
+               {matrixLoad("_fa", intLocal("_i"),
+                           load("_as", (intLocal("_wr") * intImm(FR) + intLocal("_i")) * intImm(F * ld) +
+                                           intLocal("_k") * intImm(depth)),
+                           ld)}),
+       forLoop("_j", intImm(FC), ForKind::Unrolled,
+               {matrixLoad("_fb", intLocal("_j"),
+                           load("_bs", (intLocal("_wc") * intImm(FC) + intLocal("_j")) * intImm(F * ld) +
+                                           intLocal("_k") * intImm(depth)),
+                           ld)}),
+       forLoop("_i", intImm(FR), ForKind::Unrolled,
+               {forLoop("_j", intImm(FC), ForKind::Unrolled,
+                        {matrixMma("_fc", accIndex, load("_fa", intLocal("_i")) * load("_fb", intLocal("_j")))})})});
+  perThread.push_back(w.slices({w.stage(true, "_as", "_qa", place), w.stage(false, "_bs", "_qb", place), barrier(), step,
+                                barrier()}));
+
+  // The epilogue, a fragment at a time: the warp stores it to its part of _cs, then each lane
+  // takes 8 of its 256 elements.
+  Expr warpArea = intLocal("_w") * intImm(F * F);
+  Expr el = intLocal("_el");
+  Expr row = (intLocal("_wr") * intImm(FR) + intLocal("_f") / intImm(FC)) * intImm(F) + el / intImm(F);
+  Expr col = (intLocal("_wc") * intImm(FC) + intLocal("_f") % intImm(FC)) * intImm(F) + el % intImm(F);
+  std::vector<Stmt> perElement{let("_el", Type::Int, intLocal("_lane") + intLocal("_q") * intImm(32))};
+  for (Stmt &s : w.storeOutput(row, col, load("_cs", warpArea + el))) perElement.push_back(s);
+  perThread.push_back(forLoop("_f", intImm(FR * FC), ForKind::Unrolled,
+                              {matrixStore("_cs", warpArea, load("_fc", intLocal("_f")), F), warpBarrier(),
+                               forLoop("_q", intImm(F * F / 32), ForKind::Unrolled, perElement), warpBarrier()}));
+  return w.blocks(perTile, perThread);
 }
 
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
-                                                   const Expr &epilogue, const Expr &flatOut) {
+                                                   const Expr &epilogue, const Expr &flatOut,
+                                                   std::optional<ElemType> tensorCores) {
   if (reduction.kind != ExprKind::Reduce || reduction.reduceOp != ReduceOp::Sum) return nullptr;
   for (const IndexVar &v : indices)
     if (!isConst(v.extent)) return nullptr;
@@ -296,7 +407,7 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
     const std::string &innerRed = red.back().name;
     t->aAlongRed = unitStrideIn(a, innerRed) || !unitStrideIn(a, t->rows.back().name);
     t->bAlongRed = unitStrideIn(b, innerRed) || !unitStrideIn(b, t->cols.back().name);
-    t->shape = chooseTileShape(*t);
+    t->shape = chooseTileShape(*t, tensorCores.has_value());
     best = t;
     bestReuse = reuse;
   }

@@ -14,19 +14,24 @@
 namespace enc::ir {
 
 // How a block tiles the contraction: it computes rows x cols outputs of one batch element,
-// staging `red`-deep slices of both factors in shared memory; each of its 256 threads owns a
-// threadRows x threadCols block of outputs in registers, rows ty + (rows / threadRows) * i and
-// columns tx + (cols / threadCols) * j, so that shared reads are broadcasts or conflict-free
-// and stores coalesce.
+// staging `red`-deep slices of both factors in shared memory. Without tensor cores each of its
+// 256 threads owns a threadRows x threadCols block of outputs in registers, rows
+// ty + (rows / threadRows) * i and columns tx + (cols / threadCols) * j, so that shared reads
+// are broadcasts or conflict-free and stores coalesce. With tensor cores its 8 warps form a
+// 2 x 4 grid, each warp owning (rows / 2) x (cols / 4) outputs as 16 x 16 accumulator
+// fragments.
 struct TileShape {
   int rows = 64, cols = 64, red = 16, threadRows = 4, threadCols = 4;
+  bool tensorCores = false;
   bool operator==(const TileShape &) const = default;
 };
+constexpr int kTensorCoreWarpRows = 2, kTensorCoreWarpCols = 4;
 // The shapes the GPU tiler chooses from (every one valid for kCudaBlockSize threads).
 const std::vector<TileShape> &gpuTileShapes();
-std::string tileShapeName(const TileShape &s); // "64x64x16"
-// ENC_GPU_TILE: a shape by name forces it for every tiled contraction; unset or "auto" lets
-// the tiler choose by size. Another value is an enc::Error naming the shapes.
+std::string tileShapeName(const TileShape &s); // "64x64x16", "tc128x128x32"
+// ENC_GPU_TILE: a shape by name forces it for every tiled contraction of its kind (tensor
+// cores or not); unset or "auto" lets the tiler choose by size. Another value is an
+// enc::Error naming the shapes.
 std::optional<TileShape> tileShapeFromEnvironment();
 
 // A contraction split for tiling: out's indices as rows (read by a only), cols (read by b
@@ -45,13 +50,20 @@ struct TiledContraction {
 // `reduction` is the definition's main Sum reduction with loop-level loads in its body;
 // `epilogue` the value with the reduction replaced by the local "_acc". Returns nullptr when
 // the body is not such a product, a size is not constant, or rows or columns are too few
-// (under 16) for tiles to pay. The tile shape is chosen by the problem's size.
+// (under 16) for tiles to pay. The tile shape is chosen by the problem's size; with
+// `tensorCores` (a 16-bit type) a tensor-core shape.
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
-                                                   const Expr &epilogue, const Expr &flatOut);
+                                                   const Expr &epilogue, const Expr &flatOut,
+                                                   std::optional<ElemType> tensorCores = std::nullopt);
 
 // The kernel body computing `t` into `output`: a `gpu_tiles` loop (one block per tile) around
 // a `gpu_block_threads` loop (the block's threads) that stages both factors in shared arrays,
 // accumulates in a local array and stores through the epilogue.
 Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, SourceLoc loc);
+// The same on tensor cores: both factors staged as `elem` (f16 or bf16, rounded to nearest
+// even; f32 for TF32, rounded when loaded into fragments) in shared arrays, each warp's
+// fragments loaded from them and multiplied with f32 accumulation; the epilogue reads the
+// accumulators through a per-warp shared array.
+Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, SourceLoc loc, ElemType elem);
 
 } // namespace enc::ir

@@ -106,6 +106,64 @@ Stmt ifThen(Expr cond, std::vector<Stmt> body) {
 
 Stmt barrier() { return stmt(StmtKind::Barrier); }
 
+Stmt warpBarrier() {
+  auto s = stmt(StmtKind::Barrier);
+  s->warp = true;
+  return s;
+}
+
+Stmt typedAlloc(std::string name, int64_t size, ElemType elem, bool shared) {
+  auto s = stmt(StmtKind::Alloc);
+  s->name = std::move(name);
+  s->value = intImm(size);
+  s->elem = elem;
+  s->shared = shared;
+  return s;
+}
+
+Stmt fragmentAlloc(std::string name, int64_t count, Fragment fragment, ElemType elem, int depth) {
+  auto s = stmt(StmtKind::Alloc);
+  s->fragmentDepth = depth;
+  s->name = std::move(name);
+  s->value = intImm(count);
+  s->fragment = fragment;
+  s->elem = elem;
+  return s;
+}
+
+static std::shared_ptr<StmtNode> matrix(MatrixOp op, std::string name, Expr index, Expr value, int64_t ld) {
+  auto s = stmt(StmtKind::Matrix);
+  s->matrixOp = op;
+  s->name = std::move(name);
+  s->index = std::move(index);
+  s->value = std::move(value);
+  s->ld = ld;
+  return s;
+}
+
+Stmt matrixFill(std::string fragments, Expr index, Expr value) {
+  return matrix(MatrixOp::Fill, std::move(fragments), std::move(index), std::move(value), 0);
+}
+Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t ld) {
+  return matrix(MatrixOp::Load, std::move(fragments), std::move(index), std::move(sharedElement), ld);
+}
+Stmt matrixMma(std::string accumulators, Expr index, Expr product) {
+  return matrix(MatrixOp::Mma, std::move(accumulators), std::move(index), std::move(product), 0);
+}
+Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld) {
+  return matrix(MatrixOp::Store, std::move(shared), std::move(position), std::move(accumulator), ld);
+}
+
+static const char *fragmentName(Fragment f) {
+  switch (f) {
+  case Fragment::MatrixA: return "matrix_a";
+  case Fragment::MatrixB: return "matrix_b";
+  case Fragment::Accumulator: return "accumulator";
+  case Fragment::None: break;
+  }
+  return "";
+}
+
 void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn) {
   if (!fn(s)) return;
   for (const Stmt &c : s->body) visit(c, fn);
@@ -184,14 +242,33 @@ std::string printStmt(const Stmt &s, int indent) {
   case StmtKind::WarpReduce:
     out += fmt::format("{}{} = warp_{}({})\n", pad, s->name, reduceOpName(s->reduceOp), s->name);
     break;
-  case StmtKind::Alloc:
-    out += fmt::format("{}{} {}: float[{}]\n", pad, s->shared ? "shared" : "alloc", s->name, print(s->value));
+  case StmtKind::Alloc: {
+    std::string elem = s->elem ? elemTypeName(*s->elem) : "float";
+    if (s->fragment != Fragment::None)
+      out += fmt::format("{}fragments {}: {} {}[{}], k {}\n", pad, s->name, fragmentName(s->fragment),
+                         s->fragment != Fragment::Accumulator && elem == std::string("f32") ? "tf32" : elem,
+                         print(s->value), s->fragmentDepth);
+    else
+      out += fmt::format("{}{} {}: {}[{}]\n", pad, s->shared ? "shared" : "alloc", s->name, elem, print(s->value));
+    break;
+  }
+  case StmtKind::Matrix:
+    switch (s->matrixOp) {
+    case MatrixOp::Fill: out += fmt::format("{}matrix_fill {}[{}] = {}\n", pad, s->name, print(s->index), print(s->value)); break;
+    case MatrixOp::Load:
+      out += fmt::format("{}matrix_load {}[{}] = block at {}, ld {}\n", pad, s->name, print(s->index), print(s->value), s->ld);
+      break;
+    case MatrixOp::Mma: out += fmt::format("{}matrix_mma {}[{}] += {}\n", pad, s->name, print(s->index), print(s->value)); break;
+    case MatrixOp::Store:
+      out += fmt::format("{}matrix_store {}[{}..], ld {} = {}\n", pad, s->name, print(s->index), s->ld, print(s->value));
+      break;
+    }
     break;
   case StmtKind::If:
     out += fmt::format("{}if {}:\n", pad, print(s->value));
     children();
     break;
-  case StmtKind::Barrier: out += fmt::format("{}barrier\n", pad); break;
+  case StmtKind::Barrier: out += fmt::format("{}{}\n", pad, s->warp ? "warp_barrier" : "barrier"); break;
   case StmtKind::IfLaneZero:
     out += fmt::format("{}if lane == 0:\n", pad);
     children();

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,12 +38,31 @@ enum class ForKind {
 };
 const char *forKindName(ForKind k);
 
-// Alloc: a local float array of `value` (a constant) elements, read and written like a
-// buffer (Load / Store by name): private to one thread (on the CPU it lives in registers when
-// every access is at a constant position), or, with `shared`, one per GPU thread block.
-// If: the body runs where `value` (a bool) holds. Barrier: every thread of the GPU block waits
-// until all reach it (shared arrays written before are visible after).
-enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc, If, Barrier };
+// How a buffer's elements are stored (see ElementTypes below).
+enum class ElemType : uint8_t { F16, BF16, F32, F64 };
+
+// Alloc: an array of `value` (a constant) elements of the compute type (or `elem`), read and
+// written like a buffer (Load / Store by name): private to one thread (on the CPU it lives in
+// registers when every access is at a constant position), or, with `shared`, one per GPU
+// thread block. With `fragment` it is an array of `value` tensor-core fragments of one warp
+// (16 x 16 x `fragmentDepth`; elements `elem`, where f32 operands mean TF32: 16 x 16 x 8),
+// read and written only by Matrix statements.
+// If: the body runs where `value` (a bool) holds. Barrier: every thread of the GPU block (with
+// `warp`, of the warp) waits until all reach it; shared writes before are visible after.
+// Matrix: a warp-wide tensor-core operation, which every lane of the warp executes alike.
+enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc, If, Barrier, Matrix };
+
+enum class Fragment : uint8_t { None, MatrixA, MatrixB, Accumulator };
+// The Matrix statements, on fragment arrays (name[index] names one fragment):
+//   Fill:  name[index] = every element `value` (a constant)
+//   Load:  name[index] = the 16 x 16 block of a shared array whose first element `value` (a
+//          Load of the array at that position) is, rows (A: of m; B: of n) `ld` apart
+//   Mma:   name[index] += a[i] * b[j], `value` being Load(a, i) * Load(b, j)
+//   Store: the shared array `name`, from position `index` on, rows `ld` apart, = the
+//          accumulator `value` (a Load of the fragment array at its index)
+enum class MatrixOp : uint8_t { Fill, Load, Mma, Store };
+constexpr int kFragmentSize = 16;     // m = n of every fragment, k of 16-bit ones
+constexpr int kTf32FragmentDepth = 8; // k of TF32 ones
 
 struct StmtNode;
 using Stmt = std::shared_ptr<const StmtNode>;
@@ -56,7 +76,13 @@ struct StmtNode {
   Type type = Type::Float; // Let: type of the local
   ReduceOp reduceOp = ReduceOp::Sum; // WarpReduce
   bool accumulate = false; // Store: buffer[index] += value (atomically on the GPU)
-  bool shared = false;     // Alloc: one array per GPU thread block
+  bool shared = false;     // Alloc: one array per GPU thread block; Barrier: false with `warp`
+  bool warp = false;       // Barrier: only the warp's lanes meet
+  std::optional<ElemType> elem;         // Alloc: element type when not the compute type
+  Fragment fragment = Fragment::None;   // Alloc
+  int fragmentDepth = kFragmentSize;    // Alloc fragments: k of the multiply-adds they take part in
+  MatrixOp matrixOp = MatrixOp::Fill;   // Matrix
+  int64_t ld = 0;                       // Matrix Load / Store: elements between rows
   std::vector<Stmt> body;
   SourceLoc loc;     // the statement of the .enc file this came from
 };
@@ -72,6 +98,13 @@ Stmt alloc(std::string name, int64_t size);
 Stmt sharedAlloc(std::string name, int64_t size);
 Stmt ifThen(Expr cond, std::vector<Stmt> body);
 Stmt barrier();
+Stmt warpBarrier();
+Stmt typedAlloc(std::string name, int64_t size, ElemType elem, bool shared);
+Stmt fragmentAlloc(std::string name, int64_t count, Fragment fragment, ElemType elem, int depth);
+Stmt matrixFill(std::string fragments, Expr index, Expr value);
+Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t ld);
+Stmt matrixMma(std::string accumulators, Expr index, Expr product);
+Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld);
 // The same statement under another name (loop variable, local or buffer).
 Stmt withName(const Stmt &s, std::string name);
 
@@ -119,7 +152,6 @@ struct Kernel {
 // How a buffer's elements are stored. Kernels compute in `compute` (f32 or f64); a buffer
 // stored in a 16-bit type is converted on every load (exactly) and store (rounded to nearest
 // even), so memory-bound layers move half the bytes while sums still accumulate in f32.
-enum class ElemType : uint8_t { F16, BF16, F32, F64 };
 const char *elemTypeName(ElemType t); // "f16", "bf16", "f32", "f64"
 int elemTypeBytes(ElemType t);
 
@@ -139,7 +171,9 @@ struct LoopProgram {
 
 // One kernel per stored tensor (collectives: a body-less kernel each), in definition order.
 // Run sinkCollectives first so that collectives of one stage share a message.
-LoopProgram lowerToLoops(const Program &p, Target target);
+// With `tensorCores` (a 16-bit type, or f32 for TF32), GPU contractions multiply on tensor
+// cores, their factors rounded to that type, accumulating in f32.
+LoopProgram lowerToLoops(const Program &p, Target target, std::optional<ElemType> tensorCores = std::nullopt);
 // CPU: a kernel whose parallel loop has one iteration around a single loop makes that loop the
 // parallel one, so the threads still have work to share (a batch of one).
 LoopProgram moveParallelismInward(const LoopProgram &p);

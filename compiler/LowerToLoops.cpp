@@ -41,8 +41,8 @@ Expr flatten(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
 
 class KernelLowerer {
 public:
-  KernelLowerer(const Program &p, const Definition &d, Target target, int ordinal)
-      : prog_(p), def_(d), target_(target), ordinal_(ordinal) {}
+  KernelLowerer(const Program &p, const Definition &d, Target target, int ordinal, std::optional<ElemType> tensorCores)
+      : prog_(p), def_(d), target_(target), ordinal_(ordinal), tensorCores_(tensorCores) {}
 
   Kernel run() {
     Kernel k;
@@ -90,6 +90,7 @@ private:
   const Program &prog_;
   const Definition &def_;
   Target target_;
+  std::optional<ElemType> tensorCores_; // GPU contractions multiply in this 16-bit type
   int ordinal_;
   std::map<std::string, Expr> extents_;
   std::vector<std::string> reads_;
@@ -312,10 +313,11 @@ private:
     }
     // Contractions: shared-memory tiles (GpuTiling.cpp). The body shows what a tile computes.
     if (!def_.isScatter())
-      if (auto t = tileForGpu(def_.indices, *r, replaceReduce(value, local("_acc")), flatOut)) {
+      if (auto t = tileForGpu(def_.indices, *r, replaceReduce(value, local("_acc")), flatOut, tensorCores_)) {
         k.launch = ForKind::GpuTiles;
         k.launchExtent = intImm(t->tiles());
-        return tiledContractionBody(*t, def_.tensor, def_.loc);
+        return t->shape.tensorCores ? tensorCoreBody(*t, def_.tensor, def_.loc, *tensorCores_)
+                                    : tiledContractionBody(*t, def_.tensor, def_.loc);
       }
     // One warp per output element; its lanes stride through the (flattened) reduction.
     std::vector<std::pair<std::string, Expr>> rVars;
@@ -366,7 +368,7 @@ Kernel collectiveKernel(const Program &p, const Definition &d, int ordinal) {
   return k;
 }
 
-LoopProgram lowerToLoops(const Program &p, Target target) {
+LoopProgram lowerToLoops(const Program &p, Target target, std::optional<ElemType> tensorCores) {
   LoopProgram out;
   out.target = target;
   out.tensors = p;
@@ -381,7 +383,7 @@ LoopProgram lowerToLoops(const Program &p, Target target) {
     }
     if (lastWasCollective) ++message;
     lastWasCollective = false;
-    out.kernels.push_back(KernelLowerer(p, d, target, ordinal++).run());
+    out.kernels.push_back(KernelLowerer(p, d, target, ordinal++, tensorCores).run());
   }
   return out;
 }

@@ -238,6 +238,17 @@ Program Pipeline::specializeSizes(const Program &p, const std::map<std::string, 
   return run.step("specialize", p, [&](const Program &q) { return specialize(q, sizes); });
 }
 
+// A layer stored in 16 bits multiplies on tensor cores in that type (as mixed-precision
+// training does), an f32 layer only when TF32 is allowed (f32 meaning TF32 there); neither
+// with ENC_TENSOR_CORES=0.
+static std::optional<ElemType> tensorCoreType(const ElementTypes &types, bool allowTf32) {
+  if (!envFlag("ENC_TENSOR_CORES", true) || types.compute != ElemType::F32) return std::nullopt;
+  for (const auto &[name, t] : types.stored)
+    if (isNarrow(t)) return t;
+  if (allowTf32) return ElemType::F32;
+  return std::nullopt;
+}
+
 LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) const {
   Run run(*this, "lower", specialized.layer, {.oneReductionPerDefinition = true, .allreducesIsolated = true});
   Program p = specialized;
@@ -248,7 +259,9 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
   }
   p = run.step("sinkCollectives", p, sinkCollectives);
-  LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) { return lowerToLoops(p, t.target); });
+  LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) {
+    return lowerToLoops(p, t.target, t.target == Target::GPU ? tensorCoreType(t.types, t.allowTf32) : std::nullopt);
+  });
   if (t.target == Target::CPU) loops = run.step("moveParallelismInward", loops, moveParallelismInward);
   if (t.fuse) {
     loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);

@@ -51,6 +51,7 @@ struct TargetOptions {
   ElementTypes types;               // storage types (16-bit storage; f64 layers)
   SplitReductionOptions split = {}; // GPU: how long reductions are cut
   GradientBuckets averageGradients; // data-parallel backward: the parameter gradients, in buckets
+  bool allowTf32 = false;           // GPU: f32 contractions may multiply in TF32 on tensor cores
 };
 
 class Pipeline {

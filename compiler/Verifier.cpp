@@ -142,7 +142,7 @@ public:
 private:
   const LoopProgram &p_;
   const Kernel &k_;
-  std::set<std::string> outputs_, params_, arrays_;
+  std::set<std::string> outputs_, params_, arrays_, sharedArrays_, fragments_;
   // Whether every thread of the block reaches the statement being checked the same number of
   // times: inside a gpu_block_threads loop, outside any condition or thread-strided loop.
   bool blockUniform_ = false;
@@ -170,6 +170,16 @@ private:
       ENC_INTERNAL_ASSERT(p_.target == Target::GPU && blockUniform_,
                           "kernel {} has a barrier that not every thread of its block reaches alike", k_.name);
       return;
+    case StmtKind::Matrix:
+      ENC_INTERNAL_ASSERT(p_.target == Target::GPU && blockUniform_,
+                          "kernel {} has a matrix operation on {} that not every lane of its warp reaches alike",
+                          k_.name, s->name);
+      ENC_INTERNAL_ASSERT(s->matrixOp == MatrixOp::Store ? sharedArrays_.count(s->name) > 0 : fragments_.count(s->name) > 0,
+                          "kernel {}: a matrix operation on {}, which is no {}", k_.name, s->name,
+                          s->matrixOp == MatrixOp::Store ? "shared array" : "fragment array");
+      expr(s->index, bound);
+      expr(s->value, bound);
+      return;
     case StmtKind::For: {
       ENC_INTERNAL_ASSERT(allowedOn(p_.target, s->forKind), "kernel {}: a {} loop in a {} program", k_.name,
                           forKindName(s->forKind), p_.target == Target::CPU ? "CPU" : "GPU");
@@ -196,6 +206,10 @@ private:
       return;
     case StmtKind::Alloc:
       ENC_INTERNAL_ASSERT(!s->shared || p_.target == Target::GPU, "kernel {}: a shared array in a CPU program", k_.name);
+      ENC_INTERNAL_ASSERT(s->fragment == Fragment::None || p_.target == Target::GPU,
+                          "kernel {}: tensor-core fragments in a CPU program", k_.name);
+      if (s->shared) sharedArrays_.insert(s->name);
+      if (s->fragment != Fragment::None) fragments_.insert(s->name);
       bound.insert(s->name);
       arrays_.insert(s->name);
       return;

@@ -423,6 +423,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   target.fuse = options_.fuse;
   target.types = types;
   target.averageGradients = buckets;
+  target.allowTf32 = options_.allowTf32 || envFlag("ENC_ALLOW_TF32");
   c->loops = pipeline.lower(prog, target);
   // Every buffer the kernels touch, the temporaries lowering added included.
   for (const ir::TensorDecl &t : c->loops.tensors.tensors) {

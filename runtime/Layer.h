@@ -46,6 +46,9 @@ struct LayerOptions {
   bool dataParallel = false;
   size_t firstBucketBytes = size_t{1} << 20;
   size_t bucketBytes = size_t{25} << 20;
+  // GPU: contractions of an f32 layer may multiply on tensor cores in TF32 (10 fraction bits,
+  // f32 accumulation), as torch's allow_tf32 for matmul. Off unless asked, or ENC_ALLOW_TF32=1.
+  bool allowTf32 = false;
 };
 
 class GradientAverager;

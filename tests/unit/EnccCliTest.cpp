@@ -247,7 +247,7 @@ TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {
   EXPECT_TRUE(contains(r.out, "# writes grad_var_sum1_part, grad_mu_sum2_part,")) << r;
   r = encc("emit --emit=cuda --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
   EXPECT_EQ(r.status, 0) << r;
-  EXPECT_TRUE(contains(r.out, "__shared__ float _as[1040];")) << r;
+  EXPECT_TRUE(contains(r.out, "__shared__ __align__(32) float _as[1040];")) << r;
   EXPECT_TRUE(contains(r.out, "for (int _red = 0; _red < 4; ++_red)")) << r;
   EXPECT_TRUE(contains(r.out, "__syncthreads();")) << r;
   // The loops show the same schedule: tiles, shared arrays, the threads' register blocks.
@@ -256,6 +256,24 @@ TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {
   for (const char *line : {"gpu_tiles for _tile in 0..2:", "shared _as: float[1040]", "gpu_block_threads for _t in 0..256:",
                            "alloc _accs: float[16]", "barrier", "_accs[_i * 4 + _j] = _accs[_i * 4 + _j] + _ak * _bk[_j]"})
     EXPECT_TRUE(contains(r.out, line)) << line << "\n" << r;
+  // Stored in 16 bits, the same contraction runs on tensor cores.
+  r = encc("emit --emit=loops --target gpu --dtype bf16 --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
+  EXPECT_EQ(r.status, 0) << r;
+  for (const char *line : {"shared _as: bf16[2560]", "fragments _fa: matrix_a bf16[2]", "matrix_mma _fc[_i + _j] += _fa[_i] * _fb[_j]",
+                           "matrix_store _cs[_w * 256..], ld 16 = _fc[_f]", "warp_barrier"})
+    EXPECT_TRUE(contains(r.out, line)) << line << "\n" << r;
+  r = encc("emit --emit=cuda --dtype f16 --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "#include <mma.h>")) << r;
+  EXPECT_TRUE(contains(r.out, "nvcuda::wmma::mma_sync(")) << r;
+  // f32 only with TF32 allowed: operands rounded to TF32 as they are loaded.
+  const std::string gram = "emit --emit=cuda --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8";
+  r = encc(gram);
+  EXPECT_FALSE(contains(r.out, "nvcuda::wmma")) << r;
+  r = encc(gram + " --allow-tf32");
+  EXPECT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "nvcuda::wmma::precision::tf32")) << r;
+  EXPECT_TRUE(contains(r.out, "nvcuda::wmma::__float_to_tf32(")) << r;
   // Without sizes the same layer keeps the warp schedule and 64-bit indices.
   r = encc("emit --emit=cuda --layer GramMatrix");
   EXPECT_EQ(r.status, 0) << r;

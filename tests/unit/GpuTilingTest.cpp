@@ -1,8 +1,9 @@
 // The GPU's tiled contraction (compiler/GpuTiling.cpp), for every tile shape it chooses from
-// (forced with ENC_GPU_TILE), against naive double loops written here: Linear, GramMatrix and
-// Conv2d forward and backward at sizes that leave partial tiles on every side (rows, columns
-// and reduction not multiples of the tile). Also checks that the kernels were tiled with the
-// forced shape. Skipped, with the reason, where there is no GPU (the emulated.* run has one).
+// (forced with ENC_GPU_TILE): the FMA tiles in f64, the tensor-core tiles with f16 and bf16
+// storage, against naive double loops written here: Linear, GramMatrix and Conv2d forward and
+// backward at sizes that leave partial tiles on every side (rows, columns and reduction not
+// multiples of the tile). Also checks that the kernels were tiled with the forced shape.
+// Skipped, with the reason, where there is no GPU (the emulated.* run has one).
 #include "TensorValues.h"
 
 #include "compiler/GpuTiling.h"
@@ -13,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <ostream>
@@ -55,7 +57,9 @@ int tiledKernels(const ir::LoopProgram &loops, const ir::TileShape &shape) {
     ir::visit(k.body, [&](const ir::Stmt &s) {
       int64_t size = 0;
       if (s->kind == ir::StmtKind::Alloc && s->shared && s->name == "_as" && ir::isConst(s->value, &size))
-        sized = size == int64_t{shape.red} * (shape.rows + 1);
+        // Rows of red + 16 bytes on tensor cores (16-bit or TF32 elements), red slices of rows + 1 without.
+        sized = shape.tensorCores ? size == int64_t{shape.rows} * (shape.red + 8) || size == int64_t{shape.rows} * (shape.red + 4)
+                                  : size == int64_t{shape.red} * (shape.rows + 1);
       return true;
     });
     EXPECT_TRUE(sized) << k.name << " is not tiled " << ir::tileShapeName(shape);
@@ -63,25 +67,71 @@ int tiledKernels(const ir::LoopProgram &loops, const ir::TileShape &shape) {
   return n;
 }
 
-class GpuTiledContraction : public ::testing::TestWithParam<ir::TileShape> {
+// The largest |got - want| over the largest |want|.
+double errorOf(const Tensor &got, const std::vector<double> &want) {
+  std::vector<double> g = valuesOf(got);
+  double worst = g.size() == want.size() ? 0 : 1e300, scale = 0;
+  for (size_t i = 0; i < want.size() && i < g.size(); ++i) {
+    worst = std::max(worst, std::abs(g[i] - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  return worst / std::max(scale, 1e-300);
+}
+
+// f64 on the FMA tiles: rounding only. 16-bit storage on tensor cores: the factors rounded to
+// 16 bits (the weights too), sums in f32, results rounded to 16 bits. f32 on tensor cores
+// (TF32): the factors rounded to 10 fraction bits, as f16's, but both of them (the f16 tests'
+// gradients multiply inputs already stored in 16 bits), so sums that cancel lose more.
+double toleranceOf(DType t) {
+  switch (t) {
+  case DType::F64: return 1e-12;
+  case DType::F16: return 4e-3;
+  case DType::F32: return 1e-2;
+  case DType::BF16: return 3e-2;
+  }
+  return 0;
+}
+
+struct TileCase {
+  ir::TileShape shape;
+  DType dtype; // f32: TF32 allowed
+};
+std::string caseName(const TileCase &c) {
+  return ir::tileShapeName(c.shape) + "_" + (c.dtype == DType::F32 ? "tf32" : dtypeName(c.dtype));
+}
+void PrintTo(const TileCase &c, std::ostream *os) { *os << caseName(c); }
+
+class GpuTiledContraction : public ::testing::TestWithParam<TileCase> {
 protected:
   void SetUp() override {
     if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
   }
-  LayerOptions options() const { return LayerOptions{DType::F64, 5, true, true, Device::CUDA}; }
-  static constexpr double kTolerance = 1e-11;
+  LayerOptions options() const {
+    LayerOptions o{dtype(), 5, true, true, Device::CUDA};
+    o.allowTf32 = dtype() == DType::F32;
+    return o;
+  }
+  DType dtype() const { return GetParam().dtype; }
+  const ir::TileShape &shape() const { return GetParam().shape; }
+  double tolerance() const { return toleranceOf(dtype()); }
+  // `v` as the layer's input: rounded to its dtype, on the GPU; `v` becomes the rounded values.
+  Tensor input(std::vector<double> &v, Shape s) const {
+    Tensor t = tensorOf(v, std::move(s), dtype());
+    v = valuesOf(t);
+    return t.to(Device::CUDA);
+  }
 };
 
 TEST_P(GpuTiledContraction, Linear) {
-  ForcedTile forced(ir::tileShapeName(GetParam()));
+  ForcedTile forced(ir::tileShapeName(shape()));
   const int64_t B = 130, I = 70, O = 140;
   Layer l(lib(), "Linear", {{"in_features", std::to_string(I)}, {"out_features", std::to_string(O)}}, options());
   std::vector<double> x = pattern(B * I, 0.1), gy = pattern(B * O, 0.7);
   std::vector<double> w = valuesOf(l.params().at("weight")), bias = valuesOf(l.params().at("bias"));
-  auto out = l.forward({{"X", tensorOf(x, {B, I}).to(Device::CUDA)}});
-  EXPECT_GE(tiledKernels(l.lastForwardLoops(), GetParam()), 1);
-  auto grads = l.backward({{"Y", tensorOf(gy, {B, O}).to(Device::CUDA)}});
-  EXPECT_GE(tiledKernels(l.lastBackwardLoops(), GetParam()), 2);
+  auto out = l.forward({{"X", input(x, {B, I})}});
+  EXPECT_GE(tiledKernels(l.lastForwardLoops(), shape()), 1);
+  auto grads = l.backward({{"Y", input(gy, {B, O})}});
+  EXPECT_GE(tiledKernels(l.lastBackwardLoops(), shape()), 2);
 
   std::vector<double> y(B * O), gx(B * I, 0.0), gw(O * I, 0.0), gb(O, 0.0);
   for (int64_t b = 0; b < B; ++b)
@@ -95,21 +145,21 @@ TEST_P(GpuTiledContraction, Linear) {
       }
       gb[o] += gy[b * O + o];
     }
-  EXPECT_LT(maxRelError(valuesOf(out.at("Y")), y), kTolerance);
-  EXPECT_LT(maxRelError(valuesOf(grads.at("X")), gx), kTolerance);
-  EXPECT_LT(maxRelError(valuesOf(grads.at("weight")), gw), kTolerance);
-  EXPECT_LT(maxRelError(valuesOf(grads.at("bias")), gb), kTolerance);
+  EXPECT_LT(errorOf(out.at("Y"), y), tolerance());
+  EXPECT_LT(errorOf(grads.at("X"), gx), tolerance());
+  EXPECT_LT(errorOf(grads.at("weight"), gw), tolerance());
+  EXPECT_LT(errorOf(grads.at("bias"), gb), tolerance());
 }
 
 TEST_P(GpuTiledContraction, GramMatrix) {
-  ForcedTile forced(ir::tileShapeName(GetParam()));
+  ForcedTile forced(ir::tileShapeName(shape()));
   const int64_t B = 2, C = 130, N = 5 * 9;
   Layer l(lib(), "GramMatrix", {}, options());
   std::vector<double> x = pattern(B * C * N, 0.3), gy = pattern(B * C * C, 1.1);
-  auto out = l.forward({{"X", tensorOf(x, {B, C, 5, 9}).to(Device::CUDA)}});
-  EXPECT_GE(tiledKernels(l.lastForwardLoops(), GetParam()), 1);
-  auto grads = l.backward({{"Y", tensorOf(gy, {B, C, C}).to(Device::CUDA)}});
-  EXPECT_GE(tiledKernels(l.lastBackwardLoops(), GetParam()), 1);
+  auto out = l.forward({{"X", input(x, {B, C, 5, 9})}});
+  EXPECT_GE(tiledKernels(l.lastForwardLoops(), shape()), 1);
+  auto grads = l.backward({{"Y", input(gy, {B, C, C})}});
+  EXPECT_GE(tiledKernels(l.lastBackwardLoops(), shape()), 1);
 
   const double scale = 1.0 / static_cast<double>(C * N);
   std::vector<double> y(B * C * C, 0.0), gx(B * C * N, 0.0);
@@ -125,21 +175,21 @@ TEST_P(GpuTiledContraction, GramMatrix) {
           gx[(b * C + e) * N + n] += gy[(b * C + c) * C + e] * x[(b * C + c) * N + n] * scale;
         }
       }
-  EXPECT_LT(maxRelError(valuesOf(out.at("Y")), y), kTolerance);
-  EXPECT_LT(maxRelError(valuesOf(grads.at("X")), gx), kTolerance);
+  EXPECT_LT(errorOf(out.at("Y"), y), tolerance());
+  EXPECT_LT(errorOf(grads.at("X"), gx), tolerance());
 }
 
 TEST_P(GpuTiledContraction, Conv2d) {
-  ForcedTile forced(ir::tileShapeName(GetParam()));
+  ForcedTile forced(ir::tileShapeName(shape()));
   const int64_t B = 2, Ci = 5, Co = 20, H = 9, W = 11, K = 3;
   Layer l(lib(), "Conv2d",
           {{"in_channels", std::to_string(Ci)}, {"out_channels", std::to_string(Co)}, {"kernel_size", "3"}, {"padding", "1"}},
           options());
   std::vector<double> x = pattern(B * Ci * H * W, 0.2), gy = pattern(B * Co * H * W, 0.9);
   std::vector<double> w = valuesOf(l.params().at("weight")), bias = valuesOf(l.params().at("bias"));
-  auto out = l.forward({{"X", tensorOf(x, {B, Ci, H, W}).to(Device::CUDA)}});
-  EXPECT_GE(tiledKernels(l.lastForwardLoops(), GetParam()), 1);
-  auto grads = l.backward({{"Y", tensorOf(gy, {B, Co, H, W}).to(Device::CUDA)}});
+  auto out = l.forward({{"X", input(x, {B, Ci, H, W})}});
+  EXPECT_GE(tiledKernels(l.lastForwardLoops(), shape()), 1);
+  auto grads = l.backward({{"Y", input(gy, {B, Co, H, W})}});
 
   std::vector<double> y(B * Co * H * W), gx(x.size(), 0.0), gw(w.size(), 0.0);
   auto X = [&](int64_t b, int64_t c, int64_t h, int64_t v) { return ((b * Ci + c) * H + h) * W + v; };
@@ -161,15 +211,46 @@ TEST_P(GpuTiledContraction, Conv2d) {
               }
           y[at] = s;
         }
-  EXPECT_LT(maxRelError(valuesOf(out.at("Y")), y), kTolerance);
-  EXPECT_LT(maxRelError(valuesOf(grads.at("X")), gx), kTolerance);
-  EXPECT_LT(maxRelError(valuesOf(grads.at("weight")), gw), kTolerance);
+  EXPECT_LT(errorOf(out.at("Y"), y), tolerance());
+  EXPECT_LT(errorOf(grads.at("X"), gx), tolerance());
+  EXPECT_LT(errorOf(grads.at("weight"), gw), tolerance());
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, GpuTiledContraction, ::testing::ValuesIn(ir::gpuTileShapes()),
-                         [](const ::testing::TestParamInfo<ir::TileShape> &info) {
-                           return "Tile" + ir::tileShapeName(info.param);
-                         });
+// Every FMA shape in f64; every tensor-core shape with f16 and bf16 storage and in TF32.
+std::vector<TileCase> tileCases() {
+  std::vector<TileCase> cases;
+  for (const ir::TileShape &s : ir::gpuTileShapes())
+    if (s.tensorCores)
+      cases.insert(cases.end(), {{s, DType::F16}, {s, DType::BF16}, {s, DType::F32}});
+    else
+      cases.push_back({s, DType::F64});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GpuTiledContraction, ::testing::ValuesIn(tileCases()),
+                         [](const ::testing::TestParamInfo<TileCase> &info) { return caseName(info.param); });
+
+// An f32 layer keeps the FMA tiles unless TF32 is allowed.
+TEST(GpuTileShape, F32UsesTensorCoresOnlyWithTf32Allowed) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  for (bool tf32 : {false, true}) {
+    LayerOptions o{DType::F32, 5, true, true, Device::CUDA};
+    o.allowTf32 = tf32;
+    Layer l(lib(), "GramMatrix", {}, o);
+    l.forward({{"X", tensorOf(pattern(2 * 32 * 20, 0.5), {2, 32, 4, 5}, DType::F32).to(Device::CUDA)}});
+    EXPECT_EQ(tiledKernels(l.lastForwardLoops(), ir::gpuTileShapes()[tf32 ? 2 : 0]), 1) << "allowTf32 " << tf32;
+  }
+}
+
+// With 16-bit storage and ENC_TENSOR_CORES=0 the contraction keeps the FMA tiles.
+TEST(GpuTileShape, TensorCoresCanBeTurnedOff) {
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
+  setenv("ENC_TENSOR_CORES", "0", 1);
+  Layer l(lib(), "GramMatrix", {}, LayerOptions{DType::F16, 5, true, true, Device::CUDA});
+  l.forward({{"X", tensorOf(pattern(2 * 32 * 20, 0.5), {2, 32, 4, 5}, DType::F16).to(Device::CUDA)}});
+  unsetenv("ENC_TENSOR_CORES");
+  EXPECT_EQ(tiledKernels(l.lastForwardLoops(), ir::gpuTileShapes()[0]), 1);
+}
 
 // ENC_GPU_TILE names a shape or is a clear error; the choice needs no GPU.
 TEST(GpuTileShape, EnvironmentNamesAShape) {

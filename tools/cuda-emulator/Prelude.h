@@ -131,6 +131,71 @@ using std::fmin;
 using std::isinf;
 using std::isnan;
 
+inline void __syncwarp(unsigned = 0xffffffffu) { encemu_ctx->syncWarp(encemu_ctx->scheduler); }
+// nvcuda::wmma (tensor cores), 16 x 16 x 16 fragments: here every lane holds a fragment's whole
+// matrix, which it loads, multiplies and stores by itself (products summed in f32 in k order),
+// so that the collective operations need no exchange between lanes. The generated code uses
+// fragments only through these functions, whose meaning does not depend on how a warp
+// distributes the elements. (The toolkit's <mma.h> is kept out: its guard is defined here.)
+#define __CUDA_MMA_H__
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {}; // operands held as floats, rounded with __float_to_tf32
+} // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+template <typename T> struct element { using type = T; };
+template <> struct element<precision::tf32> { using type = float; };
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+  using E = typename element<T>::type;
+  static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
+  static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
+  static constexpr int num_elements = rows * cols;
+  E x[rows * cols]; // row-major, whatever the memory layout it is loaded from
+};
+// To nearest with ties away from zero, keeping 10 fraction bits (cvt.rna.tf32.f32).
+inline float __float_to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits = (bits + 0x1000u) & 0xffffe000u;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+template <typename Use, int M, int N, int K, typename T, typename L, typename V>
+void fill_fragment(fragment<Use, M, N, K, T, L> &f, const V &v) {
+  using E = typename fragment<Use, M, N, K, T, L>::E;
+  for (E &e : f.x) e = static_cast<E>(static_cast<float>(v));
+}
+template <typename Use, int M, int N, int K, typename T, typename L, typename P>
+void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const P *p, unsigned ld) {
+  using F = fragment<Use, M, N, K, T, L>;
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] = std::is_same_v<L, col_major> ? p[c * ld + r] : p[r * ld + c];
+}
+template <int M, int N, int K, typename T>
+void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, T> &f, unsigned ld, layout_t layout) {
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c) (layout == mem_row_major ? p[r * ld + c] : p[c * ld + r]) = f.x[r * N + c];
+}
+template <int M, int N, int K, typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
+              const fragment<matrix_b, M, N, K, T, LB> &b, const fragment<accumulator, M, N, K, float> &c) {
+  float out[M * N];
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      float s = c.x[m * N + n];
+      for (int k = 0; k < K; ++k) s += static_cast<float>(a.x[m * K + k]) * static_cast<float>(b.x[k * N + n]);
+      out[m * N + n] = s;
+    }
+  std::copy(out, out + M * N, d.x);
+}
+} // namespace nvcuda::wmma
 namespace encemu {
 // Calls a kernel with the driver's argument array: a[i] points at the i-th parameter's value.
 template <typename... P, std::size_t... I> void callKernel(void (*f)(P...), void **a, std::index_sequence<I...>) {

@@ -42,6 +42,7 @@ struct EmitOptions {
   bool backward = false;          // the kernels of the backward pass
   bool distributed = false;       // as run in a process group: allreduce(...) kept as collectives
   bool dataParallel = false;      // --backward: parameter gradients averaged in buckets (implies distributed)
+  bool allowTf32 = false;         // GPU f32 contractions on tensor cores in TF32
   std::vector<std::string> printAfter; // pass names (or "all"): the IR after them, to standard error
   bool printPipeline = false;          // the pass sequences instead of a layer
 };
@@ -52,6 +53,7 @@ int runEmit(const EmitOptions &o);
 struct EvalOptions {
   std::string file, layer, dtype = "f32", device = "auto", mode = "train", out;
   bool deviceGiven = false; // --device named: "auto" then says when it falls back to the CPU
+  bool allowTf32 = false;   // LayerOptions::allowTf32
   uint64_t seed = 0;
   std::vector<std::string> sets, inputs, params, grads;
   std::string loadState, saveState; // safetensors files: read before --param, written after the passes

@@ -89,6 +89,7 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
     t.target = target;
     t.types = gradient ? ir::backwardStorage(*gradient, forward, storage) : ir::forwardStorage(forward, storage);
     if (o.dataParallel) t.averageGradients = averagedGradients(prog, forward, *gradient);
+    t.allowTf32 = o.allowTf32 || envFlag("ENC_ALLOW_TF32");
     return pipeline.lower(prog, t);
   };
   if (o.kind == "loops") {

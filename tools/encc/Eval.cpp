@@ -32,6 +32,7 @@ PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOpti
   lo.dtype = parseDTypeOption(o.dtype);
   lo.training = o.mode == "train";
   lo.seed = o.seed;
+  lo.allowTf32 = o.allowTf32;
   PreparedRun run;
   run.dtype = lo.dtype;
   run.layer = std::make_unique<Layer>(lib, o.layer, splitPairs(o.sets, "--set"), lo);

@@ -51,6 +51,9 @@ int main(int argc, char **argv) {
   emitCmd->add_flag("--data-parallel", emit.dataParallel,
                     "with --backward: as data-parallel training runs it, parameter gradients averaged in buckets "
                     "(implies --distributed)");
+  const char *tf32Help = "GPU: f32 contractions may multiply on tensor cores in TF32 (10 fraction bits), as torch's "
+                         "allow_tf32; off by default (ENC_ALLOW_TF32=1 turns it on too)";
+  emitCmd->add_flag("--allow-tf32", emit.allowTf32, tf32Help);
 
   EvalOptions eval;
   auto *evalCmd = app.add_subcommand("eval", "Run a layer on .npy inputs and write .npy outputs");
@@ -58,6 +61,7 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--layer", eval.layer, "the layer to run")->required();
   evalCmd->add_option("--set", eval.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
   evalCmd->add_option("--dtype", eval.dtype, "f32, f64, f16 or bf16 (f16/bf16: f32 arithmetic and parameters, inputs, outputs and gradients in 16 bits)")->capture_default_str();
+  evalCmd->add_flag("--allow-tf32", eval.allowTf32, tf32Help);
   evalCmd->add_option("--device", eval.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   evalCmd->add_option("--mode", eval.mode, "train or eval")->capture_default_str();
   // Checked: CLI11 reads "-1" into the unsigned seed as 2^64 - 1.
@@ -88,6 +92,7 @@ int main(int argc, char **argv) {
   benchCmd->add_option("--param", bench.params, "a parameter value, NAME=FILE.npy (repeatable)");
   benchCmd->add_option("--grad", bench.grads, "an output's gradient, NAME=FILE.npy or NAME=random:... (default: random)");
   benchCmd->add_option("--dtype", bench.dtype, "f32, f64, f16 or bf16")->capture_default_str();
+  benchCmd->add_flag("--allow-tf32", bench.allowTf32, tf32Help);
   benchCmd->add_option("--device", bench.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   benchCmd->add_option("--mode", bench.mode, "train or eval")->capture_default_str();
   benchCmd->add_option("--runs", benchRuns, "timed runs after the first (which compiles)")->capture_default_str();

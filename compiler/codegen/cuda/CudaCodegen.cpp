@@ -153,6 +153,7 @@ public:
     write(kPrelude);
     if (options_.checkBounds) write(kBoundsCheck);
     if (!prog_.types.stored.empty()) write(kNarrowTypes);
+    if (usesFragments()) write("#include <mma.h>\n");
     for (const Kernel &k : prog_.kernels) emitKernel(k);
     return out_;
   }
@@ -167,7 +168,18 @@ private:
   std::string i_; // the type of index arithmetic: "int" or "long long"
   std::string out_;
   int line_ = 1; // line number of the next line written to out_
-  std::map<std::string, int64_t> arrays_; // the kernel's local and shared arrays: their sizes
+  struct Array {
+    int64_t size = 0;
+    ElemType elem;
+  };
+  std::map<std::string, Array> arrays_; // the kernel's local and shared arrays
+  std::set<std::string> tf32Fragments_;  // its operand fragments of f32 values taken as TF32
+
+  // A buffer's or array's element type as stored.
+  ElemType elemOf(const std::string &name) const {
+    auto a = arrays_.find(name);
+    return a != arrays_.end() ? a->second.elem : prog_.types.of(name);
+  }
 
   void write(const std::string &s) {
     out_ += s;
@@ -183,6 +195,7 @@ private:
     }
     kernel_ = &k;
     arrays_.clear();
+    tf32Fragments_.clear();
     sourceLine_ = k.loc.valid() ? k.loc.line() : 0;
     std::string params;
     for (size_t i = 0; i < k.buffers.size(); ++i)
@@ -199,13 +212,23 @@ private:
     writeLine(0, "}");
   }
 
+  bool usesFragments() const {
+    bool found = false;
+    for (const Kernel &k : prog_.kernels)
+      if (k.body) visit(k.body, [&](const Stmt &s) {
+          found = found || (s->kind == StmtKind::Alloc && s->fragment != Fragment::None);
+          return !found;
+        });
+    return found;
+  }
+
   // buffer[index] as written in the kernel: checked against the buffer's size with
   // checkBounds (when the size is a constant).
   std::string element(const std::string &buffer, const std::string &index) {
     if (!options_.checkBounds) return fmt::format("{}[{}]", cname(buffer), index);
     std::optional<int64_t> n = int64_t{1};
     if (auto a = arrays_.find(buffer); a != arrays_.end())
-      n = a->second;
+      n = a->second.size;
     else if (const TensorDecl *t = prog_.tensors.tensor(buffer))
       n = constantElements(*t);
     if (!n) return fmt::format("{}[{}]", cname(buffer), index);
@@ -288,7 +311,7 @@ private:
       return;
     case StmtKind::Assign: writeLine(indent, fmt::format("{} = {};", cname(s->name), expr(s->value))); return;
     case StmtKind::Store: {
-      if (s->accumulate && isNarrow(prog_.types.of(s->name)))
+      if (s->accumulate && isNarrow(elemOf(s->name)))
         internalError("atomic add into the 16-bit buffer {} (run accumulateInComputeType)", s->name);
       if (s->loc.valid()) sourceLine_ = s->loc.line();
       std::string text = s->accumulate
@@ -315,16 +338,25 @@ private:
     case StmtKind::Alloc: {
       int64_t n = 0;
       if (!isConst(s->value, &n)) internalError("the array {} has no constant size", s->name);
-      arrays_[s->name] = n;
-      writeLine(indent, fmt::format("{}{} {}[{}];", s->shared ? "__shared__ " : "", t_, cname(s->name), n));
+      ElemType elem = s->elem.value_or(prog_.types.compute);
+      if (s->fragment != Fragment::None) {
+        writeLine(indent, fmt::format("{} {}[{}];", fragmentType(s->fragment, elem, s->fragmentDepth), cname(s->name), n));
+        if (s->fragment != Fragment::Accumulator && elem == ElemType::F32) tf32Fragments_.insert(s->name);
+        return;
+      }
+      arrays_[s->name] = {n, elem};
+      // Tensor-core loads and stores need 32-byte alignment.
+      writeLine(indent, fmt::format("{}{} {}[{}];", s->shared ? "__shared__ __align__(32) " : "", typeName(elem),
+                                    cname(s->name), n));
       return;
     }
+    case StmtKind::Matrix: matrixStmt(*s, indent); return;
     case StmtKind::If:
       writeLine(indent, fmt::format("if ({}) {{", expr(s->value)));
       for (const Stmt &c : s->body) stmt(c, indent + 1);
       writeLine(indent, "}");
       return;
-    case StmtKind::Barrier: writeLine(indent, "__syncthreads();"); return;
+    case StmtKind::Barrier: writeLine(indent, s->warp ? "__syncwarp();" : "__syncthreads();"); return;
     }
   }
 
@@ -340,24 +372,80 @@ private:
 
   // A buffer's element type as stored, and the conversions a load or store of it needs
   // (round to nearest even on the way in; exact on the way out).
-  std::string storedType(const std::string &buffer) const {
-    switch (prog_.types.of(buffer)) {
+  std::string storedType(const std::string &buffer) const { return typeName(elemOf(buffer)); }
+  static std::string typeName(ElemType t) {
+    switch (t) {
     case ElemType::F16: return "__half";
     case ElemType::BF16: return "__nv_bfloat16";
     case ElemType::F32: return "float";
     case ElemType::F64: return "double";
     }
-    return t_;
+    return "float";
   }
+
+  // nvcuda::wmma's fragment types, 16 x 16 x depth: A row-major (rows of m, k contiguous), B
+  // column-major (columns of n, k contiguous), accumulators in f32; f32 operands are TF32.
+  static std::string fragmentType(Fragment f, ElemType elem, int depth) {
+    std::string shape = fmt::format("{0}, {0}, {1}", kFragmentSize, depth);
+    std::string operand = elem == ElemType::F32 ? "nvcuda::wmma::precision::tf32" : typeName(elem);
+    switch (f) {
+    case Fragment::MatrixA:
+      return fmt::format("nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, {}, {}, nvcuda::wmma::row_major>", shape, operand);
+    case Fragment::MatrixB:
+      return fmt::format("nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, {}, {}, nvcuda::wmma::col_major>", shape, operand);
+    case Fragment::Accumulator:
+      return fmt::format("nvcuda::wmma::fragment<nvcuda::wmma::accumulator, {}, {}>", shape, typeName(elem));
+    case Fragment::None: break;
+    }
+    internalError("no fragment type");
+  }
+
+  // name[index] of a fragment array, from a Load expression of it.
+  std::string fragmentAt(const Expr &e) {
+    if (e->kind != ExprKind::Load) internalError("a matrix operand that is not a fragment: {}", print(e));
+    return fmt::format("{}[{}]", cname(e->name), expr(e->args[0]));
+  }
+  // &array[position] of a shared array, from a Load expression of it.
+  std::string addressOf(const Expr &e) {
+    if (e->kind != ExprKind::Load || !arrays_.count(e->name))
+      internalError("a matrix load from {}, which is not a shared array", print(e));
+    return fmt::format("&{}", element(e->name, expr(e->args[0])));
+  }
+
+  void matrixStmt(const StmtNode &s, int indent) {
+    const std::string target = fmt::format("{}[{}]", cname(s.name), expr(s.index));
+    switch (s.matrixOp) {
+    case MatrixOp::Fill: writeLine(indent, fmt::format("nvcuda::wmma::fill_fragment({}, {});", target, expr(s.value))); return;
+    case MatrixOp::Load:
+      writeLine(indent, fmt::format("nvcuda::wmma::load_matrix_sync({}, {}, {});", target, addressOf(s.value), s.ld));
+      // TF32 operands are f32 values rounded to TF32 (10 fraction bits).
+      if (tf32Fragments_.count(s.name))
+        writeLine(indent, fmt::format("for (int _e = 0; _e < {0}.num_elements; ++_e) {0}.x[_e] = "
+                                      "nvcuda::wmma::__float_to_tf32({0}.x[_e]);",
+                                      target));
+      return;
+    case MatrixOp::Mma:
+      if (s.value->kind != ExprKind::Binary || s.value->binOp != BinOp::Mul)
+        internalError("a matrix multiply-add of {}, not a product of two fragments", print(s.value));
+      writeLine(indent, fmt::format("nvcuda::wmma::mma_sync({0}, {1}, {2}, {0});", target, fragmentAt(s.value->args[0]),
+                                    fragmentAt(s.value->args[1])));
+      return;
+    case MatrixOp::Store:
+      writeLine(indent, fmt::format("nvcuda::wmma::store_matrix_sync(&{}, {}, {}, nvcuda::wmma::mem_row_major);",
+                                    element(s.name, expr(s.index)), fragmentAt(s.value), s.ld));
+      return;
+    }
+  }
+
   std::string toCompute(const std::string &buffer, const std::string &element) const {
-    switch (prog_.types.of(buffer)) {
+    switch (elemOf(buffer)) {
     case ElemType::F16: return fmt::format("__half2float({})", element);
     case ElemType::BF16: return fmt::format("__bfloat162float({})", element);
     default: return element;
     }
   }
   std::string toStorage(const std::string &buffer, const std::string &value) const {
-    switch (prog_.types.of(buffer)) {
+    switch (elemOf(buffer)) {
     case ElemType::F16: return fmt::format("__float2half_rn({})", value);
     case ElemType::BF16: return fmt::format("__float2bfloat16_rn({})", value);
     default: return value;

@@ -317,7 +317,8 @@ private:
     case StmtKind::Alloc: {
       int64_t n = 0;
       if (!isConst(s->value, &n) || n < 0) internalError("kernel {}: alloc of non-constant size", kernel_.name);
-      if (s->shared) internalError("kernel {}: a shared array in a CPU kernel", kernel_.name);
+      if (s->shared || s->fragment != Fragment::None || s->elem)
+        internalError("kernel {}: a GPU array ({}) in a CPU kernel", kernel_.name, s->name);
       auto *fn = b_.GetInsertBlock()->getParent();
       llvm::IRBuilder<> entry(&fn->getEntryBlock(), fn->getEntryBlock().begin());
       llvm::AllocaInst *a = entry.CreateAlloca(llvm::ArrayType::get(fty_, static_cast<uint64_t>(std::max<int64_t>(n, 1))), nullptr, s->name);
@@ -329,7 +330,8 @@ private:
     case StmtKind::WarpReduce:
     case StmtKind::IfLaneZero:
     case StmtKind::If:
-    case StmtKind::Barrier: internalError("GPU statement in a CPU kernel");
+    case StmtKind::Barrier:
+    case StmtKind::Matrix: internalError("GPU statement in a CPU kernel");
     }
   }
 
