@@ -13,12 +13,15 @@
 //       s[_o] = _acc
 //       let c_e1 = _o;  mu[_o] = rm[c_e1] + s[c_e1] / n      <- the pointwise kernel, moved in
 //
-// The pointwise kernel moves up past the kernels between them only when it reads nothing
+// The reduction is any warp reduction nest (ReductionNest.h; sibling reductions fused into one
+// included), its epilogue extended; the pointwise kernel is recognized by what its statements
+// are, not their order. It moves up past the kernels between them only when it reads nothing
 // they write and they neither read nor write its output.
-#include "compiler/LoopIR.h"
+#include "compiler/ReductionNest.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -26,30 +29,36 @@
 namespace enc::ir {
 namespace {
 
-// A warp reduction whose last statement is lane 0's block (stores, and epilogues moved in).
-bool isWarpReduction(const Kernel &k) {
-  if (k.launch != ForKind::GpuWarps || k.scatters || k.collective) return false;
+// A pointwise kernel: one thread per output, lets, and one plain store at the thread's own
+// position (blocks transparent; lets are pure, so their place around the store does not matter).
+struct Pointwise {
+  std::string var;
+  Expr extent;
+  std::vector<Stmt> lets;
+  Stmt store;
+};
+
+std::optional<Pointwise> pointwise(const Kernel &k) {
+  if (k.launch != ForKind::GpuThreads || k.scatters || k.collective || k.outputs != 1) return std::nullopt;
   const Stmt &top = k.body;
-  return top->kind == StmtKind::For && top->forKind == ForKind::GpuWarps && !top->body.empty() &&
-         top->body.back()->kind == StmtKind::IfLaneZero;
+  if (top->kind != StmtKind::For || top->forKind != ForKind::GpuThreads) return std::nullopt;
+  Pointwise p{top->name, top->value, {}, nullptr};
+  for (const Stmt &s : withoutBlocks(top->body)) {
+    if (s->kind == StmtKind::Let)
+      p.lets.push_back(s);
+    else if (s->kind == StmtKind::Store && !p.store)
+      p.store = s;
+    else
+      return std::nullopt;
+  }
+  if (!p.store || p.store->accumulate || p.store->index->kind != ExprKind::Var || p.store->index->name != p.var)
+    return std::nullopt;
+  return p;
 }
 
-// A pointwise kernel: one thread per output, integer lets, then one plain store at the
-// thread's own position.
-bool isPointwise(const Kernel &k) {
-  if (k.launch != ForKind::GpuThreads || k.scatters || k.collective || k.outputs != 1) return false;
-  const Stmt &top = k.body;
-  if (top->kind != StmtKind::For || top->forKind != ForKind::GpuThreads || top->body.empty()) return false;
-  for (size_t i = 0; i + 1 < top->body.size(); ++i)
-    if (top->body[i]->kind != StmtKind::Let || top->body[i]->type != Type::Int) return false;
-  const Stmt &st = top->body.back();
-  return st->kind == StmtKind::Store && !st->accumulate && st->index->kind == ExprKind::Var && st->index->name == top->name;
-}
-
-// Whether every load in `b` (a pointwise kernel) of a buffer in `written` is at b's own
-// position once b's lets are substituted.
-bool readsOnlyOwnPosition(const Kernel &b, const std::set<std::string> &written) {
-  const Stmt &top = b.body;
+// Whether every load in `b` of a buffer in `written` is at b's own position once b's lets are
+// substituted.
+bool readsOnlyOwnPosition(const Pointwise &b, const std::set<std::string> &written) {
   std::map<std::string, Expr> lets;
   auto expand = [&](const Expr &e) {
     return substitute(e, [&](const std::string &n, VarKind) -> Expr {
@@ -57,43 +66,28 @@ bool readsOnlyOwnPosition(const Kernel &b, const std::set<std::string> &written)
       return it == lets.end() ? nullptr : it->second;
     });
   };
-  for (size_t i = 0; i + 1 < top->body.size(); ++i) lets[top->body[i]->name] = expand(top->body[i]->value);
+  for (const Stmt &l : b.lets) lets[l->name] = expand(l->value);
   bool ok = true;
-  visit(top->body.back()->value, [&](const Expr &n) {
+  visit(b.store->value, [&](const Expr &n) {
     if (n->kind != ExprKind::Load || !written.count(n->name)) return true;
     Expr at = expand(n->args[0]);
-    ok &= at->kind == ExprKind::Var && at->name == top->name;
+    ok &= at->kind == ExprKind::Var && at->name == b.var;
     return true;
   });
   return ok;
 }
 
-Expr renameVars(const Expr &e, const std::map<std::string, std::string> &rename) {
-  return substitute(e, [&](const std::string &n, VarKind k) -> Expr {
-    auto it = rename.find(n);
-    return it == rename.end() ? nullptr : var(it->second, Type::Int, k);
-  });
-}
-
-// `b`'s statements in a's lane-0 block: b's position is a's output index; b's lets get names
-// of their own (two epilogues' `c` must not meet in one C++ scope).
-Kernel moveInto(const Kernel &a, const Kernel &b, int &fresh) {
-  const Stmt &aTop = a.body, &bTop = b.body;
-  std::map<std::string, std::string> rename{{bTop->name, aTop->name}};
-  std::vector<Stmt> lane0 = aTop->body.back()->body;
-  for (size_t i = 0; i + 1 < bTop->body.size(); ++i) {
-    const Stmt &l = bTop->body[i];
-    std::string name = fmt::format("{}_e{}", l->name, ++fresh);
-    Expr value = renameVars(l->value, rename);
-    rename[l->name] = name;
-    lane0.push_back(let(name, Type::Int, value));
+// `b`'s statements in the epilogue of `a` (nest `na`): b's position is a's output index; b's
+// lets get names of their own (two epilogues' `c` must not meet in one C++ scope).
+Kernel moveInto(const Kernel &a, ReductionNest na, const Kernel &b, const Pointwise &pb, int &fresh) {
+  Renaming rename{{pb.var, na.output.var}};
+  for (const Stmt &l : pb.lets) {
+    rename[l->name] = fmt::format("{}_e{}", l->name, ++fresh);
+    na.epilogue.push_back(renameLocals(l, rename));
   }
-  const Stmt &st = bTop->body.back();
-  lane0.push_back(store(st->name, renameVars(st->index, rename), renameVars(st->value, rename), st->loc));
-  std::vector<Stmt> body = aTop->body;
-  body.back() = ifLaneZero(lane0);
+  na.epilogue.push_back(renameLocals(pb.store, rename));
   Kernel k = a;
-  k.body = forLoop(aTop->name, aTop->value, ForKind::GpuWarps, body);
+  k.body = reductionNestBody(na);
   return mergedInterface(k, a, b);
 }
 
@@ -105,7 +99,8 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
   std::vector<Kernel> &ks = out.kernels;
   int fresh = 0;
   for (size_t j = 0; j < ks.size(); ++j) {
-    if (!isPointwise(ks[j])) continue;
+    const std::optional<Pointwise> pb = pointwise(ks[j]);
+    if (!pb) continue;
     const std::set<std::string> bReads = kernelReads(ks[j]);
     const std::string &bOut = ks[j].buffers[0];
     // The nearest earlier warp reduction over the same outputs that it can move into.
@@ -114,9 +109,9 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
       const std::set<std::string> aWrites = kernelWrites(a);
       const bool readsA = std::any_of(bReads.begin(), bReads.end(), [&](const std::string &r) { return aWrites.count(r); });
       const bool touchesOut = aWrites.count(bOut) || kernelReads(a).count(bOut);
-      if (isWarpReduction(a) && readsA && !touchesOut && structurallyEqual(a.body->value, ks[j].body->value) &&
-          readsOnlyOwnPosition(ks[j], aWrites)) {
-        ks[i] = moveInto(a, ks[j], fresh);
+      const std::optional<ReductionNest> na = readsA && !touchesOut ? reductionNest(a) : std::nullopt;
+      if (na && na->warp() && structurallyEqual(na->output.extent, pb->extent) && readsOnlyOwnPosition(*pb, aWrites)) {
+        ks[i] = moveInto(a, *na, ks[j], *pb, fresh);
         ks.erase(ks.begin() + static_cast<long>(j));
         --j;
         break;

@@ -214,6 +214,19 @@ Stmt substitute(const Stmt &s, const std::function<Expr(const std::string &name,
   return withEachExpr(s, [&](const Expr &e) { return substitute(e, lookup); });
 }
 
+std::vector<Stmt> withoutBlocks(const std::vector<Stmt> &body) {
+  std::vector<Stmt> out;
+  for (const Stmt &s : body) {
+    if (s->kind != StmtKind::Block) {
+      out.push_back(s);
+      continue;
+    }
+    std::vector<Stmt> inner = withoutBlocks(s->body);
+    out.insert(out.end(), inner.begin(), inner.end());
+  }
+  return out;
+}
+
 Stmt withName(const Stmt &s, std::string name) {
   auto copy = std::make_shared<StmtNode>(*s);
   copy->name = std::move(name);

@@ -121,6 +121,8 @@ Stmt mutate(const Stmt &s, const std::function<Stmt(const Stmt &)> &fn);
 Stmt mutateExprs(const Stmt &s, const std::function<Expr(const Expr &)> &fn);
 // Replaces variables by name in every expression of s (statement names are left alone).
 Stmt substitute(const Stmt &s, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
+// The statements of `body` with the bodies of nested blocks spliced in where the blocks stand.
+std::vector<Stmt> withoutBlocks(const std::vector<Stmt> &body);
 
 struct Kernel {
   std::string name;                 // C identifier
