@@ -85,6 +85,11 @@ Program splitReductions(const Program &p, const SplitReductionOptions &options =
 // T_part[s, o] (one row per chunk of the flattened reduction; the chunks spread over threads,
 // the row loop over o streams and vectorizes) and T[o] = sum(s: T_part[s, o]).
 Program splitColumnReductions(const Program &p, int64_t chunks = 16);
+// CPU: a sum that reads a tensor with a constant stride s > 1 (at most 8) along its innermost
+// reduction index, the rest of that index a function of output indices with a constant range
+// (a strided convolution's weight gradient), reads a copy split into its s stride phases,
+// T_phases[..., p, u] = T[..., s * u + p + lo], with unit stride (see PhaseStridedReads.cpp).
+Program phaseStridedReads(const Program &p);
 // CPU: a sum whose epilogue the blocked schedules cannot widen gets a temporary of its own
 // (compiler/SplitEpilogues.cpp).
 Program splitHeavyEpilogues(const Program &p);

@@ -54,6 +54,8 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "splitReductions", "GPU", "long reductions with few outputs cut into chunks, for enough warps"},
     {"lower", "splitColumnReductions", "CPU, fused", "long column sums cut into per-thread rows"},
     {"lower", "splitHeavyEpilogues", "CPU, fused", "a contraction's epilogue blocked code cannot widen: its own kernel"},
+    {"lower", "phaseStridedReads", "CPU, fused",
+     "a sum's read strided along its innermost reduction index reads a copy split into stride phases"},
     {"lower", "sinkCollectives", "", "collectives of one stage adjacent: one message"},
     {"lower", "lowerToLoops", "", "one kernel per stored tensor; contractions tiled"},
     {"lower", "moveParallelismInward", "CPU", "a parallel loop of one iteration hands its work to the loop inside"},
@@ -257,6 +259,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   else if (t.fuse) {
     p = run.step("splitColumnReductions", p, [](const Program &q) { return splitColumnReductions(q); });
     p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
+    p = run.step("phaseStridedReads", p, phaseStridedReads);
   }
   p = run.step("sinkCollectives", p, sinkCollectives);
   LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) {

@@ -4,6 +4,7 @@
 // index shorter than a vector).
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/Pipeline.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
 
@@ -297,6 +298,68 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
     }
 }
 
+
+// A strided convolution's weight gradient reads X[b, c, h * s + kh * d - p, w * s + kw * d - p],
+// s elements apart along the reduction's w: the CPU lowering copies X once into its stride
+// phases, X_phases[b, c, y, phase, u] = X[b, c, y, s * u + phase + lo], and the dot product
+// along w reads that with unit stride and no column guard. Numerics against double loops at
+// odd sizes, strides 2 and 3, dilation 2, even and odd kernels, and columns too few for the
+// copy (fewer than 16 output columns: no copy).
+TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
+  auto sets = [](int64_t ci, int64_t co, int64_t k, int64_t pad, int64_t stride, int64_t dilation) {
+    return std::map<std::string, std::string>{{"in_channels", std::to_string(ci)}, {"out_channels", std::to_string(co)},
+                                              {"kernel_size", std::to_string(k)},  {"padding", std::to_string(pad)},
+                                              {"stride", std::to_string(stride)},  {"dilation", std::to_string(dilation)}};
+  };
+  {
+    Layer shown(lib(), "Conv2d", sets(8, 8, 3, 1, 2, 1), {});
+    std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+    ir::Pipeline pipeline;
+    ir::TargetOptions target;
+    std::string text = ir::printLoops(pipeline.lower(pipeline.specializeSizes(shown.gradientProgram(), sizes), target));
+    size_t at = text.find("kernel k1_grad_weight");
+    ASSERT_NE(at, std::string::npos) << text;
+    EXPECT_NE(text.find("X_phases[(((i0 * 8 + i1) * 56 + i2) * 2 + phase) * 29 + u] = select(2 * u + phase - 1 >= 0"),
+              std::string::npos)
+        << text;
+    std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+    EXPECT_NE(kernel.find("vectorized for w.l in 0..16:"), std::string::npos) << kernel;
+    EXPECT_NE(kernel.find("X_phases["), std::string::npos) << kernel;
+    EXPECT_EQ(kernel.find("X["), std::string::npos) << kernel;
+    EXPECT_EQ(kernel.find("w.l) * 2"), std::string::npos) << "a strided column read left: " << kernel;
+  }
+  std::mt19937_64 rng(7);
+  struct Case { int64_t B, Ci, Co, H, W, k, pad, stride, dilation; };
+  for (DType dtype : {DType::F32, DType::F64})
+    for (Case c : {Case{2, 3, 5, 5, 37, 3, 1, 2, 1}, Case{1, 2, 6, 4, 36, 4, 1, 2, 1}, Case{1, 3, 4, 3, 53, 5, 2, 3, 1},
+                   Case{2, 2, 3, 5, 41, 3, 2, 2, 2}, Case{1, 2, 3, 3, 15, 3, 1, 2, 1}, Case{1, 1, 2, 2, 33, 1, 0, 2, 1}}) {
+      Layer layer(lib(), "Conv2d", sets(c.Ci, c.Co, c.k, c.pad, c.stride, c.dilation), {dtype, 4});
+      Tensor x = randomTensor(dtype, {c.B, c.Ci, c.H, c.W}, rng);
+      V xv = values(x);
+      Tensor y = layer.forward({{"X", x}}).at("Y");
+      int64_t span = c.dilation * (c.k - 1) + 1;
+      int64_t Ho = (c.H + 2 * c.pad - span) / c.stride + 1, Wo = (c.W + 2 * c.pad - span) / c.stride + 1;
+      ASSERT_EQ(y.shape(), (Shape{c.B, c.Co, Ho, Wo}));
+      Tensor g = randomTensor(dtype, y.shape(), rng);
+      V gv = values(g), gw(static_cast<size_t>(c.Co * c.Ci * c.k * c.k), 0.0);
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t o = 0; o < c.Co; ++o)
+          for (int64_t ci = 0; ci < c.Ci; ++ci)
+            for (int64_t kh = 0; kh < c.k; ++kh)
+              for (int64_t kw = 0; kw < c.k; ++kw)
+                for (int64_t h = 0; h < Ho; ++h)
+                  for (int64_t w = 0; w < Wo; ++w) {
+                    int64_t ih = h * c.stride + kh * c.dilation - c.pad, iw = w * c.stride + kw * c.dilation - c.pad;
+                    if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                    gw[static_cast<size_t>(((o * c.Ci + ci) * c.k + kh) * c.k + kw)] +=
+                        gv[static_cast<size_t>(((b * c.Co + o) * Ho + h) * Wo + w)] *
+                        xv[static_cast<size_t>(((b * c.Ci + ci) * c.H + ih) * c.W + iw)];
+                  }
+      expectClose(layer.backward({{"Y", g}}).at("weight"), gw, dtype,
+                  fmt::format("Conv2d B={} {}->{} {}x{} k={} pad={} stride={} dilation={} grad weight", c.B, c.Ci, c.Co,
+                              c.H, c.W, c.k, c.pad, c.stride, c.dilation));
+    }
+}
 
 // A sum over k of terms that vanish unless (v + k + 1) % 3 == 0 (a strided convolution's
 // gradient, with +k where conv's has -k): the CPU splits v into phases v.r < 3 and positions

@@ -80,6 +80,29 @@ TEST_F(EnccRepl, DefinesRunsAndDifferentiates) {
   EXPECT_TRUE(contains(r.out, "Y: f64 [3]")) << r;
 }
 
+// :grad with no output gradient given draws a random one shaped like the output, a rank-0
+// loss's too: grad X = dY * 2 X, the same dY for every element.
+TEST_F(EnccRepl, GradOfALossDrawsAScalarGradient) {
+  writeNpy(path("x.npy").string(), vector({0.5, -1.25, 3.0}));
+  CliResult r = session("layer Loss() {\n"
+                        "  forward(X: [N]) -> Y: [] {\n"
+                        "    Y = sum(i: X[i] ^ 2)\n"
+                        "  }\n"
+                        "}\n"
+                        ":set dtype f64\n"
+                        ":grad Loss X=x.npy\n");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_FALSE(contains(r.err, "random:")) << r;
+  std::vector<double> y = valuesAfter(r.out, "Y"), gx = valuesAfter(r.out, "grad X");
+  ASSERT_EQ(y.size(), 1u) << r;
+  EXPECT_NEAR(y[0], 0.25 + 1.5625 + 9.0, 1e-4) << r; // printed to 6 digits
+  ASSERT_EQ(gx.size(), 3u) << r;
+  const std::vector<double> x = {0.5, -1.25, 3.0};
+  double dy = gx[0] / (2 * x[0]);
+  EXPECT_NE(dy, 0.0) << r;
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(gx[i], 2 * x[i] * dy, 1e-5 * std::abs(gx[i]) + 1e-9) << i;
+}
+
 // :eval takes parameter values from .npy files and --dtype for one command: Y = w * X with w
 // given, in f64 while the session stays f32.
 TEST_F(EnccRepl, EvalTakesParametersAndADtype) {

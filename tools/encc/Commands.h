@@ -73,7 +73,9 @@ struct EvalResult {
   std::map<std::string, Tensor> outputs, params, grads; // on the host; grads only with o.grads
 };
 // Runs o.layer of `lib` as `encc eval` does (o.out and o.file are not used; o.saveState is written).
-EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o);
+// randomGrads: backward too, the outputs o.grads does not name seeded with random gradients of
+// their shapes (rank 0 included).
+EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o, bool randomGrads = false);
 int runEval(const EvalOptions &o);
 
 // encc bench: o.layer's passes timed on one Layer instance, inputs already on its device, the

@@ -57,15 +57,19 @@ Tensor gradientSeed(const std::string &name, const std::string &spec, const Eval
   return t.to(dtype);
 }
 
-EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o) {
+EvalResult evalLayer(const std::shared_ptr<const Library> &lib, const EvalOptions &o, bool randomGrads) {
   PreparedRun run = prepareRun(lib, o);
   EvalResult r;
   for (const auto &[name, t] : run.layer->forward(run.inputs)) r.outputs[name] = t.cpu();
   for (const auto &[name, t] : run.layer->params()) r.params[name] = t.cpu();
   if (!o.saveState.empty()) run.layer->saveState(o.saveState);
-  if (o.grads.empty()) return r;
+  if (o.grads.empty() && !randomGrads) return r;
   std::map<std::string, Tensor> seeds;
   for (const auto &[name, spec] : splitPairs(o.grads, "--grad")) seeds[name] = gradientSeed(name, spec, o, run.dtype);
+  // Not given: random, shaped like the output (a loss's [] too), as encc bench makes them.
+  if (randomGrads)
+    for (const auto &[name, y] : r.outputs)
+      if (!seeds.contains(name)) seeds[name] = randomTensor(y.shape(), run.dtype, o.seed, "grad:" + name);
   for (const auto &[name, t] : run.layer->backward(seeds)) r.grads[name] = t.cpu();
   return r;
 }

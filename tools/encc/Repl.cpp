@@ -285,18 +285,10 @@ private:
       std::cout << fmt::format("{} ({}, {}): {}\n", o.layer, o.dtype, r.device, benchSummary(r, true));
       return;
     }
-    // Backward seeds: those given, and random gradients shaped like the other outputs of a
-    // first forward.
-    EvalResult first = evalLayer(lib, o);
+    // Backward seeds: those given, and random gradients shaped like the other outputs (a
+    // loss's [] too).
     o.grads = givenGrads;
-    for (const auto &[name, t] : first.outputs) {
-      if (std::any_of(givenGrads.begin(), givenGrads.end(), [&](const std::string &g) { return g.starts_with(name + "="); }))
-        continue;
-      std::string dims;
-      for (int64_t d : t.shape()) dims += (dims.empty() ? "" : ",") + std::to_string(d);
-      o.grads.push_back(fmt::format("{}=random:{}", name, dims));
-    }
-    EvalResult r = evalLayer(lib, o);
+    EvalResult r = evalLayer(lib, o, /*randomGrads=*/true);
     for (const auto &[name, t] : r.outputs) print(name, t);
     for (const auto &[name, t] : r.grads) print("grad " + name, t);
   }
