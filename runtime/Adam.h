@@ -8,7 +8,9 @@
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 //
 // which is p -= lr * m_hat / (sqrt(v_hat) + eps) with the bias-corrected m_hat, v_hat. The
-// moments are kept in the parameter's dtype, as torch keeps them; the arithmetic is double.
+// moments are kept in the parameter's dtype and on its device, as torch keeps them. On the host
+// the arithmetic is double; a CUDA parameter is updated on the GPU in its dtype (see
+// runtime/Optimizer.h).
 #pragma once
 
 #include "runtime/Optimizer.h"
@@ -49,7 +51,7 @@ protected:
 private:
   struct State {
     int64_t step = 0;
-    Tensor expAvg, expAvgSq, maxExpAvgSq; // m, v, v_max on the host
+    Tensor expAvg, expAvgSq, maxExpAvgSq; // m, v, v_max, on the parameter's device
   };
   AdamOptions options_; // its lr is the initial one: lr() is the current one
   bool decoupled_;

@@ -610,6 +610,11 @@ const ir::Program &Layer::gradientProgram() {
   return gradient_->gradient.program;
 }
 
+void Layer::releasePass() {
+  lastBuffers_.clear();
+  forwardRan_ = false;
+}
+
 std::map<std::string, Tensor> Layer::backward(const std::string &loss) {
   if (!forwardRan_)
     throw Error(fmt::format("layer {}: backward needs a forward pass first", name_), "call forward with the same inputs");

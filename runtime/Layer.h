@@ -103,6 +103,9 @@ public:
   // The backward pass of the scalar `loss` (an output; for a tensor output, of its sum): what a
   // training step needs once the loss is part of the network.
   std::map<std::string, Tensor> backward(const std::string &loss);
+  // Drops what the last forward pass kept for backward (its inputs, intermediates and outputs),
+  // for a layer run forward only; backward() is then an error until the next forward.
+  void releasePass();
 
   // The parameters' gradients summed over every backward pass since the last zeroGrad(), as
   // torch's .grad: micro-batches of one step each call forward and backward, then the optimizer

@@ -6,10 +6,17 @@
 // changes. State (momentum, moment estimates) is kept per layer object and parameter name, so
 // one optimizer serves every layer of a network, whatever its parameters are called.
 //
-// The update runs on the host: each parameter and its gradient are copied there as plain
-// arrays of the parameter's dtype (f32, or f64 for an f64 layer: 16-bit layers keep f32
-// parameters), updated element by element, and put back on the layer's device with
-// Layer::setParam. Correct on every device; a GPU-side update is future work.
+// Where the update runs is where the parameter lives:
+// - CPU parameters: on the host, as plain arrays of the parameter's dtype (f32, or f64 for an
+//   f64 layer: 16-bit layers keep f32 parameters), element by element in double, rounded to the
+//   dtype where torch stores a tensor; put back with Layer::setParam.
+// - CUDA parameters: on the GPU, as small .enc layers compiled by encc itself
+//   (runtime/DeviceOps.h), in the parameter's dtype, with the state (momentum buffers, moments)
+//   kept on the GPU in that dtype. No parameter, gradient or state crosses to the host; the
+//   numbers of a step (learning rate, bias corrections) go over as a few values. The results
+//   equal the host's to rounding (the GPU rounds every operation to the dtype).
+// A gradient must be on its parameter's device: anything else is an enc::Error, raised before
+// any parameter changes.
 //
 // The learning rate is settable (lr(), setLr()) so that a schedule (runtime/LrScheduler.h)
 // can drive any optimizer.
@@ -38,33 +45,40 @@ public:
 protected:
   Optimizer(const char *name, double lr);
 
-  // Runs `update(name, p, g, n)` for every parameter `grads` has a gradient for, with `p` the
-  // parameter's n values (float * or double *, updated in place) and `g` its gradient in the
-  // same type, then stores `p` back into the layer. Shapes are all checked first.
-  template <typename Update>
-  void updateOnHost(Layer &layer, const std::map<std::string, Tensor> &grads, Update &&update);
+  // Checks every gradient (shape, device), then for every parameter `grads` has a gradient for:
+  // - a CPU parameter: runs `onHost(name, p, g, n)` with `p` the parameter's n values (float * or
+  //   double *, updated in place) and `g` its gradient in the same type, then stores `p` back;
+  // - a CUDA parameter: `onDevice(name, param, grad)` with both on the GPU in the parameter's
+  //   dtype returns the new value, which is stored (an empty parameter goes to onHost, n = 0).
+  template <typename OnHost, typename OnDevice>
+  void update(Layer &layer, const std::map<std::string, Tensor> &grads, OnHost &&onHost, OnDevice &&onDevice);
 
-  // A host array of `like`'s dtype and shape, zero-filled, for per-parameter state; reused when
-  // `state` already is one (a state that no longer fits is started afresh).
+  // A zero-filled tensor of `like`'s dtype, shape and device, for per-parameter state; reused
+  // when `state` already is one (a state that no longer fits is started afresh).
   static Tensor &stateLike(Tensor &state, const Tensor &like);
 
 private:
   const char *name_;
   double lr_;
 
-  void checkShapes(const Layer &layer, const std::map<std::string, Tensor> &grads) const;
+  void checkGradients(const Layer &layer, const std::map<std::string, Tensor> &grads) const;
 };
 
-template <typename Update>
-void Optimizer::updateOnHost(Layer &layer, const std::map<std::string, Tensor> &grads, Update &&update) {
-  checkShapes(layer, grads);
+template <typename OnHost, typename OnDevice>
+void Optimizer::update(Layer &layer, const std::map<std::string, Tensor> &grads, OnHost &&onHost, OnDevice &&onDevice) {
+  checkGradients(layer, grads);
   for (const auto &[name, grad] : grads) {
     if (!layer.isParameter(name)) continue;
-    Tensor p = layer.params().at(name).cpu().clone();
+    const Tensor &param = layer.params().at(name);
+    if (param.isCuda() && param.numel() > 0) {
+      layer.setParam(name, onDevice(name, param, grad.to(param.dtype())));
+      continue;
+    }
+    Tensor p = param.cpu().clone();
     const Tensor g = grad.cpu().to(p.dtype()); // may share the caller's storage: read only
     int64_t n = p.numel();
-    if (p.dtype() == DType::F64) update(name, p.dataAs<double>(), g.dataAs<double>(), n);
-    else update(name, p.dataAs<float>(), g.dataAs<float>(), n);
+    if (p.dtype() == DType::F64) onHost(name, p.dataAs<double>(), g.dataAs<double>(), n);
+    else onHost(name, p.dataAs<float>(), g.dataAs<float>(), n);
     layer.setParam(name, p);
   }
 }

@@ -1,10 +1,12 @@
 #include "runtime/TensorOps.h"
 
+#include "runtime/DeviceOps.h"
 #include "runtime/Float16.h"
 #include "runtime/Gpu.h"
 #include "runtime/Rng.h"
 #include "support/Error.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -77,8 +79,17 @@ template <typename Gen> Tensor generate(const Shape &shape, DType dtype, Device 
   return t.to(device);
 }
 
-template <typename Op> Tensor binary(const char *op, const Tensor &a, const Tensor &b, Op &&f) {
+// `layer` of runtime/DeviceOps.cpp on CUDA operands A (and B), flattened; its output Y in a's shape.
+Tensor onDevice(const char *layer, const Tensor &a, const Tensor *b, const std::map<std::string, double> &params = {}) {
+  std::map<std::string, Tensor> in = {{"A", device::flat(a)}};
+  if (b) in["B"] = device::flat(*b);
+  return device::run(layer, a.dtype(), in, {}, params).outputs.at("Y").reshape(a.shape());
+}
+
+template <typename Op>
+Tensor binary(const char *op, const Tensor &a, const Tensor &b, Op &&f, const char *deviceLayer = nullptr) {
   checkSame(op, a, b);
+  if (a.isCuda() && a.numel() > 0 && deviceLayer) return onDevice(deviceLayer, a, &b);
   const Tensor x = a.cpu(), y = b.cpu();
   Tensor out = Tensor::empty(a.dtype(), a.shape(), Device::CPU);
   withElems(a.dtype(), [&](auto e) {
@@ -89,13 +100,6 @@ template <typename Op> Tensor binary(const char *op, const Tensor &a, const Tens
     for (int64_t i = 0, n = out.numel(); i < n; ++i) zs[i] = E::put(f(E::get(xs[i]), E::get(ys[i])));
   });
   return out.to(a.device());
-}
-
-// Runs `update` on a host view of `dst` and, for a CUDA tensor, copies the result back into its storage.
-template <typename Update> void inPlace(Tensor &dst, Update &&update) {
-  Tensor host = dst.isCuda() ? dst.cpu() : dst;
-  update(host);
-  if (dst.isCuda()) copyInto(dst, host);
 }
 
 template <typename T> Tensor fromPointer(const T *data, const Shape &shape, DType dtype, Device device) {
@@ -117,7 +121,9 @@ Tensor zeros(const Shape &shape, DType dtype, Device device) { return Tensor(dty
 Tensor ones(const Shape &shape, DType dtype, Device device) { return full(shape, 1, dtype, device); }
 
 Tensor full(const Shape &shape, double value, DType dtype, Device device) {
-  return generate(shape, dtype, device, [&](int64_t) { return value; });
+  Tensor t = Tensor::empty(dtype, shape, device);
+  fill(t, value);
+  return t;
 }
 
 Tensor uniform(const Shape &shape, double lo, double hi, uint64_t seed, DType dtype, Device device) {
@@ -160,42 +166,61 @@ template std::vector<float> toVector<float>(const Tensor &);
 template std::vector<double> toVector<double>(const Tensor &);
 
 Tensor add(const Tensor &a, const Tensor &b) {
-  return binary("add", a, b, [](double x, double y) { return x + y; });
+  return binary("add", a, b, [](double x, double y) { return x + y; }, "Add");
 }
 Tensor sub(const Tensor &a, const Tensor &b) {
-  return binary("sub", a, b, [](double x, double y) { return x - y; });
+  return binary("sub", a, b, [](double x, double y) { return x - y; }, "Sub");
 }
 Tensor mul(const Tensor &a, const Tensor &b) {
-  return binary("mul", a, b, [](double x, double y) { return x * y; });
+  return binary("mul", a, b, [](double x, double y) { return x * y; }, "Mul");
 }
 Tensor scale(const Tensor &a, double s) {
   requireDefined("scale", a);
+  if (a.isCuda() && a.numel() > 0) return onDevice("Scale", a, nullptr, {{"s", s}});
   return binary("scale", a, a, [s](double x, double) { return x * s; });
 }
 
 void addInPlace(Tensor &dst, const Tensor &src, double alpha) {
   checkSame("addInPlace", dst, src);
-  const Tensor s = src.cpu();
-  inPlace(dst, [&](Tensor &h) {
-    withElems(h.dtype(), [&](auto e) {
-      using E = decltype(e);
-      using Raw = typename E::Raw;
-      Raw *ds = h.dataAs<Raw>();
-      const Raw *ss = s.dataAs<Raw>();
-      for (int64_t i = 0, n = h.numel(); i < n; ++i) ds[i] = E::put(E::get(ds[i]) + alpha * E::get(ss[i]));
-    });
+  if (dst.isCuda()) {
+    if (dst.numel() > 0) copyInto(dst, onDevice("AddScaled", dst, &src, {{"s", alpha}}));
+    return;
+  }
+  withElems(dst.dtype(), [&](auto e) {
+    using E = decltype(e);
+    using Raw = typename E::Raw;
+    Raw *ds = dst.dataAs<Raw>();
+    const Raw *ss = src.dataAs<Raw>();
+    for (int64_t i = 0, n = dst.numel(); i < n; ++i) ds[i] = E::put(E::get(ds[i]) + alpha * E::get(ss[i]));
   });
 }
 
 void fill(Tensor &dst, double value) {
   requireDefined("fill", dst);
-  inPlace(dst, [&](Tensor &h) {
-    withElems(h.dtype(), [&](auto e) {
-      using E = decltype(e);
-      auto *ds = h.dataAs<typename E::Raw>();
-      const auto raw = E::put(value);
-      for (int64_t i = 0, n = h.numel(); i < n; ++i) ds[i] = raw;
-    });
+  withElems(dst.dtype(), [&](auto e) {
+    using E = decltype(e);
+    const auto raw = E::put(value);
+    const int64_t n = dst.numel();
+    if (!dst.isCuda()) {
+      auto *ds = dst.dataAs<typename E::Raw>();
+      for (int64_t i = 0; i < n; ++i) ds[i] = raw;
+      return;
+    }
+    // On the GPU: a byte fill when every byte of the value is the same (0 is), else the value
+    // copied once and then doubled by copies on the device.
+    if (n == 0) return;
+    cuda::Gpu &gpu = cuda::Gpu::require();
+    const auto base = reinterpret_cast<cuda::CUdeviceptr>(dst.data());
+    unsigned char bytes[sizeof raw];
+    std::memcpy(bytes, &raw, sizeof raw);
+    if (std::all_of(bytes, bytes + sizeof raw, [&](unsigned char b) { return b == bytes[0]; }))
+      return gpu.fill(base, bytes[0], dst.nbytes());
+    gpu.copyToDevice(base, &raw, sizeof raw);
+    for (int64_t done = 1; done < n;) {
+      const int64_t count = std::min(done, n - done);
+      gpu.copyOnDevice(base + static_cast<cuda::CUdeviceptr>(done) * sizeof raw, base, static_cast<size_t>(count) * sizeof raw);
+      done += count;
+    }
   });
 }
 
@@ -223,6 +248,8 @@ void copyInto(Tensor &dst, const Tensor &src) {
 
 double sum(const Tensor &a) {
   requireDefined("sum", a);
+  if (a.isCuda() && a.numel() > 0) // the sum on the GPU, in f32 (f64 for f64); one number comes back
+    return device::run("Total", a.dtype(), {{"X", device::flat(a)}}).buffers.at("total").cpu().at(0);
   const Tensor h = a.cpu();
   double total = 0;
   withElems(h.dtype(), [&](auto e) {
@@ -252,8 +279,17 @@ std::vector<int64_t> argmax(const Tensor &a, int dim) {
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < dim; ++i) outer *= a.dim(i);
   for (int i = dim + 1; i < rank; ++i) inner *= a.dim(i);
-  const Tensor h = a.cpu();
   std::vector<int64_t> out(static_cast<size_t>(outer * inner));
+  // On the GPU when the indices are exact in its arithmetic (f32: to 2^24): only they come back.
+  if (a.isCuda() && !out.empty() && (a.dtype() == DType::F64 || count <= (int64_t{1} << 24))) {
+    const Tensor index = device::run("Argmax", a.dtype(), {{"X", a.reshape({outer, count, inner})}},
+                                     {{"outer", std::to_string(outer)}, {"inner", std::to_string(inner)}})
+                             .buffers.at("index")
+                             .cpu();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<int64_t>(index.at(static_cast<int64_t>(i)));
+    return out;
+  }
+  const Tensor h = a.cpu();
   withElems(h.dtype(), [&](auto e) {
     using E = decltype(e);
     const auto *xs = h.dataAs<typename E::Raw>();

@@ -7,14 +7,18 @@
 //   double loss = enc::mean(enc::mul(d, d));
 //   std::vector<int64_t> predicted = enc::argmax(logits);        // along the last dimension
 //
-// Every dtype (f32, f64, f16, bf16). Elements are read as double, computed in double and rounded
-// once to the result's dtype (to nearest, ties to even), so f16/bf16 results are correctly rounded;
-// sums accumulate in double. Element-wise operations need operands of the same shape (there is no
-// broadcasting), dtype and device; an enc::Error names both.
+// Every dtype (f32, f64, f16, bf16). Element-wise operations need operands of the same shape
+// (there is no broadcasting), dtype and device; an enc::Error names both.
 //
-// The work runs on the host: a CUDA tensor is copied to the host, computed there, and the result
-// (or, in place, the updated tensor) copied back to the GPU. Correct, not fast: a first step before
-// GPU kernels for these operations.
+// Host tensors: elements are read as double, computed in double and rounded once to the
+// result's dtype (to nearest, ties to even), so f16/bf16 results are correctly rounded; sums
+// accumulate in double.
+//
+// CUDA tensors: add, sub, mul, scale, addInPlace, fill (so full, ones), copyInto of one dtype,
+// sum, mean and argmax run on the GPU (runtime/DeviceOps.h: compiled once per element count and
+// dtype), computing in f32 (f64 for f64): equal to the host's results to rounding; sum/mean
+// accumulate in f32 (f64) and return one number, argmax the indices. uniform, normal and
+// fromHost draw on the host and copy; a dtype conversion goes through the host (Tensor::to).
 #pragma once
 
 #include "runtime/Tensor.h"

@@ -1,8 +1,10 @@
 // The optimizers and learning-rate schedules against torch.optim's update rules and
 // lr_scheduler's closed forms, written out naively in the test in double precision.
 #include "runtime/Adam.h"
+#include "runtime/Gpu.h"
 #include "runtime/LrScheduler.h"
 #include "runtime/Optimizer.h"
+#include "runtime/Rng.h"
 
 #include <gtest/gtest.h>
 
@@ -18,17 +20,22 @@ Tensor vec(std::initializer_list<double> v) {
   return t;
 }
 
-void expectSgdMatches(SGDOptions o) {
+// `tolerance` is relative to the reference value's magnitude (at least 1).
+void expectSgdMatches(SGDOptions o, DType dtype = DType::F64, Device device = Device::CPU, double tolerance = 1e-15) {
   LayerOptions lo;
-  lo.dtype = DType::F64;
+  lo.dtype = dtype;
+  lo.device = device;
   Layer layer(Library::shipped(), "Linear", {{"in_features", "1"}, {"out_features", "3"}}, lo);
-  Tensor w0 = layer.params().at("weight").clone(); // [3, 1]
+  Tensor w0 = layer.params().at("weight").cpu(); // [3, 1]
   std::vector<double> p = {w0.at(0), w0.at(1), w0.at(2)}, v(3, 0);
-  const std::vector<std::vector<double>> grads = {{0.5, -1, 2}, {0.25, 0, -3}, {1, 1, 1}};
+  const std::vector<std::vector<double>> grads = {{0.5, -1, 2}, {0.25, 0, -3}, {1, 1, 1}, {-2, 0.5, 0}};
   SGD sgd(o);
   for (size_t step = 0; step < grads.size(); ++step) {
-    Tensor g = vec({grads[step][0], grads[step][1], grads[step][2]}).reshape({3, 1});
+    Tensor g = vec({grads[step][0], grads[step][1], grads[step][2]}).reshape({3, 1}).to(dtype).to(device);
     sgd.step(layer, {{"weight", g}, {"X", vec({9})}}); // X is not a parameter: ignored
+    Tensor w = layer.params().at("weight");
+    EXPECT_EQ(w.device(), device);
+    w = w.cpu();
     for (int i = 0; i < 3; ++i) {
       double gi = grads[step][static_cast<size_t>(i)] + o.weightDecay * p[i];
       double d = gi;
@@ -37,7 +44,7 @@ void expectSgdMatches(SGDOptions o) {
         d = o.nesterov ? gi + o.momentum * v[i] : v[i];
       }
       p[i] -= o.lr * d;
-      EXPECT_NEAR(layer.params().at("weight").at(i), p[i], 1e-15) << "step " << step << " element " << i;
+      EXPECT_NEAR(w.at(i), p[i], tolerance * std::max(1.0, std::abs(p[i]))) << "step " << step << " element " << i;
     }
   }
 }
@@ -60,13 +67,15 @@ TEST(OptimizerSGD, LeavesBuffersAlone) {
 
 // ---- Adam, AdamW ----
 
-// Linear(3 -> 2) in f64: weight [2, 3] and bias [2], 8 parameters in all.
-Layer linear64() {
+// Linear(3 -> 2): weight [2, 3] and bias [2], 8 parameters in all; the same values on either device.
+Layer linear(DType dtype, Device device) {
   LayerOptions lo;
-  lo.dtype = DType::F64;
+  lo.dtype = dtype;
   lo.seed = 3;
+  lo.device = device;
   return Layer(Library::shipped(), "Linear", {{"in_features", "3"}, {"out_features", "2"}}, lo);
 }
+Layer linear64() { return linear(DType::F64, Device::CPU); }
 
 // Four steps of gradients, one per parameter element (weight's 6, then bias's 2); the zeros
 // let weight decay alone move an element.
@@ -79,27 +88,31 @@ const std::vector<double> kLrs = {0.1, 0.05, 0.05, 0.02}; // the rate changes mi
 std::vector<double> paramsOf(const Layer &l) {
   std::vector<double> v;
   for (const char *name : {"weight", "bias"}) {
-    Tensor t = l.params().at(name);
+    Tensor t = l.params().at(name).cpu();
     for (int64_t i = 0; i < t.numel(); ++i) v.push_back(t.at(i));
   }
   return v;
 }
 
-std::map<std::string, Tensor> gradsOf(const std::vector<double> &g) {
-  Tensor w(DType::F64, {2, 3}), b(DType::F64, {2});
+std::map<std::string, Tensor> gradsOf(const std::vector<double> &g, DType dtype = DType::F64,
+                                      Device device = Device::CPU) {
+  Tensor w(dtype, {2, 3}), b(dtype, {2});
   for (int64_t i = 0; i < 6; ++i) w.set(i, g[static_cast<size_t>(i)]);
   for (int64_t i = 0; i < 2; ++i) b.set(i, g[static_cast<size_t>(6 + i)]);
-  return {{"weight", w}, {"bias", b}, {"X", vec({9, 9, 9})}}; // X is not a parameter: ignored
+  return {{"weight", w.to(device)}, {"bias", b.to(device)}, {"X", vec({9, 9, 9})}}; // X is not a parameter: ignored
 }
 
 // The textbook form: m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t), p -= lr * m_hat / (sqrt(v_hat) + eps).
-void expectAdamMatches(Optimizer &opt, AdamOptions o, bool decoupled, double tolerance = 1e-13) {
-  Layer layer = linear64();
+// `relative`: the tolerance scales with the reference value's magnitude (at least 1).
+void expectAdamMatches(Optimizer &opt, AdamOptions o, bool decoupled, double tolerance = 1e-13,
+                       DType dtype = DType::F64, Device device = Device::CPU, bool relative = false) {
+  Layer layer = linear(dtype, device);
   std::vector<double> p = paramsOf(layer), m(p.size(), 0), v(p.size(), 0), vMax(p.size(), 0);
   for (size_t step = 0; step < kGrads.size(); ++step) {
     double lr = kLrs[step], t = static_cast<double>(step + 1);
     opt.setLr(lr);
-    opt.step(layer, gradsOf(kGrads[step]));
+    opt.step(layer, gradsOf(kGrads[step], dtype, device));
+    for (const auto &[name, param] : layer.params()) EXPECT_EQ(param.device(), device) << name;
     std::vector<double> got = paramsOf(layer);
     for (size_t i = 0; i < p.size(); ++i) {
       double g = kGrads[step][i];
@@ -111,7 +124,8 @@ void expectAdamMatches(Optimizer &opt, AdamOptions o, bool decoupled, double tol
       double mHat = m[i] / (1 - std::pow(o.beta1, t));
       double vHat = (o.amsgrad ? vMax[i] : v[i]) / (1 - std::pow(o.beta2, t));
       p[i] = p[i] - lr * mHat / (std::sqrt(vHat) + o.eps);
-      EXPECT_NEAR(got[i], p[i], tolerance) << "step " << step << " element " << i;
+      EXPECT_NEAR(got[i], p[i], tolerance * (relative ? std::max(1.0, std::abs(p[i])) : 1))
+          << "step " << step << " element " << i;
     }
   }
 }
@@ -233,6 +247,132 @@ TEST(OptimizerAdam, RejectsBadOptions) {
   EXPECT_THROW(AdamW({.weightDecay = -1}), Error);
   Adam adam({});
   EXPECT_THROW(adam.setLr(std::nan("")), Error);
+}
+
+// ---- on the GPU (also run on the CUDA emulator: the suite's name matches its filter) ----
+
+#define REQUIRE_GPU() \
+  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason()
+
+TEST(OptimizerGpu, SgdFollowsTheReference) {
+  REQUIRE_GPU();
+  for (const SGDOptions &o : {SGDOptions{.lr = 0.1}, SGDOptions{.lr = 0.05, .momentum = 0.9, .weightDecay = 0.01},
+                              SGDOptions{.lr = 0.05, .momentum = 0.8, .dampening = 0.1, .nesterov = true}}) {
+    expectSgdMatches(o, DType::F64, Device::CUDA, 1e-13);
+    expectSgdMatches(o, DType::F32, Device::CUDA, 1e-6);
+  }
+}
+
+// Every Adam configuration of the tests above, in f64 and in f32.
+TEST(OptimizerGpu, AdamFollowsTheReference) {
+  REQUIRE_GPU();
+  const std::vector<AdamOptions> cases = {{.beta1 = 0.8, .beta2 = 0.9, .eps = 1e-3},
+                                          {.weightDecay = 0.1},
+                                          {.beta2 = 0.5, .weightDecay = 0.05, .amsgrad = true}};
+  for (const AdamOptions &o : cases)
+    for (DType dtype : {DType::F64, DType::F32}) {
+      Adam adam(o);
+      expectAdamMatches(adam, o, false, dtype == DType::F64 ? 1e-12 : 1e-6, dtype, Device::CUDA, true);
+    }
+  for (bool amsgrad : {false, true})
+    for (DType dtype : {DType::F64, DType::F32}) {
+      AdamW adamw({.weightDecay = 0.1, .amsgrad = amsgrad});
+      expectAdamMatches(adamw, {.weightDecay = 0.1, .amsgrad = amsgrad}, true, dtype == DType::F64 ? 1e-12 : 1e-6,
+                        dtype, Device::CUDA, true);
+    }
+}
+
+// A larger layer over several steps: the parameters on the GPU equal those the CPU path computes
+// to rounding, and after the first step (which compiles the updates) nothing of a parameter's
+// size is allocated on the host: parameters, gradients and state stay on the GPU.
+void expectDeviceMatchesHost(Optimizer &onCpu, Optimizer &onGpu, DType dtype, double tolerance) {
+  LayerOptions lo;
+  lo.dtype = dtype;
+  lo.seed = 5;
+  const std::map<std::string, std::string> sizes = {{"in_features", "64"}, {"out_features", "32"}};
+  Layer cpu(Library::shipped(), "Linear", sizes, lo);
+  lo.device = Device::CUDA;
+  Layer gpu(Library::shipped(), "Linear", sizes, lo);
+  const int64_t biasBytes = 32 * static_cast<int64_t>(dtypeSize(dtype));
+  Rng rng(11);
+  for (int step = 0; step < 5; ++step) {
+    onCpu.setLr(0.01 / (step + 1)); // as a schedule would
+    onGpu.setLr(0.01 / (step + 1));
+    Tensor gw(dtype, {32, 64}), gb(dtype, {32});
+    for (int64_t i = 0; i < gw.numel(); ++i) gw.set(i, rng.normal(0, 1));
+    for (int64_t i = 0; i < gb.numel(); ++i) gb.set(i, rng.normal(0, 0.1));
+    std::map<std::string, Tensor> onDevice = {{"weight", gw.to(Device::CUDA)}, {"bias", gb.to(Device::CUDA)}};
+    resetAllocationStats();
+    onGpu.step(gpu, onDevice);
+    if (step > 0)
+      EXPECT_LT(allocationStats().largestBytes, biasBytes) << onGpu.name() << " step " << step << ": a host copy";
+    onCpu.step(cpu, {{"weight", gw}, {"bias", gb}});
+    for (const char *name : {"weight", "bias"}) {
+      ASSERT_TRUE(gpu.params().at(name).isCuda());
+      Tensor want = cpu.params().at(name), got = gpu.params().at(name).cpu();
+      for (int64_t i = 0; i < want.numel(); ++i)
+        ASSERT_NEAR(got.at(i), want.at(i), tolerance * std::max(1.0, std::abs(want.at(i))))
+            << onGpu.name() << " " << dtypeName(dtype) << " step " << step << " " << name << "[" << i << "]";
+    }
+  }
+}
+
+TEST(OptimizerGpu, MatchesTheCpuPathAndKeepsStateOnTheDevice) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::F32, DType::F64}) {
+    const double tolerance = dtype == DType::F64 ? 1e-12 : 1e-6;
+    SGDOptions sgd{.lr = 0.01, .momentum = 0.9, .weightDecay = 1e-3, .nesterov = true};
+    SGD sgdCpu(sgd), sgdGpu(sgd);
+    expectDeviceMatchesHost(sgdCpu, sgdGpu, dtype, tolerance);
+    Adam adamCpu({.weightDecay = 0.01}), adamGpu({.weightDecay = 0.01});
+    expectDeviceMatchesHost(adamCpu, adamGpu, dtype, tolerance);
+    AdamW adamwCpu({.amsgrad = true}), adamwGpu({.amsgrad = true});
+    expectDeviceMatchesHost(adamwCpu, adamwGpu, dtype, tolerance);
+  }
+}
+
+TEST(OptimizerGpu, KeepsStatePerLayerAndName) {
+  REQUIRE_GPU();
+  Layer a = linear(DType::F32, Device::CUDA), b = linear(DType::F32, Device::CUDA);
+  Adam adam({.lr = 0.1});
+  adam.step(a, gradsOf(kGrads[0], DType::F32, Device::CUDA));
+  adam.step(a, gradsOf(kGrads[1], DType::F32, Device::CUDA));
+  adam.step(b, {{"bias", gradsOf(kGrads[0], DType::F32, Device::CUDA).at("bias")}});
+  EXPECT_EQ(adam.steps(a, "weight"), 2);
+  EXPECT_EQ(adam.steps(b, "bias"), 1);
+  EXPECT_EQ(adam.steps(b, "weight"), 0);
+  // b's bias took one step of lr * sign(g) (m_hat = g, v_hat = g^2); its weight none.
+  std::vector<double> p0 = paramsOf(linear(DType::F32, Device::CPU)), pb = paramsOf(b);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(pb[i], p0[i]) << i;
+  for (size_t i = 6; i < 8; ++i) EXPECT_NEAR(pb[i], p0[i] - 0.1 * (kGrads[0][i] > 0 ? 1 : -1), 1e-6) << i;
+}
+
+TEST(OptimizerGpu, MixedDevicesAreAnError) {
+  REQUIRE_GPU();
+  Layer gpu = linear(DType::F32, Device::CUDA);
+  std::vector<double> before = paramsOf(gpu);
+  SGD sgd({.lr = 0.1});
+  auto grads = gradsOf(kGrads[0], DType::F32, Device::CUDA);
+  grads["weight"] = grads["weight"].cpu();
+  try {
+    sgd.step(gpu, grads); // "bias" comes first and is fine: it must not move either
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("SGD: gradient of 'weight' (layer Linear) is on the CPU, the parameter on the GPU"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(e.hint().find("no parameter was changed"), std::string::npos) << e.hint();
+  }
+  EXPECT_EQ(paramsOf(gpu), before);
+  Layer cpu = linear(DType::F32, Device::CPU);
+  Adam adam({});
+  try {
+    adam.step(cpu, gradsOf(kGrads[0], DType::F32, Device::CUDA));
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("is on the GPU, the parameter on the CPU"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(adam.steps(cpu, "bias"), 0);
 }
 
 // ---- learning-rate schedules ----
