@@ -82,17 +82,18 @@ Stmt ifLaneZero(std::vector<Stmt> body) {
   return s;
 }
 
-Stmt alloc(std::string name, int64_t size) {
+// An array of `size` elements; the other Alloc fields stay at their defaults.
+static std::shared_ptr<StmtNode> array(std::string name, int64_t size) {
   auto s = stmt(StmtKind::Alloc);
   s->name = std::move(name);
   s->value = intImm(size);
   return s;
 }
 
+Stmt alloc(std::string name, int64_t size) { return array(std::move(name), size); }
+
 Stmt sharedAlloc(std::string name, int64_t size) {
-  auto s = stmt(StmtKind::Alloc);
-  s->name = std::move(name);
-  s->value = intImm(size);
+  auto s = array(std::move(name), size);
   s->shared = true;
   return s;
 }
@@ -113,21 +114,17 @@ Stmt warpBarrier() {
 }
 
 Stmt typedAlloc(std::string name, int64_t size, ElemType elem, bool shared) {
-  auto s = stmt(StmtKind::Alloc);
-  s->name = std::move(name);
-  s->value = intImm(size);
+  auto s = array(std::move(name), size);
   s->elem = elem;
   s->shared = shared;
   return s;
 }
 
 Stmt fragmentAlloc(std::string name, int64_t count, Fragment fragment, ElemType elem, int depth) {
-  auto s = stmt(StmtKind::Alloc);
-  s->fragmentDepth = depth;
-  s->name = std::move(name);
-  s->value = intImm(count);
+  auto s = array(std::move(name), count);
   s->fragment = fragment;
   s->elem = elem;
+  s->fragmentDepth = depth;
   return s;
 }
 
