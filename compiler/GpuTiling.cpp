@@ -108,6 +108,13 @@ const std::vector<TileShape> &gpuTileShapes() {
   return shapes;
 }
 
+std::vector<TileShape> tileShapeCandidates(bool tensorCores) {
+  std::vector<TileShape> out;
+  for (const TileShape &s : gpuTileShapes())
+    if (s.tensorCores == tensorCores) out.push_back(s);
+  return out;
+}
+
 int64_t TiledContraction::tiles() const {
   return batchTotal * ((rowsTotal + shape.rows - 1) / shape.rows) * ((colsTotal + shape.cols - 1) / shape.cols);
 }
@@ -132,7 +139,10 @@ namespace {
 // The tile shape for a problem: the large tiles where every dimension fills them and there
 // are still enough blocks to occupy a large GPU (a few per multiprocessor of ~132), else
 // the small ones.
-TileShape chooseTileShape(const TiledContraction &t, bool tensorCores) {
+TileShape chooseTileShape(const TiledContraction &t, bool tensorCores, const std::string *shapeName) {
+  if (shapeName)
+    for (const TileShape &s : gpuTileShapes())
+      if (tileShapeName(s) == *shapeName && s.tensorCores == tensorCores) return s;
   std::optional<TileShape> forced = tileShapeFromEnvironment();
   if (forced && forced->tensorCores == tensorCores) return *forced;
   const TileShape &small = gpuTileShapes()[tensorCores ? 2 : 0], &large = gpuTileShapes()[tensorCores ? 3 : 1];
@@ -354,7 +364,7 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
 
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
                                                    const Expr &epilogue, const Expr &flatOut,
-                                                   std::optional<ElemType> tensorCores) {
+                                                   std::optional<ElemType> tensorCores, const std::string *shapeName) {
   if (reduction.kind != ExprKind::Reduce || reduction.reduceOp != ReduceOp::Sum) return nullptr;
   for (const IndexVar &v : indices)
     if (!isConst(v.extent)) return nullptr;
@@ -407,7 +417,7 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
     const std::string &innerRed = red.back().name;
     t->aAlongRed = unitStrideIn(a, innerRed) || !unitStrideIn(a, t->rows.back().name);
     t->bAlongRed = unitStrideIn(b, innerRed) || !unitStrideIn(b, t->cols.back().name);
-    t->shape = chooseTileShape(*t, tensorCores.has_value());
+    t->shape = chooseTileShape(*t, tensorCores.has_value(), shapeName);
     best = t;
     bestReuse = reuse;
   }

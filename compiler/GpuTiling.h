@@ -50,11 +50,14 @@ struct TiledContraction {
 // `reduction` is the definition's main Sum reduction with loop-level loads in its body;
 // `epilogue` the value with the reduction replaced by the local "_acc". Returns nullptr when
 // the body is not such a product, a size is not constant, or rows or columns are too few
-// (under 16) for tiles to pay. The tile shape is chosen by the problem's size; with
-// `tensorCores` (a 16-bit type) a tensor-core shape.
+// (under 16) for tiles to pay. The tile shape is chosen by the problem's size (or is the one
+// `shapeName` names, when it is of the right kind); with `tensorCores` a tensor-core shape.
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
                                                    const Expr &epilogue, const Expr &flatOut,
-                                                   std::optional<ElemType> tensorCores = std::nullopt);
+                                                   std::optional<ElemType> tensorCores = std::nullopt,
+                                                   const std::string *shapeName = nullptr);
+// The shapes a contraction of that kind (tensor cores or not) can be tiled with.
+std::vector<TileShape> tileShapeCandidates(bool tensorCores);
 
 // The kernel body computing `t` into `output`: a `gpu_tiles` loop (one block per tile) around
 // a `gpu_block_threads` loop (the block's threads) that stages both factors in shared arrays,

@@ -173,9 +173,15 @@ struct LoopProgram {
 
 // One kernel per stored tensor (collectives: a body-less kernel each), in definition order.
 // Run sinkCollectives first so that collectives of one stage share a message.
-// With `tensorCores` (a 16-bit type, or f32 for TF32), GPU contractions multiply on tensor
-// cores, their factors rounded to that type, accumulating in f32.
-LoopProgram lowerToLoops(const Program &p, Target target, std::optional<ElemType> tensorCores = std::nullopt);
+// How GPU contractions are tiled. With `tensorCores` (a 16-bit type, or f32 for TF32) they
+// multiply on tensor cores, their factors rounded to that type, accumulating in f32.
+// `tileShapes` names a tile shape (gpuTileShapes() by tileShapeName) for the contraction
+// defining a tensor, overriding the choice by size (autotuning's results).
+struct GpuTiling {
+  std::optional<ElemType> tensorCores;
+  std::map<std::string, std::string> tileShapes;
+};
+LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tiling = {});
 // CPU: a kernel whose parallel loop has one iteration around a single loop makes that loop the
 // parallel one, so the threads still have work to share (a batch of one).
 LoopProgram moveParallelismInward(const LoopProgram &p);

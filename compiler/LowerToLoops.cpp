@@ -41,8 +41,8 @@ Expr flatten(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
 
 class KernelLowerer {
 public:
-  KernelLowerer(const Program &p, const Definition &d, Target target, int ordinal, std::optional<ElemType> tensorCores)
-      : prog_(p), def_(d), target_(target), ordinal_(ordinal), tensorCores_(tensorCores) {}
+  KernelLowerer(const Program &p, const Definition &d, Target target, int ordinal, const GpuTiling &tiling)
+      : prog_(p), def_(d), target_(target), ordinal_(ordinal), tiling_(tiling) {}
 
   Kernel run() {
     Kernel k;
@@ -90,7 +90,7 @@ private:
   const Program &prog_;
   const Definition &def_;
   Target target_;
-  std::optional<ElemType> tensorCores_; // GPU contractions multiply in this 16-bit type
+  const GpuTiling &tiling_;
   int ordinal_;
   std::map<std::string, Expr> extents_;
   std::vector<std::string> reads_;
@@ -311,14 +311,17 @@ private:
       k.scatters = def_.isScatter();
       return forLoop("_o", total, ForKind::GpuThreads, inner);
     }
-    // Contractions: shared-memory tiles (GpuTiling.cpp). The body shows what a tile computes.
-    if (!def_.isScatter())
-      if (auto t = tileForGpu(def_.indices, *r, replaceReduce(value, local("_acc")), flatOut, tensorCores_)) {
+    // Contractions: shared-memory tiles (GpuTiling.cpp), written out as loop IR.
+    if (!def_.isScatter()) {
+      auto shape = tiling_.tileShapes.find(def_.tensor);
+      if (auto t = tileForGpu(def_.indices, *r, replaceReduce(value, local("_acc")), flatOut, tiling_.tensorCores,
+                              shape == tiling_.tileShapes.end() ? nullptr : &shape->second)) {
         k.launch = ForKind::GpuTiles;
         k.launchExtent = intImm(t->tiles());
-        return t->shape.tensorCores ? tensorCoreBody(*t, def_.tensor, def_.loc, *tensorCores_)
+        return t->shape.tensorCores ? tensorCoreBody(*t, def_.tensor, def_.loc, *tiling_.tensorCores)
                                     : tiledContractionBody(*t, def_.tensor, def_.loc);
       }
+    }
     // One warp per output element; its lanes stride through the (flattened) reduction.
     std::vector<std::pair<std::string, Expr>> rVars;
     Expr rTotal = intImm(1);
@@ -368,7 +371,7 @@ Kernel collectiveKernel(const Program &p, const Definition &d, int ordinal) {
   return k;
 }
 
-LoopProgram lowerToLoops(const Program &p, Target target, std::optional<ElemType> tensorCores) {
+LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tiling) {
   LoopProgram out;
   out.target = target;
   out.tensors = p;
@@ -383,7 +386,7 @@ LoopProgram lowerToLoops(const Program &p, Target target, std::optional<ElemType
     }
     if (lastWasCollective) ++message;
     lastWasCollective = false;
-    out.kernels.push_back(KernelLowerer(p, d, target, ordinal++, tensorCores).run());
+    out.kernels.push_back(KernelLowerer(p, d, target, ordinal++, tiling).run());
   }
   return out;
 }

@@ -263,7 +263,9 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   }
   p = run.step("sinkCollectives", p, sinkCollectives);
   LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) {
-    return lowerToLoops(p, t.target, t.target == Target::GPU ? tensorCoreType(t.types, t.allowTf32) : std::nullopt);
+    GpuTiling tiling;
+    if (t.target == Target::GPU) tiling = {tensorCoreType(t.types, t.allowTf32), t.tileShapes};
+    return lowerToLoops(p, t.target, tiling);
   });
   if (t.target == Target::CPU) loops = run.step("moveParallelismInward", loops, moveParallelismInward);
   if (t.fuse) {

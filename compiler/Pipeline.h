@@ -52,6 +52,7 @@ struct TargetOptions {
   SplitReductionOptions split = {}; // GPU: how long reductions are cut
   GradientBuckets averageGradients; // data-parallel backward: the parameter gradients, in buckets
   bool allowTf32 = false;           // GPU: f32 contractions may multiply in TF32 on tensor cores
+  std::map<std::string, std::string> tileShapes; // GPU: a tile shape by name per contraction's tensor (autotuned)
 };
 
 class Pipeline {

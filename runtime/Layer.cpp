@@ -5,6 +5,7 @@
 #include "compiler/Pipeline.h"
 #include "compiler/StorageTypes.h"
 #include "compiler/HyperParams.h"
+#include "runtime/Autotune.h"
 #include "runtime/Executor.h"
 #include "runtime/Gpu.h"
 #include "runtime/GradientAverager.h"
@@ -425,6 +426,14 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   target.averageGradients = buckets;
   target.allowTf32 = options_.allowTf32 || envFlag("ENC_ALLOW_TF32");
   c->loops = pipeline.lower(prog, target);
+  // Tiled GPU contractions at the tile shapes timed fastest on this GPU (runtime/Autotune.h).
+  if (target.target == ir::Target::GPU && autotuneEnabled()) {
+    std::map<std::string, std::string> shapes = autotuneTiles(pipeline, prog, target, c->loops, name_);
+    if (!shapes.empty()) {
+      target.tileShapes = std::move(shapes);
+      c->loops = pipeline.lower(prog, target);
+    }
+  }
   // Every buffer the kernels touch, the temporaries lowering added included.
   for (const ir::TensorDecl &t : c->loops.tensors.tensors) {
     Shape &s = c->shapes[t.name];

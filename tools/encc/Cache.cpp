@@ -35,7 +35,10 @@ int runCache(const std::string &action) {
   std::map<std::string, std::pair<int64_t, int64_t>> kinds;
   for (const DiskCacheEntry &e : entries) {
     std::string kind = e.key.substr(0, e.key.find(' '));
-    kind = kind == "encc-cpu-object-1" ? "CPU object code" : kind == "encc-nvrtc-1" ? "NVRTC cubin/PTX" : "other";
+    kind = kind == "encc-cpu-object-1" ? "CPU object code"
+           : kind == "encc-nvrtc-1"    ? "NVRTC cubin/PTX"
+           : kind == "encc-gpu-tile-1" ? "GPU tile shapes (autotuned)"
+                                       : "other";
     kinds[kind].first += 1;
     kinds[kind].second += e.bytes;
   }
