@@ -24,14 +24,14 @@ for u in 1 2 8; do
     --benchmark_min_time=0.3 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 done
 
-echo "== Contractions at each tile shape (ENC_GPU_TILE; the default chooses by size)"
+echo "== Contractions at each tile shape (ENC_GPU_TILE, autotuning off; the runs above autotuned)"
 for tile in 64x64x16 128x128x8 tc64x64x32 tc128x128x32; do
   echo "-- ENC_GPU_TILE=$tile"
-  ENC_GPU_TILE=$tile "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix|Conv2d_|Inspiration' \
+  ENC_AUTOTUNE=0 ENC_GPU_TILE=$tile "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix|Conv2d_|Inspiration' \
     --benchmark_min_time=0.3 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 done
 echo "-- ENC_TENSOR_CORES=0 (16-bit layers on the f32 multiply-add tiles)"
-ENC_TENSOR_CORES=0 "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix_(f16|bf16)|Conv2d_bf16' \
+ENC_AUTOTUNE=0 ENC_TENSOR_CORES=0 "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix_(f16|bf16)|Conv2d_bf16' \
   --benchmark_min_time=0.3 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 
 sbn=("$build/tools/encc/encc" bench --layer SyncBatchNorm --set num_features=256 --input X=random:32,256,56,56
