@@ -93,18 +93,21 @@ const std::vector<TileShape> &gpuTileShapes() {
   // 64 x 64 tiles, 16 deep, 4 x 4 outputs per thread: small problems still fill the GPU.
   // 128 x 128 tiles, 8 deep, 8 x 8 per thread: twice the multiply-adds per shared read.
   // Tensor cores: 64 x 64 or 128 x 128 tiles, 32 deep (two fragment steps per slice).
-  static const std::vector<TileShape> shapes = {{64, 64, 16, 4, 4},         {128, 128, 8, 8, 8},
-                                                {64, 64, 32, 0, 0, true}, {128, 128, 32, 0, 0, true}};
-  for (const TileShape &s : shapes) {
-    bool fits = s.rows * s.red % codegen::kCudaBlockSize == 0 && s.cols * s.red % codegen::kCudaBlockSize == 0;
-    if (s.tensorCores)
-      fits = fits && kTensorCoreWarpRows * kTensorCoreWarpCols * 32 == codegen::kCudaBlockSize &&
-             s.rows % (kTensorCoreWarpRows * kFragmentSize) == 0 && s.cols % (kTensorCoreWarpCols * kFragmentSize) == 0 &&
-             s.red % kFragmentSize == 0;
-    else
-      fits = fits && (s.rows / s.threadRows) * (s.cols / s.threadCols) == codegen::kCudaBlockSize;
-    ENC_INTERNAL_ASSERT(fits, "GPU tile shape {} does not fit a block", tileShapeName(s));
-  }
+  // Each kind lists its small shape first.
+  static const std::vector<TileShape> shapes = [] {
+    std::vector<TileShape> all = {{64, 64, 16, 4, 4}, {128, 128, 8, 8, 8}, {64, 64, 32, 0, 0, true}, {128, 128, 32, 0, 0, true}};
+    for (const TileShape &s : all) {
+      bool fits = s.rows * s.red % codegen::kCudaBlockSize == 0 && s.cols * s.red % codegen::kCudaBlockSize == 0;
+      if (s.tensorCores)
+        fits = fits && kTensorCoreWarpRows * kTensorCoreWarpCols * 32 == codegen::kCudaBlockSize &&
+               s.rows % (kTensorCoreWarpRows * kFragmentSize) == 0 &&
+               s.cols % (kTensorCoreWarpCols * kFragmentSize) == 0 && s.red % kFragmentSize == 0;
+      else
+        fits = fits && (s.rows / s.threadRows) * (s.cols / s.threadCols) == codegen::kCudaBlockSize;
+      ENC_INTERNAL_ASSERT(fits, "GPU tile shape {} does not fit a block", tileShapeName(s));
+    }
+    return all;
+  }();
   return shapes;
 }
 
@@ -145,7 +148,8 @@ TileShape chooseTileShape(const TiledContraction &t, bool tensorCores, const std
       if (tileShapeName(s) == *shapeName && s.tensorCores == tensorCores) return s;
   std::optional<TileShape> forced = tileShapeFromEnvironment();
   if (forced && forced->tensorCores == tensorCores) return *forced;
-  const TileShape &small = gpuTileShapes()[tensorCores ? 2 : 0], &large = gpuTileShapes()[tensorCores ? 3 : 1];
+  const std::vector<TileShape> candidates = tileShapeCandidates(tensorCores);
+  const TileShape &small = candidates.front(), &large = candidates.back();
   int64_t largeTiles = t.batchTotal * ((t.rowsTotal + large.rows - 1) / large.rows) *
                        ((t.colsTotal + large.cols - 1) / large.cols);
   if (t.rowsTotal >= large.rows && t.colsTotal >= large.cols && t.redTotal >= 64 && largeTiles >= 256) return large;
@@ -154,24 +158,11 @@ TileShape chooseTileShape(const TiledContraction &t, bool tensorCores, const std
 
 Expr intLocal(const std::string &name) { return var(name, Type::Int, VarKind::Local); }
 
-// Lets binding `vars` (row-major) from the flat position `flat`.
-void decode(std::vector<Stmt> &out, const std::vector<IndexVar> &vars, const Expr &flat) {
-  Expr rest = flat;
-  for (size_t i = vars.size(); i-- > 0;) {
-    out.push_back(let(vars[i].name, Type::Int, i == 0 ? rest : rest % vars[i].extent));
-    rest = rest / vars[i].extent;
-  }
-}
-
 Expr both(Expr a, Expr b) {
   if (!a) return b;
   if (!b) return a;
   return binary(BinOp::And, std::move(a), std::move(b));
 }
-
-} // namespace
-
-namespace {
 
 constexpr int64_t kThreads = codegen::kCudaBlockSize;
 
@@ -189,7 +180,7 @@ public:
     const Expr tile = intLocal("_tile");
     out.push_back(let("_col0", Type::Int, (tile % intImm(tilesC)) * intImm(t_.shape.cols)));
     out.push_back(let("_row0", Type::Int, ((tile / intImm(tilesC)) % intImm(tilesR)) * intImm(t_.shape.rows)));
-    decode(out, t_.batch, tile / intImm(tilesC * tilesR));
+    decodeIndices(out, t_.batch, tile / intImm(tilesC * tilesR));
   }
 
   // The slice of factor a (or b) at reduction offset _red0 into `shared`: element e of the
@@ -209,8 +200,8 @@ public:
     body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(width)));
     body.push_back(let("_op", Type::Int, intLocal(a ? "_row0" : "_col0") + intLocal("_ol")));
     body.push_back(let("_rp", Type::Int, intLocal("_red0") + intLocal("_rl")));
-    decode(body, own, intLocal("_op"));
-    decode(body, t_.red, intLocal("_rp"));
+    decodeIndices(body, own, intLocal("_op"));
+    decodeIndices(body, t_.red, intLocal("_rp"));
     Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
                         t_.redTotal % K ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.redTotal)) : nullptr);
     Expr value = inRange ? select(inRange, factor, floatImm(0)) : factor;
@@ -222,8 +213,8 @@ public:
   std::vector<Stmt> storeOutput(const Expr &row, const Expr &col, const Expr &acc) const {
     std::vector<Stmt> out{let("_rp", Type::Int, intLocal("_row0") + row), let("_cp", Type::Int, intLocal("_col0") + col)};
     std::vector<Stmt> inside;
-    decode(inside, t_.rows, intLocal("_rp"));
-    decode(inside, t_.cols, intLocal("_cp"));
+    decodeIndices(inside, t_.rows, intLocal("_rp"));
+    decodeIndices(inside, t_.cols, intLocal("_cp"));
     inside.push_back(let("_acc", Type::Float, acc));
     inside.push_back(store(output_, t_.flatOut, t_.epilogue, loc_));
     Expr guard = both(t_.rowsTotal % t_.shape.rows ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.rowsTotal)) : nullptr,

@@ -161,6 +161,18 @@ static const char *fragmentName(Fragment f) {
   return "";
 }
 
+void decodeIndices(std::vector<Stmt> &out, const std::vector<IndexVar> &vars, const Expr &flat) {
+  Expr rest = flat;
+  for (size_t i = vars.size(); i-- > 0;) {
+    if (i == 0) {
+      out.push_back(let(vars[i].name, Type::Int, rest));
+    } else {
+      out.push_back(let(vars[i].name, Type::Int, rest % vars[i].extent));
+      rest = rest / vars[i].extent;
+    }
+  }
+}
+
 void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn) {
   if (!fn(s)) return;
   for (const Stmt &c : s->body) visit(c, fn);
@@ -285,6 +297,16 @@ std::string printStmt(const Stmt &s, int indent) {
     break;
   }
   return out;
+}
+
+bool usesFragments(const Kernel &k) {
+  bool found = false;
+  if (k.body)
+    visit(k.body, [&](const Stmt &s) {
+      found = found || (s->kind == StmtKind::Alloc && s->fragment != Fragment::None);
+      return !found;
+    });
+  return found;
 }
 
 std::set<std::string> kernelReads(const Kernel &k) { return {k.buffers.begin() + k.outputs, k.buffers.end()}; }

@@ -105,6 +105,8 @@ Stmt matrixFill(std::string fragments, Expr index, Expr value);
 Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t ld);
 Stmt matrixMma(std::string accumulators, Expr index, Expr product);
 Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld);
+// Lets binding each of `vars` (row-major, innermost last) from the flat position `flat`.
+void decodeIndices(std::vector<Stmt> &out, const std::vector<IndexVar> &vars, const Expr &flat);
 // The same statement under another name (loop variable, local or buffer).
 Stmt withName(const Stmt &s, std::string name);
 
@@ -186,6 +188,8 @@ LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tilin
 // parallel one, so the threads still have work to share (a batch of one).
 LoopProgram moveParallelismInward(const LoopProgram &p);
 
+// Whether a kernel declares tensor-core fragments.
+bool usesFragments(const Kernel &k);
 // The tensors a kernel reads (buffers[outputs ..]) and writes (buffers[0 .. outputs)).
 std::set<std::string> kernelReads(const Kernel &k);
 std::set<std::string> kernelWrites(const Kernel &k);

@@ -231,19 +231,6 @@ private:
     return body;
   }
 
-  // Lets that recover each index from a flat row-major position.
-  static void decode(std::vector<Stmt> &out, const std::string &flat, const std::vector<std::pair<std::string, Expr>> &vars) {
-    Expr rest = local(flat, Type::Int);
-    for (size_t i = vars.size(); i-- > 0;) {
-      if (i == 0) {
-        out.push_back(let(vars[i].first, Type::Int, rest));
-      } else {
-        out.push_back(let(vars[i].first, Type::Int, rest % vars[i].second));
-        rest = rest / vars[i].second;
-      }
-    }
-  }
-
   // Element-wise with long rows that reads some tensor once per row (a channel's statistics,
   // a bias): each thread block takes whole rows, its threads the row's elements. What the row
   // reads is then loaded once per row rather than once per element, and an element decodes
@@ -271,21 +258,21 @@ private:
       break;
     }
     if (first == n) return std::nullopt;
-    std::vector<std::pair<std::string, Expr>> rowVars, elementVars;
+    std::vector<IndexVar> rowVars, elementVars;
     Expr rows = intImm(1);
     for (size_t i = 0; i < n; ++i) {
       const IndexVar &v = def_.indices[i];
-      (i < first ? rowVars : elementVars).push_back({v.name, v.extent});
+      (i < first ? rowVars : elementVars).push_back(v);
       if (i < first) rows = rows * v.extent;
     }
     // One trailing dimension is the loop's own variable; several are decoded from it.
-    const std::string element = elementVars.size() == 1 ? elementVars[0].first : "_e";
+    const std::string element = elementVars.size() == 1 ? elementVars[0].name : "_e";
     std::vector<Stmt> elementBody;
-    if (elementVars.size() > 1) decode(elementBody, element, elementVars);
+    if (elementVars.size() > 1) decodeIndices(elementBody, elementVars, local(element, Type::Int));
     elementBody.push_back(let("_o", Type::Int, local("_row", Type::Int) * intImm(length) + local(element, Type::Int)));
     elementBody.push_back(result(local("_o", Type::Int), value));
     std::vector<Stmt> rowBody;
-    decode(rowBody, "_row", rowVars);
+    decodeIndices(rowBody, rowVars, local("_row", Type::Int));
     rowBody.push_back(forLoop(element, intImm(length), ForKind::GpuRowThreads, elementBody));
     k.launch = ForKind::GpuRows;
     k.launchExtent = rows;
@@ -293,18 +280,14 @@ private:
   }
 
   Stmt gpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
-    std::vector<std::pair<std::string, Expr>> outVars;
     Expr total = intImm(1);
-    for (const IndexVar &v : def_.indices) {
-      outVars.push_back({v.name, v.extent});
-      total = total * v.extent;
-    }
+    for (const IndexVar &v : def_.indices) total = total * v.extent;
     k.launchExtent = total;
     const ExprNode *r = findReduce(value);
     if (!r)
       if (std::optional<Stmt> rows = gpuRows(k, value)) return *rows;
     std::vector<Stmt> inner;
-    decode(inner, "_o", outVars);
+    decodeIndices(inner, def_.indices, local("_o", Type::Int));
     if (!r) {
       inner.push_back(result(def_.isScatter() ? flatOut : local("_o", Type::Int), value));
       k.launch = ForKind::GpuThreads;
@@ -323,14 +306,14 @@ private:
       }
     }
     // One warp per output element; its lanes stride through the (flattened) reduction.
-    std::vector<std::pair<std::string, Expr>> rVars;
+    std::vector<IndexVar> rVars;
     Expr rTotal = intImm(1);
     for (const ReduceVar &v : r->rvars) {
       rVars.push_back({v.name, v.extent});
       rTotal = rTotal * v.extent;
     }
     std::vector<Stmt> laneBody;
-    decode(laneBody, "_r", rVars);
+    decodeIndices(laneBody, rVars, local("_r", Type::Int));
     laneBody.push_back(assign("_acc", combine(r->reduceOp, local("_acc"), r->args[0])));
     inner.push_back(let("_acc", Type::Float, reduceIdentity(r->reduceOp, Type::Float)));
     inner.push_back(forLoop("_r", rTotal, ForKind::GpuLanes, laneBody));

@@ -14,22 +14,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <limits>
-#include <string_view>
 #include <vector>
 
 namespace enc {
 
 namespace {
-
-bool usesTensorCores(const ir::Kernel &k) {
-  bool found = false;
-  ir::visit(k.body, [&](const ir::Stmt &s) {
-    found = found || (s->kind == ir::StmtKind::Alloc && s->fragment != ir::Fragment::None);
-    return !found;
-  });
-  return found;
-}
 
 std::vector<std::string> candidateNames(bool tensorCores) {
   std::vector<std::string> names;
@@ -37,8 +26,8 @@ std::vector<std::string> candidateNames(bool tensorCores) {
   return names;
 }
 
-// Median-free and cheap: launches `kernel` a few times (after one untimed launch) and returns
-// the mean seconds per launch.
+// The mean seconds per launch of `kernel` over a few launches (at least 8, until 20 ms or 64),
+// after one untimed launch.
 double timeKernel(Executor &executor, size_t kernel, std::map<std::string, Tensor> &buffers) {
   using Clock = std::chrono::steady_clock;
   executor.launch(kernel, buffers, 0, false);
@@ -68,7 +57,7 @@ std::string autotuneKey(const ir::LoopProgram &lowered, const ir::Kernel &kernel
   std::string text = ir::printStmt(ir::canonicalKernel(kernel).body);
   for (const std::string &b : kernel.buffers) text += fmt::format("\n{} {}", b == kernel.buffers[0] ? "out" : "in",
                                                                   ir::elemTypeName(lowered.types.of(b)));
-  for (const std::string &c : candidateNames(usesTensorCores(kernel))) text += "\n" + c;
+  for (const std::string &c : candidateNames(ir::usesFragments(kernel))) text += "\n" + c;
   std::string name = gpu.name();
   std::replace(name.begin(), name.end(), ' ', '_');
   return fmt::format("encc-gpu-tile-1 {} sm_{} {}", name, gpu.computeCapability(), sha256Hex(text));
@@ -88,11 +77,11 @@ std::map<std::string, std::string> autotuneTiles(const ir::Pipeline &pipeline, c
   // ENC_GPU_TILE chose for `lowered`.
   ir::TargetOptions reference = target;
   for (const ir::Kernel &k : lowered.kernels)
-    if (k.launch == ir::ForKind::GpuTiles) reference.tileShapes[k.output] = candidateNames(usesTensorCores(k))[0];
+    if (k.launch == ir::ForKind::GpuTiles) reference.tileShapes[k.output] = candidateNames(ir::usesFragments(k))[0];
   const ir::LoopProgram keyed = pipeline.lower(specialized, reference);
   for (const ir::Kernel &k : keyed.kernels) {
     if (k.launch != ir::ForKind::GpuTiles) continue;
-    const bool tc = usesTensorCores(k);
+    const bool tc = ir::usesFragments(k);
     std::string key = autotuneKey(keyed, k);
     std::vector<std::string> names = candidateNames(tc);
     std::optional<std::string> stored = cache.get(key);

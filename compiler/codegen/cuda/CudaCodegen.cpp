@@ -213,13 +213,7 @@ private:
   }
 
   bool usesFragments() const {
-    bool found = false;
-    for (const Kernel &k : prog_.kernels)
-      if (k.body) visit(k.body, [&](const Stmt &s) {
-          found = found || (s->kind == StmtKind::Alloc && s->fragment != Fragment::None);
-          return !found;
-        });
-    return found;
+    return std::any_of(prog_.kernels.begin(), prog_.kernels.end(), [](const Kernel &k) { return ir::usesFragments(k); });
   }
 
   // buffer[index] as written in the kernel: checked against the buffer's size with
