@@ -89,21 +89,42 @@ int64_t totalOf(const std::vector<IndexVar> &vars) {
 
 } // namespace
 
+namespace {
+
+constexpr int64_t kThreads = codegen::kCudaBlockSize;
+// Statically declared shared arrays may take 48 KiB of a block.
+constexpr int64_t kSharedBytes = 48 * 1024;
+
+// The shared memory a shape needs at most: FMA tiles staging f64, tensor-core tiles staging
+// f32 (TF32). Matches the allocations of tiledContractionBody and tensorCoreBody.
+int64_t sharedBytesAtMost(const TileShape &s) {
+  if (s.tensorCores)
+    return s.stages * int64_t{s.rows + s.cols} * (s.red + 4) * 4 + kThreads / 32 * kFragmentSize * kFragmentSize * 4;
+  return s.stages * int64_t{s.red} * (s.rows + 1 + s.cols + 1) * 8;
+}
+
+} // namespace
+
 const std::vector<TileShape> &gpuTileShapes() {
   // 64 x 64 tiles, 16 deep, 4 x 4 outputs per thread: small problems still fill the GPU.
   // 128 x 128 tiles, 8 deep, 8 x 8 per thread: twice the multiply-adds per shared read.
   // Tensor cores: 64 x 64 or 128 x 128 tiles, 32 deep (two fragment steps per slice).
-  // Each kind lists its small shape first.
+  // Each of them but the largest tensor-core tile (whose two f32 slices would not fit shared
+  // memory) also with two stages. Each kind lists its single-stage shapes first, small first.
   static const std::vector<TileShape> shapes = [] {
-    std::vector<TileShape> all = {{64, 64, 16, 4, 4}, {128, 128, 8, 8, 8}, {64, 64, 32, 0, 0, true}, {128, 128, 32, 0, 0, true}};
+    std::vector<TileShape> all = {{64, 64, 16, 4, 4},          {128, 128, 8, 8, 8},
+                                  {64, 64, 32, 0, 0, true},    {128, 128, 32, 0, 0, true},
+                                  {64, 64, 16, 4, 4, false, 2}, {128, 128, 8, 8, 8, false, 2},
+                                  {64, 64, 32, 0, 0, true, 2}};
     for (const TileShape &s : all) {
-      bool fits = s.rows * s.red % codegen::kCudaBlockSize == 0 && s.cols * s.red % codegen::kCudaBlockSize == 0;
+      bool fits = s.rows * s.red % kThreads == 0 && s.cols * s.red % kThreads == 0 && (s.stages == 1 || s.stages == 2) &&
+                  sharedBytesAtMost(s) <= kSharedBytes;
       if (s.tensorCores)
-        fits = fits && kTensorCoreWarpRows * kTensorCoreWarpCols * 32 == codegen::kCudaBlockSize &&
+        fits = fits && kTensorCoreWarpRows * kTensorCoreWarpCols * 32 == kThreads &&
                s.rows % (kTensorCoreWarpRows * kFragmentSize) == 0 &&
                s.cols % (kTensorCoreWarpCols * kFragmentSize) == 0 && s.red % kFragmentSize == 0;
       else
-        fits = fits && (s.rows / s.threadRows) * (s.cols / s.threadCols) == codegen::kCudaBlockSize;
+        fits = fits && (s.rows / s.threadRows) * (s.cols / s.threadCols) == kThreads;
       ENC_INTERNAL_ASSERT(fits, "GPU tile shape {} does not fit a block", tileShapeName(s));
     }
     return all;
@@ -123,7 +144,8 @@ int64_t TiledContraction::tiles() const {
 }
 
 std::string tileShapeName(const TileShape &s) {
-  return fmt::format("{}{}x{}x{}", s.tensorCores ? "tc" : "", s.rows, s.cols, s.red);
+  return fmt::format("{}{}x{}x{}{}", s.tensorCores ? "tc" : "", s.rows, s.cols, s.red,
+                     s.stages > 1 ? fmt::format("s{}", s.stages) : "");
 }
 
 std::optional<TileShape> tileShapeFromEnvironment() {
@@ -141,14 +163,16 @@ namespace {
 
 // The tile shape for a problem: the large tiles where every dimension fills them and there
 // are still enough blocks to occupy a large GPU (a few per multiprocessor of ~132), else
-// the small ones.
+// the small ones. The rule picks single-stage shapes: whether a second stage's overlap is
+// worth its registers and shared memory is for timing to judge (runtime/Autotune).
 TileShape chooseTileShape(const TiledContraction &t, bool tensorCores, const std::string *shapeName) {
   if (shapeName)
     for (const TileShape &s : gpuTileShapes())
       if (tileShapeName(s) == *shapeName && s.tensorCores == tensorCores) return s;
   std::optional<TileShape> forced = tileShapeFromEnvironment();
   if (forced && forced->tensorCores == tensorCores) return *forced;
-  const std::vector<TileShape> candidates = tileShapeCandidates(tensorCores);
+  std::vector<TileShape> candidates = tileShapeCandidates(tensorCores);
+  std::erase_if(candidates, [](const TileShape &s) { return s.stages != 1; });
   const TileShape &small = candidates.front(), &large = candidates.back();
   int64_t largeTiles = t.batchTotal * ((t.rowsTotal + large.rows - 1) / large.rows) *
                        ((t.colsTotal + large.cols - 1) / large.cols);
@@ -163,8 +187,6 @@ Expr both(Expr a, Expr b) {
   if (!b) return a;
   return binary(BinOp::And, std::move(a), std::move(b));
 }
-
-constexpr int64_t kThreads = codegen::kCudaBlockSize;
 
 // What both tiled schedules share: the tile's origin, staging a slice of a factor into a
 // shared array, and storing one output through the epilogue.
@@ -183,30 +205,100 @@ public:
     decodeIndices(out, t_.batch, tile / intImm(tilesC * tilesR));
   }
 
-  // The slice of factor a (or b) at reduction offset _red0 into `shared`: element e of the
-  // slice is (ol, rl) = (its row or column in the tile, its reduction position in the slice),
-  // consecutive threads walking the factor's unit-stride side, and goes to place(ol, rl).
-  // Elements past an edge are 0.
-  Stmt stage(bool a, const std::string &shared, const std::string &q,
-             const std::function<Expr(const Expr &ol, const Expr &rl)> &place) const {
+  // This thread's elements of the slice of factor a (or b) at reduction offset `red0`:
+  // element _t + q * threads of the slice is (_ol, _rl) = (its row or column in the tile, its
+  // reduction position in the slice), consecutive threads walking the factor's unit-stride
+  // side. `move` gets the element's value (0 past an edge; null without `withValue`) and the
+  // loop variable q, and says where the element goes.
+  Stmt eachElement(bool a, const Expr &red0, bool withValue,
+                   const std::function<Stmt(const Expr &value, const Expr &q)> &move) const {
     const Expr &factor = a ? t_.a : t_.b;
     const std::vector<IndexVar> &own = a ? t_.rows : t_.cols;
     const int64_t ownTotal = a ? t_.rowsTotal : t_.colsTotal, width = a ? t_.shape.rows : t_.shape.cols;
     const int64_t K = t_.shape.red;
     const bool alongRed = a ? t_.aAlongRed : t_.bAlongRed;
+    const std::string q = a ? "_qa" : "_qb";
     std::vector<Stmt> body;
     Expr e = intLocal("_t") + intLocal(q) * intImm(kThreads);
     body.push_back(let("_ol", Type::Int, alongRed ? e / intImm(K) : e % intImm(width)));
     body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(width)));
-    body.push_back(let("_op", Type::Int, intLocal(a ? "_row0" : "_col0") + intLocal("_ol")));
-    body.push_back(let("_rp", Type::Int, intLocal("_red0") + intLocal("_rl")));
-    decodeIndices(body, own, intLocal("_op"));
-    decodeIndices(body, t_.red, intLocal("_rp"));
-    Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
-                        t_.redTotal % K ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.redTotal)) : nullptr);
-    Expr value = inRange ? select(inRange, factor, floatImm(0)) : factor;
-    body.push_back(store(shared, place(intLocal("_ol"), intLocal("_rl")), value, {}));
+    Expr value;
+    if (withValue) {
+      body.push_back(let("_op", Type::Int, intLocal(a ? "_row0" : "_col0") + intLocal("_ol")));
+      body.push_back(let("_rp", Type::Int, red0 + intLocal("_rl")));
+      decodeIndices(body, own, intLocal("_op"));
+      decodeIndices(body, t_.red, intLocal("_rp"));
+      Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
+                          t_.redTotal % K ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.redTotal)) : nullptr);
+      value = inRange ? select(inRange, factor, floatImm(0)) : factor;
+    }
+    body.push_back(move(value, intLocal(q)));
     return forLoop(q, intImm(width * K / kThreads), ForKind::Unrolled, body);
+  }
+
+  // A factor's shared array: element (ol, rl) of a slice at place(ol, rl), each stage's slice
+  // `sliceSize` elements after the previous one.
+  struct Staging {
+    std::string shared;
+    int64_t sliceSize;
+    std::function<Expr(const Expr &ol, const Expr &rl)> place;
+  };
+
+  // `index` into factor a's (or b's) shared array within the slice being multiplied (at _sa
+  // or _sb with two stages).
+  Expr inSlice(bool a, const Expr &index) const {
+    return t_.shape.stages > 1 ? intLocal(a ? "_sa" : "_sb") + index : index;
+  }
+
+  // The loop over reduction slices: both factors' slices staged, then `step` multiplies the
+  // slice (reading it through inSlice). One stage: stage, barrier, step, barrier. Two stages:
+  // slice 0 staged before the loop; each iteration loads the next slice into registers, runs
+  // `step`, stores the registers into the other stage, one barrier: a thread writes a stage
+  // only after every thread passed the barrier that ended the step reading it.
+  std::vector<Stmt> reduction(const Staging &a, const Staging &b, std::vector<Stmt> step) const {
+    const int64_t K = t_.shape.red, slices = (t_.redTotal + K - 1) / K;
+    auto into = [&](bool ofA, const Expr &base) {
+      const Staging *s = ofA ? &a : &b;
+      return [s, base](const Expr &value, const Expr &) {
+        Expr at = s->place(intLocal("_ol"), intLocal("_rl"));
+        return store(s->shared, base ? base + at : at, value, {});
+      };
+    };
+    if (t_.shape.stages == 1) {
+      std::vector<Stmt> slice{let("_red0", Type::Int, intLocal("_red") * intImm(K)),
+                              eachElement(true, intLocal("_red0"), true, into(true, nullptr)),
+                              eachElement(false, intLocal("_red0"), true, into(false, nullptr)), barrier()};
+      slice.insert(slice.end(), step.begin(), step.end());
+      slice.push_back(barrier());
+      return {forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice))};
+    }
+    const int64_t perThreadA = t_.shape.rows * K / kThreads, perThreadB = t_.shape.cols * K / kThreads;
+    std::vector<Stmt> out{alloc("_pa", perThreadA), alloc("_pb", perThreadB),
+                          eachElement(true, intImm(0), true, into(true, nullptr)),
+                          eachElement(false, intImm(0), true, into(false, nullptr)), barrier()};
+    auto toRegisters = [](const std::string &regs) {
+      return [regs](const Expr &value, const Expr &q) { return store(regs, q, value, {}); };
+    };
+    auto fromRegisters = [&](bool ofA) {
+      const Staging *s = ofA ? &a : &b;
+      Expr other = intImm(s->sliceSize) - intLocal(ofA ? "_sa" : "_sb");
+      std::string regs = ofA ? "_pa" : "_pb";
+      return [s, other, regs](const Expr &, const Expr &q) {
+        return store(s->shared, other + s->place(intLocal("_ol"), intLocal("_rl")), load(regs, q), {});
+      };
+    };
+    Expr hasNext = binary(BinOp::Lt, intLocal("_red") + intImm(1), intImm(slices));
+    Expr next0 = (intLocal("_red") + intImm(1)) * intImm(K);
+    std::vector<Stmt> slice{let("_sa", Type::Int, (intLocal("_red") % intImm(2)) * intImm(a.sliceSize)),
+                            let("_sb", Type::Int, (intLocal("_red") % intImm(2)) * intImm(b.sliceSize)),
+                            ifThen(hasNext, {eachElement(true, next0, true, toRegisters("_pa")),
+                                             eachElement(false, next0, true, toRegisters("_pb"))})};
+    slice.insert(slice.end(), step.begin(), step.end());
+    slice.push_back(ifThen(hasNext, {eachElement(true, nullptr, false, fromRegisters(true)),
+                                     eachElement(false, nullptr, false, fromRegisters(false))}));
+    slice.push_back(barrier());
+    out.push_back(forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice)));
+    return out;
   }
 
   // Output (row0 + row, col0 + col) = epilogue(acc), where it lies inside the output.
@@ -224,12 +316,6 @@ public:
     else
       out.insert(out.end(), inside.begin(), inside.end());
     return out;
-  }
-
-  // The loop over reduction slices around `slice` (which reads _red0).
-  Stmt slices(std::vector<Stmt> slice) const {
-    slice.insert(slice.begin(), let("_red0", Type::Int, intLocal("_red") * intImm(t_.shape.red)));
-    return forLoop("_red", intImm((t_.redTotal + t_.shape.red - 1) / t_.shape.red), ForKind::Serial, std::move(slice));
   }
 
   Stmt blocks(std::vector<Stmt> perTile, std::vector<Stmt> perThread) const {
@@ -253,8 +339,8 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
   std::vector<Stmt> perTile;
   w.origin(perTile);
   // One column of padding: stores along the reduction hit distinct banks.
-  perTile.push_back(sharedAlloc("_as", K * (R + 1)));
-  perTile.push_back(sharedAlloc("_bs", K * (C + 1)));
+  perTile.push_back(sharedAlloc("_as", sh.stages * K * (R + 1)));
+  perTile.push_back(sharedAlloc("_bs", sh.stages * K * (C + 1)));
 
   std::vector<Stmt> perThread;
   perThread.push_back(let("_tx", Type::Int, intLocal("_t") % intImm(threadCols)));
@@ -276,16 +362,16 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
       "_k", intImm(K), ForKind::Unrolled,
       {alloc("_bk", sh.threadCols),
        forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled,
-               {store("_bk", intLocal("_j"), load("_bs", intLocal("_k") * intImm(C + 1) + colInTile), {})}),
+               {store("_bk", intLocal("_j"), load("_bs", w.inSlice(false, intLocal("_k") * intImm(C + 1) + colInTile)), {})}),
        forLoop("_i", intImm(sh.threadRows), ForKind::Unrolled,
-               {let("_ak", Type::Float, load("_as", intLocal("_k") * intImm(R + 1) + rowInTile)),
+               {let("_ak", Type::Float, load("_as", w.inSlice(true, intLocal("_k") * intImm(R + 1) + rowInTile))),
                 forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled,
                         {store("_accs", accIndex,
                                load("_accs", accIndex) + var("_ak", Type::Float, VarKind::Local) *
                                                              load("_bk", intLocal("_j")),
                                {})})})});
-  perThread.push_back(w.slices({w.stage(true, "_as", "_qa", place(R)), w.stage(false, "_bs", "_qb", place(C)), barrier(),
-                                step, barrier()}));
+  for (Stmt &s : w.reduction({"_as", K * (R + 1), place(R)}, {"_bs", K * (C + 1), place(C)}, {step}))
+    perThread.push_back(s);
   perThread.push_back(forLoop(
       "_i", intImm(sh.threadRows), ForKind::Unrolled,
       {forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled, w.storeOutput(rowInTile, colInTile, load("_accs", accIndex)))}));
@@ -304,8 +390,8 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
   w.origin(perTile);
   // a as rows of m and b as columns of n, k contiguous in both: fragments A row-major and B
   // column-major with leading dimension ld.
-  perTile.push_back(typedAlloc("_as", sh.rows * ld, elem, true));
-  perTile.push_back(typedAlloc("_bs", sh.cols * ld, elem, true));
+  perTile.push_back(typedAlloc("_as", sh.stages * sh.rows * ld, elem, true));
+  perTile.push_back(typedAlloc("_bs", sh.stages * sh.cols * ld, elem, true));
   // Each warp's accumulators pass through here on the way to the epilogue.
   perTile.push_back(typedAlloc("_cs", kThreads / 32 * F * F, ElemType::F32, true));
 
@@ -325,19 +411,19 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
       "_k", intImm(K / depth), ForKind::Unrolled,
       {forLoop("_i", intImm(FR), ForKind::Unrolled,
                {matrixLoad("_fa", intLocal("_i"),
-                           load("_as", (intLocal("_wr") * intImm(FR) + intLocal("_i")) * intImm(F * ld) +
-                                           intLocal("_k") * intImm(depth)),
+                           load("_as", w.inSlice(true, (intLocal("_wr") * intImm(FR) + intLocal("_i")) * intImm(F * ld) +
+                                                           intLocal("_k") * intImm(depth))),
                            ld)}),
        forLoop("_j", intImm(FC), ForKind::Unrolled,
                {matrixLoad("_fb", intLocal("_j"),
-                           load("_bs", (intLocal("_wc") * intImm(FC) + intLocal("_j")) * intImm(F * ld) +
-                                           intLocal("_k") * intImm(depth)),
+                           load("_bs", w.inSlice(false, (intLocal("_wc") * intImm(FC) + intLocal("_j")) * intImm(F * ld) +
+                                                            intLocal("_k") * intImm(depth))),
                            ld)}),
        forLoop("_i", intImm(FR), ForKind::Unrolled,
                {forLoop("_j", intImm(FC), ForKind::Unrolled,
                         {matrixMma("_fc", accIndex, load("_fa", intLocal("_i")) * load("_fb", intLocal("_j")))})})});
-  perThread.push_back(w.slices({w.stage(true, "_as", "_qa", place), w.stage(false, "_bs", "_qb", place), barrier(), step,
-                                barrier()}));
+  for (Stmt &s : w.reduction({"_as", sh.rows * ld, place}, {"_bs", sh.cols * ld, place}, {step}))
+    perThread.push_back(s);
 
   // The epilogue, a fragment at a time: the warp stores it to its part of _cs, then each lane
   // takes 8 of its 256 elements.

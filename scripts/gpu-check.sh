@@ -25,7 +25,7 @@ for u in 1 2 8; do
 done
 
 echo "== Contractions at each tile shape (ENC_GPU_TILE, autotuning off; the runs above autotuned)"
-for tile in 64x64x16 128x128x8 tc64x64x32 tc128x128x32; do
+for tile in 64x64x16 128x128x8 64x64x16s2 128x128x8s2 tc64x64x32 tc128x128x32 tc64x64x32s2; do
   echo "-- ENC_GPU_TILE=$tile"
   ENC_AUTOTUNE=0 ENC_GPU_TILE=$tile "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix|Conv2d_|Inspiration' \
     --benchmark_min_time=0.3 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
