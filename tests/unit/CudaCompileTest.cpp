@@ -2,6 +2,7 @@
 // hyper-parameters symbolic and set; the cubin/PTX holds each kernel of the loop program, and the source
 // points back at the .enc statements with #line directives. Needs NVRTC, not a GPU.
 #include "compiler/Autodiff.h"
+#include "compiler/GpuTiling.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
@@ -355,6 +356,50 @@ TEST(CudaCompile, SizedSchedulesForSm80AndSm90) {
   // Every GPU schedule is among them.
   for (ir::ForKind k : {ir::ForKind::GpuThreads, ir::ForKind::GpuWarps, ir::ForKind::GpuTiles, ir::ForKind::GpuRows})
     EXPECT_TRUE(launches.count(k)) << ir::forKindName(k);
+}
+
+// Every tile shape's kernel (a GramMatrix gradient with partial tiles on every side) compiles
+// with NVRTC for sm_80 and sm_90: FMA tiles in f32, tensor-core tiles with bf16 storage and
+// in TF32.
+TEST(CudaCompile, EveryTileShapeForSm80AndSm90) {
+  if (!cuda::nvrtcAvailable())
+    GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
+  auto lib = shippedOrNull();
+  ASSERT_TRUE(lib);
+  const LayerSymbols &sym = lib->get("GramMatrix");
+  const ir::Pipeline pipeline;
+  const ir::Program forward = pipeline.forward(sym, {});
+  const ir::Gradient gradient = pipeline.backward(sym, forward, {});
+  std::map<std::string, ir::Expr> sizes{
+      {"B", ir::intImm(2)}, {"C", ir::intImm(130)}, {"H", ir::intImm(5)}, {"W", ir::intImm(9)}};
+  const ir::Program backward = pipeline.specializeSizes(gradient.program, sizes);
+  for (const ir::TileShape &shape : ir::gpuTileShapes()) {
+    setenv("ENC_GPU_TILE", ir::tileShapeName(shape).c_str(), 1);
+    std::vector<ir::ElemType> storages{ir::ElemType::F32};
+    if (shape.tensorCores) storages = {ir::ElemType::BF16, ir::ElemType::F32};
+    for (ir::ElemType storage : storages) {
+      SCOPED_TRACE(fmt::format("{} {}", ir::tileShapeName(shape), ir::elemTypeName(storage)));
+      ir::LoopProgram loops = pipeline.lower(backward, {.target = ir::Target::GPU,
+                                                        .types = ir::backwardStorage(gradient, forward, storage),
+                                                        .allowTf32 = shape.tensorCores});
+      int tiled = 0;
+      for (const ir::Kernel &k : loops.kernels) tiled += k.launch == ir::ForKind::GpuTiles;
+      EXPECT_EQ(tiled, 1);
+      const std::string source = codegen::emitCuda(loops);
+      for (int arch : {80, 90}) {
+        cuda::CompileOptions opts;
+        opts.arch = fmt::format("sm_{}", arch);
+        opts.sourceName = "GramMatrix.cu";
+        try {
+          cuda::CompileResult r = cuda::compile(source, opts);
+          EXPECT_TRUE(r.isCubin && isElf(r.cubin)) << "sm_" << arch;
+        } catch (const Error &e) {
+          ADD_FAILURE() << "NVRTC failed for sm_" << arch << ": " << e.what() << "\n" << source;
+        }
+      }
+    }
+  }
+  unsetenv("ENC_GPU_TILE");
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, CudaCompile,
