@@ -329,6 +329,15 @@ private:
   SourceLoc loc_;
 };
 
+// One term of t's sum from a value of a and one of b.
+Expr termOf(const TiledContraction &t, const Expr &a, const Expr &b) {
+  if (!t.combine) return a * b;
+  return substitute(t.combine, [&](const std::string &name, VarKind kind) -> Expr {
+    if (kind != VarKind::Local) return nullptr;
+    return name == "_av" ? a : name == "_bv" ? b : nullptr;
+  });
+}
+
 } // namespace
 
 Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, SourceLoc loc) {
@@ -367,8 +376,8 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
                {let("_ak", Type::Float, load("_as", w.inSlice(true, intLocal("_k") * intImm(R + 1) + rowInTile))),
                 forLoop("_j", intImm(sh.threadCols), ForKind::Unrolled,
                         {store("_accs", accIndex,
-                               load("_accs", accIndex) + var("_ak", Type::Float, VarKind::Local) *
-                                                             load("_bk", intLocal("_j")),
+                               load("_accs", accIndex) + termOf(t, var("_ak", Type::Float, VarKind::Local),
+                                                                load("_bk", intLocal("_j"))),
                                {})})})});
   for (Stmt &s : w.reduction({"_as", K * (R + 1), place(R)}, {"_bs", K * (C + 1), place(C)}, {step}))
     perThread.push_back(s);
@@ -457,22 +466,17 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
   std::map<std::string, Expr> extents;
   for (const IndexVar &v : indices) extents[v.name] = v.extent;
   for (const IndexVar &v : red) extents[v.name] = v.extent;
+  const Expr body = foldByIndexRanges(reduction.args[0], extents);
   std::vector<Expr> factors, varying, constant;
-  factorsOf(foldByIndexRanges(reduction.args[0], extents), factors);
+  factorsOf(body, factors);
   for (const Expr &f : factors) {
     std::set<std::string> vs = indexVarsOf(f);
     bool readsOut = std::any_of(vs.begin(), vs.end(), [&](const std::string &n) { return outNames.count(n); });
     (readsOut ? varying : constant).push_back(f);
   }
-  if (varying.size() < 2 || varying.size() > 4) return nullptr;
-
-  // Every way to put the varying factors on two sides; the best gives the most reuse.
-  std::shared_ptr<TiledContraction> best;
-  int64_t bestReuse = 0;
-  for (unsigned mask = 1; mask + 1 < (1u << varying.size()); ++mask) {
-    std::vector<Expr> sideA = constant, sideB;
-    for (size_t i = 0; i < varying.size(); ++i) ((mask >> i) & 1 ? sideA : sideB).push_back(varying[i]);
-    Expr a = product(sideA), b = product(sideB);
+  // The contraction with a and b as its sides, or nullptr where a side has too few rows or
+  // columns to tile.
+  auto splitAs = [&](const Expr &a, const Expr &b) -> std::shared_ptr<TiledContraction> {
     std::set<std::string> va = indexVarsOf(a), vb = indexVarsOf(b);
     auto t = std::make_shared<TiledContraction>();
     for (const IndexVar &v : indices) {
@@ -484,9 +488,7 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
     t->rowsTotal = totalOf(t->rows);
     t->colsTotal = totalOf(t->cols);
     t->redTotal = totalOf(red);
-    if (t->rowsTotal < 16 || t->colsTotal < 16 || t->redTotal < 1) continue;
-    int64_t reuse = std::min(t->rowsTotal, t->colsTotal);
-    if (best && reuse <= bestReuse) continue;
+    if (t->rowsTotal < 16 || t->colsTotal < 16 || t->redTotal < 1) return nullptr;
     t->a = a;
     t->b = b;
     t->epilogue = epilogue;
@@ -494,6 +496,44 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
     const std::string &innerRed = red.back().name;
     t->aAlongRed = unitStrideIn(a, innerRed) || !unitStrideIn(a, t->rows.back().name);
     t->bAlongRed = unitStrideIn(b, innerRed) || !unitStrideIn(b, t->cols.back().name);
+    return t;
+  };
+
+  // Not a product: a function of exactly two reads, each of one side's output indices, and
+  // of nothing else that varies.
+  if (varying.size() < 2) {
+    std::vector<Expr> loads;
+    visit(body, [&](const Expr &n) {
+      if (n->kind != ExprKind::Load) return true;
+      if (std::none_of(loads.begin(), loads.end(), [&](const Expr &l) { return structurallyEqual(l, n); }))
+        loads.push_back(n);
+      return false;
+    });
+    if (loads.size() != 2) return nullptr;
+    std::shared_ptr<TiledContraction> t = splitAs(loads[0], loads[1]);
+    if (!t || t->rows.empty() || t->cols.empty()) return nullptr;
+    t->combine = mutate(body, [&](const Expr &n) -> Expr {
+      if (n->kind != ExprKind::Load) return nullptr;
+      return var(structurallyEqual(n, loads[0]) ? "_av" : "_bv", Type::Float, VarKind::Local);
+    });
+    if (!freeIndexVars(t->combine).empty() || containsReduce(t->combine)) return nullptr;
+    // A slice past the reduction's end is staged as zeros: their term must vanish.
+    if (!isZero(termOf(*t, floatImm(0), floatImm(0)))) return nullptr;
+    t->shape = chooseTileShape(*t, false, shapeName);
+    return t;
+  }
+  if (varying.size() > 4) return nullptr;
+
+  // Every way to put the varying factors on two sides; the best gives the most reuse.
+  std::shared_ptr<TiledContraction> best;
+  int64_t bestReuse = 0;
+  for (unsigned mask = 1; mask + 1 < (1u << varying.size()); ++mask) {
+    std::vector<Expr> sideA = constant, sideB;
+    for (size_t i = 0; i < varying.size(); ++i) ((mask >> i) & 1 ? sideA : sideB).push_back(varying[i]);
+    std::shared_ptr<TiledContraction> t = splitAs(product(sideA), product(sideB));
+    if (!t) continue;
+    int64_t reuse = std::min(t->rowsTotal, t->colsTotal);
+    if (best && reuse <= bestReuse) continue;
     t->shape = chooseTileShape(*t, tensorCores.has_value(), shapeName);
     best = t;
     bestReuse = reuse;

@@ -43,6 +43,10 @@ struct TiledContraction {
   std::vector<IndexVar> batch, rows, cols, red;
   int64_t batchTotal = 1, rowsTotal = 1, colsTotal = 1, redTotal = 1;
   Expr a, b;      // the factors (loop-level: loads), over batch + rows + red and batch + cols + red
+  // What each term of the sum is, of a and b as the locals "_av" and "_bv"; null: a * b.
+  // Sums of another function of one value per row and one per column (Encoding's squared
+  // distances (x - c)^2) tile as products do, on FMA tiles only.
+  Expr combine;
   Expr epilogue;  // the stored value, of the local "_acc" and the output indices
   Expr flatOut;   // where it is stored
   bool aAlongRed = true, bAlongRed = true; // a load walks the reduction (unit stride there)
@@ -52,8 +56,8 @@ struct TiledContraction {
 
 // `reduction` is the definition's main Sum reduction with loop-level loads in its body;
 // `epilogue` the value with the reduction replaced by the local "_acc". Returns nullptr when
-// the body is not such a product, a size is not constant, or rows or columns are too few
-// (under 16) for tiles to pay. The tile shape is chosen by the problem's size (or is the one
+// the body is neither such a product nor a function of exactly two reads, one per side, a
+// size is not constant, or rows or columns are too few (under 16) for tiles to pay. The tile shape is chosen by the problem's size (or is the one
 // `shapeName` names, when it is of the right kind); with `tensorCores` a tensor-core shape.
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
                                                    const Expr &epilogue, const Expr &flatOut,
