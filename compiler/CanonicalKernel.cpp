@@ -40,7 +40,8 @@ Kernel canonicalKernel(const Kernel &k, const std::string &prefix) {
     Stmt body = mutate(k.body, [&](const Stmt &s) -> Stmt {
       auto it = names.find(s->name);
       bool named = s->kind != StmtKind::Block && s->kind != StmtKind::IfLaneZero && s->kind != StmtKind::If &&
-                   s->kind != StmtKind::Barrier; // a Matrix statement names an array
+                   s->kind != StmtKind::Barrier && s->kind != StmtKind::AsyncCommit &&
+                   s->kind != StmtKind::AsyncWait; // a Matrix or AsyncCopy statement names an array
       return named && it != names.end() ? withName(s, it->second) : nullptr;
     });
     out.body = mutateExprs(body, renameExpr);

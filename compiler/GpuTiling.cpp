@@ -188,6 +188,19 @@ Expr both(Expr a, Expr b) {
   return binary(BinOp::And, std::move(a), std::move(b));
 }
 
+// `e` as a read an asynchronous copy can make: a Load, under selects with a zero else
+// (select(c1 && c2, Load, 0)); nullopt for anything computed.
+std::optional<Expr> plainRead(const Expr &e) {
+  Expr cond;
+  Expr at = e;
+  while (at->kind == ExprKind::Select && isZero(at->args[2])) {
+    cond = both(cond, at->args[0]);
+    at = at->args[1];
+  }
+  if (at->kind != ExprKind::Load) return std::nullopt;
+  return cond ? select(cond, at, floatImm(0)) : at;
+}
+
 // What both tiled schedules share: the tile's origin, staging a slice of a factor into a
 // shared array, and storing one output through the epilogue.
 class TileWriter {
@@ -252,10 +265,13 @@ public:
 
   // The loop over reduction slices: both factors' slices staged, then `step` multiplies the
   // slice (reading it through inSlice). One stage: stage, barrier, step, barrier. Two stages:
-  // slice 0 staged before the loop; each iteration loads the next slice into registers, runs
-  // `step`, stores the registers into the other stage, one barrier: a thread writes a stage
-  // only after every thread passed the barrier that ended the step reading it.
-  std::vector<Stmt> reduction(const Staging &a, const Staging &b, std::vector<Stmt> step) const {
+  // slice 0 staged before the loop, and each iteration stages the next slice into the other
+  // stage while `step` runs, so a thread writes a stage only after every thread passed the
+  // barrier that ended the step reading it. Where both factors are plain reads and `async`
+  // allows, the next slice travels by asynchronous copies (waited for before the barrier
+  // that opens the step: stage, commit, wait for the current slice, barrier, step, barrier);
+  // else through registers (loaded before the step, stored after it, one barrier).
+  std::vector<Stmt> reduction(const Staging &a, const Staging &b, std::vector<Stmt> step, bool async) const {
     const int64_t K = t_.shape.red, slices = (t_.redTotal + K - 1) / K;
     auto into = [&](bool ofA, const Expr &base) {
       const Staging *s = ofA ? &a : &b;
@@ -272,6 +288,33 @@ public:
       slice.push_back(barrier());
       return {forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice))};
     }
+    Expr hasNext = binary(BinOp::Lt, intLocal("_red") + intImm(1), intImm(slices));
+    Expr next0 = (intLocal("_red") + intImm(1)) * intImm(K);
+    std::vector<Stmt> current{let("_sa", Type::Int, (intLocal("_red") % intImm(2)) * intImm(a.sliceSize)),
+                              let("_sb", Type::Int, (intLocal("_red") % intImm(2)) * intImm(b.sliceSize))};
+    if (async && plainRead(t_.a) && plainRead(t_.b)) {
+      auto copyInto = [&](bool ofA, bool other) {
+        const Staging *s = ofA ? &a : &b;
+        Expr base = other ? intImm(s->sliceSize) - intLocal(ofA ? "_sa" : "_sb") : nullptr;
+        return [s, base](const Expr &value, const Expr &) {
+          Expr at = s->place(intLocal("_ol"), intLocal("_rl"));
+          return asyncCopy(s->shared, base ? base + at : at, *plainRead(value));
+        };
+      };
+      std::vector<Stmt> out{eachElement(true, intImm(0), true, copyInto(true, false)),
+                            eachElement(false, intImm(0), true, copyInto(false, false)), asyncCommit()};
+      std::vector<Stmt> slice = current;
+      slice.push_back(ifThen(hasNext, {eachElement(true, next0, true, copyInto(true, true)),
+                                       eachElement(false, next0, true, copyInto(false, true))}));
+      // Every iteration closes a group (the last an empty one): the current slice's is then
+      // the one before the newest.
+      slice.insert(slice.end(), {asyncCommit(), asyncWait(1), barrier()});
+      slice.insert(slice.end(), step.begin(), step.end());
+      slice.push_back(barrier());
+      out.push_back(forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice)));
+      out.push_back(asyncWait(0));
+      return out;
+    }
     const int64_t perThreadA = t_.shape.rows * K / kThreads, perThreadB = t_.shape.cols * K / kThreads;
     std::vector<Stmt> out{alloc("_pa", perThreadA), alloc("_pb", perThreadB),
                           eachElement(true, intImm(0), true, into(true, nullptr)),
@@ -287,12 +330,9 @@ public:
         return store(s->shared, other + s->place(intLocal("_ol"), intLocal("_rl")), load(regs, q), {});
       };
     };
-    Expr hasNext = binary(BinOp::Lt, intLocal("_red") + intImm(1), intImm(slices));
-    Expr next0 = (intLocal("_red") + intImm(1)) * intImm(K);
-    std::vector<Stmt> slice{let("_sa", Type::Int, (intLocal("_red") % intImm(2)) * intImm(a.sliceSize)),
-                            let("_sb", Type::Int, (intLocal("_red") % intImm(2)) * intImm(b.sliceSize)),
-                            ifThen(hasNext, {eachElement(true, next0, true, toRegisters("_pa")),
-                                             eachElement(false, next0, true, toRegisters("_pb"))})};
+    std::vector<Stmt> slice = current;
+    slice.push_back(ifThen(hasNext, {eachElement(true, next0, true, toRegisters("_pa")),
+                                     eachElement(false, next0, true, toRegisters("_pb"))}));
     slice.insert(slice.end(), step.begin(), step.end());
     slice.push_back(ifThen(hasNext, {eachElement(true, nullptr, false, fromRegisters(true)),
                                      eachElement(false, nullptr, false, fromRegisters(false))}));
@@ -379,7 +419,7 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
                                load("_accs", accIndex) + termOf(t, var("_ak", Type::Float, VarKind::Local),
                                                                 load("_bk", intLocal("_j"))),
                                {})})})});
-  for (Stmt &s : w.reduction({"_as", K * (R + 1), place(R)}, {"_bs", K * (C + 1), place(C)}, {step}))
+  for (Stmt &s : w.reduction({"_as", K * (R + 1), place(R)}, {"_bs", K * (C + 1), place(C)}, {step}, true))
     perThread.push_back(s);
   perThread.push_back(forLoop(
       "_i", intImm(sh.threadRows), ForKind::Unrolled,
@@ -431,7 +471,8 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
        forLoop("_i", intImm(FR), ForKind::Unrolled,
                {forLoop("_j", intImm(FC), ForKind::Unrolled,
                         {matrixMma("_fc", accIndex, load("_fa", intLocal("_i")) * load("_fb", intLocal("_j")))})})});
-  for (Stmt &s : w.reduction({"_as", sh.rows * ld, place}, {"_bs", sh.cols * ld, place}, {step}))
+  // 16-bit elements are too small for a copy of their own: those go through registers.
+  for (Stmt &s : w.reduction({"_as", sh.rows * ld, place}, {"_bs", sh.cols * ld, place}, {step}, tf32))
     perThread.push_back(s);
 
   // The epilogue, a fragment at a time: the warp stores it to its part of _cs, then each lane

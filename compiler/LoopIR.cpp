@@ -128,6 +128,20 @@ Stmt fragmentAlloc(std::string name, int64_t count, Fragment fragment, ElemType 
   return s;
 }
 
+Stmt asyncCopy(std::string shared, Expr index, Expr value) {
+  auto s = stmt(StmtKind::AsyncCopy);
+  s->name = std::move(shared);
+  s->index = std::move(index);
+  s->value = std::move(value);
+  return s;
+}
+Stmt asyncCommit() { return stmt(StmtKind::AsyncCommit); }
+Stmt asyncWait(int64_t inFlight) {
+  auto s = stmt(StmtKind::AsyncWait);
+  s->value = intImm(inFlight);
+  return s;
+}
+
 static std::shared_ptr<StmtNode> matrix(MatrixOp op, std::string name, Expr index, Expr value, int64_t ld) {
   auto s = stmt(StmtKind::Matrix);
   s->matrixOp = op;
@@ -291,6 +305,11 @@ std::string printStmt(const Stmt &s, int indent) {
     children();
     break;
   case StmtKind::Barrier: out += fmt::format("{}{}\n", pad, s->warp ? "warp_barrier" : "barrier"); break;
+  case StmtKind::AsyncCopy:
+    out += fmt::format("{}async_copy {}[{}] = {}\n", pad, s->name, print(s->index), print(s->value));
+    break;
+  case StmtKind::AsyncCommit: out += fmt::format("{}async_commit\n", pad); break;
+  case StmtKind::AsyncWait: out += fmt::format("{}async_wait {}\n", pad, print(s->value)); break;
   case StmtKind::IfLaneZero:
     out += fmt::format("{}if lane == 0:\n", pad);
     children();

@@ -50,7 +50,13 @@ enum class ElemType : uint8_t { F16, BF16, F32, F64 };
 // If: the body runs where `value` (a bool) holds. Barrier: every thread of the GPU block (with
 // `warp`, of the warp) waits until all reach it; shared writes before are visible after.
 // Matrix: a warp-wide tensor-core operation, which every lane of the warp executes alike.
-enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc, If, Barrier, Matrix };
+// AsyncCopy: the shared array `name`[index] = `value`, a Load of a kernel buffer or
+// select(c, that Load, 0) (zeros where c fails), copied without passing through registers
+// (cp.async); the copy joins the thread's open group. AsyncCommit closes the group.
+// AsyncWait waits until at most `value` (a constant) of the thread's closed groups are in
+// flight: only then has the thread's copy landed, and other threads see it after a barrier.
+enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc, If, Barrier, Matrix, AsyncCopy,
+                      AsyncCommit, AsyncWait };
 
 enum class Fragment : uint8_t { None, MatrixA, MatrixB, Accumulator };
 // The Matrix statements, on fragment arrays (name[index] names one fragment):
@@ -105,6 +111,9 @@ Stmt matrixFill(std::string fragments, Expr index, Expr value);
 Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t ld);
 Stmt matrixMma(std::string accumulators, Expr index, Expr product);
 Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld);
+Stmt asyncCopy(std::string shared, Expr index, Expr value);
+Stmt asyncCommit();
+Stmt asyncWait(int64_t inFlight);
 // Lets binding each of `vars` (row-major, innermost last) from the flat position `flat`.
 void decodeIndices(std::vector<Stmt> &out, const std::vector<IndexVar> &vars, const Expr &flat);
 // The same statement under another name (loop variable, local or buffer).

@@ -180,6 +180,28 @@ private:
       expr(s->index, bound);
       expr(s->value, bound);
       return;
+    case StmtKind::AsyncCopy: {
+      ENC_INTERNAL_ASSERT(p_.target == Target::GPU && sharedArrays_.count(s->name),
+                          "kernel {}: an asynchronous copy into {}, which is no shared array", k_.name, s->name);
+      const Expr &v = s->value;
+      const Expr &source = v->kind == ExprKind::Select ? v->args[1] : v;
+      bool zeroElse = v->kind != ExprKind::Select ||
+                      (v->args[2]->kind == ExprKind::FloatImm && v->args[2]->floatValue == 0);
+      ENC_INTERNAL_ASSERT(zeroElse && source->kind == ExprKind::Load && !arrays_.count(source->name),
+                          "kernel {}: an asynchronous copy into {} of {}, which is no read of a buffer", k_.name,
+                          s->name, print(v));
+      expr(s->index, bound);
+      expr(s->value, bound);
+      return;
+    }
+    case StmtKind::AsyncCommit:
+    case StmtKind::AsyncWait: {
+      int64_t n = 0;
+      ENC_INTERNAL_ASSERT(p_.target == Target::GPU && (s->kind == StmtKind::AsyncCommit || (isConst(s->value, &n) && n >= 0)),
+                          "kernel {}: a misplaced or malformed asynchronous-copy {}", k_.name,
+                          s->kind == StmtKind::AsyncCommit ? "commit" : "wait");
+      return;
+    }
     case StmtKind::For: {
       ENC_INTERNAL_ASSERT(allowedOn(p_.target, s->forKind), "kernel {}: a {} loop in a {} program", k_.name,
                           forKindName(s->forKind), p_.target == Target::CPU ? "CPU" : "GPU");

@@ -39,6 +39,7 @@ struct ThreadContext {
 #include <cstdio>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 // The toolkit's 16-bit types work in host code; they come first, as their headers define the
 // CUDA keywords that are redefined below.
@@ -196,6 +197,55 @@ void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a,
   std::copy(out, out + M * N, d.x);
 }
 } // namespace nvcuda::wmma
+// Asynchronous copies (cp.async), as late as their meaning allows: each thread's copies wait
+// in its groups and land only when a wait leaves fewer groups in flight, so a kernel that
+// reads shared memory before waiting reads what was there before. Source elements are read
+// when they land (kernels do not write what they copy from).
+#define ENC_ASYNC_COPY
+namespace encemu {
+struct AsyncCopy {
+  void *dst;
+  const void *src; // null: fill with zeros
+  unsigned bytes;
+};
+struct AsyncCopies {
+  Dim3 block;
+  bool used = false;
+  std::vector<AsyncCopy> open;
+  std::vector<std::vector<AsyncCopy>> closed; // oldest first
+};
+// The calling thread's copies: a thread of another block starts with none.
+inline AsyncCopies &asyncCopies() {
+  static std::vector<AsyncCopies> threads;
+  const unsigned self = linearThread();
+  if (threads.size() < encemu_ctx->threads) threads.resize(encemu_ctx->threads);
+  AsyncCopies &t = threads[self];
+  const Dim3 &b = encemu_ctx->block;
+  if (!t.used || t.block.x != b.x || t.block.y != b.y || t.block.z != b.z) t = AsyncCopies{b, true, {}, {}};
+  return t;
+}
+} // namespace encemu
+template <typename T> void enc_async_copy(T *dst, const T *src, bool valid) {
+  encemu::asyncCopies().open.push_back({dst, valid ? src : nullptr, static_cast<unsigned>(sizeof(T))});
+}
+inline void enc_async_commit() {
+  encemu::AsyncCopies &t = encemu::asyncCopies();
+  t.closed.push_back(std::move(t.open));
+  t.open.clear();
+}
+template <int N> void enc_async_wait() {
+  encemu::AsyncCopies &t = encemu::asyncCopies();
+  while (t.closed.size() > static_cast<size_t>(N)) {
+    for (const encemu::AsyncCopy &c : t.closed.front()) {
+      if (c.src)
+        std::memcpy(c.dst, c.src, c.bytes);
+      else
+        std::memset(c.dst, 0, c.bytes);
+    }
+    t.closed.erase(t.closed.begin());
+  }
+}
+
 namespace encemu {
 // Calls a kernel with the driver's argument array: a[i] points at the i-th parameter's value.
 template <typename... P, std::size_t... I> void callKernel(void (*f)(P...), void **a, std::index_sequence<I...>) {

@@ -109,6 +109,33 @@ __device__ __forceinline__ long long enc_checked(long long i, long long n, const
 }
 )";
 
+// Only for programs with asynchronous copies: cp.async on sm_80 and later (4 or 8 bytes,
+// through L1; a source size of 0 fills with zeros), a plain copy before. The CUDA emulator
+// defines ENC_ASYNC_COPY and its own versions, which hold each copy back until a wait.
+const char *kAsyncCopy = R"(#ifndef ENC_ASYNC_COPY
+template <typename T> __device__ __forceinline__ void enc_async_copy(T *dst, const T *src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(src), "n"((int)sizeof(T)),
+               "r"(valid ? (int)sizeof(T) : 0)
+               : "memory");
+#else
+  *dst = valid ? *src : T(0);
+#endif
+}
+__device__ __forceinline__ void enc_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N> __device__ __forceinline__ void enc_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+#endif
+)";
+
 // Only for programs with 16-bit buffers (NVRTC finds the headers through -I).
 const char *kNarrowTypes = R"(#include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -154,6 +181,7 @@ public:
     if (options_.checkBounds) write(kBoundsCheck);
     if (!prog_.types.stored.empty()) write(kNarrowTypes);
     if (usesFragments()) write("#include <mma.h>\n");
+    if (usesAsyncCopies()) write(kAsyncCopy);
     for (const Kernel &k : prog_.kernels) emitKernel(k);
     return out_;
   }
@@ -210,6 +238,37 @@ private:
     if (k.launch == ForKind::GpuWarps) writeLine(1, "const int _lane = threadIdx.x & 31;");
     stmt(k.body, 1);
     writeLine(0, "}");
+  }
+
+  bool usesAsyncCopies() const {
+    for (const Kernel &k : prog_.kernels) {
+      bool found = false;
+      if (k.body) visit(k.body, [&](const Stmt &s) {
+        found = found || s->kind == StmtKind::AsyncCopy;
+        return !found;
+      });
+      if (found) return true;
+    }
+    return false;
+  }
+
+  // shared[index] = source (a Load, or select(c, Load, 0)) without passing through registers
+  // where both hold the same element type; else converted through them (a copy that has
+  // landed at once is one an AsyncWait allows).
+  void asyncCopyStmt(const StmtNode &s, int indent) {
+    const bool guarded = s.value->kind == ExprKind::Select;
+    const Expr &load = guarded ? s.value->args[1] : s.value;
+    const std::string dst = element(s.name, expr(s.index));
+    if (elemOf(s.name) != elemOf(load->name)) {
+      writeLine(indent, fmt::format("{} = {};", dst, toStorage(s.name, expr(s.value))));
+      return;
+    }
+    // With the guard failing nothing is read: the source is then the buffer's start, so that
+    // a bounds check sees no index outside it.
+    const std::string src = guarded ? fmt::format("({} ? &{} : {})", expr(s.value->args[0]),
+                                                  element(load->name, expr(load->args[0])), cname(load->name))
+                                    : "&" + element(load->name, expr(load->args[0]));
+    writeLine(indent, fmt::format("enc_async_copy(&{}, {}, {});", dst, src, guarded ? expr(s.value->args[0]) : "true"));
   }
 
   bool usesFragments() const {
@@ -351,6 +410,9 @@ private:
       writeLine(indent, "}");
       return;
     case StmtKind::Barrier: writeLine(indent, s->warp ? "__syncwarp();" : "__syncthreads();"); return;
+    case StmtKind::AsyncCopy: asyncCopyStmt(*s, indent); return;
+    case StmtKind::AsyncCommit: writeLine(indent, "enc_async_commit();"); return;
+    case StmtKind::AsyncWait: writeLine(indent, fmt::format("enc_async_wait<{}>();", s->value->intValue)); return;
     }
   }
 

@@ -331,7 +331,10 @@ private:
     case StmtKind::IfLaneZero:
     case StmtKind::If:
     case StmtKind::Barrier:
-    case StmtKind::Matrix: internalError("GPU statement in a CPU kernel");
+    case StmtKind::Matrix:
+    case StmtKind::AsyncCopy:
+    case StmtKind::AsyncCommit:
+    case StmtKind::AsyncWait: internalError("GPU statement in a CPU kernel");
     }
   }
 
