@@ -358,9 +358,11 @@ TEST(CudaCompile, SizedSchedulesForSm80AndSm90) {
     EXPECT_TRUE(launches.count(k)) << ir::forKindName(k);
 }
 
-// Every tile shape's kernel (a GramMatrix gradient with partial tiles on every side) compiles
-// with NVRTC for sm_80 and sm_90: FMA tiles in f32, tensor-core tiles with bf16 storage and
-// in TF32.
+// Every tile shape's kernels compile with NVRTC for sm_80 and sm_90: FMA tiles in f32,
+// tensor-core tiles with bf16 storage and in TF32, for GramMatrix's forward (factors that are
+// plain reads: two-stage tiles stage them by asynchronous copies, but not 16-bit ones) and
+// its gradient (a factor gY + gY^T: staged through registers), with partial tiles on every
+// side.
 TEST(CudaCompile, EveryTileShapeForSm80AndSm90) {
   if (!cuda::nvrtcAvailable())
     GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
@@ -372,32 +374,43 @@ TEST(CudaCompile, EveryTileShapeForSm80AndSm90) {
   const ir::Gradient gradient = pipeline.backward(sym, forward, {});
   std::map<std::string, ir::Expr> sizes{
       {"B", ir::intImm(2)}, {"C", ir::intImm(130)}, {"H", ir::intImm(5)}, {"W", ir::intImm(9)}};
-  const ir::Program backward = pipeline.specializeSizes(gradient.program, sizes);
   for (const ir::TileShape &shape : ir::gpuTileShapes()) {
     setenv("ENC_GPU_TILE", ir::tileShapeName(shape).c_str(), 1);
     std::vector<ir::ElemType> storages{ir::ElemType::F32};
     if (shape.tensorCores) storages = {ir::ElemType::BF16, ir::ElemType::F32};
-    for (ir::ElemType storage : storages) {
-      SCOPED_TRACE(fmt::format("{} {}", ir::tileShapeName(shape), ir::elemTypeName(storage)));
-      ir::LoopProgram loops = pipeline.lower(backward, {.target = ir::Target::GPU,
-                                                        .types = ir::backwardStorage(gradient, forward, storage),
-                                                        .allowTf32 = shape.tensorCores});
-      int tiled = 0;
-      for (const ir::Kernel &k : loops.kernels) tiled += k.launch == ir::ForKind::GpuTiles;
-      EXPECT_EQ(tiled, 1);
-      const std::string source = codegen::emitCuda(loops);
-      for (int arch : {80, 90}) {
-        cuda::CompileOptions opts;
-        opts.arch = fmt::format("sm_{}", arch);
-        opts.sourceName = "GramMatrix.cu";
-        try {
-          cuda::CompileResult r = cuda::compile(source, opts);
-          EXPECT_TRUE(r.isCubin && isElf(r.cubin)) << "sm_" << arch;
-        } catch (const Error &e) {
-          ADD_FAILURE() << "NVRTC failed for sm_" << arch << ": " << e.what() << "\n" << source;
+    for (ir::ElemType storage : storages)
+      for (bool backward : {false, true}) {
+        SCOPED_TRACE(fmt::format("{} {} {}", ir::tileShapeName(shape), ir::elemTypeName(storage),
+                                 backward ? "backward" : "forward"));
+        ir::LoopProgram loops = pipeline.lower(
+            pipeline.specializeSizes(backward ? gradient.program : forward, sizes),
+            {.target = ir::Target::GPU,
+             .types = backward ? ir::backwardStorage(gradient, forward, storage) : ir::forwardStorage(forward, storage),
+             .allowTf32 = shape.tensorCores});
+        int tiled = 0, asyncCopies = 0;
+        for (const ir::Kernel &k : loops.kernels) {
+          tiled += k.launch == ir::ForKind::GpuTiles;
+          ir::visit(k.body, [&](const ir::Stmt &s) {
+            asyncCopies += s->kind == ir::StmtKind::AsyncCopy;
+            return true;
+          });
+        }
+        EXPECT_EQ(tiled, 1);
+        const bool async = shape.stages == 2 && !backward && storage == ir::ElemType::F32;
+        EXPECT_EQ(asyncCopies > 0, async) << asyncCopies << " asynchronous copies";
+        const std::string source = codegen::emitCuda(loops);
+        for (int arch : {80, 90}) {
+          cuda::CompileOptions opts;
+          opts.arch = fmt::format("sm_{}", arch);
+          opts.sourceName = "GramMatrix.cu";
+          try {
+            cuda::CompileResult r = cuda::compile(source, opts);
+            EXPECT_TRUE(r.isCubin && isElf(r.cubin)) << "sm_" << arch;
+          } catch (const Error &e) {
+            ADD_FAILURE() << "NVRTC failed for sm_" << arch << ": " << e.what() << "\n" << source;
+          }
         }
       }
-    }
   }
   unsetenv("ENC_GPU_TILE");
 }

@@ -114,6 +114,45 @@ extern "C" __global__ void __launch_bounds__(256) block_sums(float *out, const f
   }
 }
 
+// Asynchronous copies (the generated code's enc_async_copy, cp.async on a GPU) land no
+// earlier than a wait allows: before the wait a thread still reads what shared memory held;
+// waiting with one group in flight lands the older group only; a failed guard fills zeros.
+TEST_F(CudaEmulator, AsyncCopiesLandAtTheirWait) {
+  CUfunc_st *f = emu.kernel(R"(
+extern "C" __global__ void __launch_bounds__(256) copies(float *out, const float *in) {
+  __shared__ float s[3 * 256];
+  const int t = threadIdx.x;
+  s[t] = -1.0f;
+  s[256 + t] = -1.0f;
+  s[512 + t] = -1.0f;
+  enc_async_copy(&s[t], &in[t], true);
+  enc_async_commit();
+  enc_async_copy(&s[256 + t], &in[256 + t], true);
+  enc_async_copy(&s[512 + t], &in[512 + t], (t & 1) == 0);
+  enc_async_commit();
+  out[t] = s[t];
+  enc_async_wait<1>();
+  out[256 + t] = s[t];
+  out[512 + t] = s[256 + t];
+  enc_async_wait<0>();
+  out[768 + t] = s[256 + t];
+  out[1024 + t] = s[512 + t];
+})",
+                            "copies");
+  ASSERT_TRUE(f);
+  float *in = emu.device<float>(3 * 256), *out = emu.device<float>(5 * 256);
+  for (unsigned i = 0; i < 3 * 256; ++i) in[i] = static_cast<float>(i) + 0.5f;
+  void *args[] = {&out, &in};
+  ASSERT_EQ(emu.launch(f, 1, 1, 1, 256, 1, 1, 0, nullptr, args, nullptr), 0);
+  for (unsigned t = 0; t < 256; ++t) {
+    EXPECT_EQ(out[t], -1.0f) << t;                 // nothing landed before a wait
+    EXPECT_EQ(out[256 + t], in[t]) << t;           // the older group landed
+    EXPECT_EQ(out[512 + t], -1.0f) << t;           // the newer one is still in flight
+    EXPECT_EQ(out[768 + t], in[256 + t]) << t;     // all landed
+    EXPECT_EQ(out[1024 + t], t % 2 == 0 ? in[512 + t] : 0.0f) << t; // zeros where the guard failed
+  }
+}
+
 // Butterfly sums with __shfl_xor_sync give every lane its warp's total; __shfl_down_sync and
 // __shfl_sync move values between lanes as on the GPU. Doubles are shuffled whole.
 TEST_F(CudaEmulator, WarpShuffles) {
