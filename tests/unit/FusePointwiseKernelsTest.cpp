@@ -99,8 +99,9 @@ layer Shifted(shift: int) {
 void expectShiftedReadsStayApart(Device device) {
   auto lib = Library::fromSource("shifted.enc", kShifted);
   const int64_t rows = 3, cols = 300; // rows long enough for the GPU's row schedule
-  const std::vector<double> x = draws(static_cast<size_t>(rows * cols), 5, -1, 1);
   for (int shift : {0, 1, -7}) {
+    // Other values for each run: memory left from an earlier run must not look right.
+    const std::vector<double> x = draws(static_cast<size_t>(rows * cols), 20 + static_cast<uint64_t>(shift + 10), -1, 1);
     Layer layer(lib, "Shifted", {{"shift", std::to_string(shift)}}, f64On(device));
     auto out = layer.forward({{"X", tensorOf(x, {rows, cols}).to(device)}});
     std::vector<double> a(x.size()), b(x.size());
