@@ -1,10 +1,15 @@
 // GPU benchmarks: forward+backward of the shipped layers at the sizes of issue #5, timed on the
 // GPU's stream with CUDA events (inputs, parameters and gradients already on the device), next
-// to a device-to-device copy measured in the same run (the bar for memory-bound layers). Also
+// to a device-to-device copy measured in the same run (the bar for memory-bound layers); issue
+// 14's ResNet-style block stack compiled as one network against its layers run one by one. Also
 // NVRTC: a cold compile of each layer's kernels, a disk-cache hit and a memory hit (these run
 // without a GPU).
 //
 //   build/bench/enc_bench_gpu --benchmark_min_time=0.5
+//   ENC_BENCH_STACK="B C HW N" sets the block stack's size (default 16 64 56 2; the test suite
+//   runs it tiny on the CUDA emulator).
+#include "BlockStack.h"
+
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
@@ -18,7 +23,12 @@
 
 #include <benchmark/benchmark.h>
 
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <set>
 
 using namespace enc;
@@ -181,6 +191,48 @@ BENCHMARK(BM_Gpu_GramMatrix_f16)->Unit(benchmark::kMillisecond)->UseManualTime()
 BENCHMARK(BM_Gpu_GramMatrix_bf16)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_Conv2d_f32)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_Gpu_Conv2d_bf16)->Unit(benchmark::kMillisecond)->UseManualTime();
+
+// The block stack (bench/BlockStack.h) fwd+bwd on the GPU, `whole` as one network or else as
+// separate Layers: time by CUDA events, kernels per pass, the device allocator's peak during
+// the timed passes (parameters and inputs included).
+void stackOnGpu(benchmark::State &state, bool whole) {
+  cuda::Gpu *gpu = cuda::Gpu::get();
+  if (!gpu) {
+    state.SkipWithError(("no GPU: " + cuda::Driver::unavailableReason()).c_str());
+    return;
+  }
+  int64_t b = 16, c = 64, hw = 56, n = 2;
+  if (const char *size = std::getenv("ENC_BENCH_STACK"))
+    if (std::sscanf(size, "%ld %ld %ld %ld", &b, &c, &hw, &n) != 4) {
+      state.SkipWithError("ENC_BENCH_STACK must be four numbers: B C HW N");
+      return;
+    }
+  try {
+    static auto lib = Library::fromSource("stack.enc", bench::kStackSource);
+    std::unique_ptr<bench::BlockStack> stack;
+    if (whole) stack = std::make_unique<bench::WholeStack>(lib, b, c, hw, static_cast<int>(n), Device::CUDA);
+    else stack = std::make_unique<bench::SeparateStack>(b, c, hw, static_cast<int>(n), Device::CUDA);
+    stack->pass(); // compiles
+    stack->pass(); // the forward pass planned once the backward pass exists
+    gpu->synchronize();
+    gpu->allocator().resetPeak();
+    cuda::GpuTimer timer(*gpu);
+    for (auto _ : state) {
+      timer.start();
+      stack->pass();
+      state.SetIterationTime(timer.stopSeconds());
+    }
+    state.counters["kernels"] = static_cast<double>(stack->kernels());
+    state.counters["peak_MiB"] = static_cast<double>(gpu->allocator().stats().peakBytes) / 1048576.0;
+    state.SetLabel(fmt::format("{} x Residual, [{}, {}, {}, {}], {}", n, b, c, hw, hw, gpu->name()));
+  } catch (const std::exception &e) {
+    state.SkipWithError(e.what());
+  }
+}
+void BM_Gpu_Stack_Network(benchmark::State &s) { stackOnGpu(s, true); }
+void BM_Gpu_Stack_SeparateLayers(benchmark::State &s) { stackOnGpu(s, false); }
+BENCHMARK(BM_Gpu_Stack_Network)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_Gpu_Stack_SeparateLayers)->Unit(benchmark::kMillisecond)->UseManualTime();
 
 // The bar: a device-to-device copy of 1 GiB, counting bytes read and written.
 void BM_Gpu_CopyBandwidth(benchmark::State &state) {

@@ -9,6 +9,8 @@
 // Ratios are measured side by side in one run: this machine is shared and noisy.
 #include <enc/enc.h>
 
+#include "BlockStack.h"
+
 #include "compiler/Pipeline.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/HyperParams.h"
@@ -46,17 +48,6 @@ layer ConvBnRelu(C: int) {
   }
 }
 
-layer Residual(C: int) {
-  conv1 = Conv2d(in_channels=C, out_channels=C, kernel_size=3, padding=1, bias=false)
-  bn1 = SyncBatchNorm(num_features=C)
-  conv2 = Conv2d(in_channels=C, out_channels=C, kernel_size=3, padding=1, bias=false)
-  bn2 = SyncBatchNorm(num_features=C)
-  forward(X: [B, C, H, W]) -> Y {
-    F = relu(bn1(conv1(X)))
-    Y = relu(bn2(conv2(F)) + X)
-  }
-}
-
 layer Bottleneck(inplanes: int, planes: int, stride: int = 1) {
   conv1 = Conv2d(in_channels=inplanes, out_channels=planes, kernel_size=1, bias=false)
   bn1 = SyncBatchNorm(num_features=planes)
@@ -88,17 +79,10 @@ layer ResNet50(classes: int = 1000) {
     Y = fc(spatial_mean(layer4(layer3(layer2(layer1(F))))))
   }
 }
-
-layer Stack(C: int = 64, N: int = 2) {
-  blocks = [Residual(C=C) for i < N]
-  forward(X: [B, C, H, W]) -> Y {
-    Y = blocks(X)
-  }
-}
 )";
 
 std::shared_ptr<const Library> networks() {
-  static auto lib = Library::fromSource("networks.enc", kNetworks);
+  static auto lib = Library::fromSource("networks.enc", std::string(kNetworks) + bench::kStackSource);
   return lib;
 }
 
@@ -193,78 +177,17 @@ struct PassStats {
   int64_t peakBytes = 0;
 };
 
-// fwd+bwd of the stack as one network.
-PassStats wholeNetwork(int64_t b, int64_t c, int64_t hw, int n, int reps) {
-  Layer net(networks(), "Stack", {{"C", std::to_string(c)}, {"N", std::to_string(n)}});
-  Tensor x = randomTensor({b, c, hw, hw}, 1), gy = randomTensor({b, c, hw, hw}, 2);
-  net.forward({{"X", x}});
-  net.backward({{"Y", gy}}); // compile
+// fwd+bwd of the stack, one way, on the CPU: time, kernels and peak host memory.
+PassStats measure(bench::BlockStack &stack, int reps) {
+  stack.pass(); // compiles
+  stack.pass(); // the forward pass planned once the backward pass exists
   PassStats s;
   resetAllocationStats();
   auto t0 = std::chrono::steady_clock::now();
-  for (int r = 0; r < reps; ++r) {
-    net.forward({{"X", x}});
-    net.backward({{"Y", gy}});
-  }
+  for (int r = 0; r < reps; ++r) stack.pass();
   s.seconds = seconds(t0) / reps;
   s.peakBytes = allocationStats().peakBytes;
-  s.kernels = net.lastForwardLoops().kernels.size() + net.lastBackwardLoops().kernels.size();
-  return s;
-}
-
-// The same computation with every layer a Layer of its own, glue (relu, residual add) in the
-// .enc activations and a one-line Add layer.
-PassStats separateLayers(int64_t b, int64_t c, int64_t hw, int n, int reps) {
-  auto shipped = Library::shipped();
-  auto glue = Library::fromSource("glue.enc", R"(
-layer AddRelu() {
-  forward(A: [B, C, H, W], R: [B, C, H, W]) -> Y: [B, C, H, W] {
-    Y[b, c, h, w] = relu(A[b, c, h, w] + R[b, c, h, w])
-  }
-}
-)");
-  Settings conv = {{"in_channels", std::to_string(c)}, {"out_channels", std::to_string(c)}, {"kernel_size", "3"},
-                   {"padding", "1"}, {"bias", "false"}};
-  struct Block {
-    std::unique_ptr<Layer> conv1, bn1, relu, conv2, bn2, addRelu;
-  };
-  std::vector<Block> blocks;
-  for (int i = 0; i < n; ++i) {
-    Block k;
-    k.conv1 = std::make_unique<Layer>(shipped, "Conv2d", conv);
-    k.bn1 = std::make_unique<Layer>(shipped, "SyncBatchNorm", Settings{{"num_features", std::to_string(c)}});
-    k.relu = std::make_unique<Layer>(shipped, "ReLU");
-    k.conv2 = std::make_unique<Layer>(shipped, "Conv2d", conv);
-    k.bn2 = std::make_unique<Layer>(shipped, "SyncBatchNorm", Settings{{"num_features", std::to_string(c)}});
-    k.addRelu = std::make_unique<Layer>(glue, "AddRelu");
-    blocks.push_back(std::move(k));
-  }
-  Tensor x = randomTensor({b, c, hw, hw}, 1), gy = randomTensor({b, c, hw, hw}, 2);
-  auto pass = [&] {
-    Tensor h = x;
-    for (Block &k : blocks) {
-      Tensor f = k.relu->forward({{"X", k.bn1->forward({{"X", k.conv1->forward({{"X", h}}).at("Y")}}).at("Y")}}).at("Y");
-      Tensor g = k.bn2->forward({{"X", k.conv2->forward({{"X", f}}).at("Y")}}).at("Y");
-      h = k.addRelu->forward({{"A", g}, {"R", h}}).at("Y");
-    }
-    Tensor g = gy;
-    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
-      auto ga = it->addRelu->backward({{"Y", g}});
-      Tensor gf = it->conv2->backward({{"Y", it->bn2->backward({{"Y", ga.at("A")}}).at("X")}}).at("X");
-      Tensor gx = it->conv1->backward({{"Y", it->bn1->backward({{"Y", it->relu->backward({{"Y", gf}}).at("X")}}).at("X")}}).at("X");
-      g = add(gx, ga.at("R"));
-    }
-  };
-  pass(); // compile
-  PassStats s;
-  resetAllocationStats();
-  auto t0 = std::chrono::steady_clock::now();
-  for (int r = 0; r < reps; ++r) pass();
-  s.seconds = seconds(t0) / reps;
-  s.peakBytes = allocationStats().peakBytes;
-  for (Block &k : blocks)
-    for (Layer *l : {k.conv1.get(), k.bn1.get(), k.relu.get(), k.conv2.get(), k.bn2.get(), k.addRelu.get()})
-      s.kernels += l->lastForwardLoops().kernels.size() + l->lastBackwardLoops().kernels.size();
+  s.kernels = stack.kernels();
   return s;
 }
 
@@ -273,8 +196,10 @@ int blockStack(int64_t b, int64_t c, int64_t hw, int n) {
   fmt::print("ResNet-style stack: {} x (Conv-BN-ReLU, Conv-BN, + X, ReLU), {} channels, {}x{}, batch {}, f32 CPU, "
              "fwd+bwd, mean of {}\n",
              n, c, hw, hw, b, reps);
-  PassStats whole = wholeNetwork(b, c, hw, n, reps);
-  PassStats separate = separateLayers(b, c, hw, n, reps);
+  bench::WholeStack wholeStack(networks(), b, c, hw, n, Device::CPU);
+  PassStats whole = measure(wholeStack, reps);
+  bench::SeparateStack separateStack(b, c, hw, n, Device::CPU);
+  PassStats separate = measure(separateStack, reps);
   fmt::print("{:<22} {:>10} {:>8} {:>14}\n", "", "ms", "kernels", "peak host MiB");
   fmt::print("{:<22} {:>10.1f} {:>8} {:>14.1f}\n", "one network", whole.seconds * 1e3, whole.kernels,
              whole.peakBytes / 1048576.0);

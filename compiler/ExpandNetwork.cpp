@@ -295,7 +295,7 @@ struct Inlining {
   std::map<std::string, ir::Expr> values;             // the callee's hyper-parameters
   std::map<std::string, std::string> tensors;         // callee tensor -> flat tensor
   std::map<std::string, std::vector<Size>> sizes;     // callee size -> the caller's dimensions
-  std::string variadic;                               // the size that stands for several (L of L...)
+  std::set<std::string> variadics;                    // sizes that stand for several (L of L..., A of A...(n))
   std::set<std::string> reserved;                     // flat names an index must not take
 };
 
@@ -1178,13 +1178,13 @@ private:
       throw ExpansionFailed{};
     }
     const std::vector<Size> &shape = it->second;
-    const TensorSymbol *sym = in.callee->find(decl.name.text);
     auto mismatch = [&](const std::string &why) {
       unboundSizesByName_ = true; // the declaration as written, with hyper-parameters' values
       std::string expected = "[";
       for (size_t i = 0; i < decl.dims.size(); ++i)
         expected += (i ? ", " : "") + ast::printExpr(*calleeExpr(in, *decl.dims[i].size, nullptr)) +
-                    (decl.dims[i].variadic ? "..." : "");
+                    (decl.dims[i].variadic ? "..." : "") +
+                    (decl.dims[i].count ? "(" + ast::printExpr(*calleeExpr(in, *decl.dims[i].count, nullptr)) + ")" : "");
       expected += "]";
       Diagnostic &d = error(argLoc, fmt::format("sub-layer '{}' expects {} {}, but '{}' is {}{}", path, decl.name.text,
                                                 expected, arg, shapeText(shape), why));
@@ -1192,33 +1192,50 @@ private:
                                                in.callee->layer->name.text)});
       throw ExpansionFailed{};
     };
-    for (const ast::Dim &d : decl.dims)
-      if (d.count) {
-        error(call.loc, fmt::format("sub-layer '{}': layer {}'s input '{}' has a counted dimension ({}...({})), which a "
-                                    "network cannot inline yet",
-                                    path, in.callee->layer->name.text, decl.name.text, d.size->name,
-                                    ast::printExpr(*d.count)));
-        throw ExpansionFailed{};
-      }
-    size_t fixed = decl.dims.size() - (sym->variadic ? 1 : 0);
-    if (sym->variadic ? shape.size() < fixed : shape.size() != fixed) mismatch(" (rank)");
+    // A counted dimension A...(n) takes n of the caller's dimensions, an uncounted variadic
+    // one (the last) the rest, any other one.
+    std::vector<size_t> taken(decl.dims.size(), 1);
+    size_t fixed = 0;
+    bool rest = false;
     for (size_t i = 0; i < decl.dims.size(); ++i) {
+      const ast::Dim &d = decl.dims[i];
+      if (d.count) {
+        Size n = canonical(*calleeExpr(in, *d.count, nullptr));
+        if (!n.isConstant() || n.constant < 0) {
+          error(call.loc, fmt::format("sub-layer '{}': the count of {}...({}) of layer {}'s input '{}' is {}, not a "
+                                      "whole number of dimensions",
+                                      path, d.size->name, ast::printExpr(*d.count), in.callee->layer->name.text,
+                                      decl.name.text, text(n)),
+                "give the sub-layer a hyper-parameter value that makes it 0 or more");
+          throw ExpansionFailed{};
+        }
+        taken[i] = static_cast<size_t>(n.constant);
+      } else if (d.variadic) {
+        rest = true;
+        taken[i] = 0;
+      }
+      fixed += taken[i];
+    }
+    if (rest ? shape.size() < fixed : shape.size() != fixed) mismatch(" (rank)");
+    for (size_t i = 0, at = 0; i < decl.dims.size(); ++i) {
       const Expr &d = *decl.dims[i].size;
       if (decl.dims[i].variadic) {
-        std::vector<Size> rest(shape.begin() + static_cast<long>(i), shape.end());
-        in.sizes[d.name] = rest;
-        in.variadic = d.name;
+        size_t n = decl.dims[i].count ? taken[i] : shape.size() - fixed;
+        in.sizes[d.name] = std::vector<Size>(shape.begin() + static_cast<long>(at), shape.begin() + static_cast<long>(at + n));
+        in.variadics.insert(d.name);
+        at += n;
         continue;
       }
+      const Size &dim = shape[at++];
       if (d.kind == Kind::Ident && d.ref == Ref::SizeSymbol) {
-        auto [sit, fresh] = in.sizes.emplace(d.name, std::vector<Size>{shape[i]});
-        if (!fresh && text(sit->second[0]) != text(shape[i]))
+        auto [sit, fresh] = in.sizes.emplace(d.name, std::vector<Size>{dim});
+        if (!fresh && text(sit->second[0]) != text(dim))
           mismatch(fmt::format(" (its size {} is {} in one place and {} in another)", d.name, text(sit->second[0]),
-                               text(shape[i])));
+                               text(dim)));
         continue;
       }
       Size want = canonical(*calleeExpr(in, d, nullptr));
-      if (text(want) != text(shape[i]))
+      if (text(want) != text(dim))
         mismatch(fmt::format(" (dimension {} must be {})", i, text(want)));
     }
   }
@@ -1243,13 +1260,12 @@ private:
     (param ? out_->params : out_->buffers).push_back(std::move(c));
   }
 
-  // The index variables of `s` that range over the variadic size, with their new names.
+  // The index variables of `s` that range over a variadic size, with their new names.
   IndexExpansion expansionOf(const Inlining &in, const ast::Statement &s) const {
     IndexExpansion x;
-    if (in.variadic.empty()) return x;
-    size_t k = in.sizes.at(in.variadic).size();
     auto add = [&](const std::string &v, const Expr *extent) {
-      if (!extent || extent->kind != Kind::Ident || extent->name != in.variadic) return;
+      if (!extent || extent->kind != Kind::Ident || !in.variadics.count(extent->name)) return;
+      size_t k = in.sizes.at(extent->name).size();
       std::vector<std::string> names;
       for (size_t i = 0; i < k; ++i) names.push_back(k == 1 ? indexName(in, v) : fmt::format("{}_{}", v, i));
       x[v] = names;
@@ -1275,12 +1291,11 @@ private:
     // An output that flattens the variadic dimensions (Y: [B, F] of X: [B, F...]) keeps one
     // index there, whose digits address what it reads.
     flatIndices_.clear();
-    if (const TensorSymbol *o = in.callee->find(s.target.text);
-        o && o->role == TensorRole::Output && !in.variadic.empty() && in.sizes.at(in.variadic).size() != 1)
+    if (const TensorSymbol *o = in.callee->find(s.target.text); o && o->role == TensorRole::Output)
       for (size_t i = 0; i < s.indices.size() && i < o->shape.size(); ++i)
-        if (!o->expands[i] && o->shape[i]->kind == Kind::Ident && o->shape[i]->name == in.variadic &&
-            s.indices[i]->kind == Kind::Ident)
-          flatIndices_[s.indices[i]->name] = in.sizes.at(in.variadic);
+        if (!o->expands[i] && o->shape[i]->kind == Kind::Ident && in.variadics.count(o->shape[i]->name) &&
+            in.sizes.at(o->shape[i]->name).size() != 1 && s.indices[i]->kind == Kind::Ident)
+          flatIndices_[s.indices[i]->name] = in.sizes.at(o->shape[i]->name);
     IndexExpansion x = expansionOf(in, s);
     ast::Statement c;
     c.target = {in.tensors.count(s.target.text) ? in.tensors.at(s.target.text) : s.target.text, s.target.loc};
@@ -1295,8 +1310,8 @@ private:
     std::vector<Size> declared;
     for (size_t i = 0; i < s.shape.size(); ++i) {
       const Expr &d = *s.shape[i];
-      if (!in.variadic.empty() && d.kind == Kind::Ident && d.name == in.variadic) {
-        for (const Size &z : in.sizes.at(in.variadic)) declared.push_back(z);
+      if (d.kind == Kind::Ident && in.variadics.count(d.name)) {
+        for (const Size &z : in.sizes.at(d.name)) declared.push_back(z);
       } else {
         declared.push_back(canonical(*calleeExpr(in, d, &x)));
       }
@@ -1370,9 +1385,9 @@ private:
         if (x)
           if (auto it = x->find(e.name); it != x->end()) {
             if (it->second.size() == 1) return ident(it->second[0], loc);
-            error(loc, fmt::format("layer {} uses index '{}' of its variadic size {} in arithmetic; it cannot be inlined "
+            error(loc, fmt::format("layer {} uses index '{}' of a variadic size in arithmetic; it cannot be inlined "
                                    "with {} dimensions there",
-                                   in.callee->layer->name.text, e.name, in.variadic, it->second.size()),
+                                   in.callee->layer->name.text, e.name, it->second.size()),
                   "give it an input with exactly one dimension there (flatten it first)");
             throw ExpansionFailed{};
           }

@@ -39,26 +39,6 @@ bool sameDomains(const ReductionNest &a, const ReductionNest &b) {
          std::equal(a.reduction.begin(), a.reduction.end(), b.reduction.begin(), b.reduction.end(), same);
 }
 
-// b's lets of one loop (its variable already renamed to a's) joined to `merged`, a's lets of it:
-// a let with the type and value of one of a's is that one; any other is added under a name
-// that is not `taken`.
-void joinLets(const std::vector<Stmt> &bLets, std::vector<Stmt> &merged, Renaming &rename,
-              std::set<std::string> &taken) {
-  const std::vector<Stmt> aLets = merged;
-  for (const Stmt &l : bLets) {
-    Expr value = renameLocals(l->value, rename);
-    auto same = std::find_if(aLets.begin(), aLets.end(), [&](const Stmt &s) {
-      return s->type == l->type && structurallyEqual(s->value, value);
-    });
-    if (same != aLets.end()) {
-      rename[l->name] = (*same)->name;
-      continue;
-    }
-    rename[l->name] = freshName(l->name, taken);
-    merged.push_back(let(rename[l->name], l->type, value));
-  }
-}
-
 // `b` folded into `a`, or nullopt when either is no reduction nest or their domains differ:
 // b's loops become a's, its lets join a's, its accumulators (_acc -> _acc1, ...) and epilogue
 // follow a's.

@@ -1,5 +1,6 @@
 #include "compiler/LocalNames.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace enc::ir {
@@ -38,6 +39,22 @@ std::string freshName(const std::string &name, std::set<std::string> &taken) {
   }
   taken.insert(fresh);
   return fresh;
+}
+
+void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming &rename, std::set<std::string> &taken) {
+  const std::vector<Stmt> before = merged;
+  for (const Stmt &l : lets) {
+    Expr value = renameLocals(l->value, rename);
+    auto same = std::find_if(before.begin(), before.end(), [&](const Stmt &s) {
+      return s->type == l->type && structurallyEqual(s->value, value);
+    });
+    if (same != before.end()) {
+      rename[l->name] = (*same)->name;
+      continue;
+    }
+    rename[l->name] = freshName(l->name, taken);
+    merged.push_back(let(rename[l->name], l->type, value));
+  }
 }
 
 } // namespace enc::ir

@@ -146,7 +146,8 @@ struct Kernel {
   // A scatter kernel: it adds into its output (buffers[0]) at computed places. On the CPU
   // each thread adds into a zeroed private copy that is summed into the output afterwards.
   bool scatters = false;
-  // Tensors it writes: buffers[0 .. outputs). More than one after fuseSiblingReductions.
+  // Tensors it writes: buffers[0 .. outputs). More than one after fuseSiblingReductions
+  // or fusePointwiseKernels.
   int outputs = 1;
   // An all-reduce over the process group, run by the runtime between kernels: buffers[0] is
   // the element-wise sum over every process of buffers[1]. `body` is empty.
@@ -215,6 +216,10 @@ LoopProgram fuseSiblingReductions(const LoopProgram &p);
 // position moves into the reduction's lane-0 epilogue (batch norm's mu, var and running
 // statistics: one launch instead of five). See FuseEpilogues.cpp.
 LoopProgram fuseReductionEpilogues(const LoopProgram &p);
+// Pointwise kernels whose loop nests are equal level by level become one kernel with an output
+// each, when none reads another's output at any position but the one the same iteration
+// stores (an optimizer step: one kernel). See FusePointwiseKernels.cpp.
+LoopProgram fusePointwiseKernels(const LoopProgram &p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

@@ -61,6 +61,8 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "moveParallelismInward", "CPU", "a parallel loop of one iteration hands its work to the loop inside"},
     {"lower", "fuseSiblingReductions", "fused", "reductions over the same domains read their inputs in one pass"},
     {"lower", "fuseReductionEpilogues", "GPU, fused", "pointwise kernels over a warp reduction into its epilogue"},
+    {"lower", "fusePointwiseKernels", "fused",
+     "pointwise kernels over one iteration space: one kernel with an output each (Adam's three)"},
     {"lower", "accumulateInComputeType", "", "16-bit storage: no kernel accumulates into a 16-bit buffer"},
     {"lower", "bucketGradients", "data-parallel backward",
      "parameter gradients averaged over the group in buckets, each started once its gradients are complete"},
@@ -271,6 +273,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   if (t.fuse) {
     loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
     if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
+    loops = run.step("fusePointwiseKernels", loops, fusePointwiseKernels);
   }
   loops = run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
     l.types = t.types;

@@ -101,7 +101,6 @@ struct Entry {
 
 struct Cache {
   std::mutex mu;
-  std::shared_ptr<const Library> library;
   std::map<std::string, Entry> layers; // by layer, dtype and settings
   // scalars() by dtype and the values' bits: a step's numbers are the same for every parameter
   // of a layer, and a copy to the GPU waits for it, so each goes over once.
@@ -118,11 +117,15 @@ uint64_t bitsOf(double v) { return std::bit_cast<uint64_t>(v); }
 
 } // namespace
 
+std::shared_ptr<const Library> library() {
+  static const std::shared_ptr<const Library> lib = Library::fromSource("device-ops.enc", kSource);
+  return lib;
+}
+
 Result run(const std::string &name, DType dtype, const std::map<std::string, Tensor> &inputs,
            const std::map<std::string, std::string> &settings, const std::map<std::string, double> &params) {
   Cache &c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  if (!c.library) c.library = Library::fromSource("device-ops.enc", kSource);
   std::string key = fmt::format("{} {}", name, dtypeName(dtype));
   for (const auto &[k, v] : settings) key += fmt::format(" {}={}", k, v);
   Entry &e = c.layers[key];
@@ -132,7 +135,7 @@ Result run(const std::string &name, DType dtype, const std::map<std::string, Ten
     options.device = Device::CUDA;
     options.training = true; // buffer updates (the reductions' results) happen in training passes
     options.group = soloProcessGroup(); // no collectives, whatever the process's group
-    e.layer = std::make_unique<Layer>(c.library, name, settings, options);
+    e.layer = std::make_unique<Layer>(library(), name, settings, options);
   }
   for (const auto &[p, value] : params) {
     auto last = e.params.find(p);

@@ -15,10 +15,18 @@
 #include "runtime/Tensor.h"
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+namespace enc {
+class Library;
+}
+
 namespace enc::device {
+
+// The layers these updates run (AdamStep, SgdStep, ...), for tests and inspection.
+std::shared_ptr<const Library> library();
 
 struct Result {
   std::map<std::string, Tensor> outputs;

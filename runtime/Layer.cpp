@@ -295,7 +295,7 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
   if (value.shape() != it->second.shape())
     throw Error(fmt::format("layer {}: parameter '{}' has shape {}, but the value given has shape {}", name_, pname,
                             shapeString(it->second.shape()), shapeString(value.shape())));
-  it->second = value.to(paramDType()).to(options_.device).clone();
+  it->second = value.to(paramDType()).to(options_.device); // the same dtype and device: shared
 }
 
 DType dtypeOf(ir::ElemType t) {

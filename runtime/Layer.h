@@ -73,7 +73,12 @@ public:
   const std::map<std::string, Tensor> &params() const { return params_; }
   // Whether `name` is a learnable parameter (not a buffer).
   bool isParameter(const std::string &name) const;
-  // Replaces a parameter; its shape must match (an f64/f32 tensor is converted to the layer's dtype).
+  // Replaces a parameter or buffer; its shape must match. A value of paramDType() on the layer's
+  // device becomes the parameter itself, sharing its storage (no copy: an optimizer's step hands
+  // over the new value it computed; writing into `value` afterwards changes the parameter, as
+  // with torch's `module.weight = Parameter(t)`). Any other value is converted to that dtype
+  // and device, a copy the caller's tensor does not share. The layer itself never writes into a
+  // parameter's storage: passes and setParam replace the tensor.
   void setParam(const std::string &name, const Tensor &value);
 
   // Parameters and buffers by name, as torch's state_dict(): the tensors as they are now (shared with

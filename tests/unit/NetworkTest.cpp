@@ -85,6 +85,23 @@ layer Flattens() {
   }
 }
 
+# Sum and Mean split their input at a counted A...(dim): none, one, two and every dimension
+# before the reduced one.
+layer Reduces() {
+  conv = Conv2d(in_channels=2, out_channels=3, kernel_size=1)
+  s0 = Sum(dim=0)
+  s2 = Sum(dim=2)
+  m3 = Mean(dim=3)
+  m1 = Mean(dim=1)
+  forward(X: [B, 2, 3, 4]) -> (S0, S2, M3, Y) {
+    Z = tanh(conv(X))
+    S0 = s0(Z)
+    S2 = s2(Z)
+    M3 = m3(Z)
+    Y = m1(S2 * S2)
+  }
+}
+
 layer Helpers() {
   a = Conv2d(in_channels=2, out_channels=3, kernel_size=1)
   b = Conv2d(in_channels=2, out_channels=2, kernel_size=1)
@@ -335,6 +352,45 @@ TEST(NetworkGrad, TheFlattenLayerAsASubLayerIsTheFlattenHelper) {
           EXPECT_NEAR(out.at("A").at(b * 18 + (c * 2 + h) * 3 + q), v, 1e-14);
         }
   checkGradients(net, {{"X", x}}, {"X", "conv.weight"});
+}
+
+// Counted inputs (X: [A...(dim), D, Q...]) as sub-layers, against loops written here.
+TEST(NetworkGrad, CountedDimensionsOfSumAndMean) {
+  Layer net(lib(), "Reduces", {}, f64());
+  Tensor x = random({2, 2, 3, 4}, 9);
+  Tensors out = net.forward({{"X", x}});
+  const Tensor &w = net.params().at("conv.weight"), &bias = net.params().at("conv.bias");
+  auto z = [&](int b, int c, int h, int q) {
+    double v = bias.at(c);
+    for (int i = 0; i < 2; ++i) v += w.at(c * 2 + i) * x.at(((b * 2 + i) * 3 + h) * 4 + q);
+    return std::tanh(v);
+  };
+  ASSERT_EQ(out.at("S0").shape(), (Shape{3, 3, 4}));
+  ASSERT_EQ(out.at("S2").shape(), (Shape{2, 3, 4}));
+  ASSERT_EQ(out.at("M3").shape(), (Shape{2, 3, 3}));
+  ASSERT_EQ(out.at("Y").shape(), (Shape{2, 4}));
+  for (int c = 0; c < 3; ++c)
+    for (int h = 0; h < 3; ++h)
+      for (int q = 0; q < 4; ++q)
+        EXPECT_NEAR(out.at("S0").at((c * 3 + h) * 4 + q), z(0, c, h, q) + z(1, c, h, q), 1e-14);
+  for (int b = 0; b < 2; ++b) {
+    for (int c = 0; c < 3; ++c) {
+      for (int q = 0; q < 4; ++q)
+        EXPECT_NEAR(out.at("S2").at((b * 3 + c) * 4 + q), z(b, c, 0, q) + z(b, c, 1, q) + z(b, c, 2, q), 1e-14);
+      for (int h = 0; h < 3; ++h)
+        EXPECT_NEAR(out.at("M3").at((b * 3 + c) * 3 + h), (z(b, c, h, 0) + z(b, c, h, 1) + z(b, c, h, 2) + z(b, c, h, 3)) / 4,
+                    1e-14);
+    }
+    for (int q = 0; q < 4; ++q) {
+      double mean = 0;
+      for (int c = 0; c < 3; ++c) {
+        double s = z(b, c, 0, q) + z(b, c, 1, q) + z(b, c, 2, q);
+        mean += s * s / 3;
+      }
+      EXPECT_NEAR(out.at("Y").at(b * 4 + q), mean, 1e-13);
+    }
+  }
+  checkGradients(net, {{"X", x}}, {"X", "conv.weight", "conv.bias"});
 }
 
 // A sub-layer with two outputs, called once: (A, S) = head(relu(X)) defines both.

@@ -249,6 +249,40 @@ TEST(OptimizerAdam, RejectsBadOptions) {
   EXPECT_THROW(adam.setLr(std::nan("")), Error);
 }
 
+// ---- copies: setParam shares a value of the layer's dtype and device ----
+
+TEST(OptimizerCopies, SetParamSharesAValueOfTheLayersDtypeAndDevice) {
+  Layer layer = linear64();
+  Tensor same = vec({1, 2});
+  layer.setParam("bias", same);
+  EXPECT_EQ(layer.params().at("bias").data(), same.data());
+  Tensor narrow = vec({3, 4}).to(DType::F32);
+  layer.setParam("bias", narrow);
+  EXPECT_NE(layer.params().at("bias").data(), narrow.data());
+  EXPECT_EQ(layer.params().at("bias").dtype(), DType::F64);
+  EXPECT_EQ(layer.params().at("bias").at(1), 4);
+}
+
+// A host step writes each parameter's new value into one copy (allocated once, handed to the
+// layer without a second copy); a state dict taken before the step keeps the old values.
+TEST(OptimizerCopies, AHostStepCopiesEachParameterOnce) {
+  for (bool adam : {false, true}) {
+    Layer layer = linear64();
+    SGD sgd({.lr = 0.1, .momentum = 0.9});
+    Adam adamOpt({.lr = 0.1});
+    Optimizer &o = adam ? static_cast<Optimizer &>(adamOpt) : sgd;
+    o.step(layer, gradsOf(kGrads[0])); // allocates the state
+    std::map<std::string, Tensor> before = layer.stateDict();
+    const double bias0 = before.at("bias").at(0);
+    const std::map<std::string, Tensor> grads = gradsOf(kGrads[1]);
+    resetAllocationStats();
+    o.step(layer, grads);
+    EXPECT_EQ(allocationStats().allocations, 2) << o.name() << ": weight and bias, once each";
+    EXPECT_EQ(before.at("bias").at(0), bias0) << o.name();
+    EXPECT_NE(layer.params().at("bias").at(0), bias0) << o.name();
+  }
+}
+
 // ---- on the GPU (also run on the CUDA emulator: the suite's name matches its filter) ----
 
 #define REQUIRE_GPU() \
@@ -328,6 +362,27 @@ TEST(OptimizerGpu, MatchesTheCpuPathAndKeepsStateOnTheDevice) {
     expectDeviceMatchesHost(adamCpu, adamGpu, dtype, tolerance);
     AdamW adamwCpu({.amsgrad = true}), adamwGpu({.amsgrad = true});
     expectDeviceMatchesHost(adamwCpu, adamwGpu, dtype, tolerance);
+  }
+}
+
+// A device step allocates the update kernel's outputs (the new parameter and, for Adam, its
+// moments: one kernel) and the step's numbers where they change, nothing more: the new
+// parameter is not copied again.
+TEST(OptimizerGpu, AStepAllocatesOnlyTheUpdatesOutputs) {
+  REQUIRE_GPU();
+  for (bool adam : {false, true}) {
+    Layer layer = linear(DType::F32, Device::CUDA);
+    SGD sgd({.lr = 0.1});
+    Adam adamOpt({.lr = 0.1});
+    Optimizer &o = adam ? static_cast<Optimizer &>(adamOpt) : sgd;
+    auto grads = gradsOf(kGrads[0], DType::F32, Device::CUDA);
+    o.step(layer, grads); // compiles, allocates the state
+    o.step(layer, grads);
+    const DeviceMemoryStats before = cuda::Gpu::get()->allocator().stats();
+    o.step(layer, grads);
+    const int64_t allocations = cuda::Gpu::get()->allocator().stats().allocations - before.allocations;
+    // Adam's bias corrections change every step: its numbers (S) go over anew, one small tensor.
+    EXPECT_EQ(allocations, adam ? 2 * 3 + 1 : 2) << o.name() << ": per parameter " << (adam ? "Q, M2 and V2" : "Q");
   }
 }
 

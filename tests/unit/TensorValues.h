@@ -26,10 +26,18 @@ inline Tensor tensorOf(const std::vector<double> &v, Shape shape, DType dtype = 
   return t.to(dtype);
 }
 
-// The largest |a - b| / (1 + |b|) over the elements; infinite where the sizes differ.
+// The largest |a - b| / (1 + |b|) over the elements; infinite where the sizes differ or one of
+// two elements is NaN (both NaN count as equal).
 inline double maxRelError(const std::vector<double> &a, const std::vector<double> &b) {
-  double worst = a.size() == b.size() ? 0 : std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (1 + std::abs(b[i])));
+  const double inf = std::numeric_limits<double>::infinity();
+  double worst = a.size() == b.size() ? 0 : inf;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) {
+      if (std::isnan(a[i]) != std::isnan(b[i])) worst = inf;
+      continue;
+    }
+    worst = std::max(worst, std::abs(a[i] - b[i]) / (1 + std::abs(b[i])));
+  }
   return worst;
 }
 

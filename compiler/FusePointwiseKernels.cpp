@@ -1,0 +1,208 @@
+// Horizontal fusion of pointwise kernels that share one iteration space (CPU and GPU).
+//
+// lowerToLoops makes one kernel per stored tensor. Element-wise definitions over the same
+// domain whose results are all needed (an optimizer step's new parameter and its moments)
+// become several kernels, each loading what it reads and recomputing what it needs. Kernels
+// whose loop nests are equal level by level (kinds and extents) become one kernel with an
+// output each: the later one's loop variables are the earlier one's, its lets that compute
+// what one of the earlier one's computes are that one, and its statements follow:
+//
+//   gpu_threads for _o in 0..N:           gpu_threads for _o in 0..N:
+//     M2[_o] = b1 * M[_o] + ...              M2[_o] = b1 * M[_o] + ...
+//   gpu_threads for _o in 0..N:     ==>      V2[_o] = b2 * V[_o] + ...
+//     V2[_o] = b2 * V[_o] + ...              Q[_o] = P[_o] - lr * M2[_o] / ...
+//   gpu_threads for _o in 0..N:
+//     Q[_o] = P[_o] - lr * M2[_o] / ...
+//
+// Rules, so that every value read is the one the separate kernels read:
+// - A kernel may read what the kernel it joins writes only at the position the same iteration
+//   stores (lets expanded, the indices equal as expressions): the store comes first in the
+//   iteration, so the load sees it. A read elsewhere (a shifted X[i - 1]) is another
+//   iteration's, perhaps another thread's, value: no fusion.
+// - A kernel moves up past the kernels between only when it reads nothing they write, and they
+//   neither read nor write what it writes.
+// - A pointwise nest is loops, each holding lets and one loop, the innermost lets and plain
+//   stores (blocks transparent); scatters, collectives, reductions and tiles are not.
+#include "compiler/LocalNames.h"
+#include "compiler/LoopIR.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace enc::ir {
+namespace {
+
+struct PointwiseNest {
+  struct Loop {
+    std::string var;
+    Expr extent;
+    ForKind kind = ForKind::Serial;
+    std::vector<Stmt> lets;
+  };
+  std::vector<Loop> loops;   // outermost first
+  std::vector<Stmt> body;    // the innermost loop's lets and stores, in order
+
+  Stmt write() const {
+    Stmt s = block(body);
+    for (size_t i = loops.size(); i-- > 0;) {
+      std::vector<Stmt> level = loops[i].lets;
+      level.push_back(s);
+      s = forLoop(loops[i].var, loops[i].extent, loops[i].kind, level);
+    }
+    return s;
+  }
+};
+
+bool pointwiseLoopKind(ForKind k) {
+  return k == ForKind::Serial || k == ForKind::Parallel || k == ForKind::GpuThreads || k == ForKind::GpuRows ||
+         k == ForKind::GpuRowThreads;
+}
+
+std::optional<PointwiseNest> pointwiseNest(const Kernel &k) {
+  if (k.scatters || k.collective || k.bucket || k.body->kind != StmtKind::For) return std::nullopt;
+  PointwiseNest n;
+  Stmt loop = k.body;
+  while (loop) {
+    if (!pointwiseLoopKind(loop->forKind)) return std::nullopt;
+    PointwiseNest::Loop level{loop->name, loop->value, loop->forKind, {}};
+    std::vector<Stmt> items = withoutBlocks(loop->body);
+    loop = nullptr;
+    if (!items.empty() && items.back()->kind == StmtKind::For) {
+      loop = items.back();
+      items.pop_back();
+      for (const Stmt &s : items)
+        if (s->kind != StmtKind::Let) return std::nullopt;
+      level.lets = items;
+    } else {
+      bool stores = false;
+      for (const Stmt &s : items) {
+        if (s->kind == StmtKind::Store && !s->accumulate) stores = true;
+        else if (s->kind != StmtKind::Let) return std::nullopt;
+      }
+      if (!stores) return std::nullopt;
+      n.body = items;
+    }
+    n.loops.push_back(level);
+  }
+  return n;
+}
+
+bool sameLoops(const PointwiseNest &a, const PointwiseNest &b) {
+  return std::equal(a.loops.begin(), a.loops.end(), b.loops.begin(), b.loops.end(),
+                    [](const PointwiseNest::Loop &x, const PointwiseNest::Loop &y) {
+                      return x.kind == y.kind && structurallyEqual(x.extent, y.extent);
+                    });
+}
+
+// Expressions with every let of the nest substituted, so that positions compare as values.
+class LetValues {
+public:
+  explicit LetValues(const PointwiseNest &n) {
+    for (const PointwiseNest::Loop &l : n.loops)
+      for (const Stmt &s : l.lets) add(s);
+    for (const Stmt &s : n.body)
+      if (s->kind == StmtKind::Let) add(s);
+  }
+  Expr expand(const Expr &e) const {
+    return substitute(e, [&](const std::string &name, VarKind) -> Expr {
+      auto it = values_.find(name);
+      return it == values_.end() ? nullptr : it->second;
+    });
+  }
+
+private:
+  std::map<std::string, Expr> values_;
+  void add(const Stmt &s) { values_[s->name] = expand(s->value); }
+};
+
+// Whether every load, in `stmts`, of a buffer the statements `stores` write is at the position
+// they store it.
+bool readsOnlyStoredPositions(const std::vector<Stmt> &stmts, const std::vector<Stmt> &stores, const LetValues &values,
+                              bool allowed) {
+  std::map<std::string, Expr> storedAt;
+  for (const Stmt &s : stores)
+    if (s->kind == StmtKind::Store) storedAt[s->name] = values.expand(s->index);
+  bool ok = true;
+  for (const Stmt &s : stmts)
+    visitExprs(s, [&](const Expr &e) {
+      auto at = e->kind == ExprKind::Load ? storedAt.find(e->name) : storedAt.end();
+      if (at != storedAt.end()) ok &= allowed && structurallyEqual(values.expand(e->args[0]), at->second);
+      return ok;
+    });
+  return ok;
+}
+
+// `b` folded into `a`, or nullopt when either is no pointwise nest, their loops differ or b
+// reads a's outputs elsewhere than at the positions a stores.
+std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
+  std::optional<PointwiseNest> na = pointwiseNest(a), nb = pointwiseNest(b);
+  if (!na || !nb || !sameLoops(*na, *nb)) return std::nullopt;
+  std::set<std::string> taken;
+  visit(a.body, [&](const Stmt &s) {
+    if (s->kind == StmtKind::For || s->kind == StmtKind::Let) taken.insert(s->name);
+    return true;
+  });
+  PointwiseNest m = *na;
+  Renaming rename;
+  for (size_t i = 0; i < nb->loops.size(); ++i) {
+    rename[nb->loops[i].var] = na->loops[i].var;
+    joinLets(nb->loops[i].lets, m.loops[i].lets, rename, taken);
+  }
+  std::vector<Stmt> moved; // b's innermost statements as they join
+  for (const Stmt &s : nb->body) {
+    if (s->kind == StmtKind::Let) {
+      size_t before = m.body.size();
+      joinLets({s}, m.body, rename, taken);
+      moved.insert(moved.end(), m.body.begin() + static_cast<long>(before), m.body.end());
+    } else {
+      moved.push_back(renameLocals(s, rename));
+      m.body.push_back(moved.back());
+    }
+  }
+  // b's outer lets run before a's stores; its innermost statements after them.
+  LetValues values(m);
+  std::vector<Stmt> outerLets;
+  for (const PointwiseNest::Loop &l : m.loops) outerLets.insert(outerLets.end(), l.lets.begin(), l.lets.end());
+  if (!readsOnlyStoredPositions(outerLets, na->body, values, false) ||
+      !readsOnlyStoredPositions(moved, na->body, values, true))
+    return std::nullopt;
+  Kernel k = a;
+  k.body = m.write();
+  return mergedInterface(k, a, b);
+}
+
+bool meets(const std::set<std::string> &a, const std::set<std::string> &b) {
+  return std::any_of(a.begin(), a.end(), [&](const std::string &n) { return b.count(n); });
+}
+
+} // namespace
+
+LoopProgram fusePointwiseKernels(const LoopProgram &p) {
+  LoopProgram out = p;
+  std::vector<Kernel> &ks = out.kernels;
+  for (size_t i = 0; i < ks.size(); ++i) {
+    if (!pointwiseNest(ks[i])) continue;
+    // What the kernels after i and before the candidate read and write.
+    std::set<std::string> betweenReads, betweenWrites;
+    for (size_t j = i + 1; j < ks.size();) {
+      const std::set<std::string> reads = kernelReads(ks[j]), writes = kernelWrites(ks[j]);
+      const bool movable = !meets(reads, betweenWrites) && !meets(writes, betweenWrites) &&
+                           !meets(writes, betweenReads) && !meets(writes, kernelReads(ks[i])) &&
+                           !meets(writes, kernelWrites(ks[i]));
+      std::optional<Kernel> merged = movable ? merge(ks[i], ks[j]) : std::nullopt;
+      if (merged) {
+        ks[i] = *merged;
+        ks.erase(ks.begin() + static_cast<long>(j));
+        continue;
+      }
+      betweenReads.insert(reads.begin(), reads.end());
+      betweenWrites.insert(writes.begin(), writes.end());
+      ++j;
+    }
+  }
+  return out;
+}
+
+} // namespace enc::ir
