@@ -141,6 +141,7 @@ public:
       throw;
     }
     print(name, ir);
+    observe(name, ir);
     return ir;
   }
 
@@ -168,6 +169,12 @@ private:
   static void verify(const Program &p, const VerifyState &s) { verifyProgram(p, s); }
   static void verify(const LoopProgram &p, const VerifyState &) { verifyLoops(p); }
   static void verify(const Gradient &g, const VerifyState &s) { verifyProgram(g.program, s); }
+
+  void observe(const char *name, const Program &p) const {
+    if (pipeline_.instr_.afterTensorPass) pipeline_.instr_.afterTensorPass(sequence_, name, p);
+  }
+  void observe(const char *name, const Gradient &g) const { observe(name, g.program); }
+  void observe(const char *, const LoopProgram &) const {}
 
   template <typename IR> void print(const char *name, const IR &ir) const {
     const auto &names = pipeline_.instr_.printAfter;

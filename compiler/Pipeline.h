@@ -11,7 +11,8 @@
 // Every step is named. `print-after` (encc emit --print-after=PASS, ENC_PRINT_AFTER=PASS,...)
 // prints the IR after each run of the named passes ("all": after every pass) to standard error;
 // `verifyEach` (ENC_VERIFY_EACH=1, on in the tests) checks the IR after every pass
-// (compiler/Verifier.h) and reports a broken invariant as an InternalError naming the pass.
+// (compiler/Verifier.h) and reports a broken invariant as an InternalError naming the pass;
+// `afterTensorPass` hands each tensor-level step's program to a callback.
 #pragma once
 
 #include "compiler/Autodiff.h"
@@ -19,6 +20,7 @@
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <set>
@@ -61,6 +63,9 @@ public:
     std::set<std::string> printAfter; // pass names; "all" prints after every pass
     std::ostream *out = nullptr;      // where printed IR goes (nullptr: standard error)
     bool verifyEach = false;
+    // Called with the tensor program after each tensor-level step (a backward step's: its
+    // gradient's program), not after loop-level ones: how a test sees every pass's result.
+    std::function<void(const char *sequence, const char *pass, const Program &)> afterTensorPass;
     // ENC_PRINT_AFTER (comma-separated pass names) and ENC_VERIFY_EACH=1.
     static Instrumentation fromEnvironment();
   };

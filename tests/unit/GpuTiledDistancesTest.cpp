@@ -4,6 +4,7 @@
 // naive double loops written here, at sizes that leave partial tiles on every side. A term
 // that does not vanish at zero (exp(x - c)) is not tiled and still right. Skipped, with the
 // reason, where there is no GPU (the emulated.* run has one).
+#include "GpuTileChecks.h"
 #include "ReferenceMath.h"
 #include "TensorValues.h"
 
@@ -23,19 +24,6 @@ namespace enc {
 namespace {
 
 using namespace enc::testing;
-
-std::vector<double> pattern(size_t n, double phase) {
-  std::vector<double> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = std::sin(0.37 * static_cast<double>(i) + phase);
-  return v;
-}
-
-// Sets ENC_GPU_TILE for the scope of one test.
-class ForcedTile {
-public:
-  explicit ForcedTile(const std::string &shape) { setenv("ENC_GPU_TILE", shape.c_str(), 1); }
-  ~ForcedTile() { unsetenv("ENC_GPU_TILE"); }
-};
 
 // Whether the kernel writing `tensor` (named k<N>_<tensor>) is tiled.
 bool tiled(const ir::LoopProgram &loops, const std::string &tensor) {

@@ -5,6 +5,7 @@
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
 #include "compiler/Pipeline.h"
+#include "compiler/ReferenceInterpreter.h"
 #include "compiler/HyperParams.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
@@ -120,149 +121,16 @@ const Kernel *kernelFor(const LoopProgram &lp, const std::string &tensor) {
   return nullptr;
 }
 
-// A reference interpreter of the tensor IR, written from the language reference: every
-// definition in order over its whole index domain; an access out of a tensor's shape reads 0.
-// Passes must not change what a program computes, so programs before and after them agree.
-class Interpreter {
-public:
-  Interpreter(Program p, std::map<std::string, int64_t> sizes) : p_(std::move(p)), sizes_(std::move(sizes)) {}
-
-  void setInput(const std::string &name, std::vector<double> values) { buffers_[name] = std::move(values); }
-
-  const std::vector<double> &run(const std::string &output) {
-    for (const Definition &d : p_.defs) {
-      EXPECT_FALSE(d.isScatter()) << d.tensor;
-      std::vector<int64_t> shape = shapeOf(d.tensor);
-      size_t n = 1;
-      for (int64_t s : shape) n *= static_cast<size_t>(s);
-      std::vector<double> &out = buffers_[d.tensor];
-      out.assign(n, 0.0);
-      std::vector<int64_t> pos(d.indices.size(), 0);
-      for (size_t flat = 0; flat < n; ++flat) {
-        for (size_t i = 0; i < pos.size(); ++i) env_[d.indices[i].name] = pos[i];
-        out[flat] = eval(d.value);
-        for (size_t i = pos.size(); i-- > 0;) { // row-major increment
-          if (++pos[i] < shape[i]) break;
-          pos[i] = 0;
-        }
-      }
-    }
-    return buffers_.at(output);
-  }
-
-private:
-  Program p_;
-  std::map<std::string, int64_t> sizes_;
-  std::map<std::string, std::vector<double>> buffers_;
-  std::map<std::string, int64_t> env_;
-
-  std::vector<int64_t> shapeOf(const std::string &tensor) {
-    const TensorDecl *t = p_.tensor(tensor);
-    EXPECT_NE(t, nullptr) << tensor;
-    std::vector<int64_t> out;
-    if (t)
-      for (const Expr &s : t->shape) out.push_back(static_cast<int64_t>(eval(s)));
-    return out;
-  }
-
-  double eval(const Expr &e) {
-    switch (e->kind) {
-    case ExprKind::IntImm: return static_cast<double>(e->intValue);
-    case ExprKind::FloatImm: return e->floatValue;
-    case ExprKind::BoolImm: return e->boolValue;
-    case ExprKind::Var: {
-      if (e->varKind == VarKind::Index) return static_cast<double>(env_.at(e->name));
-      auto it = sizes_.find(e->name);
-      EXPECT_NE(it, sizes_.end()) << "no value for " << e->name;
-      return it == sizes_.end() ? 0 : static_cast<double>(it->second);
-    }
-    case ExprKind::Access: {
-      std::vector<int64_t> shape = shapeOf(e->name);
-      EXPECT_EQ(shape.size(), e->args.size()) << print(e);
-      size_t flat = 0;
-      for (size_t i = 0; i < e->args.size() && i < shape.size(); ++i) {
-        auto ix = static_cast<int64_t>(eval(e->args[i]));
-        if (ix < 0 || ix >= shape[i]) return 0.0; // zero padding
-        flat = flat * static_cast<size_t>(shape[i]) + static_cast<size_t>(ix);
-      }
-      auto it = buffers_.find(e->name);
-      EXPECT_NE(it, buffers_.end()) << "read of " << e->name << " before it has values";
-      return it == buffers_.end() ? 0.0 : it->second.at(flat);
-    }
-    case ExprKind::Unary: return e->unOp == UnOp::Neg ? -eval(e->args[0]) : !eval(e->args[0]);
-    case ExprKind::Cast: {
-      double v = eval(e->args[0]);
-      return e->type == Type::Int ? std::trunc(v) : v;
-    }
-    case ExprKind::Select: return eval(e->args[0]) ? eval(e->args[1]) : eval(e->args[2]);
-    case ExprKind::Call: {
-      double x = eval(e->args[0]);
-      const std::string &f = e->name;
-      if (f == "exp") return std::exp(x);
-      if (f == "log") return std::log(x);
-      if (f == "sqrt") return std::sqrt(x);
-      if (f == "rsqrt") return 1 / std::sqrt(x);
-      if (f == "tanh") return std::tanh(x);
-      if (f == "sigmoid") return 1 / (1 + std::exp(-x));
-      if (f == "abs") return std::fabs(x);
-      if (f == "relu") return x > 0 ? x : 0;
-      if (f == "leaky_relu") return x > 0 ? x : x * eval(e->args[1]);
-      ADD_FAILURE() << "no reference for " << f;
-      return 0;
-    }
-    case ExprKind::Binary: {
-      double a = eval(e->args[0]), b = eval(e->args[1]);
-      bool ints = e->args[0]->type == Type::Int && e->args[1]->type == Type::Int;
-      switch (e->binOp) {
-      case BinOp::Add: return a + b;
-      case BinOp::Sub: return a - b;
-      case BinOp::Mul: return a * b;
-      case BinOp::Div: return ints ? std::floor(a / b) : a / b;
-      case BinOp::Mod: return a - std::floor(a / b) * b;
-      case BinOp::Pow: return std::pow(a, b);
-      case BinOp::Min: return std::min(a, b);
-      case BinOp::Max: return std::max(a, b);
-      case BinOp::Lt: return a < b;
-      case BinOp::Le: return a <= b;
-      case BinOp::Gt: return a > b;
-      case BinOp::Ge: return a >= b;
-      case BinOp::Eq: return a == b;
-      case BinOp::Ne: return a != b;
-      case BinOp::And: return a && b;
-      case BinOp::Or: return a || b;
-      }
-      return 0;
-    }
-    case ExprKind::Reduce: return reduceOver(e, 0);
-    case ExprKind::Load: ADD_FAILURE() << "Load in the tensor IR"; return 0;
-    }
-    return 0;
-  }
-
-  // Nested loops over the reduction's variables (which may shadow outer ones).
-  double reduceOver(const Expr &r, size_t var) {
-    if (var == r->rvars.size()) return eval(r->args[0]);
-    const ReduceVar &v = r->rvars[var];
-    auto extent = static_cast<int64_t>(eval(v.extent));
-    auto saved = env_.find(v.name) != env_.end() ? std::optional<int64_t>(env_[v.name]) : std::nullopt;
-    double acc = eval(reduceIdentity(r->reduceOp, Type::Float));
-    for (int64_t i = 0; i < extent; ++i) {
-      env_[v.name] = i;
-      double x = reduceOver(r, var + 1);
-      switch (r->reduceOp) {
-      case ReduceOp::Sum: acc += x; break;
-      case ReduceOp::Prod: acc *= x; break;
-      case ReduceOp::Max: acc = std::max(acc, x); break;
-      case ReduceOp::Min: acc = std::min(acc, x); break;
-      }
-    }
-    if (saved)
-      env_[v.name] = *saved;
-    else
-      env_.erase(v.name);
-    return acc;
-  }
-};
+// `p`'s tensor `output`, evaluated by the reference interpreter with `sizes` and those of `inputs`
+// that `p` declares.
+std::vector<double> evaluate(const Program &p, const std::map<std::string, double> &sizes,
+                             const std::map<std::string, std::vector<double>> &inputs, const std::string &output) {
+  ReferenceInterpreter in(p, sizes);
+  for (const auto &[name, values] : inputs)
+    if (p.tensor(name)) in.setTensor(name, values);
+  in.run();
+  return in.tensor(output);
+}
 
 // Deterministic values in [-1, 1).
 size_t occurrences(const std::string &text, const std::string &what) {
@@ -290,16 +158,14 @@ void expectNear(const std::vector<double> &a, const std::vector<double> &b, cons
 
 // The fused program `p` of a layer gives the same outputs as its plain lowering, on inputs
 // of the given sizes filled by data() (a seed per input, in order).
-void expectSameAsPlain(const Source &s, const Program &p, const std::map<std::string, int64_t> &sizes,
+void expectSameAsPlain(const Source &s, const Program &p, const std::map<std::string, double> &sizes,
                        const std::vector<std::pair<std::string, size_t>> &inputs, const std::vector<std::string> &outs) {
   Program plain = hoistReductions(lowerLayer(*s.layer));
   for (const std::string &out : outs) {
-    Interpreter a(plain, sizes), b(p, sizes);
-    for (Interpreter *in : {&a, &b}) {
-      int seed = 1;
-      for (const auto &[name, n] : inputs) in->setInput(name, data(n, seed++));
-    }
-    expectNear(a.run(out), b.run(out), out + "\n" + printProgram(p));
+    std::map<std::string, std::vector<double>> values;
+    int seed = 1;
+    for (const auto &[name, n] : inputs) values[name] = data(n, seed++);
+    expectNear(evaluate(plain, sizes, values, out), evaluate(p, sizes, values, out), out + "\n" + printProgram(p));
   }
 }
 
@@ -762,7 +628,7 @@ TEST(Passes, PrintLoopsReduction) {
 TEST(Passes, StagesPreserveValues) {
   struct Case {
     const char *layer;
-    std::map<std::string, int64_t> sizes;
+    std::map<std::string, double> sizes;
     std::map<std::string, size_t> inputs; // name -> element count
   };
   const Case cases[] = {
@@ -777,18 +643,17 @@ TEST(Passes, StagesPreserveValues) {
     Program fused = inlinePointwise(hoisted);
     std::vector<std::vector<double>> results;
     for (const Program *p : {&lowered, &hoisted, &fused}) {
-      Interpreter in(*p, c.sizes);
+      std::map<std::string, std::vector<double>> values;
       int seed = 0;
-      for (const auto &[name, n] : c.inputs) in.setInput(name, data(n, ++seed));
-      results.push_back(in.run("Y"));
+      for (const auto &[name, n] : c.inputs) values[name] = data(n, ++seed);
+      results.push_back(evaluate(*p, c.sizes, values, "Y"));
     }
     expectNear(results[0], results[1], std::string(c.layer) + ": hoistReductions");
     expectNear(results[0], results[2], std::string(c.layer) + ": inlinePointwise");
   }
   // A sanity check of the reference itself: softmax rows sum to one.
-  Interpreter in(lowerLayer(shipped()->get("Softmax")), {{"B", 1}, {"C", 4}, {"L", 1}});
-  in.setInput("X", {0.5, -1, 2, 0});
-  std::vector<double> y = in.run("Y");
+  std::vector<double> y =
+      evaluate(lowerLayer(shipped()->get("Softmax")), {{"B", 1}, {"C", 4}, {"L", 1}}, {{"X", {0.5, -1, 2, 0}}}, "Y");
   EXPECT_NEAR(y[0] + y[1] + y[2] + y[3], 1.0, 1e-12);
   EXPECT_NEAR(y[2] / y[0], std::exp(1.5), 1e-12);
 }
@@ -807,13 +672,10 @@ TEST(Passes, InliningKeepsZeroPaddingOfTemporaries) {
                        "}\n");
     Program stored = hoistReductions(lowerLayer(*s.layer));
     Program fused = forwardProgram(*s.layer);
-    Interpreter a(stored, {{"N", 3}}), b(fused, {{"N", 3}});
-    a.setInput("X", {1, 2, 3});
-    b.setInput("X", {1, 2, 3});
-    std::vector<double> ya = a.run("Y");
+    std::vector<double> ya = evaluate(stored, {{"N", 3}}, {{"X", {1, 2, 3}}}, "Y");
     ASSERT_EQ(ya.size(), 3u);
     EXPECT_EQ(ya[2], 0.0) << value; // T[3] is outside T
-    expectNear(ya, b.run("Y"), std::string(value) + "\nfused: " + printProgram(fused));
+    expectNear(ya, evaluate(fused, {{"N", 3}}, {{"X", {1, 2, 3}}}, "Y"), std::string(value) + "\nfused: " + printProgram(fused));
   }
 }
 
@@ -853,10 +715,7 @@ TEST(Passes, TrickyProgramsKeepTheirValues) {
     for (const std::string &out : lowered.namesWithRole(TensorRole::Output)) {
       std::vector<std::vector<double>> results;
       for (const Program *p : {&lowered, &hoisted, &fused}) {
-        Interpreter in(*p, {{"B", 2}, {"N", 3}, {"M", 4}});
-        in.setInput("X", data(6, 1));
-        in.setInput("W", data(12, 2));
-        results.push_back(in.run(out));
+        results.push_back(evaluate(*p, {{"B", 2}, {"N", 3}, {"M", 4}}, {{"X", data(6, 1)}, {"W", data(12, 2)}}, out));
       }
       expectNear(results[0], results[1],
                  fmt::format("program {} {}: hoisted\n{}", n, out, printProgram(hoisted)));
@@ -878,9 +737,8 @@ TEST(Passes, SplitReductionsKeepValues) {
                      "}\n";
   Source s = compile(text);
   for (int64_t n : {40, 37}) {
-    std::map<std::string, int64_t> sizes = {{"B", 3}, {"C", 2}, {"N", n}};
-    std::map<std::string, Expr> values;
-    for (const auto &[k, v] : sizes) values[k] = intImm(v);
+    std::map<std::string, double> sizes = {{"B", 3}, {"C", 2}, {"N", static_cast<double>(n)}};
+    std::map<std::string, Expr> values = {{"B", intImm(3)}, {"C", intImm(2)}, {"N", intImm(n)}};
     Program p = specialize(forwardProgram(*s.layer), values);
     Program split = splitReductions(p, {.targetWarps = 16, .minChunk = 4});
     // Y and Z (2 outputs, 3n positions) and M (6 outputs, n positions) each get a partial.
@@ -892,10 +750,7 @@ TEST(Passes, SplitReductionsKeepValues) {
     EXPECT_EQ(chunks, 8); // 16 warps / 2 outputs
     std::vector<double> x = data(static_cast<size_t>(3 * 2 * n), 7);
     for (const char *out : {"Y", "Z", "M"}) {
-      Interpreter a(p, sizes), b(split, sizes);
-      a.setInput("X", x);
-      b.setInput("X", x);
-      expectNear(a.run(out), b.run(out), std::string(out) + " n=" + std::to_string(n) + "\n" + printProgram(split));
+      expectNear(evaluate(p, sizes, {{"X", x}}, out), evaluate(split, sizes, {{"X", x}}, out), std::string(out) + " n=" + std::to_string(n) + "\n" + printProgram(split));
     }
   }
   // Enough outputs already, a short reduction, or sizes still symbolic: unchanged.

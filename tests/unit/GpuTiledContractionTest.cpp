@@ -4,6 +4,7 @@
 // backward at sizes that leave partial tiles on every side (rows, columns and reduction not
 // multiples of the tile). Also checks that the kernels were tiled with the forced shape.
 // Skipped, with the reason, where there is no GPU (the emulated.* run has one).
+#include "GpuTileChecks.h"
 #include "TensorValues.h"
 
 #include "compiler/GpuTiling.h"
@@ -14,7 +15,6 @@
 #include "runtime/Library.h"
 #include "support/Error.h"
 
-#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,46 +31,6 @@ void PrintTo(const TileShape &s, std::ostream *os) { *os << tileShapeName(s); }
 namespace {
 
 using namespace enc::testing;
-
-std::shared_ptr<const Library> lib() {
-  static auto l = Library::shipped();
-  return l;
-}
-
-std::vector<double> pattern(size_t n, double phase) {
-  std::vector<double> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = std::sin(0.37 * static_cast<double>(i) + phase);
-  return v;
-}
-
-// Sets ENC_GPU_TILE for the scope of one test.
-class ForcedTile {
-public:
-  explicit ForcedTile(const std::string &shape) { setenv("ENC_GPU_TILE", shape.c_str(), 1); }
-  ~ForcedTile() { unsetenv("ENC_GPU_TILE"); }
-};
-
-// Tiled kernels of the loops, each checked to use `shape` (its shared arrays' sizes).
-int tiledKernels(const ir::LoopProgram &loops, const ir::TileShape &shape) {
-  int n = 0;
-  for (const ir::Kernel &k : loops.kernels) {
-    if (k.launch != ir::ForKind::GpuTiles) continue;
-    ++n;
-    bool sized = false;
-    ir::visit(k.body, [&](const ir::Stmt &s) {
-      int64_t size = 0;
-      if (s->kind == ir::StmtKind::Alloc && s->shared && s->name == "_as" && ir::isConst(s->value, &size))
-        // Per stage: rows of red + 16 bytes on tensor cores (16-bit or TF32 elements), red
-        // slices of rows + 1 without.
-        sized = shape.tensorCores ? size == shape.stages * int64_t{shape.rows} * (shape.red + 8) ||
-                                        size == shape.stages * int64_t{shape.rows} * (shape.red + 4)
-                                  : size == shape.stages * int64_t{shape.red} * (shape.rows + 1);
-      return true;
-    });
-    EXPECT_TRUE(sized) << k.name << " is not tiled " << ir::tileShapeName(shape);
-  }
-  return n;
-}
 
 // The largest |got - want| over the largest |want|.
 double errorOf(const Tensor &got, const std::vector<double> &want) {
@@ -234,102 +194,6 @@ std::vector<TileCase> tileCases() {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuTiledContraction, ::testing::ValuesIn(tileCases()),
                          [](const ::testing::TestParamInfo<TileCase> &info) { return caseName(info.param); });
-
-// An f32 layer keeps the FMA tiles unless TF32 is allowed.
-TEST(GpuTileShape, F32UsesTensorCoresOnlyWithTf32Allowed) {
-  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
-  for (bool tf32 : {false, true}) {
-    LayerOptions o{DType::F32, 5, true, true, Device::CUDA};
-    o.allowTf32 = tf32;
-    Layer l(lib(), "GramMatrix", {}, o);
-    l.forward({{"X", tensorOf(pattern(2 * 32 * 20, 0.5), {2, 32, 4, 5}, DType::F32).to(Device::CUDA)}});
-    EXPECT_EQ(tiledKernels(l.lastForwardLoops(), ir::gpuTileShapes()[tf32 ? 2 : 0]), 1) << "allowTf32 " << tf32;
-  }
-}
-
-// With 16-bit storage and ENC_TENSOR_CORES=0 the contraction keeps the FMA tiles.
-TEST(GpuTileShape, TensorCoresCanBeTurnedOff) {
-  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
-  setenv("ENC_TENSOR_CORES", "0", 1);
-  Layer l(lib(), "GramMatrix", {}, LayerOptions{DType::F16, 5, true, true, Device::CUDA});
-  l.forward({{"X", tensorOf(pattern(2 * 32 * 20, 0.5), {2, 32, 4, 5}, DType::F16).to(Device::CUDA)}});
-  unsetenv("ENC_TENSOR_CORES");
-  EXPECT_EQ(tiledKernels(l.lastForwardLoops(), ir::gpuTileShapes()[0]), 1);
-}
-
-// ENC_AUTOTUNE=1 (on the emulator too): a pass with tiled kernels times each candidate shape
-// once and stores the choice in the disk cache; a later layer reads it back (a choice written
-// there by hand is the one it uses) and still computes the right values.
-TEST(GpuAutotune, ChoosesATileShapeAndRemembersIt) {
-  if (!cuda::Gpu::get()) GTEST_SKIP() << "no GPU: " << cuda::Driver::unavailableReason();
-  setenv("ENC_AUTOTUNE", "1", 1);
-  const int64_t B = 2, C = 130, N = 45;
-  std::vector<double> x = pattern(B * C * N, 0.4);
-  auto run = [&] {
-    Layer l(lib(), "GramMatrix", {}, LayerOptions{DType::F64, 5, true, true, Device::CUDA});
-    Tensor y = l.forward({{"X", tensorOf(x, {B, C, 5, 9}).to(Device::CUDA)}}).at("Y");
-    std::vector<double> got = valuesOf(y), want(B * C * C, 0.0);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t e = 0; e < C; ++e) {
-          double s = 0;
-          for (int64_t n = 0; n < N; ++n) s += x[(b * C + c) * N + n] * x[(b * C + e) * N + n];
-          want[(b * C + c) * C + e] = s / static_cast<double>(C * N);
-        }
-    EXPECT_LT(maxRelError(got, want), 1e-12);
-    return l.lastForwardLoops();
-  };
-  run();
-  // The key comes from the kernel at the first candidate shape.
-  setenv("ENC_AUTOTUNE", "0", 1);
-  ir::LoopProgram first;
-  {
-    ForcedTile forced(ir::tileShapeName(ir::tileShapeCandidates(false)[0]));
-    first = run();
-  }
-  setenv("ENC_AUTOTUNE", "1", 1);
-  const ir::Kernel *tiled = nullptr;
-  for (const ir::Kernel &k : first.kernels)
-    if (k.launch == ir::ForKind::GpuTiles) tiled = &k;
-  ASSERT_TRUE(tiled);
-  DiskCache &cache = DiskCache::global();
-  if (!cache.usable()) {
-    unsetenv("ENC_AUTOTUNE");
-    GTEST_SKIP() << "the disk cache is off here: nothing to remember";
-  }
-  const std::string key = autotuneKey(first, *tiled);
-  std::optional<std::string> stored = cache.get(key);
-  ASSERT_TRUE(stored) << "no tuning entry " << key;
-  std::vector<std::string> names;
-  for (const ir::TileShape &s : ir::tileShapeCandidates(false)) names.push_back(ir::tileShapeName(s));
-  EXPECT_THAT(names, ::testing::Contains(*stored));
-  // Whatever was timed, a stored choice is what the next compile uses.
-  for (const ir::TileShape &s : ir::tileShapeCandidates(false)) {
-    cache.put(key, ir::tileShapeName(s));
-    EXPECT_EQ(tiledKernels(run(), s), 1) << ir::tileShapeName(s);
-  }
-  unsetenv("ENC_AUTOTUNE");
-}
-
-// ENC_GPU_TILE names a shape or is a clear error; the choice needs no GPU.
-TEST(GpuTileShape, EnvironmentNamesAShape) {
-  {
-    ForcedTile forced("128x128x8");
-    ASSERT_TRUE(ir::tileShapeFromEnvironment());
-    EXPECT_EQ(ir::tileShapeFromEnvironment()->rows, 128);
-  }
-  {
-    ForcedTile forced("auto");
-    EXPECT_FALSE(ir::tileShapeFromEnvironment());
-  }
-  ForcedTile forced("64x64");
-  try {
-    ir::tileShapeFromEnvironment();
-    FAIL() << "no error for ENC_GPU_TILE=64x64";
-  } catch (const Error &e) {
-    EXPECT_NE(e.render().find("64x64x16"), std::string::npos) << e.render();
-  }
-}
 
 } // namespace
 } // namespace enc

@@ -1,0 +1,121 @@
+// NetworkErrors: mistakes at a call site are reported there, with the sub-layer's declaration.
+#include "Networks.h"
+
+#include "compiler/Pipeline.h"
+#include "compiler/codegen/cuda/CudaCodegen.h"
+#include "runtime/CudaDriver.h"
+#include "runtime/Gpu.h"
+#include "runtime/Layer.h"
+#include "runtime/Library.h"
+#include "runtime/Nvrtc.h"
+#include "runtime/Tensor.h"
+#include "support/Error.h"
+
+#include "ErrorTestSupport.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace enc {
+namespace {
+
+using namespace enc::testing;
+
+std::string errorFor(const std::string &text, const std::string &layer, const Settings &settings = {}) {
+  return testing::errorOf([&] {
+    auto l = Library::fromSource("bad.enc", text);
+    Layer net(l, layer, settings);
+    net.forward({{"X", Tensor(DType::F32, {2, 4, 5, 5})}});
+  });
+}
+
+TEST(NetworkErrors, AShapeMismatchIsReportedAtTheCallWithTheSubLayersDeclaration) {
+  std::string m = errorFor(R"(
+layer Net() {
+  conv = Conv2d(in_channels=3, out_channels=8, kernel_size=3)
+  forward(X: [B, 4, H, W]) -> Y {
+    Y = conv(X)
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "bad.enc:5:14: error: sub-layer 'conv' expects X [B, 3, H, W], but 'X' is [B, 4, H, W]");
+  EXPECT_MENTIONS(m, "conv.enc");
+  EXPECT_MENTIONS(m, "input 'X' of layer Conv2d declared here");
+}
+
+TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
+  auto net = [](const std::string &member, const std::string &body) {
+    return "layer Net(k: int = 3) {\n  " + member + "\n  forward(X: [B, 4, H, W]) -> Y {\n    " + body + "\n  }\n}\n";
+  };
+  EXPECT_MENTIONS(errorFor(net("c = Conv2d(in_channels=4, out_channels=8, kernel=3)", "Y = c(X)"), "Net"),
+                  "sub-layer 'c': layer Conv2d has no hyper-parameter 'kernel'; did you mean 'kernel_size'?");
+  EXPECT_MENTIONS(errorFor(net("c = Conv2d(in_channels=4, out_channels=6, kernel_size=k, groups=4)", "Y = c(X)"), "Net"),
+                  "sub-layer 'c': layer Conv2d requires in_channels % groups == 0 && out_channels % groups == 0");
+  EXPECT_MENTIONS(errorFor(net("c = Conv3d(in_channels=4)", "Y = c(X)"), "Net"), "no layer named 'Conv3d'");
+  EXPECT_MENTIONS(errorFor(net("c = Linear(in_features=4, out_features=2) where k > 3", "Y = c(X)"), "Net"),
+                  "sub-layer 'c' does not exist with these hyper-parameters");
+  EXPECT_MENTIONS(errorFor(net("c = Net()", "Y = c(X)"), "Net"), "layer 'Net' uses itself as a sub-layer");
+  EXPECT_MENTIONS(errorFor(net("c = Linear(in_features=4, out_features=2)", "Y[b, c, h, w] = c(X)"), "Net"),
+                  "'c' gives a whole tensor");
+  EXPECT_MENTIONS(errorFor(net("c = Conv2d(in_channels=4, out_channels=8, kernel_size=1)", "Y = c(X) + X"), "Net"),
+                  "element-wise operands of different shapes");
+  EXPECT_MENTIONS(errorFor(net("c = [Conv2d(in_channels=4, out_channels=4, kernel_size=1) for i < k - 5]", "Y = c(X)"),
+                           "Net"),
+                  "a repetition count must be a non-negative integer");
+  EXPECT_MENTIONS(errorFor("layer Net() {\n  forward(X: [B]) -> Y: [B] {\n    Y[b] = exp(x=X[b])\n  }\n}\n", "Net"),
+                  "'exp' takes no named arguments");
+}
+
+TEST(NetworkErrors, SubLayersWithSeveralOutputsAreCalledWithAllOfThemNamed) {
+  std::string two = std::string(kTwoOutputs).substr(0, std::string(kTwoOutputs).find("layer Net("));
+  auto net = [&](const std::string &body) {
+    return two + "layer Bad() {\n  head = Two(C=4)\n  forward(X: [B, 4, H, W]) -> Y {\n    " + body + "\n  }\n}\n";
+  };
+  std::string m = errorFor(net("Y = head(spatial_mean(X))"), "Bad");
+  EXPECT_MENTIONS(m, "sub-layer 'head' has 2 outputs (Y, S); a call in an expression gives one tensor");
+  EXPECT_MENTIONS(m, "name them all: (Y, S) = head(...)");
+  EXPECT_MENTIONS(errorFor(net("(Y, S, Q) = head(spatial_mean(X))"), "Bad"), "sub-layer 'head' has 2 outputs (Y, S); the statement names 3");
+  EXPECT_MENTIONS(errorFor(net("(Y, S) = relu(X)"), "Bad"), "2 tensors are defined by one call of a sub-layer");
+  EXPECT_MENTIONS(errorFor("layer L() {\n  forward(X: [B]) -> Y: [B] {\n    (Y, Z) = X\n  }\n}\n", "L"),
+                  "only a network's call of a sub-layer with several outputs defines several tensors");
+  EXPECT_MENTIONS(errorFor("layer L() {\n  forward(X: [B]) -> Y: [B] {\n    (Y) = X\n  }\n}\n", "L"),
+                  "parentheses around one tensor name");
+}
+
+TEST(NetworkErrors, SemaErrorsInTheExpansionPointAtTheNetworksText) {
+  std::string m = errorFor(R"(
+layer Net() {
+  conv = Conv2d(in_channels=4, out_channels=8, kernel_size=1)
+  forward(X: [B, 4, H, W]) -> Y: [B, 8] {
+    F = conv(X)
+    Y[b, c] = F[b, c]
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "in network Net:");
+  EXPECT_MENTIONS(m, "bad.enc:6:15");
+  EXPECT_MENTIONS(m, "1 error generated");
+}
+
+TEST(NetworkErrors, ADeclaredOutputShapeMustMatch) {
+  std::string m = errorFor(R"(
+layer Net() {
+  conv = Conv2d(in_channels=4, out_channels=8, kernel_size=3)
+  forward(X: [B, 4, H, W]) -> Y: [B, 8, H, W] {
+    Y = conv(X)
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "output 'Y' is declared [B, 8, H, W] but is given [B, 8, H - 2, W - 2]");
+}
+
+} // namespace
+} // namespace enc
