@@ -53,6 +53,7 @@ constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (o
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
 constexpr int64_t kMinParallel = 16;    // parallelIndex, parallelRows: iterations a parallel loop should have
+constexpr int64_t kMinParallelDot = 8;  // ... with dot-product tiles, whose iterations each stream the whole reduction
 constexpr int64_t kParallelRows = 8;    // outer product with the parallel index as rows: its block
 
 // The AVX-512 vectors one row of a tile `width` lanes wide takes (at least one).
@@ -584,9 +585,9 @@ bool reusedAcross(const Contraction &c, const std::vector<Expr> &loads, size_t i
 // The parallel index blocked by `rows`: iteration p of the parallel loop `<index>.p` computes
 // rows [p * rows, min((p + 1) * rows, n)). Nothing when that leaves too few iterations to
 // share among threads.
-std::optional<Dim> parallelRows(const IndexVar &index, int64_t rows) {
+std::optional<Dim> parallelRows(const IndexVar &index, int64_t rows, int64_t minIterations = kMinParallel) {
   std::optional<int64_t> n = constExtent(index.extent);
-  if (n && *n < kMinParallel * rows) return std::nullopt;
+  if (n && *n < minIterations * rows) return std::nullopt;
   Expr p = indexVar(index.name + ".p");
   Dim d{index.name, n && *n % rows == 0 ? intImm(rows) : binary(BinOp::Min, intImm(rows), index.extent - p * intImm(rows))};
   d.block = rows;
@@ -725,7 +726,7 @@ Stmt tileContraction(const Contraction &contraction) {
     // per 5 loads) also blocks the parallel index when a moving read does not depend on it
     // (4 x 4 outputs per 8 loads).
     if (blocked.size() == 1 && reusedAcross(c, loads, 0, dot))
-      if (std::optional<Dim> r = parallelRows(c.indices[0], kDotTile)) {
+      if (std::optional<Dim> r = parallelRows(c.indices[0], kDotTile, kMinParallelDot)) {
         dims.insert(dims.begin(), *r);
         return parallelLoop(c.indices[0], kDotTile, Tiler(c, dims, dot, kDotLanes).run());
       }
