@@ -412,7 +412,7 @@ TEST(CpuTiling, StridePhasesSplitDivisibleSums) {
       }
 }
 
-// grad_W[k, d] = sum(b, i: grad_Y[b, i, k] * X[b, d, i]) (Encoding's codeword gradient): only
+// grad_W[k, d] = sum(b, i: grad_Y[b, i, k] * X[b, d, i]) (a projection's weight gradient): only
 // the parallel index k vectorizes, so each iteration of the parallel loop computes all of k
 // for a slice of d (the sliced outer product). grad_X[b, d, i] = sum(k: grad_Y[b, i, k] * W[k, d])
 // vectorizes along i, where it is stored contiguously, with grad_Y gathered.
