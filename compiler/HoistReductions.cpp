@@ -23,13 +23,11 @@ public:
       nd.value = rewrite(d.value, /*topLevel=*/true);
       // The main reduction may equal one hoisted later in the same definition: read that.
       if (mainTaken_ && cache_.count(mainKey_)) {
-        const Definition *shared = out_.definitionOf(cache_[mainKey_]);
-        std::vector<Expr> idx;
-        for (const IndexVar &v : freeIndices(mainFree_)) idx.push_back(var(v.name, Type::Int, VarKind::Index));
-        Expr replacement = access(shared->tensor, idx, d.loc);
+        Expr replacement = readShared(cache_[mainKey_], mainReduce_);
         nd.value = mutate(nd.value, [&](const Expr &n) -> Expr { return n->kind == ExprKind::Reduce ? replacement : nullptr; });
       } else if (mainTaken_ && nd.value->kind == ExprKind::Reduce && !d.isScatter()) {
         cache_[mainKey_] = d.tensor; // the reduction and nothing else: others read it here
+        layout_[d.tensor] = layoutOf(d.indices, mainReduce_);
       }
       out_.defs.push_back(std::move(nd));
     }
@@ -39,20 +37,30 @@ public:
 private:
   bool mainTaken_ = false;
   std::string mainKey_;
-  std::set<std::string> mainFree_;
+  Expr mainReduce_;
   std::map<std::string, std::string> cache_;        // canonical reduction -> temporary
+  // Per shared temporary, for each of its dimensions, the position of the index it holds in
+  // its reduction's canonical order (-1: an index of extent 1 the reduction does not read).
+  std::map<std::string, std::vector<int>> layout_;
   std::map<std::string, int> occurrences_;          // canonical reduction -> definitions' uses
+  std::map<std::string, std::vector<int>> preferred_; // canonical reduction -> its definition's layout
   int counter_ = 0;
 
   // How often each reduction occurs at the top of a definition: one that occurs more than
   // once is computed once, so it is nobody's main reduction unless it is a whole definition.
+  // It also notes, per reduction, the layout of an occurrence over exactly its definition's
+  // indices: the temporary is laid out as that definition, wherever it is hoisted first.
   void countReductions() {
     for (const Definition &d : in_.defs) {
       enter(d);
       visit(d.value, [&](const Expr &n) {
         if (n->kind != ExprKind::Reduce) return true;
         std::vector<std::string> free = freeIndexVars(n);
-        ++occurrences_[canonicalKey(n, {free.begin(), free.end()})];
+        std::string key = canonicalKey(n, {free.begin(), free.end()});
+        ++occurrences_[key];
+        std::vector<int> layout = layoutOf(d.indices, n);
+        if (free.size() == d.indices.size() && std::find(layout.begin(), layout.end(), -1) == layout.end())
+          preferred_.emplace(key, std::move(layout));
         return false;
       });
     }
@@ -71,7 +79,7 @@ private:
       if (topLevel && !mainTaken_ && freeSet == defSet && !cache_.count(key) && !shared) {
         mainTaken_ = true;
         mainKey_ = key;
-        mainFree_ = freeSet;
+        mainReduce_ = r;
         return r;
       }
       return hoist(r, freeSet);
@@ -82,9 +90,44 @@ private:
   // The free indices of a reduction in scope order.
   std::vector<IndexVar> freeIndices(const std::set<std::string> &free) const { return boundIndices(scope_, free); }
 
-  // Canonical text: free indices renamed by position, so equal reductions share a temporary.
+  // The free indices of a reduction in the order the reduction first reads them: two
+  // reductions equal up to a renaming of their free indices list them in corresponding order,
+  // whatever the order of the scopes they stand in (Encoding's sum(d: R[b, i, k, d] ^ 2) in
+  // A[b, k, i] and, as sum(d: R[b, i, k_r1, d] ^ 2), in its softmax's max over k_r1).
+  std::vector<IndexVar> canonicalIndices(const Expr &r, const std::set<std::string> &free) const {
+    std::map<std::string, IndexVar> byName;
+    for (const IndexVar &v : freeIndices(free)) byName.emplace(v.name, v);
+    std::vector<IndexVar> out;
+    for (const std::string &name : freeIndexVars(r))
+      if (auto it = byName.find(name); it != byName.end()) out.push_back(it->second);
+    return out;
+  }
+
+  // For each index of a temporary, its position among the canonical indices of r.
+  std::vector<int> layoutOf(const std::vector<IndexVar> &indices, const Expr &r) const {
+    std::vector<std::string> canonical = freeIndexVars(r);
+    std::vector<int> out;
+    for (const IndexVar &v : indices) {
+      auto it = std::find(canonical.begin(), canonical.end(), v.name);
+      out.push_back(it == canonical.end() ? -1 : static_cast<int>(it - canonical.begin()));
+    }
+    return out;
+  }
+
+  // The read of the temporary `name` that holds the reduction r's values, its indices those
+  // of r in the temporary's layout.
+  Expr readShared(const std::string &name, const Expr &r) const {
+    std::vector<std::string> canonical = freeIndexVars(r);
+    std::vector<Expr> idx;
+    for (int p : layout_.at(name))
+      idx.push_back(p < 0 ? intImm(0) : var(canonical[static_cast<size_t>(p)], Type::Int, VarKind::Index));
+    return access(name, std::move(idx), current_->loc);
+  }
+
+  // Canonical text: free indices renamed by canonical position, so equal reductions share a
+  // temporary.
   std::string canonicalKey(const Expr &r, const std::set<std::string> &free) const {
-    std::vector<IndexVar> indices = freeIndices(free);
+    std::vector<IndexVar> indices = canonicalIndices(r, free);
     std::map<std::string, std::string> canon;
     std::string key;
     for (size_t i = 0; i < indices.size(); ++i) {
@@ -100,20 +143,20 @@ private:
   Expr hoist(const Expr &r, const std::set<std::string> &free) {
     std::vector<IndexVar> indices = freeIndices(free);
     std::string key = canonicalKey(r, free);
-    std::string name;
-    if (auto it = cache_.find(key); it != cache_.end()) {
-      name = it->second;
-      // Reuse: the temporary's own index names may differ; index it positionally.
-      const Definition *def = out_.definitionOf(name);
-      std::vector<Expr> idx;
-      for (size_t i = 0; i < def->indices.size(); ++i) idx.push_back(var(indices[i].name, Type::Int, VarKind::Index));
-      return access(name, std::move(idx), current_->loc);
+    if (auto it = preferred_.find(key); it != preferred_.end()) {
+      std::vector<IndexVar> canonical = canonicalIndices(r, free);
+      indices.clear();
+      for (int p : it->second) indices.push_back(canonical[static_cast<size_t>(p)]);
     }
+    std::string name;
+    // Reuse: the temporary's own index names and order may differ.
+    if (auto it = cache_.find(key); it != cache_.end()) return readShared(it->second, r);
     // A fresh name: an earlier run of this pass may have left a temporary of the same pattern.
     do {
       name = fmt::format("{}_{}{}", current_->tensor, reduceOpName(r->reduceOp), ++counter_);
     } while (in_.tensor(name) || out_.tensor(name));
     cache_[key] = name;
+    layout_[name] = layoutOf(indices, r);
     return addTemporary(name, indices, r);
   }
 };

@@ -171,10 +171,16 @@ private:
   // A reduction whose own indices never have unit stride while the definition's last index
   // does (grad_X[b, c, h, w] = sum(e: g[b, c, e] * X[b, e, h, w])) runs better with the
   // reduction outside that last loop, accumulating in the output row, so the inner loop
-  // streams through memory and vectorizes.
+  // streams through memory and vectorizes. Reads of no output index (a per-term weight such
+  // as softmax's scale[k]) are the same for every output and stay in cache: they do not count.
   bool accumulateInOutputRow(const ExprNode *r) const {
     if (!r || def_.isScatter() || def_.indices.size() < 2) return false;
-    const Expr &body = r->args[0];
+    const Expr body = mutate(r->args[0], [&](const Expr &n) -> Expr {
+      if (n->kind != ExprKind::Access) return nullptr;
+      for (const IndexVar &v : def_.indices)
+        if (mentionsVar(n, v.name)) return nullptr;
+      return floatImm(0);
+    });
     for (const ReduceVar &v : r->rvars)
       if (contiguousIn(body, v.name)) return false;
     return contiguousIn(body, def_.indices.back().name);

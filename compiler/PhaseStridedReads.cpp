@@ -17,10 +17,16 @@
 // that only the output index decides (a constant once the tile unrolls kw) and a position that
 // moves by one element with w, always in bounds. The copy reads and writes X once; the sum
 // reads it once per block of output channels.
+//
+// The forward pass, Y[b, o, h, w] = sum(c, kh, kw: X[b, c, h * 2 + kh - 1, w * 2 + kw - 1] * W[...]),
+// is an outer-product tile vectorized along the output's w, strided 2 in X: with e = kw - 1 of
+// reduction indices only, the read of X_phases[..., (e - lo) % s, w + (e - lo) / s] has the same
+// phase and offset in every lane, a plain vector load.
 #include "compiler/IndexRange.h"
 #include "compiler/Passes.h"
 #include "compiler/TileContractions.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -42,23 +48,38 @@ const ExprNode *tileableSum(const Definition &d) {
   return r;
 }
 
-// A read A[..., s * r + e] to rewrite: s the stride along the innermost reduction index r, e
-// of output indices only, with the constant range [lo, hi].
+// A read A[..., s * v + e] to rewrite: s the stride along v (the innermost reduction index, or
+// the output's last index), e of the other kind of index only, with the constant range
+// [lo, hi].
 struct StridedRead {
   Expr access;
-  int64_t stride = 0, lo = 0, span = 0; // span: (hi - lo) / s, the positions past r's extent
+  std::string along;                    // v
+  Expr extent;                          // v's
+  int64_t stride = 0, lo = 0, span = 0; // span: (hi - lo) / s, the positions past v's extent
   Expr rest;                            // e
 };
 
-std::optional<StridedRead> stridedRead(const Expr &access, const ReduceVar &r, const ExprNode &sum,
-                                       const std::map<std::string, Expr> &outputExtents) {
+// The read's last index as s * v + e, when v occurs in no other index and 2 <= s <= kMaxStride.
+std::optional<std::pair<int64_t, Expr>> stridedLast(const Expr &access, const std::string &v) {
   if (access->args.empty()) return std::nullopt;
   for (size_t i = 0; i + 1 < access->args.size(); ++i)
-    if (mentionsVar(access->args[i], r.name)) return std::nullopt;
+    if (mentionsVar(access->args[i], v)) return std::nullopt;
   const Expr &last = access->args.back();
-  std::optional<int64_t> s = strideIn(last, r.name);
+  std::optional<int64_t> s = strideIn(last, v);
   if (!s || *s < 2 || *s > kMaxStride) return std::nullopt;
-  Expr rest = substituteIndices(last, {{r.name, intImm(0)}});
+  return std::make_pair(*s, substituteIndices(last, {{v, intImm(0)}}));
+}
+
+StridedRead phasedRead(const Expr &access, const std::string &v, Expr extent, int64_t stride, Expr rest,
+                       IndexRange range) {
+  return {access, v, std::move(extent), stride, range.lo, (range.hi - range.lo) / stride, std::move(rest)};
+}
+
+std::optional<StridedRead> stridedRead(const Expr &access, const ReduceVar &r, const ExprNode &sum,
+                                       const std::map<std::string, Expr> &outputExtents) {
+  auto last = stridedLast(access, r.name);
+  if (!last) return std::nullopt;
+  const auto &[s, rest] = *last;
   for (const ReduceVar &v : sum.rvars)
     if (mentionsVar(rest, v.name)) return std::nullopt;
   // An output index with unit stride there and enough positions to vectorize (a correlation
@@ -71,13 +92,33 @@ std::optional<StridedRead> stridedRead(const Expr &access, const ReduceVar &r, c
   }
   std::optional<IndexRange> range = indexRange(rest, outputExtents);
   if (!range) return std::nullopt;
-  StridedRead out;
-  out.access = access;
-  out.stride = *s;
-  out.rest = rest;
-  out.lo = range->lo;
-  out.span = (range->hi - out.lo) / *s;
-  return out;
+  return phasedRead(access, r.name, r.extent, s, rest, *range);
+}
+
+// The outer-product form: A[..., s * j + e] with j the output's last index (a strided
+// convolution's forward pass, X[b, c, h * 2 + kh - 1, w * 2 + kw - 1] along w) and e of
+// reduction indices only. The phase (e - lo) % s and offset (e - lo) / s are the same for every
+// lane of a tile vectorized along j, so the read becomes a plain vector load.
+std::optional<StridedRead> outputStridedRead(const Expr &access, const IndexVar &j, const ExprNode &sum) {
+  auto last = stridedLast(access, j.name);
+  if (!last) return std::nullopt;
+  const auto &[s, rest] = *last;
+  std::map<std::string, Expr> reductionExtents;
+  for (const ReduceVar &v : sum.rvars) reductionExtents[v.name] = v.extent;
+  std::optional<IndexRange> range = indexRange(rest, reductionExtents);
+  // Every phase the copy writes is read (a 1 x 1 stride-2 convolution reads one phase only).
+  if (!range || range->hi - range->lo + 1 < s) return std::nullopt;
+  return phasedRead(access, j.name, j.extent, s, rest, *range);
+}
+
+// Whether some read moves with the reduction but not along j: an outer product's other
+// operand (a convolution's weights), which each phased vector load then serves. A sum of the
+// strided reads alone (average pooling) would only pay for the copy.
+bool weighted(const Expr &body, const std::string &j, const ExprNode &sum) {
+  return anyNode(body, [&](const Expr &n) {
+    if (n->kind != ExprKind::Access || mentionsVar(n, j)) return false;
+    return std::any_of(sum.rvars.begin(), sum.rvars.end(), [&](const ReduceVar &v) { return mentionsVar(n, v.name); });
+  });
 }
 
 // Whether every other read that moves along r has it as its unit-stride index (the sum then
@@ -122,14 +163,30 @@ Program phaseStridedReads(const Program &in) {
       return true;
     });
     if (shortReduction || strided.empty() || !otherReadsContiguous(sum->args[0], r, strided)) {
-      out.defs.push_back(d);
-      continue;
+      strided.clear();
+      // Else the outer product along the output's last index j, when j has enough positions
+      // to vectorize and is strided only in the reads to rewrite.
+      const IndexVar j = d.indices.empty() ? IndexVar{} : d.indices.back();
+      int64_t columns = 0;
+      if (!d.indices.empty() && !(isConst(j.extent, &columns) && columns < kMinVectorIndex) &&
+          weighted(sum->args[0], j.name, *sum))
+        visit(sum->args[0], [&](const Expr &n) {
+          if (n->kind != ExprKind::Access) return true;
+          if (const TensorDecl *t = in.tensor(n->name); t && t->shape.size() == n->args.size())
+            if (std::optional<StridedRead> s = outputStridedRead(n, j, *sum)) strided.push_back(*s);
+          return true;
+        });
+      ReduceVar jr{j.name, j.extent};
+      if (strided.empty() || !otherReadsContiguous(sum->args[0], jr, strided)) {
+        out.defs.push_back(d);
+        continue;
+      }
     }
     std::vector<std::pair<Expr, Expr>> replacement; // read -> the read of its phases
     for (const StridedRead &s : strided) {
       const TensorDecl &x = *in.tensor(s.access->name);
       Expr S = intImm(s.stride);
-      Expr length = r.extent + intImm(s.span); // U: positions of each phase the sum reads
+      Expr length = s.extent + intImm(s.span); // U: positions of each phase the sum reads
       auto key = std::make_tuple(x.name, s.stride, s.lo, print(length));
       auto [it, fresh] = copies.emplace(key, "");
       if (fresh) {
@@ -161,7 +218,7 @@ Program phaseStridedReads(const Program &in) {
       std::vector<Expr> at(s.access->args.begin(), s.access->args.end() - 1);
       Expr offset = s.rest - intImm(s.lo); // in [0, s * span + s)
       at.push_back(offset % S);
-      at.push_back(indexVar(r.name) + offset / S);
+      at.push_back(indexVar(s.along) + offset / S);
       replacement.emplace_back(s.access, access(it->second, at, s.access->loc));
     }
     Definition rewritten = d;

@@ -3,7 +3,7 @@
 // A contraction out[b, i, j, ...] = epilogue(sum(r...: body)) gets one of two schedules:
 //
 //  outer product — some output index j has unit stride in the body's reads that move with
-//    the reduction (Conv2d's w, Encoding's d, Linear-like backward passes): a tile of
+//    the reduction (Conv2d's w, Encoding's i, Linear-like backward passes): a tile of
 //    rows of another output index i (8 at 32 lanes, 16 at 16) by up to 32 consecutive j accumulates in a
 //    local array kept in registers; the body runs vectorized along j (vector loads of the
 //    unit-stride reads, broadcasts of the reads that do not depend on j) and unrolled
@@ -15,13 +15,14 @@
 //
 // and two variants of the outer product:
 //
-//  gathered — when j is far-strided in the output and the reduction short (Encoding's
-//    grad_X[b, d, i] = sum(k: g[b, i, k] * c[k, d]) over 32 codewords), the scattered stores
+//  gathered — when j is far-strided in the output and the reduction short (a projection
+//    Y[b, i, k] = sum(d: W[k, d] * X[b, d, i]), whose input gradient
+//    grad_X[b, d, i] = sum(k: g[b, i, k] * W[k, d]) sums over 32 outputs), the scattered stores
 //    would cost as much as the reduction: j becomes the output's unit-stride index, and the
 //    reads strided along it are gathered once per block of j into a local [k][lane] array
 //    that every row block then reads with vector loads;
 //
-//  sliced — when only indices[0] could be j (Encoding's grad_codewords[k, d] =
+//  sliced — when only indices[0] could be j (the projection's weight gradient grad_W[k, d] =
 //    sum(b, i: g[b, i, k] * X[b, d, i])), iteration p0 of the parallel loop computes all of
 //    indices[0] for a slice of another index (see the end of tileContraction).
 //
@@ -45,7 +46,7 @@ namespace {
 // AVX-512 f32 vectors of accumulators (16 rows of 16 lanes: each short-strided load or masked
 // read of a narrow stride-2 convolution tile serves twice as many multiply-adds).
 constexpr int64_t kAccumulatorLanes = 256;
-constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (Encoding's grad_codewords: D / K = 4 per slice)
+constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (a projection's grad_W with D / K = 4 per slice)
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
@@ -53,6 +54,7 @@ constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (o
 constexpr int64_t kFarStore = 256;      // outer product: an output stride (elements) that makes stores along j scatter
 constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for those stores to dominate
 constexpr int64_t kMinParallel = 16;    // parallelIndex, parallelRows: iterations a parallel loop should have
+constexpr int64_t kMinParallelDot = 8;  // ... with dot-product tiles, whose iterations each stream the whole reduction
 constexpr int64_t kParallelRows = 8;    // outer product with the parallel index as rows: its block
 
 // The AVX-512 vectors one row of a tile `width` lanes wide takes (at least one).
@@ -584,9 +586,9 @@ bool reusedAcross(const Contraction &c, const std::vector<Expr> &loads, size_t i
 // The parallel index blocked by `rows`: iteration p of the parallel loop `<index>.p` computes
 // rows [p * rows, min((p + 1) * rows, n)). Nothing when that leaves too few iterations to
 // share among threads.
-std::optional<Dim> parallelRows(const IndexVar &index, int64_t rows) {
+std::optional<Dim> parallelRows(const IndexVar &index, int64_t rows, int64_t minIterations = kMinParallel) {
   std::optional<int64_t> n = constExtent(index.extent);
-  if (n && *n < kMinParallel * rows) return std::nullopt;
+  if (n && *n < minIterations * rows) return std::nullopt;
   Expr p = indexVar(index.name + ".p");
   Dim d{index.name, n && *n % rows == 0 ? intImm(rows) : binary(BinOp::Min, intImm(rows), index.extent - p * intImm(rows))};
   d.block = rows;
@@ -659,8 +661,8 @@ Stmt tileContraction(const Contraction &contraction) {
   for (size_t i = 1; i < c.indices.size(); ++i) dims.push_back({c.indices[i].name, c.indices[i].extent});
   int best = vectorIndex(1);
   // When that index is far-strided in the output and the reduction is short, so that the
-  // tile's scattered stores cost as much as its reduction (Encoding's grad_X[b, d, i] =
-  // sum(k: g[b, i, k] * c[k, d]) over K = 32 codewords, vectorized along d, stores each
+  // tile's scattered stores cost as much as its reduction (a projection's grad_X[b, d, i] =
+  // sum(k: g[b, i, k] * W[k, d]) over K = 32 outputs, vectorized along d, stores each
   // element N floats from the previous one), vectorize along the output's unit-stride index
   // instead, gathering the reads that are strided along it.
   bool gathers = false;
@@ -725,15 +727,15 @@ Stmt tileContraction(const Contraction &contraction) {
     // per 5 loads) also blocks the parallel index when a moving read does not depend on it
     // (4 x 4 outputs per 8 loads).
     if (blocked.size() == 1 && reusedAcross(c, loads, 0, dot))
-      if (std::optional<Dim> r = parallelRows(c.indices[0], kDotTile)) {
+      if (std::optional<Dim> r = parallelRows(c.indices[0], kDotTile, kMinParallelDot)) {
         dims.insert(dims.begin(), *r);
         return parallelLoop(c.indices[0], kDotTile, Tiler(c, dims, dot, kDotLanes).run());
       }
     return parallelLoop(c.indices[0], 1, Tiler(c, dims, dot, kDotLanes).run());
   }
 
-  // Sliced outer product: only the parallel index p0 = indices[0] vectorizes (Encoding's
-  // grad_codewords[k, d] = sum(b, i: g[b, i, k] * X[b, d, i]): k is unit-stride in g, d and i
+  // Sliced outer product: only the parallel index p0 = indices[0] vectorizes (a projection's
+  // grad_W[k, d] = sum(b, i: g[b, i, k] * X[b, d, i]): k is unit-stride in g, d and i
   // are strided somewhere). Iteration p0 of the parallel loop then computes every p0 for a
   // slice of another index p, [p0 * P / P0, (p0 + 1) * P / P0) (the slices partition 0..P),
   // with the outer-product tile vectorized along indices[0] and blocked along p as rows.

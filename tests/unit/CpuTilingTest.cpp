@@ -304,7 +304,7 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
 // phases, X_phases[b, c, y, phase, u] = X[b, c, y, s * u + phase + lo], and the dot product
 // along w reads that with unit stride and no column guard. Numerics against double loops at
 // odd sizes, strides 2 and 3, dilation 2, even and odd kernels, and columns too few for the
-// copy (fewer than 16 output columns: no copy).
+// copy (fewer than 16 output columns: no copy); the forward pass reads its copy too.
 TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
   auto sets = [](int64_t ci, int64_t co, int64_t k, int64_t pad, int64_t stride, int64_t dilation) {
     return std::map<std::string, std::string>{{"in_channels", std::to_string(ci)}, {"out_channels", std::to_string(co)},
@@ -327,6 +327,15 @@ TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
     EXPECT_NE(kernel.find("X_phases["), std::string::npos) << kernel;
     EXPECT_EQ(kernel.find("X["), std::string::npos) << kernel;
     EXPECT_EQ(kernel.find("w.l) * 2"), std::string::npos) << "a strided column read left: " << kernel;
+    // The forward pass, an outer product along w, reads its own copy the same way: the phase
+    // and offset of X_phases[..., kw % 2, w + kw / 2] are the same in every lane.
+    std::string fwd = ir::printLoops(pipeline.lower(pipeline.specializeSizes(shown.program(), sizes), target));
+    size_t y = fwd.find("kernel k1_Y");
+    ASSERT_NE(y, std::string::npos) << fwd;
+    std::string yKernel = fwd.substr(y);
+    EXPECT_NE(yKernel.find("vectorized for w.i in 0..16:"), std::string::npos) << yKernel;
+    EXPECT_NE(yKernel.find("X_phases["), std::string::npos) << yKernel;
+    EXPECT_EQ(yKernel.find("X["), std::string::npos) << yKernel;
   }
   std::mt19937_64 rng(7);
   struct Case { int64_t B, Ci, Co, H, W, k, pad, stride, dilation; };
@@ -341,7 +350,8 @@ TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
       int64_t Ho = (c.H + 2 * c.pad - span) / c.stride + 1, Wo = (c.W + 2 * c.pad - span) / c.stride + 1;
       ASSERT_EQ(y.shape(), (Shape{c.B, c.Co, Ho, Wo}));
       Tensor g = randomTensor(dtype, y.shape(), rng);
-      V gv = values(g), gw(static_cast<size_t>(c.Co * c.Ci * c.k * c.k), 0.0);
+      V gv = values(g), gw(static_cast<size_t>(c.Co * c.Ci * c.k * c.k), 0.0), want(static_cast<size_t>(y.numel()));
+      V wv = values(layer.params().at("weight")), bv = values(layer.params().at("bias"));
       for (int64_t b = 0; b < c.B; ++b)
         for (int64_t o = 0; o < c.Co; ++o)
           for (int64_t ci = 0; ci < c.Ci; ++ci)
@@ -350,14 +360,18 @@ TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
                 for (int64_t h = 0; h < Ho; ++h)
                   for (int64_t w = 0; w < Wo; ++w) {
                     int64_t ih = h * c.stride + kh * c.dilation - c.pad, iw = w * c.stride + kw * c.dilation - c.pad;
+                    size_t yi = static_cast<size_t>(((b * c.Co + o) * Ho + h) * Wo + w);
+                    if (ci == 0 && kh == 0 && kw == 0) want[yi] += bv[static_cast<size_t>(o)];
                     if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
-                    gw[static_cast<size_t>(((o * c.Ci + ci) * c.k + kh) * c.k + kw)] +=
-                        gv[static_cast<size_t>(((b * c.Co + o) * Ho + h) * Wo + w)] *
-                        xv[static_cast<size_t>(((b * c.Ci + ci) * c.H + ih) * c.W + iw)];
+                    size_t xi = static_cast<size_t>(((b * c.Ci + ci) * c.H + ih) * c.W + iw);
+                    size_t wi = static_cast<size_t>(((o * c.Ci + ci) * c.k + kh) * c.k + kw);
+                    gw[wi] += gv[yi] * xv[xi];
+                    want[yi] += wv[wi] * xv[xi];
                   }
-      expectClose(layer.backward({{"Y", g}}).at("weight"), gw, dtype,
-                  fmt::format("Conv2d B={} {}->{} {}x{} k={} pad={} stride={} dilation={} grad weight", c.B, c.Ci, c.Co,
-                              c.H, c.W, c.k, c.pad, c.stride, c.dilation));
+      std::string what = fmt::format("Conv2d B={} {}->{} {}x{} k={} pad={} stride={} dilation={}", c.B, c.Ci, c.Co, c.H,
+                                     c.W, c.k, c.pad, c.stride, c.dilation);
+      expectClose(y, want, dtype, what + " Y");
+      expectClose(layer.backward({{"Y", g}}).at("weight"), gw, dtype, what + " grad weight");
     }
 }
 
@@ -398,7 +412,7 @@ TEST(CpuTiling, StridePhasesSplitDivisibleSums) {
       }
 }
 
-// grad_W[k, d] = sum(b, i: grad_Y[b, i, k] * X[b, d, i]) (Encoding's codeword gradient): only
+// grad_W[k, d] = sum(b, i: grad_Y[b, i, k] * X[b, d, i]) (a projection's weight gradient): only
 // the parallel index k vectorizes, so each iteration of the parallel loop computes all of k
 // for a slice of d (the sliced outer product). grad_X[b, d, i] = sum(k: grad_Y[b, i, k] * W[k, d])
 // vectorizes along i, where it is stored contiguously, with grad_Y gathered.
@@ -458,6 +472,83 @@ TEST(CpuTiling, SlicedOuterProductAtOddSizes) {
       expectClose(y, want, dtype, what + " Y");
       expectClose(grads.at("X"), gx, dtype, what + " grad X");
       expectClose(grads.at("W"), gw, dtype, what + " grad W");
+    }
+}
+
+// Encoding stores its softmax weights A[b, k, i] with i last, as X[b, d, i]: every contraction
+// of the backward pass reads both operands along i with unit stride (no gathered tiles), the
+// codeword gradient sum(b, i: g[b, k, i] * X[b, d, i]) is a dot product blocked 4 x 4 over
+// blocks of k in the parallel loop, and the softmax's reductions over k (strided) run outside
+// the row of i, so the row loop streams and vectorizes; scale[k], read by every output, does
+// not count as a unit-stride read of k.
+TEST(CpuTiling, EncodingReadsItsWeightsAlongPositions) {
+  Layer l(lib(), "Encoding", {{"D", "128"}, {"K", "32"}}, {});
+  std::map<std::string, ir::Expr> sizes{{"B", ir::intImm(2)}, {"N", ir::intImm(64)}};
+  std::string fwd = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), sizes), ir::Target::CPU));
+  std::string bwd = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
+  EXPECT_EQ(bwd.find("_stage"), std::string::npos) << bwd;
+  EXPECT_NE(bwd.find("parallel for k_r1.p in 0..8:"), std::string::npos) << bwd;
+  EXPECT_NE(fwd.find("    for k_r1 in 0..32:\n      for i in 0..64:\n        A_max2[b * 64 + i] = max("), std::string::npos) << fwd;
+}
+
+// Encoding forward and every gradient against double loops, at sizes that leave remainders
+// in every blocked index (K = 37: blocks of 4 codewords in the parallel loop and one left).
+TEST(CpuTiling, EncodingForwardBackwardAtOddSizes) {
+  std::mt19937_64 rng(7);
+  struct Case { int64_t B, D, N, K; };
+  for (DType dtype : {DType::F32, DType::F64})
+    for (Case c : {Case{1, 1, 1, 1}, Case{2, 5, 7, 3}, Case{1, 13, 29, 37}, Case{2, 70, 40, 33}, Case{1, 9, 17, 64}}) {
+      Layer layer(lib(), "Encoding", {{"D", std::to_string(c.D)}, {"K", std::to_string(c.K)}}, {dtype, 8});
+      std::uniform_real_distribution<double> u(-1, 1), s(-0.5, 0);
+      Tensor cw(DType::F64, {c.K, c.D}), sc(DType::F64, {c.K});
+      for (int64_t i = 0; i < cw.numel(); ++i) cw.set(i, u(rng));
+      for (int64_t i = 0; i < sc.numel(); ++i) sc.set(i, s(rng));
+      layer.setParam("codewords", cw);
+      layer.setParam("scale", sc);
+      Tensor x = randomTensor(dtype, {c.B, c.D, c.N}, rng);
+      V xv = values(x), cv = values(layer.params().at("codewords")), sv = values(layer.params().at("scale"));
+      Tensor y = layer.forward({{"X", x}}).at("Y");
+      Tensor g = randomTensor(dtype, y.shape(), rng);
+      V gv = values(g);
+      auto grads = layer.backward({{"Y", g}});
+      auto X = [&](int64_t b, int64_t d, int64_t i) { return xv[static_cast<size_t>((b * c.D + d) * c.N + i)]; };
+      auto C = [&](int64_t k, int64_t d) { return cv[static_cast<size_t>(k * c.D + d)]; };
+      auto G = [&](int64_t b, int64_t k, int64_t d) { return gv[static_cast<size_t>((b * c.K + k) * c.D + d)]; };
+      V want(static_cast<size_t>(c.B * c.K * c.D)), gx(xv.size()), gc(cv.size()), gs(sv.size());
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t i = 0; i < c.N; ++i) {
+          V dist(static_cast<size_t>(c.K)), a(static_cast<size_t>(c.K)), ga(static_cast<size_t>(c.K));
+          double top = -INFINITY, total = 0, mix = 0;
+          for (int64_t k = 0; k < c.K; ++k) {
+            for (int64_t d = 0; d < c.D; ++d) dist[k] += (X(b, d, i) - C(k, d)) * (X(b, d, i) - C(k, d));
+            top = std::max(top, sv[k] * dist[k]);
+          }
+          for (int64_t k = 0; k < c.K; ++k) total += a[k] = std::exp(sv[k] * dist[k] - top);
+          for (int64_t k = 0; k < c.K; ++k) {
+            a[k] /= total;
+            for (int64_t d = 0; d < c.D; ++d) {
+              want[(b * c.K + k) * c.D + d] += a[k] * (X(b, d, i) - C(k, d));
+              ga[k] += G(b, k, d) * (X(b, d, i) - C(k, d));
+              gx[(b * c.D + d) * c.N + i] += G(b, k, d) * a[k];
+              gc[k * c.D + d] -= G(b, k, d) * a[k];
+            }
+            mix += a[k] * ga[k];
+          }
+          for (int64_t k = 0; k < c.K; ++k) {
+            double gsk = a[k] * (ga[k] - mix); // through the softmax
+            gs[k] += gsk * dist[k];
+            for (int64_t d = 0; d < c.D; ++d) {
+              double r = 2 * gsk * sv[k] * (X(b, d, i) - C(k, d));
+              gx[(b * c.D + d) * c.N + i] += r;
+              gc[k * c.D + d] -= r;
+            }
+          }
+        }
+      std::string what = fmt::format("Encoding B={} D={} N={} K={}", c.B, c.D, c.N, c.K);
+      expectClose(y, want, dtype, what + " Y");
+      expectClose(grads.at("X"), gx, dtype, what + " grad X");
+      expectClose(grads.at("codewords"), gc, dtype, what + " grad codewords");
+      expectClose(grads.at("scale"), gs, dtype, what + " grad scale");
     }
 }
 

@@ -27,7 +27,7 @@ TEST_F(PrintAfter, ShowsTheIRAfterTheNamedPass) {
   EXPECT_TRUE(contains(r.err, "# ---- after factorSums (forward, layer Encoding) ----")) << r;
   EXPECT_FALSE(contains(r.err, "after hoistReductions")) << r;
   // The program after factorSums still has the sum hoistReductions later gives a temporary.
-  EXPECT_TRUE(contains(r.err, "Y[b<B, k<K, d<D] = sum(i: A[b, i, k] * X[b, d, i]) + codewords[k, d] * (-1.0 * sum(")) << r;
+  EXPECT_TRUE(contains(r.err, "Y[b<B, k<K, d<D] = sum(i: A[b, k, i] * X[b, d, i]) + codewords[k, d] * (-1.0 * sum(")) << r;
 }
 
 TEST_F(PrintAfter, AllShowsEveryPassOfEverySequenceRun) {

@@ -164,7 +164,7 @@ TEST(Sema, ShippedLayerRanges) {
     const ast::Forward &f = *lib->get("Encoding").layer->forward;
     ASSERT_EQ(f.statements.size(), 3u);
     EXPECT_EQ(indexExtents(f.statements[0]), (Strings{"B", "N", "K", "D"}));
-    EXPECT_EQ(indexExtents(f.statements[1]), (Strings{"B", "N", "K"}));
+    EXPECT_EQ(indexExtents(f.statements[1]), (Strings{"B", "K", "N"}));
     EXPECT_EQ(reduceExtents(f.statements[1], "softmax"), (Strings{"K"}));
     EXPECT_EQ(reduceExtents(f.statements[1], "sum"), (Strings{"D"}));
     EXPECT_EQ(indexExtents(f.statements[2]), (Strings{"B", "K", "D"}));
@@ -323,7 +323,7 @@ TEST(Sema, SymbolsOfEncoding) {
       {"X", TensorRole::Input, {"B", "D", "N"}, nullptr},
       {"Y", TensorRole::Output, {"B", "K", "D"}, &f.statements[2]},
       {"R", TensorRole::Temp, {"B", "N", "K", "D"}, &f.statements[0]},
-      {"A", TensorRole::Temp, {"B", "N", "K"}, &f.statements[1]},
+      {"A", TensorRole::Temp, {"B", "K", "N"}, &f.statements[1]},
   };
   EXPECT_EQ(enc.tensors.size(), std::size(wants));
   for (const Want &w : wants) {
