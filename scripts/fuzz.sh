@@ -19,6 +19,8 @@ targets=("$@")
 bash scripts/setup.sh # clang-19 and its sanitizer runtimes among the rest
 
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# Paths inside the checkout are hashed relative to it: clones and worktrees share the cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 # Not -fsanitize=function: it reads a signature just before every function called through a
 # pointer, and JIT-compiled kernels (runtime/CpuExecutor.cpp) have none, often at a page's start.
 flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=function -fno-sanitize-recover=undefined"
