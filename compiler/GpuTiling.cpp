@@ -87,10 +87,6 @@ int64_t totalOf(const std::vector<IndexVar> &vars) {
   return n;
 }
 
-} // namespace
-
-namespace {
-
 constexpr int64_t kThreads = codegen::kCudaBlockSize;
 // Statically declared shared arrays may take 48 KiB of a block.
 constexpr int64_t kSharedBytes = 48 * 1024;
@@ -273,17 +269,26 @@ public:
   // else through registers (loaded before the step, stored after it, one barrier).
   std::vector<Stmt> reduction(const Staging &a, const Staging &b, std::vector<Stmt> step, bool async) const {
     const int64_t K = t_.shape.red, slices = (t_.redTotal + K - 1) / K;
-    auto into = [&](bool ofA, const Expr &base) {
+    // Element (_ol, _rl) of factor a's (or b's) slice into its shared array, in the only or
+    // first stage or, with `other`, in the stage after the one _sa/_sb name: `write` makes the
+    // statement from the array, the position there, the element's value and q.
+    using Write = std::function<Stmt(const std::string &shared, const Expr &at, const Expr &value, const Expr &q)>;
+    auto intoStage = [&](bool ofA, bool other, Write write) {
       const Staging *s = ofA ? &a : &b;
-      return [s, base](const Expr &value, const Expr &) {
+      Expr base = other ? intImm(s->sliceSize) - intLocal(ofA ? "_sa" : "_sb") : nullptr;
+      return [s, base, write](const Expr &value, const Expr &q) {
         Expr at = s->place(intLocal("_ol"), intLocal("_rl"));
-        return store(s->shared, base ? base + at : at, value, {});
+        return write(s->shared, base ? base + at : at, value, q);
       };
     };
+    const Write storeValue = [](const std::string &shared, const Expr &at, const Expr &value, const Expr &) {
+      return store(shared, at, value, {});
+    };
+    auto into = [&](bool ofA) { return intoStage(ofA, false, storeValue); };
     if (t_.shape.stages == 1) {
       std::vector<Stmt> slice{let("_red0", Type::Int, intLocal("_red") * intImm(K)),
-                              eachElement(true, intLocal("_red0"), true, into(true, nullptr)),
-                              eachElement(false, intLocal("_red0"), true, into(false, nullptr)), barrier()};
+                              eachElement(true, intLocal("_red0"), true, into(true)),
+                              eachElement(false, intLocal("_red0"), true, into(false)), barrier()};
       slice.insert(slice.end(), step.begin(), step.end());
       slice.push_back(barrier());
       return {forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice))};
@@ -293,14 +298,10 @@ public:
     std::vector<Stmt> current{let("_sa", Type::Int, (intLocal("_red") % intImm(2)) * intImm(a.sliceSize)),
                               let("_sb", Type::Int, (intLocal("_red") % intImm(2)) * intImm(b.sliceSize))};
     if (async && plainRead(t_.a) && plainRead(t_.b)) {
-      auto copyInto = [&](bool ofA, bool other) {
-        const Staging *s = ofA ? &a : &b;
-        Expr base = other ? intImm(s->sliceSize) - intLocal(ofA ? "_sa" : "_sb") : nullptr;
-        return [s, base](const Expr &value, const Expr &) {
-          Expr at = s->place(intLocal("_ol"), intLocal("_rl"));
-          return asyncCopy(s->shared, base ? base + at : at, *plainRead(value));
-        };
+      const Write copyValue = [](const std::string &shared, const Expr &at, const Expr &value, const Expr &) {
+        return asyncCopy(shared, at, *plainRead(value));
       };
+      auto copyInto = [&](bool ofA, bool other) { return intoStage(ofA, other, copyValue); };
       std::vector<Stmt> out{eachElement(true, intImm(0), true, copyInto(true, false)),
                             eachElement(false, intImm(0), true, copyInto(false, false)), asyncCommit()};
       std::vector<Stmt> slice = current;
@@ -317,18 +318,16 @@ public:
     }
     const int64_t perThreadA = t_.shape.rows * K / kThreads, perThreadB = t_.shape.cols * K / kThreads;
     std::vector<Stmt> out{alloc("_pa", perThreadA), alloc("_pb", perThreadB),
-                          eachElement(true, intImm(0), true, into(true, nullptr)),
-                          eachElement(false, intImm(0), true, into(false, nullptr)), barrier()};
+                          eachElement(true, intImm(0), true, into(true)), eachElement(false, intImm(0), true, into(false)),
+                          barrier()};
     auto toRegisters = [](const std::string &regs) {
       return [regs](const Expr &value, const Expr &q) { return store(regs, q, value, {}); };
     };
     auto fromRegisters = [&](bool ofA) {
-      const Staging *s = ofA ? &a : &b;
-      Expr other = intImm(s->sliceSize) - intLocal(ofA ? "_sa" : "_sb");
       std::string regs = ofA ? "_pa" : "_pb";
-      return [s, other, regs](const Expr &, const Expr &q) {
-        return store(s->shared, other + s->place(intLocal("_ol"), intLocal("_rl")), load(regs, q), {});
-      };
+      return intoStage(ofA, true, [regs](const std::string &shared, const Expr &at, const Expr &, const Expr &q) {
+        return store(shared, at, load(regs, q), {});
+      });
     };
     std::vector<Stmt> slice = current;
     slice.push_back(ifThen(hasNext, {eachElement(true, next0, true, toRegisters("_pa")),

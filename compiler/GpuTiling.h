@@ -20,8 +20,9 @@ namespace enc::ir {
 // are broadcasts or conflict-free and stores coalesce. With tensor cores its 8 warps form a
 // 2 x 4 grid, each warp owning (rows / 2) x (cols / 4) outputs as 16 x 16 accumulator
 // fragments. With two stages the shared arrays hold two slices: while the block multiplies
-// one, each thread holds its part of the next in registers (loaded before the multiply, stored
-// after it), so global loads overlap arithmetic and one barrier per slice suffices.
+// one, the next arrives in the other, by asynchronous copies where both factors are plain
+// reads, else through each thread's registers (loaded before the multiply, stored after it),
+// so that global loads overlap arithmetic.
 struct TileShape {
   int rows = 64, cols = 64, red = 16, threadRows = 4, threadCols = 4;
   bool tensorCores = false;
@@ -57,8 +58,9 @@ struct TiledContraction {
 // `reduction` is the definition's main Sum reduction with loop-level loads in its body;
 // `epilogue` the value with the reduction replaced by the local "_acc". Returns nullptr when
 // the body is neither such a product nor a function of exactly two reads, one per side, a
-// size is not constant, or rows or columns are too few (under 16) for tiles to pay. The tile shape is chosen by the problem's size (or is the one
-// `shapeName` names, when it is of the right kind); with `tensorCores` a tensor-core shape.
+// size is not constant, or rows or columns are too few (under 16) for tiles to pay. The tile
+// shape is chosen by the problem's size (or is the one `shapeName` names, when it is of the
+// right kind); with `tensorCores` a tensor-core shape.
 std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &indices, const ExprNode &reduction,
                                                    const Expr &epilogue, const Expr &flatOut,
                                                    std::optional<ElemType> tensorCores = std::nullopt,
