@@ -56,6 +56,7 @@ constexpr int64_t kShortReduction = 64; // ... and a reduction short enough for 
 constexpr int64_t kMinParallel = 16;    // parallelIndex, parallelRows: iterations a parallel loop should have
 constexpr int64_t kMinParallelDot = 8;  // ... with dot-product tiles, whose iterations each stream the whole reduction
 constexpr int64_t kParallelRows = 8;    // outer product with the parallel index as rows: its block
+constexpr int64_t kParallelChunk = 64;  // ... and the most rows per parallel iteration (see parallelRows)
 
 // The AVX-512 vectors one row of a tile `width` lanes wide takes (at least one).
 int64_t vectorsPerRow(int64_t width) { return std::max<int64_t>(1, width / kDotLanes); }
@@ -583,20 +584,33 @@ bool reusedAcross(const Contraction &c, const std::vector<Expr> &loads, size_t i
   });
 }
 
-// The parallel index blocked by `rows`: iteration p of the parallel loop `<index>.p` computes
-// rows [p * rows, min((p + 1) * rows, n)). Nothing when that leaves too few iterations to
-// share among threads.
-std::optional<Dim> parallelRows(const IndexVar &index, int64_t rows, int64_t minIterations = kMinParallel) {
+// The parallel index as the tile's rows: iteration p of the parallel loop `<index>.p` computes
+// the chunk of rows [p * chunk, min((p + 1) * chunk, n)) in blocks of `rows`.
+struct ParallelRows {
+  Dim dim;           // the chunk, blocked by rows
+  int64_t chunk = 0; // rows per iteration of the parallel loop
+};
+
+// Chunks as long as kParallelChunk allows while leaving minIterations to share among threads
+// (of a constant extent; a symbolic one takes chunks of one block). The tile loops over the
+// rows of a chunk innermost, so each block of the other operand is loaded into cache once and
+// then read by every row block of the chunk (Linear's gradients: a 64 KiB column panel of X
+// per 64 rows of gY, where one block of 8 rows per parallel iteration streamed all of X).
+// Nothing when even chunks of one block leave too few iterations.
+std::optional<ParallelRows> parallelRows(const IndexVar &index, int64_t rows, int64_t minIterations = kMinParallel) {
   std::optional<int64_t> n = constExtent(index.extent);
   if (n && *n < minIterations * rows) return std::nullopt;
+  int64_t chunk = rows;
+  while (n && chunk * 2 <= kParallelChunk && *n >= minIterations * chunk * 2) chunk *= 2;
   Expr p = indexVar(index.name + ".p");
-  Dim d{index.name, n && *n % rows == 0 ? intImm(rows) : binary(BinOp::Min, intImm(rows), index.extent - p * intImm(rows))};
+  Dim d{index.name,
+        n && *n % chunk == 0 ? intImm(chunk) : binary(BinOp::Min, intImm(chunk), index.extent - p * intImm(chunk))};
   d.block = rows;
-  d.offset = p * intImm(rows);
-  return d;
+  d.offset = p * intImm(chunk);
+  return ParallelRows{d, chunk};
 }
 
-// The kernel's parallel loop around a tile: over indices[0], or over its blocks of `rows`.
+// The kernel's parallel loop around a tile: over indices[0], or over its chunks of `rows`.
 Stmt parallelLoop(const IndexVar &index, int64_t rows, Stmt tile) {
   if (rows == 1) return forLoop(index.name, index.extent, ForKind::Parallel, {std::move(tile)});
   return forLoop(index.name + ".p", (index.extent + intImm(rows - 1)) / intImm(rows), ForKind::Parallel, {std::move(tile)});
@@ -696,9 +710,9 @@ Stmt tileContraction(const Contraction &contraction) {
     // sum(b: gY[b, o] * X[b, i]) and grad_X[b, i] = sum(o: gY[b, o] * W[o, i])): the parallel
     // index becomes the rows when some moving read does not depend on it.
     if (rows <= 0 && !gathers && reusedAcross(c, loads, 0, c.indices[static_cast<size_t>(best)].name))
-      if (std::optional<Dim> r = parallelRows(c.indices[0], kParallelRows)) {
-        dims.insert(dims.begin(), *r);
-        return parallelLoop(c.indices[0], kParallelRows, Tiler(c, dims, "", 0).run());
+      if (std::optional<ParallelRows> r = parallelRows(c.indices[0], kParallelRows)) {
+        dims.push_back(r->dim);
+        return parallelLoop(c.indices[0], r->chunk, Tiler(c, dims, "", 0).run());
       }
     // With gathers, the blocks of j loop outermost, so that the gathered rows of a block stay
     // in cache while every row block reads them.
@@ -727,9 +741,9 @@ Stmt tileContraction(const Contraction &contraction) {
     // per 5 loads) also blocks the parallel index when a moving read does not depend on it
     // (4 x 4 outputs per 8 loads).
     if (blocked.size() == 1 && reusedAcross(c, loads, 0, dot))
-      if (std::optional<Dim> r = parallelRows(c.indices[0], kDotTile, kMinParallelDot)) {
-        dims.insert(dims.begin(), *r);
-        return parallelLoop(c.indices[0], kDotTile, Tiler(c, dims, dot, kDotLanes).run());
+      if (std::optional<ParallelRows> r = parallelRows(c.indices[0], kDotTile, kMinParallelDot)) {
+        dims.push_back(r->dim);
+        return parallelLoop(c.indices[0], r->chunk, Tiler(c, dims, dot, kDotLanes).run());
       }
     return parallelLoop(c.indices[0], 1, Tiler(c, dims, dot, kDotLanes).run());
   }

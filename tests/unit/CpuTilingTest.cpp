@@ -187,7 +187,8 @@ TEST(CpuTiling, LinearForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(2);
   struct Case { int64_t B, I, O; };
   for (DType dtype : {DType::F32, DType::F64})
-    for (Case c : {Case{1, 1, 1}, Case{3, 37, 9}, Case{5, 16, 33}, Case{2, 70, 41}}) {
+    // 263 rows: the parallel loops run over chunks of 16 or 32 rows, the last one 7 rows short.
+    for (Case c : {Case{1, 1, 1}, Case{3, 37, 9}, Case{5, 16, 33}, Case{2, 70, 41}, Case{263, 37, 263}}) {
       Layer layer(lib(), "Linear", {{"in_features", std::to_string(c.I)}, {"out_features", std::to_string(c.O)}},
                   {dtype, 3});
       Tensor x = randomTensor(dtype, {c.B, c.I}, rng);
@@ -214,6 +215,28 @@ TEST(CpuTiling, LinearForwardBackwardAtOddSizes) {
       expectClose(grads.at("weight"), gw, dtype, what + " grad weight");
       expectClose(grads.at("bias"), gb, dtype, what + " grad bias");
     }
+}
+
+// Linear's gradients block the parallel index as the tile's rows; each parallel iteration
+// takes a chunk of 64 rows (1024 / 64 = 16 iterations to share) and loops over its row blocks
+// inside the loop over column tiles, so a tile's column panel is read from cache by every
+// row block of the chunk.
+TEST(CpuTiling, LinearGradientRowsRunInChunks) {
+  Layer l(lib(), "Linear", {{"in_features", "1024"}, {"out_features", "1024"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(512)}};
+  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
+  size_t at = text.find("kernel k0_grad_weight");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  size_t parallel = kernel.find("parallel for o.p in 0..16:"), columns = kernel.find("for i.o in 0..32:"),
+         rows = kernel.find("for o.o in 0..8:");
+  ASSERT_NE(parallel, std::string::npos) << kernel;
+  ASSERT_NE(columns, std::string::npos) << kernel;
+  ASSERT_NE(rows, std::string::npos) << kernel;
+  EXPECT_LT(parallel, columns) << kernel;
+  EXPECT_LT(columns, rows) << kernel;
+  EXPECT_NE(kernel.find("unrolled for o.i in 0..8:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("o.p * 64 + (o.o * 8 + o.i)"), std::string::npos) << kernel;
 }
 
 // rsqrt, relu and leaky_relu widen: a contraction whose epilogue calls them (a batch norm's
