@@ -172,7 +172,7 @@ Program splitColumnReductions(const Program &p, int64_t chunks) {
     // A read whose last index is o (unit stride) while the reduction's own indices are not
     // last in any read: the column sums LowerToLoops would run with o strided innermost.
     bool column = allConst({d.indices[0].extent}, &outputs) && allConst(redExtents, &length) &&
-                  outputs >= 8 && outputs <= 1024 && length >= 64 * chunks;
+                  outputs >= 8 && outputs <= 1024 && length >= 32 * chunks;
     if (column) {
       bool contiguous = false;
       visit(r->args[0], [&](const Expr &n) {
