@@ -48,6 +48,9 @@ namespace {
 constexpr int64_t kAccumulatorLanes = 256;
 constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (a projection's grad_W with D / K = 4 per slice)
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
+constexpr int64_t kPackedMinLanes = 32;  // packed outer product: the packed index spans at least one full tile
+constexpr int64_t kPackedPositions = 2048; // ... and the reduction at most this long (the copy, 32 lanes wide, stays in L2)
+constexpr int64_t kPackedRowsMin = 6, kPackedRowsMax = 12; // ... rows per tile (of 32 lanes: 12 to 24 accumulators)
 constexpr int64_t kDotTile = 4;  // dot product: outputs along each of two indices
 constexpr int64_t kDotLanes = 16; // dot product: lanes along the reduction (one AVX-512 f32 vector)
 constexpr int64_t kMinLanes = 8;  // the narrowest vector tile of a remainder (one AVX f32 vector)
@@ -616,6 +619,43 @@ Stmt parallelLoop(const IndexVar &index, int64_t rows, Stmt tile) {
   return forLoop(index.name + ".p", (index.extent + intImm(rows - 1)) / intImm(rows), ForKind::Parallel, {std::move(tile)});
 }
 
+
+// Packed outer product: an output index p (not indices[0]) whose moving reads are all strided
+// along it and depend on no other output index but indices[0] (a convolution's weights
+// W[o, c, kh, kw] along o), while the other moving reads do not depend on it (X: broadcasts).
+// Copied as [reduction][lane] once per block of p, those reads become vector loads, so the
+// tile vectorizes along p whatever the spatial extents are. Returns p, or -1.
+int packedIndexOf(const Contraction &c, const std::vector<Expr> &loads) {
+  for (size_t p = 1; p < c.indices.size(); ++p) {
+    const std::string &v = c.indices[p].name;
+    std::optional<int64_t> n = constExtent(c.indices[p].extent);
+    if (!n || *n < kPackedMinLanes || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+    bool packs = false, broadcasts = false, fits = true;
+    for (const Expr &l : loads) {
+      if (!dependsOnReduction(l, c.rvars)) continue;
+      if (!mentionsVar(l->args[0], v)) {
+        broadcasts = true;
+        continue;
+      }
+      packs = true;
+      fits = fits && accessIn(l, v) == Access::Strided;
+      for (size_t i = 1; i < c.indices.size(); ++i)
+        fits = fits && (i == p || !mentionsVar(l->args[0], c.indices[i].name));
+    }
+    if (packs && broadcasts && fits) return static_cast<int>(p);
+  }
+  return -1;
+}
+
+// Rows of a packed tile along an index of extent n: the largest divisor of n from
+// kPackedRowsMin to kPackedRowsMax (28 columns: 7 rows, no remainder), else kGatheredRows.
+int64_t packedRows(const Expr &extent) {
+  std::optional<int64_t> n = constExtent(extent);
+  if (!n) return kGatheredRows;
+  for (int64_t r = kPackedRowsMax; r >= kPackedRowsMin; --r)
+    if (*n % r == 0) return r;
+  return std::min<int64_t>(*n, kGatheredRows);
+}
 } // namespace
 
 Expr unclampedIndex(const Expr &e) {
@@ -697,6 +737,27 @@ Stmt tileContraction(const Contraction &contraction) {
         gathers = true;
         break;
       }
+    }
+  // The outer product along an index whose extent is no multiple of a full tile (Conv2d's 56
+  // columns: tiles of 32, 16 and 8 lanes, the narrow ones with a load per 8 multiply-adds; 28
+  // columns of a strided convolution: 16 rows of 16 lanes, a load per multiply-add) packs the
+  // weights instead and vectorizes along their output index, with the old vector index as rows.
+  if (std::optional<int64_t> n = best > 0 ? constExtent(c.indices[static_cast<size_t>(best)].extent) : std::nullopt;
+      !gathers && n && *n % 32 != 0 && positions && *positions <= kPackedPositions)
+    if (int packed = packedIndexOf(c, loads); packed > 0) {
+      Dim &j = dims[static_cast<size_t>(packed) - 1];
+      j.block = vectorBlock(j.extent);
+      j.lane = ForKind::Vectorized;
+      Dim &rows = dims[static_cast<size_t>(best) - 1];
+      rows.block = packedRows(rows.extent);
+      Staging staging{j.name, {}, *positions};
+      for (const Expr &l : loads)
+        if (dependsOnReduction(l, c.rvars) && mentionsVar(l->args[0], j.name) &&
+            std::none_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &s) { return structurallyEqual(s, l); }))
+          staging.loads.push_back(l);
+      // The blocks of the packed index outermost: each block's copy is read by every tile.
+      std::rotate(dims.begin(), dims.begin() + (packed - 1), dims.begin() + packed);
+      return parallelLoop(c.indices[0], 1, Tiler(c, dims, "", 0, staging).run());
     }
   if (best > 0) {
     Dim &j = dims[static_cast<size_t>(best) - 1];

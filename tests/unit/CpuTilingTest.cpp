@@ -84,6 +84,29 @@ TEST(CpuTiling, ConvVectorizesOutputColumnsAndBlocksChannels) {
 // dot product along w. With o parallel its tile could only block kh x kw (9 multiply-adds per
 // 10 loads); with enough input channels the parallel loop runs over c instead and the tile
 // blocks 4 output channels by 3 kernel columns (12 per 7).
+// A convolution whose output columns fill no whole tile (28 at stride 2) packs its weights once
+// per block of 32 output channels as [c, kh, kw][lane] and vectorizes along the channels, 7
+// columns per tile as rows: two vector loads per 14 multiply-adds, where 16 rows of 16
+// columns took one broadcast per multiply-add.
+TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
+  Layer l(lib(), "Conv2d",
+          {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), sizes), ir::Target::CPU));
+  size_t at = text.find("kernel k0_Y");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  EXPECT_NE(kernel.find("alloc _stage0: float[18432]"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("_stage0[((c * 3 + kh) * 3 + kw) * 32 + o.i] = weight["), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for w.i in 0..7:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("vectorized for o.i in 0..32:"), std::string::npos) << kernel;
+  // 32 columns fill a tile: vectorized along them, no copy.
+  std::map<std::string, ir::Expr> square = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
+  text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), square), ir::Target::CPU));
+  EXPECT_EQ(text.find("_stage0"), std::string::npos) << text;
+  EXPECT_NE(text.find("vectorized for w.i in 0..32:"), std::string::npos) << text;
+}
+
 TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
   Layer l(lib(), "Conv2d", {{"in_channels", "32"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
   std::string text = ir::printLoops(ir::lowerToLoops(l.gradientProgram(), ir::Target::CPU));
@@ -283,7 +306,10 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
     for (Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 6, 5, 35, 3, 1}, Case{1, 5, 9, 4, 17, 3, 0},
                    Case{1, 2, 4, 3, 40, 2, 1}, Case{1, 3, 5, 3, 59, 3, 1}, Case{2, 3, 6, 7, 37, 3, 1, 2},
                    Case{1, 4, 5, 6, 50, 3, 1, 2}, Case{1, 2, 3, 5, 61, 3, 0, 3}, Case{1, 2, 3, 4, 83, 3, 1, 5},
-                   Case{2, 17, 6, 5, 19, 3, 1}}) { // the last: see below
+                   Case{2, 17, 6, 5, 19, 3, 1}, // see below
+                   // Packed weights (at least 32 output or input channels, columns no multiple
+                   // of 32): rows of 8 with a remainder, rows of 7, 32 + 8 lanes, 32 + overlap.
+                   Case{2, 5, 37, 6, 23, 3, 1}, Case{1, 33, 40, 5, 28, 3, 1, 2}, Case{1, 34, 3, 4, 19, 3, 1}}) {
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
                    {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)},
