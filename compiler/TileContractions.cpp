@@ -48,6 +48,8 @@ namespace {
 constexpr int64_t kAccumulatorLanes = 256;
 constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (a projection's grad_W with D / K = 4 per slice)
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
+constexpr int64_t kLongReduction = 4096; // dot product: a reduction this long runs in chunks (see reductionChunks)
+constexpr int64_t kChunkPositions = 256; // ... of at least this many positions
 constexpr int64_t kPackedMinLanes = 32;  // packed outer product: the packed index spans at least one full tile
 constexpr int64_t kPackedPositions = 2048; // ... and the reduction at most this long (the copy, 32 lanes wide, stays in L2)
 constexpr int64_t kPackedRowsMin = 6, kPackedRowsMax = 12; // ... rows per tile (of 32 lanes: 12 to 24 accumulators)
@@ -159,12 +161,30 @@ struct Staging {
   int64_t positions = 0;   // the reduction's length (a constant: gathered tiles need a short one)
 };
 
+// A long reduction cut into chunks that loop outside the tiles: the reduction indices before
+// `split` entirely, and rvars[split] in `outer` chunks of `inner` positions. Each tile sums one
+// chunk and adds it into the output (the first chunk stores), so the operands of a chunk stay
+// in cache while every tile reads them.
+struct ReductionChunks {
+  size_t split = 0;
+  int64_t inner = 0, outer = 0; // 0: no chunks
+};
+
 class Tiler {
 public:
-  Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes, Staging staging = {})
-      : c_(c), dims_(std::move(dims)), dotVar_(std::move(dotVar)), dotLanes_(dotLanes), staging_(std::move(staging)) {}
+  Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes, Staging staging = {},
+        ReductionChunks chunks = {})
+      : c_(c), dims_(std::move(dims)), dotVar_(std::move(dotVar)), dotLanes_(dotLanes), staging_(std::move(staging)),
+        chunks_(chunks) {}
 
-  Stmt run() { return block(gen(0, {}, {})); }
+  Stmt run() {
+    if (!chunks_.outer) return block(gen(0, {}, {}));
+    const ReduceVar &r = c_.rvars[chunks_.split];
+    std::map<std::string, Expr> subst = {{r.name, indexVar(r.name + ".c") * intImm(chunks_.inner) + indexVar(r.name + ".i")}};
+    Stmt s = forLoop(r.name + ".c", intImm(chunks_.outer), ForKind::Serial, gen(0, subst, {}));
+    for (size_t i = chunks_.split; i-- > 0;) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
+    return s;
+  }
 
 private:
   const Contraction &c_;
@@ -172,6 +192,15 @@ private:
   std::string dotVar_; // the vectorized reduction index (dot product), or empty
   int64_t dotLanes_;
   Staging staging_;
+  ReductionChunks chunks_;
+
+  // Whether this is the first chunk of the reduction (always, without chunks).
+  Expr firstChunk() const {
+    Expr first = binary(BinOp::Eq, indexVar(c_.rvars[chunks_.split].name + ".c"), intImm(0));
+    for (size_t i = 0; i < chunks_.split; ++i)
+      first = binary(BinOp::And, binary(BinOp::Eq, indexVar(c_.rvars[i].name), intImm(0)), first);
+    return first;
+  }
 
   static std::string stageName(size_t m) { return "_stage" + std::to_string(m); }
   // The reduction position, row-major over the (constant-extent) reduction indices.
@@ -355,11 +384,16 @@ private:
     auto accumulate = [](const Expr &index, const Expr &value) {
       return store("_acc", index, load("_acc", index) + value, SourceLoc{});
     };
-    // Reduction loops around `inner`, outermost first, skipping `skip`.
+    // Reduction loops around `inner`, outermost first, skipping `skip` (and those the chunks
+    // loop over outside the tile; of the split index, one chunk).
     auto reductionLoops = [&](std::vector<Stmt> inner, const std::string &skip) {
       Stmt s = block(std::move(inner));
-      for (size_t i = c_.rvars.size(); i-- > 0;)
-        if (c_.rvars[i].name != skip) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
+      for (size_t i = c_.rvars.size(); i-- > 0;) {
+        const ReduceVar &r = c_.rvars[i];
+        if (r.name == skip || (chunks_.outer && i < chunks_.split)) continue;
+        if (chunks_.outer && i == chunks_.split) s = forLoop(r.name + ".i", intImm(chunks_.inner), ForKind::Serial, {s});
+        else s = forLoop(r.name, r.extent, ForKind::Serial, {s});
+      }
       return s;
     };
 
@@ -438,9 +472,11 @@ private:
                               {wrap(lanes, {accumulate(at * L, withR(indexVar(dotVar_ + ".t")))})}));
     out.push_back(reductionLoops(inner, dotVar_));
     Expr sum = var("_sum", Type::Float, VarKind::Local);
+    // With chunks the epilogue is the sum itself (see reductionChunks): added into the output.
+    Expr result = chunks_.outer ? select(firstChunk(), floatImm(0), load(c_.output, flatOut)) + sum : epilogue(sum);
     out.push_back(wrap(lanes, {let("_sum", Type::Float, floatImm(0)),
                                forLoop(lane, L, ForKind::Vectorized, {assign("_sum", sum + load("_acc", atL))}),
-                               store(c_.output, flatOut, epilogue(sum), c_.loc)}));
+                               store(c_.output, flatOut, result, c_.loc)}));
     return block(out);
   }
 };
@@ -656,6 +692,41 @@ int64_t packedRows(const Expr &extent) {
     if (*n % r == 0) return r;
   return std::min<int64_t>(*n, kGatheredRows);
 }
+
+// Chunks for a dot product's reduction of at least kLongReduction positions (a convolution's
+// weight gradient sums over B * H * W): whole outer reduction indices, then the next one cut
+// into the fewest positions that make a chunk of at least kChunkPositions (Conv2d at 56 x 56:
+// b, then h in 8 chunks of 7 rows, 392 positions). Only where the sum is the value stored
+// (it is added into the output chunk by chunk), every extent is a constant and the dot index
+// lies inside the chunk. Nothing otherwise.
+ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
+  const bool plainSum = c.epilogue->kind == ExprKind::Var && c.epilogue->name == "_acc";
+  const bool readsOutput = anyNode(c.body, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
+  if (!plainSum || readsOutput) return {};
+  int64_t total = 1;
+  std::vector<int64_t> extents;
+  for (const ReduceVar &r : c.rvars) {
+    std::optional<int64_t> n = constExtent(r.extent);
+    if (!n) return {};
+    extents.push_back(*n);
+    total *= *n;
+  }
+  if (total < kLongReduction) return {};
+  int64_t inside = 1; // positions of the indices after i
+  for (size_t i = c.rvars.size(); i-- > 0;) {
+    if (inside * extents[i] < kChunkPositions) {
+      inside *= extents[i];
+      continue;
+    }
+    if (c.rvars[i].name == dot) return {}; // the dot index itself would be cut
+    int64_t part = 1;
+    while (inside * part < kChunkPositions || extents[i] % part != 0) ++part;
+    for (size_t j = i + 1; j < c.rvars.size(); ++j)
+      if (c.rvars[j].name == dot) return {i, part, extents[i] / part};
+    return {};
+  }
+  return {};
+}
 } // namespace
 
 Expr unclampedIndex(const Expr &e) {
@@ -806,6 +877,15 @@ Stmt tileContraction(const Contraction &contraction) {
         dims.push_back(r->dim);
         return parallelLoop(c.indices[0], r->chunk, Tiler(c, dims, dot, kDotLanes).run());
       }
+    // A long reduction in chunks, and the parallel index in groups inside them: the chunk of
+    // the operand that does not depend on it (Conv2d's weight gradient: grad_Y's rows of all
+    // output channels) is read from cache by the whole group.
+    if (ReductionChunks chunks = reductionChunks(c, dot); chunks.outer) {
+      std::optional<ParallelRows> group = parallelRows(c.indices[0], 1, kMinParallelDot);
+      if (!group || group->chunk == 1) return parallelLoop(c.indices[0], 1, Tiler(c, dims, dot, kDotLanes, {}, chunks).run());
+      dims.insert(dims.begin(), group->dim);
+      return parallelLoop(c.indices[0], group->chunk, Tiler(c, dims, dot, kDotLanes, {}, chunks).run());
+    }
     return parallelLoop(c.indices[0], 1, Tiler(c, dims, dot, kDotLanes).run());
   }
 

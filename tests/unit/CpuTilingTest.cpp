@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -121,6 +122,27 @@ TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
   Layer narrow(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
   text = ir::printLoops(ir::lowerToLoops(narrow.gradientProgram(), ir::Target::CPU));
   EXPECT_NE(text.find("parallel for o in 0..6:"), std::string::npos) << text;
+}
+
+// A weight gradient over B * H * W = 25088 positions sums in chunks of 7 rows (392 positions)
+// that loop outside the tiles, each added into the output, and the input channels run in
+// groups of 8 inside the chunks: a chunk of grad_Y's rows, all 64 output channels, is read
+// from cache by the 8 channels of the group.
+TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
+  Layer l(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
+  size_t at = text.find("kernel k0_grad_weight");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  std::vector<size_t> order;
+  for (const char *loop : {"parallel for c.p in 0..8:", "for b in 0..8:", "for h.c in 0..8:", "for c in 0..8:",
+                           "for o.o in 0..16:", "for h.i in 0..7:"}) {
+    order.push_back(kernel.find(loop));
+    ASSERT_NE(order.back(), std::string::npos) << loop << "\n" << kernel;
+  }
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << kernel;
+  EXPECT_NE(kernel.find("= select(b == 0 && h.c == 0, 0.0, grad_weight["), std::string::npos) << kernel;
 }
 
 // Conv2d's input gradient sums select(in range, select(in range, gY[...], 0) * weight, 0): the
@@ -309,7 +331,11 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
                    Case{2, 17, 6, 5, 19, 3, 1}, // see below
                    // Packed weights (at least 32 output or input channels, columns no multiple
                    // of 32): rows of 8 with a remainder, rows of 7, 32 + 8 lanes, 32 + overlap.
-                   Case{2, 5, 37, 6, 23, 3, 1}, Case{1, 33, 40, 5, 28, 3, 1, 2}, Case{1, 34, 3, 4, 19, 3, 1}}) {
+                   Case{2, 5, 37, 6, 23, 3, 1}, Case{1, 33, 40, 5, 28, 3, 1, 2}, Case{1, 34, 3, 4, 19, 3, 1},
+                   // Weight gradients over at least 4096 positions sum in chunks of rows: 5 chunks
+                   // of 10 rows (no parallel groups: 5 output channels), 8 input channels as one
+                   // parallel iteration each, and groups of 2 input channels.
+                   Case{2, 3, 5, 50, 47, 3, 1}, Case{2, 3, 8, 48, 48, 3, 1}, Case{3, 16, 4, 40, 37, 3, 1}}) {
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
                    {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)},
