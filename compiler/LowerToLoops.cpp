@@ -380,9 +380,21 @@ LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tilin
   return out;
 }
 
+// Whether every store of `loop`'s body into a buffer depends on the loop's variable, so that
+// its iterations write apart (a loop over a reduction's chunks, which add into the same
+// outputs, does not).
+static bool iterationsWriteApart(const Stmt &loop) {
+  bool apart = true;
+  visit(loop, [&](const Stmt &n) {
+    if (n->kind == StmtKind::Store && !n->name.starts_with("_") && !mentionsVar(n->index, loop->name)) apart = false;
+    return apart;
+  });
+  return apart;
+}
+
 // The CPU splits the outermost loop across threads. When that loop has one iteration (a
-// batch of one, Inspiration's single target t < 1) around a single loop, the inner loop
-// (often the outer loop of a register tile) is the one to split.
+// batch of one, Inspiration's single target t < 1) around a single loop whose iterations
+// write apart, the inner loop (often the outer loop of a register tile) is the one to split.
 static void moveParallelismInward(Kernel &k) {
   while (k.launch == ForKind::Parallel && !k.scatters) {
     const Stmt &top = k.body;
@@ -390,7 +402,9 @@ static void moveParallelismInward(Kernel &k) {
     if (top->kind != StmtKind::For || top->forKind != ForKind::Parallel || !isConst(top->value, &n) || n != 1) return;
     const std::vector<Stmt> *body = &top->body;
     while (body->size() == 1 && (*body)[0]->kind == StmtKind::Block) body = &(*body)[0]->body;
-    if (body->size() != 1 || (*body)[0]->kind != StmtKind::For || (*body)[0]->forKind != ForKind::Serial) return;
+    if (body->size() != 1 || (*body)[0]->kind != StmtKind::For || (*body)[0]->forKind != ForKind::Serial ||
+        !iterationsWriteApart((*body)[0]))
+      return;
     const std::string &unit = top->name;
     auto inner = std::make_shared<StmtNode>(*substitute(
         (*body)[0], [&](const std::string &n, VarKind) -> Expr { return n == unit ? intImm(0) : nullptr; }));

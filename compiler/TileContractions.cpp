@@ -698,11 +698,13 @@ int64_t packedRows(const Expr &extent) {
 // into the fewest positions that make a chunk of at least kChunkPositions (Conv2d at 56 x 56:
 // b, then h in 8 chunks of 7 rows, 392 positions). Only where the sum is the value stored
 // (it is added into the output chunk by chunk), every extent is a constant and the dot index
-// lies inside the chunk. Nothing otherwise.
+// lies inside the chunk, and the parallel index has more than one iteration. Nothing otherwise.
 ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
   const bool plainSum = c.epilogue->kind == ExprKind::Var && c.epilogue->name == "_acc";
   const bool readsOutput = anyNode(c.body, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
-  if (!plainSum || readsOutput) return {};
+  // A parallel index of one iteration hands its threads to the loop inside it, which must not
+  // be a loop over chunks (they add into the same outputs).
+  if (!plainSum || readsOutput || constExtent(c.indices[0].extent) == std::optional<int64_t>(1)) return {};
   int64_t total = 1;
   std::vector<int64_t> extents;
   for (const ReduceVar &r : c.rvars) {

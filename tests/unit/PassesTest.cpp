@@ -957,6 +957,30 @@ TEST(Passes, InliningStopsBeforeAChainExplodes) {
   for (int64_t i = 0; i < 3; ++i) EXPECT_NEAR(y.at(i), std::pow(1.5, 60) * x.at(i), 1e-9 * std::pow(1.5, 60)) << i;
 }
 
+// ... but only to a loop whose iterations write apart: a loop over a reduction's chunks, each
+// adding into the same outputs, would race.
+TEST(Passes, CpuParallelismStaysOffLoopsThatAddIntoTheSameOutputs) {
+  auto program = [](Expr index) {
+    LoopProgram p;
+    p.target = Target::CPU;
+    Kernel k;
+    k.name = "k0_Y";
+    k.output = "Y";
+    k.buffers = {"Y"};
+    k.launch = ForKind::Parallel;
+    k.launchExtent = intImm(1);
+    Stmt add = store("Y", index, load("Y", index) + floatImm(1), SourceLoc{});
+    k.body = forLoop("t", intImm(1), ForKind::Parallel, {forLoop("n", intImm(8), ForKind::Serial, {add})});
+    p.kernels.push_back(k);
+    return p;
+  };
+  LoopProgram same = moveParallelismInward(program(intImm(0)));
+  EXPECT_EQ(same.kernels[0].body->name, "t") << printLoops(same);
+  LoopProgram apart = moveParallelismInward(program(indexVar("n")));
+  EXPECT_EQ(apart.kernels[0].body->name, "n") << printLoops(apart);
+  EXPECT_EQ(apart.kernels[0].body->forKind, ForKind::Parallel);
+}
+
 // A parallel loop of one iteration around a single loop hands the threads to that loop:
 // Inspiration's gradient grad_P[t < 1, i, j] splits its row blocks, not its one target.
 TEST(Passes, CpuParallelismMovesPastUnitLoops) {
