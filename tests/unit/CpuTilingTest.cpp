@@ -559,6 +559,43 @@ TEST(CpuTiling, SlicedOuterProductAtOddSizes) {
 // blocks of k in the parallel loop, and the softmax's reductions over k (strided) run outside
 // the row of i, so the row loop streams and vectorizes; scale[k], read by every output, does
 // not count as a unit-stride read of k.
+// Inspiration with one target sums grad_P over N * H * W = 4488 positions under a parallel
+// index of one iteration: the threads go to the row blocks, never to a loop whose iterations
+// add into the same outputs.
+TEST(CpuTiling, InspirationGradientsOverLongReductions) {
+  std::mt19937_64 rng(12);
+  const int64_t C = 6, N = 4, H = 33, W = 34, L = H * W;
+  for (DType dtype : {DType::F32, DType::F64}) {
+    Layer layer(lib(), "Inspiration", {{"C", std::to_string(C)}}, {dtype, 2});
+    layer.setParam("weight", randomTensor(dtype, {1, C, C}, rng));
+    layer.setParam("G", randomTensor(dtype, {1, C, C}, rng));
+    V wv = values(layer.params().at("weight")), gv = values(layer.params().at("G"));
+    Tensor x = randomTensor(dtype, {N, C, H, W}, rng);
+    Tensor y = layer.forward({{"X", x}}).at("Y");
+    Tensor g = randomTensor(dtype, y.shape(), rng);
+    auto grads = layer.backward({{"Y", g}});
+    V xv = values(x), dy = values(g), p(C * C, 0.0), gp(C * C, 0.0), want(xv.size()), gx(xv.size()), gw(C * C, 0.0);
+    for (int64_t i = 0; i < C; ++i)
+      for (int64_t j = 0; j < C; ++j)
+        for (int64_t k = 0; k < C; ++k) p[i * C + j] += wv[i * C + k] * gv[k * C + j];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < C; ++k)
+          for (int64_t q = 0; q < L; ++q) {
+            want[(n * C + c) * L + q] += p[k * C + c] * xv[(n * C + k) * L + q];
+            gx[(n * C + k) * L + q] += p[k * C + c] * dy[(n * C + c) * L + q];
+            gp[k * C + c] += dy[(n * C + c) * L + q] * xv[(n * C + k) * L + q];
+          }
+    for (int64_t i = 0; i < C; ++i)
+      for (int64_t k = 0; k < C; ++k)
+        for (int64_t j = 0; j < C; ++j) gw[i * C + k] += gp[i * C + j] * gv[k * C + j];
+    std::string what = fmt::format("Inspiration {}", dtypeName(dtype));
+    expectClose(y, want, dtype, what + " Y");
+    expectClose(grads.at("X"), gx, dtype, what + " grad X");
+    expectClose(grads.at("weight"), gw, dtype, what + " grad weight");
+  }
+}
+
 TEST(CpuTiling, EncodingReadsItsWeightsAlongPositions) {
   Layer l(lib(), "Encoding", {{"D", "128"}, {"K", "32"}}, {});
   std::map<std::string, ir::Expr> sizes{{"B", ir::intImm(2)}, {"N", ir::intImm(64)}};
