@@ -73,10 +73,26 @@ Expr foldByIndexRanges(const Expr &e, const std::map<std::string, Expr> &extents
     if (n->type == Type::Int) {
       auto r = indexRange(n, extents);
       if (r && r->lo == r->hi) return intImm(r->lo);
+      // min(a, b) and max(a, b) where one side's range lies below the other's (a clamp of an
+      // index that stays in range).
+      if (n->binOp == BinOp::Min || n->binOp == BinOp::Max) {
+        auto a = indexRange(n->args[0], extents), b = indexRange(n->args[1], extents);
+        if (a && b && a->hi <= b->lo) return n->args[n->binOp == BinOp::Min ? 0 : 1];
+        if (a && b && b->hi <= a->lo) return n->args[n->binOp == BinOp::Min ? 1 : 0];
+        return nullptr;
+      }
       // x % k with x already in [0, k) is x.
       int64_t k = 0;
       auto x = n->binOp == BinOp::Mod && isConst(n->args[1], &k) ? indexRange(n->args[0], extents) : std::nullopt;
       return x && x->lo >= 0 && x->hi < k ? n->args[0] : nullptr;
+    }
+    // A conjunction or disjunction with a side the ranges decided.
+    if (n->binOp == BinOp::And || n->binOp == BinOp::Or) {
+      const bool identity = n->binOp == BinOp::And;
+      for (int side = 0; side < 2; ++side)
+        if (const Expr &c = n->args[side]; c->kind == ExprKind::BoolImm)
+          return c->boolValue == identity ? n->args[1 - side] : c;
+      return nullptr;
     }
     if (n->type != Type::Bool || n->args[0]->type != Type::Int) return nullptr;
     auto a = indexRange(n->args[0], extents), b = indexRange(n->args[1], extents);

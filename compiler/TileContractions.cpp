@@ -178,8 +178,12 @@ public:
         chunks_(chunks) {}
 
   Stmt run() {
+    ranges_[c_.indices[0].name] = c_.indices[0].extent;
+    for (const ReduceVar &r : c_.rvars) ranges_[r.name] = r.extent;
     if (!chunks_.outer) return block(gen(0, {}, {}));
     const ReduceVar &r = c_.rvars[chunks_.split];
+    ranges_[r.name + ".c"] = intImm(chunks_.outer);
+    ranges_[r.name + ".i"] = intImm(chunks_.inner);
     std::map<std::string, Expr> subst = {{r.name, indexVar(r.name + ".c") * intImm(chunks_.inner) + indexVar(r.name + ".i")}};
     Stmt s = forLoop(r.name + ".c", intImm(chunks_.outer), ForKind::Serial, gen(0, subst, {}));
     for (size_t i = chunks_.split; i-- > 0;) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
@@ -193,6 +197,9 @@ private:
   int64_t dotLanes_;
   Staging staging_;
   ReductionChunks chunks_;
+  // The extent of each loop variable on the path gen() is building (set before it recurses),
+  // for folding the bounds checks a tile's ranges decide.
+  std::map<std::string, Expr> ranges_;
 
   // Whether this is the first chunk of the reduction (always, without chunks).
   Expr firstChunk() const {
@@ -236,31 +243,61 @@ private:
     });
   }
 
+  // A loop over `var` (its extent recorded in ranges_) around what gen(k + 1, ...) builds.
+  Stmt loop(const std::string &var, Expr extent, size_t k, const std::map<std::string, Expr> &subst,
+            const std::vector<Lane> &lanes) {
+    ranges_[var] = extent;
+    return forLoop(var, extent, ForKind::Serial, gen(k + 1, subst, lanes));
+  }
+
+  // Whether the body bounds-checks an index computed from v (a select's condition or a clamp
+  // mentions it): a padded convolution's input read along its rows.
+  bool checksAlong(const std::string &v) const {
+    return anyNode(c_.body, [&](const Expr &n) {
+      return (n->kind == ExprKind::Select && mentionsVar(n->args[0], v)) ||
+             (n->kind == ExprKind::Binary && (n->binOp == BinOp::Min || n->binOp == BinOp::Max) &&
+              n->type == Type::Int && mentionsVar(n, v));
+    });
+  }
+
   // Loops over dims_[k...]: full blocks, then the remainder with blocks of one (a vectorized
-  // index: vectorTiles).
+  // index: vectorTiles). Where the body bounds-checks the rows' index and there are at least
+  // three full blocks, the first and the last block run apart from the interior ones, whose
+  // checks the ranges decide (tile() folds them away: each row of a packed tile broadcasts
+  // its read unchecked).
   std::vector<Stmt> gen(size_t k, std::map<std::string, Expr> subst, std::vector<Lane> lanes) {
     if (k == dims_.size()) return {tile(subst, lanes)};
     const Dim &d = dims_[k];
     auto at = [&](Expr pos) { return d.offset ? d.offset + pos : pos; };
     if (d.block == 1) {
       subst[d.name] = at(indexVar(d.name));
-      return {forLoop(d.name, d.extent, ForKind::Serial, gen(k + 1, subst, lanes))};
+      return {loop(d.name, d.extent, k, subst, lanes)};
     }
     if (d.lane == ForKind::Vectorized) return vectorTiles(k, d, subst, lanes);
     std::vector<Stmt> out;
     Expr b = intImm(d.block);
     Expr full = d.extent / b;
-    if (!isZero(full)) {
+    auto l = lanes;
+    l.push_back({d.name + ".i", d.block, d.lane});
+    ranges_[d.name + ".i"] = b;
+    // Blocks first, first + 1, ... of `count`, counted by `var`.
+    auto blocks = [&](const std::string &var, Expr first, Expr count) {
+      if (isZero(count)) return;
       auto s = subst;
-      auto l = lanes;
-      s[d.name] = at(indexVar(d.name + ".o") * b + indexVar(d.name + ".i"));
-      l.push_back({d.name + ".i", d.block, d.lane});
-      out.push_back(forLoop(d.name + ".o", full, ForKind::Serial, gen(k + 1, s, l)));
+      s[d.name] = at((indexVar(var) + first) * b + indexVar(d.name + ".i"));
+      out.push_back(loop(var, count, k, s, l));
+    };
+    if (int64_t n = 0; isConst(full, &n) && n >= 3 && !d.offset && checksAlong(d.name)) {
+      blocks(d.name + ".o", intImm(0), intImm(1));
+      blocks(d.name + ".m", intImm(1), intImm(n - 2));
+      blocks(d.name + ".e", intImm(n - 1), intImm(1));
+    } else {
+      blocks(d.name + ".o", intImm(0), full);
     }
     Expr rest = d.extent % b;
     if (!isZero(rest)) {
       subst[d.name] = at(full * b + indexVar(d.name + ".t"));
-      out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, subst, lanes)));
+      out.push_back(loop(d.name + ".t", rest, k, subst, lanes));
     }
     return out;
   }
@@ -283,6 +320,8 @@ private:
       auto l = lanes;
       s[d.name] = at(first + indexVar(d.name + ".i"));
       l.push_back({d.name + ".i", width, d.lane});
+      ranges_[loop] = count;
+      ranges_[d.name + ".i"] = intImm(width);
       Dim tiled = d;
       tiled.block = width;
       std::vector<Stmt> inner = d.name == staging_.var && !staging_.loads.empty() ? stage(s, tiled) : std::vector<Stmt>{};
@@ -328,7 +367,7 @@ private:
     if (!isZero(rest)) {
       auto s = subst;
       s[d.name] = at(n - rest + indexVar(d.name + ".t"));
-      out.push_back(forLoop(d.name + ".t", rest, ForKind::Serial, gen(k + 1, s, lanes)));
+      out.push_back(loop(d.name + ".t", rest, k, s, lanes));
     }
     return out;
   }
@@ -373,7 +412,7 @@ private:
       at = at * intImm(l.block) + indexVar(l.var);
       size *= l.block;
     }
-    Expr body = sub(stagedBody(lanes), subst);
+    Expr body = foldByIndexRanges(sub(stagedBody(lanes), subst), ranges_);
     Expr flatOut = sub(c_.flatOut, subst);
     auto epilogue = [&](Expr reduced) {
       Expr e = sub(c_.epilogue, subst);
@@ -733,6 +772,11 @@ ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
 
 Expr unclampedIndex(const Expr &e) {
   if (isClamp(e)) return e->args[0]->args[0];
+  // What range folding leaves of a clamp whose other side cannot bind: max(x, 0), min(x, n - 1).
+  if (e->kind == ExprKind::Binary && e->type == Type::Int &&
+      ((e->binOp == BinOp::Max && isConst(e->args[1], nullptr) && e->args[1]->intValue == 0) ||
+       (e->binOp == BinOp::Min && isConst(e->args[1], nullptr))))
+    return e->args[0];
   if (e->kind != ExprKind::Binary || e->type != Type::Int) return e;
   if (e->binOp != BinOp::Add && e->binOp != BinOp::Sub && e->binOp != BinOp::Mul) return e;
   return binary(e->binOp, unclampedIndex(e->args[0]), unclampedIndex(e->args[1]));

@@ -52,8 +52,9 @@ Contraction splitStridePhases(const Contraction &c);
 // vectorize along such an index (a strided convolution's input).
 constexpr int64_t kMaxVectorLoadStride = 4;
 
-// Strips the clamps min(max(x, 0), n - 1) that bounds-checked reads put around an index,
-// outermost ones only (a clamp written in the source, inside them, stays).
+// Strips the clamps min(max(x, 0), n - 1) that bounds-checked reads put around an index, or
+// the max(x, 0) or min(x, n - 1) that range folding leaves of one, outermost ones only (a
+// clamp written in the source, inside them, stays).
 Expr unclampedIndex(const Expr &e);
 // The constant coefficient of `v` in the integer expression e when e is affine in v with a
 // constant coefficient (0 when e does not mention v), otherwise nothing.

@@ -101,6 +101,17 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
   EXPECT_NE(kernel.find("_stage0[((c * 3 + kh) * 3 + kw) * 32 + o.i] = weight["), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("unrolled for w.i in 0..7:"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("vectorized for o.i in 0..32:"), std::string::npos) << kernel;
+  // At stride 1 and 56 columns the rows' reads are bounds-checked: the first and the last
+  // block of 8 rows keep the checks, the 5 blocks between read X unchecked.
+  Layer resnet(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
+               {});
+  text = ir::printLoops(ir::lowerToLoops(ir::specialize(resnet.program(), sizes), ir::Target::CPU));
+  size_t interior = text.find("for w.m in 0..5:");
+  ASSERT_NE(interior, std::string::npos) << text;
+  std::string inside = text.substr(interior, text.find("for w.e in 0..1:", interior) - interior);
+  EXPECT_NE(inside.find(" * 56 + ((w.m + 1) * 8 + w.i + kw - 1)]"), std::string::npos) << inside;
+  EXPECT_EQ(inside.find("w.i + kw - 1 >= 0"), std::string::npos) << inside;
+  EXPECT_NE(text.find("for w.o in 0..1:"), std::string::npos) << text;
   // 32 columns fill a tile: vectorized along them, no copy.
   std::map<std::string, ir::Expr> square = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
   text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), square), ir::Target::CPU));
@@ -332,6 +343,9 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
                    // Packed weights (at least 32 output or input channels, columns no multiple
                    // of 32): rows of 8 with a remainder, rows of 7, 32 + 8 lanes, 32 + overlap.
                    Case{2, 5, 37, 6, 23, 3, 1}, Case{1, 33, 40, 5, 28, 3, 1, 2}, Case{1, 34, 3, 4, 19, 3, 1},
+                   // ... with first, interior and last row blocks apart: 3 x 10 columns of Y,
+                   // 3 x 12 columns of grad_X.
+                   Case{1, 4, 33, 5, 30, 3, 1}, Case{1, 35, 4, 4, 36, 3, 1},
                    // Weight gradients over at least 4096 positions sum in chunks of rows: 5 chunks
                    // of 10 rows (no parallel groups: 5 output channels), 8 input channels as one
                    // parallel iteration each, and groups of 2 input channels.
