@@ -104,21 +104,30 @@ int64_t sharedBytesAtMost(const TileShape &s) {
 const std::vector<TileShape> &gpuTileShapes() {
   // 64 x 64 tiles, 16 deep, 4 x 4 outputs per thread: small problems still fill the GPU.
   // 128 x 128 tiles, 8 deep, 8 x 8 per thread: twice the multiply-adds per shared read.
-  // Tensor cores: 64 x 64 or 128 x 128 tiles, 32 deep (two fragment steps per slice).
-  // Each of them but the largest tensor-core tile (whose two f32 slices would not fit shared
-  // memory) also with two stages. Each kind lists its single-stage shapes first, small first.
+  // 32 x 128 and 128 x 32 tiles, 16 deep, 4 x 4 per thread: for 32 rows or columns or fewer,
+  // which would leave half of a 64-wide side empty.
+  // Tensor cores: 64 x 64 or 128 x 128 tiles, 32 deep (two fragment steps per slice); 32 x 128
+  // and 128 x 32 ones with the warp grid turned along the long side (2 x 4, 4 x 2).
+  // The square ones but the largest tensor-core tile (whose two f32 slices would not fit
+  // shared memory) also with two stages. Each kind lists its single-stage shapes first.
   static const std::vector<TileShape> shapes = [] {
-    std::vector<TileShape> all = {{64, 64, 16, 4, 4},          {128, 128, 8, 8, 8},
-                                  {64, 64, 32, 0, 0, true},    {128, 128, 32, 0, 0, true},
-                                  {64, 64, 16, 4, 4, false, 2}, {128, 128, 8, 8, 8, false, 2},
+    std::vector<TileShape> all = {{64, 64, 16, 4, 4},
+                                  {128, 128, 8, 8, 8},
+                                  {32, 128, 16, 4, 4},
+                                  {128, 32, 16, 4, 4},
+                                  {64, 64, 32, 0, 0, true},
+                                  {128, 128, 32, 0, 0, true},
+                                  {32, 128, 32, 0, 0, true},
+                                  {128, 32, 32, 0, 0, true, 1, 4, 2},
+                                  {64, 64, 16, 4, 4, false, 2},
+                                  {128, 128, 8, 8, 8, false, 2},
                                   {64, 64, 32, 0, 0, true, 2}};
     for (const TileShape &s : all) {
       bool fits = s.rows * s.red % kThreads == 0 && s.cols * s.red % kThreads == 0 && (s.stages == 1 || s.stages == 2) &&
                   sharedBytesAtMost(s) <= kSharedBytes;
       if (s.tensorCores)
-        fits = fits && kTensorCoreWarpRows * kTensorCoreWarpCols * 32 == kThreads &&
-               s.rows % (kTensorCoreWarpRows * kFragmentSize) == 0 &&
-               s.cols % (kTensorCoreWarpCols * kFragmentSize) == 0 && s.red % kFragmentSize == 0;
+        fits = fits && s.warpRows * s.warpCols * 32 == kThreads && s.rows % (s.warpRows * kFragmentSize) == 0 &&
+               s.cols % (s.warpCols * kFragmentSize) == 0 && s.red % kFragmentSize == 0;
       else
         fits = fits && (s.rows / s.threadRows) * (s.cols / s.threadCols) == kThreads;
       ENC_INTERNAL_ASSERT(fits, "GPU tile shape {} does not fit a block", tileShapeName(s));
@@ -157,8 +166,20 @@ std::optional<TileShape> tileShapeFromEnvironment() {
 
 namespace {
 
-// The tile shape for a problem: the large tiles where every dimension fills them and there
-// are still enough blocks to occupy a large GPU (a few per multiprocessor of ~132), else
+// The side of a narrow tile: a problem with this many rows (or columns) or fewer would leave
+// at least half of a 64-wide side empty.
+constexpr int kNarrowSide = 32;
+
+// The single-stage shape of the kind with `rows` x `cols` outputs.
+TileShape singleStageShape(bool tensorCores, int rows, int cols) {
+  for (const TileShape &s : gpuTileShapes())
+    if (s.tensorCores == tensorCores && s.stages == 1 && s.rows == rows && s.cols == cols) return s;
+  internalError("no single-stage GPU tile shape of {} x {}", rows, cols);
+}
+
+// The tile shape for a problem: a narrow tile where one side has at most 32 rows (or
+// columns) and the other more; else the large tiles where every dimension fills them and
+// there are still enough blocks to occupy a large GPU (a few per multiprocessor of ~132), else
 // the small ones. The rule picks single-stage shapes: whether a second stage's overlap is
 // worth its registers and shared memory is for timing to judge (runtime/Autotune).
 TileShape chooseTileShape(const TiledContraction &t, bool tensorCores, const std::string *shapeName) {
@@ -167,13 +188,14 @@ TileShape chooseTileShape(const TiledContraction &t, bool tensorCores, const std
       if (tileShapeName(s) == *shapeName && s.tensorCores == tensorCores) return s;
   std::optional<TileShape> forced = tileShapeFromEnvironment();
   if (forced && forced->tensorCores == tensorCores) return *forced;
-  std::vector<TileShape> candidates = tileShapeCandidates(tensorCores);
-  std::erase_if(candidates, [](const TileShape &s) { return s.stages != 1; });
-  const TileShape &small = candidates.front(), &large = candidates.back();
+  const bool fewRows = t.rowsTotal <= kNarrowSide, fewCols = t.colsTotal <= kNarrowSide;
+  if (fewRows && !fewCols) return singleStageShape(tensorCores, kNarrowSide, 128);
+  if (fewCols && !fewRows) return singleStageShape(tensorCores, 128, kNarrowSide);
+  const TileShape large = singleStageShape(tensorCores, 128, 128);
   int64_t largeTiles = t.batchTotal * ((t.rowsTotal + large.rows - 1) / large.rows) *
                        ((t.colsTotal + large.cols - 1) / large.cols);
   if (t.rowsTotal >= large.rows && t.colsTotal >= large.cols && t.redTotal >= 64 && largeTiles >= 256) return large;
-  return small;
+  return singleStageShape(tensorCores, 64, 64);
 }
 
 Expr intLocal(const std::string &name) { return var(name, Type::Int, VarKind::Local); }
@@ -432,7 +454,7 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
   const bool tf32 = elem == ElemType::F32;
   const int64_t F = kFragmentSize, depth = tf32 ? kTf32FragmentDepth : kFragmentSize, K = sh.red;
   const int64_t ld = K + (tf32 ? 4 : 8);
-  const int64_t FR = sh.rows / kTensorCoreWarpRows / F, FC = sh.cols / kTensorCoreWarpCols / F; // fragments per warp
+  const int64_t FR = sh.rows / sh.warpRows / F, FC = sh.cols / sh.warpCols / F; // fragments per warp
   TileWriter w(t, output, loc);
   std::vector<Stmt> perTile;
   w.origin(perTile);
@@ -446,8 +468,8 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
   std::vector<Stmt> perThread;
   perThread.push_back(let("_w", Type::Int, intLocal("_t") / intImm(32)));
   perThread.push_back(let("_lane", Type::Int, intLocal("_t") % intImm(32)));
-  perThread.push_back(let("_wr", Type::Int, intLocal("_w") / intImm(kTensorCoreWarpCols)));
-  perThread.push_back(let("_wc", Type::Int, intLocal("_w") % intImm(kTensorCoreWarpCols)));
+  perThread.push_back(let("_wr", Type::Int, intLocal("_w") / intImm(sh.warpCols)));
+  perThread.push_back(let("_wc", Type::Int, intLocal("_w") % intImm(sh.warpCols)));
   perThread.push_back(fragmentAlloc("_fc", FR * FC, Fragment::Accumulator, ElemType::F32, depth));
   perThread.push_back(fragmentAlloc("_fa", FR, Fragment::MatrixA, elem, depth));
   perThread.push_back(fragmentAlloc("_fb", FC, Fragment::MatrixB, elem, depth));

@@ -18,21 +18,22 @@ namespace enc::ir {
 // 256 threads owns a threadRows x threadCols block of outputs in registers, rows
 // ty + (rows / threadRows) * i and columns tx + (cols / threadCols) * j, so that shared reads
 // are broadcasts or conflict-free and stores coalesce. With tensor cores its 8 warps form a
-// 2 x 4 grid, each warp owning (rows / 2) x (cols / 4) outputs as 16 x 16 accumulator
-// fragments. With two stages the shared arrays hold two slices: while the block multiplies
-// one, the next arrives in the other, by asynchronous copies where both factors are plain
-// reads, else through each thread's registers (loaded before the multiply, stored after it),
-// so that global loads overlap arithmetic.
+// warpRows x warpCols grid (2 x 4; 4 x 2 for a tile of 32 columns), each warp owning
+// (rows / warpRows) x (cols / warpCols) outputs as 16 x 16 accumulator fragments. With two
+// stages the shared arrays hold two slices: while the block multiplies one, the next arrives
+// in the other, by asynchronous copies where both factors are plain reads, else through each
+// thread's registers (loaded before the multiply, stored after it), so that global loads
+// overlap arithmetic.
 struct TileShape {
   int rows = 64, cols = 64, red = 16, threadRows = 4, threadCols = 4;
   bool tensorCores = false;
   int stages = 1;
+  int warpRows = 2, warpCols = 4;
   bool operator==(const TileShape &) const = default;
 };
-constexpr int kTensorCoreWarpRows = 2, kTensorCoreWarpCols = 4;
 // The shapes the GPU tiler chooses from (every one valid for kCudaBlockSize threads).
 const std::vector<TileShape> &gpuTileShapes();
-std::string tileShapeName(const TileShape &s); // "64x64x16", "tc128x128x32", "128x128x8s2"
+std::string tileShapeName(const TileShape &s); // "64x64x16", "32x128x16", "tc128x128x32", "128x128x8s2"
 // ENC_GPU_TILE: a shape by name forces it for every tiled contraction of its kind (tensor
 // cores or not); unset or "auto" lets the tiler choose by size. Another value is an
 // enc::Error naming the shapes.

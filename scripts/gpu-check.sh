@@ -25,9 +25,10 @@ for u in 1 2 8; do
 done
 
 echo "== Contractions at each tile shape (ENC_GPU_TILE, autotuning off; the runs above autotuned)"
-for tile in 64x64x16 128x128x8 64x64x16s2 128x128x8s2 tc64x64x32 tc128x128x32 tc64x64x32s2; do
+for tile in 64x64x16 128x128x8 32x128x16 128x32x16 64x64x16s2 128x128x8s2 tc64x64x32 tc128x128x32 tc32x128x32 \
+  tc128x32x32 tc64x64x32s2; do
   echo "-- ENC_GPU_TILE=$tile"
-  ENC_AUTOTUNE=0 ENC_GPU_TILE=$tile "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix|Conv2d_|Inspiration' \
+  ENC_AUTOTUNE=0 ENC_GPU_TILE=$tile "$build/bench/enc_bench_gpu" --benchmark_filter='GramMatrix|Conv2d_|Inspiration|Encoding' \
     --benchmark_min_time=0.3 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 done
 echo "-- ENC_TENSOR_CORES=0 (16-bit layers on the f32 multiply-add tiles)"

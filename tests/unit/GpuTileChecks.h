@@ -31,25 +31,42 @@ public:
   ~ForcedTile() { unsetenv("ENC_GPU_TILE"); }
 };
 
-// Tiled kernels of the loops, each checked to use `shape` (its shared arrays' sizes).
+// Whether kernel `k` is tiled with `shape` (its shared arrays' sizes).
+inline bool tiledWith(const ir::Kernel &k, const ir::TileShape &shape) {
+  if (k.launch != ir::ForKind::GpuTiles) return false;
+  // Per stage: a side's rows of red + 16 bytes on tensor cores (16-bit or TF32 elements), red
+  // slices of the side + 1 without.
+  auto sized = [&](int64_t size, int64_t side) {
+    return shape.tensorCores ? size == shape.stages * side * (shape.red + 8) || size == shape.stages * side * (shape.red + 4)
+                             : size == shape.stages * int64_t{shape.red} * (side + 1);
+  };
+  bool a = false, b = false;
+  ir::visit(k.body, [&](const ir::Stmt &s) {
+    int64_t size = 0;
+    if (s->kind == ir::StmtKind::Alloc && s->shared && ir::isConst(s->value, &size)) {
+      if (s->name == "_as") a = sized(size, shape.rows);
+      if (s->name == "_bs") b = sized(size, shape.cols);
+    }
+    return true;
+  });
+  return a && b;
+}
+
+// Tiled kernels of the loops, each checked to use `shape`.
 inline int tiledKernels(const ir::LoopProgram &loops, const ir::TileShape &shape) {
   int n = 0;
   for (const ir::Kernel &k : loops.kernels) {
     if (k.launch != ir::ForKind::GpuTiles) continue;
     ++n;
-    bool sized = false;
-    ir::visit(k.body, [&](const ir::Stmt &s) {
-      int64_t size = 0;
-      if (s->kind == ir::StmtKind::Alloc && s->shared && s->name == "_as" && ir::isConst(s->value, &size))
-        // Per stage: rows of red + 16 bytes on tensor cores (16-bit or TF32 elements), red
-        // slices of rows + 1 without.
-        sized = shape.tensorCores ? size == shape.stages * int64_t{shape.rows} * (shape.red + 8) ||
-                                        size == shape.stages * int64_t{shape.rows} * (shape.red + 4)
-                                  : size == shape.stages * int64_t{shape.red} * (shape.rows + 1);
-      return true;
-    });
-    EXPECT_TRUE(sized) << k.name << " is not tiled " << ir::tileShapeName(shape);
+    EXPECT_TRUE(tiledWith(k, shape)) << k.name << " is not tiled " << ir::tileShapeName(shape);
   }
+  return n;
+}
+
+// Tiled kernels of the loops that use `shape`.
+inline int kernelsTiledWith(const ir::LoopProgram &loops, const ir::TileShape &shape) {
+  int n = 0;
+  for (const ir::Kernel &k : loops.kernels) n += tiledWith(k, shape);
   return n;
 }
 
