@@ -49,7 +49,7 @@ constexpr int64_t kAccumulatorLanes = 256;
 constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (a projection's grad_W with D / K = 4 per slice)
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
 constexpr int64_t kLongReduction = 4096; // dot product: a reduction this long runs in chunks (see reductionChunks)
-constexpr int64_t kChunkPositions = 256; // ... of at least this many positions
+constexpr int64_t kChunkPositions = 1024; // ... of at least this many positions
 constexpr int64_t kPackedMinLanes = 32;  // packed outer product: the packed index spans at least one full tile
 constexpr int64_t kPackedPositions = 2048; // ... and the reduction at most this long (the copy, 32 lanes wide, stays in L2)
 constexpr int64_t kPackedRowsMin = 6, kPackedRowsMax = 12; // ... rows per tile (of 32 lanes: 12 to 24 accumulators)
@@ -735,7 +735,7 @@ int64_t packedRows(const Expr &extent) {
 // Chunks for a dot product's reduction of at least kLongReduction positions (a convolution's
 // weight gradient sums over B * H * W): whole outer reduction indices, then the next one cut
 // into the fewest positions that make a chunk of at least kChunkPositions (Conv2d at 56 x 56:
-// b, then h in 8 chunks of 7 rows, 392 positions). Only where the sum is the value stored
+// b, then h in 2 chunks of 28 rows, 1568 positions). Only where the sum is the value stored
 // (it is added into the output chunk by chunk), every extent is a constant and the dot index
 // lies inside the chunk, and the parallel index has more than one iteration. Nothing otherwise.
 ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
