@@ -187,7 +187,8 @@ public:
     std::map<std::string, Expr> subst = {{r.name, indexVar(r.name + ".c") * intImm(chunks_.inner) + indexVar(r.name + ".i")}};
     Stmt s = forLoop(r.name + ".c", intImm(chunks_.outer), ForKind::Serial, gen(0, subst, {}));
     for (size_t i = chunks_.split; i-- > 0;) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
-    return s;
+    if (plainSum()) return s;
+    return block({s, epiloguePass()});
   }
 
 private:
@@ -200,6 +201,25 @@ private:
   // The extent of each loop variable on the path gen() is building (set before it recurses),
   // for folding the bounds checks a tile's ranges decide.
   std::map<std::string, Expr> ranges_;
+
+  bool plainSum() const { return c_.epilogue->kind == ExprKind::Var && c_.epilogue->name == "_acc"; }
+
+  // With chunks, the outputs hold the sums when the last chunk is done: a pass over this
+  // parallel iteration's outputs applies the epilogue to them.
+  Stmt epiloguePass() const {
+    std::map<std::string, Expr> subst;
+    for (const Dim &d : dims_) {
+      Expr v = indexVar(d.name + ".f");
+      subst[d.name] = d.offset ? d.offset + v : v;
+    }
+    Expr flatOut = sub(c_.flatOut, subst);
+    Expr value = substitute(sub(c_.epilogue, subst), [&](const std::string &name, VarKind kind) -> Expr {
+      return kind == VarKind::Local && name == "_acc" ? load(c_.output, flatOut) : nullptr;
+    });
+    Stmt s = store(c_.output, flatOut, value, c_.loc);
+    for (size_t i = dims_.size(); i-- > 0;) s = forLoop(dims_[i].name + ".f", dims_[i].extent, ForKind::Serial, {s});
+    return s;
+  }
 
   // Whether this is the first chunk of the reduction (always, without chunks).
   Expr firstChunk() const {
@@ -511,7 +531,7 @@ private:
                               {wrap(lanes, {accumulate(at * L, withR(indexVar(dotVar_ + ".t")))})}));
     out.push_back(reductionLoops(inner, dotVar_));
     Expr sum = var("_sum", Type::Float, VarKind::Local);
-    // With chunks the epilogue is the sum itself (see reductionChunks): added into the output.
+    // With chunks each chunk's sum is added into the output (the epilogue comes after them).
     Expr result = chunks_.outer ? select(firstChunk(), floatImm(0), load(c_.output, flatOut)) + sum : epilogue(sum);
     out.push_back(wrap(lanes, {let("_sum", Type::Float, floatImm(0)),
                                forLoop(lane, L, ForKind::Vectorized, {assign("_sum", sum + load("_acc", atL))}),
@@ -735,15 +755,18 @@ int64_t packedRows(const Expr &extent) {
 // Chunks for a dot product's reduction of at least kLongReduction positions (a convolution's
 // weight gradient sums over B * H * W): whole outer reduction indices, then the next one cut
 // into the fewest positions that make a chunk of at least kChunkPositions (Conv2d at 56 x 56:
-// b, then h in 2 chunks of 28 rows, 1568 positions). Only where the sum is the value stored
-// (it is added into the output chunk by chunk), every extent is a constant and the dot index
-// lies inside the chunk, and the parallel index has more than one iteration. Nothing otherwise.
+// b, then h in 2 chunks of 28 rows, 1568 positions; Encoding's codeword gradient over B * N:
+// whole b). The raw sums are added into the output chunk by chunk, so only where neither the
+// sum nor its epilogue reads the output, every extent is a constant and the dot index lies
+// inside the chunk, and the parallel index has more than one iteration. Nothing otherwise.
 ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
-  const bool plainSum = c.epilogue->kind == ExprKind::Var && c.epilogue->name == "_acc";
-  const bool readsOutput = anyNode(c.body, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
+  auto readsOutput = [&](const Expr &e) {
+    return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
+  };
   // A parallel index of one iteration hands its threads to the loop inside it, which must not
   // be a loop over chunks (they add into the same outputs).
-  if (!plainSum || readsOutput || constExtent(c.indices[0].extent) == std::optional<int64_t>(1)) return {};
+  if (readsOutput(c.body) || readsOutput(c.epilogue) || constExtent(c.indices[0].extent) == std::optional<int64_t>(1))
+    return {};
   int64_t total = 1;
   std::vector<int64_t> extents;
   for (const ReduceVar &r : c.rvars) {
@@ -754,17 +777,17 @@ ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
   }
   if (total < kLongReduction) return {};
   int64_t inside = 1; // positions of the indices after i
+  bool dotInside = false;
   for (size_t i = c.rvars.size(); i-- > 0;) {
-    if (inside * extents[i] < kChunkPositions) {
+    if (c.rvars[i].name == dot || inside * extents[i] < kChunkPositions) { // the dot index is never cut
+      dotInside = dotInside || c.rvars[i].name == dot;
       inside *= extents[i];
       continue;
     }
-    if (c.rvars[i].name == dot) return {}; // the dot index itself would be cut
+    if (!dotInside) return {};
     int64_t part = 1;
     while (inside * part < kChunkPositions || extents[i] % part != 0) ++part;
-    for (size_t j = i + 1; j < c.rvars.size(); ++j)
-      if (c.rvars[j].name == dot) return {i, part, extents[i] / part};
-    return {};
+    return {i, part, extents[i] / part};
   }
   return {};
 }
@@ -921,7 +944,7 @@ Stmt tileContraction(const Contraction &contraction) {
     if (blocked.size() == 1 && reusedAcross(c, loads, 0, dot))
       if (std::optional<ParallelRows> r = parallelRows(c.indices[0], kDotTile, kMinParallelDot)) {
         dims.push_back(r->dim);
-        return parallelLoop(c.indices[0], r->chunk, Tiler(c, dims, dot, kDotLanes).run());
+        return parallelLoop(c.indices[0], r->chunk, Tiler(c, dims, dot, kDotLanes, {}, reductionChunks(c, dot)).run());
       }
     // A long reduction in chunks, and the parallel index in groups inside them: the chunk of
     // the operand that does not depend on it (Conv2d's weight gradient: grad_Y's rows of all

@@ -626,7 +626,11 @@ TEST(CpuTiling, EncodingForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(7);
   struct Case { int64_t B, D, N, K; };
   for (DType dtype : {DType::F32, DType::F64})
-    for (Case c : {Case{1, 1, 1, 1}, Case{2, 5, 7, 3}, Case{1, 13, 29, 37}, Case{2, 70, 40, 33}, Case{1, 9, 17, 64}}) {
+    // The last two sum over B * N >= 4096 positions: the codeword gradient in chunks of
+    // whole batch elements, its epilogue in a pass after them (6 codewords: chunks only; 33:
+    // chunks inside blocks of 4 codewords as rows, one left over).
+    for (Case c : {Case{1, 1, 1, 1}, Case{2, 5, 7, 3}, Case{1, 13, 29, 37}, Case{2, 70, 40, 33}, Case{1, 9, 17, 64},
+                   Case{3, 5, 1500, 6}, Case{2, 3, 2100, 33}}) {
       Layer layer(lib(), "Encoding", {{"D", std::to_string(c.D)}, {"K", std::to_string(c.K)}}, {dtype, 8});
       std::uniform_real_distribution<double> u(-1, 1), s(-0.5, 0);
       Tensor cw(DType::F64, {c.K, c.D}), sc(DType::F64, {c.K});
