@@ -558,6 +558,13 @@ bool dependsOnReduction(const Expr &load, const std::vector<ReduceVar> &rvars) {
   return false;
 }
 
+// Whether some reduction's extent depends on the output index v (a strided convolution's
+// input gradient: kh.t < (3 - (j2.r + 1) % 2 + 1) / 2 after its stride phases). Such an index
+// is never blocked: the reduction loops run outside a tile's lanes.
+bool boundsReduction(const Contraction &c, const std::string &v) {
+  return std::any_of(c.rvars.begin(), c.rvars.end(), [&](const ReduceVar &r) { return mentionsVar(r.extent, v); });
+}
+
 // Outer product: the output index (from `first` on) with the most unit-stride reads that
 // move with the reduction, none of them strided; the last index wins ties. -1 if none.
 int vectorIndexOf(const Contraction &c, const std::vector<Expr> &loads, size_t first) {
@@ -565,7 +572,7 @@ int vectorIndexOf(const Contraction &c, const std::vector<Expr> &loads, size_t f
   for (size_t j = first; j < c.indices.size(); ++j) {
     const std::string &v = c.indices[j].name;
     std::optional<int64_t> n = constExtent(c.indices[j].extent);
-    if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+    if ((n && *n < 8) || underDivMod(c.body, v) || underDivMod(c.epilogue, v) || boundsReduction(c, v)) continue;
     int score = 0; // unit-stride reads count twice, short-strided ones once
     bool strided = false;
     for (const Expr &l : loads) {
@@ -613,11 +620,12 @@ DotBlocking dotBlocking(const Contraction &c, const std::vector<Expr> &loads, co
     if (mentionsVar(l->args[0], dot)) moving.push_back(l);
   std::vector<size_t> candidates; // from the last index: it wins ties, as before scoring
   for (size_t i = c.indices.size(); i-- > 1;)
-    for (const Expr &l : moving)
-      if (!mentionsVar(l->args[0], c.indices[i].name)) {
-        candidates.push_back(i);
-        break;
-      }
+    if (!boundsReduction(c, c.indices[i].name))
+      for (const Expr &l : moving)
+        if (!mentionsVar(l->args[0], c.indices[i].name)) {
+          candidates.push_back(i);
+          break;
+        }
   auto score = [&](const std::vector<size_t> &set) {
     double accumulators = 1, vectorLoads = 0;
     for (size_t i : set) accumulators *= static_cast<double>(blockFor(c.indices[i].extent, kDotTile));
@@ -677,6 +685,7 @@ Contraction foldedByRanges(const Contraction &contraction) {
 // Whether some read that moves along `moving` (the vectorized or dot index) does not depend
 // on indices[i]: blocking indices[i] reuses its vector loads.
 bool reusedAcross(const Contraction &c, const std::vector<Expr> &loads, size_t i, const std::string &moving) {
+  if (boundsReduction(c, c.indices[i].name)) return false; // never blocked
   return std::any_of(loads.begin(), loads.end(), [&](const Expr &l) {
     return dependsOnReduction(l, c.rvars) && mentionsVar(l->args[0], moving) && !mentionsVar(l->args[0], c.indices[i].name);
   });
@@ -724,7 +733,8 @@ int packedIndexOf(const Contraction &c, const std::vector<Expr> &loads) {
   for (size_t p = 1; p < c.indices.size(); ++p) {
     const std::string &v = c.indices[p].name;
     std::optional<int64_t> n = constExtent(c.indices[p].extent);
-    if (!n || *n < kPackedMinLanes || underDivMod(c.body, v) || underDivMod(c.epilogue, v)) continue;
+    if (!n || *n < kPackedMinLanes || underDivMod(c.body, v) || underDivMod(c.epilogue, v) || boundsReduction(c, v))
+      continue;
     bool packs = false, broadcasts = false, fits = true;
     for (const Expr &l : loads) {
       if (!dependsOnReduction(l, c.rvars)) continue;
@@ -824,6 +834,18 @@ std::optional<int64_t> strideIn(const Expr &e, const std::string &v) {
 }
 
 Stmt tileContraction(const Contraction &contraction) {
+  // A first index of one position (Inspiration's one target t < 1) is 0 throughout: the next
+  // index becomes the parallel one, and the schedules see the indices that have extents.
+  if (contraction.indices.size() >= 3 && constExtent(contraction.indices[0].extent) == std::optional<int64_t>(1)) {
+    Contraction c = contraction;
+    const std::string unit = c.indices[0].name;
+    auto zero = [&](const Expr &e) { return substituteIndices(e, {{unit, intImm(0)}}); };
+    c.body = zero(c.body);
+    c.epilogue = zero(c.epilogue);
+    c.flatOut = zero(c.flatOut);
+    c.indices.erase(c.indices.begin());
+    return tileContraction(c);
+  }
   Contraction c = foldedByRanges(contraction);
   if (c.indices.size() < 2 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
   std::vector<Expr> loads = loadsOf(c.body);
@@ -834,7 +856,7 @@ Stmt tileContraction(const Contraction &contraction) {
   auto rowIndex = [&](int best) {
     int rows = -1, rowScore = 0;
     for (size_t i = 1; i < c.indices.size(); ++i) {
-      if (static_cast<int>(i) == best) continue;
+      if (static_cast<int>(i) == best || boundsReduction(c, c.indices[i].name)) continue;
       int score = 0;
       for (const Expr &l : loads)
         if (dependsOnReduction(l, c.rvars) && accessIn(l, c.indices[static_cast<size_t>(best)].name) != Access::Uniform &&
