@@ -363,13 +363,14 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
       Tensor g = randomTensor(dtype, y.shape(), rng);
       V gv = values(g);
       auto grads = layer.backward({{"Y", g}});
-      V want(static_cast<size_t>(y.numel())), gx(xv.size()), gw(wv.size());
+      V want(static_cast<size_t>(y.numel())), gx(xv.size()), gw(wv.size()), gb(bv.size());
       for (int64_t b = 0; b < c.B; ++b)
         for (int64_t o = 0; o < c.Co; ++o)
           for (int64_t h = 0; h < Ho; ++h)
             for (int64_t w = 0; w < Wo; ++w) {
               int64_t yi = ((b * c.Co + o) * Ho + h) * Wo + w;
               double acc = bv[o];
+              gb[o] += gv[yi];
               for (int64_t ci = 0; ci < c.Ci; ++ci)
                 for (int64_t kh = 0; kh < c.k; ++kh)
                   for (int64_t kw = 0; kw < c.k; ++kw) {
@@ -387,6 +388,7 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
       expectClose(y, want, dtype, what + " Y");
       expectClose(grads.at("X"), gx, dtype, what + " grad X");
       expectClose(grads.at("weight"), gw, dtype, what + " grad weight");
+      expectClose(grads.at("bias"), gb, dtype, what + " grad bias");
     }
 }
 
