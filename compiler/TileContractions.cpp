@@ -24,7 +24,14 @@
 //
 //  sliced — when only indices[0] could be j (the projection's weight gradient grad_W[k, d] =
 //    sum(b, i: g[b, i, k] * X[b, d, i])), iteration p0 of the parallel loop computes all of
-//    indices[0] for a slice of another index (see the end of tileContraction).
+//    indices[0] for a slice of another index (see the end of tileContraction);
+//
+//  packed — when j's extent fills no whole tile (a convolution's 28 or 56 columns) and another
+//    output index p is read only by the weights, those reads are copied once per block of p
+//    as [reduction][lane]; the tile vectorizes along p with j as its rows.
+//
+// A dot product over a long reduction runs in chunks of it outside the tiles, each tile adding
+// its chunk's sum into the output (ReductionChunks).
 //
 // Tiles are cut from each blocked index as full blocks followed by a remainder loop that
 // uses blocks of one (for the vectorized index: scalar code), so every extent works,
@@ -722,7 +729,6 @@ Stmt parallelLoop(const IndexVar &index, int64_t rows, Stmt tile) {
   if (rows == 1) return forLoop(index.name, index.extent, ForKind::Parallel, {std::move(tile)});
   return forLoop(index.name + ".p", (index.extent + intImm(rows - 1)) / intImm(rows), ForKind::Parallel, {std::move(tile)});
 }
-
 
 // Packed outer product: an output index p (not indices[0]) whose moving reads are all strided
 // along it and depend on no other output index but indices[0] (a convolution's weights
