@@ -186,10 +186,26 @@ private:
     return contiguousIn(body, def_.indices.back().name);
   }
 
+  // Whether another definition sums over the same domain as this one (batch norm's sums of X
+  // and X^2 per channel): fuseSiblingReductions makes such plain reduction loops one pass.
+  bool hasSiblingSum() const {
+    const ExprNode *mine = firstReduce(def_.value);
+    auto sameExtents = [](const auto &a, const auto &b) {
+      return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                        [](const auto &x, const auto &y) { return structurallyEqual(x.extent, y.extent); });
+    };
+    return std::any_of(prog_.defs.begin(), prog_.defs.end(), [&](const Definition &other) {
+      const ExprNode *r = &other == &def_ || other.isScatter() ? nullptr : firstReduce(other.value);
+      return r && mine && r->reduceOp == ReduceOp::Sum && sameExtents(other.indices, def_.indices) &&
+             sameExtents(r->rvars, mine->rvars);
+    });
+  }
+
   Stmt cpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
     const ExprNode *r = findReduce(value);
-    // Contractions (sums of products of reads) get register-blocked tiles.
-    if (r && r->reduceOp == ReduceOp::Sum && !def_.isScatter()) {
+    // Contractions (sums of products of reads) get register-blocked tiles; a sum over one
+    // output index only without a sibling to share its pass with.
+    if (r && r->reduceOp == ReduceOp::Sum && !def_.isScatter() && (def_.indices.size() != 1 || !hasSiblingSum())) {
       Contraction c{def_.tensor, def_.indices, r->rvars, r->args[0], replaceReduce(value, local("_acc")), flatOut, def_.loc};
       // p > 0 only with three indices or more; a scalar output (no index) has nothing to move.
       if (size_t p = parallelIndex(c); p > 0)

@@ -853,8 +853,14 @@ Stmt tileContraction(const Contraction &contraction) {
     return tileContraction(c);
   }
   Contraction c = foldedByRanges(contraction);
-  if (c.indices.size() < 2 || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
+  if (c.indices.empty() || c.rvars.empty() || !vectorizable(c.body) || !vectorizable(c.epilogue)) return nullptr;
   std::vector<Expr> loads = loadsOf(c.body);
+  // One output index (a convolution's bias gradient, sum(b, h, w: grad_Y[b, o, h, w])): each
+  // output a dot product along the reduction's unit-stride index, 16 lanes of partial sums.
+  if (c.indices.size() == 1) {
+    std::string dot = dotIndexOf(c, loads);
+    return dot.empty() ? nullptr : parallelLoop(c.indices[0], 1, Tiler(c, {}, dot, kDotLanes).run());
+  }
 
   auto vectorIndex = [&](size_t first) { return vectorIndexOf(c, loads, first); };
   // Rows: the index (other than indices[0] and the vectorized one) whose blocking reuses the

@@ -156,6 +156,21 @@ TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
   EXPECT_NE(kernel.find("= select(b == 0 && h.c == 0, 0.0, grad_weight["), std::string::npos) << kernel;
 }
 
+// A sum with one output index and no sibling sum over the same domain (Conv2d's bias gradient
+// over B * H * W) keeps 16 lanes of partial sums along the unit-stride reduction index, one
+// output per iteration of the parallel loop. (Sums with siblings, batch norm's statistics,
+// stay plain loops for fuseSiblingReductions: Passes.FuseSiblingReductionsMergesIndependentSums.)
+TEST(CpuTiling, BiasGradientIsADotProduct) {
+  Layer l(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
+  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
+  size_t at = text.find("grad_bias(");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  EXPECT_NE(kernel.find("parallel for o in 0..8:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("_acc[w.l] = _acc[w.l] + grad_Y["), std::string::npos) << kernel;
+}
+
 // Conv2d's input gradient sums select(in range, select(in range, gY[...], 0) * weight, 0): the
 // outer guard repeats the masked read's and is dropped, leaving a masked load times a
 // broadcast per multiply-add, as in the forward pass.

@@ -606,10 +606,11 @@ TEST(Passes, PrintLoopsPointwise) {
                                                       "    Y[_o] = X[b * C + c] * alpha\n");
 }
 
+// (exp keeps the CPU loop plain: a sum the blocked code can widen becomes a dot-product tile.)
 TEST(Passes, PrintLoopsReduction) {
   Source s = compile("layer RowSum() {\n"
                      "  forward(X: [B, N]) -> Y: [B] {\n"
-                     "    Y[b] = sum(i: X[b, i])\n"
+                     "    Y[b] = sum(i: exp(X[b, i]))\n"
                      "  }\n"
                      "}\n");
   Program p = forwardProgram(*s.layer);
@@ -618,7 +619,7 @@ TEST(Passes, PrintLoopsReduction) {
                              "  parallel for b in 0..B:\n"
                              "    let _acc: float = 0.0\n"
                              "    for i in 0..N:\n"
-                             "      _acc = _acc + X[b * N + i]\n"
+                             "      _acc = _acc + exp(X[b * N + i])\n"
                              "    Y[b] = _acc\n");
   LoopProgram gpu = lowerToLoops(p, Target::GPU);
   EXPECT_EQ(printLoops(gpu), "kernel k0_Y(Y, X; B, N)  # writes Y, line 3\n"
@@ -627,7 +628,7 @@ TEST(Passes, PrintLoopsReduction) {
                              "    let _acc: float = 0.0\n"
                              "    gpu_lanes for _r in 0..N:\n"
                              "      let i: int = _r\n"
-                             "      _acc = _acc + X[b * N + i]\n"
+                             "      _acc = _acc + exp(X[b * N + i])\n"
                              "    _acc = warp_sum(_acc)\n"
                              "    if lane == 0:\n"
                              "      Y[_o] = _acc\n");
