@@ -135,6 +135,13 @@ Stmt asyncCopy(std::string shared, Expr index, Expr value) {
   s->value = std::move(value);
   return s;
 }
+std::optional<AsyncCopySource> asyncCopySource(const Expr &value) {
+  if (value->kind == ExprKind::Load) return AsyncCopySource{nullptr, value};
+  if (value->kind == ExprKind::Select && value->args[1]->kind == ExprKind::Load &&
+      value->args[2]->kind == ExprKind::FloatImm && value->args[2]->floatValue == 0)
+    return AsyncCopySource{value->args[0], value->args[1]};
+  return std::nullopt;
+}
 Stmt asyncCommit() { return stmt(StmtKind::AsyncCommit); }
 Stmt asyncWait(int64_t inFlight) {
   auto s = stmt(StmtKind::AsyncWait);

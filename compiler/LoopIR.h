@@ -112,6 +112,13 @@ Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t l
 Stmt matrixMma(std::string accumulators, Expr index, Expr product);
 Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld);
 Stmt asyncCopy(std::string shared, Expr index, Expr value);
+// An asynchronous copy's source taken apart: `value` is a Load (cond null) or
+// select(cond, Load, 0) with the float constant 0; nullopt when it is neither.
+struct AsyncCopySource {
+  Expr cond; // null when the copy is unconditional
+  Expr load;
+};
+std::optional<AsyncCopySource> asyncCopySource(const Expr &value);
 Stmt asyncCommit();
 Stmt asyncWait(int64_t inFlight);
 // Lets binding each of `vars` (row-major, innermost last) from the flat position `flat`.
