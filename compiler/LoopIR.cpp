@@ -199,6 +199,16 @@ void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn) {
   for (const Stmt &c : s->body) visit(c, fn);
 }
 
+bool anyStmt(const Stmt &s, const std::function<bool(const Stmt &)> &pred) {
+  bool found = false;
+  if (s)
+    visit(s, [&](const Stmt &n) {
+      found = found || pred(n);
+      return !found;
+    });
+  return found;
+}
+
 void visitExprs(const Stmt &s, const std::function<bool(const Expr &)> &fn) {
   visit(s, [&](const Stmt &n) {
     for (const Expr *e : {&n->value, &n->index})
@@ -326,13 +336,11 @@ std::string printStmt(const Stmt &s, int indent) {
 }
 
 bool usesFragments(const Kernel &k) {
-  bool found = false;
-  if (k.body)
-    visit(k.body, [&](const Stmt &s) {
-      found = found || (s->kind == StmtKind::Alloc && s->fragment != Fragment::None);
-      return !found;
-    });
-  return found;
+  return anyStmt(k.body, [](const Stmt &s) { return s->kind == StmtKind::Alloc && s->fragment != Fragment::None; });
+}
+
+bool usesAsyncCopies(const Kernel &k) {
+  return anyStmt(k.body, [](const Stmt &s) { return s->kind == StmtKind::AsyncCopy; });
 }
 
 std::set<std::string> kernelReads(const Kernel &k) { return {k.buffers.begin() + k.outputs, k.buffers.end()}; }

@@ -241,15 +241,7 @@ private:
   }
 
   bool usesAsyncCopies() const {
-    for (const Kernel &k : prog_.kernels) {
-      bool found = false;
-      if (k.body) visit(k.body, [&](const Stmt &s) {
-        found = found || s->kind == StmtKind::AsyncCopy;
-        return !found;
-      });
-      if (found) return true;
-    }
-    return false;
+    return std::any_of(prog_.kernels.begin(), prog_.kernels.end(), [](const Kernel &k) { return ir::usesAsyncCopies(k); });
   }
 
   // shared[index] = source (a Load, or select(c, Load, 0)) without passing through registers
