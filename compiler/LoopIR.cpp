@@ -135,6 +135,13 @@ Stmt asyncCopy(std::string shared, Expr index, Expr value) {
   s->value = std::move(value);
   return s;
 }
+std::optional<AsyncCopySource> asyncCopySource(const Expr &value) {
+  if (value->kind == ExprKind::Load) return AsyncCopySource{nullptr, value};
+  if (value->kind == ExprKind::Select && value->args[1]->kind == ExprKind::Load &&
+      value->args[2]->kind == ExprKind::FloatImm && value->args[2]->floatValue == 0)
+    return AsyncCopySource{value->args[0], value->args[1]};
+  return std::nullopt;
+}
 Stmt asyncCommit() { return stmt(StmtKind::AsyncCommit); }
 Stmt asyncWait(int64_t inFlight) {
   auto s = stmt(StmtKind::AsyncWait);
@@ -190,6 +197,16 @@ void decodeIndices(std::vector<Stmt> &out, const std::vector<IndexVar> &vars, co
 void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn) {
   if (!fn(s)) return;
   for (const Stmt &c : s->body) visit(c, fn);
+}
+
+bool anyStmt(const Stmt &s, const std::function<bool(const Stmt &)> &pred) {
+  bool found = false;
+  if (s)
+    visit(s, [&](const Stmt &n) {
+      found = found || pred(n);
+      return !found;
+    });
+  return found;
 }
 
 void visitExprs(const Stmt &s, const std::function<bool(const Expr &)> &fn) {
@@ -319,13 +336,11 @@ std::string printStmt(const Stmt &s, int indent) {
 }
 
 bool usesFragments(const Kernel &k) {
-  bool found = false;
-  if (k.body)
-    visit(k.body, [&](const Stmt &s) {
-      found = found || (s->kind == StmtKind::Alloc && s->fragment != Fragment::None);
-      return !found;
-    });
-  return found;
+  return anyStmt(k.body, [](const Stmt &s) { return s->kind == StmtKind::Alloc && s->fragment != Fragment::None; });
+}
+
+bool usesAsyncCopies(const Kernel &k) {
+  return anyStmt(k.body, [](const Stmt &s) { return s->kind == StmtKind::AsyncCopy; });
 }
 
 std::set<std::string> kernelReads(const Kernel &k) { return {k.buffers.begin() + k.outputs, k.buffers.end()}; }

@@ -112,6 +112,13 @@ Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t l
 Stmt matrixMma(std::string accumulators, Expr index, Expr product);
 Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld);
 Stmt asyncCopy(std::string shared, Expr index, Expr value);
+// An asynchronous copy's source taken apart: `value` is a Load (cond null) or
+// select(cond, Load, 0) with the float constant 0; nullopt when it is neither.
+struct AsyncCopySource {
+  Expr cond; // null when the copy is unconditional
+  Expr load;
+};
+std::optional<AsyncCopySource> asyncCopySource(const Expr &value);
 Stmt asyncCommit();
 Stmt asyncWait(int64_t inFlight);
 // Lets binding each of `vars` (row-major, innermost last) from the flat position `flat`.
@@ -125,6 +132,9 @@ void visit(const Stmt &s, const std::function<bool(const Stmt &)> &fn);
 // Pre-order walk over every expression of s and its body (a loop's extent, a let's, assign's or
 // store's value, a store's index), statement by statement; false skips a node's operands.
 void visitExprs(const Stmt &s, const std::function<bool(const Expr &)> &fn);
+// Whether some statement of s (s itself or one in its body, at any depth) satisfies pred;
+// false for a null s (a collective kernel has no body).
+bool anyStmt(const Stmt &s, const std::function<bool(const Stmt &)> &pred);
 // Post-order rebuild: fn sees each statement after its body was rebuilt and may return a
 // replacement (nullptr keeps it). Unchanged statements are shared, not copied.
 Stmt mutate(const Stmt &s, const std::function<Stmt(const Stmt &)> &fn);
@@ -200,6 +210,8 @@ LoopProgram moveParallelismInward(const LoopProgram &p);
 
 // Whether a kernel declares tensor-core fragments.
 bool usesFragments(const Kernel &k);
+// Whether a kernel has asynchronous copies (AsyncCopy statements).
+bool usesAsyncCopies(const Kernel &k);
 // The tensors a kernel reads (buffers[outputs ..]) and writes (buffers[0 .. outputs)).
 std::set<std::string> kernelReads(const Kernel &k);
 std::set<std::string> kernelWrites(const Kernel &k);

@@ -400,12 +400,9 @@ LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tilin
 // its iterations write apart (a loop over a reduction's chunks, which add into the same
 // outputs, does not).
 static bool iterationsWriteApart(const Stmt &loop) {
-  bool apart = true;
-  visit(loop, [&](const Stmt &n) {
-    if (n->kind == StmtKind::Store && !n->name.starts_with("_") && !mentionsVar(n->index, loop->name)) apart = false;
-    return apart;
+  return !anyStmt(loop, [&](const Stmt &n) {
+    return n->kind == StmtKind::Store && !n->name.starts_with("_") && !mentionsVar(n->index, loop->name);
   });
-  return apart;
 }
 
 // The CPU splits the outermost loop across threads. When that loop has one iteration (a

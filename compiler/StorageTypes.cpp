@@ -74,10 +74,8 @@ namespace {
 
 // Whether `s` adds into `buffer` or reads it back.
 bool accumulatesInto(const Stmt &s, const std::string &buffer) {
-  bool found = false;
-  visit(s, [&](const Stmt &n) {
-    found |= n->kind == StmtKind::Store && n->name == buffer && n->accumulate;
-    return !found;
+  bool found = anyStmt(s, [&](const Stmt &n) {
+    return n->kind == StmtKind::Store && n->name == buffer && n->accumulate;
   });
   visitExprs(s, [&](const Expr &n) {
     found |= n->kind == ExprKind::Load && n->name == buffer;

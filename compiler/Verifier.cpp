@@ -183,13 +183,10 @@ private:
     case StmtKind::AsyncCopy: {
       ENC_INTERNAL_ASSERT(p_.target == Target::GPU && sharedArrays_.count(s->name),
                           "kernel {}: an asynchronous copy into {}, which is no shared array", k_.name, s->name);
-      const Expr &v = s->value;
-      const Expr &source = v->kind == ExprKind::Select ? v->args[1] : v;
-      bool zeroElse = v->kind != ExprKind::Select ||
-                      (v->args[2]->kind == ExprKind::FloatImm && v->args[2]->floatValue == 0);
-      ENC_INTERNAL_ASSERT(zeroElse && source->kind == ExprKind::Load && !arrays_.count(source->name),
+      std::optional<AsyncCopySource> source = asyncCopySource(s->value);
+      ENC_INTERNAL_ASSERT(source && !arrays_.count(source->load->name),
                           "kernel {}: an asynchronous copy into {} of {}, which is no read of a buffer", k_.name,
-                          s->name, print(v));
+                          s->name, print(s->value));
       expr(s->index, bound);
       expr(s->value, bound);
       return;

@@ -114,6 +114,9 @@ TEST(Verifier, RejectsBrokenLoopIR) {
   EXPECT_NO_THROW(ir::verifyLoops(copy("s", ir::select(ir::boolImm(true), x0, ir::floatImm(0)))));
   EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(copy("r", x0)); }), "no shared array"));
   EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(copy("s", x0 * x0)); }), "no read of a buffer"));
+  const ir::Expr c = ir::var("c", ir::Type::Bool, ir::VarKind::Param);
+  EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(copy("s", ir::select(c, x0, ir::floatImm(1)))); }),
+                       "no read of a buffer"));
   EXPECT_TRUE(contains(internalErrorOf([&] { ir::verifyLoops(copy("s", ir::load("r", ir::intImm(0)))); }),
                        "no read of a buffer"));
   auto asyncOnCpu = loops;

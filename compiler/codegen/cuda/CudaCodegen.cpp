@@ -241,23 +241,16 @@ private:
   }
 
   bool usesAsyncCopies() const {
-    for (const Kernel &k : prog_.kernels) {
-      bool found = false;
-      if (k.body) visit(k.body, [&](const Stmt &s) {
-        found = found || s->kind == StmtKind::AsyncCopy;
-        return !found;
-      });
-      if (found) return true;
-    }
-    return false;
+    return std::any_of(prog_.kernels.begin(), prog_.kernels.end(), [](const Kernel &k) { return ir::usesAsyncCopies(k); });
   }
 
   // shared[index] = source (a Load, or select(c, Load, 0)) without passing through registers
   // where both hold the same element type; else converted through them (a copy that has
   // landed at once is one an AsyncWait allows).
   void asyncCopyStmt(const StmtNode &s, int indent) {
-    const bool guarded = s.value->kind == ExprKind::Select;
-    const Expr &load = guarded ? s.value->args[1] : s.value;
+    const std::optional<AsyncCopySource> source = asyncCopySource(s.value);
+    if (!source) internalError("an asynchronous copy of {}, which is no read of a buffer", print(s.value));
+    const Expr &load = source->load;
     const std::string dst = element(s.name, expr(s.index));
     if (elemOf(s.name) != elemOf(load->name)) {
       writeLine(indent, fmt::format("{} = {};", dst, toStorage(s.name, expr(s.value))));
@@ -265,10 +258,10 @@ private:
     }
     // With the guard failing nothing is read: the source is then the buffer's start, so that
     // a bounds check sees no index outside it.
-    const std::string src = guarded ? fmt::format("({} ? &{} : {})", expr(s.value->args[0]),
-                                                  element(load->name, expr(load->args[0])), cname(load->name))
-                                    : "&" + element(load->name, expr(load->args[0]));
-    writeLine(indent, fmt::format("enc_async_copy(&{}, {}, {});", dst, src, guarded ? expr(s.value->args[0]) : "true"));
+    const std::string src = source->cond ? fmt::format("({} ? &{} : {})", expr(source->cond),
+                                                       element(load->name, expr(load->args[0])), cname(load->name))
+                                         : "&" + element(load->name, expr(load->args[0]));
+    writeLine(indent, fmt::format("enc_async_copy(&{}, {}, {});", dst, src, source->cond ? expr(source->cond) : "true"));
   }
 
   bool usesFragments() const {
