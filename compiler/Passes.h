@@ -90,6 +90,11 @@ Program splitColumnReductions(const Program &p, int64_t chunks = 16);
 // (a strided convolution's weight gradient), reads a copy split into its s stride phases,
 // T_phases[..., p, u] = T[..., s * u + p + lo], with unit stride (see PhaseStridedReads.cpp).
 Program phaseStridedReads(const Program &p);
+// CPU: a temporary that adds a scaled sum into the one definition reading it (as an addend, at
+// any place), whose sum runs over the ranges of the reader's own sum, is inlined and the two
+// sums become one (Encoding's input gradient: one blocked kernel, no [B, D, N] temporary); see
+// MergeAddedContractions.cpp.
+Program mergeAddedContractions(const Program &p);
 // CPU: a sum whose epilogue the blocked schedules cannot widen gets a temporary of its own
 // (compiler/SplitEpilogues.cpp).
 Program splitHeavyEpilogues(const Program &p);

@@ -53,6 +53,7 @@ const std::vector<PassInfo> kPasses = {
     // lower: a specialized tensor program -> loop IR for one target.
     {"lower", "splitReductions", "GPU", "long reductions with few outputs cut into chunks, for enough warps"},
     {"lower", "splitColumnReductions", "CPU, fused", "long column sums cut into per-thread rows"},
+    {"lower", "mergeAddedContractions", "CPU, fused", "a temporary adding a sum into its one reader's sum: one sum"},
     {"lower", "splitHeavyEpilogues", "CPU, fused", "a contraction's epilogue blocked code cannot widen: its own kernel"},
     {"lower", "phaseStridedReads", "CPU, fused",
      "a sum's read strided along its innermost reduction index reads a copy split into stride phases"},
@@ -267,6 +268,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     p = run.step("splitReductions", p, [&](const Program &q) { return splitReductions(q, t.split); });
   else if (t.fuse) {
     p = run.step("splitColumnReductions", p, [](const Program &q) { return splitColumnReductions(q); });
+    p = run.step("mergeAddedContractions", p, mergeAddedContractions);
     p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
     p = run.step("phaseStridedReads", p, phaseStridedReads);
   }

@@ -1,0 +1,175 @@
+// CPU: a temporary that adds a scaled sum into the one definition that reads it, read there
+// as an addend at the reader's own places, and whose sum runs over the same ranges as the
+// reader's own sum, is inlined and the two sums become one:
+//
+//   grad_X_sum3[b, d, i] = X[b, d, i] * (2 * s[b, i]) + -2 * sum(k1: gA[b, k1, i] * C[k1, d])
+//   grad_X[b, d, i]      = sum(k: gY[b, k, d] * A[b, k, i]) + grad_X_sum3[b, d, i]
+//     ->
+//   grad_X[b, d, i] = sum(k: gY[b, k, d] * A[b, k, i] + -2 * (gA[b, k, i] * C[k, d])) + X[b, d, i] * (2 * s[b, i])
+//
+// (Encoding's input gradient): one blocked kernel whose tile reads both pairs, instead of two
+// kernels with a [B, D, N] temporary written and read back between them. Only where the merged
+// body is one the blocked code widens. The GPU keeps them apart: its tiles multiply one
+// product per sum (GpuTiling.h).
+#include "compiler/Passes.h"
+#include "compiler/TileContractions.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace enc::ir {
+namespace {
+
+void addends(const Expr &e, std::vector<Expr> &out) {
+  if (e->kind == ExprKind::Binary && e->binOp == BinOp::Add && e->type == Type::Float) {
+    addends(e->args[0], out);
+    addends(e->args[1], out);
+    return;
+  }
+  out.push_back(e);
+}
+
+bool hasReduce(const Expr &e) {
+  return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
+}
+
+// An addend `scale * sum(...)` (either order, nested: -1 * (2 * sum(...))) with a scale free
+// of reductions: the sum and its scale (1 for a bare sum).
+struct ScaledSum {
+  Expr sum;
+  Expr scale;
+};
+
+std::optional<ScaledSum> scaledSum(const Expr &e) {
+  if (e->kind == ExprKind::Reduce && e->reduceOp == ReduceOp::Sum && e->type == Type::Float) return ScaledSum{e, floatImm(1)};
+  if (e->kind != ExprKind::Binary || e->binOp != BinOp::Mul || e->type != Type::Float) return std::nullopt;
+  for (int side = 0; side < 2; ++side) {
+    const Expr &factor = e->args[1 - side];
+    if (hasReduce(factor)) continue;
+    if (std::optional<ScaledSum> inner = scaledSum(e->args[side])) {
+      bool bound = std::any_of(inner->sum->rvars.begin(), inner->sum->rvars.end(),
+                               [&](const ReduceVar &r) { return mentionsVar(factor, r.name); });
+      if (!bound) return ScaledSum{inner->sum, factor * inner->scale};
+    }
+  }
+  return std::nullopt;
+}
+
+Expr added(const std::vector<Expr> &terms) {
+  Expr out;
+  for (const Expr &t : terms) out = out ? out + t : t;
+  return out ? out : floatImm(0);
+}
+
+// How often each tensor is read (in values and scatter targets).
+std::map<std::string, int> readCounts(const Program &p) {
+  std::map<std::string, int> counts;
+  auto count = [&](const Expr &e) {
+    visit(e, [&](const Expr &n) {
+      if (n->kind == ExprKind::Access) ++counts[n->name];
+      return true;
+    });
+  };
+  for (const Definition &d : p.defs) {
+    count(d.value);
+    for (const Expr &s : d.scatter) count(s);
+  }
+  return counts;
+}
+
+// d's value with the temporary `read` (an addend of it) inlined from `t` and the sums merged,
+// or nullptr.
+Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
+  std::vector<Expr> terms;
+  addends(d.value, terms);
+  auto readAt = std::find_if(terms.begin(), terms.end(), [&](const Expr &e) { return e == read; });
+  if (readAt == terms.end()) return nullptr;
+  // The reader's one sum, an addend.
+  auto ownAt = terms.end();
+  std::optional<ScaledSum> own;
+  for (auto it = terms.begin(); it != terms.end(); ++it)
+    if (hasReduce(*it)) {
+      if (ownAt != terms.end() || !(own = scaledSum(*it))) return nullptr;
+      ownAt = it;
+    }
+  if (!own) return nullptr;
+  // The temporary's value at the reader's place: addends free of sums, and one scaled sum.
+  std::map<std::string, Expr> at;
+  for (size_t i = 0; i < t.indices.size(); ++i) at[t.indices[i].name] = read->args[i];
+  std::vector<Expr> inlined, rest;
+  addends(substituteIndices(t.value, at), inlined);
+  std::optional<ScaledSum> theirs;
+  for (const Expr &e : inlined) {
+    if (!hasReduce(e)) {
+      rest.push_back(e);
+      continue;
+    }
+    if (theirs || !(theirs = scaledSum(e))) return nullptr;
+  }
+  if (!theirs) return nullptr;
+  const Expr &a = own->sum, &b = theirs->sum;
+  if (a->rvars.size() != b->rvars.size()) return nullptr;
+  std::map<std::string, Expr> rename;
+  for (size_t i = 0; i < a->rvars.size(); ++i) {
+    if (!structurallyEqual(a->rvars[i].extent, b->rvars[i].extent)) return nullptr;
+    rename[b->rvars[i].name] = indexVar(a->rvars[i].name);
+  }
+  // A name a binds that b's body or scale reads freely would be captured by the renaming.
+  for (const ReduceVar &r : a->rvars) {
+    bool bindsInB = std::any_of(b->rvars.begin(), b->rvars.end(), [&](const ReduceVar &v) { return v.name == r.name; });
+    if ((mentionsVar(b->args[0], r.name) && !bindsInB) || mentionsVar(theirs->scale, r.name)) return nullptr;
+  }
+  Expr body = own->scale * a->args[0] + theirs->scale * substituteIndices(b->args[0], rename);
+  if (!vectorizable(body, /*allowReads=*/true)) return nullptr;
+  Expr merged = reduce(ReduceOp::Sum, a->rvars, body);
+  std::vector<Expr> out;
+  for (auto it = terms.begin(); it != terms.end(); ++it) {
+    if (it == ownAt) out.push_back(merged);
+    else if (it == readAt) out.insert(out.end(), rest.begin(), rest.end());
+    else out.push_back(*it);
+  }
+  return added(out);
+}
+
+} // namespace
+
+Program mergeAddedContractions(const Program &in) {
+  Program p = in;
+  for (size_t di = 0; di < p.defs.size(); ++di) {
+    Definition &d = p.defs[di];
+    if (d.isScatter()) continue;
+    std::map<std::string, int> reads = readCounts(p);
+    std::vector<Expr> terms;
+    addends(d.value, terms);
+    for (const Expr &term : terms) {
+      if (term->kind != ExprKind::Access || reads[term->name] != 1) continue;
+      const TensorDecl *decl = p.tensor(term->name);
+      auto def = std::find_if(p.defs.begin(), p.defs.end(), [&](const Definition &t) { return t.tensor == term->name; });
+      // Read at the reader's own places (each of its indices once): a temporary over fewer
+      // indices (a sum per row that every column reads) would be summed again per column.
+      std::set<std::string> places;
+      for (const Expr &a : term->args)
+        if (a->kind == ExprKind::Var && std::any_of(d.indices.begin(), d.indices.end(),
+                                                     [&](const IndexVar &v) { return v.name == a->name; }))
+          places.insert(a->name);
+      if (places.size() != d.indices.size() || term->args.size() != d.indices.size()) continue;
+      if (!decl || decl->role != TensorRole::Temp || def == p.defs.end() || def->isScatter() ||
+          def->indices.size() != term->args.size() ||
+          std::count_if(p.defs.begin(), p.defs.end(), [&](const Definition &t) { return t.tensor == term->name; }) != 1)
+        continue;
+      Expr value = mergedValue(d, term, *def);
+      if (!value) continue;
+      d.value = value;
+      const std::string name = term->name;
+      size_t removed = static_cast<size_t>(def - p.defs.begin());
+      p.defs.erase(def);
+      if (removed < di) --di;
+      std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.name == name; });
+      break;
+    }
+  }
+  return p;
+}
+
+} // namespace enc::ir
