@@ -11,6 +11,7 @@
 // kernels with a [B, D, N] temporary written and read back between them. Only where the merged
 // body is one the blocked code widens. The GPU keeps them apart: its tiles multiply one
 // product per sum (GpuTiling.h).
+#include "compiler/Addends.h"
 #include "compiler/Passes.h"
 #include "compiler/TileContractions.h"
 
@@ -20,15 +21,6 @@
 
 namespace enc::ir {
 namespace {
-
-void addends(const Expr &e, std::vector<Expr> &out) {
-  if (e->kind == ExprKind::Binary && e->binOp == BinOp::Add && e->type == Type::Float) {
-    addends(e->args[0], out);
-    addends(e->args[1], out);
-    return;
-  }
-  out.push_back(e);
-}
 
 bool hasReduce(const Expr &e) {
   return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
@@ -81,8 +73,7 @@ std::map<std::string, int> readCounts(const Program &p) {
 // d's value with the temporary `read` (an addend of it) inlined from `t` and the sums merged,
 // or nullptr.
 Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
-  std::vector<Expr> terms;
-  addends(d.value, terms);
+  std::vector<Expr> terms = addends(d.value);
   auto readAt = std::find_if(terms.begin(), terms.end(), [&](const Expr &e) { return e == read; });
   if (readAt == terms.end()) return nullptr;
   // The reader's one sum, an addend.
@@ -97,8 +88,8 @@ Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
   // The temporary's value at the reader's place: addends free of sums, and one scaled sum.
   std::map<std::string, Expr> at;
   for (size_t i = 0; i < t.indices.size(); ++i) at[t.indices[i].name] = read->args[i];
-  std::vector<Expr> inlined, rest;
-  addends(substituteIndices(t.value, at), inlined);
+  std::vector<Expr> rest;
+  std::vector<Expr> inlined = addends(substituteIndices(t.value, at));
   std::optional<ScaledSum> theirs;
   for (const Expr &e : inlined) {
     if (!hasReduce(e)) {
@@ -140,8 +131,7 @@ Program mergeAddedContractions(const Program &in) {
     Definition &d = p.defs[di];
     if (d.isScatter()) continue;
     std::map<std::string, int> reads = readCounts(p);
-    std::vector<Expr> terms;
-    addends(d.value, terms);
+    std::vector<Expr> terms = addends(d.value);
     for (const Expr &term : terms) {
       if (term->kind != ExprKind::Access || reads[term->name] != 1) continue;
       const TensorDecl *decl = p.tensor(term->name);

@@ -9,21 +9,13 @@
 // pass is one contraction whose rows add two reads of gY. Only sums whose shared factors
 // include a read that moves with the reduction, and whose other factors each do too, merge
 // (see `merged`).
+#include "compiler/Addends.h"
 #include "compiler/Passes.h"
 
 #include <algorithm>
 
 namespace enc::ir {
 namespace {
-
-void addends(const Expr &e, std::vector<Expr> &out) {
-  if (e->kind == ExprKind::Binary && e->binOp == BinOp::Add && e->type == Type::Float) {
-    addends(e->args[0], out);
-    addends(e->args[1], out);
-    return;
-  }
-  out.push_back(e);
-}
 
 bool isSum(const Expr &e) { return e->kind == ExprKind::Reduce && e->reduceOp == ReduceOp::Sum && e->type == Type::Float; }
 
@@ -80,8 +72,7 @@ Expr merged(const Expr &a, const Expr &b) {
 Expr mergeIn(const Expr &value) {
   return mutate(value, [](const Expr &n) -> Expr {
     if (n->kind != ExprKind::Binary || n->binOp != BinOp::Add || n->type != Type::Float) return nullptr;
-    std::vector<Expr> terms;
-    addends(n, terms);
+    std::vector<Expr> terms = addends(n);
     bool changed = false;
     for (size_t i = 0; i < terms.size(); ++i)
       for (size_t j = i + 1; j < terms.size() && isSum(terms[i]); ++j)
