@@ -51,6 +51,18 @@ void expectClose(const Tensor &got, const V &want, DType dtype, const std::strin
   }
 }
 
+// The CPU loops of a program with these sizes fixed.
+std::string cpuLoops(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) {
+  return ir::printLoops(ir::lowerToLoops(ir::specialize(p, sizes), ir::Target::CPU));
+}
+
+// The printed kernel that starts at the first occurrence of `start` (through the next
+// kernel's header), or "" when `start` does not occur.
+std::string kernelText(const std::string &text, const std::string &start) {
+  size_t at = text.find(start);
+  return at == std::string::npos ? "" : text.substr(at, text.find("\nkernel ", at + 1) - at);
+}
+
 std::string tileLoops(const std::string &layer, const std::map<std::string, std::string> &sets) {
   Layer l(lib(), layer, sets, {});
   return ir::printLoops(ir::lowerToLoops(l.program(), ir::Target::CPU));
@@ -93,10 +105,9 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
   Layer l(lib(), "Conv2d",
           {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}}, {});
   std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
-  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), sizes), ir::Target::CPU));
-  size_t at = text.find("kernel k0_Y");
-  ASSERT_NE(at, std::string::npos) << text;
-  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  std::string text = cpuLoops(l.program(), sizes);
+  std::string kernel = kernelText(text, "kernel k0_Y");
+  ASSERT_FALSE(kernel.empty()) << text;
   EXPECT_NE(kernel.find("alloc _stage0: float[18432]"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("_stage0[((c * 3 + kh) * 3 + kw) * 32 + o.i] = weight["), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("unrolled for w.i in 0..7:"), std::string::npos) << kernel;
@@ -105,7 +116,7 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
   // block of 8 rows keep the checks, the 5 blocks between read X unchecked.
   Layer resnet(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
                {});
-  text = ir::printLoops(ir::lowerToLoops(ir::specialize(resnet.program(), sizes), ir::Target::CPU));
+  text = cpuLoops(resnet.program(), sizes);
   size_t interior = text.find("for w.m in 0..5:");
   ASSERT_NE(interior, std::string::npos) << text;
   std::string inside = text.substr(interior, text.find("for w.e in 0..1:", interior) - interior);
@@ -114,7 +125,7 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
   EXPECT_NE(text.find("for w.o in 0..1:"), std::string::npos) << text;
   // 32 columns fill a tile: vectorized along them, no copy.
   std::map<std::string, ir::Expr> square = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
-  text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), square), ir::Target::CPU));
+  text = cpuLoops(l.program(), square);
   EXPECT_EQ(text.find("_stage0"), std::string::npos) << text;
   EXPECT_NE(text.find("vectorized for w.i in 0..32:"), std::string::npos) << text;
 }
@@ -122,9 +133,8 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
 TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
   Layer l(lib(), "Conv2d", {{"in_channels", "32"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
   std::string text = ir::printLoops(ir::lowerToLoops(l.gradientProgram(), ir::Target::CPU));
-  size_t at = text.find("kernel k0_grad_weight");
-  ASSERT_NE(at, std::string::npos) << text;
-  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  std::string kernel = kernelText(text, "kernel k0_grad_weight");
+  ASSERT_FALSE(kernel.empty()) << text;
   EXPECT_NE(kernel.find("parallel for c in 0..32:"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("unrolled for o.i in 0..4:"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("for o.t in 0..2:"), std::string::npos) << kernel; // 6 = 4 + 2 rows
@@ -142,10 +152,9 @@ TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
 TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
   Layer l(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
   std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
-  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
-  size_t at = text.find("kernel k0_grad_weight");
-  ASSERT_NE(at, std::string::npos) << text;
-  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  std::string text = cpuLoops(l.gradientProgram(), sizes);
+  std::string kernel = kernelText(text, "kernel k0_grad_weight");
+  ASSERT_FALSE(kernel.empty()) << text;
   std::vector<size_t> order;
   for (const char *loop : {"parallel for c.p in 0..8:", "for b in 0..8:", "for h.c in 0..2:", "for c in 0..8:",
                            "for o.o in 0..16:", "for h.i in 0..28:"}) {
@@ -163,10 +172,9 @@ TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
 TEST(CpuTiling, BiasGradientIsADotProduct) {
   Layer l(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
   std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
-  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
-  size_t at = text.find("grad_bias(");
-  ASSERT_NE(at, std::string::npos) << text;
-  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  std::string text = cpuLoops(l.gradientProgram(), sizes);
+  std::string kernel = kernelText(text, "grad_bias(");
+  ASSERT_FALSE(kernel.empty()) << text;
   EXPECT_NE(kernel.find("parallel for o in 0..8:"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("_acc[w.l] = _acc[w.l] + grad_Y["), std::string::npos) << kernel;
 }
@@ -298,10 +306,9 @@ TEST(CpuTiling, LinearForwardBackwardAtOddSizes) {
 TEST(CpuTiling, LinearGradientRowsRunInChunks) {
   Layer l(lib(), "Linear", {{"in_features", "1024"}, {"out_features", "1024"}}, {});
   std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(512)}};
-  std::string text = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
-  size_t at = text.find("kernel k0_grad_weight");
-  ASSERT_NE(at, std::string::npos) << text;
-  std::string kernel = text.substr(at, text.find("\nkernel ", at + 1) - at);
+  std::string text = cpuLoops(l.gradientProgram(), sizes);
+  std::string kernel = kernelText(text, "kernel k0_grad_weight");
+  ASSERT_FALSE(kernel.empty()) << text;
   size_t parallel = kernel.find("parallel for o.p in 0..16:"), columns = kernel.find("for i.o in 0..32:"),
          rows = kernel.find("for o.o in 0..8:");
   ASSERT_NE(parallel, std::string::npos) << kernel;
@@ -630,8 +637,8 @@ TEST(CpuTiling, InspirationGradientsOverLongReductions) {
 TEST(CpuTiling, EncodingReadsItsWeightsAlongPositions) {
   Layer l(lib(), "Encoding", {{"D", "128"}, {"K", "32"}}, {});
   std::map<std::string, ir::Expr> sizes{{"B", ir::intImm(2)}, {"N", ir::intImm(64)}};
-  std::string fwd = ir::printLoops(ir::lowerToLoops(ir::specialize(l.program(), sizes), ir::Target::CPU));
-  std::string bwd = ir::printLoops(ir::lowerToLoops(ir::specialize(l.gradientProgram(), sizes), ir::Target::CPU));
+  std::string fwd = cpuLoops(l.program(), sizes);
+  std::string bwd = cpuLoops(l.gradientProgram(), sizes);
   EXPECT_EQ(bwd.find("_stage"), std::string::npos) << bwd;
   EXPECT_NE(bwd.find("parallel for k_r1.p in 0..8:"), std::string::npos) << bwd;
   EXPECT_NE(fwd.find("    for k_r1 in 0..32:\n      for i in 0..64:\n        A_max2[b * 64 + i] = max("), std::string::npos) << fwd;
