@@ -177,6 +177,14 @@ struct ReductionChunks {
   int64_t inner = 0, outer = 0; // 0: no chunks
 };
 
+// Whether the sum or its epilogue reads the output it writes.
+bool readsOutput(const Contraction &c) {
+  auto reads = [&](const Expr &e) {
+    return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
+  };
+  return reads(c.body) || reads(c.epilogue);
+}
+
 class Tiler {
 public:
   Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes, Staging staging = {},
@@ -228,7 +236,7 @@ private:
     return s;
   }
 
-  // Whether this is the first chunk of the reduction (always, without chunks).
+  // Whether the loops over the chunks are at the reduction's first chunk.
   Expr firstChunk() const {
     Expr first = binary(BinOp::Eq, indexVar(c_.rvars[chunks_.split].name + ".c"), intImm(0));
     for (size_t i = 0; i < chunks_.split; ++i)
@@ -356,7 +364,7 @@ private:
       out.push_back(forLoop(loop, count, ForKind::Serial, inner));
     };
     // Computing a column twice would read what the first pass stored.
-    const bool overlap = !readsOutput();
+    const bool overlap = !readsOutput(c_);
     // One overlapping tile instead of the tiers, where that takes fewer vectors per row: the
     // rest r of full tiles in one tile of the next width up from r, ending at n (28 columns in
     // tiles of 16: 16 + one 16-lane tile over 12..27, not 16 + 8 + 8).
@@ -397,13 +405,6 @@ private:
       out.push_back(loop(d.name + ".t", rest, k, s, lanes));
     }
     return out;
-  }
-
-  bool readsOutput() const {
-    auto reads = [&](const Expr &e) {
-      return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c_.output; });
-    };
-    return reads(c_.body) || reads(c_.epilogue);
   }
 
   static bool isZero(const Expr &e) {
@@ -776,13 +777,9 @@ int64_t packedRows(const Expr &extent) {
 // sum nor its epilogue reads the output, every extent is a constant and the dot index lies
 // inside the chunk, and the parallel index has more than one iteration. Nothing otherwise.
 ReductionChunks reductionChunks(const Contraction &c, const std::string &dot) {
-  auto readsOutput = [&](const Expr &e) {
-    return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
-  };
   // A parallel index of one iteration hands its threads to the loop inside it, which must not
   // be a loop over chunks (they add into the same outputs).
-  if (readsOutput(c.body) || readsOutput(c.epilogue) || constExtent(c.indices[0].extent) == std::optional<int64_t>(1))
-    return {};
+  if (readsOutput(c) || constExtent(c.indices[0].extent) == std::optional<int64_t>(1)) return {};
   int64_t total = 1;
   std::vector<int64_t> extents;
   for (const ReduceVar &r : c.rvars) {
