@@ -11,7 +11,7 @@
 // kernels with a [B, D, N] temporary written and read back between them. Only where the merged
 // body is one the blocked code widens. The GPU keeps them apart: its tiles multiply one
 // product per sum (GpuTiling.h).
-#include "compiler/Addends.h"
+#include "compiler/AddedSums.h"
 #include "compiler/Passes.h"
 #include "compiler/TileContractions.h"
 
@@ -21,10 +21,6 @@
 
 namespace enc::ir {
 namespace {
-
-bool hasReduce(const Expr &e) {
-  return anyNode(e, [](const Expr &n) { return n->kind == ExprKind::Reduce; });
-}
 
 // An addend `scale * sum(...)` (either order, nested: -1 * (2 * sum(...))) with a scale free
 // of reductions: the sum and its scale (1 for a bare sum).
@@ -38,7 +34,7 @@ std::optional<ScaledSum> scaledSum(const Expr &e) {
   if (e->kind != ExprKind::Binary || e->binOp != BinOp::Mul || e->type != Type::Float) return std::nullopt;
   for (int side = 0; side < 2; ++side) {
     const Expr &factor = e->args[1 - side];
-    if (hasReduce(factor)) continue;
+    if (containsReduce(factor)) continue;
     if (std::optional<ScaledSum> inner = scaledSum(e->args[side])) {
       bool bound = std::any_of(inner->sum->rvars.begin(), inner->sum->rvars.end(),
                                [&](const ReduceVar &r) { return mentionsVar(factor, r.name); });
@@ -80,7 +76,7 @@ Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
   auto ownAt = terms.end();
   std::optional<ScaledSum> own;
   for (auto it = terms.begin(); it != terms.end(); ++it)
-    if (hasReduce(*it)) {
+    if (containsReduce(*it)) {
       if (ownAt != terms.end() || !(own = scaledSum(*it))) return nullptr;
       ownAt = it;
     }
@@ -92,26 +88,20 @@ Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
   std::vector<Expr> inlined = addends(substituteIndices(t.value, at));
   std::optional<ScaledSum> theirs;
   for (const Expr &e : inlined) {
-    if (!hasReduce(e)) {
+    if (!containsReduce(e)) {
       rest.push_back(e);
       continue;
     }
     if (theirs || !(theirs = scaledSum(e))) return nullptr;
   }
   if (!theirs) return nullptr;
-  const Expr &a = own->sum, &b = theirs->sum;
-  if (a->rvars.size() != b->rvars.size()) return nullptr;
-  std::map<std::string, Expr> rename;
-  for (size_t i = 0; i < a->rvars.size(); ++i) {
-    if (!structurallyEqual(a->rvars[i].extent, b->rvars[i].extent)) return nullptr;
-    rename[b->rvars[i].name] = indexVar(a->rvars[i].name);
-  }
-  // A name a binds that b's body or scale reads freely would be captured by the renaming.
-  for (const ReduceVar &r : a->rvars) {
-    bool bindsInB = std::any_of(b->rvars.begin(), b->rvars.end(), [&](const ReduceVar &v) { return v.name == r.name; });
-    if ((mentionsVar(b->args[0], r.name) && !bindsInB) || mentionsVar(theirs->scale, r.name)) return nullptr;
-  }
-  Expr body = own->scale * a->args[0] + theirs->scale * substituteIndices(b->args[0], rename);
+  const Expr &a = own->sum;
+  std::optional<Expr> bBody = bodyOnRangesOf(a, theirs->sum);
+  // Their scale moves inside a's sum: a name a binds would capture it.
+  if (!bBody || std::any_of(a->rvars.begin(), a->rvars.end(),
+                            [&](const ReduceVar &r) { return mentionsVar(theirs->scale, r.name); }))
+    return nullptr;
+  Expr body = own->scale * a->args[0] + theirs->scale * *bBody;
   if (!vectorizable(body, /*allowReads=*/true)) return nullptr;
   Expr merged = reduce(ReduceOp::Sum, a->rvars, body);
   std::vector<Expr> out;

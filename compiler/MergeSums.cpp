@@ -9,7 +9,7 @@
 // pass is one contraction whose rows add two reads of gY. Only sums whose shared factors
 // include a read that moves with the reduction, and whose other factors each do too, merge
 // (see `merged`).
-#include "compiler/Addends.h"
+#include "compiler/AddedSums.h"
 #include "compiler/Passes.h"
 
 #include <algorithm>
@@ -31,19 +31,10 @@ Expr product(const std::vector<Expr> &factors) {
 
 // a and b merged into one sum, or nullptr.
 Expr merged(const Expr &a, const Expr &b) {
-  if (a->rvars.size() != b->rvars.size()) return nullptr;
-  std::map<std::string, Expr> rename;
-  for (size_t i = 0; i < a->rvars.size(); ++i) {
-    if (!structurallyEqual(a->rvars[i].extent, b->rvars[i].extent)) return nullptr;
-    rename[b->rvars[i].name] = indexVar(a->rvars[i].name);
-  }
-  // A name a binds that b reads freely would be captured by the renaming.
-  for (const ReduceVar &r : a->rvars)
-    if (mentionsVar(b->args[0], r.name) &&
-        std::none_of(b->rvars.begin(), b->rvars.end(), [&](const ReduceVar &v) { return v.name == r.name; }))
-      return nullptr;
+  std::optional<Expr> bBody = bodyOnRangesOf(a, b);
+  if (!bBody) return nullptr;
   std::vector<Expr> fa = productFactors(a->args[0]);
-  std::vector<Expr> fb = productFactors(substituteIndices(b->args[0], rename));
+  std::vector<Expr> fb = productFactors(*bBody);
   std::vector<Expr> common, restA, restB = fb;
   for (const Expr &f : fa) {
     auto match = std::find_if(restB.begin(), restB.end(), [&](const Expr &g) { return structurallyEqual(f, g); });
