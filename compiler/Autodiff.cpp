@@ -2,6 +2,7 @@
 
 #include "compiler/Intrinsics.h"
 #include "compiler/Passes.h"
+#include "compiler/SoftmaxForm.h"
 #include "support/Error.h"
 #include "support/InternalError.h"
 
@@ -207,6 +208,7 @@ private:
       backprop(b, adj * a, domain);
       return;
     case BinOp::Div:
+      if (backpropSoftmax(e, adj, domain)) return;
       backprop(a, adj / b, domain);
       backprop(b, unary(UnOp::Neg, adj) * a / (b * b), domain);
       return;
@@ -229,6 +231,25 @@ private:
     default:
       fail("cannot differentiate '{}' (operator {})", print(e), binOpSpelling(e->binOp));
     }
+  }
+
+  // Softmax's own adjoint (SoftmaxForm.h): the logits get s * (adj - sum(k': adj * s)), with s
+  // the stored probabilities where the quotient is its definition's whole value; nothing flows
+  // into the max and the sum the forward pass shares with it.
+  bool backpropSoftmax(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
+    std::optional<SoftmaxForm> softmax = matchSoftmax(e, domain, fwd_);
+    if (!softmax) return false;
+    Expr s = e;
+    if (current_->value == e) {
+      std::vector<Expr> vars;
+      for (const IndexVar &v : current_->indices) vars.push_back(indexVar(v.name));
+      s = access(current_->tensor, vars);
+    }
+    const IndexVar &k = softmax->over;
+    std::string k2 = freshName(k.name);
+    Expr weighted = reduce(ReduceOp::Sum, {{k2, k.extent}}, substituteIndices(adj * s, {{k.name, indexVar(k2)}}));
+    backprop(softmax->logits, s * (adj - weighted), domain);
+    return true;
   }
 
   void backpropCall(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {

@@ -120,10 +120,36 @@ private:
     // A collective sums a stored tensor: what it reads stays stored.
     for (size_t ci : readers_[d.tensor])
       if (isCollective(p_.defs[ci])) return false;
-    if (costOf(d.value) <= kCheapCost) return true;
+    if (costOf(d.value) <= kCheapCost) return !readBySeveralSumsRepeatedly(d);
     for (size_t ci : readers_[d.tensor])
       if (containsReduce(p_.defs[ci].value) || p_.defs[ci].indices.size() != d.indices.size()) return false;
     return true;
+  }
+
+  // A temporary combining several tensors that two or more sums read repeatedly (the same
+  // element for every value of one of the sum's indices: an operand of a contraction) stays
+  // stored: recomputed there it costs its work once per repeat, stored one write and a read
+  // (softmax's gradient, which each of Encoding's gradients reads per feature).
+  bool readBySeveralSumsRepeatedly(const Definition &d) {
+    if (tensorsRead(d.value).size() < 2) return false;
+    int repeated = 0;
+    for (size_t ci : readers_[d.tensor]) {
+      const Definition &c = p_.defs[ci];
+      const ExprNode *r = firstReduce(c.value);
+      if (!r || r->reduceOp != ReduceOp::Sum) continue;
+      std::vector<std::string> domain;
+      for (const IndexVar &v : c.indices) domain.push_back(v.name);
+      for (const ReduceVar &v : r->rvars) domain.push_back(v.name);
+      bool again = anyNode(r->args[0], [&](const Expr &n) {
+        if (n->kind != ExprKind::Access || n->name != d.tensor) return false;
+        return std::any_of(domain.begin(), domain.end(), [&](const std::string &v) {
+          return std::none_of(n->args.begin(), n->args.end(),
+                              [&](const Expr &a) { return mentionsVar(a, v, VarKind::Index); });
+        });
+      });
+      repeated += again;
+    }
+    return repeated >= 2;
   }
 
   // Inlines the first temporary from `start` on that may be; returns where the next search starts.
