@@ -232,6 +232,10 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p);
 // each, when none reads another's output at any position but the one the same iteration
 // stores (an optimizer step: one kernel). See FusePointwiseKernels.cpp.
 LoopProgram fusePointwiseKernels(const LoopProgram &p);
+// CPU: neighbour kernels whose bodies are parallel loops of one extent, each iteration touching
+// only its own slab of what one writes and the other reads, become one kernel running both
+// bodies per iteration (softmax's max, sum and quotient). See FuseSlabKernels.cpp.
+LoopProgram fuseSlabKernels(const LoopProgram &p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

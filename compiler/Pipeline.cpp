@@ -64,6 +64,8 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "fuseReductionEpilogues", "GPU, fused", "pointwise kernels over a warp reduction into its epilogue"},
     {"lower", "fusePointwiseKernels", "fused",
      "pointwise kernels over one iteration space: one kernel with an output each (Adam's three)"},
+    {"lower", "fuseSlabKernels", "CPU, fused",
+     "neighbour kernels parallel over one index, each iteration in its own slab of what they pass: one kernel"},
     {"lower", "accumulateInComputeType", "", "16-bit storage: no kernel accumulates into a 16-bit buffer"},
     {"lower", "bucketGradients", "data-parallel backward",
      "parameter gradients averaged over the group in buckets, each started once its gradients are complete"},
@@ -283,6 +285,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
     if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
     loops = run.step("fusePointwiseKernels", loops, fusePointwiseKernels);
+    if (t.target == Target::CPU) loops = run.step("fuseSlabKernels", loops, fuseSlabKernels);
   }
   loops = run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
     l.types = t.types;

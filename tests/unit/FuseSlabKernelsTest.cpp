@@ -1,0 +1,115 @@
+// fuseSlabKernels (compiler/FuseSlabKernels.cpp): CPU kernels parallel over one index whose
+// iterations each stay in their own slab of what they pass on run as one kernel; a kernel that
+// reads another iteration's slab (a mirrored or shifted row) keeps its own, and the layer still
+// computes what loops in double precision compute.
+#include "compiler/LoopIR.h"
+#include "compiler/Pipeline.h"
+#include "runtime/Layer.h"
+#include "runtime/Library.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <string>
+
+namespace enc {
+namespace {
+
+ir::LoopProgram lowered(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes) {
+  ir::Pipeline pipeline;
+  ir::TargetOptions options;
+  options.target = ir::Target::CPU;
+  return pipeline.lower(pipeline.specializeSizes(program, sizes), options);
+}
+
+// The kernel writing `tensor`, or null.
+const ir::Kernel *writerOf(const ir::LoopProgram &p, const std::string &tensor) {
+  for (const ir::Kernel &k : p.kernels)
+    if (ir::kernelWrites(k).count(tensor)) return &k;
+  return nullptr;
+}
+
+TEST(FuseSlabKernels, SoftmaxIsOneKernelPerBatchElement) {
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"N", ir::intImm(1024)}};
+  Layer encoding(Library::shipped(), "Encoding", {{"D", "128"}, {"K", "32"}}, {});
+  ir::LoopProgram forward = lowered(encoding.program(), sizes);
+  const ir::Kernel *a = writerOf(forward, "A");
+  ASSERT_NE(a, nullptr);
+  // The distances, the softmax's max, sum and quotient, and the sums over A: one kernel.
+  for (const char *t : {"A_sum1", "A_max2", "A_sum3", "Y_sum1", "Y"}) EXPECT_EQ(writerOf(forward, t), a) << t;
+  EXPECT_EQ(forward.kernels.size(), 1u) << ir::printLoops(forward);
+
+  Layer softmax(Library::shipped(), "Softmax", {}, {});
+  ir::LoopProgram s = lowered(softmax.program(), {{"B", ir::intImm(4)}, {"C", ir::intImm(10)}, {"L", ir::intImm(64)}});
+  EXPECT_EQ(s.kernels.size(), 1u) << ir::printLoops(s);
+  ir::LoopProgram g = lowered(softmax.gradientProgram(), {{"B", ir::intImm(4)}, {"C", ir::intImm(10)}, {"L", ir::intImm(64)}});
+  EXPECT_EQ(g.kernels.size(), 1u) << ir::printLoops(g);
+}
+
+const char *kLayers = R"(
+layer Mirrored() {
+  forward(X: [B, C]) -> Y: [B, C] {
+    M[b] = max(c: X[b, c])
+    Y[b, c] = X[b, c] - M[B - 1 - b]
+  }
+}
+layer NextRow() {
+  forward(X: [B, C]) -> Y: [B, C] {
+    M[b] = max(c: X[b, c])
+    Y[b, c] = X[b, c] - M[b + 1]
+  }
+}
+layer Flat() {
+  forward(X: [B, C]) -> Y: [B, C] {
+    S[b, c] = sum(e: X[b, e] * X[b, c])
+    Y[b, c] = X[b, c] - S[b, c] + S[(b * C + c + 1) // C % B, (c + 1) % C]
+  }
+}
+)";
+
+// Y from loops in double precision; `shifted` says which row's max each row subtracts.
+TEST(FuseSlabKernels, ReadsOfAnotherSlabKeepTheirKernel) {
+  auto library = Library::fromSource("slabs.enc", kLayers);
+  const int64_t B = 6, C = 37;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(-1, 1);
+  for (DType dtype : {DType::F64, DType::F32}) {
+    for (const std::string name : {"Mirrored", "NextRow", "Flat"}) {
+      SCOPED_TRACE(name + " " + dtypeName(dtype));
+      Layer layer(library, name, {}, {dtype});
+      ir::LoopProgram p = lowered(layer.program(), {{"B", ir::intImm(B)}, {"C", ir::intImm(C)}});
+      EXPECT_EQ(p.kernels.size(), 2u) << ir::printLoops(p);
+      Tensor x(dtype, {B, C});
+      for (int64_t i = 0; i < x.numel(); ++i) x.set(i, u(rng));
+      Tensor y = layer.forward({{"X", x}}).at("Y");
+      auto rowMax = [&](int64_t b) {
+        double m = -INFINITY;
+        for (int64_t c = 0; c < C; ++c) m = std::max(m, x.at(b * C + c));
+        return m;
+      };
+      auto s = [&](int64_t b, int64_t c) {
+        double v = 0;
+        for (int64_t e = 0; e < C; ++e) v += x.at(b * C + e) * x.at(b * C + c);
+        return v;
+      };
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+          double want = x.at(b * C + c);
+          if (name == "Mirrored") want -= rowMax(B - 1 - b);
+          if (name == "NextRow") want -= b + 1 < B ? rowMax(b + 1) : 0.0;
+          if (name == "Flat") {
+            int64_t f = b * C + c + 1;
+            want += s(f / C % B, f % C) - s(b, c);
+          }
+          ASSERT_NEAR(y.at(b * C + c), want, (dtype == DType::F64 ? 1e-12 : 1e-4) * (1 + std::abs(want)))
+              << "at " << b << ", " << c;
+        }
+    }
+  }
+}
+
+} // namespace
+} // namespace enc
