@@ -49,6 +49,38 @@ TEST(FuseSlabKernels, SoftmaxIsOneKernelPerBatchElement) {
   EXPECT_EQ(g.kernels.size(), 1u) << ir::printLoops(g);
 }
 
+// Two kernels parallel over b < 4: the first stores T[b * 8 + i], the second reads T at `at`
+// (an index in b and i < 8).
+ir::LoopProgram twoKernels(const ir::Expr &at) {
+  using namespace ir;
+  Expr b = indexVar("b"), i = indexVar("i");
+  auto kernel = [&](const std::string &out, const std::string &in, const Expr &where) {
+    Kernel k;
+    k.name = "k_" + out;
+    k.output = out;
+    k.buffers = {out, in};
+    k.launch = ForKind::Parallel;
+    k.launchExtent = intImm(4);
+    k.body = forLoop("b", intImm(4), ForKind::Parallel,
+                     {forLoop("i", intImm(8), ForKind::Serial, {store(out, b * intImm(8) + i, load(in, where) * floatImm(2), {})})});
+    return k;
+  };
+  LoopProgram p;
+  p.kernels = {kernel("T", "X", b * intImm(8) + i), kernel("Y", "T", at)};
+  return p;
+}
+
+// The rule on loop IR: a read in the iteration's own slab (reversed within it) merges; a read at
+// the same stride but past the slab's end, or at another stride, does not.
+TEST(FuseSlabKernels, OnlyReadsInTheIterationsOwnSlabMerge) {
+  using namespace ir;
+  Expr b = indexVar("b"), i = indexVar("i");
+  EXPECT_EQ(fuseSlabKernels(twoKernels(b * intImm(8) + (intImm(7) - i))).kernels.size(), 1u);
+  EXPECT_EQ(fuseSlabKernels(twoKernels(b * intImm(8) + i + intImm(4))).kernels.size(), 2u);
+  EXPECT_EQ(fuseSlabKernels(twoKernels(i * intImm(4) + b)).kernels.size(), 2u);
+  EXPECT_EQ(fuseSlabKernels(twoKernels((intImm(3) - b) * intImm(8) + i)).kernels.size(), 2u);
+}
+
 const char *kLayers = R"(
 layer Mirrored() {
   forward(X: [B, C]) -> Y: [B, C] {
