@@ -76,11 +76,12 @@ private:
     if (!ok_ || !buffers_.count(buffer)) return;
     Expr flat = expand(index, lets);
     std::optional<int64_t> stride = strideIn(flat, v_);
-    if (!stride || *stride <= 0) {
+    if (!stride) {
       ok_ = false;
       return;
     }
     std::optional<IndexRange> within = indexRange(atFirstSlab(flat), extents);
+    // g in [0, S) also rules out S <= 0 (a mirrored or constant index).
     auto [it, first] = slab_.emplace(buffer, *stride);
     ok_ = within && within->lo >= 0 && within->hi < *stride && it->second == *stride;
   }

@@ -71,13 +71,15 @@ ir::LoopProgram twoKernels(const ir::Expr &at) {
 }
 
 // The rule on loop IR: a read in the iteration's own slab (reversed within it) merges; a read at
-// the same stride but past the slab's end, or at another stride, does not.
+// the same stride but past the slab's end, in slabs of another size, or at another stride, does not.
 TEST(FuseSlabKernels, OnlyReadsInTheIterationsOwnSlabMerge) {
   using namespace ir;
   Expr b = indexVar("b"), i = indexVar("i");
   EXPECT_EQ(fuseSlabKernels(twoKernels(b * intImm(8) + (intImm(7) - i))).kernels.size(), 1u);
   EXPECT_EQ(fuseSlabKernels(twoKernels(b * intImm(8) + i + intImm(4))).kernels.size(), 2u);
   EXPECT_EQ(fuseSlabKernels(twoKernels(i * intImm(4) + b)).kernels.size(), 2u);
+  // Slabs of 4 in a buffer written in slabs of 8: iteration 1 would read iteration 0's.
+  EXPECT_EQ(fuseSlabKernels(twoKernels(b * intImm(4) + i % intImm(4))).kernels.size(), 2u);
   EXPECT_EQ(fuseSlabKernels(twoKernels((intImm(3) - b) * intImm(8) + i)).kernels.size(), 2u);
 }
 
