@@ -82,7 +82,7 @@ private:
     }
     std::optional<IndexRange> within = indexRange(atFirstSlab(flat), extents);
     // g in [0, S) also rules out S <= 0 (a mirrored or constant index).
-    auto [it, first] = slab_.emplace(buffer, *stride);
+    auto it = slab_.emplace(buffer, *stride).first;
     ok_ = within && within->lo >= 0 && within->hi < *stride && it->second == *stride;
   }
 
