@@ -19,6 +19,8 @@
 // other iteration writes, so it reads what the earlier kernel's same iteration stored. The
 // earlier kernel touches nothing the later one writes. Only neighbours merge (a chain merges
 // pairwise), and only kernels whose body is one parallel loop with the same constant extent.
+// A kernel writing one of `apart` (the gradients data-parallel training sends as soon as they
+// are complete, whose kernels bucketGradients moves early) stays a kernel of its own.
 #include "compiler/IndexRange.h"
 #include "compiler/LocalNames.h"
 #include "compiler/LoopIR.h"
@@ -147,7 +149,8 @@ bool meets(const std::set<std::string> &a, const std::set<std::string> &b) {
   return false;
 }
 
-std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
+std::optional<Kernel> merge(const Kernel &a, const Kernel &b, const std::set<std::string> &apart) {
+  if (meets(kernelWrites(a), apart) || meets(kernelWrites(b), apart)) return std::nullopt;
   Stmt la = parallelLoop(a), lb = parallelLoop(b);
   if (!la || !lb || !structurallyEqual(la->value, lb->value)) return std::nullopt;
   const std::set<std::string> aReads = kernelReads(a), aWrites = kernelWrites(a), bReads = kernelReads(b),
@@ -175,11 +178,11 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
 
 } // namespace
 
-LoopProgram fuseSlabKernels(const LoopProgram &p) {
+LoopProgram fuseSlabKernels(const LoopProgram &p, const std::set<std::string> &apart) {
   LoopProgram out = p;
   std::vector<Kernel> &ks = out.kernels;
   for (size_t i = 0; i + 1 < ks.size();) {
-    if (std::optional<Kernel> merged = merge(ks[i], ks[i + 1])) {
+    if (std::optional<Kernel> merged = merge(ks[i], ks[i + 1], apart)) {
       ks[i] = *merged;
       ks.erase(ks.begin() + static_cast<long>(i) + 1);
     } else {

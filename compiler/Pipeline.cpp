@@ -285,7 +285,11 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
     if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
     loops = run.step("fusePointwiseKernels", loops, fusePointwiseKernels);
-    if (t.target == Target::CPU) loops = run.step("fuseSlabKernels", loops, fuseSlabKernels);
+    if (t.target == Target::CPU) {
+      // Data-parallel training sends a gradient once its kernel is done: those stay apart.
+      const std::set<std::string> sent(t.averageGradients.gradients.begin(), t.averageGradients.gradients.end());
+      loops = run.step("fuseSlabKernels", loops, [&](const LoopProgram &l) { return fuseSlabKernels(l, sent); });
+    }
   }
   loops = run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
     l.types = t.types;

@@ -19,7 +19,7 @@ namespace {
 
 bool writes(const ir::LoopProgram &p, const std::string &tensor) {
   for (const ir::Kernel &k : p.kernels)
-    if (k.output == tensor) return true;
+    if (ir::kernelWrites(k).count(tensor)) return true;
   return false;
 }
 
