@@ -17,6 +17,7 @@
 // included), its epilogue extended; the pointwise kernel is recognized by what its statements
 // are, not their order. It moves up past the kernels between them only when it reads nothing
 // they write and they neither read nor write its output.
+#include "compiler/PointwiseNest.h"
 #include "compiler/ReductionNest.h"
 
 #include <fmt/format.h>
@@ -29,9 +30,11 @@
 namespace enc::ir {
 namespace {
 
-// A pointwise kernel: one thread per output, lets, and one plain store at the thread's own
-// position (blocks transparent; lets are pure, so their place around the store does not matter).
+// A pointwise kernel of one thread per output (a PointwiseNest of one gpu_threads loop) whose
+// one store is plain and at the thread's own position; lets are pure, so their place around
+// the store does not matter.
 struct Pointwise {
+  PointwiseNest nest;
   std::string var;
   Expr extent;
   std::vector<Stmt> lets;
@@ -39,38 +42,27 @@ struct Pointwise {
 };
 
 std::optional<Pointwise> pointwise(const Kernel &k) {
-  if (k.launch != ForKind::GpuThreads || k.scatters || k.collective || k.outputs != 1) return std::nullopt;
-  const Stmt &top = k.body;
-  if (top->kind != StmtKind::For || top->forKind != ForKind::GpuThreads) return std::nullopt;
-  Pointwise p{top->name, top->value, {}, nullptr};
-  for (const Stmt &s : withoutBlocks(top->body)) {
-    if (s->kind == StmtKind::Let)
-      p.lets.push_back(s);
-    else if (s->kind == StmtKind::Store && !p.store)
-      p.store = s;
-    else
-      return std::nullopt;
+  if (k.launch != ForKind::GpuThreads || k.outputs != 1) return std::nullopt;
+  std::optional<PointwiseNest> n = pointwiseNest(k);
+  if (!n || n->loops.size() != 1 || n->loops[0].kind != ForKind::GpuThreads) return std::nullopt;
+  Pointwise p{*n, n->loops[0].var, n->loops[0].extent, n->loops[0].lets, nullptr};
+  for (const Stmt &s : n->body) {
+    if (s->kind == StmtKind::Let) p.lets.push_back(s);
+    else if (p.store) return std::nullopt; // one store only
+    else p.store = s;
   }
-  if (!p.store || p.store->accumulate || p.store->index->kind != ExprKind::Var || p.store->index->name != p.var)
-    return std::nullopt;
+  if (p.store->index->kind != ExprKind::Var || p.store->index->name != p.var) return std::nullopt;
   return p;
 }
 
 // Whether every load in `b` of a buffer in `written` is at b's own position once b's lets are
 // substituted.
 bool readsOnlyOwnPosition(const Pointwise &b, const std::set<std::string> &written) {
-  std::map<std::string, Expr> lets;
-  auto expand = [&](const Expr &e) {
-    return substitute(e, [&](const std::string &n, VarKind) -> Expr {
-      auto it = lets.find(n);
-      return it == lets.end() ? nullptr : it->second;
-    });
-  };
-  for (const Stmt &l : b.lets) lets[l->name] = expand(l->value);
+  const LetValues lets(b.nest);
   bool ok = true;
   visit(b.store->value, [&](const Expr &n) {
     if (n->kind != ExprKind::Load || !written.count(n->name)) return true;
-    Expr at = expand(n->args[0]);
+    Expr at = lets.expand(n->args[0]);
     ok &= at->kind == ExprKind::Var && at->name == b.var;
     return true;
   });

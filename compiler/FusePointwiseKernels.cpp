@@ -25,6 +25,7 @@
 //   stores (blocks transparent); scatters, collectives, reductions and tiles are not.
 #include "compiler/LocalNames.h"
 #include "compiler/LoopIR.h"
+#include "compiler/PointwiseNest.h"
 
 #include <algorithm>
 #include <map>
@@ -34,88 +35,12 @@
 namespace enc::ir {
 namespace {
 
-struct PointwiseNest {
-  struct Loop {
-    std::string var;
-    Expr extent;
-    ForKind kind = ForKind::Serial;
-    std::vector<Stmt> lets;
-  };
-  std::vector<Loop> loops;   // outermost first
-  std::vector<Stmt> body;    // the innermost loop's lets and stores, in order
-
-  Stmt write() const {
-    Stmt s = block(body);
-    for (size_t i = loops.size(); i-- > 0;) {
-      std::vector<Stmt> level = loops[i].lets;
-      level.push_back(s);
-      s = forLoop(loops[i].var, loops[i].extent, loops[i].kind, level);
-    }
-    return s;
-  }
-};
-
-bool pointwiseLoopKind(ForKind k) {
-  return k == ForKind::Serial || k == ForKind::Parallel || k == ForKind::GpuThreads || k == ForKind::GpuRows ||
-         k == ForKind::GpuRowThreads;
-}
-
-std::optional<PointwiseNest> pointwiseNest(const Kernel &k) {
-  if (k.scatters || k.collective || k.bucket || k.body->kind != StmtKind::For) return std::nullopt;
-  PointwiseNest n;
-  Stmt loop = k.body;
-  while (loop) {
-    if (!pointwiseLoopKind(loop->forKind)) return std::nullopt;
-    PointwiseNest::Loop level{loop->name, loop->value, loop->forKind, {}};
-    std::vector<Stmt> items = withoutBlocks(loop->body);
-    loop = nullptr;
-    if (!items.empty() && items.back()->kind == StmtKind::For) {
-      loop = items.back();
-      items.pop_back();
-      for (const Stmt &s : items)
-        if (s->kind != StmtKind::Let) return std::nullopt;
-      level.lets = items;
-    } else {
-      bool stores = false;
-      for (const Stmt &s : items) {
-        if (s->kind == StmtKind::Store && !s->accumulate) stores = true;
-        else if (s->kind != StmtKind::Let) return std::nullopt;
-      }
-      if (!stores) return std::nullopt;
-      n.body = items;
-    }
-    n.loops.push_back(level);
-  }
-  return n;
-}
-
 bool sameLoops(const PointwiseNest &a, const PointwiseNest &b) {
   return std::equal(a.loops.begin(), a.loops.end(), b.loops.begin(), b.loops.end(),
                     [](const PointwiseNest::Loop &x, const PointwiseNest::Loop &y) {
                       return x.kind == y.kind && structurallyEqual(x.extent, y.extent);
                     });
 }
-
-// Expressions with every let of the nest substituted, so that positions compare as values.
-class LetValues {
-public:
-  explicit LetValues(const PointwiseNest &n) {
-    for (const PointwiseNest::Loop &l : n.loops)
-      for (const Stmt &s : l.lets) add(s);
-    for (const Stmt &s : n.body)
-      if (s->kind == StmtKind::Let) add(s);
-  }
-  Expr expand(const Expr &e) const {
-    return substitute(e, [&](const std::string &name, VarKind) -> Expr {
-      auto it = values_.find(name);
-      return it == values_.end() ? nullptr : it->second;
-    });
-  }
-
-private:
-  std::map<std::string, Expr> values_;
-  void add(const Stmt &s) { values_[s->name] = expand(s->value); }
-};
 
 // Whether every load, in `stmts`, of a buffer the statements `stores` write is at the position
 // they store it.
