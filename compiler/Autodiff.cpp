@@ -196,6 +196,7 @@ private:
     const Expr &a = e->args[0], &b = e->args[1];
     switch (e->binOp) {
     case BinOp::Add:
+      if (backpropLogSumExp(e, adj, domain)) return;
       backprop(a, adj, domain);
       backprop(b, adj, domain);
       return;
@@ -249,6 +250,20 @@ private:
     std::string k2 = freshName(k.name);
     Expr weighted = reduce(ReduceOp::Sum, {{k2, k.extent}}, substituteIndices(adj * s, {{k.name, indexVar(k2)}}));
     backprop(softmax->logits, s * (adj - weighted), domain);
+    return true;
+  }
+
+  // logsumexp's adjoint (SoftmaxForm.h): adj * exp(x - M) / S into each logit, over the
+  // reduction variable added to the domain as a sum's body gets it.
+  bool backpropLogSumExp(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
+    const std::string placeholder = "_logsumexp_k"; // no index of the program has this name
+    std::optional<LogSumExpForm> lse = matchLogSumExp(e, placeholder, fwd_);
+    if (!lse) return false;
+    std::string k = freshName("k");
+    Expr x = substituteIndices(lse->logits, {{placeholder, indexVar(k)}});
+    std::vector<IndexVar> inner = domain;
+    inner.push_back({k, lse->extent});
+    backprop(x, adj * call("exp", {x - lse->maxRead}) / lse->sumRead, inner);
     return true;
   }
 

@@ -66,4 +66,22 @@ std::optional<SoftmaxForm> matchSoftmax(const Expr &quotient, const std::vector<
   return std::nullopt;
 }
 
+std::optional<LogSumExpForm> matchLogSumExp(const Expr &sum, const std::string &k, const Program &program) {
+  if (sum->kind != ExprKind::Binary || sum->binOp != BinOp::Add) return std::nullopt;
+  const Expr &maxRead = sum->args[0], &log = sum->args[1];
+  if (maxRead->kind != ExprKind::Access || log->kind != ExprKind::Call || log->name != "log" || log->args.size() != 1 ||
+      log->args[0]->kind != ExprKind::Access)
+    return std::nullopt;
+  const Expr &sumRead = log->args[0];
+  const Definition *maxDef = reductionDefinition(program, maxRead->name, ReduceOp::Max);
+  const Definition *sumDef = reductionDefinition(program, sumRead->name, ReduceOp::Sum);
+  if (!maxDef || !sumDef || maxRead->args.size() != maxDef->indices.size() ||
+      sumRead->args.size() != sumDef->indices.size() ||
+      !structurallyEqual(maxDef->value->rvars[0].extent, sumDef->value->rvars[0].extent))
+    return std::nullopt;
+  Expr x = bodyAt(*maxDef, maxRead, k);
+  if (!structurallyEqual(bodyAt(*sumDef, sumRead, k), call("exp", {x - maxRead}))) return std::nullopt;
+  return LogSumExpForm{x, maxDef->value->rvars[0].extent, maxRead, sumRead};
+}
+
 } // namespace enc::ir

@@ -1,8 +1,9 @@
-// Softmax's own adjoint (compiler/SoftmaxForm.h, Autodiff): the gradient of
+// Softmax's and logsumexp's own adjoints (compiler/SoftmaxForm.h, Autodiff): the gradient of
 // exp(x - max(x)) / sum(exp(x - max(x))) reads the stored probabilities, recomputes no exp and
 // equals central finite differences in f64, also where the quotient sits inside a sum and
 // where a hand-written softmax stands in for softmax(...); a quotient that only looks like one
-// keeps the generic derivation and its gradient stays right.
+// keeps the generic derivation and its gradient stays right. logsumexp's sends adj * exp(x - M) / S
+// to x without a second sum.
 #include "compiler/IR.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
@@ -32,6 +33,18 @@ layer ByHand() {
     M[b] = max(c: X[b, c])
     S[b] = sum(c: exp(X[b, c] - M[b]))
     Y[b, c] = exp(X[b, c] - M[b]) / S[b]
+  }
+}
+layer LogSumExp() {
+  forward(X: [B, C, L]) -> Y: [B, L] {
+    Y[b, l] = logsumexp(c: X[b, c, l]) * X[b, 0, l]
+  }
+}
+layer NotLogSumExp() {
+  forward(X: [B, C]) -> Y: [B] {
+    M[b] = max(c: X[b, c])
+    S[b] = sum(c: exp(X[b, c] - M[b]) * (X[b, c] + 2))
+    Y[b] = M[b] + log(S[b])
   }
 }
 layer NotSoftmax() {
@@ -74,6 +87,25 @@ TEST(SoftmaxGradient, ReadsTheStoredProbabilities) {
   // (Attend's probabilities live inside a sum and are not stored: its gradient recomputes them.)
   // Its sum exponentiates 2 x: not a softmax, so the derivation goes through M and S.
   EXPECT_TRUE(callsExp(Layer(library, "NotSoftmax", {}, {}).gradientProgram()));
+}
+
+bool sumsExp(const ir::Program &p) {
+  for (const ir::Definition &d : p.defs)
+    if (ir::anyNode(d.value, [](const ir::Expr &n) {
+          return n->kind == ir::ExprKind::Reduce &&
+                 ir::anyNode(n, [](const ir::Expr &m) { return m->kind == ir::ExprKind::Call && m->name == "exp"; });
+        }))
+      return true;
+  return false;
+}
+
+// logsumexp's adjoint, adj * exp(x - M) / S: no second pass summing exp, no select at the max.
+TEST(SoftmaxGradient, LogSumExpNeedsNoSecondSum) {
+  Layer loss(Library::shipped(), "CrossEntropyLoss", {}, {});
+  EXPECT_FALSE(sumsExp(loss.gradientProgram())) << ir::printProgram(loss.gradientProgram());
+  auto library = Library::fromSource("softmaxes.enc", kLayers);
+  EXPECT_FALSE(sumsExp(Layer(library, "LogSumExp", {}, {}).gradientProgram()));
+  EXPECT_TRUE(sumsExp(Layer(library, "NotLogSumExp", {}, {}).gradientProgram()));
 }
 
 using Tensors = std::map<std::string, Tensor>;
@@ -149,6 +181,8 @@ TEST(SoftmaxGradient, MatchesFiniteDifferences) {
                                   {{"Q", randomTensor({5, 4}, rng, spread / 2)}}, 1.0);
     checkAgainstFiniteDifferences(Library::shipped(), "Softmax", {}, {{"X", randomTensor({2, 5, 3}, rng, spread)}}, {},
                                   spread);
+    checkAgainstFiniteDifferences(library, "LogSumExp", {}, {{"X", randomTensor({2, 4, 3}, rng, spread)}}, {}, spread);
+    checkAgainstFiniteDifferences(library, "NotLogSumExp", {}, {{"X", randomTensor({2, 5}, rng, 1.0)}}, {}, 1.0);
   }
 }
 
