@@ -31,6 +31,9 @@ namespace enc::ir {
 namespace {
 
 // The same domains: output loops and reduction loops of equal extents and kinds, level by level.
+// LowerToLoops' hasSiblingSum states this rule on definitions (equal index and reduction
+// extents) to keep such one-index sums plain loops rather than dot tiles, so that they meet
+// here: the two must agree.
 bool sameDomains(const ReductionNest &a, const ReductionNest &b) {
   auto same = [](const ReductionNest::Loop &x, const ReductionNest::Loop &y) {
     return x.kind == y.kind && structurallyEqual(x.extent, y.extent);
