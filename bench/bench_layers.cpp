@@ -109,6 +109,26 @@ void BM_Inspiration_Fused(benchmark::State &s) { runLayer(s, kInspiration, true,
 void BM_Conv2d_ResNet(benchmark::State &s) { runLayer(s, kConvResNet, true, DType::F32, convGflop(8, 64, 64, 56, 56, 3)); }
 void BM_Conv2d_FewChannels(benchmark::State &s) { runLayer(s, kConvFew, true, DType::F32, convGflop(8, 3, 8, 64, 64, 3)); }
 void BM_Conv2d_Stride2(benchmark::State &s) { runLayer(s, kConvStride2, true, DType::F32, convGflop(8, 64, 128, 28, 28, 3)); }
+// CrossEntropyLoss over 1000 classes for a batch of 256 (ImageNet's head): a memory-bound pass
+// over the logits each way; targets in range, one in 16 ignored (-100).
+void BM_CrossEntropyLoss(benchmark::State &state) {
+  static auto lib = Library::shipped();
+  Layer layer(lib, "CrossEntropyLoss", {}, {});
+  const int64_t B = 256, C = 1000;
+  Tensor x = randomTensor({B, C}, 1), t(DType::F32, {B});
+  for (int64_t b = 0; b < B; ++b) t.dataAs<float>()[b] = b % 16 == 0 ? -100.0f : static_cast<float>(b * 37 % C);
+  Tensor g(DType::F32, {});
+  g.dataAs<float>()[0] = 1;
+  layer.forward({{"X", x}, {"T", t}});
+  layer.backward({{"Y", g}});
+  for (auto _ : state) {
+    layer.forward({{"X", x}, {"T", t}});
+    auto grads = layer.backward({{"Y", g}});
+    benchmark::DoNotOptimize(grads);
+  }
+  state.counters["threads"] = ThreadPool::global().size();
+}
+
 void BM_Linear(benchmark::State &s) { runLayer(s, kLinear, true, DType::F32, 3 * 2.0 * 512 * 1024 * 1024 / 1e9); }
 
 BENCHMARK(BM_Encoding_Fused)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -132,6 +152,7 @@ BENCHMARK(BM_Conv2d_ResNet)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Conv2d_FewChannels)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Conv2d_Stride2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Linear)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CrossEntropyLoss)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // References: the hardware's bars, measured in the same run.
 void BM_Memcpy(benchmark::State &state) {
