@@ -201,6 +201,43 @@ private:
     });
   }
 
+  // A max or min whose innermost reduction index r reads unit-stride (a row's max over a
+  // classifier's classes): 16 lanes, each the max of every 16th element, then their max.
+  // LLVM's vectorizer leaves maxnum/minnum reductions scalar, one dependent step per element.
+  // The last vector overlaps the one before where 16 does not divide r's extent: max and min
+  // take an element twice without harm. Leaves _acc holding the result.
+  static constexpr int64_t kReductionLanes = 16;
+  std::optional<std::vector<Stmt>> maxAcrossLanes(const ExprNode &r) const {
+    if ((r.reduceOp != ReduceOp::Max && r.reduceOp != ReduceOp::Min) || def_.isScatter()) return std::nullopt;
+    const ReduceVar &last = r.rvars.back();
+    int64_t n = 0;
+    const Expr &body = r.args[0];
+    if (!isConst(last.extent, &n) || n < 2 * kReductionLanes || !vectorizable(body)) return std::nullopt;
+    bool unitStride = true;
+    visit(body, [&](const Expr &e) {
+      if (e->kind == ExprKind::Load) {
+        std::optional<int64_t> stride = strideIn(unclampedIndex(e->args[0]), last.name);
+        unitStride = unitStride && stride && (*stride == 0 || *stride == 1);
+      }
+      return unitStride;
+    });
+    if (!unitStride) return std::nullopt;
+    const Expr identity = reduceIdentity(r.reduceOp, Type::Float);
+    const std::string lane = last.name + ".l";
+    auto at = [&](Expr first) {
+      return combine(r.reduceOp, load("_lanes", indexVar(lane)),
+                     substituteIndices(body, {{last.name, first + indexVar(lane)}}));
+    };
+    auto vector = [&](Stmt s) { return forLoop(lane, intImm(kReductionLanes), ForKind::Vectorized, {s}); };
+    Stmt loop = forLoop(last.name + ".o", intImm(n / kReductionLanes), ForKind::Serial,
+                        {vector(store("_lanes", indexVar(lane), at(indexVar(last.name + ".o") * intImm(kReductionLanes)), {}))});
+    if (n % kReductionLanes) loop = block({loop, vector(store("_lanes", indexVar(lane), at(intImm(n - kReductionLanes)), {}))});
+    for (size_t i = r.rvars.size() - 1; i-- > 0;) loop = forLoop(r.rvars[i].name, r.rvars[i].extent, ForKind::Serial, {loop});
+    return std::vector<Stmt>{alloc("_lanes", kReductionLanes), vector(store("_lanes", indexVar(lane), identity, {})), loop,
+                             let("_acc", Type::Float, identity),
+                             vector(assign("_acc", combine(r.reduceOp, local("_acc"), load("_lanes", indexVar(lane)))))};
+  }
+
   Stmt cpuBody(Kernel &k, const Expr &value, const Expr &flatOut) {
     const ExprNode *r = findReduce(value);
     // Contractions (sums of products of reads) get register-blocked tiles; a sum over one
@@ -230,6 +267,9 @@ private:
       inner.push_back(loop);
       Expr epilogue = replaceReduce(value, current);
       if (epilogue != current) inner.push_back(row(store(def_.tensor, flatOut, epilogue, def_.loc)));
+    } else if (std::optional<std::vector<Stmt>> lanes = r ? maxAcrossLanes(*r) : std::nullopt) {
+      inner.insert(inner.end(), lanes->begin(), lanes->end());
+      inner.push_back(result(flatOut, replaceReduce(value, local("_acc"))));
     } else if (r) {
       inner.push_back(let("_acc", Type::Float, reduceIdentity(r->reduceOp, Type::Float)));
       Stmt loop = assign("_acc", combine(r->reduceOp, local("_acc"), r->args[0]));

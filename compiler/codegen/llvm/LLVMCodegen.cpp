@@ -287,13 +287,18 @@ private:
       llvm::AllocaInst *slot = slots_.at(s->name);
       llvm::Value *v;
       if (varying(s->value) && !slot->getAllocatedType()->isVectorTy()) {
-        // A uniform local accumulating over the lanes: s = s + x adds the sum of x's lanes.
+        // A uniform local accumulating over the lanes: s = s + x adds the sum of x's lanes,
+        // s = max(s, x) (min) takes their max (min), as maxnum (minnum) does.
         const Expr &e = s->value;
-        if (e->kind != ExprKind::Binary || e->binOp != BinOp::Add || e->args[0]->kind != ExprKind::Var ||
-            e->args[0]->name != s->name || s->type != Type::Float)
-          internalError("kernel {}: unsupported reduction across lanes: {}", kernel_.name, print(e));
+        const bool acrossLanes = e->kind == ExprKind::Binary &&
+                                 (e->binOp == BinOp::Add || e->binOp == BinOp::Max || e->binOp == BinOp::Min) &&
+                                 e->args[0]->kind == ExprKind::Var && e->args[0]->name == s->name && s->type == Type::Float;
+        if (!acrossLanes) internalError("kernel {}: unsupported reduction across lanes: {}", kernel_.name, print(e));
         llvm::Value *lanes = widen(expr(e->args[1]));
-        v = b_.CreateFAdd(b_.CreateLoad(fty_, slot), b_.CreateFAddReduce(floatConst(-0.0), lanes));
+        llvm::Value *current = b_.CreateLoad(fty_, slot);
+        if (e->binOp == BinOp::Add) v = b_.CreateFAdd(current, b_.CreateFAddReduce(floatConst(-0.0), lanes));
+        else if (e->binOp == BinOp::Max) v = intrinsic(llvm::Intrinsic::maxnum, {current, b_.CreateFPMaxReduce(lanes)});
+        else v = intrinsic(llvm::Intrinsic::minnum, {current, b_.CreateFPMinReduce(lanes)});
       } else {
         v = expr(s->value);
         if (slot->getAllocatedType()->isVectorTy()) v = widen(v);
