@@ -20,6 +20,11 @@ namespace enc {
 namespace {
 
 const char *kRows = R"(
+layer Columns() {
+  forward(X: [B, C, N]) -> Y: [B, N] {
+    Y[b, n] = max(c: X[b, c, n])
+  }
+}
 layer Rows() {
   forward(X: [B, C, N]) -> Y: [B, C] {
     Y[b, c] = max(n: X[b, c, n] * 2) - min(n: X[b, c, n]) + max(e < C, n: X[b, e, n] + c)
@@ -69,6 +74,13 @@ TEST(LaneReductions, MaxAndMinAlongRowsEqualLoops) {
         }
     }
   }
+}
+
+// A max across rows (strided along its reduction) keeps its loop: LLVM vectorizes it along the
+// output's contiguous index instead.
+TEST(LaneReductions, StridedReductionsStayLoops) {
+  Layer layer(Library::fromSource("rows.enc", kRows), "Columns", {}, {});
+  EXPECT_FALSE(usesLanes(layer, 2, 64, 40));
 }
 
 } // namespace
