@@ -256,7 +256,7 @@ private:
   // logsumexp's adjoint (SoftmaxForm.h): adj * exp(x - M) / S into each logit, over the
   // reduction variable added to the domain as a sum's body gets it.
   bool backpropLogSumExp(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
-    const std::string placeholder = "_logsumexp_k"; // no index of the program has this name
+    const std::string placeholder = "k.lse"; // no index of a tensor program has a dot in its name
     std::optional<LogSumExpForm> lse = matchLogSumExp(e, placeholder, fwd_);
     if (!lse) return false;
     std::string k = freshName("k");

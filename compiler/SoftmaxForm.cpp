@@ -32,6 +32,25 @@ Expr bodyAt(const Definition &def, const Expr &read, const std::string &k) {
   return substituteIndices(def.value->args[0], values);
 }
 
+// The definitions of M and S read at `maxRead` and `sumRead`: a max and a sum over one
+// variable each, of equal extents; nullopt otherwise. Whether S sums exp of M's body shifted
+// by M is the callers' test, where they know the variable.
+struct MaxAndSum {
+  const Definition *max, *sum;
+  Expr extent;
+};
+
+std::optional<MaxAndSum> maxAndSum(const Program &program, const Expr &maxRead, const Expr &sumRead) {
+  if (maxRead->kind != ExprKind::Access || sumRead->kind != ExprKind::Access) return std::nullopt;
+  const Definition *maxDef = reductionDefinition(program, maxRead->name, ReduceOp::Max);
+  const Definition *sumDef = reductionDefinition(program, sumRead->name, ReduceOp::Sum);
+  if (!maxDef || !sumDef || maxRead->args.size() != maxDef->indices.size() ||
+      sumRead->args.size() != sumDef->indices.size() ||
+      !structurallyEqual(maxDef->value->rvars[0].extent, sumDef->value->rvars[0].extent))
+    return std::nullopt;
+  return MaxAndSum{maxDef, sumDef, maxDef->value->rvars[0].extent};
+}
+
 } // namespace
 
 std::optional<SoftmaxForm> matchSoftmax(const Expr &quotient, const std::vector<IndexVar> &scope,
@@ -42,14 +61,8 @@ std::optional<SoftmaxForm> matchSoftmax(const Expr &quotient, const std::vector<
   const Expr &shifted = numerator->args[0];
   if (shifted->kind != ExprKind::Binary || shifted->binOp != BinOp::Sub) return std::nullopt;
   const Expr &x = shifted->args[0], &maxRead = shifted->args[1];
-  if (maxRead->kind != ExprKind::Access || sumRead->kind != ExprKind::Access) return std::nullopt;
-  const Definition *maxDef = reductionDefinition(program, maxRead->name, ReduceOp::Max);
-  const Definition *sumDef = reductionDefinition(program, sumRead->name, ReduceOp::Sum);
-  if (!maxDef || !sumDef || maxRead->args.size() != maxDef->indices.size() ||
-      sumRead->args.size() != sumDef->indices.size())
-    return std::nullopt;
-  const Expr &extent = maxDef->value->rvars[0].extent;
-  if (!structurallyEqual(extent, sumDef->value->rvars[0].extent)) return std::nullopt;
+  std::optional<MaxAndSum> defs = maxAndSum(program, maxRead, sumRead);
+  if (!defs) return std::nullopt;
   auto readsVar = [](const Expr &read, const std::string &k) {
     return std::any_of(read->args.begin(), read->args.end(),
                        [&](const Expr &a) { return mentionsVar(a, k, VarKind::Index); });
@@ -58,9 +71,9 @@ std::optional<SoftmaxForm> matchSoftmax(const Expr &quotient, const std::vector<
   for (auto it = scope.rbegin(); it != scope.rend(); ++it) {
     const IndexVar &k = *it;
     if (!seen.insert(k.name).second) continue;
-    if (!structurallyEqual(k.extent, extent) || readsVar(maxRead, k.name) || readsVar(sumRead, k.name)) continue;
-    if (structurallyEqual(bodyAt(*maxDef, maxRead, k.name), x) &&
-        structurallyEqual(bodyAt(*sumDef, sumRead, k.name), numerator))
+    if (!structurallyEqual(k.extent, defs->extent) || readsVar(maxRead, k.name) || readsVar(sumRead, k.name)) continue;
+    if (structurallyEqual(bodyAt(*defs->max, maxRead, k.name), x) &&
+        structurallyEqual(bodyAt(*defs->sum, sumRead, k.name), numerator))
       return SoftmaxForm{x, k};
   }
   return std::nullopt;
@@ -69,19 +82,13 @@ std::optional<SoftmaxForm> matchSoftmax(const Expr &quotient, const std::vector<
 std::optional<LogSumExpForm> matchLogSumExp(const Expr &sum, const std::string &k, const Program &program) {
   if (sum->kind != ExprKind::Binary || sum->binOp != BinOp::Add) return std::nullopt;
   const Expr &maxRead = sum->args[0], &log = sum->args[1];
-  if (maxRead->kind != ExprKind::Access || log->kind != ExprKind::Call || log->name != "log" || log->args.size() != 1 ||
-      log->args[0]->kind != ExprKind::Access)
-    return std::nullopt;
+  if (log->kind != ExprKind::Call || log->name != "log" || log->args.size() != 1) return std::nullopt;
   const Expr &sumRead = log->args[0];
-  const Definition *maxDef = reductionDefinition(program, maxRead->name, ReduceOp::Max);
-  const Definition *sumDef = reductionDefinition(program, sumRead->name, ReduceOp::Sum);
-  if (!maxDef || !sumDef || maxRead->args.size() != maxDef->indices.size() ||
-      sumRead->args.size() != sumDef->indices.size() ||
-      !structurallyEqual(maxDef->value->rvars[0].extent, sumDef->value->rvars[0].extent))
-    return std::nullopt;
-  Expr x = bodyAt(*maxDef, maxRead, k);
-  if (!structurallyEqual(bodyAt(*sumDef, sumRead, k), call("exp", {x - maxRead}))) return std::nullopt;
-  return LogSumExpForm{x, maxDef->value->rvars[0].extent, maxRead, sumRead};
+  std::optional<MaxAndSum> defs = maxAndSum(program, maxRead, sumRead);
+  if (!defs) return std::nullopt;
+  Expr x = bodyAt(*defs->max, maxRead, k);
+  if (!structurallyEqual(bodyAt(*defs->sum, sumRead, k), call("exp", {x - maxRead}))) return std::nullopt;
+  return LogSumExpForm{x, defs->extent, maxRead, sumRead};
 }
 
 } // namespace enc::ir
