@@ -51,7 +51,8 @@ public:
 
   bool check(const Stmt &loop) {
     v_ = loop->name;
-    for (const Stmt &s : loop->body) walk(s, {}, {});
+    std::map<std::string, Expr> extents, lets;
+    for (const Stmt &s : loop->body) walkInto(s, extents, lets);
     return ok_;
   }
 
