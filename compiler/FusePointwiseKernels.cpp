@@ -21,8 +21,9 @@
 //   iteration's, perhaps another thread's, value: no fusion.
 // - A kernel moves up past the kernels between only when it reads nothing they write, and they
 //   neither read nor write what it writes.
-// - A pointwise nest is loops, each holding lets and one loop, the innermost lets and plain
-//   stores (blocks transparent); scatters, collectives, reductions and tiles are not.
+// - A pointwise nest (PointwiseNest.h) is loops, each holding lets and one loop, the innermost
+//   lets and plain stores (blocks transparent); scatters, collectives, reductions and tiles
+//   are not.
 #include "compiler/LocalNames.h"
 #include "compiler/LoopIR.h"
 #include "compiler/PointwiseNest.h"
