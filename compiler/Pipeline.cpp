@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 namespace enc::ir {
@@ -242,8 +243,15 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
     onProgram("dropCenteredSums", [&](const Program &q) { return dropCenteredSums(q, forward); });
     onProgram("inlinePointwise", inlinePointwise);
   }
-  // A backward block's saved tensors are what it still reads once fused.
-  if (layer.layer->backward) g.saved = forwardTensorsRead(g.program, forward);
+  // A backward block's saved tensors are what it still reads once fused; a derived gradient's
+  // lose what fusion stopped reading (CrossEntropyLoss's per-row losses, read only by the
+  // gradient of a denominator that is no input), which the forward pass need not keep.
+  if (layer.layer->backward) {
+    g.saved = forwardTensorsRead(g.program, forward);
+  } else {
+    const std::set<std::string> read = tensorsRead(g.program);
+    std::erase_if(g.saved, [&](const std::string &t) { return !read.count(t); });
+  }
   return g;
 }
 

@@ -5,6 +5,8 @@
 // keeps the generic derivation and its gradient stays right. logsumexp's sends adj * exp(x - M) / S
 // to x without a second sum.
 #include "compiler/IR.h"
+#include "compiler/HyperParams.h"
+#include "compiler/Pipeline.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
 
@@ -13,7 +15,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <random>
 #include <string>
 
@@ -106,6 +110,22 @@ TEST(SoftmaxGradient, LogSumExpNeedsNoSecondSum) {
   auto library = Library::fromSource("softmaxes.enc", kLayers);
   EXPECT_FALSE(sumsExp(Layer(library, "LogSumExp", {}, {}).gradientProgram()));
   EXPECT_TRUE(sumsExp(Layer(library, "NotLogSumExp", {}, {}).gradientProgram()));
+}
+
+// What the forward pass keeps for the backward pass is what the fused backward pass reads:
+// CrossEntropyLoss's per-row losses (read by the raw gradient of its denominator only) are not.
+TEST(SoftmaxGradient, SavesOnlyWhatTheFusedGradientReads) {
+  auto lib = Library::shipped();
+  const LayerSymbols &layer = lib->get("CrossEntropyLoss");
+  std::map<std::string, ir::Expr> hyper = resolveHyperParams(layer, {});
+  hyper["training"] = ir::boolImm(true);
+  const ir::Pipeline pipeline;
+  const ir::Program forward = pipeline.forward(layer, hyper);
+  const ir::Gradient g = pipeline.backward(layer, forward, hyper);
+  const std::set<std::string> read = ir::tensorsRead(g.program);
+  for (const std::string &t : g.saved) EXPECT_TRUE(read.count(t)) << t << " saved but not read";
+  EXPECT_EQ(std::count(g.saved.begin(), g.saved.end(), "Loss"), 0);
+  EXPECT_EQ(std::count(g.saved.begin(), g.saved.end(), "X"), 1);
 }
 
 using Tensors = std::map<std::string, Tensor>;
