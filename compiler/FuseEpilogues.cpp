@@ -99,7 +99,7 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
     for (size_t i = j; i-- > 0;) {
       const Kernel &a = ks[i];
       const std::set<std::string> aWrites = kernelWrites(a);
-      const bool readsA = std::any_of(bReads.begin(), bReads.end(), [&](const std::string &r) { return aWrites.count(r); });
+      const bool readsA = meets(bReads, aWrites);
       const bool touchesOut = aWrites.count(bOut) || kernelReads(a).count(bOut);
       const std::optional<ReductionNest> na = readsA && !touchesOut ? reductionNest(a) : std::nullopt;
       if (na && na->warp() && structurallyEqual(na->output.extent, pb->extent) && readsOnlyOwnPosition(*pb, aWrites)) {

@@ -99,10 +99,6 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   return mergedInterface(k, a, b);
 }
 
-bool meets(const std::set<std::string> &a, const std::set<std::string> &b) {
-  return std::any_of(a.begin(), a.end(), [&](const std::string &n) { return b.count(n); });
-}
-
 } // namespace
 
 LoopProgram fusePointwiseKernels(const LoopProgram &p) {

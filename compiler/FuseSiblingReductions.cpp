@@ -78,7 +78,7 @@ LoopProgram fuseSiblingReductions(const LoopProgram &p) {
     std::set<std::string> written = kernelWrites(ks[i]);
     for (size_t j = i + 1; j < ks.size();) {
       std::set<std::string> r = kernelReads(ks[j]);
-      bool independent = std::none_of(r.begin(), r.end(), [&](const std::string &n) { return written.count(n); });
+      bool independent = !meets(r, written);
       std::optional<Kernel> merged = independent ? merge(ks[i], ks[j]) : std::nullopt;
       if (merged) {
         ks[i] = *merged;

@@ -144,12 +144,6 @@ void declaredNames(const Stmt &s, std::set<std::string> &names) {
   });
 }
 
-bool meets(const std::set<std::string> &a, const std::set<std::string> &b) {
-  for (const std::string &n : a)
-    if (b.count(n)) return true;
-  return false;
-}
-
 std::optional<Kernel> merge(const Kernel &a, const Kernel &b, const std::set<std::string> &apart) {
   if (meets(kernelWrites(a), apart) || meets(kernelWrites(b), apart)) return std::nullopt;
   Stmt la = parallelLoop(a), lb = parallelLoop(b);

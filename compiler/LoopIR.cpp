@@ -346,6 +346,10 @@ bool usesAsyncCopies(const Kernel &k) {
 std::set<std::string> kernelReads(const Kernel &k) { return {k.buffers.begin() + k.outputs, k.buffers.end()}; }
 std::set<std::string> kernelWrites(const Kernel &k) { return {k.buffers.begin(), k.buffers.begin() + k.outputs}; }
 
+bool meets(const std::set<std::string> &a, const std::set<std::string> &b) {
+  return std::any_of(a.begin(), a.end(), [&](const std::string &n) { return b.count(n); });
+}
+
 Kernel mergedInterface(Kernel merged, const Kernel &a, const Kernel &b) {
   std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
   buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);

@@ -215,6 +215,8 @@ bool usesAsyncCopies(const Kernel &k);
 // The tensors a kernel reads (buffers[outputs ..]) and writes (buffers[0 .. outputs)).
 std::set<std::string> kernelReads(const Kernel &k);
 std::set<std::string> kernelWrites(const Kernel &k);
+// Whether two sets of buffer names have one in common (what one kernel writes and another reads).
+bool meets(const std::set<std::string> &a, const std::set<std::string> &b);
 // `merged` (a body doing the work of `a` and then `b`) with the interface of both: a's
 // outputs, b's outputs, then every tensor either reads; b's parameters added to a's.
 Kernel mergedInterface(Kernel merged, const Kernel &a, const Kernel &b);
