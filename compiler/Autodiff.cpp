@@ -166,14 +166,23 @@ private:
     return out;
   }
 
-  void backpropDefinition(const Definition &d, const std::string &gradTensor) {
+  // `tensor` read at definition d's own indices.
+  static Expr atOwnIndices(const std::string &tensor, const Definition &d) {
     std::vector<Expr> vars;
     for (const IndexVar &v : d.indices) vars.push_back(indexVar(v.name));
+    return access(tensor, vars);
+  }
+
+  void backpropDefinition(const Definition &d, const std::string &gradTensor) {
     current_ = &d;
-    backprop(d.value, access(gradTensor, vars), d.indices);
+    backprop(d.value, atOwnIndices(gradTensor, d), d.indices);
   }
 
   const Definition *current_ = nullptr;
+
+  // The stored result where e is the current definition's whole value, else e itself
+  // (recomputed in the backward pass).
+  Expr storedOr(const Expr &e) const { return current_->value == e ? atOwnIndices(current_->tensor, *current_) : e; }
 
   void backprop(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
     if (e->type != Type::Float || !readsTensor(e)) return;
@@ -240,12 +249,7 @@ private:
   bool backpropSoftmax(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
     std::optional<SoftmaxForm> softmax = matchSoftmax(e, domain, fwd_);
     if (!softmax) return false;
-    Expr s = e;
-    if (current_->value == e) {
-      std::vector<Expr> vars;
-      for (const IndexVar &v : current_->indices) vars.push_back(indexVar(v.name));
-      s = access(current_->tensor, vars);
-    }
+    Expr s = storedOr(e);
     const IndexVar &k = softmax->over;
     std::string k2 = freshName(k.name);
     Expr weighted = reduce(ReduceOp::Sum, {{k2, k.extent}}, substituteIndices(adj * s, {{k.name, indexVar(k2)}}));
@@ -275,12 +279,7 @@ private:
   void backpropReduce(const Expr &r, const Expr &adj, const std::vector<IndexVar> &domain) {
     // The reduced value: the stored result when the definition is exactly the reduction,
     // otherwise the reduction itself (hoisted into a temporary of the backward pass).
-    Expr total = r;
-    if (current_->value == r) {
-      std::vector<Expr> vars;
-      for (const IndexVar &v : current_->indices) vars.push_back(indexVar(v.name));
-      total = access(current_->tensor, vars);
-    }
+    Expr total = storedOr(r);
     const Expr &body = r->args[0];
     Expr adjBody;
     switch (r->reduceOp) {
