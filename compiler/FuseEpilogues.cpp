@@ -35,23 +35,29 @@ namespace {
 // the store does not matter.
 struct Pointwise {
   PointwiseNest nest;
-  std::string var;
-  Expr extent;
-  std::vector<Stmt> lets;
   Stmt store;
+
+  const std::string &var() const { return nest.loops[0].var; }
+  const Expr &extent() const { return nest.loops[0].extent; }
+  std::vector<Stmt> lets() const {
+    std::vector<Stmt> out = nest.loops[0].lets;
+    for (const Stmt &s : nest.body)
+      if (s->kind == StmtKind::Let) out.push_back(s);
+    return out;
+  }
 };
 
 std::optional<Pointwise> pointwise(const Kernel &k) {
   if (k.launch != ForKind::GpuThreads || k.outputs != 1) return std::nullopt;
   std::optional<PointwiseNest> n = pointwiseNest(k);
   if (!n || n->loops.size() != 1 || n->loops[0].kind != ForKind::GpuThreads) return std::nullopt;
-  Pointwise p{*n, n->loops[0].var, n->loops[0].extent, n->loops[0].lets, nullptr};
-  for (const Stmt &s : n->body) {
-    if (s->kind == StmtKind::Let) p.lets.push_back(s);
-    else if (p.store) return std::nullopt; // one store only
-    else p.store = s;
-  }
-  if (p.store->index->kind != ExprKind::Var || p.store->index->name != p.var) return std::nullopt;
+  Pointwise p{*n, nullptr};
+  for (const Stmt &s : n->body)
+    if (s->kind != StmtKind::Let) {
+      if (p.store) return std::nullopt; // one store only
+      p.store = s;
+    }
+  if (p.store->index->kind != ExprKind::Var || p.store->index->name != p.var()) return std::nullopt;
   return p;
 }
 
@@ -63,7 +69,7 @@ bool readsOnlyOwnPosition(const Pointwise &b, const std::set<std::string> &writt
   visit(b.store->value, [&](const Expr &n) {
     if (n->kind != ExprKind::Load || !written.count(n->name)) return true;
     Expr at = lets.expand(n->args[0]);
-    ok &= at->kind == ExprKind::Var && at->name == b.var;
+    ok &= at->kind == ExprKind::Var && at->name == b.var();
     return true;
   });
   return ok;
@@ -72,8 +78,8 @@ bool readsOnlyOwnPosition(const Pointwise &b, const std::set<std::string> &writt
 // `b`'s statements in the epilogue of `a` (nest `na`): b's position is a's output index; b's
 // lets get names of their own (two epilogues' `c` must not meet in one C++ scope).
 Kernel moveInto(const Kernel &a, ReductionNest na, const Kernel &b, const Pointwise &pb, int &fresh) {
-  Renaming rename{{pb.var, na.output.var}};
-  for (const Stmt &l : pb.lets) {
+  Renaming rename{{pb.var(), na.output.var}};
+  for (const Stmt &l : pb.lets()) {
     rename[l->name] = fmt::format("{}_e{}", l->name, ++fresh);
     na.epilogue.push_back(renameLocals(l, rename));
   }
@@ -102,7 +108,7 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p) {
       const bool readsA = meets(bReads, aWrites);
       const bool touchesOut = aWrites.count(bOut) || kernelReads(a).count(bOut);
       const std::optional<ReductionNest> na = readsA && !touchesOut ? reductionNest(a) : std::nullopt;
-      if (na && na->warp() && structurallyEqual(na->output.extent, pb->extent) && readsOnlyOwnPosition(*pb, aWrites)) {
+      if (na && na->warp() && structurallyEqual(na->output.extent, pb->extent()) && readsOnlyOwnPosition(*pb, aWrites)) {
         ks[i] = moveInto(a, *na, ks[j], *pb, fresh);
         ks.erase(ks.begin() + static_cast<long>(j));
         --j;
