@@ -4,9 +4,10 @@
 // index shorter than a vector).
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
-#include "compiler/Pipeline.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+
+#include "LoweredLoops.h"
 
 #include <gtest/gtest.h>
 
@@ -430,9 +431,7 @@ TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
   {
     Layer shown(lib(), "Conv2d", sets(8, 8, 3, 1, 2, 1), {});
     std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
-    ir::Pipeline pipeline;
-    ir::TargetOptions target;
-    std::string text = ir::printLoops(pipeline.lower(pipeline.specializeSizes(shown.gradientProgram(), sizes), target));
+    std::string text = ir::printLoops(testing::lowered(shown.gradientProgram(), sizes));
     size_t at = text.find("kernel k1_grad_weight");
     ASSERT_NE(at, std::string::npos) << text;
     EXPECT_NE(text.find("X_phases[(((i0 * 8 + i1) * 56 + i2) * 2 + phase) * 29 + u] = select(2 * u + phase - 1 >= 0"),
@@ -447,7 +446,7 @@ TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
     // and offset of X_phases[..., kw % 2, w + kw / 2] are the same in every lane.
     // (fuseSlabKernels runs the copy and the convolution per batch element in one kernel: the
     // convolution is the outermost loop storing Y and not the copy.)
-    ir::LoopProgram fwdLoops = pipeline.lower(pipeline.specializeSizes(shown.program(), sizes), target);
+    ir::LoopProgram fwdLoops = testing::lowered(shown.program(), sizes);
     std::string yKernel;
     for (const ir::Kernel &k : fwdLoops.kernels)
       ir::visit(k.body, [&](const ir::Stmt &s) {

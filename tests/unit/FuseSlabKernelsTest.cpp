@@ -3,9 +3,10 @@
 // reads another iteration's slab (a mirrored or shifted row) keeps its own, and the layer still
 // computes what loops in double precision compute.
 #include "compiler/LoopIR.h"
-#include "compiler/Pipeline.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+
+#include "LoweredLoops.h"
 
 #include <gtest/gtest.h>
 
@@ -18,12 +19,7 @@
 namespace enc {
 namespace {
 
-ir::LoopProgram lowered(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes) {
-  ir::Pipeline pipeline;
-  ir::TargetOptions options;
-  options.target = ir::Target::CPU;
-  return pipeline.lower(pipeline.specializeSizes(program, sizes), options);
-}
+using testing::lowered;
 
 // The kernel writing `tensor`, or null.
 const ir::Kernel *writerOf(const ir::LoopProgram &p, const std::string &tensor) {

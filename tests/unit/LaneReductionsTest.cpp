@@ -4,9 +4,10 @@
 // the middle of a tensor, and a NaN in a row is skipped as max and min skip it elsewhere
 // (maxnum/minnum); with 16-bit storage too.
 #include "compiler/LoopIR.h"
-#include "compiler/Pipeline.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+
+#include "LoweredLoops.h"
 
 #include <gtest/gtest.h>
 
@@ -34,10 +35,7 @@ layer Rows() {
 
 // Whether some kernel of the CPU forward pass reduces across 16 lanes (a `_lanes` array).
 bool usesLanes(const Layer &layer, int64_t B, int64_t C, int64_t N) {
-  ir::Pipeline pipeline;
-  ir::TargetOptions options;
-  ir::LoopProgram p = pipeline.lower(
-      pipeline.specializeSizes(layer.program(), {{"B", ir::intImm(B)}, {"C", ir::intImm(C)}, {"N", ir::intImm(N)}}), options);
+  ir::LoopProgram p = testing::lowered(layer.program(), {{"B", ir::intImm(B)}, {"C", ir::intImm(C)}, {"N", ir::intImm(N)}});
   return ir::printLoops(p).find("_lanes") != std::string::npos;
 }
 

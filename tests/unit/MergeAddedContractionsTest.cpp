@@ -3,9 +3,10 @@
 // CPU only; the merged layer computes what loops in double precision compute.
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
-#include "compiler/Pipeline.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+
+#include "LoweredLoops.h"
 
 #include <gtest/gtest.h>
 
@@ -17,17 +18,12 @@
 namespace enc {
 namespace {
 
+using testing::lowered;
+
 bool writes(const ir::LoopProgram &p, const std::string &tensor) {
   for (const ir::Kernel &k : p.kernels)
     if (ir::kernelWrites(k).count(tensor)) return true;
   return false;
-}
-
-ir::LoopProgram lowered(const ir::Program &program, const std::map<std::string, ir::Expr> &sizes, ir::Target target) {
-  ir::Pipeline pipeline;
-  ir::TargetOptions options;
-  options.target = target;
-  return pipeline.lower(pipeline.specializeSizes(program, sizes), options);
 }
 
 // Encoding's input gradient: grad_X_sum3 (X * 2 * s - 2 * sum(k: gA * C)) joins grad_X's own
