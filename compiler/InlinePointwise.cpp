@@ -120,7 +120,7 @@ private:
     // A collective sums a stored tensor: what it reads stays stored.
     for (size_t ci : readers_[d.tensor])
       if (isCollective(p_.defs[ci])) return false;
-    if (costOf(d.value) <= kCheapCost) return !readBySeveralSumsRepeatedly(d);
+    if (costOf(d.value) <= kCheapCost) return !readBySeveralSumsRepeatedly(di);
     for (size_t ci : readers_[d.tensor])
       if (containsReduce(p_.defs[ci].value) || p_.defs[ci].indices.size() != d.indices.size()) return false;
     return true;
@@ -130,8 +130,9 @@ private:
   // element for every value of one of the sum's indices: an operand of a contraction) stays
   // stored: recomputed there it costs its work once per repeat, stored one write and a read
   // (softmax's gradient, which each of Encoding's gradients reads per feature).
-  bool readBySeveralSumsRepeatedly(const Definition &d) {
-    if (tensorsRead(d.value).size() < 2) return false;
+  bool readBySeveralSumsRepeatedly(size_t di) {
+    const Definition &d = p_.defs[di];
+    if (reads_[di].size() < 2) return false;
     int repeated = 0;
     for (size_t ci : readers_[d.tensor]) {
       const Definition &c = p_.defs[ci];
