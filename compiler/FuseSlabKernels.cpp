@@ -145,12 +145,12 @@ void declaredNames(const Stmt &s, std::set<std::string> &names) {
 }
 
 std::optional<Kernel> merge(const Kernel &a, const Kernel &b, const std::set<std::string> &apart) {
-  if (meets(kernelWrites(a), apart) || meets(kernelWrites(b), apart)) return std::nullopt;
   Stmt la = parallelLoop(a), lb = parallelLoop(b);
   if (!la || !lb || !structurallyEqual(la->value, lb->value)) return std::nullopt;
   const std::set<std::string> aReads = kernelReads(a), aWrites = kernelWrites(a), bReads = kernelReads(b),
                               bWrites = kernelWrites(b);
-  if (meets(bWrites, aReads) || meets(bWrites, aWrites)) return std::nullopt;
+  if (meets(aWrites, apart) || meets(bWrites, apart) || meets(bWrites, aReads) || meets(bWrites, aWrites))
+    return std::nullopt;
   std::set<std::string> passed; // written by a, read by b
   for (const std::string &t : aWrites)
     if (bReads.count(t)) passed.insert(t);
