@@ -19,8 +19,8 @@
 // other iteration writes, so it reads what the earlier kernel's same iteration stored. The
 // earlier kernel touches nothing the later one writes. Only neighbours merge (a chain merges
 // pairwise), and only kernels whose body is one parallel loop with the same constant extent.
-// A kernel writing one of `apart` (the gradients data-parallel training sends as soon as they
-// are complete, whose kernels bucketGradients moves early) stays a kernel of its own.
+// It runs after bucketGradients: gradient buckets are collectives, which never merge, so a
+// gradient is complete no later than where bucketing placed its bucket.
 #include "compiler/IndexRange.h"
 #include "compiler/LocalNames.h"
 #include "compiler/LoopIR.h"
@@ -144,13 +144,12 @@ void declaredNames(const Stmt &s, std::set<std::string> &names) {
   });
 }
 
-std::optional<Kernel> merge(const Kernel &a, const Kernel &b, const std::set<std::string> &apart) {
+std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   Stmt la = parallelLoop(a), lb = parallelLoop(b);
   if (!la || !lb || !structurallyEqual(la->value, lb->value)) return std::nullopt;
   const std::set<std::string> aReads = kernelReads(a), aWrites = kernelWrites(a), bReads = kernelReads(b),
                               bWrites = kernelWrites(b);
-  if (meets(aWrites, apart) || meets(bWrites, apart) || meets(bWrites, aReads) || meets(bWrites, aWrites))
-    return std::nullopt;
+  if (meets(bWrites, aReads) || meets(bWrites, aWrites)) return std::nullopt;
   std::set<std::string> passed; // written by a, read by b
   for (const std::string &t : aWrites)
     if (bReads.count(t)) passed.insert(t);
@@ -173,11 +172,11 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b, const std::set<std
 
 } // namespace
 
-LoopProgram fuseSlabKernels(const LoopProgram &p, const std::set<std::string> &apart) {
+LoopProgram fuseSlabKernels(const LoopProgram &p) {
   LoopProgram out = p;
   std::vector<Kernel> &ks = out.kernels;
   for (size_t i = 0; i + 1 < ks.size();) {
-    if (std::optional<Kernel> merged = merge(ks[i], ks[i + 1], apart)) {
+    if (std::optional<Kernel> merged = merge(ks[i], ks[i + 1])) {
       ks[i] = *merged;
       ks.erase(ks.begin() + static_cast<long>(i) + 1);
     } else {

@@ -236,9 +236,8 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p);
 LoopProgram fusePointwiseKernels(const LoopProgram &p);
 // CPU: neighbour kernels whose bodies are parallel loops of one extent, each iteration touching
 // only its own slab of what one writes and the other reads, become one kernel running both
-// bodies per iteration (softmax's max, sum and quotient); kernels writing one of `apart` stay
-// apart. See FuseSlabKernels.cpp.
-LoopProgram fuseSlabKernels(const LoopProgram &p, const std::set<std::string> &apart = {});
+// bodies per iteration (softmax's max, sum and quotient). See FuseSlabKernels.cpp.
+LoopProgram fuseSlabKernels(const LoopProgram &p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

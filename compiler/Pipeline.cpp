@@ -65,11 +65,11 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "fuseReductionEpilogues", "GPU, fused", "pointwise kernels over a warp reduction into its epilogue"},
     {"lower", "fusePointwiseKernels", "fused",
      "pointwise kernels over one iteration space: one kernel with an output each (Adam's three)"},
-    {"lower", "fuseSlabKernels", "CPU, fused",
-     "neighbour kernels parallel over one index, each iteration in its own slab of what they pass: one kernel"},
     {"lower", "accumulateInComputeType", "", "16-bit storage: no kernel accumulates into a 16-bit buffer"},
     {"lower", "bucketGradients", "data-parallel backward",
      "parameter gradients averaged over the group in buckets, each started once its gradients are complete"},
+    {"lower", "fuseSlabKernels", "CPU, fused",
+     "neighbour kernels parallel over one index, each iteration in its own slab of what they pass: one kernel"},
 };
 
 // What a pass does to the invariants the verifier checks beyond well-formedness.
@@ -293,11 +293,6 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
     if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
     loops = run.step("fusePointwiseKernels", loops, fusePointwiseKernels);
-    if (t.target == Target::CPU) {
-      // Data-parallel training sends a gradient once its kernel is done: those stay apart.
-      const std::set<std::string> sent(t.averageGradients.gradients.begin(), t.averageGradients.gradients.end());
-      loops = run.step("fuseSlabKernels", loops, [&](const LoopProgram &l) { return fuseSlabKernels(l, sent); });
-    }
   }
   loops = run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
     l.types = t.types;
@@ -305,6 +300,9 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   });
   if (!t.averageGradients.gradients.empty())
     loops = run.step("bucketGradients", loops, [&](const LoopProgram &l) { return bucketGradients(l, t.averageGradients); });
+  // Last, once buckets stand between the kernels whose gradients they send: a bucket, a
+  // collective, is never merged across, so no gradient completes later than bucketing placed it.
+  if (t.fuse && t.target == Target::CPU) loops = run.step("fuseSlabKernels", loops, fuseSlabKernels);
   return loops;
 }
 
