@@ -236,7 +236,27 @@ private:
     ElemType t = elemOf(buffer);
     return toCompute(loadStored(p, contiguous, t), t);
   }
+  // v's lanes stored at buffer[start + lane * stride]: spread into lanes * stride consecutive
+  // elements and stored under a mask of the lanes' own (a scatter costs a store per lane).
+  void stridedStore(const std::string &buffer, const Expr &start, int64_t stride, llvm::Value *v) {
+    ElemType t = elemOf(buffer);
+    unsigned wide = lanes_ * static_cast<unsigned>(stride);
+    std::vector<int> spread;
+    std::vector<llvm::Constant *> keep;
+    for (unsigned m = 0; m < wide; ++m) {
+      spread.push_back(m % stride == 0 ? static_cast<int>(m / stride) : -1);
+      keep.push_back(b_.getInt1(m % stride == 0));
+    }
+    llvm::Value *p = b_.CreateGEP(storedTy(t), buffers_.at(buffer), lane0(start));
+    b_.CreateMaskedStore(b_.CreateShuffleVector(v, spread), p, alignOf(t), llvm::ConstantVector::get(keep));
+  }
   void storeTo(const std::string &buffer, const Expr &index, llvm::Value *v, bool accumulate) {
+    if (varying(index))
+      if (int64_t stride = smallStride(index)) {
+        v = widen(v);
+        if (accumulate) v = b_.CreateFAdd(stridedLoad(buffer, index, stride, nullptr), v);
+        return stridedStore(buffer, index, stride, toStorage(v, elemOf(buffer)));
+      }
     bool contiguous;
     llvm::Value *p = address(buffer, index, &contiguous);
     ElemType t = elemOf(buffer);
