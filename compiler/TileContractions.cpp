@@ -49,9 +49,9 @@
 namespace enc::ir {
 namespace {
 
-// Outer product: the tile's rows times its lanes; 8 rows of 32 lanes or 16 of 16 keep 16
-// AVX-512 f32 vectors of accumulators (16 rows of 16 lanes: each short-strided load or masked
-// read of a narrow stride-2 convolution tile serves twice as many multiply-adds).
+// Outer product: the tile's rows times its lanes; 8 rows of 32 lanes (or of two overlapping
+// vectors: 28 columns of a stride-2 convolution's phase) or 16 of 16 keep 16 AVX-512 f32
+// vectors of accumulators.
 constexpr int64_t kAccumulatorLanes = 256;
 constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (a projection's grad_W with D / K = 4 per slice)
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
@@ -365,11 +365,26 @@ private:
     };
     // Computing a column twice would read what the first pass stored.
     const bool overlap = !readsOutput(c_);
+    // An extent between half a tile and a tile (28 columns in tiles of 32): one tile whose rows
+    // are two overlapping vectors (0..15 and 12..27), each row's broadcast read serving both.
+    if (int64_t nc = 0; overlap && isConst(n, &nc) && 2 * nc > d.block && nc < d.block && d.block / 2 >= kMinLanes &&
+                        d.name != staging_.var) {
+      const int64_t width = d.block / 2;
+      auto s = subst;
+      auto l = lanes;
+      const std::string half = d.name + ".h", lane = d.name + ".i";
+      s[d.name] = at(indexVar(half) * intImm(nc - width) + indexVar(lane));
+      l.push_back({half, 2, ForKind::Unrolled});
+      l.push_back({lane, width, d.lane});
+      ranges_[half] = intImm(2);
+      ranges_[lane] = intImm(width);
+      return gen(k + 1, s, l);
+    }
     // One overlapping tile instead of the tiers, where that takes fewer vectors per row: the
     // rest r of full tiles in one tile of the next width up from r, ending at n (28 columns in
     // tiles of 16: 16 + one 16-lane tile over 12..27, not 16 + 8 + 8).
-    // An extent below one tile (28 columns in tiles of 32) takes two overlapping tiles of half
-    // the next width up (16 + 16 over 12..27).
+    // A staged extent below one tile (28 channels in tiles of 32: each tile copies its own
+    // lanes) takes two overlapping tiles of half the next width up (16 + 16 over 12..27).
     if (int64_t nc = 0; overlap && isConst(n, &nc) && nc > kMinLanes && nc % d.block != 0) {
       const int64_t r = nc % d.block, tiers = tierVectors(r);
       int64_t one = kMinLanes;
@@ -451,6 +466,12 @@ private:
     auto accumulate = [](const Expr &index, const Expr &value) {
       return store("_acc", index, load("_acc", index) + value, SourceLoc{});
     };
+    // Lanes where `keep` is false keep their partial sums (one masked multiply-add, where
+    // adding a selected 0 took a multiply, a blend and an add).
+    auto accumulateWhere = [](const Expr &index, const Expr &keep, const Expr &value) {
+      Expr sum = load("_acc", index);
+      return store("_acc", index, select(keep, sum + value, sum), SourceLoc{});
+    };
     // Reduction loops around `inner`, outermost first, skipping `skip` (and those the chunks
     // loop over outside the tile; of the split index, one chunk).
     auto reductionLoops = [&](std::vector<Stmt> inner, const std::string &skip) {
@@ -507,7 +528,7 @@ private:
     if (!isZero(maskedFull)) {
       Expr keep = binary(BinOp::Ge, indexVar(lane), L - n % L);
       inner.push_back(forLoop(dotVar_ + ".m", maskedFull, ForKind::Serial,
-                              {wrap(all, {accumulate(atL, select(keep, withR(n - L + indexVar(lane)), floatImm(0)))})}));
+                              {wrap(all, {accumulateWhere(atL, keep, withR(n - L + indexVar(lane)))})}));
     }
     // Shorter than one full step: tiles of half as many lanes (into the first lanes of the
     // partial sums) down to kMinLanes, then the same masked step at kMinLanes lanes. Only
@@ -531,7 +552,7 @@ private:
       narrow.push_back({lane, last, ForKind::Vectorized});
       Expr keep = binary(BinOp::Ge, indexVar(lane), W - left);
       inner.push_back(forLoop(dotVar_ + ".n", masked, ForKind::Serial,
-                              {wrap(narrow, {accumulate(atL, select(keep, withR(n - W + indexVar(lane)), floatImm(0)))})}));
+                              {wrap(narrow, {accumulateWhere(atL, keep, withR(n - W + indexVar(lane)))})}));
     }
     Expr rest = (intImm(1) - atLeastOne(n / W)) * n;
     if (!isZero(rest))
@@ -878,9 +899,10 @@ Stmt tileContraction(const Contraction &contraction) {
     }
     return rows;
   };
+  // Lanes per tile: 32 from 17 positions up (below 32, two overlapping vectors per row).
   auto vectorBlock = [](const Expr &extent) -> int64_t {
     std::optional<int64_t> n = constExtent(extent);
-    return !n || *n >= 32 ? 32 : (*n >= 16 ? 16 : 8);
+    return !n || *n > 16 ? 32 : (*n == 16 ? 16 : 8);
   };
   std::vector<Dim> dims;
   for (size_t i = 1; i < c.indices.size(); ++i) dims.push_back({c.indices[i].name, c.indices[i].extent});

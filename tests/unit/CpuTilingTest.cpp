@@ -4,8 +4,14 @@
 // index shorter than a vector).
 #include "compiler/LoopIR.h"
 #include "compiler/Passes.h"
+#include "compiler/codegen/llvm/LLVMCodegen.h"
+#include "runtime/CpuJit.h"
 #include "runtime/Layer.h"
 #include "runtime/Library.h"
+
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/Support/raw_ostream.h>
 
 #include "LoweredLoops.h"
 
@@ -129,6 +135,40 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
   text = cpuLoops(l.program(), square);
   EXPECT_EQ(text.find("_stage0"), std::string::npos) << text;
   EXPECT_NE(text.find("vectorized for w.i in 0..32:"), std::string::npos) << text;
+}
+
+// A stride-2 convolution's input gradient computes each stride phase of its 56 columns, 28
+// positions, as one tile of 8 input channels by two overlapping vectors (columns 0..15 and
+// 12..27) that share each weight broadcast (16 rows of 16 lanes broadcast once per
+// multiply-add), and stores each vector to every other column with a masked store of the
+// spread lanes, not a scatter.
+TEST(CpuTiling, StridedInputGradientTilesTwoOverlappingVectors) {
+  Layer l(lib(), "Conv2d",
+          {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  ir::LoopProgram loops = testing::lowered(l.gradientProgram(), sizes);
+  const ir::Kernel *gradX = nullptr;
+  for (const ir::Kernel &k : loops.kernels)
+    if (k.name.find("grad_X") != std::string::npos) gradX = &k;
+  ASSERT_NE(gradX, nullptr) << ir::printLoops(loops);
+  ir::LoopProgram one;
+  one.types = loops.types;
+  one.kernels = {*gradX};
+  std::string kernel = ir::printLoops(one);
+  EXPECT_NE(kernel.find("unrolled for j1.i in 0..8:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for j3.q.h in 0..2:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("vectorized for j3.q.i in 0..16:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("(2 * (j3.q.h * 12 + j3.q.i) + j3.r)] = _acc["), std::string::npos) << kernel;
+
+  llvm::LLVMContext ctx;
+  auto module = CpuJit::instance().newModule("strided", ctx);
+  codegen::emitLLVMKernel(*gradX, loops.types, *module);
+  std::string ir;
+  llvm::raw_string_ostream os(ir);
+  module->print(os, nullptr);
+  os.flush();
+  EXPECT_NE(ir.find("@llvm.masked.store.v32f32"), std::string::npos) << ir;
+  EXPECT_EQ(ir.find("masked.scatter"), std::string::npos) << ir;
 }
 
 TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
@@ -372,7 +412,13 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
                    // Weight gradients over at least 4096 positions sum in chunks of rows: 5 chunks
                    // of 10 rows (no parallel groups: 5 output channels), 8 input channels as one
                    // parallel iteration each, and groups of 2 input channels.
-                   Case{2, 3, 5, 50, 47, 3, 1}, Case{2, 3, 8, 48, 48, 3, 1}, Case{3, 16, 4, 40, 37, 3, 1}}) {
+                   Case{2, 3, 5, 50, 47, 3, 1}, Case{2, 3, 8, 48, 48, 3, 1}, Case{3, 16, 4, 40, 37, 3, 1},
+                   // Input gradients whose stride phases are 17, 20, 28 and 31 columns: one
+                   // tile of two overlapping vectors, stored to every other column; 9 input
+                   // channels: a block of 8 rows and one row. Output columns of 17 and 20
+                   // (stride 1, fewer than 32 output channels): the same tile in the forward.
+                   Case{1, 9, 4, 3, 34, 3, 1, 2}, Case{2, 3, 5, 4, 40, 3, 1, 2}, Case{1, 9, 6, 3, 56, 3, 1, 2},
+                   Case{1, 2, 3, 5, 62, 3, 1, 2}, Case{1, 3, 5, 4, 17, 3, 1}, Case{2, 2, 9, 3, 20, 3, 1}}) {
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
                    {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)},
