@@ -53,6 +53,7 @@ namespace {
 // vectors: 28 columns of a stride-2 convolution's phase) or 16 of 16 keep 16 AVX-512 f32
 // vectors of accumulators.
 constexpr int64_t kAccumulatorLanes = 256;
+constexpr int64_t kPairedRowsMax = 12; // outer product: rows over two short indices, at most (24 accumulators)
 constexpr int64_t kSlicedRows = 4;   // sliced outer product: rows (a projection's grad_W with D / K = 4 per slice)
 constexpr int64_t kGatheredRows = 8; // gathered outer product: rows (more rows share each gathered vector)
 constexpr int64_t kLongReduction = 4096; // dot product: a reduction this long runs in chunks (see reductionChunks)
@@ -960,6 +961,25 @@ Stmt tileContraction(const Contraction &contraction) {
     if (rows > 0)
       dims[static_cast<size_t>(rows) - 1].block =
           blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kAccumulatorLanes / j.block);
+    // Rows of a few positions (a kernel's 3 rows of taps) take a second index's positions too
+    // (its 3 columns: 9 rows of 32 lanes, 18 accumulators), where both are constants whose
+    // product stays within kPairedRowsMax.
+    if (rows > 0 && !gathers)
+      if (std::optional<int64_t> r = constExtent(c.indices[static_cast<size_t>(rows)].extent);
+          r && *r * 2 < kAccumulatorLanes / j.block) {
+        int second = -1;
+        int64_t most = 0;
+        for (size_t i = 1; i < c.indices.size(); ++i) {
+          if (static_cast<int>(i) == best || static_cast<int>(i) == rows || boundsReduction(c, c.indices[i].name))
+            continue;
+          std::optional<int64_t> e = constExtent(c.indices[i].extent);
+          if (e && *e > 1 && *r * *e <= kPairedRowsMax && *e > most) {
+            second = static_cast<int>(i);
+            most = *e;
+          }
+        }
+        if (second > 0) dims[static_cast<size_t>(second) - 1].block = most;
+      }
     // No other index to block as rows (Linear's gradients grad_weight[o, i] =
     // sum(b: gY[b, o] * X[b, i]) and grad_X[b, i] = sum(o: gY[b, o] * W[o, i])): the parallel
     // index becomes the rows when some moving read does not depend on it.
