@@ -90,6 +90,12 @@ Program splitColumnReductions(const Program &p, int64_t chunks = 16);
 // (a strided convolution's weight gradient), reads a copy split into its s stride phases,
 // T_phases[..., p, u] = T[..., s * u + p + lo], with unit stride (see PhaseStridedReads.cpp).
 Program phaseStridedReads(const Program &p);
+// CPU: a strided convolution's weight gradient, a sum whose first output index (32 or more
+// positions) sits plainly in one read whose last index is the innermost reduction index, the
+// other read strided along it, sums into a temporary with that index last from a copy of the
+// read with it last, then is copied back: an outer product along it instead of a dot product
+// along 28 strided columns (see TransposeWeightGradients.cpp).
+Program transposeWeightGradients(const Program &p);
 // CPU: a temporary that adds a scaled sum into the one definition reading it (as an addend, at
 // any place), whose sum runs over the ranges of the reader's own sum, is inlined and the two
 // sums become one (Encoding's input gradient: one blocked kernel, no [B, D, N] temporary); see

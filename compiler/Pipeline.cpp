@@ -56,6 +56,8 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "splitColumnReductions", "CPU, fused", "long column sums cut into per-thread rows"},
     {"lower", "mergeAddedContractions", "CPU, fused", "a temporary adding a sum into its one reader's sum: one sum"},
     {"lower", "splitHeavyEpilogues", "CPU, fused", "a contraction's epilogue blocked code cannot widen: its own kernel"},
+    {"lower", "transposeWeightGradients", "CPU, fused",
+     "a strided convolution's weight gradient sums transposed, vectorized along its output channels"},
     {"lower", "phaseStridedReads", "CPU, fused",
      "a sum's read strided along its innermost reduction index reads a copy split into stride phases"},
     {"lower", "sinkCollectives", "", "collectives of one stage adjacent: one message"},
@@ -280,6 +282,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     p = run.step("splitColumnReductions", p, [](const Program &q) { return splitColumnReductions(q); });
     p = run.step("mergeAddedContractions", p, mergeAddedContractions);
     p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
+    p = run.step("transposeWeightGradients", p, transposeWeightGradients);
     p = run.step("phaseStridedReads", p, phaseStridedReads);
   }
   p = run.step("sinkCollectives", p, sinkCollectives);

@@ -468,6 +468,38 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
 // along w reads that with unit stride and no column guard. Numerics against double loops at
 // odd sizes, strides 2 and 3, dilation 2, even and odd kernels, and columns too few for the
 // copy (fewer than 16 output columns: no copy); the forward pass reads its copy too.
+// With 32 output channels or more, a strided convolution's weight gradient sums into
+// grad_weight_t[c, kh, kw, o] from grad_Y_t[b, h, w, o] (transposeWeightGradients): an outer
+// product along o whose rows are the 9 taps, X broadcast at stride 2 with no phase copy; the
+// result is copied back into grad_weight[o, c, kh, kw]. At stride 1 the dot product stays.
+TEST(CpuTiling, StridedWeightGradientSumsTransposed) {
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  Layer strided(lib(), "Conv2d",
+                {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}},
+                {});
+  std::string text = ir::printLoops(testing::lowered(strided.gradientProgram(), sizes));
+  EXPECT_NE(text.find("grad_Y_t[((i0 * 28 + i1) * 28 + i2) * 128 + i3] = grad_Y[((i0 * 128 + i3) * 28 + i1) * 28 + i2]"),
+            std::string::npos)
+      << text;
+  std::string kernel = kernelText(text, "kernel k1_grad_weight_t");
+  ASSERT_FALSE(kernel.empty()) << text;
+  EXPECT_NE(kernel.find("parallel for c in 0..64:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for kh.i in 0..3:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for kw.i in 0..3:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("vectorized for o.i in 0..32:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("alloc _acc: float[288]"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("X[((b * 64 + c) * 56"), std::string::npos) << kernel;
+  EXPECT_EQ(text.find("X_phases"), std::string::npos) << text;
+  EXPECT_NE(text.find("grad_weight[((o * 64 + c) * 3 + kh) * 3 + kw] = grad_weight_t[((c * 3 + kh) * 3 + kw) * 128 + o]"),
+            std::string::npos)
+      << text;
+  Layer resnet(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
+               {});
+  text = ir::printLoops(testing::lowered(resnet.gradientProgram(), sizes));
+  EXPECT_EQ(text.find("grad_Y_t"), std::string::npos) << text;
+  EXPECT_NE(kernelText(text, "kernel k0_grad_weight").find("vectorized for w.l in 0..16:"), std::string::npos) << text;
+}
+
 TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
   auto sets = [](int64_t ci, int64_t co, int64_t k, int64_t pad, int64_t stride, int64_t dilation) {
     return std::map<std::string, std::string>{{"in_channels", std::to_string(ci)}, {"out_channels", std::to_string(co)},
@@ -512,7 +544,12 @@ TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
   struct Case { int64_t B, Ci, Co, H, W, k, pad, stride, dilation; };
   for (DType dtype : {DType::F32, DType::F64})
     for (Case c : {Case{2, 3, 5, 5, 37, 3, 1, 2, 1}, Case{1, 2, 6, 4, 36, 4, 1, 2, 1}, Case{1, 3, 4, 3, 53, 5, 2, 3, 1},
-                   Case{2, 2, 3, 5, 41, 3, 2, 2, 2}, Case{1, 2, 3, 3, 15, 3, 1, 2, 1}, Case{1, 1, 2, 2, 33, 1, 0, 2, 1}}) {
+                   Case{2, 2, 3, 5, 41, 3, 2, 2, 2}, Case{1, 2, 3, 3, 15, 3, 1, 2, 1}, Case{1, 1, 2, 2, 33, 1, 0, 2, 1},
+                   // 32 output channels or more: summed transposed (below), 37 channels a tile of
+                   // 32 lanes and the rest, a 2 x 2 kernel 4 rows, stride 3 with dilation 2; a
+                   // 5 x 5 kernel (25 rows) keeps the stride phases.
+                   Case{2, 3, 37, 5, 37, 3, 1, 2, 1}, Case{1, 2, 64, 4, 36, 2, 1, 2, 1}, Case{1, 3, 33, 3, 53, 3, 2, 3, 2},
+                   Case{1, 2, 40, 3, 30, 5, 2, 2, 1}}) {
       Layer layer(lib(), "Conv2d", sets(c.Ci, c.Co, c.k, c.pad, c.stride, c.dilation), {dtype, 4});
       Tensor x = randomTensor(dtype, {c.B, c.Ci, c.H, c.W}, rng);
       V xv = values(x);
