@@ -190,8 +190,7 @@ Program phaseStridedReads(const Program &in) {
       auto key = std::make_tuple(x.name, s.stride, s.lo, print(length));
       auto [it, fresh] = copies.emplace(key, "");
       if (fresh) {
-        std::string name = x.name + "_phases";
-        for (int i = 2; out.tensor(name); ++i) name = x.name + "_phases" + std::to_string(i);
+        std::string name = out.unusedTensorName(x.name + "_phases");
         it->second = name;
         TensorDecl decl{name, TensorRole::Temp, {}, d.loc};
         Definition copy;

@@ -33,12 +33,6 @@ Expr tileableSum(const Expr &value) {
   return vectorizable(found->args[0], /*allowReads=*/true) ? found : nullptr;
 }
 
-std::string freshName(const Program &p, const std::string &base) {
-  std::string name = base + "_sum";
-  for (int i = 2; p.tensor(name); ++i) name = base + "_sum" + std::to_string(i);
-  return name;
-}
-
 } // namespace
 
 Program splitHeavyEpilogues(const Program &in) {
@@ -52,7 +46,7 @@ Program splitHeavyEpilogues(const Program &in) {
     }
     std::vector<Expr> at;
     for (const IndexVar &v : d.indices) at.push_back(indexVar(v.name));
-    std::string name = freshName(out, d.tensor);
+    std::string name = out.unusedTensorName(d.tensor + "_sum");
     Expr read = access(name, at, d.loc);
     Expr epilogue = mutate(d.value, [&](const Expr &n) -> Expr { return n == sum ? read : nullptr; });
     if (vectorizable(epilogue, /*allowReads=*/true)) {

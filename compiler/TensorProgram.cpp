@@ -10,6 +10,12 @@ const TensorDecl *Program::tensor(const std::string &name) const {
   return nullptr;
 }
 
+std::string Program::unusedTensorName(const std::string &base) const {
+  std::string name = base;
+  for (int i = 2; tensor(name); ++i) name = base + std::to_string(i);
+  return name;
+}
+
 const Definition *Program::definitionOf(const std::string &name) const {
   for (const Definition &d : defs)
     if (d.tensor == name && !d.isScatter()) return &d;

@@ -69,6 +69,8 @@ struct Program {
   std::vector<Recovery> recoveries;
 
   const TensorDecl *tensor(const std::string &name) const;
+  // `base`, or base2, base3, ...: the first that names no tensor yet (a pass's new temporary).
+  std::string unusedTensorName(const std::string &base) const;
   const Definition *definitionOf(const std::string &name) const;
   std::vector<std::string> namesWithRole(TensorRole role) const;
 };

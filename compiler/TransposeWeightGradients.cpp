@@ -83,12 +83,6 @@ std::optional<Match> matchOf(const Program &p, const Definition &d) {
   return std::nullopt;
 }
 
-std::string freshName(const Program &p, const std::string &base) {
-  std::string name = base;
-  for (int i = 2; p.tensor(name); ++i) name = base + std::to_string(i);
-  return name;
-}
-
 } // namespace
 
 Program transposeWeightGradients(const Program &in) {
@@ -107,7 +101,7 @@ Program transposeWeightGradients(const Program &in) {
     for (size_t i = 0; i < read->args.size(); ++i)
       if (i != m->position) order.push_back(i);
     order.push_back(m->position);
-    TensorDecl copyDecl{freshName(out, source.name + "_t"), TensorRole::Temp, {}, d.loc};
+    TensorDecl copyDecl{out.unusedTensorName(source.name + "_t"), TensorRole::Temp, {}, d.loc};
     Definition copy;
     copy.tensor = copyDecl.name;
     copy.loc = d.loc;
@@ -123,7 +117,7 @@ Program transposeWeightGradients(const Program &in) {
     out.tensors.push_back(copyDecl);
     out.defs.push_back(copy);
     // The sum into the transposed output, reading the copy.
-    TensorDecl sumDecl{freshName(out, d.tensor + "_t"), TensorRole::Temp, {}, d.loc};
+    TensorDecl sumDecl{out.unusedTensorName(d.tensor + "_t"), TensorRole::Temp, {}, d.loc};
     Definition transposedSum;
     transposedSum.tensor = sumDecl.name;
     transposedSum.loc = d.loc;
