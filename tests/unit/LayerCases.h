@@ -73,6 +73,10 @@ inline std::vector<LayerCase> layerCases() {
        {{"X", {2, 3, 17, 16}}}},
       {"Conv2d", {{"in_channels", "8"}, {"out_channels", "24"}, {"kernel_size", "3"}, {"padding", "1"}, {"groups", "2"}},
        {{"X", {2, 8, 9, 9}}}},
+      // On the CPU: the weight gradient summed transposed (36 output channels), the input
+      // gradient's stride phases of 20 columns one tile of two overlapping vectors.
+      {"Conv2d", {{"in_channels", "5"}, {"out_channels", "36"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}},
+       {{"X", {2, 5, 6, 40}}}},
       {"Inspiration", {{"C", "20"}}, {{"X", {2, 20, 5, 4}}}},
       // Few tiles over a long reduction: the contraction is split as well (split-K).
       {"GramMatrix", {}, {{"X", {1, 40, 64, 64}}}},
