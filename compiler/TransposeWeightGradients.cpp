@@ -73,6 +73,9 @@ std::optional<Match> matchOf(const Program &p, const Definition &d) {
     // b: strided along that reduction index in its last index only.
     std::optional<size_t> at = plainPositionOf(a, first);
     if (!at || *at + 1 == a->args.size() || a->args.back()->name != inner) continue;
+    bool otherOutput = false; // the rows (c, kh, kw) are read by b alone
+    for (size_t i = 1; i < d.indices.size(); ++i) otherOutput = otherOutput || mentionsVar(a, d.indices[i].name);
+    if (otherOutput) continue;
     std::optional<int64_t> stride = b->args.empty() ? std::nullopt : strideIn(b->args.back(), inner);
     if (!stride || *stride < 2) continue;
     bool elsewhere = false;
