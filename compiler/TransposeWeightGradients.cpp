@@ -3,8 +3,8 @@
 //   grad_weight[o, c, kh, kw] = sum(b, h, w: grad_Y[b, o, h, w] * X[b, c, h * 2 + kh - 1, w * 2 + kw - 1])
 //
 // is a dot product along w for the tiler (no output index has unit stride in a read), 28
-// positions per row at stride 2: two 16-lane steps, one masked, and a sum across lanes per 392
-// multiply-adds, over a phase copy of X. Summed instead as
+// positions per row at stride 2: two 16-lane steps, one masked, and a sum across lanes per
+// output and chunk of the batch, over a phase copy of X. Summed instead as
 //
 //   grad_Y_t[b, h, w, o]          = grad_Y[b, o, h, w]
 //   grad_weight_t[c, kh, kw, o]   = sum(b, h, w: grad_Y_t[b, h, w, o] * X[b, c, h * 2 + kh - 1, w * 2 + kw - 1])
@@ -33,8 +33,7 @@ struct Match {
   size_t position; // where the first output index sits in that read's indices
 };
 
-// The read of `v` as a plain index of its own, once, in every other index no variable but
-// distinct plain indices.
+// Where `v` sits among the read's indices, when every index is a distinct plain index variable.
 std::optional<size_t> plainPositionOf(const Expr &read, const std::string &v) {
   std::optional<size_t> at;
   for (size_t i = 0; i < read->args.size(); ++i) {
