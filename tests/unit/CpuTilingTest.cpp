@@ -70,6 +70,16 @@ std::string kernelText(const std::string &text, const std::string &start) {
   return at == std::string::npos ? "" : text.substr(at, text.find("\nkernel ", at + 1) - at);
 }
 
+// The benchmarks' convolutions (bench/bench_layers.cpp): ResNet's 64 -> 64 and its stride-2
+// 64 -> 128, both on [8, 64, 56, 56].
+const std::map<std::string, std::string> kResNetConv = {
+    {"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}};
+const std::map<std::string, std::string> kStrideTwoConv = {
+    {"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}};
+std::map<std::string, ir::Expr> resnetSizes() {
+  return {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+}
+
 std::string tileLoops(const std::string &layer, const std::map<std::string, std::string> &sets) {
   Layer l(lib(), layer, sets, {});
   return ir::printLoops(ir::lowerToLoops(l.program(), ir::Target::CPU));
@@ -109,9 +119,8 @@ TEST(CpuTiling, ConvVectorizesOutputColumnsAndBlocksChannels) {
 // columns per tile as rows: two vector loads per 14 multiply-adds, where 16 rows of 16
 // columns took one broadcast per multiply-add.
 TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
-  Layer l(lib(), "Conv2d",
-          {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}}, {});
-  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  Layer l(lib(), "Conv2d", kStrideTwoConv, {});
+  std::map<std::string, ir::Expr> sizes = resnetSizes();
   std::string text = cpuLoops(l.program(), sizes);
   std::string kernel = kernelText(text, "kernel k0_Y");
   ASSERT_FALSE(kernel.empty()) << text;
@@ -121,8 +130,7 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
   EXPECT_NE(kernel.find("vectorized for o.i in 0..32:"), std::string::npos) << kernel;
   // At stride 1 and 56 columns the rows' reads are bounds-checked: the first and the last
   // block of 8 rows keep the checks, the 5 blocks between read X unchecked.
-  Layer resnet(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
-               {});
+  Layer resnet(lib(), "Conv2d", kResNetConv, {});
   text = cpuLoops(resnet.program(), sizes);
   size_t interior = text.find("for w.m in 0..5:");
   ASSERT_NE(interior, std::string::npos) << text;
@@ -143,9 +151,8 @@ TEST(CpuTiling, ConvWithShortRowsPacksItsWeights) {
 // multiply-add), and stores each vector to every other column with a masked store of the
 // spread lanes, not a scatter.
 TEST(CpuTiling, StridedInputGradientTilesTwoOverlappingVectors) {
-  Layer l(lib(), "Conv2d",
-          {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}}, {});
-  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  Layer l(lib(), "Conv2d", kStrideTwoConv, {});
+  std::map<std::string, ir::Expr> sizes = resnetSizes();
   ir::LoopProgram loops = testing::lowered(l.gradientProgram(), sizes);
   const ir::Kernel *gradX = nullptr;
   for (const ir::Kernel &k : loops.kernels)
@@ -191,8 +198,8 @@ TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
 // groups of 8 inside the chunks: a chunk of grad_Y's rows, all 64 output channels, is read
 // from cache by the 8 channels of the group.
 TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
-  Layer l(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
-  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
+  Layer l(lib(), "Conv2d", kResNetConv, {});
+  std::map<std::string, ir::Expr> sizes = resnetSizes();
   std::string text = cpuLoops(l.gradientProgram(), sizes);
   std::string kernel = kernelText(text, "kernel k0_grad_weight");
   ASSERT_FALSE(kernel.empty()) << text;
@@ -473,10 +480,8 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
 // product along o whose rows are the 9 taps, X broadcast at stride 2 with no phase copy; the
 // result is copied back into grad_weight[o, c, kh, kw]. At stride 1 the dot product stays.
 TEST(CpuTiling, StridedWeightGradientSumsTransposed) {
-  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(56)}, {"W", ir::intImm(56)}};
-  Layer strided(lib(), "Conv2d",
-                {{"in_channels", "64"}, {"out_channels", "128"}, {"kernel_size", "3"}, {"padding", "1"}, {"stride", "2"}},
-                {});
+  std::map<std::string, ir::Expr> sizes = resnetSizes();
+  Layer strided(lib(), "Conv2d", kStrideTwoConv, {});
   std::string text = ir::printLoops(testing::lowered(strided.gradientProgram(), sizes));
   EXPECT_NE(text.find("grad_Y_t[((i0 * 28 + i1) * 28 + i2) * 128 + i3] = grad_Y[((i0 * 128 + i3) * 28 + i1) * 28 + i2]"),
             std::string::npos)
@@ -493,8 +498,7 @@ TEST(CpuTiling, StridedWeightGradientSumsTransposed) {
   EXPECT_NE(text.find("grad_weight[((o * 64 + c) * 3 + kh) * 3 + kw] = grad_weight_t[((c * 3 + kh) * 3 + kw) * 128 + o]"),
             std::string::npos)
       << text;
-  Layer resnet(lib(), "Conv2d", {{"in_channels", "64"}, {"out_channels", "64"}, {"kernel_size", "3"}, {"padding", "1"}},
-               {});
+  Layer resnet(lib(), "Conv2d", kResNetConv, {});
   text = ir::printLoops(testing::lowered(resnet.gradientProgram(), sizes));
   EXPECT_EQ(text.find("grad_Y_t"), std::string::npos) << text;
   EXPECT_NE(kernelText(text, "kernel k0_grad_weight").find("vectorized for w.l in 0..16:"), std::string::npos) << text;
