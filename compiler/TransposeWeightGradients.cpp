@@ -72,14 +72,13 @@ std::optional<Match> matchOf(const Program &p, const Definition &d) {
     // b: strided along that reduction index in its last index only.
     std::optional<size_t> at = plainPositionOf(a, first);
     if (!at || *at + 1 == a->args.size() || a->args.back()->name != inner) continue;
-    bool otherOutput = false; // the rows (c, kh, kw) are read by b alone
-    for (size_t i = 1; i < d.indices.size(); ++i) otherOutput = otherOutput || mentionsVar(a, d.indices[i].name);
-    if (otherOutput) continue;
+    // The rows (c, kh, kw) are read by b alone.
+    if (std::any_of(d.indices.begin() + 1, d.indices.end(), [&](const IndexVar &v) { return mentionsVar(a, v.name); }))
+      continue;
     std::optional<int64_t> stride = b->args.empty() ? std::nullopt : strideIn(b->args.back(), inner);
-    if (!stride || *stride < 2) continue;
-    bool elsewhere = false;
-    for (size_t i = 0; i + 1 < b->args.size(); ++i) elsewhere = elsewhere || mentionsVar(b->args[i], inner);
-    if (elsewhere) continue;
+    if (!stride || *stride < 2 ||
+        std::any_of(b->args.begin(), b->args.end() - 1, [&](const Expr &i) { return mentionsVar(i, inner); }))
+      continue;
     return Match{reduce(ReduceOp::Sum, sum->rvars, body), a, *at};
   }
   return std::nullopt;
