@@ -934,7 +934,8 @@ Stmt tileContraction(const Contraction &contraction) {
     }
   // The outer product along an index whose extent is no multiple of a full tile (Conv2d's 56
   // columns: tiles of 32, 16 and 8 lanes, the narrow ones with a load per 8 multiply-adds; 28
-  // columns of a strided convolution: 16 rows of 16 lanes, a load per multiply-add) packs the
+  // columns of a strided convolution: 8 rows of two overlapping vectors, 4 columns computed
+  // twice and a broadcast per 2 multiply-adds) packs the
   // weights instead and vectorizes along their output index, with the old vector index as rows.
   if (std::optional<int64_t> n = best > 0 ? constExtent(c.indices[static_cast<size_t>(best)].extent) : std::nullopt;
       !gathers && n && *n % 32 != 0 && positions && *positions <= kPackedPositions)
