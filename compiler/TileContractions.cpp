@@ -44,6 +44,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <map>
 
 namespace enc::ir {
@@ -184,6 +185,55 @@ bool readsOutput(const Contraction &c) {
     return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
   };
   return reads(c.body) || reads(c.epilogue);
+}
+
+// The terms of a float sum, each with whether it is subtracted: (p + q) - r gives p, q, -r.
+void collectTerms(const Expr &e, bool negated, std::vector<std::pair<Expr, bool>> &out) {
+  if (e->kind == ExprKind::Binary && e->type == Type::Float && (e->binOp == BinOp::Add || e->binOp == BinOp::Sub)) {
+    collectTerms(e->args[0], negated, out);
+    collectTerms(e->args[1], negated != (e->binOp == BinOp::Sub), out);
+  } else if (e->kind == ExprKind::Unary && e->unOp == UnOp::Neg && e->type == Type::Float) {
+    collectTerms(e->args[0], !negated, out);
+  } else {
+    out.emplace_back(e, negated);
+  }
+}
+
+// `sum` plus `body` as a chain of accumulations: a sum of terms adds one term at a time, so
+// each product is one multiply-add (sum + (p + q) cost a multiply, an add and a multiply-add
+// per element), and a term's constant factor scales the factor that varies least across the
+// tile (`spread`: how many values it takes per reduction step), not the product: Encoding's
+// grad_X term -2 * (grad_A[k, i] * codewords[k, d]) scales grad_A's two vectors once per step
+// instead of each of the 8 rows' products. Terms with a quotient stay as they are.
+Expr accumulated(Expr sum, const Expr &body, const std::function<int64_t(const Expr &)> &spread) {
+  std::vector<std::pair<Expr, bool>> terms;
+  collectTerms(body, false, terms);
+  for (auto [term, negated] : terms) {
+    std::vector<Expr> factors = productFactors(term), moving;
+    double scale = 1;
+    bool quotient = false;
+    for (const Expr &f : factors) {
+      if (f->kind == ExprKind::FloatImm) scale *= f->floatValue;
+      else if (f->kind == ExprKind::IntImm) scale *= static_cast<double>(f->intValue);
+      else moving.push_back(f);
+      quotient = quotient || (f->kind == ExprKind::Binary && f->binOp == BinOp::Div);
+    }
+    if (!quotient && !moving.empty()) {
+      if (scale < 0) {
+        negated = !negated;
+        scale = -scale;
+      }
+      if (scale != 1) {
+        auto least = std::min_element(moving.begin(), moving.end(),
+                                      [&](const Expr &a, const Expr &b) { return spread(a) < spread(b); });
+        *least = floatImm(scale) * *least;
+      }
+      term = moving[0];
+      for (size_t i = 1; i < moving.size(); ++i) term = term * moving[i];
+    }
+    sum = negated ? sum - term : sum + term;
+  }
+  return sum;
 }
 
 class Tiler {
@@ -464,14 +514,22 @@ private:
         return kind == VarKind::Local && name == "_acc" ? reduced : nullptr;
       });
     };
-    auto accumulate = [](const Expr &index, const Expr &value) {
-      return store("_acc", index, load("_acc", index) + value, SourceLoc{});
+    // How many values a factor of the body takes per reduction step: one per vector of the
+    // lanes it moves along, one per row.
+    auto spread = [&](const Expr &factor) {
+      int64_t n = 1;
+      for (const Lane &l : lanes)
+        if (mentionsVar(factor, l.var)) n *= l.kind == ForKind::Vectorized ? vectorsPerRow(l.block) : l.block;
+      return n;
+    };
+    auto accumulate = [&](const Expr &index, const Expr &value) {
+      return store("_acc", index, accumulated(load("_acc", index), value, spread), SourceLoc{});
     };
     // Lanes where `keep` is false keep their partial sums (one masked multiply-add, where
     // adding a selected 0 took a multiply, a blend and an add).
-    auto accumulateWhere = [](const Expr &index, const Expr &keep, const Expr &value) {
+    auto accumulateWhere = [&](const Expr &index, const Expr &keep, const Expr &value) {
       Expr sum = load("_acc", index);
-      return store("_acc", index, select(keep, sum + value, sum), SourceLoc{});
+      return store("_acc", index, select(keep, accumulated(sum, value, spread), sum), SourceLoc{});
     };
     // Reduction loops around `inner`, outermost first, skipping `skip` (and those the chunks
     // loop over outside the tile; of the split index, one chunk).

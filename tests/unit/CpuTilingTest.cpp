@@ -24,6 +24,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace enc {
@@ -502,6 +503,49 @@ TEST(CpuTiling, StridedWeightGradientSumsTransposed) {
   text = ir::printLoops(testing::lowered(resnet.gradientProgram(), sizes));
   EXPECT_EQ(text.find("grad_Y_t"), std::string::npos) << text;
   EXPECT_NE(kernelText(text, "kernel k0_grad_weight").find("vectorized for w.l in 0..16:"), std::string::npos) << text;
+}
+
+// A sum of several products accumulates term by term (one multiply-add each), and a term's
+// constant scales the factor that takes the fewest values per step (Encoding's grad_X:
+// grad_A's vector, shared by the tile's 8 rows, not each row's broadcast of the codewords).
+TEST(CpuTiling, SumOfProductsAccumulatesTermByTerm) {
+  Layer encoding(lib(), "Encoding", {{"D", "128"}, {"K", "32"}}, {});
+  std::string text = ir::printLoops(testing::lowered(encoding.gradientProgram(), {{"B", ir::intImm(8)}, {"N", ir::intImm(1024)}}));
+  std::string kernel = kernelText(text, "kernel k8_grad_X");
+  ASSERT_FALSE(kernel.empty()) << text;
+  EXPECT_NE(kernel.find("_acc[d.i * 32 + i.i1] = _acc[d.i * 32 + i.i1] + grad_Y[(b * 32 + k) * 128 + (d.o * 8 + d.i)] * "
+                        "A[(b * 32 + k) * 1024 + (i.o1 * 32 + i.i1)] - 2.0 * grad_A_sum1[(b * 32 + k) * 1024 + "
+                        "(i.o1 * 32 + i.i1)] * codewords[k * 128 + (d.o * 8 + d.i)]\n"),
+            std::string::npos)
+      << kernel;
+}
+
+// Terms added, subtracted, negated and scaled (by a constant on either side, by an integer),
+// and one with a quotient, which stays whole: the sums against double loops at odd sizes.
+TEST(CpuTiling, AccumulatedTermsAtOddSizes) {
+  auto library = Library::fromSource("terms.enc", R"(
+layer Terms() {
+  forward(P: [M, K], Q: [K, N], R: [M, K], S: [K, N]) -> Y: [M, N] {
+    Y[m, n] = sum(k: P[m, k] * Q[k, n] - 3 * (R[m, k] * S[k, n]) + -(P[m, k] * S[k, n]) / (2 + R[m, k] * R[m, k]) + R[m, k] * 0.5 - (-Q[k, n]))
+  }
+}
+)");
+  std::mt19937_64 rng(4);
+  for (DType dtype : {DType::F32, DType::F64})
+    for (auto [M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{9, 37, 13}, {1, 1, 1}, {16, 64, 40}, {3, 20, 2}}) {
+      Layer layer(library, "Terms", {}, {dtype});
+      Tensor p = randomTensor(dtype, {M, K}, rng), q = randomTensor(dtype, {K, N}, rng);
+      Tensor r = randomTensor(dtype, {M, K}, rng), s = randomTensor(dtype, {K, N}, rng);
+      Tensor y = layer.forward({{"P", p}, {"Q", q}, {"R", r}, {"S", s}}).at("Y");
+      V want(static_cast<size_t>(M * N), 0.0);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t k = 0; k < K; ++k)
+            want[static_cast<size_t>(m * N + n)] += p.at(m * K + k) * q.at(k * N + n) - 3 * r.at(m * K + k) * s.at(k * N + n) -
+                                                    p.at(m * K + k) * s.at(k * N + n) / (2 + r.at(m * K + k) * r.at(m * K + k)) +
+                                                    r.at(m * K + k) * 0.5 + q.at(k * N + n);
+      expectClose(y, want, dtype, fmt::format("Terms {} {}x{}x{}", dtypeName(dtype), M, N, K));
+    }
 }
 
 TEST(CpuTiling, StridedWeightGradientReadsStridePhases) {
