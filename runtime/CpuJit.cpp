@@ -107,13 +107,11 @@ std::string verifierText(const llvm::Module &module) {
   return text.empty() ? std::string("module is broken") : text;
 }
 
-// O3 for the host target machine. Each call makes its own TargetMachine and analysis managers, so it is
-// safe to run on several threads at once (each module has its own context).
 // glibc's vector math library. Loaded with RTLD_GLOBAL, so the JIT's lookup in the process
-// finds its functions, it lets loops over exp and log vectorize into calls of its 4- and
-// 8-lane versions (_ZGVdN8v_expf) instead of one libm call per element (softmax, Encoding's
-// assignment weights). Without it (not glibc, not x86-64), or with ENC_VECTOR_MATH=0, the
-// loops stay scalar.
+// finds its functions, it lets loops over log (and f64 exp) vectorize into calls of its 4- and
+// 8-lane versions (_ZGVdN8v_logf) instead of one libm call per element (f32 exp is inline
+// arithmetic: the code generator's expF32). Without it (not glibc, not x86-64), or with
+// ENC_VECTOR_MATH=0, the loops stay scalar.
 bool vectorMathAvailable() {
 #if defined(__x86_64__) && defined(__GLIBC__)
   static const bool loaded = [] {
@@ -126,6 +124,8 @@ bool vectorMathAvailable() {
 #endif
 }
 
+// O3 for the host target machine. Each call makes its own TargetMachine and analysis managers, so it is
+// safe to run on several threads at once (each module has its own context).
 llvm::Error optimizeModule(llvm::orc::JITTargetMachineBuilder tmb, llvm::Module &module) {
   auto tm = tmb.createTargetMachine();
   if (!tm) return tm.takeError();
