@@ -319,7 +319,10 @@ TEST(CpuTiling, LinearForwardBackwardAtOddSizes) {
   struct Case { int64_t B, I, O; };
   for (DType dtype : {DType::F32, DType::F64})
     // 263 rows: the parallel loops run over chunks of 16 or 32 rows, the last one 7 rows short.
-    for (Case c : {Case{1, 1, 1}, Case{3, 37, 9}, Case{5, 16, 33}, Case{2, 70, 41}, Case{263, 37, 263}}) {
+    // 1024 and 2048 inputs: the column panels of X and W are copied (aliasedPanels), in parallel
+    // chunks of 8 rows of 45 and 37 (the last ones short), of 33 and 40.
+    for (Case c : {Case{1, 1, 1}, Case{3, 37, 9}, Case{5, 16, 33}, Case{2, 70, 41}, Case{263, 37, 263}, Case{45, 1024, 37},
+                   Case{33, 2048, 40}}) {
       Layer layer(lib(), "Linear", {{"in_features", std::to_string(c.I)}, {"out_features", std::to_string(c.O)}},
                   {dtype, 3});
       Tensor x = randomTensor(dtype, {c.B, c.I}, rng);
@@ -351,14 +354,15 @@ TEST(CpuTiling, LinearForwardBackwardAtOddSizes) {
 // Linear's gradients block the parallel index as the tile's rows; each parallel iteration
 // takes a chunk of 64 rows (1024 / 64 = 16 iterations to share) and loops over its row blocks
 // inside the loop over column tiles, so a tile's column panel is read from cache by every
-// row block of the chunk.
+// row block of the chunk. (At 1000 inputs: at 1024 the panel is copied, next test.)
 TEST(CpuTiling, LinearGradientRowsRunInChunks) {
-  Layer l(lib(), "Linear", {{"in_features", "1024"}, {"out_features", "1024"}}, {});
+  Layer l(lib(), "Linear", {{"in_features", "1000"}, {"out_features", "1024"}}, {});
   std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(512)}};
   std::string text = cpuLoops(l.gradientProgram(), sizes);
+  EXPECT_EQ(text.find("_stage"), std::string::npos) << text;
   std::string kernel = kernelText(text, "kernel k0_grad_weight");
   ASSERT_FALSE(kernel.empty()) << text;
-  size_t parallel = kernel.find("parallel for o.p in 0..16:"), columns = kernel.find("for i.o in 0..32:"),
+  size_t parallel = kernel.find("parallel for o.p in 0..16:"), columns = kernel.find("for i.o in 0..31:"),
          rows = kernel.find("for o.o in 0..8:");
   ASSERT_NE(parallel, std::string::npos) << kernel;
   ASSERT_NE(columns, std::string::npos) << kernel;
@@ -367,6 +371,28 @@ TEST(CpuTiling, LinearGradientRowsRunInChunks) {
   EXPECT_LT(columns, rows) << kernel;
   EXPECT_NE(kernel.find("unrolled for o.i in 0..8:"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("o.p * 64 + (o.o * 8 + o.i)"), std::string::npos) << kernel;
+}
+
+// At 1024 inputs the rows of X (along the batch, grad_weight's reduction) and of W (along the
+// outputs, grad_X's) lie 4 KiB apart: each column panel is copied once into a contiguous
+// [reduction][32] array and read by the row blocks of a chunk of 256 rows (4 to share).
+TEST(CpuTiling, LinearGradientsCopyColumnPanelsWhoseRowsAlias) {
+  Layer l(lib(), "Linear", {{"in_features", "1024"}, {"out_features", "1024"}}, {});
+  std::string text = ir::printLoops(testing::lowered(l.gradientProgram(), {{"B", ir::intImm(512)}}));
+  std::string weight = kernelText(text, "kernel k0_grad_weight"), input = kernelText(text, "kernel k3_grad_X");
+  ASSERT_FALSE(weight.empty()) << text;
+  ASSERT_FALSE(input.empty()) << text;
+  size_t parallel = weight.find("parallel for o.p in 0..4:"), copy = weight.find("_stage0[b * 32 + i.i] = X[b * 1024 + (i.o * 32 + i.i)]"),
+         rows = weight.find("for o.o in 0..32:");
+  ASSERT_NE(parallel, std::string::npos) << weight;
+  ASSERT_NE(copy, std::string::npos) << weight;
+  ASSERT_NE(rows, std::string::npos) << weight;
+  EXPECT_LT(copy, rows) << weight;
+  EXPECT_NE(weight.find("alloc _stage0: float[16384]"), std::string::npos) << weight;
+  EXPECT_NE(weight.find("* _stage0[b * 32 + i.i]"), std::string::npos) << weight;
+  EXPECT_NE(input.find("parallel for b.p in 0..4:"), std::string::npos) << input;
+  EXPECT_NE(input.find("_stage0[o * 32 + i.i] = weight[o * 1024 + (i.o * 32 + i.i)]"), std::string::npos) << input;
+  EXPECT_NE(input.find("* _stage0[o * 32 + i.i]"), std::string::npos) << input;
 }
 
 // rsqrt, relu and leaky_relu widen: a contraction whose epilogue calls them (a batch norm's
