@@ -81,6 +81,27 @@ TEST(CpuExp, NanStaysNan) {
   }
 }
 
+// sigmoid is 1 / (1 + e^-x) with the same exp: 0 to 1 over [-120, 120], no NaN where e^-x
+// overflows.
+TEST(CpuExp, SigmoidAcrossTheRange) {
+  auto library = Library::fromSource("sigmoid.enc", R"(
+layer Sigmoid() {
+  forward(X: [N]) -> Y: [N] {
+    Y[i] = sigmoid(X[i])
+  }
+}
+)");
+  Layer layer(library, "Sigmoid", {}, {DType::F32});
+  const int64_t n = 4801;
+  Tensor x(DType::F32, {n});
+  for (int64_t i = 0; i < n; ++i) x.set(i, -120.0 + 0.05 * static_cast<double>(i));
+  Tensor y = layer.forward({{"X", x}}).at("Y");
+  for (int64_t i = 0; i < n; ++i) {
+    double want = 1 / (1 + std::exp(-x.at(i)));
+    ASSERT_NEAR(y.at(i), want, 1e-6 * want + 1e-37) << "sigmoid(" << x.at(i) << ")";
+  }
+}
+
 // Softmax over rows whose logits span up to 300: most weights underflow to 0 or to
 // subnormals, the rest must still sum to 1 and match double precision.
 TEST(CpuExp, SoftmaxOverLogitsSpanningFarBeyondTheSubnormals) {
