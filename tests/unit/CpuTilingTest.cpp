@@ -179,14 +179,19 @@ TEST(CpuTiling, StridedInputGradientTilesTwoOverlappingVectors) {
   EXPECT_EQ(ir.find("masked.scatter"), std::string::npos) << ir;
 }
 
+// The tile: 2 output channels by the whole 3 x 3 window (18 accumulators along w), so each
+// row of grad_Y is read once per tile, not once per kernel row.
 TEST(CpuTiling, ConvWeightGradientRunsParallelOverInputChannels) {
-  Layer l(lib(), "Conv2d", {{"in_channels", "32"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  Layer l(lib(), "Conv2d", {{"in_channels", "32"}, {"out_channels", "7"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
   std::string text = ir::printLoops(ir::lowerToLoops(l.gradientProgram(), ir::Target::CPU));
   std::string kernel = kernelText(text, "kernel k0_grad_weight");
   ASSERT_FALSE(kernel.empty()) << text;
   EXPECT_NE(kernel.find("parallel for c in 0..32:"), std::string::npos) << kernel;
-  EXPECT_NE(kernel.find("unrolled for o.i in 0..4:"), std::string::npos) << kernel;
-  EXPECT_NE(kernel.find("for o.t in 0..2:"), std::string::npos) << kernel; // 6 = 4 + 2 rows
+  EXPECT_NE(kernel.find("unrolled for o.i in 0..2:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for kh.i in 0..3:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("unrolled for kw.i in 0..3:"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("alloc _acc: float[288]"), std::string::npos) << kernel;
+  EXPECT_NE(kernel.find("for o.t in 0..1:"), std::string::npos) << kernel; // 7 = 3 x 2 + 1 rows
   EXPECT_NE(kernel.find("vectorized for w.l in 0..16:"), std::string::npos) << kernel;
   // Too few input channels to share among threads: o stays parallel.
   Layer narrow(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "6"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
@@ -206,7 +211,7 @@ TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
   ASSERT_FALSE(kernel.empty()) << text;
   std::vector<size_t> order;
   for (const char *loop : {"parallel for c.p in 0..8:", "for b in 0..8:", "for h.c in 0..2:", "for c in 0..8:",
-                           "for o.o in 0..16:", "for h.i in 0..28:"}) {
+                           "for o.o in 0..32:", "for h.i in 0..28:"}) {
     order.push_back(kernel.find(loop));
     ASSERT_NE(order.back(), std::string::npos) << loop << "\n" << kernel;
   }
