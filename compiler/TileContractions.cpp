@@ -171,6 +171,12 @@ struct Staging {
   std::string var;         // j
   std::vector<Expr> loads; // the reads (Load nodes of the body)
   int64_t positions = 0;   // the reduction's length (a constant: gathered tiles need a short one)
+
+  // Stages `load` unless an equal read already is (the body may read it in several places).
+  void add(const Expr &load) {
+    if (std::none_of(loads.begin(), loads.end(), [&](const Expr &s) { return structurallyEqual(s, load); }))
+      loads.push_back(load);
+  }
 };
 
 // A long reduction cut into chunks that loop outside the tiles: the reduction indices before
@@ -941,8 +947,7 @@ Staging aliasedPanels(const Contraction &c, const std::vector<Expr> &loads, cons
       if (!st) return staging;
       if (*st != 0 && (!nearest || std::abs(*st) < *nearest)) nearest = std::abs(*st);
     }
-    bool seen = std::any_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &e) { return structurallyEqual(e, l); });
-    if (nearest && *nearest % kAliasedStride == 0 && !seen) staging.loads.push_back(l);
+    if (nearest && *nearest % kAliasedStride == 0) staging.add(l);
   }
   return staging;
 }
@@ -1036,9 +1041,7 @@ Stmt tileContraction(const Contraction &contraction) {
       rows.block = packedRows(rows.extent);
       Staging staging{j.name, {}, *positions};
       for (const Expr &l : loads)
-        if (dependsOnReduction(l, c.rvars) && mentionsVar(l->args[0], j.name) &&
-            std::none_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &s) { return structurallyEqual(s, l); }))
-          staging.loads.push_back(l);
+        if (dependsOnReduction(l, c.rvars) && mentionsVar(l->args[0], j.name)) staging.add(l);
       // The blocks of the packed index outermost: each block's copy is read by every tile.
       std::rotate(dims.begin(), dims.begin() + (packed - 1), dims.begin() + packed);
       return parallelLoop(c.indices[0], 1, Tiler(c, dims, "", 0, staging).run());
@@ -1096,8 +1099,7 @@ Stmt tileContraction(const Contraction &contraction) {
       bool other = false;
       for (size_t i = 1; i < c.indices.size(); ++i)
         if (static_cast<int>(i) != best && mentionsVar(l->args[0], c.indices[i].name)) other = true;
-      bool seen = std::any_of(staging.loads.begin(), staging.loads.end(), [&](const Expr &s) { return structurallyEqual(s, l); });
-      if (!other && !seen) staging.loads.push_back(l);
+      if (!other) staging.add(l);
     }
     return parallelLoop(c.indices[0], 1, Tiler(c, dims, "", 0, staging).run());
   }
