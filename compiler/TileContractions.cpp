@@ -1120,12 +1120,15 @@ Stmt tileContraction(const Contraction &contraction) {
         if (std::find(blocked.begin(), blocked.end(), i) != blocked.end() || !e || *e < 2 || *e > kDotWholeMax ||
             boundsReduction(c, c.indices[i].name) || !reusedAcross(c, loads, i, dot))
           continue;
-        auto accumulators = [&] { return *e * dims[blocked[0] - 1].block * dims[blocked[1] - 1].block; };
-        for (size_t k : blocked)
-          if (accumulators() > kDotAccumulatorsMax && dims[k - 1].block == kDotTile) dims[k - 1].block = kDotTile / 2;
-        if (accumulators() <= kDotAccumulatorsMax) dims[i - 1].block = *e;
-        else
-          for (size_t k : blocked) dims[k - 1].block = blockFor(dims[k - 1].extent, kDotTile);
+        int64_t &b0 = dims[blocked[0] - 1].block, &b1 = dims[blocked[1] - 1].block;
+        int64_t h0 = b0, h1 = b1; // the two blocks, halved from 4 to 2 while the tile is too large
+        if (*e * h0 * h1 > kDotAccumulatorsMax && h0 == kDotTile) h0 = kDotTile / 2;
+        if (*e * h0 * h1 > kDotAccumulatorsMax && h1 == kDotTile) h1 = kDotTile / 2;
+        if (*e * h0 * h1 <= kDotAccumulatorsMax) {
+          b0 = h0;
+          b1 = h1;
+          dims[i - 1].block = *e;
+        }
         break;
       }
     // A tile along one index only (Linear's Y[b, o] = sum(i: X[b, i] * W[o, i]): 4 outputs
