@@ -1,5 +1,6 @@
 // What the passes that merge added sums share (MergeSums.cpp, MergeAddedContractions.cpp): the
-// terms of an added float sum, and one sum's body written over another's reduction variables.
+// terms of an added float sum, and one sum's body written over another's reduction variables;
+// and the signed terms of a sum, which the CPU tiler accumulates one by one (TileContractions).
 #pragma once
 
 #include "compiler/IR.h"
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace enc::ir {
@@ -25,6 +27,26 @@ inline void collectAddends(const Expr &e, std::vector<Expr> &out) {
 inline std::vector<Expr> addends(const Expr &e) {
   std::vector<Expr> out;
   collectAddends(e, out);
+  return out;
+}
+
+// The terms of a float sum written with +, - and unary -, each with whether it is subtracted
+// (see signedAddends). addends above keeps a difference whole, which the merging passes rely on.
+inline void collectSignedAddends(const Expr &e, bool negated, std::vector<std::pair<Expr, bool>> &out) {
+  if (e->kind == ExprKind::Binary && e->type == Type::Float && (e->binOp == BinOp::Add || e->binOp == BinOp::Sub)) {
+    collectSignedAddends(e->args[0], negated, out);
+    collectSignedAddends(e->args[1], negated != (e->binOp == BinOp::Sub), out);
+  } else if (e->kind == ExprKind::Unary && e->unOp == UnOp::Neg && e->type == Type::Float) {
+    collectSignedAddends(e->args[0], !negated, out);
+  } else {
+    out.emplace_back(e, negated);
+  }
+}
+
+// (p + q) - r gives (p, false), (q, false), (r, true): the tiler's term-by-term accumulation.
+inline std::vector<std::pair<Expr, bool>> signedAddends(const Expr &e) {
+  std::vector<std::pair<Expr, bool>> out;
+  collectSignedAddends(e, false, out);
   return out;
 }
 

@@ -39,6 +39,7 @@
 // variant): it stays the loop that the runtime splits across threads.
 #include "compiler/TileContractions.h"
 
+#include "compiler/AddedSums.h"
 #include "compiler/IndexRange.h"
 #include "compiler/Intrinsics.h"
 
@@ -196,18 +197,6 @@ bool readsOutput(const Contraction &c) {
   return reads(c.body) || reads(c.epilogue);
 }
 
-// The terms of a float sum, each with whether it is subtracted: (p + q) - r gives p, q, -r.
-void collectTerms(const Expr &e, bool negated, std::vector<std::pair<Expr, bool>> &out) {
-  if (e->kind == ExprKind::Binary && e->type == Type::Float && (e->binOp == BinOp::Add || e->binOp == BinOp::Sub)) {
-    collectTerms(e->args[0], negated, out);
-    collectTerms(e->args[1], negated != (e->binOp == BinOp::Sub), out);
-  } else if (e->kind == ExprKind::Unary && e->unOp == UnOp::Neg && e->type == Type::Float) {
-    collectTerms(e->args[0], !negated, out);
-  } else {
-    out.emplace_back(e, negated);
-  }
-}
-
 // `sum` plus `body` as a chain of accumulations: a sum of terms adds one term at a time, so
 // each product is one multiply-add (sum + (p + q) cost a multiply, an add and a multiply-add
 // per element), and a term's constant factor scales the factor that varies least across the
@@ -215,9 +204,7 @@ void collectTerms(const Expr &e, bool negated, std::vector<std::pair<Expr, bool>
 // grad_X term -2 * (grad_A[k, i] * codewords[k, d]) scales grad_A's two vectors once per step
 // instead of each of the 8 rows' products. Terms with a quotient stay as they are.
 Expr accumulated(Expr sum, const Expr &body, const std::function<int64_t(const Expr &)> &spread) {
-  std::vector<std::pair<Expr, bool>> terms;
-  collectTerms(body, false, terms);
-  for (auto [term, negated] : terms) {
+  for (auto [term, negated] : signedAddends(body)) {
     std::vector<Expr> factors = productFactors(term), moving;
     double scale = 1;
     bool quotient = false;
