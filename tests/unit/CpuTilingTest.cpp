@@ -71,6 +71,20 @@ std::string kernelText(const std::string &text, const std::string &start) {
   return at == std::string::npos ? "" : text.substr(at, text.find("\nkernel ", at + 1) - at);
 }
 
+// Whether every line of `lines` occurs in `kernel`, the first occurrence of each after that of
+// the one before it (loops nested in that order, a copy before the loop that reads it).
+::testing::AssertionResult inOrder(const std::string &kernel, const std::vector<std::string> &lines) {
+  size_t previous = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    size_t found = kernel.find(lines[i]);
+    if (found == std::string::npos) return ::testing::AssertionFailure() << "no \"" << lines[i] << "\" in\n" << kernel;
+    if (i > 0 && found <= previous)
+      return ::testing::AssertionFailure() << "\"" << lines[i] << "\" before \"" << lines[i - 1] << "\" in\n" << kernel;
+    previous = found;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // The benchmarks' convolutions (bench/bench_layers.cpp): ResNet's 64 -> 64 and its stride-2
 // 64 -> 128, both on [8, 64, 56, 56].
 const std::map<std::string, std::string> kResNetConv = {
@@ -209,13 +223,8 @@ TEST(CpuTiling, ConvWeightGradientSumsInChunksOfRows) {
   std::string text = cpuLoops(l.gradientProgram(), sizes);
   std::string kernel = kernelText(text, "kernel k0_grad_weight");
   ASSERT_FALSE(kernel.empty()) << text;
-  std::vector<size_t> order;
-  for (const char *loop : {"parallel for c.p in 0..8:", "for b in 0..8:", "for h.c in 0..2:", "for c in 0..8:",
-                           "for o.o in 0..32:", "for h.i in 0..28:"}) {
-    order.push_back(kernel.find(loop));
-    ASSERT_NE(order.back(), std::string::npos) << loop << "\n" << kernel;
-  }
-  EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << kernel;
+  EXPECT_TRUE(inOrder(kernel, {"parallel for c.p in 0..8:", "for b in 0..8:", "for h.c in 0..2:", "for c in 0..8:",
+                                "for o.o in 0..32:", "for h.i in 0..28:"}));
   EXPECT_NE(kernel.find("= select(b == 0 && h.c == 0, 0.0, grad_weight["), std::string::npos) << kernel;
 }
 
@@ -367,13 +376,7 @@ TEST(CpuTiling, LinearGradientRowsRunInChunks) {
   EXPECT_EQ(text.find("_stage"), std::string::npos) << text;
   std::string kernel = kernelText(text, "kernel k0_grad_weight");
   ASSERT_FALSE(kernel.empty()) << text;
-  size_t parallel = kernel.find("parallel for o.p in 0..16:"), columns = kernel.find("for i.o in 0..31:"),
-         rows = kernel.find("for o.o in 0..8:");
-  ASSERT_NE(parallel, std::string::npos) << kernel;
-  ASSERT_NE(columns, std::string::npos) << kernel;
-  ASSERT_NE(rows, std::string::npos) << kernel;
-  EXPECT_LT(parallel, columns) << kernel;
-  EXPECT_LT(columns, rows) << kernel;
+  EXPECT_TRUE(inOrder(kernel, {"parallel for o.p in 0..16:", "for i.o in 0..31:", "for o.o in 0..8:"}));
   EXPECT_NE(kernel.find("unrolled for o.i in 0..8:"), std::string::npos) << kernel;
   EXPECT_NE(kernel.find("o.p * 64 + (o.o * 8 + o.i)"), std::string::npos) << kernel;
 }
@@ -387,12 +390,8 @@ TEST(CpuTiling, LinearGradientsCopyColumnPanelsWhoseRowsAlias) {
   std::string weight = kernelText(text, "kernel k0_grad_weight"), input = kernelText(text, "kernel k3_grad_X");
   ASSERT_FALSE(weight.empty()) << text;
   ASSERT_FALSE(input.empty()) << text;
-  size_t parallel = weight.find("parallel for o.p in 0..4:"), copy = weight.find("_stage0[b * 32 + i.i] = X[b * 1024 + (i.o * 32 + i.i)]"),
-         rows = weight.find("for o.o in 0..32:");
-  ASSERT_NE(parallel, std::string::npos) << weight;
-  ASSERT_NE(copy, std::string::npos) << weight;
-  ASSERT_NE(rows, std::string::npos) << weight;
-  EXPECT_LT(copy, rows) << weight;
+  EXPECT_TRUE(inOrder(weight, {"parallel for o.p in 0..4:", "_stage0[b * 32 + i.i] = X[b * 1024 + (i.o * 32 + i.i)]",
+                                "for o.o in 0..32:"}));
   EXPECT_NE(weight.find("alloc _stage0: float[16384]"), std::string::npos) << weight;
   EXPECT_NE(weight.find("* _stage0[b * 32 + i.i]"), std::string::npos) << weight;
   EXPECT_NE(input.find("parallel for b.p in 0..4:"), std::string::npos) << input;
