@@ -75,6 +75,9 @@ constexpr int64_t kParallelRows = 8;    // outer product with the parallel index
 constexpr int64_t kParallelChunk = 64;  // ... and the most rows per parallel iteration (see parallelRows)
 constexpr int64_t kAliasedStride = 1024;  // outer product: rows this many elements apart (or a multiple) alias in cache
 constexpr int64_t kAliasedIterations = 4, kAliasedChunk = 256; // ... then parallel chunks of up to 256 rows, 4 to share
+constexpr int64_t kAliasedRowBlocks = 8; // ... or, with another index as rows, at least 8 row blocks to share
+constexpr int64_t kBroadcastStage = 16384; // outer product: a computed broadcast factor staged, elements at most (64 KiB of f32)
+constexpr int64_t kBroadcastReuse = 64;    // ... when each element is read at least this often
 
 // The AVX-512 vectors one row of a tile `width` lanes wide takes (at least one).
 int64_t vectorsPerRow(int64_t width) { return std::max<int64_t>(1, width / kDotLanes); }
@@ -232,6 +235,13 @@ Expr accumulated(Expr sum, const Expr &body, const std::function<int64_t(const E
   return sum;
 }
 
+// The reduction position, row-major over the (constant-extent) reduction indices.
+Expr reductionPositionOf(const Contraction &c) {
+  Expr at = intImm(0);
+  for (const ReduceVar &r : c.rvars) at = at * r.extent + indexVar(r.name);
+  return at;
+}
+
 class Tiler {
 public:
   Tiler(const Contraction &c, std::vector<Dim> dims, std::string dotVar, int64_t dotLanes, Staging staging = {},
@@ -292,12 +302,7 @@ private:
   }
 
   static std::string stageName(size_t m) { return "_stage" + std::to_string(m); }
-  // The reduction position, row-major over the (constant-extent) reduction indices.
-  Expr reductionPosition() const {
-    Expr at = intImm(0);
-    for (const ReduceVar &r : c_.rvars) at = at * r.extent + indexVar(r.name);
-    return at;
-  }
+  Expr reductionPosition() const { return reductionPositionOf(c_); }
   // The copies into the local arrays, for the block of j whose positions `subst` gives.
   std::vector<Stmt> stage(const std::map<std::string, Expr> &subst, const Dim &j) const {
     std::vector<Stmt> out;
@@ -939,6 +944,69 @@ Staging aliasedPanels(const Contraction &c, const std::vector<Expr> &loads, cons
   return staging;
 }
 
+// Outer product with rows: a factor of the body computed from several reads of the rows and
+// the reduction only (GramMatrix's gradient (gY[b, c, e] + gY[b, e, c]) * X[b, e, h, w], the sum
+// of gY and its transpose) would be evaluated in scalar code per row and step and then
+// broadcast: a load, an add and a shuffle beside each row's two multiply-adds. Such a factor is
+// computed once per parallel iteration into a local [rows][reduction] array of at most
+// kBroadcastStage elements (`stageBroadcasts` rewrites the body to read it; `precompute` fills
+// it), when the other output indices give each element at least kBroadcastReuse uses.
+struct BroadcastStage {
+  Expr factor;      // the body's factor (nullptr: none)
+  std::string rows; // the rows' index
+  int64_t extent = 0, positions = 0;
+
+  Expr at() const { return indexVar(rows) * intImm(positions); }
+};
+
+BroadcastStage broadcastStageOf(const Contraction &c, int rows, std::optional<int64_t> positions) {
+  BroadcastStage none;
+  std::optional<int64_t> extent = constExtent(c.indices[static_cast<size_t>(rows)].extent);
+  if (!positions || !extent || *extent * *positions > kBroadcastStage) return none;
+  int64_t reuse = 1; // the other output indices' positions (indices[0] aside)
+  for (size_t i = 1; i < c.indices.size(); ++i) {
+    if (static_cast<int>(i) == rows) continue;
+    std::optional<int64_t> n = constExtent(c.indices[i].extent);
+    if (!n) return none;
+    reuse *= *n;
+  }
+  if (reuse < kBroadcastReuse) return none;
+  const std::string &r = c.indices[static_cast<size_t>(rows)].name;
+  auto allowed = [&](const std::string &v) {
+    if (v == r || v == c.indices[0].name) return true;
+    return std::any_of(c.rvars.begin(), c.rvars.end(), [&](const ReduceVar &rv) { return rv.name == v; });
+  };
+  for (auto [term, negated] : signedAddends(c.body))
+    for (const Expr &f : productFactors(term)) {
+      if (f->kind == ExprKind::Load || loadsOf(f).size() < 2 || !mentionsVar(f, r, VarKind::Index) ||
+          !dependsOnReduction(f, c.rvars) ||
+          anyNode(f, [&](const Expr &n) { return n->kind == ExprKind::Var && n->varKind == VarKind::Index && !allowed(n->name); }))
+        continue;
+      return {f, r, *extent, *positions};
+    }
+  return none;
+}
+
+constexpr const char *kBroadcastArray = "_bcast";
+
+// The contraction whose body reads the staged factor from the local array.
+Contraction stageBroadcasts(const Contraction &c, const BroadcastStage &stage) {
+  Expr position = reductionPositionOf(c);
+  Contraction out = c;
+  out.body = mutate(c.body, [&](const Expr &n) -> Expr {
+    return structurallyEqual(n, stage.factor) ? load(kBroadcastArray, stage.at() + position) : nullptr;
+  });
+  return out;
+}
+
+// The loops that fill the array: rows outside, the reduction's positions inside.
+Stmt precompute(const Contraction &c, const BroadcastStage &stage) {
+  Stmt s = store(kBroadcastArray, stage.at() + reductionPositionOf(c), stage.factor, c.loc);
+  for (size_t i = c.rvars.size(); i-- > 0;) s = forLoop(c.rvars[i].name, c.rvars[i].extent, ForKind::Serial, {s});
+  s = forLoop(stage.rows, intImm(stage.extent), ForKind::Serial, {s});
+  return block({alloc(kBroadcastArray, stage.extent * stage.positions), s});
+}
+
 Stmt tileContraction(const Contraction &contraction) {
   // A first index of one position (Inspiration's one target t < 1) is 0 throughout: the next
   // index becomes the parallel one, and the schedules see the indices that have extents.
@@ -1037,7 +1105,7 @@ Stmt tileContraction(const Contraction &contraction) {
     Dim &j = dims[static_cast<size_t>(best) - 1];
     j.block = vectorBlock(j.extent);
     j.lane = ForKind::Vectorized;
-    int rows = rowIndex(best);
+    int rows = rowIndex(best), secondRows = -1;
     if (rows > 0)
       dims[static_cast<size_t>(rows) - 1].block =
           blockFor(dims[static_cast<size_t>(rows) - 1].extent, gathers ? kGatheredRows : kAccumulatorLanes / j.block);
@@ -1059,6 +1127,24 @@ Stmt tileContraction(const Contraction &contraction) {
           }
         }
         if (second > 0) dims[static_cast<size_t>(second) - 1].block = most;
+        secondRows = second;
+      }
+    // Rows of another index (Inspiration's Y[n, c, h, w] = sum(k: P[k, c] * X[n, k, h, w]), 8
+    // channels c per tile): column panels whose rows alias in cache (X over k at 32 x 32 maps)
+    // are copied once per block of j, with the row blocks innermost so that all of them read
+    // the copy. With fewer than kAliasedRowBlocks row blocks (Encoding's 32 codewords: 4) the
+    // copy cost more than it saved.
+    BroadcastStage broadcasts = rows > 0 && !gathers ? broadcastStageOf(c, rows, positions) : BroadcastStage{};
+    const Contraction staged = broadcasts.factor ? stageBroadcasts(c, broadcasts) : c;
+    auto withBroadcasts = [&](Stmt tile) { return broadcasts.factor ? block({precompute(c, broadcasts), tile}) : tile; };
+    if (rows > 0 && !gathers && secondRows <= 0)
+      if (std::optional<int64_t> n = constExtent(c.indices[static_cast<size_t>(rows)].extent);
+          n && *n >= kAliasedRowBlocks * dims[static_cast<size_t>(rows) - 1].block) {
+        Staging aliased = aliasedPanels(staged, loadsOf(staged.body), c.indices[static_cast<size_t>(best)].name, positions);
+        if (!aliased.loads.empty()) {
+          std::rotate(dims.begin() + (rows - 1), dims.begin() + rows, dims.end());
+          return parallelLoop(c.indices[0], 1, withBroadcasts(Tiler(staged, dims, "", 0, aliased).run()));
+        }
       }
     // No other index to block as rows (Linear's gradients grad_weight[o, i] =
     // sum(b: gY[b, o] * X[b, i]) and grad_X[b, i] = sum(o: gY[b, o] * W[o, i])): the parallel
@@ -1076,7 +1162,7 @@ Stmt tileContraction(const Contraction &contraction) {
     }
     // With gathers, the blocks of j loop outermost, so that the gathered rows of a block stay
     // in cache while every row block reads them.
-    if (!gathers) return parallelLoop(c.indices[0], 1, Tiler(c, dims, "", 0).run());
+    if (!gathers) return parallelLoop(c.indices[0], 1, withBroadcasts(Tiler(staged, dims, "", 0).run()));
     std::rotate(dims.begin(), dims.begin() + (best - 1), dims.begin() + best);
     // Reads strided along j that depend on nothing else of the output but the parallel index:
     // copied once per block of j (the reduction is short, so the copy is small).

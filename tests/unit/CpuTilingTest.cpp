@@ -302,7 +302,11 @@ TEST(CpuTiling, ColumnSumsSplitIntoRowsPerChunk) {
 TEST(CpuTiling, GramForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(1);
   for (DType dtype : {DType::F32, DType::F64})
-    for (Shape s : std::vector<Shape>{{1, 1, 1, 1}, {2, 5, 3, 17}, {1, 9, 2, 33}, {2, 4, 1, 16}, {1, 7, 5, 15}, {1, 6, 2, 29}}) {
+    // [1, 67, 32, 32] and [1, 65, 64, 48]: rows 1024 and 3072 elements apart, so grad_X copies
+    // its column panels (67 and 65 rows: 8 blocks of 8 and a remainder; 48 columns: 32 + 16)
+    // and stages gY + gY^T (broadcastStageOf), as at [2, 37, 32, 32] (too few rows to copy).
+    for (Shape s : std::vector<Shape>{{1, 1, 1, 1}, {2, 5, 3, 17}, {1, 9, 2, 33}, {2, 4, 1, 16}, {1, 7, 5, 15}, {1, 6, 2, 29},
+                                      {2, 37, 32, 32}, {1, 67, 32, 32}, {1, 65, 64, 48}}) {
       int64_t B = s[0], C = s[1], P = s[2] * s[3];
       Layer layer(lib(), "GramMatrix", {}, {dtype, 0});
       Tensor x = randomTensor(dtype, s, rng);
@@ -397,6 +401,42 @@ TEST(CpuTiling, LinearGradientsCopyColumnPanelsWhoseRowsAlias) {
   EXPECT_NE(input.find("parallel for b.p in 0..4:"), std::string::npos) << input;
   EXPECT_NE(input.find("_stage0[o * 32 + i.i] = weight[o * 1024 + (i.o * 32 + i.i)]"), std::string::npos) << input;
   EXPECT_NE(input.find("* _stage0[o * 32 + i.i]"), std::string::npos) << input;
+}
+
+// Gram's gradient grad_X[b, c, h, w] = sum(e: (gY[b, c, e] + gY[b, e, c]) * X[b, e, h, w]) / n
+// broadcasts a sum of two reads per row and step: it is computed once per batch element into
+// a local [c][e] array, and the tile broadcasts from that. X's rows along e lie 1024 elements
+// apart at 32 x 32: each column panel is copied, the 16 row blocks of c inside its loop.
+TEST(CpuTiling, GramGradientStagesTheSymmetrizedGradient) {
+  Layer l(lib(), "GramMatrix", {}, {});
+  std::string text = ir::printLoops(
+      testing::lowered(l.gradientProgram(), {{"B", ir::intImm(8)}, {"C", ir::intImm(128)}, {"H", ir::intImm(32)}, {"W", ir::intImm(32)}}));
+  std::string kernel = kernelText(text, "kernel k0_grad_X");
+  ASSERT_FALSE(kernel.empty()) << text;
+  EXPECT_TRUE(inOrder(kernel, {"parallel for b in 0..8:", "alloc _bcast: float[16384]",
+                               "_bcast[c * 128 + e] = grad_Y[(b * 128 + c) * 128 + e] + grad_Y[(b * 128 + e) * 128 + c]",
+                               "for h in 0..32:", "_stage0[e * 32 + w.i] = X[((b * 128 + e) * 32 + h) * 32 + (w.o * 32 + w.i)]",
+                               "for c.o in 0..16:", "_bcast[(c.o * 8 + c.i) * 128 + e] * _stage0[e * 32 + w.i]"}));
+}
+
+// Inspiration's forward Y[n, c, h, w] = sum(k: P[k, c] * X[n, k, h, w]) at 32 x 32: X's rows
+// along k alias in cache, so each column panel is copied before the row blocks that read it;
+// at 33 x 34 nothing is copied.
+TEST(CpuTiling, InspirationCopiesColumnPanelsWhoseRowsAlias) {
+  Layer l(lib(), "Inspiration", {{"C", "128"}}, {});
+  for (int64_t w : {32, 34}) {
+    std::string text = ir::printLoops(
+        testing::lowered(l.program(), {{"N", ir::intImm(8)}, {"H", ir::intImm(32)}, {"W", ir::intImm(w)}}));
+    std::string kernel = kernelText(text, "kernel k1_Y");
+    ASSERT_FALSE(kernel.empty()) << text;
+    if (w == 34) {
+      EXPECT_EQ(kernel.find("_stage"), std::string::npos) << kernel;
+      continue;
+    }
+    EXPECT_TRUE(inOrder(kernel, {"for h in 0..32:", "alloc _stage0: float[4096]",
+                                 "_stage0[k * 32 + w.i] = X[((n * 128 + k) * 32 + h) * 32 + (w.o * 32 + w.i)]",
+                                 "for c.o in 0..16:", "* _stage0[k * 32 + w.i]"}));
+  }
 }
 
 // rsqrt, relu and leaky_relu widen: a contraction whose epilogue calls them (a batch norm's
@@ -543,9 +583,9 @@ TEST(CpuTiling, SumOfProductsAccumulatesTermByTerm) {
   std::string text = ir::printLoops(testing::lowered(encoding.gradientProgram(), {{"B", ir::intImm(8)}, {"N", ir::intImm(1024)}}));
   std::string kernel = kernelText(text, "kernel k8_grad_X");
   ASSERT_FALSE(kernel.empty()) << text;
+  // (A's and grad_A_sum1's rows lie 1024 elements apart: their column panels are copied.)
   EXPECT_NE(kernel.find("_acc[d.i * 32 + i.i1] = _acc[d.i * 32 + i.i1] + grad_Y[(b * 32 + k) * 128 + (d.o * 8 + d.i)] * "
-                        "A[(b * 32 + k) * 1024 + (i.o1 * 32 + i.i1)] - 2.0 * grad_A_sum1[(b * 32 + k) * 1024 + "
-                        "(i.o1 * 32 + i.i1)] * codewords[k * 128 + (d.o * 8 + d.i)]\n"),
+                        "_stage0[k * 32 + i.i1] - 2.0 * _stage1[k * 32 + i.i1] * codewords[k * 128 + (d.o * 8 + d.i)]\n"),
             std::string::npos)
       << kernel;
 }
@@ -770,10 +810,14 @@ TEST(CpuTiling, SlicedOuterProductAtOddSizes) {
 // Inspiration with one target sums grad_P over N * H * W = 4488 positions under a parallel
 // index of one iteration: the threads go to the row blocks, never to a loop whose iterations
 // add into the same outputs.
+// At [2, 67, 32, 32] and [1, 65, 64, 48] X's and grad_Y's rows alias (1024 and 3072 elements
+// apart): Y and grad_X copy their column panels, with row blocks of 8 and a remainder.
 TEST(CpuTiling, InspirationGradientsOverLongReductions) {
   std::mt19937_64 rng(12);
-  const int64_t C = 6, N = 4, H = 33, W = 34, L = H * W;
+  struct Case { int64_t C, N, H, W; };
+  for (Case s : {Case{6, 4, 33, 34}, Case{67, 2, 32, 32}, Case{65, 1, 64, 48}})
   for (DType dtype : {DType::F32, DType::F64}) {
+    const int64_t C = s.C, N = s.N, H = s.H, W = s.W, L = H * W;
     Layer layer(lib(), "Inspiration", {{"C", std::to_string(C)}}, {dtype, 2});
     layer.setParam("weight", randomTensor(dtype, {1, C, C}, rng));
     layer.setParam("G", randomTensor(dtype, {1, C, C}, rng));
@@ -797,7 +841,7 @@ TEST(CpuTiling, InspirationGradientsOverLongReductions) {
     for (int64_t i = 0; i < C; ++i)
       for (int64_t k = 0; k < C; ++k)
         for (int64_t j = 0; j < C; ++j) gw[i * C + k] += gp[i * C + j] * gv[k * C + j];
-    std::string what = fmt::format("Inspiration {}", dtypeName(dtype));
+    std::string what = fmt::format("Inspiration C={} [{}, {}, {}] {}", C, N, H, W, dtypeName(dtype));
     expectClose(y, want, dtype, what + " Y");
     expectClose(grads.at("X"), gx, dtype, what + " grad X");
     expectClose(grads.at("weight"), gw, dtype, what + " grad weight");
