@@ -302,11 +302,11 @@ TEST(CpuTiling, ColumnSumsSplitIntoRowsPerChunk) {
 TEST(CpuTiling, GramForwardBackwardAtOddSizes) {
   std::mt19937_64 rng(1);
   for (DType dtype : {DType::F32, DType::F64})
-    // [1, 67, 32, 32] and [1, 65, 64, 48]: rows 1024 and 3072 elements apart, so grad_X copies
+    // [2, 67, 32, 32] and [2, 65, 64, 48]: rows 1024 and 3072 elements apart, so grad_X copies
     // its column panels (67 and 65 rows: 8 blocks of 8 and a remainder; 48 columns: 32 + 16)
     // and stages gY + gY^T (broadcastStageOf), as at [2, 37, 32, 32] (too few rows to copy).
     for (Shape s : std::vector<Shape>{{1, 1, 1, 1}, {2, 5, 3, 17}, {1, 9, 2, 33}, {2, 4, 1, 16}, {1, 7, 5, 15}, {1, 6, 2, 29},
-                                      {2, 37, 32, 32}, {1, 67, 32, 32}, {1, 65, 64, 48}}) {
+                                      {2, 37, 32, 32}, {2, 67, 32, 32}, {2, 65, 64, 48}}) {
       int64_t B = s[0], C = s[1], P = s[2] * s[3];
       Layer layer(lib(), "GramMatrix", {}, {dtype, 0});
       Tensor x = randomTensor(dtype, s, rng);
@@ -810,12 +810,12 @@ TEST(CpuTiling, SlicedOuterProductAtOddSizes) {
 // Inspiration with one target sums grad_P over N * H * W = 4488 positions under a parallel
 // index of one iteration: the threads go to the row blocks, never to a loop whose iterations
 // add into the same outputs.
-// At [2, 67, 32, 32] and [1, 65, 64, 48] X's and grad_Y's rows alias (1024 and 3072 elements
+// At [2, 67, 32, 32] and [2, 65, 64, 48] X's and grad_Y's rows alias (1024 and 3072 elements
 // apart): Y and grad_X copy their column panels, with row blocks of 8 and a remainder.
 TEST(CpuTiling, InspirationGradientsOverLongReductions) {
   std::mt19937_64 rng(12);
   struct Case { int64_t C, N, H, W; };
-  for (Case s : {Case{6, 4, 33, 34}, Case{67, 2, 32, 32}, Case{65, 1, 64, 48}})
+  for (Case s : {Case{6, 4, 33, 34}, Case{67, 2, 32, 32}, Case{65, 2, 64, 48}})
   for (DType dtype : {DType::F32, DType::F64}) {
     const int64_t C = s.C, N = s.N, H = s.H, W = s.W, L = H * W;
     Layer layer(lib(), "Inspiration", {{"C", std::to_string(C)}}, {dtype, 2});
