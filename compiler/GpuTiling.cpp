@@ -145,7 +145,8 @@ std::vector<TileShape> tileShapeCandidates(bool tensorCores) {
 }
 
 int64_t TiledContraction::tiles() const {
-  return batchTotal * ((rowsTotal + shape.rows - 1) / shape.rows) * ((colsTotal + shape.cols - 1) / shape.cols);
+  const int64_t tilesR = (rowsTotal + shape.rows - 1) / shape.rows, tilesC = (colsTotal + shape.cols - 1) / shape.cols;
+  return batchTotal * (symmetric ? tilesR * (tilesR + 1) / 2 : tilesR * tilesC);
 }
 
 std::string tileShapeName(const TileShape &s) {
@@ -231,6 +232,24 @@ public:
     const int64_t tilesC = (t_.colsTotal + t_.shape.cols - 1) / t_.shape.cols;
     const int64_t tilesR = (t_.rowsTotal + t_.shape.rows - 1) / t_.shape.rows;
     const Expr tile = intLocal("_tile");
+    if (t_.symmetric) {
+      // Tile _tri of the T(T + 1) / 2 on and above the diagonal, row by row: row _ti starts at
+      // first(_ti) = _ti * T - _ti * (_ti - 1) / 2, and _ti counts the rows after the first
+      // that start at or before _tri.
+      const int64_t T = tilesR, triangle = T * (T + 1) / 2;
+      auto first = [&](const Expr &i) { return i * intImm(T) - i * (i - intImm(1)) / intImm(2); };
+      out.push_back(let("_tri", Type::Int, tile % intImm(triangle)));
+      out.push_back(let("_ti", Type::Int, intImm(0)));
+      const Expr s = intLocal("_s") + intImm(1);
+      out.push_back(forLoop("_s", intImm(T - 1), ForKind::Serial,
+                            {assign("_ti", intLocal("_ti") + select(binary(BinOp::Ge, intLocal("_tri"), first(s)),
+                                                                    intImm(1), intImm(0)))}));
+      out.push_back(let("_row0", Type::Int, intLocal("_ti") * intImm(t_.shape.rows)));
+      out.push_back(let("_col0", Type::Int,
+                        (intLocal("_ti") + intLocal("_tri") - first(intLocal("_ti"))) * intImm(t_.shape.cols)));
+      decodeIndices(out, t_.batch, tile / intImm(triangle));
+      return;
+    }
     out.push_back(let("_col0", Type::Int, (tile % intImm(tilesC)) * intImm(t_.shape.cols)));
     out.push_back(let("_row0", Type::Int, ((tile / intImm(tilesC)) % intImm(tilesR)) * intImm(t_.shape.rows)));
     decodeIndices(out, t_.batch, tile / intImm(tilesC * tilesR));
@@ -370,6 +389,10 @@ public:
     decodeIndices(inside, t_.cols, intLocal("_cp"));
     inside.push_back(let("_acc", Type::Float, acc));
     inside.push_back(store(output_, t_.flatOut, t_.epilogue, loc_));
+    // Off the diagonal, the transposed element too (no other tile computes it).
+    if (t_.symmetric)
+      inside.push_back(ifThen(binary(BinOp::Ne, intLocal("_row0"), intLocal("_col0")),
+                              {store(output_, t_.mirrorOut, t_.epilogue, loc_)}));
     Expr guard = both(t_.rowsTotal % t_.shape.rows ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.rowsTotal)) : nullptr,
                       t_.colsTotal % t_.shape.cols ? binary(BinOp::Lt, intLocal("_cp"), intImm(t_.colsTotal)) : nullptr);
     if (guard)
@@ -397,6 +420,19 @@ Expr termOf(const TiledContraction &t, const Expr &a, const Expr &b) {
     if (kind != VarKind::Local) return nullptr;
     return name == "_av" ? a : name == "_bv" ? b : nullptr;
   });
+}
+
+// Marks t symmetric where it is (see TiledContraction::symmetric).
+void markSymmetric(TiledContraction &t) {
+  if (t.rows.size() != 1 || t.cols.size() != 1 || t.rowsTotal != t.colsTotal || t.shape.rows != t.shape.cols || t.combine)
+    return;
+  const std::string &r = t.rows[0].name, &c = t.cols[0].name;
+  auto swapped = [&](const Expr &e) { return substituteIndices(e, {{r, indexVar(c)}, {c, indexVar(r)}}); };
+  if (!structurallyEqual(swapped(t.a), t.b) || !structurallyEqual(swapped(t.epilogue), t.epilogue)) return;
+  Expr mirror = swapped(t.flatOut);
+  if (structurallyEqual(mirror, t.flatOut)) return;
+  t.symmetric = true;
+  t.mirrorOut = mirror;
 }
 
 } // namespace
@@ -597,6 +633,7 @@ std::shared_ptr<const TiledContraction> tileForGpu(const std::vector<IndexVar> &
     int64_t reuse = std::min(t->rowsTotal, t->colsTotal);
     if (best && reuse <= bestReuse) continue;
     t->shape = chooseTileShape(*t, tensorCores.has_value(), shapeName);
+    markSymmetric(*t);
     best = t;
     bestReuse = reuse;
   }

@@ -53,6 +53,11 @@ struct TiledContraction {
   Expr flatOut;   // where it is stored
   bool aAlongRed = true, bAlongRed = true; // a load walks the reduction (unit stride there)
   TileShape shape;
+  // Symmetric in its one row and one column index (GramMatrix's forward: b is a with them
+  // swapped, the epilogue does not tell them apart) with square tiles: only the tiles on and
+  // above the diagonal run, each storing its outputs also at `mirrorOut` (flatOut swapped).
+  bool symmetric = false;
+  Expr mirrorOut;
   int64_t tiles() const; // blocks to launch
 };
 
