@@ -256,6 +256,16 @@ TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {
   for (const char *line : {"gpu_tiles for _tile in 0..2:", "shared _as: float[1040]", "gpu_block_threads for _t in 0..256:",
                            "alloc _accs: float[16]", "barrier", "_accs[_i * 4 + _j] = _accs[_i * 4 + _j] + _ak * _bk[_j]"})
     EXPECT_TRUE(contains(r.out, line)) << line << "\n" << r;
+  // Gram is symmetric in c and e: of 3 x 3 tiles per batch element, the 6 on and above the
+  // diagonal run, those off it storing each output twice.
+  r = encc("emit --emit=loops --target gpu --layer GramMatrix --size B=2 --size C=130 --size H=8 --size W=8");
+  EXPECT_EQ(r.status, 0) << r;
+  for (const char *line : {"gpu_tiles for _tile in 0..12:", "let _tri: int = _tile % 6",
+                           "_ti = _ti + select(_tri >= (_s + 1) * 3 - (_s + 1) * _s / 2, 1, 0)",
+                           "let _col0: int = (_ti + _tri - (_ti * 3 - _ti * (_ti - 1) / 2)) * 64",
+                           "Y[(b * 130 + c) * 130 + e] = _acc / 8320.0", "if _row0 != _col0:",
+                           "Y[(b * 130 + e) * 130 + c] = _acc / 8320.0"})
+    EXPECT_TRUE(contains(r.out, line)) << line << "\n" << r;
   // Stored in 16 bits, the same contraction runs on tensor cores.
   r = encc("emit --emit=loops --target gpu --dtype bf16 --layer GramMatrix --size B=2 --size C=64 --size H=8 --size W=8");
   EXPECT_EQ(r.status, 0) << r;
