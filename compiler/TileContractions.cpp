@@ -944,12 +944,13 @@ Staging aliasedPanels(const Contraction &c, const std::vector<Expr> &loads, cons
     if (!dependsOnReduction(l, c.rvars) || accessIn(l, j) != Access::Contiguous) continue;
     Expr ix = unclampedIndex(l->args[0]);
     std::optional<int64_t> nearest;
+    bool known = true; // a stride that is no constant (a non-affine index): not this read
     for (const ReduceVar &r : c.rvars) {
       std::optional<int64_t> st = strideIn(ix, r.name);
-      if (!st) return staging;
-      if (*st != 0 && (!nearest || std::abs(*st) < *nearest)) nearest = std::abs(*st);
+      known = known && st;
+      if (st && *st != 0 && (!nearest || std::abs(*st) < *nearest)) nearest = std::abs(*st);
     }
-    if (nearest && *nearest % kAliasedStride == 0) staging.add(l);
+    if (known && nearest && *nearest % kAliasedStride == 0) staging.add(l);
   }
   return staging;
 }
