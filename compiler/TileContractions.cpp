@@ -76,6 +76,7 @@ constexpr int64_t kParallelChunk = 64;  // ... and the most rows per parallel it
 constexpr int64_t kAliasedStride = 1024;  // outer product: rows this many elements apart (or a multiple) alias in cache
 constexpr int64_t kAliasedIterations = 4, kAliasedChunk = 256; // ... then parallel chunks of up to 256 rows, 4 to share
 constexpr int64_t kAliasedRowBlocks = 8; // ... or, with another index as rows, at least 8 row blocks to share
+constexpr int64_t kFewRows = 6, kWideLanes = 64; // outer product: rows this few take tiles this wide
 constexpr int64_t kBroadcastStage = 16384; // outer product: a computed broadcast factor staged, elements at most (64 KiB of f32)
 constexpr int64_t kBroadcastReuse = 64;    // ... when each element is read at least this often
 
@@ -1216,6 +1217,17 @@ Stmt tileContraction(const Contraction &contraction) {
         }
         if (second > 0) dims[static_cast<size_t>(second) - 1].block = most;
         secondRows = second;
+      }
+    // Rows of a few positions and no second index to pair them with (the input gradient of a
+    // convolution with 3 input channels: 3 rows of 32 lanes keep 6 accumulators, fewer
+    // independent multiply-add chains than the FMA pipes need to stay busy): tiles of 64
+    // lanes, at most kFewRows x 4 vectors.
+    if (rows > 0 && !gathers && secondRows <= 0 && j.block == 32)
+      if (std::optional<int64_t> r = constExtent(c.indices[static_cast<size_t>(rows)].extent),
+          n = constExtent(j.extent);
+          r && *r <= kFewRows && n && *n >= kWideLanes && !underDivMod(c.body, j.name)) {
+        j.block = kWideLanes;
+        dims[static_cast<size_t>(rows) - 1].block = *r;
       }
     // Rows of another index (Inspiration's Y[n, c, h, w] = sum(k: P[k, c] * X[n, k, h, w]), 8
     // channels c per tile): column panels whose rows alias in cache (X over k at 32 x 32 maps)

@@ -508,7 +508,11 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
                    // channels: a block of 8 rows and one row. Output columns of 17 and 20
                    // (stride 1, fewer than 32 output channels): the same tile in the forward.
                    Case{1, 9, 4, 3, 34, 3, 1, 2}, Case{2, 3, 5, 4, 40, 3, 1, 2}, Case{1, 9, 6, 3, 56, 3, 1, 2},
-                   Case{1, 2, 3, 5, 62, 3, 1, 2}, Case{1, 3, 5, 4, 17, 3, 1}, Case{2, 2, 9, 3, 20, 3, 1}}) {
+                   Case{1, 2, 3, 5, 62, 3, 1, 2}, Case{1, 3, 5, 4, 17, 3, 1}, Case{2, 2, 9, 3, 20, 3, 1},
+                   // At most 6 input channels and rows too many to pair with them: the input
+                   // gradient's tiles are 64 lanes wide (64; 100 = 64 + 32 + an overlapping 8;
+                   // stride-2 phases of 66 columns).
+                   Case{2, 3, 4, 5, 64, 3, 1}, Case{2, 6, 5, 5, 100, 3, 1}, Case{2, 2, 3, 5, 132, 3, 1, 2}}) {
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
                    {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)},
