@@ -415,6 +415,19 @@ TEST(CpuTiling, LinearGradientsCopyColumnPanelsWhoseRowsAlias) {
   EXPECT_NE(input.find("* _stage0[o * 32 + i.i]"), std::string::npos) << input;
 }
 
+// The benchmark's 3-channel convolution (3 -> 8, 3 x 3, [8, 3, 64, 64]): its input gradient
+// has 3 rows (input channels) and no second index to pair them with, so its tiles are 64 lanes
+// wide (12 accumulators); the forward's 8 output channels keep 32.
+TEST(CpuTiling, FewRowsTakeWideTiles) {
+  Layer l(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
+  std::string grad = cpuLoops(l.gradientProgram(), sizes), fwd = cpuLoops(l.program(), sizes);
+  EXPECT_TRUE(inOrder(grad, {"alloc _acc: float[192]", "unrolled for j1.i in 0..3:", "vectorized for j3.i in 0..64:",
+                             "grad_X[((j0 * 3 + (j1.o * 3 + j1.i)) * 64 + j2) * 64 + (j3.o * 64 + j3.i)] = _acc[j1.i * 64 + j3.i]"}));
+  EXPECT_NE(fwd.find("vectorized for w.i in 0..32:"), std::string::npos) << fwd;
+  EXPECT_EQ(fwd.find("vectorized for w.i in 0..64:"), std::string::npos) << fwd;
+}
+
 // Gram's gradient grad_X[b, c, h, w] = sum(e: (gY[b, c, e] + gY[b, e, c]) * X[b, e, h, w]) / n
 // broadcasts a sum of two reads per row and step: it is computed once per batch element into
 // a local [c][e] array, and the tile broadcasts from that. X's rows along e lie 1024 elements
