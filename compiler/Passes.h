@@ -96,6 +96,11 @@ Program phaseStridedReads(const Program &p);
 // read with it last, then is copied back: an outer product along it instead of a dot product
 // along 28 strided columns (see TransposeWeightGradients.cpp).
 Program transposeWeightGradients(const Program &p);
+// CPU: a sum of two reads whose one read's index is h + k + c (h a reduction index other than the
+// innermost, k a kernel's taps, a stride-1 convolution's weight gradient X[b, c, h + kh - 1, ...])
+// and whose other read has h plainly sums over r = h + k + c, the first read's positions, instead:
+// the taps k then share each load of the first read (see SlideWindowSums.cpp).
+Program slideWindowSums(const Program &p);
 // CPU: a temporary that adds a scaled sum into the one definition reading it (as an addend, at
 // any place), whose sum runs over the ranges of the reader's own sum, is inlined and the two
 // sums become one (Encoding's input gradient: one blocked kernel, no [B, D, N] temporary); see

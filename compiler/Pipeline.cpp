@@ -58,6 +58,8 @@ const std::vector<PassInfo> kPasses = {
     {"lower", "splitHeavyEpilogues", "CPU, fused", "a contraction's epilogue blocked code cannot widen: its own kernel"},
     {"lower", "transposeWeightGradients", "CPU, fused",
      "a strided convolution's weight gradient sums transposed, vectorized along its output channels"},
+    {"lower", "slideWindowSums", "CPU, fused",
+     "a stride-1 convolution's weight gradient sums over the input's rows: the kernel rows share each load of X"},
     {"lower", "phaseStridedReads", "CPU, fused",
      "a sum's read strided along its innermost reduction index reads a copy split into stride phases"},
     {"lower", "sinkCollectives", "", "collectives of one stage adjacent: one message"},
@@ -283,6 +285,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
     p = run.step("mergeAddedContractions", p, mergeAddedContractions);
     p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
     p = run.step("transposeWeightGradients", p, transposeWeightGradients);
+    p = run.step("slideWindowSums", p, slideWindowSums);
     p = run.step("phaseStridedReads", p, phaseStridedReads);
   }
   p = run.step("sinkCollectives", p, sinkCollectives);

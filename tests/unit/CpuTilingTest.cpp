@@ -428,6 +428,24 @@ TEST(CpuTiling, FewRowsTakeWideTiles) {
   EXPECT_EQ(fwd.find("vectorized for w.i in 0..64:"), std::string::npos) << fwd;
 }
 
+// A stride-1 convolution's weight gradient sums over X's rows h_in = h + kh - 1: X's row is
+// the same for the window's 3 rows kh, grad_Y's row h_in - kh + 1 moves with them (read as 0
+// where it does not exist). The forward pass, whose kh is the reduction, keeps its sum.
+TEST(CpuTiling, ConvWeightGradientSumsOverInputRows) {
+  Layer l(lib(), "Conv2d", {{"in_channels", "3"}, {"out_channels", "8"}, {"kernel_size", "3"}, {"padding", "1"}}, {});
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(8)}, {"H", ir::intImm(64)}, {"W", ir::intImm(64)}};
+  std::string text = ir::printLoops(testing::lowered(l.gradientProgram(), sizes));
+  std::string kernel = kernelText(text, "kernel k0_grad_weight");
+  ASSERT_FALSE(kernel.empty()) << text;
+  EXPECT_TRUE(inOrder(kernel, {"for h_in.c in 0..4:", "unrolled for kh.i in 0..3:", "for h_in.i in 0..16:",
+                               "select(h_in.c * 16 + h_in.i - kh.i + 1 >= 0 && h_in.c * 16 + h_in.i - kh.i + 1 < 64, "
+                               "grad_Y[((b * 8 + o) * 64 + min(max(h_in.c * 16 + h_in.i - kh.i + 1, 0), 63)) * 64 + "
+                               "(w.o * 16 + w.l)], 0.0)",
+                               "X[((b * 3 + c) * 64 + (h_in.c * 16 + h_in.i)) * 64 + "}));
+  std::string fwd = ir::printLoops(testing::lowered(l.program(), sizes));
+  EXPECT_EQ(fwd.find("_in"), std::string::npos) << fwd;
+}
+
 // Gram's gradient grad_X[b, c, h, w] = sum(e: (gY[b, c, e] + gY[b, e, c]) * X[b, e, h, w]) / n
 // broadcasts a sum of two reads per row and step: it is computed once per batch element into
 // a local [c][e] array, and the tile broadcasts from that. X's rows along e lie 1024 elements
@@ -525,7 +543,10 @@ TEST(CpuTiling, Conv2dForwardBackwardAtOddSizes) {
                    // At most 6 input channels and rows too many to pair with them: the input
                    // gradient's tiles are 64 lanes wide (64; 100 = 64 + 32 + an overlapping 8;
                    // stride-2 phases of 66 columns).
-                   Case{2, 3, 4, 5, 64, 3, 1}, Case{2, 6, 5, 5, 100, 3, 1}, Case{2, 2, 3, 5, 132, 3, 1, 2}}) {
+                   Case{2, 3, 4, 5, 64, 3, 1}, Case{2, 6, 5, 5, 100, 3, 1}, Case{2, 2, 3, 5, 132, 3, 1, 2},
+                   // Weight gradients summed over X's rows (slideWindowSums): 5 x 5 taps with
+                   // padding 2, and no padding (X has 2 rows more than grad_Y).
+                   Case{2, 3, 4, 9, 20, 5, 2}, Case{2, 4, 6, 10, 21, 3, 0}}) {
       Layer layer(lib(), "Conv2d",
                   {{"in_channels", std::to_string(c.Ci)}, {"out_channels", std::to_string(c.Co)},
                    {"kernel_size", std::to_string(c.k)}, {"padding", std::to_string(c.pad)},
