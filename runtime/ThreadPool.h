@@ -1,6 +1,7 @@
 // A fixed set of persistent worker threads for data-parallel loops over index ranges.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -43,6 +44,7 @@ private:
   std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> jobs_; // jobs that may still have unclaimed chunks
+  std::atomic<uint64_t> posted_{0};       // jobs ever queued: idle workers watch it before they sleep
   bool stop_ = false;
 };
 

@@ -134,3 +134,34 @@ TEST(ThreadPool, ConcurrentCallersShareThePool) {
   for (std::thread &t : callers) t.join();
   EXPECT_EQ(failures.load(), 0);
 }
+
+// Idle workers poll for new jobs for a while before they sleep: jobs posted while they poll,
+// as they give up, and long after (asleep) all run to completion on several threads.
+TEST(ThreadPool, JobsPostedAtAnyPointOfAWorkersIdlingRun) {
+  ThreadPool pool(2);
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  for (int rep = 0; rep < 300; ++rep) {
+    // 0 to ~300 microseconds idle: within the polling, around its end, and past it.
+    std::this_thread::sleep_for(std::chrono::microseconds(rep % 31 * 10));
+    std::vector<std::atomic<int>> hits(64);
+    pool.parallelFor(0, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      std::lock_guard<std::mutex> lock(mu);
+      ids.insert(std::this_thread::get_id());
+    });
+    for (auto &h : hits) ASSERT_EQ(h.load(), 1) << "rep " << rep;
+  }
+  EXPECT_EQ(ids.size(), 2u);
+}
+
+// A pool destroyed right after a job, its workers still polling, joins them at once.
+TEST(ThreadPool, DestroyedWhileItsWorkersPoll) {
+  auto start = std::chrono::steady_clock::now();
+  for (int rep = 0; rep < 50; ++rep) {
+    ThreadPool pool(3);
+    expectCoverage(pool, 0, 100, 1);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
