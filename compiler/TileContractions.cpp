@@ -990,7 +990,9 @@ BroadcastStage broadcastStageOf(const Contraction &c, int rows, std::optional<in
   };
   for (auto [term, negated] : signedAddends(c.body))
     for (const Expr &f : productFactors(term)) {
+      // (Not a factor that reads the output: the tiles may change it after the copy.)
       if (f->kind == ExprKind::Load || loadsOf(f).size() < 2 || !mentionsVar(f, r, VarKind::Index) ||
+          anyNode(f, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; }) ||
           !dependsOnReduction(f, c.rvars) ||
           anyNode(f, [&](const Expr &n) { return n->kind == ExprKind::Var && n->varKind == VarKind::Index && !allowed(n->name); }))
         continue;
