@@ -1231,14 +1231,16 @@ Stmt tileContraction(const Contraction &contraction) {
         j.block = kWideLanes;
         dims[static_cast<size_t>(rows) - 1].block = *r;
       }
+    // A broadcast factor computed from several reads (Gram's gY + gY^T): once per parallel
+    // iteration into a local array (broadcastStageOf), which `staged` reads.
+    BroadcastStage broadcasts = rows > 0 && !gathers ? broadcastStageOf(c, rows, positions) : BroadcastStage{};
+    const Contraction staged = broadcasts.factor ? stageBroadcasts(c, broadcasts) : c;
+    auto withBroadcasts = [&](Stmt tile) { return broadcasts.factor ? block({precompute(c, broadcasts), tile}) : tile; };
     // Rows of another index (Inspiration's Y[n, c, h, w] = sum(k: P[k, c] * X[n, k, h, w]), 8
     // channels c per tile): column panels whose rows alias in cache (X over k at 32 x 32 maps)
     // are copied once per block of j, with the row blocks innermost so that all of them read
     // the copy. With fewer than kAliasedRowBlocks row blocks (Encoding's 32 codewords: 4) the
     // copy cost more than it saved.
-    BroadcastStage broadcasts = rows > 0 && !gathers ? broadcastStageOf(c, rows, positions) : BroadcastStage{};
-    const Contraction staged = broadcasts.factor ? stageBroadcasts(c, broadcasts) : c;
-    auto withBroadcasts = [&](Stmt tile) { return broadcasts.factor ? block({precompute(c, broadcasts), tile}) : tile; };
     if (rows > 0 && !gathers && secondRows <= 0)
       if (std::optional<int64_t> n = constExtent(c.indices[static_cast<size_t>(rows)].extent);
           n && *n >= kAliasedRowBlocks * dims[static_cast<size_t>(rows) - 1].block) {
