@@ -31,7 +31,11 @@
 //    as [reduction][lane]; the tile vectorizes along p with j as its rows.
 //
 // A dot product over a long reduction runs in chunks of it outside the tiles, each tile adding
-// its chunk's sum into the output (ReductionChunks).
+// its chunk's sum into the output (ReductionChunks). A dot product symmetric in its two blocked
+// indices (GramMatrix's forward) computes the tiles on and after the diagonal only, storing
+// each output twice (symmetricTiles). An outer product copies column panels whose rows alias
+// in cache (aliasedPanels), computes a broadcast factor made of several reads once per parallel
+// iteration (broadcastStageOf), and takes 64-lane tiles where its rows are few.
 //
 // Tiles are cut from each blocked index as full blocks followed by a remainder loop that
 // uses blocks of one (for the vectorized index: scalar code), so every extent works,
