@@ -59,8 +59,15 @@ std::optional<Slide> slideOf(const Program &p, const Definition &d, const Expr &
     for (int side = 0; side < 2; ++side) {
       const Expr &plain = body->args[side], &window = body->args[1 - side];
       if (plain->kind != ExprKind::Access || window->kind != ExprKind::Access || !readsPlainly(plain, h)) continue;
-      const TensorDecl *t = p.tensor(window->name);
-      if (!t || t->shape.size() != window->args.size()) continue;
+      const TensorDecl *t = p.tensor(window->name), *pt = p.tensor(plain->name);
+      if (!t || t->shape.size() != window->args.size() || !pt || pt->shape.size() != plain->args.size()) continue;
+      // The plain read's dimension along h has exactly h's positions: after the change of
+      // variables, its reads outside them (h < 0 or past the end) are the terms that are 0.
+      bool exact = false;
+      for (size_t at = 0; at < plain->args.size(); ++at)
+        if (plain->args[at]->kind == ExprKind::Var && plain->args[at]->name == h)
+          exact = structurallyEqual(pt->shape[at], sum->rvars[ri].extent);
+      if (!exact) continue;
       for (size_t at = 0; at < window->args.size(); ++at) {
         const Expr &ix = window->args[at];
         if (strideIn(ix, h) != std::optional<int64_t>(1) || !isConst(t->shape[at], nullptr)) continue;
