@@ -87,25 +87,30 @@ TEST(HalfStorageReference, ScatterAccumulatesInF32) {
   }
 }
 
+// [1, 3, 64, 64]: 4096 terms per output; [2, 13, 16, 16]: the symmetric tiles (3 blocks of 4
+// channels and one more, each off-diagonal output stored twice).
 TEST(HalfStorageReference, LongContractionAccumulatesInF32) {
-  const int64_t C = 3, L = 4096;
+  for (Shape shape : std::vector<Shape>{{1, 3, 64, 64}, {2, 13, 16, 16}})
   for (DType dtype : {DType::F16, DType::BF16}) {
+    const int64_t B = shape[0], C = shape[1], L = shape[2] * shape[3];
     SCOPED_TRACE(dtypeName(dtype));
     Layer gram(lib(), "GramMatrix", {}, LayerOptions{dtype, 0, true, true, Device::CPU});
-    Tensor x = randomTensor({1, C, 64, 64}, 8).to(dtype);
+    Tensor x = randomTensor(shape, 8).to(dtype);
     Tensor y = gram.forward({{"X", x}}).at("Y");
     ASSERT_EQ(y.dtype(), dtype);
-    ASSERT_EQ(y.numel(), C * C);
+    ASSERT_EQ(y.numel(), B * C * C);
+    for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < C; ++i)
       for (int64_t j = 0; j < C; ++j) {
         double dot = 0, magnitude = 0;
         for (int64_t l = 0; l < L; ++l) {
-          dot += x.at(i * L + l) * x.at(j * L + l);
-          magnitude += std::abs(x.at(i * L + l) * x.at(j * L + l));
+          double p = x.at((b * C + i) * L + l) * x.at((b * C + j) * L + l);
+          dot += p;
+          magnitude += std::abs(p);
         }
         double want = dot / static_cast<double>(C * L);
         double slack = 1e-6 * magnitude / static_cast<double>(C * L);
-        EXPECT_LE(std::abs(y.at(i * C + j) - want), halfUlp(want, dtype) + slack) << i << ", " << j;
+        EXPECT_LE(std::abs(y.at((b * C + i) * C + j) - want), halfUlp(want, dtype) + slack) << b << ", " << i << ", " << j;
       }
   }
 }
