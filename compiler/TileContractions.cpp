@@ -271,9 +271,20 @@ public:
     std::map<std::string, Expr> subst = {{r.name, indexVar(r.name + ".c") * intImm(chunks_.inner) + indexVar(r.name + ".i")}};
     Stmt s = forLoop(r.name + ".c", intImm(chunks_.outer), ForKind::Serial, gen(0, subst, {}));
     for (size_t i = chunks_.split; i-- > 0;) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
-    if (plainSum()) return s;
+    if (plainSum() || !epiloguePassToo_) return s;
     return block({s, epiloguePass()});
   }
+
+  // With chunks, leaves the epilogue's pass over the outputs to the caller (symmetricTiles,
+  // whose tiles store outputs outside their own dims).
+  Tiler &withoutEpiloguePass() {
+    epiloguePassToo_ = false;
+    return *this;
+  }
+
+  // With chunks, outputs hold the sums once the last chunk is done: a pass over this parallel
+  // iteration's outputs (dims) applies the epilogue to them (nothing for a plain sum).
+  Stmt epiloguePassAlone() const { return plainSum() ? block({}) : epiloguePass(); }
 
 private:
   const Contraction &c_;
@@ -283,6 +294,7 @@ private:
   Staging staging_;
   ReductionChunks chunks_;
   Expr mirror_; // the transposed output element's flat index, or nullptr
+  bool epiloguePassToo_ = true;
   // The extent of each loop variable on the path gen() is building (set before it recurses),
   // for folding the bounds checks a tile's ranges decide.
   std::map<std::string, Expr> ranges_;
@@ -638,7 +650,12 @@ private:
     std::vector<Stmt> reduce = {let("_sum", Type::Float, floatImm(0)),
                                 forLoop(lane, L, ForKind::Vectorized, {assign("_sum", sum + load("_acc", atL))}),
                                 store(c_.output, flatOut, result, c_.loc)};
-    if (mirror_) reduce.push_back(store(c_.output, sub(mirror_, subst), result, c_.loc));
+    if (mirror_) {
+      // With chunks the transposed element adds the chunk's sum into its own partial sum.
+      Expr mirrorAt = sub(mirror_, subst);
+      Expr mirrored = chunks_.outer ? select(firstChunk(), floatImm(0), load(c_.output, mirrorAt)) + sum : result;
+      reduce.push_back(store(c_.output, mirrorAt, mirrored, c_.loc));
+    }
     out.push_back(wrap(lanes, reduce));
     return block(out);
   }
@@ -1068,7 +1085,8 @@ bool symmetricIn(const Contraction &c, size_t i, size_t j) {
 // diagonal tile [s, s], then the tiles of j after it, each also storing its transposed
 // outputs; the square of both remainders last. About half the tiles of the full square
 // (GramMatrix's forward: 528 of 1024 at 128 channels), as BLAS's syrk does.
-Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i, size_t j, const std::string &dot) {
+Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i, size_t j, const std::string &dot,
+                    ReductionChunks chunks) {
   const Dim &row = dims[i - 1];
   const Expr &extent = row.extent;
   const int64_t size = row.block;
@@ -1078,9 +1096,9 @@ Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i
     std::vector<Dim> d = dims;
     d[i - 1] = std::move(r);
     d[j - 1] = std::move(col);
-    Tiler t(c, d, dot, kDotLanes);
+    Tiler t(c, d, dot, kDotLanes, {}, chunks);
     if (mirror) t.mirrored(std::move(mirror));
-    return t.run();
+    return t.withoutEpiloguePass().run();
   };
   auto dim = [&](const Dim &like, Expr n, Expr offset, int64_t b) {
     Dim d = like;
@@ -1099,6 +1117,8 @@ Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i
   Expr rest = extent % intImm(size);
   if (int64_t v = 0; !isConst(rest, &v) || v != 0)
     out.push_back(tiles(dim(row, rest, full, 1), dim(col, rest, full, 1), nullptr));
+  // With chunks, the epilogue once over every output, the transposed ones included.
+  if (chunks.outer) out.push_back(Tiler(c, dims, dot, kDotLanes, {}, chunks).epiloguePassAlone());
   return block(out);
 }
 
@@ -1323,12 +1343,13 @@ Stmt tileContraction(const Contraction &contraction) {
         return parallelLoop(c.indices[0], r->chunk, Tiler(c, dims, dot, kDotLanes, {}, reductionChunks(c, dot)).run());
       }
     // A contraction symmetric in the two blocked indices computes the tiles on and after the
-    // diagonal only (without reduction chunks, whose accumulating stores a diagonal tile's
-    // transposed copy would add twice).
+    // diagonal only (with reduction chunks too: a diagonal tile computes its outputs itself,
+    // and the others add each chunk into their transposed elements as into their own).
     if (blocked.size() == 2 && !whole && dims[blocked[0] - 1].block == dims[blocked[1] - 1].block &&
-        !reductionChunks(c, dot).outer && symmetricIn(c, blocked[0], blocked[1]))
+        symmetricIn(c, blocked[0], blocked[1]))
       return parallelLoop(c.indices[0], 1,
-                          symmetricTiles(c, dims, std::min(blocked[0], blocked[1]), std::max(blocked[0], blocked[1]), dot));
+                          symmetricTiles(c, dims, std::min(blocked[0], blocked[1]), std::max(blocked[0], blocked[1]), dot,
+                                         reductionChunks(c, dot)));
     // A long reduction in chunks, and the parallel index in groups inside them: the chunk of
     // the operand that does not depend on it (Conv2d's weight gradient: grad_Y's rows of all
     // output channels) is read from cache by the whole group.

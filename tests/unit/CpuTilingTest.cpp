@@ -318,7 +318,10 @@ TEST(CpuTiling, GramForwardBackwardAtOddSizes) {
     // its column panels (67 and 65 rows: 8 blocks of 8 and a remainder; 48 columns: 32 + 16)
     // and stages gY + gY^T (broadcastStageOf), as at [2, 37, 32, 32] (too few rows to copy).
     for (Shape s : std::vector<Shape>{{1, 1, 1, 1}, {2, 5, 3, 17}, {1, 9, 2, 33}, {2, 4, 1, 16}, {1, 7, 5, 15}, {1, 6, 2, 29},
-                                      {2, 37, 32, 32}, {2, 67, 32, 32}, {2, 65, 64, 48}}) {
+                                      {2, 37, 32, 32}, {2, 67, 32, 32}, {2, 65, 64, 48},
+                                      // 4096 and 4160 positions: the reduction in chunks, the
+                                      // symmetric tiles adding each chunk into both elements.
+                                      {2, 8, 64, 64}, {2, 9, 64, 65}}) {
       int64_t B = s[0], C = s[1], P = s[2] * s[3];
       Layer layer(lib(), "GramMatrix", {}, {dtype, 0});
       Tensor x = randomTensor(dtype, s, rng);
