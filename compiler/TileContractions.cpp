@@ -269,16 +269,25 @@ public:
     ranges_[r.name + ".c"] = intImm(chunks_.outer);
     ranges_[r.name + ".i"] = intImm(chunks_.inner);
     std::map<std::string, Expr> subst = {{r.name, indexVar(r.name + ".c") * intImm(chunks_.inner) + indexVar(r.name + ".i")}};
-    Stmt s = forLoop(r.name + ".c", intImm(chunks_.outer), ForKind::Serial, gen(0, subst, {}));
-    for (size_t i = chunks_.split; i-- > 0;) s = forLoop(c_.rvars[i].name, c_.rvars[i].extent, ForKind::Serial, {s});
-    if (plainSum() || !epiloguePassToo_) return s;
+    if (!ownChunkLoops_) return block(gen(0, subst, {}));
+    Stmt s = chunkLoops(c_, chunks_, gen(0, subst, {}));
+    if (plainSum()) return s;
     return block({s, epiloguePass()});
   }
 
-  // With chunks, leaves the epilogue's pass over the outputs to the caller (symmetricTiles,
-  // whose tiles store outputs outside their own dims).
-  Tiler &withoutEpiloguePass() {
-    epiloguePassToo_ = false;
+  // The loops over the chunks of the reduction around `body`.
+  static Stmt chunkLoops(const Contraction &c, ReductionChunks chunks, std::vector<Stmt> body) {
+    const ReduceVar &r = c.rvars[chunks.split];
+    Stmt s = forLoop(r.name + ".c", intImm(chunks.outer), ForKind::Serial, std::move(body));
+    for (size_t i = chunks.split; i-- > 0;) s = forLoop(c.rvars[i].name, c.rvars[i].extent, ForKind::Serial, {s});
+    return s;
+  }
+
+  // With chunks, the tiles for one chunk only: the caller puts them inside chunkLoops and
+  // applies the epilogue after (symmetricTiles, whose tiles store outputs outside their own
+  // dims and whose loop over row blocks runs inside the chunks).
+  Tiler &insideChunkLoops() {
+    ownChunkLoops_ = false;
     return *this;
   }
 
@@ -294,7 +303,7 @@ private:
   Staging staging_;
   ReductionChunks chunks_;
   Expr mirror_; // the transposed output element's flat index, or nullptr
-  bool epiloguePassToo_ = true;
+  bool ownChunkLoops_ = true;
   // The extent of each loop variable on the path gen() is building (set before it recurses),
   // for folding the bounds checks a tile's ranges decide.
   std::map<std::string, Expr> ranges_;
@@ -1098,7 +1107,7 @@ Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i
     d[j - 1] = std::move(col);
     Tiler t(c, d, dot, kDotLanes, {}, chunks);
     if (mirror) t.mirrored(std::move(mirror));
-    return t.withoutEpiloguePass().run();
+    return t.insideChunkLoops().run();
   };
   auto dim = [&](const Dim &like, Expr n, Expr offset, int64_t b) {
     Dim d = like;
@@ -1117,9 +1126,11 @@ Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i
   Expr rest = extent % intImm(size);
   if (int64_t v = 0; !isConst(rest, &v) || v != 0)
     out.push_back(tiles(dim(row, rest, full, 1), dim(col, rest, full, 1), nullptr));
-  // With chunks, the epilogue once over every output, the transposed ones included.
-  if (chunks.outer) out.push_back(Tiler(c, dims, dot, kDotLanes, {}, chunks).epiloguePassAlone());
-  return block(out);
+  if (!chunks.outer) return block(out);
+  // With chunks, every row block's tiles inside each chunk (whose slice of the operands stays
+  // in cache for all of them), then the epilogue once over every output, the transposed ones
+  // included.
+  return block({Tiler::chunkLoops(c, chunks, out), Tiler(c, dims, dot, kDotLanes, {}, chunks).epiloguePassAlone()});
 }
 
 Stmt tileContraction(const Contraction &contraction) {
