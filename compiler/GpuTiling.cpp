@@ -50,12 +50,6 @@ void factorsOf(const Expr &e, std::vector<Expr> &out) {
   out.push_back(e);
 }
 
-Expr product(const std::vector<Expr> &fs) {
-  Expr p;
-  for (const Expr &f : fs) p = p ? p * f : f;
-  return p ? p : floatImm(1);
-}
-
 std::set<std::string> indexVarsOf(const Expr &e) {
   std::vector<std::string> v = freeIndexVars(e);
   return {v.begin(), v.end()};

@@ -486,6 +486,12 @@ std::vector<Expr> productFactors(const Expr &e) {
   return out;
 }
 
+Expr product(const std::vector<Expr> &factors) {
+  Expr p;
+  for (const Expr &f : factors) p = p ? p * f : f;
+  return p ? p : floatImm(1);
+}
+
 bool mentionsVar(const Expr &e, const std::string &name) {
   return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Var && n->name == name; });
 }

@@ -108,6 +108,8 @@ const ExprNode *firstReduce(const Expr &e);
 // The factors of a float product: x * y gives the factors of both, x / y those of x and
 // 1 / y, -x the factor -1 and those of x.
 std::vector<Expr> productFactors(const Expr &e);
+// The product of `factors`, left to right (1 for none): productFactors' inverse.
+Expr product(const std::vector<Expr> &factors);
 // Names of Index variables used and not bound inside e, in first-use order.
 std::vector<std::string> freeIndexVars(const Expr &e);
 // A rough count of arithmetic work, for fusion decisions (transcendentals weigh more).

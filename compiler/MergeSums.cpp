@@ -23,12 +23,6 @@ bool readsAny(const Expr &e, const std::vector<ReduceVar> &rvars) {
   return std::any_of(rvars.begin(), rvars.end(), [&](const ReduceVar &r) { return mentionsVar(e, r.name, VarKind::Index); });
 }
 
-Expr product(const std::vector<Expr> &factors) {
-  Expr p;
-  for (const Expr &f : factors) p = p ? p * f : f;
-  return p ? p : floatImm(1);
-}
-
 // a and b merged into one sum, or nullptr.
 Expr merged(const Expr &a, const Expr &b) {
   std::optional<Expr> bBody = bodyOnRangesOf(a, b);

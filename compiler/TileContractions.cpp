@@ -232,8 +232,7 @@ Expr accumulated(Expr sum, const Expr &body, const std::function<int64_t(const E
                                       [&](const Expr &a, const Expr &b) { return spread(a) < spread(b); });
         *least = floatImm(scale) * *least;
       }
-      term = moving[0];
-      for (size_t i = 1; i < moving.size(); ++i) term = term * moving[i];
+      term = product(moving);
     }
     sum = negated ? sum - term : sum + term;
   }
