@@ -197,13 +197,13 @@ struct ReductionChunks {
   int64_t inner = 0, outer = 0; // 0: no chunks
 };
 
-// Whether the sum or its epilogue reads the output it writes.
-bool readsOutput(const Contraction &c) {
-  auto reads = [&](const Expr &e) {
-    return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; });
-  };
-  return reads(c.body) || reads(c.epilogue);
+// Whether e reads the buffer `name`.
+bool readsBuffer(const Expr &e, const std::string &name) {
+  return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == name; });
 }
+
+// Whether the sum or its epilogue reads the output it writes.
+bool readsOutput(const Contraction &c) { return readsBuffer(c.body, c.output) || readsBuffer(c.epilogue, c.output); }
 
 // `sum` plus `body` as a chain of accumulations: a sum of terms adds one term at a time, so
 // each product is one multiply-add (sum + (p + q) cost a multiply, an add and a multiply-add
@@ -1021,7 +1021,7 @@ BroadcastStage broadcastStageOf(const Contraction &c, int rows, std::optional<in
     for (const Expr &f : productFactors(term)) {
       // (Not a factor that reads the output: the tiles may change it after the copy.)
       if (f->kind == ExprKind::Load || loadsOf(f).size() < 2 || !mentionsVar(f, r, VarKind::Index) ||
-          anyNode(f, [&](const Expr &n) { return n->kind == ExprKind::Load && n->name == c.output; }) ||
+          readsBuffer(f, c.output) ||
           !dependsOnReduction(f, c.rvars) ||
           anyNode(f, [&](const Expr &n) { return n->kind == ExprKind::Var && n->varKind == VarKind::Index && !allowed(n->name); }))
         continue;
@@ -1050,6 +1050,17 @@ Stmt precompute(const Contraction &c, const BroadcastStage &stage) {
   return block({alloc(kBroadcastArray, stage.extent * stage.positions), s});
 }
 
+// Whether products a and b have the same factors, in any order.
+bool sameFactors(const Expr &a, const Expr &b) {
+  std::vector<Expr> rest = productFactors(b);
+  for (const Expr &f : productFactors(a)) {
+    auto match = std::find_if(rest.begin(), rest.end(), [&](const Expr &g) { return structurallyEqual(f, g); });
+    if (match == rest.end()) return false;
+    rest.erase(match);
+  }
+  return rest.empty();
+}
+
 // Whether the contraction is symmetric in output indices i and j (GramMatrix's
 // Y[b, c, e] = sum(h, w: X[b, c, h, w] * X[b, e, h, w]) in c and e): equal extents, and
 // swapping them gives the same terms, each the same factors in any order, and the same
@@ -1060,32 +1071,16 @@ bool symmetricIn(const Contraction &c, size_t i, size_t j) {
   auto swapped = [&](const Expr &e) { return substituteIndices(e, {{a, indexVar(b)}, {b, indexVar(a)}}); };
   if (!structurallyEqual(swapped(c.epilogue), c.epilogue) || structurallyEqual(swapped(c.flatOut), c.flatOut))
     return false;
-  auto terms = signedAddends(c.body), mirrored = signedAddends(swapped(c.body));
-  if (terms.size() != mirrored.size()) return false;
-  std::vector<bool> used(terms.size(), false);
-  for (const auto &[term, negated] : mirrored) {
-    std::vector<Expr> factors = productFactors(term);
-    bool found = false;
-    for (size_t t = 0; t < terms.size() && !found; ++t) {
-      if (used[t] || terms[t].second != negated) continue;
-      std::vector<Expr> other = productFactors(terms[t].first);
-      if (other.size() != factors.size()) continue;
-      std::vector<bool> taken(other.size(), false);
-      bool all = true;
-      for (const Expr &f : factors) {
-        size_t k = 0;
-        while (k < other.size() && (taken[k] || !structurallyEqual(other[k], f))) ++k;
-        if (k == other.size()) {
-          all = false;
-          break;
-        }
-        taken[k] = true;
-      }
-      if (all) used[t] = found = true;
-    }
-    if (!found) return false;
+  // Each term of the swapped body matches a term of its own, of the same sign and factors.
+  auto rest = signedAddends(c.body);
+  for (const auto &[term, negated] : signedAddends(swapped(c.body))) {
+    auto match = std::find_if(rest.begin(), rest.end(), [&, &term = term, negated = negated](const auto &t) {
+      return t.second == negated && sameFactors(t.first, term);
+    });
+    if (match == rest.end()) return false;
+    rest.erase(match);
   }
-  return true;
+  return rest.empty();
 }
 
 // Dot-product tiles of a contraction symmetric in indices i and j (positions in
