@@ -14,10 +14,12 @@
 // X's rows, and a read out of range is 0 in either form (the terms of a padded row, and those
 // of an r whose grad_Y row does not exist).
 #include "compiler/IndexRange.h"
+#include "compiler/LocalNames.h"
 #include "compiler/Passes.h"
 #include "compiler/TileContractions.h"
 
 #include <algorithm>
+#include <set>
 
 namespace enc::ir {
 namespace {
@@ -32,13 +34,6 @@ struct Slide {
   std::string k;   // the output index beside h there (kh)
   int64_t offset;  // c
 };
-
-bool onlyVars(const Expr &e, const std::vector<std::string> &allowed) {
-  return !anyNode(e, [&](const Expr &n) {
-    return n->kind == ExprKind::Var && n->varKind == VarKind::Index &&
-           std::find(allowed.begin(), allowed.end(), n->name) == allowed.end();
-  });
-}
 
 // The read `a` has h as one of its indices, plainly, and nowhere else.
 bool readsPlainly(const Expr &a, const std::string &h) {
@@ -75,7 +70,9 @@ std::optional<Slide> slideOf(const Program &p, const Definition &d, const Expr &
                         [&](const Expr &other) { return other != ix && mentionsVar(other, h); }))
           continue;
         for (const IndexVar &k : d.indices) {
-          if (strideIn(ix, k.name) != std::optional<int64_t>(1) || mentionsVar(plain, k.name) || !onlyVars(ix, {h, k.name}))
+          std::vector<std::string> vars = freeIndexVars(ix);
+          if (strideIn(ix, k.name) != std::optional<int64_t>(1) || mentionsVar(plain, k.name) ||
+              std::any_of(vars.begin(), vars.end(), [&](const std::string &v) { return v != h && v != k.name; }))
             continue;
           // k a kernel's few taps, h a long run of positions (not the forward pass's
           // sum(kh: X[h + kh - 1] * W[kh]), which this would turn into a sum over all of X's rows).
@@ -93,14 +90,11 @@ std::optional<Slide> slideOf(const Program &p, const Definition &d, const Expr &
 }
 
 // A name for the new reduction index that no index of d uses.
-std::string freshName(const Definition &d, const std::string &base) {
-  auto used = [&](const std::string &n) {
-    return std::any_of(d.indices.begin(), d.indices.end(), [&](const IndexVar &v) { return v.name == n; }) ||
-           std::any_of(d.value->rvars.begin(), d.value->rvars.end(), [&](const ReduceVar &v) { return v.name == n; });
-  };
-  std::string name = base + "_in";
-  for (int i = 2; used(name); ++i) name = base + "_in" + std::to_string(i);
-  return name;
+std::string inputIndexName(const Definition &d, const std::string &h) {
+  std::set<std::string> taken;
+  for (const IndexVar &v : d.indices) taken.insert(v.name);
+  for (const ReduceVar &v : d.value->rvars) taken.insert(v.name);
+  return freshName(h + "_in", taken);
 }
 
 } // namespace
@@ -120,7 +114,7 @@ Program slideWindowSums(const Program &in) {
     const Expr body = foldByIndexRanges(sum->args[0], extents);
     std::optional<Slide> s = slideOf(in, d, body);
     if (!s) continue;
-    const std::string h = sum->rvars[s->rvar].name, r = freshName(d, h);
+    const std::string h = sum->rvars[s->rvar].name, r = inputIndexName(d, h);
     // The window read's index becomes r; every other use of h, r - k - c.
     Expr shifted = indexVar(r) - indexVar(s->k);
     if (s->offset) shifted = shifted + intImm(-s->offset);
