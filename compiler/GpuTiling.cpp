@@ -140,7 +140,7 @@ std::vector<TileShape> tileShapeCandidates(bool tensorCores) {
 
 int64_t TiledContraction::tiles() const {
   const int64_t tilesR = (rowsTotal + shape.rows - 1) / shape.rows, tilesC = (colsTotal + shape.cols - 1) / shape.cols;
-  return batchTotal * (symmetric ? tilesR * (tilesR + 1) / 2 : tilesR * tilesC);
+  return batchTotal * (symmetric() ? tilesR * (tilesR + 1) / 2 : tilesR * tilesC);
 }
 
 std::string tileShapeName(const TileShape &s) {
@@ -226,7 +226,7 @@ public:
     const int64_t tilesC = (t_.colsTotal + t_.shape.cols - 1) / t_.shape.cols;
     const int64_t tilesR = (t_.rowsTotal + t_.shape.rows - 1) / t_.shape.rows;
     const Expr tile = intLocal("_tile");
-    if (t_.symmetric) {
+    if (t_.symmetric()) {
       // Tile _tri of the T(T + 1) / 2 on and above the diagonal, row by row: row _ti starts at
       // first(_ti) = _ti * T - _ti * (_ti - 1) / 2, and _ti counts the rows after the first
       // that start at or before _tri.
@@ -384,7 +384,7 @@ public:
     inside.push_back(let("_acc", Type::Float, acc));
     inside.push_back(store(output_, t_.flatOut, t_.epilogue, loc_));
     // Off the diagonal, the transposed element too (no other tile computes it).
-    if (t_.symmetric)
+    if (t_.symmetric())
       inside.push_back(ifThen(binary(BinOp::Ne, intLocal("_row0"), intLocal("_col0")),
                               {store(output_, t_.mirrorOut, t_.epilogue, loc_)}));
     Expr guard = both(t_.rowsTotal % t_.shape.rows ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.rowsTotal)) : nullptr,
@@ -416,16 +416,15 @@ Expr termOf(const TiledContraction &t, const Expr &a, const Expr &b) {
   });
 }
 
-// Marks t symmetric where it is (see TiledContraction::symmetric).
+// Marks t symmetric where it is: sets its mirrorOut (see TiledContraction::symmetric).
 void markSymmetric(TiledContraction &t) {
   if (t.rows.size() != 1 || t.cols.size() != 1 || t.rowsTotal != t.colsTotal || t.shape.rows != t.shape.cols || t.combine)
     return;
   const std::string &r = t.rows[0].name, &c = t.cols[0].name;
-  auto swapped = [&](const Expr &e) { return substituteIndices(e, {{r, indexVar(c)}, {c, indexVar(r)}}); };
+  auto swapped = [&](const Expr &e) { return swapIndices(e, r, c); };
   if (!structurallyEqual(swapped(t.a), t.b) || !structurallyEqual(swapped(t.epilogue), t.epilogue)) return;
   Expr mirror = swapped(t.flatOut);
   if (structurallyEqual(mirror, t.flatOut)) return;
-  t.symmetric = true;
   t.mirrorOut = mirror;
 }
 

@@ -53,11 +53,12 @@ struct TiledContraction {
   Expr flatOut;   // where it is stored
   bool aAlongRed = true, bAlongRed = true; // a load walks the reduction (unit stride there)
   TileShape shape;
-  // Symmetric in its one row and one column index (GramMatrix's forward: b is a with them
-  // swapped, the epilogue does not tell them apart) with square tiles: only the tiles on and
-  // above the diagonal run, each storing its outputs also at `mirrorOut` (flatOut swapped).
-  bool symmetric = false;
+  // Where the contraction is symmetric in its one row and one column index (GramMatrix's
+  // forward: b is a with them swapped, the epilogue does not tell them apart) and its tiles are
+  // square, flatOut with them swapped: only the tiles on and above the diagonal run, each
+  // storing its outputs also there. nullptr otherwise.
   Expr mirrorOut;
+  bool symmetric() const { return mirrorOut != nullptr; }
   int64_t tiles() const; // blocks to launch
 };
 

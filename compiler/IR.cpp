@@ -408,6 +408,10 @@ Expr substitute(const Expr &e, const std::function<Expr(const std::string &, Var
   });
 }
 
+Expr swapIndices(const Expr &e, const std::string &a, const std::string &b) {
+  return substituteIndices(e, {{a, indexVar(b)}, {b, indexVar(a)}});
+}
+
 Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values) {
   if (values.empty()) return e;
   // A reduction binds its variables: a sum(c: ...) inside e keeps its own c (autodiff

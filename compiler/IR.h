@@ -95,6 +95,8 @@ Expr withArgs(const Expr &e, std::vector<Expr> args);
 Expr substitute(const Expr &e, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
 // Replaces the Index variables named in `values`.
 Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values);
+// e with the Index variables a and b exchanged (a symmetric contraction's transposed element).
+Expr swapIndices(const Expr &e, const std::string &a, const std::string &b);
 
 // Whether some node of e satisfies pred (stops at the first).
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred);

@@ -1068,7 +1068,7 @@ bool sameFactors(const Expr &a, const Expr &b) {
 bool symmetricIn(const Contraction &c, size_t i, size_t j) {
   const std::string &a = c.indices[i].name, &b = c.indices[j].name;
   if (!structurallyEqual(c.indices[i].extent, c.indices[j].extent) || readsOutput(c)) return false;
-  auto swapped = [&](const Expr &e) { return substituteIndices(e, {{a, indexVar(b)}, {b, indexVar(a)}}); };
+  auto swapped = [&](const Expr &e) { return swapIndices(e, a, b); };
   if (!structurallyEqual(swapped(c.epilogue), c.epilogue) || structurallyEqual(swapped(c.flatOut), c.flatOut))
     return false;
   // Each term of the swapped body matches a term of its own, of the same sign and factors.
@@ -1111,7 +1111,7 @@ Stmt symmetricTiles(const Contraction &c, const std::vector<Dim> &dims, size_t i
     return d;
   };
   const Dim &col = dims[j - 1];
-  Expr mirror = substituteIndices(c.flatOut, {{row.name, indexVar(col.name)}, {col.name, indexVar(row.name)}});
+  Expr mirror = swapIndices(c.flatOut, row.name, col.name);
   std::vector<Stmt> out;
   out.push_back(forLoop(s, extent / intImm(size), ForKind::Serial,
                         {tiles(dim(row, intImm(size), first, size), dim(col, intImm(size), first, size), nullptr),
