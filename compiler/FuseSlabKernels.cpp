@@ -159,10 +159,13 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   std::set<std::string> taken;
   declaredNames(la, taken);
   Renaming rename{{lb->name, la->name}};
-  std::set<std::string> bNames;
+  std::set<std::string> bNames, clashes;
   for (const Stmt &s : lb->body) declaredNames(s, bNames);
   for (const std::string &n : bNames)
-    if (taken.count(n)) rename[n] = freshName(n, taken);
+    if (taken.count(n)) clashes.insert(n);
+  // A new name is neither a's nor b's own (b's j2 renamed j1 beside b's j1 would merge two loops).
+  taken.insert(bNames.begin(), bNames.end());
+  for (const std::string &n : clashes) rename[n] = freshName(n, taken);
   std::vector<Stmt> body = la->body;
   for (const Stmt &s : lb->body) body.push_back(renameLocals(s, rename));
   Kernel k = a;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -415,16 +416,35 @@ Expr swapIndices(const Expr &e, const std::string &a, const std::string &b) {
 Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values) {
   if (values.empty()) return e;
   // A reduction binds its variables: a sum(c: ...) inside e keeps its own c (autodiff
-  // substitutes a read's index c into adjoints that may recompute such a sum).
-  if (e->kind == ExprKind::Reduce &&
-      std::any_of(e->rvars.begin(), e->rvars.end(), [&](const ReduceVar &v) { return values.count(v.name); })) {
+  // substitutes a read's index c into adjoints that may recompute such a sum), and a value
+  // that mentions c does not fall under the sum's c: the sum's c is renamed first
+  // (h -> j - (kh - 1) into sum(kh: X[h + kh - 1]) is sum(kh1: X[j - (kh - 1) + kh1 - 1])).
+  if (e->kind == ExprKind::Reduce) {
     std::map<std::string, Expr> inner = values;
-    std::vector<ReduceVar> rvars = e->rvars;
-    for (ReduceVar &v : rvars) {
-      v.extent = substituteIndices(v.extent, values);
-      inner.erase(v.name);
+    for (const ReduceVar &v : e->rvars) inner.erase(v.name);
+    std::set<std::string> captured; // bound names free in a value substituted inside
+    for (const std::string &n : freeIndexVars(e->args[0]))
+      if (auto it = inner.find(n); it != inner.end())
+        for (const std::string &f : freeIndexVars(it->second)) captured.insert(f);
+    bool renames = std::any_of(e->rvars.begin(), e->rvars.end(), [&](const ReduceVar &v) { return captured.count(v.name); });
+    if (renames || inner.size() != values.size()) {
+      std::set<std::string> taken = captured;
+      visit(e, [&](const Expr &n) {
+        if (n->kind == ExprKind::Var && n->varKind == VarKind::Index) taken.insert(n->name);
+        for (const ReduceVar &v : n->rvars) taken.insert(v.name);
+        return true;
+      });
+      for (const auto &[name, value] : values) taken.insert(name);
+      std::vector<ReduceVar> rvars = e->rvars;
+      for (ReduceVar &v : rvars) {
+        v.extent = substituteIndices(v.extent, values);
+        if (!captured.count(v.name)) continue;
+        std::string fresh = freshName(v.name, taken);
+        inner[v.name] = indexVar(fresh);
+        v.name = fresh;
+      }
+      return reduce(e->reduceOp, rvars, substituteIndices(e->args[0], inner));
     }
-    return reduce(e->reduceOp, rvars, substituteIndices(e->args[0], inner));
   }
   if (e->kind == ExprKind::Reduce || !e->args.empty()) {
     bool changed = false;
@@ -447,6 +467,18 @@ Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values)
     auto it = values.find(n);
     return it == values.end() ? nullptr : it->second;
   });
+}
+
+std::string freshName(const std::string &name, std::set<std::string> &taken) {
+  std::string fresh = name;
+  if (taken.count(fresh)) {
+    std::string stem = name;
+    while (!stem.empty() && std::isdigit(static_cast<unsigned char>(stem.back()))) stem.pop_back();
+    for (int i = 1; taken.count(fresh = stem + std::to_string(i)); ++i) {
+    }
+  }
+  taken.insert(fresh);
+  return fresh;
 }
 
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred) {

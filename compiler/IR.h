@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,9 @@ Expr withArgs(const Expr &e, std::vector<Expr> args);
 Expr substitute(const Expr &e, const std::function<Expr(const std::string &name, VarKind kind)> &lookup);
 // Replaces the Index variables named in `values`.
 Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values);
+// `name` if no name in `taken` is it, else its stem (trailing digits dropped) with the first
+// number 1, 2, ... that makes it new (_acc -> _acc1, _acc1 -> _acc2); the result is added to `taken`.
+std::string freshName(const std::string &name, std::set<std::string> &taken);
 // e with the Index variables a and b exchanged (a symmetric contraction's transposed element).
 Expr swapIndices(const Expr &e, const std::string &a, const std::string &b);
 

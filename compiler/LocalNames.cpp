@@ -1,7 +1,6 @@
 #include "compiler/LocalNames.h"
 
 #include <algorithm>
-#include <cctype>
 
 namespace enc::ir {
 
@@ -27,18 +26,6 @@ Stmt renameLocals(const Stmt &s, const Renaming &rename) {
     return it != rename.end() ? withName(n, it->second) : nullptr;
   });
   return mutateExprs(names, [&](const Expr &n) { return renamedVar(n, rename); });
-}
-
-std::string freshName(const std::string &name, std::set<std::string> &taken) {
-  std::string fresh = name;
-  if (taken.count(fresh)) {
-    std::string stem = name;
-    while (!stem.empty() && std::isdigit(static_cast<unsigned char>(stem.back()))) stem.pop_back();
-    for (int i = 1; taken.count(fresh = stem + std::to_string(i)); ++i) {
-    }
-  }
-  taken.insert(fresh);
-  return fresh;
 }
 
 void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming &rename, std::set<std::string> &taken) {

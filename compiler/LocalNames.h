@@ -21,10 +21,6 @@ Expr renameLocals(const Expr &e, const Renaming &rename);
 // or assign (loop variables, lets, assignments, warp reductions). A store's buffer keeps its name.
 Stmt renameLocals(const Stmt &s, const Renaming &rename);
 
-// `name` if no name in `taken` is it, else its stem (trailing digits dropped) with the first
-// number 1, 2, ... that makes it new (_acc -> _acc1, _acc1 -> _acc2); the result is added to `taken`.
-std::string freshName(const std::string &name, std::set<std::string> &taken);
-
 // Lets of another kernel (their reads renamed by `rename` first) joined to `merged`, the lets
 // already there: a let with the type and value of one of those is that one (`rename` maps to
 // it); any other is appended under a name not in `taken`.

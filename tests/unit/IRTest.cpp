@@ -329,6 +329,29 @@ TEST(IR, FreeIndexVars) {
   EXPECT_TRUE(freeIndexVars(var("_acc", Type::Float, VarKind::Local) + floatImm(1)).empty());
 }
 
+// substituteIndices leaves a reduction's own variables bound: a key it binds is not replaced
+// inside it, and a value naming one of them renames it first instead of being captured.
+TEST(IR, SubstituteIndicesNeitherReplacesNorCapturesBoundVariables) {
+  Expr h = ivar("h"), j = ivar("j"), kh = ivar("kh");
+  Expr N = size("N");
+  Expr window = reduce(ReduceOp::Sum, {{"kh", intImm(3)}}, X({h + kh - intImm(1)}) * access("W", {kh}));
+  // h := j - (kh - 1), the tap kh of an outer sum: the inner kh becomes kh1.
+  Expr shifted = substituteIndices(window, {{"h", j - (kh - intImm(1))}});
+  EXPECT_EQ(print(shifted), "sum(kh1: X[j - (kh - 1) + kh1 - 1] * W[kh1])");
+  EXPECT_EQ(freeIndexVars(shifted), (std::vector<std::string>{"j", "kh"}));
+  // The fresh name avoids every name inside and in the value (kh1 is taken: kh2).
+  Expr taken = reduce(ReduceOp::Sum, {{"kh", N}}, X({h + kh}) + access("Z", {ivar("kh1")}));
+  EXPECT_EQ(print(substituteIndices(taken, {{"h", kh}})), "sum(kh2: X[kh + kh2] + Z[kh1])");
+  // A bound key is not replaced inside; the extent, outside the binding, is.
+  Expr bound = reduce(ReduceOp::Sum, {{"kh", h}}, X({kh}));
+  Expr inside = substituteIndices(bound, {{"kh", intImm(2)}, {"h", N}});
+  EXPECT_EQ(print(inside), "sum(kh: X[kh])");
+  EXPECT_EQ(print(inside->rvars[0].extent), "N");
+  // No capture possible: the node comes back untouched.
+  EXPECT_EQ(substituteIndices(window, {{"h", j}})->rvars[0].name, "kh");
+  EXPECT_EQ(substituteIndices(window, {{"j", kh}}), window);
+}
+
 TEST(IR, StructurallyEqual) {
   auto build = [] { return X({ivar("b"), ivar("i") + intImm(1)}) * call("exp", {fparam("s")}); };
   Expr a = build(), b = build();

@@ -108,6 +108,59 @@ TEST(NetworkGrad, NormalizeAnIntermediate) {
   checkGradients(net, {{"X", random({3, 4}, 5)}}, {"X", "fc.weight"});
 }
 
+// An activation around a convolution in one statement: the gradient of X reads relu's mask at
+// the output position each tap lands on, a sum recomputed at (h - (kh - 1), w - (kw - 1)),
+// whose own kh, kw must not capture the tap's; and the fused kernel's second nest keeps its
+// loops apart (grad_X's j2 renamed beside its j1). Against loops written here and central
+// differences.
+TEST(NetworkGrad, ActivationAroundAConvolutionMasksEachTapAtItsOwnPosition) {
+  static auto lib = Library::fromSource("shifted.enc", R"(
+layer ShiftedMask(C: int = 3) {
+  param w2[C, C, 3, 3] = uniform(-1, 1)
+  forward(X: [B, C, H, W]) -> Y: [] {
+    P[b, c, h, w]: [B, C, H, W] = X[b, c, h, w] * 2
+    F[b, o, h, w]: [B, C, H, W] = relu(sum(c, kh, kw: P[b, c, h + kh - 1, w + kw - 1] * w2[o, c, kh, kw]))
+    Y = sum(b, o, h, w: F[b, o, h, w] ^ 2)
+  }
+}
+)");
+  const int B = 2, C = 3, H = 5, W = 4;
+  Layer net(lib, "ShiftedMask", {}, f64());
+  Tensor x = random({B, C, H, W}, 17);
+  const Tensor &w = net.params().at("w2");
+  auto at = [&](const Tensor &t, int b, int c, int h, int q) { return t.at(((b * C + c) * H + h) * W + q); };
+  auto z = [&](int b, int o, int h, int q) {
+    double v = 0;
+    for (int c = 0; c < C; ++c)
+      for (int kh = 0; kh < 3; ++kh)
+        for (int kw = 0; kw < 3; ++kw) {
+          int r = h + kh - 1, s = q + kw - 1;
+          if (r >= 0 && r < H && s >= 0 && s < W) v += 2 * at(x, b, c, r, s) * w.at(((o * C + c) * 3 + kh) * 3 + kw);
+        }
+    return v;
+  };
+  net.forward({{"X", x}});
+  Tensor one(DType::F64, {});
+  one.set(0, 1.0);
+  Tensor gx = net.backward({{"Y", one}}).at("X");
+  // dY/dX[b, c, r, s] = sum over the outputs (o, h, q) that read it: 2 relu(z) * w * 2.
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c)
+      for (int r = 0; r < H; ++r)
+        for (int s = 0; s < W; ++s) {
+          double g = 0;
+          for (int o = 0; o < C; ++o)
+            for (int kh = 0; kh < 3; ++kh)
+              for (int kw = 0; kw < 3; ++kw) {
+                int h = r - kh + 1, q = s - kw + 1;
+                if (h < 0 || h >= H || q < 0 || q >= W) continue;
+                g += 2 * std::max(z(b, o, h, q), 0.0) * 2 * w.at(((o * C + c) * 3 + kh) * 3 + kw);
+              }
+          EXPECT_NEAR(at(gx, b, c, r, s), g, 1e-12 * std::max(1.0, std::abs(g))) << b << " " << c << " " << r << " " << s;
+        }
+  checkGradients(net, {{"X", x}}, {"X", "w2"}, 1e-5); // relu's kinks cost the differences some digits
+}
+
 TEST(NetworkGrad, ConcatenateFlattenAndSpatialMean) {
   Layer net(networks(), "Helpers", {}, f64());
   Tensor x = random({2, 2, 2, 2}, 3);
