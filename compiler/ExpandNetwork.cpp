@@ -8,7 +8,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <optional>
 #include <set>
 
@@ -1457,6 +1459,54 @@ private:
 
 } // namespace
 
+namespace {
+
+// Sub-layer declarations that lead back to a layer on the way (A declares B, B declares A)
+// would expand forever: each of the network's own declarations is followed through the
+// networks it names, called or not, and a chain that returns is an error at that declaration,
+// as is a name no layer has.
+void checkDeclarationChains(const LayerSymbols &network, const LayerLookup &lookup, DiagnosticEngine &diags) {
+  std::set<const ast::Layer *> acyclic; // networks whose declarations lead back to nothing
+  std::vector<const ast::Layer *> chain{network.layer};
+  std::function<bool(const ast::Layer &)> leadsBack = [&](const ast::Layer &layer) {
+    if (acyclic.count(&layer)) return false;
+    if (std::count(chain.begin(), chain.end(), &layer)) {
+      chain.push_back(&layer);
+      return true;
+    }
+    chain.push_back(&layer);
+    for (const ast::SubLayer &sub : layer.subLayers)
+      for (const ast::ExprPtr &item : sub.items)
+        if (const LayerSymbols *callee = lookup(item->name); callee && callee->network && leadsBack(*callee->layer))
+          return true;
+    chain.pop_back();
+    acyclic.insert(&layer);
+    return false;
+  };
+  for (const ast::SubLayer &sub : network.layer->subLayers)
+    for (const ast::ExprPtr &item : sub.items) {
+      const LayerSymbols *callee = lookup(item->name);
+      if (!callee) {
+        diags.error(item->nameLoc, fmt::format("no layer named '{}' for sub-layer '{}'", item->name, sub.name.text),
+                    "sub-layers are layers of the same file or shipped layers (encc layers lists them)");
+        continue;
+      }
+      chain.resize(1);
+      if (callee->layer != network.layer && !(callee->network && leadsBack(*callee->layer))) continue;
+      if (callee->layer == network.layer) chain.push_back(callee->layer);
+      std::string names;
+      for (const ast::Layer *l : chain) names += (names.empty() ? "" : " -> ") + l->name.text;
+      diags.error(item->nameLoc,
+                  chain.size() == 2 ? fmt::format("layer '{}' uses itself as a sub-layer", item->name)
+                                    : fmt::format("layer '{}' contains itself through sub-layer '{}': {}",
+                                                  chain.back()->name.text, sub.name.text, names),
+                  "a network cannot contain itself, directly or through its sub-layers; use a sequence "
+                  "[Block(...) for i < N] to repeat a block");
+    }
+}
+
+} // namespace
+
 std::shared_ptr<const ExpandedNetwork> expandNetwork(const LayerSymbols &network,
                                                      const std::map<std::string, ir::Expr> &hyperParams,
                                                      const LayerLookup &lookup) {
@@ -1464,9 +1514,10 @@ std::shared_ptr<const ExpandedNetwork> expandNetwork(const LayerSymbols &network
                       network.layer->name.text);
   DiagnosticEngine diags;
   auto out = std::make_shared<ExpandedNetwork>();
+  checkDeclarationChains(network, lookup, diags);
   Expander expander(network, hyperParams, lookup, diags);
   try {
-    out->module.layers.push_back(expander.run());
+    if (!diags.hasErrors()) out->module.layers.push_back(expander.run());
   } catch (const ExpansionFailed &) {
   }
   if (diags.hasErrors())

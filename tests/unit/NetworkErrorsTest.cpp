@@ -72,6 +72,64 @@ TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
                   "'exp' takes no named arguments");
 }
 
+// Sub-layer declarations that lead back to a layer on the way expanded forever (a stack
+// overflow, called or not called). They are an error at the network's declaration that starts
+// the chain, naming the chain; so is an unknown layer in a declaration never called.
+TEST(NetworkErrors, ChainsOfSubLayersThatLeadBackAreErrors) {
+  const char *pair = R"(
+layer A(n: int = 3) {
+  b = B(n=n)
+  forward(X: [B, 4, H, W]) -> Y { Y = b(X) }
+}
+layer B(n: int = 3) {
+  a = A(n=n - 1) where n > 0
+  forward(X: [B, 4, H, W]) -> Y { Y = select(n > 0, a(X), X + 1) }
+}
+)";
+  for (const char *layer : {"A", "B"}) {
+    std::string m = errorFor(pair, layer);
+    std::string chain = std::string(layer) == "A" ? "A -> B -> A" : "B -> A -> B";
+    EXPECT_MENTIONS(m, fmt::format("layer '{}' contains itself through sub-layer '{}': {}", layer,
+                                   std::string(layer) == "A" ? "b" : "a", chain));
+    EXPECT_MENTIONS(m, std::string(layer) == "A" ? "bad.enc:3:7: error" : "bad.enc:7:7: error");
+  }
+  // A cycle further down (B -> C -> B below A), and declarations that are never called.
+  std::string m = errorFor(R"(
+layer A() {
+  b = B()
+  forward(X: [B, 4, H, W]) -> Y { Y = b(X) }
+}
+layer B() {
+  c = C()
+  forward(X: [B, 4, H, W]) -> Y { Y = X }
+}
+layer C() {
+  b = B()
+  forward(X: [B, 4, H, W]) -> Y { Y = X }
+}
+)",
+                           "A");
+  EXPECT_MENTIONS(m, "layer 'B' contains itself through sub-layer 'b': A -> B -> C -> B");
+  EXPECT_MENTIONS(errorFor("layer A() {\n  a = A()\n  forward(X: [B, 4, H, W]) -> Y { Y = X }\n}\n", "A"),
+                  "layer 'A' uses itself as a sub-layer");
+  EXPECT_MENTIONS(errorFor("layer A() {\n  b = Nope()\n  forward(X: [B, 4, H, W]) -> Y { Y = X }\n}\n", "A"),
+                  "bad.enc:2:7: error: no layer named 'Nope' for sub-layer 'b'");
+  // A network used twice beside itself is no chain.
+  Layer ok(Library::fromSource("ok.enc", R"(
+layer Inner() {
+  l = ReLU()
+  forward(X: [B, 4, H, W]) -> Y { Y = l(X) }
+}
+layer Outer() {
+  first = Inner()
+  second = Inner()
+  forward(X: [B, 4, H, W]) -> Y { Y = second(first(X)) }
+}
+)"),
+           "Outer", {});
+  EXPECT_EQ(ok.forward({{"X", Tensor(DType::F32, {2, 4, 5, 5})}}).at("Y").shape(), (Shape{2, 4, 5, 5}));
+}
+
 TEST(NetworkErrors, SubLayersWithSeveralOutputsAreCalledWithAllOfThemNamed) {
   std::string two = std::string(kTwoOutputs).substr(0, std::string(kTwoOutputs).find("layer Net("));
   auto net = [&](const std::string &body) {
