@@ -469,6 +469,25 @@ Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values)
   });
 }
 
+std::optional<UndefinedArithmetic> undefinedArithmetic(const Expr &e) {
+  std::optional<UndefinedArithmetic> found;
+  visit(e, [&](const Expr &n) {
+    if (found || n->type != Type::Int) return !found;
+    if (n->kind == ExprKind::Unary && n->unOp == UnOp::Neg && n->args[0]->kind == ExprKind::IntImm)
+      found = UndefinedArithmetic{n, "does not fit in 64 bits"};
+    if (n->kind != ExprKind::Binary) return !found;
+    const Expr &a = n->args[0], &b = n->args[1];
+    bool byZero = b->kind == ExprKind::IntImm && b->intValue == 0;
+    if ((n->binOp == BinOp::Div || n->binOp == BinOp::Mod) && byZero)
+      found = UndefinedArithmetic{n, n->binOp == BinOp::Div ? "divides by zero" : "takes a remainder by zero"};
+    else if (a->kind == ExprKind::IntImm && b->kind == ExprKind::IntImm)
+      found = UndefinedArithmetic{n, n->binOp == BinOp::Pow && b->intValue < 0 ? "is an integer to a negative power"
+                                                                                : "does not fit in 64 bits"};
+    return !found;
+  });
+  return found;
+}
+
 std::string freshName(const std::string &name, std::set<std::string> &taken) {
   std::string fresh = name;
   if (taken.count(fresh)) {

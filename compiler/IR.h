@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -121,6 +122,16 @@ std::vector<std::string> freeIndexVars(const Expr &e);
 // A rough count of arithmetic work, for fusion decisions (transcendentals weigh more).
 int costOf(const Expr &e);
 bool structurallyEqual(const Expr &a, const Expr &b);
+
+// An integer operation without a 64-bit value, which folding leaves unfolded and code would
+// compute as undefined behaviour: a division or remainder by the constant 0, or an operation on
+// constants whose result overflows (2^62 * 4, -(-2^63), 2 ^ -1).
+struct UndefinedArithmetic {
+  Expr op;
+  std::string why; // "divides by zero", "does not fit in 64 bits", ...
+};
+// The first such operation in e (pre-order), if any.
+std::optional<UndefinedArithmetic> undefinedArithmetic(const Expr &e);
 
 // Source-like text: "X[b, d, i] - codewords[k, d]".
 std::string print(const Expr &e);

@@ -46,6 +46,9 @@ Program inlinePointwise(const Program &p);
 
 // Replaces hyper-parameters and sizes by constants and folds.
 Program specialize(const Program &p, const std::map<std::string, Expr> &values);
+// Throws a located Error where a definition holds integer arithmetic without a value (a
+// division by zero, an overflow: IR.h's undefinedArithmetic), as specialization can leave it.
+void checkIntegerArithmetic(const Program &p);
 
 // Distributes a sum over a difference (sum(i: a * (x - c)) -> sum(i: a * x) - c * sum(i: a))
 // when that turns it into a contraction that the schedules tile; see DistributeSums.cpp.

@@ -53,9 +53,15 @@ bool onlyConstants(const ir::Expr &e) {
 int64_t evalInt(const ir::Expr &e) {
   int64_t v = 0;
   if (ir::isConst(e, &v)) return v;
-  if (onlyConstants(e))
-    throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)),
-                "use smaller hyper-parameters or inputs");
+  if (std::optional<ir::UndefinedArithmetic> bad = ir::undefinedArithmetic(e); bad && onlyConstants(e)) {
+    if (bad->why == "does not fit in 64 bits")
+      throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)),
+                  "use smaller hyper-parameters or inputs");
+    throw Error(bad->op == e ? fmt::format("size {} {}", ir::print(e), bad->why)
+                             : fmt::format("size {}: {} {}", ir::print(e), ir::print(bad->op), bad->why),
+                "a divisor is 0 through a hyper-parameter or an input's size; a `require` in the layer states which "
+                "values it accepts (require s > 0)");
+  }
   internalError("size '{}' is not known after specialization", ir::print(e));
 }
 
@@ -193,7 +199,15 @@ void Layer::initParams() {
     if (!program_.tensor(d.name.text)) return;
     Shape shape;
     for (const ast::Dim &dim : d.dims) {
-      int64_t n = evalInt(ir::substitute(ir::lowerExpr(*dim.size, *symbols_), hyper));
+      int64_t n = 0;
+      try {
+        n = evalInt(ir::substitute(ir::lowerExpr(*dim.size, *symbols_), hyper));
+      } catch (const Error &e) {
+        SourceLoc at = dim.size->loc;
+        throw Error(fmt::format("{}:{}:{}: layer {}: parameter '{}': {}", at.file ? at.file->name() : "?", at.line(),
+                                at.col(), name_, d.name.text, e.what()),
+                    e.hint());
+      }
       if (n < 0)
         throw Error(fmt::format("layer {}: parameter '{}' would have a negative dimension ({})", name_, d.name.text, n),
                     "check the hyper-parameters");
