@@ -19,7 +19,7 @@ std::string spelled(const Expr &op) {
 void check(const Expr &e, const std::string &tensor, SourceLoc loc) {
   std::optional<UndefinedArithmetic> bad = undefinedArithmetic(e);
   if (!bad) return;
-  bool overflow = bad->why == "does not fit in 64 bits";
+  bool overflow = bad->overflow;
   throw Error(fmt::format("{}:{}:{}: in the definition of '{}': the integer operation {} {}",
                           loc.file ? loc.file->name() : "?", loc.line(), loc.col(), tensor, spelled(bad->op), bad->why),
               overflow ? "use smaller hyper-parameters or inputs"

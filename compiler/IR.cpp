@@ -470,19 +470,21 @@ Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values)
 }
 
 std::optional<UndefinedArithmetic> undefinedArithmetic(const Expr &e) {
+  const std::string tooLarge = "is too large: its value does not fit in 64 bits";
   std::optional<UndefinedArithmetic> found;
   visit(e, [&](const Expr &n) {
     if (found || n->type != Type::Int) return !found;
     if (n->kind == ExprKind::Unary && n->unOp == UnOp::Neg && n->args[0]->kind == ExprKind::IntImm)
-      found = UndefinedArithmetic{n, "does not fit in 64 bits"};
+      found = UndefinedArithmetic{n, tooLarge, true};
     if (n->kind != ExprKind::Binary) return !found;
     const Expr &a = n->args[0], &b = n->args[1];
     bool byZero = b->kind == ExprKind::IntImm && b->intValue == 0;
     if ((n->binOp == BinOp::Div || n->binOp == BinOp::Mod) && byZero)
-      found = UndefinedArithmetic{n, n->binOp == BinOp::Div ? "divides by zero" : "takes a remainder by zero"};
+      found = UndefinedArithmetic{n, n->binOp == BinOp::Div ? "divides by zero" : "takes a remainder by zero", false};
     else if (a->kind == ExprKind::IntImm && b->kind == ExprKind::IntImm)
-      found = UndefinedArithmetic{n, n->binOp == BinOp::Pow && b->intValue < 0 ? "is an integer to a negative power"
-                                                                                : "does not fit in 64 bits"};
+      found = n->binOp == BinOp::Pow && b->intValue < 0
+                  ? UndefinedArithmetic{n, "is an integer to a negative power", false}
+                  : UndefinedArithmetic{n, tooLarge, true};
     return !found;
   });
   return found;

@@ -128,7 +128,8 @@ bool structurallyEqual(const Expr &a, const Expr &b);
 // constants whose result overflows (2^62 * 4, -(-2^63), 2 ^ -1).
 struct UndefinedArithmetic {
   Expr op;
-  std::string why; // "divides by zero", "does not fit in 64 bits", ...
+  std::string why; // "divides by zero", "is too large: its value does not fit in 64 bits", ...
+  bool overflow;   // not a division by zero
 };
 // The first such operation in e (pre-order), if any.
 std::optional<UndefinedArithmetic> undefinedArithmetic(const Expr &e);

@@ -212,7 +212,6 @@ Program Pipeline::forward(const LayerSymbols &layer, const std::map<std::string,
     p = run.step("dropAllreduces", p, dropAllreduces);
   if (evaluation) p = run.step("dropBufferUpdates", p, dropBufferUpdates);
   p = run.step("dropDisabledState", p, [&](const Program &q) { return dropDisabledState(q, layer, values); });
-  checkIntegerArithmetic(p);
   p = run.step("hoistReductions", p, hoistReductions);
   if (!options.fuse) return p;
   p = run.step("foldUnitIndices", p, foldUnitIndices);
@@ -262,9 +261,7 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
 
 Program Pipeline::specializeSizes(const Program &p, const std::map<std::string, Expr> &sizes) const {
   Run run(*this, "sizes", p.layer, {.oneReductionPerDefinition = true, .allreducesIsolated = true});
-  Program s = run.step("specialize", p, [&](const Program &q) { return specialize(q, sizes); });
-  checkIntegerArithmetic(s);
-  return s;
+  return run.step("specialize", p, [&](const Program &q) { return specialize(q, sizes); });
 }
 
 // A layer stored in 16 bits multiplies on tensor cores in that type (as mixed-precision

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 
 namespace enc {
@@ -627,6 +628,9 @@ private:
       advance();
       auto e = std::make_unique<Expr>(Expr::Kind::FloatLit, t.loc);
       e->floatValue = std::strtod(t.text.c_str(), nullptr);
+      if (std::isinf(e->floatValue))
+        diags_.error(t.loc, fmt::format("number '{}' is too large", t.text),
+                     "numbers are 64-bit floating point (at most about 1.8e308); write inf for infinity");
       return e;
     }
     case Tok::KwTrue:

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <mutex>
 #include <regex>
@@ -54,7 +55,7 @@ int64_t evalInt(const ir::Expr &e) {
   int64_t v = 0;
   if (ir::isConst(e, &v)) return v;
   if (std::optional<ir::UndefinedArithmetic> bad = ir::undefinedArithmetic(e); bad && onlyConstants(e)) {
-    if (bad->why == "does not fit in 64 bits")
+    if (bad->overflow)
       throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)),
                   "use smaller hyper-parameters or inputs");
     throw Error(bad->op == e ? fmt::format("size {} {}", ir::print(e), bad->why)
@@ -150,6 +151,7 @@ Layer::Layer(std::shared_ptr<const Library> library, const std::string &name,
   program_ = ir::Pipeline().forward(*symbols_, hyper_, {.fuse = options_.fuse, .distributed = group_ != nullptr});
   checkRequirements(program_, {});
   initParams();
+  ir::checkIntegerArithmetic(program_);
 }
 
 Layer::~Layer() = default;
@@ -230,6 +232,21 @@ void Layer::initParams() {
     else if (kind == "normal") how = Init::Normal;
     else if (kind == "ones") how = Init::Ones;
     else if (kind == "constant") how = Init::Constant;
+    // As torch.nn.init: finite arguments, uniform's low end at most its high end, a
+    // non-negative standard deviation.
+    auto badInit = [&](const std::string &why, const std::string &hint) {
+      SourceLoc at = d.init->loc;
+      throw Error(fmt::format("{}:{}:{}: layer {}: the initializer of '{}': {}", at.file ? at.file->name() : "?",
+                              at.line(), at.col(), name_, d.name.text, why),
+                  hint);
+    };
+    for (size_t i = 0; i < args.size(); ++i)
+      if (!std::isfinite(args[i]))
+        badInit(fmt::format("argument {} of {}(...) is {}", i + 1, kind, args[i]), "initializer arguments are finite numbers");
+    if (how == Init::Uniform && args[0] > args[1])
+      badInit(fmt::format("uniform(low, high) with low = {} > high = {}", args[0], args[1]), "swap the bounds");
+    if (how == Init::Normal && args[1] < 0)
+      badInit(fmt::format("normal(mean, std) with std = {} < 0", args[1]), "a standard deviation is not negative");
     // Straight into the storage and in parallel (a network has millions of parameters): element i
     // takes the stream's draws from i * drawsPerElement on, as a sequential fill would.
     auto fill = [&](auto *out) {
@@ -267,27 +284,33 @@ void Layer::initParams() {
 // `require` conditions: those on hyper-parameters fold when the layer is created, those on
 // sizes when it runs (`final`); a false one is an error quoting the condition and its values.
 void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const {
-  bool final = !sizes.empty();
+  checkFoldedRequirements(p, *symbols_, hyper_, sizes, !sizes.empty());
+}
+
+void checkFoldedRequirements(const ir::Program &p, const LayerSymbols &symbols,
+                             const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
+                             bool final) {
+  const std::string &name = symbols.layer->name.text;
   for (const ir::Requirement &r : p.requirements) {
     if (r.condition->kind != ir::ExprKind::BoolImm) {
-      if (final) internalError("requirement '{}' of layer {} is not constant", r.text, name_);
+      if (final) internalError("requirement '{}' of layer {} is not constant", r.text, name);
       continue;
     }
     if (r.condition->boolValue) continue;
     // The values of the names the condition mentions (kernel_size_1 is written kernel_size[1]).
     std::string values;
-    for (const auto *m : {&hyper_, &sizes})
+    for (const auto *m : {&hyper, &sizes})
       for (const auto &[n, v] : *m) {
         std::string shown = n;
         if (n.size() > 2 && n[n.size() - 2] == '_' && (n.back() == '0' || n.back() == '1') &&
-            symbols_->hyperParam(n.substr(0, n.size() - 2)))
+            symbols.hyperParam(n.substr(0, n.size() - 2)))
           shown = fmt::format("{}[{}]", n.substr(0, n.size() - 2), n.back());
         std::regex word("(^|[^A-Za-z0-9_])" + std::regex_replace(shown, std::regex(R"([\[\]])"), R"(\$&)") +
                         "($|[^A-Za-z0-9_])");
         if (n != "training" && n != "distributed" && std::regex_search(r.text, word))
           values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", shown, ir::print(v));
       }
-    throw Error(fmt::format("layer {} requires {}{} ({}:{})", name_, r.text, values.empty() ? "" : " (" + values + ")",
+    throw Error(fmt::format("layer {} requires {}{} ({}:{})", name, r.text, values.empty() ? "" : " (" + values + ")",
                             r.loc.file ? r.loc.file->name() : "?", r.loc.line()),
                 "change the hyper-parameters or the input shapes so that it holds");
   }
@@ -433,6 +456,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
                                 n, lastInputsText_),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
     }
+  ir::checkIntegerArithmetic(prog);
   ir::TargetOptions target;
   target.target = options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU;
   target.fuse = options_.fuse;

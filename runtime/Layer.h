@@ -230,4 +230,10 @@ DType dtypeOf(ir::ElemType t);
 // Evaluates a fully specialized integer expression.
 int64_t evalInt(const ir::Expr &e);
 
+// Throws for a requirement of `p` that folded to false, quoting it with the values of the
+// hyper-parameters and sizes it names; when `final` (all sizes known), every one must have folded.
+void checkFoldedRequirements(const ir::Program &p, const LayerSymbols &symbols,
+                             const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
+                             bool final);
+
 } // namespace enc

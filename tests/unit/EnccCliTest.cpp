@@ -235,6 +235,20 @@ TEST_F(EnccCli, EmitPtx) {
   }
 }
 
+// emit refuses what a run refuses: sizes too small for the kernel (it printed loops of
+// negative extents), a false requirement (it printed var / 0), an integer division by zero.
+TEST_F(EnccCli, EmitWithSizesChecksAsARunDoes) {
+  CliResult r = encc("emit --emit=loops --layer Conv2d --set in_channels=1 --set out_channels=1 --set kernel_size=3 "
+                     "--size H=1 --size W=1");
+  expectFailure(r, {"'Y' would have dimension 2 of size -1", "too small"});
+  r = encc("emit --emit=ir --layer SyncBatchNorm --set num_features=3 --size B=1 --size L=1");
+  expectFailure(r, {"layer SyncBatchNorm requires", "B * L > 1", "B = 1", "L = 1"});
+  std::ofstream(path("down.enc")) << "layer Down(s: int = 2) {\n  forward(X: [N]) -> Y: [N] {\n    Y[i] = X[i // s]\n  }\n}\n";
+  expectFailure(encc("emit --emit=loops down.enc --layer Down --set s=0"), {"down.enc:3:5", "i // 0 divides by zero"});
+  r = encc("emit --emit=loops down.enc --layer Down --set s=2 --size N=8");
+  EXPECT_EQ(r.status, 0) << r;
+}
+
 // --size fixes input sizes as a run would: the GPU stages then show split reductions,
 // tiles and fused sums; --backward shows the backward pass's kernels.
 TEST_F(EnccCli, EmitWithSizesShowsTheGpuSchedule) {

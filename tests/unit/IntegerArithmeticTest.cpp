@@ -29,8 +29,8 @@ TEST(IntegerArithmetic, UndefinedOperationsAreFoundWhereFoldingLeftThem) {
   EXPECT_EQ(why(access("X", {i / intImm(0)})), "i / 0: divides by zero");
   EXPECT_EQ(why(access("X", {binary(BinOp::Mod, i + intImm(1), intImm(0))})), "(i + 1) % 0: takes a remainder by zero");
   int64_t big = std::numeric_limits<int64_t>::max();
-  EXPECT_EQ(why(cast(Type::Float, intImm(big) + intImm(1))), "9223372036854775807 + 1: does not fit in 64 bits");
-  EXPECT_EQ(why(intImm(int64_t{1} << 32) * intImm(int64_t{1} << 32)), "4294967296 * 4294967296: does not fit in 64 bits");
+  EXPECT_EQ(why(cast(Type::Float, intImm(big) + intImm(1))), "9223372036854775807 + 1: is too large: its value does not fit in 64 bits");
+  EXPECT_EQ(why(intImm(int64_t{1} << 32) * intImm(int64_t{1} << 32)), "4294967296 * 4294967296: is too large: its value does not fit in 64 bits");
   EXPECT_EQ(why(binary(BinOp::Pow, intImm(2), intImm(-1))), "2 ^ (-1): is an integer to a negative power");
   // What folds, or divides by something that is not 0, is fine.
   EXPECT_EQ(why(access("X", {i / intImm(2), binary(BinOp::Mod, i, intImm(3))}) * floatImm(0.0) / floatImm(0.0)), "none");
@@ -101,7 +101,7 @@ layer Scale(K: int = 4) {
 }
 )";
   std::string m = runError(scale, "Scale", {{"K", "4294967296"}}, {{"X", filled({3})}});
-  EXPECT_MENTIONS(m, "arith.enc:4:5: in the definition of 'Y': the integer operation 4294967296 * 4294967296 does not fit in 64 bits");
+  EXPECT_MENTIONS(m, "arith.enc:4:5: in the definition of 'Y': the integer operation 4294967296 * 4294967296 is too large: its value does not fit in 64 bits");
   // A shape divided by zero says so (it said "too large").
   const char *shape = R"(
 layer Shape(s: int = 2) {

@@ -226,6 +226,12 @@ TEST(Parser, IntegerLiteralTooLarge) {
             (std::vector<std::string>{"3: integer literal '99999999999999999999' is too large"}));
 }
 
+// A number past the double range read as inf silently; inf is written `inf`.
+TEST(Parser, NumberTooLarge) {
+  auto p = parseText("layer L() {\n  forward(X: [N]) -> Y: [N] {\n    Y[i] = X[i] * 1e999999 + 1.5e308\n  }\n}\n");
+  EXPECT_EQ(messages(p->diags), (std::vector<std::string>{"3: number '1e999999' is too large"}));
+}
+
 // Each case: source, tree, and the text printExpr gives back (which must parse to the same tree).
 TEST(Parser, PrecedenceAndAssociativity) {
   struct Case {

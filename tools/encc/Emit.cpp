@@ -61,6 +61,9 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
     throw Error("--data-parallel shows the backward pass's buckets", "add --backward (with --emit=loops, cuda or llvm)");
   const ir::BuildOptions build{.fuse = true, .distributed = o.distributed || o.dataParallel};
   const ir::Program forward = pipeline.forward(sym, hyper, build);
+  // What a run refuses, emit refuses too: false requirements, arithmetic without a value.
+  checkFoldedRequirements(forward, sym, hyper, {}, false);
+  ir::checkIntegerArithmetic(forward);
   ir::Program prog = forward;
   std::optional<ir::Gradient> gradient;
   if (o.kind == "grad" || o.backward) {
@@ -80,7 +83,17 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
       throw Error(fmt::format("--size {}={}: not a non-negative integer", name, value));
     sizes[name] = ir::intImm(v);
   }
-  if (!sizes.empty()) prog = pipeline.specializeSizes(prog, sizes);
+  if (!sizes.empty()) {
+    prog = pipeline.specializeSizes(prog, sizes);
+    checkFoldedRequirements(prog, sym, hyper, sizes, false);
+    for (const ir::TensorDecl &t : prog.tensors)
+      for (size_t i = 0; i < t.shape.size(); ++i)
+        if (int64_t n = 0; ir::isConst(t.shape[i], &n) && n < 0)
+          throw Error(fmt::format("layer {}: '{}' would have dimension {} of size {} for these --size values",
+                                  sym.layer->name.text, t.name, i, n),
+                      "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
+    ir::checkIntegerArithmetic(prog);
+  }
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
   // As the runtime compiles it: the same passes, with the storage types of --dtype.
   auto lowered = [&](ir::Target target) {
