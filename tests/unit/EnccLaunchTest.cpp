@@ -89,6 +89,18 @@ TEST_F(EnccLaunch, SetsTheTorchrunEnvironment) {
   EXPECT_TRUE(contains(r.err, "--backend")) << r;
 }
 
+// --timeout and --grace are checked against the range the ranks accept for ENC_DIST_TIMEOUT, not
+// dropped when out of it.
+TEST_F(EnccLaunch, TimeoutAndGraceOutOfRangeAreErrors) {
+  for (const char *bad : {"--timeout 0", "--timeout -5", "--timeout 86401"})
+    expectFailure(encc(fmt::format("launch -n 1 {} -- true", bad)), {"--timeout", "86400"});
+  for (const char *bad : {"--grace -1", "--grace 86401"})
+    expectFailure(encc(fmt::format("launch -n 1 {} -- true", bad)), {"--grace", "86400"});
+  CliResult r = encc("launch -n 1 --timeout 7 --grace 0 -- sh -c 'printf %s \"${ENC_DIST_TIMEOUT-unset}\" > t.txt'");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_EQ(slurp(path("t.txt")), "7");
+}
+
 // Every rank gets the job's ENC_DIST_TOKEN, which rank 0's store asks of each rank: a fresh
 // random one per launch, or the one launch was given (every machine of a --nnodes job must
 // share it).

@@ -123,9 +123,13 @@ int main(int argc, char **argv) {
   launchCmd->add_option("--master-addr", launch.masterAddr, "address of node 0, where rank 0 serves the rendezvous")
       ->capture_default_str();
   launchCmd->add_option("--master-port", launch.masterPort, "rank 0's rendezvous port (default: a free one; needed with --nnodes)");
-  launchCmd->add_option("--grace", launch.graceSeconds, "seconds the others get to exit after one rank fails")
-      ->capture_default_str();
-  launchCmd->add_option("--timeout", launch.timeoutSeconds, "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits");
+  // The ranks read ENC_DIST_TIMEOUT as 1 to 86400 seconds (runtime/ProcessGroup.cpp); --grace shares the bound.
+  launchCmd->add_option("--grace", launch.graceSeconds, "seconds the others get to exit after one rank fails (0 to 86400)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400));
+  launchCmd->add_option("--timeout", launch.timeoutSeconds,
+                        "ENC_DIST_TIMEOUT for the ranks: seconds a collective waits (1 to 86400)")
+      ->check(CLI::Range(1, 86400));
   launchCmd->add_option("--backend", launch.backend,
                         "ENC_DIST_BACKEND for the ranks: nccl (CUDA tensors summed on the GPUs, one GPU per rank), gloo "
                         "(through host memory) or auto (NCCL where every rank can use it)")
