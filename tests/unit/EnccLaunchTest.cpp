@@ -10,7 +10,9 @@
 #include "runtime/TcpStore.h"
 #include "runtime/Tensor.h"
 
+#include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <regex>
 
 using namespace enc;
@@ -272,6 +274,71 @@ TEST_F(EnccLaunch, LostPeerIsAnErrorNamingTheRank) {
 } // namespace
 
 namespace {
+
+// Whether process `pid` has ended: gone, or a zombie that nobody reaped (an orphan stays one
+// where PID 1 does not reap).
+bool processEnded(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::string stat = slurp(fmt::format("/proc/{}/stat", pid));
+  size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';
+}
+
+// The pid in FILE (written by a rank), waiting up to a few seconds for the rank to write it.
+pid_t pidIn(const fs::path &file) {
+  for (int i = 0; i < 500 && slurp(file).empty(); ++i) ::usleep(10000);
+  std::string text = slurp(file);
+  return text.empty() ? 0 : static_cast<pid_t>(std::stol(text));
+}
+
+// After launch returns, within a moment, the processes the ranks started are gone too (the
+// test kills any that are left, so that none outlives it).
+void expectEnded(const std::vector<pid_t> &pids) {
+  for (pid_t pid : pids) {
+    ASSERT_GT(pid, 0);
+    bool ended = false;
+    for (int i = 0; i < 200 && !(ended = processEnded(pid)); ++i) ::usleep(10000);
+    EXPECT_TRUE(ended) << "process " << pid << ", started by a rank, outlived encc launch";
+    if (!ended) ::kill(pid, SIGKILL);
+  }
+}
+
+// A failed job stops what its ranks started, not only the ranks: rank 1's child (stopped at the
+// end of the grace period, with rank 1), one that ignores SIGTERM (rank 2's), and those that a
+// rank left when it exited (the failed rank 0's, and rank 3's, which succeeded).
+TEST_F(EnccLaunch, FailedJobLeavesNoProcessBehind) {
+  std::ofstream(path("rank.sh")) << R"(#!/bin/sh
+case "$RANK" in
+  0) sleep 60 & echo $! > child0.pid
+     while [ ! -s child1.pid ] || [ ! -s child2.pid ] || [ ! -s child3.pid ]; do sleep 0.05; done
+     exit 3 ;;
+  1) sleep 60 & echo $! > child1.pid; wait ;;
+  2) trap '' TERM; sleep 60 & echo $! > child2.pid; wait ;;
+  3) sleep 60 & echo $! > child3.pid; exit 0 ;;
+esac
+)";
+  fs::permissions(path("rank.sh"), fs::perms::owner_all, fs::perm_options::add);
+  CliResult r = encc("launch -n 4 --grace 1 -- ./rank.sh");
+  EXPECT_EQ(r.status, 3) << r;
+  EXPECT_TRUE(contains(r.err, "rank 0 exited with status 3")) << r;
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < 4; ++rank) children.push_back(pidIn(path(fmt::format("child{}.pid", rank))));
+  expectEnded(children);
+}
+
+// SIGTERM (or Ctrl-C) to launch stops each rank with what it started.
+TEST_F(EnccLaunch, InterruptStopsWhatTheRanksStarted) {
+  std::ofstream(path("rank.sh")) << "#!/bin/sh\nsleep 60 & echo $! > child$RANK.pid; wait\n";
+  fs::permissions(path("rank.sh"), fs::perms::owner_all, fs::perm_options::add);
+  std::string cmd = fmt::format(
+      "cd {} && ({} launch -n 2 -- ./rank.sh 2>err.txt & l=$!; while [ ! -s child0.pid ] || [ ! -s child1.pid ]; "
+      "do sleep 0.05; done; kill -TERM $l; wait $l; echo $? > status.txt)",
+      quote(dir.string()), quote(ENCC_BINARY));
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_EQ(slurp(path("status.txt")), "143\n") << slurp(path("err.txt"));
+  EXPECT_TRUE(contains(slurp(path("err.txt")), "interrupted")) << slurp(path("err.txt"));
+  expectEnded({pidIn(path("child0.pid")), pidIn(path("child1.pid"))});
+}
 
 // encc emit --distributed shows the collectives a group run has: batch norm's count and
 // sums leave in one message per pass (adjacent collectives, packed by the runtime).

@@ -4,7 +4,8 @@
 // MASTER_PORT), and ENC_DIST_TOKEN: the secret rank 0's store asks of every rank, so that only
 // the processes launched here can join. When one process fails, the others get `grace`
 // seconds to notice through their collectives and exit with their own error, then they are
-// stopped.
+// stopped. Each rank runs in a process group of its own, and stopping a rank signals that whole
+// group: programs the rank started (a shell script's children) stop with it.
 #include "tools/encc/Commands.h"
 
 #include "runtime/TcpStore.h"
@@ -75,6 +76,12 @@ std::vector<std::string> environmentFor(int local, const LaunchOptions &o, int p
   return env;
 }
 
+// Sends `sig` to the process group of each rank in `pgids` (each rank leads its own); a group
+// that has already gone is no error.
+void signalGroups(const std::vector<pid_t> &pgids, int sig) {
+  for (pid_t g : pgids) ::kill(-g, sig);
+}
+
 std::string describeStatus(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -102,22 +109,31 @@ int runLaunch(LaunchOptions o) {
 
   std::signal(SIGINT, onSignal);
   std::signal(SIGTERM, onSignal);
+  // Each rank leads a new process group (setpgid(0, 0) in the child before exec).
+  posix_spawnattr_t attr;
+  ::posix_spawnattr_init(&attr);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  ::posix_spawnattr_setpgroup(&attr, 0);
   std::map<pid_t, int> rankOf;
+  std::vector<pid_t> groups; // every rank's process group, running or not
   for (int r = 0; r < o.processes; ++r) {
     std::vector<std::string> env = environmentFor(r, o, port, token);
     std::vector<char *> envp;
     for (std::string &e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
     pid_t pid = 0;
-    int rc = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data());
+    int rc = ::posix_spawnp(&pid, argv[0], nullptr, &attr, argv.data(), envp.data());
     if (rc != 0) {
-      for (const auto &[p, _] : rankOf) ::kill(p, SIGTERM);
+      ::posix_spawnattr_destroy(&attr);
+      signalGroups(groups, SIGKILL);
       for (const auto &[p, _] : rankOf) ::waitpid(p, nullptr, 0);
       throw Error(fmt::format("encc launch: cannot run '{}': {}", o.command[0], std::strerror(rc)),
                   "give the program's path, or a name found on PATH");
     }
     rankOf[pid] = r;
+    groups.push_back(pid);
   }
+  ::posix_spawnattr_destroy(&attr);
 
   int result = 0;
   bool stopping = false;
@@ -136,25 +152,29 @@ int runLaunch(LaunchOptions o) {
         result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         stopping = true;
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.graceSeconds);
+        // What the failed rank started goes with it at once; the others get their grace.
+        ::kill(-pid, SIGTERM);
       }
       continue;
     }
     if (interrupted && !stopping) {
       std::cerr << "encc launch: interrupted; stopping every rank\n";
-      for (const auto &[p, _] : rankOf) ::kill(p, SIGTERM);
+      signalGroups(groups, SIGTERM);
       stopping = true;
       result = 128 + interrupted;
       deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     }
     if (stopping && std::chrono::steady_clock::now() > deadline) {
-      for (const auto &[p, r] : rankOf) {
+      for (const auto &[p, r] : rankOf)
         std::cerr << fmt::format("encc launch: rank {} still running; killing it\n", globalRank(o, r));
-        ::kill(p, SIGKILL);
-      }
+      // Every group: a rank that exited may have left a process that ignored SIGTERM.
+      signalGroups(groups, SIGKILL);
       deadline = std::chrono::steady_clock::time_point::max();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  // A failed or interrupted job leaves nothing running: what its ranks started and left behind goes too.
+  if (stopping) signalGroups(groups, SIGKILL);
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   return result;
