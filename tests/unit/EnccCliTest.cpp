@@ -444,6 +444,13 @@ TEST_F(EnccCli, EvalParamIsHonored) {
   expectFailure(r, {"weights", "codewords"});
 }
 
+// random: makes inputs and output gradients; for a parameter it is an error saying so.
+TEST_F(EnccCli, EvalRandomParamSaysRandomIsForInputs) {
+  CliResult r = encc("eval --layer Linear --set in_features=3 --set out_features=2 --param weight=random:2,3 "
+                     "--input X=random:4,3 --out bad");
+  expectFailure(r, {"--param weight=random:2,3", "hint: random:D0,D1,... makes only inputs and output gradients"});
+}
+
 TEST_F(EnccCli, EvalRandomInput) {
   CliResult r = encc("eval --layer ReLU --input X=random:2,3,4 --out out");
   ASSERT_EQ(r.status, 0) << r;

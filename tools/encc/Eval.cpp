@@ -41,7 +41,13 @@ PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOpti
     try {
       run.layer->setParam(name, readNpy(path));
     } catch (const Error &e) {
-      throw Error(fmt::format("--param {}={}: {}", name, path, e.what()), e.hint());
+      // random:... makes inputs and output gradients; a parameter starts from its initializer.
+      std::error_code ec;
+      std::string hint = path.starts_with("random:") && !fs::exists(path, ec)
+                             ? "random:D0,D1,... makes only inputs and output gradients; a parameter starts from "
+                               "its initializer (drawn from the seed) or is read from a .npy file"
+                             : e.hint();
+      throw Error(fmt::format("--param {}={}: {}", name, path, e.what()), hint);
     }
   }
   for (const auto &[name, path] : splitPairs(o.inputs, "--input")) {
