@@ -478,6 +478,13 @@ TEST_F(EnccCli, EvalRandomInput) {
   }
 }
 
+// NAME= without a value says that the value is missing, not that "" cannot be read.
+TEST_F(EnccCli, EvalEmptyValueIsMissing) {
+  expectFailure(encc("eval --layer ReLU --input X= --out bad"), {"--input X=: the value is missing"});
+  expectFailure(encc("eval --layer ReLU --input X=random:3 --grad Y= --out bad"), {"--grad Y=: the value is missing"});
+  expectFailure(encc("eval --layer ReLU --input X=random:3 --param W= --out bad"), {"--param W=: the value is missing"});
+}
+
 // A negative seed is an error, not 2^64 - 1.
 TEST_F(EnccCli, EvalSeedIsNotNegative) {
   for (const char *seed : {"--seed -1", "--seed=-1", "--seed 1.5", "--seed x"}) {

@@ -178,6 +178,33 @@ TEST_F(EnccRepl, ErrorsSpeakTheReplsSyntax) {
   EXPECT_FALSE(contains(r.err, "--input")) << r;
 }
 
+// A name that is a hyper-parameter and a parameter too (Conv2d's bias) sets the hyper-parameter,
+// unless its value reads as a tensor (random:..., a .npy name or an existing file); errors say
+// NAME=VALUE, never the command line's --param, and an empty value is missing, not a file "".
+TEST_F(EnccRepl, HyperParameterNamedLikeAParameter) {
+  writeNpy(path("w.npy").string(), vector({0.0}).reshape({1, 1, 1, 1}));
+  writeNpy(path("b.npy").string(), vector({5.0}));
+  CliResult r = session(":eval Conv2d in_channels=1 out_channels=1 kernel_size=1 bias=false X=random:1,1,2,2\n"
+                        ":eval Conv2d in_channels=1 out_channels=1 kernel_size=1 weight=w.npy bias=b.npy "
+                        "X=random:1,1,1,2 --dtype f64\n");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.out, "Y: f32 [1, 1, 2, 2]")) << r;
+  EXPECT_EQ(valuesAfter(r.out, "Y", 1), std::vector<double>({5.0, 5.0})) << r;
+
+  r = session(":eval Conv2d in_channels=1 out_channels=1 kernel_size=1 weight=nope.npy X=random:1,1,2,2\n"
+              ":eval Conv2d in_channels=1 out_channels=1 kernel_size=1 bias=maybe X=random:1,1,2,2\n"
+              ":eval ReLU X=\n"
+              ":eval Linear in_features=2 out_features=1 weight=random:1,2 X=random:3,2\n");
+  EXPECT_EQ(r.status, 1) << r;
+  for (const char *m : {"error: weight=nope.npy: cannot read nope.npy", "bias", "error: X=: the value is missing",
+                        "hint: e.g. X=FILE.npy or X=random:2,3", "random:D0,D1,... makes only inputs and output gradients"})
+    EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
+  EXPECT_FALSE(contains(r.err, "--param")) << r;
+  EXPECT_FALSE(contains(r.err, "--input")) << r;
+  EXPECT_FALSE(contains(r.err, "cannot read :")) << r;
+  EXPECT_FALSE(contains(r.err, "cannot read maybe")) << r;
+}
+
 // A definition whose forward header does not parse reports that error alone, not a follow-on
 // ("has no forward block") listed before it, nor its body's lines as stray members.
 TEST_F(EnccRepl, ParseErrorWithoutFollowOns) {

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <set>
@@ -106,7 +107,7 @@ private:
   // The subcommands the REPL shares with the command line word their errors for it
   // ("pass --set K=VALUE"); here the same values are plain NAME=VALUE words.
   static std::string replSpelling(std::string text) {
-    for (const char *option : {"pass --set ", "pass --input ", "--set ", "--input "}) {
+    for (const char *option : {"pass --set ", "pass --input ", "--set ", "--input ", "--param ", "--grad "}) {
       std::string with = option, instead = with.starts_with("pass ") ? "give " : "";
       for (size_t at = text.find(with); at != std::string::npos; at = text.find(with, at + instead.size()))
         text.replace(at, with.size(), instead);
@@ -258,6 +259,7 @@ private:
       }
       std::string name = w[i].substr(0, w[i].find('='));
       const TensorSymbol *t = sym.find(name);
+      if (t && sym.hyperParam(name) && !namesATensor(w[i])) t = nullptr; // the hyper-parameter
       if (t && t->role == TensorRole::Output) givenGrads.push_back(w[i]);
       else if (t && (t->role == TensorRole::Param || t->role == TensorRole::Buffer)) o.params.push_back(w[i]);
       else (t && t->role == TensorRole::Input ? o.inputs : o.sets).push_back(w[i]);
@@ -291,6 +293,16 @@ private:
     EvalResult r = evalLayer(lib, o, /*randomGrads=*/true);
     for (const auto &[name, t] : r.outputs) print(name, t);
     for (const auto &[name, t] : r.grads) print("grad " + name, t);
+  }
+
+  // Whether NAME=VALUE's value reads as a tensor: random:..., a .npy file name, or an existing
+  // file. Decides a name that is a hyper-parameter and a tensor too (Conv2d's bias).
+  static bool namesATensor(const std::string &word) {
+    size_t eq = word.find('=');
+    if (eq == std::string::npos) return false;
+    std::string value = word.substr(eq + 1);
+    std::error_code ec;
+    return value.starts_with("random:") || value.ends_with(".npy") || std::filesystem::exists(value, ec);
   }
 
   static void print(const std::string &name, const Tensor &t) {

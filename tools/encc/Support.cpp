@@ -23,6 +23,12 @@ std::map<std::string, std::string> splitPairs(const std::vector<std::string> &it
       throw Error(fmt::format("{} expects NAME=VALUE, got '{}'", option, item),
                   fmt::format("e.g. {} {}", option, std::string(option) == "--set" ? "K=32" : "X=input.npy"));
     std::string name = item.substr(0, eq);
+    // A tensor's value is a file or random:...; "" is none (hyper-parameters say what they expect).
+    const std::string opt = option;
+    if (eq + 1 == item.size() && (opt == "--input" || opt == "--param" || opt == "--grad")) {
+      std::string also = opt == "--param" ? "" : fmt::format(" or {} {}=random:2,3", opt, name);
+      throw Error(fmt::format("{} {}=: the value is missing", opt, name), fmt::format("e.g. {} {}=FILE.npy{}", opt, name, also));
+    }
     if (out.count(name)) throw Error(fmt::format("{} {} is given twice", option, name));
     out[name] = item.substr(eq + 1);
   }
