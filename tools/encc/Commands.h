@@ -17,6 +17,11 @@ namespace enc::cli {
 // NAME=VALUE pairs from repeated options; `option` names them in errors ("--set").
 std::map<std::string, std::string> splitPairs(const std::vector<std::string> &items, const char *option);
 std::string readFile(const std::string &path);
+// Output paths, checked before a run (OutputPaths.cpp). `option` names them in errors ("--out").
+// Creates `dir` and its parents; enc::Error naming the path when it cannot.
+void makeOutputDirectory(const std::string &option, const std::string &dir);
+// enc::Error unless `path` could be written as a file: its directory exists, it is not one.
+void checkOutputFile(const std::string &option, const std::string &path);
 // The shipped layers when `file` is empty.
 std::shared_ptr<const Library> loadLibrary(const std::string &file);
 DType parseDTypeOption(const std::string &s);

@@ -100,8 +100,12 @@ int runEval(const EvalOptions &given) {
     for (std::string &item : *list) item = withRank(item);
   o.loadState = withRank(o.loadState);
   o.saveState = withRank(o.saveState);
+  // Where the results go is made (or found wrong) before the run.
+  makeOutputDirectory("--out", o.out);
+  makeOutputDirectory("--out", (fs::path(o.out) / "params").string());
+  if (!o.grads.empty()) makeOutputDirectory("--out", (fs::path(o.out) / "grad").string());
+  if (!o.saveState.empty()) checkOutputFile("--save-state", o.saveState);
   EvalResult r = evalLayer(loadLibrary(o.file), o);
-  fs::create_directories(fs::path(o.out) / "params");
   for (const auto &[name, t] : r.outputs) {
     std::string path = (fs::path(o.out) / (name + ".npy")).string();
     writeNpy(path, t);
@@ -109,7 +113,6 @@ int runEval(const EvalOptions &given) {
   }
   for (const auto &[name, t] : r.params) writeNpy((fs::path(o.out) / "params" / (name + ".npy")).string(), t);
   if (o.grads.empty()) return 0;
-  fs::create_directories(fs::path(o.out) / "grad");
   for (const auto &[name, t] : r.grads) {
     std::string path = (fs::path(o.out) / "grad" / (name + ".npy")).string();
     writeNpy(path, t);
