@@ -13,9 +13,13 @@
 
 namespace enc {
 
-static std::string readText(const std::string &path) {
+std::string Library::readSource(const std::string &path) {
+  // An ifstream opens a directory and reads it as empty text.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(fmt::format("{} is a directory, not a .enc file", path), "give the path of a .enc file");
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read '{}': {}", path, std::strerror(errno));
+  if (!in) throw Error(fmt::format("cannot read '{}': {}", path, std::strerror(errno)), "check the path");
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -41,7 +45,7 @@ std::shared_ptr<const Library> Library::fromSource(std::string name, std::string
   return lib;
 }
 
-std::shared_ptr<const Library> Library::fromFile(const std::string &path) { return fromSource(path, readText(path)); }
+std::shared_ptr<const Library> Library::fromFile(const std::string &path) { return fromSource(path, readSource(path)); }
 
 std::string chooseLayerDir(const std::string &program, const std::string &buildDir, const std::string &sourceLayers,
                            const std::string &installedLayers) {
@@ -73,7 +77,7 @@ std::shared_ptr<const Library> Library::shipped() {
     throw Error(fmt::format("no shipped layers found in '{}'", dir), "set ENC_LAYER_PATH to the directory holding layers/*.enc");
   std::sort(paths.begin(), paths.end());
   std::vector<std::unique_ptr<SourceFile>> files;
-  for (const std::string &p : paths) files.push_back(std::make_unique<SourceFile>(p, readText(p)));
+  for (const std::string &p : paths) files.push_back(std::make_unique<SourceFile>(p, readSource(p)));
   DiagnosticEngine diags;
   auto lib = check(std::move(files), diags);
   if (diags.hasErrors()) throw CompileError(diags.render());

@@ -18,6 +18,9 @@ public:
   // Parses and checks; throws CompileError with every diagnostic on failure.
   static std::shared_ptr<const Library> fromSource(std::string name, std::string text);
   static std::shared_ptr<const Library> fromFile(const std::string &path);
+  // The text of a .enc file, as every reader of one gets it: enc::Error when `path` is a
+  // directory or cannot be read.
+  static std::string readSource(const std::string &path);
   // Every shipped layers/*.enc, from shippedDir().
   static std::shared_ptr<const Library> shipped();
   // $ENC_LAYER_PATH if set, else chooseLayerDir for the running program.

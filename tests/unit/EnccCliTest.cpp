@@ -96,6 +96,24 @@ TEST_F(EnccCli, CheckShippedLayers) {
   EXPECT_FALSE(contains(r.err, "error")) << r;
 }
 
+// A directory where a .enc file is read is an error saying so, whichever command reads it.
+TEST_F(EnccCli, DirectoryIsNotAnEncFile) {
+  fs::create_directories(path("layers.d"));
+  const std::string said = "layers.d is a directory, not a .enc file";
+  expectFailure(encc("check layers.d"), {said});
+  expectFailure(encc("emit layers.d --layer A"), {said});
+  expectFailure(encc("emit --emit=ast layers.d"), {said});
+  expectFailure(encc("eval layers.d --layer ReLU --input X=random:3 --out out"), {said});
+  CliResult r = encc("repl layers.d < /dev/null");
+  EXPECT_EQ(r.status, 1) << r;
+  EXPECT_TRUE(contains(r.err, said)) << r;
+  std::ofstream(path("session.txt")) << ":load layers.d\n";
+  r = encc("repl < session.txt");
+  EXPECT_EQ(r.status, 1) << r;
+  EXPECT_TRUE(contains(r.err, said)) << r;
+  EXPECT_FALSE(contains(r.err, "no layer in that text")) << r;
+}
+
 TEST_F(EnccCli, CheckBrokenFile) {
   std::ofstream(path("broken.enc")) << "layer Broken() {\n"
                                        "  forward(X: [N]) -> Y: [N] {\n"

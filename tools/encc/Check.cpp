@@ -14,7 +14,7 @@ int runCheck(const std::vector<std::string> &files) {
   int status = 0;
   for (const std::string &path : files) {
     std::vector<std::unique_ptr<SourceFile>> sources;
-    sources.push_back(std::make_unique<SourceFile>(path, readFile(path)));
+    sources.push_back(std::make_unique<SourceFile>(path, Library::readSource(path)));
     DiagnosticEngine diags;
     auto lib = Library::check(std::move(sources), diags);
     std::cerr << diags.render();

@@ -16,7 +16,6 @@ namespace enc::cli {
 
 // NAME=VALUE pairs from repeated options; `option` names them in errors ("--set").
 std::map<std::string, std::string> splitPairs(const std::vector<std::string> &items, const char *option);
-std::string readFile(const std::string &path);
 // Output paths, checked before a run (OutputPaths.cpp). `option` names them in errors ("--out").
 // Creates `dir` and its parents; enc::Error naming the path when it cannot.
 void makeOutputDirectory(const std::string &option, const std::string &dir);

@@ -143,7 +143,7 @@ int runEmit(const EmitOptions &o) {
     std::vector<std::string> files = {o.file.empty() ? "" : o.file};
     if (o.file.empty()) files[0] = resolveLayer(*lib, o.layer).layer->loc.file->name();
     DiagnosticEngine diags;
-    SourceFile src(files[0], readFile(files[0]));
+    SourceFile src(files[0], Library::readSource(files[0]));
     ast::Module m = parse(src, diags);
     std::cout << ast::printAST(m);
     return 0;

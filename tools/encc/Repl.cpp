@@ -145,7 +145,7 @@ private:
       std::cout << fmt::format("defined {}{}\n", l, shipped_->find(l) ? " (hides the shipped layer)" : "");
   }
 
-  void load(const std::string &path) { define(path, readFile(path)); }
+  void load(const std::string &path) { define(path, Library::readSource(path)); }
 
   std::shared_ptr<const Library> libraryOf(const std::string &layer) const {
     if (session_ && session_->find(layer)) return session_;

@@ -1,4 +1,4 @@
-// Helpers the subcommands share: option pairs, files, random inputs, summaries.
+// Helpers the subcommands share: option pairs, libraries, random inputs, summaries.
 #include "tools/encc/Commands.h"
 
 #include "runtime/Rng.h"
@@ -8,8 +8,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
-#include <sstream>
 #include <string_view>
 
 namespace enc::cli {
@@ -33,14 +31,6 @@ std::map<std::string, std::string> splitPairs(const std::vector<std::string> &it
     out[name] = item.substr(eq + 1);
   }
   return out;
-}
-
-std::string readFile(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read '{}'", path), "check the path");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::shared_ptr<const Library> loadLibrary(const std::string &file) {
