@@ -41,14 +41,15 @@ namespace {
 std::mutex defaultMutex;
 std::shared_ptr<ProcessGroup> defaultGroup;
 
-// An integer environment variable in [lo, hi]; false when unset.
-bool envInt(const char *name, int64_t lo, int64_t hi, int64_t &out) {
+constexpr const char *kLauncherHint = "torchrun and encc launch set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT";
+
+// An integer environment variable in [lo, hi]; false when unset. `hint` goes with a bad value.
+bool envInt(const char *name, int64_t lo, int64_t hi, int64_t &out, const std::string &hint = kLauncherHint) {
   const char *v = std::getenv(name);
   if (!v) return false;
   std::optional<int64_t> n = parseInteger(v);
   if (!n || *n < lo || *n > hi)
-    throw Error(fmt::format("{}='{}' is not an integer from {} to {}", name, v, lo, hi),
-                "torchrun and encc launch set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT");
+    throw Error(fmt::format("{}='{}' is not an integer from {} to {}", name, v, lo, hi), hint);
   out = *n;
   return true;
 }
@@ -151,7 +152,10 @@ bool processGroupOptionsFromEnvironment(ProcessGroupOptions &o) {
   else if (size > 1) throw Error("WORLD_SIZE is set but MASTER_ADDR is not", "set MASTER_ADDR to the host of rank 0");
   if (envInt("MASTER_PORT", 1, 65535, port)) o.masterPort = static_cast<int>(port);
   else if (size > 1) throw Error("WORLD_SIZE is set but MASTER_PORT is not", "set MASTER_PORT to a free port on rank 0's host");
-  if (envInt("ENC_DIST_TIMEOUT", 1, 86400, timeout)) o.timeout = std::chrono::seconds(timeout);
+  if (envInt("ENC_DIST_TIMEOUT", 1, 86400, timeout,
+             "ENC_DIST_TIMEOUT is how many seconds a collective or the rendezvous waits for a peer: a whole number "
+             "from 1 to 86400 (unset: 300); encc launch --timeout S sets it"))
+    o.timeout = std::chrono::seconds(timeout);
   if (const char *token = std::getenv("ENC_DIST_TOKEN")) o.token = token;
   if (const char *backend = std::getenv("ENC_DIST_BACKEND")) {
     o.backend = backend;

@@ -251,6 +251,20 @@ TEST(ProcessGroup, OptionsFromTheEnvironment) {
     ::setenv("RANK", "2", 1);
     ::setenv("MASTER_PORT", "29511", 1);
   }
+  // A bad ENC_DIST_TIMEOUT gets a hint about its range, not about the launcher's variables.
+  for (const char *value : {"0", "-5", "86401", "soon"}) {
+    ::setenv("ENC_DIST_TIMEOUT", value, 1);
+    std::string err, hint;
+    try {
+      processGroupOptionsFromEnvironment(o);
+    } catch (const Error &e) {
+      err = e.what();
+      hint = e.hint();
+    }
+    EXPECT_NE(err.find("is not an integer from 1 to 86400"), std::string::npos) << value << ": " << err;
+    EXPECT_NE(hint.find("seconds a collective or the rendezvous waits"), std::string::npos) << hint;
+    EXPECT_EQ(hint.find("torchrun"), std::string::npos) << hint;
+  }
   for (const Saved &s : saved)
     if (s.set) ::setenv(s.name, s.value.c_str(), 1);
     else ::unsetenv(s.name);
