@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -97,6 +98,15 @@ public:
   // BatchNorm's int64 counter, which encc does not keep) are ignored, whatever their dtype. strict:
   // any missing or unexpected key is an error listing them all. Nothing is set unless all can be.
   StateKeys loadState(const std::string &path, bool strict = true);
+  // What a strict loadState throws when the keys differ, with the keys themselves. Its hint names
+  // a prefix that every unexpected key adds to a missing one (filePrefix: the file holds a parent
+  // module's state), else loadState(path, false); a caller with other means words its own.
+  struct StateKeysError : Error {
+    StateKeysError(std::string message, std::string hint, StateKeys keys, std::optional<std::string> filePrefix)
+        : Error(std::move(message), std::move(hint)), keys(std::move(keys)), filePrefix(std::move(filePrefix)) {}
+    StateKeys keys;
+    std::optional<std::string> filePrefix;
+  };
 
   // Runs the forward pass. Inputs are checked against the declared shapes. The tensors the
   // backward pass needs are kept until the next forward.

@@ -66,13 +66,14 @@ Layer::StateKeys Layer::loadState(const std::string &path, bool strict) {
       problems.push_back("unexpected keys " + list);
     }
     std::string hint = "loadState(path, /*strict=*/false) loads the keys both have";
-    if (auto prefix = commonPrefix(keys.unexpected, keys.missing); prefix && !keys.missing.empty())
-      hint = fmt::format("the file's keys start with '{}': save that submodule's state_dict() alone", *prefix);
+    std::optional<std::string> prefix = commonPrefix(keys.unexpected, keys.missing);
+    if (keys.missing.empty()) prefix.reset();
+    if (prefix) hint = fmt::format("the file's keys start with '{}': save that submodule's state_dict() alone", *prefix);
     std::string theirs;
     for (const auto &[n, _] : params_) theirs += fmt::format("{}{}", theirs.empty() ? "" : ", ", n);
-    throw Error(fmt::format("{}: does not match layer {} (whose keys are {}): {}", path, name_, theirs.empty() ? "none" : theirs,
-                            fmt::join(problems, "; ")),
-                hint);
+    throw StateKeysError(fmt::format("{}: does not match layer {} (whose keys are {}): {}", path, name_,
+                                     theirs.empty() ? "none" : theirs, fmt::join(problems, "; ")),
+                         hint, keys, prefix);
   }
 
   // Every shape is checked before anything is set, so a failed load leaves the layer as it was.

@@ -62,4 +62,22 @@ TEST_F(SafetensorsCli, EvalLoadsBeforeParamsAndSavesAfterThePass) {
   expectFailure(r, {"cannot read nope.safetensors"});
 }
 
+// Keys that differ: the command line's hint names its own remedy, --partial-state (not the C++
+// API's loadState(path, false)), which sets the tensors both have and lists the others.
+TEST_F(SafetensorsCli, PartialStateLoadsTheKeysBothHave) {
+  writeSafetensors(path("part.safetensors").string(),
+                   {{"weight", filled(DType::F64, {3}, 7)}, {"extra", filled(DType::F64, {3}, 1)}});
+  const std::string run = "eval --layer SyncBatchNorm --set num_features=3 --dtype f64 --input X=random:2,3 "
+                          "--load-state part.safetensors";
+  CliResult r = encc(run + " --out strict");
+  expectFailure(r, {"missing keys", "unexpected keys 'extra'", "hint: --partial-state"});
+  EXPECT_FALSE(contains(r.err, "loadState(")) << r;
+  r = encc(run + " --partial-state --out partial");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_TRUE(contains(r.err, "not in the file, left as initialized: bias, running_mean, running_var")) << r;
+  EXPECT_TRUE(contains(r.err, "not in layer SyncBatchNorm, ignored: extra")) << r;
+  expectSameTensor(filled(DType::F64, {3}, 7), readNpy(path("partial/params/weight.npy").string()), "weight");
+  expectFailure(encc("eval --layer ReLU --input X=random:3 --partial-state --out bad"), {"--partial-state"});
+}
+
 } // namespace

@@ -61,6 +61,7 @@ struct EvalOptions {
   uint64_t seed = 0;
   std::vector<std::string> sets, inputs, params, grads;
   std::string loadState, saveState; // safetensors files: read before --param, written after the passes
+  bool partialState = false;         // loadState sets the keys file and layer share (torch's strict=False)
 };
 // The Layer and inputs an eval or bench of o.layer runs with (the device chosen, parameters
 // and inputs read or drawn).

@@ -7,6 +7,7 @@
 #include "runtime/Npy.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
 #include <iostream>
@@ -14,6 +15,28 @@
 namespace fs = std::filesystem;
 
 namespace enc::cli {
+
+namespace {
+
+// --load-state: every key must match, unless --partial-state, which sets those the file and the
+// layer share and lists the others.
+void loadState(Layer &layer, const EvalOptions &o) {
+  Layer::StateKeys keys;
+  try {
+    keys = layer.loadState(o.loadState, /*strict=*/!o.partialState);
+  } catch (const Layer::StateKeysError &e) {
+    if (e.filePrefix) throw; // its hint, about how the file was saved, holds here too
+    throw Error(e.what(), "--partial-state sets the tensors both have (the layer's others keep their initial values)");
+  }
+  if (!keys.missing.empty())
+    std::cerr << fmt::format("encc: warning: --load-state {}: not in the file, left as initialized: {}\n", o.loadState,
+                             fmt::join(keys.missing, ", "));
+  if (!keys.unexpected.empty())
+    std::cerr << fmt::format("encc: warning: --load-state {}: not in layer {}, ignored: {}\n", o.loadState, o.layer,
+                             fmt::join(keys.unexpected, ", "));
+}
+
+} // namespace
 
 PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOptions &o) {
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
@@ -36,7 +59,7 @@ PreparedRun prepareRun(const std::shared_ptr<const Library> &lib, const EvalOpti
   PreparedRun run;
   run.dtype = lo.dtype;
   run.layer = std::make_unique<Layer>(lib, o.layer, splitPairs(o.sets, "--set"), lo);
-  if (!o.loadState.empty()) run.layer->loadState(o.loadState);
+  if (!o.loadState.empty()) loadState(*run.layer, o);
   for (const auto &[name, path] : splitPairs(o.params, "--param")) {
     try {
       run.layer->setParam(name, readNpy(path));

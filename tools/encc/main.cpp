@@ -71,8 +71,12 @@ int main(int argc, char **argv) {
           [](std::string &s) { return s.starts_with('-') ? "the seed is a non-negative integer; got " + s : ""; },
           ""));
   evalCmd->add_option("--input", eval.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)");
-  evalCmd->add_option("--load-state", eval.loadState,
+  auto *loadStateOption = evalCmd->add_option("--load-state", eval.loadState,
                       "parameters and buffers from a safetensors file (torch state_dict names; before --param)");
+  evalCmd->add_flag("--partial-state", eval.partialState,
+                    "with --load-state: set the tensors the file and the layer share, list the others on standard "
+                    "error (torch's strict=False)")
+      ->needs(loadStateOption);
   evalCmd->add_option("--param", eval.params, "a parameter value, NAME=FILE.npy (repeatable)");
   evalCmd->add_option("--save-state", eval.saveState,
                       "write the parameters and buffers after the passes to a safetensors file");
