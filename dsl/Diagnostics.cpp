@@ -60,8 +60,16 @@ std::string DiagnosticEngine::render() const {
     if (a->loc.file != b->loc.file) return a->loc.file == nullptr;
     return a->loc.offset < b->loc.offset;
   });
+  // As compilers do, the first errors only: past them, mostly consequences (a binary file gave 759).
+  constexpr int kShownErrors = 20;
   std::string out;
-  for (const Diagnostic *d : sorted) out += render(*d);
+  int shown = 0;
+  for (const Diagnostic *d : sorted) {
+    if (shown == kShownErrors) break;
+    out += render(*d);
+    shown += d->severity == Severity::Error;
+  }
+  if (errorCount_ > shown) out += fmt::format("(the first {} errors are shown)\n", shown);
   if (errorCount_ > 0) out += fmt::format("{} error{} generated.\n", errorCount_, errorCount_ == 1 ? "" : "s");
   return out;
 }

@@ -61,6 +61,7 @@ public:
   Lexer(const SourceFile &file, DiagnosticEngine &diags) : file_(file), src_(file.text()), diags_(diags) {}
 
   std::vector<Token> run() {
+    if (src_.starts_with("\xEF\xBB\xBF")) pos_ = 3; // a UTF-8 byte order mark, as some editors write
     while (true) {
       skipSpaceAndComments();
       if (pos_ >= src_.size()) break;

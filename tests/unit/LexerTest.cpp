@@ -307,6 +307,31 @@ TEST(Lexer, NonAsciiCharacterIsOneError) {
   EXPECT_EQ(l->toks[2].loc.length, 2u);
 }
 
+// A UTF-8 byte order mark at the start (some editors write one) is skipped; elsewhere it is an
+// unexpected character as any other.
+TEST(Lexer, ByteOrderMarkAtTheStartIsSkipped) {
+  auto l = lexText("\xEF\xBB\xBF" "a = b\n");
+  EXPECT_EQ(kinds(l->toks), (std::vector<Tok>{Tok::Ident, Tok::Assign, Tok::Ident, Tok::Newline, Tok::Eof}));
+  EXPECT_EQ(l->diags.errorCount(), 0) << l->diags.render();
+  EXPECT_EQ(l->toks[0].loc.offset, 3u);
+  EXPECT_EQ(lexText("a = \xEF\xBB\xBF b\n")->diags.errorCount(), 1);
+}
+
+// Past the first 20 errors (a binary file gave 759) only their count is rendered.
+TEST(Lexer, RenderingStopsAfterTwentyErrors) {
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "x = 1.2.3\n";
+  auto l = lexText(text);
+  EXPECT_EQ(l->diags.errorCount(), 30);
+  std::string out = l->diags.render();
+  size_t shown = 0;
+  for (size_t at = out.find("error: malformed"); at != std::string::npos; at = out.find("error: malformed", at + 1)) ++shown;
+  EXPECT_EQ(shown, 20u) << out;
+  EXPECT_NE(out.find("test.enc:20:5: error"), std::string::npos) << out;
+  EXPECT_EQ(out.find("test.enc:21:5: error"), std::string::npos) << out;
+  EXPECT_NE(out.find("(the first 20 errors are shown)\n30 errors generated.\n"), std::string::npos) << out;
+}
+
 TEST(Lexer, DiagnosticRendersLineAndCaret) {
   auto l = lexText("x = 1\ny = 1.2.3\n");
   std::string out = l->diags.render();
