@@ -347,7 +347,16 @@ private:
     for (ast::Statement &s : b.statements) {
       size_t before = layer_.syms.tensors.size();
       StatementChecker(layer_).check(s);
-      for (size_t i = before; i < layer_.syms.tensors.size(); ++i) layer_.syms.tensors[i].inBackward = true;
+      for (size_t i = before; i < layer_.syms.tensors.size(); ++i) {
+        TensorSymbol &t = layer_.syms.tensors[i];
+        t.inBackward = true;
+        // A temporary named as a gradient is most likely one of a misspelt or missing tensor.
+        if (t.name.starts_with("grad_"))
+          layer_.diags.warning(s.target.loc,
+                               fmt::format("'{}' is no input's or parameter's gradient: a temporary of the backward block",
+                                           t.name),
+                               "the block defines grad_NAME for each input and parameter NAME; rename a temporary");
+      }
       if (s.update) layer_.diags.error(s.target.loc, "buffers are updated in the forward block, not in backward");
       if (s.recover) layer_.diags.error(s.target.loc, "tensors are recovered in the forward block, not in backward");
     }

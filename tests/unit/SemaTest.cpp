@@ -461,4 +461,23 @@ TEST(Sema, Recoveries) {
   EXPECT_TRUE(has("13: tensors are recovered in the forward block, not in backward")) << bad->diags.render();
 }
 
+// A backward block's temporary named like a gradient (grad_Q for no input or parameter Q) is
+// most likely a misspelt gradient: a warning at it; the gradients themselves are no warning.
+TEST(Sema, BackwardTemporaryNamedLikeAGradientIsAWarning) {
+  auto c = checkText(R"(layer L() {
+  forward(X: [B]) -> Y: [B] {
+    Y[b] = X[b] * 2
+  }
+  backward {
+    grad_X[b] = grad_Y[b] * 2
+    grad_Q[b] = grad_Y[b]
+    t[b]: [B] = grad_Y[b]
+  }
+}
+)");
+  EXPECT_FALSE(c->diags.hasErrors()) << c->diags.render();
+  EXPECT_EQ(messages(c->diags),
+            (std::vector<std::string>{"7: 'grad_Q' is no input's or parameter's gradient: a temporary of the backward block"}));
+}
+
 } // namespace
