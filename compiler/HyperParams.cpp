@@ -41,6 +41,10 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
   case ast::HyperParamType::Kind::Int: {
     int64_t v = 0;
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec == std::errc::result_out_of_range && p == text.data() + text.size())
+      throw Error(fmt::format("hyper-parameter '{}' of layer {}: {} is out of range", hp.name.text,
+                              layer.layer->name.text, text),
+                  "integers are 64-bit, from -9223372036854775808 to 9223372036854775807");
     if (ec != std::errc() || p != text.data() + text.size()) return bad();
     return ir::intImm(v);
   }

@@ -225,6 +225,12 @@ TEST_F(EnccLayersCli, UnknownSetNameForConv2d) {
   expectFailure(r, {"Conv2d", "'kernel'", "kernel_size", "in_channels", "groups"});
 }
 
+// An integer hyper-parameter past 64 bits says so (it said "is an int").
+TEST_F(EnccLayersCli, IntegerHyperParameterOutOfRange) {
+  expectFailure(encc("emit --emit=ir --layer Linear --set in_features=9223372036854775808 --set out_features=2"),
+                {"hyper-parameter 'in_features' of layer Linear: 9223372036854775808 is out of range", "64-bit"});
+}
+
 TEST_F(EnccLayersCli, BadInt2Value) {
   CliResult r = encc("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set kernel_size=3,x "
                      "--input X=random:2,3,5,5 --out out");
