@@ -260,8 +260,11 @@ bool DiskCache::usable() {
     fs::path dir = dir_.has_filename() ? dir_ : dir_.parent_path();
     std::error_code ec;
     if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return; // unwritable: run uncached, quietly
-    std::string why = untrustedCacheDir(dir);
+    std::string why;
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      why = fmt::format("cannot create it: {}", std::strerror(errno));
+    else
+      why = untrustedCacheDir(dir);
     if (why.empty()) {
       usable_ = true;
       return;

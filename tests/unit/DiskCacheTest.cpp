@@ -452,6 +452,23 @@ TEST(DiskCache, DirectoryOthersCanWriteIsRefused) {
   }
 }
 
+// A directory that cannot be made (under a file, or where nobody may create one) runs
+// uncached with the same one warning, saying why; it ran uncached silently.
+TEST(DiskCache, DirectoryThatCannotBeMadeWarnsOnce) {
+  ScratchDir scratch;
+  std::ofstream(scratch.path / "afile") << "x";
+  ::testing::internal::CaptureStderr();
+  DiskCache cache(scratch.path / "afile" / "cache", 1 << 20);
+  EXPECT_FALSE(cache.usable());
+  cache.put("k", "v");
+  EXPECT_FALSE(cache.get("k"));
+  std::string err = ::testing::internal::GetCapturedStderr();
+  size_t first = err.find("warning: not using the kernel cache " + (scratch.path / "afile" / "cache").string() +
+                          ": cannot create it: Not a directory");
+  EXPECT_NE(first, std::string::npos) << err;
+  EXPECT_EQ(err.find("warning:", first + 1), std::string::npos) << err;
+}
+
 TEST(DiskCache, DirectoryOfAnotherUserIsRefused) {
   ScratchDir scratch;
   fs::path dir = "/"; // root's, unless this is root
