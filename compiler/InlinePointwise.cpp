@@ -15,12 +15,10 @@ namespace enc::ir {
 Expr substituteDefinition(const Expr &e, const Definition &def) {
   return mutate(e, [&](const Expr &n) -> Expr {
     if (n->kind != ExprKind::Access || n->name != def.tensor) return nullptr;
-    Expr value = substitute(def.value, [&](const std::string &name, VarKind kind) -> Expr {
-      if (kind != VarKind::Index) return nullptr;
-      for (size_t i = 0; i < def.indices.size(); ++i)
-        if (def.indices[i].name == name) return n->args[i];
-      return nullptr;
-    });
+    // Capture-free: a sum in the value keeps its own variables apart from the read's indices.
+    std::map<std::string, Expr> at;
+    for (size_t i = 0; i < def.indices.size(); ++i) at[def.indices[i].name] = n->args[i];
+    Expr value = substituteIndices(def.value, at);
     Expr inBounds = boolImm(true);
     for (size_t i = 0; i < n->args.size(); ++i) {
       const Expr &ix = n->args[i];
