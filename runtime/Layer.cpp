@@ -284,13 +284,12 @@ void Layer::initParams() {
 // `require` conditions: those on hyper-parameters fold when the layer is created, those on
 // sizes when it runs (`final`); a false one is an error quoting the condition and its values.
 void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const {
-  checkFoldedRequirements(p, *symbols_, hyper_, sizes, !sizes.empty());
+  checkFoldedRequirements(p, name_, *symbols_, hyper_, sizes, !sizes.empty());
 }
 
-void checkFoldedRequirements(const ir::Program &p, const LayerSymbols &symbols,
+void checkFoldedRequirements(const ir::Program &p, const std::string &name, const LayerSymbols &symbols,
                              const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
                              bool final) {
-  const std::string &name = symbols.layer->name.text;
   for (const ir::Requirement &r : p.requirements) {
     if (r.condition->kind != ir::ExprKind::BoolImm) {
       if (final) internalError("requirement '{}' of layer {} is not constant", r.text, name);

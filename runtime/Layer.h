@@ -241,8 +241,9 @@ DType dtypeOf(ir::ElemType t);
 int64_t evalInt(const ir::Expr &e);
 
 // Throws for a requirement of `p` that folded to false, quoting it with the values of the
-// hyper-parameters and sizes it names; when `final` (all sizes known), every one must have folded.
-void checkFoldedRequirements(const ir::Program &p, const LayerSymbols &symbols,
+// hyper-parameters and sizes it names, for the layer `name` (as the user called it: an alias
+// such as DistSyncBatchNorm); when `final` (all sizes known), every one must have folded.
+void checkFoldedRequirements(const ir::Program &p, const std::string &name, const LayerSymbols &symbols,
                              const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
                              bool final);
 

@@ -62,7 +62,7 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
   const ir::BuildOptions build{.fuse = true, .distributed = o.distributed || o.dataParallel};
   const ir::Program forward = pipeline.forward(sym, hyper, build);
   // What a run refuses, emit refuses too: false requirements, arithmetic without a value.
-  checkFoldedRequirements(forward, sym, hyper, {}, false);
+  checkFoldedRequirements(forward, layer.layer->name.text, sym, hyper, {}, false);
   ir::checkIntegerArithmetic(forward);
   ir::Program prog = forward;
   std::optional<ir::Gradient> gradient;
@@ -85,7 +85,7 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
   }
   if (!sizes.empty()) {
     prog = pipeline.specializeSizes(prog, sizes);
-    checkFoldedRequirements(prog, sym, hyper, sizes, false);
+    checkFoldedRequirements(prog, layer.layer->name.text, sym, hyper, sizes, false);
     for (const ir::TensorDecl &t : prog.tensors)
       for (size_t i = 0; i < t.shape.size(); ++i)
         if (int64_t n = 0; ir::isConst(t.shape[i], &n) && n < 0)
