@@ -451,8 +451,9 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
                     e.hint());
       }
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
-        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}", name_, t.name, i,
-                                n, lastInputsText_),
+        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}{}", name_, t.name, i,
+                                n, lastInputsText_,
+                                t.loc.valid() ? fmt::format(" ({}:{})", t.loc.file->name(), t.loc.line()) : ""),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
     }
   ir::checkIntegerArithmetic(prog);
