@@ -114,8 +114,7 @@ int64_t checkedAdd(int64_t a, int64_t b, SourceLoc loc);
 int64_t checkedMul(int64_t a, int64_t b, SourceLoc loc);
 
 [[noreturn]] void sizeTooLarge(SourceLoc loc) {
-  throw Error(fmt::format("{}:{}:{}: a size is too large: its value does not fit in 64 bits",
-                          loc.file ? loc.file->name() : "?", loc.line(), loc.col()),
+  throw Error(fmt::format("{}: a size is too large: its value does not fit in 64 bits", loc.where()),
               "use smaller hyper-parameters");
 }
 int64_t checkedAdd(int64_t a, int64_t b, SourceLoc loc) {

@@ -25,6 +25,10 @@ std::string_view SourceFile::lineText(int line) const {
   return s;
 }
 
+std::string SourceLoc::where() const {
+  return (file ? file->name() : std::string("?")) + ":" + std::to_string(line()) + ":" + std::to_string(col());
+}
+
 SourceLoc SourceLoc::join(SourceLoc a, SourceLoc b) {
   if (!a.valid()) return b;
   if (!b.valid()) return a;

@@ -37,6 +37,9 @@ struct SourceLoc {
   int col() const { return file ? file->lineCol(offset).second : 0; }
   // The smallest span covering both.
   static SourceLoc join(SourceLoc a, SourceLoc b);
+  // "file:line:col", as a diagnostic starts ("?:0:0" without a file): for errors raised outside
+  // the DiagnosticEngine that point at the source.
+  std::string where() const;
 };
 
 } // namespace enc

@@ -205,9 +205,7 @@ void Layer::initParams() {
       try {
         n = evalInt(ir::substitute(ir::lowerExpr(*dim.size, *symbols_), hyper));
       } catch (const Error &e) {
-        SourceLoc at = dim.size->loc;
-        throw Error(fmt::format("{}:{}:{}: layer {}: parameter '{}': {}", at.file ? at.file->name() : "?", at.line(),
-                                at.col(), name_, d.name.text, e.what()),
+        throw Error(fmt::format("{}: layer {}: parameter '{}': {}", dim.size->loc.where(), name_, d.name.text, e.what()),
                     e.hint());
       }
       if (n < 0)
@@ -235,9 +233,7 @@ void Layer::initParams() {
     // As torch.nn.init: finite arguments, uniform's low end at most its high end, a
     // non-negative standard deviation.
     auto badInit = [&](const std::string &why, const std::string &hint) {
-      SourceLoc at = d.init->loc;
-      throw Error(fmt::format("{}:{}:{}: layer {}: the initializer of '{}': {}", at.file ? at.file->name() : "?",
-                              at.line(), at.col(), name_, d.name.text, why),
+      throw Error(fmt::format("{}: layer {}: the initializer of '{}': {}", d.init->loc.where(), name_, d.name.text, why),
                   hint);
     };
     for (size_t i = 0; i < args.size(); ++i)
