@@ -19,12 +19,9 @@ std::string spelled(const Expr &op) {
 void check(const Expr &e, const std::string &tensor, SourceLoc loc) {
   std::optional<UndefinedArithmetic> bad = undefinedArithmetic(e);
   if (!bad) return;
-  bool overflow = bad->overflow;
-  throw Error(fmt::format("{}:{}:{}: in the definition of '{}': the integer operation {} {}",
-                          loc.file ? loc.file->name() : "?", loc.line(), loc.col(), tensor, spelled(bad->op), bad->why),
-              overflow ? "use smaller hyper-parameters or inputs"
-                       : "a divisor is 0 (as written, or through a hyper-parameter or an input's size); a "
-                         "`require` in the layer states which values it accepts (require s > 0)");
+  throw Error(fmt::format("{}: in the definition of '{}': the integer operation {} {}", loc.where(), tensor,
+                          spelled(bad->op), bad->why),
+              bad->hint());
 }
 
 } // namespace

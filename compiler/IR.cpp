@@ -490,6 +490,12 @@ std::optional<UndefinedArithmetic> undefinedArithmetic(const Expr &e) {
   return found;
 }
 
+std::string UndefinedArithmetic::hint() const {
+  return overflow ? "use smaller hyper-parameters or inputs"
+                  : "a divisor is 0 (as written, or through a hyper-parameter or an input's size); a `require` in "
+                    "the layer states which values it accepts (require s > 0)";
+}
+
 std::string freshName(const std::string &name, std::set<std::string> &taken) {
   std::string fresh = name;
   if (taken.count(fresh)) {

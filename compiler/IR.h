@@ -130,6 +130,8 @@ struct UndefinedArithmetic {
   Expr op;
   std::string why; // "divides by zero", "is too large: its value does not fit in 64 bits", ...
   bool overflow;   // not a division by zero
+  // What the user can do about it.
+  std::string hint() const;
 };
 // The first such operation in e (pre-order), if any.
 std::optional<UndefinedArithmetic> undefinedArithmetic(const Expr &e);

@@ -56,12 +56,10 @@ int64_t evalInt(const ir::Expr &e) {
   if (ir::isConst(e, &v)) return v;
   if (std::optional<ir::UndefinedArithmetic> bad = ir::undefinedArithmetic(e); bad && onlyConstants(e)) {
     if (bad->overflow)
-      throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)),
-                  "use smaller hyper-parameters or inputs");
+      throw Error(fmt::format("size {} is too large: its value does not fit in 64 bits", ir::print(e)), bad->hint());
     throw Error(bad->op == e ? fmt::format("size {} {}", ir::print(e), bad->why)
                              : fmt::format("size {}: {} {}", ir::print(e), ir::print(bad->op), bad->why),
-                "a divisor is 0 through a hyper-parameter or an input's size; a `require` in the layer states which "
-                "values it accepts (require s > 0)");
+                bad->hint());
   }
   internalError("size '{}' is not known after specialization", ir::print(e));
 }
