@@ -968,17 +968,10 @@ private:
   std::string inlineItem(const Expr &decl, const std::string &path, const std::map<std::string, int64_t> &locals,
                          const Expr &call, const std::vector<std::string> &args, const std::vector<std::string> &argNames,
                          const std::string &result) {
+    // checkDeclarationChains found every declared layer and no chain back to this one.
     const LayerSymbols *callee = lookup_(decl.name);
-    if (!callee) {
-      error(decl.nameLoc, fmt::format("no layer named '{}' for sub-layer '{}'", decl.name, path),
-            "sub-layers are layers of the same file or shipped layers (encc layers lists them)");
-      throw ExpansionFailed{};
-    }
-    if (callee->layer == net_.layer || std::count(stack_.begin(), stack_.end(), callee->layer)) {
-      error(decl.nameLoc, fmt::format("layer '{}' uses itself as a sub-layer", decl.name),
-            "a network cannot contain itself; use a sequence [Block(...) for i < N] to repeat a block");
-      throw ExpansionFailed{};
-    }
+    ENC_INTERNAL_ASSERT(callee && callee->layer != net_.layer, "expandNetwork: sub-layer '{}' ({}) was not checked",
+                        path, decl.name);
     // The callee's hyper-parameters, as --set would give them.
     std::map<std::string, std::string> settings;
     for (size_t i = 0; i < decl.args.size(); ++i) {
@@ -1012,7 +1005,6 @@ private:
     for (const ast::Requirement &r : callee->layer->requirements) checkCalleeRequirement(in, r, decl, path);
     if (callee->network) {
       // A network as a sub-layer: expand it first, then inline the result like any layer.
-      stack_.push_back(net_.layer);
       std::shared_ptr<const ExpandedNetwork> inner;
       try {
         inner = expandNetwork(*callee, in.values, lookup_);
@@ -1022,7 +1014,6 @@ private:
         d.hint = e.what();
         throw ExpansionFailed{};
       }
-      stack_.pop_back();
       expanded_.push_back(inner);
       in.callee = &inner->symbols;
       in.values = resolveHyperParams(inner->symbols, settings);
@@ -1038,7 +1029,6 @@ private:
     return out;
   }
 
-  std::vector<const ast::Layer *> stack_;
   // The tensors (and where they are named) for the outputs after the first of the next layer
   // inlined: set by (A, B) = head(X) once head's arguments are expanded.
   std::vector<std::pair<std::string, SourceLoc>> moreOutputs_;
