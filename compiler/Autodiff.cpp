@@ -271,9 +271,14 @@ private:
     return true;
   }
 
+  // An activation around a sum that is its definition's whole value (relu(sum(...) + b)) reads
+  // the stored result for its own value and mask: recomputing them would redo the sum, per tap
+  // where the adjoint flows through a convolution's window.
   void backpropCall(const Expr &e, const Expr &adj, const std::vector<IndexVar> &domain) {
+    const Expr stored = storedOr(e);
+    const Expr result = stored != e && containsReduce(e) ? stored : nullptr;
     for (size_t i = 0; i < e->args.size(); ++i)
-      if (Expr a = intrinsicAdjoint(e, adj, i)) backprop(e->args[i], a, domain);
+      if (Expr a = intrinsicAdjoint(e, adj, i, result)) backprop(e->args[i], a, domain);
   }
 
   void backpropReduce(const Expr &r, const Expr &adj, const std::vector<IndexVar> &domain) {

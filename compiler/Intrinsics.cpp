@@ -35,28 +35,36 @@ std::optional<double> foldIntrinsic(Intrinsic f, const std::vector<double> &args
   return std::nullopt;
 }
 
-Expr intrinsicAdjoint(const Expr &e, const Expr &adj, size_t arg) {
+Expr intrinsicAdjoint(const Expr &e, const Expr &adj, size_t arg, const Expr &result) {
   const Expr &x = e->args[0];
   const Expr zero = floatImm(0), one = floatImm(1);
   const Expr positive = binary(BinOp::Gt, x, zero);
+  // x > 0 exactly where the activation's result is: relu, and leaky_relu with a constant slope >= 0.
+  auto nonNegativeConstant = [](const Expr &s) {
+    return (s->kind == ExprKind::FloatImm && s->floatValue >= 0) || (s->kind == ExprKind::IntImm && s->intValue >= 0);
+  };
+  const bool signKept = result && (intrinsicOf(*e) == Intrinsic::Relu ||
+                                   (intrinsicOf(*e) == Intrinsic::LeakyRelu && nonNegativeConstant(e->args[1])));
+  const Expr active = signKept ? binary(BinOp::Gt, result, zero) : positive;
+  const Expr value = result ? result : e;
   switch (intrinsicOf(*e)) {
   // Every process's x adds into every process's result: the adjoint of x is the sum of the
   // result's adjoints over the group.
   case Intrinsic::Allreduce: return call("allreduce", {adj});
-  case Intrinsic::Exp: return adj * e;
+  case Intrinsic::Exp: return adj * value;
   case Intrinsic::Log: return adj / x;
-  case Intrinsic::Sqrt: return adj * floatImm(0.5) / e;
-  case Intrinsic::Rsqrt: return adj * floatImm(-0.5) * e / x;
-  case Intrinsic::Tanh: return adj * (one - e * e);
-  case Intrinsic::Sigmoid: return adj * e * (one - e);
+  case Intrinsic::Sqrt: return adj * floatImm(0.5) / value;
+  case Intrinsic::Rsqrt: return adj * floatImm(-0.5) * value / x;
+  case Intrinsic::Tanh: return adj * (one - value * value);
+  case Intrinsic::Sigmoid: return adj * value * (one - value);
   case Intrinsic::Sin: return adj * call("cos", {x});
   case Intrinsic::Cos: return unary(UnOp::Neg, adj) * call("sin", {x});
   case Intrinsic::Abs:
     return select(positive, adj, select(binary(BinOp::Lt, x, zero), unary(UnOp::Neg, adj), zero));
-  case Intrinsic::Relu: return select(positive, adj, zero);
+  case Intrinsic::Relu: return select(active, adj, zero);
   case Intrinsic::LeakyRelu: {
-    const Expr &slope = e->args[1];
-    return arg == 0 ? select(positive, adj, adj * slope) : select(positive, zero, adj * x);
+    const Expr &s = e->args[1];
+    return arg == 0 ? select(active, adj, adj * s) : select(positive, zero, adj * x);
   }
   case Intrinsic::Floor: // piecewise constant
   case Intrinsic::Ceil:

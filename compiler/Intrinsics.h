@@ -17,7 +17,10 @@ Intrinsic intrinsicOf(const ExprNode &call);
 std::optional<double> foldIntrinsic(Intrinsic f, const std::vector<double> &args);
 
 // The adjoint that reaches argument `arg` of the call `e`, given the adjoint `adj` of e's
-// value (e itself stands for that value); nullptr where none flows (floor, rand's indices).
-Expr intrinsicAdjoint(const Expr &e, const Expr &adj, size_t arg);
+// value; nullptr where none flows (floor, rand's indices). `result`, where given, reads e's
+// stored value: an adjoint that needs e's value reads it, and relu's and leaky_relu's masks
+// (slope >= 0: the sign of the result is the sign of x) test it rather than x, as torch's
+// threshold_backward does. Without it e itself stands for its value.
+Expr intrinsicAdjoint(const Expr &e, const Expr &adj, size_t arg, const Expr &result = nullptr);
 
 } // namespace enc::ir

@@ -3,6 +3,7 @@
 #include "Networks.h"
 
 #include "compiler/Pipeline.h"
+#include "compiler/TensorProgram.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/Gpu.h"
@@ -15,6 +16,7 @@
 #include "ErrorTestSupport.h"
 
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <functional>
@@ -108,24 +110,38 @@ TEST(NetworkGrad, NormalizeAnIntermediate) {
   checkGradients(net, {{"X", random({3, 4}, 5)}}, {"X", "fc.weight"});
 }
 
-// An activation around a convolution in one statement: the gradient of X reads relu's mask at
-// the output position each tap lands on, a sum recomputed at (h - (kh - 1), w - (kw - 1)),
-// whose own kh, kw must not capture the tap's; and the fused kernel's second nest keeps its
-// loops apart (grad_X's j2 renamed beside its j1). Against loops written here and central
-// differences.
-TEST(NetworkGrad, ActivationAroundAConvolutionMasksEachTapAtItsOwnPosition) {
-  static auto lib = Library::fromSource("shifted.enc", R"(
-layer ShiftedMask(C: int = 3) {
+// An activation f around a convolution in one statement, Y = sum(f(conv(2 X))^2). The
+// gradient of X needs f' at the output position each tap lands on: relu and leaky_relu with a
+// slope >= 0 test their stored output, sigmoid reads it as its value; the others (sin, a
+// negative slope) recompute the sum at (h - (kh - 1), w - (kw - 1)), whose own kh, kw must not
+// capture the tap's; and the fused kernel's second nest keeps its loops apart (grad_X's j2
+// renamed beside its j1). Against loops written here and central differences.
+struct ActivationCase {
+  std::string call; // f(z) in the layer, z standing for the sum
+  std::function<double(double)> f, df;
+  bool readsOutput; // f'(z) from the stored F: the gradient does not recompute the sum
+};
+
+void checkActivationAroundAConvolution(const ActivationCase &act) {
+  std::string call = act.call;
+  call.replace(call.find('z'), 1, "sum(c, kh, kw: P[b, c, h + kh - 1, w + kw - 1] * w2[o, c, kh, kw])");
+  auto lib = Library::fromSource("shifted.enc", fmt::format(R"(
+layer ShiftedMask(C: int = 3) {{
   param w2[C, C, 3, 3] = uniform(-1, 1)
-  forward(X: [B, C, H, W]) -> Y: [] {
+  forward(X: [B, C, H, W]) -> Y: [] {{
     P[b, c, h, w]: [B, C, H, W] = X[b, c, h, w] * 2
-    F[b, o, h, w]: [B, C, H, W] = relu(sum(c, kh, kw: P[b, c, h + kh - 1, w + kw - 1] * w2[o, c, kh, kw]))
+    F[b, o, h, w]: [B, C, H, W] = {}
     Y = sum(b, o, h, w: F[b, o, h, w] ^ 2)
-  }
-}
-)");
+  }}
+}}
+)",
+                                                              call));
   const int B = 2, C = 3, H = 5, W = 4;
   Layer net(lib, "ShiftedMask", {}, f64());
+  const std::string grad = ir::printProgram(net.gradientProgram());
+  size_t sums = 0; // grad_w2's and grad_X's; recomputing z for f' adds one for each
+  for (size_t at = grad.find("sum("); at != std::string::npos; at = grad.find("sum(", at + 1)) ++sums;
+  EXPECT_EQ(sums, act.readsOutput ? 2u : 4u) << act.call << ":\n" << grad;
   Tensor x = random({B, C, H, W}, 17);
   const Tensor &w = net.params().at("w2");
   auto at = [&](const Tensor &t, int b, int c, int h, int q) { return t.at(((b * C + c) * H + h) * W + q); };
@@ -143,7 +159,7 @@ layer ShiftedMask(C: int = 3) {
   Tensor one(DType::F64, {});
   one.set(0, 1.0);
   Tensor gx = net.backward({{"Y", one}}).at("X");
-  // dY/dX[b, c, r, s] = sum over the outputs (o, h, q) that read it: 2 relu(z) * w * 2.
+  // dY/dX[b, c, r, s] = sum over the outputs (o, h, q) that read it: 2 f(z) f'(z) * w * 2.
   for (int b = 0; b < B; ++b)
     for (int c = 0; c < C; ++c)
       for (int r = 0; r < H; ++r)
@@ -154,11 +170,25 @@ layer ShiftedMask(C: int = 3) {
               for (int kw = 0; kw < 3; ++kw) {
                 int h = r - kh + 1, q = s - kw + 1;
                 if (h < 0 || h >= H || q < 0 || q >= W) continue;
-                g += 2 * std::max(z(b, o, h, q), 0.0) * 2 * w.at(((o * C + c) * 3 + kh) * 3 + kw);
+                const double zv = z(b, o, h, q);
+                g += 2 * act.f(zv) * act.df(zv) * 2 * w.at(((o * C + c) * 3 + kh) * 3 + kw);
               }
-          EXPECT_NEAR(at(gx, b, c, r, s), g, 1e-12 * std::max(1.0, std::abs(g))) << b << " " << c << " " << r << " " << s;
+          EXPECT_NEAR(at(gx, b, c, r, s), g, 1e-12 * std::max(1.0, std::abs(g)))
+              << act.call << " at " << b << " " << c << " " << r << " " << s;
         }
-  checkGradients(net, {{"X", x}}, {"X", "w2"}, 1e-5); // relu's kinks cost the differences some digits
+  checkGradients(net, {{"X", x}}, {"X", "w2"}, 1e-5); // the kinks cost the differences some digits
+}
+
+TEST(NetworkGrad, ActivationAroundAConvolutionMasksEachTapAtItsOwnPosition) {
+  auto sigmoid = [](double v) { return 1 / (1 + std::exp(-v)); };
+  const std::vector<ActivationCase> cases = {
+      {"relu(z)", [](double v) { return std::max(v, 0.0); }, [](double v) { return v > 0 ? 1.0 : 0.0; }, true},
+      {"leaky_relu(z, 0.25)", [](double v) { return v > 0 ? v : 0.25 * v; }, [](double v) { return v > 0 ? 1.0 : 0.25; }, true},
+      {"leaky_relu(z, -0.5)", [](double v) { return v > 0 ? v : -0.5 * v; }, [](double v) { return v > 0 ? 1.0 : -0.5; }, false},
+      {"sigmoid(z)", sigmoid, [&](double v) { return sigmoid(v) * (1 - sigmoid(v)); }, true},
+      {"sin(z)", [](double v) { return std::sin(v); }, [](double v) { return std::cos(v); }, false},
+  };
+  for (const ActivationCase &act : cases) checkActivationAroundAConvolution(act);
 }
 
 TEST(NetworkGrad, ConcatenateFlattenAndSpatialMean) {
