@@ -252,40 +252,56 @@ public:
   // This thread's elements of the slice of factor a (or b) at reduction offset `red0`:
   // element _t + q * threads of the slice is (_ol, _rl) = (its row or column in the tile, its
   // reduction position in the slice), consecutive threads walking the factor's unit-stride
-  // side. `move` gets the element's value (0 past an edge; null without `withValue`) and the
-  // loop variable q, and says where the element goes.
+  // side. With `width` > 1 (a factor along the reduction) a thread's item is that many
+  // consecutive elements along it, the first at (_ol, _rl). `move` gets the (first) element's
+  // value (0 past an edge; null without `withValue`) and the loop variable q, and says where it
+  // goes.
   Stmt eachElement(bool a, const Expr &red0, bool withValue,
-                   const std::function<Stmt(const Expr &value, const Expr &q)> &move) const {
+                   const std::function<Stmt(const Expr &value, const Expr &q)> &move, int64_t width = 1) const {
     const Expr &factor = a ? t_.a : t_.b;
     const std::vector<IndexVar> &own = a ? t_.rows : t_.cols;
-    const int64_t ownTotal = a ? t_.rowsTotal : t_.colsTotal, width = a ? t_.shape.rows : t_.shape.cols;
+    const int64_t ownTotal = a ? t_.rowsTotal : t_.colsTotal, side = a ? t_.shape.rows : t_.shape.cols;
     const int64_t K = t_.shape.red;
     const bool alongRed = a ? t_.aAlongRed : t_.bAlongRed;
+    ENC_INTERNAL_ASSERT(width == 1 || (alongRed && K % width == 0), "GpuTiling: copies of {} elements across the reduction",
+                        width);
     const std::string q = a ? "_qa" : "_qb";
+    const int64_t items = side * K / width, perThread = (items + kThreads - 1) / kThreads;
     std::vector<Stmt> body;
     Expr e = intLocal("_t") + intLocal(q) * intImm(kThreads);
-    body.push_back(let("_ol", Type::Int, alongRed ? e / intImm(K) : e % intImm(width)));
-    body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(width)));
+    if (width > 1) {
+      body.push_back(let("_ol", Type::Int, e / intImm(K / width)));
+      body.push_back(let("_rl", Type::Int, e % intImm(K / width) * intImm(width)));
+    } else {
+      body.push_back(let("_ol", Type::Int, alongRed ? e / intImm(K) : e % intImm(side)));
+      body.push_back(let("_rl", Type::Int, alongRed ? e % intImm(K) : e / intImm(side)));
+    }
     Expr value;
     if (withValue) {
       body.push_back(let("_op", Type::Int, intLocal(a ? "_row0" : "_col0") + intLocal("_ol")));
       body.push_back(let("_rp", Type::Int, red0 + intLocal("_rl")));
       decodeIndices(body, own, intLocal("_op"));
       decodeIndices(body, t_.red, intLocal("_rp"));
-      Expr inRange = both(ownTotal % width ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
+      Expr inRange = both(ownTotal % side ? binary(BinOp::Lt, intLocal("_op"), intImm(ownTotal)) : nullptr,
                           t_.redTotal % K ? binary(BinOp::Lt, intLocal("_rp"), intImm(t_.redTotal)) : nullptr);
       value = inRange ? select(inRange, factor, floatImm(0)) : factor;
     }
     body.push_back(move(value, intLocal(q)));
-    return forLoop(q, intImm(width * K / kThreads), ForKind::Unrolled, body);
+    // Fewer items than threads (a narrow tile's wide copies): the threads past them idle.
+    if (items % kThreads) body = {ifThen(binary(BinOp::Lt, e, intImm(items)), body)};
+    return forLoop(q, intImm(perThread), ForKind::Unrolled, body);
   }
 
   // A factor's shared array: element (ol, rl) of a slice at place(ol, rl), each stage's slice
-  // `sliceSize` elements after the previous one.
+  // `sliceSize` elements after the previous one; with `async` its slices travel by
+  // asynchronous copies of `width` elements, else through registers (two stages) or plain
+  // stores (one).
   struct Staging {
     std::string shared;
     int64_t sliceSize;
     std::function<Expr(const Expr &ol, const Expr &rl)> place;
+    bool async = false;
+    int64_t width = 1;
   };
 
   // `index` into factor a's (or b's) shared array within the slice being multiplied (at _sa
@@ -295,15 +311,17 @@ public:
   }
 
   // The loop over reduction slices: both factors' slices staged, then `step` multiplies the
-  // slice (reading it through inSlice). One stage: stage, barrier, step, barrier. Two stages:
-  // slice 0 staged before the loop, and each iteration stages the next slice into the other
-  // stage while `step` runs, so a thread writes a stage only after every thread passed the
-  // barrier that ended the step reading it. Where both factors are plain reads and `async`
-  // allows, the next slice travels by asynchronous copies (waited for before the barrier
-  // that opens the step: stage, commit, wait for the current slice, barrier, step, barrier);
-  // else through registers (loaded before the step, stored after it, one barrier).
-  std::vector<Stmt> reduction(const Staging &a, const Staging &b, std::vector<Stmt> step, bool async) const {
+  // slice (reading it through inSlice). A factor with asynchronous copies has its copies waited
+  // for before the barrier that opens the step. One stage: stage, (commit, wait,) barrier,
+  // step, barrier. Two stages: slice 0 staged before the loop, and each iteration stages the
+  // next slice into the other stage while `step` runs, so a thread writes a stage only after
+  // every thread passed the barrier that ended the step reading it: asynchronous copies are
+  // issued before the step (then commit, wait for the current slice, barrier, step, barrier),
+  // the other factor is loaded into registers before the step and stored after it (with no
+  // asynchronous factor: load, step, store, barrier).
+  std::vector<Stmt> reduction(const Staging &a, const Staging &b, std::vector<Stmt> step) const {
     const int64_t K = t_.shape.red, slices = (t_.redTotal + K - 1) / K;
+    const bool anyAsync = a.async || b.async;
     // Element (_ol, _rl) of factor a's (or b's) slice into its shared array, in the only or
     // first stage or, with `other`, in the stage after the one _sa/_sb name: `write` makes the
     // statement from the array, the position there, the element's value and q.
@@ -316,62 +334,59 @@ public:
         return write(s->shared, base ? base + at : at, value, q);
       };
     };
-    const Write storeValue = [](const std::string &shared, const Expr &at, const Expr &value, const Expr &) {
-      return store(shared, at, value, {});
+    // Factor a's (or b's) slice at red0 into the first stage (or the other one), by
+    // asynchronous copies or plain stores.
+    auto stage = [&](bool ofA, const Expr &red0, bool other) {
+      const Staging &s = ofA ? a : b;
+      const int64_t width = s.async ? s.width : 1;
+      return eachElement(ofA, red0, true, intoStage(ofA, other, [width, async = s.async](const std::string &shared,
+                                                                                          const Expr &at, const Expr &value,
+                                                                                          const Expr &) {
+                           return async ? asyncCopy(shared, at, *plainRead(value), width) : store(shared, at, value, {});
+                         }),
+                         width);
     };
-    auto into = [&](bool ofA) { return intoStage(ofA, false, storeValue); };
     if (t_.shape.stages == 1) {
-      std::vector<Stmt> slice{let("_red0", Type::Int, intLocal("_red") * intImm(K)),
-                              eachElement(true, intLocal("_red0"), true, into(true)),
-                              eachElement(false, intLocal("_red0"), true, into(false)), barrier()};
+      std::vector<Stmt> slice{let("_red0", Type::Int, intLocal("_red") * intImm(K)), stage(true, intLocal("_red0"), false),
+                              stage(false, intLocal("_red0"), false)};
+      if (anyAsync) slice.insert(slice.end(), {asyncCommit(), asyncWait(0)});
+      slice.push_back(barrier());
       slice.insert(slice.end(), step.begin(), step.end());
       slice.push_back(barrier());
       return {forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice))};
     }
     Expr hasNext = binary(BinOp::Lt, intLocal("_red") + intImm(1), intImm(slices));
     Expr next0 = (intLocal("_red") + intImm(1)) * intImm(K);
-    std::vector<Stmt> current{let("_sa", Type::Int, (intLocal("_red") % intImm(2)) * intImm(a.sliceSize)),
-                              let("_sb", Type::Int, (intLocal("_red") % intImm(2)) * intImm(b.sliceSize))};
-    if (async && plainRead(t_.a) && plainRead(t_.b)) {
-      const Write copyValue = [](const std::string &shared, const Expr &at, const Expr &value, const Expr &) {
-        return asyncCopy(shared, at, *plainRead(value));
-      };
-      auto copyInto = [&](bool ofA, bool other) { return intoStage(ofA, other, copyValue); };
-      std::vector<Stmt> out{eachElement(true, intImm(0), true, copyInto(true, false)),
-                            eachElement(false, intImm(0), true, copyInto(false, false)), asyncCommit()};
-      std::vector<Stmt> slice = current;
-      slice.push_back(ifThen(hasNext, {eachElement(true, next0, true, copyInto(true, true)),
-                                       eachElement(false, next0, true, copyInto(false, true))}));
-      // Every iteration closes a group (the last an empty one): the current slice's is then
-      // the one before the newest.
-      slice.insert(slice.end(), {asyncCommit(), asyncWait(1), barrier()});
-      slice.insert(slice.end(), step.begin(), step.end());
-      slice.push_back(barrier());
-      out.push_back(forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice)));
-      out.push_back(asyncWait(0));
-      return out;
+    std::vector<Stmt> out, fetch, keep;
+    for (bool ofA : {true, false}) {
+      const Staging &s = ofA ? a : b;
+      if (s.async) {
+        fetch.push_back(stage(ofA, next0, true));
+        continue;
+      }
+      const std::string regs = ofA ? "_pa" : "_pb";
+      out.push_back(alloc(regs, (ofA ? t_.shape.rows : t_.shape.cols) * K / kThreads));
+      fetch.push_back(eachElement(ofA, next0, true, [regs](const Expr &value, const Expr &q) {
+        return store(regs, q, value, {});
+      }));
+      keep.push_back(eachElement(ofA, nullptr, false,
+                                 intoStage(ofA, true, [regs](const std::string &shared, const Expr &at, const Expr &,
+                                                             const Expr &q) { return store(shared, at, load(regs, q), {}); })));
     }
-    const int64_t perThreadA = t_.shape.rows * K / kThreads, perThreadB = t_.shape.cols * K / kThreads;
-    std::vector<Stmt> out{alloc("_pa", perThreadA), alloc("_pb", perThreadB),
-                          eachElement(true, intImm(0), true, into(true)), eachElement(false, intImm(0), true, into(false)),
-                          barrier()};
-    auto toRegisters = [](const std::string &regs) {
-      return [regs](const Expr &value, const Expr &q) { return store(regs, q, value, {}); };
-    };
-    auto fromRegisters = [&](bool ofA) {
-      std::string regs = ofA ? "_pa" : "_pb";
-      return intoStage(ofA, true, [regs](const std::string &shared, const Expr &at, const Expr &, const Expr &q) {
-        return store(shared, at, load(regs, q), {});
-      });
-    };
-    std::vector<Stmt> slice = current;
-    slice.push_back(ifThen(hasNext, {eachElement(true, next0, true, toRegisters("_pa")),
-                                     eachElement(false, next0, true, toRegisters("_pb"))}));
+    out.push_back(stage(true, intImm(0), false));
+    out.push_back(stage(false, intImm(0), false));
+    out.push_back(anyAsync ? asyncCommit() : barrier());
+    std::vector<Stmt> slice{let("_sa", Type::Int, (intLocal("_red") % intImm(2)) * intImm(a.sliceSize)),
+                            let("_sb", Type::Int, (intLocal("_red") % intImm(2)) * intImm(b.sliceSize)),
+                            ifThen(hasNext, fetch)};
+    // Every iteration closes a group (the last an empty one): the current slice's is then the
+    // one before the newest.
+    if (anyAsync) slice.insert(slice.end(), {asyncCommit(), asyncWait(1), barrier()});
     slice.insert(slice.end(), step.begin(), step.end());
-    slice.push_back(ifThen(hasNext, {eachElement(true, nullptr, false, fromRegisters(true)),
-                                     eachElement(false, nullptr, false, fromRegisters(false))}));
+    if (!keep.empty()) slice.push_back(ifThen(hasNext, keep));
     slice.push_back(barrier());
     out.push_back(forLoop("_red", intImm(slices), ForKind::Serial, std::move(slice)));
+    if (anyAsync) out.push_back(asyncWait(0));
     return out;
   }
 
@@ -414,6 +429,42 @@ Expr termOf(const TiledContraction &t, const Expr &a, const Expr &b) {
     if (kind != VarKind::Local) return nullptr;
     return name == "_av" ? a : name == "_bv" ? b : nullptr;
   });
+}
+
+// How many consecutive elements of factor a's (or b's) slice one asynchronous copy into its
+// `elem` shared array moves: up to 16 bytes' worth where the factor is a plain read of a buffer
+// stored as `elem` (no conversion) that walks the innermost reduction index with unit stride,
+// that index's extent is a multiple of the width (a copy stays in one row of the factor, and
+// the reduction's end falls between copies), its guards do not read that index, and every
+// other index and the constant offset move it by multiples of the width (each copy starts
+// aligned to its size in a buffer that does: the runtime's start 64-byte aligned). 1 for an
+// element at a time, 0 where the factor cannot be copied at all.
+int64_t copyWidth(const TiledContraction &t, bool a, ElemType elem, const ElementTypes &types) {
+  std::optional<Expr> read = plainRead(a ? t.a : t.b);
+  if (!read) return 0;
+  const std::optional<AsyncCopySource> source = asyncCopySource(*read);
+  if (!source || types.of(source->load->name) != elem) return 0;
+  const int64_t V = 16 / elemTypeBytes(elem);
+  const IndexVar &inner = t.red.back();
+  int64_t extent = 0;
+  if (!(a ? t.aAlongRed : t.bAlongRed) || !isConst(inner.extent, &extent) || extent % V || t.shape.red % V ||
+      (source->cond && mentionsVar(source->cond, inner.name)))
+    return 1;
+  const Expr index = unclampedIndex(source->load->args[0]);
+  std::map<std::string, Expr> zero;
+  bool aligned = strideIn(index, inner.name) == std::optional<int64_t>(1);
+  visit(index, [&](const Expr &n) {
+    if (n->kind != ExprKind::Var) return true;
+    const std::optional<int64_t> stride = strideIn(index, n->name);
+    aligned = aligned && stride && (n->name == inner.name || *stride % V == 0);
+    zero[n->name] = intImm(0);
+    return false;
+  });
+  int64_t offset = 0;
+  const Expr origin = substitute(index, [&](const std::string &name, VarKind) -> Expr {
+    return zero.count(name) ? intImm(0) : nullptr;
+  });
+  return aligned && isConst(origin, &offset) && offset % V == 0 ? V : 1;
 }
 
 // Marks t symmetric where it is: sets its mirrorOut (see TiledContraction::symmetric).
@@ -469,7 +520,9 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
                                load("_accs", accIndex) + termOf(t, var("_ak", Type::Float, VarKind::Local),
                                                                 load("_bk", intLocal("_j"))),
                                {})})})});
-  for (Stmt &s : w.reduction({"_as", K * (R + 1), place(R)}, {"_bs", K * (C + 1), place(C)}, {step}, true))
+  // Two stages: asynchronous copies where both factors are plain reads.
+  const bool async = sh.stages > 1 && plainRead(t.a) && plainRead(t.b);
+  for (Stmt &s : w.reduction({"_as", K * (R + 1), place(R), async}, {"_bs", K * (C + 1), place(C), async}, {step}))
     perThread.push_back(s);
   perThread.push_back(forLoop(
       "_i", intImm(sh.threadRows), ForKind::Unrolled,
@@ -477,7 +530,8 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
   return w.blocks(perTile, perThread);
 }
 
-Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, SourceLoc loc, ElemType elem) {
+Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, SourceLoc loc, ElemType elem,
+                    const ElementTypes &types) {
   const TileShape &sh = t.shape;
   // TF32 (f32 operands) multiplies 8 deep, 16-bit types 16 deep. 16 bytes of padding per row.
   const bool tf32 = elem == ElemType::F32;
@@ -521,8 +575,14 @@ Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, Source
        forLoop("_i", intImm(FR), ForKind::Unrolled,
                {forLoop("_j", intImm(FC), ForKind::Unrolled,
                         {matrixMma("_fc", accIndex, load("_fa", intLocal("_i")) * load("_fb", intLocal("_j")))})})});
-  // 16-bit elements are too small for a copy of their own: those go through registers.
-  for (Stmt &s : w.reduction({"_as", sh.rows * ld, place}, {"_bs", sh.cols * ld, place}, {step}, tf32))
+  auto staging = [&](bool a) {
+    const int64_t width = copyWidth(t, a, elem, types);
+    // A 16-bit element is too small for a copy of its own (cp.async moves 4 bytes or more),
+    // and one stage gains from copies only where they are wide.
+    const bool async = width * elemTypeBytes(elem) >= 4 && (sh.stages > 1 || width > 1);
+    return TileWriter::Staging{a ? "_as" : "_bs", (a ? sh.rows : sh.cols) * ld, place, async, width};
+  };
+  for (Stmt &s : w.reduction(staging(true), staging(false), {step}))
     perThread.push_back(s);
 
   // The epilogue, a fragment at a time: the warp stores it to its part of _cs, then each lane

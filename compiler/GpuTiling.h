@@ -83,6 +83,9 @@ Stmt tiledContractionBody(const TiledContraction &t, const std::string &output, 
 // even; f32 for TF32, rounded when loaded into fragments) in shared arrays, each warp's
 // fragments loaded from them and multiplied with f32 accumulation; the epilogue reads the
 // accumulators through a per-warp shared array.
-Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, SourceLoc loc, ElemType elem);
+// `types` says how each buffer is stored: a factor stored as `elem` is staged by asynchronous
+// copies, as wide as its layout allows, and others through registers, converted.
+Stmt tensorCoreBody(const TiledContraction &t, const std::string &output, SourceLoc loc, ElemType elem,
+                    const ElementTypes &types);
 
 } // namespace enc::ir

@@ -128,11 +128,12 @@ Stmt fragmentAlloc(std::string name, int64_t count, Fragment fragment, ElemType 
   return s;
 }
 
-Stmt asyncCopy(std::string shared, Expr index, Expr value) {
+Stmt asyncCopy(std::string shared, Expr index, Expr value, int64_t width) {
   auto s = stmt(StmtKind::AsyncCopy);
   s->name = std::move(shared);
   s->index = std::move(index);
   s->value = std::move(value);
+  s->width = width;
   return s;
 }
 std::optional<AsyncCopySource> asyncCopySource(const Expr &value) {
@@ -323,7 +324,10 @@ std::string printStmt(const Stmt &s, int indent) {
     break;
   case StmtKind::Barrier: out += fmt::format("{}{}\n", pad, s->warp ? "warp_barrier" : "barrier"); break;
   case StmtKind::AsyncCopy:
-    out += fmt::format("{}async_copy {}[{}] = {}\n", pad, s->name, print(s->index), print(s->value));
+    if (s->width > 1)
+      out += fmt::format("{}async_copy {}[{} ..+{}] = {} ..+{}\n", pad, s->name, print(s->index), s->width, print(s->value), s->width);
+    else
+      out += fmt::format("{}async_copy {}[{}] = {}\n", pad, s->name, print(s->index), print(s->value));
     break;
   case StmtKind::AsyncCommit: out += fmt::format("{}async_commit\n", pad); break;
   case StmtKind::AsyncWait: out += fmt::format("{}async_wait {}\n", pad, print(s->value)); break;

@@ -52,7 +52,9 @@ enum class ElemType : uint8_t { F16, BF16, F32, F64 };
 // Matrix: a warp-wide tensor-core operation, which every lane of the warp executes alike.
 // AsyncCopy: the shared array `name`[index] = `value`, a Load of a kernel buffer or
 // select(c, that Load, 0) (zeros where c fails), copied without passing through registers
-// (cp.async); the copy joins the thread's open group. AsyncCommit closes the group.
+// (cp.async); with `width` > 1 the `width` consecutive elements from there on, as one copy
+// (16-bit elements need at least two: cp.async moves 4, 8 or 16 bytes); the copy joins the
+// thread's open group. AsyncCommit closes the group.
 // AsyncWait waits until at most `value` (a constant) of the thread's closed groups are in
 // flight: only then has the thread's copy landed, and other threads see it after a barrier.
 enum class StmtKind { Block, For, Let, Assign, Store, WarpReduce, IfLaneZero, Alloc, If, Barrier, Matrix, AsyncCopy,
@@ -89,6 +91,7 @@ struct StmtNode {
   int fragmentDepth = kFragmentSize;    // Alloc fragments: k of the multiply-adds they take part in
   MatrixOp matrixOp = MatrixOp::Fill;   // Matrix
   int64_t ld = 0;                       // Matrix Load / Store: elements between rows
+  int64_t width = 1;                    // AsyncCopy: consecutive elements copied
   std::vector<Stmt> body;
   SourceLoc loc;     // the statement of the .enc file this came from
 };
@@ -111,7 +114,7 @@ Stmt matrixFill(std::string fragments, Expr index, Expr value);
 Stmt matrixLoad(std::string fragments, Expr index, Expr sharedElement, int64_t ld);
 Stmt matrixMma(std::string accumulators, Expr index, Expr product);
 Stmt matrixStore(std::string shared, Expr position, Expr accumulator, int64_t ld);
-Stmt asyncCopy(std::string shared, Expr index, Expr value);
+Stmt asyncCopy(std::string shared, Expr index, Expr value, int64_t width = 1);
 // An asynchronous copy's source taken apart: `value` is a Load (cond null) or
 // select(cond, Load, 0) with the float constant 0; nullopt when it is neither.
 struct AsyncCopySource {
@@ -198,10 +201,12 @@ struct LoopProgram {
 // How GPU contractions are tiled. With `tensorCores` (a 16-bit type, or f32 for TF32) they
 // multiply on tensor cores, their factors rounded to that type, accumulating in f32.
 // `tileShapes` names a tile shape (gpuTileShapes() by tileShapeName) for the contraction
-// defining a tensor, overriding the choice by size (autotuning's results).
+// defining a tensor, overriding the choice by size (autotuning's results). `types` is the
+// buffers' storage.
 struct GpuTiling {
   std::optional<ElemType> tensorCores;
   std::map<std::string, std::string> tileShapes;
+  ElementTypes types; // how buffers are stored: tiles copy the factors stored as their shared arrays
 };
 LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tiling = {});
 // CPU: a kernel whose parallel loop has one iteration around a single loop makes that loop the

@@ -363,7 +363,7 @@ private:
                               shape == tiling_.tileShapes.end() ? nullptr : &shape->second)) {
         k.launch = ForKind::GpuTiles;
         k.launchExtent = intImm(t->tiles());
-        return t->shape.tensorCores ? tensorCoreBody(*t, def_.tensor, def_.loc, *tiling_.tensorCores)
+        return t->shape.tensorCores ? tensorCoreBody(*t, def_.tensor, def_.loc, *tiling_.tensorCores, tiling_.types)
                                     : tiledContractionBody(*t, def_.tensor, def_.loc);
       }
     }

@@ -291,7 +291,7 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   p = run.step("sinkCollectives", p, sinkCollectives);
   LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) {
     GpuTiling tiling;
-    if (t.target == Target::GPU) tiling = {tensorCoreType(t.types, t.allowTf32), t.tileShapes};
+    if (t.target == Target::GPU) tiling = {tensorCoreType(t.types, t.allowTf32), t.tileShapes, t.types};
     return lowerToLoops(p, t.target, tiling);
   });
   if (t.target == Target::CPU) loops = run.step("moveParallelismInward", loops, moveParallelismInward);

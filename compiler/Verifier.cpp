@@ -187,6 +187,9 @@ private:
       ENC_INTERNAL_ASSERT(source && !arrays_.count(source->load->name),
                           "kernel {}: an asynchronous copy into {} of {}, which is no read of a buffer", k_.name,
                           s->name, print(s->value));
+      ENC_INTERNAL_ASSERT(s->width == 1 || s->width == 2 || s->width == 4 || s->width == 8,
+                          "kernel {}: an asynchronous copy of {} elements into {} (1, 2, 4 or 8)", k_.name, s->width,
+                          s->name);
       expr(s->index, bound);
       expr(s->value, bound);
       return;

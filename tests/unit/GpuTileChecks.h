@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -68,6 +69,18 @@ inline int kernelsTiledWith(const ir::LoopProgram &loops, const ir::TileShape &s
   int n = 0;
   for (const ir::Kernel &k : loops.kernels) n += tiledWith(k, shape);
   return n;
+}
+
+// The most elements any asynchronous copy of the loops moves at once (0 without any).
+inline int64_t widestCopy(const ir::LoopProgram &loops) {
+  int64_t widest = 0;
+  for (const ir::Kernel &k : loops.kernels)
+    if (k.body)
+      ir::visit(k.body, [&](const ir::Stmt &s) {
+        if (s->kind == ir::StmtKind::AsyncCopy) widest = std::max(widest, s->width);
+        return true;
+      });
+  return widest;
 }
 
 } // namespace enc::testing

@@ -81,6 +81,13 @@ protected:
   DType dtype() const { return GetParam().dtype; }
   const ir::TileShape &shape() const { return GetParam().shape; }
   double tolerance() const { return toleranceOf(dtype()); }
+  // The widest copy of factors that allow 16-byte ones: 16 bytes on tensor cores; on FMA tiles
+  // (whose shared arrays hold slices transposed) one element with two stages, none with one.
+  int64_t wideCopy() const {
+    return shape().tensorCores ? 16 / static_cast<int64_t>(dtypeSize(dtype())) : shape().stages > 1 ? 1 : 0;
+  }
+  ir::LoopProgram checkLinear(int64_t B, int64_t I, int64_t O);
+  ir::LoopProgram checkGram(int64_t B, int64_t C, int64_t H, int64_t W);
   // `v` as the layer's input: rounded to its dtype, on the GPU; `v` becomes the rounded values.
   Tensor input(std::vector<double> &v, Shape s) const {
     Tensor t = tensorOf(v, std::move(s), dtype());
@@ -89,9 +96,9 @@ protected:
   }
 };
 
-TEST_P(GpuTiledContraction, Linear) {
+// Linear at B x I -> O: returns the forward pass's loops.
+ir::LoopProgram GpuTiledContraction::checkLinear(int64_t B, int64_t I, int64_t O) {
   ForcedTile forced(ir::tileShapeName(shape()));
-  const int64_t B = 130, I = 70, O = 140;
   Layer l(lib(), "Linear", {{"in_features", std::to_string(I)}, {"out_features", std::to_string(O)}}, options());
   std::vector<double> x = pattern(B * I, 0.1), gy = pattern(B * O, 0.7);
   std::vector<double> w = valuesOf(l.params().at("weight")), bias = valuesOf(l.params().at("bias"));
@@ -116,14 +123,16 @@ TEST_P(GpuTiledContraction, Linear) {
   EXPECT_LT(errorOf(grads.at("X"), gx), tolerance());
   EXPECT_LT(errorOf(grads.at("weight"), gw), tolerance());
   EXPECT_LT(errorOf(grads.at("bias"), gb), tolerance());
+  return l.lastForwardLoops();
 }
 
-TEST_P(GpuTiledContraction, GramMatrix) {
+// GramMatrix of [B, C, H, W]: returns the forward pass's loops.
+ir::LoopProgram GpuTiledContraction::checkGram(int64_t B, int64_t C, int64_t H, int64_t W) {
   ForcedTile forced(ir::tileShapeName(shape()));
-  const int64_t B = 2, C = 130, N = 5 * 9;
+  const int64_t N = H * W;
   Layer l(lib(), "GramMatrix", {}, options());
   std::vector<double> x = pattern(B * C * N, 0.3), gy = pattern(B * C * C, 1.1);
-  auto out = l.forward({{"X", input(x, {B, C, 5, 9})}});
+  auto out = l.forward({{"X", input(x, {B, C, H, W})}});
   EXPECT_GE(tiledKernels(l.lastForwardLoops(), shape()), 1);
   auto grads = l.backward({{"Y", input(gy, {B, C, C})}});
   EXPECT_GE(tiledKernels(l.lastBackwardLoops(), shape()), 1);
@@ -144,6 +153,20 @@ TEST_P(GpuTiledContraction, GramMatrix) {
       }
   EXPECT_LT(errorOf(out.at("Y"), y), tolerance());
   EXPECT_LT(errorOf(grads.at("X"), gx), tolerance());
+  return l.lastForwardLoops();
+}
+
+// Rows of the factors a multiple of 16 bytes apart along the reduction: on tensor cores each
+// copy into shared memory moves 16 bytes (8 16-bit elements, 4 f32 ones), the partial slice
+// at the reduction's end included (72 = 2 x 32 + 8). Elsewhere (70 features, 5 x 9 positions)
+// one element at a time at most.
+TEST_P(GpuTiledContraction, Linear) { EXPECT_LE(widestCopy(checkLinear(130, 70, 140)), 1); }
+TEST_P(GpuTiledContraction, LinearWithAlignedRows) {
+  EXPECT_EQ(widestCopy(checkLinear(130, 72, 136)), wideCopy());
+}
+TEST_P(GpuTiledContraction, GramMatrix) { EXPECT_LE(widestCopy(checkGram(2, 130, 5, 9)), 1); }
+TEST_P(GpuTiledContraction, GramMatrixWithAlignedRows) {
+  EXPECT_EQ(widestCopy(checkGram(2, 130, 9, 8)), wideCopy());
 }
 
 TEST_P(GpuTiledContraction, Conv2d) {

@@ -228,6 +228,19 @@ inline AsyncCopies &asyncCopies() {
 template <typename T> void enc_async_copy(T *dst, const T *src, bool valid) {
   encemu::asyncCopies().open.push_back({dst, valid ? src : nullptr, static_cast<unsigned>(sizeof(T))});
 }
+// N elements as one copy: cp.async requires both addresses aligned to its size, and the tiler
+// promises them (the generated code's fallback for others is not taken here: a misaligned
+// copy traps, so that a wrong promise fails the launch).
+template <int N, typename T> void enc_async_copy_n(T *dst, const T *src, bool valid) {
+  constexpr unsigned bytes = N * sizeof(T);
+  static_assert(bytes == 4 || bytes == 8 || bytes == 16, "cp.async copies 4, 8 or 16 bytes");
+  if (((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) & (bytes - 1)) != 0) {
+    std::printf("encc emulator: a %u-byte asynchronous copy from %p to %p, not aligned to its size\n", bytes,
+                static_cast<const void *>(src), static_cast<void *>(dst));
+    __trap();
+  }
+  encemu::asyncCopies().open.push_back({dst, valid ? src : nullptr, bytes});
+}
 inline void enc_async_commit() {
   encemu::AsyncCopies &t = encemu::asyncCopies();
   t.closed.push_back(std::move(t.open));

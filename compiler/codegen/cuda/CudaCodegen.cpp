@@ -109,9 +109,12 @@ __device__ __forceinline__ long long enc_checked(long long i, long long n, const
 }
 )";
 
-// Only for programs with asynchronous copies: cp.async on sm_80 and later (4 or 8 bytes,
-// through L1; a source size of 0 fills with zeros), a plain copy before. The CUDA emulator
-// defines ENC_ASYNC_COPY and its own versions, which hold each copy back until a wait.
+// Only for programs with asynchronous copies: cp.async on sm_80 and later (4 or 8 bytes
+// through L1, 16 bytes past it; a source size of 0 fills with zeros), a plain copy before.
+// enc_async_copy_n copies N consecutive elements as one, where both addresses are aligned to
+// its size (the tiler makes sure for buffers that start 16-byte aligned, as the runtime's
+// do), else one by one at once. The CUDA emulator defines ENC_ASYNC_COPY and its own
+// versions, which hold each copy back until a wait.
 const char *kAsyncCopy = R"(#ifndef ENC_ASYNC_COPY
 template <typename T> __device__ __forceinline__ void enc_async_copy(T *dst, const T *src, bool valid) {
 #if __CUDA_ARCH__ >= 800
@@ -122,6 +125,23 @@ template <typename T> __device__ __forceinline__ void enc_async_copy(T *dst, con
 #else
   *dst = valid ? *src : T(0);
 #endif
+}
+template <int N, typename T> __device__ __forceinline__ void enc_async_copy_n(T *dst, const T *src, bool valid) {
+  constexpr int bytes = N * (int)sizeof(T);
+  static_assert(bytes == 4 || bytes == 8 || bytes == 16, "cp.async copies 4, 8 or 16 bytes");
+#if __CUDA_ARCH__ >= 800
+  if ((((unsigned long long)src | (unsigned long long)dst) & (bytes - 1)) == 0) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    if (bytes == 16)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+    else
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(src), "n"(bytes),
+                   "r"(valid ? bytes : 0)
+                   : "memory");
+    return;
+  }
+#endif
+  for (int i = 0; i < N; ++i) dst[i] = valid ? src[i] : static_cast<T>(0.0f);
 }
 __device__ __forceinline__ void enc_async_commit() {
 #if __CUDA_ARCH__ >= 800
@@ -253,7 +273,16 @@ private:
     const Expr &load = source->load;
     const std::string dst = element(s.name, expr(s.index));
     if (elemOf(s.name) != elemOf(load->name)) {
-      writeLine(indent, fmt::format("{} = {};", dst, toStorage(s.name, expr(s.value))));
+      if (s.width == 1) {
+        writeLine(indent, fmt::format("{} = {};", dst, toStorage(s.name, expr(s.value))));
+        return;
+      }
+      // Element _cv of the copy: the source's next element, its guard the copy's.
+      const Expr v = var("_cv", Type::Int, VarKind::Local);
+      Expr from = ir::load(load->name, load->args[0] + v);
+      if (source->cond) from = select(source->cond, from, floatImm(0));
+      writeLine(indent, fmt::format("for (int _cv = 0; _cv < {}; ++_cv)", s.width));
+      writeLine(indent + 1, fmt::format("{} = {};", element(s.name, expr(s.index + v)), toStorage(s.name, expr(from))));
       return;
     }
     // With the guard failing nothing is read: the source is then the buffer's start, so that
@@ -261,7 +290,11 @@ private:
     const std::string src = source->cond ? fmt::format("({} ? &{} : {})", expr(source->cond),
                                                        element(load->name, expr(load->args[0])), cname(load->name))
                                          : "&" + element(load->name, expr(load->args[0]));
-    writeLine(indent, fmt::format("enc_async_copy(&{}, {}, {});", dst, src, source->cond ? expr(source->cond) : "true"));
+    const std::string valid = source->cond ? expr(source->cond) : "true";
+    if (s.width > 1)
+      writeLine(indent, fmt::format("enc_async_copy_n<{}>(&{}, {}, {});", s.width, dst, src, valid));
+    else
+      writeLine(indent, fmt::format("enc_async_copy(&{}, {}, {});", dst, src, valid));
   }
 
   bool usesFragments() const {
