@@ -360,9 +360,11 @@ TEST(CudaCompile, SizedSchedulesForSm80AndSm90) {
 
 // Every tile shape's kernels compile with NVRTC for sm_80 and sm_90: FMA tiles in f32,
 // tensor-core tiles with bf16 storage and in TF32, for GramMatrix's forward (factors that are
-// plain reads: two-stage tiles stage them by asynchronous copies, but not 16-bit ones) and
-// its gradient (a factor gY + gY^T: staged through registers), with partial tiles on every
-// side.
+// plain reads: two-stage FMA tiles stage both by asynchronous copies; tensor-core tiles copy
+// a factor stored as their shared array, 16 bytes at a time where H x W is a multiple of 8,
+// else f32 elements one by one with two stages and 16-bit ones through registers) and its
+// gradient (a factor gY + gY^T, staged through registers; X, a plain read across the
+// reduction, copied by TF32's two-stage tiles), with partial tiles on every side.
 TEST(CudaCompile, EveryTileShapeForSm80AndSm90) {
   if (!cuda::nvrtcAvailable())
     GTEST_SKIP() << "encc was built without NVRTC (no CUDA toolkit at configure time)";
@@ -372,32 +374,40 @@ TEST(CudaCompile, EveryTileShapeForSm80AndSm90) {
   const ir::Pipeline pipeline;
   const ir::Program forward = pipeline.forward(sym, {});
   const ir::Gradient gradient = pipeline.backward(sym, forward, {});
-  std::map<std::string, ir::Expr> sizes{
-      {"B", ir::intImm(2)}, {"C", ir::intImm(130)}, {"H", ir::intImm(5)}, {"W", ir::intImm(9)}};
   for (const ir::TileShape &shape : ir::gpuTileShapes()) {
     setenv("ENC_GPU_TILE", ir::tileShapeName(shape).c_str(), 1);
     std::vector<ir::ElemType> storages{ir::ElemType::F32};
     if (shape.tensorCores) storages = {ir::ElemType::BF16, ir::ElemType::F32};
     for (ir::ElemType storage : storages)
-      for (bool backward : {false, true}) {
-        SCOPED_TRACE(fmt::format("{} {} {}", ir::tileShapeName(shape), ir::elemTypeName(storage),
-                                 backward ? "backward" : "forward"));
+      for (bool backward : {false, true})
+        for (bool aligned : {false, true}) {
+        SCOPED_TRACE(fmt::format("{} {} {} {}", ir::tileShapeName(shape), ir::elemTypeName(storage),
+                                 backward ? "backward" : "forward", aligned ? "9 x 8" : "5 x 9"));
+        std::map<std::string, ir::Expr> sizes{{"B", ir::intImm(2)},
+                                              {"C", ir::intImm(130)},
+                                              {"H", ir::intImm(aligned ? 9 : 5)},
+                                              {"W", ir::intImm(aligned ? 8 : 9)}};
         ir::LoopProgram loops = pipeline.lower(
             pipeline.specializeSizes(backward ? gradient.program : forward, sizes),
             {.target = ir::Target::GPU,
              .types = backward ? ir::backwardStorage(gradient, forward, storage) : ir::forwardStorage(forward, storage),
              .allowTf32 = shape.tensorCores});
         int tiled = 0, asyncCopies = 0;
+        int64_t widest = 0;
         for (const ir::Kernel &k : loops.kernels) {
           tiled += k.launch == ir::ForKind::GpuTiles;
           ir::visit(k.body, [&](const ir::Stmt &s) {
             asyncCopies += s->kind == ir::StmtKind::AsyncCopy;
+            if (s->kind == ir::StmtKind::AsyncCopy) widest = std::max(widest, s->width);
             return true;
           });
         }
         EXPECT_EQ(tiled, 1);
-        const bool async = shape.stages == 2 && !backward && storage == ir::ElemType::F32;
+        const bool twoStages = shape.stages == 2, f32 = storage == ir::ElemType::F32;
+        const bool wide = shape.tensorCores && aligned && !backward;
+        const bool async = wide || (twoStages && (shape.tensorCores ? f32 : !backward));
         EXPECT_EQ(asyncCopies > 0, async) << asyncCopies << " asynchronous copies";
+        EXPECT_EQ(widest, wide ? (f32 ? 4 : 8) : async ? 1 : 0);
         const std::string source = codegen::emitCuda(loops);
         for (int arch : {80, 90}) {
           cuda::CompileOptions opts;
