@@ -89,6 +89,22 @@ bool isEntryName(const std::string &name) {
 
 bool isTempName(const std::string &name) { return name.starts_with(kTempPrefix); }
 
+// The names the cache owns: whatever is under one is listed (as unreadable when it is not an entry)
+// and cleared, even if encc would never have written it (a directory, a FIFO, a name of the wrong length).
+bool isCacheName(const std::string &name) {
+  return isTempName(name) || (name.ends_with(kEntrySuffix) && name.size() > kEntrySuffix.size() && name[0] != '.');
+}
+
+// What lstat() found, in words, for anything but a regular file.
+std::string kindOf(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "not a regular file";
+}
+
 bool readAll(int fd, char *buf, size_t n) {
   while (n > 0) {
     ssize_t got = ::read(fd, buf, n);
@@ -172,6 +188,61 @@ void removeIfSame(const fs::path &path, const struct stat &opened) {
     ::unlink(path.c_str());
 }
 
+// Why the regular file `path` (named `name`) is not an entry get() would use, or "" when it is one (`key` is
+// then set). Reads the header only, unless `checkPayload` asks for the checksum too; nothing larger than
+// the size bound is read.
+std::string inspectEntry(const fs::path &path, const std::string &name, int64_t maxBytes, bool checkPayload,
+                         std::string &key) {
+  struct stat st;
+  bool opened = false;
+  int fd = openEntry(path, st, opened);
+  if (fd < 0) {
+    if (opened) return kindOf(st.st_mode) + ", not a cache entry";
+    return fmt::format("cannot be opened: {}", std::strerror(errno));
+  }
+  auto fileSize = static_cast<uint64_t>(st.st_size);
+  auto readAt = [&](std::string &buf, uint64_t at) {
+    return ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(at)) == static_cast<ssize_t>(buf.size());
+  };
+  std::string why;
+  std::string head(std::min<uint64_t>(fileSize, headerSize(0)), '\0');
+  if (!readAt(head, 0)) why = "cannot read its header";
+  else if (fileSize == 0)
+    why = "an empty file";
+  else if (!head.starts_with(kMagic.substr(0, std::min(head.size(), kMagic.size()))))
+    why = "not an encc cache entry (it does not start with ENCCACHE)";
+  else if (head.size() < headerSize(0))
+    why = fmt::format("truncated: {} bytes, shorter than an entry's header", fileSize);
+  else if (getLE(head, kMagic.size(), 4) != kVersion)
+    why = fmt::format("written in another entry format (version {}; this encc reads version {})",
+                      getLE(head, kMagic.size(), 4), kVersion);
+  else if (maxBytes < 0 || fileSize > static_cast<uint64_t>(maxBytes))
+    why = fmt::format("larger than the cache's size bound ({} bytes)", maxBytes);
+  else if (uint64_t keyLen = getLE(head, kMagic.size() + 4, 4); keyLen > kMaxKeyLen || headerSize(keyLen) > fileSize)
+    why = fmt::format("truncated inside its header (which announces a key of {} bytes)", keyLen);
+  else {
+    head.resize(headerSize(keyLen));
+    std::optional<Header> h;
+    if (readAt(head, 0)) h = parseHeader(head);
+    if (!h) why = "cannot read its header";
+    else if (h->size + h->payloadLen > fileSize)
+      why = fmt::format("truncated: its header announces {} payload bytes, the file holds {}", h->payloadLen,
+                        fileSize - h->size);
+    else if (h->size + h->payloadLen < fileSize)
+      why = fmt::format("{} bytes after the payload its header announces", fileSize - h->size - h->payloadLen);
+    else if (sha256Hex(h->key) + std::string(kEntrySuffix) != name)
+      why = "its key belongs under another name (a file copied or renamed here)";
+    else if (checkPayload) {
+      std::string payload(h->payloadLen, '\0');
+      if (!readAt(payload, h->size)) why = "cannot read its payload";
+      else if (sha256Hex(payload) != h->checksum) why = "its payload does not match its checksum";
+    }
+    if (why.empty()) key = std::string(h->key);
+  }
+  ::close(fd);
+  return why;
+}
+
 struct Scanned {
   fs::path path;
   int64_t bytes;
@@ -196,7 +267,7 @@ std::vector<Scanned> scanEntries(const fs::path &dir, bool sweepTemps) {
       }
       continue;
     }
-    if (!isEntryName(name)) continue;
+    if (!isEntryName(name) || !fs::is_regular_file(it->symlink_status(fec))) continue;
     auto size = fs::file_size(it->path(), fec);
     if (fec) continue; // vanished under us (another process evicted it)
     auto t = fs::last_write_time(it->path(), fec);
@@ -363,23 +434,36 @@ void DiskCache::evict(const fs::path &keep) {
 }
 
 std::vector<DiskCacheEntry> DiskCache::list() const {
-  std::vector<Scanned> scanned = scanEntries(dir_, /*sweepTemps=*/false);
-  auto byUse = [](const Scanned &a, const Scanned &b) { return a.mtime < b.mtime; };
-  std::sort(scanned.begin(), scanned.end(), byUse);
   std::vector<DiskCacheEntry> out;
-  for (const Scanned &s : scanned) {
-    // Only the header is read: listing must stay cheap with large payloads. Checksums are get()'s job.
-    struct stat st;
-    bool opened = false;
-    int fd = openEntry(s.path, st, opened);
-    if (fd < 0) continue;
-    std::optional<std::string> head = readHeaderBytes(fd, static_cast<uint64_t>(st.st_size));
-    ::close(fd);
-    std::optional<Header> h;
-    if (head) h = parseHeader(*head);
-    if (h && h->size + h->payloadLen == static_cast<uint64_t>(st.st_size))
-      out.push_back({std::string(h->key), s.bytes, s.mtime});
+  for (DiskCacheEntry &e : listAll(/*checkPayloads=*/false))
+    if (e.problem.empty()) out.push_back(std::move(e));
+  return out;
+}
+
+std::vector<DiskCacheEntry> DiskCache::listAll(bool checkPayloads) const {
+  std::vector<DiskCacheEntry> out;
+  std::error_code ec;
+  fs::directory_iterator it(dir_, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (isTempName(name) || !isCacheName(name)) continue;
+    struct stat lst;
+    if (::lstat(it->path().c_str(), &lst) != 0) continue; // gone (another process evicted it)
+    DiskCacheEntry e{{}, name, 0, fs::file_time_type::min(), {}};
+    if (!S_ISREG(lst.st_mode)) {
+      e.problem = kindOf(lst.st_mode) + ", not a cache entry";
+      if (S_ISLNK(lst.st_mode)) e.problem += " (encc never follows links here)";
+      out.push_back(std::move(e));
+      continue;
+    }
+    e.bytes = static_cast<int64_t>(lst.st_size);
+    std::error_code tec;
+    e.lastUsed = fs::last_write_time(it->path(), tec);
+    e.problem = inspectEntry(it->path(), name, maxBytes_, checkPayloads, e.key);
+    out.push_back(std::move(e));
   }
+  auto byUse = [](const DiskCacheEntry &a, const DiskCacheEntry &b) { return a.lastUsed < b.lastUsed; };
+  std::stable_sort(out.begin(), out.end(), byUse);
   return out;
 }
 
@@ -396,17 +480,44 @@ DiskCacheStats DiskCache::stats() const {
   return s;
 }
 
-void DiskCache::clear() {
+DiskCacheCleared DiskCache::clear() {
+  DiskCacheCleared done;
   std::error_code ec;
   fs::directory_iterator it(dir_, ec), end;
-  if (ec) return;
   std::vector<fs::path> doomed;
-  for (; it != end; it.increment(ec)) {
-    if (ec) break;
-    std::string name = it->path().filename().string();
-    if (isEntryName(name) || isTempName(name)) doomed.push_back(it->path());
+  for (; !ec && it != end; it.increment(ec))
+    if (isCacheName(it->path().filename().string())) doomed.push_back(it->path());
+  for (const fs::path &p : doomed) {
+    struct stat lst;
+    if (::lstat(p.c_str(), &lst) != 0) continue;
+    DiskCacheEntry e{{}, p.filename().string(), 0, {}, kindOf(lst.st_mode)};
+    if (S_ISDIR(lst.st_mode)) {
+      // rmdir() removes only an empty directory: what is inside one encc did not make is the user's to look at.
+      if (::rmdir(p.c_str()) == 0) done.otherThings.push_back(std::move(e));
+      else if (errno != ENOENT) {
+        e.problem = errno == ENOTEMPTY || errno == EEXIST
+                        ? "a directory that is not empty: encc writes no directories here, so it leaves its contents "
+                          "for you to look at and remove"
+                        : fmt::format("a directory that cannot be removed: {}", std::strerror(errno));
+        done.left.push_back(std::move(e));
+      }
+      continue;
+    }
+    // unlink() never opens what it removes (a FIFO cannot block it) nor follows a link out of the directory.
+    if (::unlink(p.c_str()) != 0) {
+      if (errno != ENOENT) {
+        e.problem = fmt::format("cannot be removed: {}", std::strerror(errno));
+        done.left.push_back(std::move(e));
+      }
+      continue;
+    }
+    if (S_ISREG(lst.st_mode)) {
+      if (!isTempName(e.file)) ++done.entries;
+    } else {
+      done.otherThings.push_back(std::move(e));
+    }
   }
-  for (const fs::path &p : doomed) fs::remove(p, ec);
+  return done;
 }
 
 } // namespace enc

@@ -35,9 +35,18 @@ struct DiskCacheStats {
 };
 
 struct DiskCacheEntry {
-  std::string key;
-  int64_t bytes; // size of the entry file on disk
+  std::string key;    // empty when the file is unreadable
+  std::string file;   // the name of the file in the cache directory
+  int64_t bytes;      // size of the entry file on disk (0 for what is not a regular file)
   std::filesystem::file_time_type lastUsed;
+  std::string problem; // why it is not a usable entry ("truncated: ..."); empty for a sound one
+};
+
+// What clear() removed and what it left.
+struct DiskCacheCleared {
+  int64_t entries = 0;                     // regular files under entry names, readable or not
+  std::vector<DiskCacheEntry> otherThings; // removed FIFOs, links, empty directories, ...; `problem` says which
+  std::vector<DiskCacheEntry> left;        // not removed; `problem` says why
 };
 
 // The size bound in bytes that ENC_CACHE_MAX_MB (`text`, nullptr when unset) asks for: 1024 MiB when unset;
@@ -80,13 +89,21 @@ public:
   // Removes the entry under `key`, if any: one whose payload the caller found unusable.
   void remove(const std::string &key);
 
-  // Every readable entry, oldest use first. Unparseable files are left out.
+  // Every readable entry, oldest use first (only headers are read). Unreadable files are left out.
   std::vector<DiskCacheEntry> list() const;
+
+  // Every file whose name ends in ".entry", oldest use first: the readable entries and, with `problem`
+  // set, what get() would refuse (anything but a regular file, a bad header, a size that disagrees with
+  // it, a key filed under another name). `checkPayloads` also reads each payload and checks its
+  // checksum. Nothing is opened through a symlink or waited for (a FIFO).
+  std::vector<DiskCacheEntry> listAll(bool checkPayloads) const;
 
   DiskCacheStats stats() const;
 
-  // Removes every entry and stray temp file.
-  void clear();
+  // Removes every entry and stray temp file: whatever is under a name ending in ".entry" or starting
+  // with ".tmp-", unlinked without being opened, so a FIFO cannot block it and a symlink is removed,
+  // never followed. A directory under such a name (encc writes none) is removed only when empty.
+  DiskCacheCleared clear();
 
 private:
   void evict(const std::filesystem::path &keep);

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -16,7 +17,9 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -368,6 +371,92 @@ TEST(DiskCache, SymlinkedEntryIsNotFollowed) {
   EXPECT_EQ(cache.get("k").value_or(""), "own");
   EXPECT_FALSE(fs::is_symlink(cache.entryPath("k")));
   EXPECT_EQ(other.get("k").value_or(""), "planted");
+}
+
+// Whatever lies under a name ending in ".entry" is listed; what get() would refuse is marked with why.
+TEST(DiskCache, ListAllShowsUnreadableFilesAndWhy) {
+  ScratchDir scratch;
+  const fs::path &dir = scratch.path;
+  DiskCache cache(dir, 1 << 20);
+  cache.put("good", "payload");
+  cache.put("cut", "a payload cut short");
+  std::string cut = readFile(cache.entryPath("cut"));
+  writeFile(cache.entryPath("cut"), cut.substr(0, cut.size() - 3));
+  cache.put("flipped", "a payload with a flipped byte");
+  std::string flipped = readFile(cache.entryPath("flipped"));
+  flipped.back() ^= 0x20;
+  writeFile(cache.entryPath("flipped"), flipped);
+  writeFile(dir / "foreign.entry", "not a cache entry at all");
+  ASSERT_EQ(::mkfifo((dir / "fifo.entry").c_str(), 0600), 0);
+  fs::create_directory(dir / "dir.entry");
+  fs::create_symlink(cache.entryPath("good"), dir / "link.entry");
+  writeFile(dir / "README", "not named like an entry");
+
+  auto listed = std::async(std::launch::async, [&] { return cache.listAll(/*checkPayloads=*/true); });
+  ASSERT_EQ(listed.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "listAll() blocked on a FIFO";
+  std::map<std::string, DiskCacheEntry> byFile;
+  for (const DiskCacheEntry &e : listed.get()) byFile.emplace(e.file, e);
+  auto problemOf = [&](const std::string &file) { return byFile.count(file) ? byFile.at(file).problem : "(not listed)"; };
+  std::string good = cache.entryPath("good").filename().string();
+  EXPECT_EQ(problemOf(good), "");
+  EXPECT_EQ(byFile.at(good).key, "good");
+  EXPECT_THAT(problemOf(cache.entryPath("cut").filename().string()), ::testing::HasSubstr("truncated"));
+  EXPECT_THAT(problemOf(cache.entryPath("flipped").filename().string()), ::testing::HasSubstr("checksum"));
+  EXPECT_THAT(problemOf("foreign.entry"), ::testing::HasSubstr("not an encc cache entry"));
+  EXPECT_THAT(problemOf("fifo.entry"), ::testing::HasSubstr("a FIFO"));
+  EXPECT_THAT(problemOf("dir.entry"), ::testing::HasSubstr("a directory"));
+  EXPECT_THAT(problemOf("link.entry"), ::testing::HasSubstr("a symbolic link"));
+  EXPECT_EQ(byFile.count("README"), 0u);
+  EXPECT_EQ(byFile.size(), 7u);
+  // Without checksums only the flipped payload passes for sound; list() gives the sound ones alone.
+  for (const DiskCacheEntry &e : cache.listAll(/*checkPayloads=*/false))
+    EXPECT_EQ(e.problem.empty(), e.key == "good" || e.key == "flipped") << e.file << ": " << e.problem;
+  std::set<std::string> keys;
+  for (const DiskCacheEntry &e : cache.list()) keys.insert(e.key);
+  EXPECT_EQ(keys, (std::set<std::string>{"good", "flipped"}));
+}
+
+// clear() removes what is under the cache's names without opening it (a FIFO cannot block it) or following
+// it (a link's target survives); a directory is removed only when empty, and one that is not is reported.
+TEST(DiskCache, ClearRemovesOddFilesWithoutFollowingOrBlocking) {
+  ScratchDir scratch;
+  fs::path dir = scratch.path / "cache";
+  fs::path outside = scratch.path / "outside";
+  writeFile(outside, "someone else's file");
+  DiskCache cache(dir, 1 << 20);
+  cache.put("k", "v");
+  cache.put("corrupt", "v");
+  writeFile(cache.entryPath("corrupt"), "garbage");
+  ASSERT_EQ(::mkfifo((dir / "fifo.entry").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(cache.entryPath("fifo").c_str(), 0600), 0);
+  fs::create_symlink(outside, dir / "link.entry");
+  fs::create_directory(dir / "empty.entry");
+  fs::create_directories(dir / "full.entry" / "inside");
+  writeFile(dir / "README", "left alone");
+
+  auto cleared = std::async(std::launch::async, [&] { return cache.clear(); });
+  if (cleared.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    for (const fs::path &fifo : {dir / "fifo.entry", cache.entryPath("fifo")}) {
+      int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+      if (w >= 0) ::close(w);
+    }
+    FAIL() << "clear() blocked on a FIFO";
+  }
+  DiskCacheCleared done = cleared.get();
+  EXPECT_EQ(done.entries, 2);
+  std::set<std::string> others;
+  for (const DiskCacheEntry &e : done.otherThings) others.insert(e.file);
+  EXPECT_EQ(others, (std::set<std::string>{"fifo.entry", cache.entryPath("fifo").filename().string(), "link.entry",
+                                           "empty.entry"}));
+  ASSERT_EQ(done.left.size(), 1u);
+  EXPECT_EQ(done.left[0].file, "full.entry");
+  EXPECT_THAT(done.left[0].problem, ::testing::HasSubstr("not empty"));
+  EXPECT_EQ(readFile(outside), "someone else's file");
+  EXPECT_TRUE(fs::exists(dir / "full.entry" / "inside"));
+  EXPECT_TRUE(fs::exists(dir / "README"));
+  std::set<std::string> remaining;
+  for (const auto &e : fs::directory_iterator(dir)) remaining.insert(e.path().filename().string());
+  EXPECT_EQ(remaining, (std::set<std::string>{"full.entry", "README"}));
 }
 
 // A sparse 8 GiB entry file: were it read whole, this would allocate 8 GiB (or fail with bad_alloc).

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <vector>
 
@@ -89,6 +91,48 @@ TEST_F(EnccCache, CorruptAndTruncatedEntriesAreRebuilt) {
     EXPECT_TRUE(after.get(after.list()[0].key).has_value());
     EXPECT_NE(slurp(entry), bytes);
   }
+}
+
+// `list` shows what a run would refuse, each with why; `clear` removes it, a FIFO and a link without opening
+// or following them, and leaves a directory with contents (which encc never writes), saying so.
+TEST_F(EnccCache, ListShowsUnreadableFilesAndClearRemovesThem) {
+  fs::path cacheDir = dir / "cache";
+  DiskCache cache(cacheDir, int64_t{1} << 30);
+  cache.put("encc-test-1 sound", "payload");
+  cache.put("encc-test-1 cut", "a payload cut short");
+  std::string cut = slurp(cache.entryPath("encc-test-1 cut"));
+  std::ofstream(cache.entryPath("encc-test-1 cut"), std::ios::binary | std::ios::trunc) << cut.substr(0, cut.size() - 4);
+  ASSERT_EQ(::mkfifo((cacheDir / "fifo.entry").c_str(), 0600), 0);
+  fs::create_symlink(path("outside.txt"), cacheDir / "link.entry");
+  std::ofstream(path("outside.txt")) << "not the cache's";
+  fs::create_directories(cacheDir / "full.entry" / "inside");
+
+  CliResult list = encc("cache list");
+  ASSERT_EQ(list.status, 0) << list;
+  EXPECT_TRUE(contains(list.out, "encc-test-1 sound ")) << list;
+  std::string cutName = cache.entryPath("encc-test-1 cut").filename().string();
+  EXPECT_TRUE(contains(list.out, cutName + "  ")) << list;
+  EXPECT_TRUE(contains(list.out, "unreadable: truncated: its header announces 19 payload bytes, the file holds 15"))
+      << list;
+  EXPECT_TRUE(contains(list.out, "fifo.entry           0 bytes  unreadable: a FIFO, not a cache entry")) << list;
+  EXPECT_TRUE(contains(list.out, "link.entry")) << list;
+  EXPECT_TRUE(contains(list.out, "unreadable: a symbolic link")) << list;
+  EXPECT_TRUE(contains(list.out, "full.entry")) << list;
+  EXPECT_TRUE(contains(list.out, "4 unreadable")) << list;
+  CliResult stats = encc("cache stats");
+  EXPECT_TRUE(contains(stats.out, "unreadable: 4")) << stats;
+
+  CliResult clear = encc("cache clear");
+  ASSERT_EQ(clear.status, 0) << clear;
+  EXPECT_TRUE(contains(clear.out, "removed 2 entries")) << clear;
+  EXPECT_TRUE(contains(clear.out, "fifo.entry (a FIFO, not a cache entry)")) << clear;
+  EXPECT_TRUE(contains(clear.out, "link.entry (a symbolic link, not a cache entry)")) << clear;
+  EXPECT_TRUE(contains(clear.err, "warning: left " + (cacheDir / "full.entry").string() + ": a directory that is not empty"))
+      << clear;
+  EXPECT_EQ(slurp(path("outside.txt")), "not the cache's");
+  std::vector<std::string> remaining;
+  for (const auto &f : fs::directory_iterator(cacheDir)) remaining.push_back(f.path().filename().string());
+  EXPECT_EQ(remaining, std::vector<std::string>{"full.entry"});
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -14,16 +15,32 @@ namespace enc::cli {
 int runCache(const std::string &action) {
   DiskCache &cache = DiskCache::global();
   if (action == "clear") {
-    size_t n = cache.list().size();
-    cache.clear();
-    std::cout << fmt::format("removed {} entr{} from {}\n", n, n == 1 ? "y" : "ies", cache.dir().string());
+    DiskCacheCleared done = cache.clear();
+    for (const DiskCacheEntry &e : done.otherThings)
+      std::cout << fmt::format("removed {} ({}, not a cache entry)\n", (cache.dir() / e.file).string(), e.problem);
+    for (const DiskCacheEntry &e : done.left)
+      std::cerr << fmt::format("encc: warning: left {}: {}\n", (cache.dir() / e.file).string(), e.problem);
+    std::cout << fmt::format("removed {} entr{} from {}\n", done.entries, done.entries == 1 ? "y" : "ies",
+                             cache.dir().string());
+    return 0;
+  }
+  if (action == "list") {
+    // Unreadable files are listed where they sort, so that a user sees what get() would refuse.
+    int unreadable = 0;
+    for (const DiskCacheEntry &e : cache.listAll(/*checkPayloads=*/true)) {
+      if (e.problem.empty()) {
+        std::cout << fmt::format("{}  {:>10} bytes\n", e.key, e.bytes);
+        continue;
+      }
+      std::cout << fmt::format("{}  {:>10} bytes  unreadable: {}\n", e.file, e.bytes, e.problem);
+      ++unreadable;
+    }
+    if (unreadable)
+      std::cout << fmt::format("{} unreadable: a run that needs one rebuilds it; encc cache clear removes them now\n",
+                               unreadable);
     return 0;
   }
   std::vector<DiskCacheEntry> entries = cache.list();
-  if (action == "list") {
-    for (const DiskCacheEntry &e : entries) std::cout << fmt::format("{}  {:>10} bytes\n", e.key, e.bytes);
-    return 0;
-  }
   DiskCacheStats s = cache.stats();
   std::string state = cache.enabled() ? "" : " (disabled by ENC_CACHE_DISABLE)";
   std::error_code ec;
@@ -31,6 +48,9 @@ int runCache(const std::string &action) {
     if (std::string why = untrustedCacheDir(cache.dir()); !why.empty()) state = fmt::format(" (not used: {})", why);
   std::cout << fmt::format("directory: {}{}\nentries:   {}\nbytes:     {}\n", cache.dir().string(), state, s.entries,
                            s.bytes);
+  std::vector<DiskCacheEntry> all = cache.listAll(/*checkPayloads=*/false);
+  if (auto bad = std::count_if(all.begin(), all.end(), [](const DiskCacheEntry &e) { return !e.problem.empty(); }))
+    std::cout << fmt::format("unreadable: {} (encc cache list shows them)\n", bad);
   // By kind: the first word of the key.
   std::map<std::string, std::pair<int64_t, int64_t>> kinds;
   for (const DiskCacheEntry &e : entries) {
