@@ -154,14 +154,37 @@ public:
       }
       return true;
     };
+    if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+      fail(fmt::format("the header is empty ({}), not a JSON object", plural(text.size(), "byte")), kWriteHint);
+    // JSON has no NUL bytes, and nlohmann's parser would take one for the end of its input.
+    if (size_t nul = text.find('\0'); nul != std::string_view::npos)
+      fail(fmt::format("the header is not valid JSON at byte {} of the header: a NUL byte", nul),
+           fmt::format("the header length field says {}; a header is JSON padded with spaces; {}",
+                       plural(text.size(), "byte"), kWriteHint));
     try {
       json rest = json::parse(text, callback); // the entries were taken out as they were read
       (void)rest;
     } catch (const json::parse_error &e) {
+      // nlohmann's text after "syntax error while parsing X - " (X names the value it was in, which
+      // says less than where the parse stopped; the stack says that).
       std::string what = e.what();
-      if (size_t at = what.find("] "); what.starts_with("[json.exception") && at != std::string::npos)
-        what = what.substr(at + 2);
-      fail("the header is not valid JSON: " + printableText(what), kWriteHint);
+      if (size_t at = what.find(" - "); at != std::string::npos) what = what.substr(at + 3);
+      else if (size_t colon = what.find(": "); colon != std::string::npos) what = what.substr(colon + 2);
+      if (sawTop && stack.empty())
+        fail(fmt::format("the header has more after its JSON object, at byte {} of the header: {}", e.byte - 1,
+                         printableText(what)),
+             fmt::format("the header length field ({}) should end the header at its closing '}}'; {}",
+                         plural(text.size(), "byte"), kWriteHint));
+      std::string where = position(stack);
+      // e.byte counts from 1 and is one past the end when the input ran out.
+      if (e.byte > text.size())
+        fail(fmt::format("the header is truncated JSON: it ends at byte {} of the header{} ({})", text.size(), where,
+                         printableText(what)),
+             fmt::format("the header length field says {}: the file is damaged or its header length is wrong; {}",
+                         plural(text.size(), "byte"), kWriteHint));
+      fail(fmt::format("the header is not valid JSON at byte {} of the header{}: {}", e.byte == 0 ? 0 : e.byte - 1,
+                       where, printableText(what)),
+           kWriteHint);
     }
   }
 
@@ -175,6 +198,17 @@ private:
     std::string key;           // objects: the last key read
     std::set<std::string> keys; // objects: every key read, to find duplicates
   };
+
+  // Where in the header a parse stopped, for its error: ", inside the entry of tensor 'w', in its "shape"".
+  static std::string position(const std::vector<Frame> &stack) {
+    if (stack.empty()) return "";
+    if (stack.size() == 1)
+      return stack[0].key.empty() ? "" : fmt::format(", after the name '{}'", printableText(stack[0].key));
+    if (stack[0].key == kMetadataKey) return ", inside __metadata__";
+    std::string in = fmt::format(", inside the entry of tensor '{}'", printableText(stack[0].key));
+    if (stack.size() > 2) in += fmt::format(", in its \"{}\"", printableText(stack[1].key));
+    return in;
+  }
 
   void countItem(std::vector<Frame> &stack) const {
     if (stack.size() > 1 && ++stack.back().items > kMaxItems)

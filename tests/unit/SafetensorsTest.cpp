@@ -130,11 +130,48 @@ TEST_F(Safetensors, HeaderLongerThanTheFormatAllows) {
 }
 
 TEST_F(Safetensors, HeaderIsNotJsonOrNotAnObject) {
-  expectReadError(stFile(R"({"w": {"dtype": "F32",)"), {"not valid JSON", "parse error"});
-  expectReadError(stFile("{\"w\": \xff}"), {"not valid JSON"});
+  expectReadError(stFile("{\"w\": \xff}"), {"not valid JSON at byte 6 of the header, after the name 'w'"});
+  std::string stray = R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, x})";
+  expectReadError(stFile(stray), {fmt::format("not valid JSON at byte {} of the header, after the name 'w'", stray.find('x')),
+                                  "invalid literal"});
   expectReadError(stFile("[1, 2]"), {"not a JSON object"});
   expectReadError(stFile("42"), {"not a JSON object"});
-  expectReadError(stFile(std::string(kF32x2) + " {}", std::string(8, '\0')), {"not valid JSON"});
+  // A NUL byte would end nlohmann's input there: the entries or text after it were never looked at.
+  expectReadError(stFile(std::string("{}\0\0\0\0\0\0", 8)), {"not valid JSON at byte 2 of the header: a NUL byte"});
+  expectReadError(stFile(std::string(kF32x2) + std::string("\0", 1) + R"({"x": 1})", std::string(8, '\0')),
+                  {fmt::format("not valid JSON at byte {} of the header: a NUL byte", kF32x2.size())});
+  expectReadError(stFile(""), {"the header is empty (0 bytes), not a JSON object"});
+  expectReadError(stFile("        "), {"the header is empty (8 bytes)"});
+  // A header length that takes in the data's bytes (or text after the object): where the object ends.
+  expectReadError(stFile(std::string(kF32x2) + " {}", std::string(8, '\0')),
+                  {fmt::format("the header has more after its JSON object, at byte {} of the header", kF32x2.size() + 1),
+                   "header length field"});
+  expectReadError(fileWithLength(kF32x2.size() + 8, kF32x2, std::string(8, '\x01')),
+                  {fmt::format("the header has more after its JSON object, at byte {} of the header", kF32x2.size())});
+}
+
+// JSON that ends early is called truncated, at the byte where it ends and inside what, whatever value
+// the parser was in ("while parsing array" said nothing about the file).
+TEST_F(Safetensors, HeaderIsTruncatedJson) {
+  std::string whole = std::string(kF32x2);
+  struct Cut {
+    size_t at;
+    std::string inside;
+    std::string expected;
+  };
+  size_t shape = whole.find("[2]") + 2, dtype = whole.find("\"F32\"") + 3, last = whole.size() - 1;
+  for (const Cut &c : {Cut{shape, "inside the entry of tensor 'w', in its \"shape\"", "expected ']'"},
+                       Cut{dtype, "inside the entry of tensor 'w'", "missing closing quote"},
+                       Cut{last, "after the name 'w'", "expected '}'"}, Cut{1, "", "expected string literal"}}) {
+    SCOPED_TRACE(whole.substr(0, c.at));
+    expectReadError(stFile(whole.substr(0, c.at)),
+                    {fmt::format("the header is truncated JSON: it ends at byte {} of the header", c.at), c.inside,
+                     c.expected, fmt::format("header length field says {} byte", c.at)});
+    writeFile(path("bad.safetensors"), stFile(whole.substr(0, c.at)));
+    std::string m = errorText([&] { readSafetensors(path("bad.safetensors")); });
+    EXPECT_EQ(m.find("while parsing"), std::string::npos) << m;
+  }
+  expectReadError(stFile(R"({"__metadata__": {"format": "p)"), {"truncated JSON", "inside __metadata__"});
 }
 
 TEST_F(Safetensors, EntriesThatAreNotObjects) {
