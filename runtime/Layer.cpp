@@ -49,6 +49,10 @@ bool onlyConstants(const ir::Expr &e) {
   }
 }
 
+// "file:line:col: " of a declaration or requirement in the .enc source, as a run-time error that it decides
+// starts; "" for what the source does not declare.
+std::string sourcePrefix(const SourceLoc &loc) { return loc.valid() ? loc.where() + ": " : ""; }
+
 } // namespace
 
 int64_t evalInt(const ir::Expr &e) {
@@ -207,7 +211,8 @@ void Layer::initParams() {
                     e.hint());
       }
       if (n < 0)
-        throw Error(fmt::format("layer {}: parameter '{}' would have a negative dimension ({})", name_, d.name.text, n),
+        throw Error(fmt::format("{}: layer {}: parameter '{}' would have a negative dimension ({})", dim.size->loc.where(),
+                                name_, d.name.text, n),
                     "check the hyper-parameters");
       shape.push_back(n);
     }
@@ -278,12 +283,12 @@ void Layer::initParams() {
 // `require` conditions: those on hyper-parameters fold when the layer is created, those on
 // sizes when it runs (`final`); a false one is an error quoting the condition and its values.
 void Layer::checkRequirements(const ir::Program &p, const std::map<std::string, ir::Expr> &sizes) const {
-  checkFoldedRequirements(p, name_, *symbols_, hyper_, sizes, !sizes.empty());
+  checkFoldedRequirements(p, name_, *symbols_, hyper_, sizes, !sizes.empty(), sizes.empty() ? "" : lastInputsText_);
 }
 
 void checkFoldedRequirements(const ir::Program &p, const std::string &name, const LayerSymbols &symbols,
                              const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
-                             bool final) {
+                             bool final, const std::string &inputs) {
   for (const ir::Requirement &r : p.requirements) {
     if (r.condition->kind != ir::ExprKind::BoolImm) {
       if (final) internalError("requirement '{}' of layer {} is not constant", r.text, name);
@@ -303,8 +308,8 @@ void checkFoldedRequirements(const ir::Program &p, const std::string &name, cons
         if (n != "training" && n != "distributed" && std::regex_search(r.text, word))
           values += fmt::format("{}{} = {}", values.empty() ? "" : ", ", shown, ir::print(v));
       }
-    throw Error(fmt::format("layer {} requires {}{} ({}:{})", name, r.text, values.empty() ? "" : " (" + values + ")",
-                            r.loc.file ? r.loc.file->name() : "?", r.loc.line()),
+    throw Error(fmt::format("{}layer {} requires {}{}{}", sourcePrefix(r.loc), name, r.text,
+                            values.empty() ? "" : " (" + values + ")", inputs.empty() ? "" : " for input " + inputs),
                 "change the hyper-parameters or the input shapes so that it holds");
   }
 }
@@ -322,9 +327,12 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
     throw Error(fmt::format("layer {} has no parameter or buffer '{}'", name_, pname),
                 names.empty() ? "this layer has no parameters" : "its parameters are " + names);
   }
-  if (value.shape() != it->second.shape())
-    throw Error(fmt::format("layer {}: parameter '{}' has shape {}, but the value given has shape {}", name_, pname,
-                            shapeString(it->second.shape()), shapeString(value.shape())));
+  if (value.shape() != it->second.shape()) {
+    const TensorSymbol *decl = symbols_->find(pname);
+    throw Error(fmt::format("{}layer {}: parameter '{}' has shape {}, but the value given has shape {}",
+                            sourcePrefix(decl ? decl->loc : SourceLoc{}), name_, pname, shapeString(it->second.shape()),
+                            shapeString(value.shape())));
+  }
   it->second = value.to(paramDType()).to(options_.device); // the same dtype and device: shared
 }
 
@@ -361,7 +369,8 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
     if (sym.role != TensorRole::Input) continue;
     auto it = inputs.find(sym.name);
     if (it == inputs.end())
-      throw Error(fmt::format("layer {} needs input '{}'", lname, sym.name), fmt::format("pass --input {}=FILE.npy", sym.name));
+      throw Error(fmt::format("{}layer {} needs input '{}'", sourcePrefix(sym.loc), lname, sym.name),
+                  fmt::format("pass --input {}=FILE.npy", sym.name));
     const Shape &actual = it->second.shape();
     const ir::TensorDecl *decl = p.tensor(sym.name);
     std::string expected = "[";
@@ -369,9 +378,10 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
       expected += (i ? ", " : "") + sizeText(*sym.shape[i]) + (sym.expands[i] ? "..." : "") +
                   (sym.counts[i] ? "(" + sizeText(*sym.counts[i]) + ")" : "");
     expected += "]";
-    auto mismatch = [&](const std::string &detail) {
-      throw Error(fmt::format("layer {}: input '{}' has shape {}, but the layer expects {}: {}", lname, sym.name,
-                              shapeString(actual), expected, detail));
+    // Located at the input's declaration, or at the dimension that does not match.
+    auto mismatch = [&](const std::string &detail, const SourceLoc &at) {
+      throw Error(fmt::format("{}layer {}: input '{}' has shape {}, but the layer expects {}: {}", sourcePrefix(at),
+                              lname, sym.name, shapeString(actual), expected, detail));
     };
     // Declared dimensions take actual ones: A...(n) exactly n, a last N... all the rest (zero
     // or more), any other one; a collapsed run counts as the product of its dimensions.
@@ -384,8 +394,9 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
           auto it = hyper.find(v);
           return it == hyper.end() ? nullptr : it->second;
         }));
-        if (n < 0) throw Error(fmt::format("layer {}: {}...({}) of input '{}' is {}, a negative count", lname,
-                                           sizeText(*sym.shape[i]), sizeText(*count), sym.name, n));
+        if (n < 0)
+          throw Error(fmt::format("{}layer {}: {}...({}) of input '{}' is {}, a negative count", sourcePrefix(count->loc),
+                                  lname, sizeText(*sym.shape[i]), sizeText(*count), sym.name, n));
         take[i] = static_cast<size_t>(n);
       } else if (sym.expands[i]) {
         take[i] = 0; // the open-ended last one: set below
@@ -393,7 +404,8 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
       fixed += take[i];
     }
     if (sym.variadic ? actual.size() < fixed : actual.size() != fixed)
-      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", fixed));
+      mismatch(fmt::format("{} dimensions instead of {}{}", actual.size(), sym.variadic ? "at least " : "", fixed),
+               sym.loc);
     if (sym.variadic) take[rank - 1] = actual.size() - fixed;
     Shape collapsed;
     for (size_t i = 0, pos = 0; i < rank; pos += take[i], ++i) {
@@ -414,7 +426,8 @@ SizeBinding bindSizes(const ir::Program &p, const LayerSymbols &layer, const std
       int64_t want = 0;
       if (!ir::isConst(v, &want)) internalError("cannot evaluate dimension {} of input '{}'", ir::print(d), sym.name);
       if (want != collapsed[i])
-        mismatch(fmt::format("dimension {} is {}, but {} = {}", i, collapsed[i], sizeText(*sym.shape[i]), want));
+        mismatch(fmt::format("dimension {} is {}, but {} = {}", i, collapsed[i], sizeText(*sym.shape[i]), want),
+                 sym.shape[i]->loc);
     }
   }
   return out;
@@ -440,14 +453,13 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
       try {
         n = evalInt(t.shape[i]);
       } catch (const Error &e) { // a size too large for 64 bits: name the tensor it is a dimension of
-        throw Error(fmt::format("layer {}: dimension {} of '{}' for input {}: {}", name_, i, t.name, lastInputsText_,
-                                e.what()),
+        throw Error(fmt::format("{}layer {}: dimension {} of '{}' for input {}: {}", sourcePrefix(t.loc), name_, i,
+                                t.name, lastInputsText_, e.what()),
                     e.hint());
       }
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
-        throw Error(fmt::format("layer {}: output '{}' would have dimension {} of size {} for input {}{}", name_, t.name, i,
-                                n, lastInputsText_,
-                                t.loc.valid() ? fmt::format(" ({}:{})", t.loc.file->name(), t.loc.line()) : ""),
+        throw Error(fmt::format("{}layer {}: output '{}' would have dimension {} of size {} for input {}",
+                                sourcePrefix(t.loc), name_, t.name, i, n, lastInputsText_),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
     }
   ir::checkIntegerArithmetic(prog);
@@ -683,9 +695,12 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
       throw Error(fmt::format("layer {} has no output '{}' to take a gradient of", name_, name), "its outputs are " + names);
     }
     const Shape &want = lastOutputShapes_.at(name);
-    if (grad.shape() != want)
-      throw Error(fmt::format("layer {}: the gradient of output '{}' has shape {}, but the output has shape {}", name_, name,
-                              shapeString(grad.shape()), shapeString(want)));
+    if (grad.shape() != want) {
+      const TensorSymbol *decl = symbols_->find(name);
+      throw Error(fmt::format("{}layer {}: the gradient of output '{}' has shape {}, but the output has shape {}",
+                              sourcePrefix(decl ? decl->loc : SourceLoc{}), name_, name, shapeString(grad.shape()),
+                              shapeString(want)));
+    }
     buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
   }
   ir::GradientBuckets buckets;

@@ -240,11 +240,12 @@ DType dtypeOf(ir::ElemType t);
 // Evaluates a fully specialized integer expression.
 int64_t evalInt(const ir::Expr &e);
 
-// Throws for a requirement of `p` that folded to false, quoting it with the values of the
-// hyper-parameters and sizes it names, for the layer `name` (as the user called it: an alias
-// such as DistSyncBatchNorm); when `final` (all sizes known), every one must have folded.
+// Throws for a requirement of `p` that folded to false, located at it in the .enc source and quoting
+// it with the values of the hyper-parameters and sizes it names, for the layer `name` (as the user
+// called it: an alias such as DistSyncBatchNorm) and the `inputs` that gave the sizes ("X [0, 3]",
+// "" for none); when `final` (all sizes known), every one must have folded.
 void checkFoldedRequirements(const ir::Program &p, const std::string &name, const LayerSymbols &symbols,
                              const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
-                             bool final);
+                             bool final, const std::string &inputs = {});
 
 } // namespace enc

@@ -79,11 +79,14 @@ Layer::StateKeys Layer::loadState(const std::string &path, bool strict) {
   // Every shape is checked before anything is set, so a failed load leaves the layer as it was.
   for (const auto &[n, t] : file.tensors) {
     auto it = params_.find(n);
-    if (it != params_.end() && t.shape() != it->second.shape())
-      throw Error(fmt::format("{}: tensor '{}' has shape {}, but layer {}'s {} '{}' has shape {}", path, n,
+    if (it != params_.end() && t.shape() != it->second.shape()) {
+      const TensorSymbol *decl = symbols_->find(n);
+      throw Error(fmt::format("{}: tensor '{}' has shape {}, but layer {}'s {} '{}' has shape {}{}", path, n,
                               shapeString(t.shape()), name_, isParameter(n) ? "parameter" : "buffer", n,
-                              shapeString(it->second.shape())),
+                              shapeString(it->second.shape()),
+                              decl && decl->loc.valid() ? fmt::format(" (declared at {})", decl->loc.where()) : ""),
                   "the file was saved from a layer with other hyper-parameters");
+    }
   }
   for (const auto &[n, t] : file.tensors)
     if (params_.count(n)) setParam(n, t);
