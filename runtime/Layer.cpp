@@ -747,9 +747,11 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
                                 aliasRanks_.size() == 1 ? std::to_string(aliasRanks_[0])
                                                         : fmt::format("{} or {}", aliasRanks_[0], aliasRanks_[1])),
                     "SyncBatchNorm accepts inputs of any rank from 2");
+  // Errors that depend on the inputs name them; an empty one is marked, as a layer may refuse it.
   lastInputsText_.clear();
   for (const auto &[n, t] : inputs)
-    lastInputsText_ += fmt::format("{}{} {}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()));
+    lastInputsText_ += fmt::format("{}{} {}{}", lastInputsText_.empty() ? "" : ", ", n, shapeString(t.shape()),
+                                   t.numel() == 0 ? " (no elements)" : "");
   SizeBinding binding = bindSizes(program_, *symbols_, inputs, name_, hyper_);
   Compiled &c = compile(program_, binding.values, compiled_, ir::forwardStorage(program_, elemTypeOf(options_.dtype)));
   lastForward_ = &c;

@@ -342,8 +342,10 @@ Layout parseHeader(std::string_view text, const std::string &name) {
                        printableText(fortran->text)),
            kHeaderHint);
   // Column-major and row-major bytes coincide when at most one dimension exceeds 1 (e.g. vectors written by
-  // Julia, which marks every array fortran_order True); anything else would need a transpose.
-  if (fortran->flag &&
+  // Julia, which marks every array fortran_order True) or there are no elements; anything else would need
+  // a transpose.
+  bool noElements = std::find(layout.shape.begin(), layout.shape.end(), 0) != layout.shape.end();
+  if (fortran->flag && !noElements &&
       std::count_if(layout.shape.begin(), layout.shape.end(), [](int64_t d) { return d > 1; }) > 1)
     failIn(
         name,
@@ -422,7 +424,7 @@ Tensor readNpyStream(int fd, const std::string &path) {
   size_t nbytes = layout.nbytes;
   Tensor t = allocate(layout, path);
   auto *data = static_cast<char *>(t.data());
-  std::memcpy(data, early.data(), early.size());
+  if (!early.empty()) std::memcpy(data, early.data(), early.size());
   size_t got = early.size() + readUpTo(fd, data + early.size(), nbytes - early.size(), path);
   if (got < nbytes) checkDataSize(layout, got, path);
   char extra;
@@ -487,7 +489,7 @@ Tensor parseNpy(std::string_view bytes, const std::string &name) {
   checkDataSize(layout, data.size(), name);
   size_t nbytes = layout.nbytes;
   Tensor t = allocate(layout, name);
-  std::memcpy(t.data(), data.data(), nbytes);
+  if (nbytes) std::memcpy(t.data(), data.data(), nbytes); // an empty tensor may have no storage to copy into
   return t;
 }
 

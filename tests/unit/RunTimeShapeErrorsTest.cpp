@@ -101,6 +101,9 @@ TEST(RunTimeShapeErrors, FailedRequirementNamesItAndTheInputs) {
   std::string m = errorOf([&] { layer.forward(goodInputs(1)); });
   EXPECT_THAT(m, StartsWith(at("require B > 1") + "layer Shapes requires B > 1 (B = 1)"));
   EXPECT_THAT(m, HasSubstr("for input P [2, 5], X [1, 3]"));
+  // An empty input is marked as such.
+  m = errorOf([&] { layer.forward(goodInputs(0)); });
+  EXPECT_THAT(m, HasSubstr("for input P [2, 5], X [0, 3] (no elements)"));
 }
 
 TEST(RunTimeShapeErrors, OutputTooSmallNamesTheOutputsDeclaration) {

@@ -28,7 +28,7 @@ DType parseDTypeOption(const std::string &s);
 Tensor randomTensor(const std::string &dims, DType dtype, uint64_t seed, const std::string &name);
 // The same values for a shape given as such (rank 0 included, which "random:" cannot spell).
 Tensor randomTensor(const Shape &shape, DType dtype, uint64_t seed, const std::string &name);
-// "min ...  max ...  mean ..."
+// "min ...  max ...  mean ...", or "no elements" for an empty tensor (whose min and max do not exist)
 std::string summary(const Tensor &t);
 
 int runCheck(const std::vector<std::string> &files);

@@ -307,7 +307,7 @@ private:
 
   static void print(const std::string &name, const Tensor &t) {
     std::cout << fmt::format("{}: {} {}  ({})\n", name, dtypeName(t.dtype()), shapeString(t.shape()), summary(t));
-    if (t.numel() > 24) return;
+    if (t.numel() == 0 || t.numel() > 24) return;
     std::string values;
     for (int64_t i = 0; i < t.numel(); ++i) values += fmt::format("{}{:.6g}", i ? " " : "", t.at(i));
     std::cout << "  " << values << "\n";

@@ -75,6 +75,7 @@ Tensor randomTensor(const Shape &shape, DType dtype, uint64_t seed, const std::s
 }
 
 std::string summary(const Tensor &t) {
+  if (t.numel() == 0) return "no elements";
   double lo = 0, hi = 0, sum = 0;
   for (int64_t i = 0; i < t.numel(); ++i) {
     double v = t.at(i);
@@ -82,7 +83,7 @@ std::string summary(const Tensor &t) {
     hi = i ? std::max(hi, v) : v;
     sum += v;
   }
-  return fmt::format("min {:.6g}  max {:.6g}  mean {:.6g}", lo, hi, t.numel() ? sum / static_cast<double>(t.numel()) : 0.0);
+  return fmt::format("min {:.6g}  max {:.6g}  mean {:.6g}", lo, hi, sum / static_cast<double>(t.numel()));
 }
 
 } // namespace enc::cli
