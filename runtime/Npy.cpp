@@ -298,21 +298,24 @@ Shape parseShape(const Value &v, const std::string &name) {
   return shape;
 }
 
-// Rejects shapes whose element count (as shapeNumel computes it, left to right) or byte size overflows.
+// Rejects shapes whose byte size overflows, counting the nonzero dimensions (as shapeNumel
+// does: a zero among them does not make a shape that is too large fit, in any order).
 size_t checkedBytes(const Shape &shape, DType dtype, std::string_view shapeText, const std::string &name) {
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   auto tooLarge = [&] {
     failIn(name, fmt::format("malformed header: shape {} is too large (its byte size overflows)",
                              printableText(shapeText)));
   };
-  int64_t numel = 1;
+  int64_t nonzero = 1;
+  bool empty = false;
   for (int64_t d : shape) {
-    if (d != 0 && numel > kMax / d) tooLarge();
-    numel *= d;
+    empty = empty || d == 0;
+    if (d != 0 && nonzero > kMax / d) tooLarge();
+    if (d != 0) nonzero *= d;
   }
   auto elemSize = static_cast<int64_t>(dtypeSize(dtype));
-  if (numel > kMax / elemSize) tooLarge();
-  return static_cast<size_t>(numel * elemSize);
+  if (nonzero > kMax / elemSize) tooLarge();
+  return empty ? 0 : static_cast<size_t>(nonzero * elemSize);
 }
 
 Layout parseHeader(std::string_view text, const std::string &name) {

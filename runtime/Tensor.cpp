@@ -60,12 +60,17 @@ std::string shapeString(const Shape &s) {
 
 namespace {
 
-// The product of the dimensions, or nullopt when it does not fit in 64 bits.
+// The product of the dimensions, or nullopt when that of the nonzero ones does not fit in 64
+// bits: whether a shape is too large does not depend on the order of its dimensions, as with
+// NumPy, nor on a zero among them.
 std::optional<int64_t> checkedNumel(const Shape &s) {
   int64_t n = 1;
-  for (int64_t d : s)
-    if (__builtin_mul_overflow(n, d, &n)) return std::nullopt;
-  return n;
+  bool empty = false;
+  for (int64_t d : s) {
+    empty = empty || d == 0;
+    if (d != 0 && __builtin_mul_overflow(n, d, &n)) return std::nullopt;
+  }
+  return empty ? 0 : n;
 }
 
 } // namespace

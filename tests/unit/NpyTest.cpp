@@ -406,6 +406,8 @@ TEST_F(Npy, RejectsMalformedHeaders) {
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775808,)}", "is too large"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296)}", "is too large"},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (3037000500, 3037000500, 0)}", "is too large"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3037000500, 3037000500)}", "is too large"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (3037000500, 0, 3037000500)}", "is too large"},
       {"{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,)}", "is too large"},
       {"{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}", "'fortran_order' must be True or False"},
       {"{'descr': '<f4', 'fortran_order': None, 'shape': (1,)}", "unexpected 'None'"},

@@ -39,6 +39,10 @@ TEST(SizeOverflow, ElementCountThatWrapsIsAnError) {
   EXPECT_EQ(shapeNumel({int64_t{1} << 31, int64_t{1} << 31}), int64_t{1} << 62);
   EXPECT_EQ(shapeNumel({kMax, 1}), kMax);
   EXPECT_EQ(shapeNumel({kMax, 0}), 0);
+  // Too large whatever the order of its dimensions, with a zero among them or not (as NumPy).
+  for (const Shape &s : {Shape{0, int64_t{1} << 32, int64_t{1} << 32}, Shape{int64_t{1} << 32, 0, int64_t{1} << 32},
+                         Shape{int64_t{1} << 32, int64_t{1} << 32, 0}})
+    EXPECT_MENTIONS(errorOf([&] { shapeNumel(s); }), "more elements than");
 }
 
 TEST(SizeOverflow, CheckTensorSizeNamesTheTensorAndItsShape) {
