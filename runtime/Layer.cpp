@@ -319,6 +319,28 @@ bool Layer::isParameter(const std::string &name) const {
   return t && t->role == TensorRole::Param && params_.count(name);
 }
 
+void checkSpecializedShapes(const ir::Program &p, const std::string &name, const std::map<std::string, ir::Expr> &sizes,
+                            const std::string &inputs, bool final) {
+  bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
+                                [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
+  for (const ir::TensorDecl &t : p.tensors)
+    for (size_t i = 0; i < t.shape.size(); ++i) {
+      if (!final && !onlyConstants(t.shape[i])) continue;
+      int64_t n = 0;
+      try {
+        n = evalInt(t.shape[i]);
+      } catch (const Error &e) { // a size too large for 64 bits: name the tensor it is a dimension of
+        throw Error(fmt::format("{}layer {}: dimension {} of '{}' for {}: {}", sourcePrefix(t.loc), name, i, t.name,
+                                inputs, e.what()),
+                    e.hint());
+      }
+      if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
+        throw Error(fmt::format("{}layer {}: {} '{}' would have dimension {} of size {} for {}", sourcePrefix(t.loc),
+                                name, t.role == TensorRole::Output ? "output" : "tensor", t.name, i, n, inputs),
+                    "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
+    }
+}
+
 void Layer::setParam(const std::string &pname, const Tensor &value) {
   auto it = params_.find(pname);
   if (it == params_.end()) {
@@ -445,23 +467,7 @@ Layer::Compiled &Layer::compile(const ir::Program &program, const std::map<std::
   const ir::Pipeline pipeline;
   ir::Program prog = pipeline.specializeSizes(program, sizes);
   checkRequirements(prog, sizes);
-  bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
-                                [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
-  for (const ir::TensorDecl &t : prog.tensors)
-    for (size_t i = 0; i < t.shape.size(); ++i) {
-      int64_t n = 0;
-      try {
-        n = evalInt(t.shape[i]);
-      } catch (const Error &e) { // a size too large for 64 bits: name the tensor it is a dimension of
-        throw Error(fmt::format("{}layer {}: dimension {} of '{}' for input {}: {}", sourcePrefix(t.loc), name_, i,
-                                t.name, lastInputsText_, e.what()),
-                    e.hint());
-      }
-      if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
-        throw Error(fmt::format("{}layer {}: output '{}' would have dimension {} of size {} for input {}",
-                                sourcePrefix(t.loc), name_, t.name, i, n, lastInputsText_),
-                    "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
-    }
+  checkSpecializedShapes(prog, name_, sizes, "input " + lastInputsText_, true);
   ir::checkIntegerArithmetic(prog);
   ir::TargetOptions target;
   target.target = options_.device == Device::CUDA ? ir::Target::GPU : ir::Target::CPU;

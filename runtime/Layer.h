@@ -248,4 +248,11 @@ void checkFoldedRequirements(const ir::Program &p, const std::string &name, cons
                              const std::map<std::string, ir::Expr> &hyper, const std::map<std::string, ir::Expr> &sizes,
                              bool final, const std::string &inputs = {});
 
+// Throws for a tensor of `p` (sizes specialized) with a dimension that does not fit in 64 bits
+// or is negative, or an output left empty by `sizes` none of which is 0: located at the
+// tensor's declaration, for the layer `name` and the `inputs` that gave the sizes. Unless
+// `final` (every size known), dimensions that still name a size are skipped.
+void checkSpecializedShapes(const ir::Program &p, const std::string &name, const std::map<std::string, ir::Expr> &sizes,
+                            const std::string &inputs, bool final);
+
 } // namespace enc

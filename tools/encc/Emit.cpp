@@ -86,12 +86,9 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
   if (!sizes.empty()) {
     prog = pipeline.specializeSizes(prog, sizes);
     checkFoldedRequirements(prog, layer.layer->name.text, sym, hyper, sizes, false);
-    for (const ir::TensorDecl &t : prog.tensors)
-      for (size_t i = 0; i < t.shape.size(); ++i)
-        if (int64_t n = 0; ir::isConst(t.shape[i], &n) && n < 0)
-          throw Error(fmt::format("layer {}: '{}' would have dimension {} of size {} for these --size values",
-                                  sym.layer->name.text, t.name, i, n),
-                      "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
+    std::string given;
+    for (const auto &[n, v] : sizes) given += fmt::format("{}{}={}", given.empty() ? "" : " ", n, ir::print(v));
+    checkSpecializedShapes(prog, sym.layer->name.text, sizes, "--size " + given, false);
     ir::checkIntegerArithmetic(prog);
   }
   if (o.kind == "ir" || o.kind == "grad") return ir::printProgram(prog);
