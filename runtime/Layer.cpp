@@ -323,7 +323,8 @@ void checkSpecializedShapes(const ir::Program &p, const std::string &name, const
                             const std::string &inputs, bool final) {
   bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
                                 [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
-  for (const ir::TensorDecl &t : p.tensors)
+  for (const ir::TensorDecl &t : p.tensors) {
+    Shape known; // the dimensions evaluated, all of them when `final`
     for (size_t i = 0; i < t.shape.size(); ++i) {
       if (!final && !onlyConstants(t.shape[i])) continue;
       int64_t n = 0;
@@ -338,7 +339,21 @@ void checkSpecializedShapes(const ir::Program &p, const std::string &name, const
         throw Error(fmt::format("{}layer {}: {} '{}' would have dimension {} of size {} for {}", sourcePrefix(t.loc),
                                 name, t.role == TensorRole::Output ? "output" : "tensor", t.name, i, n, inputs),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
+      known.push_back(n);
     }
+    // Each dimension fits in 64 bits but their product may not (an empty input's other dimensions
+    // are not bounded by memory); no element type is wider than 8 bytes, so 2^60 elements are the most
+    // any tensor's byte count holds.
+    int64_t numel = 1;
+    bool tooLarge = false;
+    for (int64_t d : known) tooLarge = tooLarge || (d != 0 && __builtin_mul_overflow(numel, d, &numel));
+    if (!tooLarge && numel > (int64_t(1) << 60) && std::count(known.begin(), known.end(), 0) == 0) tooLarge = true;
+    if (tooLarge)
+      throw Error(fmt::format("{}layer {}: {} '{}' would have shape {} for {}: too many elements to address",
+                              sourcePrefix(t.loc), name, t.role == TensorRole::Output ? "output" : "tensor", t.name,
+                              shapeString(known), inputs),
+                  "use smaller sizes: a smaller batch or input, fewer features or channels");
+  }
 }
 
 void Layer::setParam(const std::string &pname, const Tensor &value) {
@@ -529,8 +544,10 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   for (const auto &[n, s] : c.shapes)
     if (!buffers.count(n)) {
       DType dtype = dtypeOf(c.loops.types.of(n));
-      checkTensorSize(fmt::format("layer {}: tensor '{}' (for input {})", name_, n, lastInputsText_), s, dtype,
-                      options_.device);
+      const ir::TensorDecl *decl = program_.tensor(n);
+      checkTensorSize(fmt::format("{}layer {}: tensor '{}' (for input {})", sourcePrefix(decl ? decl->loc : SourceLoc{}),
+                                  name_, n, lastInputsText_),
+                      s, dtype, options_.device);
       buffers[n] = Tensor::empty(dtype, s, options_.device);
     }
   std::vector<size_t> deviceBuckets;
@@ -740,16 +757,22 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
 }
 
 std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor> &inputs) {
+  // Errors about one input start where the layer declares it.
+  auto declaredAt = [&](const std::string &n) {
+    const TensorSymbol *decl = symbols_->find(n);
+    return sourcePrefix(decl ? decl->loc : SourceLoc{});
+  };
   for (const auto &[n, t] : inputs)
     if (t.dtype() != options_.dtype)
-      throw Error(fmt::format("layer {}: input '{}' is {} but the layer runs in {}", name_, n, dtypeName(t.dtype()),
-                              dtypeName(options_.dtype)),
+      throw Error(fmt::format("{}layer {}: input '{}' is {} but the layer runs in {}", declaredAt(n), name_, n,
+                              dtypeName(t.dtype()), dtypeName(options_.dtype)),
                   "convert the input or create the layer with the matching dtype (--dtype)");
   if (!aliasRanks_.empty())
     for (const auto &[n, t] : inputs)
       if (std::find(aliasRanks_.begin(), aliasRanks_.end(), t.rank()) == aliasRanks_.end())
-        throw Error(fmt::format("layer {}: input '{}' has shape {} ({} dimensions), but {} takes inputs with {} dimensions",
-                                name_, n, shapeString(t.shape()), t.rank(), name_,
+        throw Error(fmt::format("{}layer {}: input '{}' has shape {} ({} dimensions), but {} takes inputs with {} "
+                                "dimensions",
+                                declaredAt(n), name_, n, shapeString(t.shape()), t.rank(), name_,
                                 aliasRanks_.size() == 1 ? std::to_string(aliasRanks_[0])
                                                         : fmt::format("{} or {}", aliasRanks_[0], aliasRanks_[1])),
                     "SyncBatchNorm accepts inputs of any rank from 2");

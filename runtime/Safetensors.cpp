@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -156,6 +157,14 @@ public:
     };
     if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
       fail(fmt::format("the header is empty ({}), not a JSON object", plural(text.size(), "byte")), kWriteHint);
+    // The format's header starts with its object's brace: safetensors' own reader refuses a UTF-8 byte
+    // order mark or white space before it, which nlohmann's parser would skip (other bytes are JSON's
+    // errors below).
+    bool bom = text.substr(0, 3) == "\xEF\xBB\xBF";
+    if (bom || std::isspace(static_cast<unsigned char>(text[0])))
+      fail(fmt::format("the header starts with {}, not '{{'", bom ? "a UTF-8 byte order mark" : "white space"),
+           fmt::format("a safetensors header is a JSON object from its first byte, padded with spaces after it; {}",
+                       kWriteHint));
     // JSON has no NUL bytes, and nlohmann's parser would take one for the end of its input.
     if (size_t nul = text.find('\0'); nul != std::string_view::npos)
       fail(fmt::format("the header is not valid JSON at byte {} of the header: a NUL byte", nul),

@@ -141,6 +141,52 @@ TEST(RunTimeShapeErrors, WrongGradientShapeNamesTheOutputsDeclaration) {
   EXPECT_THAT(m, StartsWith(at("Y: [B, k]") + "layer Shapes: the gradient of output 'Y' has shape [4, 2]"));
 }
 
+TEST(RunTimeShapeErrors, WrongDTypeNamesTheInputsDeclaration) {
+  auto lib = shapesLibrary();
+  Layer layer(lib, "Shapes", {}, f64());
+  std::map<std::string, Tensor> in = goodInputs();
+  in["X"] = Tensor(DType::F32, {4, 3});
+  std::string m = errorOf([&] { layer.forward(in); });
+  EXPECT_THAT(m, StartsWith(at("X: [B, k]") + "layer Shapes: input 'X' is f32 but the layer runs in f64"));
+}
+
+// Every dimension fits in 64 bits, their product does not: empty inputs bound no other dimension by
+// memory, so the output's element count is what overflows.
+TEST(RunTimeShapeErrors, TooManyElementsNamesTheOutputsDeclaration) {
+  constexpr std::string_view kOuter = R"(layer Outer() {
+  forward(X: [N, A], Z: [N, C]) -> (Y: [A, C]) {
+    Y[a, c] = sum(n: X[n, a] * Z[n, c])
+  }
+}
+)";
+  auto lib = Library::fromSource("outer.enc", std::string(kOuter));
+  Layer layer(lib, "Outer", {}, f64());
+  const int64_t big = int64_t(1) << 32;
+  std::string m = errorOf([&] {
+    layer.forward({{"X", Tensor(DType::F64, {0, big})}, {"Z", Tensor(DType::F64, {0, big})}});
+  });
+  EXPECT_THAT(m, StartsWith("outer.enc:2:37: layer Outer: output 'Y' would have shape [4294967296, 4294967296]"));
+  EXPECT_THAT(m, HasSubstr("too many elements"));
+  // 2^31 x 2^31 elements fit a 64-bit count but not, at 8 bytes each, a byte count.
+  m = errorOf([&] {
+    layer.forward({{"X", Tensor(DType::F64, {0, big / 2})}, {"Z", Tensor(DType::F64, {0, big / 2})}});
+  });
+  EXPECT_THAT(m, StartsWith("outer.enc:2:37: layer Outer: output 'Y' would have shape [2147483648, 2147483648]"));
+  // The product of ordinary sizes runs.
+  std::map<std::string, Tensor> out =
+      layer.forward({{"X", Tensor(DType::F64, {0, 3})}, {"Z", Tensor(DType::F64, {0, 2})}});
+  EXPECT_EQ(out.at("Y").shape(), (Shape{3, 2}));
+}
+
+// PyTorch-Encoding's BatchNorm2d (an alias of SyncBatchNorm for rank-4 inputs) names the input's
+// declaration in the shipped layer.
+TEST(RunTimeShapeErrors, AliasRankNamesTheInputsDeclaration) {
+  Layer bn2(Library::shipped(), "BatchNorm2d", {{"num_features", "3"}}, {DType::F32, 0});
+  std::string m = errorOf([&] { bn2.forward({{"X", Tensor(DType::F32, {2, 3, 4})}}); });
+  EXPECT_THAT(m, ::testing::ContainsRegex(R"(^[^ ]*batchnorm\.enc:[0-9]+:[0-9]+: layer BatchNorm2d: input 'X' has shape )"
+                                        R"(\[2, 3, 4\] \(3 dimensions\), but BatchNorm2d takes inputs with 4)"));
+}
+
 // The command line shows the same prefix, for a shipped layer too.
 class RunTimeShapeErrorsCli : public testing::CliTest {};
 

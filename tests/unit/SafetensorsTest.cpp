@@ -142,6 +142,11 @@ TEST_F(Safetensors, HeaderIsNotJsonOrNotAnObject) {
                   {fmt::format("not valid JSON at byte {} of the header: a NUL byte", kF32x2.size())});
   expectReadError(stFile(""), {"the header is empty (0 bytes), not a JSON object"});
   expectReadError(stFile("        "), {"the header is empty (8 bytes)"});
+  // safetensors' own reader refuses what nlohmann's parser would skip before the object.
+  expectReadError(stFile("\xEF\xBB\xBF" + std::string(kF32x2), std::string(8, '\0')),
+                  {"the header starts with a UTF-8 byte order mark, not '{'", "from its first byte"});
+  expectReadError(stFile(" " + std::string(kF32x2), std::string(8, '\0')), {"the header starts with white space, not '{'"});
+  expectReadError(stFile("\n" + std::string(kF32x2), std::string(8, '\0')), {"the header starts with white space"});
   // A header length that takes in the data's bytes (or text after the object): where the object ends.
   expectReadError(stFile(std::string(kF32x2) + " {}", std::string(8, '\0')),
                   {fmt::format("the header has more after its JSON object, at byte {} of the header", kF32x2.size() + 1),
