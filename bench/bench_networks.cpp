@@ -5,24 +5,34 @@
 //   enc_bench_networks blocks [B C HW N]      a ResNet-style stack (Conv-BN-ReLU x2 + residual)
 //                                             fwd+bwd: one network against the same layers run
 //                                             as separate Layers (time, kernels, peak memory)
+//   enc_bench_networks sequence KIND [DEPTHS...]
+//                                             compile time of a deep sequence (bench/DeepSequence.h:
+//                                             flat, calls, repeat) phase by phase, CPU, cold
+//   enc_bench_networks sequence-source KIND DEPTH
+//                                             that sequence's .enc source, for encc emit
 //
 // Ratios are measured side by side in one run: this machine is shared and noisy.
 #include <enc/enc.h>
 
 #include "BlockStack.h"
+#include "DeepSequence.h"
 
 #include "compiler/Pipeline.h"
 #include "compiler/codegen/cuda/CudaCodegen.h"
 #include "compiler/HyperParams.h"
+#include "compiler/StorageTypes.h"
+#include "runtime/Executor.h"
 #include "runtime/Nvrtc.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -171,6 +181,85 @@ int compileTimes(const std::vector<int> &depths, const char *self) {
   return 0;
 }
 
+// One process's compile of a deep sequence at `depth`, phase by phase: checking the file, expanding
+// the network, the forward, backward, sizes and lowering sequences (CPU, forward and backward
+// passes), then LLVM (generating and JIT-compiling the distinct kernels, cold) apart from encc's
+// own time; the three slowest passes last. [B, C] = [4, 8].
+void sequenceOnce(const std::string &kind, int depth) {
+  using Clock = std::chrono::steady_clock;
+  std::map<std::string, double> passTimes; // "sequence pass" -> seconds, over every run of it
+  ir::Pipeline::Instrumentation instr = ir::Pipeline::Instrumentation::fromEnvironment();
+  instr.passTime = [&](const char *sequence, const char *pass, double s) {
+    passTimes[fmt::format("{} {}", sequence, pass)] += s;
+  };
+  const ir::Pipeline pipeline(instr);
+  const std::string source = bench::deepSequenceSource(kind, depth);
+
+  auto t = Clock::now();
+  auto lib = Library::fromSource("deep.enc", source);
+  const double check = seconds(t);
+  t = Clock::now();
+  const LayerSymbols &declared = lib->get("Deep");
+  std::map<std::string, ir::Expr> hyper = resolveHyperParams(declared, {});
+  hyper["training"] = ir::boolImm(true);
+  const LayerInstance instance = instantiateLayer(*lib, declared, hyper);
+  const double expand = seconds(t);
+  t = Clock::now();
+  const ir::Program forward = pipeline.forward(*instance.symbols, hyper);
+  const double forwardSeconds = seconds(t);
+  t = Clock::now();
+  const ir::Gradient gradient = pipeline.backward(*instance.symbols, forward, hyper);
+  const double backwardSeconds = seconds(t);
+  t = Clock::now();
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(4)}};
+  if (kind == "flat") sizes["C"] = ir::intImm(8);
+  const ir::Program sizedForward = pipeline.specializeSizes(forward, sizes);
+  const ir::Program sizedBackward = pipeline.specializeSizes(gradient.program, sizes);
+  const double sizesSeconds = seconds(t);
+  t = Clock::now();
+  ir::TargetOptions target;
+  target.types = ir::forwardStorage(forward, ir::ElemType::F32);
+  const ir::LoopProgram forwardLoops = pipeline.lower(sizedForward, target);
+  target.types = ir::backwardStorage(gradient, forward, ir::ElemType::F32);
+  const ir::LoopProgram backwardLoops = pipeline.lower(sizedBackward, target);
+  const double lower = seconds(t);
+  t = Clock::now();
+  auto forwardExecutor = makeCpuExecutor(forwardLoops);
+  auto backwardExecutor = makeCpuExecutor(backwardLoops);
+  const double llvm = seconds(t);
+
+  std::vector<std::pair<double, std::string>> slowest;
+  for (const auto &[pass, s] : passTimes) slowest.push_back({s, pass});
+  std::sort(slowest.rbegin(), slowest.rend());
+  std::string top;
+  for (size_t i = 0; i < std::min<size_t>(3, slowest.size()); ++i)
+    top += fmt::format("{}{} {:.2f}", i ? ", " : "", slowest[i].second, slowest[i].first);
+  const double encc = check + expand + forwardSeconds + backwardSeconds + sizesSeconds + lower;
+  fmt::print("{:>7} {:>6} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.3f} {:>7.3f} {:>5} {:>5}  {}\n", kind,
+             depth, check, expand, forwardSeconds, backwardSeconds, sizesSeconds, lower, encc, llvm,
+             forwardLoops.kernels.size(), backwardLoops.kernels.size(), top);
+}
+
+int sequenceTimes(const std::string &kind, const std::vector<int> &depths, const char *self) {
+  if (bench::deepSequenceSource(kind, 1).empty()) {
+    std::cerr << "enc_bench_networks sequence: unknown kind '" << kind << "' (flat, calls or repeat)\n";
+    return 2;
+  }
+  auto dir = std::filesystem::temp_directory_path() / fmt::format("enc-bench-sequence-{}", ::getpid());
+  fmt::print("{:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>5}  {}\n", "kind", "depth", "check",
+             "expand", "fwd", "bwd", "sizes", "lower", "encc s", "llvm s", "kfwd", "kbwd", "slowest passes (s)");
+  for (int d : depths) {
+    // Each depth cold, in a process and an empty kernel cache of its own.
+    auto sub = dir / std::to_string(d);
+    std::filesystem::create_directories(sub);
+    ::setenv("ENC_CACHE_DIR", sub.c_str(), 1);
+    std::fflush(stdout);
+    if (std::system(fmt::format("{} sequence-one {} {}", self, kind, d).c_str()) != 0) return 1;
+  }
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
 struct PassStats {
   double seconds = 0;
   size_t kernels = 0;
@@ -220,6 +309,20 @@ int main(int argc, char **argv) {
       compileOnce(std::atoi(argv[2]), std::string(argv[3]) == "disk");
       return 0;
     }
+    if (mode == "sequence-one" && argc == 4) {
+      sequenceOnce(argv[2], std::atoi(argv[3]));
+      return 0;
+    }
+    if (mode == "sequence-source" && argc == 4) {
+      std::cout << bench::deepSequenceSource(argv[2], std::atoi(argv[3]));
+      return 0;
+    }
+    if (mode == "sequence" && argc > 2) {
+      std::vector<int> depths;
+      for (int i = 3; i < argc; ++i) depths.push_back(std::atoi(argv[i]));
+      if (depths.empty()) depths = {500, 1000, 2000, 5000, 10000, 20000};
+      return sequenceTimes(argv[2], depths, argv[0]);
+    }
     if (mode == "compile") {
       std::vector<int> depths;
       for (int i = 2; i < argc; ++i) depths.push_back(std::atoi(argv[i]));
@@ -230,7 +333,8 @@ int main(int argc, char **argv) {
       auto arg = [&](int i, int64_t d) { return argc > i ? std::atoll(argv[i]) : d; };
       return blockStack(arg(2, 16), arg(3, 64), arg(4, 56), static_cast<int>(arg(5, 2)));
     }
-    std::cerr << "usage: enc_bench_networks compile [DEPTHS...] | blocks [B C HW N]\n";
+    std::cerr << "usage: enc_bench_networks compile [DEPTHS...] | blocks [B C HW N] | sequence KIND [DEPTHS...] | "
+                 "sequence-source KIND DEPTH\n";
     return 2;
   } catch (const Error &e) {
     std::cerr << "enc_bench_networks: " << e.render() << "\n";

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <set>
@@ -95,6 +96,10 @@ PassEffect effectOf(const std::string &name) {
 Pipeline::Instrumentation Pipeline::Instrumentation::fromEnvironment() {
   Instrumentation i;
   i.verifyEach = envFlag("ENC_VERIFY_EACH");
+  if (envFlag("ENC_TIME_PASSES"))
+    i.passTime = [](const char *sequence, const char *pass, double seconds) {
+      std::cerr << fmt::format("# time {} ({}): {:.6f} s\n", pass, sequence, seconds);
+    };
   if (const char *names = std::getenv("ENC_PRINT_AFTER")) {
     std::stringstream in(names);
     for (std::string n; std::getline(in, n, ',');)
@@ -138,7 +143,11 @@ public:
   template <typename IR, typename Pass> IR step(const char *name, IR ir, Pass &&pass) {
     enter(name);
     try {
+      const auto start = std::chrono::steady_clock::now();
       ir = pass(std::move(ir));
+      if (pipeline_.instr_.passTime)
+        pipeline_.instr_.passTime(sequence_, name,
+                                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       PassEffect effect = effectOf(name);
       if (effect.oneReduction > 0) state_.oneReductionPerDefinition = true;
       if (effect.oneReduction < 0) state_.oneReductionPerDefinition = false;

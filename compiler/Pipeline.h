@@ -12,7 +12,8 @@
 // prints the IR after each run of the named passes ("all": after every pass) to standard error;
 // `verifyEach` (ENC_VERIFY_EACH=1, on in the tests) checks the IR after every pass
 // (compiler/Verifier.h) and reports a broken invariant as an InternalError naming the pass;
-// `afterTensorPass` hands each tensor-level step's program to a callback.
+// `afterTensorPass` hands each tensor-level step's program to a callback; `passTime`
+// (ENC_TIME_PASSES=1 prints it) receives each step's wall time.
 #pragma once
 
 #include "compiler/Autodiff.h"
@@ -66,7 +67,11 @@ public:
     // Called with the tensor program after each tensor-level step (a backward step's: its
     // gradient's program), not after loop-level ones: how a test sees every pass's result.
     std::function<void(const char *sequence, const char *pass, const Program &)> afterTensorPass;
-    // ENC_PRINT_AFTER (comma-separated pass names) and ENC_VERIFY_EACH=1.
+    // Called after each step with its wall time in seconds (the pass alone: not the verifier,
+    // printing or afterTensorPass).
+    std::function<void(const char *sequence, const char *pass, double seconds)> passTime;
+    // ENC_PRINT_AFTER (comma-separated pass names), ENC_VERIFY_EACH=1 and ENC_TIME_PASSES=1
+    // (each step's time to standard error, `# time PASS (SEQUENCE): SECONDS s`).
     static Instrumentation fromEnvironment();
   };
 
