@@ -5,9 +5,10 @@
 //   enc_bench_networks blocks [B C HW N]      a ResNet-style stack (Conv-BN-ReLU x2 + residual)
 //                                             fwd+bwd: one network against the same layers run
 //                                             as separate Layers (time, kernels, peak memory)
-//   enc_bench_networks sequence KIND [DEPTHS...]
+//   enc_bench_networks sequence KIND [--no-llvm] [DEPTHS...]
 //                                             compile time of a deep sequence (bench/DeepSequence.h:
 //                                             flat, calls, repeat) phase by phase, CPU, cold
+//                                             (--no-llvm: encc's own time only, no JIT)
 //   enc_bench_networks sequence-source KIND DEPTH
 //                                             that sequence's .enc source, for encc emit
 //
@@ -185,7 +186,7 @@ int compileTimes(const std::vector<int> &depths, const char *self) {
 // the network, the forward, backward, sizes and lowering sequences (CPU, forward and backward
 // passes), then LLVM (generating and JIT-compiling the distinct kernels, cold) apart from encc's
 // own time; the three slowest passes last. [B, C] = [4, 8].
-void sequenceOnce(const std::string &kind, int depth) {
+void sequenceOnce(const std::string &kind, int depth, bool llvm) {
   using Clock = std::chrono::steady_clock;
   std::map<std::string, double> passTimes; // "sequence pass" -> seconds, over every run of it
   ir::Pipeline::Instrumentation instr = ir::Pipeline::Instrumentation::fromEnvironment();
@@ -224,9 +225,12 @@ void sequenceOnce(const std::string &kind, int depth) {
   const ir::LoopProgram backwardLoops = pipeline.lower(sizedBackward, target);
   const double lower = seconds(t);
   t = Clock::now();
-  auto forwardExecutor = makeCpuExecutor(forwardLoops);
-  auto backwardExecutor = makeCpuExecutor(backwardLoops);
-  const double llvm = seconds(t);
+  std::unique_ptr<Executor> forwardExecutor, backwardExecutor;
+  if (llvm) {
+    forwardExecutor = makeCpuExecutor(forwardLoops);
+    backwardExecutor = makeCpuExecutor(backwardLoops);
+  }
+  const std::string llvmSeconds = llvm ? fmt::format("{:.3f}", seconds(t)) : "-";
 
   std::vector<std::pair<double, std::string>> slowest;
   for (const auto &[pass, s] : passTimes) slowest.push_back({s, pass});
@@ -235,12 +239,12 @@ void sequenceOnce(const std::string &kind, int depth) {
   for (size_t i = 0; i < std::min<size_t>(3, slowest.size()); ++i)
     top += fmt::format("{}{} {:.2f}", i ? ", " : "", slowest[i].second, slowest[i].first);
   const double encc = check + expand + forwardSeconds + backwardSeconds + sizesSeconds + lower;
-  fmt::print("{:>7} {:>6} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.3f} {:>7.3f} {:>5} {:>5}  {}\n", kind,
-             depth, check, expand, forwardSeconds, backwardSeconds, sizesSeconds, lower, encc, llvm,
+  fmt::print("{:>7} {:>6} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.3f} {:>7} {:>5} {:>5}  {}\n", kind,
+             depth, check, expand, forwardSeconds, backwardSeconds, sizesSeconds, lower, encc, llvmSeconds,
              forwardLoops.kernels.size(), backwardLoops.kernels.size(), top);
 }
 
-int sequenceTimes(const std::string &kind, const std::vector<int> &depths, const char *self) {
+int sequenceTimes(const std::string &kind, const std::vector<int> &depths, bool llvm, const char *self) {
   if (bench::deepSequenceSource(kind, 1).empty()) {
     std::cerr << "enc_bench_networks sequence: unknown kind '" << kind << "' (flat, calls or repeat)\n";
     return 2;
@@ -254,7 +258,8 @@ int sequenceTimes(const std::string &kind, const std::vector<int> &depths, const
     std::filesystem::create_directories(sub);
     ::setenv("ENC_CACHE_DIR", sub.c_str(), 1);
     std::fflush(stdout);
-    if (std::system(fmt::format("{} sequence-one {} {}", self, kind, d).c_str()) != 0) return 1;
+    if (std::system(fmt::format("{} sequence-one {} {} {}", self, kind, d, llvm ? "llvm" : "no-llvm").c_str()) != 0)
+      return 1;
   }
   std::filesystem::remove_all(dir);
   return 0;
@@ -309,8 +314,8 @@ int main(int argc, char **argv) {
       compileOnce(std::atoi(argv[2]), std::string(argv[3]) == "disk");
       return 0;
     }
-    if (mode == "sequence-one" && argc == 4) {
-      sequenceOnce(argv[2], std::atoi(argv[3]));
+    if (mode == "sequence-one" && argc == 5) {
+      sequenceOnce(argv[2], std::atoi(argv[3]), std::string(argv[4]) == "llvm");
       return 0;
     }
     if (mode == "sequence-source" && argc == 4) {
@@ -319,9 +324,13 @@ int main(int argc, char **argv) {
     }
     if (mode == "sequence" && argc > 2) {
       std::vector<int> depths;
-      for (int i = 3; i < argc; ++i) depths.push_back(std::atoi(argv[i]));
+      bool llvm = true;
+      for (int i = 3; i < argc; ++i) {
+        if (std::string(argv[i]) == "--no-llvm") llvm = false;
+        else depths.push_back(std::atoi(argv[i]));
+      }
       if (depths.empty()) depths = {500, 1000, 2000, 5000, 10000, 20000};
-      return sequenceTimes(argv[2], depths, argv[0]);
+      return sequenceTimes(argv[2], depths, llvm, argv[0]);
     }
     if (mode == "compile") {
       std::vector<int> depths;
@@ -333,7 +342,7 @@ int main(int argc, char **argv) {
       auto arg = [&](int i, int64_t d) { return argc > i ? std::atoll(argv[i]) : d; };
       return blockStack(arg(2, 16), arg(3, 64), arg(4, 56), static_cast<int>(arg(5, 2)));
     }
-    std::cerr << "usage: enc_bench_networks compile [DEPTHS...] | blocks [B C HW N] | sequence KIND [DEPTHS...] | "
+    std::cerr << "usage: enc_bench_networks compile [DEPTHS...] | blocks [B C HW N] | sequence KIND [--no-llvm] [DEPTHS...] | "
                  "sequence-source KIND DEPTH\n";
     return 2;
   } catch (const Error &e) {
