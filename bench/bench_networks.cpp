@@ -190,8 +190,9 @@ void sequenceOnce(const std::string &kind, int depth, bool llvm) {
   using Clock = std::chrono::steady_clock;
   std::map<std::string, double> passTimes; // "sequence pass" -> seconds, over every run of it
   ir::Pipeline::Instrumentation instr = ir::Pipeline::Instrumentation::fromEnvironment();
-  instr.passTime = [&](const char *sequence, const char *pass, double s) {
+  instr.passTime = [&, print = instr.passTime](const char *sequence, const char *pass, double s) {
     passTimes[fmt::format("{} {}", sequence, pass)] += s;
+    if (print) print(sequence, pass, s); // ENC_TIME_PASSES=1: each one as well
   };
   const ir::Pipeline pipeline(instr);
   const std::string source = bench::deepSequenceSource(kind, depth);
