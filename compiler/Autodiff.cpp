@@ -487,7 +487,7 @@ Gradient unfusedGradientOf(const LayerSymbols &layer, const Program &forward,
     // A parameter the forward pass no longer has (bias = false) has no gradient either.
     if (t.role == TensorRole::Input || t.role == TensorRole::Param) g.gradOf[t.name] = gradientName(t.name);
   }
-  std::erase_if(g.program.tensors, [&](const TensorDecl &t) {
+  g.program.tensors.eraseIf([&](const TensorDecl &t) {
     return t.role == TensorRole::Output && t.name.rfind("grad_", 0) == 0 && !g.gradOf.count(t.name.substr(5));
   });
   std::erase_if(g.program.defs, [&](const Definition &d) {

@@ -201,9 +201,7 @@ private:
     for (size_t i = 0; i < p_.defs.size(); ++i)
       if (alive_[i]) defs.push_back(std::move(p_.defs[i]));
     p_.defs = std::move(defs);
-    p_.tensors.erase(std::remove_if(p_.tensors.begin(), p_.tensors.end(),
-                                    [&](const TensorDecl &x) { return removed_.count(x.name) > 0; }),
-                     p_.tensors.end());
+    p_.tensors.eraseIf([&](const TensorDecl &x) { return removed_.count(x.name) > 0; });
   }
 };
 

@@ -250,7 +250,7 @@ Program dropDisabledState(const Program &in, const LayerSymbols &layer, const st
           throw Error(fmt::format("layer {} reads '{}', which does not exist with these hyper-parameters ({})", p.layer,
                                   d.name.text, ast::printExpr(*d.condition)),
                       fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
-      std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.name == d.name.text; });
+      p.tensors.eraseIf([&](const TensorDecl &t) { return t.name == d.name.text; });
     }
   return p;
 }
@@ -258,7 +258,7 @@ Program dropDisabledState(const Program &in, const LayerSymbols &layer, const st
 Program dropBufferUpdates(const Program &in) {
   Program p = in;
   std::erase_if(p.defs, [&](const Definition &d) { return p.updates.count(d.tensor) > 0; });
-  std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.role == TensorRole::Update; });
+  p.tensors.eraseIf([&](const TensorDecl &t) { return t.role == TensorRole::Update; });
   p.updates.clear();
   return p;
 }

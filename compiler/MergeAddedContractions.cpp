@@ -145,7 +145,7 @@ Program mergeAddedContractions(const Program &in) {
       size_t removed = static_cast<size_t>(def - p.defs.begin());
       p.defs.erase(def);
       if (removed < di) --di;
-      std::erase_if(p.tensors, [&](const TensorDecl &t) { return t.name == name; });
+      p.tensors.eraseIf([&](const TensorDecl &t) { return t.name == name; });
       break;
     }
   }

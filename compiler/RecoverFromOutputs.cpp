@@ -49,8 +49,7 @@ Gradient recoverFromOutputs(const Gradient &in, const Program &forward) {
         g.program.tensors.push_back({t, TensorRole::Input, decl->shape, decl->loc});
       }
     // The recovered tensor is no longer an input of the backward pass, nor saved for it.
-    std::erase_if(g.program.tensors,
-                  [&](const TensorDecl &t) { return t.name == r.def.tensor && t.role == TensorRole::Input; });
+    g.program.tensors.eraseIf([&](const TensorDecl &t) { return t.name == r.def.tensor && t.role == TensorRole::Input; });
   }
   // What the forward pass keeps for the backward pass: every forward tensor it still reads.
   const std::set<std::string> read = tensorsRead(g.program);

@@ -4,11 +4,7 @@
 
 namespace enc::ir {
 
-const TensorDecl *Program::tensor(const std::string &name) const {
-  for (const TensorDecl &t : tensors)
-    if (t.name == name) return &t;
-  return nullptr;
-}
+const TensorDecl *Program::tensor(const std::string &name) const { return tensors.find(name); }
 
 std::string Program::unusedTensorName(const std::string &base) const {
   std::string name = base;

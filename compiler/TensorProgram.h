@@ -4,6 +4,7 @@
 
 #include "compiler/IR.h"
 #include "dsl/Sema.h"
+#include "support/NamedList.h"
 
 #include <map>
 #include <set>
@@ -18,6 +19,10 @@ struct TensorDecl {
   std::vector<Expr> shape;
   SourceLoc loc;
 };
+
+// A program's tensor declarations in order, found by name through an index (NamedList.h):
+// passes look tensors up per definition, and an expanded network declares tens of thousands.
+using TensorDecls = NamedList<TensorDecl>;
 
 struct IndexVar {
   std::string name;
@@ -61,7 +66,7 @@ struct Recovery {
 struct Program {
   std::string layer;
   const SourceFile *source = nullptr;
-  std::vector<TensorDecl> tensors;
+  TensorDecls tensors;
   std::vector<Definition> defs;
   std::vector<SizeParam> sizes; // every Size/Param variable the program may mention
   std::vector<Requirement> requirements;

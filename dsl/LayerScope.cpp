@@ -9,11 +9,7 @@ namespace enc::sema {
 
 LayerScope::LayerScope(ast::Layer &layer, DiagnosticEngine &diags) : decl(layer), diags(diags) { syms.layer = &layer; }
 
-TensorSymbol *LayerScope::findTensor(const std::string &name) {
-  for (TensorSymbol &t : syms.tensors)
-    if (t.name == name) return &t;
-  return nullptr;
-}
+TensorSymbol *LayerScope::findTensor(const std::string &name) { return syms.tensors.find(name); }
 
 std::string LayerScope::whatIs(const std::string &name) {
   if (syms.hyperParam(name)) return "a hyper-parameter";

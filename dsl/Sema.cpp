@@ -32,11 +32,7 @@ const char *roleName(TensorRole r) {
   return "tensor";
 }
 
-const TensorSymbol *LayerSymbols::find(const std::string &name) const {
-  for (const TensorSymbol &t : tensors)
-    if (t.name == name) return &t;
-  return nullptr;
-}
+const TensorSymbol *LayerSymbols::find(const std::string &name) const { return tensors.find(name); }
 
 const ast::HyperParam *LayerSymbols::hyperParam(const std::string &name) const {
   for (const ast::HyperParam &hp : layer->hyperParams)

@@ -5,6 +5,7 @@
 
 #include "dsl/AST.h"
 #include "dsl/Diagnostics.h"
+#include "support/NamedList.h"
 
 #include <map>
 #include <string>
@@ -51,7 +52,7 @@ struct LayerSymbols {
   std::vector<const ast::Statement *> updates;          // buffer[...] <- value, in order
   std::vector<const ast::Statement *> recoveries;       // recover X[...] = value where condition
   std::vector<const ast::Requirement *> requirements; // layer-level first, then the forward block's
-  std::vector<TensorSymbol> tensors; // params, buffers, inputs, outputs, then temporaries in order
+  NamedList<TensorSymbol> tensors; // params, buffers, inputs, outputs, then temporaries in order
   const TensorSymbol *find(const std::string &name) const;
   const ast::HyperParam *hyperParam(const std::string &name) const;
 };
