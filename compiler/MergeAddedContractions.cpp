@@ -50,20 +50,16 @@ Expr added(const std::vector<Expr> &terms) {
   return out ? out : floatImm(0);
 }
 
-// How often each tensor is read (in values and scatter targets).
-std::map<std::string, int> readCounts(const Program &p) {
-  std::map<std::string, int> counts;
+// How often each tensor is read (in values and scatter targets), by one definition or all.
+void countReads(const Definition &d, std::map<std::string, int> &counts, int sign) {
   auto count = [&](const Expr &e) {
     visit(e, [&](const Expr &n) {
-      if (n->kind == ExprKind::Access) ++counts[n->name];
+      if (n->kind == ExprKind::Access) counts[n->name] += sign;
       return true;
     });
   };
-  for (const Definition &d : p.defs) {
-    count(d.value);
-    for (const Expr &s : d.scatter) count(s);
-  }
-  return counts;
+  count(d.value);
+  for (const Expr &s : d.scatter) count(s);
 }
 
 // d's value with the temporary `read` (an addend of it) inlined from `t` and the sums merged,
@@ -115,17 +111,27 @@ Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
 
 } // namespace
 
+// Definitions are visited in order; a merged temporary is only marked removed (and skipped)
+// until the end, so the indexes by position stay valid.
 Program mergeAddedContractions(const Program &in) {
   Program p = in;
+  std::map<std::string, int> reads; // kept up to date as values change
+  std::map<std::string, std::vector<size_t>> definers;
+  for (size_t i = 0; i < p.defs.size(); ++i) {
+    countReads(p.defs[i], reads, +1);
+    definers[p.defs[i].tensor].push_back(i);
+  }
+  std::vector<bool> removed(p.defs.size(), false);
+  std::set<std::string> removedTensors;
   for (size_t di = 0; di < p.defs.size(); ++di) {
     Definition &d = p.defs[di];
-    if (d.isScatter()) continue;
-    std::map<std::string, int> reads = readCounts(p);
+    if (removed[di] || d.isScatter()) continue;
     std::vector<Expr> terms = addends(d.value);
     for (const Expr &term : terms) {
       if (term->kind != ExprKind::Access || reads[term->name] != 1) continue;
       const TensorDecl *decl = p.tensor(term->name);
-      auto def = std::find_if(p.defs.begin(), p.defs.end(), [&](const Definition &t) { return t.tensor == term->name; });
+      // Its one definition: a temporary read once has not been merged away.
+      const std::vector<size_t> &defs = definers[term->name];
       // Read at the reader's own places (each of its indices once): a temporary over fewer
       // indices (a sum per row that every column reads) would be summed again per column.
       std::set<std::string> places;
@@ -134,21 +140,27 @@ Program mergeAddedContractions(const Program &in) {
                                                      [&](const IndexVar &v) { return v.name == a->name; }))
           places.insert(a->name);
       if (places.size() != d.indices.size() || term->args.size() != d.indices.size()) continue;
-      if (!decl || decl->role != TensorRole::Temp || def == p.defs.end() || def->isScatter() ||
-          def->indices.size() != term->args.size() ||
-          std::count_if(p.defs.begin(), p.defs.end(), [&](const Definition &t) { return t.tensor == term->name; }) != 1)
+      if (!decl || decl->role != TensorRole::Temp || defs.size() != 1 || p.defs[defs[0]].isScatter() ||
+          p.defs[defs[0]].indices.size() != term->args.size())
         continue;
-      Expr value = mergedValue(d, term, *def);
+      const size_t ti = defs[0];
+      Expr value = mergedValue(d, term, p.defs[ti]);
       if (!value) continue;
+      countReads(d, reads, -1);
+      countReads(p.defs[ti], reads, -1);
       d.value = value;
-      const std::string name = term->name;
-      size_t removed = static_cast<size_t>(def - p.defs.begin());
-      p.defs.erase(def);
-      if (removed < di) --di;
-      p.tensors.eraseIf([&](const TensorDecl &t) { return t.name == name; });
+      countReads(d, reads, +1);
+      removed[ti] = true;
+      removedTensors.insert(term->name);
+      definers.erase(term->name);
       break;
     }
   }
+  std::vector<Definition> kept;
+  for (size_t i = 0; i < p.defs.size(); ++i)
+    if (!removed[i]) kept.push_back(std::move(p.defs[i]));
+  p.defs = std::move(kept);
+  p.tensors.eraseIf([&](const TensorDecl &t) { return removedTensors.count(t.name) > 0; });
   return p;
 }
 
