@@ -39,10 +39,55 @@ Expr flatten(const std::vector<Expr> &indices, const std::vector<Expr> &shape) {
   return flat;
 }
 
+bool sameExtents(const auto &a, const auto &b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const auto &x, const auto &y) { return structurallyEqual(x.extent, y.extent); });
+}
+
+// A program's sums by their domains (the extents of the definition's indices and of the sum's),
+// so that asking whether a definition has a sibling sum is a lookup, not a walk over every
+// definition: a network has thousands.
+class SumDomains {
+public:
+  explicit SumDomains(const Program &p) {
+    for (const Definition &d : p.defs) {
+      const ExprNode *r = d.isScatter() ? nullptr : firstReduce(d.value);
+      if (r && r->reduceOp == ReduceOp::Sum) byText_[text(d.indices, r->rvars)].push_back({&d, r});
+    }
+  }
+
+  // Whether a definition other than `d` sums over the domain of d's indices and `reduction`'s.
+  bool anotherSums(const Definition &d, const ExprNode &reduction) const {
+    auto it = byText_.find(text(d.indices, reduction.rvars));
+    if (it == byText_.end()) return false;
+    return std::any_of(it->second.begin(), it->second.end(), [&](const Sum &other) {
+      return other.def != &d && sameExtents(other.def->indices, d.indices) &&
+             sameExtents(other.reduction->rvars, reduction.rvars);
+    });
+  }
+
+private:
+  struct Sum {
+    const Definition *def;
+    const ExprNode *reduction;
+  };
+  // Equal extents print alike; sameExtents decides among those that print alike.
+  std::map<std::string, std::vector<Sum>> byText_;
+
+  static std::string text(const std::vector<IndexVar> &indices, const std::vector<ReduceVar> &rvars) {
+    std::string out;
+    for (const IndexVar &v : indices) out += print(v.extent) + ", ";
+    out += "|";
+    for (const ReduceVar &v : rvars) out += ", " + print(v.extent);
+    return out;
+  }
+};
+
 class KernelLowerer {
 public:
-  KernelLowerer(const Program &p, const Definition &d, Target target, int ordinal, const GpuTiling &tiling)
-      : prog_(p), def_(d), target_(target), ordinal_(ordinal), tiling_(tiling) {}
+  KernelLowerer(const Program &p, const SumDomains &sums, const Definition &d, Target target, int ordinal,
+                const GpuTiling &tiling)
+      : prog_(p), sums_(sums), def_(d), target_(target), ordinal_(ordinal), tiling_(tiling) {}
 
   Kernel run() {
     Kernel k;
@@ -88,6 +133,7 @@ public:
 
 private:
   const Program &prog_;
+  const SumDomains &sums_;
   const Definition &def_;
   Target target_;
   const GpuTiling &tiling_;
@@ -190,15 +236,7 @@ private:
   // and X^2 per channel): fuseSiblingReductions makes such plain reduction loops one pass.
   bool hasSiblingSum() const {
     const ExprNode *mine = firstReduce(def_.value);
-    auto sameExtents = [](const auto &a, const auto &b) {
-      return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                        [](const auto &x, const auto &y) { return structurallyEqual(x.extent, y.extent); });
-    };
-    return std::any_of(prog_.defs.begin(), prog_.defs.end(), [&](const Definition &other) {
-      const ExprNode *r = &other == &def_ || other.isScatter() ? nullptr : firstReduce(other.value);
-      return r && mine && r->reduceOp == ReduceOp::Sum && sameExtents(other.indices, def_.indices) &&
-             sameExtents(r->rvars, mine->rvars);
-    });
+    return mine && sums_.anotherSums(def_, *mine);
   }
 
   // A max or min whose innermost reduction index r reads unit-stride (a row's max over a
@@ -422,6 +460,7 @@ LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tilin
   out.tensors = p;
   int ordinal = 0, message = 0;
   bool lastWasCollective = false;
+  const SumDomains sums(p);
   for (const Definition &d : p.defs) {
     if (isCollective(d)) {
       out.kernels.push_back(collectiveKernel(p, d, ordinal++));
@@ -431,7 +470,7 @@ LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tilin
     }
     if (lastWasCollective) ++message;
     lastWasCollective = false;
-    out.kernels.push_back(KernelLowerer(p, d, target, ordinal++, tiling).run());
+    out.kernels.push_back(KernelLowerer(p, sums, d, target, ordinal++, tiling).run());
   }
   return out;
 }
