@@ -57,7 +57,10 @@ struct Scatter {
 
 class Differentiator {
 public:
-  explicit Differentiator(const Program &fwd) : fwd_(fwd) {}
+  explicit Differentiator(const Program &fwd) : fwd_(fwd) {
+    for (const Definition &d : fwd_.defs)
+      if (!d.isScatter()) definitionOf_.emplace(d.tensor, &d); // the first, as Program::definitionOf
+  }
 
   Gradient run() {
     out_.layer = fwd_.layer;
@@ -90,6 +93,7 @@ public:
 
 private:
   const Program &fwd_;
+  std::map<std::string, const Definition *> definitionOf_; // fwd_'s, by tensor
   Program out_;
   Gradient grad_;
   std::map<std::string, std::vector<std::string>> canon_;
@@ -152,7 +156,7 @@ private:
     Definition d;
     d.tensor = name;
     d.loc = t->loc;
-    if (const Definition *fd = fwd_.definitionOf(tensor)) d.loc = fd->loc;
+    if (auto fd = definitionOf_.find(tensor); fd != definitionOf_.end()) d.loc = fd->second->loc;
     for (size_t i = 0; i < t->shape.size(); ++i) d.indices.push_back({canon_[tensor][i], t->shape[i]});
     d.value = value ? value : floatImm(0);
     out_.defs.push_back(d);
