@@ -508,6 +508,18 @@ std::string freshName(const std::string &name, std::set<std::string> &taken) {
   return fresh;
 }
 
+std::string TakenNames::fresh(const std::string &name) {
+  std::string fresh = name;
+  if (contains(fresh)) {
+    std::string stem = name;
+    while (!stem.empty() && std::isdigit(static_cast<unsigned char>(stem.back()))) stem.pop_back();
+    int &i = next_.try_emplace(stem, 1).first->second;
+    while (contains(fresh = stem + std::to_string(i))) ++i;
+  }
+  insert(fresh);
+  return fresh;
+}
+
 bool anyNode(const Expr &e, const std::function<bool(const Expr &)> &pred) {
   bool found = false;
   visit(e, [&](const Expr &n) {

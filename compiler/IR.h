@@ -100,6 +100,20 @@ Expr substituteIndices(const Expr &e, const std::map<std::string, Expr> &values)
 // `name` if no name in `taken` is it, else its stem (trailing digits dropped) with the first
 // number 1, 2, ... that makes it new (_acc -> _acc1, _acc1 -> _acc2); the result is added to `taken`.
 std::string freshName(const std::string &name, std::set<std::string> &taken);
+// Names in use, for a pass that renames many statements apart: fresh() gives what freshName
+// gives, but remembers for each stem the number it stopped at (names are only ever added, so
+// every number below it stays taken), and the thousandth clash of one name costs one lookup
+// rather than a thousand.
+class TakenNames {
+public:
+  bool contains(const std::string &name) const { return names_.count(name) != 0; }
+  void insert(const std::string &name) { names_.insert(name); }
+  std::string fresh(const std::string &name);
+
+private:
+  std::set<std::string> names_;
+  std::map<std::string, int> next_; // stem -> the first number that may be free
+};
 // e with the Index variables a and b exchanged (a symmetric contraction's transposed element).
 Expr swapIndices(const Expr &e, const std::string &a, const std::string &b);
 

@@ -355,17 +355,37 @@ bool meets(const std::set<std::string> &a, const std::set<std::string> &b) {
 }
 
 Kernel mergedInterface(Kernel merged, const Kernel &a, const Kernel &b) {
-  std::vector<std::string> buffers(a.buffers.begin(), a.buffers.begin() + a.outputs);
-  buffers.insert(buffers.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
-  for (const Kernel *src : {&a, &b})
-    for (const std::string &r : kernelReads(*src))
-      if (std::find(buffers.begin(), buffers.end(), r) == buffers.end()) buffers.push_back(r);
-  merged.buffers = buffers;
-  merged.outputs = a.outputs + b.outputs;
-  for (const SizeParam &p : b.params)
-    if (std::none_of(merged.params.begin(), merged.params.end(), [&](const SizeParam &q) { return q.name == p.name; }))
-      merged.params.push_back(p);
+  MergedInterface i(a);
+  i.add(b);
+  i.applyTo(merged);
   return merged;
+}
+
+MergedInterface::MergedInterface(const Kernel &first)
+    : outputs_(first.buffers.begin(), first.buffers.begin() + first.outputs), writes_(kernelWrites(first)),
+      reads_(kernelReads(first)), params_(first.params) {
+  for (const SizeParam &p : params_) paramNames_.insert(p.name);
+}
+
+void MergedInterface::add(const Kernel &b) {
+  const std::set<std::string> bWrites = kernelWrites(b);
+  outputs_.insert(outputs_.end(), b.buffers.begin(), b.buffers.begin() + b.outputs);
+  writes_.insert(bWrites.begin(), bWrites.end());
+  for (const std::string &w : bWrites) reads_.erase(w); // an output now
+  lastReads_.clear();
+  for (const std::string &r : kernelReads(b))
+    if (!writes_.count(r) && reads_.insert(r).second) lastReads_.insert(r);
+  for (const SizeParam &p : b.params)
+    if (paramNames_.insert(p.name).second) params_.push_back(p);
+}
+
+void MergedInterface::applyTo(Kernel &k) const {
+  k.buffers = outputs_;
+  for (const std::string &r : reads_)
+    if (!lastReads_.count(r)) k.buffers.push_back(r);
+  k.buffers.insert(k.buffers.end(), lastReads_.begin(), lastReads_.end());
+  k.outputs = static_cast<int>(outputs_.size());
+  k.params = params_;
 }
 
 std::string printLoops(const LoopProgram &p) {

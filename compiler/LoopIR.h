@@ -223,8 +223,28 @@ std::set<std::string> kernelWrites(const Kernel &k);
 // Whether two sets of buffer names have one in common (what one kernel writes and another reads).
 bool meets(const std::set<std::string> &a, const std::set<std::string> &b);
 // `merged` (a body doing the work of `a` and then `b`) with the interface of both: a's
-// outputs, b's outputs, then every tensor either reads; b's parameters added to a's.
+// outputs, b's outputs, then every tensor either reads (a's, then b's others, each in name
+// order); b's parameters added to a's.
 Kernel mergedInterface(Kernel merged, const Kernel &a, const Kernel &b);
+// The interface of kernels merged one after another into the first, as mergedInterface gives it
+// merge by merge, kept as they join: the thousandth kernel to join costs what it adds, not what
+// the kernels before it read.
+class MergedInterface {
+public:
+  explicit MergedInterface(const Kernel &first);
+  void add(const Kernel &b);
+  const std::set<std::string> &reads() const { return reads_; }
+  const std::set<std::string> &writes() const { return writes_; }
+  // k's buffers, outputs and parameters set to the merged kernel's.
+  void applyTo(Kernel &k) const;
+
+private:
+  std::vector<std::string> outputs_;
+  std::set<std::string> writes_, reads_;
+  std::set<std::string> lastReads_; // what the last kernel to join added to reads_
+  std::vector<SizeParam> params_;
+  std::set<std::string> paramNames_;
+};
 
 // Merges reduction kernels over the same output and reduction domains (GPU warp reductions,
 // CPU plain reduction loops) into one kernel with an accumulator each, when no kernel between
