@@ -20,13 +20,17 @@
 //   iteration, so the load sees it. A read elsewhere (a shifted X[i - 1]) is another
 //   iteration's, perhaps another thread's, value: no fusion.
 // - A kernel moves up past the kernels between only when it reads nothing they write, and they
-//   neither read nor write what it writes.
+//   neither read nor write what it writes (KernelMerging.h finds them without walking the
+//   kernels between).
 // - A pointwise nest (PointwiseNest.h) is loops, each holding lets and one loop, the innermost
 //   lets and plain stores (blocks transparent); scatters, collectives, reductions and tiles
 //   are not.
+#include "compiler/KernelMerging.h"
 #include "compiler/LocalNames.h"
 #include "compiler/LoopIR.h"
 #include "compiler/PointwiseNest.h"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <map>
@@ -65,7 +69,7 @@ bool readsOnlyStoredPositions(const std::vector<Stmt> &stmts, const std::vector<
 std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   std::optional<PointwiseNest> na = pointwiseNest(a), nb = pointwiseNest(b);
   if (!na || !nb || !sameLoops(*na, *nb)) return std::nullopt;
-  std::set<std::string> taken;
+  TakenNames taken;
   visit(a.body, [&](const Stmt &s) {
     if (s->kind == StmtKind::For || s->kind == StmtKind::Let) taken.insert(s->name);
     return true;
@@ -99,31 +103,45 @@ std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
   return mergedInterface(k, a, b);
 }
 
+// Pointwise kernels merged pairwise: each joins the kernel merged so far (pointwise groups are
+// few kernels; reductions' are many, see FuseSiblingReductions.cpp).
+class PointwiseMerge : public KernelMerge {
+public:
+  explicit PointwiseMerge(Kernel first) : merged_(std::move(first)) {}
+  bool join(const Kernel &b) override {
+    std::optional<Kernel> k = merge(merged_, b);
+    if (k) merged_ = std::move(*k);
+    return k.has_value();
+  }
+  Kernel result() const override { return merged_; }
+
+private:
+  Kernel merged_;
+};
+
+// The loops as text: nests whose texts differ have different loops (sameLoops decides for
+// those whose texts are equal).
+std::optional<std::string> loopsText(const Kernel &k) {
+  std::optional<PointwiseNest> n = pointwiseNest(k);
+  if (!n) return std::nullopt;
+  std::string text;
+  for (const PointwiseNest::Loop &l : n->loops) text += fmt::format("{} {}; ", forKindName(l.kind), print(l.extent));
+  return text;
+}
+
 } // namespace
 
 LoopProgram fusePointwiseKernels(const LoopProgram &p) {
   LoopProgram out = p;
-  std::vector<Kernel> &ks = out.kernels;
-  for (size_t i = 0; i < ks.size(); ++i) {
-    if (!pointwiseNest(ks[i])) continue;
-    // What the kernels after i and before the candidate read and write.
-    std::set<std::string> betweenReads, betweenWrites;
-    for (size_t j = i + 1; j < ks.size();) {
-      const std::set<std::string> reads = kernelReads(ks[j]), writes = kernelWrites(ks[j]);
-      const bool movable = !meets(reads, betweenWrites) && !meets(writes, betweenWrites) &&
-                           !meets(writes, betweenReads) && !meets(writes, kernelReads(ks[i])) &&
-                           !meets(writes, kernelWrites(ks[i]));
-      std::optional<Kernel> merged = movable ? merge(ks[i], ks[j]) : std::nullopt;
-      if (merged) {
-        ks[i] = *merged;
-        ks.erase(ks.begin() + static_cast<long>(j));
-        continue;
-      }
-      betweenReads.insert(reads.begin(), reads.end());
-      betweenWrites.insert(writes.begin(), writes.end());
-      ++j;
-    }
-  }
+  out.kernels = mergeIntoEarlier(std::move(out.kernels),
+                                 {.kindOf = loopsText,
+                                  // The kernels between neither write what it reads (the earlier
+                                  // kernel may: merge checks where) nor touch what it writes.
+                                  .earliest =
+                                      [](const KernelAccesses &a, size_t j) {
+                                        return std::max(a.lastWriteOfReads(j), a.lastAccessOfWrites(j) + 1);
+                                      },
+                                  .start = [](const Kernel &a) { return std::make_unique<PointwiseMerge>(a); }});
   return out;
 }
 

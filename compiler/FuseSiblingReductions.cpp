@@ -20,8 +20,12 @@
 // one's computes (the decoded indices) become that one; others join under fresh names.
 //
 // A later kernel joins an earlier one only when it reads nothing that the earlier one or any
-// kernel between them writes, so moving it up keeps every value it sees.
+// kernel between them writes, so moving it up keeps every value it sees (KernelMerging.h finds
+// them without walking the kernels between).
+#include "compiler/KernelMerging.h"
 #include "compiler/ReductionNest.h"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <optional>
@@ -42,57 +46,74 @@ bool sameDomains(const ReductionNest &a, const ReductionNest &b) {
          std::equal(a.reduction.begin(), a.reduction.end(), b.reduction.begin(), b.reduction.end(), same);
 }
 
-// `b` folded into `a`, or nullopt when either is no reduction nest or their domains differ:
-// b's loops become a's, its lets join a's, its accumulators (_acc -> _acc1, ...) and epilogue
-// follow a's.
-std::optional<Kernel> merge(const Kernel &a, const Kernel &b) {
-  std::optional<ReductionNest> na = reductionNest(a), nb = reductionNest(b);
-  if (!na || !nb || !sameDomains(*na, *nb)) return std::nullopt;
-  ReductionNest m = *na;
-  std::set<std::string> taken = na->declaredNames();
-  Renaming rename{{nb->output.var, na->output.var}};
-  joinLets(nb->output.lets, m.output.lets, rename, taken);
-  for (size_t i = 0; i < nb->reduction.size(); ++i) {
-    rename[nb->reduction[i].var] = na->reduction[i].var;
-    joinLets(nb->reduction[i].lets, m.reduction[i].lets, rename, taken);
+// Reduction nests merged into the first one, one after another: each later one's loops become
+// the first one's, its lets join those there, its accumulators (_acc -> _acc1, ...) and epilogue
+// follow. Kept as a nest until the end, with the names it declares, so that the n-th kernel to
+// join (a network's bias gradients, a thousand sums over the batch) costs what it holds.
+class SiblingMerge : public KernelMerge {
+public:
+  SiblingMerge(const Kernel &first, ReductionNest nest) : first_(first), m_(std::move(nest)), interface_(first) {
+    for (const std::string &n : m_.declaredNames()) taken_.insert(n);
   }
-  for (const ReductionNest::Accumulator &acc : nb->accumulators)
-    rename[acc.init->name] = freshName(acc.init->name, taken);
-  for (const Stmt &s : nb->epilogue)
-    if (s->kind == StmtKind::Let) rename[s->name] = freshName(s->name, taken);
-  ReductionNest rb = nb->renamed(rename);
-  m.accumulators.insert(m.accumulators.end(), rb.accumulators.begin(), rb.accumulators.end());
-  m.epilogue.insert(m.epilogue.end(), rb.epilogue.begin(), rb.epilogue.end());
-  Kernel k = a;
-  k.body = reductionNestBody(m);
-  return mergedInterface(k, a, b);
+
+  // Joins b when it is a reduction nest over the same domains.
+  bool join(const Kernel &b) override {
+    std::optional<ReductionNest> nb = reductionNest(b);
+    if (!nb || !sameDomains(m_, *nb)) return false;
+    Renaming rename{{nb->output.var, m_.output.var}};
+    joinLets(nb->output.lets, m_.output.lets, rename, taken_);
+    for (size_t i = 0; i < nb->reduction.size(); ++i) {
+      rename[nb->reduction[i].var] = m_.reduction[i].var;
+      joinLets(nb->reduction[i].lets, m_.reduction[i].lets, rename, taken_);
+    }
+    for (const ReductionNest::Accumulator &acc : nb->accumulators) rename[acc.init->name] = taken_.fresh(acc.init->name);
+    for (const Stmt &s : nb->epilogue)
+      if (s->kind == StmtKind::Let) rename[s->name] = taken_.fresh(s->name);
+    ReductionNest rb = nb->renamed(rename);
+    m_.accumulators.insert(m_.accumulators.end(), rb.accumulators.begin(), rb.accumulators.end());
+    m_.epilogue.insert(m_.epilogue.end(), rb.epilogue.begin(), rb.epilogue.end());
+    interface_.add(b);
+    joined_ = true;
+    return true;
+  }
+
+  Kernel result() const override {
+    if (!joined_) return first_;
+    Kernel k = first_;
+    k.body = reductionNestBody(m_);
+    interface_.applyTo(k);
+    return k;
+  }
+
+private:
+  Kernel first_;
+  ReductionNest m_;
+  TakenNames taken_; // every name m_ declares
+  MergedInterface interface_;
+  bool joined_ = false;
+};
+
+// The domains as text: kernels whose texts differ have different domains (sameDomains decides
+// for those whose texts are equal).
+std::optional<std::string> domainText(const Kernel &k) {
+  std::optional<ReductionNest> n = reductionNest(k);
+  if (!n) return std::nullopt;
+  std::string text = fmt::format("{} {}", forKindName(n->output.kind), print(n->output.extent));
+  for (const ReductionNest::Loop &l : n->reduction) text += fmt::format("; {} {}", forKindName(l.kind), print(l.extent));
+  return text;
 }
 
 } // namespace
 
 LoopProgram fuseSiblingReductions(const LoopProgram &p) {
   LoopProgram out = p;
-  std::vector<Kernel> &ks = out.kernels;
-  for (size_t i = 0; i < ks.size(); ++i) {
-    if (!reductionNest(ks[i])) continue;
-    std::set<std::string> written = kernelWrites(ks[i]);
-    for (size_t j = i + 1; j < ks.size();) {
-      std::set<std::string> r = kernelReads(ks[j]);
-      bool independent = !meets(r, written);
-      std::optional<Kernel> merged = independent ? merge(ks[i], ks[j]) : std::nullopt;
-      if (merged) {
-        ks[i] = *merged;
-        written = kernelWrites(ks[i]);
-        // Kernels between i and j still count as written before anything later.
-        for (size_t m = i + 1; m < j; ++m)
-          for (const std::string &w : kernelWrites(ks[m])) written.insert(w);
-        ks.erase(ks.begin() + static_cast<long>(j));
-        continue;
-      }
-      for (const std::string &w : kernelWrites(ks[j])) written.insert(w);
-      ++j;
-    }
-  }
+  out.kernels = mergeIntoEarlier(std::move(out.kernels),
+                                 {.kindOf = domainText,
+                                  // Nothing from the earlier kernel on writes what it reads.
+                                  .earliest = [](const KernelAccesses &a, size_t j) { return a.lastWriteOfReads(j) + 1; },
+                                  .start = [](const Kernel &a) -> std::unique_ptr<KernelMerge> {
+                                    return std::make_unique<SiblingMerge>(a, *reductionNest(a));
+                                  }});
   return out;
 }
 

@@ -28,7 +28,7 @@ Stmt renameLocals(const Stmt &s, const Renaming &rename) {
   return mutateExprs(names, [&](const Expr &n) { return renamedVar(n, rename); });
 }
 
-void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming &rename, std::set<std::string> &taken) {
+void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming &rename, TakenNames &taken) {
   const std::vector<Stmt> before = merged;
   for (const Stmt &l : lets) {
     Expr value = renameLocals(l->value, rename);
@@ -39,7 +39,7 @@ void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming
       rename[l->name] = (*same)->name;
       continue;
     }
-    rename[l->name] = freshName(l->name, taken);
+    rename[l->name] = taken.fresh(l->name);
     merged.push_back(let(rename[l->name], l->type, value));
   }
 }

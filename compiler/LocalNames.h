@@ -24,6 +24,6 @@ Stmt renameLocals(const Stmt &s, const Renaming &rename);
 // Lets of another kernel (their reads renamed by `rename` first) joined to `merged`, the lets
 // already there: a let with the type and value of one of those is that one (`rename` maps to
 // it); any other is appended under a name not in `taken`.
-void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming &rename, std::set<std::string> &taken);
+void joinLets(const std::vector<Stmt> &lets, std::vector<Stmt> &merged, Renaming &rename, TakenNames &taken);
 
 } // namespace enc::ir
