@@ -51,8 +51,7 @@ bool isCenteredOnMean(const Expr &centered, const std::vector<ReduceVar> &rvars,
 
 } // namespace
 
-Program dropCenteredSums(const Program &backward, const Program &forward) {
-  Program out = backward;
+Program dropCenteredSums(Program out, const Program &forward) {
   for (Definition &d : out.defs) {
     if (d.isScatter()) continue;
     d.value = mutate(d.value, [&](const Expr &n) -> Expr {

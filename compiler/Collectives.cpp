@@ -33,8 +33,7 @@ bool isCollective(const Definition &d) {
   return true;
 }
 
-Program dropAllreduces(const Program &in) {
-  Program p = in;
+Program dropAllreduces(Program p) {
   auto drop = [](const Expr &n) -> Expr { return isAllreduce(n) ? n->args[0] : nullptr; };
   for (Definition &d : p.defs) d.value = mutate(d.value, drop);
   return p;
@@ -44,10 +43,10 @@ namespace {
 
 class Isolator : DefinitionRewriter {
 public:
-  explicit Isolator(const Program &p) : DefinitionRewriter(p) {}
+  explicit Isolator(Program p) : DefinitionRewriter(std::move(p)) {}
 
   Program run() {
-    for (const Definition &d : in_.defs) {
+    for (const Definition &d : in_defs_) {
       if (isCollective(d) || !containsAllreduce(d.value)) {
         out_.defs.push_back(d);
         continue;
@@ -80,7 +79,7 @@ private:
   Expr addTemp(const std::string &suffix, const std::vector<IndexVar> &indices, Expr value) {
     std::string name;
     do name = fmt::format("{}_{}{}", current_->tensor, suffix, ++counter_);
-    while (out_.tensor(name) || in_.tensor(name));
+    while (out_.tensor(name)); // out_ declares every tensor of the input too
     return addTemporary(name, indices, std::move(value));
   }
 
@@ -93,13 +92,12 @@ private:
 
 } // namespace
 
-Program isolateAllreduces(const Program &p) { return Isolator(p).run(); }
+Program isolateAllreduces(Program p) { return Isolator(std::move(p)).run(); }
 
-Program sinkCollectives(const Program &in) {
-  Program p = in;
+Program sinkCollectives(Program p) {
+  if (std::none_of(p.defs.begin(), p.defs.end(), isCollective)) return p;
   std::vector<Definition> collectives, rest;
   for (Definition &d : p.defs) (isCollective(d) ? collectives : rest).push_back(std::move(d));
-  if (collectives.empty()) return in;
   auto readsAny = [](const Definition &d, const std::set<std::string> &names) {
     auto reads = [&](const Expr &e) {
       return anyNode(e, [&](const Expr &n) { return n->kind == ExprKind::Access && names.count(n->name); });
@@ -111,7 +109,8 @@ Program sinkCollectives(const Program &in) {
   std::set<std::string> pending; // collectives not placed yet
   for (const Definition &c : collectives) pending.insert(c.tensor);
   std::map<std::string, int> unplacedDefs; // definitions (scatters too) of each tensor still to place
-  for (const Definition &d : in.defs) ++unplacedDefs[d.tensor];
+  for (const auto *defs : {&collectives, &rest})
+    for (const Definition &d : *defs) ++unplacedDefs[d.tensor];
   auto put = [&](const Definition &d) {
     p.defs.push_back(d);
     --unplacedDefs[d.tensor];

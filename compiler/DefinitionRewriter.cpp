@@ -1,8 +1,10 @@
 #include "compiler/DefinitionRewriter.h"
 
+#include <utility>
+
 namespace enc::ir {
 
-DefinitionRewriter::DefinitionRewriter(const Program &in) : in_(in), out_(in) { out_.defs.clear(); }
+DefinitionRewriter::DefinitionRewriter(Program in) : out_(std::move(in)), in_defs_(std::exchange(out_.defs, {})) {}
 
 void DefinitionRewriter::enter(const Definition &d) {
   current_ = &d;

@@ -13,8 +13,8 @@ namespace enc::ir {
 
 class DefinitionRewriter {
 protected:
-  // out_ starts as `in` without definitions: the pass adds them in its order.
-  explicit DefinitionRewriter(const Program &in);
+  // out_ starts as `in` without definitions (in_defs_): the pass adds them in its order.
+  explicit DefinitionRewriter(Program in);
 
   // Starts on `d`: current_ is d, the scope its indices.
   void enter(const Definition &d);
@@ -25,8 +25,8 @@ protected:
   // the access that reads it at those indices.
   Expr addTemporary(const std::string &name, const std::vector<IndexVar> &indices, Expr value);
 
-  const Program &in_;
   Program out_;
+  const std::vector<Definition> in_defs_;
   const Definition *current_ = nullptr;
   IndexScope scope_;
 };

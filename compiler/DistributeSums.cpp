@@ -122,8 +122,7 @@ Expr sumOfTerm(const Expr &term, const ExprNode &r) {
 
 } // namespace
 
-Program distributeSums(const Program &p) {
-  Program out = p;
+Program distributeSums(Program out) {
   for (Definition &d : out.defs) {
     if (d.isScatter()) continue;
     const ExprNode *r = mainSum(d.value);

@@ -48,8 +48,7 @@ Expr factorSum(const Expr &r) {
 
 } // namespace
 
-Program factorSums(const Program &p) {
-  Program out = p;
+Program factorSums(Program out) {
   for (Definition &d : out.defs) d.value = mutate(d.value, factorSum);
   return out;
 }

@@ -37,8 +37,7 @@ bool isUnitExtent(const Expr &extent) {
   return isConst(extent, &n) && n == 1;
 }
 
-Program foldUnitIndices(const Program &p) {
-  Program out = p;
+Program foldUnitIndices(Program out) {
   for (Definition &d : out.defs) {
     if (isCollective(d)) continue; // T[i...] = allreduce(U[i...]) keeps its form
     std::set<std::string> unit;

@@ -131,8 +131,7 @@ std::optional<std::string> loopsText(const Kernel &k) {
 
 } // namespace
 
-LoopProgram fusePointwiseKernels(const LoopProgram &p) {
-  LoopProgram out = p;
+LoopProgram fusePointwiseKernels(LoopProgram out) {
   out.kernels = mergeIntoEarlier(std::move(out.kernels),
                                  {.kindOf = loopsText,
                                   // The kernels between neither write what it reads (the earlier

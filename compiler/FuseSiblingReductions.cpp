@@ -105,8 +105,7 @@ std::optional<std::string> domainText(const Kernel &k) {
 
 } // namespace
 
-LoopProgram fuseSiblingReductions(const LoopProgram &p) {
-  LoopProgram out = p;
+LoopProgram fuseSiblingReductions(LoopProgram out) {
   out.kernels = mergeIntoEarlier(std::move(out.kernels),
                                  {.kindOf = domainText,
                                   // Nothing from the earlier kernel on writes what it reads.

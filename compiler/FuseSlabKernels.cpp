@@ -29,6 +29,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
 
 namespace enc::ir {
 namespace {
@@ -259,11 +260,10 @@ private:
 
 } // namespace
 
-LoopProgram fuseSlabKernels(const LoopProgram &p) {
-  LoopProgram out = p;
-  out.kernels.clear();
+LoopProgram fuseSlabKernels(LoopProgram out) {
+  const std::vector<Kernel> kernels = std::exchange(out.kernels, {});
   std::optional<SlabGroup> group;
-  for (const Kernel &k : p.kernels) {
+  for (const Kernel &k : kernels) {
     if (group && group->join(k)) continue;
     if (group) out.kernels.push_back(group->kernel());
     group.emplace(k);

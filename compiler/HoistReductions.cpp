@@ -12,11 +12,11 @@ namespace {
 
 class Hoister : DefinitionRewriter {
 public:
-  explicit Hoister(const Program &p) : DefinitionRewriter(p) {}
+  explicit Hoister(Program p) : DefinitionRewriter(std::move(p)) {}
 
   Program run() {
     countReductions();
-    for (const Definition &d : in_.defs) {
+    for (const Definition &d : in_defs_) {
       enter(d);
       mainTaken_ = false;
       Definition nd = d;
@@ -51,7 +51,7 @@ private:
   // It also notes, per reduction, the layout of an occurrence over exactly its definition's
   // indices: the temporary is laid out as that definition, wherever it is hoisted first.
   void countReductions() {
-    for (const Definition &d : in_.defs) {
+    for (const Definition &d : in_defs_) {
       enter(d);
       visit(d.value, [&](const Expr &n) {
         if (n->kind != ExprKind::Reduce) return true;
@@ -154,7 +154,7 @@ private:
     // A fresh name: an earlier run of this pass may have left a temporary of the same pattern.
     do {
       name = fmt::format("{}_{}{}", current_->tensor, reduceOpName(r->reduceOp), ++counter_);
-    } while (in_.tensor(name) || out_.tensor(name));
+    } while (out_.tensor(name)); // out_ declares every tensor of the input too
     cache_[key] = name;
     layout_[name] = layoutOf(indices, r);
     return addTemporary(name, indices, r);
@@ -163,6 +163,6 @@ private:
 
 } // namespace
 
-Program hoistReductions(const Program &p) { return Hoister(p).run(); }
+Program hoistReductions(Program p) { return Hoister(std::move(p)).run(); }
 
 } // namespace enc::ir

@@ -207,19 +207,17 @@ private:
 
 } // namespace
 
-Program inlinePointwise(const Program &in) {
-  Program p = in;
+Program inlinePointwise(Program p) {
   Fuser(p).run();
   return p;
 }
 
-Program specialize(const Program &in, const std::map<std::string, Expr> &values) {
+Program specialize(Program p, const std::map<std::string, Expr> &values) {
   auto lookup = [&](const std::string &name, VarKind kind) -> Expr {
     if (kind != VarKind::Size && kind != VarKind::Param) return nullptr;
     auto it = values.find(name);
     return it == values.end() ? nullptr : it->second;
   };
-  Program p = in;
   for (TensorDecl &t : p.tensors)
     for (Expr &s : t.shape) s = substitute(s, lookup);
   for (Definition &d : p.defs) {

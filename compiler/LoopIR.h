@@ -211,7 +211,7 @@ struct GpuTiling {
 LoopProgram lowerToLoops(const Program &p, Target target, const GpuTiling &tiling = {});
 // CPU: a kernel whose parallel loop has one iteration around a single loop makes that loop the
 // parallel one, so the threads still have work to share (a batch of one).
-LoopProgram moveParallelismInward(const LoopProgram &p);
+LoopProgram moveParallelismInward(LoopProgram p);
 
 // Whether a kernel declares tensor-core fragments.
 bool usesFragments(const Kernel &k);
@@ -250,7 +250,7 @@ private:
 // CPU plain reduction loops) into one kernel with an accumulator each, when no kernel between
 // them produces what the later one reads: sibling reductions (the batch-norm gradient's sums
 // over dY and X) then read their inputs in one pass. See FuseSiblingReductions.cpp.
-LoopProgram fuseSiblingReductions(const LoopProgram &p);
+LoopProgram fuseSiblingReductions(LoopProgram p);
 // GPU: a pointwise kernel over a warp reduction's outputs that reads them only at its own
 // position moves into the reduction's lane-0 epilogue (batch norm's mu, var and running
 // statistics: one launch instead of five). See FuseEpilogues.cpp.
@@ -258,11 +258,11 @@ LoopProgram fuseReductionEpilogues(const LoopProgram &p);
 // Pointwise kernels whose loop nests are equal level by level become one kernel with an output
 // each, when none reads another's output at any position but the one the same iteration
 // stores (an optimizer step: one kernel). See FusePointwiseKernels.cpp.
-LoopProgram fusePointwiseKernels(const LoopProgram &p);
+LoopProgram fusePointwiseKernels(LoopProgram p);
 // CPU: neighbour kernels whose bodies are parallel loops of one extent, each iteration touching
 // only its own slab of what one writes and the other reads, become one kernel running both
 // bodies per iteration (softmax's max, sum and quotient). See FuseSlabKernels.cpp.
-LoopProgram fuseSlabKernels(const LoopProgram &p);
+LoopProgram fuseSlabKernels(LoopProgram p);
 
 
 std::string printStmt(const Stmt &s, int indent = 0);

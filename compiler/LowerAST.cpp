@@ -235,8 +235,7 @@ double randomUniform(int64_t seed, const std::vector<int64_t> &indices) {
 
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
-Program dropDisabledState(const Program &in, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams) {
-  Program p = in;
+Program dropDisabledState(Program p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams) {
   for (const auto *decls : {&layer.layer->params, &layer.layer->buffers})
     for (const ast::TensorDecl &d : *decls) {
       if (!d.condition) continue;
@@ -255,8 +254,7 @@ Program dropDisabledState(const Program &in, const LayerSymbols &layer, const st
   return p;
 }
 
-Program dropBufferUpdates(const Program &in) {
-  Program p = in;
+Program dropBufferUpdates(Program p) {
   std::erase_if(p.defs, [&](const Definition &d) { return p.updates.count(d.tensor) > 0; });
   p.tensors.eraseIf([&](const TensorDecl &t) { return t.role == TensorRole::Update; });
   p.updates.clear();

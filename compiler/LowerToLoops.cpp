@@ -506,8 +506,7 @@ static void moveParallelismInward(Kernel &k) {
   }
 }
 
-LoopProgram moveParallelismInward(const LoopProgram &p) {
-  LoopProgram out = p;
+LoopProgram moveParallelismInward(LoopProgram out) {
   if (out.target == Target::CPU)
     for (Kernel &k : out.kernels) moveParallelismInward(k);
   return out;

@@ -113,8 +113,7 @@ Expr mergedValue(const Definition &d, const Expr &read, const Definition &t) {
 
 // Definitions are visited in order; a merged temporary is only marked removed (and skipped)
 // until the end, so the indexes by position stay valid.
-Program mergeAddedContractions(const Program &in) {
-  Program p = in;
+Program mergeAddedContractions(Program p) {
   std::map<std::string, int> reads; // kept up to date as values change
   std::map<std::string, std::vector<size_t>> definers;
   for (size_t i = 0; i < p.defs.size(); ++i) {

@@ -77,8 +77,7 @@ Expr mergeIn(const Expr &value) {
 
 } // namespace
 
-Program mergeSums(const Program &p) {
-  Program out = p;
+Program mergeSums(Program out) {
   for (Definition &d : out.defs) d.value = mergeIn(d.value);
   return out;
 }

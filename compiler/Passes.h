@@ -1,4 +1,6 @@
-// The compiler's passes, each a function from one IR to the next (see docs/compiler.md).
+// The compiler's passes, each a function from one IR to the next (see docs/compiler.md). A pass
+// that changes a program in place takes it by value: the pipeline moves its program in, so a
+// pass copies nothing it does not change (a network's program is large).
 #pragma once
 
 #include "compiler/TensorProgram.h"
@@ -26,15 +28,15 @@ Program lowerBackwardBlock(const LayerSymbols &layer);
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer);
 // A parameter or buffer whose `where` condition is false with these hyper-parameters does not
 // exist: its declaration goes, and nothing may still read it (bias[o] outside select(bias, ..)).
-Program dropDisabledState(const Program &p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams);
+Program dropDisabledState(Program p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams);
 // Evaluation passes: buffers are updated by training passes only, so their updates go.
-Program dropBufferUpdates(const Program &p);
+Program dropBufferUpdates(Program p);
 
 // Moves every reduction that is not the main reduction of its definition into a temporary
 // of its own, so each definition is pointwise or one reduction with a pointwise epilogue.
 // Identical reductions (up to renaming of their free indices) are computed once: in a
 // temporary, or in the definition that is that reduction and nothing else.
-Program hoistReductions(const Program &p);
+Program hoistReductions(Program p);
 
 // Every read of def.tensor in `e` replaced by def's value at the read's indices (zero where a
 // read through an index expression falls outside the tensor).
@@ -42,10 +44,10 @@ Expr substituteDefinition(const Expr &e, const Definition &def);
 
 // Fusion: substitutes cheap pointwise temporaries into their consumers (and ones whose
 // consumers iterate the same domain), then drops temporaries nobody reads.
-Program inlinePointwise(const Program &p);
+Program inlinePointwise(Program p);
 
 // Replaces hyper-parameters and sizes by constants and folds.
-Program specialize(const Program &p, const std::map<std::string, Expr> &values);
+Program specialize(Program p, const std::map<std::string, Expr> &values);
 // Throws a located Error where a definition holds integer arithmetic without a value (a
 // division by zero, an overflow: IR.h's undefinedArithmetic), as specialization can leave it.
 void checkIntegerArithmetic(const Program &p);
@@ -53,25 +55,25 @@ void checkIntegerArithmetic(const Program &p);
 // Distributes a sum over a difference (sum(i: a * (x - c)) -> sum(i: a * x) - c * sum(i: a))
 // when that turns it into a contraction that the schedules tile; see DistributeSums.cpp.
 // Leaves several reductions in a definition: run hoistReductions after it.
-Program distributeSums(const Program &p);
+Program distributeSums(Program p);
 // Sums added together over equal ranges whose bodies share a factor that reads the
 // reduction become one sum of (the rest of one + the rest of the other) times the shared
 // factors (GramMatrix's gradient: one contraction instead of two); see MergeSums.cpp.
-Program mergeSums(const Program &p);
+Program mergeSums(Program p);
 // Replaces indices of extent 1 by 0 and drops them from reductions; see FoldUnitIndices.cpp.
-Program foldUnitIndices(const Program &p);
+Program foldUnitIndices(Program p);
 // Whether an index extent is the constant 1.
 bool isUnitExtent(const Expr &extent);
 // Moves the factors of a sum that do not read its reduction indices out of it (the factors
 // left inside keep their order); see FactorSums.cpp.
-Program factorSums(const Program &p);
+Program factorSums(Program p);
 // Whether a product's factors split the output indices `outVars` into rows (read by one side
 // only) and columns (read by the other only): a contraction the schedules tile.
 bool isContraction(const Expr &term, const std::set<std::string> &outVars);
 
 // Replaces sums of deviations from a mean, sum(r: g * (X[...] - m[...])) where the forward
 // program defines m as the mean of that X over r, by 0 (see CenteredSums.cpp).
-Program dropCenteredSums(const Program &backward, const Program &forward);
+Program dropCenteredSums(Program backward, const Program &forward);
 
 // For the GPU: a reduction with few outputs and a long, fully specialized domain is cut into
 // chunks reduced by a partial tensor (T_part[o..., s]) and then combined, so that enough warps
@@ -103,12 +105,12 @@ Program transposeWeightGradients(const Program &p);
 // innermost, k a kernel's taps, a stride-1 convolution's weight gradient X[b, c, h + kh - 1, ...])
 // and whose other read has h plainly sums over r = h + k + c, the first read's positions, instead:
 // the taps k then share each load of the first read (see SlideWindowSums.cpp).
-Program slideWindowSums(const Program &p);
+Program slideWindowSums(Program p);
 // CPU: a temporary that adds a scaled sum into the one definition reading it (as an addend, at
 // any place), whose sum runs over the ranges of the reader's own sum, is inlined and the two
 // sums become one (Encoding's input gradient: one blocked kernel, no [B, D, N] temporary); see
 // MergeAddedContractions.cpp.
-Program mergeAddedContractions(const Program &p);
+Program mergeAddedContractions(Program p);
 // CPU: a sum whose epilogue the blocked schedules cannot widen gets a temporary of its own
 // (compiler/SplitEpilogues.cpp).
 Program splitHeavyEpilogues(const Program &p);
@@ -120,11 +122,11 @@ bool containsAllreduce(const Expr &e);
 bool isCollective(const Definition &d);
 // Gives every allreduce a collective definition of its own (its operand a stored temporary);
 // run hoistReductions after it.
-Program isolateAllreduces(const Program &p);
+Program isolateAllreduces(Program p);
 // allreduce(x) -> x: a layer that runs in one process.
-Program dropAllreduces(const Program &p);
+Program dropAllreduces(Program p);
 // Moves each collective definition to just before its first reader, so that collectives of
 // one stage are adjacent (and the runtime packs them into one message).
-Program sinkCollectives(const Program &p);
+Program sinkCollectives(Program p);
 
 } // namespace enc::ir

@@ -16,6 +16,7 @@
 #include <iostream>
 #include <set>
 #include <sstream>
+#include <utility>
 
 namespace enc::ir {
 
@@ -214,20 +215,20 @@ Program Pipeline::forward(const LayerSymbols &layer, const std::map<std::string,
 
   Run run(*this, "forward", layer.layer->name.text);
   Program p = run.step("lowerLayer", Program{}, [&](Program) { return lowerLayer(layer); });
-  p = run.step("specialize", p, [&](const Program &q) { return specialize(q, values); });
+  p = run.step("specialize", std::move(p), [&](Program q) { return specialize(std::move(q), values); });
   if (options.distributed)
-    p = run.step("isolateAllreduces", p, isolateAllreduces);
+    p = run.step("isolateAllreduces", std::move(p), isolateAllreduces);
   else
-    p = run.step("dropAllreduces", p, dropAllreduces);
-  if (evaluation) p = run.step("dropBufferUpdates", p, dropBufferUpdates);
-  p = run.step("dropDisabledState", p, [&](const Program &q) { return dropDisabledState(q, layer, values); });
-  p = run.step("hoistReductions", p, hoistReductions);
+    p = run.step("dropAllreduces", std::move(p), dropAllreduces);
+  if (evaluation) p = run.step("dropBufferUpdates", std::move(p), dropBufferUpdates);
+  p = run.step("dropDisabledState", std::move(p), [&](Program q) { return dropDisabledState(std::move(q), layer, values); });
+  p = run.step("hoistReductions", std::move(p), hoistReductions);
   if (!options.fuse) return p;
-  p = run.step("foldUnitIndices", p, foldUnitIndices);
-  p = run.step("inlinePointwise", p, inlinePointwise);
-  p = run.step("distributeSums", p, distributeSums);
-  p = run.step("factorSums", p, factorSums);
-  p = run.step("hoistReductions", p, hoistReductions);
+  p = run.step("foldUnitIndices", std::move(p), foldUnitIndices);
+  p = run.step("inlinePointwise", std::move(p), inlinePointwise);
+  p = run.step("distributeSums", std::move(p), distributeSums);
+  p = run.step("factorSums", std::move(p), factorSums);
+  p = run.step("hoistReductions", std::move(p), hoistReductions);
   return p;
 }
 
@@ -237,10 +238,10 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
   Gradient g = run.step("differentiate", Gradient{},
                         [&](Gradient) { return unfusedGradientOf(layer, forward, hyperParams); });
   auto onProgram = [&](const char *name, auto pass) {
-    g.program = run.step(name, g.program, pass);
+    g.program = run.step(name, std::move(g.program), pass);
   };
   if (!forward.recoveries.empty() && !layer.layer->backward)
-    g = run.step("recoverFromOutputs", g, [&](const Gradient &in) { return recoverFromOutputs(in, forward); });
+    g = run.step("recoverFromOutputs", std::move(g), [&](const Gradient &in) { return recoverFromOutputs(in, forward); });
   if (options.distributed)
     onProgram("isolateAllreduces", isolateAllreduces);
   else
@@ -253,7 +254,7 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
     onProgram("distributeSums", distributeSums);
     onProgram("factorSums", factorSums);
     onProgram("hoistReductions", hoistReductions);
-    onProgram("dropCenteredSums", [&](const Program &q) { return dropCenteredSums(q, forward); });
+    onProgram("dropCenteredSums", [&](Program q) { return dropCenteredSums(std::move(q), forward); });
     onProgram("inlinePointwise", inlinePointwise);
   }
   // A backward block's saved tensors are what it still reads once fused; a derived gradient's
@@ -270,7 +271,7 @@ Gradient Pipeline::backward(const LayerSymbols &layer, const Program &forward,
 
 Program Pipeline::specializeSizes(const Program &p, const std::map<std::string, Expr> &sizes) const {
   Run run(*this, "sizes", p.layer, {.oneReductionPerDefinition = true, .allreducesIsolated = true});
-  return run.step("specialize", p, [&](const Program &q) { return specialize(q, sizes); });
+  return run.step("specialize", p, [&](Program q) { return specialize(std::move(q), sizes); });
 }
 
 // A layer stored in 16 bits multiplies on tensor cores in that type (as mixed-precision
@@ -288,36 +289,36 @@ LoopProgram Pipeline::lower(const Program &specialized, const TargetOptions &t) 
   Run run(*this, "lower", specialized.layer, {.oneReductionPerDefinition = true, .allreducesIsolated = true});
   Program p = specialized;
   if (t.target == Target::GPU)
-    p = run.step("splitReductions", p, [&](const Program &q) { return splitReductions(q, t.split); });
+    p = run.step("splitReductions", std::move(p), [&](const Program &q) { return splitReductions(q, t.split); });
   else if (t.fuse) {
-    p = run.step("splitColumnReductions", p, [](const Program &q) { return splitColumnReductions(q); });
-    p = run.step("mergeAddedContractions", p, mergeAddedContractions);
-    p = run.step("splitHeavyEpilogues", p, splitHeavyEpilogues);
-    p = run.step("transposeWeightGradients", p, transposeWeightGradients);
-    p = run.step("slideWindowSums", p, slideWindowSums);
-    p = run.step("phaseStridedReads", p, phaseStridedReads);
+    p = run.step("splitColumnReductions", std::move(p), [](const Program &q) { return splitColumnReductions(q); });
+    p = run.step("mergeAddedContractions", std::move(p), mergeAddedContractions);
+    p = run.step("splitHeavyEpilogues", std::move(p), splitHeavyEpilogues);
+    p = run.step("transposeWeightGradients", std::move(p), transposeWeightGradients);
+    p = run.step("slideWindowSums", std::move(p), slideWindowSums);
+    p = run.step("phaseStridedReads", std::move(p), phaseStridedReads);
   }
-  p = run.step("sinkCollectives", p, sinkCollectives);
+  p = run.step("sinkCollectives", std::move(p), sinkCollectives);
   LoopProgram loops = run.step("lowerToLoops", LoopProgram{}, [&](LoopProgram) {
     GpuTiling tiling;
     if (t.target == Target::GPU) tiling = {tensorCoreType(t.types, t.allowTf32), t.tileShapes, t.types};
     return lowerToLoops(p, t.target, tiling);
   });
-  if (t.target == Target::CPU) loops = run.step("moveParallelismInward", loops, moveParallelismInward);
+  if (t.target == Target::CPU) loops = run.step("moveParallelismInward", std::move(loops), moveParallelismInward);
   if (t.fuse) {
-    loops = run.step("fuseSiblingReductions", loops, fuseSiblingReductions);
-    if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", loops, fuseReductionEpilogues);
-    loops = run.step("fusePointwiseKernels", loops, fusePointwiseKernels);
+    loops = run.step("fuseSiblingReductions", std::move(loops), fuseSiblingReductions);
+    if (t.target == Target::GPU) loops = run.step("fuseReductionEpilogues", std::move(loops), fuseReductionEpilogues);
+    loops = run.step("fusePointwiseKernels", std::move(loops), fusePointwiseKernels);
   }
-  loops = run.step("accumulateInComputeType", loops, [&](LoopProgram l) {
+  loops = run.step("accumulateInComputeType", std::move(loops), [&](LoopProgram l) {
     l.types = t.types;
-    return accumulateInComputeType(l);
+    return accumulateInComputeType(std::move(l));
   });
   if (!t.averageGradients.gradients.empty())
-    loops = run.step("bucketGradients", loops, [&](const LoopProgram &l) { return bucketGradients(l, t.averageGradients); });
+    loops = run.step("bucketGradients", std::move(loops), [&](const LoopProgram &l) { return bucketGradients(l, t.averageGradients); });
   // Last, once buckets stand between the kernels whose gradients they send: a bucket, a
   // collective, is never merged across, so no gradient completes later than bucketing placed it.
-  if (t.fuse && t.target == Target::CPU) loops = run.step("fuseSlabKernels", loops, fuseSlabKernels);
+  if (t.fuse && t.target == Target::CPU) loops = run.step("fuseSlabKernels", std::move(loops), fuseSlabKernels);
   return loops;
 }
 

@@ -99,8 +99,7 @@ std::string inputIndexName(const Definition &d, const std::string &h) {
 
 } // namespace
 
-Program slideWindowSums(const Program &in) {
-  Program out = in;
+Program slideWindowSums(Program out) {
   for (Definition &d : out.defs) {
     if (d.isScatter() || isCollective(d)) continue;
     const Expr &sum = d.value;
@@ -112,7 +111,7 @@ Program slideWindowSums(const Program &in) {
     for (const auto &[name, extent] : extents) constant = constant && isConst(extent, nullptr);
     if (!constant) continue;
     const Expr body = foldByIndexRanges(sum->args[0], extents);
-    std::optional<Slide> s = slideOf(in, d, body);
+    std::optional<Slide> s = slideOf(out, d, body); // its tensors, which this pass does not change
     if (!s) continue;
     const std::string h = sum->rvars[s->rvar].name, r = inputIndexName(d, h);
     // The window read's index becomes r; every other use of h, r - k - c.
@@ -125,7 +124,7 @@ Program slideWindowSums(const Program &in) {
     other = substituteIndices(other, {{h, shifted}});
     Expr slid = body->args[0] == s->window ? window * other : other * window;
     std::vector<ReduceVar> rvars = sum->rvars;
-    rvars[s->rvar] = {r, in.tensor(s->window->name)->shape[s->position]};
+    rvars[s->rvar] = {r, out.tensor(s->window->name)->shape[s->position]};
     d.value = reduce(ReduceOp::Sum, rvars, slid);
   }
   return out;

@@ -136,13 +136,12 @@ Kernel conversionKernel(const std::string &out, const std::string &in, const Exp
 
 } // namespace
 
-LoopProgram accumulateInComputeType(const LoopProgram &p) {
-  LoopProgram out = p;
+LoopProgram accumulateInComputeType(LoopProgram out) {
   std::set<std::string> wide; // narrow outputs that some kernel accumulates into
-  for (const Kernel &k : p.kernels)
+  for (const Kernel &k : out.kernels)
     for (int i = 0; i < k.outputs; ++i) {
       const std::string &b = k.buffers[static_cast<size_t>(i)];
-      if (isNarrow(p.types.of(b)) && (k.scatters || accumulatesInto(k.body, b))) wide.insert(b);
+      if (isNarrow(out.types.of(b)) && (k.scatters || accumulatesInto(k.body, b))) wide.insert(b);
     }
   for (const std::string &name : wide) {
     std::string tmp = name + "_acc";
@@ -159,7 +158,7 @@ LoopProgram accumulateInComputeType(const LoopProgram &p) {
         last = i;
       }
     for (size_t i = first; i <= last; ++i) rename(out.kernels[i], name, tmp);
-    Kernel convert = conversionKernel(name, tmp, elements, out.tensors, p.target, out.kernels[last].loc);
+    Kernel convert = conversionKernel(name, tmp, elements, out.tensors, out.target, out.kernels[last].loc);
     out.kernels.insert(out.kernels.begin() + static_cast<long>(last) + 1, convert);
   }
   return out;

@@ -26,6 +26,6 @@ ElementTypes backwardStorage(const Gradient &gradient, const Program &forward, E
 // back while it is summed) would round every partial sum to 16 bits. Such an output is
 // written to a temporary in the compute type (NAME_acc, declared in the result's tensors) by
 // every kernel up to its last writer, then converted by a kernel of its own.
-LoopProgram accumulateInComputeType(const LoopProgram &p);
+LoopProgram accumulateInComputeType(LoopProgram p);
 
 } // namespace enc::ir
