@@ -236,6 +236,8 @@ double randomUniform(int64_t seed, const std::vector<int64_t> &indices) {
 Expr lowerExpr(const ast::Expr &e, const LayerSymbols &layer) { return Lowerer(layer).lower(e); }
 
 Program dropDisabledState(Program p, const LayerSymbols &layer, const std::map<std::string, Expr> &hyperParams) {
+  std::set<std::string> read, dropped; // what the definitions read (once some state is off), what goes
+  bool readKnown = false;
   for (const auto *decls : {&layer.layer->params, &layer.layer->buffers})
     for (const ast::TensorDecl &d : *decls) {
       if (!d.condition) continue;
@@ -244,13 +246,18 @@ Program dropDisabledState(Program p, const LayerSymbols &layer, const std::map<s
         return it == hyperParams.end() ? nullptr : it->second;
       });
       if (on->kind != ExprKind::BoolImm || on->boolValue) continue; // on, or not known yet
-      for (const Definition &def : p.defs)
-        if (anyNode(def.value, [&](const Expr &n) { return n->kind == ExprKind::Access && n->name == d.name.text; }))
-          throw Error(fmt::format("layer {} reads '{}', which does not exist with these hyper-parameters ({})", p.layer,
-                                  d.name.text, ast::printExpr(*d.condition)),
-                      fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
-      p.tensors.eraseIf([&](const TensorDecl &t) { return t.name == d.name.text; });
+      if (!readKnown) {
+        for (const Definition &def : p.defs)
+          for (const std::string &t : tensorsRead(def.value)) read.insert(t);
+        readKnown = true;
+      }
+      if (read.count(d.name.text))
+        throw Error(fmt::format("layer {} reads '{}', which does not exist with these hyper-parameters ({})", p.layer,
+                                d.name.text, ast::printExpr(*d.condition)),
+                    fmt::format("guard its use with select({}, ..., 0)", ast::printExpr(*d.condition)));
+      dropped.insert(d.name.text);
     }
+  p.tensors.eraseIf([&](const TensorDecl &t) { return dropped.count(t.name) > 0; });
   return p;
 }
 
