@@ -125,6 +125,7 @@ public:
     for (const std::string &b : k_.buffers)
       ENC_INTERNAL_ASSERT(p_.tensors.tensor(b), "kernel {} uses undeclared buffer '{}'", k_.name, b);
     outputs_ = kernelWrites(k_);
+    buffers_.insert(k_.buffers.begin(), k_.buffers.end());
     for (const SizeParam &s : k_.params) params_.insert(s.name);
     if (k_.bucket) {
       ENC_INTERNAL_ASSERT(k_.collective && static_cast<size_t>(k_.outputs) == k_.buffers.size(),
@@ -135,36 +136,51 @@ public:
       ENC_INTERNAL_ASSERT(k_.buffers.size() == 2, "collective kernel {} has {} buffers", k_.name, k_.buffers.size());
       return;
     }
-    std::set<std::string> bound;
-    stmt(k_.body, bound);
+    stmt(k_.body);
   }
 
 private:
   const LoopProgram &p_;
   const Kernel &k_;
-  std::set<std::string> outputs_, params_, arrays_, sharedArrays_, fragments_;
+  std::set<std::string> outputs_, buffers_, params_, arrays_, sharedArrays_, fragments_;
+  // The names bound where the statement being checked stands, and those each scope around it
+  // bound (innermost last), unbound when it ends: a kernel that merged a thousand others binds
+  // thousands of names, and copying them into each scope cost as much.
+  std::set<std::string> bound_;
+  std::vector<std::string> boundInScopes_;
   // Whether every thread of the block reaches the statement being checked the same number of
   // times: inside a gpu_block_threads loop, outside any condition or thread-strided loop.
   bool blockUniform_ = false;
 
-  void body(const Stmt &s, std::set<std::string> bound, bool uniform) {
+  void bind(const std::string &name) {
+    if (bound_.insert(name).second) boundInScopes_.push_back(name);
+  }
+  size_t scope() const { return boundInScopes_.size(); }
+  void endScope(size_t scope) {
+    for (; boundInScopes_.size() > scope; boundInScopes_.pop_back()) bound_.erase(boundInScopes_.back());
+  }
+
+  // A body is a scope: what its statements bind is unbound after it.
+  void body(const Stmt &s, bool uniform) {
+    const size_t outerScope = scope();
     bool outer = blockUniform_;
     blockUniform_ = uniform;
-    for (const Stmt &c : s->body) stmt(c, bound);
+    for (const Stmt &c : s->body) stmt(c);
     blockUniform_ = outer;
+    endScope(outerScope);
   }
 
   // Statements of one body see what earlier statements of that body bound.
-  void stmt(const Stmt &s, std::set<std::string> &bound) {
+  void stmt(const Stmt &s) {
     ENC_INTERNAL_ASSERT(s, "kernel {} has a missing statement", k_.name);
     switch (s->kind) {
-    case StmtKind::Block: body(s, bound, blockUniform_); return;
-    case StmtKind::IfLaneZero: body(s, bound, false); return;
+    case StmtKind::Block: body(s, blockUniform_); return;
+    case StmtKind::IfLaneZero: body(s, false); return;
     case StmtKind::If:
       ENC_INTERNAL_ASSERT(p_.target == Target::GPU, "kernel {}: a condition statement in a CPU program", k_.name);
       ENC_INTERNAL_ASSERT(s->value && s->value->type == Type::Bool, "kernel {} has a condition that is no bool", k_.name);
-      expr(s->value, bound);
-      body(s, bound, false);
+      expr(s->value);
+      body(s, false);
       return;
     case StmtKind::Barrier:
       ENC_INTERNAL_ASSERT(p_.target == Target::GPU && blockUniform_,
@@ -177,8 +193,8 @@ private:
       ENC_INTERNAL_ASSERT(s->matrixOp == MatrixOp::Store ? sharedArrays_.count(s->name) > 0 : fragments_.count(s->name) > 0,
                           "kernel {}: a matrix operation on {}, which is no {}", k_.name, s->name,
                           s->matrixOp == MatrixOp::Store ? "shared array" : "fragment array");
-      expr(s->index, bound);
-      expr(s->value, bound);
+      expr(s->index);
+      expr(s->value);
       return;
     case StmtKind::AsyncCopy: {
       ENC_INTERNAL_ASSERT(p_.target == Target::GPU && sharedArrays_.count(s->name),
@@ -190,8 +206,8 @@ private:
       ENC_INTERNAL_ASSERT(s->width == 1 || s->width == 2 || s->width == 4 || s->width == 8,
                           "kernel {}: an asynchronous copy of {} elements into {} (1, 2, 4 or 8)", k_.name, s->width,
                           s->name);
-      expr(s->index, bound);
-      expr(s->value, bound);
+      expr(s->index);
+      expr(s->value);
       return;
     }
     case StmtKind::AsyncCommit:
@@ -205,26 +221,27 @@ private:
     case StmtKind::For: {
       ENC_INTERNAL_ASSERT(allowedOn(p_.target, s->forKind), "kernel {}: a {} loop in a {} program", k_.name,
                           forKindName(s->forKind), p_.target == Target::CPU ? "CPU" : "GPU");
-      expr(s->value, bound);
+      expr(s->value);
       int64_t extent = 0;
       if (s->forKind == ForKind::GpuBlockThreads)
         ENC_INTERNAL_ASSERT(isConst(s->value, &extent) && extent == codegen::kCudaBlockSize,
                             "kernel {}: a gpu_block_threads loop of {} iterations (the block has {} threads)", k_.name,
                             print(s->value), codegen::kCudaBlockSize);
-      std::set<std::string> inner = bound;
-      inner.insert(s->name);
+      const size_t outerScope = scope();
+      bind(s->name);
       bool uniform = s->forKind == ForKind::GpuBlockThreads ||
                      (blockUniform_ && (s->forKind == ForKind::Serial || s->forKind == ForKind::Unrolled));
-      body(s, inner, uniform);
+      body(s, uniform);
+      endScope(outerScope);
       return;
     }
     case StmtKind::Let:
-      expr(s->value, bound);
-      bound.insert(s->name);
+      expr(s->value);
+      bind(s->name);
       return;
     case StmtKind::Assign:
-      ENC_INTERNAL_ASSERT(bound.count(s->name), "kernel {} assigns undeclared local {}", k_.name, s->name);
-      expr(s->value, bound);
+      ENC_INTERNAL_ASSERT(bound_.count(s->name), "kernel {} assigns undeclared local {}", k_.name, s->name);
+      expr(s->value);
       return;
     case StmtKind::Alloc:
       ENC_INTERNAL_ASSERT(!s->shared || p_.target == Target::GPU, "kernel {}: a shared array in a CPU program", k_.name);
@@ -232,32 +249,30 @@ private:
                           "kernel {}: tensor-core fragments in a CPU program", k_.name);
       if (s->shared) sharedArrays_.insert(s->name);
       if (s->fragment != Fragment::None) fragments_.insert(s->name);
-      bound.insert(s->name);
+      bind(s->name);
       arrays_.insert(s->name);
       return;
     case StmtKind::Store:
       ENC_INTERNAL_ASSERT(outputs_.count(s->name) || arrays_.count(s->name), "kernel {} stores into {}, not one of its outputs",
                           k_.name, s->name);
-      expr(s->index, bound);
-      expr(s->value, bound);
+      expr(s->index);
+      expr(s->value);
       return;
     case StmtKind::WarpReduce:
       ENC_INTERNAL_ASSERT(p_.target == Target::GPU, "kernel {}: a warp reduction in a CPU program", k_.name);
-      ENC_INTERNAL_ASSERT(bound.count(s->name), "kernel {} reduces undeclared local {}", k_.name, s->name);
+      ENC_INTERNAL_ASSERT(bound_.count(s->name), "kernel {} reduces undeclared local {}", k_.name, s->name);
       return;
     }
   }
 
-  void expr(const Expr &e, const std::set<std::string> &bound) {
+  void expr(const Expr &e) {
     ENC_INTERNAL_ASSERT(e, "kernel {} has a missing expression", k_.name);
     visit(e, [&](const Expr &n) {
       switch (n->kind) {
       case ExprKind::Access:
       case ExprKind::Reduce: internalError("kernel {} has a tensor-level expression: {}", k_.name, print(n));
       case ExprKind::Load: {
-        bool listed = arrays_.count(n->name) > 0;
-        for (const std::string &b : k_.buffers) listed = listed || b == n->name;
-        ENC_INTERNAL_ASSERT(listed, "kernel {} loads {}, which it does not list", k_.name, n->name);
+        ENC_INTERNAL_ASSERT(arrays_.count(n->name) || buffers_.count(n->name), "kernel {} loads {}, which it does not list", k_.name, n->name);
         break;
       }
       case ExprKind::Var:
@@ -265,7 +280,7 @@ private:
           ENC_INTERNAL_ASSERT(params_.count(n->name), "kernel {} reads '{}', which is not among its parameters",
                               k_.name, n->name);
         else
-          ENC_INTERNAL_ASSERT(bound.count(n->name), "kernel {} reads unbound variable {}", k_.name, n->name);
+          ENC_INTERNAL_ASSERT(bound_.count(n->name), "kernel {} reads unbound variable {}", k_.name, n->name);
         break;
       default: break;
       }
