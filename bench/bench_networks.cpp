@@ -7,7 +7,7 @@
 //                                             as separate Layers (time, kernels, peak memory)
 //   enc_bench_networks sequence KIND [--no-llvm] [DEPTHS...]
 //                                             compile time of a deep sequence (bench/DeepSequence.h:
-//                                             flat, calls, repeat) phase by phase, CPU, cold
+//                                             flat, calls, repeat, convs) phase by phase, CPU, cold
 //                                             (--no-llvm: encc's own time only, no JIT)
 //   enc_bench_networks sequence-source KIND DEPTH
 //                                             that sequence's .enc source, for encc emit
@@ -185,7 +185,7 @@ int compileTimes(const std::vector<int> &depths, const char *self) {
 // One process's compile of a deep sequence at `depth`, phase by phase: checking the file, expanding
 // the network, the forward, backward, sizes and lowering sequences (CPU, forward and backward
 // passes), then LLVM (generating and JIT-compiling the distinct kernels, cold) apart from encc's
-// own time; the three slowest passes last. [B, C] = [4, 8].
+// own time; the three slowest passes last. [B, C] = [4, 8]; convs [B, C, H, W] = [2, 4, 8, 8].
 void sequenceOnce(const std::string &kind, int depth, bool llvm) {
   using Clock = std::chrono::steady_clock;
   std::map<std::string, double> passTimes; // "sequence pass" -> seconds, over every run of it
@@ -215,6 +215,7 @@ void sequenceOnce(const std::string &kind, int depth, bool llvm) {
   t = Clock::now();
   std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(4)}};
   if (kind == "flat") sizes["C"] = ir::intImm(8);
+  if (kind == "convs") sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(8)}, {"W", ir::intImm(8)}};
   const ir::Program sizedForward = pipeline.specializeSizes(forward, sizes);
   const ir::Program sizedBackward = pipeline.specializeSizes(gradient.program, sizes);
   const double sizesSeconds = seconds(t);
@@ -247,7 +248,7 @@ void sequenceOnce(const std::string &kind, int depth, bool llvm) {
 
 int sequenceTimes(const std::string &kind, const std::vector<int> &depths, bool llvm, const char *self) {
   if (bench::deepSequenceSource(kind, 1).empty()) {
-    std::cerr << "enc_bench_networks sequence: unknown kind '" << kind << "' (flat, calls or repeat)\n";
+    std::cerr << "enc_bench_networks sequence: unknown kind '" << kind << "' (flat, calls, repeat or convs)\n";
     return 2;
   }
   auto dir = std::filesystem::temp_directory_path() / fmt::format("enc-bench-sequence-{}", ::getpid());
