@@ -59,40 +59,60 @@ std::vector<Kernel> mergeIntoEarlier(std::vector<Kernel> ks, const MergeRules &r
   std::vector<std::optional<std::string>> kind(n);
   std::vector<long> earliest(n, 0);
   std::vector<bool> merged(n, false);
-  // By kind, the kernels not reached yet: (earliest, position).
-  std::map<std::string, std::set<std::pair<long, size_t>>> waiting;
+  // By kind, the kernels the sweep has not reached: those that may move up to the kernel it is
+  // at, by position, and those that wait for a later one, by the first they may move up to.
+  struct Queue {
+    std::set<size_t> ready;
+    std::set<std::pair<long, size_t>> waiting;
+  };
+  std::map<std::string, Queue> queues;
+  size_t at = 0; // the kernel the sweep is at
+  auto enqueue = [&](size_t k) {
+    Queue &q = queues[*kind[k]];
+    if (earliest[k] <= static_cast<long>(at)) q.ready.insert(k);
+    else q.waiting.insert({earliest[k], k});
+  };
+  auto dequeue = [&](size_t k) {
+    Queue &q = queues[*kind[k]];
+    q.ready.erase(k);
+    q.waiting.erase({earliest[k], k});
+  };
   for (size_t j = 0; j < n; ++j) {
     kind[j] = rules.kindOf(ks[j]);
     if (!kind[j]) continue;
     earliest[j] = rules.earliest(accesses, j);
-    waiting[*kind[j]].insert({earliest[j], j});
+    enqueue(j);
   }
-  for (size_t i = 0; i < n; ++i) {
+  for (; at < n; ++at) {
+    const size_t i = at;
     if (merged[i] || !kind[i]) continue;
-    std::set<std::pair<long, size_t>> &queue = waiting[*kind[i]];
-    queue.erase({earliest[i], i});
+    Queue &q = queues[*kind[i]];
+    dequeue(i);
+    for (auto w = q.waiting.begin(); w != q.waiting.end() && w->first <= static_cast<long>(i); w = q.waiting.erase(w))
+      q.ready.insert(w->second);
     std::unique_ptr<KernelMerge> merge;
-    std::set<size_t> ready; // in order: a merge may make a later kernel ready, never an earlier one
-    for (auto it = queue.begin(); it != queue.end() && it->first <= static_cast<long>(i); ++it) ready.insert(it->second);
-    while (!ready.empty()) {
-      const size_t j = *ready.begin();
-      ready.erase(ready.begin());
+    // In order: a merge may make a later kernel ready, never an earlier one.
+    for (auto it = q.ready.begin(); it != q.ready.end();) {
+      const size_t j = *it;
       if (!merge) merge = rules.start(ks[i]);
-      if (!merge->join(ks[j])) continue;
+      if (merge->full()) break; // the kernels left would not join either
+      if (!merge->join(ks[j])) {
+        ++it;
+        continue;
+      }
       merged[j] = true;
-      queue.erase({earliest[j], j});
+      q.ready.erase(j);
       // What j touched counts at i now. A kernel after j that waited for j waits for i instead,
       // and if it is of i's kind and no other kernel stands in its way, it is ready for i too
       // (as it would be when met after j in a walk); one before j cannot become ready: the walk
       // has passed it.
       for (size_t k : accesses.moved(j, i)) {
         if (k <= i || merged[k] || !kind[k]) continue;
-        std::set<std::pair<long, size_t>> &theirs = waiting[*kind[k]];
-        theirs.erase({earliest[k], k});
+        dequeue(k);
         earliest[k] = rules.earliest(accesses, k);
-        theirs.insert({earliest[k], k});
-        if (k > j && *kind[k] == *kind[i] && earliest[k] <= static_cast<long>(i)) ready.insert(k);
+        enqueue(k);
       }
+      it = q.ready.upper_bound(j);
     }
     if (merge) ks[i] = merge->result();
   }

@@ -50,6 +50,8 @@ public:
   virtual ~KernelMerge() = default;
   // Merges `b` in, or returns false and changes nothing.
   virtual bool join(const Kernel &b) = 0;
+  // Whether no kernel would join any more.
+  virtual bool full() const { return false; }
   virtual Kernel result() const = 0;
 };
 
