@@ -22,6 +22,7 @@
 // - A kernel moves up past the kernels between only when it reads nothing they write, and they
 //   neither read nor write what it writes (KernelMerging.h finds them without walking the
 //   kernels between).
+// - A merged kernel writes at most kMaxMergedOutputs buffers.
 // - A pointwise nest (PointwiseNest.h) is loops, each holding lets and one loop, the innermost
 //   lets and plain stores (blocks transparent); scatters, collectives, reductions and tiles
 //   are not.
@@ -109,10 +110,12 @@ class PointwiseMerge : public KernelMerge {
 public:
   explicit PointwiseMerge(Kernel first) : merged_(std::move(first)) {}
   bool join(const Kernel &b) override {
+    if (merged_.outputs + b.outputs > kMaxMergedOutputs) return false;
     std::optional<Kernel> k = merge(merged_, b);
     if (k) merged_ = std::move(*k);
     return k.has_value();
   }
+  bool full() const override { return merged_.outputs >= kMaxMergedOutputs; }
   Kernel result() const override { return merged_; }
 
 private:

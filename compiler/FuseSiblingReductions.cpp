@@ -19,6 +19,9 @@
 // same extents level by level. The later one's lets that compute what one of the earlier
 // one's computes (the decoded indices) become that one; others join under fresh names.
 //
+// A merged kernel writes at most kMaxMergedOutputs buffers (a network's bias gradients are a
+// thousand sums over the batch: they make kernels of 16).
+//
 // A later kernel joins an earlier one only when it reads nothing that the earlier one or any
 // kernel between them writes, so moving it up keeps every value it sees (KernelMerging.h finds
 // them without walking the kernels between).
@@ -58,6 +61,7 @@ public:
 
   // Joins b when it is a reduction nest over the same domains.
   bool join(const Kernel &b) override {
+    if (interface_.outputs() + b.outputs > kMaxMergedOutputs) return false;
     std::optional<ReductionNest> nb = reductionNest(b);
     if (!nb || !sameDomains(m_, *nb)) return false;
     Renaming rename{{nb->output.var, m_.output.var}};
@@ -76,6 +80,8 @@ public:
     joined_ = true;
     return true;
   }
+
+  bool full() const override { return interface_.outputs() >= kMaxMergedOutputs; }
 
   Kernel result() const override {
     if (!joined_) return first_;

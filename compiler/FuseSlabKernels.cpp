@@ -18,7 +18,8 @@
 // (index range analysis on constant extents): iteration v then touches only slab v, which no
 // other iteration writes, so it reads what the earlier kernel's same iteration stored. The
 // earlier kernel touches nothing the later one writes. Only neighbours merge (a chain merges
-// pairwise), and only kernels whose body is one parallel loop with the same constant extent.
+// pairwise), only kernels whose body is one parallel loop with the same constant extent, and
+// only up to kMaxMergedOutputs outputs (a network's chain of layers runs as several kernels).
 // It runs after bucketGradients: gradient buckets are collectives, which never merge, so a
 // gradient is complete no later than where bucketing placed its bucket.
 #include "compiler/IndexRange.h"
@@ -205,6 +206,7 @@ public:
   bool join(const Kernel &b) {
     Stmt lb = parallelLoop(b);
     if (!loop_ || !lb || !structurallyEqual(loop_->value, lb->value)) return false;
+    if (interface_.outputs() + b.outputs > kMaxMergedOutputs) return false;
     const std::set<std::string> bReads = kernelReads(b), bWrites = kernelWrites(b);
     if (meets(bWrites, interface_.reads()) || meets(bWrites, interface_.writes())) return false;
     std::set<std::string> passed; // written before, read by b

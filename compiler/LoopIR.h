@@ -222,6 +222,12 @@ std::set<std::string> kernelReads(const Kernel &k);
 std::set<std::string> kernelWrites(const Kernel &k);
 // Whether two sets of buffer names have one in common (what one kernel writes and another reads).
 bool meets(const std::set<std::string> &a, const std::set<std::string> &b);
+// The most buffers a kernel that fusion merged from several writes (fuseSlabKernels,
+// fuseSiblingReductions, fusePointwiseKernels stop merging into a kernel there). LLVM's optimizer
+// takes time super-linear in a function's size, its alias analysis in the number of buffers: a
+// chain of 200 Linear layers, merged whole into one kernel per pass, took 72 s to compile, in
+// kernels of at most 16 outputs 2 s, and their repeats compile once (bench/RESULTS.md).
+inline constexpr int kMaxMergedOutputs = 16;
 // `merged` (a body doing the work of `a` and then `b`) with the interface of both: a's
 // outputs, b's outputs, then every tensor either reads (a's, then b's others, each in name
 // order); b's parameters added to a's.
@@ -235,6 +241,7 @@ public:
   void add(const Kernel &b);
   const std::set<std::string> &reads() const { return reads_; }
   const std::set<std::string> &writes() const { return writes_; }
+  int outputs() const { return static_cast<int>(outputs_.size()); }
   // k's buffers, outputs and parameters set to the merged kernel's.
   void applyTo(Kernel &k) const;
 

@@ -1,10 +1,12 @@
 // Compile time against depth: a network of thousands of layers compiles in time about linear in
 // its depth (bench/RESULTS.md, `enc_bench_networks sequence`). Time is no test on a shared
 // machine; what the compiler allocates is a deterministic measure of its work, and a pass that
-// walks, copies or rebuilds the program once per definition allocates quadratically. Also: the
-// sweep the kernel fusions share (compiler/KernelMerging.h) merges what walking every later kernel
-// for each kernel merged, and the index of NamedList follows its list.
+// walks, copies or rebuilds the program once per definition allocates quadratically. The kernels
+// LLVM compiles stay of bounded size and few. Also: the sweep the kernel fusions share
+// (compiler/KernelMerging.h) merges what walking every later kernel for each kernel merged, and
+// the index of NamedList follows its list.
 #include "bench/DeepSequence.h"
+#include "compiler/CanonicalKernel.h"
 #include "compiler/HyperParams.h"
 #include "compiler/LoopIR.h"
 #include "compiler/Pipeline.h"
@@ -196,6 +198,54 @@ TEST(DeepSequence, SlabGroupsMergeWhatPairwiseMergesMerged) {
     }
     ASSERT_EQ(ir::printLoops(ir::fuseSlabKernels(p)), ir::printLoops(pairwise)) << "round " << round << ", from\n"
                                                                                  << ir::printLoops(p);
+  }
+}
+
+// The CPU kernels of `kind` at `depth`, forward and backward, and how many of them are distinct
+// up to names (what LLVM compiles: CpuExecutor keys kernels by their canonical form).
+struct Kernels {
+  size_t count = 0, distinct = 0;
+  int mostOutputs = 0;
+};
+Kernels cpuKernels(const std::string &kind, int depth) {
+  auto lib = Library::fromSource("deep.enc", bench::deepSequenceSource(kind, depth));
+  const LayerSymbols &declared = lib->get("Deep");
+  std::map<std::string, ir::Expr> hyper = resolveHyperParams(declared, {});
+  hyper["training"] = ir::boolImm(true);
+  const LayerInstance instance = instantiateLayer(*lib, declared, hyper);
+  const ir::Pipeline pipeline;
+  const ir::Program forward = pipeline.forward(*instance.symbols, hyper);
+  const ir::Gradient gradient = pipeline.backward(*instance.symbols, forward, hyper);
+  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(4)}};
+  if (kind == "convs") sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(8)}, {"W", ir::intImm(8)}};
+  Kernels out;
+  std::set<std::string> forms;
+  for (const ir::Program *p : {&forward, &gradient.program}) {
+    ir::TargetOptions t;
+    t.types = p == &forward ? ir::forwardStorage(forward, ir::ElemType::F32)
+                            : ir::backwardStorage(gradient, forward, ir::ElemType::F32);
+    for (const ir::Kernel &k : pipeline.lower(pipeline.specializeSizes(*p, sizes), t).kernels) {
+      ++out.count;
+      out.mostOutputs = std::max(out.mostOutputs, k.outputs);
+      forms.insert(ir::printStmt(ir::canonicalKernel(k).body));
+    }
+  }
+  out.distinct = forms.size();
+  return out;
+}
+
+// The fusions stop merging at kMaxMergedOutputs outputs: a chain of layers becomes many kernels
+// of bounded size rather than one kernel per pass that grows with the depth (LLVM's time is
+// super-linear in a function's size), and the repeated ones are the same kernel up to names, so
+// the kernels LLVM compiles do not grow with the depth.
+TEST(DeepSequence, MergedKernelsStayBoundedAndRepeat) {
+  for (const char *kind : {"calls", "repeat", "convs"}) {
+    const int depth = std::string(kind) == "convs" ? 16 : 64;
+    const Kernels small = cpuKernels(kind, depth), large = cpuKernels(kind, 4 * depth);
+    EXPECT_LE(large.mostOutputs, ir::kMaxMergedOutputs) << kind;
+    EXPECT_GT(large.count, 3 * small.count) << kind;
+    EXPECT_LE(large.distinct, small.distinct + 8) << kind << ": " << small.distinct << " distinct kernels at depth "
+                                                   << depth << ", " << large.distinct << " at " << 4 * depth;
   }
 }
 
