@@ -349,7 +349,8 @@ void checkSpecializedShapes(const ir::Program &p, const std::string &name, const
     for (int64_t d : known) tooLarge = tooLarge || (d != 0 && __builtin_mul_overflow(numel, d, &numel));
     if (!tooLarge && numel > (int64_t(1) << 60) && std::count(known.begin(), known.end(), 0) == 0) tooLarge = true;
     if (tooLarge)
-      throw Error(fmt::format("{}layer {}: {} '{}' would have shape {} for {}: too many elements to address",
+      throw Error(fmt::format("{}layer {}: {} '{}' would have shape {} for {}: it is too large (more elements than a 64-bit byte count "
+                              "holds)",
                               sourcePrefix(t.loc), name, t.role == TensorRole::Output ? "output" : "tensor", t.name,
                               shapeString(known), inputs),
                   "use smaller sizes: a smaller batch or input, fewer features or channels");

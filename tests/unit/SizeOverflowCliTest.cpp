@@ -25,7 +25,7 @@ TEST_F(SizeOverflowCli, HyperParametersTooLarge) {
   expectFailure(r, {"parameter '", "[4611686018427387904]"});
   r = encc("eval --device cpu --layer Conv2d --set in_channels=1 --set out_channels=1 --set kernel_size=3,3 "
            "--set padding=1073741821 --input X=random:1,1,3,3 --out out");
-  expectFailure(r, {"tensor 'Y'", "too large"});
+  expectFailure(r, {"output 'Y'", "too large"});
   EXPECT_FALSE(fs::exists(path("out/Y.npy")));
 }
 
