@@ -108,7 +108,9 @@ double ReferenceInterpreter::eval(const Expr &e) {
   case ExprKind::Unary: return e->unOp == UnOp::Neg ? -eval(e->args[0]) : (eval(e->args[0]) != 0 ? 0.0 : 1.0);
   case ExprKind::Cast: {
     double v = eval(e->args[0]);
-    return e->type == Type::Int ? std::trunc(v) : v;
+    if (e->type != Type::Int || e->args[0]->type != Type::Float) return v;
+    // int(x) saturates at the 64-bit limits; NaN is 0.
+    return std::isnan(v) ? 0.0 : std::clamp(std::trunc(v), -0x1p63, 0x1p63 - 1024);
   }
   case ExprKind::Select: return eval(e->args[0]) != 0 ? eval(e->args[1]) : eval(e->args[2]);
   case ExprKind::Call: return call(*e);

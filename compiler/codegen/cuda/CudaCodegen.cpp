@@ -60,6 +60,12 @@ __device__ __forceinline__ int enc_floormod(int a, int b) {
   int r = a % b;
   return (r != 0 && ((r ^ b) < 0)) ? r + b : r;
 }
+// int(x): truncated toward zero, saturating at the 64-bit limits; NaN is 0 (a plain
+// conversion of a value out of range is undefined).
+template <typename F> __device__ __forceinline__ long long enc_to_int(F x) {
+  return x != x ? 0LL : x >= (F)9223372036854775807.0 ? 9223372036854775807LL
+                      : x <= (F)-9223372036854775808.0 ? (-9223372036854775807LL - 1) : (long long)x;
+}
 __device__ __forceinline__ unsigned long long enc_splitmix(unsigned long long z) {
   z += 0x9e3779b97f4a7c15ULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -177,13 +183,25 @@ public:
 
   // Whether every buffer (and so every loop extent and in-range index) has fewer than 2^30
   // elements: then index arithmetic is 32-bit, which GPUs divide and multiply much faster.
-  // Symbolic sizes (encc emit without inputs) keep 64 bits.
+  // Symbolic sizes (encc emit without inputs) keep 64 bits, and so does int(x) of a number,
+  // whose value the buffers' sizes do not bound.
   static bool fitsInt32(const LoopProgram &p) {
+    for (const Kernel &k : p.kernels)
+      if (k.body && convertsNumbersToIntegers(k.body)) return false;
     for (const TensorDecl &t : p.tensors.tensors) {
       std::optional<int64_t> n = constantElements(t);
       if (!n || *n >= (int64_t{1} << 30)) return false;
     }
     return true;
+  }
+
+  static bool convertsNumbersToIntegers(const Stmt &body) {
+    bool found = false;
+    visitExprs(body, [&](const Expr &e) {
+      found = found || (e->kind == ExprKind::Cast && e->type == Type::Int && e->args[0]->type == Type::Float);
+      return !found;
+    });
+    return found;
   }
 
   // A tensor's element count when its shape is constant and the count fits in 64 bits.
@@ -545,6 +563,7 @@ private:
     case ExprKind::Var: return cname(e->name);
     case ExprKind::Load: return toCompute(e->name, element(e->name, expr(e->args[0])));
     case ExprKind::Cast:
+      if (e->type == Type::Int && e->args[0]->type == Type::Float) return fmt::format("enc_to_int({})", expr(e->args[0]));
       return fmt::format("(({}){})", e->type == Type::Int ? i_ : e->type == Type::Bool ? "bool" : t_,
                          expr(e->args[0]));
     case ExprKind::Unary: return fmt::format("({}{})", e->unOp == UnOp::Neg ? "-" : "!", expr(e->args[0]));

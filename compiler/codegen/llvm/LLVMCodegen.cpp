@@ -505,7 +505,10 @@ private:
       Type from = e->args[0]->type;
       llvm::Type *f = typeLike(fty_, a), *i = typeLike(i64_, a);
       if (e->type == Type::Float) return from == Type::Bool ? b_.CreateUIToFP(a, f) : b_.CreateSIToFP(a, f);
-      if (e->type == Type::Int) return from == Type::Bool ? b_.CreateZExt(a, i) : b_.CreateFPToSI(a, i);
+      if (e->type == Type::Int && from == Type::Bool) return b_.CreateZExt(a, i);
+      // int(x) saturates at the 64-bit limits and takes NaN to 0 (fptosi would be poison there).
+      if (e->type == Type::Int)
+        return b_.CreateCall(llvm::Intrinsic::getDeclaration(&module_, llvm::Intrinsic::fptosi_sat, {i, a->getType()}), {a});
       return from == Type::Float ? b_.CreateFCmpUNE(a, constLike(llvm::ConstantFP::get(fty_, 0.0), a))
                                  : b_.CreateICmpNE(a, constLike(b_.getInt64(0), a));
     }
