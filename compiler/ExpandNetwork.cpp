@@ -600,6 +600,12 @@ private:
   }
 
   void emit(ast::Statement s) {
+    if (fwd_->statements.size() >= kMaxNetworkStatements) {
+      error(s.loc, fmt::format("network '{}' expands to more than {} statements", net_.layer->name.text,
+                               kMaxNetworkStatements),
+            "use fewer or smaller sub-layers (a smaller repetition count)");
+      throw ExpansionFailed{};
+    }
     if (!context_.empty()) contexts_.push_back({s.loc, context_});
     fwd_->statements.push_back(std::move(s));
   }
@@ -938,6 +944,13 @@ private:
       if (n.kind != Value::Kind::Int || n.i < 0) {
         error(sub.repeatCount->loc, fmt::format("a repetition count must be a non-negative integer, not {}",
                                                 n.settingText()));
+        throw ExpansionFailed{};
+      }
+      if (n.i > static_cast<int64_t>(kMaxNetworkStatements)) {
+        error(sub.repeatCount->loc, fmt::format("a repetition count of {} is more than a network may expand to ({} "
+                                                "statements)",
+                                                n.i, kMaxNetworkStatements),
+              "use a smaller repetition count");
         throw ExpansionFailed{};
       }
       for (int64_t i = 0; i < n.i; ++i) items.push_back({sub.items[0].get(), fmt::format("{}.{}", sub.name.text, i)});

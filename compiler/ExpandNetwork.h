@@ -32,6 +32,10 @@
 
 namespace enc {
 
+// The most statements a network expands to: more is an error at the statement past the limit
+// (compile time and memory grow faster than the statement count).
+constexpr size_t kMaxNetworkStatements = 10000;
+
 // A network with its sub-layers inlined: one checked layer. Its source locations point into the
 // files of the libraries the network and its sub-layers come from, which must outlive it.
 struct ExpandedNetwork {

@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -70,6 +71,36 @@ TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
                   "a repetition count must be a non-negative integer");
   EXPECT_MENTIONS(errorFor("layer Net() {\n  forward(X: [B]) -> Y: [B] {\n    Y[b] = exp(x=X[b])\n  }\n}\n", "Net"),
                   "'exp' takes no named arguments");
+}
+
+// A repetition count is not a loop: each repetition is inlined, so a huge count ran out of time
+// and memory. A network expands to at most kMaxNetworkStatements statements.
+TEST(NetworkErrors, ANetworkThatExpandsTooFarIsAnErrorAtOnce) {
+  auto repeated = [](const std::string &count) {
+    return "layer Net() {\n  r = [ReLU() for i < " + count + "]\n  forward(X: [B, 4, H, W]) -> Y {\n    Y = r(X)\n  }\n}\n";
+  };
+  auto start = std::chrono::steady_clock::now();
+  std::string m = errorFor(repeated("100000000"), "Net");
+  EXPECT_MENTIONS(m, "bad.enc:2:23: error: a repetition count of 100000000 is more than a network may expand to");
+  // Nested repetitions, each below the limit: the statement past it is the error.
+  m = errorFor(R"(layer Block() {
+  r = [ReLU() for i < 200]
+  forward(X: [B, C, H, W]) -> Y {
+    Y = r(X)
+  }
+}
+layer Net() {
+  b = [Block() for i < 200]
+  forward(X: [B, 4, H, W]) -> Y {
+    Y = b(X)
+  }
+}
+)",
+               "Net");
+  EXPECT_MENTIONS(m, "network 'Net' expands to more than 10000 statements");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 60.0);
+  // Below the limit a repetition expands as before.
+  EXPECT_NO_THROW(Layer(Library::fromSource("ok.enc", repeated("20")), "Net"));
 }
 
 // Sub-layer declarations that lead back to a layer on the way expanded forever (a stack
