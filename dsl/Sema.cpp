@@ -115,9 +115,24 @@ private:
       declareInput(in);
     }
     for (ast::TensorDecl &out : f.outputs) layer_.declareName(out.name, "output");
+    for (const ast::Statement &s : f.statements) {
+      checkNotSubLayer(s.target);
+      for (const ast::Name &t : s.moreTargets) checkNotSubLayer(t);
+    }
     for (ast::Requirement &r : layer_.decl.requirements) checkRequirement(r);
     for (ast::Requirement &r : f.requirements) checkRequirement(r);
     return std::move(layer_.syms);
+  }
+
+  // A tensor may not take a sub-layer's name: `a(X)` and `a` would mean different things.
+  void checkNotSubLayer(const ast::Name &target) {
+    for (const ast::SubLayer &sub : layer_.decl.subLayers)
+      if (sub.name.text == target.text) {
+        Diagnostic &d = layer_.diags.error(target.loc, fmt::format("cannot define '{}': it is a sub-layer of layer '{}'",
+                                                                   target.text, layer_.decl.name.text),
+                                           "define a new tensor with another name");
+        d.notes.push_back({sub.loc, fmt::format("sub-layer '{}' declared here", sub.name.text)});
+      }
   }
 
   // The parser drops a statement it cannot parse (and an unterminated block ends early).

@@ -73,6 +73,27 @@ TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
                   "'exp' takes no named arguments");
 }
 
+// A tensor named like a sub-layer would make `a` and `a(X)` two different things; it is refused
+// as a parameter's or an input's name is.
+TEST(NetworkErrors, ATensorCannotTakeASubLayersName) {
+  const char *text = R"(layer Net() {
+  a = ReLU()
+  forward(X: [B, 4, H, W]) -> Y {
+    a = X * 2
+    Y = a(X) + a
+  }
+}
+)";
+  std::string m = errorFor(text, "Net");
+  EXPECT_MENTIONS(m, "bad.enc:4:5: error: cannot define 'a': it is a sub-layer of layer 'Net'");
+  EXPECT_MENTIONS(m, "sub-layer 'a' declared here");
+  // Checking reports it without expanding the network (k has no value yet).
+  std::string unexpanded = text;
+  unexpanded.replace(unexpanded.find("Net()"), 5, "Net(k: int)");
+  m = errorOf([&] { Library::fromSource("bad.enc", unexpanded); });
+  EXPECT_MENTIONS(m, "bad.enc:4:5: error: cannot define 'a': it is a sub-layer of layer 'Net'");
+}
+
 // A repetition count is not a loop: each repetition is inlined, so a huge count ran out of time
 // and memory. A network expands to at most kMaxNetworkStatements statements.
 TEST(NetworkErrors, ANetworkThatExpandsTooFarIsAnErrorAtOnce) {
