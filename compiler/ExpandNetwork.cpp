@@ -1004,6 +1004,18 @@ private:
       }
       settings[name] = eval(*decl.args[i], locals).settingText();
     }
+    // A value missing here is given in the declaration, not by --set (which sets the network's);
+    // a misspelt name is reported first, by resolveHyperParams.
+    const bool namesKnown = std::all_of(settings.begin(), settings.end(),
+                                        [&](const auto &s) { return callee->hyperParam(s.first) != nullptr; });
+    for (const ast::HyperParam &hp : callee->layer->hyperParams)
+      if (namesKnown && !hp.defaultValue && !settings.count(hp.name.text)) {
+        Diagnostic &d = error(decl.loc, fmt::format("sub-layer '{}': layer {} needs a value for hyper-parameter '{}'", path,
+                                                    decl.name, hp.name.text),
+                              fmt::format("give it in the declaration: {}(..., {}=VALUE)", decl.name, hp.name.text));
+        d.notes.push_back({callee->layer->loc, fmt::format("layer {} declared here", decl.name)});
+        throw ExpansionFailed{};
+      }
     Inlining in;
     in.callee = callee;
     try {

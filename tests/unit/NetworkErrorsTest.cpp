@@ -73,6 +73,22 @@ TEST(NetworkErrors, BadHyperParametersRequirementsAndNames) {
                   "'exp' takes no named arguments");
 }
 
+// A sub-layer's hyper-parameter without a value is given in its declaration: --set sets the
+// network's own, so the hint points at the declaration.
+TEST(NetworkErrors, AMissingSubLayerHyperParameterIsGivenInTheDeclaration) {
+  std::string m = errorFor(R"(layer Net() {
+  c = Conv2d(in_channels=4, kernel_size=1)
+  forward(X: [B, 4, H, W]) -> Y {
+    Y = c(X)
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "bad.enc:2:7: error: sub-layer 'c': layer Conv2d needs a value for hyper-parameter 'out_channels'");
+  EXPECT_MENTIONS(m, "give it in the declaration: Conv2d(..., out_channels=VALUE)");
+  EXPECT_EQ(m.find("--set"), std::string::npos) << m;
+}
+
 // A tensor named like a sub-layer would make `a` and `a(X)` two different things; it is refused
 // as a parameter's or an input's name is.
 TEST(NetworkErrors, ATensorCannotTakeASubLayersName) {
