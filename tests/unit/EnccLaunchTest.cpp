@@ -103,6 +103,17 @@ TEST_F(EnccLaunch, TimeoutAndGraceOutOfRangeAreErrors) {
   EXPECT_EQ(slurp(path("t.txt")), "7");
 }
 
+// --master-port is a TCP port and --master-addr an address: a value the ranks would refuse (or
+// that -5 would quietly replace by a free port) is launch's own error.
+TEST_F(EnccLaunch, MasterPortOutOfRangeAndEmptyAddressAreErrors) {
+  for (const char *bad : {"--master-port 0", "--master-port -5", "--master-port 65536", "--master-port 70000"})
+    expectFailure(encc(fmt::format("launch -n 1 {} -- true", bad)), {"--master-port", "65535"});
+  expectFailure(encc("launch -n 1 --master-addr '' -- true"), {"--master-addr", "empty"});
+  CliResult r = encc("launch -n 1 --master-port 65535 -- sh -c 'printf %s \"$MASTER_PORT\" > port.txt'");
+  ASSERT_EQ(r.status, 0) << r;
+  EXPECT_EQ(slurp(path("port.txt")), "65535");
+}
+
 // Every rank gets the job's ENC_DIST_TOKEN, which rank 0's store asks of each rank: a fresh
 // random one per launch, or the one launch was given (every machine of a --nnodes job must
 // share it).

@@ -125,8 +125,10 @@ int main(int argc, char **argv) {
   launchCmd->add_option("--node-rank", launch.nodeRank, "this machine's place among them (0 runs rank 0)")
       ->capture_default_str();
   launchCmd->add_option("--master-addr", launch.masterAddr, "address of node 0, where rank 0 serves the rendezvous")
-      ->capture_default_str();
-  launchCmd->add_option("--master-port", launch.masterPort, "rank 0's rendezvous port (default: a free one; needed with --nnodes)");
+      ->capture_default_str()
+      ->check([](const std::string &a) { return a.empty() ? std::string("an empty address") : std::string(); });
+  launchCmd->add_option("--master-port", launch.masterPort, "rank 0's rendezvous port (default: a free one; needed with --nnodes)")
+      ->check(CLI::Range(1, 65535));
   // The ranks read ENC_DIST_TIMEOUT as 1 to 86400 seconds (runtime/ProcessGroup.cpp); --grace shares the bound.
   launchCmd->add_option("--grace", launch.graceSeconds, "seconds the others get to exit after one rank fails (0 to 86400)")
       ->capture_default_str()
