@@ -44,6 +44,9 @@ ir::GradientBuckets averagedGradients(const ir::Program &backward, const ir::Pro
 } // namespace
 
 std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols &layer) {
+  // Options are checked whether or not the stage uses them (--dtype, --target matter from loops on).
+  if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
+  (void)parseDTypeOption(o.dtype);
   auto hyper = resolveHyperParams(layer, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
@@ -103,7 +106,6 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
     return pipeline.lower(prog, t);
   };
   if (o.kind == "loops") {
-    if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
     return ir::printLoops(lowered(o.target == "cpu" ? ir::Target::CPU : ir::Target::GPU));
   }
   if (o.kind == "cuda" || o.kind == "ptx") {
