@@ -753,6 +753,9 @@ TEST_F(EnccCli, BenchTimesBothPasses) {
   expectFailure(encc("bench --layer ReLU --input X=random:100 --runs 0"), {"--runs 0"});
   expectFailure(encc("bench --layer Nope --input X=random:100"), {"Nope"});
   expectFailure(encc("bench --layer ReLU --input X=random:4 --grad Y=random:5 --device cpu"), {"Y"});
+  // --forward-only runs no backward pass for a --grad to seed.
+  expectFailure(encc("bench --layer ReLU --input X=random:4 --grad Y=random:4 --forward-only --device cpu"),
+                {"--forward-only", "--grad"});
 
   // A rank-0 output (a loss) gets a random gradient of its shape too.
   std::ofstream(path("loss.enc")) << "layer Loss() {\n  forward(X: [N]) -> Y: [] {\n    Y = sum(i: X[i] ^ 2)\n  }\n}\n";

@@ -94,13 +94,14 @@ int main(int argc, char **argv) {
   benchCmd->add_option("--set", bench.sets, "a hyper-parameter value, NAME=VALUE (repeatable)");
   benchCmd->add_option("--input", bench.inputs, "an input, NAME=FILE.npy or NAME=random:D0,D1,... (repeatable)")->required();
   benchCmd->add_option("--param", bench.params, "a parameter value, NAME=FILE.npy (repeatable)");
-  benchCmd->add_option("--grad", bench.grads, "an output's gradient, NAME=FILE.npy or NAME=random:... (default: random)");
+  auto *benchGrad =
+      benchCmd->add_option("--grad", bench.grads, "an output's gradient, NAME=FILE.npy or NAME=random:... (default: random)");
   benchCmd->add_option("--dtype", bench.dtype, "f32, f64, f16 or bf16")->capture_default_str();
   benchCmd->add_flag("--allow-tf32", bench.allowTf32, tf32Help);
   benchCmd->add_option("--device", bench.device, "auto (the GPU if there is one), cpu or cuda")->capture_default_str();
   benchCmd->add_option("--mode", bench.mode, "train or eval")->capture_default_str();
   benchCmd->add_option("--runs", benchRuns, "timed runs after the first (which compiles)")->capture_default_str();
-  benchCmd->add_flag("--forward-only", benchForwardOnly, "time the forward pass alone");
+  benchCmd->add_flag("--forward-only", benchForwardOnly, "time the forward pass alone")->excludes(benchGrad);
 
   std::string cacheAction;
   auto *cacheCmd = app.add_subcommand("cache", "Inspect or clear the on-disk kernel cache ($ENC_CACHE_DIR)");
