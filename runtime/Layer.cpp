@@ -216,7 +216,8 @@ void Layer::initParams() {
                     "check the hyper-parameters");
       shape.push_back(n);
     }
-    checkTensorSize(fmt::format("layer {}: parameter '{}'", name_, d.name.text), shape, paramDType());
+    checkTensorSize(fmt::format("{}layer {}: parameter '{}'", sourcePrefix(d.loc), name_, d.name.text), shape,
+                    paramDType());
     Tensor t = Tensor::empty(paramDType(), shape, Device::CPU); // every element is written below
     std::string kind = d.init ? d.init->name : "zeros";
     std::vector<double> args;

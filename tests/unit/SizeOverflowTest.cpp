@@ -134,6 +134,7 @@ TEST(SizeOverflow, DeclaredDimensionTooLarge) {
 }
 )");
   std::string m = errorOf([&] { Layer(lib, "Big", {{"C", "2"}}); });
+  EXPECT_EQ(m.rfind("big.enc:2:", 0), 0u) << m; // starts at the declaration
   EXPECT_MENTIONS(m, "parameter 'weight'");
   EXPECT_MENTIONS(m, "[9223372036854775807, 2, 2]");
 }
