@@ -796,6 +796,19 @@ TEST_F(EnccCli, SuggestsTheNearestName) {
   expectFailure(r, {"no hyper-parameter 'paddin'; did you mean 'padding'?", "dilation"});
 }
 
+// An empty path ("$STATE" with STATE unset) was taken for no path: eval ran with fresh parameters
+// instead of loading them, or skipped the save, and said nothing.
+TEST_F(EnccCli, EmptyPathsAreErrors) {
+  const std::string run = "--layer ReLU --device cpu --input X=random:3";
+  for (const std::string &args : {"eval " + run + " --out out --load-state ''", "eval " + run + " --out out --save-state ''",
+                                  "eval " + run + " --out ''"})
+    expectFailure(encc(args), {"the path is empty", "hint:"});
+  for (const std::string &args :
+       std::vector<std::string>{"eval '' " + run + " --out out", "emit '' --layer ReLU", "repl ''"})
+    expectFailure(encc(args + " </dev/null"), {"the .enc file: the path is empty"});
+  EXPECT_FALSE(fs::exists(path("out"))) << "nothing ran";
+}
+
 // The default device on a machine without a CUDA driver is the CPU, quietly; asking for auto
 // explicitly says when it falls back.
 TEST_F(EnccCli, CpuFallbackIsMentionedOnlyWhenAutoIsAskedFor) {

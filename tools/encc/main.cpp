@@ -163,6 +163,21 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  // A path given as '' (an unset shell variable, "$STATE") is an error: taken as no path, it
+  // ran with the shipped layers or fresh parameters, or skipped the save.
+  for (CLI::App *cmd : {emitCmd, evalCmd, benchCmd, replCmd})
+    for (const char *name : {"file", "--load-state", "--save-state", "--out"}) {
+      const CLI::Option *opt = cmd->get_option_no_throw(name);
+      if (!*cmd || !opt || opt->count() == 0) continue;
+      const std::vector<std::string> &given = opt->results();
+      if (std::any_of(given.begin(), given.end(), [](const std::string &v) { return v.empty(); })) {
+        std::cerr << fmt::format("encc: error: {}: the path is empty\n  hint: give a path (a shell variable that is "
+                                 "unset or empty gives '')\n",
+                                 name[0] == '-' ? std::string(name) : "the .enc file");
+        return 1;
+      }
+    }
+
   eval.deviceGiven = evalCmd->count("--device") > 0;
   bench.deviceGiven = benchCmd->count("--device") > 0;
 
