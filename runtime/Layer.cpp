@@ -120,7 +120,8 @@ const LayerSymbols &resolveLayer(const Library &lib, const std::string &name) {
     for (const Alias &a : kAliases)
       if (lib.find(a.target)) names.push_back(a.name);
     throw Error(fmt::format("no layer named '{}'{}", name, didYouMean(name, names)),
-                fmt::format("available layers: {}", fmt::join(names, ", ")));
+                names.empty() ? std::string("the .enc source defines no layers")
+                              : fmt::format("available layers: {}", fmt::join(names, ", ")));
   }
   if (!alias) return lib.get(name);
   static std::mutex mu;

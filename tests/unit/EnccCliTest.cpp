@@ -809,6 +809,14 @@ TEST_F(EnccCli, EmptyPathsAreErrors) {
   EXPECT_FALSE(fs::exists(path("out"))) << "nothing ran";
 }
 
+// A file without layers (empty, or only comments) has no names to list: the hint says so.
+TEST_F(EnccCli, AFileWithoutLayersSaysSo) {
+  std::ofstream(path("empty.enc")) << "# only a comment\n";
+  CliResult r = encc("eval empty.enc --layer A --device cpu --input X=random:3 --out out");
+  expectFailure(r, {"no layer named 'A'", "hint: the .enc source defines no layers"});
+  EXPECT_FALSE(contains(r.err, "available layers")) << r;
+}
+
 // The default device on a machine without a CUDA driver is the CPU, quietly; asking for auto
 // explicitly says when it falls back.
 TEST_F(EnccCli, CpuFallbackIsMentionedOnlyWhenAutoIsAskedFor) {
