@@ -32,9 +32,10 @@
 
 namespace enc {
 
-// The most statements a network expands to: more is an error at the statement past the limit
-// (compile time and memory grow faster than the statement count).
-constexpr size_t kMaxNetworkStatements = 10000;
+// The most statements a network expands to: more is an error at the statement past the limit.
+// Every statement is compiled (time and memory grow with their count), so a count far past any
+// real network is refused before it is expanded.
+constexpr size_t kMaxNetworkStatements = 50000;
 
 // A network with its sub-layers inlined: one checked layer. Its source locations point into the
 // files of the libraries the network and its sub-layers come from, which must outlive it.
