@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <new>
 #include <random>
 #include <set>
@@ -44,20 +46,37 @@ void operator delete(void *p, std::size_t) noexcept { std::free(p); }
 namespace enc {
 namespace {
 
+// `kind` at `depth` through the forward and backward sequences, and the sizes a run would bind.
+struct DeepPasses {
+  std::shared_ptr<const Library> lib; // what the programs' source locations point into
+  LayerInstance instance;
+  ir::Program forward;
+  ir::Gradient gradient;
+  std::map<std::string, ir::Expr> sizes;
+};
+DeepPasses deepPasses(const ir::Pipeline &pipeline, const std::string &kind, int depth) {
+  DeepPasses out;
+  out.lib = Library::fromSource("deep.enc", bench::deepSequenceSource(kind, depth));
+  const LayerSymbols &declared = out.lib->get("Deep");
+  std::map<std::string, ir::Expr> hyper = resolveHyperParams(declared, {});
+  hyper["training"] = ir::boolImm(true);
+  out.instance = instantiateLayer(*out.lib, declared, hyper);
+  out.forward = pipeline.forward(*out.instance.symbols, hyper);
+  out.gradient = pipeline.backward(*out.instance.symbols, out.forward, hyper);
+  out.sizes = {{"B", ir::intImm(4)}};
+  if (kind == "convs") out.sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(8)}, {"W", ir::intImm(8)}};
+  return out;
+}
+
 // Allocations made compiling `kind` at `depth` through every sequence: expansion, forward,
 // backward, sizes, and lowering of both passes for the CPU and the GPU (no code generation).
 long compileAllocations(const std::string &kind, int depth) {
   const long before = gAllocations.load();
-  auto lib = Library::fromSource("deep.enc", bench::deepSequenceSource(kind, depth));
-  const LayerSymbols &declared = lib->get("Deep");
-  std::map<std::string, ir::Expr> hyper = resolveHyperParams(declared, {});
-  hyper["training"] = ir::boolImm(true);
-  const LayerInstance instance = instantiateLayer(*lib, declared, hyper);
   const ir::Pipeline pipeline;
-  const ir::Program forward = pipeline.forward(*instance.symbols, hyper);
-  const ir::Gradient gradient = pipeline.backward(*instance.symbols, forward, hyper);
-  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(4)}};
-  if (kind == "convs") sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(8)}, {"W", ir::intImm(8)}};
+  const DeepPasses passes = deepPasses(pipeline, kind, depth);
+  const ir::Program &forward = passes.forward;
+  const ir::Gradient &gradient = passes.gradient;
+  const std::map<std::string, ir::Expr> &sizes = passes.sizes;
   for (ir::Target target : {ir::Target::CPU, ir::Target::GPU}) {
     ir::TargetOptions t;
     t.target = target;
@@ -208,16 +227,11 @@ struct Kernels {
   int mostOutputs = 0;
 };
 Kernels cpuKernels(const std::string &kind, int depth) {
-  auto lib = Library::fromSource("deep.enc", bench::deepSequenceSource(kind, depth));
-  const LayerSymbols &declared = lib->get("Deep");
-  std::map<std::string, ir::Expr> hyper = resolveHyperParams(declared, {});
-  hyper["training"] = ir::boolImm(true);
-  const LayerInstance instance = instantiateLayer(*lib, declared, hyper);
   const ir::Pipeline pipeline;
-  const ir::Program forward = pipeline.forward(*instance.symbols, hyper);
-  const ir::Gradient gradient = pipeline.backward(*instance.symbols, forward, hyper);
-  std::map<std::string, ir::Expr> sizes = {{"B", ir::intImm(4)}};
-  if (kind == "convs") sizes = {{"B", ir::intImm(2)}, {"H", ir::intImm(8)}, {"W", ir::intImm(8)}};
+  const DeepPasses passes = deepPasses(pipeline, kind, depth);
+  const ir::Program &forward = passes.forward;
+  const ir::Gradient &gradient = passes.gradient;
+  const std::map<std::string, ir::Expr> &sizes = passes.sizes;
   Kernels out;
   std::set<std::string> forms;
   for (const ir::Program *p : {&forward, &gradient.program}) {
