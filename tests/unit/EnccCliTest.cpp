@@ -355,12 +355,14 @@ TEST_F(EnccCli, EmitUnknownKind) {
   expectFailure(r, {"foo", "ast", "ptx"});
 }
 
-// A bad --target or --dtype is an error at every stage, not only at those that use it.
+// A bad --target, --dtype or --arch is an error at every stage, not only at those that use it.
 TEST_F(EnccCli, EmitBadTargetOrDtypeAtAnyStage) {
-  for (const char *stage : {"ir", "grad", "loops", "llvm"}) {
+  for (const char *stage : {"ir", "grad", "loops", "llvm", "cuda"}) {
     SCOPED_TRACE(stage);
     expectFailure(encc(fmt::format("emit --emit={} --layer ReLU --target tpu", stage)), {"unknown --target 'tpu'", "cpu or gpu"});
     expectFailure(encc(fmt::format("emit --emit={} --layer ReLU --dtype f8", stage)), {"f8", "bf16"});
+    expectFailure(encc(fmt::format("emit --emit={} --layer ReLU --arch bogus", stage)),
+                  {"'bogus' is not a CUDA architecture"});
   }
 }
 

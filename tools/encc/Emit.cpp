@@ -44,9 +44,11 @@ ir::GradientBuckets averagedGradients(const ir::Program &backward, const ir::Pro
 } // namespace
 
 std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols &layer) {
-  // Options are checked whether or not the stage uses them (--dtype, --target matter from loops on).
+  // Options are checked whether or not the stage uses them (--dtype, --target matter from loops on,
+  // --arch for ptx).
   if (o.target != "cpu" && o.target != "gpu") throw Error(fmt::format("unknown --target '{}'", o.target), "use cpu or gpu");
   (void)parseDTypeOption(o.dtype);
+  cuda::requireSupportedArch(o.arch);
   auto hyper = resolveHyperParams(layer, splitPairs(o.sets, "--set"), /*allowMissing=*/true);
   if (o.mode != "train" && o.mode != "eval") throw Error(fmt::format("unknown --mode '{}'", o.mode), "use train or eval");
   hyper["training"] = ir::boolImm(o.mode == "train");
@@ -114,7 +116,6 @@ std::string emitOne(const EmitOptions &o, const Library &lib, const LayerSymbols
         codegen::emitCuda(lowered(ir::Target::GPU), codegen::cudaCodegenOptionsFromEnvironment(false));
     if (o.kind == "cuda") return src;
     cuda::CompileOptions co;
-    cuda::requireSupportedArch(o.arch);
     co.arch = o.arch;
     co.wantPtx = true;
     co.sourceName = sym.layer->name.text + ".cu";
