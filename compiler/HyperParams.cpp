@@ -50,9 +50,15 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
   }
   case ast::HyperParamType::Kind::Int2: break; // see parsePair
   case ast::HyperParamType::Kind::Float: {
-    char *end = nullptr;
-    double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v)) return bad();
+    // A decimal number as the language writes one (strtod would take 0x10, inf, nan and spaces too),
+    // with an optional '+'.
+    std::string_view digits = text;
+    if (digits.starts_with('+')) digits.remove_prefix(1);
+    double v = 0;
+    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v, std::chars_format::general);
+    if (digits.empty() || digits.starts_with('-') != text.starts_with('-') || ec != std::errc() ||
+        p != digits.data() + digits.size() || !std::isfinite(v))
+      return bad();
     return ir::floatImm(v);
   }
   case ast::HyperParamType::Kind::Bool:

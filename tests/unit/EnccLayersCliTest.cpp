@@ -231,6 +231,22 @@ TEST_F(EnccLayersCli, IntegerHyperParameterOutOfRange) {
                 {"hyper-parameter 'in_features' of layer Linear: 9223372036854775808 is out of range", "64-bit"});
 }
 
+// A float hyper-parameter is a decimal number, as the language writes one: hexadecimal, inf, nan,
+// spaces and out-of-range values are refused (strtod took them).
+TEST_F(EnccLayersCli, FloatHyperParameterIsADecimalNumber) {
+  const std::string bn = "emit --emit=ir --layer SyncBatchNorm --set num_features=3 ";
+  for (const char *bad : {"0x10", "0x1p-3", "inf", "nan", " 1e-5", "1e-5 ", "1e999", "+-1", "++1", "1e", "abc"}) {
+    SCOPED_TRACE(bad);
+    expectFailure(encc(fmt::format("{} --set 'eps={}'", bn, bad)),
+                  {"hyper-parameter 'eps' of layer SyncBatchNorm is a float", fmt::format("got '{}'", bad)});
+  }
+  for (const char *good : {"1e-5", "+2.5e-3", ".5", "5.", "3"}) {
+    SCOPED_TRACE(good);
+    CliResult r = encc(fmt::format("{} --set 'eps={}'", bn, good));
+    EXPECT_EQ(r.status, 0) << r;
+  }
+}
+
 TEST_F(EnccLayersCli, BadInt2Value) {
   CliResult r = encc("eval --layer Conv2d --set in_channels=3 --set out_channels=4 --set kernel_size=3,x "
                      "--input X=random:2,3,5,5 --out out");
