@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <limits>
 #include <cctype>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -118,6 +119,7 @@ private:
     for (const ast::Statement &s : f.statements) {
       checkNotSubLayer(s.target);
       for (const ast::Name &t : s.moreTargets) checkNotSubLayer(t);
+      checkSubLayersCalled(s);
     }
     for (ast::Requirement &r : layer_.decl.requirements) checkRequirement(r);
     for (ast::Requirement &r : f.requirements) checkRequirement(r);
@@ -133,6 +135,29 @@ private:
                                            "define a new tensor with another name");
         d.notes.push_back({sub.loc, fmt::format("sub-layer '{}' declared here", sub.name.text)});
       }
+  }
+
+  // A sub-layer named without a call, `Y = a`, is no tensor (expanded, the network would call it an
+  // unknown name). Index variables, the statement's own and a sum's, may share a sub-layer's name.
+  void checkSubLayersCalled(const ast::Statement &s) {
+    if (!s.value || layer_.decl.subLayers.empty()) return;
+    std::set<std::string> indices;
+    for (const ast::ExprPtr &i : s.indices)
+      if (i && i->kind == ast::Expr::Kind::Ident) indices.insert(i->name);
+    std::function<void(const ast::Expr &)> walk = [&](const ast::Expr &e) {
+      if (e.kind == ast::Expr::Kind::Reduce)
+        for (const ast::Name &v : e.vars) indices.insert(v.text);
+      if (e.kind == ast::Expr::Kind::Ident && !indices.count(e.name))
+        for (const ast::SubLayer &sub : layer_.decl.subLayers)
+          if (sub.name.text == e.name) {
+            Diagnostic &d = layer_.diags.error(e.loc, fmt::format("sub-layer '{}' is used without being called", e.name),
+                                               fmt::format("call it on its input, as in {}(X)", e.name));
+            d.notes.push_back({sub.loc, fmt::format("sub-layer '{}' declared here", sub.name.text)});
+          }
+      for (const ast::ExprPtr &a : e.args)
+        if (a) walk(*a);
+    };
+    walk(*s.value);
   }
 
   // The parser drops a statement it cannot parse (and an unterminated block ends early).

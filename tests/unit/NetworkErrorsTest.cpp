@@ -103,11 +103,41 @@ TEST(NetworkErrors, ATensorCannotTakeASubLayersName) {
   std::string m = errorFor(text, "Net");
   EXPECT_MENTIONS(m, "bad.enc:4:5: error: cannot define 'a': it is a sub-layer of layer 'Net'");
   EXPECT_MENTIONS(m, "sub-layer 'a' declared here");
+  EXPECT_MENTIONS(m, "bad.enc:5:16: error: sub-layer 'a' is used without being called");
   // Checking reports it without expanding the network (k has no value yet).
   std::string unexpanded = text;
   unexpanded.replace(unexpanded.find("Net()"), 5, "Net(k: int)");
   m = errorOf([&] { Library::fromSource("bad.enc", unexpanded); });
   EXPECT_MENTIONS(m, "bad.enc:4:5: error: cannot define 'a': it is a sub-layer of layer 'Net'");
+}
+
+// A sub-layer named without a call is not a tensor: said at the name (it read "unknown name 'a'" with a hint
+// about indices). An index may share a sub-layer's name.
+TEST(NetworkErrors, ASubLayerUsedWithoutACallIsNamedAsOne) {
+  std::string m = errorFor(R"(layer Net() {
+  a = ReLU()
+  forward(X: [B, C]) -> Y {
+    Y = a
+  }
+}
+)",
+                           "Net");
+  EXPECT_MENTIONS(m, "bad.enc:4:9: error: sub-layer 'a' is used without being called");
+  EXPECT_MENTIONS(m, "call it on its input, as in a(X)");
+  EXPECT_MENTIONS(m, "sub-layer 'a' declared here");
+  EXPECT_EQ(m.find("unknown name"), std::string::npos) << m;
+  auto lib = Library::fromSource("ok.enc", R"(layer Net() {
+  b = ReLU()
+  k = ReLU()
+  forward(X: [B, C]) -> Y {
+    T[b, c] = X[b, c] * 2 + sum(k: X[k, c])
+    Y = k(b(T))
+  }
+}
+)");
+  Layer net(lib, "Net", {}, {DType::F64, 0});
+  Tensor x(DType::F64, {2, 3});
+  EXPECT_NO_THROW(net.forward({{"X", x}}));
 }
 
 // A repetition count is not a loop: each repetition is inlined, so a huge count ran out of time
