@@ -116,5 +116,39 @@ layer Shape(s: int = 2) {
   EXPECT_EQ(z.find("too large"), std::string::npos) << z;
 }
 
+// Arithmetic on index variables that leaves 64 bits for some index in its range wrapped around in
+// the generated code: X[i * 2^62 * 4 + i] read X[i] (2^64 i + i), silently. Now an error at the
+// statement, naming the operation and the ranges; what stays within 64 bits runs, out-of-range
+// reads giving 0.
+TEST(IntegerArithmetic, IndexArithmeticThatLeaves64BitsIsAnError) {
+  const char *wrap = R"(
+layer Wrap(s: int = 1) {
+  forward(X: [N]) -> Y: [N] {
+    Y[i] = X[i * s * 4 + i]
+  }
+}
+)";
+  std::string m = runError(wrap, "Wrap", {{"s", "4611686018427387904"}}, {{"X", filled({3})}});
+  EXPECT_MENTIONS(m, "arith.enc:4:5: in the definition of 'Y': the integer operation i * 4611686018427387904 "
+                     "leaves 64 bits for some index (i < 3), where it would wrap around");
+  // Inside a sum, over its variable's range; a negative side too.
+  const char *sum = R"(
+layer Sum(s: int = 1) {
+  forward(X: [N]) -> Y: [N] {
+    Y[i] = sum(j < 4: X[i - j * s])
+  }
+}
+)";
+  m = runError(sum, "Sum", {{"s", "-4611686018427387904"}}, {{"X", filled({3})}});
+  EXPECT_MENTIONS(m, "in the definition of 'Y': the integer operation j * -4611686018427387904 leaves 64 bits "
+                     "for some index (j < 4)");
+  // Large but within 64 bits: the reads fall outside X and give 0.
+  Layer fits(Library::fromSource("arith.enc", wrap), "Wrap", {{"s", "576460752303423488"}});
+  std::map<std::string, Tensor> out = fits.forward({{"X", filled({3})}});
+  EXPECT_EQ(out.at("Y").at(0), 1.0); // i = 0 reads X[0]
+  EXPECT_EQ(out.at("Y").at(1), 0.0);
+  EXPECT_EQ(out.at("Y").at(2), 0.0);
+}
+
 } // namespace
 } // namespace enc
