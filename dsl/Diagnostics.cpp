@@ -31,15 +31,27 @@ static void renderOne(std::string &out, SourceLoc loc, Severity sev, const std::
   auto [line, col] = loc.file->lineCol(loc.offset);
   out += fmt::format("{}:{}:{}: {}: {}\n", loc.file->name(), line, col, severityName(sev), message);
   std::string_view text = loc.file->lineText(line);
-  out += fmt::format("  {}\n", text);
-  // One marker character per character shown: tabs are kept, UTF-8 continuation bytes take no column.
   auto continuation = [&](size_t i) { return (static_cast<unsigned char>(text[i]) & 0xc0) == 0x80; };
-  std::string marker;
-  for (size_t i = 0; i < static_cast<size_t>(col - 1); ++i)
+  // A long line (generated source, a minified file) is shown as a window around the column, its
+  // cut ends marked "...", and starts and ends on whole UTF-8 characters.
+  constexpr size_t kShownBytes = 160, kShownBefore = 60;
+  const size_t at = static_cast<size_t>(col - 1);
+  size_t first = 0, last = text.size();
+  if (text.size() > kShownBytes) {
+    first = at > kShownBefore ? std::min(at - kShownBefore, text.size()) : 0;
+    while (first > 0 && first < text.size() && continuation(first)) --first;
+    last = std::min(text.size(), first + kShownBytes);
+    while (last < text.size() && continuation(last)) ++last;
+  }
+  const std::string lead = first > 0 ? "..." : "";
+  out += fmt::format("  {}{}{}\n", lead, text.substr(first, last - first), last < text.size() ? "..." : "");
+  // One marker character per character shown: tabs are kept, UTF-8 continuation bytes take no column.
+  std::string marker(lead.size(), ' ');
+  for (size_t i = first; i < at; ++i)
     if (i >= text.size() || !continuation(i)) marker += i < text.size() && text[i] == '\t' ? '\t' : ' ';
   marker += '^';
-  size_t spanOnLine = std::min<size_t>(loc.length, text.size() >= static_cast<size_t>(col) ? text.size() - (col - 1) : 0);
-  for (size_t i = col; i < col - 1 + spanOnLine; ++i)
+  size_t spanOnLine = std::min<size_t>(loc.length, last >= static_cast<size_t>(col) ? last - at : 0);
+  for (size_t i = col; i < at + spanOnLine; ++i)
     if (!continuation(i)) marker += '~';
   out += fmt::format("  {}\n", marker);
 }

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <memory>
+#include <sstream>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -294,6 +297,33 @@ TEST(Lexer, UnexpectedCharacters) {
   EXPECT_EQ(kinds(d->toks), (std::vector<Tok>{Tok::Ident, Tok::Error, Tok::Ident, Tok::Error, Tok::Error,
                                               Tok::Ident, Tok::Newline, Tok::Eof}));
   EXPECT_EQ(d->diags.errorCount(), 3);
+}
+
+// A diagnostic in a very long line (generated source) shows a window of it around the column, with
+// the caret under the character; it printed the whole line.
+TEST(Lexer, LongLineIsShownAroundTheError) {
+  std::string line;
+  for (int i = 0; i < 10000; ++i) line += "X[i] + ";
+  const size_t at = line.size();
+  line += "$ + Y[i]";
+  for (int i = 0; i < 10000; ++i) line += " + Z[i]";
+  auto l = lexText(line + "\n");
+  ASSERT_EQ(l->diags.errorCount(), 1) << l->diags.render().substr(0, 2000);
+  std::string out = l->diags.render();
+  EXPECT_LT(out.size(), 600u) << out.substr(0, 2000);
+  std::istringstream lines(out);
+  std::string head, shown, marker;
+  std::getline(lines, head);
+  std::getline(lines, shown);
+  std::getline(lines, marker);
+  EXPECT_NE(head.find(fmt::format(":1:{}: error: unexpected character '$'", at + 1)), std::string::npos) << head;
+  EXPECT_EQ(shown.substr(0, 5), "  ...");
+  EXPECT_EQ(shown.substr(shown.size() - 3), "...");
+  ASSERT_EQ(marker.back(), '^') << out;
+  EXPECT_EQ(shown[marker.size() - 1], '$') << shown << "\n" << marker;
+  // A short line is shown whole.
+  auto s = lexText("a = $ + b\n");
+  EXPECT_NE(s->diags.render().find("\n  a = $ + b\n      ^\n"), std::string::npos) << s->diags.render();
 }
 
 // A character outside ASCII is one character: one diagnostic and one Error token covering all
