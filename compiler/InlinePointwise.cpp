@@ -38,10 +38,24 @@ constexpr int kCheapCost = 3;
 // before twice (T2 = T1 * 2 + T1, ...) would otherwise double in size with each link.
 constexpr size_t kMaxFusedNodes = 4096;
 
+// Nor does a consumer nest more than this many calls and selects: each one's derivative reads its
+// argument, so the backward pass recomputes the chain below it once per level, and a chain of n
+// activations inlined into one definition (relu(relu(... + 2) + 1)) derives a gradient of n^2
+// nodes. Stored every so many levels, the chain costs the backward pass a bounded recomputation
+// per level.
+constexpr size_t kMaxNestedCalls = 32;
+
 size_t nodeCount(const Expr &e) {
   size_t n = 0;
   visit(e, [&](const Expr &) { return ++n <= kMaxFusedNodes; }); // stops counting past the bound
   return n;
+}
+
+// The most calls and selects on one path from the root of `e` down.
+size_t callDepth(const Expr &e) {
+  size_t deepest = 0;
+  for (const Expr &a : e->args) deepest = std::max(deepest, callDepth(a));
+  return deepest + (e->kind == ExprKind::Call || e->kind == ExprKind::Select);
 }
 
 
@@ -158,7 +172,9 @@ private:
       const Definition &victim = p_.defs[di];
       std::vector<std::pair<size_t, Expr>> inlined; // consumer, its value with victim substituted
       for (size_t ci : readers_[victim.tensor]) inlined.push_back({ci, substituteDefinition(p_.defs[ci].value, victim)});
-      if (std::any_of(inlined.begin(), inlined.end(), [](const auto &c) { return nodeCount(c.second) > kMaxFusedNodes; })) {
+      if (std::any_of(inlined.begin(), inlined.end(), [](const auto &c) {
+            return nodeCount(c.second) > kMaxFusedNodes || callDepth(c.second) > kMaxNestedCalls;
+          })) {
         tooLarge_.insert(victim.tensor);
         continue;
       }
