@@ -149,12 +149,15 @@ TEST_F(EnccRepl, ErrorsDoNotEndTheSession) {
                         ":set colour blue\n"
                         ":emit ir\n"
                         ":eval ReLU Y=random:3 X=random:3\n"
+                        ":eval ReLU X=random:2 --dtype f64 --dtype f32\n"
+                        ":emit ir ReLU --target cpu --target gpu\n"
                         "layer Bad() { forward(X: [N]) -> Y: [N] { Y[i] = Z[i] } }\n"
                         ":eval ReLU X=random:4\n");
   EXPECT_EQ(r.status, 1) << "a script that met errors fails\n" << r;
   for (const char *m : {"unknown layer 'Nope'", "the layers are:", "needs the input X", "unknown command ':bogus'",
                         "unknown setting 'colour'", ":emit takes a stage and a layer", "only :grad and :time take output gradients",
-                        "unknown tensor 'Z'", "^"})
+                        "unknown tensor 'Z'", "^", "--dtype is given twice",
+                        "--target is given twice"})
     EXPECT_TRUE(contains(r.err, m)) << "expected '" << m << "' in\n" << r;
   EXPECT_TRUE(contains(r.out, "Y: f32 [4]")) << r;
 }

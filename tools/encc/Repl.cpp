@@ -225,10 +225,12 @@ private:
     o.dtype = settings_.dtype == "f64" || settings_.dtype == "f16" || settings_.dtype == "bf16" ? settings_.dtype : "f32";
     o.mode = settings_.mode;
     if (o.kind == "ast") throw Error(":emit ast is not available here", "use encc emit --emit=ast FILE.enc");
+    std::set<std::string> given; // options that take one value, as the command line refuses them twice
     for (size_t i = 3; i < w.size(); ++i) {
       const std::string &a = w[i];
       auto value = [&]() -> const std::string & {
         if (i + 1 >= w.size()) throw Error(fmt::format("{} needs a value", a));
+        if (a != "--size" && !given.insert(a).second) throw Error(fmt::format("{} is given twice", a), "give it once");
         return w[++i];
       };
       if (a == "--backward") o.backward = true;
@@ -251,9 +253,12 @@ private:
     auto lib = libraryOf(o.layer);
     const LayerSymbols &sym = lib->get(o.layer);
     std::vector<std::string> givenGrads; // NAME=... naming an output: its gradient (for :grad)
+    bool dtypeGiven = false;
     for (size_t i = 2; i < w.size(); ++i) {
       if (w[i] == "--dtype") { // this command only; :set dtype changes the session's
         if (i + 1 == w.size()) throw Error("--dtype needs a value", "f32, f64, f16 or bf16");
+        if (dtypeGiven) throw Error("--dtype is given twice", "give it once");
+        dtypeGiven = true;
         o.dtype = w[++i];
         continue;
       }
