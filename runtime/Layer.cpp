@@ -52,6 +52,8 @@ bool onlyConstants(const ir::Expr &e) {
 // "file:line:col: " of a declaration or requirement in the .enc source, as a run-time error that it decides
 // starts; "" for what the source does not declare.
 std::string sourcePrefix(const SourceLoc &loc) { return loc.valid() ? loc.where() + ": " : ""; }
+// The same for a declaration looked up by name (a symbol, a tensor), "" where there is none.
+template <class Decl> std::string sourcePrefix(const Decl *decl) { return decl ? sourcePrefix(decl->loc) : ""; }
 
 } // namespace
 
@@ -326,6 +328,7 @@ void checkSpecializedShapes(const ir::Program &p, const std::string &name, const
   bool emptyInput = std::any_of(sizes.begin(), sizes.end(),
                                 [](const auto &kv) { return ir::isConst(kv.second, nullptr) && kv.second->intValue == 0; });
   for (const ir::TensorDecl &t : p.tensors) {
+    const char *role = t.role == TensorRole::Output ? "output" : "tensor";
     Shape known; // the dimensions evaluated, all of them when `final`
     for (size_t i = 0; i < t.shape.size(); ++i) {
       if (!final && !onlyConstants(t.shape[i])) continue;
@@ -339,22 +342,18 @@ void checkSpecializedShapes(const ir::Program &p, const std::string &name, const
       }
       if (n < 0 || (n == 0 && !emptyInput && t.role == TensorRole::Output))
         throw Error(fmt::format("{}layer {}: {} '{}' would have dimension {} of size {} for {}", sourcePrefix(t.loc),
-                                name, t.role == TensorRole::Output ? "output" : "tensor", t.name, i, n, inputs),
+                                name, role, t.name, i, n, inputs),
                     "the input is too small for the layer's hyper-parameters (kernel size, stride, padding)");
       known.push_back(n);
     }
     // Each dimension fits in 64 bits but their product may not (an empty input's other dimensions
     // are not bounded by memory); no element type is wider than 8 bytes, so 2^60 elements are the most
     // any tensor's byte count holds.
-    int64_t numel = 1;
-    bool tooLarge = false;
-    for (int64_t d : known) tooLarge = tooLarge || (d != 0 && __builtin_mul_overflow(numel, d, &numel));
-    if (!tooLarge && numel > (int64_t(1) << 60) && std::count(known.begin(), known.end(), 0) == 0) tooLarge = true;
-    if (tooLarge)
+    std::optional<int64_t> numel = checkedNumel(known);
+    if (!numel || *numel > (int64_t(1) << 60))
       throw Error(fmt::format("{}layer {}: {} '{}' would have shape {} for {}: it is too large (more elements than a 64-bit byte count "
                               "holds)",
-                              sourcePrefix(t.loc), name, t.role == TensorRole::Output ? "output" : "tensor", t.name,
-                              shapeString(known), inputs),
+                              sourcePrefix(t.loc), name, role, t.name, shapeString(known), inputs),
                   "use smaller sizes: a smaller batch or input, fewer features or channels");
   }
 }
@@ -368,9 +367,8 @@ void Layer::setParam(const std::string &pname, const Tensor &value) {
                 names.empty() ? "this layer has no parameters" : "its parameters are " + names);
   }
   if (value.shape() != it->second.shape()) {
-    const TensorSymbol *decl = symbols_->find(pname);
     throw Error(fmt::format("{}layer {}: parameter '{}' has shape {}, but the value given has shape {}",
-                            sourcePrefix(decl ? decl->loc : SourceLoc{}), name_, pname, shapeString(it->second.shape()),
+                            sourcePrefix(symbols_->find(pname)), name_, pname, shapeString(it->second.shape()),
                             shapeString(value.shape())));
   }
   it->second = value.to(paramDType()).to(options_.device); // the same dtype and device: shared
@@ -547,9 +545,8 @@ void Layer::run(const Compiled &c, std::map<std::string, Tensor> &buffers, int64
   for (const auto &[n, s] : c.shapes)
     if (!buffers.count(n)) {
       DType dtype = dtypeOf(c.loops.types.of(n));
-      const ir::TensorDecl *decl = program_.tensor(n);
-      checkTensorSize(fmt::format("{}layer {}: tensor '{}' (for input {})", sourcePrefix(decl ? decl->loc : SourceLoc{}),
-                                  name_, n, lastInputsText_),
+      checkTensorSize(fmt::format("{}layer {}: tensor '{}' (for input {})", sourcePrefix(program_.tensor(n)), name_, n,
+                                  lastInputsText_),
                       s, dtype, options_.device);
       buffers[n] = Tensor::empty(dtype, s, options_.device);
     }
@@ -722,9 +719,8 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
     }
     const Shape &want = lastOutputShapes_.at(name);
     if (grad.shape() != want) {
-      const TensorSymbol *decl = symbols_->find(name);
       throw Error(fmt::format("{}layer {}: the gradient of output '{}' has shape {}, but the output has shape {}",
-                              sourcePrefix(decl ? decl->loc : SourceLoc{}), name_, name, shapeString(grad.shape()),
+                              sourcePrefix(symbols_->find(name)), name_, name, shapeString(grad.shape()),
                               shapeString(want)));
     }
     buffers[seed->second] = grad.to(options_.dtype).to(options_.device);
@@ -761,13 +757,9 @@ std::map<std::string, Tensor> Layer::backward(const std::map<std::string, Tensor
 
 std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor> &inputs) {
   // Errors about one input start where the layer declares it.
-  auto declaredAt = [&](const std::string &n) {
-    const TensorSymbol *decl = symbols_->find(n);
-    return sourcePrefix(decl ? decl->loc : SourceLoc{});
-  };
   for (const auto &[n, t] : inputs)
     if (t.dtype() != options_.dtype)
-      throw Error(fmt::format("{}layer {}: input '{}' is {} but the layer runs in {}", declaredAt(n), name_, n,
+      throw Error(fmt::format("{}layer {}: input '{}' is {} but the layer runs in {}", sourcePrefix(symbols_->find(n)), name_, n,
                               dtypeName(t.dtype()), dtypeName(options_.dtype)),
                   "convert the input or create the layer with the matching dtype (--dtype)");
   if (!aliasRanks_.empty())
@@ -775,7 +767,7 @@ std::map<std::string, Tensor> Layer::forward(const std::map<std::string, Tensor>
       if (std::find(aliasRanks_.begin(), aliasRanks_.end(), t.rank()) == aliasRanks_.end())
         throw Error(fmt::format("{}layer {}: input '{}' has shape {} ({} dimensions), but {} takes inputs with {} "
                                 "dimensions",
-                                declaredAt(n), name_, n, shapeString(t.shape()), t.rank(), name_,
+                                sourcePrefix(symbols_->find(n)), name_, n, shapeString(t.shape()), t.rank(), name_,
                                 aliasRanks_.size() == 1 ? std::to_string(aliasRanks_[0])
                                                         : fmt::format("{} or {}", aliasRanks_[0], aliasRanks_[1])),
                     "SyncBatchNorm accepts inputs of any rank from 2");

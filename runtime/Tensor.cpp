@@ -58,11 +58,6 @@ std::string shapeString(const Shape &s) {
   return out + "]";
 }
 
-namespace {
-
-// The product of the dimensions, or nullopt when that of the nonzero ones does not fit in 64
-// bits: whether a shape is too large does not depend on the order of its dimensions, as with
-// NumPy, nor on a zero among them.
 std::optional<int64_t> checkedNumel(const Shape &s) {
   int64_t n = 1;
   bool empty = false;
@@ -72,8 +67,6 @@ std::optional<int64_t> checkedNumel(const Shape &s) {
   }
   return empty ? 0 : n;
 }
-
-} // namespace
 
 int64_t shapeNumel(const Shape &s) {
   std::optional<int64_t> n = checkedNumel(s);

@@ -29,6 +29,10 @@ using Shape = std::vector<int64_t>;
 std::string shapeString(const Shape &s); // "[2, 3, 4]"
 // The product of the dimensions; enc::Error when it does not fit in an int64_t.
 int64_t shapeNumel(const Shape &s);
+// The product of the dimensions, or nullopt when that of the nonzero ones does not fit in 64
+// bits: whether a shape is too large does not depend on the order of its dimensions, as with
+// NumPy, nor on a zero among them.
+std::optional<int64_t> checkedNumel(const Shape &s);
 
 // The size in bytes of a tensor of `shape` and `dtype` on `device`, or enc::Error naming `what` ("input
 // 'X'", "layer Conv2d: parameter 'weight'") and the shape when it cannot exist: a negative dimension, an
