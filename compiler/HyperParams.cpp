@@ -53,12 +53,10 @@ static ir::Expr parseValue(const LayerSymbols &layer, const ast::HyperParam &hp,
     // A decimal number as the language writes one (strtod would take 0x10, inf, nan and spaces too),
     // with an optional '+'.
     std::string_view digits = text;
-    if (digits.starts_with('+')) digits.remove_prefix(1);
+    if (digits.starts_with('+') && !digits.starts_with("+-")) digits.remove_prefix(1);
     double v = 0;
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v, std::chars_format::general);
-    if (digits.empty() || digits.starts_with('-') != text.starts_with('-') || ec != std::errc() ||
-        p != digits.data() + digits.size() || !std::isfinite(v))
-      return bad();
+    if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || !std::isfinite(v)) return bad();
     return ir::floatImm(v);
   }
   case ast::HyperParamType::Kind::Bool:
